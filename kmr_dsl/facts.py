@@ -1,0 +1,199 @@
+"""Static facts about a model and a dataset, and their on-disk cache.
+
+Contract: `ModelFacts` is everything the checker and the verifier need to know about a
+real model (its layers, their kinds and shapes, parameter counts, the example input
+and the dense MACs each layer does on it), read once by the runtime and cached as
+JSON keyed on the content hash of every file the loader reads. This module imports
+no torch: a cached `kmr check` never pays for it.
+
+`LoaderSpec` is a loader call with literal arguments, as written in the program, plus
+the folder that relative paths are resolved against.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+FACTS_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class LoaderSpec:
+    """`factory("pkg.mod:fn", weights = "x.safetensors")` as data.
+
+    kind: the loader name (`factory`, `torch_module`, `hf`, `sklearn`, `tensors`).
+    args: positional literal arguments; kwargs: keyword literal arguments (sorted).
+    base_dir: the folder of the .kmr file that wrote the call.
+    """
+
+    kind: str
+    args: tuple = ()
+    kwargs: tuple[tuple[str, object], ...] = ()
+    base_dir: str = "."
+
+    def kw(self, name: str, default=None):
+        for k, v in self.kwargs:
+            if k == name:
+                return v
+        return default
+
+    def key(self) -> dict:
+        return {"kind": self.kind, "args": list(self.args), "kwargs": [list(p) for p in self.kwargs]}
+
+
+@dataclass(frozen=True, slots=True)
+class LayerFact:
+    """One selectable layer (a named submodule whose class name is its kind)."""
+
+    name: str                 # qualified name, e.g. "encoder.layer.0.attention.self.query"
+    kind: str                 # class name: Linear, Conv2d, Embedding, LayerNorm, ...
+    in_features: int          # Linear: in_features; Conv2d: in_channels; Embedding: embedding_dim
+    out_features: int         # Linear: out_features; Conv2d: out_channels; Embedding: num_embeddings
+    weight_shape: tuple[int, ...]
+    weight_params: int        # elements of the weight tensor (0 if none)
+    bias_params: int          # elements of the bias tensor (0 if none)
+    dtype: str                # "float32", "float16", "bfloat16", "qint8", ...
+    bits: int                 # storage width of the weight at load time (32 for float32)
+    density: float            # measured fraction of non-zero weights
+    macs: int                 # dense multiply-accumulates of this layer for one example input
+    consumers: tuple[str, ...] = ()   # layers whose input is this layer's output channels (sequential models)
+    kernel: tuple[int, ...] = ()      # Conv2d kernel size
+
+    @property
+    def params(self) -> int:
+        return self.weight_params + self.bias_params
+
+    @property
+    def rank(self) -> int:
+        return min(self.in_features, self.out_features)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFacts:
+    layers: tuple[LayerFact, ...]
+    total_params: int             # every parameter of the model, layers or not
+    total_macs: int               # dense MACs of the whole model for one example input
+    input_shape: tuple[int, ...]  # the example input's shape (batch 1), for macs
+    input_dtype: str = "float32"
+    buffers_bytes: int = 0        # non-parameter state stored in the artifact
+    source_hash: str = ""
+
+    def select(self, kinds: tuple[str, ...] = (), name_glob: str | None = None) -> list[LayerFact]:
+        out = []
+        for layer in self.layers:
+            if kinds and layer.kind not in kinds:
+                continue
+            if name_glob is not None and not fnmatchcase(layer.name, name_glob):
+                continue
+            out.append(layer)
+        return out
+
+    def layer(self, name: str) -> LayerFact:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(name)
+
+    @property
+    def other_params(self) -> int:
+        """Parameters outside every selectable layer (kept as they are)."""
+        return self.total_params - sum(layer.params for layer in self.layers)
+
+    def to_json(self) -> dict:
+        return {"version": FACTS_VERSION, **asdict(self)}
+
+    @staticmethod
+    def from_json(data: dict) -> "ModelFacts":
+        layers = tuple(
+            LayerFact(**{**d, "weight_shape": tuple(d["weight_shape"]), "consumers": tuple(d.get("consumers", ())),
+                         "kernel": tuple(d.get("kernel", ()))})
+            for d in data["layers"]
+        )
+        return ModelFacts(
+            layers=layers,
+            total_params=data["total_params"],
+            total_macs=data["total_macs"],
+            input_shape=tuple(data["input_shape"]),
+            input_dtype=data.get("input_dtype", "float32"),
+            buffers_bytes=data.get("buffers_bytes", 0),
+            source_hash=data.get("source_hash", ""),
+        )
+
+
+# ---------------------------------------------------------------- cache
+
+def cache_dir() -> Path:
+    env = os.environ.get("KMR_CACHE_DIR")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kmr"
+
+
+def _hash_path(h, path: Path) -> None:
+    if path.is_dir():
+        for child in sorted(p for p in path.rglob("*") if p.is_file()):
+            h.update(str(child.relative_to(path)).encode())
+            h.update(child.read_bytes())
+    elif path.is_file():
+        h.update(path.read_bytes())
+
+
+def source_files(spec: LoaderSpec) -> list[Path]:
+    """Every file the loader reads, so that the cache key changes when one does."""
+    base = Path(spec.base_dir)
+    files: list[Path] = []
+    for value in list(spec.args) + [v for _, v in spec.kwargs]:
+        if isinstance(value, str):
+            if ":" in value and spec.kind == "factory":
+                module = value.split(":", 1)[0]
+                rel = Path(*module.split("."))
+                for cand in (base / rel.with_suffix(".py"), base / rel / "__init__.py"):
+                    if cand.is_file():
+                        files.append(cand)
+            cand = base / value
+            if cand.exists():
+                files.append(cand)
+    return files
+
+
+def spec_hash(spec: LoaderSpec) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps({"v": FACTS_VERSION, **spec.key()}, sort_keys=True, default=str).encode())
+    for path in source_files(spec):
+        _hash_path(h, path)
+    return h.hexdigest()[:32]
+
+
+def load_cached(spec: LoaderSpec) -> ModelFacts | None:
+    path = cache_dir() / f"facts-{spec_hash(spec)}.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if data.get("version") != FACTS_VERSION:
+        return None
+    try:
+        return ModelFacts.from_json(data)
+    except (KeyError, TypeError):
+        return None
+
+
+def store_cached(spec: LoaderSpec, facts: ModelFacts) -> None:
+    """Write atomically; a cache that cannot be written is not an error."""
+    directory = cache_dir()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"facts-{spec_hash(spec)}.json"
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(facts.to_json()))
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+__all__ = ["LayerFact", "LoaderSpec", "ModelFacts", "load_cached", "store_cached", "spec_hash", "field"]
