@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
@@ -31,9 +31,12 @@ class Span:
 
     @staticmethod
     def unknown(file: str = "<unknown>") -> "Span":
-        return Span(file, 1, 1, 1, 1)
+        """A whole-file (or command-line) location: rendered as just the file name."""
+        return Span(file, 0, 0, 0, 0)
 
     def __str__(self) -> str:
+        if self.line <= 0:
+            return self.file
         return f"{self.file}:{self.line}:{self.col}"
 
 
@@ -139,6 +142,7 @@ CODES: dict[str, tuple[str, str]] = {
     "KMR409": ("interrupted", "run again; nothing partial was written"),
     "KMR410": ("rule broke its contract", "fix the implementation or the rule's effect clause"),
     # 5xx CLI and I/O
+    "KMR500": ("internal error", "this is a bug in KMR; rerun with KMR_DEBUG=1 and report the traceback"),
     "KMR501": ("file not found", "check the path"),
     "KMR502": ("invalid command-line option", "see `kmr --help`"),
     "KMR503": ("invalid --set value", "write --set knob=value with a value in the knob's domain"),
@@ -184,7 +188,7 @@ def render(diag: Diagnostic, sources: dict[str, str] | None = None, color: bool 
     if color:
         head = f"{_COLORS[diag.severity]}{head}{_RESET}"
     out = [f"{diag.span}: {head}: {diag.message}"]
-    line = _source_line(diag.span, sources)
+    line = _source_line(diag.span, sources) if diag.span.line > 0 else None
     if line is not None:
         num = str(diag.span.line)
         pad = " " * len(num)
@@ -220,5 +224,5 @@ def sort_key(d: Diagnostic):
 
 __all__ = [
     "CODES", "Diagnostic", "KmrError", "Severity", "Span", "error", "warning",
-    "render", "render_all", "to_json", "has_errors", "sort_key", "field",
+    "render", "render_all", "to_json", "has_errors", "sort_key",
 ]

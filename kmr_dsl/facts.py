@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
@@ -196,4 +196,4 @@ def store_cached(spec: LoaderSpec, facts: ModelFacts) -> None:
         pass
 
 
-__all__ = ["LayerFact", "LoaderSpec", "ModelFacts", "load_cached", "store_cached", "spec_hash", "field"]
+__all__ = ["LayerFact", "LoaderSpec", "ModelFacts", "load_cached", "store_cached", "spec_hash"]

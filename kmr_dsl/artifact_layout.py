@@ -1,0 +1,136 @@
+"""The byte layout of a KMR artifact, as pure arithmetic (no torch).
+
+Contract: `kmr_dsl.runtime.artifact.save` writes exactly what this module predicts for
+the tensor data, and the verifier's `size` cost model uses the same functions, so the
+analytic `size` meter and the measured one cannot drift apart. docs/artifact.md is the
+prose version of this file.
+
+A weight tensor of a matrix layer (Linear, Conv1d/2d, Embedding, and the factors of a
+factorized Linear) with `numel` elements, `rows` output rows (out_features, out_channels
+or num_embeddings), storage width `bits` and `nnz` non-zero values is stored either
+dense or sparse, whichever is smaller (dense on a tie):
+
+    dense  = ceil(numel * bits / 8)                      + scales
+    sparse = ceil(numel / 8) + ceil(nnz * bits / 8)      + scales
+    scales = 4 * rows if bits <= 8 else 0               (one fp32 scale per row)
+
+Everything else (biases, norms, adapters, non-layer parameters and buffers) is stored
+raw: `numel * itemsize` of its dtype (bias of a 16-bit layer: 2 bytes per element;
+biases of integer layers: fp32).
+
+The file is a standard safetensors file: 8 bytes of header length, the JSON header
+(padded with spaces to a multiple of 8), then the data. `header_bytes_estimate` predicts
+the first two parts from the stored tensor names; it is within a few hundred bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Iterable, Sequence
+
+FLOAT_BITS = (32, 16)
+INT_BITS = (8, 4, 2)
+STORAGE_BITS = FLOAT_BITS + INT_BITS
+
+# safetensors dtype names for the packed payloads, by storage width
+VALUE_DTYPE = {32: "F32", 16: "BF16", 8: "I8", 4: "U8", 2: "U8"}
+
+
+def nbytes(count: int, bits: int) -> int:
+    """Bytes to hold `count` values of `bits` bits, packed: ceil(count * bits / 8)."""
+    return -(-count * bits // 8)
+
+
+def scale_bytes(rows: int, bits: int) -> int:
+    """Integer formats carry one fp32 scale per output row; float formats none."""
+    return 4 * rows if bits <= 8 else 0
+
+
+def dense_bytes(numel: int, rows: int, bits: int) -> int:
+    return nbytes(numel, bits) + scale_bytes(rows, bits)
+
+
+def sparse_bytes(numel: int, rows: int, bits: int, nnz: int) -> int:
+    return nbytes(numel, 1) + nbytes(nnz, bits) + scale_bytes(rows, bits)
+
+
+def is_sparse(numel: int, rows: int, bits: int, nnz: int) -> bool:
+    """The writer's choice: sparse only when strictly smaller than dense."""
+    return sparse_bytes(numel, rows, bits, nnz) < dense_bytes(numel, rows, bits)
+
+
+def tensor_bytes(numel: int, rows: int, bits: int, nnz: int) -> int:
+    """Data bytes of one matrix-layer weight tensor (the smaller of dense and sparse)."""
+    if bits not in STORAGE_BITS:
+        raise ValueError(f"bits must be one of {STORAGE_BITS}, not {bits}")
+    if not 0 <= nnz <= numel:
+        raise ValueError(f"nnz {nnz} outside [0, {numel}]")
+    return min(dense_bytes(numel, rows, bits), sparse_bytes(numel, rows, bits, nnz))
+
+
+def weight_entry_names(weight_name: str, bits: int, sparse: bool) -> list[str]:
+    """Names of the safetensors entries that hold one weight tensor.
+
+    dense float: `W`; dense int: `W.q`, `W.scale`; sparse: `W.bitmap`, `W.values`
+    (+ `W.scale` for int formats).
+    """
+    if sparse:
+        names = [f"{weight_name}.bitmap", f"{weight_name}.values"]
+    elif bits <= 8:
+        names = [f"{weight_name}.q"]
+    else:
+        return [weight_name]
+    if bits <= 8:
+        names.append(f"{weight_name}.scale")
+    return names
+
+
+# ---------------------------------------------------------------- header
+# One entry of the safetensors JSON header reads
+#   "NAME":{"dtype":"F32","shape":[128,64],"data_offsets":[1234,5678]},
+# Its fixed part is ENTRY_FIXED characters; the shape and the two offsets add their
+# digits. Offsets are estimated with the digits of the total data size.
+ENTRY_FIXED = len('"":{"dtype":"","shape":[],"data_offsets":[,]},')
+DTYPE_CHARS = 3            # F32, U8, I8, BF16: 3 on average
+METADATA_FIXED = len('{"__metadata__":{"kmr_recipe":""},}')
+# Per logical layer the recipe holds `"NAME":{...config...}`; a config is about
+# LAYER_CONFIG_CHARS characters once JSON-escaped inside the header string.
+LAYER_CONFIG_CHARS = 150
+RECIPE_FIXED_CHARS = 160   # format version, base loader call, info (escaped)
+
+
+def header_bytes_estimate(
+    tensors: Iterable[tuple[str, int]],
+    layer_names: Sequence[str] = (),
+    data_bytes: int = 0,
+    recipe_chars: int | None = None,
+) -> int:
+    """Bytes before the tensor data: the 8-byte length plus the padded JSON header.
+
+    tensors: (stored entry name, number of dimensions) for every entry in the file;
+    layer_names: the logical layers described in the recipe; data_bytes: the total data
+    size (for the width of the offsets); recipe_chars: the recipe's escaped length if
+    known exactly, else estimated from the layer names.
+    """
+    digits = len(str(max(1, data_bytes)))
+    header = METADATA_FIXED
+    for name, ndim in tensors:
+        # each dimension is ~3 digits plus a comma
+        header += ENTRY_FIXED + len(name) + DTYPE_CHARS + 2 * digits + max(1, 4 * ndim - 1)
+    if recipe_chars is None:
+        recipe_chars = RECIPE_FIXED_CHARS + sum(len(n) * 2 + LAYER_CONFIG_CHARS for n in layer_names)
+    header += recipe_chars
+    return 8 + header + (-header) % 8
+
+
+def escaped_json_chars(obj) -> int:
+    """Length of `obj` as the compact JSON the writer uses, escaped into a JSON string."""
+    text = json.dumps(obj, separators=(",", ":"), sort_keys=True)
+    return len(json.dumps(text)) - 2
+
+
+__all__ = [
+    "FLOAT_BITS", "INT_BITS", "STORAGE_BITS", "VALUE_DTYPE", "dense_bytes", "escaped_json_chars",
+    "header_bytes_estimate", "is_sparse", "nbytes", "scale_bytes", "sparse_bytes", "tensor_bytes",
+    "weight_entry_names",
+]

@@ -1,0 +1,312 @@
+"""The `kmr` command: a thin shell over the stages.
+
+Contract: `main(argv) -> int` is callable in-process and never raises (a bug becomes
+KMR500 with a hint, never a traceback, unless KMR_DEBUG=1). One function per
+subcommand; heavy modules (sympy, z3, torch) are imported inside the commands that
+need them, so `kmr --help`, `kmr --version` and `kmr fmt` never pay for torch.
+
+Exit codes (spec §7): 0 verified / ok, 1 a proof or a budget line failed, 2 malformed
+program or misused command, 3 unknown (solver limit). With several files, the worst
+wins in the order 2, 1, 3, 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from kmr_dsl import __version__
+from kmr_dsl.diagnostics import Diagnostic, KmrError, Span, error, has_errors, render_all, sort_key
+
+EXIT_OK, EXIT_FAILED, EXIT_MALFORMED, EXIT_UNKNOWN = 0, 1, 2, 3
+_PRIORITY = {EXIT_MALFORMED: 3, EXIT_FAILED: 2, EXIT_UNKNOWN: 1, EXIT_OK: 0}
+
+
+def worst(codes) -> int:
+    return max(codes, key=lambda c: _PRIORITY.get(c, 4), default=EXIT_OK)
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports misuse as KMR502 instead of exiting the process."""
+
+    def error(self, message):
+        raise _UsageError(f"{self.prog}: {message}")
+
+
+# ---------------------------------------------------------------- output
+
+class Output:
+    """Where diagnostics and results go; text (colour unless NO_COLOR) or JSON."""
+
+    def __init__(self, fmt: str = "text"):
+        self.fmt = fmt
+        self.color = sys.stderr.isatty() and "NO_COLOR" not in os.environ
+
+    def diagnostics(self, diags: list[Diagnostic], sources: dict[str, str] | None = None) -> None:
+        if self.fmt == "text" and diags:
+            print(render_all(sorted(diags, key=sort_key), sources, self.color), file=sys.stderr)
+
+    def result(self, text: str) -> None:
+        if self.fmt == "text":
+            print(text)
+
+
+def _emit_json(payload) -> None:
+    print(json.dumps(payload, indent=2, default=str))
+
+
+# ---------------------------------------------------------------- facts
+
+def facts_provider(spec, trust: bool, span: Span):
+    """Cached model facts; on a miss, load the model with torch and cache the facts."""
+    from kmr_dsl.facts import load_cached, store_cached
+
+    cached = load_cached(spec)
+    if cached is not None:
+        return cached
+    from kmr_dsl.runtime.introspect import model_facts
+
+    facts = model_facts(spec, trust=trust, span=span)
+    store_cached(spec, facts)
+    return facts
+
+
+def load_checked(path: str, trust: bool = False):
+    """Parse and check one file: (CheckedProgram or None, diagnostics, sources)."""
+    from kmr_dsl.check import check_file
+
+    p = Path(path)
+    if not p.is_file():
+        diag = error("KMR501", Span.unknown(path), f"no such file: {path}", hint="check the path")
+        return None, [diag], {}
+    program, diags = check_file(str(p), facts_provider=facts_provider, trust=trust)
+    sources = program.sources if program is not None else _read_sources(diags)
+    return program, diags, sources
+
+
+def _read_sources(diags) -> dict[str, str]:
+    out = {}
+    for d in diags:
+        try:
+            out.setdefault(d.span.file, Path(d.span.file).read_text(encoding="utf-8", errors="replace"))
+        except OSError:
+            pass
+    return out
+
+
+# ---------------------------------------------------------------- commands
+
+def cmd_check(args) -> int:
+    out = Output(args.format)
+    codes, payload = [], []
+    for path in args.files:
+        program, diags, sources = load_checked(path, trust=args.trust)
+        entry = {"file": path, "diagnostics": [d.to_json() for d in diags], "pipelines": []}
+        if program is None or has_errors(diags):
+            out.diagnostics(diags, sources)
+            codes.append(EXIT_MALFORMED)
+            entry["exit_code"] = EXIT_MALFORMED
+            payload.append(entry)
+            continue
+        code = EXIT_OK
+        if not args.no_verify:
+            from kmr_dsl.verify import verify
+
+            for name in _pipelines(program, args.pipeline, path):
+                report = verify(program, name, **_solver_options(args))
+                diags = diags + list(report.diagnostics)
+                entry["pipelines"].append({"pipeline": name, **report.to_json()})
+                code = worst([code, report.exit_code])
+                if args.format == "text":
+                    out.result(_render_report(path, name, report))
+                if args.explain:
+                    from kmr_dsl.verify import explain
+
+                    out.result(explain(program, name, args.explain))
+        entry["diagnostics"] = [d.to_json() for d in diags]
+        entry["exit_code"] = code
+        out.diagnostics(diags, sources)
+        if args.format == "text" and args.no_verify:
+            out.result(f"{path}: well-formed (verification skipped)")
+        payload.append(entry)
+        codes.append(code)
+    final = worst(codes)
+    if args.format == "json":
+        _emit_json({"exit_code": final, "files": payload})
+    return final
+
+
+def _solver_options(args) -> dict:
+    opts = {}
+    if args.rlimit is not None:
+        opts["rlimit"] = args.rlimit
+    if args.timeout is not None:
+        opts["timeout_s"] = args.timeout
+    return opts
+
+
+def _pipelines(program, wanted: str | None, path: str) -> list[str]:
+    if wanted is None:
+        return list(program.pipelines)
+    if wanted not in program.pipelines:
+        raise KmrError(error("KMR502", Span.unknown(path), f"no pipeline named `{wanted}`",
+                             f"pipelines: {', '.join(program.pipelines) or '(none)'}",
+                             hint="pass one of the listed names to --pipeline"))
+    return [wanted]
+
+
+def _render_report(path: str, pipeline: str, report) -> str:
+    lines = [f"{path}: pipeline `{pipeline}`"]
+    for r in report.results:
+        verdict = getattr(r.verdict, "name", str(r.verdict))
+        lines.append(f"  {r.kind:<15} {verdict:<8} {r.summary}")
+    verdict = {EXIT_OK: "verified", EXIT_FAILED: "refuted", EXIT_UNKNOWN: "unknown"}.get(report.exit_code, "?")
+    lines.append(f"  => {verdict} (exit {report.exit_code})")
+    return "\n".join(lines)
+
+
+def cmd_fmt(args) -> int:
+    from kmr_dsl.fmt import format_source
+
+    out = Output("text")
+    code = EXIT_OK
+    for path in args.files:
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            out.diagnostics([error("KMR501", Span.unknown(path), f"cannot read {path}: {e}")])
+            code = worst([code, EXIT_MALFORMED])
+            continue
+        formatted, diags = format_source(text, str(p))
+        if formatted is None:
+            out.diagnostics(diags, {str(p): text})
+            code = worst([code, EXIT_MALFORMED])
+        elif args.check:
+            if formatted != text:
+                out.diagnostics([error("KMR504", Span(str(p), 1, 1, 1, 2), f"{path} is not formatted")], {str(p): text})
+                code = worst([code, EXIT_FAILED])
+        elif formatted != text:
+            tmp = p.with_name(f".{p.name}.kmrfmt.tmp")
+            tmp.write_text(formatted, encoding="utf-8")
+            os.replace(tmp, p)  # atomic: an interrupted fmt never leaves half a file
+            out.result(f"formatted {path}")
+    return code
+
+
+def _dispatch(module: str, function: str, args) -> int:
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name and not e.name.startswith("kmr_dsl"):
+            raise KmrError(error("KMR506", Span.unknown(args.command), f"missing dependency `{e.name}`",
+                                 hint=f"pip install {e.name}"))
+        raise
+    return getattr(mod, function)(args)
+
+
+# ---------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = _Parser(prog="kmr", description="KMR: verified model-efficiency pipelines on PyTorch.")
+    ap.add_argument("--version", action="version", version=f"kmr {__version__}")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def common(p):
+        p.add_argument("--format", choices=("text", "json"), default="text", help="output format")
+        p.add_argument("--trust", action="store_true", help="allow loading pickled models (torch_module)")
+
+    def solver(p):
+        p.add_argument("--rlimit", type=int, default=None, help="solver resource limit per obligation")
+        p.add_argument("--timeout", type=float, default=None, help="solver wall-clock cap per obligation (s)")
+
+    p = sub.add_parser("check", help="prove a program well-formed, composable and feasible")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    common(p)
+    solver(p)
+    p.add_argument("--pipeline", help="check only this pipeline")
+    p.add_argument("--explain", metavar="METER", help="print an analytic meter's cost formula")
+    p.add_argument("--no-verify", action="store_true", help="stop after names, types and units")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("fmt", help="format files canonically")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--check", action="store_true", help="exit 1 if a file is not formatted; change nothing")
+    p.set_defaults(func=cmd_fmt)
+
+    p = sub.add_parser("run", help="apply the pipeline, measure every meter, check the budget")
+    p.add_argument("file", metavar="FILE")
+    common(p)
+    solver(p)
+    p.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE", help="knob setting (repeatable)")
+    p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: out/<pipeline>)")
+    p.add_argument("--force", action="store_true", help="run even if verification refutes the program")
+    p.add_argument("--pipeline", help="the pipeline to run (default: the only one)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=lambda a: _dispatch("kmr_dsl.runtime.command", "run_command", a))
+
+    p = sub.add_parser("search", help="Budgeted-KMR: find the best setting that meets the budget")
+    p.add_argument("file", metavar="FILE")
+    common(p)
+    solver(p)
+    p.add_argument("--out", default=None, metavar="DIR")
+    p.add_argument("--pipeline")
+    p.add_argument("--strategy", default=None, help="override the program's search strategy")
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--resume", action="store_true", help="continue the journal in --out")
+    p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS")
+    p.add_argument("--backend", choices=("local", "ray"), default="local")
+    p.add_argument("--address", default=None, help="Ray cluster address")
+    p.set_defaults(func=lambda a: _dispatch("kmr_dsl.search.command", "search_command", a))
+
+    p = sub.add_parser("test", help="property-test the file's laws and every rule's contract")
+    p.add_argument("file", metavar="FILE")
+    common(p)
+    p.add_argument("--examples", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-contracts", action="store_true", help="skip the rule-contract tests")
+    p.set_defaults(func=lambda a: _dispatch("kmr_dsl.proptest.command", "test_command", a))
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as e:
+        print(render_all([error("KMR502", Span.unknown("kmr"), str(e))]), file=sys.stderr)
+        return EXIT_MALFORMED
+    except SystemExit as e:  # --help and --version exit 0 through argparse
+        return int(e.code or 0)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_MALFORMED
+    try:
+        return args.func(args)
+    except KmrError as e:
+        print(render_all([e.diagnostic], _read_sources([e.diagnostic])), file=sys.stderr)
+        return EXIT_FAILED if e.diagnostic.code.startswith("KMR4") else EXIT_MALFORMED
+    except KeyboardInterrupt:
+        print(render_all([error("KMR409", Span.unknown(args.command), "interrupted")]), file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug: no traceback for users unless asked for
+        if os.environ.get("KMR_DEBUG"):
+            raise
+        print(render_all([error("KMR500", Span.unknown(args.command), f"internal error: {type(e).__name__}: {e}")]),
+              file=sys.stderr)
+        return EXIT_MALFORMED
+
+
+def main_entry() -> None:
+    sys.exit(main())

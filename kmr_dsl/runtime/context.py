@@ -1,0 +1,69 @@
+"""The run context: what a rule needs from the run that is not one of its arguments.
+
+Contract: `current()` returns the active `RunContext` (a default one outside any run):
+the seed every training rule starts from, a progress reporter, the baseline model
+(the unmodified input model: the default distillation teacher and the reference of
+label-free fine-tuning), the device (always "cpu" here) and the thread count training
+and latency use. The CLI activates one with `with use(RunContext(...)):`. This module
+imports no torch.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any, Callable
+
+from kmr_dsl.diagnostics import Span
+
+
+@dataclass(frozen=True)
+class RunContext:
+    seed: int = 0
+    progress: Callable[[dict], None] | None = None
+    baseline: Any = None              # an nn.Module; typed loosely so torch stays unimported
+    device: str = "cpu"
+    threads: int | None = None        # None: leave torch's setting alone
+    span: Span | None = None          # the step being run, for diagnostics
+
+    def with_(self, **changes) -> "RunContext":
+        return replace(self, **changes)
+
+
+_CURRENT: contextvars.ContextVar[RunContext] = contextvars.ContextVar("kmr_run_context", default=RunContext())
+
+
+def current() -> RunContext:
+    return _CURRENT.get()
+
+
+@contextmanager
+def use(ctx: RunContext):
+    """Make `ctx` the current context for the block (nests; restored on exit)."""
+    token = _CURRENT.set(ctx)
+    try:
+        yield ctx
+    finally:
+        _CURRENT.reset(token)
+
+
+def report(**event) -> None:
+    """Send one progress event (e.g. rule, epoch, loss) to the reporter, if any.
+
+    A reporter that fails must not break the run, so its errors are swallowed.
+    """
+    reporter = current().progress
+    if reporter is None:
+        return
+    try:
+        reporter(dict(event))
+    except Exception:  # noqa: BLE001 - progress display is best-effort
+        pass
+
+
+def span() -> Span:
+    return current().span or Span.unknown()
+
+
+__all__ = ["RunContext", "current", "report", "span", "use"]
