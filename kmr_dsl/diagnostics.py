@@ -122,6 +122,9 @@ CODES: dict[str, tuple[str, str]] = {
     "KMR221": ("unknown loader", "use a loader from the contract (factory, torch_module, hf, sklearn, tensors)"),
     "KMR222": ("pipeline model is not a model", "name a `model` declaration in `pipeline NAME(MODEL)`"),
     "KMR223": ("invalid search or objective", "see docs/language.md for search strategies and objectives"),
+    "KMR224": ("constant budget line", "compare a meter, e.g. `size <= 16 KB`, or remove the line"),
+    "KMR225": ("derived meter defined in terms of itself", "define one of the meters in the cycle without the others"),
+    "KMR226": ("selector on a step inside a for block", "drop `on ...`; the step applies to the loop's layer"),
     # 3xx proofs
     "KMR301": ("precondition may fail", "change the knob domain or reorder the steps so the precondition holds"),
     "KMR302": ("budget infeasible", "relax one of the conflicting budget lines or widen a knob bound"),

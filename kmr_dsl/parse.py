@@ -19,11 +19,35 @@ from lark import Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from kmr_dsl import ast
-from kmr_dsl.diagnostics import Diagnostic, Span, error
+from kmr_dsl.diagnostics import Diagnostic, KmrError, Span, error
 from kmr_dsl.resources import grammar_path
 
 DECL_KEYWORDS = ("import", "model", "data", "knob", "meter", "rule", "pipeline", "property")
 UNITS = ("KiB", "MiB", "GiB", "KB", "MB", "GB", "B", "us", "ms", "s", "%", "K", "M", "G")
+
+
+class _LineStartParen:
+    """Post-lexer: a `(` first on its line, outside ( ) and [ ], becomes _LINE_LPAR.
+
+    Newlines are whitespace in the grammar, so without this a budget line starting with
+    `(` would continue the previous line as a call (`2 ms (size + 1 KB)`). The grammar
+    accepts _LINE_LPAR wherever `(` opens something other than a call's arguments.
+    """
+
+    always_accept = ()
+
+    def process(self, stream):
+        depth = 0
+        prev_line = None
+        for tok in stream:
+            if tok.type == "LPAR" and depth == 0 and prev_line is not None and tok.line > prev_line:
+                tok = Token.new_borrow_pos("_LINE_LPAR", tok.value, tok)
+            if tok.type in ("LPAR", "_LINE_LPAR", "LSQB"):
+                depth += 1
+            elif tok.type in ("RPAR", "RSQB"):
+                depth = max(0, depth - 1)
+            prev_line = tok.end_line
+            yield tok
 
 
 @lru_cache(maxsize=1)
@@ -32,6 +56,7 @@ def parser() -> lark.Lark:
         grammar_path().read_text(encoding="utf-8"),
         parser="lalr",
         lexer="contextual",
+        postlex=_LineStartParen(),
         propagate_positions=True,
         maybe_placeholders=True,
         cache=False,
@@ -248,7 +273,11 @@ class _Builder(Transformer):
         return ("kind", str(ch[0]))
 
     def name_arg(self, ch):
-        return ("name", _unquote(ch[0]))
+        key, glob = ch
+        if str(key) != "name":
+            raise KmrError(error("KMR104", self._tspan(key), f"unknown selector option `{key}`",
+                                 hint='a selector lists layer kinds and optionally `name = "glob"`'))
+        return ("name", _unquote(glob))
 
     @v_args(meta=True)
     def budget_block(self, meta, ch):
@@ -427,6 +456,14 @@ _EXAMPLES: dict[tuple[str, str], list[str]] = {
     ("KMR104", "a knob needs a type: `knob NAME : int in [lo, hi]`"): [
         "knob x = 3",
         "knob x in [0, 1]",
+        "knob x : = 3",
+        "knob x : in [0, 1]",
+    ],
+    ("KMR104", "a comparison cannot be compared again; a budget or check line cannot start with `-` "
+               "(move the negated term to the other side)"): [
+        "pipeline p(m) { budget { size <= 3 -size <= 3 } }",
+        "pipeline p(m) { budget { size <= 3 - size <= 3 } }",
+        "property q(p) { check size <= 3 <= 4 }",
     ],
     ("KMR104", "an int or float knob needs a domain: `in [lo, hi]` or `in {v1, v2}`"): [
         "knob x : int = 3",
@@ -503,13 +540,46 @@ def _example_states() -> dict:
     return table
 
 
-def _unclosed(text: str) -> tuple[str, int, int, str] | None:
-    """The innermost bracket left open: (char, line, col, the words before it)."""
+def _strip_comment(line: str) -> str:
+    """The line without its comment (a `#` inside a string is not one)."""
+    in_string = False
+    i = 0
+    while i < len(line):
+        c = line[i]
+        if in_string:
+            if c == "\\":
+                i += 1
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c == "#":
+            return line[:i]
+        i += 1
+    return line
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" \t"))
+
+
+def _open_brackets(text: str, stop: tuple[int, int] | None = None):
+    """Brackets still open (innermost last) at the end of `text`, or before (line, col)
+    `stop`: each is (char, line, col, the words before it on its line). Also returns
+    the openers that a closer skipped by indentation: a `}` alone on its line closes the
+    open `{` whose line is indented like it, so the deeper ones it jumps over are the
+    ones left unclosed (a missing `}` of a budget is blamed on the budget, not on the
+    pipeline around it)."""
     stack: list[tuple[str, int, int, str]] = []
-    for lineno, line in enumerate(text.split("\n"), start=1):
+    skipped: list[tuple[str, int, int, str]] = []
+    lines = text.split("\n")
+    for lineno, raw in enumerate(lines, start=1):
+        line = _strip_comment(raw)
         in_string = False
         i = 0
         while i < len(line):
+            if stop is not None and (lineno, i + 1) >= stop:
+                return stack, skipped
             c = line[i]
             if in_string:
                 if c == "\\":
@@ -518,14 +588,63 @@ def _unclosed(text: str) -> tuple[str, int, int, str] | None:
                     in_string = False
             elif c == '"':
                 in_string = True
-            elif c == "#":
-                break
             elif c in _CLOSERS:
                 stack.append((c, lineno, i + 1, line[:i].strip()))
             elif c in ")]}" and stack and _CLOSERS[stack[-1][0]] == c:
+                if c == "}" and not line[:i].strip():
+                    level = _indent(line)
+                    same = [k for k, b in enumerate(stack) if b[0] == "{" and _indent(lines[b[1] - 1]) == level]
+                    if same and same[-1] < len(stack) - 1 and _indent(lines[stack[-1][1] - 1]) > level:
+                        skipped.extend(reversed(stack[same[-1] + 1:]))
+                        del stack[same[-1] + 1:]
                 stack.pop()
             i += 1
+    return stack, skipped
+
+
+def _unclosed(text: str) -> tuple[str, int, int, str] | None:
+    """The bracket most likely left open: (char, line, col, the words before it)."""
+    stack, skipped = _open_brackets(text)
+    if skipped:
+        return skipped[0]
     return stack[-1] if stack else None
+
+
+def _code_end(chunk: str) -> tuple[int, int]:
+    """(line, col) just after the last character of code, comments and blank lines aside."""
+    lines = chunk.split("\n")
+    for number in range(len(lines), 0, -1):
+        code = _strip_comment(lines[number - 1]).rstrip()
+        if code:
+            return number, len(code) + 1
+    return 1, 1
+
+
+def _missing_closer(open_, file: str, line_offset: int) -> Diagnostic:
+    ch, oline, ocol, before = open_
+    closer = _CLOSERS[ch]
+    what = _construct(before) if ch == "{" else "the argument list" if ch == "(" else "the brackets"
+    span = Span(file, oline + line_offset, ocol, oline + line_offset, ocol + 1)
+    return error("KMR102", span, f"missing `{closer}` closing {what}",
+                 f"`{ch}` opened here is never closed", hint=f"add `{closer}` at the end of {what}")
+
+
+# A name right after a number on the same line is most likely a unit the lexer does not
+# know (`16 kb`, `2 sec`): the known ones are lexed together with their number.
+_AFTER_NUMBER = re.compile(r"(?<![A-Za-z_0-9.])(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?[ \t]*$")
+
+
+def _unknown_unit(tok: Token, chunk: str, line: int, col: int) -> str | None:
+    lines = chunk.split("\n")
+    if tok.type != "NAME" or not re.fullmatch(r"[A-Za-z]{1,5}", str(tok)) or line - 1 >= len(lines):
+        return None
+    text = lines[line - 1]
+    if not _AFTER_NUMBER.search(text[:col - 1]):
+        return None
+    if re.match(r"[ \t]*=(?!=)", text[col - 1 + len(str(tok)):]):
+        return None       # `amount = 0.5 n = 2`: a missing comma before an argument, not a unit
+    by_lower = {u.lower(): u for u in UNITS}
+    return by_lower.get(str(tok).lower(), "")
 
 
 def _construct(words: str) -> str:
@@ -544,14 +663,8 @@ def _diagnose(e: UnexpectedInput, chunk: str, file: str, line_offset: int) -> Di
     if isinstance(e, (UnexpectedEOF,)) or (isinstance(e, UnexpectedToken) and e.token.type == "$END"):
         open_ = _unclosed(chunk)
         if open_:
-            ch, oline, ocol, before = open_
-            closer = _CLOSERS[ch]
-            what = _construct(before) if ch == "{" else "the argument list" if ch == "(" else "the brackets"
-            span = Span(file, oline + line_offset, ocol, oline + line_offset, ocol + 1)
-            return error("KMR102", span, f"missing `{closer}` closing {what}",
-                         f"`{ch}` opened here is never closed", hint=f"add `{closer}` at the end of {what}")
-        last = chunk.rstrip().split("\n")
-        line, col = len(last), len(last[-1]) + 1 if last else 1
+            return _missing_closer(open_, file, line_offset)
+        line, col = _code_end(chunk)
         span = Span(file, line + line_offset, col, line + line_offset, col + 1)
         return error("KMR105", span, "the declaration ends too early: missing operand or value")
     if isinstance(e, UnexpectedCharacters):
@@ -565,12 +678,32 @@ def _diagnose(e: UnexpectedInput, chunk: str, file: str, line_offset: int) -> Di
         return error("KMR106", span, f"invalid character {ch!r}")
     tok = e.token
     span = Span(file, line + line_offset, col, (tok.end_line or line) + line_offset, tok.end_column or col + 1)
+    if tok.type in ("RBRACE", "RPAR", "RSQB"):
+        # a closer that matches an outer open bracket means the inner one was never closed
+        stack, _ = _open_brackets(chunk, (line, col))
+        if stack and _CLOSERS[stack[-1][0]] != str(tok) and any(_CLOSERS[b[0]] == str(tok) for b in stack):
+            return _missing_closer(stack[-1], file, line_offset)
+    unit = _unknown_unit(tok, chunk, line, col)
+    if unit is not None:
+        notes = [f"did you mean `{unit}`?"] if unit else []
+        return error("KMR107", span, f"unknown unit `{tok}`", *notes,
+                     "units: bytes B KB MB GB KiB MiB GiB, time us ms s, ratio %, counts K M G",
+                     hint="units are case-sensitive: `16 KB`, `2 ms`, `25%`")
     key = _state_key(e)
     label = _example_states().get(key) or _example_states().get(key[:2] + (None,))
+    accepts = set(getattr(e, "accepts", None) or getattr(e, "expected", ()) or ())
+    if label is None and tok.type not in ("RBRACE", "RPAR", "RSQB") and {"$END", "KNOB", "PIPELINE"} <= accepts:
+        # between declarations (after a complete one): whatever this is, it needs a keyword
+        label = ("KMR108", "expected a declaration: import, model, data, knob, meter, rule, pipeline or property")
     expected = sorted(getattr(e, "accepts", None) or getattr(e, "expected", ()))
-    note = "expected one of: " + ", ".join(_pretty_terminal(t) for t in expected[:12])
+    note = "expected one of: " + ", ".join(list(dict.fromkeys(_pretty_terminal(t) for t in expected))[:12])
     if tok.type in ("RBRACE", "RPAR", "RSQB") and label is None:
-        return error("KMR104", span, f"unexpected `{tok}`: unbalanced bracket", note)
+        stack, _ = _open_brackets(chunk, (line, col))
+        if not any(_CLOSERS[b[0]] == str(tok) for b in stack):
+            return error("KMR104", span, f"unexpected `{tok}`: unbalanced bracket", note,
+                         hint=f"remove the `{tok}`; nothing open here needs it")
+        # balanced: something required is missing before it (the note says what)
+        return error("KMR101", span, f"unexpected `{tok}`: something is missing before it", note)
     if label is None:
         return error("KMR101", span, f"unexpected `{tok}`", note)
     code, message = label
@@ -578,7 +711,7 @@ def _diagnose(e: UnexpectedInput, chunk: str, file: str, line_offset: int) -> Di
 
 
 _TERMINAL_NAMES = {
-    "LPAR": "`(`", "RPAR": "`)`", "LBRACE": "`{`", "RBRACE": "`}`", "LSQB": "`[`", "RSQB": "`]`",
+    "LPAR": "`(`", "_LINE_LPAR": "`(`", "RPAR": "`)`", "LBRACE": "`{`", "RBRACE": "`}`", "LSQB": "`[`", "RSQB": "`]`",
     "COMMA": "`,`", "EQUAL": "`=`", "COLON": "`:`", "DOT": "`.`", "NAME": "a name", "NUMBER": "a number",
     "QUANTITY": "a quantity", "STRING": "a string", "COMPARE": "a comparison", "PLUS": "`+`",
     "MINUS": "`-`", "STAR": "`*`", "SLASH": "`/`",
@@ -612,6 +745,9 @@ def parse(text: str, file: str = "<input>") -> tuple[ast.Program, list[Diagnosti
         except UnexpectedInput as e:
             diags.append(_diagnose(e, chunk, file, start - 1))
         except VisitError as e:  # a builder bug must still not reach the user as a traceback
+            if isinstance(e.orig_exc, KmrError):      # a construct the grammar admits but the AST does not
+                diags.append(e.orig_exc.diagnostic)
+                continue
             diags.append(error("KMR101", Span(file, start, 1, start, 2), f"could not build the declaration: {e.orig_exc}"))
     lines = text.count("\n") + 1
     program = ast.Program(file, tuple(decls), Span(file, 1, 1, lines, 1))

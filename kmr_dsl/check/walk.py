@@ -1,0 +1,80 @@
+"""Walking and rewriting the expression IR of kmr_dsl.check.program.
+
+Contract: `nodes(e)` yields every node of an IR expression (pre-order); `rewrite(e, f)`
+rebuilds it bottom-up, replacing each node by `f(node)`. On top of them: the knobs and
+meters an expression reads, `on_baseline` (a derived meter read as `baseline.ratio`:
+every meter inside reads the baseline model) and `at_layer` (a `for` body's family
+reference `s[l]`, lowered once with a placeholder, instantiated for one layer).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from kmr_dsl.check import program as P
+
+# Marks the loop variable inside a family instance name while a `for` body is lowered
+# once; no layer name can contain it, so instantiation cannot touch a real name.
+PLACEHOLDER = "\x00"
+
+
+def children(e) -> tuple:
+    if isinstance(e, P.Op):
+        return e.args
+    if isinstance(e, P.If):
+        return (e.cond, e.then, e.orelse)
+    return ()
+
+
+def nodes(e):
+    stack = [e]
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(reversed(children(node)))
+
+
+def rewrite(e, f):
+    if isinstance(e, P.Op):
+        e = replace(e, args=tuple(rewrite(a, f) for a in e.args))
+    elif isinstance(e, P.If):
+        e = replace(e, cond=rewrite(e.cond, f), then=rewrite(e.then, f), orelse=rewrite(e.orelse, f))
+    return f(e)
+
+
+def knobs(e) -> set[str]:
+    """Declared knob names (families by their declared name) an expression reads."""
+    return {n.knob for n in nodes(e) if isinstance(n, P.KnobRef)}
+
+
+def meters(e) -> list[P.MeterRef]:
+    return [n for n in nodes(e) if isinstance(n, P.MeterRef)]
+
+
+def is_analytic(e) -> bool:
+    return all(m.analytic for m in meters(e))
+
+
+def on_baseline(e):
+    return rewrite(e, lambda n: replace(n, baseline=True) if isinstance(n, P.MeterRef) else n)
+
+
+def family_ref(knob: str) -> str:
+    return f"{knob}[{PLACEHOLDER}]"
+
+
+def at_layer(e, layer: str):
+    """Instantiate every placeholder family reference for `layer`."""
+    def f(n):
+        if isinstance(n, P.KnobRef) and n.name == family_ref(n.knob):
+            return replace(n, name=f"{n.knob}[{layer}]")
+        return n
+    return rewrite(e, f)
+
+
+def has_placeholder(e) -> bool:
+    return any(isinstance(n, P.KnobRef) and PLACEHOLDER in n.name for n in nodes(e))
+
+
+__all__ = ["PLACEHOLDER", "at_layer", "children", "family_ref", "has_placeholder", "is_analytic",
+           "knobs", "meters", "nodes", "on_baseline", "rewrite"]

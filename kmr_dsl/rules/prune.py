@@ -1,0 +1,202 @@
+"""`prune`: magnitude, global, structured channel and N:M pruning of Linear / Conv2d.
+
+Contract (docs/design.md): requires `layer.bits >= 16` and `n <= m`.
+- magnitude: in each layer, of its nnz non-zero weights keep the round_half_up(nnz *
+  (1 - amount)) largest by |w|: density *= 1 - amount (up to one weight of rounding).
+  A factorized layer ranks both factors' weights together.
+- global: the same, with one ranking over all the selected layers: the total density
+  of the selection is multiplied by 1 - amount; a layer's share varies.
+- nm: along the input dimension (Linear: a row; Conv2d: in_channels x kh x kw
+  flattened), in every group of m consecutive weights keep the n largest: density *=
+  n / m, exact on a dense layer whose input size is a multiple of m (a shorter tail
+  group keeps round_half_up(len * n / m)). Stored dense: no CPU kernel runs 2:4
+  (FACTS.md), so it is a sparsity pattern, not a speedup.
+- channel: keep round_half_up(out * (1 - amount)) (at least 1) output channels with
+  the largest L2 norm, in their original order, and physically remove the others: the
+  layer's weight rows and bias, the BatchNorms after it and the matching input columns
+  of its consumers (`layers.channel_links`) really become smaller tensors. A layer with
+  no known consumer (the model's last layer, or a model not built from Sequentials) is
+  refused: removing its outputs would change the model's output or break its forward.
+Unstructured pruning records a mask (`layers.set_mask`) that training keeps.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn as nn
+
+from kmr_dsl.rules import checks
+from kmr_dsl.runtime import layers as kl
+from kmr_dsl.runtime import modules as km
+
+RULE = "prune"
+METHODS = ("magnitude", "global", "channel", "nm")
+ACCEPTS = ("Linear", "Conv2d")
+
+
+def apply(model: nn.Module, layers, amount: float = 0.5, method: str = "magnitude", n: int = 2, m: int = 4):
+    amount = checks.number(RULE, "amount", amount, 0.0, 1.0, hi_open=True)
+    method = checks.choice(RULE, "method", method, METHODS)
+    n = checks.integer(RULE, "n", n, 1, 16)
+    m = checks.integer(RULE, "m", m, 1, 16)
+    if n > m:
+        checks.fail(RULE, f"precondition `n <= m` fails (n = {n}, m = {m})")
+    for name, layer in layers:
+        checks.kinds(RULE, name, layer, ACCEPTS)
+        checks.float_weights(RULE, name, layer)
+    if method == "magnitude":
+        for name, layer in layers:
+            _keep_largest(kl.leaves(name, layer), amount)
+    elif method == "global":
+        _keep_largest([leaf for name, layer in layers for leaf in kl.leaves(name, layer)], amount)
+    elif method == "nm":
+        for name, layer in layers:
+            for _, leaf in kl.leaves(name, layer):
+                _nm(leaf, n, m)
+    else:
+        links = kl.channel_links(model)
+        for name, _ in layers:
+            _channel(model, name, amount, links)
+    return model
+
+
+def _keep_largest(leaves, amount: float) -> None:
+    masks = [kl.current_mask(leaf) for _, leaf in leaves]
+    nnz = sum(int(mask.sum()) for mask in masks)
+    keep = checks.round_half_up(nnz * (1.0 - amount))
+    if keep >= nnz or not leaves:
+        return
+    # one ranking over every weight; pruned positions score -1 so they are never kept
+    scores = torch.cat([torch.where(mask, leaf.weight.detach().abs().float(), torch.tensor(-1.0)).reshape(-1)
+                        for (_, leaf), mask in zip(leaves, masks)])
+    chosen = torch.zeros(scores.numel(), dtype=torch.bool)
+    if keep > 0:
+        chosen[torch.topk(scores, keep, sorted=False).indices] = True
+    start = 0
+    for _, leaf in leaves:
+        numel = leaf.weight.numel()
+        kl.set_mask(leaf, chosen[start:start + numel])
+        start += numel
+
+
+def _nm(leaf: nn.Module, n: int, m: int) -> None:
+    if n == m:
+        return
+    w = leaf.weight.detach()
+    rows = w.shape[0]
+    mask = kl.current_mask(leaf).reshape(rows, -1)
+    scores = torch.where(mask, w.abs().float().reshape(rows, -1), torch.tensor(-1.0))
+    cols = scores.shape[1]
+    full = cols // m * m
+    keep = torch.zeros_like(mask)
+    if full:
+        groups = scores[:, :full].reshape(rows, -1, m)
+        idx = torch.topk(groups, n, dim=-1).indices
+        keep[:, :full] = torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, idx, True).reshape(rows, full)
+    tail = cols - full
+    t = checks.round_half_up(tail * n / m)
+    if tail and t:
+        idx = torch.topk(scores[:, full:], t, dim=-1).indices
+        keep[:, full:] = torch.zeros(rows, tail, dtype=torch.bool).scatter_(-1, idx, True)
+    kl.set_mask(leaf, keep & mask)
+
+
+# ---------------------------------------------------------------- structured channels
+
+def _effective_weight(layer: nn.Module) -> torch.Tensor:
+    """The (out, in...) float weight the layer applies, for ranking channels."""
+    if isinstance(layer, km.FactorizedLinear):
+        return _effective_weight(layer.second).float() @ _effective_weight(layer.first).float()
+    if isinstance(layer, km.LoRALinear):
+        return _effective_weight(layer.base).float() + layer.delta().detach()
+    return kl.leaf_weight(layer).float()
+
+
+def _set_features(mod: nn.Module, dim: int, size: int) -> None:
+    if hasattr(mod, "in_channels"):
+        setattr(mod, "out_channels" if dim == 0 else "in_channels", size)
+    else:
+        setattr(mod, "out_features" if dim == 0 else "in_features", size)
+
+
+def _slice_leaf(leaf: nn.Module, dim: int, idx: torch.Tensor) -> nn.Module:
+    if km.is_dynamic(leaf) or isinstance(leaf, km.QuantWeight):
+        q, scale, bias = (km.dynamic_parts(leaf) if km.is_dynamic(leaf)
+                          else (leaf.int_weight(), leaf.scale, leaf.bias))
+        # per-row scales: slicing columns keeps every integer value and scale exact
+        q = q.index_select(dim, idx)
+        if dim == 0:
+            scale = scale[idx]
+            bias = None if bias is None else bias[idx]
+        if km.is_dynamic(leaf):
+            return km.dynamic_linear(q, scale, bias)
+        new = copy.deepcopy(leaf)
+        new.set_int_weight(q, scale)
+        if bias is not None:
+            new.bias = bias.clone()
+        return new
+    if getattr(leaf, "groups", 1) != 1:
+        checks.fail(RULE, "channel pruning of grouped convolutions is not supported")
+    new = copy.deepcopy(leaf)
+    weight = leaf.weight.detach().index_select(dim, idx).clone()
+    new.weight = nn.Parameter(weight, requires_grad=leaf.weight.requires_grad)
+    if dim == 0 and leaf.bias is not None:
+        new.bias = nn.Parameter(leaf.bias.detach()[idx].clone(), requires_grad=leaf.bias.requires_grad)
+    mask = getattr(leaf, kl.MASK, None)
+    if mask is not None:
+        new._buffers[kl.MASK] = mask.index_select(dim, idx)
+    _set_features(new, dim, weight.shape[dim])
+    return new
+
+
+def _slice(layer: nn.Module, dim: int, idx: torch.Tensor) -> nn.Module:
+    """`layer` with output (dim 0) or input (dim 1) channels `idx` only."""
+    if isinstance(layer, km.FactorizedLinear):
+        if dim == 0:
+            layer.second = _slice(layer.second, 0, idx)
+        else:
+            layer.first = _slice(layer.first, 1, idx)
+        return layer
+    if isinstance(layer, km.LoRALinear):
+        layer.base = _slice(layer.base, dim, idx)
+        if dim == 0:
+            layer.lora_B = nn.Parameter(layer.lora_B.detach()[idx].clone(), requires_grad=layer.lora_B.requires_grad)
+        else:
+            layer.lora_A = nn.Parameter(layer.lora_A.detach()[:, idx].clone(), requires_grad=layer.lora_A.requires_grad)
+        return layer
+    return _slice_leaf(layer, dim, idx)
+
+
+def _slice_norm(norm: nn.Module, idx: torch.Tensor) -> nn.Module:
+    new = copy.deepcopy(norm)
+    for pname, p in list(norm._parameters.items()):
+        if p is not None:
+            new._parameters[pname] = nn.Parameter(p.detach()[idx].clone(), requires_grad=p.requires_grad)
+    for bname, b in list(norm._buffers.items()):
+        if b is not None and b.dim() == 1 and b.shape[0] == norm.num_features:
+            new._buffers[bname] = b[idx].clone()
+    new.num_features = int(idx.numel())
+    return new
+
+
+def _channel(model: nn.Module, name: str, amount: float, links: dict) -> None:
+    layer = kl.get_module(model, name)
+    out = kl.layer_features(layer)[1]
+    keep = max(1, checks.round_half_up(out * (1.0 - amount)))
+    if keep >= out:
+        return
+    link = links.get(name)
+    if link is None or not link.consumers:
+        checks.fail(RULE, f"`{name}` has no consumer layer that KMR can shrink with it",
+                    "channel pruning needs the layer inside an nn.Sequential chain, followed by a Linear/Conv",
+                    hint="select hidden layers only (not the output layer), or use method = magnitude")
+    norms = _effective_weight(layer).reshape(out, -1).norm(dim=1)
+    idx = torch.sort(torch.topk(norms, keep, sorted=False).indices).values
+    kl.set_module(model, name, _slice(layer, 0, idx))
+    for norm_name in link.norms:
+        kl.set_module(model, norm_name, _slice_norm(kl.get_module(model, norm_name), idx))
+    for consumer, block in link.consumers:
+        cols = (idx[:, None] * block + torch.arange(block)[None, :]).reshape(-1)
+        kl.set_module(model, consumer, _slice(kl.get_module(model, consumer), 1, cols))

@@ -1,0 +1,69 @@
+"""`quantize`: store the weights of Linear / Conv2d / Embedding layers in fewer bits.
+
+Contract (docs/design.md): requires `bits <= layer.bits`; effect `layer.bits = bits`,
+`model.trainable = model.trainable and bits >= 16`.
+- 32: unchanged.
+- 16: bfloat16 parameters (`modules.HalfLinear` ...), still float and trainable.
+- 8, scheme dynamic, on a Linear: torch's int8 dynamic Linear with a per-channel
+  symmetric weight (real int8 kernels; per-tensor scales lose fidelity, FACTS.md).
+- 8 weight_only, and 8 on Conv2d / Embedding (torch has no dynamic int8 conv or
+  embedding): weight-only int8 (`modules.QuantConv2d` ...), dequantized in forward.
+- 4 and 2: weight-only, packed two / four values per byte, one fp32 scale per output
+  row; int2 is ternary {-1, 0, +1} x scale. On this CPU they are storage formats.
+Quantization is symmetric and keeps zeros zero and non-zeros non-zero, so pruning's
+density survives exactly. In a factorized layer both factors are quantized; in a layer
+with an unmerged LoRA adapter the base is quantized and the adapter stays fp32. A model
+holding an integer layer is not trainable (`state.is_trainable`).
+"""
+
+from __future__ import annotations
+
+import torch.nn as nn
+
+from kmr_dsl.rules import checks
+from kmr_dsl.runtime import layers as kl
+from kmr_dsl.runtime import modules as km
+from kmr_dsl.runtime import quant
+
+RULE = "quantize"
+BITS = (2, 4, 8, 16, 32)
+SCHEMES = ("dynamic", "weight_only")
+ACCEPTS = ("Linear", "Conv2d", "Embedding")
+
+
+def apply(model: nn.Module, layers, bits: int, scheme: str = "dynamic"):
+    bits = int(checks.choice(RULE, "bits", bits, BITS))
+    scheme = checks.choice(RULE, "scheme", scheme, SCHEMES)
+    for name, layer in layers:
+        kind = checks.kinds(RULE, name, layer, ACCEPTS)
+        current = kl.layer_bits(layer, name)
+        if bits > current:
+            checks.fail(RULE, f"precondition `bits <= layer.bits` fails on `{name}` ({bits} > {current})",
+                        hint="quantize to a width no larger than the layer's current one")
+        if bits == 32:
+            continue
+        for leaf_name, leaf in kl.leaves(name, layer):
+            new = _convert(leaf, kind, bits, scheme, leaf_name)
+            if new is not leaf:
+                kl.set_module(model, leaf_name, new)
+    return model
+
+
+def _convert(leaf: nn.Module, kind: str, bits: int, scheme: str, name: str) -> nn.Module:
+    have = kl.leaf_bits(leaf)
+    if bits == 16:
+        # a leaf already at 16 bits stays as it is
+        return leaf if have == 16 else km.to_half(leaf)
+    dynamic = scheme == "dynamic" and kind == "Linear" and bits == 8
+    if have == bits and dynamic == km.is_dynamic(leaf):
+        return leaf
+    if isinstance(leaf, (nn.Conv2d, km.QuantConv2d)) and getattr(leaf, "padding_mode", "zeros") != "zeros":
+        checks.fail(RULE, f"`{name}`: only zero-padded convolutions can be quantized")
+    if isinstance(leaf, nn.Embedding) and leaf.max_norm is not None:
+        checks.fail(RULE, f"`{name}`: embeddings with max_norm cannot be quantized")
+    weight = kl.leaf_weight(leaf).float()
+    if dynamic:
+        q, scale = quant.quantize(weight, 8)
+        bias = kl.leaf_bias(leaf)
+        return km.dynamic_linear(q, scale, None if bias is None else bias.detach().float())
+    return km.quantized_leaf(leaf, weight, bits)

@@ -1,0 +1,265 @@
+"""Layer configs and tensor encodings of the artifact (docs/artifact.md).
+
+Contract:
+- `describe(layer)` -> a JSON-able config of a logical layer that `build(config)`
+  turns back into an equivalent, empty module (same types, shapes, dtypes): torch's
+  layers, their half and integer forms, int8 dynamic Linears, FactorizedLinear and
+  LoRALinear (recursively), norms. Flags: `masked` (a float leaf carried a pruning
+  mask: it is rebuilt from the zeros), `rank` (a truncated dense Linear's kept rank),
+  `frozen` (the layer's own weights are frozen). A layer of any other type is
+  `{"type": "keep"}`: it stays as the base model builds it and its tensors are loaded
+  raw.
+- `encode_layer(path, layer)` -> {entry name: tensor}: each leaf's weight in the
+  smallest form of `kmr_dsl.artifact_layout` (dense float, dense int `.q`+`.scale`, or
+  sparse `.bitmap`+`.values`[+`.scale`]), its bias raw, every other parameter and
+  persistent buffer of the layer raw. `decode_layer(path, layer, tensors)` fills a
+  module built from the config and returns the entry names it consumed.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from kmr_dsl import artifact_layout as layout
+from kmr_dsl.runtime import layers as kl
+from kmr_dsl.runtime import modules as km
+from kmr_dsl.runtime import quant
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
+
+
+def _dtype_name(dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def _conv_args(m) -> dict:
+    padding = m.padding if isinstance(m.padding, str) else list(m.padding)
+    return {"stride": list(m.stride), "padding": padding, "dilation": list(m.dilation), "groups": m.groups}
+
+
+def describe(layer: nn.Module) -> dict:
+    cfg = _describe(layer)
+    if getattr(layer, "kmr_rank", None) is not None:
+        cfg["rank"] = int(layer.kmr_rank)
+    if getattr(layer, kl.MASK, None) is not None:
+        cfg["masked"] = True
+    return cfg
+
+
+def _describe(m: nn.Module) -> dict:
+    t = type(m).__name__
+    if isinstance(m, km.FactorizedLinear):
+        return {"type": t, "first": describe(m.first), "second": describe(m.second)}
+    if isinstance(m, km.LoRALinear):
+        return {"type": t, "rank": m.rank, "scaling": m.scaling, "base": describe(m.base)}
+    if km.is_dynamic(m):
+        return {"type": "DynamicLinear", "in": m.in_features, "out": m.out_features, "bias": m.bias() is not None}
+    if isinstance(m, km.QuantWeight):
+        cfg = {"type": t, "bits": m.bits, "shape": list(m.weight_shape), "bias": m.bias is not None}
+        if isinstance(m, km.QuantConv2d):
+            cfg.update({"stride": list(m.stride), "dilation": list(m.dilation), "groups": m.groups,
+                        "padding": m.padding if isinstance(m.padding, str) else list(m.padding)})
+        if isinstance(m, km.QuantEmbedding):
+            cfg["padding_idx"] = m.padding_idx
+        return cfg
+    cfg = None
+    if type(m) in (nn.Linear, km.HalfLinear):
+        cfg = {"type": t, "in": m.in_features, "out": m.out_features, "bias": m.bias is not None}
+    elif type(m) in (nn.Conv1d, nn.Conv2d, km.HalfConv2d) and m.padding_mode == "zeros":
+        cfg = {"type": t, "in": m.in_channels, "out": m.out_channels, "kernel": list(m.kernel_size),
+               "bias": m.bias is not None, **_conv_args(m)}
+    elif type(m) in (nn.Embedding, km.HalfEmbedding) and m.max_norm is None:
+        cfg = {"type": t, "num": m.num_embeddings, "dim": m.embedding_dim, "padding_idx": m.padding_idx}
+    elif type(m) is nn.LayerNorm:
+        cfg = {"type": t, "shape": list(m.normalized_shape), "eps": m.eps, "affine": m.elementwise_affine,
+               "bias": m.bias is not None}
+    elif type(m) in (nn.BatchNorm1d, nn.BatchNorm2d):
+        cfg = {"type": t, "num": m.num_features, "eps": m.eps, "momentum": m.momentum, "affine": m.affine,
+               "track": m.track_running_stats}
+    elif type(m) is nn.GroupNorm:
+        cfg = {"type": t, "groups": m.num_groups, "channels": m.num_channels, "eps": m.eps, "affine": m.affine}
+    if cfg is None:
+        return {"type": "keep"}
+    weight = getattr(m, "weight", None)
+    if isinstance(weight, torch.Tensor) and weight.dtype != torch.float32 and not t.startswith("Half"):
+        cfg["dtype"] = _dtype_name(weight.dtype)
+    return cfg
+
+
+def build(cfg: dict) -> nn.Module | None:
+    """An empty module of the described type (None for "keep")."""
+    t = cfg["type"]
+    if t == "keep":
+        return None
+    if t == "FactorizedLinear":
+        m = km.FactorizedLinear(build(cfg["first"]), build(cfg["second"]))
+    elif t == "LoRALinear":
+        m = km.LoRALinear(build(cfg["base"]), cfg["rank"], cfg["scaling"])
+    elif t == "DynamicLinear":
+        m = km.dynamic_linear(torch.zeros(cfg["out"], cfg["in"], dtype=torch.int8), torch.ones(cfg["out"]),
+                              torch.zeros(cfg["out"]) if cfg["bias"] else None)
+    elif t == "QuantLinear":
+        m = km.QuantLinear(cfg["bits"], tuple(cfg["shape"]), cfg["bias"])
+    elif t == "QuantConv2d":
+        padding = cfg["padding"] if isinstance(cfg["padding"], str) else tuple(cfg["padding"])
+        m = km.QuantConv2d(cfg["bits"], tuple(cfg["shape"]), cfg["bias"], tuple(cfg["stride"]), padding,
+                           tuple(cfg["dilation"]), cfg["groups"])
+    elif t == "QuantEmbedding":
+        m = km.QuantEmbedding(cfg["bits"], tuple(cfg["shape"]), False, cfg["padding_idx"])
+    elif t in ("Linear", "HalfLinear"):
+        m = nn.Linear(cfg["in"], cfg["out"], bias=cfg["bias"])
+    elif t in ("Conv1d", "Conv2d", "HalfConv2d"):
+        cls = nn.Conv1d if t == "Conv1d" else nn.Conv2d
+        padding = cfg["padding"] if isinstance(cfg["padding"], str) else tuple(cfg["padding"])
+        m = cls(cfg["in"], cfg["out"], tuple(cfg["kernel"]), tuple(cfg["stride"]), padding,
+                tuple(cfg["dilation"]), cfg["groups"], cfg["bias"])
+    elif t in ("Embedding", "HalfEmbedding"):
+        m = nn.Embedding(cfg["num"], cfg["dim"], padding_idx=cfg["padding_idx"])
+    elif t == "LayerNorm":
+        m = nn.LayerNorm(tuple(cfg["shape"]), eps=cfg["eps"], elementwise_affine=cfg["affine"], bias=cfg["bias"])
+    elif t in ("BatchNorm1d", "BatchNorm2d"):
+        cls = nn.BatchNorm1d if t == "BatchNorm1d" else nn.BatchNorm2d
+        m = cls(cfg["num"], eps=cfg["eps"], momentum=cfg["momentum"], affine=cfg["affine"],
+                track_running_stats=cfg["track"])
+    elif t == "GroupNorm":
+        m = nn.GroupNorm(cfg["groups"], cfg["channels"], eps=cfg["eps"], affine=cfg["affine"])
+    else:
+        raise ValueError(f"unknown layer type {t!r} in the artifact recipe")
+    if t.startswith("Half"):
+        km.to_half(m)
+    elif "dtype" in cfg:
+        m.to(_DTYPES[cfg["dtype"]])
+    if "rank" in cfg and t not in ("LoRALinear",):
+        m.kmr_rank = cfg["rank"]
+    return m
+
+
+# ---------------------------------------------------------------- tensors
+
+def weight_record(leaf: nn.Module) -> tuple[int, int, int, int]:
+    """(numel, rows, bits, nnz) of a leaf's weight: the inputs of layout.tensor_bytes."""
+    nnz, numel = kl.leaf_nonzero(leaf)
+    rows = kl.leaf_weight(leaf).shape[0] if km.is_dynamic(leaf) or isinstance(leaf, km.QuantWeight) \
+        else leaf.weight.shape[0]
+    return numel, int(rows), kl.leaf_bits(leaf), nnz
+
+
+def _int_parts(leaf):
+    if km.is_dynamic(leaf):
+        return km.dynamic_parts(leaf)
+    return leaf.int_weight(), leaf.scale.detach().clone(), (None if leaf.bias is None else leaf.bias.detach().clone())
+
+
+def encode_weight(name: str, leaf: nn.Module) -> dict[str, torch.Tensor]:
+    numel, rows, bits, nnz = weight_record(leaf)
+    sparse = layout.is_sparse(numel, rows, bits, nnz)
+    out: dict[str, torch.Tensor] = {}
+    if bits >= 16:
+        w = leaf.weight.detach()
+        if sparse:
+            mask = w != 0
+            out[f"{name}.bitmap"] = quant.bitmap(mask)
+            out[f"{name}.values"] = w[mask].contiguous()
+        else:
+            out[name] = w.contiguous().clone()
+        return out
+    q, scale, _ = _int_parts(leaf)
+    if sparse:
+        mask = q != 0
+        out[f"{name}.bitmap"] = quant.bitmap(mask)
+        out[f"{name}.values"] = quant.pack(q[mask], bits)
+    else:
+        out[f"{name}.q"] = q.contiguous().clone() if bits == 8 else quant.pack(q, bits)
+    out[f"{name}.scale"] = scale.float().contiguous()
+    return out
+
+
+def decode_weight(name: str, leaf: nn.Module, tensors: dict, used: set) -> None:
+    if km.is_dynamic(leaf):
+        shape, bits = (leaf.out_features, leaf.in_features), 8
+    elif isinstance(leaf, km.QuantWeight):
+        shape, bits = leaf.weight_shape, leaf.bits
+    else:
+        shape, bits = tuple(leaf.weight.shape), kl.leaf_bits(leaf)
+    numel = 1
+    for s in shape:
+        numel *= s
+    if f"{name}.bitmap" in tensors:
+        mask = quant.unbitmap(tensors[f"{name}.bitmap"], numel)
+        values = tensors[f"{name}.values"]
+        used.update({f"{name}.bitmap", f"{name}.values"})
+        if bits >= 16:
+            w = torch.zeros(numel, dtype=values.dtype)
+        else:
+            w = torch.zeros(numel, dtype=torch.int8)
+            values = quant.unpack(values, bits, int(mask.sum())) if bits < 8 else values
+        w[mask] = values
+        w = w.reshape(shape)
+    elif f"{name}.q" in tensors:
+        packed = tensors[f"{name}.q"]
+        used.add(f"{name}.q")
+        w = (packed if bits == 8 else quant.unpack(packed, bits, numel)).reshape(shape).to(torch.int8)
+    else:
+        w = tensors[name]
+        used.add(name)
+    bias = tensors.get(f"{name[:-len('.weight')]}.bias")
+    if bias is not None:
+        used.add(f"{name[:-len('.weight')]}.bias")
+    if bits >= 16:
+        with torch.no_grad():
+            leaf.weight.copy_(w)
+            if bias is not None:
+                leaf.bias.copy_(bias)
+        return
+    scale = tensors[f"{name}.scale"]
+    used.add(f"{name}.scale")
+    if km.is_dynamic(leaf):
+        km.set_dynamic(leaf, w, scale, bias)
+    else:
+        leaf.set_int_weight(w, scale)
+        if bias is not None:
+            leaf.bias = bias.float().clone()
+
+
+def _raw_tensors(path: str, layer: nn.Module):
+    """Parameters and persistent buffers of the layer's non-leaf modules."""
+    skip = {id(m) for _, leaf in kl.leaves(path, layer) for m in leaf.modules()}
+    for sub, mod in layer.named_modules():
+        if id(mod) in skip:
+            continue
+        prefix = f"{path}.{sub}" if sub else path
+        for n, p in mod._parameters.items():
+            if p is not None:
+                yield f"{prefix}.{n}", mod, "_parameters", n, p
+        for n, b in mod._buffers.items():
+            if b is not None and n not in mod._non_persistent_buffers_set:
+                yield f"{prefix}.{n}", mod, "_buffers", n, b
+
+
+def encode_layer(path: str, layer: nn.Module) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    for name, leaf in kl.leaves(path, layer):
+        out.update(encode_weight(f"{name}.weight", leaf))
+        bias = kl.leaf_bias(leaf)
+        if bias is not None:
+            out[f"{name}.bias"] = bias.detach().contiguous().clone()
+    for key, *_, tensor in _raw_tensors(path, layer):
+        out[key] = tensor.detach().contiguous().clone()
+    return out
+
+
+def decode_layer(path: str, layer: nn.Module, tensors: dict) -> set[str]:
+    used: set[str] = set()
+    for name, leaf in kl.leaves(path, layer):
+        decode_weight(f"{name}.weight", leaf, tensors, used)
+    for key, *_, current in _raw_tensors(path, layer):
+        if key not in tensors or tensors[key].shape != current.shape:
+            raise KeyError(key)
+        used.add(key)
+        with torch.no_grad():
+            current.copy_(tensors[key])
+    return used
+
+
+__all__ = ["build", "decode_layer", "describe", "encode_layer", "encode_weight", "weight_record"]

@@ -1,0 +1,138 @@
+"""Datasets and the data loaders `sklearn`, `tensors` and `factory`.
+
+Contract: a `Dataset` is an inputs tensor (first dimension = examples), an optional
+targets tensor of the same length, and a name. Its `task` is "classification" when the
+targets are integers of one dimension, "regression" for float targets and
+"unsupervised" without targets; the training rules and meters choose their loss from it.
+`batches` yields deterministic batches: in order, or shuffled by a seeded generator.
+
+`sklearn(name, split)` serves the datasets scikit-learn ships without download
+(digits, iris, wine, breast_cancer) with a fixed split: the rows are permuted with
+`numpy.random.RandomState(0)`, the first floor(0.75 * n) are "train", the rest "test".
+Features are float32: digits divided by 16 (its pixels lie in 0..16); the others
+standardized with the mean and standard deviation of the *train* rows (a zero std
+counts as 1). Targets are int64 class indices.
+
+Every failure raises `KmrError` (KMR401 missing file, KMR402 wrong format, KMR403 bad
+data request).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from kmr_dsl.diagnostics import KmrError, Span, error
+
+SKLEARN_DATASETS = ("digits", "iris", "wine", "breast_cancer")
+SPLITS = ("train", "test")
+TRAIN_FRACTION = 0.75
+SPLIT_SEED = 0
+
+
+@dataclass
+class Dataset:
+    inputs: torch.Tensor
+    targets: torch.Tensor | None = None
+    name: str = "data"
+
+    def __post_init__(self):
+        if self.targets is not None and len(self.targets) != len(self.inputs):
+            raise ValueError(f"{len(self.inputs)} inputs but {len(self.targets)} targets")
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    @property
+    def task(self) -> str:
+        if self.targets is None:
+            return "unsupervised"
+        if not self.targets.is_floating_point() and self.targets.dim() == 1:
+            return "classification"
+        return "regression"
+
+    def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None):
+        """Yield (inputs, targets-or-None) batches; shuffled order comes from `generator`."""
+        n = len(self)
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        for start in range(0, n, max(1, int(batch_size))):
+            idx = order[start:start + batch_size]
+            yield self.inputs[idx], (None if self.targets is None else self.targets[idx])
+
+
+def as_dataset(value, name: str, span: Span) -> Dataset:
+    """Accept a Dataset, an (inputs, targets) pair, a {"inputs", "targets"} dict or a tensor."""
+    if isinstance(value, Dataset):
+        return value
+    inputs, targets = None, None
+    if isinstance(value, torch.Tensor):
+        inputs = value
+    elif isinstance(value, (tuple, list)) and len(value) in (1, 2):
+        inputs = value[0]
+        targets = value[1] if len(value) == 2 else None
+    elif isinstance(value, dict) and "inputs" in value:
+        inputs, targets = value["inputs"], value.get("targets")
+    if not isinstance(inputs, torch.Tensor) or not (targets is None or isinstance(targets, torch.Tensor)):
+        raise KmrError(error("KMR402", span, f"data `{name}` is not an (inputs, targets) pair of tensors",
+                             f"got {type(value).__name__}",
+                             hint="return a Dataset, a tensor, or a tuple (inputs, targets) of tensors"))
+    if targets is not None and len(targets) != len(inputs):
+        raise KmrError(error("KMR403", span, f"data `{name}` has {len(inputs)} inputs but {len(targets)} targets"))
+    if inputs.dtype == torch.float64:
+        inputs = inputs.float()   # models are float32; doubles would fail in the first Linear
+    return Dataset(inputs, targets, name)
+
+
+def sklearn(name: str, split: str = "train", span: Span | None = None) -> Dataset:
+    span = span or Span.unknown()
+    if name not in SKLEARN_DATASETS:
+        raise KmrError(error("KMR403", span, f"unknown scikit-learn dataset `{name}`",
+                             f"available offline: {', '.join(SKLEARN_DATASETS)}",
+                             hint="use one of the datasets scikit-learn ships; fetch_* loaders need a network"))
+    if split not in SPLITS:
+        raise KmrError(error("KMR403", span, f"unknown split `{split}`", hint='use split = "train" or "test"'))
+    try:
+        import numpy as np
+        from sklearn import datasets
+    except ImportError as exc:
+        raise KmrError(error("KMR506", span, "scikit-learn is not installed", str(exc),
+                             hint="pip install scikit-learn")) from exc
+    x, y = getattr(datasets, f"load_{name}")(return_X_y=True)
+    order = np.random.RandomState(SPLIT_SEED).permutation(len(x))
+    n_train = int(len(x) * TRAIN_FRACTION)
+    train_idx, test_idx = order[:n_train], order[n_train:]
+    x = x.astype("float32")
+    if name == "digits":
+        x = x / 16.0
+    else:
+        mean = x[train_idx].mean(axis=0)
+        std = x[train_idx].std(axis=0)
+        x = (x - mean) / np.where(std > 0, std, 1.0)
+    idx = train_idx if split == "train" else test_idx
+    return Dataset(torch.from_numpy(np.ascontiguousarray(x[idx], dtype="float32")),
+                   torch.from_numpy(y[idx].astype("int64")), f"{name}:{split}")
+
+
+def tensors(path: str | Path, span: Span | None = None, name: str | None = None) -> Dataset:
+    """A saved (inputs, targets) pair: torch.save'd tensors (loaded weights_only) or a
+    safetensors file with `inputs` (and optionally `targets`) entries."""
+    span = span or Span.unknown()
+    path = Path(path)
+    if not path.is_file():
+        raise KmrError(error("KMR401", span, f"data file `{path}` not found"))
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            value = load_file(str(path))
+        else:
+            value = torch.load(str(path), weights_only=True, map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is a format error
+        raise KmrError(error("KMR402", span, f"cannot read data file `{path}`", f"{type(exc).__name__}: {exc}",
+                             hint="save the data with torch.save((inputs, targets), path) "
+                                  "or as safetensors with `inputs` and `targets`")) from exc
+    return as_dataset(value, name or path.stem, span)
+
+
+__all__ = ["Dataset", "SKLEARN_DATASETS", "as_dataset", "sklearn", "tensors"]

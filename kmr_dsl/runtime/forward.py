@@ -1,0 +1,57 @@
+"""Calling a model: inputs in, one output tensor out, shape errors as diagnostics.
+
+Contract: `output(model, x)` runs the model and returns a tensor: a tensor output as
+is; a Hugging Face output's `last_hidden_state` mean-pooled over the sequence (the
+sentence embedding of sentence-transformers' mean pooling, padding included); a tuple's
+first element. `checked_output` does the same but turns a shape error (the data does
+not fit the model) into KmrError KMR404. `example_input(shape, dtype, batch)` is the
+deterministic input that MACs and latency are measured on: zeros for integer inputs
+(token ids), seeded normal values for float ones.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from kmr_dsl.diagnostics import KmrError, Span, error
+
+
+def as_tensor(out) -> torch.Tensor:
+    if isinstance(out, torch.Tensor):
+        return out
+    hidden = getattr(out, "last_hidden_state", None)
+    if hidden is None and isinstance(out, dict):
+        hidden = out.get("last_hidden_state")
+    if isinstance(hidden, torch.Tensor):
+        return hidden.mean(dim=1) if hidden.dim() == 3 else hidden
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    raise TypeError(f"cannot read a tensor from a {type(out).__name__} output")
+
+
+def output(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return as_tensor(model(x)).float()
+
+
+def checked_output(model: nn.Module, x: torch.Tensor, span: Span | None = None, what: str = "data") -> torch.Tensor:
+    try:
+        return output(model, x)
+    except (RuntimeError, IndexError, ValueError, TypeError) as exc:
+        text = str(exc)
+        shapeish = any(s in text for s in ("shape", "size", "dimension", "mat1", "out of range", "expected input"))
+        code = "KMR404" if shapeish else "KMR405"
+        raise KmrError(error(code, span or Span.unknown(),
+                             f"the model cannot run on {what} of shape {tuple(x.shape)}", text.strip()[:400],
+                             hint="make the data's feature size match the model's input" if shapeish else None)) from exc
+
+
+def example_input(shape, dtype: str = "float32", batch: int = 1) -> torch.Tensor:
+    shape = (int(batch),) + tuple(int(s) for s in tuple(shape)[1:])
+    if dtype in ("int64", "long", "int32"):
+        return torch.zeros(shape, dtype=torch.long)
+    gen = torch.Generator().manual_seed(0)
+    return torch.randn(shape, generator=gen)
+
+
+__all__ = ["as_tensor", "checked_output", "example_input", "output"]

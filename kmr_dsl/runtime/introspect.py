@@ -1,0 +1,194 @@
+"""Read `ModelFacts` off a real model: the checker's and the verifier's view of it.
+
+Contract: `model_facts(spec, trust=False, span=None)` loads the model (loaders) and
+returns its facts; `model_facts_from_module(module, input_shape, input_dtype)` does the
+same for a module in hand. The caller caches them (facts.store_cached).
+
+- layers: the logical layers (`kmr_dsl.runtime.layers.logical_layers`, so kinds are
+  class names from LAYER_KINDS) in module order, each with in/out features (Conv:
+  channels; Embedding: in = embedding_dim, out = num_embeddings), weight shape and
+  elements, bias elements, dtype, bits, measured density, dense MACs on the example
+  input and `consumers` (the layers that shrink when its output channels are pruned:
+  see `layers.channel_links`; BatchNorms first, then the next weight layer).
+- MACs: FlopCounterMode FLOPs / 2 of one forward on the example input, per layer and in
+  total; int8 dynamic Linears (which FlopCounterMode counts as 0) are counted as their
+  float equivalent, batch elements x in x out.
+- The example input shape: the loader kwarg `input_shape = [..]` if given (with
+  `input_dtype`, default int64 when the first layer is an Embedding, else float32); else the
+  factory module's (or the loaded module's) `example_input()` function or attribute
+  (a tensor or a shape); else for `hf` models (1, 128) token ids (int64); else
+  (1, in_features) of the first Linear. A model whose first layer is a conv needs one
+  of the explicit forms (KMR404).
+- `source_hash` is `facts.spec_hash(spec)`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from kmr_dsl.diagnostics import KmrError, Span, error
+from kmr_dsl.facts import LayerFact, LoaderSpec, ModelFacts, spec_hash
+from kmr_dsl.runtime import forward, layers as kl, loaders
+from kmr_dsl.runtime import modules as km
+
+HF_SEQUENCE = 128
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def _shape_of(value) -> tuple[tuple[int, ...], str] | None:
+    if callable(value) and not isinstance(value, (torch.Tensor, nn.Module)):
+        value = value()
+    if isinstance(value, torch.Tensor):
+        return tuple(value.shape), ("int64" if not value.is_floating_point() else "float32")
+    if isinstance(value, (tuple, list)) and value and all(isinstance(s, int) for s in value):
+        return tuple(value), "float32"
+    return None
+
+
+def example_input_shape(spec: LoaderSpec | None, model: nn.Module, span: Span | None = None) -> tuple[tuple[int, ...], str]:
+    span = span or Span.unknown()
+    if spec is not None and spec.kw("input_shape") is not None:
+        shape = tuple(int(s) for s in spec.kw("input_shape"))
+        first = next(iter(kl.logical_layers(model)), (None, None))[1]
+        default = "int64" if first is not None and kl.kind_of(first) == "Embedding" else "float32"
+        return shape, str(spec.kw("input_dtype", default))
+    sources = []
+    if spec is not None and spec.kind == "factory" and spec.args:
+        module = loaders.import_module_from(str(spec.args[0]).partition(":")[0], spec.base_dir, span)
+        sources.append(getattr(module, "example_input", None))
+    sources.append(getattr(model, "example_input", None))
+    for source in sources:
+        if source is not None:
+            found = _shape_of(source)
+            if found:
+                return found
+    if spec is not None and spec.kind == "hf":
+        return (1, HF_SEQUENCE), "int64"
+    for _, layer in kl.logical_layers(model):
+        kind = kl.kind_of(layer)
+        if kind == "Linear":
+            return (1, kl.layer_features(layer)[0]), "float32"
+        if kind == "Embedding":
+            return (1, HF_SEQUENCE), "int64"
+        if kind in ("Conv1d", "Conv2d"):
+            break
+    raise KmrError(error("KMR404", span, "cannot tell the model's example input shape",
+                         hint="pass input_shape = [1, C, H, W] to the loader or define example_input() in the model's module"))
+
+
+def count_macs(model: nn.Module, x: torch.Tensor) -> tuple[int, dict[str, int]]:
+    """(total MACs, MACs per logical layer) of one forward on `x`."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    names = {id(m): n for n, m in kl.logical_layers(model)}
+    extra: dict[str, int] = {}
+    hooks = []
+    for name, module in model.named_modules():
+        if km.is_dynamic(module):
+            owner = next((n for n in sorted(names.values(), key=len, reverse=True)
+                          if name == n or name.startswith(n + ".")), name)
+
+            def hook(mod, inputs, out, owner=owner):
+                rows = inputs[0].numel() // mod.in_features
+                extra[owner] = extra.get(owner, 0) + rows * mod.in_features * mod.out_features
+            hooks.append(module.register_forward_hook(hook))
+    counter = FlopCounterMode(display=False)
+    try:
+        with torch.no_grad(), counter:
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    root = type(model).__name__
+    per_layer: dict[str, int] = {}
+    for key, ops in counter.get_flop_counts().items():
+        # keys are "RootClass.qualified.name"; a layer's count includes its children
+        if not key.startswith(root + "."):
+            continue
+        name = key[len(root) + 1:]
+        if name in names.values():
+            per_layer[name] = sum(ops.values()) // 2
+    for owner, macs in extra.items():
+        per_layer[owner] = per_layer.get(owner, 0) + macs
+    total = counter.get_total_flops() // 2 + sum(extra.values())
+    return int(total), per_layer
+
+
+def _layer_fact(name: str, layer: nn.Module, macs: int, consumers: tuple[str, ...]) -> LayerFact:
+    kind = kl.kind_of(layer)
+    in_f, out_f = kl.layer_features(layer)
+    ls = kl.leaves(name, layer)
+    if ls:
+        nnz = numel = 0
+        for _, leaf in ls:
+            a, b = kl.leaf_nonzero(leaf)
+            nnz, numel = nnz + a, numel + b
+        weight_shape = tuple(kl.leaf_weight(ls[0][1]).shape) if len(ls) == 1 else (numel,)
+        bias_params = sum(0 if kl.leaf_bias(leaf) is None else kl.leaf_bias(leaf).numel() for _, leaf in ls)
+        bits = kl.layer_bits(layer, name)
+        leaf0 = ls[0][1]
+        dtype = "qint8" if km.is_dynamic(leaf0) else (f"int{leaf0.bits}" if isinstance(leaf0, km.QuantWeight)
+                                                       else _dtype_name(leaf0.weight.dtype))
+        weight_params = numel
+    else:
+        weight = getattr(layer, "weight", None)
+        bias = getattr(layer, "bias", None)
+        weight_shape = tuple(weight.shape) if isinstance(weight, torch.Tensor) else ()
+        weight_params = weight.numel() if isinstance(weight, torch.Tensor) else 0
+        bias_params = bias.numel() if isinstance(bias, torch.Tensor) else 0
+        nnz = int(torch.count_nonzero(weight)) if weight_params else 0
+        numel = weight_params
+        bits = kl.layer_bits(layer, name)
+        dtype = _dtype_name(weight.dtype) if isinstance(weight, torch.Tensor) else "float32"
+    kernel = tuple(getattr(layer, "kernel_size", ())) if kind in ("Conv1d", "Conv2d") else ()
+    return LayerFact(
+        name=name, kind=kind, in_features=in_f, out_features=out_f, weight_shape=weight_shape,
+        weight_params=int(weight_params), bias_params=int(bias_params), dtype=dtype, bits=int(bits),
+        density=(nnz / numel) if numel else 1.0, macs=int(macs), consumers=consumers, kernel=kernel,
+    )
+
+
+def model_facts_from_module(module: nn.Module, input_shape, input_dtype: str = "float32",
+                            source_hash: str = "") -> ModelFacts:
+    module.eval()
+    x = forward.example_input(input_shape, input_dtype, batch=input_shape[0] if input_shape else 1)
+    total_macs, per_layer = count_macs(module, x)
+    links = kl.channel_links(module)
+    facts = tuple(
+        _layer_fact(name, layer, per_layer.get(name, 0), links[name].names if name in links else ())
+        for name, layer in kl.logical_layers(module)
+    )
+    from kmr_dsl.runtime import meters
+    buffers = sum(b.numel() * b.element_size() for _, b in _persistent_buffers(module))
+    return ModelFacts(layers=facts, total_params=meters.params(module), total_macs=total_macs,
+                      input_shape=tuple(int(s) for s in input_shape), input_dtype=input_dtype,
+                      buffers_bytes=int(buffers), source_hash=source_hash)
+
+
+def _persistent_buffers(module: nn.Module):
+    for mod_name, mod in module.named_modules():
+        if kl.is_leaf(mod) and not isinstance(mod, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding)):
+            continue    # integer leaves: their buffers are the weights, counted as params
+        for b_name, b in mod._buffers.items():
+            if b is not None and b_name not in mod._non_persistent_buffers_set:
+                yield f"{mod_name}.{b_name}" if mod_name else b_name, b
+
+
+def model_facts(spec: LoaderSpec, trust: bool = False, span: Span | None = None) -> ModelFacts:
+    model = loaders.load_model(spec, trust=trust, span=span)
+    shape, dtype = example_input_shape(spec, model, span)
+    try:
+        return model_facts_from_module(model, shape, dtype, source_hash=spec_hash(spec))
+    except KmrError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the example input does not fit the model
+        raise KmrError(error("KMR404", span or Span.unknown(), f"the model does not run on its example input {shape}",
+                             f"{type(exc).__name__}: {str(exc)[:400]}",
+                             hint="pass input_shape = [...] to the loader")) from exc
+
+
+__all__ = ["count_macs", "example_input_shape", "model_facts", "model_facts_from_module"]

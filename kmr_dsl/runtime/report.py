@@ -1,0 +1,112 @@
+"""The readable run report: one table with baseline, predicted, measured per meter, and
+the verdict of every budget line.
+
+Contract: `render_text(session, outcome)` for the terminal, `render_markdown(...)` for
+report.md; values are shown in their meter's unit (bytes as KB/MB, time as ms, counts
+with separators). `honesty_notes(session)` states what the numbers do not show: that
+unstructured sparsity gives no CPU speedup, that int4/int2 are storage formats here.
+"""
+
+from __future__ import annotations
+
+from kmr_dsl.runtime.session import meter_key
+
+
+def fmt_value(value: float | None, dim: str) -> str:
+    if value is None:
+        return "-"
+    if dim == "bytes":
+        for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+            if abs(value) >= scale:
+                return f"{value / scale:.2f} {unit}"
+        return f"{value:.0f} B"
+    if dim == "time":
+        if abs(value) >= 1:
+            return f"{value:.3f} s"
+        return f"{value * 1e3:.3f} ms"
+    if float(value).is_integer() and abs(value) >= 100:
+        return f"{int(value):,}"
+    return f"{value:.4g}"
+
+
+def _dim(session, key: str) -> str:
+    for ref in session.refs:
+        if meter_key(ref) == key:
+            meter = session.program.meters.get(ref.name)
+            return meter.dim if meter else "number"
+    return "number"
+
+
+def rows(session, outcome) -> list[tuple[str, str, str, str]]:
+    out = []
+    for key, measured in outcome.meters.items():
+        dim = _dim(session, key)
+        predicted = outcome.predicted.get(key)
+        out.append((key, fmt_value(outcome.baseline.get(key), dim), fmt_value(predicted, dim), fmt_value(measured, dim)))
+    return out
+
+
+def _line_dim(session, line: dict) -> str:
+    for key in session.refs:
+        if meter_key(key) in line["text"] or key.name in line["text"]:
+            return _dim(session, meter_key(key))
+    return "number"
+
+
+def honesty_notes(session) -> list[str]:
+    notes = []
+    names = {s.rule.name for s in session.pipeline.steps}
+    if "prune" in names:
+        methods = set()
+        for step in session.pipeline.steps:
+            if step.rule.name == "prune":
+                m = dict(step.args).get("method")
+                methods.add(getattr(m, "member", getattr(m, "value", "magnitude")))
+        if methods & {"magnitude", "global", "nm"}:
+            notes.append("unstructured and N:M sparsity shrink the stored file but give no CPU speedup "
+                          "(dense kernels still run; 2:4 kernels need an NVIDIA GPU)")
+        if "channel" in methods:
+            notes.append("channel pruning removes filters physically: smaller tensors and faster dense kernels")
+    if "quantize" in names:
+        notes.append("bits 4 and 2 are storage formats on this CPU: weights are unpacked to float to compute, "
+                     "so they cost latency; bits 8 dynamic runs int8 kernels on Linear layers")
+    return notes
+
+
+def render_text(session, outcome) -> str:
+    header = ("meter", "baseline", "predicted", "measured")
+    body = rows(session, outcome)
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(4)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in body]
+    lines.append("")
+    lines.append("budget")
+    for line in outcome.lines:
+        dim = _line_dim(session, line)
+        verdict = "ok  " if line["holds"] else "FAIL"
+        kind = "" if line["analytic"] else " (empirical)"
+        lines.append(f"  {verdict}  {line['text']}{kind}    "
+                     f"[{fmt_value(line['left'], dim)} {line['op']} {fmt_value(line['right'], dim)}]")
+    if outcome.objective is not None and session.pipeline.objective is not None:
+        lines.append(f"objective: {session.pipeline.objective.direction} = {outcome.objective:.6g}")
+    for note in honesty_notes(session):
+        lines.append(f"note: {note}")
+    return "\n".join(lines)
+
+
+def render_markdown(session, outcome, artifact_path) -> str:
+    out = [f"# KMR run report — pipeline `{session.pipeline.name}`", "",
+           f"Program: `{session.program.file}`  ", f"Artifact: `{artifact_path}`  ",
+           "Setting: " + ", ".join(f"`{k} = {v}`" for k, v in outcome.setting.items()), "",
+           "| meter | baseline | predicted | measured |", "|---|---|---|---|"]
+    out += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows(session, outcome)]
+    out += ["", "| budget line | verdict | left | right |", "|---|---|---|---|"]
+    for line in outcome.lines:
+        dim = _line_dim(session, line)
+        out.append(f"| `{line['text']}` | {'holds' if line['holds'] else '**fails**'} | "
+                   f"{fmt_value(line['left'], dim)} | {fmt_value(line['right'], dim)} |")
+    notes = honesty_notes(session)
+    if notes:
+        out += ["", "Notes:", *[f"- {n}" for n in notes]]
+    return "\n".join(out) + "\n"

@@ -1,0 +1,277 @@
+"""Apply a checked pipeline to its real model at one knob setting and read every meter.
+
+Contract: `PipelineSession(program, pipeline)` loads the baseline model once and the
+data lazily. `apply(setting)` runs the steps in order on a fresh deep copy of the
+baseline (the input model is never changed): each step's impl is called as
+`fn(model, layers, **arguments)` (spec §5) with knobs resolved to values, enum members
+to their names, data to `Dataset`s and models to modules, inside a `RunContext`
+carrying the seed, the baseline and the step's span. `evaluate(setting)` applies and
+then measures every meter the budget, the objective and the report need, on the
+result and (once, cached) on the baseline, and judges every budget line with the one
+IR evaluator (`kmr_dsl.evaluate`). `save` writes the artifact and the reports
+atomically.
+
+Meter impls are called as `fn(model, **arguments)`, plus whichever of `baseline`,
+`input_shape`, `input_dtype`, `recipe` and `span` their signature accepts, so a user's
+own meter declared with `impl "mod:fn"` needs only the arguments it uses.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kmr_dsl.check.program import CheckedProgram, DataRef, MeterRef, ModelArg, Step
+from kmr_dsl.diagnostics import KmrError, Span, error
+from kmr_dsl.evaluate import Env, evaluate, holds, margin, meter_refs
+from kmr_dsl.runtime import context
+from kmr_dsl.runtime.loaders import import_ref, load_data, load_model
+
+ANALYTIC = ("params", "nonzero", "size", "macs", "trainable_params")
+
+
+def meter_key(ref: MeterRef) -> str:
+    """`size`, `accuracy(test)`, `latency(batch=8)`: the name a reading is reported under."""
+    if not ref.args:
+        return ref.name
+    parts = []
+    for name, value in ref.args:
+        shown = value.name if isinstance(value, (DataRef, ModelArg)) else value
+        parts.append(str(shown) if isinstance(value, DataRef) and len(ref.args) == 1 else f"{name}={shown}")
+    return f"{ref.name}({', '.join(parts)})"
+
+
+@dataclass
+class Outcome:
+    setting: dict
+    meters: dict[str, float]
+    baseline: dict[str, float]
+    lines: list[dict]
+    objective: float | None
+    feasible: bool
+    seconds: float
+    predicted: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {
+            "setting": self.setting, "meters": self.meters, "baseline": self.baseline,
+            "predicted": self.predicted, "budget": self.lines, "objective": self.objective,
+            "feasible": self.feasible, "seconds": round(self.seconds, 3),
+        }
+
+
+class PipelineSession:
+    def __init__(self, program: CheckedProgram, pipeline: str, *, trust: bool = False, seed: int = 0,
+                 progress=None):
+        self.program = program
+        self.pipeline = program.pipelines[pipeline]
+        self.trust = trust
+        self.seed = seed
+        self.progress = progress
+        decl = self.pipeline.model
+        self.spec = decl.loader
+        self.base_dir = decl.loader.base_dir
+        self.facts = decl.facts
+        self.baseline = load_model(self.spec, trust=trust, span=decl.span)
+        self.baseline.eval()
+        self._data: dict = {}
+        self._models: dict = {}
+        self._baseline_meters: dict[str, float] = {}
+        self.last_model = None
+        self.refs = self._meter_refs()
+
+    # ------------------------------------------------------------ applying
+    def _meter_refs(self) -> list[MeterRef]:
+        refs: list[MeterRef] = []
+        for line in self.pipeline.budget:
+            refs += meter_refs(line)
+        if self.pipeline.objective is not None:
+            refs += meter_refs(self.pipeline.objective.expr)
+        for prop in self.program.properties.values():
+            if prop.pipeline == self.pipeline.name:
+                for line in prop.checks:
+                    refs += meter_refs(line)
+        for name in ANALYTIC:  # always reported, so predictions can be compared
+            if name in self.program.meters:
+                refs.append(MeterRef(name, (), False, True, Span.unknown()))
+        unique: list[MeterRef] = []
+        for ref in refs:
+            plain = MeterRef(ref.name, ref.args, False, ref.analytic, ref.span)
+            if all(meter_key(plain) != meter_key(u) for u in unique):
+                unique.append(plain)
+        return unique
+
+    def _resolve(self, value, span: Span):
+        if isinstance(value, DataRef):
+            if value.name not in self._data:
+                decl = self.program.data[value.name]
+                self._data[value.name] = load_data(decl.loader, span=decl.span)
+            return self._data[value.name]
+        if isinstance(value, ModelArg):
+            if value.name == "baseline":
+                return self.baseline
+            if value.name not in self._models:
+                decl = self.program.models[value.name]
+                self._models[value.name] = load_model(decl.loader, trust=self.trust, span=decl.span).eval()
+            return self._models[value.name]
+        return value
+
+    def _arguments(self, step: Step, setting: dict) -> dict:
+        env = Env(knobs=setting, resolve=lambda v: self._resolve(v, step.span))
+        out = {}
+        for name, expr in step.args:
+            value = evaluate(expr, env)
+            param = step.rule.param(name)
+            if param is not None and param.type == "int" and isinstance(value, float) and value.is_integer():
+                value = int(value)
+            out[name] = value
+        return out
+
+    def apply(self, setting: dict):
+        model = copy.deepcopy(self.baseline)
+        total = len(self.pipeline.steps)
+        for i, step in enumerate(self.pipeline.steps, start=1):
+            fn = import_ref(step.rule.impl, self.base_dir, step.span, missing="KMR407", bad="KMR407")
+            args = self._arguments(step, setting)
+            layers = [(name, model.get_submodule(name)) for name in step.layers]
+            self._report(event="step", index=i, total=total, rule=step.rule.name, layers=len(layers))
+            ctx = context.RunContext(seed=self.seed, progress=self.progress, baseline=self.baseline, span=step.span)
+            with context.use(ctx):
+                try:
+                    result = fn(model, layers, **args)
+                except KmrError:
+                    raise
+                except Exception as exc:  # an impl's bug is reported at the step, not as a traceback
+                    raise KmrError(error("KMR405", step.span, f"`{step.rule.name}` failed: {type(exc).__name__}: {exc}",
+                                         f"implementation {step.rule.impl}")) from exc
+            model = result if result is not None else model
+        model.eval()
+        self.last_model = model
+        return model
+
+    # ------------------------------------------------------------ measuring
+    def recipe(self, setting: dict) -> dict:
+        return {"base": self.spec, "pipeline": self.pipeline.name, "setting": setting}
+
+    def measure(self, model, ref: MeterRef, setting: dict | None = None) -> float:
+        meter = self.program.meters.get(ref.name)
+        if meter is None:
+            raise KmrError(error("KMR408", ref.span, f"no meter named `{ref.name}`"))
+        fn = import_ref(meter.impl, self.base_dir, ref.span, missing="KMR407", bad="KMR407")
+        kwargs = {name: self._resolve(value, ref.span) for name, value in ref.args}
+        extra = {
+            "baseline": self.baseline,
+            "input_shape": tuple(self.facts.input_shape) if self.facts else None,
+            "input_dtype": self.facts.input_dtype if self.facts else "float32",
+            "recipe": self.recipe(setting or {}),
+            "span": ref.span,
+        }
+        accepted = inspect.signature(fn).parameters
+        for key, value in extra.items():
+            if key in accepted and key not in kwargs:
+                kwargs[key] = value
+        try:
+            return float(fn(model, **kwargs))
+        except KmrError:
+            raise
+        except Exception as exc:
+            raise KmrError(error("KMR408", ref.span, f"meter `{meter_key(ref)}` failed: {type(exc).__name__}: {exc}",
+                                 f"implementation {meter.impl}")) from exc
+
+    def baseline_meters(self) -> dict[str, float]:
+        for ref in self.refs:
+            key = meter_key(ref)
+            if key not in self._baseline_meters:
+                self._report(event="meter", meter=key, model="baseline")
+                self._baseline_meters[key] = self.measure(self.baseline, ref, {})
+        return dict(self._baseline_meters)
+
+    def evaluate(self, setting: dict, predicted: dict | None = None) -> Outcome:
+        start = time.perf_counter()
+        base = self.baseline_meters()
+        model = self.apply(setting)
+        measured = {}
+        for ref in self.refs:
+            key = meter_key(ref)
+            self._report(event="meter", meter=key, model="result")
+            measured[key] = self.measure(model, ref, setting)
+
+        def reading(ref: MeterRef) -> float:
+            key = meter_key(MeterRef(ref.name, ref.args, False, ref.analytic, ref.span))
+            return base[key] if ref.baseline else measured[key]
+
+        env = Env(knobs=setting, meter=reading)
+        lines = []
+        for line in self.pipeline.budget:
+            lines.append({
+                "text": span_text(line.span, self.program.sources),
+                "holds": holds(line, env),
+                "left": float(evaluate(line.left, env)),
+                "right": float(evaluate(line.right, env)),
+                "margin": margin(line, env),
+                "analytic": line.analytic,
+                "op": line.op,
+                "line": line.span.line,
+            })
+        objective = None
+        if self.pipeline.objective is not None:
+            objective = float(evaluate(self.pipeline.objective.expr, env))
+        return Outcome(dict(setting), measured, base, lines, objective, all(x["holds"] for x in lines),
+                       time.perf_counter() - start, dict(predicted or {}))
+
+    def _report(self, **event) -> None:
+        if self.progress is not None:
+            try:
+                self.progress(event)
+            except Exception:  # noqa: BLE001 - progress display is best-effort
+                pass
+
+    # ------------------------------------------------------------ saving
+    def save(self, model, out_dir, setting: dict, outcome: Outcome | None = None, extra: dict | None = None) -> Path:
+        """Write OUT/model.safetensors, OUT/report.json and OUT/report.md, each atomically."""
+        from kmr_dsl.runtime import artifact
+
+        out = Path(out_dir)
+        path = out / "model.safetensors"
+        written = artifact.save(model, path, self.recipe(setting), span=self.pipeline.span)
+        if outcome is not None:
+            payload = {"file": self.program.file, "pipeline": self.pipeline.name, "artifact": str(path),
+                       "artifact_bytes": written, **outcome.to_json(), **(extra or {})}
+            write_atomic(out / "report.json", json.dumps(payload, indent=2, default=str))
+            from kmr_dsl.runtime.report import render_markdown
+
+            write_atomic(out / "report.md", render_markdown(self, outcome, path))
+        return path
+
+
+def span_text(span: Span, sources: dict[str, str]) -> str:
+    """The source text a span covers, on one line."""
+    text = sources.get(span.file)
+    if text is None:
+        try:
+            text = Path(span.file).read_text(encoding="utf-8")
+        except OSError:
+            return f"line {span.line}"
+    lines = text.split("\n")
+    if not (1 <= span.line <= len(lines)):
+        return f"line {span.line}"
+    if span.end_line == span.line:
+        return lines[span.line - 1][span.col - 1:span.end_col - 1].strip()
+    body = [lines[span.line - 1][span.col - 1:]] + lines[span.line:span.end_line - 1] + [lines[span.end_line - 1][:span.end_col - 1]]
+    return " ".join(part.split("#")[0].strip() for part in body if part.strip())
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

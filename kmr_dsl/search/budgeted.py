@@ -1,0 +1,258 @@
+"""Budgeted-KMR: coordinate search on knob ladders, guided by the analytic cost model.
+
+Contract (see docs/search.md for the prose): `Budgeted(...).run(search)` is a driver
+strategy (kmr_dsl.search.driver). It never proposes a setting the analytic budget
+rules out without first asking `search.admissible` (which records it as skipped), and
+it decides only after a whole batch came back, so it is deterministic for a given seed
+whatever order a backend finishes trials in.
+
+Outline, at the *incumbent* x (the best trial run so far):
+1. start: the verifier's witness, else the defaults if admissible, else a free descent
+   on the predicted cost (no runs) to the first admissible setting;
+2. repair (x fails an empirical line, once per x): for each group, jump to the farthest
+   admissible rung in the direction that spends analytic budget: empirical lines are
+   usually quality floors, and spending the slack is the fastest way to meet them;
+3. probe: the one-rung neighbours of x along the chosen groups (enum groups: every
+   other member), in one batch;
+4. extend: along every direction whose neighbour beat x, evaluate the farthest
+   admissible rung; if it is not at least as good as the neighbour, bisect between
+   them (O(log n) runs) for the last rung that still improves, i.e. the edge of
+   feasibility, provided the predicted cost is monotone along the line;
+5. when every group is exhausted at x, try exchange moves: one group spends a rung of
+   budget, another saves the fewest rungs that make the pair admissible, ranked by
+   the estimated objective change (measured per-rung slopes) and then by cost saved;
+6. stop when nothing improves (converged); families are first moved as one group
+   (every instance one rung together), then, if `refine`, refined per instance.
+
+Groups are chosen `batch` at a time in order of *cost saved per quality lost*:
+the predicted cost a one-rung saving move saves, divided by the objective it lost
+when last measured (unmeasured groups first; ties in a seeded random order, the only
+use of the seed).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+from kmr_dsl.search.space import Group, key
+from kmr_dsl.search.trial import at_least, quality
+
+STOP_CONVERGED = "converged (no improving move)"
+STOP_NO_START = "no setting meets the analytic budget"
+STOP_NO_RUN = "no trial ran"
+
+
+class Budgeted:
+    name = "budgeted"
+
+    def __init__(self, max_steps: int = 20, seed: int = 0, batch: int = 4, refine: bool = True):
+        self.max_steps = max_steps
+        self.seed = seed
+        self.batch = max(1, int(batch))
+        self.refine = bool(refine)
+        self.slopes: dict[tuple[str, int], float] = {}   # (group, direction) -> quality per rung
+
+    # ------------------------------------------------------------ the whole search
+
+    def run(self, search):
+        self.search, self.space, self.problem = search, search.space, search.problem
+        names = [g.name for g in self.space.groups(False)] + [g.name for g in self.space.groups(True)]
+        order = list(dict.fromkeys(names))
+        random.Random(self.seed).shuffle(order)
+        self._tiebreak = {name: i for i, name in enumerate(order)}
+        start = self._start()
+        if start is None:
+            return STOP_NO_START
+        yield [start]
+        phases = [False, True] if self.refine and self.space.has_families else [False]
+        for refine in phases:
+            reason = yield from self._climb(self.space.groups(refine))
+            if reason != STOP_CONVERGED:
+                return reason
+        return STOP_CONVERGED
+
+    def _start(self) -> dict | None:
+        starts = self.problem.starts()
+        for s in starts:
+            if self.search.admissible(s):
+                return s
+        return self._descend(starts[0]) if starts else None
+
+    def _descend(self, x: dict) -> dict | None:
+        """Free walk down the predicted cost until the analytic budget is met."""
+        for _ in range(sum(len(a.ladder) for a in self.space.axes.values()) + 1):
+            if self.problem.admissible(x):
+                return x if self.search.admissible(x) else None
+            here = self.problem.pressure(x)
+            moves = [s for g in self.space.groups(False) for _, s in self.space.neighbours(x, g)]
+            scored = [(p, i, s) for i, s in enumerate(moves) if (p := self.problem.pressure(s)) is not None]
+            if here is None or not scored:
+                return None
+            p, _, best = min(scored, key=lambda t: (t[0], t[1]))
+            if p >= here:
+                return None
+            x = best
+        return None
+
+    # ------------------------------------------------------------ one phase
+
+    def _climb(self, groups: list[Group]):
+        exhausted: set[str] = set()
+        at = None                     # key of the incumbent `exhausted` refers to
+        repaired: set[str] = set()
+        traded: set[str] = set()
+        while True:
+            x = self.search.incumbent
+            if x is None:
+                return STOP_NO_RUN
+            xk = key(x.setting)
+            if at != xk:
+                exhausted, at = set(), xk
+            active = [g for g in groups if g.name not in exhausted]
+            if not active:
+                if xk in traded:
+                    return STOP_CONVERGED
+                traded.add(xk)
+                yield from self._trade(x, groups)
+                continue
+            chosen = self._prioritise(x, active)[: self.batch]
+            if not x.feasible and xk not in repaired:
+                repaired.add(xk)
+                yield from self._repair(x, chosen)
+                if self.search.incumbent is not x:
+                    continue
+            yield from self._probe(x, chosen)
+            if self.search.incumbent is x:
+                exhausted.update(g.name for g in chosen)
+
+    # ------------------------------------------------------------ moves
+
+    def _spend_direction(self, setting: dict, group: Group) -> int | None:
+        """The direction along an ordered group in which the predicted cost rises."""
+        here = self.problem.pressure(setting)
+        if here is None or not group.ordered:
+            return None
+        for d in (+1, -1):
+            s = self.space.shift(setting, group, d)
+            p = None if s is None else self.problem.pressure(s)
+            if p is not None and p != here:
+                return d if p > here else -d
+        return None
+
+    def _admissible_ray(self, setting: dict, group: Group, direction: int) -> list[dict]:
+        """Rungs along the line up to the first inadmissible one (recorded as skipped)."""
+        out = []
+        for s in self.space.line(setting, group, direction):
+            if not self.search.admissible(s):
+                break
+            out.append(s)
+        return out
+
+    def _repair(self, x, chosen: list[Group]):
+        targets = []
+        for g in chosen:
+            d = self._spend_direction(x.setting, g)
+            ray = self._admissible_ray(x.setting, g, d) if d is not None else []
+            if ray and ray[-1] not in targets:
+                targets.append(ray[-1])
+        if targets:
+            yield targets
+
+    def _probe(self, x, chosen: list[Group]):
+        moves = [(g, d, s) for g in chosen for d, s in self.space.neighbours(x.setting, g)
+                 if self.search.admissible(s)]
+        if not moves:
+            return
+        trials = yield [s for _, _, s in moves]
+        improving = []
+        for (g, d, _), t in zip(moves, trials):
+            if d != 0 and x.objective is not None and t.objective is not None:
+                self.slopes[(g.name, d)] = quality(t, self.search.direction) - quality(x, self.search.direction)
+            if d != 0 and self.search.better(t, x):
+                improving.append((g, d, t))
+        yield from self._extend(improving)
+
+    def _extend(self, lines):
+        rays = []
+        for g, d, near in lines:
+            ray = self._admissible_ray(near.setting, g, d)
+            if ray:
+                rays.append((near, [near.setting] + ray))
+        if not rays:
+            return
+        fars = yield [pts[-1] for _, pts in rays]
+        # bisection state per line: [lo index, lo trial, hi index, points]
+        open_lines = []
+        for (near, pts), far in zip(rays, fars):
+            direction = self.search.direction
+            if not at_least(far, near, direction) and self._monotone(pts):
+                open_lines.append([0, near, len(pts) - 1, pts])
+        while open_lines:
+            mids = [(lo + hi) // 2 for lo, _, hi, _ in open_lines]
+            trials = yield [pts[m] for m, (_, _, _, pts) in zip(mids, open_lines)]
+            for state, m, t in zip(open_lines, mids, trials):
+                if at_least(t, state[1], self.search.direction):
+                    state[0], state[1] = m, t
+                else:
+                    state[2] = m
+            open_lines = [s for s in open_lines if s[2] - s[0] > 1]
+
+    def _monotone(self, points: list[dict]) -> bool:
+        """Is the predicted cost monotone along the line? (unknown counts as yes)"""
+        ps = [self.problem.pressure(s) for s in points]
+        if any(p is None for p in ps):
+            return True
+        steps = [b - a for a, b in zip(ps, ps[1:])]
+        return all(s >= 0 for s in steps) or all(s <= 0 for s in steps)
+
+    def _trade(self, x, groups: list[Group]):
+        base = self.problem.pressure(x.setting)
+        if base is None:
+            return
+        ordered = [g for g in groups if g.ordered]
+        cands = []
+        for g in ordered:
+            d = self._spend_direction(x.setting, g)
+            spent = self.space.shift(x.setting, g, d) if d is not None else None
+            if spent is None:
+                continue
+            for h in ordered:
+                e = None if h.name == g.name else self._spend_direction(spent, h)
+                if e is None:
+                    continue
+                for k in range(1, max(len(self.space.axes[a].ladder) for a in h.axes)):
+                    s = self.space.shift(spent, h, -e * k)
+                    if s is None or s == x.setting:
+                        break
+                    if self.problem.admissible(s):
+                        if self.search.known(s) is None:
+                            gain = self.slopes.get((g.name, d), 0.0) + k * self.slopes.get((h.name, -e), 0.0)
+                            saved = base - (self.problem.pressure(s) or base)
+                            cands.append((-gain, -saved, self._tiebreak.get(g.name, 0),
+                                          self._tiebreak.get(h.name, 0), k, s))
+                        break
+        cands.sort(key=lambda c: c[:5])
+        picked = []
+        for c in cands:
+            if c[5] not in picked and self.search.admissible(c[5]):
+                picked.append(c[5])
+            if len(picked) == self.batch:
+                break
+        if picked:
+            yield picked
+
+    def _prioritise(self, x, groups: list[Group]) -> list[Group]:
+        """Most cost saved per quality lost first; groups never measured before that."""
+        def efficiency(g: Group) -> float:
+            d = self._spend_direction(x.setting, g)
+            if d is None:
+                return math.inf
+            saver = self.space.shift(x.setting, g, -d)
+            lost = self.slopes.get((g.name, -d))
+            if saver is None or lost is None:
+                return math.inf
+            saved = (self.problem.pressure(x.setting) or 0.0) - (self.problem.pressure(saver) or 0.0)
+            return abs(saved) / max(-lost, 1e-9)
+
+        return sorted(groups, key=lambda g: (-efficiency(g), self._tiebreak.get(g.name, 0)))

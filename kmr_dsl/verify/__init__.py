@@ -1,0 +1,26 @@
+"""Verification of a checked KMR program: symbolic cost models (sympy) and proofs (Z3).
+
+Contract: the only stage that imports z3; it imports sympy and numpy, never torch.
+Input is a `kmr_dsl.check.program.CheckedProgram`; nothing here parses or type-checks.
+
+Public API:
+- `verify(program, pipeline=None, rlimit=..., timeout_s=...) -> VerifyReport`:
+  composability of every step, budget feasibility (witness or minimal unsat core),
+  warnings; verdicts PROVED / REFUTED / UNKNOWN; exit code 0 / 1 / 3.
+- `predict(program, pipeline, setting) -> {meter: float}` and
+  `is_feasible(program, pipeline, setting) -> bool` for the runtime and search.
+- `explain(program, pipeline, meter) -> str`: a meter's cost model, per layer.
+
+Module map: algebra (building expressions) -> knobs, state (the abstract state) ->
+cost (meters) -> budget (lines) -> numeric, intervals, bounds (evaluation and cheap
+bounds) -> lower (the one sympy->Z3 table) -> composability, feasibility, warnings ->
+obligations (`verify`), predict. docs/verification.md describes the encoding.
+"""
+
+from kmr_dsl.verify.cost import ANALYTIC_METERS, explain
+from kmr_dsl.verify.obligations import verify
+from kmr_dsl.verify.predict import is_feasible, predict
+from kmr_dsl.verify.report import CoreMember, Limits, ObligationResult, Verdict, VerifyReport
+
+__all__ = ["ANALYTIC_METERS", "CoreMember", "Limits", "ObligationResult", "Verdict", "VerifyReport", "explain",
+           "is_feasible", "predict", "verify"]

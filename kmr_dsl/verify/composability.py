@@ -1,0 +1,178 @@
+"""Composability: every step's `requires` holds for every knob setting, given the steps before it.
+
+Contract: `check_composability(model, limits)` decides each `Requirement` of the
+pipeline model (one per step, selected layer and requires clause) as "for all settings
+in the domains, the condition holds", and returns one `ObligationResult` per (step,
+clause) — aggregated over the step's layers — plus a KMR301 error for each refuted one
+(at the step, naming the clause in KMR syntax, a counterexample setting, and the state
+fields the clause reads at that setting with the step that set them) and a KMR303
+error for each unknown one.
+
+How a condition is decided, cheapest first:
+1. constant after folding (true: PROVED; false: REFUTED whatever the setting);
+2. a conjunction: each conjunct on its own (refuted if any is, proved if all are) —
+   `trainable` after quantizing 1000 layers is 1000 one-knob conditions, not one
+   4^1000 problem;
+3. finite knobs with at most ENUM_CAP combinations: every combination evaluated
+   exactly, in knob and value order (so the counterexample is the smallest value);
+4. otherwise Z3 (fresh solver per condition): sat of domains AND NOT condition.
+A Z3 counterexample is re-evaluated exactly (other knobs at their defaults); one that
+does not really violate the clause is reported UNKNOWN, never REFUTED.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import z3
+
+from kmr_dsl.diagnostics import Diagnostic, error
+from kmr_dsl.verify import algebra as A
+from kmr_dsl.verify.lower import Encoding
+from kmr_dsl.verify.numeric import Unevaluable, as_number, compile_expr, evaluate
+from kmr_dsl.verify.render import render_ir, render_setting
+from kmr_dsl.verify.report import Limits, ObligationResult, Verdict, new_solver, solver_verdict
+from kmr_dsl.verify.state import PipelineModel, Requirement
+
+ENUM_CAP = 4096
+
+
+@dataclass
+class Decision:
+    verdict: Verdict
+    counterexample: dict | None = None     # instance name -> exact value (only the knobs read)
+    method: str = ""
+    reason: str | None = None
+
+
+def decide_forall(cond, model: PipelineModel, limits: Limits) -> Decision:
+    """Does `cond` hold at every setting in the knob domains?"""
+    knobs = model.knobs
+    if cond is A.TRUE:
+        return Decision(Verdict.PROVED, method="fold")
+    if cond is A.FALSE:
+        return Decision(Verdict.REFUTED, {}, method="fold")
+    if type(cond).__name__ == "And":
+        unknown = None
+        for part in cond.args:
+            d = decide_forall(part, model, limits)
+            if d.verdict is Verdict.REFUTED:
+                return d
+            if d.verdict is Verdict.UNKNOWN and unknown is None:
+                unknown = d
+        return unknown or Decision(Verdict.PROVED, method="conjuncts")
+    syms = sorted(A.knob_symbols(cond), key=knobs.sort_key)
+    odd = [s for s in syms if s not in knobs.by_symbol]
+    if odd:
+        return Decision(Verdict.UNKNOWN, method="fold", reason=f"not modelled: {str(odd[0]).lstrip('?')}")
+    kvs = [knobs.by_symbol[s] for s in syms]
+    combos = 1
+    for kv in kvs:
+        combos = combos * len(kv.values) if kv.finite else ENUM_CAP + 1
+    if combos <= ENUM_CAP:
+        return _enumerate(cond, syms, kvs)
+    return _solve(cond, model, kvs, limits)
+
+
+def _enumerate(cond, syms, kvs) -> Decision:
+    try:
+        f = compile_expr(cond)
+        for combo in itertools.product(*(kv.values for kv in kvs)):
+            if not f(dict(zip(syms, combo))):
+                return Decision(Verdict.REFUTED, {kv.name: v for kv, v in zip(kvs, combo)}, method="enumeration")
+    except Unevaluable as exc:
+        return Decision(Verdict.UNKNOWN, method="enumeration", reason=str(exc))
+    return Decision(Verdict.PROVED, method="enumeration")
+
+
+def _solve(cond, model: PipelineModel, kvs, limits: Limits) -> Decision:
+    enc = Encoding(model.knobs)
+    try:
+        negated = z3.Not(enc.lower(cond))
+    except A.NotModelled as exc:
+        return Decision(Verdict.UNKNOWN, method="z3", reason=str(exc))
+    s = new_solver(limits)
+    s.add(enc.domain())
+    s.add(negated)
+    answer = s.check()
+    verdict = solver_verdict(answer, sat_means=Verdict.REFUTED)
+    if verdict is Verdict.UNKNOWN:
+        return Decision(verdict, method="z3", reason=s.reason_unknown())
+    if verdict is Verdict.PROVED:
+        return Decision(verdict, method="z3")
+    setting = enc.decode(s.model())
+    cx = {kv.name: setting[kv.name] for kv in kvs}
+    try:
+        violated = not evaluate(cond, model.knobs.env(setting))
+    except Unevaluable as exc:
+        return Decision(Verdict.UNKNOWN, method="z3", reason=f"counterexample not checkable: {exc}")
+    if not violated:
+        return Decision(Verdict.UNKNOWN, method="z3", reason="the solver's counterexample did not re-evaluate as one")
+    return Decision(Verdict.REFUTED, cx, method="z3")
+
+
+def _field_notes(req: Requirement, model: PipelineModel, cx: dict) -> list[str]:
+    setting = {**model.knobs.defaults(), **cx}
+    env = model.knobs.env(setting)
+    notes = []
+    for text, value, origin in req.fields:
+        try:
+            shown = as_number(evaluate(value, env))
+            shown = "true" if shown is True else "false" if shown is False else shown
+        except (Unevaluable, TypeError):
+            shown = str(value)
+        where = ""
+        if origin is not None:
+            st = model.pipeline.steps[origin]
+            where = f" (set by `{st.rule.name}` at {st.span})"
+        notes.append(f"at that setting, before this step: {text} = {shown}{where}")
+    return notes
+
+
+def check_composability(model: PipelineModel, limits: Limits) -> tuple[list[ObligationResult], list[Diagnostic]]:
+    groups: dict[tuple[int, int], list[Requirement]] = {}
+    for req in model.requirements:
+        groups.setdefault((req.step_index, req.clause_index), []).append(req)
+    results, diags = [], []
+    for (_, _), reqs in sorted(groups.items()):
+        step, clause = reqs[0].step, reqs[0].clause
+        text = render_ir(clause)
+        decided = [(r, decide_forall(r.condition, model, limits)) for r in reqs]
+        refuted = [(r, d) for r, d in decided if d.verdict is Verdict.REFUTED]
+        unknown = [(r, d) for r, d in decided if d.verdict is Verdict.UNKNOWN]
+        layers = tuple(r.layer for r in reqs if r.layer is not None)
+        where = f" on layer `{refuted[0][0].layer}`" if refuted and refuted[0][0].layer else ""
+        methods = "+".join(sorted({d.method for _, d in decided}))
+        if refuted:
+            req, dec = refuted[0]
+            cx_text = render_setting(dec.counterexample, model.knobs) if dec.counterexample else \
+                "every setting (the precondition is false whatever the knobs)"
+            summary = f"`{step.rule.name}` requires `{text}`: fails{where}"
+            notes = [f"counterexample: {cx_text}", *_field_notes(req, model, dec.counterexample or {})]
+            if len(refuted) > 1:
+                names = ", ".join(r.layer or "" for r, _ in refuted[:6]) + (", ..." if len(refuted) > 6 else "")
+                notes.append(f"fails on {len(refuted)} of {len(reqs)} selected layers: {names}")
+            diags.append(error("KMR301", step.span,
+                               f"precondition `{text}` of `{step.rule.name}` may fail{where}", *notes))
+            user_cx = model.knobs.to_user(dec.counterexample or {})
+            results.append(ObligationResult("composability", Verdict.REFUTED, step.span, summary,
+                                            model.pipeline.name, counterexample=user_cx, method=methods,
+                                            layers=layers))
+        elif unknown:
+            req, dec = unknown[0]
+            where = f" on layer `{req.layer}`" if req.layer else ""
+            summary = f"`{step.rule.name}` requires `{text}`: unknown{where}"
+            diags.append(error("KMR303", step.span,
+                               f"could not decide precondition `{text}` of `{step.rule.name}`{where}",
+                               f"reason: {dec.reason}"))
+            results.append(ObligationResult("composability", Verdict.UNKNOWN, step.span, summary,
+                                            model.pipeline.name, reason=dec.reason, method=methods, layers=layers))
+        else:
+            summary = f"`{step.rule.name}` requires `{text}`: holds for every setting"
+            results.append(ObligationResult("composability", Verdict.PROVED, step.span, summary,
+                                            model.pipeline.name, method=methods, layers=layers))
+    return results, diags
+
+
+__all__ = ["Decision", "check_composability", "decide_forall"]

@@ -1,0 +1,303 @@
+"""Budget feasibility: some setting in the knob domains meets every analytic budget line.
+
+Contract: `check_feasibility(model, lines, limits)` returns one ObligationResult:
+PROVED with a witness setting that was re-evaluated exactly against every line,
+REFUTED with a minimal unsat core over budget lines and knob bounds (each member with
+its span; KMR302), or UNKNOWN with the reason (KMR303).
+
+Core members are the analytic budget lines and, for every numeric knob declaration
+that is not case-split, the two sides of its domain (`s >= 0`, `s <= 0.9`; one member
+per side for a whole family). Set, enum and bool knobs are their values by type and
+never appear in a core. "Dropping" a bound lets the knob go past it (a stepped knob
+along its lattice, a real knob over the reals). Minimal: removing any member makes
+the rest satisfiable — checked for each member by deletion, each subset check decided
+by the bounds when they can (a lower bound still above the budget: the member is
+unneeded; an exact point that meets the line: it is needed) and by Z3 otherwise. A
+subset check that comes back unknown keeps its member and marks the core
+`core_minimal = False`.
+
+Order of work, cheapest first (bounds.py explains why):
+1. per line, a sound lower bound from independent per-layer groups: a line whose
+   bound exceeds its limit is infeasible on its own (no solver call);
+2. witness candidates checked exactly: the defaults, each line's minimiser, and the
+   minimiser of the lines' normalised sum;
+3. Z3 on the case-split encoding, every line and bound behind an assumption literal.
+"""
+
+from __future__ import annotations
+
+import z3
+
+from kmr_dsl.diagnostics import Diagnostic, error
+from kmr_dsl.verify import algebra as A
+from kmr_dsl.verify.bounds import MARGIN, bound_line, decompose, point_range
+from kmr_dsl.verify.budget import Line, holds
+from kmr_dsl.verify.lower import Encoding
+from kmr_dsl.verify.numeric import Unevaluable, as_number, evaluate
+from kmr_dsl.verify.render import render_setting
+from kmr_dsl.verify.report import CoreMember, Limits, ObligationResult, Verdict, new_solver, solver_verdict
+from kmr_dsl.verify.state import PipelineModel
+
+
+def decomposition(model: PipelineModel, expr):
+    """decompose(expr), cached per expression in the model (None when it cannot be decomposed)."""
+    key = ("decomp", id(expr))
+    hit = model.cache.get(key)
+    if hit is None or hit[0] is not expr:
+        try:
+            hit = (expr, decompose(expr, model.knobs))
+        except A.NotModelled:
+            hit = (expr, None)
+        model.cache[key] = hit
+    return hit[1]
+
+
+def line_holds(line: Line, model: PipelineModel, env: dict) -> bool:
+    """Does the line hold at a setting? Decided by a float enclosure when its margin is
+    clear by MARGIN (bounds.py), exactly with rationals otherwise."""
+    dec = decomposition(model, line.expr)
+    if dec is not None and line.op in ("<=", "<"):
+        lo, hi, scale = point_range(dec, model.knobs, env)
+        margin = MARGIN * max(scale, 1.0)
+        if hi < -margin:
+            return True
+        if lo > margin:
+            return False
+    try:
+        return holds(line.op, evaluate(line.expr, env))
+    except Unevaluable:
+        return False
+
+
+def meets_all(lines: list[Line], model: PipelineModel, setting: dict) -> bool:
+    """Check every line at a (possibly relaxed) exact setting."""
+    env = model.knobs.env(setting)
+    return all(line_holds(ln, model, env) for ln in lines)
+
+
+def _bound_text(model: PipelineModel, family: str, side: str) -> CoreMember:
+    kv = model.knobs.families[family][0]
+    name = f"{family}[{kv.knob.family_var}]" if kv.knob.is_family else family
+    if side == "lo":
+        op, value = (">=" if kv.lo_closed else ">"), kv.lo
+    else:
+        op, value = ("<=" if kv.hi_closed else "<"), kv.hi
+    return CoreMember("bound", f"{name} {op} {kv.render(value)}", kv.knob.span)
+
+
+class _Problem:
+    """The Z3 side: every line and (unsplit) knob bound behind an assumption literal."""
+
+    def __init__(self, model: PipelineModel, lines: list[Line], limits: Limits):
+        self.model, self.lines = model, lines
+        self.enc = Encoding(model.knobs)
+        self.terms = [self.enc.lower(_relation(ln)) for ln in lines]   # lowering first: it decides the splits
+        self.solver = new_solver(limits)
+        self.solver.add(self.enc.structural())
+        self.members: list[tuple[str, object]] = []      # ("line", index) | ("bound", (family, side))
+        self.lits: list = []
+        for i, t in enumerate(self.terms):
+            self._track(("line", i), t)
+        by_side: dict = {}
+        for kv in self.enc.used():
+            for side, c in self.enc.bounds(kv):
+                if kv.name in self.enc.split:
+                    self.solver.add(c)                   # a split knob's domain is its case list
+                else:
+                    by_side.setdefault((kv.knob.name, side), []).append(c)
+        for key in sorted(by_side, key=lambda k: (model.knobs.families[k[0]][0].order, k[1] != "lo")):
+            self._track(("bound", key), z3.And(by_side[key]))
+
+    def _track(self, member, constraint):
+        lit = z3.Bool(f"kmr:{member[0]}:{member[1]}")
+        self.solver.add(z3.Implies(lit, constraint))
+        self.members.append(member)
+        self.lits.append(lit)
+
+    def check(self, keep: list[int]):
+        return self.solver.check([self.lits[i] for i in keep])
+
+
+def _relation(line: Line):
+    return A.compare(line.op, line.expr, 0)
+
+
+def check_feasibility(model: PipelineModel, lines: list[Line], limits: Limits,
+                      use_bounds: bool = True) -> tuple[ObligationResult, list[Diagnostic]]:
+    pipe = model.pipeline
+    span = lines[0].span if lines else pipe.span
+    bad = [ln for ln in lines if ln.problem]
+    if bad:
+        reason = f"`{bad[0].text}`: {bad[0].problem}"
+        return (ObligationResult("feasibility", Verdict.UNKNOWN, bad[0].span, "budget: unknown", pipe.name,
+                                 reason=reason, method="model"),
+                [error("KMR303", bad[0].span, f"cannot verify budget line `{bad[0].text}`", reason)])
+    defaults = model.knobs.defaults()
+    if not lines:
+        return ObligationResult("feasibility", Verdict.PROVED, span, "no analytic budget lines", pipe.name,
+                                witness=model.knobs.to_user({}), method="trivial"), []
+    candidates = [defaults]
+    if use_bounds:
+        decided = _by_bounds(model, lines, defaults, candidates, limits)
+        if decided is not None:
+            return decided
+    for cand in candidates:
+        if meets_all(lines, model, cand):
+            return _proved(model, lines, cand, "bounds" if cand is not defaults else "defaults")
+    return _by_solver(model, lines, limits)
+
+
+def _by_bounds(model, lines, defaults, candidates, limits):
+    knobs = model.knobs
+    weighted = []
+    for ln in lines:
+        if ln.op not in ("<=", "<"):
+            continue
+        dec = decomposition(model, ln.expr)
+        if dec is None:
+            continue
+        lb = bound_line(dec, knobs)
+        if lb.surely_positive():
+            core, minimal, best = _bounds_core(model, ln, dec, limits, lb.argmin)
+            return _refuted(model, lines, core, minimal, "bounds", best=(ln, best))
+        cand = dict(defaults)
+        cand.update({knobs.by_symbol[s].name: v for s, v in lb.argmin.items()})
+        candidates.append(cand)
+        weighted.append(A.mul(1 / max(abs(lb.lb), abs(lb.ub), 1.0), ln.expr))
+    if len(weighted) > 1:
+        try:
+            combo = A.add(*weighted)
+            lb = bound_line(decompose(combo, knobs), knobs)
+            cand = dict(defaults)
+            cand.update({knobs.by_symbol[s].name: v for s, v in lb.argmin.items()})
+            candidates.append(cand)
+        except (A.NotModelled, ZeroDivisionError):
+            pass
+    return None
+
+
+def _bounds_core(model, line: Line, dec, limits, best):
+    """Core {line, bounds of its knobs}, minimised by deletion with the bounds (Z3 as a fallback)."""
+    knobs = model.knobs
+    families = []
+    for s in sorted(dec.symbols, key=knobs.sort_key):
+        kv = knobs.by_symbol[s]
+        if kv.kind in ("stepped", "real") and kv.knob.name not in families:
+            families.append(kv.knob.name)
+    members = [(f, side) for f in families for side in ("lo", "hi")]
+    relaxed: dict[str, set] = {}
+    kept, minimal = [], True
+    for fam, side in members:
+        trial = {k: set(v) for k, v in relaxed.items()}
+        trial.setdefault(fam, set()).add(side)
+        lb = bound_line(dec, knobs, trial)
+        if lb.surely_positive():
+            relaxed = trial                  # still infeasible without it: not part of the core
+            continue
+        setting = dict(knobs.defaults())
+        setting.update({knobs.by_symbol[s].name: v for s, v in lb.argmin.items()})
+        if meets_all([line], model, setting):
+            kept.append((fam, side))         # a concrete setting past this bound meets the line
+            continue
+        verdict = _solver_subset(model, line, trial, limits)
+        if verdict is Verdict.REFUTED:
+            relaxed = trial
+        else:
+            kept.append((fam, side))
+            minimal = minimal and verdict is Verdict.PROVED
+    core = [CoreMember("line", line.text, line.span)] + [_bound_text(model, f, s) for f, s in kept]
+    return core, minimal, best
+
+
+def _solver_subset(model, line: Line, relaxed: dict, limits) -> Verdict:
+    """Can `line` be met with the given bounds dropped? (PROVED: yes; REFUTED: no.)"""
+    prob = _Problem(model, [line], limits)
+    keep = [0] + [i for i, m in enumerate(prob.members)
+                  if m[0] == "bound" and m[1][1] not in relaxed.get(m[1][0], set())]
+    return solver_verdict(prob.check(keep), sat_means=Verdict.PROVED)
+
+
+def _by_solver(model, lines, limits):
+    try:
+        prob = _Problem(model, lines, limits)
+    except A.NotModelled as exc:
+        return _unknown(model, lines, str(exc))
+    everything = list(range(len(prob.members)))
+    answer = prob.check(everything)
+    verdict = solver_verdict(answer, sat_means=Verdict.PROVED)
+    if verdict is Verdict.UNKNOWN:
+        return _unknown(model, lines, prob.solver.reason_unknown())
+    if verdict is Verdict.PROVED:
+        setting = prob.enc.decode(prob.solver.model())
+        if not meets_all(lines, model, setting):
+            return _unknown(model, lines, "the solver's witness did not re-evaluate as meeting the budget")
+        return _proved(model, lines, setting, "z3")
+    names = {str(lit): i for i, lit in enumerate(prob.lits)}
+    core = sorted(names[str(c)] for c in prob.solver.unsat_core())
+    minimal = True
+    for i in list(core):
+        rest = [j for j in core if j != i]
+        r = prob.check(rest)
+        if r == z3.unsat:
+            core = rest
+        elif r != z3.sat:
+            minimal = False
+    members = []
+    for i in core:
+        kind, what = prob.members[i]
+        if kind == "line":
+            members.append(CoreMember("line", lines[what].text, lines[what].span))
+        else:
+            members.append(_bound_text(model, *what))
+    return _refuted(model, lines, members, minimal, "z3")
+
+
+def _proved(model, lines, setting, method):
+    shown = {n: v for n, v in setting.items()}
+    summary = f"budget can be met, e.g. at {render_setting(shown, model.knobs, limit=6)}"
+    return ObligationResult("feasibility", Verdict.PROVED, lines[0].span, summary, model.pipeline.name,
+                            witness=model.knobs.to_user(setting), method=method), []
+
+
+def _unknown(model, lines, reason):
+    span = lines[0].span
+    return (ObligationResult("feasibility", Verdict.UNKNOWN, span, "budget: unknown", model.pipeline.name,
+                             reason=reason, method="z3"),
+            [error("KMR303", span, "could not decide whether the budget can be met", f"reason: {reason}")])
+
+
+def approx_value(model, expr, env):
+    """A value for a message: the float enclosure's midpoint, rounded (exact when it cannot)."""
+    dec = decomposition(model, expr)
+    if dec is None:
+        return as_number(evaluate(expr, env))
+    lo, hi, _ = point_range(dec, model.knobs, env)
+    v = (lo + hi) / 2
+    return int(round(v)) if abs(v - round(v)) <= 1e-6 * max(1.0, abs(v)) else round(v, 6)
+
+
+def _refuted(model, lines, core, minimal, method, best=None):
+    span = next((m.span for m in core if m.kind == "line"), lines[0].span)
+    notes = [f"conflicting: `{m.text}` ({'budget line' if m.kind == 'line' else 'knob bound'} at {m.span})"
+             for m in core]
+    if best is not None:
+        line, argmin = best
+        setting = dict(model.knobs.defaults())
+        setting.update({model.knobs.by_symbol[s].name: v for s, v in argmin.items()})
+        try:
+            left = approx_value(model, line.left, model.knobs.env(setting))
+            right = approx_value(model, line.right, model.knobs.env(setting))
+            knobs_shown = {model.knobs.by_symbol[s].name: v for s, v in argmin.items()}
+            notes.append(f"at best the left side is {left} against {right}, "
+                         f"at {render_setting(knobs_shown, model.knobs, limit=6)}")
+        except Unevaluable:
+            pass
+    if not minimal:
+        notes.append("the solver could not decide every subset: this core may not be minimal")
+    summary = "budget cannot be met: " + "; ".join(m.text for m in core)
+    diag = error("KMR302", span, "no knob setting meets the budget", *notes)
+    return ObligationResult("feasibility", Verdict.REFUTED, span, summary, model.pipeline.name,
+                            core=tuple(core), core_minimal=minimal, method=method), [diag]
+
+
+__all__ = ["approx_value", "check_feasibility", "decomposition", "line_holds", "meets_all"]

@@ -1,0 +1,171 @@
+"""Interval evaluation of the verifier's expressions over boxes of knob values, with numpy.
+
+Contract: `ieval(expr, env, consts)` evaluates `expr` where every knob symbol is a
+pair of arrays (lo, hi) — a batch of boxes — and returns (lo, hi) arrays that enclose
+every value the expression takes inside each box (conditions return two boolean
+arrays: "can be true", "can be false"). Degenerate boxes (lo == hi) give the value
+itself. The result is a sound enclosure up to floating-point rounding; callers only
+act on margins far larger than the rounding (see bounds.py), and every witness found
+this way is re-checked with exact rationals.
+
+Batching: `consts` is an iterator over constant columns; when a batch evaluates many
+expressions of the same shape (one per layer), each constant leaf is a column holding
+that constant for every member, consumed in pre-order. `shape_of` computes the shape
+key and the constants of an expression in that same order.
+
+Comparisons are widened by a relative 1e-9 so that a tie computed in floats never
+excludes a branch the exact value would take.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import sympy as sp
+from sympy.core.relational import (Equality, GreaterThan, LessThan, StrictGreaterThan, StrictLessThan,
+                                   Unequality)
+from sympy.functions.elementary.piecewise import ExprCondPair
+from sympy.logic.boolalg import And, BooleanFalse, BooleanTrue, Not, Or
+
+from kmr_dsl.verify.algebra import BoolSymbol, NotModelled, Unmodelled, UnmodelledBool
+
+EPS = 1e-9
+INF = np.inf
+
+
+def shape_of(e, slots: dict, consts: list):
+    """A hashable shape of `e` (symbols by slot, constants as holes), filling `consts` in pre-order."""
+    if isinstance(e, sp.Rational):
+        consts.append(e.p / e.q)      # int / int: correctly rounded, and far cheaper than float(e)
+        return "c"
+    if isinstance(e, (Unmodelled, UnmodelledBool)):
+        raise NotModelled(f"not modelled: {e.name[1:]}")
+    if isinstance(e, sp.Symbol):
+        return ("s", slots[e], isinstance(e, BoolSymbol))
+    if isinstance(e, (BooleanTrue, BooleanFalse)):
+        return bool(e)
+    if type(e) is sp.Pow:
+        if not isinstance(e.args[1], sp.Integer):
+            raise NotModelled(f"non-integer power {e.args[1]}")
+        # the exponent is part of the shape, not a hole: ieval reads it off the tree
+        return ("Pow", shape_of(e.args[0], slots, consts), int(e.args[1]))
+    return (type(e).__name__, tuple(shape_of(a, slots, consts) for a in e.args))
+
+
+def _mul(a, b):
+    alo, ahi = a
+    blo, bhi = b
+    with np.errstate(invalid="ignore"):
+        prods = [alo * blo, alo * bhi, ahi * blo, ahi * bhi]
+    # 0 * inf is nan; the exact product of a zero-width zero and an unbounded factor is 0
+    prods = [np.where(np.isnan(p), 0.0, p) for p in prods]
+    return np.minimum.reduce(prods), np.maximum.reduce(prods)
+
+
+def _recip(a):
+    lo, hi = a
+    safe = (lo > 0) | (hi < 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rlo = np.where(safe, 1.0 / hi, -INF)
+        rhi = np.where(safe, 1.0 / lo, INF)
+    return rlo, rhi
+
+
+def _tol(a, b):
+    return EPS * (np.abs(a[0]) + np.abs(a[1]) + np.abs(b[0]) + np.abs(b[1]) + 1.0)
+
+
+def _le(a, b, strict):
+    t = _tol(a, b)
+    t = np.where(np.isfinite(t), t, 0.0)
+    can_true = a[0] < b[1] + t if strict else a[0] <= b[1] + t
+    can_false = a[1] >= b[0] - t if strict else a[1] > b[0] - t
+    return can_true, can_false
+
+
+def _eq(a, b):
+    t = _tol(a, b)
+    t = np.where(np.isfinite(t), t, 0.0)
+    can_true = (a[0] <= b[1] + t) & (b[0] <= a[1] + t)
+    point = (a[0] == a[1]) & (b[0] == b[1]) & (np.abs(a[0] - b[0]) <= t)
+    return can_true, ~point | ~can_true
+
+
+def ieval(e, env: dict, consts):
+    """(lo, hi) of a number or (can_true, can_false) of a condition; see the module docstring."""
+    t = type(e)
+    if isinstance(e, sp.Rational):
+        c = next(consts)
+        return c, c
+    if isinstance(e, sp.Symbol):
+        if isinstance(e, (Unmodelled, UnmodelledBool)):
+            raise NotModelled(f"not modelled: {e.name[1:]}")
+        lo, hi = env[e]
+        if isinstance(e, BoolSymbol):
+            return hi >= 0.5, lo <= 0.5
+        return lo, hi
+    if t is sp.Add:
+        vals = [ieval(a, env, consts) for a in e.args]
+        return sum(v[0] for v in vals), sum(v[1] for v in vals)
+    if t is sp.Mul:
+        out = ieval(e.args[0], env, consts)
+        for a in e.args[1:]:
+            out = _mul(out, ieval(a, env, consts))
+        return out
+    if t is sp.Pow:
+        base = ieval(e.args[0], env, consts)
+        n = int(e.args[1])
+        out = base
+        for _ in range(abs(n) - 1):
+            out = _mul(out, base)
+        return out if n > 0 else _recip(out)
+    if t is sp.Min or t is sp.Max:
+        f = np.minimum if t is sp.Min else np.maximum
+        vals = [ieval(a, env, consts) for a in e.args]
+        lo, hi = vals[0]
+        for v in vals[1:]:
+            lo, hi = f(lo, v[0]), f(hi, v[1])
+        return lo, hi
+    if t is sp.Piecewise:
+        return _piecewise(e, env, consts)
+    if t in (LessThan, StrictLessThan):
+        a, b = ieval(e.args[0], env, consts), ieval(e.args[1], env, consts)
+        return _le(a, b, t is StrictLessThan)
+    if t in (GreaterThan, StrictGreaterThan):
+        a, b = ieval(e.args[0], env, consts), ieval(e.args[1], env, consts)
+        return _le(b, a, t is StrictGreaterThan)
+    if t in (Equality, Unequality):
+        a, b = ieval(e.args[0], env, consts), ieval(e.args[1], env, consts)
+        ct, cf = _eq(a, b)
+        return (ct, cf) if t is Equality else (cf, ct)
+    if t is And or t is Or:
+        vals = [ieval(a, env, consts) for a in e.args]
+        if t is And:
+            return np.logical_and.reduce([v[0] for v in vals]), np.logical_or.reduce([v[1] for v in vals])
+        return np.logical_or.reduce([v[0] for v in vals]), np.logical_and.reduce([v[1] for v in vals])
+    if t is Not:
+        ct, cf = ieval(e.args[0], env, consts)
+        return cf, ct
+    if t is BooleanTrue:
+        return True, False
+    if t is BooleanFalse:
+        return False, True
+    raise NotModelled(f"no interval rule for {t.__name__}")
+
+
+def _piecewise(e, env, consts):
+    reach = True                     # some box point can get this far down the chain
+    lo = hi = None
+    for pair in e.args:
+        assert type(pair) is ExprCondPair
+        value = ieval(pair.args[0], env, consts)
+        ct, cf = ieval(pair.args[1], env, consts)
+        taken = np.logical_and(reach, ct)
+        blo = np.where(taken, value[0], INF)
+        bhi = np.where(taken, value[1], -INF)
+        lo = blo if lo is None else np.minimum(lo, blo)
+        hi = bhi if hi is None else np.maximum(hi, bhi)
+        reach = np.logical_and(reach, cf)
+    return lo, hi
+
+
+__all__ = ["EPS", "ieval", "shape_of"]

@@ -1,0 +1,205 @@
+"""Knob instances as the verifier sees them: a symbol, a sort, a domain of exact values.
+
+Contract: `KnobTable(program, pipeline)` lists every knob instance of a pipeline (a
+family contributes one instance per layer, named `s[fc1]`) in declaration order, each
+a `KnobVar` with one sympy symbol and one of five encodings:
+
+- "set":     an int/float knob over a finite set `{v1, ...}` (case-split in Z3);
+- "stepped": a range with a step, or an int range (step 1): values lo + k*step, k integer;
+- "real":    a float range without a step (a real interval, open or closed ends);
+- "bool":    false/true;
+- "enum":    its members; the symbol's value is the member's index.
+
+Values inside the verifier are exact: `Fraction` for numbers, `bool`, and `int` member
+indices for enums. `to_num` / `to_user` convert between those and the values users and
+the runtime write (`8`, `0.05`, `"nm"`, `True`); `render` gives KMR text.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
+
+import sympy as sp
+
+from kmr_dsl.check.program import CheckedProgram, Knob, Pipeline
+from kmr_dsl.verify.algebra import BoolSymbol, EnumSymbol, frac
+
+FINITE_KINDS = ("set", "stepped", "bool", "enum")
+
+
+@dataclass(eq=False)
+class KnobVar:
+    name: str                       # instance name: `bits` or `s[fc1]`
+    knob: Knob                      # its declaration (a family's for every instance)
+    kind: str                       # set | stepped | real | bool | enum
+    symbol: sp.Symbol
+    values: tuple = ()              # finite kinds: every value, increasing (enum: indices)
+    lo: Fraction | None = None      # numeric kinds: the declared bounds
+    hi: Fraction | None = None
+    lo_closed: bool = True
+    hi_closed: bool = True
+    step: Fraction | None = None    # stepped: values[i] = values[0] + i * step
+    order: int = 0                  # position in the table (for deterministic sorting)
+    raw: dict = field(default_factory=dict)   # exact value -> the user's spelling of it
+
+    @property
+    def finite(self) -> bool:
+        return self.kind in FINITE_KINDS
+
+    @property
+    def numeric(self) -> bool:
+        return self.kind in ("set", "stepped", "real")
+
+    def to_num(self, value):
+        """A user value (8, 0.05, "nm", True) as the verifier's exact value."""
+        if self.kind == "enum":
+            if value not in self.knob.members:
+                raise ValueError(f"`{value}` is not a member of knob `{self.name}`")
+            return self.knob.members.index(value)
+        if self.kind == "bool":
+            if not isinstance(value, bool):
+                raise ValueError(f"knob `{self.name}` is a bool, not {value!r}")
+            return value
+        v = frac(value)
+        if not self.contains(v):
+            raise ValueError(f"{value!r} is outside the domain of knob `{self.name}`")
+        return v
+
+    def contains(self, v) -> bool:
+        if self.kind in ("set", "stepped", "bool", "enum"):
+            return v in self.values
+        if self.lo is not None and (v < self.lo or (v == self.lo and not self.lo_closed)):
+            return False
+        if self.hi is not None and (v > self.hi or (v == self.hi and not self.hi_closed)):
+            return False
+        return True
+
+    def to_user(self, v):
+        """The verifier's exact value as the user writes it (int, float, member name, bool)."""
+        if self.kind == "enum":
+            return self.knob.members[int(v)]
+        if self.kind == "bool":
+            return bool(v)
+        if v in self.raw:
+            return self.raw[v]
+        v = Fraction(v)
+        if self.knob.type == "int" and v.denominator == 1:
+            return int(v)
+        return float(v)
+
+    def render(self, v) -> str:
+        u = self.to_user(v)
+        if isinstance(u, bool):
+            return "true" if u else "false"
+        return str(u)
+
+    def default(self):
+        """The declared default; a real knob without one whose lower end is open takes its midpoint."""
+        try:
+            return self.to_num(self.knob.default_value())
+        except ValueError:
+            if self.kind == "real" and self.lo is not None and self.hi is not None:
+                return (self.lo + self.hi) / 2
+            raise
+
+    def value_at(self, k: int) -> Fraction:
+        """Lattice point k of a stepped knob (k may lie beyond the domain: a relaxed bound)."""
+        return self.values[0] + k * self.step
+
+
+def _stepped_values(knob: Knob):
+    d = knob.domain
+    lo, hi = frac(d.lo), frac(d.hi)
+    step = frac(d.step) if d.step is not None else Fraction(1)
+    first = lo
+    if knob.type == "int" and d.step is None:
+        first = Fraction(math.ceil(lo))
+    n = int(math.floor((hi - first) / step))
+    vals = [first + i * step for i in range(n + 1)]
+    vals = [v for v in vals if (v != lo or d.lo_closed) and (v != hi or d.hi_closed)]
+    return tuple(vals), step
+
+
+def make_var(name: str, knob: Knob, order: int) -> KnobVar:
+    if knob.type == "bool":
+        return KnobVar(name, knob, "bool", BoolSymbol(name), (False, True), order=order)
+    if knob.type == "enum":
+        return KnobVar(name, knob, "enum", EnumSymbol(name), tuple(range(len(knob.members))), order=order)
+    d = knob.domain
+    sym = sp.Symbol(name)
+    if d.values is not None:
+        vals = sorted({frac(v): v for v in d.values}.items())
+        raw = dict(vals)
+        values = tuple(v for v, _ in vals)
+        return KnobVar(name, knob, "set", sym, values, values[0], values[-1], order=order, raw=raw)
+    if d.step is not None or knob.type == "int":
+        values, step = _stepped_values(knob)
+        raw = {}
+        shown = d.finite() if d.step is not None else None
+        if shown and len(shown) == len(values):
+            raw = dict(zip(values, shown))
+        return KnobVar(name, knob, "stepped", sym, values, frac(d.lo), frac(d.hi), d.lo_closed, d.hi_closed,
+                       step, order=order, raw=raw)
+    return KnobVar(name, knob, "real", sym, (), frac(d.lo), frac(d.hi), d.lo_closed, d.hi_closed, order=order)
+
+
+class KnobTable:
+    """Every knob instance of one pipeline, by name and by symbol, in declaration order."""
+
+    def __init__(self, program: CheckedProgram, pipeline: Pipeline):
+        self.vars: list[KnobVar] = []
+        shapes: dict[str, KnobVar] = {}
+        for i, (inst, knob) in enumerate(program.knob_instances(pipeline)):
+            proto = shapes.get(knob.name)
+            if proto is None:
+                var = shapes[knob.name] = make_var(inst, knob, i)
+            else:
+                # a family's instances share the domain: copy it instead of recomputing
+                var = replace(proto, name=inst, symbol=type(proto.symbol)(inst), order=i)
+            self.vars.append(var)
+        self.by_name = {v.name: v for v in self.vars}
+        self.by_symbol = {v.symbol: v for v in self.vars}
+        self.families: dict[str, list[KnobVar]] = {}
+        for v in self.vars:
+            self.families.setdefault(v.knob.name, []).append(v)
+
+    def __iter__(self):
+        return iter(self.vars)
+
+    def var_of(self, symbol) -> KnobVar | None:
+        return self.by_symbol.get(symbol)
+
+    def defaults(self) -> dict[str, object]:
+        return {v.name: v.default() for v in self.vars}
+
+    def complete(self, setting: dict | None) -> dict[str, object]:
+        """A user setting (names -> user values; missing knobs take their defaults) as exact values.
+
+        A family's declared name (`s`) sets every instance at once.
+        """
+        out = self.defaults()
+        for name, value in (setting or {}).items():
+            if name in self.by_name:
+                out[name] = self.by_name[name].to_num(value)
+            elif name in self.families:
+                for v in self.families[name]:
+                    out[v.name] = v.to_num(value)
+            else:
+                raise ValueError(f"unknown knob `{name}`")
+        return out
+
+    def env(self, setting: dict[str, object]) -> dict:
+        """An exact setting (name -> value) keyed by symbol, for the evaluators."""
+        return {self.by_name[n].symbol: v for n, v in setting.items() if n in self.by_name}
+
+    def to_user(self, setting: dict[str, object]) -> dict[str, object]:
+        return {n: self.by_name[n].to_user(v) for n, v in setting.items()}
+
+    def sort_key(self, symbol) -> tuple:
+        var = self.by_symbol.get(symbol)
+        return (0, var.order, "") if var else (1, 0, str(symbol))
+
+
+__all__ = ["FINITE_KINDS", "KnobTable", "KnobVar", "make_var"]

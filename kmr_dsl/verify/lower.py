@@ -1,0 +1,446 @@
+"""Lowering of the verifier's sympy expressions to Z3, through one table.
+
+Contract: an `Encoding` owns the Z3 variables of a pipeline's knob instances and
+lowers expressions over their symbols (`lower(expr)`) with the handler table `_TABLE`
+below — the only sympy -> Z3 translation in KMR. It also states the knobs' domains:
+`structural()` (always asserted), `bounds(var)` (the lo/hi sides of a numeric knob's
+domain, which feasibility tracks as unsat-core members), `decode(model)` (a Z3 model
+back to an exact setting) and `pin(setting)` (constraints fixing a setting).
+
+Encodings (split mode, the default):
+- set knob `{4, 8, 16, 32}`: one Bool indicator per value, exactly one true; its value
+  is the chain If(b=4, 4, If(b=8, 8, ...)); enum knobs likewise (value = member index);
+- stepped knob: an Int k with value lo + k*step (k in [0, n-1] are its bounds);
+- real knob: a Real with its interval's ends as bounds; bool knob: a Bool.
+
+Case splitting keeps the arithmetic linear: when a product has two non-constant
+factors, the term that contains it (a top-level summand, or a comparison) is split
+over the finite knob with the fewest values among those involved:
+If(sel_v1, term[k:=v1], If(sel_v2, term[k:=v2], ...)). Such a knob's bounds become
+hard constraints (a split enumerates exactly its values). Z3 is never handed the
+product of two knob variables unless no finite knob is involved (two continuous
+knobs, or domains larger than MAX_SPLIT): then the product goes in as is, and
+`nonlinear` is set (the answer may well be UNKNOWN). `naive=True` is the encoding the
+benchmark compares against: no indicators and no splitting, sets as a disjunction of
+equalities, stepped float knobs relaxed to a real interval.
+
+Semantic gaps, all deliberate:
+- every number is an exact rational (Z3 Real); int knobs are Int lattices mapped to
+  Real, so there is no integer division anywhere (the IR has none: `/` is exact);
+- `ceil` does not occur: the cost models drop it (see cost.py for the size bound);
+- Min/Max become If(a <= b, a, b); Piecewise becomes an If chain whose last branch is
+  taken when no earlier condition holds (our Piecewise always ends in `True`);
+- a power must have an integer exponent; a symbolic denominator x**-1 is split like a
+  product (after the split it is a constant) or, when it cannot be, lowered as Z3
+  division, whose value at x = 0 Z3 leaves unspecified;
+- an `Unmodelled` placeholder cannot be lowered: `NotModelled` is raised and the
+  obligation is UNKNOWN.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import sympy as sp
+import z3
+from sympy.core.relational import (Equality, GreaterThan, LessThan, StrictGreaterThan, StrictLessThan,
+                                   Unequality)
+from sympy.logic.boolalg import And, BooleanFalse, BooleanTrue, Not, Or
+
+from kmr_dsl.verify.algebra import EnumSymbol, NotModelled, Unmodelled, UnmodelledBool, frac, knob_symbols
+from kmr_dsl.verify.knobs import KnobTable, KnobVar
+
+MAX_SPLIT = 64        # never enumerate a finite domain larger than this inside one term
+
+
+class NonLinear(Exception):
+    def __init__(self, symbols):
+        super().__init__("nonlinear term")
+        self.symbols = symbols
+
+
+def _z(v):
+    """A Z3 term for a lowered value (Python constants become Z3 constants)."""
+    if isinstance(v, bool):
+        return z3.BoolVal(v)
+    if isinstance(v, (int, Fraction)):
+        f = Fraction(v)
+        return z3.RealVal(f"{f.numerator}/{f.denominator}")
+    return v
+
+
+def _is_const(v) -> bool:
+    return isinstance(v, (bool, int, Fraction))
+
+
+class Encoding:
+    def __init__(self, knobs: KnobTable, naive: bool = False):
+        self.knobs = knobs
+        self.naive = naive
+        self.split: set[str] = set()          # instance names some term case-split
+        self.nonlinear = False
+        self._vars: dict[str, dict] = {}
+        self._allow_nonlinear = naive
+
+    # ------------------------------------------------------------ variables
+
+    def _var(self, kv: KnobVar) -> dict:
+        got = self._vars.get(kv.name)
+        if got is not None:
+            return got
+        n = kv.name
+        if kv.kind == "bool":
+            got = {"bool": z3.Bool(n)}
+            got["value"] = got["bool"]
+        elif self.naive and kv.kind in ("set", "stepped", "enum"):
+            integral = kv.knob.type in ("int", "enum") or kv.kind == "enum"
+            x = z3.Int(n) if integral else z3.Real(n)
+            got = {"x": x, "value": z3.ToReal(x) if integral else x}
+        elif kv.kind in ("set", "enum"):
+            inds = [z3.Bool(f"{n}={kv.render(v)}") for v in kv.values]
+            value = _z(Fraction(kv.values[-1]))
+            for ind, v in zip(reversed(inds[:-1]), reversed(kv.values[:-1])):
+                value = z3.If(ind, _z(Fraction(v)), value)
+            got = {"inds": inds, "value": value}
+        elif kv.kind == "stepped":
+            k = z3.Int(f"k:{n}")
+            got = {"k": k, "value": _z(kv.values[0]) + _z(kv.step) * z3.ToReal(k)}
+        else:
+            x = z3.Real(n)
+            got = {"x": x, "value": x}
+        self._vars[kv.name] = got
+        return got
+
+    def used(self) -> list[KnobVar]:
+        return sorted((self.knobs.by_name[n] for n in self._vars), key=lambda v: v.order)
+
+    def structural(self) -> list:
+        """Constraints that are part of a knob's type: exactly one value of a set or enum."""
+        out = []
+        for kv in self.used():
+            var = self._vars[kv.name]
+            if "inds" in var:
+                out.append(z3.PbEq([(i, 1) for i in var["inds"]], 1))
+            elif self.naive and kv.kind in ("set", "enum"):
+                out.append(z3.Or([var["value"] == _z(Fraction(v)) for v in kv.values]))
+        return out
+
+    def bounds(self, kv: KnobVar) -> list[tuple[str, object]]:
+        """(side, constraint) for the lo and hi ends of a numeric knob's domain (none for sets)."""
+        var = self._var(kv)
+        if kv.kind == "stepped" and not self.naive:
+            return [("lo", var["k"] >= 0), ("hi", var["k"] <= len(kv.values) - 1)]
+        if kv.kind == "stepped":      # naive: the lattice relaxed to its real hull
+            return [("lo", var["value"] >= _z(kv.values[0])), ("hi", var["value"] <= _z(kv.values[-1]))]
+        if kv.kind == "real":
+            x = var["x"]
+            out = []
+            if kv.lo is not None:
+                out.append(("lo", x >= _z(kv.lo) if kv.lo_closed else x > _z(kv.lo)))
+            if kv.hi is not None:
+                out.append(("hi", x <= _z(kv.hi) if kv.hi_closed else x < _z(kv.hi)))
+            return out
+        return []
+
+    def domain(self) -> list:
+        """Every used knob's full domain: structural constraints and both bounds."""
+        return self.structural() + [c for kv in self.used() for _, c in self.bounds(kv)]
+
+    def decode(self, model) -> dict[str, object]:
+        """The setting a Z3 model chooses, as exact values (unused knobs: their defaults)."""
+        out = self.knobs.defaults()
+        for kv in self.used():
+            var = self._vars[kv.name]
+            if "bool" in var:
+                out[kv.name] = z3.is_true(model.eval(var["bool"], model_completion=True))
+            elif "inds" in var:
+                for ind, v in zip(var["inds"], kv.values):
+                    if z3.is_true(model.eval(ind, model_completion=True)):
+                        out[kv.name] = v
+                        break
+            elif "k" in var:
+                out[kv.name] = kv.value_at(model.eval(var["k"], model_completion=True).as_long())
+            else:
+                value = _fraction(model.eval(var["value"], model_completion=True))
+                out[kv.name] = int(value) if kv.kind == "enum" else value
+        return out
+
+    def pin(self, setting: dict[str, object]) -> list:
+        """Constraints that fix every used knob to its value in an exact setting."""
+        out = []
+        for kv in self.used():
+            var, v = self._vars[kv.name], setting[kv.name]
+            if "bool" in var:
+                out.append(var["bool"] == z3.BoolVal(bool(v)))
+            elif "inds" in var:
+                out.extend(ind if val == v else z3.Not(ind) for ind, val in zip(var["inds"], kv.values))
+            elif "k" in var:
+                out.append(var["k"] == int((Fraction(v) - kv.values[0]) / kv.step))
+            else:
+                out.append(var["value"] == _z(Fraction(v)))
+        return out
+
+    # ------------------------------------------------------------ lowering
+
+    def lower(self, expr):
+        """A Z3 term for `expr`; top-level summands are split independently."""
+        if type(expr) is sp.Add:
+            parts = [self._split(a, {}) for a in expr.args]
+            return _z(_sum(parts))
+        return _z(self._split(expr, {}))
+
+    def _split(self, e, env: dict):
+        try:
+            return self._lower(e, env)
+        except NonLinear as exc:
+            kv = self._choose(exc.symbols, env)
+            if kv is None:
+                # nothing finite to split on: hand Z3 the product (documented; may be UNKNOWN)
+                self.nonlinear = True
+                previous, self._allow_nonlinear = self._allow_nonlinear, True
+                try:
+                    return self._lower(e, env)
+                finally:
+                    self._allow_nonlinear = previous
+            self.split.add(kv.name)
+            cases = [(self._selector(kv, i), self._split(e, {**env, kv.symbol: v}))
+                     for i, v in enumerate(kv.values)]
+            out = _z(cases[-1][1])
+            for sel, value in reversed(cases[:-1]):
+                out = z3.If(sel, _z(value), out)
+            return out
+
+    def _choose(self, symbols, env) -> KnobVar | None:
+        cands = [self.knobs.by_symbol[s] for s in symbols if s in self.knobs.by_symbol and s not in env]
+        cands = [kv for kv in cands if kv.finite and len(kv.values) <= MAX_SPLIT]
+        if not cands:
+            return None
+        return min(cands, key=lambda kv: (len(kv.values), kv.order))
+
+    def _selector(self, kv: KnobVar, i: int):
+        var = self._var(kv)
+        if "bool" in var:
+            return var["bool"] if kv.values[i] else z3.Not(var["bool"])
+        if "inds" in var:
+            return var["inds"][i]
+        return var["k"] == i
+
+    def _lower(self, e, env):
+        cls = type(e)
+        handler = _RESOLVED.get(cls)
+        if handler is None:
+            for base in cls.__mro__:
+                if base in _TABLE:
+                    handler = _RESOLVED[cls] = _TABLE[base]
+                    break
+            else:
+                raise NotModelled(f"cannot lower {cls.__name__} to Z3")
+        return handler(self, e, env)
+
+    def _symbol(self, e, env):
+        if isinstance(e, (Unmodelled, UnmodelledBool)):
+            raise NotModelled(f"not modelled: {e.name[1:]}")
+        if e in env:
+            return env[e]
+        kv = self.knobs.by_symbol.get(e)
+        if kv is None:
+            raise NotModelled(f"`{e}` is not a knob of this pipeline")
+        return self._var(kv)["value"]
+
+
+def _fraction(v) -> Fraction:
+    if z3.is_rational_value(v):
+        return Fraction(v.numerator_as_long(), v.denominator_as_long())
+    if z3.is_algebraic_value(v):
+        return Fraction(v.approx(20).as_fraction())
+    if z3.is_int_value(v):
+        return Fraction(v.as_long())
+    raise NotModelled(f"solver value {v} is not a number")
+
+
+def _sum(parts):
+    const = Fraction(0)
+    terms = []
+    for p in parts:
+        if _is_const(p):
+            const += Fraction(p)
+        else:
+            terms.append(p)
+    if not terms:
+        return const
+    total = terms[0] if len(terms) == 1 else z3.Sum(terms)
+    return total + _z(const) if const else total
+
+
+# ---------------------------------------------------------------- the table
+
+def _l_number(enc, e, env):
+    return frac(e)
+
+
+def _l_add(enc, e, env):
+    return _sum([enc._lower(a, env) for a in e.args])
+
+
+def _l_mul(enc, e, env):
+    const = Fraction(1)
+    terms = []
+    for a in e.args:
+        v = enc._lower(a, env)
+        if _is_const(v):
+            const *= Fraction(v)
+        else:
+            terms.append(v)
+    if const == 0 or not terms:
+        return const
+    if len(terms) > 1 and not enc._allow_nonlinear:
+        raise NonLinear(knob_symbols(e))
+    out = terms[0]
+    for t in terms[1:]:
+        out = out * t
+    return out if const == 1 else _z(const) * out
+
+
+def _l_pow(enc, e, env):
+    base, expo = e.args
+    if not isinstance(expo, sp.Integer):
+        raise NotModelled(f"non-integer power {expo}")
+    n = int(expo)
+    b = enc._lower(base, env)
+    if _is_const(b):
+        try:
+            return Fraction(b) ** n
+        except ZeroDivisionError:
+            raise NotModelled("division by zero") from None
+    if n == 1:
+        return b
+    if not enc._allow_nonlinear:
+        raise NonLinear(knob_symbols(e))
+    out = b
+    for _ in range(abs(n) - 1):
+        out = out * b
+    return out if n > 0 else 1 / out
+
+
+def _l_lattice(pick_first):
+    def handler(enc, e, env):
+        vals = [enc._lower(a, env) for a in e.args]
+        out = vals[0]
+        for v in vals[1:]:
+            if _is_const(out) and _is_const(v):
+                out = out if pick_first(Fraction(out), Fraction(v)) else v
+            else:
+                a, b = _z(out), _z(v)
+                out = z3.If(pick_first(a, b), a, b)
+        return out
+    return handler
+
+
+def _l_piecewise(enc, e, env):
+    out = None
+    for pair in reversed(e.args):
+        value, cond = pair.args
+        c = enc._lower(cond, env)
+        v = enc._lower(value, env)
+        if out is None or c is True:
+            out = v
+        elif c is False:
+            continue
+        else:
+            out = z3.If(c, _z(v), _z(out))
+    return out
+
+
+def _l_relation(op):
+    def handler(enc, e, env):
+        lhs, rhs = e.args
+        if isinstance(lhs, EnumSymbol) and isinstance(rhs, sp.Integer) and op in ("==", "!=") \
+                and lhs not in env and not enc.naive:
+            inds = enc._var(enc.knobs.by_symbol[lhs])["inds"]
+            i = int(rhs)
+            hit = inds[i] if 0 <= i < len(inds) else z3.BoolVal(False)
+            return hit if op == "==" else z3.Not(hit)
+        a, b = enc._lower(lhs, env), enc._lower(rhs, env)
+        if _is_const(a) and _is_const(b):
+            a, b = Fraction(a), Fraction(b)
+        else:
+            a, b = _z(a), _z(b)
+        return {"<=": lambda: a <= b, "<": lambda: a < b, ">=": lambda: a >= b, ">": lambda: a > b,
+                "==": lambda: a == b, "!=": lambda: a != b}[op]()
+    return handler
+
+
+def _l_atom_split(op_handler):
+    # comparisons are split points: a nonlinear comparison is split on its own
+    def handler(enc, e, env):
+        try:
+            return op_handler(enc, e, env)
+        except NonLinear:
+            return enc._split_relational(e, env, op_handler)
+    return handler
+
+
+def _split_relational(self, e, env, op_handler):
+    try:
+        return op_handler(self, e, env)
+    except NonLinear as exc:
+        kv = self._choose(exc.symbols, env)
+        if kv is None:
+            raise
+        self.split.add(kv.name)
+        cases = [(self._selector(kv, i), self._lower(e, {**env, kv.symbol: v})) for i, v in enumerate(kv.values)]
+        out = _z(cases[-1][1])
+        for sel, value in reversed(cases[:-1]):
+            out = z3.If(sel, _z(value), out)
+        return out
+
+
+Encoding._split_relational = _split_relational
+
+
+def _l_and(enc, e, env):
+    vals = [enc._lower(a, env) for a in e.args]
+    if any(v is False for v in vals):
+        return False
+    rest = [v for v in vals if v is not True]
+    return True if not rest else (rest[0] if len(rest) == 1 else z3.And(rest))
+
+
+def _l_or(enc, e, env):
+    vals = [enc._lower(a, env) for a in e.args]
+    if any(v is True for v in vals):
+        return True
+    rest = [v for v in vals if v is not False]
+    return False if not rest else (rest[0] if len(rest) == 1 else z3.Or(rest))
+
+
+def _l_not(enc, e, env):
+    v = enc._lower(e.args[0], env)
+    return (not v) if isinstance(v, bool) else z3.Not(v)
+
+
+_TABLE = {
+    sp.Rational: _l_number,
+    sp.Symbol: lambda enc, e, env: enc._symbol(e, env),
+    sp.Add: _l_add,
+    sp.Mul: _l_mul,
+    sp.Pow: _l_pow,
+    sp.Min: _l_lattice(lambda a, b: a <= b),
+    sp.Max: _l_lattice(lambda a, b: a >= b),
+    sp.Piecewise: _l_piecewise,
+    LessThan: _l_atom_split(_l_relation("<=")),
+    StrictLessThan: _l_atom_split(_l_relation("<")),
+    GreaterThan: _l_atom_split(_l_relation(">=")),
+    StrictGreaterThan: _l_atom_split(_l_relation(">")),
+    Equality: _l_atom_split(_l_relation("==")),
+    Unequality: _l_atom_split(_l_relation("!=")),
+    And: _l_and,
+    Or: _l_or,
+    Not: _l_not,
+    BooleanTrue: lambda enc, e, env: True,
+    BooleanFalse: lambda enc, e, env: False,
+}
+_RESOLVED: dict[type, object] = {}
+
+
+__all__ = ["Encoding", "MAX_SPLIT", "NonLinear"]

@@ -1,0 +1,89 @@
+"""`verify`: every proof obligation of a checked program, in the order of spec section 7.
+
+Contract: `verify(program, pipeline=None, rlimit=..., timeout_s=...)` verifies one
+pipeline (or all, in declaration order): composability of every step, then budget
+feasibility, then the warnings, and returns a `VerifyReport` (results, diagnostics,
+exit code 0/1/3). The same program gives the same verdicts, witnesses, cores and
+messages every time: knobs, layers and core members are visited in declaration order,
+every solver is fresh with a fixed seed, and limits are Z3 resource limits (the
+wall-clock `timeout_s` is only a safety net: a run that hits it may differ from one
+that does not, which is why the default rlimit is reached first).
+
+`pipeline_model(program, pipeline)` builds (and caches, per program object) the
+symbolic state of a pipeline; predict/explain share it.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from kmr_dsl.check.program import CheckedProgram, Pipeline
+from kmr_dsl.diagnostics import error
+from kmr_dsl.verify import algebra as A
+from kmr_dsl.verify.budget import budget_lines
+from kmr_dsl.verify.composability import check_composability
+from kmr_dsl.verify.feasibility import check_feasibility
+from kmr_dsl.verify.report import (DEFAULT_RLIMIT, DEFAULT_TIMEOUT_S, Limits, ObligationResult, Verdict,
+                                   VerifyReport)
+from kmr_dsl.verify.state import PipelineModel, build_model
+from kmr_dsl.verify.warnings import check_warnings
+
+_CACHE_SIZE = 8
+# id(program) -> (program, {pipeline name: model}); the program is held so its id stays unique
+_MODELS: OrderedDict[int, tuple[CheckedProgram, dict[str, PipelineModel]]] = OrderedDict()
+
+
+def pipeline_model(program: CheckedProgram, pipeline: Pipeline | str) -> PipelineModel:
+    pipe = program.pipelines[pipeline] if isinstance(pipeline, str) else pipeline
+    entry = _MODELS.get(id(program))
+    if entry is None or entry[0] is not program:
+        entry = (program, {})
+        _MODELS[id(program)] = entry
+        while len(_MODELS) > _CACHE_SIZE:
+            _MODELS.popitem(last=False)
+    _MODELS.move_to_end(id(program))
+    models = entry[1]
+    if pipe.name not in models or models[pipe.name].pipeline is not pipe:
+        models[pipe.name] = build_model(program, pipe)
+    return models[pipe.name]
+
+
+def verify(program: CheckedProgram, pipeline: str | None = None, rlimit: int = DEFAULT_RLIMIT,
+           timeout_s: float = DEFAULT_TIMEOUT_S, use_bounds: bool = True) -> VerifyReport:
+    """Prove composability and budget feasibility of a pipeline (all pipelines when None).
+
+    use_bounds=False skips the cheap bounds and asks Z3 directly (for benchmarks and tests).
+    """
+    limits = Limits(rlimit, timeout_s)
+    report = VerifyReport()
+    if pipeline is not None:
+        pipes = [program.pipelines[pipeline]]
+    else:
+        pipes = list(program.pipelines.values())
+    for pipe in pipes:
+        _verify_pipeline(program, pipe, limits, use_bounds, report)
+    return report
+
+
+def _verify_pipeline(program, pipe: Pipeline, limits: Limits, use_bounds: bool, report: VerifyReport) -> None:
+    try:
+        model = pipeline_model(program, pipe)
+    except A.NotModelled as exc:
+        reason = str(exc)
+        report.results.append(ObligationResult("feasibility", Verdict.UNKNOWN, pipe.span,
+                                               f"pipeline `{pipe.name}` could not be modelled", pipe.name,
+                                               reason=reason, method="model"))
+        report.diagnostics.append(error("KMR303", pipe.span, f"cannot verify pipeline `{pipe.name}`", reason))
+        return
+    results, diags = check_composability(model, limits)
+    report.results.extend(results)
+    report.diagnostics.extend(diags)
+    lines, runtime = budget_lines(model)
+    feas, fdiags = check_feasibility(model, lines, limits, use_bounds)
+    report.results.append(feas)
+    report.diagnostics.extend(fdiags)
+    report.diagnostics.extend(check_warnings(model, lines, runtime, limits,
+                                             feasible=feas.verdict is not Verdict.REFUTED, use_bounds=use_bounds))
+
+
+__all__ = ["pipeline_model", "verify"]

@@ -1,0 +1,72 @@
+"""Numeric predictions of the analytic meters, for the runtime and for search.
+
+Contract:
+- `predict(program, pipeline, setting) -> {meter: float}`: every analytic meter
+  (params, nonzero, size, macs, trainable_params) of the pipeline's result at a
+  setting (knob instance or family name -> value; missing knobs take their defaults),
+  from the same cost model the proofs use; `baseline=True` gives the unmodified
+  model's values instead.
+- `is_feasible(program, pipeline, setting) -> bool`: whether the setting meets every
+  analytic budget line. Search calls it to skip settings, so it errs towards True: a
+  tie within 1e-9 (relative) counts as met, and a line the verifier cannot model
+  counts as met (the run will measure it).
+Both compile their expressions once per pipeline (float closures) and cache them.
+"""
+
+from __future__ import annotations
+
+from kmr_dsl.check.program import CheckedProgram, Pipeline
+from kmr_dsl.verify.budget import budget_lines, holds_float
+from kmr_dsl.verify.cost import ANALYTIC_METERS, meter_expr
+from kmr_dsl.verify.numeric import Unevaluable, compile_expr
+from kmr_dsl.verify.obligations import pipeline_model
+
+TIE = 1e-9
+
+
+def _compiled(model, key, build):
+    if key not in model.cache:
+        model.cache[key] = build()
+    return model.cache[key]
+
+
+def predict(program: CheckedProgram, pipeline: Pipeline | str, setting: dict | None = None,
+            baseline: bool = False) -> dict[str, float]:
+    model = pipeline_model(program, pipeline)
+    env = model.knobs.env(model.knobs.complete(setting))
+    state = model.initial if baseline else model.final
+    out = {}
+    for meter in ANALYTIC_METERS:
+        f = _compiled(model, ("predict", meter, baseline),
+                      lambda m=meter: compile_expr(meter_expr(model, m, state), exact=False))
+        out[meter] = float(f(env))
+    return out
+
+
+def is_feasible(program: CheckedProgram, pipeline: Pipeline | str, setting: dict | None = None) -> bool:
+    model = pipeline_model(program, pipeline)
+    env = model.knobs.env(model.knobs.complete(setting))
+    checks = _compiled(model, ("feasible",), lambda: _line_checks(model))
+    for op, f, scale in checks:
+        try:
+            g = float(f(env))
+        except (Unevaluable, ZeroDivisionError):
+            continue
+        if not holds_float(op, g, TIE * max(1.0, scale(env))):
+            return False
+    return True
+
+
+def _line_checks(model):
+    lines, _ = budget_lines(model)
+    out = []
+    for ln in lines:
+        if ln.problem:
+            continue
+        left, right = compile_expr(ln.left, exact=False), compile_expr(ln.right, exact=False)
+        out.append((ln.op, compile_expr(ln.expr, exact=False),
+                    lambda env, left=left, right=right: abs(float(left(env))) + abs(float(right(env)))))
+    return out
+
+
+__all__ = ["is_feasible", "predict"]

@@ -1,0 +1,124 @@
+"""Verdicts, obligation results, the report, and the one place Z3's answers become verdicts.
+
+Contract: a verdict is one of PROVED, REFUTED, UNKNOWN — nothing else. REFUTED comes
+with a counterexample (composability) or an unsat core (feasibility); PROVED with a
+witness where one exists; UNKNOWN with the solver's reason. UNKNOWN is never counted
+as proved: `VerifyReport.exit_code` is 1 when anything was refuted, else 3 when
+anything is unknown, else 0 (spec section 7).
+
+`new_solver(limits)` is the only way the verifier creates a Z3 solver: fresh, with a
+fixed random seed, a resource limit (`rlimit`, deterministic) and a wall-clock cap
+(a safety net; `rlimit` is what makes a result reproduce). `solver_verdict` maps
+sat/unsat/unknown to a verdict for an obligation whose "sat" means `sat_means`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import Enum
+
+import z3
+
+from kmr_dsl.diagnostics import Diagnostic, Span
+
+DEFAULT_RLIMIT = 50_000_000      # about 10 s of Z3 work on the measured machines
+DEFAULT_TIMEOUT_S = 60.0
+
+
+class Verdict(str, Enum):
+    PROVED = "proved"
+    REFUTED = "refuted"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Limits:
+    rlimit: int = DEFAULT_RLIMIT
+    timeout_s: float = DEFAULT_TIMEOUT_S
+
+
+def new_solver(limits: Limits) -> z3.Solver:
+    z3.set_param("smt.random_seed", 0)
+    s = z3.Solver()
+    s.set("random_seed", 0)
+    s.set("rlimit", int(limits.rlimit))
+    s.set("timeout", max(1, int(limits.timeout_s * 1000)))
+    return s
+
+
+def solver_verdict(answer, sat_means: Verdict) -> Verdict:
+    """The single mapping from Z3's three answers to verdicts (UNKNOWN stays UNKNOWN)."""
+    if answer == z3.sat:
+        return sat_means
+    if answer == z3.unsat:
+        return Verdict.REFUTED if sat_means is Verdict.PROVED else Verdict.PROVED
+    return Verdict.UNKNOWN
+
+
+@dataclass(frozen=True)
+class CoreMember:
+    """One member of an unsat core: a budget line or one side of a knob's domain."""
+    kind: str            # "line" | "bound"
+    text: str            # KMR text: `size <= 16 KB`, `sparsity <= 0.9`
+    span: Span
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "text": self.text, "file": self.span.file, "line": self.span.line,
+                "col": self.span.col}
+
+
+@dataclass(frozen=True)
+class ObligationResult:
+    kind: str                        # "composability" | "feasibility"
+    verdict: Verdict
+    span: Span
+    summary: str
+    pipeline: str = ""
+    witness: dict | None = None          # feasibility PROVED: knob instance -> user value
+    counterexample: dict | None = None   # composability REFUTED: the knobs the clause reads
+    core: tuple[CoreMember, ...] = ()    # feasibility REFUTED
+    core_minimal: bool = True            # False when a deletion check came back unknown
+    reason: str | None = None            # UNKNOWN: why
+    method: str = ""                     # how it was decided: fold | enumeration | bounds | z3
+    layers: tuple[str, ...] = ()
+
+    def to_json(self) -> dict:
+        return {
+            "kind": self.kind, "verdict": self.verdict.value, "pipeline": self.pipeline,
+            "file": self.span.file, "line": self.span.line, "col": self.span.col,
+            "summary": self.summary, "witness": self.witness, "counterexample": self.counterexample,
+            "core": [m.to_json() for m in self.core], "core_minimal": self.core_minimal,
+            "reason": self.reason, "method": self.method, "layers": list(self.layers),
+        }
+
+
+@dataclass
+class VerifyReport:
+    results: list[ObligationResult] = field(default_factory=list)
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        verdicts = {r.verdict for r in self.results}
+        if Verdict.REFUTED in verdicts or any(d.code in ("KMR301", "KMR302") for d in self.diagnostics):
+            return 1
+        if Verdict.UNKNOWN in verdicts or any(d.code == "KMR303" for d in self.diagnostics):
+            return 3
+        return 0
+
+    @property
+    def verdict(self) -> Verdict:
+        return {0: Verdict.PROVED, 1: Verdict.REFUTED, 3: Verdict.UNKNOWN}[self.exit_code]
+
+    def to_json(self) -> dict:
+        return {"exit_code": self.exit_code, "verdict": self.verdict.value,
+                "results": [r.to_json() for r in self.results],
+                "diagnostics": [d.to_json() for d in self.diagnostics]}
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=2, default=str)
+
+
+__all__ = ["CoreMember", "DEFAULT_RLIMIT", "DEFAULT_TIMEOUT_S", "Limits", "ObligationResult", "Verdict",
+           "VerifyReport", "new_solver", "solver_verdict"]

@@ -1,0 +1,135 @@
+"""Warnings and notes about a verified pipeline (spec section 7.4).
+
+Contract: `check_warnings(model, lines, runtime_lines, limits, feasible)` returns
+diagnostics, never verdicts (a warning does not change the exit code):
+- KMR310 (warning) a budget line every setting in the domains meets: its negation is
+  unsatisfiable — shown by the upper bound (bounds.py) or, when that cannot tell, by
+  Z3 (an unknown answer gives no warning: we only warn about what we proved);
+- KMR311 (warning) a knob that reaches no analytic meter or precondition: its symbol
+  is in no field of the final state, no precondition and no budget line, and it is
+  not passed to a parameter that the rule's contract ignores (`epochs`, `lr`,
+  `scheme`: those act through the implementation and the empirical meters), nor read
+  by an empirical budget line or the objective;
+- KMR312 (warning) the default setting violates an analytic budget line (exact
+  evaluation; skipped when the budget is infeasible anyway);
+- KMR313 (note) each budget line that reads an empirical meter: checked at run time.
+"""
+
+from __future__ import annotations
+
+import z3
+
+from kmr_dsl.check.program import Constraint, KnobRef
+from kmr_dsl.diagnostics import Diagnostic, Severity, warning
+from kmr_dsl.verify import algebra as A
+from kmr_dsl.verify.bounds import bound_line
+from kmr_dsl.verify.budget import Line
+from kmr_dsl.verify.feasibility import approx_value, decomposition, line_holds
+from kmr_dsl.verify.lower import Encoding
+from kmr_dsl.verify.numeric import Unevaluable
+from kmr_dsl.verify.render import render_constraint, render_setting
+from kmr_dsl.verify.report import Limits, new_solver
+from kmr_dsl.verify.state import PipelineModel, walk_ir
+
+
+def is_vacuous(model: PipelineModel, line: Line, limits: Limits, use_bounds: bool = True) -> bool:
+    """True only when every setting provably meets the line."""
+    if line.problem:
+        return False
+    if use_bounds and line.op in ("<=", "<"):
+        dec = decomposition(model, line.expr)
+        if dec is not None:
+            b = bound_line(dec, model.knobs)
+            if b.surely_negative():
+                return True
+            if b.argmax:
+                setting = dict(model.knobs.defaults())
+                setting.update({model.knobs.by_symbol[s].name: v for s, v in b.argmax.items()})
+                if not line_holds(line, model, model.knobs.env(setting)):
+                    return False              # a concrete setting breaks it
+    enc = Encoding(model.knobs)
+    try:
+        negated = z3.Not(enc.lower(A.compare(line.op, line.expr, 0)))
+    except A.NotModelled:
+        return False
+    s = new_solver(limits)
+    s.add(enc.domain())
+    s.add(negated)
+    return s.check() == z3.unsat
+
+
+def _symbols_used(model: PipelineModel, lines: list[Line]) -> set:
+    used: set = set()
+    for lstate in model.final.layers.values():
+        for v in lstate.values():
+            used |= A.knob_symbols(v)
+    for v in model.final.model.values():
+        used |= A.knob_symbols(v)
+    for req in model.requirements:
+        used |= A.knob_symbols(req.condition)
+    for ln in lines:
+        if ln.expr is not None:
+            used |= A.knob_symbols(ln.expr)
+    return used
+
+
+def _knobs_in(exprs) -> set[str]:
+    return {n.knob for e in exprs for n in walk_ir(e) if isinstance(n, KnobRef)}
+
+
+def unused_knobs(model: PipelineModel, lines: list[Line]) -> list[str]:
+    """Declared knobs of the pipeline that reach nothing analytic (KMR311)."""
+    used_syms = _symbols_used(model, lines)
+    pipe = model.pipeline
+    exprs = [c.left for c in pipe.budget] + [c.right for c in pipe.budget]
+    if pipe.objective is not None:
+        exprs.append(pipe.objective.expr)
+    elsewhere = _knobs_in(exprs) | model.opaque_knobs
+    out = []
+    for name in pipe.knobs:
+        instances = model.knobs.families.get(name, [])
+        if any(kv.symbol in used_syms for kv in instances) or name in elsewhere:
+            continue
+        out.append(name)
+    return out
+
+
+def check_warnings(model: PipelineModel, lines: list[Line], runtime_lines: list[Constraint], limits: Limits,
+                   feasible: bool, use_bounds: bool = True) -> list[Diagnostic]:
+    diags: list[Diagnostic] = []
+    for ln in lines:
+        if is_vacuous(model, ln, limits, use_bounds):
+            diags.append(warning("KMR310", ln.span, f"budget line `{ln.text}` is met by every setting",
+                                 "it constrains nothing; the knob domains already guarantee it"))
+    for name in unused_knobs(model, lines):
+        knob = model.program.knobs[name]
+        used_as_arg = name in model.arg_knobs
+        note = ("every step that receives it ignores it at this setting of the other arguments" if used_as_arg
+                else "no step, budget line or objective uses it")
+        diags.append(warning("KMR311", knob.span, f"knob `{name}` affects no analytic meter or precondition", note))
+    if feasible:
+        defaults = model.knobs.defaults()
+        env = model.knobs.env(defaults)
+        for ln in lines:
+            if ln.problem or line_holds(ln, model, env):
+                continue
+            try:
+                left, right = approx_value(model, ln.left, env), approx_value(model, ln.right, env)
+            except Unevaluable:
+                continue
+            diags.append(warning(
+                "KMR312", ln.span, f"the default setting violates budget line `{ln.text}`",
+                f"at the defaults ({render_setting(defaults, model.knobs, limit=6)}): {left} against {right}"))
+            break
+    for c in runtime_lines:
+        text = render_constraint(c, model.program.sources)
+        diags.append(_note("KMR313", c, f"budget line `{text}` reads an empirical meter: checked at run time"))
+    return diags
+
+
+def _note(code: str, c: Constraint, message: str) -> Diagnostic:
+    d = warning(code, c.span, message)
+    return Diagnostic(d.code, Severity.NOTE, d.span, d.message, d.notes, d.hint)
+
+
+__all__ = ["check_warnings", "is_vacuous", "unused_knobs"]

@@ -1,0 +1,201 @@
+"""Loaders: models and data from LoaderSpecs, and their error codes."""
+
+import pytest
+import torch
+import torch.nn as nn
+from safetensors.torch import save_file
+
+from conftest import HERE, spec
+from kmr_dsl.diagnostics import KmrError
+from kmr_dsl.facts import LoaderSpec
+from kmr_dsl.runtime import loaders, quant
+from kmr_dsl.runtime.data import Dataset
+
+
+def code_of(excinfo) -> str:
+    return excinfo.value.diagnostic.code
+
+
+# ---------------------------------------------------------------- quant helpers
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+@pytest.mark.parametrize("numel", [1, 7, 64, 101])
+def test_pack_roundtrip(bits, numel):
+    qmax = quant.QMAX[bits]
+    q = torch.randint(-qmax, qmax + 1, (numel,), dtype=torch.int8)
+    packed = quant.pack(q, bits)
+    assert packed.numel() == -(-numel * bits // 8)
+    assert torch.equal(quant.unpack(packed, bits, numel), q)
+
+
+def test_bitmap_roundtrip():
+    mask = torch.rand(77) > 0.5
+    bm = quant.bitmap(mask)
+    assert bm.numel() == 10 and torch.equal(quant.unbitmap(bm, 77), mask)
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_quantize_keeps_zero_pattern(bits):
+    w = torch.randn(6, 20)
+    w[w.abs() < 0.5] = 0
+    w[0, 0] = 1e-6           # tiny non-zero: must not round to zero
+    q, scale = quant.quantize(w, bits)
+    assert torch.equal(q != 0, w != 0)
+    assert scale.dtype == torch.float32 and scale.shape == (6,)
+    err = (quant.dequantize(q, scale) - w).abs().max()
+    assert err <= scale.max()   # at most one step: the forced +-1 of tiny weights
+
+
+# ---------------------------------------------------------------- models
+
+def test_factory_with_weights(tmp_path):
+    model = loaders.load_model(spec())
+    path = tmp_path / "w.safetensors"
+    with torch.no_grad():
+        model[0].weight.fill_(0.25)
+    save_file(model.state_dict(), str(path))
+    loaded = loaders.load_model(LoaderSpec("factory", ("toy_models:make_mlp",), (("weights", str(path)),), str(HERE)))
+    assert torch.all(loaded[0].weight == 0.25)
+    assert not loaded.training and all(p.requires_grad for p in loaded.parameters())
+
+
+def test_factory_passes_kwargs():
+    model = loaders.load_model(spec(seed=3))
+    assert torch.equal(model[0].weight, loaders.import_ref("toy_models:make_mlp", HERE)(seed=3)[0].weight)
+
+
+def test_factory_errors(tmp_path):
+    with pytest.raises(KmrError) as e:
+        loaders.load_model(LoaderSpec("factory", ("no_such_module:f",), (), str(tmp_path)))
+    assert code_of(e) == "KMR401"
+    with pytest.raises(KmrError) as e:
+        loaders.load_model(LoaderSpec("factory", ("toy_models:nope",), (), str(HERE)))
+    assert code_of(e) == "KMR402"
+    with pytest.raises(KmrError) as e:
+        loaders.load_model(spec(weights="missing.safetensors"))
+    assert code_of(e) == "KMR401"
+    (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(KmrError) as e:
+        loaders.load_model(spec(weights=str(tmp_path / "junk.safetensors")))
+    assert code_of(e) == "KMR402"
+    other = loaders.load_model(spec("make_mlp", sizes=(16, 8, 10)))
+    save_file(other.state_dict(), str(tmp_path / "other.safetensors"))
+    with pytest.raises(KmrError) as e:
+        loaders.load_model(spec(weights=str(tmp_path / "other.safetensors")))
+    assert code_of(e) == "KMR404"
+    assert e.value.diagnostic.hint
+
+
+def test_local_module_shadows_same_name(tmp_path):
+    (tmp_path / "toy_models.py").write_text(
+        "import torch.nn as nn\ndef make_mlp():\n    return nn.Linear(3, 2)\n")
+    local = loaders.load_model(LoaderSpec("factory", ("toy_models:make_mlp",), (), str(tmp_path)))
+    assert isinstance(local, nn.Linear)
+    again = loaders.load_model(spec())
+    assert isinstance(again, nn.Sequential)
+
+
+def test_torch_module_refuses_pickle_without_trust(tmp_path):
+    path = tmp_path / "whole.pt"
+    torch.save(loaders.load_model(spec()), str(path))
+    with pytest.raises(KmrError) as e:
+        loaders.load_model(LoaderSpec("torch_module", ("whole.pt",), (), str(tmp_path)))
+    assert code_of(e) == "KMR217" and "trust" in e.value.diagnostic.hint
+    trusted = loaders.load_model(LoaderSpec("torch_module", ("whole.pt",), (), str(tmp_path)), trust=True)
+    assert isinstance(trusted, nn.Sequential)
+    by_kwarg = loaders.load_model(LoaderSpec("torch_module", ("whole.pt",), (("trust", True),), str(tmp_path)))
+    assert isinstance(by_kwarg, nn.Sequential)
+
+
+def test_torch_module_errors(tmp_path):
+    with pytest.raises(KmrError) as e:
+        loaders.load_model(LoaderSpec("torch_module", ("absent.pt",), (), str(tmp_path)))
+    assert code_of(e) == "KMR401"
+    torch.save(loaders.load_model(spec()).state_dict(), str(tmp_path / "sd.pt"))
+    with pytest.raises(KmrError) as e:
+        loaders.load_model(LoaderSpec("torch_module", ("sd.pt",), (), str(tmp_path)))
+    assert code_of(e) == "KMR402" and "factory" in e.value.diagnostic.hint
+    (tmp_path / "text.pt").write_text("hello")
+    with pytest.raises(KmrError) as e:
+        loaders.load_model(LoaderSpec("torch_module", ("text.pt",), (), str(tmp_path)))
+    assert code_of(e) == "KMR402"
+
+
+def test_hf_errors(tmp_path):
+    with pytest.raises(KmrError) as e:
+        loaders.load_model(LoaderSpec("hf", ("no_such_folder_or_package",), (), str(tmp_path)))
+    assert code_of(e) == "KMR401"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(KmrError) as e:
+        loaders.load_model(LoaderSpec("hf", ("empty",), (), str(tmp_path)))
+    assert code_of(e) == "KMR402"
+
+
+def test_hf_without_transformers(tmp_path, monkeypatch):
+    import builtins
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    real = builtins.__import__
+
+    def fake(name, *args, **kwargs):
+        if name == "transformers":
+            raise ImportError("No module named 'transformers'")
+        return real(name, *args, **kwargs)
+    monkeypatch.setattr(builtins, "__import__", fake)
+    with pytest.raises(KmrError) as e:
+        loaders.load_model(LoaderSpec("hf", ("m",), (), str(tmp_path)))
+    assert code_of(e) == "KMR506" and "pip install" in e.value.diagnostic.hint
+
+
+# ---------------------------------------------------------------- data
+
+def test_sklearn_split_is_fixed_and_disjoint():
+    train = loaders.load_data(LoaderSpec("sklearn", ("digits",), (("split", "train"),)))
+    test = loaders.load_data(LoaderSpec("sklearn", ("digits",), (("split", "test"),)))
+    again = loaders.load_data(LoaderSpec("sklearn", ("digits",), (("split", "train"),)))
+    assert (len(train), len(test)) == (1347, 450)
+    assert torch.equal(train.inputs, again.inputs) and torch.equal(train.targets, again.targets)
+    assert train.inputs.dtype == torch.float32 and float(train.inputs.max()) <= 1.0
+    assert train.task == "classification"
+    rows = {tuple(r.tolist()) for r in train.inputs}
+    overlap = sum(tuple(r.tolist()) in rows for r in test.inputs)
+    assert overlap < 10      # digits has a few duplicate images; the split itself is disjoint
+    iris = loaders.load_data(LoaderSpec("sklearn", ("iris",), (("split", "train"),)))
+    assert abs(float(iris.inputs.mean())) < 1e-5
+
+
+def test_data_errors(tmp_path):
+    for s in [LoaderSpec("sklearn", ("mnist",), ()), LoaderSpec("sklearn", ("digits",), (("split", "dev"),))]:
+        with pytest.raises(KmrError) as e:
+            loaders.load_data(s)
+        assert code_of(e) == "KMR403"
+    with pytest.raises(KmrError) as e:
+        loaders.load_data(LoaderSpec("tensors", ("none.pt",), (), str(tmp_path)))
+    assert code_of(e) == "KMR401"
+    (tmp_path / "bad.pt").write_text("x")
+    with pytest.raises(KmrError) as e:
+        loaders.load_data(LoaderSpec("tensors", ("bad.pt",), (), str(tmp_path)))
+    assert code_of(e) == "KMR402"
+    torch.save((torch.zeros(3, 2), torch.zeros(4)), str(tmp_path / "uneven.pt"))
+    with pytest.raises(KmrError) as e:
+        loaders.load_data(LoaderSpec("tensors", ("uneven.pt",), (), str(tmp_path)))
+    assert code_of(e) == "KMR403"
+
+
+def test_tensors_and_factory_data(tmp_path):
+    x, y = torch.randn(10, 4), torch.arange(10) % 3
+    torch.save((x, y), str(tmp_path / "d.pt"))
+    ds = loaders.load_data(LoaderSpec("tensors", ("d.pt",), (), str(tmp_path)))
+    assert torch.equal(ds.inputs, x) and torch.equal(ds.targets, y)
+    save_file({"inputs": x}, str(tmp_path / "d.safetensors"))
+    ds = loaders.load_data(LoaderSpec("tensors", ("d.safetensors",), (), str(tmp_path)))
+    assert ds.targets is None and ds.task == "unsupervised"
+    ds = loaders.load_data(LoaderSpec("factory", ("toy_models:make_data",), (("n", 20),), str(HERE)))
+    assert isinstance(ds, Dataset) and len(ds) == 20
+
+
+def test_batches_are_deterministic():
+    ds = Dataset(torch.arange(10).float()[:, None], torch.arange(10))
+    a = [y.tolist() for _, y in ds.batches(4, shuffle=True, generator=torch.Generator().manual_seed(5))]
+    b = [y.tolist() for _, y in ds.batches(4, shuffle=True, generator=torch.Generator().manual_seed(5))]
+    assert a == b and sorted(sum(a, [])) == list(range(10)) and [len(v) for v in a] == [4, 4, 2]

@@ -1,0 +1,181 @@
+"""A synthetic compression problem for the search tests: no torch, no verifier.
+
+The "model" has a few layers; a setting prunes (`sparsity`), quantizes (`bits`) and
+factorizes (`ratio`) them. Its size is analytic (the fake verifier and the fake
+session agree on it exactly); its accuracy is "measured": a smooth, monotone loss in
+each knob, so the true optimum is known by brute force over the ladders.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kmr_dsl.search.problem import Problem
+from kmr_dsl.search.space import Axis, Space, key
+
+SIZE_LIMIT = 24_000.0
+ACCURACY_FLOOR = 0.94
+BASE_ACCURACY = 0.97
+LAYERS = {"fc1": 16_384, "fc2": 65_536, "fc3": 2_560}       # weights per layer
+SENSITIVITY = {"fc1": 0.9, "fc2": 0.25, "fc3": 1.6}          # accuracy lost per unit of damage
+BIT_LOSS = {2: 0.05, 4: 0.012, 8: 0.002, 16: 0.0, 32: 0.0}
+
+
+def _ladder(lo, hi, step):
+    n = round((hi - lo) / step)
+    return tuple(round(lo + i * step, 12) for i in range(n + 1))
+
+
+def make_space(knobs=("sparsity", "bits", "ratio"), family: bool = False) -> Space:
+    axes: dict[str, Axis] = {}
+    families = {}
+    if "sparsity" in knobs:
+        if family:
+            names = tuple(f"s[{layer}]" for layer in LAYERS)
+            for n in names:
+                axes[n] = Axis(n, "s", _ladder(0.0, 0.95, 0.05), True, 0.5)
+            families["s"] = names
+        else:
+            axes["sparsity"] = Axis("sparsity", "sparsity", _ladder(0.0, 0.95, 0.05), True, 0.5)
+    if "bits" in knobs:
+        axes["bits"] = Axis("bits", "bits", (2, 4, 8, 16, 32), True, 8)
+    if "ratio" in knobs:
+        axes["ratio"] = Axis("ratio", "ratio", _ladder(0.1, 1.0, 0.1), True, 1.0)
+    if "scheme" in knobs:
+        axes["scheme"] = Axis("scheme", "scheme", ("dynamic", "weight_only"), False, "dynamic")
+    return Space(axes, families)
+
+
+def _sparsity(setting, layer):
+    return setting.get(f"s[{layer}]", setting.get("sparsity", 0.0))
+
+
+def size_of(setting) -> float:
+    bits = setting.get("bits", 32)
+    ratio = setting.get("ratio", 1.0)
+    total = 0.0
+    for layer, n in LAYERS.items():
+        total += n * (1 - _sparsity(setting, layer)) * ratio * bits / 8 + 40.0
+    return total
+
+
+def accuracy_of(setting) -> float:
+    loss = BIT_LOSS[setting.get("bits", 32)]
+    for layer in LAYERS:
+        s = _sparsity(setting, layer)
+        loss += SENSITIVITY[layer] * 0.1 * max(0.0, s - 0.4) ** 2 * 4
+    loss += 0.08 * (1 - setting.get("ratio", 1.0)) ** 2
+    if setting.get("scheme") == "weight_only":
+        loss -= 0.001
+    return BASE_ACCURACY - loss
+
+
+@dataclass
+class FakeProblem(Problem):
+    space: Space
+    limit: float = SIZE_LIMIT
+    direction: str | None = "maximize"
+    witness: dict | None = None
+    cost_label: str = "size"
+    quality_label: str = "accuracy(test)"
+    asked: list = field(default_factory=list)
+
+    def admissible(self, setting):
+        self.asked.append(key(setting))
+        return size_of(setting) <= self.limit
+
+    def pressure(self, setting):
+        return size_of(setting) / self.limit
+
+    def starts(self):
+        defaults = {n: a.default for n, a in self.space.axes.items()}
+        return ([self.witness] if self.witness else []) + [defaults]
+
+
+@dataclass
+class Outcome:
+    setting: dict
+    meters: dict
+    baseline: dict
+    lines: list
+    objective: float | None
+    feasible: bool
+    seconds: float
+
+
+class FakeSession:
+    """Evaluates the synthetic model; can be told to raise Ctrl-C or sleep per trial."""
+
+    def __init__(self, limit=SIZE_LIMIT, floor=ACCURACY_FLOOR, direction="maximize",
+                 interrupt_after=None, delay=0.0):
+        self.limit, self.floor, self.direction = limit, floor, direction
+        self.interrupt_after = interrupt_after
+        self.delay = delay
+        self.evaluated: list[dict] = []
+        self.last_model = None
+
+    def evaluate(self, setting):
+        if self.interrupt_after is not None and len(self.evaluated) >= self.interrupt_after:
+            raise KeyboardInterrupt
+        if self.delay:
+            time.sleep(self.delay)
+        self.evaluated.append(dict(setting))
+        size, acc = size_of(setting), accuracy_of(setting)
+        lines = [
+            {"text": f"size <= {self.limit / 1000:g} KB", "holds": size <= self.limit, "margin": self.limit - size,
+             "analytic": True, "left": size, "right": self.limit},
+            {"text": f"accuracy(test) >= {self.floor * 100:g}%", "holds": acc >= self.floor, "margin": acc - self.floor,
+             "analytic": False, "left": acc, "right": self.floor},
+        ]
+        objective = {"maximize": acc, "minimize": size, None: None}[self.direction]
+        self.last_model = ("model", key(setting))
+        return Outcome(dict(setting), {"size": size, "accuracy(test)": acc},
+                       {"size": size_of({}), "accuracy(test)": BASE_ACCURACY}, lines, objective,
+                       all(l["holds"] for l in lines), 0.001)
+
+    def save(self, model, out_dir, setting):
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / "model.json"
+        path.write_text(json.dumps({"model": list(model), "setting": setting}))
+        return path
+
+
+def make_fake_session(**kwargs):
+    """A TaskSpec factory for the Ray backend test."""
+    return FakeSession(**kwargs)
+
+
+def brute_force(space: Space, limit=SIZE_LIMIT, floor=ACCURACY_FLOOR, direction="maximize"):
+    """(best objective, settings that reach it) over every setting of the ladders."""
+    names = list(space.axes)
+    best, arg = None, []
+    for values in itertools.product(*(space.axes[n].ladder for n in names)):
+        s = dict(zip(names, values))
+        if size_of(s) > limit or accuracy_of(s) < floor:
+            continue
+        q = accuracy_of(s) if direction == "maximize" else -size_of(s)
+        if best is None or q > best + 1e-12:
+            best, arg = q, [s]
+        elif abs(q - best) <= 1e-12:
+            arg.append(s)
+    return best, arg
+
+
+def run(strategy, problem, session, journal_path, *, steps=40, resume=False, time_limit=None):
+    """One search on the fakes with a local backend; returns the SearchResult."""
+    from kmr_dsl.search.backends import LocalBackend
+    from kmr_dsl.search.driver import Limits, run_search
+    from kmr_dsl.search.journal import Journal
+
+    header = {"pipeline": "fake", "strategy": strategy.name, "seed": strategy.seed,
+              "space": problem.space.signature()}
+    journal = Journal.open(Path(journal_path), header, resume=resume)
+    try:
+        return run_search(problem, strategy, LocalBackend(session), journal, Limits(steps, time_limit))
+    finally:
+        journal.close()

@@ -1,0 +1,100 @@
+"""`kmr search` with the real checker, verifier and torch session on a tiny model.
+
+Skipped only when the runtime session (or torch) is missing.
+"""
+
+import json
+import textwrap
+
+import pytest
+
+pytest.importorskip("kmr_dsl.runtime.session")
+pytest.importorskip("torch")
+
+import kmr_dsl.cli as cli  # noqa: E402
+from kmr_dsl.search.journal import read_trials  # noqa: E402
+
+MODEL = '''
+import torch
+import torch.nn as nn
+
+
+def make_mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 3))
+
+
+def example_input():
+    return torch.zeros(1, 4)
+'''
+
+PROGRAM = '''
+import "std"
+
+model net = factory("tiny_search_model:make_mlp")
+data train = sklearn("iris", split = "train")
+data test = sklearn("iris", split = "test")
+
+knob sparsity : float in [0.0, 0.9] step 0.1 = 0.0
+knob bits : int in {8, 16, 32} = 32
+
+pipeline shrink(net) {
+    prune(amount = sparsity) on layers(Linear)
+    finetune(data = train, epochs = 10, lr = 0.01)
+    quantize(bits = bits) on layers(Linear)
+
+    budget {
+        size <= 8 KB
+        accuracy(test) >= 50%
+    }
+    objective maximize accuracy(test)
+    search budgeted(max_steps = 4)
+}
+'''
+
+
+@pytest.mark.slow
+def test_search_on_a_real_tiny_model(tmp_path, monkeypatch, capsys):
+    (tmp_path / "tiny_search_model.py").write_text(textwrap.dedent(MODEL))
+    (tmp_path / "tiny.kmr").write_text(PROGRAM)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KMR_CACHE_DIR", str(tmp_path / "cache"))
+    code = cli.main(["search", "tiny.kmr"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    out = tmp_path / "out" / "shrink-search"          # the default OUT
+    report = json.loads((out / "search.json").read_text())
+    assert report["found"] and 1 <= report["counts"]["runs"] <= 4
+    best = report["best"]
+    assert best["meters"]["size"] <= 8000 and best["meters"]["accuracy(test)"] >= 0.5
+    assert (out / "best" / "model.safetensors").stat().st_size <= 8000
+    assert (out / "trials.md").exists()
+
+    # every setting that ran meets the analytic budget by the verifier's own check
+    from kmr_dsl.verify import is_feasible
+
+    program, _, _ = cli.load_checked("tiny.kmr")
+    ran = [t for t in read_trials(out / "journal.jsonl") if t.ran]
+    assert ran and all(is_feasible(program, "shrink", t.setting) for t in ran)
+    assert "[1/4] " in err
+
+    # resuming a finished search reruns nothing and ends with the same best
+    assert cli.main(["search", "tiny.kmr", "--resume"]) == 0
+    again = json.loads((out / "search.json").read_text())
+    assert again["counts"]["replayed"] == report["counts"]["runs"]
+    assert again["best"]["setting"] == best["setting"]
+
+
+def test_meter_labels_match_the_session_keys():
+    from kmr_dsl.check.program import DataRef, MeterRef, ModelArg
+    from kmr_dsl.diagnostics import Span
+    from kmr_dsl.runtime.session import meter_key
+    from kmr_dsl.search.problem import meter_label
+
+    sp = Span.unknown()
+    refs = [MeterRef("size", (), False, True, sp),
+            MeterRef("accuracy", (("data", DataRef("test", sp)),), False, False, sp),
+            MeterRef("latency", (("batch", 8),), False, False, sp),
+            MeterRef("fidelity", (("data", DataRef("test", sp)), ("teacher", ModelArg("baseline", sp))), False,
+                     False, sp)]
+    assert [meter_label(r) for r in refs] == [meter_key(r) for r in refs]

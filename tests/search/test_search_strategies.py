@@ -1,0 +1,155 @@
+"""Budgeted-KMR, random and TPE on the synthetic problem: safety, optimality, seeds."""
+
+import statistics
+
+import pytest
+from search_fakes import (
+    ACCURACY_FLOOR, SIZE_LIMIT, FakeProblem, FakeSession, brute_force, make_space, run, size_of,
+)
+
+from kmr_dsl.search.budgeted import Budgeted
+from kmr_dsl.search.sampling import RandomSearch
+from kmr_dsl.search.space import key
+from kmr_dsl.search.trial import SKIPPED
+
+EXTREME = {"sparsity": 0.95, "bits": 2, "ratio": 0.1}
+
+
+def _strategies(seed, n=40):
+    out = [Budgeted(seed=seed), RandomSearch(n=n, seed=seed)]
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        return out
+    from kmr_dsl.search.sampling import TPESearch
+
+    return out + [TPESearch(n=n, seed=seed)]
+
+
+@pytest.mark.parametrize("witness", [None, EXTREME])
+@pytest.mark.parametrize("make", [lambda: Budgeted(seed=0), lambda: RandomSearch(n=30, seed=0)])
+def test_never_runs_an_analytically_infeasible_setting(tmp_path, witness, make):
+    problem = FakeProblem(make_space(), witness=witness)
+    session = FakeSession()
+    result = run(make(), problem, session, tmp_path / "j.jsonl")
+    assert session.evaluated, "the search ran nothing"
+    assert all(size_of(s) <= SIZE_LIMIT for s in session.evaluated)
+    skipped = [t for t in result.trials if t.status == SKIPPED]
+    assert skipped and all(size_of(t.setting) > SIZE_LIMIT for t in skipped)
+    assert result.skipped == len(skipped)
+    # every setting that ran was asked about first
+    assert all(key(s) in problem.asked for s in session.evaluated)
+
+
+@pytest.mark.parametrize("witness", [None, EXTREME])
+def test_budgeted_finds_the_known_optimum(tmp_path, witness):
+    space = make_space()
+    optimum, _ = brute_force(space)
+    result = run(Budgeted(seed=0), FakeProblem(space, witness=witness), FakeSession(), tmp_path / "j.jsonl")
+    assert result.best is not None
+    assert result.best.objective == pytest.approx(optimum, abs=1e-12)
+    assert result.stop_reason.startswith("converged")
+    assert result.runs < 40     # it stopped on its own, well inside the step limit
+
+
+def test_budgeted_refines_a_family_per_instance(tmp_path):
+    space = make_space(knobs=("sparsity", "bits"), family=True)
+    optimum, _ = brute_force(space)
+    tied = run(Budgeted(seed=0, refine=False), FakeProblem(space), FakeSession(), tmp_path / "a.jsonl", steps=80)
+    refined = run(Budgeted(seed=0), FakeProblem(space), FakeSession(), tmp_path / "b.jsonl", steps=80)
+    assert refined.best.objective == pytest.approx(optimum, abs=1e-12)
+    assert refined.best.objective > tied.best.objective       # per-layer amounts pay off here
+    values = [refined.best.setting[f"s[{layer}]"] for layer in ("fc1", "fc2", "fc3")]
+    assert len(set(values)) > 1
+
+
+def test_budgeted_bisects_to_the_edge_for_a_cost_objective(tmp_path):
+    space = make_space(knobs=("sparsity", "bits"))
+    problem = FakeProblem(space, direction="minimize", limit=40_000)
+    session = FakeSession(direction="minimize", limit=40_000, floor=0.95)
+    result = run(Budgeted(seed=0), problem, session, tmp_path / "j.jsonl")
+    best, _ = brute_force(space, 40_000, 0.95, "minimize")
+    assert result.best.objective == pytest.approx(-best)
+    # 20 sparsity rungs: finding the accuracy cliff takes a handful of runs, not 20
+    assert result.runs <= 14
+
+
+def test_budgeted_handles_enum_knobs(tmp_path):
+    space = make_space(knobs=("sparsity", "bits", "scheme"))
+    optimum, _ = brute_force(space)
+    result = run(Budgeted(seed=0), FakeProblem(space), FakeSession(), tmp_path / "j.jsonl")
+    assert result.best.objective == pytest.approx(optimum, abs=1e-12)
+    assert result.best.setting["scheme"] == "weight_only"
+
+
+def test_without_objective_the_first_feasible_setting_ends_the_search(tmp_path):
+    problem = FakeProblem(make_space(), direction=None, witness=EXTREME)
+    result = run(Budgeted(seed=0), problem, FakeSession(direction=None), tmp_path / "j.jsonl")
+    assert result.best is not None and result.best.feasible
+    assert result.stop_reason.startswith("budget met")
+    # it stops after the batch that met the budget
+    assert result.first_feasible_run <= result.runs < result.first_feasible_run + 2 * 4
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])
+def test_a_seed_makes_every_strategy_reproducible(tmp_path, index):
+    runs = []
+    for attempt in range(2):
+        strategies = _strategies(seed=3, n=25)
+        if index >= len(strategies):
+            pytest.skip("optuna is not installed")
+        result = run(strategies[index], FakeProblem(make_space()), FakeSession(), tmp_path / f"{attempt}.jsonl",
+                     steps=25)
+        runs.append([(t.setting, t.status) for t in result.trials])
+    assert runs[0] == runs[1]
+
+
+def test_sampling_seeds_differ(tmp_path):
+    a = run(RandomSearch(n=10, seed=1), FakeProblem(make_space()), FakeSession(), tmp_path / "a.jsonl", steps=10)
+    b = run(RandomSearch(n=10, seed=2), FakeProblem(make_space()), FakeSession(), tmp_path / "b.jsonl", steps=10)
+    assert [t.setting for t in a.trials] != [t.setting for t in b.trials]
+
+
+def test_budgeted_needs_at_most_half_the_runs_of_random_to_meet_the_budget(tmp_path):
+    budgeted, random_ = [], []
+    for seed in range(5):
+        for strategy, sink in ((Budgeted(seed=seed), budgeted), (RandomSearch(n=60, seed=seed), random_)):
+            result = run(strategy, FakeProblem(make_space(), witness=EXTREME), FakeSession(),
+                         tmp_path / f"{strategy.name}{seed}.jsonl", steps=60)
+            # a search that never met the budget counts as the whole budget, plus one
+            sink.append(result.first_feasible_run or 61)
+    assert statistics.mean(budgeted) * 2 <= statistics.mean(random_)
+
+
+def test_step_limit_cuts_a_batch_and_stops(tmp_path):
+    result = run(Budgeted(seed=0), FakeProblem(make_space(), witness=EXTREME), FakeSession(),
+                 tmp_path / "j.jsonl", steps=3)
+    assert result.runs == 3
+    assert result.stop_reason == "step limit reached"
+
+
+def test_time_limit_stops_between_trials(tmp_path):
+    session = FakeSession(delay=0.05)
+    result = run(RandomSearch(n=200, seed=0), FakeProblem(make_space()), session, tmp_path / "j.jsonl",
+                 steps=200, time_limit=0.2)
+    assert result.stop_reason == "time limit reached"
+    assert 1 <= result.runs < 20
+
+
+def test_no_feasible_setting_reports_the_closest(tmp_path):
+    session = FakeSession(floor=0.99)     # nothing reaches 99 %
+    result = run(Budgeted(seed=0), FakeProblem(make_space()), session, tmp_path / "j.jsonl")
+    assert result.best is None
+    closest = result.closest
+    ran = [t for t in result.trials if t.ran]
+    assert closest.violation == min(t.violation for t in ran)
+    assert closest.missed() == [f"accuracy(test) >= {0.99 * 100:g}%"]
+    assert ACCURACY_FLOOR < 0.99
+
+
+def test_between_equal_objectives_the_cheaper_setting_wins(tmp_path):
+    # 16 and 32 bits lose nothing in the synthetic model: the 16-bit one is smaller
+    space = make_space(knobs=("bits",))
+    problem = FakeProblem(space, limit=1e9)
+    result = run(Budgeted(seed=0), problem, FakeSession(limit=1e9), tmp_path / "j.jsonl")
+    assert result.best.setting == {"bits": 16}
