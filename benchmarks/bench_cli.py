@@ -72,26 +72,30 @@ def table(results, runs: int) -> str:
         out.append(f"| {label} | {med:.0f} | {min(times):.0f} | {max(times):.0f} | "
                    f"{med - base:+.0f} ms | {code} |")
     cpu = platform.processor() or platform.machine()
+    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
     out.append("")
     out.append(f"{runs} runs each after one warm-up; Python {platform.python_version()}, "
-               f"{os.cpu_count()} CPUs ({cpu}), {time.strftime('%Y-%m-%d')}.")
+               f"{os.cpu_count()} CPUs ({cpu}){load}, {time.strftime('%Y-%m-%d')}.")
     return "\n".join(out)
 
 
-def update_docs(text: str) -> None:
+def update_docs(text: str, docs: Path = DOCS) -> None:
     """Replace (or append) the CLI section of docs/benchmarks.md, keeping the others."""
-    body = (f"{SECTION}\n\nMeasured with `python benchmarks/bench_cli.py --runs N` (median wall time of N\n"
-            "fresh processes). `kmr --help` and a check with nothing to verify must stay close\n"
-            "to the interpreter's own start-up: they import neither torch nor sympy nor z3.\n\n"
+    body = (f"{SECTION}\n\nMeasured with `python benchmarks/bench_cli.py --runs N --update-docs` (median wall\n"
+            "time of N fresh processes, beside `python -c pass` in the same session; shared\n"
+            "machines are noisy, so read the differences, not the absolute times). `kmr --help`\n"
+            "should stay close to the interpreter's own start-up (it imports neither torch nor\n"
+            "sympy nor z3); what `kmr check` adds on top is the checker and, for verification,\n"
+            "sympy and z3.\n\n"
             f"{text}\n")
-    old = DOCS.read_text(encoding="utf-8") if DOCS.is_file() else "# Benchmarks\n"
+    old = docs.read_text(encoding="utf-8") if docs.is_file() else "# Benchmarks\n"
     start = old.find(SECTION)
     if start < 0:
         new = old.rstrip("\n") + "\n\n" + body
     else:
         end = old.find("\n## ", start + len(SECTION))
         new = old[:start] + body + ("\n" + old[end + 1:] if end >= 0 else "")
-    DOCS.write_text(new, encoding="utf-8")
+    docs.write_text(new, encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:

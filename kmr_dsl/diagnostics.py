@@ -153,6 +153,7 @@ CODES: dict[str, tuple[str, str]] = {
     "KMR505": ("output folder not writable", "choose another --out folder"),
     "KMR506": ("optional dependency missing", "install the extra named in the message"),
     "KMR507": ("property failed", "see the shrunk failing setting"),
+    "KMR508": ("search journal damaged or replaced", "nothing to fix: the search reruns what it cannot read back"),
 }
 
 

@@ -6,7 +6,10 @@ not. To report several syntax errors in one run, the text is cut into top-level
 declarations (a line that starts with a declaration keyword, at brace depth zero or in
 column one) and each is parsed on its own, with its line numbers kept. Error messages
 are chosen from labelled examples (lark's `match_examples`), plus a bracket scan that
-names the construct a missing `}` or `)` should close.
+names the construct a missing `}` or `)` should close (pairing a `}` alone on its line
+with the `{` indented like it), a check for a word glued to a number (KMR107, unknown
+unit), and "expected a declaration" (KMR108) between declarations. A post-lexer
+retypes a `(` that starts a line as _LINE_LPAR (see grammar/kmr.lark).
 """
 
 from __future__ import annotations

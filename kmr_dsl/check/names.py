@@ -5,7 +5,9 @@ closure (imports are transitive: whatever a file imports, directly or not, is vi
 everywhere). A name declared twice is KMR202, reported at the later declaration (in
 dependency order, so a user's file clashing with the standard library is the one
 blamed) with a note locating the first. `undefined(...)` builds the KMR201 diagnostic
-with a "did you mean" note chosen by difflib among the names of the wanted kinds.
+with a "did you mean" note (small edit distance first, then difflib) among the names of
+the wanted kinds — or, when the file does not import "std" and the name is a standard
+one, a note saying to import it.
 `name_span(decl)` narrows a declaration's span to its name, for precise carets.
 """
 
@@ -14,10 +16,12 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from kmr_dsl import ast
-from kmr_dsl.check.imports import Closure, SourceFile
+from kmr_dsl.check.imports import Closure, SourceFile, load_closure
 from kmr_dsl.diagnostics import Diagnostic, Span, error
+from kmr_dsl.resources import stdlib_dir
 
 _KINDS: dict[type, str] = {
     ast.ModelDecl: "model",
@@ -115,8 +119,18 @@ class Entry:
     file: SourceFile
 
 
+@lru_cache(maxsize=1)
+def stdlib_names() -> frozenset[str]:
+    """Every name `import "std"` declares (to suggest the import when one is missing)."""
+    std = stdlib_dir() / "std.kmr"
+    closure = load_closure(std.read_text(encoding="utf-8"), str(std))
+    return frozenset(getattr(d, "name", None) for d, _ in closure.decls()) - {None}
+
+
 class Symbols:
     def __init__(self, closure: Closure, diags: list[Diagnostic]):
+        std = str((stdlib_dir() / "std.kmr").resolve())
+        self.has_std = any(f.key == std for f in closure.files)
         self.entries: dict[str, Entry] = {}
         for decl, src in closure.decls():
             kind = kind_of(decl)
@@ -155,6 +169,8 @@ class Symbols:
                   extra: tuple[str, ...] = (), hint: str | None = None) -> Diagnostic:
         """KMR201 for `name`; suggestions come from declarations of `kinds` (all if none)."""
         notes = did_you_mean(name, list(self.names(*kinds)) + list(extra))
+        if not self.has_std and name in stdlib_names():
+            notes = [f"`{name}` is declared in the standard library: add `import \"std\"`"]
         entry = self.get(name)
         if entry is not None:
             # declared, but as something else: say what it is instead of "undefined"

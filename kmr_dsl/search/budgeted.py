@@ -8,7 +8,9 @@ whatever order a backend finishes trials in.
 
 Outline, at the *incumbent* x (the best trial run so far):
 1. start: the verifier's witness, else the defaults if admissible, else a free descent
-   on the predicted cost (no runs) to the first admissible setting;
+   on the predicted cost (no runs) to the first admissible setting; then (`spend`,
+   default on) a free climb that spends the analytic slack left there, one rung per
+   group in turn, so the first run is a balanced, least-compressed admissible setting;
 2. repair (x fails an empirical line, once per x): for each group, jump to the farthest
    admissible rung in the direction that spends analytic budget: empirical lines are
    usually quality floors, and spending the slack is the fastest way to meet them;
@@ -46,11 +48,13 @@ STOP_NO_RUN = "no trial ran"
 class Budgeted:
     name = "budgeted"
 
-    def __init__(self, max_steps: int = 20, seed: int = 0, batch: int = 4, refine: bool = True):
+    def __init__(self, max_steps: int = 20, seed: int = 0, batch: int = 4, refine: bool = True,
+                 spend: bool = True):
         self.max_steps = max_steps
         self.seed = seed
         self.batch = max(1, int(batch))
         self.refine = bool(refine)
+        self.spend = bool(spend)
         self.slopes: dict[tuple[str, int], float] = {}   # (group, direction) -> quality per rung
 
     # ------------------------------------------------------------ the whole search
@@ -74,10 +78,25 @@ class Budgeted:
 
     def _start(self) -> dict | None:
         starts = self.problem.starts()
-        for s in starts:
-            if self.search.admissible(s):
-                return s
-        return self._descend(starts[0]) if starts else None
+        x = next((s for s in starts if self.search.admissible(s)), None)
+        if x is None and starts:
+            x = self._descend(starts[0])
+        return self._spend_slack(x) if x is not None and self.spend else x
+
+    def _spend_slack(self, x: dict) -> dict:
+        """Free climb: one spending rung per group in turn while the analytic budget
+        still holds, so the first run is a balanced, least-compressed admissible setting
+        instead of the corner a solver's witness usually sits in."""
+        groups = [g for g in self.space.groups(False) if g.ordered]
+        moved = True
+        while moved:
+            moved = False
+            for g in groups:
+                d = self._spend_direction(x, g)
+                nxt = self.space.shift(x, g, d) if d is not None else None
+                if nxt is not None and self.problem.admissible(nxt):
+                    x, moved = nxt, True
+        return x
 
     def _descend(self, x: dict) -> dict | None:
         """Free walk down the predicted cost until the analytic budget is met."""
@@ -128,17 +147,30 @@ class Budgeted:
 
     # ------------------------------------------------------------ moves
 
-    def _spend_direction(self, setting: dict, group: Group) -> int | None:
-        """The direction along an ordered group in which the predicted cost rises."""
+    def _direction(self, setting: dict, group: Group, spend: bool) -> int | None:
+        """The one-rung direction along an ordered group in which the predicted cost
+        rises (`spend`) or falls; None when neither neighbour does (a flat or
+        unpredicted group). Both neighbours are compared, since a cost need not be
+        monotone (at high sparsity 16-bit weights can be smaller than 8-bit ones)."""
         here = self.problem.pressure(setting)
         if here is None or not group.ordered:
             return None
+        best = None
         for d in (+1, -1):
             s = self.space.shift(setting, group, d)
             p = None if s is None else self.problem.pressure(s)
-            if p is not None and p != here:
-                return d if p > here else -d
-        return None
+            if p is None or (p <= here if spend else p >= here):
+                continue
+            change = abs(p - here)
+            if best is None or change > best[0]:
+                best = (change, d)
+        return best[1] if best else None
+
+    def _spend_direction(self, setting: dict, group: Group) -> int | None:
+        return self._direction(setting, group, spend=True)
+
+    def _save_direction(self, setting: dict, group: Group) -> int | None:
+        return self._direction(setting, group, spend=False)
 
     def _admissible_ray(self, setting: dict, group: Group, direction: int) -> list[dict]:
         """Rungs along the line up to the first inadmissible one (recorded as skipped)."""
@@ -218,16 +250,16 @@ class Budgeted:
             if spent is None:
                 continue
             for h in ordered:
-                e = None if h.name == g.name else self._spend_direction(spent, h)
+                e = None if h.name == g.name else self._save_direction(spent, h)
                 if e is None:
                     continue
                 for k in range(1, max(len(self.space.axes[a].ladder) for a in h.axes)):
-                    s = self.space.shift(spent, h, -e * k)
+                    s = self.space.shift(spent, h, e * k)
                     if s is None or s == x.setting:
                         break
                     if self.problem.admissible(s):
                         if self.search.known(s) is None:
-                            gain = self.slopes.get((g.name, d), 0.0) + k * self.slopes.get((h.name, -e), 0.0)
+                            gain = self.slopes.get((g.name, d), 0.0) + k * self.slopes.get((h.name, e), 0.0)
                             saved = base - (self.problem.pressure(s) or base)
                             cands.append((-gain, -saved, self._tiebreak.get(g.name, 0),
                                           self._tiebreak.get(h.name, 0), k, s))
@@ -245,11 +277,9 @@ class Budgeted:
     def _prioritise(self, x, groups: list[Group]) -> list[Group]:
         """Most cost saved per quality lost first; groups never measured before that."""
         def efficiency(g: Group) -> float:
-            d = self._spend_direction(x.setting, g)
-            if d is None:
-                return math.inf
-            saver = self.space.shift(x.setting, g, -d)
-            lost = self.slopes.get((g.name, -d))
+            d = self._save_direction(x.setting, g)
+            saver = self.space.shift(x.setting, g, d) if d is not None else None
+            lost = self.slopes.get((g.name, d)) if d is not None else None
             if saver is None or lost is None:
                 return math.inf
             saved = (self.problem.pressure(x.setting) or 0.0) - (self.problem.pressure(saver) or 0.0)

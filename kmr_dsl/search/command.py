@@ -7,7 +7,7 @@ Contract: `search_command(args) -> int` (args from kmr_dsl.cli's `search` parser
    against the analytic budget before it runs (a found setting exits 0, none exits 3).
 3. Configure the strategy from the pipeline's `search` clause, overridden by
    --strategy, --max-steps and --seed (options: `max_steps` or its synonym `n`, `seed`,
-   `batch`, `grid`; budgeted also `refine`, tpe also `storage`). Bad options: KMR223.
+   `batch`, `grid`; budgeted also `refine` and `spend`, tpe also `storage`). Bad options: KMR223.
 4. Run it (local session, or Ray tasks with --backend ray) and write OUT
    (default `out/<pipeline>-search` under the current folder).
 Trials use training seed 0 (like `kmr run`); the search seed drives only the strategy.
@@ -29,7 +29,7 @@ from kmr_dsl.search.space import GRID
 STRATEGIES = ("budgeted", "random", "tpe")
 DEFAULT_STEPS = 20
 COMMON = {"max_steps": int, "seed": int, "batch": int, "grid": int}
-SPECIFIC = {"budgeted": {"refine": bool}, "random": {}, "tpe": {"storage": str}}
+SPECIFIC = {"budgeted": {"refine": bool, "spend": bool}, "random": {}, "tpe": {"storage": str}}
 
 
 def _bad(span: Span, message: str, hint: str) -> KmrError:
@@ -85,7 +85,8 @@ def make_strategy(strategy: str, options: dict, out_dir: Path | None = None, spa
 
     common = {"seed": options["seed"], **({"batch": options["batch"]} if "batch" in options else {})}
     if strategy == "budgeted":
-        return Budgeted(max_steps=options["max_steps"], refine=options.get("refine", True), **common)
+        return Budgeted(max_steps=options["max_steps"], refine=options.get("refine", True),
+                        spend=options.get("spend", True), **common)
     if strategy == "random":
         return RandomSearch(n=options["max_steps"], **common)
     return TPESearch(n=options["max_steps"], storage=options.get("storage", "memory"), journal_dir=out_dir,

@@ -27,8 +27,10 @@ from kmr_dsl.diagnostics import Diagnostic, KmrError, Span, error, render_all, w
 from kmr_dsl.search.driver import Limits, SearchResult, run_search
 from kmr_dsl.search.journal import Journal
 from kmr_dsl.search.report import progress_line, setting_text, summary_json, summary_text, trials_table
+from kmr_dsl.search.trial import SKIPPED
 
 EXIT_FOUND, EXIT_NONE, EXIT_UNKNOWN, EXIT_INTERRUPTED = 0, 1, 3, 130
+SKIPPED_SHOWN = 25      # skipped settings with their own progress line
 
 
 @dataclass
@@ -69,7 +71,17 @@ def execute_search(problem, strategy, backend, out_dir: Path, info: SearchInfo, 
     journal = Journal.open(out_dir / "journal.jsonl", header, resume=resume)
     _emit(journal.warnings, stderr)
 
+    quiet = {"skipped": 0}
+
     def progress(trial, search):
+        if trial.status == SKIPPED:
+            # sampling strategies can reject thousands of draws: show the first few only
+            quiet["skipped"] += 1
+            if quiet["skipped"] > SKIPPED_SHOWN:
+                if quiet["skipped"] == SKIPPED_SHOWN + 1:
+                    print(f"[-/{limits.max_runs}] further analytically infeasible settings are skipped "
+                          "without a line here (they are in journal.jsonl)", file=stderr, flush=True)
+                return
         line = progress_line(trial, search.runs, limits.max_runs, info.shown, info.units, families)
         print(line, file=stderr, flush=True)
 

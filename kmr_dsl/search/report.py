@@ -95,16 +95,22 @@ def shown_meters(trials: list[Trial], preferred: list[str]) -> list[str]:
     return chosen or sorted(seen)
 
 
-def trials_table(result, shown: list[str], units: dict[str, str], families=None) -> str:
+def trials_table(result, shown: list[str], units: dict[str, str], families=None, max_skipped: int = 100) -> str:
+    """Every trial; skipped ones only while there are at most `max_skipped` of them."""
     head = ["#", "setting", *shown, "objective", "s", "status"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     best = result.best.index if result.best else None
-    for t in result.trials:
+    skipped = [t for t in result.trials if t.status == SKIPPED]
+    listed = result.trials if len(skipped) <= max_skipped else [t for t in result.trials if t.ran]
+    for t in listed:
         mark = f"**{t.index}**" if t.index == best else str(t.index)
         cells = [mark, setting_text(t.setting, families)]
         cells += [format_value(t.meters.get(m), units.get(m)) for m in shown]
         cells += [format_value(t.objective), f"{t.seconds:.2f}" if t.ran else "-", status_text(t)]
         rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    if len(listed) < len(result.trials):
+        rows.append(f"\n{len(skipped)} settings skipped as analytically infeasible are not listed "
+                    "(see journal.jsonl).")
     return "\n".join(rows)
 
 

@@ -33,7 +33,8 @@ from kmr_dsl.diagnostics import KmrError, Span, error
 from kmr_dsl.search.space import key
 from kmr_dsl.search.trial import quality
 
-DRAWS_PER_RUN = 50
+# draws are cheap (one analytic check each); a tight budget can reject most of them
+DRAWS_PER_RUN = 1000
 STOP_N = "run budget spent"
 STOP_EXHAUSTED = "every setting of the space was seen"
 STOP_DRAWS = "draw limit reached (most draws are analytically infeasible)"

@@ -36,7 +36,7 @@ from fractions import Fraction
 import numpy as np
 import sympy as sp
 
-from kmr_dsl.verify.algebra import NotModelled, Unmodelled, UnmodelledBool, frac, knob_symbols
+from kmr_dsl.verify.algebra import NotModelled, frac
 from kmr_dsl.verify.intervals import ieval, shape_of
 from kmr_dsl.verify.knobs import KnobTable, KnobVar
 
@@ -49,16 +49,12 @@ TAIL_STEPS = 10     # witness points beyond a relaxed bound: 1, 2, 4, ... 512 st
 @dataclass
 class Group:
     expr: object
-    symbols: tuple            # knob symbols, in knob order
-    _shape: tuple | None = None
+    symbols: tuple            # knob symbols, in order of first appearance
+    key: tuple                # shape key: groups with equal keys evaluate as one batch
+    consts: list              # constants in pre-order
 
     def shape(self) -> tuple:
-        """(shape key, constants in pre-order) for batching; computed once per group."""
-        if self._shape is None:
-            consts: list = []
-            key = shape_of(self.expr, {s: j for j, s in enumerate(self.symbols)}, consts)
-            self._shape = (key, consts)
-        return self._shape
+        return self.key, self.consts
 
 
 @dataclass
@@ -68,8 +64,13 @@ class Decomposition:
     symbols: frozenset
 
 
-def decompose(expr, knobs: KnobTable) -> Decomposition:
-    """Split `expr` into a constant and groups of terms that share knobs (union-find)."""
+def decompose(expr, knobs: KnobTable, memo: dict | None = None) -> Decomposition:
+    """Split `expr` into a constant and groups of terms that share knobs (union-find).
+
+    Each term is walked once (its symbols, shape and constants together); `memo` keeps
+    those per term object, so decomposing `size` after `size - 16000` walks nothing twice.
+    """
+    memo = {} if memo is None else memo
     terms = list(expr.args) if type(expr) is sp.Add else [expr]
     const = Fraction(0)
     parent: dict = {}
@@ -85,35 +86,39 @@ def decompose(expr, knobs: KnobTable) -> Decomposition:
         if isinstance(t, sp.Rational):
             const += frac(t)
             continue
-        syms = knob_symbols(t)
+        info = memo.get(id(t))
+        if info is None or info[0] is not t:
+            slots: dict = {}
+            consts: list = []
+            shape = shape_of(t, slots, consts)
+            for s in slots:
+                if s not in knobs.by_symbol:
+                    raise NotModelled(f"`{s}` is not a knob of this pipeline")
+            info = memo[id(t)] = (t, shape, consts, tuple(slots))
+        syms = info[3]
+        if not syms:
+            raise NotModelled("a constant term that did not fold")
         for s in syms:
-            if isinstance(s, (Unmodelled, UnmodelledBool)):
-                raise NotModelled(f"not modelled: {s.name[1:]}")
-            if s not in knobs.by_symbol:
-                raise NotModelled(f"`{s}` is not a knob of this pipeline")
             parent.setdefault(s, s)
-        syms = sorted(syms, key=knobs.sort_key)
         for s in syms[1:]:
             a, b = find(syms[0]), find(s)
             if a is not b:
                 parent[b] = a
-        owned.append((t, syms))
+        owned.append(info)
     buckets: dict = {}
-    order = []
-    for t, syms in owned:
-        if not syms:
-            raise NotModelled("a constant term that did not fold")
-        root = find(syms[0])
-        if root not in buckets:
-            buckets[root] = ([], set())
-            order.append(root)
-        buckets[root][0].append(t)
-        buckets[root][1].update(syms)
+    for info in owned:
+        buckets.setdefault(find(info[3][0]), []).append(info)
     groups = []
-    for root in order:
-        ts, syms = buckets[root]
-        e = ts[0] if len(ts) == 1 else sp.Add._from_args(tuple(ts), True)
-        groups.append(Group(e, tuple(sorted(syms, key=knobs.sort_key))))
+    for infos in buckets.values():
+        syms = tuple(dict.fromkeys(s for info in infos for s in info[3]))
+        if len(infos) == 1:
+            t, shape, consts, _ = infos[0]
+            groups.append(Group(t, syms, shape, consts))
+            continue
+        slot = {s: j for j, s in enumerate(syms)}
+        key = ("Add", tuple((info[1], tuple(slot[s] for s in info[3])) for info in infos))
+        e = sp.Add._from_args(tuple(info[0] for info in infos), True)
+        groups.append(Group(e, syms, key, [c for info in infos for c in info[2]]))
     return Decomposition(const, groups, frozenset(parent))
 
 
@@ -186,9 +191,30 @@ class GroupResult:
     best: float = np.inf              # the value at argmin (float)
 
 
+def _tail(kv: KnobVar, side: str, points: bool):
+    """Only the part of a relaxed domain beyond `side` (cells, or lattice/geometric points)."""
+    key = (id(kv.knob), kv.kind, "tail", side, points)
+    hit = _DOMAINS.get(key)
+    if hit is not None and hit[0] is kv.knob:
+        return hit[1]
+    if points:
+        full, inner = _points(kv, {side}), _points(kv, set())
+        value = full[:len(full) - len(inner)] if side == "lo" else full[len(inner):]
+    else:
+        lo = float(kv.values[0] if kv.finite else kv.lo)
+        hi = float(kv.values[-1] if kv.finite else kv.hi)
+        value = ([(-np.inf, lo)] if side == "lo" else [(hi, np.inf)], None)
+    _DOMAINS[key] = (kv.knob, value)
+    return value
+
+
 def _evaluate(groups: list[Group], knobs: KnobTable, relax: dict, points: bool,
-              fixed: dict | None = None) -> list[GroupResult]:
-    """Bounds (or best points) of every group, batching groups of the same shape."""
+              fixed: dict | None = None, tail: tuple[str, str] | None = None) -> list[GroupResult]:
+    """Bounds (or best points) of every group, batching groups of the same shape.
+
+    fixed: one setting (symbol -> exact value) instead of the domains; tail: (family,
+    side) — that family's instances range only over the part beyond that bound.
+    """
     batches: dict = {}
     for gi, g in enumerate(groups):
         shape, consts = g.shape()
@@ -198,6 +224,8 @@ def _evaluate(groups: list[Group], knobs: KnobTable, relax: dict, points: bool,
             if fixed is not None:
                 v = fixed[s]
                 doms.append([v] if points else ([(float(v), float(v))], [v]))
+            elif tail is not None and kv.knob.name == tail[0]:
+                doms.append(_tail(kv, tail[1], points))
             else:
                 doms.append(_domain(kv, relax.get(kv.knob.name, set()), points))
         counts = tuple(len(d) if points else len(d[0]) for d in doms)
@@ -276,6 +304,7 @@ class LineBound:
     argmin: dict = field(default_factory=dict)    # symbol -> exact value: the best point found
     argmax: dict = field(default_factory=dict)
     exact: bool = False           # lb/ub attained (all groups finite and small)
+    groups: list = field(default_factory=list, repr=False)   # per-group results
 
     def surely_positive(self) -> bool:
         return self.lb > MARGIN * max(self.scale, 1.0)
@@ -284,24 +313,51 @@ class LineBound:
         return self.ub < -MARGIN * max(self.scale, 1.0)
 
 
-def bound_line(decomp: Decomposition, knobs: KnobTable, relax: dict | None = None) -> LineBound:
-    relax = relax or {}
-    res = _evaluate(decomp.groups, knobs, relax, points=False)
+def _combine(decomp: Decomposition, res: list[GroupResult]) -> LineBound:
     const = float(decomp.const)
     lb = const + sum(r.lb for r in res)
     ub = const + sum(r.ub for r in res)
     scale = abs(const) + sum(max(abs(r.lb), abs(r.ub)) for r in res if np.isfinite(r.lb) and np.isfinite(r.ub))
-    out = LineBound(lb, ub, scale, exact=all(r.exact for r in res))
-    need_points = [i for i, r in enumerate(res) if not r.exact]
-    if need_points:
-        pres = _evaluate([decomp.groups[i] for i in need_points], knobs, relax, points=True)
-        for i, p in zip(need_points, pres):
-            res[i] = GroupResult(res[i].lb, res[i].ub, False, p.argmin, p.argmax, p.best)
+    out = LineBound(lb, ub, scale, exact=all(r.exact for r in res), groups=res)
     for g, r in zip(decomp.groups, res):
         if r.argmin is not None:
             out.argmin.update(zip(g.symbols, r.argmin))
             out.argmax.update(zip(g.symbols, r.argmax))
     return out
+
+
+def bound_line(decomp: Decomposition, knobs: KnobTable, relax: dict | None = None) -> LineBound:
+    """Lower and upper bounds of the expression over the (relaxed) domains, and its best points."""
+    relax = relax or {}
+    res = _evaluate(decomp.groups, knobs, relax, points=False)
+    need_points = [i for i, r in enumerate(res) if not r.exact]
+    if need_points:
+        pres = _evaluate([decomp.groups[i] for i in need_points], knobs, relax, points=True)
+        for i, p in zip(need_points, pres):
+            res[i] = GroupResult(res[i].lb, res[i].ub, False, p.argmin, p.argmax, p.best)
+    return _combine(decomp, res)
+
+
+def relax_line(decomp: Decomposition, knobs: KnobTable, base: LineBound, relax: dict, family: str,
+               side: str) -> LineBound:
+    """`base` (the bound under `relax`) with `family`'s `side` dropped too.
+
+    Only the new tail is evaluated — the relaxed domain is the old one plus the tail —
+    and only for groups that contain the family.
+    """
+    idx = [i for i, g in enumerate(decomp.groups) if any(knobs.by_symbol[s].knob.name == family for s in g.symbols)]
+    sub = [decomp.groups[i] for i in idx]
+    cells = _evaluate(sub, knobs, relax, points=False, tail=(family, side))
+    pts = _evaluate(sub, knobs, relax, points=True, tail=(family, side))
+    res = list(base.groups)
+    for i, c, p in zip(idx, cells, pts):
+        old = res[i]
+        better = p.best < old.best or old.argmin is None
+        res[i] = GroupResult(min(old.lb, c.lb), max(old.ub, c.ub), False,
+                             p.argmin if better else old.argmin,
+                             old.argmax if old.argmax is not None else p.argmax,
+                             min(old.best, p.best))
+    return _combine(decomp, res)
 
 
 def point_range(decomp: Decomposition, knobs: KnobTable, env: dict) -> tuple[float, float, float]:
@@ -312,4 +368,5 @@ def point_range(decomp: Decomposition, knobs: KnobTable, env: dict) -> tuple[flo
     return const + sum(r.lb for r in res), const + sum(r.ub for r in res), scale
 
 
-__all__ = ["CAP", "Decomposition", "Group", "LineBound", "MARGIN", "PIECES", "bound_line", "decompose", "point_range"]
+__all__ = ["CAP", "Decomposition", "Group", "LineBound", "MARGIN", "PIECES", "bound_line", "decompose", "point_range",
+           "relax_line"]

@@ -30,7 +30,7 @@ import z3
 
 from kmr_dsl.diagnostics import Diagnostic, error
 from kmr_dsl.verify import algebra as A
-from kmr_dsl.verify.bounds import MARGIN, bound_line, decompose, point_range
+from kmr_dsl.verify.bounds import MARGIN, bound_line, decompose, point_range, relax_line
 from kmr_dsl.verify.budget import Line, holds
 from kmr_dsl.verify.lower import Encoding
 from kmr_dsl.verify.numeric import Unevaluable, as_number, evaluate
@@ -45,10 +45,19 @@ def decomposition(model: PipelineModel, expr):
     hit = model.cache.get(key)
     if hit is None or hit[0] is not expr:
         try:
-            hit = (expr, decompose(expr, model.knobs))
+            hit = (expr, decompose(expr, model.knobs, model.cache.setdefault("terms", {})))
         except A.NotModelled:
             hit = (expr, None)
         model.cache[key] = hit
+    return hit[1]
+
+
+def line_bound(model: PipelineModel, dec):
+    """bound_line(dec) over the declared domains, cached per decomposition."""
+    key = ("bound", id(dec))
+    hit = model.cache.get(key)
+    if hit is None or hit[0] is not dec:
+        hit = model.cache[key] = (dec, bound_line(dec, model.knobs))
     return hit[1]
 
 
@@ -156,9 +165,9 @@ def _by_bounds(model, lines, defaults, candidates, limits):
         dec = decomposition(model, ln.expr)
         if dec is None:
             continue
-        lb = bound_line(dec, knobs)
+        lb = line_bound(model, dec)
         if lb.surely_positive():
-            core, minimal, best = _bounds_core(model, ln, dec, limits, lb.argmin)
+            core, minimal, best = _bounds_core(model, ln, dec, limits, lb)
             return _refuted(model, lines, core, minimal, "bounds", best=(ln, best))
         cand = dict(defaults)
         cand.update({knobs.by_symbol[s].name: v for s, v in lb.argmin.items()})
@@ -176,7 +185,7 @@ def _by_bounds(model, lines, defaults, candidates, limits):
     return None
 
 
-def _bounds_core(model, line: Line, dec, limits, best):
+def _bounds_core(model, line: Line, dec, limits, base):
     """Core {line, bounds of its knobs}, minimised by deletion with the bounds (Z3 as a fallback)."""
     knobs = model.knobs
     families = []
@@ -184,29 +193,29 @@ def _bounds_core(model, line: Line, dec, limits, best):
         kv = knobs.by_symbol[s]
         if kv.kind in ("stepped", "real") and kv.knob.name not in families:
             families.append(kv.knob.name)
-    members = [(f, side) for f in families for side in ("lo", "hi")]
     relaxed: dict[str, set] = {}
+    current = base
     kept, minimal = [], True
-    for fam, side in members:
-        trial = {k: set(v) for k, v in relaxed.items()}
-        trial.setdefault(fam, set()).add(side)
-        lb = bound_line(dec, knobs, trial)
-        if lb.surely_positive():
-            relaxed = trial                  # still infeasible without it: not part of the core
+    for fam, side in [(f, side) for f in families for side in ("lo", "hi")]:
+        trial = relax_line(dec, knobs, current, relaxed, fam, side)
+        trial_relax = {k: set(v) for k, v in relaxed.items()}
+        trial_relax.setdefault(fam, set()).add(side)
+        if trial.surely_positive():
+            relaxed, current = trial_relax, trial    # still infeasible without it: not in the core
             continue
         setting = dict(knobs.defaults())
-        setting.update({knobs.by_symbol[s].name: v for s, v in lb.argmin.items()})
+        setting.update({knobs.by_symbol[s].name: v for s, v in trial.argmin.items()})
         if meets_all([line], model, setting):
-            kept.append((fam, side))         # a concrete setting past this bound meets the line
+            kept.append((fam, side))                 # a concrete setting past this bound meets the line
             continue
-        verdict = _solver_subset(model, line, trial, limits)
+        verdict = _solver_subset(model, line, trial_relax, limits)
         if verdict is Verdict.REFUTED:
-            relaxed = trial
+            relaxed, current = trial_relax, trial
         else:
             kept.append((fam, side))
             minimal = minimal and verdict is Verdict.PROVED
     core = [CoreMember("line", line.text, line.span)] + [_bound_text(model, f, s) for f, s in kept]
-    return core, minimal, best
+    return core, minimal, base.argmin
 
 
 def _solver_subset(model, line: Line, relaxed: dict, limits) -> Verdict:
@@ -300,4 +309,4 @@ def _refuted(model, lines, core, minimal, method, best=None):
                             core=tuple(core), core_minimal=minimal, method=method), [diag]
 
 
-__all__ = ["approx_value", "check_feasibility", "decomposition", "line_holds", "meets_all"]
+__all__ = ["approx_value", "check_feasibility", "decomposition", "line_bound", "line_holds", "meets_all"]

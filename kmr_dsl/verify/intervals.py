@@ -33,22 +33,28 @@ INF = np.inf
 
 
 def shape_of(e, slots: dict, consts: list):
-    """A hashable shape of `e` (symbols by slot, constants as holes), filling `consts` in pre-order."""
-    if isinstance(e, sp.Rational):
+    """A hashable shape of `e`, filling `consts` (pre-order) and `slots` (symbol -> slot,
+    assigned in order of first appearance). Two terms with equal shapes differ only in
+    their constants and in which knobs fill the slots, so they evaluate as one batch."""
+    t = type(e)
+    if t is sp.Integer or isinstance(e, sp.Rational):
         consts.append(e.p / e.q)      # int / int: correctly rounded, and far cheaper than float(e)
         return "c"
-    if isinstance(e, (Unmodelled, UnmodelledBool)):
-        raise NotModelled(f"not modelled: {e.name[1:]}")
     if isinstance(e, sp.Symbol):
-        return ("s", slots[e], isinstance(e, BoolSymbol))
-    if isinstance(e, (BooleanTrue, BooleanFalse)):
-        return bool(e)
-    if type(e) is sp.Pow:
+        if isinstance(e, (Unmodelled, UnmodelledBool)):
+            raise NotModelled(f"not modelled: {e.name[1:]}")
+        slot = slots.get(e)
+        if slot is None:
+            slot = slots[e] = len(slots)
+        return ("s", slot, isinstance(e, BoolSymbol))
+    if t is BooleanTrue or t is BooleanFalse:
+        return t is BooleanTrue
+    if t is sp.Pow:
         if not isinstance(e.args[1], sp.Integer):
             raise NotModelled(f"non-integer power {e.args[1]}")
         # the exponent is part of the shape, not a hole: ieval reads it off the tree
         return ("Pow", shape_of(e.args[0], slots, consts), int(e.args[1]))
-    return (type(e).__name__, tuple(shape_of(a, slots, consts) for a in e.args))
+    return (t.__name__, tuple([shape_of(a, slots, consts) for a in e.args]))
 
 
 def _mul(a, b):

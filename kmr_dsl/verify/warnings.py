@@ -22,9 +22,8 @@ import z3
 from kmr_dsl.check.program import Constraint, KnobRef
 from kmr_dsl.diagnostics import Diagnostic, Severity, warning
 from kmr_dsl.verify import algebra as A
-from kmr_dsl.verify.bounds import bound_line
 from kmr_dsl.verify.budget import Line
-from kmr_dsl.verify.feasibility import approx_value, decomposition, line_holds
+from kmr_dsl.verify.feasibility import approx_value, decomposition, line_bound, line_holds
 from kmr_dsl.verify.lower import Encoding
 from kmr_dsl.verify.numeric import Unevaluable
 from kmr_dsl.verify.render import render_constraint, render_setting
@@ -39,7 +38,7 @@ def is_vacuous(model: PipelineModel, line: Line, limits: Limits, use_bounds: boo
     if use_bounds and line.op in ("<=", "<"):
         dec = decomposition(model, line.expr)
         if dec is not None:
-            b = bound_line(dec, model.knobs)
+            b = line_bound(model, dec)
             if b.surely_negative():
                 return True
             if b.argmax:

@@ -270,6 +270,12 @@ def test_relative_imports_and_diamonds(tmp_path):
     assert program.models["m"].loader.base_dir == str(tmp_path.resolve())
 
 
+def test_a_missing_std_import_is_suggested():
+    _, diags = _check('model m = factory("fake:mlp")\npipeline p(m) { prune(amount = 0.5) }\n')
+    assert [d.code for d in diags] == ["KMR201"]
+    assert diags[0].notes == ('`prune` is declared in the standard library: add `import "std"`',)
+
+
 def test_missing_main_file_is_kmr501(tmp_path):
     program, diags = check_file(tmp_path / "nope.kmr")
     assert program is None and [d.code for d in diags] == ["KMR501"]

@@ -45,7 +45,7 @@ def test_names_are_read_the_way_lark_reads_them():
     assert names == {"a", "d", "g", "H", "_i"}
 
 
-@settings(max_examples=100, deadline=None, derandomize=True, database=None,
+@settings(max_examples=50, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(programs())
 def test_every_generated_program_parses(source):

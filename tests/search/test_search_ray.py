@@ -27,6 +27,7 @@ def cluster():
     ray.shutdown()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make", [lambda: Budgeted(seed=0), lambda: RandomSearch(n=24, seed=1)],
                          ids=["budgeted", "random"])
 def test_ray_and_local_backends_agree(tmp_path, cluster, make):

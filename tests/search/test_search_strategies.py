@@ -153,3 +153,16 @@ def test_between_equal_objectives_the_cheaper_setting_wins(tmp_path):
     problem = FakeProblem(space, limit=1e9)
     result = run(Budgeted(seed=0), problem, FakeSession(limit=1e9), tmp_path / "j.jsonl")
     assert result.best.setting == {"bits": 16}
+
+
+def test_tpe_with_a_journal_storage_proposes_what_the_memory_one_does(tmp_path):
+    pytest.importorskip("optuna")
+    from kmr_dsl.search.sampling import TPESearch
+
+    runs = []
+    for storage in ("memory", "journal"):
+        strategy = TPESearch(n=12, seed=7, storage=storage, journal_dir=tmp_path)
+        result = run(strategy, FakeProblem(make_space()), FakeSession(), tmp_path / f"{storage}.jsonl", steps=12)
+        runs.append([t.setting for t in result.trials])
+    assert runs[0] == runs[1]
+    assert (tmp_path / "optuna-journal.log").stat().st_size > 0

@@ -1,0 +1,84 @@
+"""The verifier's cost model against the runtime's meters, on one generated model.
+
+Contract: `cost_at(facts, state, rank_set)` evaluates the analytic meters' cost model
+(`kmr_dsl.verify.cost.meter_expr`, the same formulas `kmr check` proves budgets with)
+at a *measured* state (`runtime.state.measure_state`), for the model `facts` describe
+before the step; `rank_set` names the layers whose `rank` a rule set (the cost model
+then counts a layer as two factors when that is smaller, as `lowrank` builds it).
+`meter_mismatches(...)` compares it with the meters measured on the model after the
+step:
+- `params`, `nonzero`, `macs`, `trainable_params`: equal as whole numbers (|diff| < 0.5);
+- `size`: compared as the change the step made, measured (after - before, both real
+  artifact files) against predicted (cost model after - cost model before), within
+  2% of the larger measured size plus HEADER_SLACK bytes. Comparing the change cancels
+  what the cost model estimates once per file (the recipe's loader call, header
+  entries of tensors outside the layers, the offsets' digits); the slack covers the
+  one estimate a step moves: the recipe's per-layer configuration, counted at
+  `artifact_layout.LAYER_CONFIG_CHARS` characters whatever the layer becomes
+  (measured 63-182: a factorized layer or an adapter adds about 110).
+Why the measured state and not the effects' prediction: the state keeps exact
+products (`out * (1 - amount)`) where the runtime rounds, so meters predicted from the
+effects differ by design; the effects are compared with the measured state separately
+(`kmr_dsl.proptest.expected`), so together the two checks bound the prediction.
+"""
+
+from __future__ import annotations
+
+from kmr_dsl.facts import ModelFacts
+from kmr_dsl.verify import algebra as A
+from kmr_dsl.verify.cost import ANALYTIC_METERS, meter_expr
+from kmr_dsl.verify.numeric import as_number, evaluate
+from kmr_dsl.verify.state import PipelineModel, State
+
+HEADER_SLACK = 128           # bytes; see the module docstring
+SIZE_TOLERANCE = 0.02
+COUNT_METERS = ("params", "nonzero", "macs", "trainable_params")
+
+
+def _symbolic_state(state: dict, rank_set) -> State:
+    layers = {}
+    for name, st in state["layers"].items():
+        layers[name] = {
+            "kind": A.EnumValue(st["kind"]),
+            "in_features": A.num(int(st["in_features"])),
+            "out_features": A.num(int(st["out_features"])),
+            "params": A.num(int(st["params"])),
+            "density": A.num(float(st["density"])),
+            "bits": A.num(int(st["bits"])),
+            "rank": A.num(int(st["rank"])),
+            "adapter_rank": A.num(int(st["adapter_rank"])),
+            "frozen": A.num(bool(st["frozen"])),
+        }
+    origin = {(name, "rank"): 0 for name in rank_set}
+    return State(layers, {"trainable": A.num(bool(state["trainable"]))}, origin)
+
+
+def cost_at(facts: ModelFacts, state: dict, rank_set=()) -> dict[str, float]:
+    """Every analytic meter's cost model at a measured state of the model `facts` describe."""
+    sym = _symbolic_state(state, rank_set)
+    model = PipelineModel(program=None, pipeline=None, knobs=None, facts=facts, initial=sym, final=sym,
+                          requirements=[])
+    return {m: float(as_number(evaluate(meter_expr(model, m, sym), {}, exact=False))) for m in ANALYTIC_METERS}
+
+
+def meter_mismatches(measured: dict[str, float], predicted: dict[str, float],
+                     size_before: tuple[float, float]) -> list[str]:
+    """Lines describing each meter where the runtime and the cost model disagree.
+
+    size_before: (measured, predicted) size of the model before the step.
+    """
+    out = []
+    for meter in COUNT_METERS:
+        m, p = measured[meter], predicted[meter]
+        if abs(m - p) >= 0.5:
+            out.append(f"meter {meter} measures {m:.0f}, the cost model predicts {p:.6g}")
+    m0, p0 = size_before
+    m_delta, p_delta = measured["size"] - m0, predicted["size"] - p0
+    allowed = SIZE_TOLERANCE * max(m0, measured["size"]) + HEADER_SLACK
+    if abs(m_delta - p_delta) > allowed:
+        out.append(f"meter size changed by {m_delta:+.0f} B, the cost model predicts {p_delta:+.0f} B "
+                   f"(allowed difference {allowed:.0f} B)")
+    return out
+
+
+__all__ = ["COUNT_METERS", "HEADER_SLACK", "SIZE_TOLERANCE", "cost_at", "meter_mismatches"]
