@@ -8,8 +8,9 @@ rejects an input (a precondition does not hold, the implementation refused it) w
 `reject(reason)`; rejections are counted, and the first reason is kept.
 
 Determinism and hygiene: the draws come from `hypothesis.seed(S)`, so the same seed
-gives the same draws and the same shrunk case; `database=None`, so nothing is written
-to a `.hypothesis` folder; no deadline (a pipeline run may take seconds); quiet, so
+gives the same draws and the same shrunk case; `database=None`, and Hypothesis' other
+storage goes to KMR's cache folder, so nothing is written to a `.hypothesis` folder in
+the user's project; no deadline (a pipeline run may take seconds); quiet, so
 Hypothesis prints nothing; one bug per run (`report_multiple_bugs=False`); the explain
 phase is skipped. Every health check is suppressed: tiny finite domains and heavy
 filtering by `requires` are expected here, not a sign of a bad strategy.
@@ -17,6 +18,7 @@ filtering by `requires` are expected here, not a sign of a bad strategy.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -56,6 +58,26 @@ def reject(reason: str):
     raise _Reject(reason)
 
 
+@contextmanager
+def _storage():
+    """Point Hypothesis' storage (its cache of source constants) at KMR's cache folder.
+
+    Even without a database Hypothesis writes `.hypothesis/constants/` under the current
+    folder; `kmr test` must not litter the user's project. The previous home is restored,
+    so a user's own Hypothesis tests in the same pytest run keep theirs.
+    """
+    from hypothesis import configuration
+
+    from kmr_dsl.facts import cache_dir
+
+    previous = getattr(configuration, "__hypothesis_home_directory", None)
+    configuration.set_hypothesis_home_dir(cache_dir() / "hypothesis")
+    try:
+        yield
+    finally:
+        configuration.set_hypothesis_home_dir(previous)
+
+
 def search(strategy, test: Callable[[object], None], *, examples: int, seed: int) -> Search:
     out = Search()
     shrinking: list[bool] = []
@@ -80,7 +102,8 @@ def search(strategy, test: Callable[[object], None], *, examples: int, seed: int
             out.passed += 1
 
     try:
-        run()
+        with _storage():
+            run()
     except CaseFailed as failure:
         out.failure = failure
     except Unsatisfiable:

@@ -6,7 +6,8 @@ Contract: `run_property(program, prop, sessions, examples=N, seed=S)` tests one
   (`kmr_dsl.proptest.strategies`); every other knob stays at its default;
 - the pipeline runs through `PipelineSession.evaluate` (one session per pipeline,
   shared through `Sessions`, so the baseline model, its meters and the data load once;
-  an outcome is cached per setting, so shrinking re-runs nothing it has seen);
+  an outcome is cached per setting, so shrinking re-runs nothing it has seen; a model
+  under 1 M parameters runs on one torch thread, see `threads_for`);
 - each `check` line is judged with the one IR evaluator (`kmr_dsl.evaluate.holds`)
   over the result's meters and the baseline's;
 - a pipeline that fails at a setting (a rule or meter error) fails the property there.
@@ -25,7 +26,22 @@ from kmr_dsl.evaluate import Env, evaluate, holds, meter_refs
 from kmr_dsl.proptest.engine import CaseFailed, search
 from kmr_dsl.proptest.quantities import expr_dim, show
 from kmr_dsl.proptest.strategies import setting_strategy, show_setting
+from kmr_dsl.runtime.meters import fixed_threads
 from kmr_dsl.runtime.session import PipelineSession, meter_key, span_text
+
+
+SMALL_MODEL_PARAMS = 1_000_000
+
+
+def threads_for(session: PipelineSession) -> int | None:
+    """1 for a small model, else None (torch's own setting).
+
+    A property runs the pipeline many times; on a model this small a thread pool's
+    start-up and synchronisation cost more than the work (measured on the digits MLP:
+    0.2 s per run with one thread, 3-7 s with two on a busy 2-core machine).
+    """
+    facts = session.facts
+    return 1 if facts is not None and facts.total_params < SMALL_MODEL_PARAMS else None
 
 
 class Sessions:
@@ -51,8 +67,10 @@ class Sessions:
     def evaluate(self, pipeline: str, setting: dict):
         key = (pipeline, tuple(sorted((k, repr(v)) for k, v in setting.items())))
         if key not in self._outcomes:
+            session = self.session(pipeline)
             try:
-                self._outcomes[key] = self.session(pipeline).evaluate(setting)
+                with fixed_threads(threads_for(session)):
+                    self._outcomes[key] = session.evaluate(setting)
             except KmrError as exc:
                 self._outcomes[key] = exc
         got = self._outcomes[key]

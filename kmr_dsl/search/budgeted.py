@@ -9,8 +9,9 @@ whatever order a backend finishes trials in.
 Outline, at the *incumbent* x (the best trial run so far):
 1. start: the verifier's witness, else the defaults if admissible, else a free descent
    on the predicted cost (no runs) to the first admissible setting; then (`spend`,
-   default on) a free climb that spends the analytic slack left there, one rung per
-   group in turn, so the first run is a balanced, least-compressed admissible setting;
+   default on) a free climb that spends the analytic slack left there, always on the
+   knob that has relaxed least so far, so the first run is a balanced, least-compressed
+   admissible setting;
 2. repair (x fails an empirical line, once per x): for each group, jump to the farthest
    admissible rung in the direction that spends analytic budget: empirical lines are
    usually quality floors, and spending the slack is the fastest way to meet them;
@@ -21,8 +22,9 @@ Outline, at the *incumbent* x (the best trial run so far):
    them (O(log n) runs) for the last rung that still improves, i.e. the edge of
    feasibility, provided the predicted cost is monotone along the line;
 5. when every group is exhausted at x, try exchange moves: one group spends a rung of
-   budget, another saves the fewest rungs that make the pair admissible, ranked by
-   the estimated objective change (measured per-rung slopes) and then by cost saved;
+   budget and another saves the fewest rungs that make the pair admissible, or one
+   group saves a rung and another spends all the budget it frees; ranked by the
+   estimated objective change (measured per-rung slopes), then by cost saved;
 6. stop when nothing improves (converged); families are first moved as one group
    (every instance one rung together), then, if `refine`, refined per instance.
 
@@ -84,19 +86,33 @@ class Budgeted:
         return self._spend_slack(x) if x is not None and self.spend else x
 
     def _spend_slack(self, x: dict) -> dict:
-        """Free climb: one spending rung per group in turn while the analytic budget
-        still holds, so the first run is a balanced, least-compressed admissible setting
-        instead of the corner a solver's witness usually sits in."""
+        """Free climb: while the analytic budget holds, take a spending rung on the group
+        that has spent the smallest fraction of its ladder (the cheaper rung on ties).
+        Knobs thus relax together, at a similar relative level, and the first run is a
+        balanced least-compressed admissible setting rather than the corner a solver's
+        witness usually sits in (where every knob is at an extreme)."""
         groups = [g for g in self.space.groups(False) if g.ordered]
-        moved = True
-        while moved:
-            moved = False
-            for g in groups:
+        for _ in range(sum(len(a.ladder) for a in self.space.axes.values())):
+            here = self.problem.pressure(x)
+            moves = []
+            for i, g in enumerate(groups):
                 d = self._spend_direction(x, g)
                 nxt = self.space.shift(x, g, d) if d is not None else None
                 if nxt is not None and self.problem.admissible(nxt):
-                    x, moved = nxt, True
+                    moves.append((self._spent_fraction(x, g, d), self.problem.pressure(nxt) - here, i, nxt))
+            if not moves:
+                break
+            x = min(moves, key=lambda m: m[:3])[3]
         return x
+
+    def _spent_fraction(self, setting: dict, group: Group, direction: int) -> float:
+        """How far along its ladder, towards the spending end, a group sits (0..1)."""
+        total = 0.0
+        for name in group.axes:
+            axis = self.space.axes[name]
+            i, last = axis.index(setting[name]), max(1, len(axis.ladder) - 1)
+            total += (i if direction > 0 else last - i) / last
+        return total / len(group.axes)
 
     def _descend(self, x: dict) -> dict | None:
         """Free walk down the predicted cost until the analytic budget is met."""
@@ -239,47 +255,77 @@ class Budgeted:
         return all(s >= 0 for s in steps) or all(s <= 0 for s in steps)
 
     def _trade(self, x, groups: list[Group]):
+        """Exchange moves at an exhausted incumbent, in two shapes for every pair (g, h):
+        g spends one rung and h saves the fewest rungs that make it admissible again;
+        or h saves one rung and g spends every rung the freed budget pays for."""
         base = self.problem.pressure(x.setting)
         if base is None:
             return
         ordered = [g for g in groups if g.ordered]
-        cands = []
+        cands = {}
         for g in ordered:
-            d = self._spend_direction(x.setting, g)
-            spent = self.space.shift(x.setting, g, d) if d is not None else None
-            if spent is None:
-                continue
             for h in ordered:
-                e = None if h.name == g.name else self._save_direction(spent, h)
-                if e is None:
+                if g.name == h.name:
                     continue
-                for k in range(1, max(len(self.space.axes[a].ladder) for a in h.axes)):
-                    s = self.space.shift(spent, h, e * k)
-                    if s is None or s == x.setting:
-                        break
-                    if self.problem.admissible(s):
-                        if self.search.known(s) is None:
-                            gain = self.slopes.get((g.name, d), 0.0) + k * self.slopes.get((h.name, e), 0.0)
-                            saved = base - (self.problem.pressure(s) or base)
-                            cands.append((-gain, -saved, self._tiebreak.get(g.name, 0),
-                                          self._tiebreak.get(h.name, 0), k, s))
-                        break
-        cands.sort(key=lambda c: c[:5])
+                for kg, kh, s in self._exchanges(x.setting, g, h):
+                    if self.search.known(s) is not None or key(s) in cands:
+                        continue
+                    dg, dh = self._spend_direction(x.setting, g), self._save_direction(x.setting, h)
+                    gain = kg * self._slope(g, dg) + kh * self._slope(h, dh)
+                    saved = base - (self.problem.pressure(s) or base)
+                    cands[key(s)] = (-gain, -saved, self._tiebreak.get(g.name, 0),
+                                     self._tiebreak.get(h.name, 0), kg, kh, s)
         picked = []
-        for c in cands:
-            if c[5] not in picked and self.search.admissible(c[5]):
-                picked.append(c[5])
+        for c in sorted(cands.values(), key=lambda c: c[:6]):
+            if self.search.admissible(c[6]):
+                picked.append(c[6])
             if len(picked) == self.batch:
                 break
         if picked:
             yield picked
+
+    def _exchanges(self, setting: dict, g: Group, h: Group):
+        """(rungs g spent, rungs h saved, setting) for the two trade shapes."""
+        d, e = self._spend_direction(setting, g), self._save_direction(setting, h)
+        if d is None or e is None:
+            return
+        longest = max(len(self.space.axes[a].ladder) for a in (*g.axes, *h.axes))
+        spent = self.space.shift(setting, g, d)
+        for k in range(1, longest):       # g one rung up, h down until admissible
+            s = self.space.shift(spent, h, e * k) if spent is not None else None
+            if s is None:
+                break
+            if self.problem.admissible(s):
+                yield 1, k, s
+                break
+        saved = self.space.shift(setting, h, e)
+        best = None
+        for k, s in enumerate(self.space.line(saved, g, d) if saved is not None else (), start=1):
+            if not self.problem.admissible(s):
+                break
+            best = (k, 1, s)                # h one rung down, g up as far as it pays for
+        if best is not None:
+            yield best
+
+    def _slope(self, group: Group, direction: int | None) -> float:
+        """Objective change per rung along a group, from the last probe that measured it;
+        a probe the other way counts with its sign flipped (a locally linear guess);
+        0 when the group was never measured."""
+        if direction is None:
+            return 0.0
+        if (group.name, direction) in self.slopes:
+            return self.slopes[(group.name, direction)]
+        return -self.slopes.get((group.name, -direction), 0.0)
+
+    def _measured(self, group: Group) -> bool:
+        return (group.name, 1) in self.slopes or (group.name, -1) in self.slopes
 
     def _prioritise(self, x, groups: list[Group]) -> list[Group]:
         """Most cost saved per quality lost first; groups never measured before that."""
         def efficiency(g: Group) -> float:
             d = self._save_direction(x.setting, g)
             saver = self.space.shift(x.setting, g, d) if d is not None else None
-            lost = self.slopes.get((g.name, d)) if d is not None else None
+            lost = -self._slope(g, d) if d is not None and self._measured(g) else None
             if saver is None or lost is None:
                 return math.inf
             saved = (self.problem.pressure(x.setting) or 0.0) - (self.problem.pressure(saver) or 0.0)

@@ -94,7 +94,9 @@ def make_strategy(strategy: str, options: dict, out_dir: Path | None = None, spa
 
 
 def witness_of(report) -> dict | None:
-    for r in getattr(report, "results", ()):
+    """The feasibility witness of a verify report (knob instance -> value), if any."""
+    results = sorted(getattr(report, "results", ()), key=lambda r: getattr(r, "kind", "") != "feasibility")
+    for r in results:
         w = getattr(r, "witness", None)
         if w:
             return dict(w)

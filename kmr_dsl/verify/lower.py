@@ -14,8 +14,9 @@ Encodings (split mode, the default):
 - real knob: a Real with its interval's ends as bounds; bool knob: a Bool.
 
 Case splitting keeps the arithmetic linear: when a product has two non-constant
-factors, the term that contains it (a top-level summand, or a comparison) is split
-over the finite knob with the fewest values among those involved:
+factors, the summand that contains it (of the expression lowered, or of either side
+of a comparison) is split over the finite knob with the fewest values among those
+involved:
 If(sel_v1, term[k:=v1], If(sel_v2, term[k:=v2], ...)). Such a knob's bounds become
 hard constraints (a split enumerates exactly its values). Z3 is never handed the
 product of two knob variables unless no finite knob is involved (two continuous
@@ -81,6 +82,7 @@ class Encoding:
         self.nonlinear = False
         self._vars: dict[str, dict] = {}
         self._allow_nonlinear = naive
+        self._sym_memo: dict = {}
 
     # ------------------------------------------------------------ variables
 
@@ -183,18 +185,23 @@ class Encoding:
     # ------------------------------------------------------------ lowering
 
     def lower(self, expr):
-        """A Z3 term for `expr`; top-level summands are split independently."""
-        if type(expr) is sp.Add:
-            parts = [self._split(a, {}) for a in expr.args]
-            return _z(_sum(parts))
-        return _z(self._split(expr, {}))
+        """A Z3 term for `expr` (a number or a condition)."""
+        return _z(self._lower_sum(expr, {}))
+
+    def _lower_sum(self, e, env):
+        """Split points: each summand of a sum (the sides of a comparison, a budget line)
+        is split on its own, so 1000 per-layer terms are 1000 small case splits."""
+        if type(e) is sp.Add:
+            return _sum([self._split(a, env) for a in e.args])
+        return self._split(e, env)
 
     def _split(self, e, env: dict):
-        try:
-            return self._lower(e, env)
-        except NonLinear as exc:
-            kv = self._choose(exc.symbols, env)
-            if kv is None:
+        """Lower a summand, case-splitting it first as `plan` says (no trial and error)."""
+        kv = self._plan(e, env)
+        if kv is None:
+            try:
+                return self._lower(e, env)
+            except NonLinear:
                 # nothing finite to split on: hand Z3 the product (documented; may be UNKNOWN)
                 self.nonlinear = True
                 previous, self._allow_nonlinear = self._allow_nonlinear, True
@@ -202,13 +209,69 @@ class Encoding:
                     return self._lower(e, env)
                 finally:
                     self._allow_nonlinear = previous
-            self.split.add(kv.name)
-            cases = [(self._selector(kv, i), self._split(e, {**env, kv.symbol: v}))
-                     for i, v in enumerate(kv.values)]
-            out = _z(cases[-1][1])
-            for sel, value in reversed(cases[:-1]):
-                out = z3.If(sel, _z(value), out)
-            return out
+        self.split.add(kv.name)
+        cases = [(self._selector(kv, i), self._split(e, {**env, kv.symbol: v})) for i, v in enumerate(kv.values)]
+        out = _z(cases[-1][1])
+        for sel, value in reversed(cases[:-1]):
+            out = z3.If(sel, _z(value), out)
+        return out
+
+    def _plan(self, e, env) -> KnobVar | None:
+        """The knob to split `e` on next: the smallest finite knob of the first product of
+        two non-constant factors (given the knobs already fixed in `env`), or None."""
+        if self.naive:
+            return None
+        syms = self._first_nonlinear(e, env)
+        return None if syms is None else self._choose(syms, env)
+
+    def _first_nonlinear(self, e, env):
+        args = e.args
+        if not args or isinstance(e, _RELATIONS):
+            return None           # a comparison's sides are split points of their own
+        t = type(e)
+        if t is sp.Mul:
+            live = [a for a in args if self._syms(a).difference(env)]
+            if len(live) > 1:
+                return self._syms(e).difference(env)
+        elif t is sp.Pow and args[1] != 1 and self._syms(args[0]).difference(env):
+            return self._syms(e).difference(env)
+        for a in args:
+            found = self._first_nonlinear(a, env)
+            if found is not None:
+                return found
+        return None
+
+    def _syms(self, e) -> frozenset:
+        """Knob symbols under a node (memoised per node: plans revisit subtrees)."""
+        hit = self._sym_memo.get(id(e))
+        if hit is not None and hit[0] is e:
+            return hit[1]
+        if isinstance(e, sp.Symbol):
+            out = frozenset((e,))
+        else:
+            out = frozenset().union(*(self._syms(a) for a in e.args)) if e.args else frozenset()
+        self._sym_memo[id(e)] = (e, out)
+        return out
+
+    def planned_splits(self, expr) -> set[str]:
+        """Knob instances `lower(expr)` would case-split, without building any Z3 term."""
+        out: set[str] = set()
+
+        def visit(term, env):
+            kv = self._plan(term, env)
+            while kv is not None:
+                out.add(kv.name)
+                env = {**env, kv.symbol: kv.values[0]}
+                kv = self._plan(term, env)
+            for rel in _comparisons_in(term):
+                for side in rel.args:
+                    for piece in (side.args if type(side) is sp.Add else (side,)):
+                        visit(piece, env)
+
+        for piece in (expr.args if type(expr) is sp.Add else (expr,)):
+            visit(piece, {})
+        return out
+
 
     def _choose(self, symbols, env) -> KnobVar | None:
         cands = [self.knobs.by_symbol[s] for s in symbols if s in self.knobs.by_symbol and s not in env]
@@ -246,6 +309,16 @@ class Encoding:
         if kv is None:
             raise NotModelled(f"`{e}` is not a knob of this pipeline")
         return self._var(kv)["value"]
+
+
+_RELATIONS = (LessThan, StrictLessThan, GreaterThan, StrictGreaterThan, Equality, Unequality)
+
+
+def _comparisons_in(term):
+    """The outermost comparisons inside a term (a comparison itself, if it is one)."""
+    if isinstance(term, _RELATIONS):
+        return [term]
+    return [r for a in term.args for r in _comparisons_in(a)]
 
 
 def _fraction(v) -> Fraction:
@@ -360,7 +433,7 @@ def _l_relation(op):
             i = int(rhs)
             hit = inds[i] if 0 <= i < len(inds) else z3.BoolVal(False)
             return hit if op == "==" else z3.Not(hit)
-        a, b = enc._lower(lhs, env), enc._lower(rhs, env)
+        a, b = enc._lower_sum(lhs, env), enc._lower_sum(rhs, env)
         if _is_const(a) and _is_const(b):
             a, b = Fraction(a), Fraction(b)
         else:
@@ -368,34 +441,6 @@ def _l_relation(op):
         return {"<=": lambda: a <= b, "<": lambda: a < b, ">=": lambda: a >= b, ">": lambda: a > b,
                 "==": lambda: a == b, "!=": lambda: a != b}[op]()
     return handler
-
-
-def _l_atom_split(op_handler):
-    # comparisons are split points: a nonlinear comparison is split on its own
-    def handler(enc, e, env):
-        try:
-            return op_handler(enc, e, env)
-        except NonLinear:
-            return enc._split_relational(e, env, op_handler)
-    return handler
-
-
-def _split_relational(self, e, env, op_handler):
-    try:
-        return op_handler(self, e, env)
-    except NonLinear as exc:
-        kv = self._choose(exc.symbols, env)
-        if kv is None:
-            raise
-        self.split.add(kv.name)
-        cases = [(self._selector(kv, i), self._lower(e, {**env, kv.symbol: v})) for i, v in enumerate(kv.values)]
-        out = _z(cases[-1][1])
-        for sel, value in reversed(cases[:-1]):
-            out = z3.If(sel, _z(value), out)
-        return out
-
-
-Encoding._split_relational = _split_relational
 
 
 def _l_and(enc, e, env):
@@ -428,12 +473,12 @@ _TABLE = {
     sp.Min: _l_lattice(lambda a, b: a <= b),
     sp.Max: _l_lattice(lambda a, b: a >= b),
     sp.Piecewise: _l_piecewise,
-    LessThan: _l_atom_split(_l_relation("<=")),
-    StrictLessThan: _l_atom_split(_l_relation("<")),
-    GreaterThan: _l_atom_split(_l_relation(">=")),
-    StrictGreaterThan: _l_atom_split(_l_relation(">")),
-    Equality: _l_atom_split(_l_relation("==")),
-    Unequality: _l_atom_split(_l_relation("!=")),
+    LessThan: _l_relation("<="),
+    StrictLessThan: _l_relation("<"),
+    GreaterThan: _l_relation(">="),
+    StrictGreaterThan: _l_relation(">"),
+    Equality: _l_relation("=="),
+    Unequality: _l_relation("!="),
     And: _l_and,
     Or: _l_or,
     Not: _l_not,

@@ -12,13 +12,9 @@ if str(HERE.parents[1]) not in sys.path:   # run from a checkout without install
 
 torch = pytest.importorskip("torch")
 
-from kmr_dsl.facts import LoaderSpec  # noqa: E402
 from kmr_dsl.runtime import context, loaders  # noqa: E402
 from kmr_dsl.runtime.data import Dataset  # noqa: E402
-
-
-def spec(fn: str = "make_mlp", **kwargs) -> LoaderSpec:
-    return LoaderSpec("factory", (f"toy_models:{fn}",), tuple(sorted(kwargs.items())), str(HERE))
+from runtime_helpers import spec  # noqa: E402
 
 
 @pytest.fixture

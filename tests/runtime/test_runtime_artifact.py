@@ -11,7 +11,7 @@ import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from conftest import spec
+from runtime_helpers import spec
 from kmr_dsl.diagnostics import KmrError
 from kmr_dsl.facts import LoaderSpec
 from kmr_dsl.rules import finetune, lora, lowrank, prune, quantize

@@ -3,7 +3,7 @@
 import pytest
 import torch.nn as nn
 
-from conftest import HERE, spec
+from runtime_helpers import HERE, spec
 from kmr_dsl.diagnostics import KmrError
 from kmr_dsl.facts import LoaderSpec, ModelFacts
 from kmr_dsl.runtime import introspect, layers as kl

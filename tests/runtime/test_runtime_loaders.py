@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import save_file
 
-from conftest import HERE, spec
+from runtime_helpers import HERE, spec
 from kmr_dsl.diagnostics import KmrError
 from kmr_dsl.facts import LoaderSpec
 from kmr_dsl.runtime import loaders, quant

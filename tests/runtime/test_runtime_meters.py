@@ -8,7 +8,7 @@ import struct
 import pytest
 import torch
 
-from conftest import spec
+from runtime_helpers import spec
 from kmr_dsl import artifact_layout as layout
 from kmr_dsl.rules import lora, lowrank, prune, quantize
 from kmr_dsl.runtime import artifact, context, introspect, layers as kl, loaders, meters, state

@@ -342,7 +342,7 @@ STEPS = st.lists(st.one_of(
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=STEPS)
 def test_random_pipelines_match_effects(steps):
-    from conftest import spec
+    from runtime_helpers import spec
     from kmr_dsl.runtime import loaders
     model = loaders.load_model(spec())
     for rule, args in steps:

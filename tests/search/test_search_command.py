@@ -2,6 +2,7 @@
 session standing in for kmr_dsl.verify and kmr_dsl.runtime.session (no torch, no z3)."""
 
 import json
+import re
 import sys
 import types
 from types import SimpleNamespace
@@ -89,11 +90,14 @@ def test_kmr_search_finds_and_saves_the_best(tmp_path, fakes, capsys):
     report = json.loads((tmp_path / "o" / "search.json").read_text())
     assert report["found"] and report["pipeline"] == "compress"
     assert report["options"]["max_steps"] == 30
-    assert report["trials"][0]["setting"] == {"sparsity": 0.95, "bits": 2, "ratio": 0.1}   # the witness first
+    # the first run starts from the witness and spends the slack it leaves (no runs)
+    first = report["trials"][0]["setting"]
+    assert size_of({"sparsity": 0.95, "bits": 2, "ratio": 0.1}) < size_of(first) <= 24_000
     assert all(size_of(s) <= 24_000 for s in sessions[0].evaluated)
     assert (tmp_path / "o" / "best" / "model.json").exists()
     err = capsys.readouterr().err
-    assert "[1/30] sparsity=0.95 bits=2 ratio=0.1  size=226 B  accuracy(test)=0.5224  fails" in err
+    assert re.search(r"^\[1/30\] sparsity=\S+ bits=\d+ ratio=\S+  size=[\d.]+ KB  accuracy\(test\)=[\d.]+  (ok|fails)",
+                     err, re.M), err
 
 
 def test_refuted_program_is_not_searched(tmp_path, fakes, capsys):

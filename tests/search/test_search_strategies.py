@@ -41,15 +41,20 @@ def test_never_runs_an_analytically_infeasible_setting(tmp_path, witness, make):
     assert all(key(s) in problem.asked for s in session.evaluated)
 
 
+@pytest.mark.parametrize("spend", [True, False])
 @pytest.mark.parametrize("witness", [None, EXTREME])
-def test_budgeted_finds_the_known_optimum(tmp_path, witness):
+def test_budgeted_finds_the_known_optimum(tmp_path, witness, spend):
     space = make_space()
     optimum, _ = brute_force(space)
-    result = run(Budgeted(seed=0), FakeProblem(space, witness=witness), FakeSession(), tmp_path / "j.jsonl")
+    result = run(Budgeted(seed=0, spend=spend), FakeProblem(space, witness=witness), FakeSession(),
+                 tmp_path / "j.jsonl")
     assert result.best is not None
     assert result.best.objective == pytest.approx(optimum, abs=1e-12)
     assert result.stop_reason.startswith("converged")
     assert result.runs < 40     # it stopped on its own, well inside the step limit
+    if witness is EXTREME and not spend:
+        # started in the corner: the first run fails and the repair jump is what fixes it
+        assert not result.trials[0].feasible and result.first_feasible_run <= 10
 
 
 def test_budgeted_refines_a_family_per_instance(tmp_path):

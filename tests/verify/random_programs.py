@@ -86,3 +86,20 @@ def settings(model):
 
 
 __all__ = ["METERS", "programs", "settings"]
+
+
+def describe(prog) -> str:
+    """A short text of a generated program, for failure reports."""
+    from kmr_dsl.verify.render import render_ir
+    pipe = next(iter(prog.pipelines.values()))
+    out = []
+    for k in prog.knobs.values():
+        dom = k.members if k.type == "enum" else k.domain
+        out.append(f"knob {k.name}{'[l]' if k.is_family else ''} : {k.type} {dom} = {k.default}")
+    out.append("widths " + " ".join(f"{f.in_features}->{f.out_features}" for f in pipe.model.facts.layers))
+    for s in pipe.steps:
+        args = ", ".join(f"{n} = {render_ir(v)}" for n, v in s.args if n in ("amount", "bits", "method", "ratio"))
+        out.append(f"{s.rule.name}({args}) on {','.join(s.layers)}")
+    for c in pipe.budget:
+        out.append(f"budget {render_ir(c.left)} {c.op} {render_ir(c.right)}")
+    return "\n".join(out)

@@ -17,7 +17,7 @@ from fractions import Fraction
 
 import sympy as sp
 import z3
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given, note, settings as hsettings, strategies as st
 
 from kmr_dsl.verify import Verdict, verify
 from kmr_dsl.verify.bounds import MARGIN, bound_line, decompose
@@ -28,7 +28,7 @@ from kmr_dsl.verify.lower import Encoding, _fraction
 from kmr_dsl.verify.numeric import evaluate
 from kmr_dsl.verify.obligations import pipeline_model
 from kmr_dsl.verify.report import Limits
-from tests.verify.random_programs import programs, settings
+from tests.verify.random_programs import describe, programs, settings
 
 FAST = hsettings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                         HealthCheck.data_too_large])
@@ -86,6 +86,7 @@ def test_bounds_enclose_every_setting(data):
 @FAST
 @given(prog=programs())
 def test_witnesses_counterexamples_and_cores_are_real(prog):
+    note(describe(prog))
     report = verify(prog)
     model = pipeline_model(prog, "compress")
     lines, _ = budget_lines(model)
