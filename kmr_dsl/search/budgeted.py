@@ -13,8 +13,10 @@ Outline, at the *incumbent* x (the best trial run so far):
    knob that has relaxed least so far, so the first run is a balanced, least-compressed
    admissible setting;
 2. repair (x fails an empirical line, once per x): for each group, jump to the farthest
-   admissible rung in the direction that spends analytic budget: empirical lines are
-   usually quality floors, and spending the slack is the fastest way to meet them;
+   admissible rung in the direction that spends analytic budget (and to both ends of a
+   knob with no analytic cost): empirical lines are usually quality floors, and
+   spending the slack is the fastest way to meet them; then probe only the neighbours
+   that do not save budget, before the others;
 3. probe: the one-rung neighbours of x along the chosen groups (enum groups: every
    other member), in one batch;
 4. extend: along every direction whose neighbour beat x, evaluate the farthest
@@ -153,8 +155,12 @@ class Budgeted:
                 continue
             chosen = self._prioritise(x, active)[: self.batch]
             if not x.feasible and xk not in repaired:
+                # failing a line: first the moves that can raise quality, saving ones later
                 repaired.add(xk)
                 yield from self._repair(x, chosen)
+                if self.search.incumbent is not x:
+                    continue
+                yield from self._probe(x, chosen, saving=False)
                 if self.search.incumbent is not x:
                     continue
             yield from self._probe(x, chosen)
@@ -198,18 +204,36 @@ class Budgeted:
         return out
 
     def _repair(self, x, chosen: list[Group]):
+        """Far jumps that may fix a failing quality floor: the farthest admissible rung in
+        the spending direction, and both ends of a knob that costs nothing analytic
+        (epochs, a learning rate: its best value for quality is usually at an end)."""
         targets = []
         for g in chosen:
             d = self._spend_direction(x.setting, g)
-            ray = self._admissible_ray(x.setting, g, d) if d is not None else []
-            if ray and ray[-1] not in targets:
-                targets.append(ray[-1])
+            if d is not None:
+                ends = self._admissible_ray(x.setting, g, d)[-1:]
+            elif self._flat(x.setting, g):
+                ends = [line[-1] for line in (self.space.line(x.setting, g, +1), self.space.line(x.setting, g, -1))
+                        if line and self.search.admissible(line[-1])]
+            else:
+                ends = []
+            targets += [t for t in ends if t not in targets]
         if targets:
             yield targets
 
-    def _probe(self, x, chosen: list[Group]):
+    def _flat(self, setting: dict, group: Group) -> bool:
+        """An ordered group whose moves leave the predicted cost unchanged."""
+        here = self.problem.pressure(setting)
+        return (here is not None and group.ordered
+                and self._spend_direction(setting, group) is None and self._save_direction(setting, group) is None)
+
+    def _probe(self, x, chosen: list[Group], saving: bool = True):
+        """Run the one-rung neighbours of x; without `saving`, only those that do not
+        lower the predicted cost (when x fails a quality floor they cannot fix it)."""
+        here = self.problem.pressure(x.setting)
         moves = [(g, d, s) for g in chosen for d, s in self.space.neighbours(x.setting, g)
-                 if self.search.admissible(s)]
+                 if (saving or here is None or (self.problem.pressure(s) or here) >= here)
+                 and self.search.admissible(s)]
         if not moves:
             return
         trials = yield [s for _, _, s in moves]

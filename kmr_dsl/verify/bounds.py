@@ -23,9 +23,11 @@ together as one numpy batch: 1000 layers cost one walk of one expression.
 that knob's domain to -inf/+inf on that side (a tail interval; lattice points or
 geometric steps beyond the bound as point candidates).
 
-Floating point: values are float64. A verdict is only drawn when the margin exceeds
-MARGIN times the magnitude of the terms (rounding is ~1e-13 of it); every minimiser
-is re-checked with exact rationals before anyone calls it a witness.
+Floating point: values are float64. A verdict is only drawn from a *widened* bound
+(intervals.py: float ties may go either way) whose margin exceeds MARGIN times the
+magnitude of the terms (rounding is ~1e-13 of it); the precise, unwidened bound is
+used to find minimisers and to guide core minimisation, and every minimiser is
+re-checked (widened, else exactly with rationals) before anyone calls it a witness.
 """
 
 from __future__ import annotations
@@ -209,7 +211,8 @@ def _tail(kv: KnobVar, side: str, points: bool):
 
 
 def _evaluate(groups: list[Group], knobs: KnobTable, relax: dict, points: bool,
-              fixed: dict | None = None, tail: tuple[str, str] | None = None) -> list[GroupResult]:
+              fixed: dict | None = None, tail: tuple[str, str] | None = None,
+              widen: bool = False) -> list[GroupResult]:
     """Bounds (or best points) of every group, batching groups of the same shape.
 
     fixed: one setting (symbol -> exact value) instead of the domains; tail: (family,
@@ -232,12 +235,12 @@ def _evaluate(groups: list[Group], knobs: KnobTable, relax: dict, points: bool,
         batches.setdefault((shape, counts), []).append((gi, consts, doms))
     out: list[GroupResult | None] = [None] * len(groups)
     for (_, counts), members in batches.items():
-        for gi, res in _run_batch(groups, members, counts, points):
+        for gi, res in _run_batch(groups, members, counts, points, widen):
             out[gi] = res
     return out
 
 
-def _run_batch(groups, members, counts, points: bool):
+def _run_batch(groups, members, counts, points: bool, widen: bool):
     k = len(counts)
     counts = list(counts)
     hull = [False] * k
@@ -273,7 +276,7 @@ def _run_batch(groups, members, counts, points: bool):
         env[s] = (lo[:, idx[j]], hi[:, idx[j]])
     const_cols = np.array([c for _, c, _ in members], dtype=float).reshape(n, -1)
     cols = iter([const_cols[:, [i]] for i in range(const_cols.shape[1])])
-    lo, hi = ieval(rep.expr, env, cols)
+    lo, hi = ieval(rep.expr, env, cols, widen)
     size = idx.shape[1]
     lo = np.broadcast_to(np.asarray(lo, dtype=float), (n, size))
     hi = np.broadcast_to(np.asarray(hi, dtype=float), (n, size))
@@ -326,10 +329,15 @@ def _combine(decomp: Decomposition, res: list[GroupResult]) -> LineBound:
     return out
 
 
-def bound_line(decomp: Decomposition, knobs: KnobTable, relax: dict | None = None) -> LineBound:
-    """Lower and upper bounds of the expression over the (relaxed) domains, and its best points."""
+def bound_line(decomp: Decomposition, knobs: KnobTable, relax: dict | None = None,
+               widen: bool = False) -> LineBound:
+    """Lower and upper bounds of the expression over the (relaxed) domains, and its best points.
+
+    widen=False is precise (float ties are ties: right minimisers); only widen=True
+    bounds are sound enough to conclude infeasibility or vacuity from (intervals.py).
+    """
     relax = relax or {}
-    res = _evaluate(decomp.groups, knobs, relax, points=False)
+    res = _evaluate(decomp.groups, knobs, relax, points=False, widen=widen)
     need_points = [i for i, r in enumerate(res) if not r.exact]
     if need_points:
         pres = _evaluate([decomp.groups[i] for i in need_points], knobs, relax, points=True)
@@ -362,7 +370,7 @@ def relax_line(decomp: Decomposition, knobs: KnobTable, base: LineBound, relax: 
 
 def point_range(decomp: Decomposition, knobs: KnobTable, env: dict) -> tuple[float, float, float]:
     """(lo, hi, scale) enclosing the expression's value at one setting (env: symbol -> exact value)."""
-    res = _evaluate(decomp.groups, knobs, {}, points=False, fixed=env)
+    res = _evaluate(decomp.groups, knobs, {}, points=False, fixed=env, widen=True)
     const = float(decomp.const)
     scale = abs(const) + sum(max(abs(r.lb), abs(r.ub)) for r in res)
     return const + sum(r.lb for r in res), const + sum(r.ub for r in res), scale

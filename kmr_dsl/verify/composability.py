@@ -112,7 +112,7 @@ def _solve(cond, model: PipelineModel, kvs, limits: Limits) -> Decision:
     return Decision(Verdict.REFUTED, cx, method="z3")
 
 
-def _field_notes(req: Requirement, model: PipelineModel, cx: dict) -> list[str]:
+def _field_notes(req: Requirement, model: PipelineModel, cx: dict, lead: str) -> list[str]:
     setting = {**model.knobs.defaults(), **cx}
     env = model.knobs.env(setting)
     notes = []
@@ -126,7 +126,7 @@ def _field_notes(req: Requirement, model: PipelineModel, cx: dict) -> list[str]:
         if origin is not None:
             st = model.pipeline.steps[origin]
             where = f" (set by `{st.rule.name}` at {st.span})"
-        notes.append(f"at that setting, before this step: {text} = {shown}{where}")
+        notes.append(f"{lead}: {text} = {shown}{where}")
     return notes
 
 
@@ -146,10 +146,14 @@ def check_composability(model: PipelineModel, limits: Limits) -> tuple[list[Obli
         methods = "+".join(sorted({d.method for _, d in decided}))
         if refuted:
             req, dec = refuted[0]
-            cx_text = render_setting(dec.counterexample, model.knobs) if dec.counterexample else \
-                "every setting (the precondition is false whatever the knobs)"
+            if dec.counterexample:
+                cx_note = f"counterexample: {render_setting(dec.counterexample, model.knobs)}"
+                fields = _field_notes(req, model, dec.counterexample, "at that setting, before this step")
+            else:
+                cx_note = "it fails at every setting: no knob can make it hold"
+                fields = _field_notes(req, model, {}, "before this step")
             summary = f"`{step.rule.name}` requires `{text}`: fails{where}"
-            notes = [f"counterexample: {cx_text}", *_field_notes(req, model, dec.counterexample or {})]
+            notes = [cx_note, *fields]
             if len(refuted) > 1:
                 names = ", ".join(r.layer or "" for r, _ in refuted[:6]) + (", ..." if len(refuted) > 6 else "")
                 notes.append(f"fails on {len(refuted)} of {len(reqs)} selected layers: {names}")

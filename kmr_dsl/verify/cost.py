@@ -163,6 +163,8 @@ class _LayerCost:
                         _tensor_bytes(A.mul(outf, r), outf, b, d, f"{f.name}.second.weight", 2, digits))
             weights = A.ite(self._factored, fac, weights)
             fac_entry = entry_bytes(f"{f.name}.second.bias", 1, digits) if f.bias_params else 0
+            # a factorized layer's recipe entry is longer (two Linear configs)
+            fac_entry += layout.FACTORIZED_CONFIG_CHARS - layout.LAYER_CONFIG_CHARS
             bias_entry = A.ite(self._factored, fac_entry, bias_entry)
         bias_bytes = A.mul(self.bias_n, A.ite(A.compare("==", b, 16), 2, 4))
         a = st["adapter_rank"]
@@ -187,9 +189,10 @@ def _digits(model: PipelineModel) -> int:
 
 
 def _fixed_header(model: PipelineModel) -> int:
-    """Header bytes that do not depend on the state: length prefix, metadata, recipe, other tensors."""
+    """Header bytes that do not depend on the state: length prefix, metadata, the recipe
+    with every layer plain (a factorized layer adds its difference in its own term)."""
     names = [f.name for f in model.facts.layers]
-    recipe = layout.RECIPE_FIXED_CHARS + sum(len(n) * 2 + layout.LAYER_CONFIG_CHARS for n in names)
+    recipe = layout.RECIPE_FIXED_CHARS + sum(len(n) + 4 + layout.LAYER_CONFIG_CHARS for n in names)
     return 8 + layout.METADATA_FIXED + recipe
 
 

@@ -108,9 +108,10 @@ class _Problem:
         for i, t in enumerate(self.terms):
             self._track(("line", i), t)
         by_side: dict = {}
+        split = {model.knobs.by_name[n].knob.name for n in self.enc.split}
         for kv in self.enc.used():
             for side, c in self.enc.bounds(kv):
-                if kv.name in self.enc.split:
+                if kv.knob.name in split:
                     self.solver.add(c)                   # a split knob's domain is its case list
                 else:
                     by_side.setdefault((kv.knob.name, side), []).append(c)
@@ -167,8 +168,10 @@ def _by_bounds(model, lines, defaults, candidates, limits):
             continue
         lb = line_bound(model, dec)
         if lb.surely_positive():
-            core, minimal, best = _bounds_core(model, ln, dec, limits, lb)
-            return _refuted(model, lines, core, minimal, "bounds", best=(ln, best))
+            found = _bounds_core(model, ln, dec, limits, lb, split_families(model, lines))
+            if found is not None:
+                core, minimal, best = found
+                return _refuted(model, lines, core, minimal, "bounds", best=(ln, best))
         cand = dict(defaults)
         cand.update({knobs.by_symbol[s].name: v for s, v in lb.argmin.items()})
         candidates.append(cand)
@@ -185,13 +188,41 @@ def _by_bounds(model, lines, defaults, candidates, limits):
     return None
 
 
-def _bounds_core(model, line: Line, dec, limits, base):
-    """Core {line, bounds of its knobs}, minimised by deletion with the bounds (Z3 as a fallback)."""
+def split_families(model: PipelineModel, lines: list[Line]) -> set[str]:
+    """Knob declarations the Z3 encoding of these lines case-splits (their bounds are hard:
+    one Encoding serves every line, so a knob split for one line is split for all).
+
+    Groups of the same shape split the same slots, so one plan per shape decides all.
+    """
+    knobs = model.knobs
+    classes: dict = {}
+    groups = []
+    for ln in lines:
+        dec = decomposition(model, ln.expr) if ln.expr is not None else None
+        if dec is not None:
+            groups.extend(dec.groups)
+    for g in groups:
+        sig = (g.key, tuple((knobs.by_symbol[s].kind, len(knobs.by_symbol[s].values)) for s in g.symbols))
+        classes.setdefault(sig, []).append(g)
+    enc = Encoding(knobs)
+    out: set[str] = set()
+    for groups in classes.values():
+        rep = groups[0]
+        planned = enc.planned_splits(rep.expr)
+        slots = [j for j, s in enumerate(rep.symbols) if knobs.by_symbol[s].name in planned]
+        out |= {knobs.by_symbol[g.symbols[j]].knob.name for g in groups for j in slots}
+    return out
+
+
+def _bounds_core(model, line: Line, dec, limits, base, split: set[str]):
+    """Core {line, bounds of its knobs}, minimised by deletion with the bounds (Z3 as a fallback).
+
+    None when the sound bound does not confirm the precise one (then Z3 decides)."""
     knobs = model.knobs
     families = []
     for s in sorted(dec.symbols, key=knobs.sort_key):
         kv = knobs.by_symbol[s]
-        if kv.kind in ("stepped", "real") and kv.knob.name not in families:
+        if kv.kind in ("stepped", "real") and kv.knob.name not in families and kv.knob.name not in split:
             families.append(kv.knob.name)
     relaxed: dict[str, set] = {}
     current = base
@@ -214,6 +245,9 @@ def _bounds_core(model, line: Line, dec, limits, base):
         else:
             kept.append((fam, side))
             minimal = minimal and verdict is Verdict.PROVED
+    # the decisions above used precise bounds; the verdict needs the sound (widened) one
+    if not bound_line(dec, knobs, relaxed, widen=True).surely_positive():
+        return None
     core = [CoreMember("line", line.text, line.span)] + [_bound_text(model, f, s) for f, s in kept]
     return core, minimal, base.argmin
 

@@ -13,8 +13,11 @@ expressions of the same shape (one per layer), each constant leaf is a column ho
 that constant for every member, consumed in pre-order. `shape_of` computes the shape
 key and the constants of an expression in that same order.
 
-Comparisons are widened by a relative 1e-9 so that a tie computed in floats never
-excludes a branch the exact value would take.
+widen=True (sound): comparisons are widened by a relative 1e-9, so a tie computed in
+floats never excludes a branch the exact value would take. widen=False (precise):
+a float tie counts as an exact tie (`bits <= 8` at bits = 8 takes one branch); this is
+what finds minimisers, and nothing is concluded from it without a widened or exact
+re-check (bounds.py).
 """
 
 from __future__ import annotations
@@ -76,27 +79,28 @@ def _recip(a):
     return rlo, rhi
 
 
-def _tol(a, b):
-    return EPS * (np.abs(a[0]) + np.abs(a[1]) + np.abs(b[0]) + np.abs(b[1]) + 1.0)
+def _tol(a, b, widen):
+    if not widen:
+        return 0.0
+    t = EPS * (np.abs(a[0]) + np.abs(a[1]) + np.abs(b[0]) + np.abs(b[1]) + 1.0)
+    return np.where(np.isfinite(t), t, 0.0)
 
 
-def _le(a, b, strict):
-    t = _tol(a, b)
-    t = np.where(np.isfinite(t), t, 0.0)
+def _le(a, b, strict, widen):
+    t = _tol(a, b, widen)
     can_true = a[0] < b[1] + t if strict else a[0] <= b[1] + t
     can_false = a[1] >= b[0] - t if strict else a[1] > b[0] - t
     return can_true, can_false
 
 
-def _eq(a, b):
-    t = _tol(a, b)
-    t = np.where(np.isfinite(t), t, 0.0)
+def _eq(a, b, widen):
+    t = _tol(a, b, widen)
     can_true = (a[0] <= b[1] + t) & (b[0] <= a[1] + t)
     point = (a[0] == a[1]) & (b[0] == b[1]) & (np.abs(a[0] - b[0]) <= t)
     return can_true, ~point | ~can_true
 
 
-def ieval(e, env: dict, consts):
+def ieval(e, env: dict, consts, widen: bool = True):
     """(lo, hi) of a number or (can_true, can_false) of a condition; see the module docstring."""
     t = type(e)
     if isinstance(e, sp.Rational):
@@ -110,15 +114,15 @@ def ieval(e, env: dict, consts):
             return hi >= 0.5, lo <= 0.5
         return lo, hi
     if t is sp.Add:
-        vals = [ieval(a, env, consts) for a in e.args]
+        vals = [ieval(a, env, consts, widen) for a in e.args]
         return sum(v[0] for v in vals), sum(v[1] for v in vals)
     if t is sp.Mul:
-        out = ieval(e.args[0], env, consts)
+        out = ieval(e.args[0], env, consts, widen)
         for a in e.args[1:]:
-            out = _mul(out, ieval(a, env, consts))
+            out = _mul(out, ieval(a, env, consts, widen))
         return out
     if t is sp.Pow:
-        base = ieval(e.args[0], env, consts)
+        base = ieval(e.args[0], env, consts, widen)
         n = int(e.args[1])
         out = base
         for _ in range(abs(n) - 1):
@@ -126,30 +130,30 @@ def ieval(e, env: dict, consts):
         return out if n > 0 else _recip(out)
     if t is sp.Min or t is sp.Max:
         f = np.minimum if t is sp.Min else np.maximum
-        vals = [ieval(a, env, consts) for a in e.args]
+        vals = [ieval(a, env, consts, widen) for a in e.args]
         lo, hi = vals[0]
         for v in vals[1:]:
             lo, hi = f(lo, v[0]), f(hi, v[1])
         return lo, hi
     if t is sp.Piecewise:
-        return _piecewise(e, env, consts)
+        return _piecewise(e, env, consts, widen)
     if t in (LessThan, StrictLessThan):
-        a, b = ieval(e.args[0], env, consts), ieval(e.args[1], env, consts)
-        return _le(a, b, t is StrictLessThan)
+        a, b = ieval(e.args[0], env, consts, widen), ieval(e.args[1], env, consts, widen)
+        return _le(a, b, t is StrictLessThan, widen)
     if t in (GreaterThan, StrictGreaterThan):
-        a, b = ieval(e.args[0], env, consts), ieval(e.args[1], env, consts)
-        return _le(b, a, t is StrictGreaterThan)
+        a, b = ieval(e.args[0], env, consts, widen), ieval(e.args[1], env, consts, widen)
+        return _le(b, a, t is StrictGreaterThan, widen)
     if t in (Equality, Unequality):
-        a, b = ieval(e.args[0], env, consts), ieval(e.args[1], env, consts)
-        ct, cf = _eq(a, b)
+        a, b = ieval(e.args[0], env, consts, widen), ieval(e.args[1], env, consts, widen)
+        ct, cf = _eq(a, b, widen)
         return (ct, cf) if t is Equality else (cf, ct)
     if t is And or t is Or:
-        vals = [ieval(a, env, consts) for a in e.args]
+        vals = [ieval(a, env, consts, widen) for a in e.args]
         if t is And:
             return np.logical_and.reduce([v[0] for v in vals]), np.logical_or.reduce([v[1] for v in vals])
         return np.logical_or.reduce([v[0] for v in vals]), np.logical_and.reduce([v[1] for v in vals])
     if t is Not:
-        ct, cf = ieval(e.args[0], env, consts)
+        ct, cf = ieval(e.args[0], env, consts, widen)
         return cf, ct
     if t is BooleanTrue:
         return True, False
@@ -158,13 +162,13 @@ def ieval(e, env: dict, consts):
     raise NotModelled(f"no interval rule for {t.__name__}")
 
 
-def _piecewise(e, env, consts):
+def _piecewise(e, env, consts, widen):
     reach = True                     # some box point can get this far down the chain
     lo = hi = None
     for pair in e.args:
         assert type(pair) is ExprCondPair
-        value = ieval(pair.args[0], env, consts)
-        ct, cf = ieval(pair.args[1], env, consts)
+        value = ieval(pair.args[0], env, consts, widen)
+        ct, cf = ieval(pair.args[1], env, consts, widen)
         taken = np.logical_and(reach, ct)
         blo = np.where(taken, value[0], INF)
         bhi = np.where(taken, value[1], -INF)

@@ -60,13 +60,21 @@ class NonLinear(Exception):
         self.symbols = symbols
 
 
+_NUMERALS: dict = {}
+
+
 def _z(v):
-    """A Z3 term for a lowered value (Python constants become Z3 constants)."""
+    """A Z3 term for a lowered value (Python constants become Z3 constants, cached)."""
     if isinstance(v, bool):
         return z3.BoolVal(v)
     if isinstance(v, (int, Fraction)):
-        f = Fraction(v)
-        return z3.RealVal(f"{f.numerator}/{f.denominator}")
+        hit = _NUMERALS.get(v)
+        if hit is None:
+            if len(_NUMERALS) > 100_000:
+                _NUMERALS.clear()
+            f = Fraction(v)
+            hit = _NUMERALS[v] = z3.RealVal(f"{f.numerator}/{f.denominator}")
+        return hit
     return v
 
 
@@ -83,6 +91,7 @@ class Encoding:
         self._vars: dict[str, dict] = {}
         self._allow_nonlinear = naive
         self._sym_memo: dict = {}
+        self._plan_memo: dict = {}
 
     # ------------------------------------------------------------ variables
 
@@ -189,11 +198,35 @@ class Encoding:
         return _z(self._lower_sum(expr, {}))
 
     def _lower_sum(self, e, env):
-        """Split points: each summand of a sum (the sides of a comparison, a budget line)
-        is split on its own, so 1000 per-layer terms are 1000 small case splits."""
-        if type(e) is sp.Add:
-            return _sum([self._split(a, env) for a in e.args])
-        return self._split(e, env)
+        """Split points: the summands of a sum (the sides of a comparison, a budget line),
+        grouped by the knobs they share, are split group by group — 1000 per-layer groups
+        are 1000 small case splits, and one layer's summands share one split."""
+        if type(e) is not sp.Add:
+            return self._split(e, env)
+        return _sum([self._split(g, env) for g in self._groups(e.args, env)])
+
+    def _groups(self, summands, env) -> list:
+        """Summands joined (as an Add) when they share a knob not fixed by `env`, in order."""
+        owner: dict = {}
+        groups: list[list] = []
+        for a in summands:
+            syms = self._syms(a).difference(env)
+            hit = sorted({owner[s] for s in syms if s in owner})
+            if not hit:
+                target = len(groups)
+                groups.append([a])
+            else:
+                target = hit[0]
+                groups[target].append(a)
+                for other in hit[1:]:          # a summand that bridges groups merges them
+                    groups[target].extend(groups[other])
+                    groups[other] = []
+                    for s, g in owner.items():
+                        if g == other:
+                            owner[s] = target
+            for s in syms:
+                owner[s] = target
+        return [g[0] if len(g) == 1 else sp.Add._from_args(tuple(g), True) for g in groups if g]
 
     def _split(self, e, env: dict):
         """Lower a summand, case-splitting it first as `plan` says (no trial and error)."""
@@ -225,6 +258,15 @@ class Encoding:
         return None if syms is None else self._choose(syms, env)
 
     def _first_nonlinear(self, e, env):
+        key = (id(e), frozenset(env))
+        hit = self._plan_memo.get(key)
+        if hit is not None and hit[0] is e:
+            return hit[1]
+        found = self._find_nonlinear(e, env)
+        self._plan_memo[key] = (e, found)
+        return found
+
+    def _find_nonlinear(self, e, env):
         args = e.args
         if not args or isinstance(e, _RELATIONS):
             return None           # a comparison's sides are split points of their own
@@ -236,7 +278,7 @@ class Encoding:
         elif t is sp.Pow and args[1] != 1 and self._syms(args[0]).difference(env):
             return self._syms(e).difference(env)
         for a in args:
-            found = self._first_nonlinear(a, env)
+            found = self._find_nonlinear(a, env)
             if found is not None:
                 return found
         return None
@@ -265,10 +307,10 @@ class Encoding:
                 kv = self._plan(term, env)
             for rel in _comparisons_in(term):
                 for side in rel.args:
-                    for piece in (side.args if type(side) is sp.Add else (side,)):
+                    for piece in (self._groups(side.args, env) if type(side) is sp.Add else (side,)):
                         visit(piece, env)
 
-        for piece in (expr.args if type(expr) is sp.Add else (expr,)):
+        for piece in (self._groups(expr.args, {}) if type(expr) is sp.Add else (expr,)):
             visit(piece, {})
         return out
 
@@ -332,11 +374,11 @@ def _fraction(v) -> Fraction:
 
 
 def _sum(parts):
-    const = Fraction(0)
+    const = 0
     terms = []
     for p in parts:
         if _is_const(p):
-            const += Fraction(p)
+            const += p
         else:
             terms.append(p)
     if not terms:
@@ -348,7 +390,7 @@ def _sum(parts):
 # ---------------------------------------------------------------- the table
 
 def _l_number(enc, e, env):
-    return frac(e)
+    return e.p if e.q == 1 else Fraction(e.p, e.q)
 
 
 def _l_add(enc, e, env):
@@ -356,12 +398,12 @@ def _l_add(enc, e, env):
 
 
 def _l_mul(enc, e, env):
-    const = Fraction(1)
+    const = 1
     terms = []
     for a in e.args:
         v = enc._lower(a, env)
         if _is_const(v):
-            const *= Fraction(v)
+            const *= v
         else:
             terms.append(v)
     if const == 0 or not terms:
@@ -401,7 +443,7 @@ def _l_lattice(pick_first):
         out = vals[0]
         for v in vals[1:]:
             if _is_const(out) and _is_const(v):
-                out = out if pick_first(Fraction(out), Fraction(v)) else v
+                out = out if pick_first(out, v) else v
             else:
                 a, b = _z(out), _z(v)
                 out = z3.If(pick_first(a, b), a, b)

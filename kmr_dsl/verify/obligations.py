@@ -26,11 +26,20 @@ from kmr_dsl.verify.feasibility import check_feasibility
 from kmr_dsl.verify.report import (DEFAULT_RLIMIT, DEFAULT_TIMEOUT_S, Limits, ObligationResult, Verdict,
                                    VerifyReport)
 from kmr_dsl.verify.state import PipelineModel, build_model
-from kmr_dsl.verify.warnings import check_warnings
+from kmr_dsl.verify.warnings import check_warnings, unused_declarations
 
 _CACHE_SIZE = 8
 # id(program) -> (program, {pipeline name: model}); the program is held so its id stays unique
 _MODELS: OrderedDict[int, tuple[CheckedProgram, dict[str, PipelineModel]]] = OrderedDict()
+
+
+def clear_caches() -> None:
+    """Forget every cached model, compiled expression and encoding constant (benchmarks)."""
+    from kmr_dsl.verify import bounds, lower, numeric
+    _MODELS.clear()
+    numeric.compile_expr.cache_clear()
+    bounds._DOMAINS.clear()
+    lower._NUMERALS.clear()
 
 
 def pipeline_model(program: CheckedProgram, pipeline: Pipeline | str) -> PipelineModel:
@@ -62,6 +71,8 @@ def verify(program: CheckedProgram, pipeline: str | None = None, rlimit: int = D
         pipes = list(program.pipelines.values())
     for pipe in pipes:
         _verify_pipeline(program, pipe, limits, use_bounds, report)
+    if pipeline is None:
+        report.diagnostics.extend(unused_declarations(program))
     return report
 
 
@@ -86,4 +97,4 @@ def _verify_pipeline(program, pipe: Pipeline, limits: Limits, use_bounds: bool, 
                                              feasible=feas.verdict is not Verdict.REFUTED, use_bounds=use_bounds))
 
 
-__all__ = ["pipeline_model", "verify"]
+__all__ = ["clear_caches", "pipeline_model", "verify"]

@@ -22,6 +22,7 @@ import z3
 from kmr_dsl.check.program import Constraint, KnobRef
 from kmr_dsl.diagnostics import Diagnostic, Severity, warning
 from kmr_dsl.verify import algebra as A
+from kmr_dsl.verify.bounds import bound_line
 from kmr_dsl.verify.budget import Line
 from kmr_dsl.verify.feasibility import approx_value, decomposition, line_bound, line_holds
 from kmr_dsl.verify.lower import Encoding
@@ -39,7 +40,7 @@ def is_vacuous(model: PipelineModel, line: Line, limits: Limits, use_bounds: boo
         dec = decomposition(model, line.expr)
         if dec is not None:
             b = line_bound(model, dec)
-            if b.surely_negative():
+            if b.surely_negative() and bound_line(dec, model.knobs, widen=True).surely_negative():
                 return True
             if b.argmax:
                 setting = dict(model.knobs.defaults())
@@ -126,9 +127,21 @@ def check_warnings(model: PipelineModel, lines: list[Line], runtime_lines: list[
     return diags
 
 
+def unused_declarations(program) -> list[Diagnostic]:
+    """KMR311 for knobs of the program's own file that no pipeline and no property uses."""
+    used = {k for p in program.pipelines.values() for k in p.knobs}
+    used |= {k for prop in program.properties.values() for k in prop.forall}
+    out = []
+    for name, knob in program.knobs.items():
+        if name not in used and knob.span.file == program.file:
+            out.append(warning("KMR311", knob.span, f"knob `{name}` affects no analytic meter or precondition",
+                               "no pipeline uses it"))
+    return out
+
+
 def _note(code: str, c: Constraint, message: str) -> Diagnostic:
     d = warning(code, c.span, message)
     return Diagnostic(d.code, Severity.NOTE, d.span, d.message, d.notes, d.hint)
 
 
-__all__ = ["check_warnings", "is_vacuous", "unused_knobs"]
+__all__ = ["check_warnings", "is_vacuous", "unused_declarations", "unused_knobs"]

@@ -80,9 +80,9 @@ def programs() -> st.SearchStrategy[str]:
 
 
 def kmr_files(*, include_errors: bool = False) -> list[Path]:
-    """The stdlib, the examples and the golden test programs (only `ok/` ones unless
-    `include_errors`), sorted so that test ids are stable."""
-    found = set(ROOT.glob("stdlib/**/*.kmr")) | set(ROOT.glob("examples/**/*.kmr"))
+    """The stdlib, the examples, the benchmarks' programs and the golden test programs
+    (only `ok/` ones unless `include_errors`), sorted so that test ids are stable."""
+    found = {p for top in ("stdlib", "examples", "benchmarks") for p in ROOT.glob(f"{top}/**/*.kmr")}
     for path in ROOT.glob("tests/**/*.kmr"):
         parts = path.relative_to(ROOT).parts
         if include_errors or "err" not in parts:

@@ -103,12 +103,3 @@ def test_malformed_program_and_misuse_exit_2(tmp_path, capsys):
     assert code == 2 and "KMR201" in err
     code, _, err = cli("test", str(bad), "--examples", "0", capsys=capsys)
     assert code == 2 and "KMR502" in err
-
-
-def test_nothing_is_written_to_a_hypothesis_folder(programs, monkeypatch, capsys):
-    # the program's folder holds its own Python module, which Hypothesis would scan for
-    # constants and cache under ./.hypothesis if its storage were left at the default
-    monkeypatch.chdir(programs)
-    code, _, _ = cli("test", "family.kmr", "--no-contracts", "--examples", "3", capsys=capsys)
-    assert code == 1
-    assert not (programs / ".hypothesis").exists()

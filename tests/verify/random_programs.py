@@ -25,8 +25,8 @@ def programs(draw):
     names = linears(facts)
     knobs = []
     if draw(st.booleans()):
-        step_ = draw(st.sampled_from([0.1, 0.25, 0.3]))
-        knobs.append(knob("s", "float", lo=0.0, hi=0.9, step=step_, default=0.0 if draw(st.booleans()) else 0.3))
+        step_ = draw(st.sampled_from([0.1, 0.15, 0.3, 0.45]))
+        knobs.append(knob("s", "float", lo=0.0, hi=0.9, step=step_, default=0.0 if draw(st.booleans()) else 0.9))
     else:
         knobs.append(knob("s", "float", lo=0.0, hi=0.9, default=0.5))
     bits = draw(st.lists(st.sampled_from([2, 4, 8, 16, 32]), min_size=1, max_size=4, unique=True))
