@@ -31,10 +31,11 @@ from pathlib import Path
 
 from hypothesis import strategies as st
 
-from kmr_dsl.check.program import Rule
+from kmr_dsl.check.program import If, Op, ParamRef, Rule
 from kmr_dsl.diagnostics import Diagnostic, KmrError, Span, error
 from kmr_dsl.proptest import models
 from kmr_dsl.proptest.engine import CaseFailed, reject, search
+from kmr_dsl.proptest.quantities import plural
 from kmr_dsl.proptest.strategies import param_strategy, show_value
 from kmr_dsl.runtime.session import span_text
 
@@ -69,8 +70,6 @@ class Case:
 
 def contract_reads(rule: Rule) -> set[str]:
     """Parameter names the rule's requires and effects read."""
-    from kmr_dsl.check.program import If, Op, ParamRef
-
     names: set[str] = set()
 
     def walk(e):
@@ -95,14 +94,14 @@ def _arg_strategy(param, read: bool):
     return param_strategy(param)
 
 
-def case_strategy(rule: Rule) -> st.SearchStrategy:
+def case_strategy(rule: Rule, pruned_start: bool = False) -> st.SearchStrategy:
     read = contract_reads(rule)
     scalars = [p for p in rule.params if p.type not in ("data", "model")]
     needs_data = any(p.type == "data" for p in rule.params)
 
     @st.composite
     def case(draw) -> Case:
-        arch = draw(models.arch_strategy(rule.accepts))
+        arch = draw(models.arch_strategy(rule.accepts, pruned_start))
         layer = None
         if rule.accepts is not None:
             names = [n for n, kind in models.layer_names(arch) if kind in rule.accepts]
@@ -140,7 +139,7 @@ class ContractResult:
             first = next(iter(self.reasons), "")
             skipped = f"; {self.skipped} skipped, e.g. {first}"
         if self.status == "passed":
-            return f"rule {self.rule} kept its contract ({self.cases} cases{skipped})"
+            return f"rule {self.rule} kept its contract ({plural(self.cases, 'case')}{skipped})"
         if self.status == "untested":
             return f"rule {self.rule} untested: {self.note}"
         if self.status == "error":
@@ -165,7 +164,9 @@ class ContractResult:
                 "summary": self.summary()}
 
 
-def check_contract(rule: Rule, *, examples: int = 10, seed: int = 0, sources: dict | None = None) -> ContractResult:
+def check_contract(rule: Rule, *, examples: int = 10, seed: int = 0, sources: dict | None = None,
+                   pruned_start: bool = False) -> ContractResult:
+    """The contract of one rule on `examples` generated cases (pruned_start: see models)."""
     from kmr_dsl.proptest.apply import impl_of, run_case
 
     result = ContractResult(rule.name, rule.impl, rule.span)
@@ -189,7 +190,7 @@ def check_contract(rule: Rule, *, examples: int = 10, seed: int = 0, sources: di
         if outcome.problems:
             raise CaseFailed((case, outcome))
 
-    found = search(case_strategy(rule), test, examples=examples, seed=seed)
+    found = search(case_strategy(rule, pruned_start), test, examples=examples, seed=seed)
     result.cases, result.skipped, result.reasons, result.flaky = found.passed, found.rejected, found.reasons, found.flaky
     if found.failure is not None:
         case, outcome = found.failure.payload

@@ -19,7 +19,8 @@ Tolerances (docs/testing.md):
 - `kind`, `frozen`, `trainable`: equal;
 - `bits`, `in_features`, `out_features`, `rank`, `adapter_rank`: a whole prediction
   must be met exactly; a fractional one (channel pruning's `out * (1 - amount)`,
-  lowrank's `rank * ratio`) may be rounded either way (floor or ceil); a field listed
+  lowrank's `rank * ratio`) may be rounded either way (floor or ceil), and one between
+  0 and 1 may be met by 1 (a layer keeps at least one channel or rank); a field listed
   in `upper` (an effect documented as an upper bound) may be anything from 1 to the
   prediction rounded up; derived shapes (step 2) are exact;
 - `density`: within half a weight per output row, 0.5 * rows / weights + 1e-6 (a kept
@@ -88,6 +89,8 @@ def _count_ok(measured, predicted, upper: bool) -> bool:
     p = float(predicted)
     if upper:
         return 1 <= measured <= max(1, math.ceil(p - 1e-9))
+    if 0 < p < 1 and measured == 1:
+        return True         # a layer keeps at least one channel, one rank
     if abs(p - round(p)) < 1e-9:
         return measured == round(p)
     return measured in (math.floor(p), math.ceil(p))

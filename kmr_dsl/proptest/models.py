@@ -8,7 +8,10 @@ initialisation under `torch.manual_seed(arch.seed)`, the global RNG restored aft
   1-3 channel, 3-6 pixel square input, kernels 1 or 3 (same padding), 2-8 channels;
 - `embed`: Embedding (5-32 tokens, 2-16 dims) -> Flatten -> Linear on 1-4 token ids.
 Each is built from Sequentials only, so channel links (`layers.channel_links`) exist
-between its layers. The simplest draw (what Hypothesis shrinks towards) is the first
+between its layers. Models start dense, as the spec's state does ("density normally
+1"); `arch_strategy(kinds, pruned_start=True)` also draws starts where 25% or 50% of
+each weight layer is already pruned (masked as `prune` leaves it), which tests how
+effects on `density` compose with earlier pruning. The simplest draw (what Hypothesis shrinks towards) is the first
 family that has a layer of an accepted kind, with the smallest sizes and biases on.
 `layer_names(arch)` lists (name, kind) of the logical layers without building the
 model; `dataset(arch, n, seed)` is n labelled examples of the model's input shape
@@ -17,12 +20,13 @@ model; `dataset(arch, n, seed)` is n labelled examples of the model's input shap
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
 from hypothesis import strategies as st
 
+from kmr_dsl.runtime import layers as kl
 from kmr_dsl.runtime.data import Dataset
 
 FAMILY_KINDS = {
@@ -42,6 +46,7 @@ class Arch:
     spatial: int = 4             # cnn: input height = width
     batchnorm: bool = False      # cnn
     seed: int = 0
+    pruned: float = 0.0          # fraction of every weight layer masked at build (a pruned start)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -111,6 +116,11 @@ def build(arch: Arch) -> nn.Sequential:
                     # non-trivial statistics, so a sliced norm is visibly sliced
                     mod.running_mean.normal_(0.0, 0.1)
                     mod.running_var.uniform_(0.5, 1.5)
+        if arch.pruned:
+            # a pruned start, as `prune` leaves it: weights zeroed under a recorded mask
+            for mod in model.modules():
+                if kl.is_leaf(mod):
+                    kl.set_mask(mod, torch.rand(mod.weight.shape) >= arch.pruned)
     return model.eval()
 
 
@@ -140,7 +150,8 @@ def describe(arch: Arch) -> str:
         elif isinstance(mod, nn.Embedding):
             name = f"Embedding({mod.num_embeddings}, {mod.embedding_dim})"
         parts.append(f"[{i}] {name}")
-    return f"Sequential({', '.join(parts)}) on input {list(arch.input_shape)} (seed {arch.seed})"
+    pruned = f", {arch.pruned:.0%} of each weight layer pruned" if arch.pruned else ""
+    return f"Sequential({', '.join(parts)}) on input {list(arch.input_shape)} (seed {arch.seed}{pruned})"
 
 
 # ---------------------------------------------------------------- strategies
@@ -173,12 +184,19 @@ def _embed(draw) -> Arch:
 _FAMILIES = {"mlp": _mlp, "cnn": _cnn, "embed": _embed}
 
 
-def arch_strategy(kinds: tuple[str, ...] | None) -> st.SearchStrategy:
-    """Architectures with a layer of one of `kinds` (any for a whole-model rule)."""
+PRUNED_STARTS = (0.0, 0.25, 0.5)
+
+
+def arch_strategy(kinds: tuple[str, ...] | None, pruned_start: bool = False) -> st.SearchStrategy:
+    """Architectures with a layer of one of `kinds` (any for a whole-model rule); with
+    `pruned_start`, a quarter or half of each weight layer may start pruned (dense first)."""
     families = families_for(kinds)
     if not families:
         raise ValueError(f"no generated model has a layer of kind {', '.join(kinds or ())}")
-    return st.sampled_from(families).flatmap(lambda f: _FAMILIES[f]())
+    archs = st.sampled_from(families).flatmap(lambda f: _FAMILIES[f]())
+    if not pruned_start:
+        return archs
+    return st.tuples(archs, st.sampled_from(PRUNED_STARTS)).map(lambda t: replace(t[0], pruned=t[1]))
 
 
-__all__ = ["Arch", "FAMILY_KINDS", "arch_strategy", "build", "dataset", "describe", "families_for", "layer_names"]
+__all__ = ["Arch", "FAMILY_KINDS", "PRUNED_STARTS", "arch_strategy", "build", "dataset", "describe", "families_for", "layer_names"]

@@ -12,11 +12,14 @@ each `property` becomes an item `file.kmr::NAME`, run exactly as `kmr test` runs
 (`--kmr-examples N`, default 20; `--kmr-seed S`, default 0; `--kmr-trust` allows
 pickled models); a failure reports the shrunk setting and the KMR507 diagnostic.
 With `--kmr-contracts`, each rule in scope adds `file.kmr::contract[RULE]`
-(N/2 cases, as `kmr test`). A malformed file is a collection error showing its
+(N/2 cases, as `kmr test`); a rule several files import (the standard library) gets
+one item, in the first file collected. A malformed file is a collection error showing its
 diagnostics. The pipeline sessions of a file are shared by its items.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -40,11 +43,16 @@ def pytest_collect_file(file_path, parent):
     return None
 
 
+_CONTRACTS_SEEN = pytest.StashKey[set]()
+
+
 class KmrTestFailed(Exception):
     """A property or contract failed; carries the report text."""
 
 
 class KmrFile(pytest.File):
+    """One .kmr file: checked at collection, one item per property (and rule contract)."""
+
     def collect(self):
         from kmr_dsl.cli import load_checked
         from kmr_dsl.diagnostics import has_errors, render_all
@@ -57,8 +65,13 @@ class KmrFile(pytest.File):
         for prop in program.properties.values():
             yield KmrProperty.from_parent(self, name=prop.name, target=prop)
         if opts.kmr_contracts:
+            seen = self.config.stash.setdefault(_CONTRACTS_SEEN, set())
             for rule in program.rules.values():
-                yield KmrContract.from_parent(self, name=f"contract[{rule.name}]", target=rule)
+                # a rule imported by several files (the standard library) is tested once
+                key = (str(Path(rule.span.file).resolve()), rule.span.line, rule.name)
+                if key not in seen:
+                    seen.add(key)
+                    yield KmrContract.from_parent(self, name=f"contract[{rule.name}]", target=rule)
 
     def sessions(self):
         if self._sessions is None:
@@ -75,6 +88,8 @@ class KmrFile(pytest.File):
 
 
 class _KmrItem(pytest.Item):
+    """A property or a contract; `run()` returns its result, a failure raises KmrTestFailed."""
+
     def __init__(self, *, target, **kwargs):
         super().__init__(**kwargs)
         self.target = target

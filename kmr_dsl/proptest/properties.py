@@ -24,7 +24,7 @@ from kmr_dsl.check.program import CheckedProgram, If, KnobRef, MeterRef, Op, Pro
 from kmr_dsl.diagnostics import Diagnostic, KmrError, Span, error
 from kmr_dsl.evaluate import Env, evaluate, holds, meter_refs
 from kmr_dsl.proptest.engine import CaseFailed, search
-from kmr_dsl.proptest.quantities import expr_dim, show
+from kmr_dsl.proptest.quantities import expr_dim, plural, show
 from kmr_dsl.proptest.strategies import setting_strategy, show_setting
 from kmr_dsl.runtime.meters import fixed_threads
 from kmr_dsl.runtime.session import PipelineSession, meter_key, span_text
@@ -116,7 +116,7 @@ class PropertyResult:
 
     def summary(self) -> str:
         if self.status == "passed":
-            return f"property {self.name} passed ({self.examples} examples)"
+            return f"property {self.name} passed ({plural(self.examples, 'example')})"
         where = f" at {show_setting(self.setting)}" if self.setting is not None else ""
         if self.error is not None:
             return f"property {self.name} failed{where}: error[{self.error.code}]: {self.error.message}"

@@ -5,7 +5,7 @@ Contract: `show(value, dim)` formats a number in the dimension the checker gave 
 else as a plain number with up to 6 significant digits); `expr_dim(expr, program)` is
 the dimension of an IR expression (a meter's declared dimension, a constant's or a
 knob's, propagated through arithmetic: `10% * baseline.size` is bytes,
-`baseline.size / size` a number). No torch here.
+`baseline.size / size` a number); `plural(n, noun)` counts. No torch here.
 """
 
 from __future__ import annotations
@@ -41,6 +41,11 @@ def show(value, dim: str = "number") -> str:
     return _num(value)
 
 
+def plural(count: int, noun: str) -> str:
+    """`1 example`, `20 examples`."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def expr_dim(expr, program: CheckedProgram) -> str:
     if isinstance(expr, MeterRef):
         meter = program.meters.get(expr.name)
@@ -61,4 +66,4 @@ def expr_dim(expr, program: CheckedProgram) -> str:
     return "number"
 
 
-__all__ = ["expr_dim", "show"]
+__all__ = ["expr_dim", "plural", "show"]

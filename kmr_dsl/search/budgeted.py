@@ -9,9 +9,10 @@ whatever order a backend finishes trials in.
 Outline, at the *incumbent* x (the best trial run so far):
 1. start: the verifier's witness, else the defaults if admissible, else a free descent
    on the predicted cost (no runs) to the first admissible setting; then (`spend`,
-   default on) a free climb that spends the analytic slack left there, always on the
-   knob that has relaxed least so far, so the first run is a balanced, least-compressed
-   admissible setting;
+   default on) free climbs that spend the analytic slack left there, always on the
+   knob that has relaxed least so far: the first batch is that balanced,
+   least-compressed admissible setting, the same climb with each knob held at its
+   cheapest rung, and each knob without analytic cost at its ends;
 2. repair (x fails an empirical line, once per x): for each group, jump to the farthest
    admissible rung in the direction that spends analytic budget (and to both ends of a
    knob with no analytic cost): empirical lines are usually quality floors, and
@@ -69,10 +70,10 @@ class Budgeted:
         order = list(dict.fromkeys(names))
         random.Random(self.seed).shuffle(order)
         self._tiebreak = {name: i for i, name in enumerate(order)}
-        start = self._start()
-        if start is None:
+        starts = self._start_batch()
+        if not starts:
             return STOP_NO_START
-        yield [start]
+        yield starts
         phases = [False, True] if self.refine and self.space.has_families else [False]
         for refine in phases:
             reason = yield from self._climb(self.space.groups(refine))
@@ -80,20 +81,55 @@ class Budgeted:
                 return reason
         return STOP_CONVERGED
 
-    def _start(self) -> dict | None:
+    def _start_point(self) -> dict | None:
         starts = self.problem.starts()
         x = next((s for s in starts if self.search.admissible(s)), None)
         if x is None and starts:
             x = self._descend(starts[0])
-        return self._spend_slack(x) if x is not None and self.spend else x
+        return x
 
-    def _spend_slack(self, x: dict) -> dict:
+    def _start_batch(self) -> list[dict]:
+        """The first batch. Without `spend`: the start point. With it (no runs spent to
+        build it): the start point with its slack spent evenly; for each knob, the same
+        climb with that knob held at its cheapest rung (which knob to give up is the
+        first trade-off to learn); and each knob with no analytic cost at its ends."""
+        x = self._start_point()
+        if x is None or not self.spend:
+            return [] if x is None else [x]
+        groups = self.space.groups(False)
+        balanced = self._spend_slack(x)
+        batch = [balanced]
+        for g in groups:
+            cheap = self._cheapest(x, g)
+            if cheap is not None:
+                batch.append(self._spend_slack(cheap, held=g.name))
+        for g in groups:
+            if self._flat(balanced, g):
+                batch += [line[-1] for line in (self.space.line(balanced, g, +1), self.space.line(balanced, g, -1))
+                          if line]
+        out = []
+        for s in batch:
+            if s not in out and self.problem.admissible(s):
+                out.append(s)
+        return out
+
+    def _cheapest(self, x: dict, group: Group) -> dict | None:
+        """`x` with one ordered group moved to the rung of its ladder with the lowest
+        predicted cost; None when that is where it already is or nothing is predicted."""
+        if not group.ordered or self.problem.pressure(x) is None:
+            return None
+        line = [x] + self.space.line(x, group, +1) + self.space.line(x, group, -1)
+        scored = [(p, i, s) for i, s in enumerate(line) if (p := self.problem.pressure(s)) is not None]
+        best = min(scored, key=lambda t: t[:2])[2]
+        return None if best == x else best
+
+    def _spend_slack(self, x: dict, held: str | None = None) -> dict:
         """Free climb: while the analytic budget holds, take a spending rung on the group
-        that has spent the smallest fraction of its ladder (the cheaper rung on ties).
-        Knobs thus relax together, at a similar relative level, and the first run is a
-        balanced least-compressed admissible setting rather than the corner a solver's
-        witness usually sits in (where every knob is at an extreme)."""
-        groups = [g for g in self.space.groups(False) if g.ordered]
+        (other than `held`) that has spent the smallest fraction of its ladder (the
+        cheaper rung on ties). Knobs thus relax together, at a similar relative level,
+        and the run is a balanced least-compressed admissible setting rather than the
+        corner a solver's witness usually sits in (every knob at an extreme)."""
+        groups = [g for g in self.space.groups(False) if g.ordered and g.name != held]
         for _ in range(sum(len(a.ladder) for a in self.space.axes.values())):
             here = self.problem.pressure(x)
             moves = []

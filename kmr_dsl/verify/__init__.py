@@ -13,8 +13,10 @@ Public API:
 
 Module map: algebra (building expressions) -> knobs, state (the abstract state) ->
 cost (meters) -> budget (lines) -> numeric, intervals, bounds (evaluation and cheap
-bounds) -> lower (the one sympy->Z3 table) -> composability, feasibility, warnings ->
-obligations (`verify`), predict. docs/verification.md describes the encoding.
+bounds) -> variables, lower (Z3 knob variables; the one sympy->Z3 table) ->
+composability, feasibility, warnings ->
+obligations (`verify`), predict. lower.py and bounds.py describe the encoding; the
+"3xx proofs" section of docs/errors.md describes it for users.
 """
 
 from kmr_dsl.verify.cost import ANALYTIC_METERS, explain

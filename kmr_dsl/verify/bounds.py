@@ -39,7 +39,7 @@ import numpy as np
 import sympy as sp
 
 from kmr_dsl.verify.algebra import NotModelled, frac
-from kmr_dsl.verify.intervals import ieval, shape_of
+from kmr_dsl.verify.intervals import exact_comparisons, ieval, shape_of
 from kmr_dsl.verify.knobs import KnobTable, KnobVar
 
 PIECES = 8          # sub-intervals of a real knob's interval
@@ -64,6 +64,7 @@ class Decomposition:
     const: Fraction
     groups: list[Group]
     symbols: frozenset
+    exact_compare: bool = False     # precise bounds are sound (intervals.exact_comparisons)
 
 
 def decompose(expr, knobs: KnobTable, memo: dict | None = None) -> Decomposition:
@@ -92,11 +93,12 @@ def decompose(expr, knobs: KnobTable, memo: dict | None = None) -> Decomposition
         if info is None or info[0] is not t:
             slots: dict = {}
             consts: list = []
-            shape = shape_of(t, slots, consts)
+            compared: list = []
+            shape = shape_of(t, slots, consts, compared)
             for s in slots:
                 if s not in knobs.by_symbol:
                     raise NotModelled(f"`{s}` is not a knob of this pipeline")
-            info = memo[id(t)] = (t, shape, consts, tuple(slots))
+            info = memo[id(t)] = (t, shape, consts, tuple(slots), exact_comparisons(compared, knobs))
         syms = info[3]
         if not syms:
             raise NotModelled("a constant term that did not fold")
@@ -114,14 +116,14 @@ def decompose(expr, knobs: KnobTable, memo: dict | None = None) -> Decomposition
     for infos in buckets.values():
         syms = tuple(dict.fromkeys(s for info in infos for s in info[3]))
         if len(infos) == 1:
-            t, shape, consts, _ = infos[0]
+            t, shape, consts, _, _ = infos[0]
             groups.append(Group(t, syms, shape, consts))
             continue
         slot = {s: j for j, s in enumerate(syms)}
         key = ("Add", tuple((info[1], tuple(slot[s] for s in info[3])) for info in infos))
         e = sp.Add._from_args(tuple(info[0] for info in infos), True)
         groups.append(Group(e, syms, key, [c for info in infos for c in info[2]]))
-    return Decomposition(const, groups, frozenset(parent))
+    return Decomposition(const, groups, frozenset(parent), all(info[4] for info in owned))
 
 
 # ---------------------------------------------------------------- cells and points
@@ -281,9 +283,11 @@ def _run_batch(groups, members, counts, points: bool, widen: bool):
     lo = np.broadcast_to(np.asarray(lo, dtype=float), (n, size))
     hi = np.broadcast_to(np.asarray(hi, dtype=float), (n, size))
     amin, amax = lo.argmin(axis=1), hi.argmax(axis=1)
+    rows = np.arange(n)
+    lbs, ubs = lo[rows, amin].tolist(), hi[rows, amax].tolist()
     exact = points or (not any(hull) and all(members[0][2][j][1] is not None for j in range(k)))
     for m, (gi, _, doms) in enumerate(members):
-        res = GroupResult(float(lo[m].min()), float(hi[m].max()), exact, best=float(lo[m, amin[m]]))
+        res = GroupResult(lbs[m], ubs[m], exact, best=lbs[m])
         if exact:
             def pick(col, doms=doms):
                 out = []
@@ -329,6 +333,11 @@ def _combine(decomp: Decomposition, res: list[GroupResult]) -> LineBound:
     return out
 
 
+def sound_bound(decomp: Decomposition, knobs: KnobTable, precise: LineBound, relax: dict | None = None) -> LineBound:
+    """A bound it is safe to conclude from: the precise one when its comparisons are exact."""
+    return precise if decomp.exact_compare else bound_line(decomp, knobs, relax, widen=True)
+
+
 def bound_line(decomp: Decomposition, knobs: KnobTable, relax: dict | None = None,
                widen: bool = False) -> LineBound:
     """Lower and upper bounds of the expression over the (relaxed) domains, and its best points.
@@ -370,11 +379,11 @@ def relax_line(decomp: Decomposition, knobs: KnobTable, base: LineBound, relax: 
 
 def point_range(decomp: Decomposition, knobs: KnobTable, env: dict) -> tuple[float, float, float]:
     """(lo, hi, scale) enclosing the expression's value at one setting (env: symbol -> exact value)."""
-    res = _evaluate(decomp.groups, knobs, {}, points=False, fixed=env, widen=True)
+    res = _evaluate(decomp.groups, knobs, {}, points=False, fixed=env, widen=not decomp.exact_compare)
     const = float(decomp.const)
     scale = abs(const) + sum(max(abs(r.lb), abs(r.ub)) for r in res)
     return const + sum(r.lb for r in res), const + sum(r.ub for r in res), scale
 
 
 __all__ = ["CAP", "Decomposition", "Group", "LineBound", "MARGIN", "PIECES", "bound_line", "decompose", "point_range",
-           "relax_line"]
+           "relax_line", "sound_bound"]

@@ -32,7 +32,7 @@ from kmr_dsl.verify import algebra as A
 from kmr_dsl.verify.lower import Encoding
 from kmr_dsl.verify.numeric import Unevaluable, as_number, compile_expr, evaluate
 from kmr_dsl.verify.render import render_ir, render_setting
-from kmr_dsl.verify.report import Limits, ObligationResult, Verdict, new_solver, solver_verdict
+from kmr_dsl.verify.report import Limits, ObligationResult, Verdict, new_solver, solver_verdict, unknown_reason
 from kmr_dsl.verify.state import PipelineModel, Requirement
 
 ENUM_CAP = 4096
@@ -98,7 +98,7 @@ def _solve(cond, model: PipelineModel, kvs, limits: Limits) -> Decision:
     answer = s.check()
     verdict = solver_verdict(answer, sat_means=Verdict.REFUTED)
     if verdict is Verdict.UNKNOWN:
-        return Decision(verdict, method="z3", reason=s.reason_unknown())
+        return Decision(verdict, method="z3", reason=unknown_reason(s, limits))
     if verdict is Verdict.PROVED:
         return Decision(verdict, method="z3")
     setting = enc.decode(s.model())

@@ -39,6 +39,7 @@ from fractions import Fraction
 from functools import cached_property
 
 import sympy as sp
+from sympy.logic.boolalg import BooleanAtom
 
 from kmr_dsl import artifact_layout as layout
 from kmr_dsl.facts import LayerFact
@@ -196,6 +197,21 @@ def _fixed_header(model: PipelineModel) -> int:
     return 8 + layout.METADATA_FIXED + recipe
 
 
+def _constant_fields(st: dict) -> tuple | None:
+    """A hashable copy of a layer state whose fields are all constants, else None."""
+    out = []
+    for v in st.values():
+        if isinstance(v, sp.Rational):
+            out.append((v.p, v.q))
+        elif isinstance(v, BooleanAtom):
+            out.append(bool(v))
+        elif isinstance(v, A.EnumValue):
+            out.append(v.member)
+        else:
+            return None
+    return tuple(out)
+
+
 def layer_terms(model: PipelineModel, meter: str, state: State) -> tuple[list[tuple[str, object]], object]:
     """(per-layer parts in layer order, the constant rest) of an analytic meter."""
     if meter not in ANALYTIC_METERS:
@@ -205,11 +221,26 @@ def layer_terms(model: PipelineModel, meter: str, state: State) -> tuple[list[tu
         return model.cache[key]
     digits = _digits(model)
     facts = model.facts
+    which = "trainable" if meter == "trainable_params" else meter
     parts = []
+    # A layer whose state is all constants costs a constant that depends on its facts,
+    # its field values and (through header entries) only the length of its name: one
+    # computation serves every layer of the same shape (the baseline of a deep model).
+    memo: dict = {}
     for f in facts.layers:
-        which = "trainable" if meter == "trainable_params" else meter
-        costs = layer_costs(f, state.layers[f.name], digits, (f.name, "rank") in state.origin, (which,))
-        parts.append((f.name, costs[which]))
+        st = state.layers[f.name]
+        rank_set = (f.name, "rank") in state.origin
+        values = _constant_fields(st)
+        key = None if values is None else (
+            f.kind, f.in_features, f.out_features, f.weight_params, f.bias_params, f.weight_shape, f.dtype,
+            f.macs, len(f.name), rank_set, values)
+        if key is not None and key in memo:
+            parts.append((f.name, memo[key]))
+            continue
+        value = layer_costs(f, st, digits, rank_set, (which,))[which]
+        if key is not None:
+            memo[key] = value
+        parts.append((f.name, value))
     other = max(0, facts.other_params)
     rest = {
         "params": A.num(other),

@@ -30,12 +30,13 @@ import z3
 
 from kmr_dsl.diagnostics import Diagnostic, error
 from kmr_dsl.verify import algebra as A
-from kmr_dsl.verify.bounds import MARGIN, bound_line, decompose, point_range, relax_line
+from kmr_dsl.verify.bounds import MARGIN, bound_line, decompose, point_range, relax_line, sound_bound
 from kmr_dsl.verify.budget import Line, holds
 from kmr_dsl.verify.lower import Encoding
 from kmr_dsl.verify.numeric import Unevaluable, as_number, evaluate
 from kmr_dsl.verify.render import render_setting
-from kmr_dsl.verify.report import CoreMember, Limits, ObligationResult, Verdict, new_solver, solver_verdict
+from kmr_dsl.verify.report import (CoreMember, Limits, ObligationResult, Verdict, new_solver, solver_verdict,
+                                   unknown_reason)
 from kmr_dsl.verify.state import PipelineModel
 
 
@@ -61,12 +62,21 @@ def line_bound(model: PipelineModel, dec):
     return hit[1]
 
 
+def line_range(model: PipelineModel, dec, env: dict) -> tuple[float, float, float]:
+    """point_range, remembered per (expression, setting): the defaults are asked for twice."""
+    key = ("range", id(dec), tuple(env.items()))
+    hit = model.cache.get(key)
+    if hit is None or hit[0] is not dec:
+        hit = model.cache[key] = (dec, point_range(dec, model.knobs, env))
+    return hit[1]
+
+
 def line_holds(line: Line, model: PipelineModel, env: dict) -> bool:
     """Does the line hold at a setting? Decided by a float enclosure when its margin is
     clear by MARGIN (bounds.py), exactly with rationals otherwise."""
     dec = decomposition(model, line.expr)
     if dec is not None and line.op in ("<=", "<"):
-        lo, hi, scale = point_range(dec, model.knobs, env)
+        lo, hi, scale = line_range(model, dec, env)
         margin = MARGIN * max(scale, 1.0)
         if hi < -margin:
             return True
@@ -171,7 +181,7 @@ def _by_bounds(model, lines, defaults, candidates, limits):
             found = _bounds_core(model, ln, dec, limits, lb, split_families(model, lines))
             if found is not None:
                 core, minimal, best = found
-                return _refuted(model, lines, core, minimal, "bounds", best=(ln, best))
+                return _refuted(model, lines, core, minimal, "bounds", best=(ln, best, lb.lb))
         cand = dict(defaults)
         cand.update({knobs.by_symbol[s].name: v for s, v in lb.argmin.items()})
         candidates.append(cand)
@@ -234,9 +244,7 @@ def _bounds_core(model, line: Line, dec, limits, base, split: set[str]):
         if trial.surely_positive():
             relaxed, current = trial_relax, trial    # still infeasible without it: not in the core
             continue
-        setting = dict(knobs.defaults())
-        setting.update({knobs.by_symbol[s].name: v for s, v in trial.argmin.items()})
-        if meets_all([line], model, setting):
+        if _meets_at_best(line, dec, trial) or _meets_at(model, line, trial.argmin):
             kept.append((fam, side))                 # a concrete setting past this bound meets the line
             continue
         verdict = _solver_subset(model, line, trial_relax, limits)
@@ -245,11 +253,25 @@ def _bounds_core(model, line: Line, dec, limits, base, split: set[str]):
         else:
             kept.append((fam, side))
             minimal = minimal and verdict is Verdict.PROVED
-    # the decisions above used precise bounds; the verdict needs the sound (widened) one
-    if not bound_line(dec, knobs, relaxed, widen=True).surely_positive():
+    # the decisions above used precise bounds; the verdict needs a sound one
+    if not sound_bound(dec, knobs, current, relaxed).surely_positive():
         return None
     core = [CoreMember("line", line.text, line.span)] + [_bound_text(model, f, s) for f, s in kept]
     return core, minimal, base.argmin
+
+
+def _meets_at_best(line: Line, dec, bound) -> bool:
+    """With exact comparisons, the precise value at the best point found is sound: use it."""
+    if not dec.exact_compare or any(r.argmin is None for r in bound.groups):
+        return False
+    value = float(dec.const) + sum(r.best for r in bound.groups)
+    return value < -MARGIN * max(bound.scale, 1.0)
+
+
+def _meets_at(model, line: Line, argmin: dict) -> bool:
+    setting = dict(model.knobs.defaults())
+    setting.update({model.knobs.by_symbol[s].name: v for s, v in argmin.items()})
+    return meets_all([line], model, setting)
 
 
 def _solver_subset(model, line: Line, relaxed: dict, limits) -> Verdict:
@@ -269,7 +291,7 @@ def _by_solver(model, lines, limits):
     answer = prob.check(everything)
     verdict = solver_verdict(answer, sat_means=Verdict.PROVED)
     if verdict is Verdict.UNKNOWN:
-        return _unknown(model, lines, prob.solver.reason_unknown())
+        return _unknown(model, lines, unknown_reason(prob.solver, limits))
     if verdict is Verdict.PROVED:
         setting = prob.enc.decode(prob.solver.model())
         if not meets_all(lines, model, setting):
@@ -314,7 +336,7 @@ def approx_value(model, expr, env):
     dec = decomposition(model, expr)
     if dec is None:
         return as_number(evaluate(expr, env))
-    lo, hi, _ = point_range(dec, model.knobs, env)
+    lo, hi, _ = line_range(model, dec, env)
     v = (lo + hi) / 2
     return int(round(v)) if abs(v - round(v)) <= 1e-6 * max(1.0, abs(v)) else round(v, 6)
 
@@ -324,12 +346,14 @@ def _refuted(model, lines, core, minimal, method, best=None):
     notes = [f"conflicting: `{m.text}` ({'budget line' if m.kind == 'line' else 'knob bound'} at {m.span})"
              for m in core]
     if best is not None:
-        line, argmin = best
+        line, argmin, g_min = best
         setting = dict(model.knobs.defaults())
         setting.update({model.knobs.by_symbol[s].name: v for s, v in argmin.items()})
         try:
-            left = approx_value(model, line.left, model.knobs.env(setting))
             right = approx_value(model, line.right, model.knobs.env(setting))
+            # g = left - right (or right - left for >=, >): the left side follows from g's minimum
+            left = right + g_min if line.constraint.op in ("<=", "<", "==", "!=") else right - g_min
+            left = int(round(left)) if abs(left - round(left)) <= 1e-6 * max(1.0, abs(left)) else round(left, 6)
             knobs_shown = {model.knobs.by_symbol[s].name: v for s, v in argmin.items()}
             notes.append(f"at best the left side is {left} against {right}, "
                          f"at {render_setting(knobs_shown, model.knobs, limit=6)}")
@@ -343,4 +367,5 @@ def _refuted(model, lines, core, minimal, method, best=None):
                             core=tuple(core), core_minimal=minimal, method=method), [diag]
 
 
-__all__ = ["approx_value", "check_feasibility", "decomposition", "line_bound", "line_holds", "meets_all"]
+__all__ = ["approx_value", "check_feasibility", "decomposition", "line_bound", "line_holds", "line_range",
+           "meets_all"]

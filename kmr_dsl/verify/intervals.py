@@ -16,8 +16,9 @@ key and the constants of an expression in that same order.
 widen=True (sound): comparisons are widened by a relative 1e-9, so a tie computed in
 floats never excludes a branch the exact value would take. widen=False (precise):
 a float tie counts as an exact tie (`bits <= 8` at bits = 8 takes one branch); this is
-what finds minimisers, and nothing is concluded from it without a widened or exact
-re-check (bounds.py).
+what finds minimisers. Nothing is concluded from a precise evaluation unless
+`exact_comparisons` shows its comparisons are exact in float64 (then precise = sound),
+or it is re-checked widened or with exact rationals (bounds.py).
 """
 
 from __future__ import annotations
@@ -35,11 +36,25 @@ EPS = 1e-9
 INF = np.inf
 
 
-def shape_of(e, slots: dict, consts: list):
+def shape_of(e, slots: dict, consts: list, compared: list | None = None):
     """A hashable shape of `e`, filling `consts` (pre-order) and `slots` (symbol -> slot,
     assigned in order of first appearance). Two terms with equal shapes differ only in
-    their constants and in which knobs fill the slots, so they evaluate as one batch."""
+    their constants and in which knobs fill the slots, so they evaluate as one batch.
+
+    `compared` collects what the comparisons inside compare: each knob symbol compared
+    directly with a constant or a knob, or False for a comparison of computed values or
+    with a constant that is not a binary fraction (see `exact_comparisons`)."""
     t = type(e)
+    if compared is not None and t in _RELATIONS:
+        a, b = e.args
+        if isinstance(a, (sp.Symbol, sp.Rational)) and isinstance(b, (sp.Symbol, sp.Rational)):
+            for x in (a, b):
+                if isinstance(x, sp.Symbol):
+                    compared.append(x)
+                elif x.q & (x.q - 1):
+                    compared.append(False)
+        else:
+            compared.append(False)
     if t is sp.Integer or isinstance(e, sp.Rational):
         consts.append(e.p / e.q)      # int / int: correctly rounded, and far cheaper than float(e)
         return "c"
@@ -56,8 +71,35 @@ def shape_of(e, slots: dict, consts: list):
         if not isinstance(e.args[1], sp.Integer):
             raise NotModelled(f"non-integer power {e.args[1]}")
         # the exponent is part of the shape, not a hole: ieval reads it off the tree
-        return ("Pow", shape_of(e.args[0], slots, consts), int(e.args[1]))
-    return (t.__name__, tuple([shape_of(a, slots, consts) for a in e.args]))
+        return ("Pow", shape_of(e.args[0], slots, consts, compared), int(e.args[1]))
+    return (t.__name__, tuple([shape_of(a, slots, consts, compared) for a in e.args]))
+
+
+_RELATIONS = (LessThan, StrictLessThan, GreaterThan, StrictGreaterThan, Equality, Unequality)
+
+
+def exact_comparisons(compared, knobs) -> bool:
+    """Whether every comparison in a term is exact in float64 without widening.
+
+    True when each compares two leaves — knob values or constants — that are all binary
+    fractions (p / 2^k): float64 holds those exactly (for the sizes knob domains and
+    layer shapes have), so the float comparison is the exact one. Computed operands or
+    decimal values like 0.05 need the widened (sound) evaluation instead.
+    """
+    for x in compared:
+        if x is False:
+            return False
+        kv = knobs.by_symbol.get(x)
+        if kv is None or not kv.finite or not all(_binary(v) for v in kv.values):
+            return False
+    return True
+
+
+def _binary(v) -> bool:
+    if isinstance(v, bool):
+        return True
+    q = v.denominator if hasattr(v, "denominator") else 1
+    return q & (q - 1) == 0 and abs(v) < 2 ** 52
 
 
 def _mul(a, b):
@@ -178,4 +220,4 @@ def _piecewise(e, env, consts, widen):
     return lo, hi
 
 
-__all__ = ["EPS", "ieval", "shape_of"]
+__all__ = ["EPS", "exact_comparisons", "ieval", "shape_of"]

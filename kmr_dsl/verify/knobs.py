@@ -161,6 +161,7 @@ class KnobTable:
             self.vars.append(var)
         self.by_name = {v.name: v for v in self.vars}
         self.by_symbol = {v.symbol: v for v in self.vars}
+        self._defaults: dict | None = None
         self.families: dict[str, list[KnobVar]] = {}
         for v in self.vars:
             self.families.setdefault(v.knob.name, []).append(v)
@@ -172,7 +173,16 @@ class KnobTable:
         return self.by_symbol.get(symbol)
 
     def defaults(self) -> dict[str, object]:
-        return {v.name: v.default() for v in self.vars}
+        """Every instance at its default (a fresh dict; computed once per table)."""
+        if self._defaults is None:
+            by_family: dict[str, object] = {}
+            out = {}
+            for v in self.vars:
+                if v.knob.name not in by_family:      # a family's instances share one default
+                    by_family[v.knob.name] = v.default()
+                out[v.name] = by_family[v.knob.name]
+            self._defaults = out
+        return dict(self._defaults)
 
     def complete(self, setting: dict | None) -> dict[str, object]:
         """A user setting (names -> user values; missing knobs take their defaults) as exact values.

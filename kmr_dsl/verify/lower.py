@@ -1,17 +1,9 @@
 """Lowering of the verifier's sympy expressions to Z3, through one table.
 
-Contract: an `Encoding` owns the Z3 variables of a pipeline's knob instances and
-lowers expressions over their symbols (`lower(expr)`) with the handler table `_TABLE`
-below — the only sympy -> Z3 translation in KMR. It also states the knobs' domains:
-`structural()` (always asserted), `bounds(var)` (the lo/hi sides of a numeric knob's
-domain, which feasibility tracks as unsat-core members), `decode(model)` (a Z3 model
-back to an exact setting) and `pin(setting)` (constraints fixing a setting).
-
-Encodings (split mode, the default):
-- set knob `{4, 8, 16, 32}`: one Bool indicator per value, exactly one true; its value
-  is the chain If(b=4, 4, If(b=8, 8, ...)); enum knobs likewise (value = member index);
-- stepped knob: an Int k with value lo + k*step (k in [0, n-1] are its bounds);
-- real knob: a Real with its interval's ends as bounds; bool knob: a Bool.
+Contract: an `Encoding` (the knob variables of variables.py, plus this) lowers
+expressions over knob symbols (`lower(expr)`) with the handler table `_TABLE` below —
+the only sympy -> Z3 translation in KMR. `planned_splits(expr)` says which knobs that
+lowering would case-split, without building any Z3 term.
 
 Case splitting keeps the arithmetic linear: when a product has two non-constant
 factors, the summand that contains it (of the expression lowered, or of either side
@@ -48,8 +40,9 @@ from sympy.core.relational import (Equality, GreaterThan, LessThan, StrictGreate
                                    Unequality)
 from sympy.logic.boolalg import And, BooleanFalse, BooleanTrue, Not, Or
 
-from kmr_dsl.verify.algebra import EnumSymbol, NotModelled, Unmodelled, UnmodelledBool, frac, knob_symbols
+from kmr_dsl.verify.algebra import EnumSymbol, NotModelled, Unmodelled, UnmodelledBool, knob_symbols
 from kmr_dsl.verify.knobs import KnobTable, KnobVar
+from kmr_dsl.verify.variables import KnobVariables, _fraction, _is_const, _z
 
 MAX_SPLIT = 64        # never enumerate a finite domain larger than this inside one term
 
@@ -60,136 +53,16 @@ class NonLinear(Exception):
         self.symbols = symbols
 
 
-_NUMERALS: dict = {}
+class Encoding(KnobVariables):
+    """Knob variables (variables.py) plus the lowering of expressions over them."""
 
-
-def _z(v):
-    """A Z3 term for a lowered value (Python constants become Z3 constants, cached)."""
-    if isinstance(v, bool):
-        return z3.BoolVal(v)
-    if isinstance(v, (int, Fraction)):
-        hit = _NUMERALS.get(v)
-        if hit is None:
-            if len(_NUMERALS) > 100_000:
-                _NUMERALS.clear()
-            f = Fraction(v)
-            hit = _NUMERALS[v] = z3.RealVal(f"{f.numerator}/{f.denominator}")
-        return hit
-    return v
-
-
-def _is_const(v) -> bool:
-    return isinstance(v, (bool, int, Fraction))
-
-
-class Encoding:
     def __init__(self, knobs: KnobTable, naive: bool = False):
-        self.knobs = knobs
-        self.naive = naive
+        super().__init__(knobs, naive)
         self.split: set[str] = set()          # instance names some term case-split
         self.nonlinear = False
-        self._vars: dict[str, dict] = {}
         self._allow_nonlinear = naive
         self._sym_memo: dict = {}
         self._plan_memo: dict = {}
-
-    # ------------------------------------------------------------ variables
-
-    def _var(self, kv: KnobVar) -> dict:
-        got = self._vars.get(kv.name)
-        if got is not None:
-            return got
-        n = kv.name
-        if kv.kind == "bool":
-            got = {"bool": z3.Bool(n)}
-            got["value"] = got["bool"]
-        elif self.naive and kv.kind in ("set", "stepped", "enum"):
-            integral = kv.knob.type in ("int", "enum") or kv.kind == "enum"
-            x = z3.Int(n) if integral else z3.Real(n)
-            got = {"x": x, "value": z3.ToReal(x) if integral else x}
-        elif kv.kind in ("set", "enum"):
-            inds = [z3.Bool(f"{n}={kv.render(v)}") for v in kv.values]
-            value = _z(Fraction(kv.values[-1]))
-            for ind, v in zip(reversed(inds[:-1]), reversed(kv.values[:-1])):
-                value = z3.If(ind, _z(Fraction(v)), value)
-            got = {"inds": inds, "value": value}
-        elif kv.kind == "stepped":
-            k = z3.Int(f"k:{n}")
-            got = {"k": k, "value": _z(kv.values[0]) + _z(kv.step) * z3.ToReal(k)}
-        else:
-            x = z3.Real(n)
-            got = {"x": x, "value": x}
-        self._vars[kv.name] = got
-        return got
-
-    def used(self) -> list[KnobVar]:
-        return sorted((self.knobs.by_name[n] for n in self._vars), key=lambda v: v.order)
-
-    def structural(self) -> list:
-        """Constraints that are part of a knob's type: exactly one value of a set or enum."""
-        out = []
-        for kv in self.used():
-            var = self._vars[kv.name]
-            if "inds" in var:
-                out.append(z3.PbEq([(i, 1) for i in var["inds"]], 1))
-            elif self.naive and kv.kind in ("set", "enum"):
-                out.append(z3.Or([var["value"] == _z(Fraction(v)) for v in kv.values]))
-        return out
-
-    def bounds(self, kv: KnobVar) -> list[tuple[str, object]]:
-        """(side, constraint) for the lo and hi ends of a numeric knob's domain (none for sets)."""
-        var = self._var(kv)
-        if kv.kind == "stepped" and not self.naive:
-            return [("lo", var["k"] >= 0), ("hi", var["k"] <= len(kv.values) - 1)]
-        if kv.kind == "stepped":      # naive: the lattice relaxed to its real hull
-            return [("lo", var["value"] >= _z(kv.values[0])), ("hi", var["value"] <= _z(kv.values[-1]))]
-        if kv.kind == "real":
-            x = var["x"]
-            out = []
-            if kv.lo is not None:
-                out.append(("lo", x >= _z(kv.lo) if kv.lo_closed else x > _z(kv.lo)))
-            if kv.hi is not None:
-                out.append(("hi", x <= _z(kv.hi) if kv.hi_closed else x < _z(kv.hi)))
-            return out
-        return []
-
-    def domain(self) -> list:
-        """Every used knob's full domain: structural constraints and both bounds."""
-        return self.structural() + [c for kv in self.used() for _, c in self.bounds(kv)]
-
-    def decode(self, model) -> dict[str, object]:
-        """The setting a Z3 model chooses, as exact values (unused knobs: their defaults)."""
-        out = self.knobs.defaults()
-        for kv in self.used():
-            var = self._vars[kv.name]
-            if "bool" in var:
-                out[kv.name] = z3.is_true(model.eval(var["bool"], model_completion=True))
-            elif "inds" in var:
-                for ind, v in zip(var["inds"], kv.values):
-                    if z3.is_true(model.eval(ind, model_completion=True)):
-                        out[kv.name] = v
-                        break
-            elif "k" in var:
-                out[kv.name] = kv.value_at(model.eval(var["k"], model_completion=True).as_long())
-            else:
-                value = _fraction(model.eval(var["value"], model_completion=True))
-                out[kv.name] = int(value) if kv.kind == "enum" else value
-        return out
-
-    def pin(self, setting: dict[str, object]) -> list:
-        """Constraints that fix every used knob to its value in an exact setting."""
-        out = []
-        for kv in self.used():
-            var, v = self._vars[kv.name], setting[kv.name]
-            if "bool" in var:
-                out.append(var["bool"] == z3.BoolVal(bool(v)))
-            elif "inds" in var:
-                out.extend(ind if val == v else z3.Not(ind) for ind, val in zip(var["inds"], kv.values))
-            elif "k" in var:
-                out.append(var["k"] == int((Fraction(v) - kv.values[0]) / kv.step))
-            else:
-                out.append(var["value"] == _z(Fraction(v)))
-        return out
 
     # ------------------------------------------------------------ lowering
 
@@ -363,16 +236,6 @@ def _comparisons_in(term):
     return [r for a in term.args for r in _comparisons_in(a)]
 
 
-def _fraction(v) -> Fraction:
-    if z3.is_rational_value(v):
-        return Fraction(v.numerator_as_long(), v.denominator_as_long())
-    if z3.is_algebraic_value(v):
-        return Fraction(v.approx(20).as_fraction())
-    if z3.is_int_value(v):
-        return Fraction(v.as_long())
-    raise NotModelled(f"solver value {v} is not a number")
-
-
 def _sum(parts):
     const = 0
     terms = []
@@ -530,4 +393,4 @@ _TABLE = {
 _RESOLVED: dict[type, object] = {}
 
 
-__all__ = ["Encoding", "MAX_SPLIT", "NonLinear"]
+__all__ = ["Encoding", "MAX_SPLIT", "NonLinear", "_fraction"]

@@ -35,11 +35,11 @@ _MODELS: OrderedDict[int, tuple[CheckedProgram, dict[str, PipelineModel]]] = Ord
 
 def clear_caches() -> None:
     """Forget every cached model, compiled expression and encoding constant (benchmarks)."""
-    from kmr_dsl.verify import bounds, lower, numeric
+    from kmr_dsl.verify import bounds, numeric, variables
     _MODELS.clear()
     numeric.compile_expr.cache_clear()
     bounds._DOMAINS.clear()
-    lower._NUMERALS.clear()
+    variables._NUMERALS.clear()
 
 
 def pipeline_model(program: CheckedProgram, pipeline: Pipeline | str) -> PipelineModel:
@@ -70,7 +70,15 @@ def verify(program: CheckedProgram, pipeline: str | None = None, rlimit: int = D
     else:
         pipes = list(program.pipelines.values())
     for pipe in pipes:
-        _verify_pipeline(program, pipe, limits, use_bounds, report)
+        try:
+            _verify_pipeline(program, pipe, limits, use_bounds, report)
+        except Exception as exc:  # noqa: BLE001 - a verifier bug must reach the user as UNKNOWN, not a traceback
+            reason = f"internal error in the verifier: {type(exc).__name__}: {exc}"
+            report.results.append(ObligationResult("feasibility", Verdict.UNKNOWN, pipe.span,
+                                                   f"pipeline `{pipe.name}`: unknown", pipe.name, reason=reason,
+                                                   method="internal"))
+            report.diagnostics.append(error("KMR303", pipe.span, f"cannot verify pipeline `{pipe.name}`", reason,
+                                            hint="this is a bug in KMR; please report it with the program"))
     if pipeline is None:
         report.diagnostics.extend(unused_declarations(program))
     return report

@@ -56,6 +56,11 @@ def solver_verdict(answer, sat_means: Verdict) -> Verdict:
     return Verdict.UNKNOWN
 
 
+def unknown_reason(solver: z3.Solver, limits: Limits) -> str:
+    """Z3's reason for `unknown`, with the limits it ran under (Z3 says "canceled" for both)."""
+    return f"solver limit reached (rlimit {limits.rlimit}, {limits.timeout_s:g} s): {solver.reason_unknown()}"
+
+
 @dataclass(frozen=True)
 class CoreMember:
     """One member of an unsat core: a budget line or one side of a knob's domain."""
@@ -121,4 +126,4 @@ class VerifyReport:
 
 
 __all__ = ["CoreMember", "DEFAULT_RLIMIT", "DEFAULT_TIMEOUT_S", "Limits", "ObligationResult", "Verdict",
-           "VerifyReport", "new_solver", "solver_verdict"]
+           "VerifyReport", "new_solver", "solver_verdict", "unknown_reason"]

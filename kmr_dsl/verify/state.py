@@ -22,7 +22,7 @@ Semantics, in order:
   layer in that layer's `consumers` has `in_features` scaled by the same ratio (a norm
   in between is sliced: its out_features too), and a layer whose rank no rule has set
   keeps rank = min(in_features, out_features) of its new shape.
-Not modelled, by design (see docs/verification.md): rounding of channel counts and
+Not modelled, by design (cost.py lists every gap): rounding of channel counts and
 ranks (the runtime rounds; the state keeps the exact product). A value the state
 cannot express (a data argument in arithmetic, an unknown field) becomes an
 `Unmodelled` placeholder, and every obligation touching it is UNKNOWN.
@@ -119,56 +119,80 @@ _ARITH = {"+": A.add, "-": A.sub, "*": A.mul, "/": A.div, "min": A.min_, "max": 
 
 def eval_ir(e: IExpr, ctx: Ctx):
     """The sympy value of an IR expression (EnumValue/EnumKnob for enum-valued ones)."""
-    if isinstance(e, Const):
-        if isinstance(e.value, str):
-            return A.EnumValue(e.value)
-        return A.num(e.value)
-    if isinstance(e, KnobRef):
-        var = ctx.knobs.by_name.get(e.name)
-        if var is None:
-            raise A.NotModelled(f"knob `{e.name}` is not a knob of this pipeline")
-        if var.kind == "enum":
-            return A.EnumKnob(var.symbol, var.knob.members)
-        return var.symbol
-    if isinstance(e, EnumLit):
-        return A.EnumValue(e.member)
-    if isinstance(e, ParamRef):
-        if e.name not in ctx.params:
-            raise A.NotModelled(f"parameter `{e.name}` has no value")
-        value = ctx.params[e.name]
-        if isinstance(value, _Opaque):
-            raise A.NotModelled(f"parameter `{e.name}` ({value.what}) used in a contract expression")
-        return value
-    if isinstance(e, FieldRef):
-        scope = ctx.layer if e.scope == "layer" else ctx.model
-        if scope is None:
-            raise A.NotModelled(f"`{e.scope}.{e.field}` outside a {e.scope} rule")
-        if e.field not in scope:
-            raise A.NotModelled(f"`{e.scope}.{e.field}` is not a state field")
-        return scope[e.field]
-    if isinstance(e, MeterRef):
-        if ctx.meter is None:
-            raise A.NotModelled(f"meter `{e.name}` inside a rule contract")
-        return ctx.meter(e)
-    if isinstance(e, (DataRef, ModelArg)):
-        return _Opaque(f"{type(e).__name__} {e.name}")
-    if isinstance(e, If):
-        cond = eval_ir(e.cond, ctx)
-        # evaluate only the branch a constant condition selects: the other may not be modelled
-        if cond is A.TRUE:
-            return eval_ir(e.then, ctx)
-        if cond is A.FALSE:
-            return eval_ir(e.orelse, ctx)
-        return A.ite(cond, eval_ir(e.then, ctx), eval_ir(e.orelse, ctx))
-    if isinstance(e, Op):
-        return _eval_op(e, ctx)
-    raise A.NotModelled(f"cannot model {type(e).__name__}")
+    handler = _EVAL.get(type(e))
+    if handler is None:
+        raise A.NotModelled(f"cannot model {type(e).__name__}")
+    return handler(e, ctx)
+
+
+_CONSTS: dict[int, tuple] = {}
+
+
+def _e_const(e, ctx):
+    # rules are shared by every step that applies them: convert each literal once
+    hit = _CONSTS.get(id(e))
+    if hit is None or hit[0] is not e:
+        value = A.EnumValue(e.value) if isinstance(e.value, str) else A.num(e.value)
+        if len(_CONSTS) > 10_000:
+            _CONSTS.clear()
+        hit = _CONSTS[id(e)] = (e, value)
+    return hit[1]
+
+
+def _e_knob(e, ctx):
+    var = ctx.knobs.by_name.get(e.name)
+    if var is None:
+        raise A.NotModelled(f"knob `{e.name}` is not a knob of this pipeline")
+    if var.kind == "enum":
+        return A.EnumKnob(var.symbol, var.knob.members)
+    return var.symbol
+
+
+def _e_param(e, ctx):
+    if e.name not in ctx.params:
+        raise A.NotModelled(f"parameter `{e.name}` has no value")
+    value = ctx.params[e.name]
+    if isinstance(value, _Opaque):
+        raise A.NotModelled(f"parameter `{e.name}` ({value.what}) used in a contract expression")
+    return value
+
+
+def _e_field(e, ctx):
+    scope = ctx.layer if e.scope == "layer" else ctx.model
+    if scope is None:
+        raise A.NotModelled(f"`{e.scope}.{e.field}` outside a {e.scope} rule")
+    if e.field not in scope:
+        raise A.NotModelled(f"`{e.scope}.{e.field}` is not a state field")
+    return scope[e.field]
+
+
+def _e_meter(e, ctx):
+    if ctx.meter is None:
+        raise A.NotModelled(f"meter `{e.name}` inside a rule contract")
+    return ctx.meter(e)
+
+
+def _e_if(e, ctx):
+    cond = eval_ir(e.cond, ctx)
+    # evaluate only the branch a constant condition selects: the other may not be modelled
+    if cond is A.TRUE:
+        return eval_ir(e.then, ctx)
+    if cond is A.FALSE:
+        return eval_ir(e.orelse, ctx)
+    return A.ite(cond, eval_ir(e.then, ctx), eval_ir(e.orelse, ctx))
 
 
 @dataclass(frozen=True)
 class _Opaque:
     """A data or model argument: legal as an argument, never computed with."""
     what: str
+
+
+_EVAL: dict = {
+    Const: _e_const, KnobRef: _e_knob, EnumLit: lambda e, ctx: A.EnumValue(e.member), ParamRef: _e_param,
+    FieldRef: _e_field, MeterRef: _e_meter, DataRef: lambda e, ctx: _Opaque(f"data {e.name}"),
+    ModelArg: lambda e, ctx: _Opaque(f"model {e.name}"), If: _e_if, Op: lambda e, ctx: _eval_op(e, ctx),
+}
 
 
 def _eval_op(e: Op, ctx: Ctx):
@@ -192,13 +216,14 @@ def _eval_op(e: Op, ctx: Ctx):
     if op == "neg":
         return A.neg(eval_ir(e.args[0], ctx))
     vals = [eval_ir(a, ctx) for a in e.args]
-    if any(isinstance(v, _Opaque) for v in vals):
-        raise A.NotModelled(f"a data or model argument used with `{op}`")
-    if op in ("==", "!=") and any(isinstance(v, (A.EnumValue, A.EnumKnob)) for v in vals):
+    odd = [v for v in vals if isinstance(v, (_Opaque, A.EnumValue, A.EnumKnob))]
+    if odd:
+        if any(isinstance(v, _Opaque) for v in odd):
+            raise A.NotModelled(f"a data or model argument used with `{op}`")
+        if op not in ("==", "!="):
+            raise A.NotModelled(f"an enum used with `{op}`")
         eq = A.enum_equal(vals[0], vals[1])
         return eq if op == "==" else A.not_(eq)
-    if any(isinstance(v, (A.EnumValue, A.EnumKnob)) for v in vals):
-        raise A.NotModelled(f"an enum used with `{op}`")
     if op in A.RELATIONS:
         return A.compare(op, vals[0], vals[1])
     if op in _ARITH:

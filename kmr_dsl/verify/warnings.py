@@ -22,7 +22,7 @@ import z3
 from kmr_dsl.check.program import Constraint, KnobRef
 from kmr_dsl.diagnostics import Diagnostic, Severity, warning
 from kmr_dsl.verify import algebra as A
-from kmr_dsl.verify.bounds import bound_line
+from kmr_dsl.verify.bounds import sound_bound
 from kmr_dsl.verify.budget import Line
 from kmr_dsl.verify.feasibility import approx_value, decomposition, line_bound, line_holds
 from kmr_dsl.verify.lower import Encoding
@@ -40,7 +40,7 @@ def is_vacuous(model: PipelineModel, line: Line, limits: Limits, use_bounds: boo
         dec = decomposition(model, line.expr)
         if dec is not None:
             b = line_bound(model, dec)
-            if b.surely_negative() and bound_line(dec, model.knobs, widen=True).surely_negative():
+            if b.surely_negative() and sound_bound(dec, model.knobs, b).surely_negative():
                 return True
             if b.argmax:
                 setting = dict(model.knobs.defaults())
@@ -114,7 +114,11 @@ def check_warnings(model: PipelineModel, lines: list[Line], runtime_lines: list[
             if ln.problem or line_holds(ln, model, env):
                 continue
             try:
-                left, right = approx_value(model, ln.left, env), approx_value(model, ln.right, env)
+                # the left side from the line's own value (already evaluated) and the right side
+                right = approx_value(model, ln.right, env)
+                g = approx_value(model, ln.expr, env)
+                left = right + g if ln.constraint.op in ("<=", "<", "==", "!=") else right - g
+                left = int(left) if float(left).is_integer() else round(left, 6)
             except Unevaluable:
                 continue
             diags.append(warning(

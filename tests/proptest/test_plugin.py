@@ -102,3 +102,9 @@ def test_importing_the_plugin_is_cheap():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_a_rule_imported_by_several_files_gets_one_contract_item(pytester, tree):
+    result = run(pytester, "--kmr", "--kmr-contracts", "--collect-only", "-q", str(tree))
+    items = [line for line in result.stdout.lines if "::contract[prune]" in line]
+    assert items == ["family.kmr::contract[prune]"]

@@ -94,7 +94,9 @@ LOWRANK = Rule(
      Param("energy", "float", Domain(lo=0.0, hi=1.0), default=1.0, has_default=True)),
     ("Linear",),
     (op(">=", layer("bits"), c(16)), op("==", layer("adapter_rank"), c(0))),
-    (Effect("layer", "rank", op("*", layer("rank"), p("ratio"))),),
+    (Effect("layer", "rank", op("*", layer("rank"), p("ratio"))),
+     Effect("layer", "density", If(op("and", op("==", p("ratio"), c(1)), op("==", p("energy"), c(1))),
+                                   layer("density"), c(1)))),
     "kmr_dsl.rules.lowrank:apply", _STD_SPAN(54))
 
 LORA = Rule(

@@ -15,7 +15,7 @@ from kmr_dsl.verify.obligations import pipeline_model
 from tests.verify.build import c, knob, kref, line, linears, meter, mlp_facts, op, program, step
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(numel=st.integers(1, 10 ** 6), rows=st.integers(1, 4096), bits=st.sampled_from(layout.STORAGE_BITS),
        density=st.fractions(0, 1))
 def test_tensor_bytes_matches_the_layout_within_the_ceilings(numel, rows, bits, density):

@@ -90,6 +90,7 @@ def test_bounds_enclose_every_setting(data):
 def test_witnesses_counterexamples_and_cores_are_real(prog):
     note(describe(prog))
     report = verify(prog, rlimit=RLIMIT)
+    assert not any((r.reason or "").startswith("internal error") for r in report.results), report.dumps()
     model = pipeline_model(prog, "compress")
     lines, _ = budget_lines(model)
     for res in report.results:

@@ -44,3 +44,14 @@ def test_err(path):
     assert report.exit_code == 1
     problem = compare(path, diags)
     assert problem is None, problem + "\n\n" + render_all(diags, program.sources)
+
+
+def test_hand_built_rules_are_the_stdlib():
+    """tests/verify/build.py's STD must stay clause for clause what stdlib/rules.kmr checks to."""
+    from kmr_dsl.check import check_source
+    from tests.verify.build import STD
+
+    program, diags = check_source('import "std"\n', str(DATA / "std_probe.kmr"))
+    assert program is not None, render_all(diags)
+    for name, rule in STD.items():
+        assert program.rules[name] == rule, name
