@@ -1,6 +1,6 @@
 """The digits CNN example's model: a small convolutional net for scikit-learn's 8x8 digits.
 
-Contract: `make_cnn(width = 32)` builds the architecture (random weights;
+Contract: `make_cnn(width = 16)` builds the architecture (random weights;
 `train_baseline.py` writes the trained ones to `cnn.safetensors`). Input is what
 KMR's `sklearn("digits")` loader serves, a (batch, 64) float tensor of pixels in
 [0, 1]; the first module reshapes it to (batch, 1, 8, 8). Three 3x3 conv blocks
@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 
-def make_cnn(width: int = 32) -> nn.Sequential:
+def make_cnn(width: int = 16) -> nn.Sequential:
     w1, w2, w3 = width, 2 * width, 4 * width
     return nn.Sequential(OrderedDict([
         ("unflatten", nn.Unflatten(1, (1, 8, 8))),

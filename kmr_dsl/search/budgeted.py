@@ -100,7 +100,7 @@ class Budgeted:
         balanced = self._spend_slack(x)
         batch = [balanced]
         for g in groups:
-            cheap = self._cheapest(x, g)
+            cheap = self._cheapest(balanced, g)
             if cheap is not None:
                 batch.append(self._spend_slack(cheap, held=g.name))
         for g in groups:

@@ -133,6 +133,21 @@ def _pick_pipeline(program, wanted: str | None, path: str) -> str:
                          hint="pass one of the listed names to --pipeline"))
 
 
+def _save(session, model, out_dir: Path, trial, outcome=None):
+    """session.save, with the trial's report beside the model when the session writes one."""
+    import inspect
+
+    if "outcome" not in inspect.signature(session.save).parameters:
+        return session.save(model, out_dir, dict(trial.setting))
+    if outcome is None:
+        from kmr_dsl.runtime.session import Outcome
+
+        outcome = Outcome(dict(trial.setting), dict(trial.meters), dict(trial.baseline), list(trial.lines),
+                          trial.objective, trial.feasible, trial.seconds)
+    return session.save(model, out_dir, dict(trial.setting), outcome=outcome,
+                        extra={"search": {"trial": trial.index, "journal": str(out_dir.parent / "journal.jsonl")}})
+
+
 def search_command(args) -> int:
     from kmr_dsl.cli import _solver_options, load_checked
 
@@ -189,11 +204,11 @@ def search_command(args) -> int:
         backend = LocalBackend(session())
 
     def save_best(trial):
-        model = backend.model_for(trial.setting)
+        model, outcome = backend.model_for(trial.setting), None
         if model is None:   # Ray kept it in a worker, or it was read back from the journal
-            session().evaluate(dict(trial.setting))
+            outcome = session().evaluate(dict(trial.setting))
             model = session().last_model
-        return session().save(model, out_dir / "best", dict(trial.setting))
+        return _save(session(), model, out_dir / "best", trial, outcome)
 
     try:
         code, _ = execute_search(problem, strategy, backend, out_dir, info,

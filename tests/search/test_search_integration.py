@@ -68,6 +68,8 @@ def test_search_on_a_real_tiny_model(tmp_path, monkeypatch, capsys):
     best = report["best"]
     assert best["meters"]["size"] <= 8000 and best["meters"]["accuracy(test)"] >= 0.5
     assert (out / "best" / "model.safetensors").stat().st_size <= 8000
+    saved = json.loads((out / "best" / "report.json").read_text())     # written like `kmr run` does
+    assert saved["setting"] == best["setting"] and saved["search"]["trial"] == best["index"]
     assert (out / "trials.md").exists()
 
     # every setting that ran meets the analytic budget by the verifier's own check

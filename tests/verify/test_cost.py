@@ -91,3 +91,25 @@ def test_explain_lists_every_layer():
                    [line(meter("size"), "<=", op("*", c(0.5), meter("size", baseline=True)))], facts)
     text = explain(prog, "compress", "size")
     assert "fc0" in text and "fc1" in text and "s" in text and "baseline" in text
+
+
+def test_baseline_counts_match_the_facts_for_every_layer_kind():
+    """Embeddings, norms and convolutions: the cost model's baseline is the facts' totals."""
+    from tests.check import fakes
+    for facts in (fakes.bert(), fakes.cnn(), fakes.mlp((32, 64, 64, 10))):
+        prog = program([], [], [], facts)
+        base = predict(prog, "compress", baseline=True)
+        assert base["params"] == facts.total_params
+        assert base["nonzero"] == facts.total_params
+        assert base["macs"] == facts.total_macs
+        assert base["trainable_params"] == facts.total_params
+        assert base["size"] > 4 * facts.total_params
+
+
+def test_quantizing_embeddings_and_convs():
+    from tests.check import fakes
+    facts = fakes.cnn()
+    ks = [knob("b", "int", values=(4, 8, 32), default=32)]
+    prog = program(ks, [step("quantize", ("conv1", "conv2"), bits=kref("b"))], [], facts)
+    full, small = predict(prog, "compress", {"b": 32}), predict(prog, "compress", {"b": 4})
+    assert small["size"] < full["size"] and small["params"] == full["params"]

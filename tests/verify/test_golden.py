@@ -227,3 +227,35 @@ def _needs_density_rule():
     from kmr_dsl.check.program import Rule
     from tests.verify.build import layer
     return Rule("needs_dense", (), ("Linear",), (op(">=", layer("density"), c(0.3)),), (), "m:f", span(50))
+
+
+def test_determinism_across_processes():
+    """Different hash seeds (set and dict orders) give byte-identical reports, Z3 paths included."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = (
+        "from tests.verify.test_golden import _cross_process_program as make\n"
+        "from kmr_dsl.verify import verify\n"
+        "p = make()\n"
+        "print(verify(p).dumps()); print(verify(p, use_bounds=False).dumps())\n")
+    root = Path(__file__).resolve().parents[2]
+    outs = []
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        run = subprocess.run([sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True,
+                             check=True)
+        outs.append(run.stdout)
+    assert outs[0] == outs[1]
+
+
+def _cross_process_program():
+    ks = [knob("s", "float", lo=0.0, hi=0.9, step=0.05, default=0.5, layers=L),
+          knob("b", "int", values=(4, 8, 16), default=8), knob("r", "float", lo=0.0, hi=0.5, default=0.1)]
+    steps = [step("prune", (n,), amount=kref("s", n)) for n in L] + [step("quantize", L, bits=kref("b"))]
+    budget = [line(meter("size"), "<=", op("*", c(0.05), meter("size", baseline=True))),
+              line(meter("nonzero"), ">=", op("*", c(0.3), meter("nonzero", baseline=True)), at=31),
+              line(meter("params"), "<=", meter("params", baseline=True), at=32)]
+    return program(ks, steps, budget, FACTS)

@@ -1,0 +1,114 @@
+"""What the side-by-side benchmarks (bench_overhead, bench_cnn, bench_minilm) share.
+
+Contract:
+- `paired_latency(models, make_input, rounds, threads)`: every round runs each model
+  once on the same input, in turn, so a load spike from another process hits every
+  model of that round alike. Returns, per model, the median seconds, the minimum and
+  the median of its per-round ratio to the first model (the reference). On a shared
+  machine the paired ratio is the figure to read; absolute times move with the load.
+- `environment(threads)`: one line naming the CPU, torch, the threads and the load.
+- `update_docs(section, text)`: replace the body of `## SECTION` in
+  docs/benchmarks.md (append the section if it is missing), leaving every other
+  section alone. Other engineers own other sections of that file.
+- `kmr_session(path, pipeline)`: a checked program's `PipelineSession`, the object
+  `kmr run` and `kmr search` use to apply a pipeline and read its meters.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs" / "benchmarks.md"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def paired_latency(models: dict, make_input, rounds: int = 10, threads: int | None = 1, warmup: int = 2) -> dict:
+    import torch
+
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    names = list(models)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    try:
+        x = make_input()
+        with torch.no_grad():
+            for _ in range(warmup):
+                for n in names:
+                    models[n](x)
+            for _ in range(rounds):
+                for n in names:
+                    start = time.perf_counter()
+                    models[n](x)
+                    times[n].append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(previous)
+    ref = times[names[0]]
+    return {n: {"median_s": statistics.median(t), "min_s": min(t),
+                "ratio": statistics.median([a / b for a, b in zip(t, ref)])} for n, t in times.items()}
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(threads: int | None) -> str:
+    import torch
+
+    try:
+        load = f"load average {os.getloadavg()[0]:.1f}"
+    except OSError:
+        load = "load unknown"
+    isa = torch.backends.cpu.get_cpu_capability()
+    return (f"{cpu_name()} ({isa}), {os.cpu_count()} CPUs, torch {torch.__version__}, "
+            f"{threads or torch.get_num_threads()} thread(s) for latency, {load}, {date.today().isoformat()}")
+
+
+def update_docs(section: str, text: str, docs: Path = DOCS) -> None:
+    heading = f"## {section}"
+    body = text.strip("\n") + "\n"
+    lines = docs.read_text(encoding="utf-8").split("\n") if docs.is_file() else ["# Benchmarks", ""]
+    start = next((i for i, line in enumerate(lines) if line.strip() == heading), None)
+    if start is None:
+        while lines and not lines[-1].strip():
+            lines.pop()
+        new = lines + ["", heading, "", body]
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        tail = lines[end:]
+        new = lines[:start] + [heading, "", body] + (tail if tail else [])
+    docs.write_text("\n".join(new).rstrip("\n") + "\n", encoding="utf-8")
+
+
+def kmr_session(path: str | Path, pipeline: str | None = None, trust: bool = False):
+    from kmr_dsl.cli import load_checked
+    from kmr_dsl.diagnostics import render_all
+    from kmr_dsl.runtime.session import PipelineSession
+
+    program, diags, sources = load_checked(str(path), trust=trust)
+    if program is None:
+        raise SystemExit(render_all(diags, sources))
+    name = pipeline or next(iter(program.pipelines))
+    return program, PipelineSession(program, name, trust=trust)
+
+
+def table(header: list[str], rows: list[list[str]], align: str | None = None) -> str:
+    align = align or "l" + "r" * (len(header) - 1)
+    marks = ["---" if a == "l" else "---:" for a in align]
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join(marks) + "|"]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(out)
