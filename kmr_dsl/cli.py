@@ -116,7 +116,7 @@ def cmd_check(args) -> int:
             payload.append(entry)
             continue
         code = EXIT_OK
-        if not args.no_verify:
+        if not args.no_verify and program.pipelines:  # nothing to prove: no sympy/z3 import
             from kmr_dsl.verify import verify
 
             for name in _pipelines(program, args.pipeline, path):
@@ -133,8 +133,9 @@ def cmd_check(args) -> int:
         entry["diagnostics"] = [d.to_json() for d in diags]
         entry["exit_code"] = code
         out.diagnostics(diags, sources)
-        if args.format == "text" and args.no_verify:
-            out.result(f"{path}: well-formed (verification skipped)")
+        if args.format == "text" and (args.no_verify or not program.pipelines):
+            why = "verification skipped" if args.no_verify else "no pipeline to verify"
+            out.result(f"{path}: well-formed ({why})")
         payload.append(entry)
         codes.append(code)
     final = worst(codes)

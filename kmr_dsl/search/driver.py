@@ -114,12 +114,8 @@ class Search:
 
     @property
     def incumbent(self) -> Trial | None:
-        """The best trial run so far, feasible or not (ties: the earliest)."""
+        """The best trial run so far, feasible or not (ties: see `_prefer`)."""
         return self._best
-
-    @property
-    def remaining(self) -> int:
-        return max(0, self.limits.max_runs - self.runs)
 
     # ------------------------------------------------------------ running a batch
 

@@ -114,3 +114,15 @@ def test_pareto_front():
     pts = [(10, 0.9, 1), (12, 0.95, 2), (11, 0.8, 3), (20, 0.95, 4), (5, 0.5, 5)]
     assert [p[2] for p in pareto_front(pts, "maximize")] == [5, 1, 2]
     assert [p[2] for p in pareto_front([(1, 3.0, 1), (2, 2.0, 2), (3, 4.0, 3)], "minimize")] == [1, 2]
+
+
+def test_importing_search_pulls_in_no_heavy_module():
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    code = ("import sys, kmr_dsl.search.command, kmr_dsl.search.budgeted, kmr_dsl.search.sampling, "
+            "kmr_dsl.search.plot; print(sorted(m for m in ('torch', 'sympy', 'z3', 'optuna', 'ray', "
+            "'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True)
+    assert out.stdout.strip() == "[]"
