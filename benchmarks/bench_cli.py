@@ -65,7 +65,7 @@ def cases(tmp: Path) -> list[tuple[str, list[str]]]:
 
 def table(results, runs: int) -> str:
     base = statistics.median(results[0][1])
-    out = [f"| command | median ms | min ms | max ms | over baseline | exit |",
+    out = ["| command | median ms | min ms | max ms | over baseline | exit |",
            "|---|---:|---:|---:|---:|---:|"]
     for label, times, code in results:
         med = statistics.median(times)

@@ -75,7 +75,6 @@ def weight_floor(model, bits_of) -> float:
 
 
 def nearest_agreement(emb, ref) -> float:
-    import torch
 
     def nearest(e):
         sim = e @ e.T

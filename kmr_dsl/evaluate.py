@@ -101,6 +101,19 @@ def margin(constraint: Constraint, env: Env) -> float:
     return -abs(left - right)
 
 
+def meter_key(ref: MeterRef) -> str:
+    """The name a reading is reported under: `size`, `accuracy(test)` (a lone data
+    argument by its name), `latency(batch=8)`. Run reports, search journals and property
+    failures all key meters this way."""
+    if not ref.args:
+        return ref.name
+    parts = []
+    for name, value in ref.args:
+        shown = value.name if isinstance(value, (DataRef, ModelArg)) else value
+        parts.append(str(shown) if isinstance(value, DataRef) and len(ref.args) == 1 else f"{name}={shown}")
+    return f"{ref.name}({', '.join(parts)})"
+
+
 def meter_refs(expr) -> list[MeterRef]:
     """Every meter reading inside an expression, in order, without duplicates."""
     out: list[MeterRef] = []

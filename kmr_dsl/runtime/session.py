@@ -28,22 +28,11 @@ from pathlib import Path
 
 from kmr_dsl.check.program import CheckedProgram, DataRef, MeterRef, ModelArg, Step
 from kmr_dsl.diagnostics import KmrError, Span, error
-from kmr_dsl.evaluate import Env, evaluate, holds, margin, meter_refs
+from kmr_dsl.evaluate import Env, evaluate, holds, margin, meter_key, meter_refs
 from kmr_dsl.runtime import context
 from kmr_dsl.runtime.loaders import import_ref, load_data, load_model
 
 ANALYTIC = ("params", "nonzero", "size", "macs", "trainable_params")
-
-
-def meter_key(ref: MeterRef) -> str:
-    """`size`, `accuracy(test)`, `latency(batch=8)`: the name a reading is reported under."""
-    if not ref.args:
-        return ref.name
-    parts = []
-    for name, value in ref.args:
-        shown = value.name if isinstance(value, (DataRef, ModelArg)) else value
-        parts.append(str(shown) if isinstance(value, DataRef) and len(ref.args) == 1 else f"{name}={shown}")
-    return f"{ref.name}({', '.join(parts)})"
 
 
 @dataclass

@@ -21,7 +21,8 @@ Tests use their own Problem with a synthetic cost model.
 
 from __future__ import annotations
 
-from kmr_dsl.check.program import Const, DataRef, MeterRef, ModelArg, Op
+from kmr_dsl.check.program import Const, MeterRef, Op
+from kmr_dsl.evaluate import meter_key
 from kmr_dsl.search.space import GRID, Space, key, space_for
 
 
@@ -43,18 +44,7 @@ class Problem:
         return [{name: axis.default for name, axis in self.space.axes.items()}]
 
 
-def meter_label(ref: MeterRef) -> str:
-    """The key of a meter reading in the session's `meters` dict: `size`,
-    `accuracy(test)` (a lone data argument by its name), `latency(batch=8)`; the same
-    rule as kmr_dsl.runtime.session.meter_key, restated here so search imports no torch
-    (a test checks that the two agree)."""
-    if not ref.args:
-        return ref.name
-    parts = []
-    for name, value in ref.args:
-        shown = value.name if isinstance(value, (DataRef, ModelArg)) else value
-        parts.append(str(shown) if isinstance(value, DataRef) and len(ref.args) == 1 else f"{name}={shown}")
-    return f"{ref.name}({', '.join(parts)})"
+meter_label = meter_key  # the one rule, shared with the run reports (kmr_dsl.evaluate)
 
 
 def _signed_meters(expr, sign: int, out: dict[str, int]) -> None:

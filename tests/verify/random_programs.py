@@ -100,6 +100,6 @@ def describe(prog) -> str:
     for s in pipe.steps:
         args = ", ".join(f"{n} = {render_ir(v)}" for n, v in s.args if n in ("amount", "bits", "method", "ratio"))
         out.append(f"{s.rule.name}({args}) on {','.join(s.layers)}")
-    for c in pipe.budget:
-        out.append(f"budget {render_ir(c.left)} {c.op} {render_ir(c.right)}")
+    for bound in pipe.budget:
+        out.append(f"budget {render_ir(bound.left)} {bound.op} {render_ir(bound.right)}")
     return "\n".join(out)
