@@ -545,8 +545,9 @@ def _example_states() -> dict:
     return table
 
 
-def _strip_comment(line: str) -> str:
-    """The line without its comment (a `#` inside a string is not one)."""
+def comment_start(line: str) -> int:
+    """Column of the `#` that starts a comment on `line`, or -1. Strings never span a
+    line, so a `#` inside double quotes (with `\\"` escapes) is not a comment."""
     in_string = False
     i = 0
     while i < len(line):
@@ -559,9 +560,15 @@ def _strip_comment(line: str) -> str:
         elif c == '"':
             in_string = True
         elif c == "#":
-            return line[:i]
+            return i
         i += 1
-    return line
+    return -1
+
+
+def _strip_comment(line: str) -> str:
+    """The line without its comment (a `#` inside a string is not one)."""
+    start = comment_start(line)
+    return line if start < 0 else line[:start]
 
 
 def _indent(line: str) -> int:

@@ -26,6 +26,7 @@ import re
 from dataclasses import dataclass
 
 from kmr_dsl.fmt.printer import Line
+from kmr_dsl.parse import comment_start
 
 
 @dataclass(slots=True)
@@ -35,26 +36,6 @@ class Comment:
     full: bool              # alone on its line (otherwise it trails code)
     blank_before: bool = False
     blank_after: bool = False
-
-
-def _comment_start(line: str) -> int:
-    """Column of the `#` that starts a comment on `line`, or -1. Strings never span a
-    line, so a `#` inside double quotes (with `\\"` escapes) is not a comment."""
-    in_string = False
-    i = 0
-    while i < len(line):
-        c = line[i]
-        if in_string:
-            if c == "\\":
-                i += 1
-            elif c == '"':
-                in_string = False
-        elif c == '"':
-            in_string = True
-        elif c == "#":
-            return i
-        i += 1
-    return -1
 
 
 def _blank(line: str) -> bool:
@@ -68,7 +49,7 @@ def extract(text: str) -> tuple[list[Comment], list[str]]:
     comments: list[Comment] = []
     code: list[str] = []
     for i, line in enumerate(lines):
-        at = _comment_start(line)
+        at = comment_start(line)
         body = line if at < 0 else line[:at]
         code.append(re.sub(r'"([^"\\]|\\.)*"', lambda m: '"' + " " * (len(m.group()) - 2) + '"', body))
         if at < 0:
