@@ -18,8 +18,13 @@ def conv_out_channels(model):
 
 def test_digits_cnn_check_and_run(digits_cnn_folder, kmr_cache, tmp_path, capsys):
     program = str(digits_cnn_folder / "digits_cnn.kmr")
-    assert main(["check", program]) == 0
-    assert "verified" in capsys.readouterr().out
+    assert main(["check", "--format", "json", program]) == 0
+    (pipeline,) = json.loads(capsys.readouterr().out)["files"][0]["pipelines"]
+    assert pipeline["verdict"] == "proved"
+    assert {r["kind"] for r in pipeline["results"]} == {"composability", "feasibility"}
+    assert all(r["verdict"] == "proved" for r in pipeline["results"])
+    prune = [r for r in pipeline["results"] if r["kind"] == "composability" and r["line"] == 17]
+    assert prune and all(r["layers"] == ["conv1", "conv2", "conv3"] for r in prune)
 
     out = tmp_path / "out"
     assert main(["run", program, "--out", str(out)]) == 0

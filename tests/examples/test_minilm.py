@@ -24,9 +24,17 @@ SENSITIVE = ("encoder.layer.0.output.dense", "encoder.layer.4.intermediate.dense
 def test_minilm_check_and_run(one_thread, kmr_cache, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     program = str(EXAMPLES / "minilm" / "minilm.kmr")
-    assert main(["check", program]) == 0
-    text = capsys.readouterr().out
-    assert "verified" in text and "ffn[l] = 8 for all 12 layers" in text
+    assert main(["check", "--format", "json", program]) == 0
+    (pipeline,) = json.loads(capsys.readouterr().out)["files"][0]["pipelines"]
+    assert pipeline["verdict"] == "proved"
+    assert all(r["verdict"] == "proved" for r in pipeline["results"])
+    # the selectors matched the real BERT tree: 3 embeddings, 24 attention Linears and
+    # the 12 feed-forward Linears of the per-layer family (not attention.output.dense)
+    layers = {name for r in pipeline["results"] for name in (r.get("layers") or [])}
+    ffn = {f"encoder.layer.{i}.{part}.dense" for i in range(6) for part in ("intermediate", "output")}
+    assert ffn <= layers
+    assert sum(".attention." in name for name in layers) == 24
+    assert sum("embeddings" in name for name in layers) == 3
 
     out = tmp_path / "out"
     sets = [arg for name in SENSITIVE for arg in ("--set", f"ffn[{name}]=16")]
