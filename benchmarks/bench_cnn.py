@@ -30,7 +30,14 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from sidebyside import ROOT, environment, kmr_session, paired_latency, table, update_docs  # noqa: E402
+from sidebyside import (  # noqa: E402
+    ROOT,
+    environment,
+    kmr_session,
+    paired_latency,
+    table,
+    update_docs,
+)
 
 EXAMPLE = ROOT / "examples" / "digits_cnn"
 SECTION = "Digits CNN"
@@ -47,8 +54,10 @@ def baseline_weights() -> Path:
 
 
 def compress(base, method: str | None, quantize: bool, epochs: int = 3, amount: float = 0.5):
-    from kmr_dsl.rules import finetune, prune, quantize as q
-    from kmr_dsl.runtime import context, layers as kl
+    from kmr_dsl.rules import finetune, prune
+    from kmr_dsl.rules import quantize as q
+    from kmr_dsl.runtime import context
+    from kmr_dsl.runtime import layers as kl
     from kmr_dsl.runtime.data import sklearn
 
     model = copy.deepcopy(base)

@@ -40,7 +40,14 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from sidebyside import ROOT, environment, kmr_session, paired_latency, table, update_docs  # noqa: E402
+from sidebyside import (  # noqa: E402
+    ROOT,
+    environment,
+    kmr_session,
+    paired_latency,
+    table,
+    update_docs,
+)
 
 EXAMPLE = ROOT / "examples" / "minilm"
 SECTION = "MiniLM"
@@ -63,7 +70,7 @@ def file_bytes(model) -> int:
 def weight_floor(model, bits_of) -> float:
     """Size ratio if each Linear/Embedding weight took `bits_of(kind)` bits and every
     other parameter stayed float32, without scales or headers."""
-    import torch.nn as nn
+    from torch import nn
 
     total = stored = 0.0
     for module in model.modules():
@@ -86,11 +93,15 @@ def nearest_agreement(emb, ref) -> float:
 
 def torch_dynamic(base, per_channel: bool):
     import torch
-    import torch.nn as nn
+    from torch import nn
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
+        from torch.ao.quantization import (
+            default_dynamic_qconfig,
+            per_channel_dynamic_qconfig,
+            quantize_dynamic,
+        )
 
         qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
         return quantize_dynamic(copy.deepcopy(base), {nn.Linear: qconfig}, dtype=torch.qint8)
@@ -110,7 +121,7 @@ def round_to_nearest_int4(base):
     every non-zero weight non-zero (at least +-1 step, so pruning's density survives),
     which moves the weights that would round to 0 a whole step away."""
     import torch
-    import torch.nn as nn
+    from torch import nn
 
     model = copy.deepcopy(base)
     with torch.no_grad():
@@ -149,7 +160,7 @@ def op_share(model, x, ops: tuple[str, ...]) -> float:
 def gemm_speedup(rows: int = 1024, rounds: int = 20) -> float:
     """fp32 time / int8 dynamic (per-channel) time of one 384 -> 1536 Linear."""
     import torch
-    import torch.nn as nn
+    from torch import nn
 
     layer = nn.Sequential(nn.Linear(384, 1536))
     timings = paired_latency({"fp32": layer, "int8": torch_dynamic(layer, True)},
@@ -160,7 +171,7 @@ def gemm_speedup(rows: int = 1024, rounds: int = 20) -> float:
 
 def rounds_to_zero(base, bits: int = 4) -> float:
     """Fraction of the Linear weights that per-row symmetric rounding sends to 0."""
-    import torch.nn as nn
+    from torch import nn
 
     qmax = {8: 127, 4: 7}[bits]
     zero = total = 0
@@ -211,7 +222,7 @@ def reading(r: dict, f: dict) -> str:
         f"for every call, so it buys size ({i4['ratio']:.3f}, and {i44['ratio']:.3f} with int4 embeddings; "
         f"floor 0.125) at a latency *cost* ({speed(i4['latency'])}; {speed(i44['latency'])} with int4 "
         "embeddings, whose lookup currently unpacks the whole 30,522-row table on every call). Its quality is "
-        f"unusable here: cosine {i4['cosine']:.3f}. Part of that is KMR's quantizer, which keeps every non-zero "
+        f"unusable here: cosine {i4['cosine']:.3f}. Most of that is KMR's quantizer, which keeps every non-zero "
         "weight non-zero (at least one step, so pruning's density survives quantization): at 4 bits "
         f"{f['zero4']:.0%} of this model's Linear weights would round to 0 and are pushed a whole step away. Plain per-row int4 "
         f"rounding to nearest (the reference row, a float fake-quant) gets cosine {ref4['cosine']:.3f}: "

@@ -41,7 +41,14 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from sidebyside import ROOT, environment, kmr_session, paired_latency, table, update_docs  # noqa: E402
+from sidebyside import (  # noqa: E402
+    ROOT,
+    environment,
+    kmr_session,
+    paired_latency,
+    table,
+    update_docs,
+)
 
 DIGITS = ROOT / "examples" / "digits"
 
@@ -53,7 +60,8 @@ def ensure_weights() -> None:
 
 def by_rules(base, train):
     from kmr_dsl.rules import finetune, prune, quantize
-    from kmr_dsl.runtime import context, layers as kl
+    from kmr_dsl.runtime import context
+    from kmr_dsl.runtime import layers as kl
 
     model = copy.deepcopy(base)
     with context.use(context.RunContext(seed=0, baseline=base)):
@@ -65,8 +73,8 @@ def by_rules(base, train):
 
 def by_torch(base, train):
     import torch
-    import torch.nn as nn
     import torch.nn.functional as F
+    from torch import nn
     from torch.nn.utils import prune
 
     model = copy.deepcopy(base)

@@ -14,7 +14,7 @@ measures on it, the latency meter on `batch` copies of its shape.
 from collections import OrderedDict
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 
 def make_cnn(width: int = 16) -> nn.Sequential:

@@ -22,9 +22,9 @@ sys.path.insert(0, str(HERE))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from digits_cnn_model import make_cnn  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
-from digits_cnn_model import make_cnn  # noqa: E402
 from kmr_dsl.runtime.data import sklearn  # noqa: E402
 from kmr_dsl.runtime.training import Adam  # noqa: E402  (torch.optim's import costs ~3.5 s)
 

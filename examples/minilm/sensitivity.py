@@ -41,11 +41,11 @@ def main(argv=None) -> int:
     parser.add_argument("--split", default="train")
     args = parser.parse_args(argv)
 
+    import minilm_model
+    import texts
     import torch
     import torch.nn.functional as F
 
-    import minilm_model
-    import texts
     from kmr_dsl.rules import quantize
     from kmr_dsl.runtime import layers as kl
 
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
 
     ffn_order = [n for n in order if is_ffn(n)]
     print("\nall int8 except the K most sensitive FFN layers at 16 bits:")
-    for k in range(0, 9):
+    for k in range(9):
         model = copy.deepcopy(base)
         quantize.apply(model, kl.select_layers(model, ("Embedding",)), bits=8, scheme="weight_only")
         keep = set(ffn_order[:k])

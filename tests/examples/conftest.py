@@ -45,3 +45,4 @@ def digits_cnn_folder(tmp_path_factory, one_thread):
     script = import_module_from("train_baseline", folder)
     assert script.main(["--out", str(folder / "cnn.safetensors")]) == 0
     return folder
+

@@ -5,6 +5,7 @@ filters; it did not just zero them)."""
 import json
 
 import pytest
+from examples_helpers import run_program
 
 from kmr_dsl.cli import main
 
@@ -27,8 +28,8 @@ def test_digits_cnn_check_and_run(digits_cnn_folder, kmr_cache, tmp_path, capsys
     assert prune and all(r["layers"] == ["conv1", "conv2", "conv3"] for r in prune)
 
     out = tmp_path / "out"
-    assert main(["run", program, "--out", str(out)]) == 0
-    report = json.loads((out / "report.json").read_text())
+    code, report = run_program(main, program, out)
+    assert code == 0, f"budget not met: {[line for line in report['budget'] if not line['holds']]}"
     assert report["feasible"] and all(line["holds"] for line in report["budget"])
 
     from kmr_dsl.facts import LoaderSpec

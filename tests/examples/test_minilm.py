@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+from examples_helpers import run_program
 
 from kmr_dsl.cli import main
 
@@ -38,8 +39,7 @@ def test_minilm_check_and_run(one_thread, kmr_cache, tmp_path, capsys, monkeypat
 
     out = tmp_path / "out"
     sets = [arg for name in SENSITIVE for arg in ("--set", f"ffn[{name}]=16")]
-    code = main(["run", program, "--out", str(out), *sets])
-    report = json.loads((out / "report.json").read_text())
+    code, report = run_program(main, program, out, *sets)
     lines = {line["text"]: line for line in report["budget"]}
     assert lines["size <= 30% * baseline.size"]["holds"]
     assert lines["fidelity(texts) >= 0.98"]["holds"]

@@ -1,0 +1,29 @@
+"""The side-by-side benchmarks' shared helpers: docs sections and paired timing."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import sidebyside  # noqa: E402
+
+
+def test_update_docs_replaces_only_its_section(tmp_path):
+    docs = tmp_path / "benchmarks.md"
+    docs.write_text("# Benchmarks\n\n## Theirs\n\nkeep me\n\n## Mine\n\nold\n\n## Last\n\nkeep me too\n")
+    sidebyside.update_docs("Mine", "new\n\n| a |", docs)
+    sidebyside.update_docs("Added", "appended", docs)
+    text = docs.read_text()
+    assert text == ("# Benchmarks\n\n## Theirs\n\nkeep me\n\n## Mine\n\nnew\n\n| a |\n\n## Last\n\nkeep me too\n"
+                    "\n## Added\n\nappended\n")
+    sidebyside.update_docs("Added", "again", docs)
+    assert docs.read_text().endswith("## Added\n\nagain\n") and text.count("## ") == docs.read_text().count("## ")
+
+
+def test_paired_latency_reports_ratios_to_the_first_model():
+    torch = pytest.importorskip("torch")
+    fast, slow = torch.nn.Linear(8, 8), torch.nn.Sequential(*[torch.nn.Linear(8, 8) for _ in range(50)])
+    result = sidebyside.paired_latency({"fast": fast, "slow": slow}, lambda: torch.zeros(4, 8), rounds=5)
+    assert result["fast"]["ratio"] == 1.0
+    assert result["slow"]["ratio"] > 1.0 and result["slow"]["min_s"] > 0
