@@ -378,3 +378,16 @@ __all__ = [
     "ZERO", "add", "and_", "compare", "div", "enum_equal", "frac", "is_bool_const", "is_boolean", "is_number",
     "ite", "knob_symbols", "max_", "min_", "mul", "neg", "not_", "num", "or_", "sub",
 ]
+
+
+def table_handler(table: dict, cache: dict, cls: type):
+    """The handler `table` holds for `cls` or its nearest base class (sympy builds many
+    subclasses of Add, Mul, ...), memoised in `cache`; None when there is none. The one
+    dispatch of the sympy-to-Z3 table (lower.py) and the numeric evaluator (numeric.py)."""
+    handler = cache.get(cls)
+    if handler is None:
+        for base in cls.__mro__:
+            if base in table:
+                handler = cache[cls] = table[base]
+                break
+    return handler

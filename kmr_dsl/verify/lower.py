@@ -40,7 +40,8 @@ from sympy.core.relational import (Equality, GreaterThan, LessThan, StrictGreate
                                    Unequality)
 from sympy.logic.boolalg import And, BooleanFalse, BooleanTrue, Not, Or
 
-from kmr_dsl.verify.algebra import EnumSymbol, NotModelled, Unmodelled, UnmodelledBool, knob_symbols
+from kmr_dsl.verify.algebra import (EnumSymbol, NotModelled, Unmodelled, UnmodelledBool, knob_symbols,
+                                    table_handler)
 from kmr_dsl.verify.knobs import KnobTable, KnobVar
 from kmr_dsl.verify.variables import KnobVariables, _fraction, _is_const, _z
 
@@ -204,15 +205,9 @@ class Encoding(KnobVariables):
         return var["k"] == i
 
     def _lower(self, e, env):
-        cls = type(e)
-        handler = _RESOLVED.get(cls)
+        handler = table_handler(_TABLE, _RESOLVED, type(e))
         if handler is None:
-            for base in cls.__mro__:
-                if base in _TABLE:
-                    handler = _RESOLVED[cls] = _TABLE[base]
-                    break
-            else:
-                raise NotModelled(f"cannot lower {cls.__name__} to Z3")
+            raise NotModelled(f"cannot lower {type(e).__name__} to Z3")
         return handler(self, e, env)
 
     def _symbol(self, e, env):

@@ -23,7 +23,7 @@ from sympy.core.relational import (Equality, GreaterThan, LessThan, StrictGreate
                                    Unequality)
 from sympy.logic.boolalg import And, BooleanFalse, BooleanTrue, Not, Or
 
-from kmr_dsl.verify.algebra import Unmodelled, UnmodelledBool, frac
+from kmr_dsl.verify.algebra import Unmodelled, UnmodelledBool, frac, table_handler
 
 
 class Unevaluable(Exception):
@@ -168,15 +168,9 @@ _RESOLVED: dict[type, Callable] = {}
 
 
 def _compile(e, exact: bool):
-    cls = type(e)
-    handler = _RESOLVED.get(cls)
+    handler = table_handler(_TABLE, _RESOLVED, type(e))
     if handler is None:
-        for base in cls.__mro__:
-            if base in _TABLE:
-                handler = _RESOLVED[cls] = _TABLE[base]
-                break
-        else:
-            raise Unevaluable(f"cannot evaluate {cls.__name__}")
+        raise Unevaluable(f"cannot evaluate {type(e).__name__}")
     return handler(e, exact)
 
 
