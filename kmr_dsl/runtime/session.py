@@ -176,6 +176,12 @@ class PipelineSession:
             raise KmrError(error("KMR408", ref.span, f"meter `{meter_key(ref)}` failed: {type(exc).__name__}: {exc}",
                                  f"implementation {meter.impl}")) from exc
 
+    def weight_profiles(self) -> dict:
+        """Weight profiles of the baseline's layers (search's quality prior)."""
+        from kmr_dsl.runtime.profile import weight_profile
+
+        return weight_profile(self.baseline, [f.name for f in self.facts.layers])
+
     def baseline_meters(self) -> dict[str, float]:
         for ref in self.refs:
             key = meter_key(ref)

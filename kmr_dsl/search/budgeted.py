@@ -8,9 +8,12 @@ whatever order a backend finishes trials in.
 
 Outline, at the *incumbent* x (the best trial run so far):
 1. start: the verifier's witness, else the defaults if admissible, else a free descent
-   on the predicted cost (no runs) to the first admissible setting; then (`spend`,
-   default on) free climbs that spend the analytic slack left there, always on the
-   knob that has relaxed least so far: the first batch is that balanced,
+   on the predicted cost (no runs) to the first admissible setting. With a quality
+   prior (`problem.distortion`, the weight error a setting implies), the first run is
+   the admissible setting the prior rates best, found by a free Lagrangian sweep over
+   every knob instance, beside each knob without analytic cost at its ends. Without
+   one, (`spend`, default on) free climbs spend the analytic slack left there, always
+   on the knob that has relaxed least so far: the first batch is that balanced,
    least-compressed admissible setting, the same climb with each knob held at its
    cheapest rung, and each knob without analytic cost at its ends;
 2. repair (x fails an empirical line, once per x): for each group, jump to the farthest
@@ -48,6 +51,10 @@ from kmr_dsl.search.trial import at_least, quality
 STOP_CONVERGED = "converged (no improving move)"
 STOP_NO_START = "no setting meets the analytic budget"
 STOP_NO_RUN = "no trial ran"
+
+# the prices of predicted cost the prior's Lagrangian sweep tries, dearest first
+LAMBDAS = tuple(10.0 ** (3 - k / 4) for k in range(25))
+SWEEPS = 4
 
 
 class Budgeted:
@@ -89,37 +96,107 @@ class Budgeted:
         return x
 
     def _start_batch(self) -> list[dict]:
-        """The first batch. Without `spend`: the start point. With it (no runs spent to
-        build it): the start point with its slack spent evenly; for each knob, the same
-        climb with that knob held at its cheapest rung (which knob to give up is the
-        first trade-off to learn); and each knob with no analytic cost at its ends."""
+        """The first batch (no runs spent to build it). With a quality prior: the
+        admissible setting the prior rates best, and each knob with no analytic cost at
+        its ends. Without one but with `spend`: the start point with its slack spent
+        evenly; for each knob, the same climb with that knob held at its cheapest rung
+        (which knob to give up is the first trade-off to learn); and each knob with no
+        analytic cost at its ends. Otherwise the start point alone."""
         x = self._start_point()
-        if x is None or not self.spend:
-            return [] if x is None else [x]
-        groups = self.space.groups(False)
-        balanced = self._spend_slack(x)
-        batch = [balanced]
-        for g in groups:
-            cheap = self._cheapest(balanced, g)
-            if cheap is not None:
-                batch.append(self._spend_slack(cheap, held=g.name))
-        for g in groups:
-            if self._flat(balanced, g):
-                batch += [line[-1] for line in (self.space.line(balanced, g, +1), self.space.line(balanced, g, -1))
-                          if line]
+        if x is None:
+            return []
+        if self.problem.distortion(x) is not None and self.problem.pressure(x) is not None:
+            first = self._least_distortion(x)
+            batch = [first] + self._flat_ends(first)
+        elif self.spend:
+            balanced = self._spend_slack(x)
+            batch = [balanced]
+            for g in self.space.groups(False):
+                cheap = self._cheapest(balanced, g)
+                if cheap is not None:
+                    batch.append(self._spend_slack(cheap, held=g.name))
+            batch += self._flat_ends(balanced)
+        else:
+            return [x]
         out = []
         for s in batch:
             if s not in out and self.problem.admissible(s):
                 out.append(s)
         return out
 
+    def _flat_ends(self, x: dict) -> list[dict]:
+        """`x` with each knob that has no analytic cost (epochs, lr) at either end."""
+        return [line[-1] for g in self.space.groups(False) if self._flat(x, g)
+                for line in (self.space.line(x, g, +1), self.space.line(x, g, -1)) if line]
+
+    def _least_distortion(self, x0: dict) -> dict:
+        """The admissible setting with the least prior distortion that a free search
+        finds (no runs). First a Lagrangian sweep: for a falling price `lam` on the
+        predicted cost, minimise distortion + lam * pressure by coordinate descent over
+        every knob instance (whole ladders, warm-started from the last price); instances
+        move alone, so the budget is shared out per layer and the layers whose weights
+        suffer least give up most. Of the admissible results (and `x0`) the least
+        distorted is then improved by exchange moves until none helps: one instance
+        anywhere on its ladder, or one knob at any rung with a second knob at the rung
+        that then distorts least (the sweep only reaches the convex hull of the cost /
+        distortion trade-off; exchanges reach the points between, e.g. 4-bit weights
+        with a little sparsity beside 8-bit ones with much more)."""
+        prior, cost = self.problem.distortion, self.problem.pressure
+        instances = [g for g in self.space.groups(True) if g.ordered]
+
+        def score(s: dict, lam: float):
+            d, p = prior(s), cost(s)
+            return None if d is None or p is None else d + lam * p
+
+        candidates, x = [x0], x0
+        for lam in LAMBDAS:
+            for _ in range(SWEEPS):
+                moved = False
+                for g in instances:
+                    scored = [(v, i, s) for i, s in enumerate(self._ladder(x, g)) if (v := score(s, lam)) is not None]
+                    if scored and (best := min(scored, key=lambda t: t[:2])[2]) != x:
+                        x, moved = best, True
+                if not moved:
+                    break
+            candidates.append(x)
+        ok = [c for c in candidates if prior(c) is not None and self.problem.admissible(c)]
+        if not ok:
+            return x0
+        best = min(ok, key=lambda c: (prior(c), cost(c) or 0.0))
+        knobs = [g for g in self.space.groups(False) if g.ordered]
+        for _ in range(sum(len(a.ladder) for a in self.space.axes.values())):
+            found = (prior(best), None)
+
+            def consider(s: dict):
+                nonlocal found
+                d = prior(s)
+                if d is not None and d < found[0] - 1e-12 and self.problem.admissible(s):
+                    found = (d, s)
+
+            for g in instances:
+                for s in self._ladder(best, g)[1:]:
+                    consider(s)
+            for g in knobs:
+                for moved in self._ladder(best, g)[1:]:
+                    for h in knobs:
+                        if h.name != g.name:
+                            for s in self._ladder(moved, h)[1:]:
+                                consider(s)
+            if found[1] is None:
+                return best
+            best = found[1]
+        return best
+
+    def _ladder(self, x: dict, group: Group) -> list[dict]:
+        """`x`, then `x` with the group at every other rung (nearest first, up then down)."""
+        return [x] + self.space.line(x, group, +1) + self.space.line(x, group, -1)
+
     def _cheapest(self, x: dict, group: Group) -> dict | None:
         """`x` with one ordered group moved to the rung of its ladder with the lowest
         predicted cost; None when that is where it already is or nothing is predicted."""
         if not group.ordered or self.problem.pressure(x) is None:
             return None
-        line = [x] + self.space.line(x, group, +1) + self.space.line(x, group, -1)
-        scored = [(p, i, s) for i, s in enumerate(line) if (p := self.problem.pressure(s)) is not None]
+        scored = [(p, i, s) for i, s in enumerate(self._ladder(x, group)) if (p := self.problem.pressure(s)) is not None]
         best = min(scored, key=lambda t: t[:2])[2]
         return None if best == x else best
 
@@ -206,17 +283,23 @@ class Budgeted:
     # ------------------------------------------------------------ moves
 
     def _direction(self, setting: dict, group: Group, spend: bool) -> int | None:
-        """The one-rung direction along an ordered group in which the predicted cost
-        rises (`spend`) or falls; None when neither neighbour does (a flat or
-        unpredicted group). Both neighbours are compared, since a cost need not be
-        monotone (at high sparsity 16-bit weights can be smaller than 8-bit ones)."""
+        """The direction along an ordered group in which the predicted cost rises
+        (`spend`) or falls; None when neither does (a flat or unpredicted group). Each
+        side is judged by its first rung whose cost differs from here, so a stretch
+        where the cost model is flat (low sparsity, when dense storage stays smaller
+        than a sparse one) does not hide the slope beyond it. Both sides are compared,
+        since a cost need not be monotone (at high sparsity 16-bit weights can be
+        smaller than 8-bit ones)."""
         here = self.problem.pressure(setting)
         if here is None or not group.ordered:
             return None
         best = None
         for d in (+1, -1):
-            s = self.space.shift(setting, group, d)
-            p = None if s is None else self.problem.pressure(s)
+            p = None
+            for s in self.space.line(setting, group, d):
+                p = self.problem.pressure(s)
+                if p is None or p != here:
+                    break
             if p is None or (p <= here if spend else p >= here):
                 continue
             change = abs(p - here)

@@ -179,13 +179,6 @@ def search_command(args) -> int:
     if vdiags:
         print(render_all(vdiags, sources), file=sys.stderr)
 
-    problem = ProgramProblem(program, name, witness_of(report), grid=options.get("grid", GRID))
-    out_dir = Path(args.out) if args.out else Path("out") / f"{name}-search"
-    strategy = make_strategy(strategy_name, options, out_dir, span)
-    shown, units = shown_and_units(program, pipeline)
-    info = SearchInfo(pipeline=name, file=args.file, strategy=strategy_name, options=options,
-                      seed=options["seed"], backend=args.backend, verification=verification,
-                      shown=shown, units=units, span=span)
     local = {}
 
     def session():
@@ -194,6 +187,15 @@ def search_command(args) -> int:
 
             local["s"] = PipelineSession(program, name, trust=args.trust, seed=SESSION_SEED)
         return local["s"]
+
+    problem = ProgramProblem(program, name, witness_of(report), grid=options.get("grid", GRID),
+                             profiles=lambda: getattr(session(), "weight_profiles", dict)())
+    out_dir = Path(args.out) if args.out else Path("out") / f"{name}-search"
+    strategy = make_strategy(strategy_name, options, out_dir, span)
+    shown, units = shown_and_units(program, pipeline)
+    info = SearchInfo(pipeline=name, file=args.file, strategy=strategy_name, options=options,
+                      seed=options["seed"], backend=args.backend, verification=verification,
+                      shown=shown, units=units, span=span)
 
     if args.backend == "ray":
         spec = TaskSpec("kmr_dsl.search.backends:program_session",

@@ -13,6 +13,10 @@ free (run-less) questions:
   rank moves by cost saved; None when no prediction exists.
 - `starts()`: settings to start from, in order of preference (the verifier's witness,
   then the defaults).
+- `distortion(setting)`: an optional prior on quality lost, lower is better (for a
+  program: the weight error the setting's predicted state implies,
+  kmr_dsl.search.prior); None when no prior exists. Budgeted-KMR picks its first runs
+  with it; it never decides feasibility.
 
 `ProgramProblem` answers them for a checked program through the verifier
 (`kmr_dsl.verify.is_feasible` and `predict`, imported lazily: they pull in sympy).
@@ -44,6 +48,9 @@ class Problem:
 
     def starts(self) -> list[dict]:
         return [{name: axis.default for name, axis in self.space.axes.items()}]
+
+    def distortion(self, setting: dict) -> float | None:
+        return None
 
 
 meter_label = meter_key  # the one rule, shared with the run reports (kmr_dsl.evaluate)
@@ -97,7 +104,9 @@ class ProgramProblem(Problem):
     """A checked pipeline, with admissibility and predictions from the verifier."""
 
     def __init__(self, program, pipeline_name: str, witness: dict | None = None, grid: int = GRID,
-                 verifier=None):
+                 verifier=None, profiles=None):
+        """`profiles`: weight profiles of the model's layers (kmr_dsl.runtime.profile), or a
+        function returning them (called on first use), for `distortion`; None: no prior."""
         self.program = program
         self.pipeline_name = pipeline_name
         self.pipeline = program.pipelines[pipeline_name]
@@ -115,6 +124,9 @@ class ProgramProblem(Problem):
         self._admissible: dict[str, bool] = {}
         self._predicted: dict[str, dict | None] = {}
         self._reference: dict[str, float] | None = None
+        self._profiles = profiles
+        self._prior = None
+        self._distortion: dict[str, float | None] = {}
 
     def admissible(self, setting: dict) -> bool:
         k = key(setting)
@@ -142,6 +154,24 @@ class ProgramProblem(Problem):
         if pred is None or any(m not in pred for m in self._terms):
             return None
         return sum(sign * float(pred[m]) / self._reference[m] for m, sign in self._terms.items())
+
+    def distortion(self, setting: dict) -> float | None:
+        if self._profiles is None or not hasattr(self._verifier, "predict_layers"):
+            return None
+        if self._prior is None:
+            from kmr_dsl.search.prior import QualityPrior
+
+            profiles = self._profiles() if callable(self._profiles) else self._profiles
+            initial = self._verifier.predict_layers(self.program, self.pipeline_name, baseline=True)
+            self._prior = QualityPrior(profiles, initial)
+        k = key(setting)
+        if k not in self._distortion:
+            try:
+                layers = self._verifier.predict_layers(self.program, self.pipeline_name, setting)
+            except (KeyError, ValueError, ArithmeticError):
+                layers = None
+            self._distortion[k] = None if layers is None else self._prior.distortion(layers)
+        return self._distortion[k]
 
     def starts(self) -> list[dict]:
         out = []

@@ -7,7 +7,8 @@ Public API:
 - `verify(program, pipeline=None, rlimit=..., timeout_s=...) -> VerifyReport`:
   composability of every step, budget feasibility (witness or minimal unsat core),
   warnings; verdicts PROVED / REFUTED / UNKNOWN; exit code 0 / 1 / 3.
-- `predict(program, pipeline, setting) -> {meter: float}` and
+- `predict(program, pipeline, setting) -> {meter: float}`, `predict_layers` (per-layer
+  state fields, for search's quality prior) and
   `is_feasible(program, pipeline, setting) -> bool` for the runtime and search.
 - `explain(program, pipeline, meter) -> str`: a meter's cost model, per layer.
 
@@ -21,8 +22,8 @@ obligations (`verify`), predict. lower.py and bounds.py describe the encoding; t
 
 from kmr_dsl.verify.cost import ANALYTIC_METERS, explain
 from kmr_dsl.verify.obligations import verify
-from kmr_dsl.verify.predict import is_feasible, predict
+from kmr_dsl.verify.predict import is_feasible, predict, predict_layers
 from kmr_dsl.verify.report import CoreMember, Limits, ObligationResult, Verdict, VerifyReport
 
 __all__ = ["ANALYTIC_METERS", "CoreMember", "Limits", "ObligationResult", "Verdict", "VerifyReport", "explain",
-           "is_feasible", "predict", "verify"]
+           "is_feasible", "predict", "predict_layers", "verify"]

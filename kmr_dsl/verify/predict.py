@@ -10,6 +10,11 @@ Contract:
   analytic budget line. Search calls it to skip settings, so it errs towards True: a
   tie within 1e-9 (relative) counts as met, and a line the verifier cannot model
   counts as met (the run will measure it).
+- `predict_layers(program, pipeline, setting) -> {layer: {field: float}}`: the numeric
+  fields of every layer's final abstract state (density, bits, rank, in_features,
+  out_features, adapter_rank) at a setting; a field the state cannot express at that
+  setting is left out; `baseline=True` gives the loaded model's. Search's quality
+  prior reads it (kmr_dsl.search.prior).
 Both compile their expressions once per pipeline (float closures) and cache them.
 """
 
@@ -57,6 +62,38 @@ def is_feasible(program: CheckedProgram, pipeline: Pipeline | str, setting: dict
     return True
 
 
+LAYER_NUMBERS = ("density", "bits", "rank", "in_features", "out_features", "adapter_rank")
+
+
+def predict_layers(program: CheckedProgram, pipeline: Pipeline | str, setting: dict | None = None,
+                   baseline: bool = False) -> dict[str, dict[str, float]]:
+    model = pipeline_model(program, pipeline)
+    env = model.knobs.env(model.knobs.complete(setting))
+    state = model.initial if baseline else model.final
+    fields = _compiled(model, ("layers", baseline), lambda: _layer_fields(state))
+    out: dict[str, dict[str, float]] = {}
+    for layer, compiled in fields.items():
+        row = out[layer] = {}
+        for name, f in compiled:
+            try:
+                row[name] = float(f(env))
+            except (Unevaluable, ZeroDivisionError, TypeError, ValueError):
+                continue
+    return out
+
+
+def _layer_fields(state) -> dict[str, list]:
+    out = {}
+    for layer, st in state.layers.items():
+        out[layer] = []
+        for name in LAYER_NUMBERS:
+            try:
+                out[layer].append((name, compile_expr(st[name], exact=False)))
+            except (Unevaluable, KeyError, TypeError, ValueError):
+                continue
+    return out
+
+
 def _line_checks(model):
     lines, _ = budget_lines(model)
     out = []
@@ -69,4 +106,4 @@ def _line_checks(model):
     return out
 
 
-__all__ = ["is_feasible", "predict"]
+__all__ = ["LAYER_NUMBERS", "is_feasible", "predict", "predict_layers"]

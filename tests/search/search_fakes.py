@@ -96,6 +96,38 @@ class FakeProblem(Problem):
         return ([self.witness] if self.witness else []) + [defaults]
 
 
+BIT_DISTORTION = {2: 1.5, 4: 0.3, 8: 0.05, 16: 0.0, 32: 0.0}
+
+
+def distortion_of(setting) -> float:
+    """A prior on the damage, like the weight error a real prior reads: it ranks settings
+    roughly as the accuracy does, but is not the accuracy (no knee at 40 % sparsity,
+    every layer weighs the same)."""
+    total = BIT_DISTORTION[setting.get("bits", 32)]
+    for layer in LAYERS:
+        total += _sparsity(setting, layer) ** 2
+    return total + (1 - setting.get("ratio", 1.0)) ** 2
+
+
+@dataclass
+class PriorProblem(FakeProblem):
+    """The fake problem with a quality prior (`distortion`)."""
+
+    def distortion(self, setting):
+        return distortion_of(setting)
+
+
+def least_distorted(space: Space, limit=SIZE_LIMIT):
+    """(distortion, setting) of the admissible setting with the least prior distortion."""
+    names = list(space.axes)
+    best = None
+    for values in itertools.product(*(space.axes[n].ladder for n in names)):
+        s = dict(zip(names, values))
+        if size_of(s) <= limit and (best is None or distortion_of(s) < best[0] - 1e-12):
+            best = (distortion_of(s), s)
+    return best
+
+
 @dataclass
 class Outcome:
     setting: dict

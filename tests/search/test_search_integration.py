@@ -80,6 +80,19 @@ def test_search_on_a_real_tiny_model(tmp_path, monkeypatch, capsys):
     assert ran and all(is_feasible(program, "shrink", t.setting) for t in ran)
     assert "[1/4] " in err
 
+    # the first run is the admissible setting the weight-error prior rates best
+    import itertools
+
+    from kmr_dsl.runtime.session import PipelineSession
+    from kmr_dsl.search.problem import ProgramProblem
+
+    problem = ProgramProblem(program, "shrink", profiles=PipelineSession(program, "shrink").weight_profiles)
+    axes = problem.space.axes
+    settings = [dict(zip(axes, v)) for v in itertools.product(*(a.ladder for a in axes.values()))]
+    least = min(problem.distortion(s) for s in settings if problem.admissible(s))
+    assert problem.distortion(ran[0].setting) == pytest.approx(least)
+    assert problem.distortion({"sparsity": 0.0, "bits": 32}) == 0.0
+
     # resuming a finished search reruns nothing and ends with the same best
     assert cli.main(["search", "tiny.kmr", "--resume"]) == 0
     again = json.loads((out / "search.json").read_text())

@@ -4,7 +4,8 @@ import statistics
 
 import pytest
 from search_fakes import (
-    ACCURACY_FLOOR, SIZE_LIMIT, FakeProblem, FakeSession, brute_force, make_space, run, size_of,
+    ACCURACY_FLOOR, SIZE_LIMIT, FakeProblem, FakeSession, PriorProblem, brute_force, distortion_of, least_distorted,
+    make_space, run, size_of,
 )
 
 from kmr_dsl.search.budgeted import Budgeted
@@ -124,6 +125,54 @@ def test_budgeted_needs_at_most_half_the_runs_of_random_to_meet_the_budget(tmp_p
             # a search that never met the budget counts as the whole budget, plus one
             sink.append(result.first_feasible_run or 61)
     assert statistics.mean(budgeted) * 2 <= statistics.mean(random_)
+
+
+@pytest.mark.parametrize("family", [False, True])
+@pytest.mark.parametrize("witness", [None, EXTREME])
+def test_with_a_prior_the_first_run_is_the_least_distorted_admissible_setting(tmp_path, witness, family):
+    space = make_space(knobs=("sparsity", "bits") if family else ("sparsity", "bits", "ratio"), family=family)
+    if family:
+        witness = witness and {"s[fc1]": 0.95, "s[fc2]": 0.95, "s[fc3]": 0.95, "bits": 2}
+    problem = PriorProblem(space, witness=witness)
+    result = run(Budgeted(seed=0), problem, FakeSession(), tmp_path / "j.jsonl", steps=80)
+    first = next(t for t in result.trials if t.ran)
+    assert size_of(first.setting) <= SIZE_LIMIT
+    # the free Lagrangian sweep finds the brute-force least-distorted admissible setting
+    least, _ = least_distorted(space)
+    assert distortion_of(first.setting) == pytest.approx(least, abs=1e-9)
+    # here that first guess already meets the (measured) accuracy floor
+    assert first.feasible and result.first_feasible_run == 1
+    # and the climb from it still ends at the true optimum
+    optimum, _ = brute_force(space)
+    assert result.best.objective == pytest.approx(optimum, abs=1e-12)
+    assert all(size_of(s) <= SIZE_LIMIT for s in (t.setting for t in result.trials if t.ran))
+
+
+def test_a_prior_shares_a_family_out_per_instance(tmp_path):
+    # fc3 is small: its sparsity saves little size for the same prior damage, so the
+    # first run prunes it least, not by the family's common amount
+    space = make_space(knobs=("sparsity", "bits"), family=True)
+    result = run(Budgeted(seed=0), PriorProblem(space), FakeSession(), tmp_path / "j.jsonl", steps=3)
+    first = next(t for t in result.trials if t.ran).setting
+    assert first["s[fc3]"] < first["s[fc1]"] <= first["s[fc2]"]
+
+
+def test_a_cost_flat_stretch_does_not_hide_the_direction_that_saves(tmp_path):
+    # dense storage below 30 % sparsity: the predicted size is flat there, as KMR's size
+    # model is at low sparsity, and only further rungs save
+    class Flat(FakeProblem):
+        def pressure(self, setting):
+            s = dict(setting, sparsity=max(setting["sparsity"], 0.3))
+            return size_of(s) / self.limit
+
+    space = make_space(knobs=("sparsity", "bits"))
+    strategy = Budgeted(seed=0)
+    strategy.space, strategy.problem = space, Flat(space)
+    x = {"sparsity": 0.1, "bits": 8}
+    group = space.groups()[0]
+    assert strategy._save_direction(x, group) == +1
+    assert strategy._spend_direction(x, group) is None
+    assert not strategy._flat(x, group)
 
 
 def test_step_limit_cuts_a_batch_and_stops(tmp_path):

@@ -7,7 +7,7 @@ from fractions import Fraction
 from hypothesis import given, settings, strategies as st
 
 from kmr_dsl import artifact_layout as layout
-from kmr_dsl.verify import explain, predict
+from kmr_dsl.verify import explain, predict, predict_layers
 from kmr_dsl.verify import algebra as A
 from kmr_dsl.verify.cost import entry_bytes, meter_expr, tensor_data_bytes
 from kmr_dsl.verify.numeric import evaluate
@@ -70,6 +70,19 @@ def test_lowrank_factorizes_only_when_smaller():
     assert small["params"] == float(rank * (64 + 256) + 256 + 256 * 10 + 10)
     assert big["params"] == 64 * 256 + 256 + 256 * 10 + 10          # rank 57.6: dense is smaller
     assert small["macs"] == float(rank * (64 + 256) + 2560)
+
+
+def test_predict_layers_gives_each_layers_final_state():
+    facts = mlp_facts([64, 256, 10])
+    ks = [knob("s", "float", values=(0.0, 0.5), default=0.0), knob("r", "float", values=(0.1, 0.9), default=0.9)]
+    prog = program(ks, [step("prune", ("fc1",), amount=kref("s")), step("lowrank", ("fc0",), ratio=kref("r"))], [],
+                   facts)
+    got = predict_layers(prog, "compress", {"s": 0.5, "r": 0.1})
+    assert got["fc1"]["density"] == 0.5 and got["fc0"]["density"] == 1.0
+    assert got["fc0"]["rank"] == 6.4 and got["fc1"]["rank"] == 10.0
+    assert got["fc0"]["bits"] == 32.0 and got["fc1"]["out_features"] == 10.0
+    base = predict_layers(prog, "compress", {"s": 0.5, "r": 0.1}, baseline=True)
+    assert base["fc1"]["density"] == 1.0 and base["fc0"]["rank"] == 64.0
 
 
 def test_lora_adapters_count_and_freeze():
