@@ -176,8 +176,15 @@ class QuantEmbedding(QuantWeight):
         return self.weight_shape[1]
 
     def forward(self, x):
-        # dequantize only the rows looked up: the table stays packed
-        rows = quant.unpack(self.packed, self.bits, self.numel).reshape(self.weight_shape)[x]
+        # unpack and dequantize only the rows looked up: the table stays packed
+        dim = self.embedding_dim
+        if (dim * self.bits) % 8 == 0:
+            row_bytes = dim * self.bits // 8
+            picked = self.packed[: self.num_embeddings * row_bytes].reshape(self.num_embeddings, row_bytes)[x]
+            rows = quant.unpack(picked.reshape(-1), self.bits, picked.numel() * 8 // self.bits)
+            rows = rows.reshape(*x.shape, dim)
+        else:   # rows that do not start on a byte boundary: unpack the table
+            rows = quant.unpack(self.packed, self.bits, self.numel).reshape(self.weight_shape)[x]
         return rows.float() * self.scale[x].unsqueeze(-1)
 
 
