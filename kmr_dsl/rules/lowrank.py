@@ -10,7 +10,8 @@ squared singular values (the effect is then an upper bound); k >= 1.
   the original bias (square roots split the scale evenly, which suits later
   quantization of both factors).
 - Otherwise it stays one dense Linear holding the rank-k product and records
-  `kmr_rank = k` (with k = r the weight is left untouched).
+  `kmr_rank = k`. With k = r (ratio 1, energy 1) the layer is left untouched, a
+  factorized or pruned one included.
 The SVD is computed in float64; the factors keep the layer's dtype (bf16 layers stay
 bf16). SVD factors are dense: a pruned layer that is truncated (k < r) loses its zeros.
 """
@@ -69,9 +70,11 @@ def _linear(in_f: int, out_f: int, weight: torch.Tensor, bias, dtype) -> nn.Line
 
 def truncate(layer: nn.Module, k: int, energy: float = 1.0, weight: torch.Tensor | None = None) -> nn.Module:
     """The rank-k (or energy-limited) form of a float Linear-kind layer."""
+    current = state.layer_rank(layer)
+    if k >= current and energy >= 1.0 and weight is None:
+        return layer    # nothing to cut: keep the exact weights, factors and zeros
     w = effective_weight(layer) if weight is None else weight.double()
     out_f, in_f = w.shape
-    current = state.layer_rank(layer)
     u, s, vh = torch.linalg.svd(w, full_matrices=False)
     if energy < 1.0:
         power = s.pow(2)
@@ -85,7 +88,7 @@ def truncate(layer: nn.Module, k: int, energy: float = 1.0, weight: torch.Tensor
         second = _linear(k, out_f, u[:, :k] * root[None, :], bias, dtype)
         return km.FactorizedLinear(first, second)
     if k >= current and weight is None and not isinstance(layer, km.FactorizedLinear):
-        return layer    # nothing to cut: keep the exact weights (and any pruning mask)
+        return layer    # the energy limit cut nothing: keep the exact weights (and any mask)
     dense = _linear(in_f, out_f, (u[:, :k] * s[:k]) @ vh[:k], bias, dtype)
     dense.kmr_rank = k
     return dense

@@ -110,7 +110,7 @@ class QuantWeight(nn.Module):
         return quant.unpack(self.packed, self.bits, self.numel).reshape(self.weight_shape)
 
     def dequantized(self) -> torch.Tensor:
-        return quant.dequantize(self.int_weight(), self.scale)
+        return quant.dequantize(self.int_weight(), self.scale, self.bits)
 
     @classmethod
     def quantized_from(cls, weight: torch.Tensor, bits: int, bias, **kw) -> "QuantWeight":
@@ -185,7 +185,7 @@ class QuantEmbedding(QuantWeight):
             rows = rows.reshape(*x.shape, dim)
         else:   # rows that do not start on a byte boundary: unpack the table
             rows = quant.unpack(self.packed, self.bits, self.numel).reshape(self.weight_shape)[x]
-        return rows.float() * self.scale[x].unsqueeze(-1)
+        return quant.levels(rows, self.bits) * self.scale[x].unsqueeze(-1)
 
 
 def quantized_leaf(leaf: nn.Module, weight: torch.Tensor, bits: int) -> QuantWeight:

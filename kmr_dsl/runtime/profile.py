@@ -92,7 +92,7 @@ def _profile(weight: torch.Tensor) -> LayerProfile:
     quant = {}
     for bits in sorted(QMAX):
         q, scale = quantize(w, bits)
-        quant[bits] = float(((dequantize(q, scale) - w).double() ** 2).sum()) / max(total, 1e-30)
+        quant[bits] = float(((dequantize(q, scale, bits) - w).double() ** 2).sum()) / max(total, 1e-30)
     quant[16] = float(((w.bfloat16().float() - w).double() ** 2).sum()) / max(total, 1e-30)
     return LayerProfile(_curve_of(sq.reshape(-1), CURVE_POINTS), row_curve, quant,
                         matrix=w.numpy())

@@ -1,18 +1,23 @@
 """Symmetric per-row quantization, bit packing and sparse bitmaps (torch tensors).
 
 Contract:
-- `quantize(w, bits)` -> (q, scale): q is int8 with w's shape, values in
+- `quantize(w, bits)` -> (q, scale): q is int8 with w's shape, codes in
   [-QMAX, QMAX] (8 bits: 127, 4 bits: 7, 2 bits: 1, i.e. ternary), scale is fp32 with
-  one entry per row (w.shape[0]). Zero maps to zero and, so that a layer's density is
-  exactly preserved, a non-zero weight never maps to zero (it keeps at least +-1).
-  The scale is the row's largest magnitude / QMAX at 8 bits; at 4 and 2 bits it is
-  the clipped one (CLIP_RATIOS of that magnitude) with the least squared error of the
-  round trip, +-1 rule included: with one step of 1/7 or 1/1 of the largest weight,
-  a few outliers would otherwise push most small weights a whole step away.
-- `dequantize(q, scale)` = q * scale per row, fp32.
-- `pack(q, bits)` / `unpack(packed, bits, numel)`: 8 // bits values per uint8 byte,
-  first value in the lowest bits, each stored as q + 2**(bits-1) (offset binary); 8-bit
-  values stay int8 (no packing needed).
+  one entry per row (w.shape[0]). Code 0 is exactly zero, and only a zero weight gets
+  it: a layer's density is exactly preserved (pruning's zeros stay the only zeros).
+- Values (`levels(q, bits)`, `dequantize(q, scale, bits)` = levels * scale per row):
+  8 bits: the usual grid, value = q * scale, where a small weight that would
+  round to 0 keeps +-1 (the steps are 1/127 of the row's largest magnitude, so that
+  costs little). 4 and 2 bits: a *zero-preserving midrise* grid, value =
+  sign(q) * (|q| - 1/2) * scale: the non-zero levels are +-1/2, +-3/2, ... steps, so a
+  small weight goes to +-1/2 step, never more than half a step from where it was,
+  instead of a whole step (at 4 bits a quarter of a pretrained transformer's weights
+  would round to 0 on the usual grid). There, each row's scale is also chosen among
+  clipped ones (CLIP_RATIOS of the largest magnitude) for the least squared error, so a
+  few outliers do not set the step for the whole row.
+- `pack(q, bits)` / `unpack(packed, bits, numel)`: 8 // bits codes per uint8 byte,
+  first code in the lowest bits, each stored as q + 2**(bits-1) (offset binary); 8-bit
+  codes stay int8 (no packing needed).
 - `bitmap(mask)` / `unbitmap(bits, numel)`: one bit per element, little-endian within a
   byte (numpy's `packbits(bitorder="little")`).
 These byte formats are the ones docs/artifact.md specifies.
@@ -23,11 +28,16 @@ from __future__ import annotations
 import torch
 
 QMAX = {8: 127, 4: 7, 2: 1}
-# at 4 and 2 bits each row's scale is the one of these clipping ratios (of the row's
-# largest magnitude) with the least squared error, outliers clipped; at 8 bits the
-# steps are fine enough that the largest magnitude is kept (clipping gains <5%)
-CLIPPED_BITS = (4, 2)
+MIDRISE_BITS = (4, 2)      # the widths on the zero-preserving midrise grid, with clipped scales
 CLIP_RATIOS = tuple(round(1.0 - 0.05 * i, 2) for i in range(17))     # 1.0, 0.95, ..., 0.2
+
+
+def levels(q: torch.Tensor, bits: int) -> torch.Tensor:
+    """The value of each code in steps (float32)."""
+    q = q.float()
+    if bits in MIDRISE_BITS:
+        return torch.sign(q) * (q.abs() - 0.5)
+    return q
 
 
 def quantize(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,16 +46,19 @@ def quantize(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
     qmax = QMAX[bits]
     flat = w.detach().float().reshape(w.shape[0], -1)
     amax = flat.abs().amax(dim=1)
-    ratios = CLIP_RATIOS if bits in CLIPPED_BITS else (1.0,)
+    if bits not in MIDRISE_BITS:
+        scale = _scale(amax, amax / qmax)
+        q = torch.round(flat / scale[:, None]).clamp_(-qmax, qmax)
+        # keep density honest: a small non-zero weight becomes +-1, never 0
+        q = torch.where((flat != 0) & (q == 0), torch.sign(flat), q)
+        return q.to(torch.int8).reshape(w.shape), scale
     best_q = best_scale = best_err = None
-    for ratio in ratios:
-        # scales are computed in fp32 and stored in fp32, so a saved model reproduces the
-        # in-memory one bit for bit; an all-zero row gets scale 1 (any value works)
-        scale = torch.where(amax > 0, amax * ratio / qmax, torch.ones_like(amax)).float()
-        q = _round(flat, scale, qmax)
-        if len(ratios) == 1:
-            return q.to(torch.int8).reshape(w.shape), scale
-        err = ((q * scale[:, None] - flat) ** 2).sum(dim=1)
+    for ratio in CLIP_RATIOS:
+        scale = _scale(amax, amax * ratio / (qmax - 0.5))
+        # the nearest level (k - 1/2) * scale with k in 1..qmax, sign kept; zero stays 0
+        k = torch.floor(flat.abs() / scale[:, None]).add_(1).clamp_(1, qmax)
+        q = torch.where(flat == 0, torch.zeros_like(flat), torch.sign(flat) * k)
+        err = ((levels(q, bits) * scale[:, None] - flat) ** 2).sum(dim=1)
         if best_q is None:
             best_q, best_scale, best_err = q, scale, err
             continue
@@ -56,15 +69,15 @@ def quantize(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
     return best_q.to(torch.int8).reshape(w.shape), best_scale
 
 
-def _round(flat: torch.Tensor, scale: torch.Tensor, qmax: int) -> torch.Tensor:
-    q = torch.round(flat / scale[:, None]).clamp_(-qmax, qmax)
-    # keep density honest: a small non-zero weight becomes +-1, never 0
-    return torch.where((flat != 0) & (q == 0), torch.sign(flat), q)
+def _scale(amax: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    # scales are computed in fp32 and stored in fp32, so a saved model reproduces the
+    # in-memory one bit for bit; an all-zero row gets scale 1 (any value works)
+    return torch.where(amax > 0, scale, torch.ones_like(amax)).float()
 
 
-def dequantize(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+def dequantize(q: torch.Tensor, scale: torch.Tensor, bits: int = 8) -> torch.Tensor:
     shape = (q.shape[0],) + (1,) * (q.dim() - 1)
-    return q.float() * scale.reshape(shape)
+    return levels(q, bits) * scale.reshape(shape)
 
 
 def pack(q: torch.Tensor, bits: int) -> torch.Tensor:

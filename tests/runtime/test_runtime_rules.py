@@ -329,6 +329,18 @@ def test_bad_arguments_are_diagnostics(mlp, data):
         assert e.value.diagnostic.code == "KMR405" and e.value.diagnostic.hint
 
 
+def test_full_rank_lowrank_leaves_a_pruned_factorized_layer_alone():
+    # found by the random pipelines below: lowrank(1.0) re-factorized a pruned
+    # FactorizedLinear from its SVD, making its factors dense again
+    from runtime_helpers import spec
+    from kmr_dsl.runtime import loaders
+    model = loaders.load_model(spec())
+    for rule, args in [("lowrank", {"ratio": 0.25}), ("prune", {"amount": 0.2}), ("lowrank", {"ratio": 1.0})]:
+        _, pred, got, model = run_step(model, rule, args)
+        assert_matches(pred, got, model)
+    assert got["layers"]["0"]["density"] < 0.85
+
+
 # ---------------------------------------------------------------- random pipelines
 
 STEPS = st.lists(st.one_of(
