@@ -1,18 +1,17 @@
 """Weight profiles: how much of a layer's weight each compression would remove.
 
-Contract: `weight_profile(model, layer_names)` reads the float weights of the named
-logical layers once and returns `{layer: LayerProfile}` (numpy arrays; nothing here
-keeps a copy of a weight: the matrix kept for a lazy SVD is a view of the model's own
-float tensor, which the search never changes: it applies rules to copies). A profile
-answers, without running anything, the *relative squared error* ||W - W'||^2 / ||W||^2
-that a compression of the dense weight W would cause:
+Contract: `weight_profile(model, layer_names)` returns `{layer: LayerProfile}` for the
+named logical layers that hold one float weight matrix. A profile keeps a view of the
+model's own float weight (no copy; the search never changes the baseline, it applies
+rules to copies) and answers, without running anything, the *relative squared error*
+||W - W'||^2 / ||W||^2 that a compression of the dense weight W would cause, each
+answer computed on first use and cached:
 
 - `pruned(fraction)`: magnitude pruning of that fraction of the weights (the smallest
   ones go first, as `prune(method = magnitude)` does);
 - `channels(fraction)`: removing that fraction of output rows, smallest L2 norm first
   (as `prune(method = channel)` ranks them);
-- `truncated(rank)`: the best rank-`rank` approximation (singular values, computed on
-  first use: only pipelines that change a rank pay for it);
+- `truncated(rank)`: the best rank-`rank` approximation (singular values);
 - `quantized(bits)`: round-trip through KMR's own per-channel quantizer (2, 4, 8 bits)
   or bfloat16 (16 bits, as `quantize(bits = 16)` stores it); 0 at 32 bits.
 
@@ -22,8 +21,6 @@ heuristic for ordering runs, never a verdict: meters are always measured.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -35,41 +32,65 @@ from kmr_dsl.runtime.quant import QMAX, dequantize, quantize
 CURVE_POINTS = 201   # samples of the magnitude-pruning curve (fractions 0, 0.005, ..., 1)
 
 
-@dataclass
 class LayerProfile:
-    prune_curve: np.ndarray            # energy fraction removed at fractions linspace(0, 1)
-    row_curve: np.ndarray              # energy fraction removed with the k weakest rows, k = 0..rows
-    quant: dict[int, float]            # bits -> relative squared error of the round trip
-    matrix: np.ndarray | None = None   # (rows, cols) weight, kept only for the SVD
-    _sv: np.ndarray | None = field(default=None, repr=False)
+    """One layer's answers, each computed on first use and kept (a search asks the same
+    few values over and over; a pipeline that never quantizes a layer never pays for
+    its quantization round trips)."""
+
+    def __init__(self, weight: torch.Tensor):
+        self.matrix = weight.detach().float().reshape(weight.shape[0], -1)   # a view, no copy
+        self._total = None
+        self._prune_curve = None
+        self._row_curve = None
+        self._sv = None
+        self._quant: dict[int, float] = {}
+
+    @property
+    def total(self) -> float:
+        if self._total is None:
+            self._total = max(float((self.matrix.double() ** 2).sum()), 1e-30)
+        return self._total
 
     def pruned(self, fraction: float) -> float:
         fraction = min(1.0, max(0.0, fraction))
-        return float(np.interp(fraction, np.linspace(0.0, 1.0, len(self.prune_curve)), self.prune_curve))
+        if fraction == 0.0:
+            return 0.0
+        if self._prune_curve is None:
+            self._prune_curve = _curve_of((self.matrix ** 2).reshape(-1).numpy(), CURVE_POINTS)
+        return float(np.interp(fraction, np.linspace(0.0, 1.0, CURVE_POINTS), self._prune_curve))
 
     def channels(self, fraction: float) -> float:
-        rows = len(self.row_curve) - 1
         fraction = min(1.0, max(0.0, fraction))
-        return float(np.interp(fraction * rows, np.arange(rows + 1), self.row_curve))
+        if fraction == 0.0:
+            return 0.0
+        if self._row_curve is None:
+            rows = np.sort((self.matrix.double() ** 2).sum(dim=1).numpy())
+            self._row_curve = np.concatenate([[0.0], np.cumsum(rows)]) / self.total
+        count = len(self._row_curve) - 1
+        return float(np.interp(fraction * count, np.arange(count + 1), self._row_curve))
 
     def truncated(self, rank: float) -> float:
-        if self._sv is None:
-            if self.matrix is None:
-                return 0.0
-            s = np.linalg.svd(self.matrix.astype(np.float64), compute_uv=False) ** 2
-            self._sv = np.concatenate([[0.0], np.cumsum(s)]) / max(float(s.sum()), 1e-30)
-            self.matrix = None
-        full = len(self._sv) - 1
+        full = min(self.matrix.shape)
         if rank >= full:
             return 0.0
+        if self._sv is None:
+            s = np.linalg.svd(self.matrix.double().numpy(), compute_uv=False) ** 2
+            self._sv = np.concatenate([[0.0], np.cumsum(s)]) / max(float(s.sum()), 1e-30)
         return float(1.0 - np.interp(max(0.0, rank), np.arange(full + 1), self._sv))
 
     def quantized(self, bits: float) -> float:
         if bits >= 32:
             return 0.0
-        known = sorted(self.quant)
-        below = [b for b in known if b <= bits]
-        return self.quant[below[-1]] if below else self.quant[known[0]]
+        width = 16 if bits >= 16 else max((b for b in QMAX if b <= bits), default=min(QMAX))
+        if width not in self._quant:
+            w = self.matrix
+            if width == 16:
+                back = w.bfloat16().float()
+            else:
+                q, scale = quantize(w, width)
+                back = dequantize(q, scale, width)
+            self._quant[width] = float(((back - w).double() ** 2).sum()) / self.total
+        return self._quant[width]
 
 
 def _curve_of(values: np.ndarray, points: int) -> np.ndarray:
@@ -83,21 +104,6 @@ def _curve_of(values: np.ndarray, points: int) -> np.ndarray:
     return np.interp(at, np.arange(energy.size + 1), cum)
 
 
-def _profile(weight: torch.Tensor) -> LayerProfile:
-    w = weight.detach().float().reshape(weight.shape[0], -1)
-    total = float((w.double() ** 2).sum())
-    sq = (w ** 2).numpy()
-    rows = np.sort(sq.sum(axis=1).astype(np.float64))
-    row_curve = np.concatenate([[0.0], np.cumsum(rows)]) / max(total, 1e-30)
-    quant = {}
-    for bits in sorted(QMAX):
-        q, scale = quantize(w, bits)
-        quant[bits] = float(((dequantize(q, scale, bits) - w).double() ** 2).sum()) / max(total, 1e-30)
-    quant[16] = float(((w.bfloat16().float() - w).double() ** 2).sum()) / max(total, 1e-30)
-    return LayerProfile(_curve_of(sq.reshape(-1), CURVE_POINTS), row_curve, quant,
-                        matrix=w.numpy())
-
-
 def weight_profile(model: nn.Module, layer_names) -> dict[str, LayerProfile]:
     """Profiles of the named logical layers that hold one float weight matrix."""
     wanted = set(layer_names)
@@ -109,7 +115,7 @@ def weight_profile(model: nn.Module, layer_names) -> dict[str, LayerProfile]:
             leaves = kl.leaves(name, layer)
             if len(leaves) != 1 or not kl.leaf_is_float(leaves[0][1]):
                 continue
-            out[name] = _profile(kl.leaf_weight(leaves[0][1]))
+            out[name] = LayerProfile(kl.leaf_weight(leaves[0][1]))
     return out
 
 
