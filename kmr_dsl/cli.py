@@ -253,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="run even if verification refutes the program")
     p.add_argument("--pipeline", help="the pipeline to run (default: the only one)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch threads for the rules and meters (default: torch's own)")
     p.set_defaults(func=lambda a: _dispatch("kmr_dsl.runtime.command", "run_command", a))
 
     p = sub.add_parser("search", help="Budgeted-KMR: find the best setting that meets the budget")
@@ -268,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS")
     p.add_argument("--backend", choices=("local", "ray"), default="local")
     p.add_argument("--address", default=None, help="Ray cluster address")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch threads per trial for the rules and meters (default: torch's own)")
     p.set_defaults(func=lambda a: _dispatch("kmr_dsl.search.command", "search_command", a))
 
     p = sub.add_parser("test", help="property-test the file's laws and every rule's contract")
@@ -292,6 +296,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(e.code or 0)
     if not getattr(args, "command", None):
         parser.print_help()
+        return EXIT_MALFORMED
+    if getattr(args, "threads", None) is not None and args.threads < 1:
+        print(render_all([error("KMR502", Span.unknown(f"kmr {args.command}"),
+                                f"--threads must be a positive number, not {args.threads}",
+                                hint="for example --threads 1 (steady latency on a shared machine)")]), file=sys.stderr)
         return EXIT_MALFORMED
     try:
         return args.func(args)

@@ -90,7 +90,8 @@ def run_command(args) -> int:
 
     progress = Progress()
     print(f"running `{name}` at {format_setting(setting)}", file=sys.stderr)
-    session = PipelineSession(program, name, trust=args.trust, seed=args.seed, progress=progress)
+    session = PipelineSession(program, name, trust=args.trust, seed=args.seed, progress=progress,
+                              threads=args.threads)
     outcome = session.evaluate(setting, predicted=_keyed(session, predicted))
     out_dir = Path(args.out) if args.out else Path("out") / name
     path = session.save(session.last_model, out_dir, setting, outcome,

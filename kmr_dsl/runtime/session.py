@@ -5,7 +5,8 @@ data lazily. `apply(setting)` runs the steps in order on a fresh deep copy of th
 baseline (the input model is never changed): each step's impl is called as
 `fn(model, layers, **arguments)` (spec §5) with knobs resolved to values, enum members
 to their names, data to `Dataset`s and models to modules, inside a `RunContext`
-carrying the seed, the baseline and the step's span. `evaluate(setting)` applies and
+carrying the seed, the baseline, the step's span and `threads` (torch threads for the
+rules and the meters, baseline included; None leaves torch's default). `evaluate(setting)` applies and
 then measures every meter the budget, the objective and the report need, on the
 result and (once, cached) on the baseline, and judges every budget line with the one
 IR evaluator (`kmr_dsl.evaluate`). `save` writes the artifact and the reports
@@ -31,6 +32,7 @@ from kmr_dsl.diagnostics import KmrError, Span, error
 from kmr_dsl.evaluate import Env, evaluate, holds, margin, meter_key, meter_refs
 from kmr_dsl.runtime import context
 from kmr_dsl.runtime.loaders import import_ref, load_data, load_model
+from kmr_dsl.runtime.meters import fixed_threads
 
 ANALYTIC = ("params", "nonzero", "size", "macs", "trainable_params")
 
@@ -56,8 +58,9 @@ class Outcome:
 
 class PipelineSession:
     def __init__(self, program: CheckedProgram, pipeline: str, *, trust: bool = False, seed: int = 0,
-                 progress=None):
+                 progress=None, threads: int | None = None):
         self.program = program
+        self.threads = threads            # torch threads for rules and meters; None: torch's default
         self.pipeline = program.pipelines[pipeline]
         self.trust = trust
         self.seed = seed
@@ -129,7 +132,8 @@ class PipelineSession:
             args = self._arguments(step, setting)
             layers = [(name, model.get_submodule(name)) for name in step.layers]
             self._report(event="step", index=i, total=total, rule=step.rule.name, layers=len(layers))
-            ctx = context.RunContext(seed=self.seed, progress=self.progress, baseline=self.baseline, span=step.span)
+            ctx = context.RunContext(seed=self.seed, progress=self.progress, baseline=self.baseline, span=step.span,
+                                     threads=self.threads)
             with context.use(ctx):
                 try:
                     result = fn(model, layers, **args)
@@ -183,11 +187,12 @@ class PipelineSession:
         return weight_profile(self.baseline, [f.name for f in self.facts.layers])
 
     def baseline_meters(self) -> dict[str, float]:
-        for ref in self.refs:
-            key = meter_key(ref)
-            if key not in self._baseline_meters:
-                self._report(event="meter", meter=key, model="baseline")
-                self._baseline_meters[key] = self.measure(self.baseline, ref, {})
+        with fixed_threads(self.threads):
+            for ref in self.refs:
+                key = meter_key(ref)
+                if key not in self._baseline_meters:
+                    self._report(event="meter", meter=key, model="baseline")
+                    self._baseline_meters[key] = self.measure(self.baseline, ref, {})
         return dict(self._baseline_meters)
 
     def evaluate(self, setting: dict, predicted: dict | None = None) -> Outcome:
@@ -195,10 +200,11 @@ class PipelineSession:
         base = self.baseline_meters()
         model = self.apply(setting)
         measured = {}
-        for ref in self.refs:
-            key = meter_key(ref)
-            self._report(event="meter", meter=key, model="result")
-            measured[key] = self.measure(model, ref, setting)
+        with fixed_threads(self.threads):
+            for ref in self.refs:
+                key = meter_key(ref)
+                self._report(event="meter", meter=key, model="result")
+                measured[key] = self.measure(model, ref, setting)
 
         def reading(ref: MeterRef) -> float:
             key = meter_key(MeterRef(ref.name, ref.args, False, ref.analytic, ref.span))

@@ -73,7 +73,8 @@ class TaskSpec:
         return getattr(importlib.import_module(module), name)(**dict(self.kwargs))
 
 
-def program_session(path: str, pipeline: str, trust: bool = False, seed: int = SESSION_SEED):
+def program_session(path: str, pipeline: str, trust: bool = False, seed: int = SESSION_SEED,
+                    threads: int | None = None):
     """A PipelineSession for `pipeline` of the program in `path` (checked afresh)."""
     from kmr_dsl.cli import load_checked
     from kmr_dsl.diagnostics import has_errors
@@ -83,7 +84,7 @@ def program_session(path: str, pipeline: str, trust: bool = False, seed: int = S
     if program is None or has_errors(diags):
         first = next((d for d in diags if d.severity.value == "error"), None)
         raise KmrError(first or error("KMR501", Span.unknown(path), f"cannot load {path}"))
-    return PipelineSession(program, pipeline, trust=trust, seed=seed)
+    return PipelineSession(program, pipeline, trust=trust, seed=seed, threads=threads)
 
 
 # ---------------------------------------------------------------- local

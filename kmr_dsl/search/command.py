@@ -185,7 +185,7 @@ def search_command(args) -> int:
         if "s" not in local:
             from kmr_dsl.runtime.session import PipelineSession
 
-            local["s"] = PipelineSession(program, name, trust=args.trust, seed=SESSION_SEED)
+            local["s"] = PipelineSession(program, name, trust=args.trust, seed=SESSION_SEED, threads=args.threads)
         return local["s"]
 
     problem = ProgramProblem(program, name, witness_of(report), grid=options.get("grid", GRID),
@@ -200,7 +200,7 @@ def search_command(args) -> int:
     if args.backend == "ray":
         spec = TaskSpec("kmr_dsl.search.backends:program_session",
                         (("path", str(Path(args.file).resolve())), ("pipeline", name),
-                         ("trust", bool(args.trust)), ("seed", SESSION_SEED)))
+                         ("trust", bool(args.trust)), ("seed", SESSION_SEED), ("threads", args.threads)))
         backend = RayBackend(spec, address=args.address, span=span)
     else:
         backend = LocalBackend(session())

@@ -37,7 +37,8 @@ def test_version_and_help_exit_zero(capsys):
     assert main(["--help"]) == 0
 
 
-@pytest.mark.parametrize("argv", [[], ["bogus"], ["check"], ["run"], ["check", "--format", "xml", "x.kmr"]])
+@pytest.mark.parametrize("argv", [[], ["bogus"], ["check"], ["run"], ["check", "--format", "xml", "x.kmr"],
+                                  ["run", "x.kmr", "--threads", "0"], ["search", "x.kmr", "--threads", "-1"]])
 def test_misuse_is_exit_2_with_a_code_and_no_traceback(argv, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err

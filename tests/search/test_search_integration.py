@@ -100,6 +100,34 @@ def test_search_on_a_real_tiny_model(tmp_path, monkeypatch, capsys):
     assert again["best"]["setting"] == best["setting"]
 
 
+def test_threads_option_sets_torch_threads_for_rules_and_meters(tmp_path, monkeypatch, capsys):
+    import torch
+
+    from kmr_dsl.runtime import meters, training
+
+    (tmp_path / "tiny_search_model.py").write_text(textwrap.dedent(MODEL))
+    (tmp_path / "tiny.kmr").write_text(PROGRAM)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KMR_CACHE_DIR", str(tmp_path / "cache"))
+    seen = {"meter": set(), "training": set()}
+    accuracy, train = meters.accuracy, training.fixed_threads
+
+    def counting_accuracy(*args, **kwargs):
+        seen["meter"].add(torch.get_num_threads())
+        return accuracy(*args, **kwargs)
+
+    def counting_threads(n):
+        seen["training"].add(n)
+        return train(n)
+
+    monkeypatch.setattr(meters, "accuracy", counting_accuracy)
+    monkeypatch.setattr(training, "fixed_threads", counting_threads)
+    before = torch.get_num_threads()
+    assert cli.main(["run", "tiny.kmr", "--threads", "1", "--set", "bits=32", "--out", "o"]) in (0, 1)
+    assert seen["meter"] == {1} and seen["training"] == {1}
+    assert torch.get_num_threads() == before          # restored afterwards
+
+
 def test_meter_labels_match_the_session_keys():
     from kmr_dsl.check.program import DataRef, MeterRef, ModelArg
     from kmr_dsl.diagnostics import Span
