@@ -99,6 +99,16 @@ METADATA_FIXED = len('{"__metadata__":{"format":"pt","kmr_recipe":""},}')
 # factorized one about FACTORIZED_CONFIG_CHARS (two Linear configs, 182 measured).
 LAYER_CONFIG_CHARS = 75
 FACTORIZED_CONFIG_CHARS = 185
+# kinds whose configs are longer or shorter than a Linear's (measured escaped lengths of
+# `codec.describe` plus the ~15 characters a quantized form adds: Conv2d 139, Conv1d
+# 130, BatchNorm 99, LayerNorm 84, GroupNorm 82, Embedding 71)
+CONFIG_CHARS_BY_KIND = {"Conv2d": 155, "Conv1d": 145, "BatchNorm1d": 100, "BatchNorm2d": 100,
+                        "LayerNorm": 85, "GroupNorm": 83, "Embedding": 85}
+
+
+def config_chars(kind: str | None) -> int:
+    """The estimated recipe characters of a plain layer of this kind (besides its name)."""
+    return CONFIG_CHARS_BY_KIND.get(kind or "", LAYER_CONFIG_CHARS)
 # the format version, the base loader call and a small info object (pipeline, knobs):
 # 240 characters for the digits example's factory call and two knobs
 RECIPE_FIXED_CHARS = 240
@@ -110,6 +120,7 @@ def header_bytes_estimate(
     data_bytes: int = 0,
     recipe_chars: int | None = None,
     factorized: Iterable[str] = (),
+    kinds: dict[str, str] | None = None,
 ) -> int:
     """Bytes before the tensor data: the 8-byte length plus the padded JSON header.
 
@@ -118,7 +129,8 @@ def header_bytes_estimate(
     dimensions, every packed or sparse entry has one); layer_names: the logical layers
     of the recipe, `factorized` those of them that are factorized; data_bytes: the
     total data size (for the width of the offsets); recipe_chars: the recipe's escaped
-    length if known exactly (`escaped_json_chars`), else estimated from the layers.
+    length if known exactly (`escaped_json_chars`), else estimated from the layers and
+    their `kinds` (layer -> kind; a layer not in it counts as a Linear).
     """
     digits = len(str(max(1, data_bytes)))
     header = METADATA_FIXED
@@ -128,7 +140,8 @@ def header_bytes_estimate(
     if recipe_chars is None:
         factorized = set(factorized)
         recipe_chars = RECIPE_FIXED_CHARS + sum(
-            len(n) + 4 + (FACTORIZED_CONFIG_CHARS if n in factorized else LAYER_CONFIG_CHARS) for n in layer_names)
+            len(n) + 4 + (FACTORIZED_CONFIG_CHARS if n in factorized else config_chars((kinds or {}).get(n)))
+            for n in layer_names)
     header += recipe_chars
     return 8 + header + (-header) % 8
 
@@ -140,7 +153,7 @@ def escaped_json_chars(obj) -> int:
 
 
 __all__ = [
-    "FLOAT_BITS", "INT_BITS", "STORAGE_BITS", "VALUE_DTYPE", "dense_bytes", "escaped_json_chars",
+    "FLOAT_BITS", "INT_BITS", "STORAGE_BITS", "VALUE_DTYPE", "config_chars", "dense_bytes", "escaped_json_chars",
     "header_bytes_estimate", "is_sparse", "nbytes", "scale_bytes", "sparse_bytes", "tensor_bytes",
     "weight_entry_names",
 ]

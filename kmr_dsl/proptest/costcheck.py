@@ -14,8 +14,8 @@ step:
   what the cost model estimates once per file (the recipe's loader call, header
   entries of tensors outside the layers, the offsets' digits); the slack covers the
   one estimate a step moves: the recipe's per-layer configuration, counted at
-  `artifact_layout.LAYER_CONFIG_CHARS` characters whatever the layer becomes
-  (measured 63-182: a factorized layer or an adapter adds about 110).
+  `artifact_layout.config_chars(kind)` characters whatever the layer becomes
+  (measured 57-182: a factorized layer or an adapter adds about 110).
 Why the measured state and not the effects' prediction: the state keeps exact
 products (`out * (1 - amount)`) where the runtime rounds, so meters predicted from the
 effects differ by design; the effects are compared with the measured state separately

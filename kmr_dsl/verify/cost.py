@@ -192,8 +192,7 @@ def _digits(model: PipelineModel) -> int:
 def _fixed_header(model: PipelineModel) -> int:
     """Header bytes that do not depend on the state: length prefix, metadata, the recipe
     with every layer plain (a factorized layer adds its difference in its own term)."""
-    names = [f.name for f in model.facts.layers]
-    recipe = layout.RECIPE_FIXED_CHARS + sum(len(n) + 4 + layout.LAYER_CONFIG_CHARS for n in names)
+    recipe = layout.RECIPE_FIXED_CHARS + sum(len(f.name) + 4 + layout.config_chars(f.kind) for f in model.facts.layers)
     return 8 + layout.METADATA_FIXED + recipe
 
 

@@ -105,6 +105,24 @@ def test_meters_match_analytic_prediction(name, digits_like, tmp_path):
     assert meters.size(model, {"base": spec(sizes=list(SIZES))}) == size
 
 
+@pytest.mark.parametrize("bits", [32, 8, 4])
+def test_recipe_config_estimate_per_kind(cnn, bits, tmp_path):
+    # convolutions and norms have longer recipe configs than a Linear's: the estimate
+    # per kind is within 25 characters of each layer's real entry
+    if bits < 32:
+        quantize.apply(cnn, kl.select_layers(cnn, ("Conv2d", "Linear")), bits=bits, scheme="weight_only")
+    path = tmp_path / "m.safetensors"
+    artifact.save(cnn, path, {"base": spec("make_cnn"), "pipeline": "p", "knobs": {}})
+    raw = path.read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    recipe = json.loads(json.loads(raw[8:8 + n])["__metadata__"]["kmr_recipe"])
+    facts = {f.name: f.kind for f in introspect.model_facts_from_module(cnn, (1, 3, 8, 8)).layers}
+    assert {"Conv2d", "BatchNorm2d", "Linear"} <= set(facts.values())
+    for name, config in recipe["layers"].items():
+        real = layout.escaped_json_chars({name: config}) - 2          # without the braces
+        assert abs(len(name) + 4 + layout.config_chars(facts[name]) - real) <= 25, (name, real)
+
+
 @pytest.mark.parametrize("name", PIPELINES)
 def test_header_estimate_within_two_percent(name, digits_like, tmp_path):
     model = pipeline(name, big_mlp(), digits_like)
