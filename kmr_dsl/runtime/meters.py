@@ -14,7 +14,8 @@ Contract (units: counts, bytes, seconds, ratios):
   and LoRA adapters as the matmuls they run. Sparsity does not reduce MACs.
 - `latency(model, batch, input_shape, ...)`: median seconds of `repeats` forwards after
   `warmup`, with torch's thread count fixed (argument, else the run context's, else the
-  current one) and restored afterwards.
+  current one) and restored afterwards. `latency_paired(model, baseline, ...)` (also
+  `latency.paired`) times both in alternating rounds and returns both medians.
 - `accuracy(model, data)`: top-1 agreement with the targets (classification data).
 - `loss(model, data)`: mean cross-entropy (classification) or mean squared error
   (regression); data without targets: KMR408.
@@ -89,17 +90,38 @@ def fixed_threads(threads: int | None):
 
 def latency(model: nn.Module, batch: int = 1, input_shape=(1,), input_dtype: str = "float32",
             repeats: int = 20, warmup: int = 3, threads: int | None = None) -> float:
+    return _timed([model], batch, input_shape, input_dtype, repeats, warmup, threads)[0]
+
+
+def latency_paired(model: nn.Module, baseline: nn.Module, batch: int = 1, input_shape=(1,),
+                   input_dtype: str = "float32", repeats: int = 20, warmup: int = 3,
+                   threads: int | None = None) -> tuple[float, float]:
+    """(model, baseline) latencies timed in alternating rounds, so that both medians see
+    the same machine load: what a line comparing a result with `baseline.latency` needs
+    on a shared machine. The session uses it for every `latency` reading of a result."""
+    model_s, baseline_s = _timed([model, baseline], batch, input_shape, input_dtype, repeats, warmup, threads)
+    return model_s, baseline_s
+
+
+latency.paired = latency_paired     # how PipelineSession finds the paired form of a meter
+
+
+def _timed(models, batch, input_shape, input_dtype, repeats, warmup, threads) -> list[float]:
     x = forward.example_input(input_shape, input_dtype, batch=batch)
-    model.eval()
+    for m in models:
+        m.eval()
+    times = [[] for _ in models]
     with fixed_threads(threads or context.current().threads), torch.no_grad():
         for _ in range(warmup):
-            model(x)
-        times = []
-        for _ in range(max(1, repeats)):
-            start = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - start)
-    return float(statistics.median(times))
+            for m in models:
+                m(x)
+        for r in range(max(1, repeats)):
+            order = range(len(models)) if r % 2 == 0 else reversed(range(len(models)))
+            for i in order:                    # alternate who goes first: no drift favours one
+                start = time.perf_counter()
+                models[i](x)
+                times[i].append(time.perf_counter() - start)
+    return [float(statistics.median(t)) for t in times]
 
 
 def _outputs(model: nn.Module, data: Dataset, span: Span | None = None):
@@ -146,5 +168,5 @@ def fidelity(model: nn.Module, baseline: nn.Module, data: Dataset, span: Span | 
     return float(F.cosine_similarity(out.reshape(len(out), -1), ref.reshape(len(ref), -1), dim=1).mean())
 
 
-__all__ = ["accuracy", "fidelity", "fixed_threads", "latency", "loss", "macs", "nonzero", "params", "size",
+__all__ = ["accuracy", "fidelity", "fixed_threads", "latency", "latency_paired", "loss", "macs", "nonzero", "params", "size",
            "trainable_params"]

@@ -6,11 +6,14 @@ baseline (the input model is never changed): each step's impl is called as
 `fn(model, layers, **arguments)` (spec §5) with knobs resolved to values, enum members
 to their names, data to `Dataset`s and models to modules, inside a `RunContext`
 carrying the seed, the baseline, the step's span and `threads` (torch threads for the
-rules and the meters, baseline included; None leaves torch's default). `evaluate(setting)` applies and
-then measures every meter the budget, the objective and the report need, on the
-result and (once, cached) on the baseline, and judges every budget line with the one
-IR evaluator (`kmr_dsl.evaluate`). `save` writes the artifact and the reports
-atomically.
+rules and the meters, baseline included; None leaves torch's default).
+`evaluate(setting)` applies and then measures every meter the budget, the objective
+and the report need, on the result and (once, cached) on the baseline, and judges
+every budget line with the one IR evaluator (`kmr_dsl.evaluate`). A meter whose impl has a `paired` form (the
+standard `latency`: `meters.latency_paired`) is read on the result and the baseline
+together, in alternating rounds, and that baseline reading is the one this evaluation
+reports and judges `baseline.latency(...)` with: both sides see the same machine load.
+`save` writes the artifact and the reports atomically.
 
 Meter impls are called as `fn(model, **arguments)`, plus whichever of `baseline`,
 `input_shape`, `input_dtype`, `recipe` and `span` their signature accepts, so a user's
@@ -156,10 +159,42 @@ class PipelineSession:
         return {"base": self.spec, "pipeline": self.pipeline.name}
 
     def measure(self, model, ref: MeterRef, setting: dict | None = None) -> float:
+        fn, kwargs = self._meter_call(ref, setting, fn_of=lambda f: f)
+        try:
+            return float(fn(model, **kwargs))
+        except KmrError:
+            raise
+        except Exception as exc:
+            raise self._meter_failed(ref, exc) from exc
+
+    def measure_paired(self, model, ref: MeterRef, setting: dict | None = None) -> tuple[float, float] | None:
+        """(result, baseline) for a meter whose impl has a `paired` form (timed meters:
+        both read in alternating rounds, under the same load); None for the others."""
+        fn, kwargs = self._meter_call(ref, setting, fn_of=lambda f: getattr(f, "paired", None))
+        if fn is None:
+            return None
+        kwargs.pop("baseline", None)
+        try:
+            got, base = fn(model, self.baseline, **kwargs)
+            return float(got), float(base)
+        except KmrError:
+            raise
+        except Exception as exc:
+            raise self._meter_failed(ref, exc) from exc
+
+    def _meter_failed(self, ref: MeterRef, exc: Exception) -> KmrError:
+        meter = self.program.meters[ref.name]
+        return KmrError(error("KMR408", ref.span, f"meter `{meter_key(ref)}` failed: {type(exc).__name__}: {exc}",
+                              f"implementation {meter.impl}"))
+
+    def _meter_call(self, ref: MeterRef, setting: dict | None, fn_of):
+        """The function `fn_of(impl)` and the keyword arguments it accepts."""
         meter = self.program.meters.get(ref.name)
         if meter is None:
             raise KmrError(error("KMR408", ref.span, f"no meter named `{ref.name}`"))
-        fn = import_ref(meter.impl, self.base_dir, ref.span, missing="KMR407", bad="KMR407")
+        fn = fn_of(import_ref(meter.impl, self.base_dir, ref.span, missing="KMR407", bad="KMR407"))
+        if fn is None:
+            return None, {}
         kwargs = {name: self._resolve(value, ref.span) for name, value in ref.args}
         extra = {
             "baseline": self.baseline,
@@ -172,13 +207,7 @@ class PipelineSession:
         for key, value in extra.items():
             if key in accepted and key not in kwargs:
                 kwargs[key] = value
-        try:
-            return float(fn(model, **kwargs))
-        except KmrError:
-            raise
-        except Exception as exc:
-            raise KmrError(error("KMR408", ref.span, f"meter `{meter_key(ref)}` failed: {type(exc).__name__}: {exc}",
-                                 f"implementation {meter.impl}")) from exc
+        return fn, kwargs
 
     def weight_profiles(self) -> dict:
         """Weight profiles of the baseline's layers (search's quality prior)."""
@@ -204,7 +233,11 @@ class PipelineSession:
             for ref in self.refs:
                 key = meter_key(ref)
                 self._report(event="meter", meter=key, model="result")
-                measured[key] = self.measure(model, ref, setting)
+                pair = self.measure_paired(model, ref, setting)
+                if pair is None:
+                    measured[key] = self.measure(model, ref, setting)
+                else:   # a timed meter: this trial's baseline reading, taken beside the result's
+                    measured[key], base[key] = pair
 
         def reading(ref: MeterRef) -> float:
             key = meter_key(MeterRef(ref.name, ref.args, False, ref.analytic, ref.span))

@@ -8,11 +8,10 @@ from pathlib import Path
 def run_program(main, program: str, out: Path, *extra: str, retries: int = 1) -> tuple[int, dict]:
     """`kmr run` in-process; (exit code, report.json).
 
-    KMR's latency meter times the baseline and the result at different moments, so on a
-    shared machine a load spike between the two can fail a latency line that the result
-    meets with a wide margin when timed side by side (benchmarks/bench_cnn.py). A run
-    whose *only* failing lines are latency lines is therefore repeated, up to `retries`
-    times; any other failure is final.
+    KMR's latency meter times the result and the baseline in alternating rounds, but on a
+    shared machine a load spike can still tilt a ratio near its line. A run whose *only*
+    failing lines are latency lines is therefore repeated, up to `retries` times; any
+    other failure is final.
     """
     for attempt in range(retries + 1):
         code = main(["run", program, "--out", str(out), *extra])

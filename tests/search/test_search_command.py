@@ -67,8 +67,9 @@ def fakes(monkeypatch):
     sessions = []
 
     class PipelineSession(FakeSession):
-        def __init__(self, prog, pipeline, *, trust=False, seed=0, progress=None):
+        def __init__(self, prog, pipeline, *, trust=False, seed=0, progress=None, threads=None):
             super().__init__()
+            self.threads = threads
             sessions.append(self)
 
     session_mod = types.ModuleType("kmr_dsl.runtime.session")
