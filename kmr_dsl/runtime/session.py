@@ -9,11 +9,11 @@ carrying the seed, the baseline, the step's span and `threads` (torch threads fo
 rules and the meters, baseline included; None leaves torch's default).
 `evaluate(setting)` applies and then measures every meter the budget, the objective
 and the report need, on the result and (once, cached) on the baseline, and judges
-every budget line with the one IR evaluator (`kmr_dsl.evaluate`). A meter whose impl has a `paired` form (the
-standard `latency`: `meters.latency_paired`) is read on the result and the baseline
-together, in alternating rounds, and that baseline reading is the one this evaluation
-reports and judges `baseline.latency(...)` with: both sides see the same machine load.
-`save` writes the artifact and the reports atomically.
+every budget line with the one IR evaluator (`kmr_dsl.evaluate`). A meter whose impl
+has a `paired` form (the standard `latency`: `meters.latency_paired`) is read on the
+result and the baseline together, in alternating rounds, and that baseline reading is
+the one this evaluation reports and judges `baseline.latency(...)` with: both sides
+see the same machine load. `save` writes the artifact and the reports atomically.
 
 Meter impls are called as `fn(model, **arguments)`, plus whichever of `baseline`,
 `input_shape`, `input_dtype`, `recipe` and `span` their signature accepts, so a user's

@@ -162,6 +162,9 @@ class ProgramProblem(Problem):
             from kmr_dsl.search.prior import QualityPrior
 
             profiles = self._profiles() if callable(self._profiles) else self._profiles
+            if not profiles:            # no layer with a float weight matrix: no prior
+                self._profiles = None
+                return None
             initial = self._verifier.predict_layers(self.program, self.pipeline_name, baseline=True)
             self._prior = QualityPrior(profiles, initial)
         k = key(setting)

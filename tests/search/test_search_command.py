@@ -182,3 +182,12 @@ def test_pressure_follows_the_side_of_each_line():
     assert meter_label(MeterRef("latency", (("batch", 8),), False, False, SP)) == "latency(batch=8)"
     assert shown_and_units(prog, prog.pipelines["compress"]) == (
         ["size", "accuracy(test)"], {"size": "bytes", "accuracy(test)": "ratio"})
+
+
+def test_no_weight_profiles_means_no_prior():
+    verifier = fake_verifier()
+    verifier.predict_layers = lambda *args, **kwargs: {"fc1": {"density": 1.0, "bits": 32.0}}
+    setting = {"sparsity": 0.5, "bits": 8, "ratio": 1.0}
+    # a session with no float matrix layer (or a stand-in without profiles) gives none
+    assert ProgramProblem(program(), "compress", verifier=verifier, profiles=dict).distortion(setting) is None
+    assert ProgramProblem(program(), "compress", verifier=verifier).distortion(setting) is None
