@@ -55,6 +55,11 @@ STOP_NO_RUN = "no trial ran"
 # the prices of predicted cost the prior's Lagrangian sweep tries, dearest first
 LAMBDAS = tuple(10.0 ** (3 - k / 4) for k in range(25))
 SWEEPS = 4
+# a cap on the prior's evaluations (each one predicts every layer's state), so that a
+# family over hundreds of layers costs seconds, not minutes: past it the sweep stops
+# and the best admissible setting found so far is the first run (a count, not a clock,
+# so the result does not depend on the machine)
+PRIOR_EVALS = 20_000
 
 
 class Budgeted:
@@ -140,31 +145,43 @@ class Budgeted:
         anywhere on its ladder, or one knob at any rung with a second knob at the rung
         that then distorts least (the sweep only reaches the convex hull of the cost /
         distortion trade-off; exchanges reach the points between, e.g. 4-bit weights
-        with a little sparsity beside 8-bit ones with much more)."""
-        prior, cost = self.problem.distortion, self.problem.pressure
+        with a little sparsity beside 8-bit ones with much more). At most about
+        PRIOR_EVALS prior evaluations are spent; with too many instances for that, the
+        sweep moves whole families and only the exchange phase moves single instances."""
         instances = [g for g in self.space.groups(True) if g.ordered]
+        knobs = [g for g in self.space.groups(False) if g.ordered]
+        rungs = sum(len(self.space.axes[g.axes[0]].ladder) for g in instances)
+        # too many instances for a full sweep per price: sweep whole families (tied),
+        # and leave the per-instance moves to the exchange phase below
+        sweep = instances if rungs * SWEEPS * len(LAMBDAS) <= PRIOR_EVALS else knobs
+        spent = [0]         # prior evaluations: the search stops early past PRIOR_EVALS
+
+        def prior(s: dict):
+            spent[0] += 1
+            return self.problem.distortion(s)
 
         def score(s: dict, lam: float):
-            d, p = prior(s), cost(s)
+            d, p = prior(s), self.problem.pressure(s)
             return None if d is None or p is None else d + lam * p
 
         candidates, x = [x0], x0
         for lam in LAMBDAS:
             for _ in range(SWEEPS):
                 moved = False
-                for g in instances:
+                for g in sweep:
                     scored = [(v, i, s) for i, s in enumerate(self._ladder(x, g)) if (v := score(s, lam)) is not None]
                     if scored and (best := min(scored, key=lambda t: t[:2])[2]) != x:
                         x, moved = best, True
-                if not moved:
+                if not moved or spent[0] > PRIOR_EVALS:
                     break
             candidates.append(x)
+            if spent[0] > PRIOR_EVALS:
+                break
         ok = [c for c in candidates if prior(c) is not None and self.problem.admissible(c)]
         if not ok:
             return x0
-        best = min(ok, key=lambda c: (prior(c), cost(c) or 0.0))
-        knobs = [g for g in self.space.groups(False) if g.ordered]
-        for _ in range(sum(len(a.ladder) for a in self.space.axes.values())):
+        best = min(ok, key=lambda c: (prior(c), self.problem.pressure(c) or 0.0))
+        while spent[0] <= PRIOR_EVALS:
             found = (prior(best), None)
 
             def consider(s: dict):

@@ -157,6 +157,40 @@ def test_a_prior_shares_a_family_out_per_instance(tmp_path):
     assert first["s[fc3]"] < first["s[fc1]"] <= first["s[fc2]"]
 
 
+def test_the_prior_search_is_capped_on_a_family_of_hundreds_of_layers(tmp_path):
+    from kmr_dsl.search import budgeted
+    from kmr_dsl.search.problem import Problem
+    from kmr_dsl.search.space import Axis, Space
+
+    names = tuple(f"s[l{i}]" for i in range(300))
+    ladder = tuple(round(0.05 * i, 2) for i in range(20))
+    space = Space({n: Axis(n, "s", ladder, True, 0.0) for n in names}, {"s": names})
+
+    class Wide(Problem):
+        direction, calls = "maximize", 0
+
+        def __init__(self):
+            self.space = space
+
+        def admissible(self, setting):
+            return sum(setting.values()) >= 0.5 * len(names)       # at least half pruned overall
+
+        def pressure(self, setting):
+            return -sum(setting.values())
+
+        def distortion(self, setting):
+            Wide.calls += 1
+            return sum(v * v * (1 + i % 3) for i, v in enumerate(setting.values()))
+
+    strategy = Budgeted(seed=0)
+    strategy.space, strategy.problem = space, Wide()
+    strategy.search = type("S", (), {"admissible": staticmethod(strategy.problem.admissible)})()
+    first = strategy._least_distortion({n: 0.95 for n in names})
+    assert Wide.calls <= budgeted.PRIOR_EVALS + 2 * 300 * 20       # the cap, plus one last pass
+    assert strategy.problem.admissible(first)
+    assert strategy.problem.distortion(first) < strategy.problem.distortion({n: 0.95 for n in names})
+
+
 def test_a_cost_flat_stretch_does_not_hide_the_direction_that_saves(tmp_path):
     # dense storage below 30 % sparsity: the predicted size is flat there, as KMR's size
     # model is at low sparsity, and only further rungs save
