@@ -254,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pipeline", help="the pipeline to run (default: the only one)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="torch threads for the rules and meters (default: torch's own)")
+                   help="torch threads for the rules and meters (default: 1 for models under 1 M "
+                        "parameters, else torch's own)")
     p.set_defaults(func=lambda a: _dispatch("kmr_dsl.runtime.command", "run_command", a))
 
     p = sub.add_parser("search", help="Budgeted-KMR: find the best setting that meets the budget")
@@ -271,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("local", "ray"), default="local")
     p.add_argument("--address", default=None, help="Ray cluster address")
     p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="torch threads per trial for the rules and meters (default: torch's own)")
+                   help="torch threads per trial for the rules and meters (default: 1 for models under "
+                        "1 M parameters, else torch's own)")
     p.set_defaults(func=lambda a: _dispatch("kmr_dsl.search.command", "search_command", a))
 
     p = sub.add_parser("test", help="property-test the file's laws and every rule's contract")

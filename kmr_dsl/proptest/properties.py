@@ -27,21 +27,14 @@ from kmr_dsl.proptest.engine import CaseFailed, search
 from kmr_dsl.proptest.quantities import expr_dim, plural, show
 from kmr_dsl.proptest.strategies import setting_strategy, show_setting
 from kmr_dsl.runtime.meters import fixed_threads
+from kmr_dsl.runtime.context import default_threads
 from kmr_dsl.runtime.session import PipelineSession, meter_key, span_text
 
 
-SMALL_MODEL_PARAMS = 1_000_000
-
-
 def threads_for(session: PipelineSession) -> int | None:
-    """1 for a small model, else None (torch's own setting).
-
-    A property runs the pipeline many times; on a model this small a thread pool's
-    start-up and synchronisation cost more than the work (measured on the digits MLP:
-    0.2 s per run with one thread, 3-7 s with two on a busy 2-core machine).
-    """
-    facts = session.facts
-    return 1 if facts is not None and facts.total_params < SMALL_MODEL_PARAMS else None
+    """1 for a small model, else None (torch's own setting): `context.default_threads`.
+    A property runs the pipeline many times, so this matters most here."""
+    return default_threads(session.facts)
 
 
 class Sessions:

@@ -86,12 +86,13 @@ def run_command(args) -> int:
     out.diagnostics([d for d in shown if d.code != "KMR313"], sources)
 
     predicted = predict(program, name, setting)
+    from kmr_dsl.runtime.context import default_threads
     from kmr_dsl.runtime.session import PipelineSession
 
     progress = Progress()
     print(f"running `{name}` at {format_setting(setting)}", file=sys.stderr)
-    session = PipelineSession(program, name, trust=args.trust, seed=args.seed, progress=progress,
-                              threads=args.threads)
+    threads = args.threads if args.threads is not None else default_threads(pipeline.model.facts)
+    session = PipelineSession(program, name, trust=args.trust, seed=args.seed, progress=progress, threads=threads)
     outcome = session.evaluate(setting, predicted=_keyed(session, predicted))
     out_dir = Path(args.out) if args.out else Path("out") / name
     path = session.save(session.last_model, out_dir, setting, outcome,

@@ -4,8 +4,8 @@ Contract: `current()` returns the active `RunContext` (a default one outside any
 the seed every training rule starts from, a progress reporter, the baseline model
 (the unmodified input model: the default distillation teacher and the reference of
 label-free fine-tuning), the device (always "cpu" here) and the thread count training
-and latency use. The CLI activates one with `with use(RunContext(...)):`. This module
-imports no torch.
+and latency use (`default_threads(facts)`: what the commands use unless told). The
+CLI activates one with `with use(RunContext(...)):`. This module imports no torch.
 """
 
 from __future__ import annotations
@@ -29,6 +29,18 @@ class RunContext:
 
     def with_(self, **changes) -> "RunContext":
         return replace(self, **changes)
+
+
+SMALL_MODEL_PARAMS = 1_000_000
+
+
+def default_threads(facts) -> int | None:
+    """The thread count `kmr run`, `kmr search` and `kmr test` use unless told: 1 for a
+    model under SMALL_MODEL_PARAMS parameters (ModelFacts.total_params), else None
+    (torch's own setting). On a model that small a thread pool's start-up and
+    synchronisation cost more than the work (measured on the digits MLP: 0.2 s per run
+    with one thread, 3-7 s with two on a busy 2-core machine)."""
+    return 1 if facts is not None and facts.total_params < SMALL_MODEL_PARAMS else None
 
 
 _CURRENT: contextvars.ContextVar[RunContext] = contextvars.ContextVar("kmr_run_context", default=RunContext())

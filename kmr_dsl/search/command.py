@@ -20,6 +20,7 @@ from pathlib import Path
 
 from kmr_dsl.diagnostics import KmrError, Span, error, has_errors, render_all, warning
 from kmr_dsl.evaluate import meter_refs
+from kmr_dsl.runtime.context import default_threads
 from kmr_dsl.search.backends import SESSION_SEED, LocalBackend, RayBackend, TaskSpec
 from kmr_dsl.search.driver import Limits
 from kmr_dsl.search.execute import SearchInfo, execute_search
@@ -180,12 +181,13 @@ def search_command(args) -> int:
         print(render_all(vdiags, sources), file=sys.stderr)
 
     local = {}
+    threads = args.threads if args.threads is not None else default_threads(pipeline.model.facts)
 
     def session():
         if "s" not in local:
             from kmr_dsl.runtime.session import PipelineSession
 
-            local["s"] = PipelineSession(program, name, trust=args.trust, seed=SESSION_SEED, threads=args.threads)
+            local["s"] = PipelineSession(program, name, trust=args.trust, seed=SESSION_SEED, threads=threads)
         return local["s"]
 
     problem = ProgramProblem(program, name, witness_of(report), grid=options.get("grid", GRID),
@@ -200,7 +202,7 @@ def search_command(args) -> int:
     if args.backend == "ray":
         spec = TaskSpec("kmr_dsl.search.backends:program_session",
                         (("path", str(Path(args.file).resolve())), ("pipeline", name),
-                         ("trust", bool(args.trust)), ("seed", SESSION_SEED), ("threads", args.threads)))
+                         ("trust", bool(args.trust)), ("seed", SESSION_SEED), ("threads", threads)))
         backend = RayBackend(spec, address=args.address, span=span)
     else:
         backend = LocalBackend(session())
