@@ -39,7 +39,9 @@ from kmr_dsl.facts import LoaderSpec
 from kmr_dsl.runtime import codec, layers as kl, state
 
 RECIPE_KEY = "kmr_recipe"
-FORMAT_VERSION = 1
+# 2: 4- and 2-bit codes are on the zero-preserving midrise grid (runtime.quant). A
+# format-1 file is still read when it holds no 4- or 2-bit layer (nothing else changed).
+FORMAT_VERSION = 2
 
 
 def _base_dict(base) -> dict | None:
@@ -130,10 +132,23 @@ def read_recipe(path) -> dict:
     except Exception as exc:  # noqa: BLE001 - unreadable, or a safetensors file that is not ours
         raise KmrError(error("KMR402", Span.unknown(str(path)), f"`{path.name}` is not a KMR artifact",
                              f"{type(exc).__name__}: {exc}", hint="load a file written by `kmr run`")) from exc
-    if recipe.get("format") != FORMAT_VERSION:
+    if recipe.get("format") == 1 and _low_bit(recipe.get("layers", {})):
+        raise KmrError(error("KMR402", Span.unknown(str(path)),
+                             f"`{path.name}` is format 1 and holds 4- or 2-bit weights on the old integer grid",
+                             hint="write it again with `kmr run` (format 2 stores them on the midrise grid)"))
+    if recipe.get("format") not in (1, FORMAT_VERSION):
         raise KmrError(error("KMR402", Span.unknown(str(path)), f"artifact format {recipe.get('format')!r} is not supported",
-                             hint=f"this KMR reads format {FORMAT_VERSION}"))
+                             hint=f"this KMR reads format {FORMAT_VERSION} (and format 1 without 4- or 2-bit layers)"))
     return recipe
+
+
+def _low_bit(node) -> bool:
+    """Does a recipe's layer config (or any config nested in it) store 4- or 2-bit codes?"""
+    if isinstance(node, dict):
+        return node.get("bits") in (2, 4) or any(_low_bit(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_low_bit(v) for v in node)
+    return False
 
 
 def _program_folder(spec: dict, path: Path, base_dir) -> str:

@@ -211,3 +211,31 @@ def test_unwritable_folder_is_a_diagnostic(mlp, tmp_path):
     with pytest.raises(KmrError) as e:
         artifact.save(mlp, blocker / "sub" / "m.safetensors")
     assert e.value.diagnostic.code == "KMR505"
+
+
+def _as_format_1(path, out):
+    """The same file with its recipe marked format 1 (before the midrise 4/2-bit grid)."""
+    with safe_open(str(path), framework="pt") as handle:
+        meta = dict(handle.metadata())
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+    recipe = json.loads(meta[artifact.RECIPE_KEY])
+    recipe["format"] = 1
+    meta[artifact.RECIPE_KEY] = json.dumps(recipe, separators=(",", ":"), sort_keys=True)
+    save_file(tensors, str(out), metadata=meta)
+    return out
+
+
+@pytest.mark.parametrize("bits,readable", [(8, True), (4, False), (2, False)])
+def test_format_1_files_load_unless_they_hold_old_low_bit_codes(tmp_path, bits, readable):
+    model = loaders.load_model(spec())
+    quantize.apply(model, kl.select_layers(model, ("Linear",)), bits=bits, scheme="weight_only")
+    path = tmp_path / "m.safetensors"
+    artifact.save(model, path, {"base": spec(), "pipeline": "p", "knobs": {}})
+    old = _as_format_1(path, tmp_path / "old.safetensors")
+    if readable:
+        x = torch.randn(3, 16)
+        assert torch.equal(artifact.load(old)(x), model(x))
+    else:
+        with pytest.raises(KmrError) as e:
+            artifact.load(old)
+        assert e.value.diagnostic.code == "KMR402" and "kmr run" in e.value.diagnostic.hint
