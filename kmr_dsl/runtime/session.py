@@ -159,42 +159,31 @@ class PipelineSession:
         return {"base": self.spec, "pipeline": self.pipeline.name}
 
     def measure(self, model, ref: MeterRef, setting: dict | None = None) -> float:
-        fn, kwargs = self._meter_call(ref, setting, fn_of=lambda f: f)
-        try:
-            return float(fn(model, **kwargs))
-        except KmrError:
-            raise
-        except Exception as exc:
-            raise self._meter_failed(ref, exc) from exc
+        fn = self._impl(ref)
+        kwargs = self._kwargs(fn, ref, setting)
+        return self._guarded(ref, lambda: float(fn(model, **kwargs)))
 
     def measure_paired(self, model, ref: MeterRef, setting: dict | None = None) -> tuple[float, float] | None:
         """(result, baseline) for a meter whose impl has a `paired` form (timed meters:
         both read in alternating rounds, under the same load); None for the others."""
-        fn, kwargs = self._meter_call(ref, setting, fn_of=lambda f: getattr(f, "paired", None))
-        if fn is None:
+        paired = self._paired(ref)
+        if paired is None:
             return None
+        kwargs = self._kwargs(paired, ref, setting)
         kwargs.pop("baseline", None)
-        try:
-            got, base = fn(model, self.baseline, **kwargs)
-            return float(got), float(base)
-        except KmrError:
-            raise
-        except Exception as exc:
-            raise self._meter_failed(ref, exc) from exc
+        return self._guarded(ref, lambda: tuple(float(v) for v in paired(model, self.baseline, **kwargs)))
 
-    def _meter_failed(self, ref: MeterRef, exc: Exception) -> KmrError:
-        meter = self.program.meters[ref.name]
-        return KmrError(error("KMR408", ref.span, f"meter `{meter_key(ref)}` failed: {type(exc).__name__}: {exc}",
-                              f"implementation {meter.impl}"))
-
-    def _meter_call(self, ref: MeterRef, setting: dict | None, fn_of):
-        """The function `fn_of(impl)` and the keyword arguments it accepts."""
+    def _impl(self, ref: MeterRef):
         meter = self.program.meters.get(ref.name)
         if meter is None:
             raise KmrError(error("KMR408", ref.span, f"no meter named `{ref.name}`"))
-        fn = fn_of(import_ref(meter.impl, self.base_dir, ref.span, missing="KMR407", bad="KMR407"))
-        if fn is None:
-            return None, {}
+        return import_ref(meter.impl, self.base_dir, ref.span, missing="KMR407", bad="KMR407")
+
+    def _paired(self, ref: MeterRef):
+        return getattr(self._impl(ref), "paired", None)
+
+    def _kwargs(self, fn, ref: MeterRef, setting: dict | None) -> dict:
+        """The meter's arguments, plus whichever extras `fn`'s signature accepts."""
         kwargs = {name: self._resolve(value, ref.span) for name, value in ref.args}
         extra = {
             "baseline": self.baseline,
@@ -207,7 +196,18 @@ class PipelineSession:
         for key, value in extra.items():
             if key in accepted and key not in kwargs:
                 kwargs[key] = value
-        return fn, kwargs
+        return kwargs
+
+    def _guarded(self, ref: MeterRef, read):
+        """`read()`, with an impl's failure reported at the meter, not as a traceback."""
+        try:
+            return read()
+        except KmrError:
+            raise
+        except Exception as exc:
+            meter = self.program.meters[ref.name]
+            raise KmrError(error("KMR408", ref.span, f"meter `{meter_key(ref)}` failed: {type(exc).__name__}: {exc}",
+                                 f"implementation {meter.impl}")) from exc
 
     def weight_profiles(self) -> dict:
         """Weight profiles of the baseline's layers (search's quality prior)."""
@@ -216,10 +216,12 @@ class PipelineSession:
         return weight_profile(self.baseline, [f.name for f in self.facts.layers])
 
     def baseline_meters(self) -> dict[str, float]:
+        """The baseline's reading of every meter, once (cached), except the meters with a
+        paired form: `evaluate` reads those beside each result."""
         with fixed_threads(self.threads):
             for ref in self.refs:
                 key = meter_key(ref)
-                if key not in self._baseline_meters:
+                if key not in self._baseline_meters and self._paired(ref) is None:
                     self._report(event="meter", meter=key, model="baseline")
                     self._baseline_meters[key] = self.measure(self.baseline, ref, {})
         return dict(self._baseline_meters)
