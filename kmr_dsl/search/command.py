@@ -191,7 +191,7 @@ def search_command(args) -> int:
         return local["s"]
 
     problem = ProgramProblem(program, name, witness_of(report), grid=options.get("grid", GRID),
-                             profiles=lambda: getattr(session(), "weight_profiles", dict)())
+                             profiles=lambda: session().weight_profiles())
     out_dir = Path(args.out) if args.out else Path("out") / f"{name}-search"
     strategy = make_strategy(strategy_name, options, out_dir, span)
     shown, units = shown_and_units(program, pipeline)

@@ -156,7 +156,7 @@ class ProgramProblem(Problem):
         return sum(sign * float(pred[m]) / self._reference[m] for m, sign in self._terms.items())
 
     def distortion(self, setting: dict) -> float | None:
-        if self._profiles is None or not hasattr(self._verifier, "predict_layers"):
+        if self._profiles is None:
             return None
         if self._prior is None:
             from kmr_dsl.search.prior import QualityPrior

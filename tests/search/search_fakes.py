@@ -169,6 +169,10 @@ class FakeSession:
                        {"size": size_of({}), "accuracy(test)": BASE_ACCURACY}, lines, objective,
                        all(l["holds"] for l in lines), 0.001)
 
+    def weight_profiles(self):
+        """No weight matrix to profile: the search runs without a quality prior."""
+        return {}
+
     def save(self, model, out_dir, setting):
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
