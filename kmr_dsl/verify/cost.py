@@ -165,7 +165,7 @@ class _LayerCost:
             weights = A.ite(self._factored, fac, weights)
             fac_entry = entry_bytes(f"{f.name}.second.bias", 1, digits) if f.bias_params else 0
             # a factorized layer's recipe entry is longer (two Linear configs)
-            fac_entry += layout.FACTORIZED_CONFIG_CHARS - layout.LAYER_CONFIG_CHARS
+            fac_entry += layout.FACTORIZED_CONFIG_CHARS - layout.config_chars(f.kind)
             bias_entry = A.ite(self._factored, fac_entry, bias_entry)
         bias_bytes = A.mul(self.bias_n, A.ite(A.compare("==", b, 16), 2, 4))
         a = st["adapter_rank"]
