@@ -9,7 +9,9 @@ are chosen from labelled examples (lark's `match_examples`), plus a bracket scan
 names the construct a missing `}` or `)` should close (pairing a `}` alone on its line
 with the `{` indented like it), a check for a word glued to a number (KMR107, unknown
 unit), and "expected a declaration" (KMR108) between declarations. A post-lexer
-retypes a `(` that starts a line as _LINE_LPAR (see grammar/kmr.lark).
+retypes a `(` that starts a line as _LINE_LPAR (see grammar/kmr.lark). One scanner
+(`scan`) reads raw lines for everything that must skip strings and comments; the AST
+is built without recursion (lark's Transformer_NonRecursive, v_args on the class).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import re
 from functools import lru_cache
 
 import lark
-from lark import Token, Transformer, v_args
+from lark import Token, Transformer_NonRecursive, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from kmr_dsl import ast
@@ -82,116 +84,96 @@ def _number(text: str) -> int | float:
 _QUANTITY = re.compile(r"((?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)[ \t]*(\S+)")
 
 
-def _is_node(x) -> bool:
-    return x is not None and not isinstance(x, Token)
+def _nodes(children) -> tuple:
+    """The AST nodes among `children` (placeholders and punctuation tokens dropped)."""
+    return tuple(x for x in children if x is not None and not isinstance(x, Token))
 
 
-class _Builder(Transformer):
-    """Builds AST nodes; every method receives lark's meta for the span."""
+@v_args(meta=True)
+class _Builder(Transformer_NonRecursive):
+    """Builds AST nodes from lark's tree without recursion (so nesting depth costs no
+    Python stack here). Every method gets lark's meta, for the span, and the children;
+    `offset` shifts line numbers from the declaration's chunk to the whole file."""
 
-    def __init__(self, file: str):
+    def __init__(self, file: str, offset: int = 0):
         super().__init__()
         self.file = file
+        self.offset = offset
 
     def _span(self, meta) -> Span:
         if getattr(meta, "empty", True):
             return Span.unknown(self.file)
-        return Span(self.file, meta.line, meta.column, meta.end_line, meta.end_column)
+        return Span(self.file, meta.line + self.offset, meta.column, meta.end_line + self.offset, meta.end_column)
 
     def _tspan(self, tok: Token) -> Span:
-        return Span(self.file, tok.line, tok.column, tok.end_line, tok.end_column)
+        return Span(self.file, tok.line + self.offset, tok.column, tok.end_line + self.offset, tok.end_column)
 
     # -- top level
-    @v_args(meta=True)
     def start(self, meta, ch):
         return list(ch)
 
-    @v_args(meta=True)
     def import_decl(self, meta, ch):
         return ast.ImportDecl(_unquote(ch[0]), self._span(meta))
 
-    @v_args(meta=True)
     def loader_call(self, meta, ch):
-        return ast.LoaderCall(str(ch[0]), tuple(a for a in ch[1:] if _is_node(a)), self._span(meta))
+        return ast.LoaderCall(str(ch[0]), _nodes(ch[1:]), self._span(meta))
 
-    @v_args(meta=True)
     def model_decl(self, meta, ch):
         return ast.ModelDecl(str(ch[0]), ch[1], self._span(meta))
 
-    @v_args(meta=True)
     def data_decl(self, meta, ch):
         return ast.DataDecl(str(ch[0]), ch[1], self._span(meta))
 
     # -- knobs, types, domains, literals
-    @v_args(meta=True)
     def knob_decl(self, meta, ch):
         name, family, typ, step, default = ch
         return ast.KnobDecl(str(name), family, typ, step, default, self._span(meta))
 
-    @v_args(meta=True)
     def family(self, meta, ch):
         return ast.Family(str(ch[0]), ch[1], self._span(meta))
 
-    def scalar_type(self, ch):
-        return str(ch[0])
-
-    @v_args(meta=True)
     def ranged_type(self, meta, ch):
         return ast.ScalarType(ch[0], ch[1], self._span(meta))
 
-    @v_args(meta=True)
-    def scalar_param_type(self, meta, ch):
-        return ast.ScalarType(ch[0], ch[1], self._span(meta))
+    scalar_param_type = ranged_type
 
-    @v_args(meta=True)
     def bool_type(self, meta, ch):
         return ast.BoolType(self._span(meta))
 
-    @v_args(meta=True)
     def enum_type(self, meta, ch):
         members, span = ch[0]
         return ast.EnumType(members, span)
 
-    @v_args(meta=True)
     def enum_set(self, meta, ch):
         return tuple(str(t) for t in ch if t is not None), self._span(meta)
 
-    @v_args(meta=True)
     def data_type(self, meta, ch):
         return ast.DataType(self._span(meta))
 
-    @v_args(meta=True)
     def model_type(self, meta, ch):
         return ast.ModelType(self._span(meta))
 
-    def step_clause(self, ch):
+    def _first(self, meta, ch):
         return ch[0]
 
-    def default(self, ch):
-        return ch[0]
+    step_clause = default = constraint = check = _first
 
-    def lo_bracket(self, ch):
+    def _first_text(self, meta, ch):
         return str(ch[0])
 
-    def hi_bracket(self, ch):
-        return str(ch[0])
+    scalar_type = lo_bracket = hi_bracket = _first_text
 
-    @v_args(meta=True)
     def range_domain(self, meta, ch):
         lo_b, lo, hi, hi_b = ch
         return ast.RangeDomain(lo, hi, lo_b == "[", hi_b == "]", self._span(meta))
 
-    @v_args(meta=True)
     def set_domain(self, meta, ch):
         return ast.SetDomain(tuple(c for c in ch if c is not None), self._span(meta))
 
-    @v_args(meta=True)
     def signed_number(self, meta, ch):
         toks = [c for c in ch if c is not None]
-        negative = len(toks) == 2
-        tok = toks[-1]
-        node = self._numeric(tok, self._span(meta))
-        if not negative:
+        node = self._numeric(toks[-1], self._span(meta))
+        if len(toks) == 1:
             return node
         if isinstance(node, ast.Quantity):
             return ast.Quantity(-node.value, node.unit, node.span)
@@ -203,193 +185,153 @@ class _Builder(Transformer):
             return ast.Quantity(_number(m.group(1)), m.group(2), span)
         return ast.Number(_number(str(tok)), span)
 
-    @v_args(meta=True)
     def name_lit(self, meta, ch):
         return ast.Name(str(ch[0]), self._tspan(ch[0]))
 
     # -- meters
-    @v_args(meta=True)
     def derived_meter(self, meta, ch):
         return ast.DerivedMeter(str(ch[0]), ch[1], self._span(meta))
 
-    @v_args(meta=True)
     def builtin_meter(self, meta, ch):
         name, params, dim, kind, impl = ch
         return ast.BuiltinMeter(str(name), params or (), str(dim), str(kind), _unquote(impl), self._span(meta))
 
     # -- rules
-    def params(self, ch):
+    def params(self, meta, ch):
         return tuple(p for p in ch if p is not None)
 
-    @v_args(meta=True)
     def param(self, meta, ch):
         return ast.Param(str(ch[0]), ch[1], ch[2], self._span(meta))
 
-    @v_args(meta=True)
     def rule_decl(self, meta, ch):
         return ast.RuleDecl(str(ch[0]), ch[1], tuple(ch[2:]), self._span(meta))
 
-    @v_args(meta=True)
     def accepts_clause(self, meta, ch):
         return ast.AcceptsClause(tuple(str(t) for t in ch), self._span(meta))
 
-    @v_args(meta=True)
     def requires_clause(self, meta, ch):
         return ast.RequiresClause(ch[0], self._span(meta))
 
-    @v_args(meta=True)
     def effect_clause(self, meta, ch):
         return ast.EffectClause(ch[0], ch[1], self._span(meta))
 
-    @v_args(meta=True)
     def impl_clause(self, meta, ch):
         return ast.ImplClause(_unquote(ch[0]), self._span(meta))
 
-    @v_args(meta=True)
     def target(self, meta, ch):
         return ast.Target(str(ch[0]), str(ch[1]), self._span(meta))
 
     # -- pipelines
-    @v_args(meta=True)
     def pipeline_decl(self, meta, ch):
         return ast.PipelineDecl(str(ch[0]), str(ch[1]), tuple(ch[2:]), self._span(meta))
 
-    @v_args(meta=True)
     def step(self, meta, ch):
-        args = tuple(a for a in ch[1:-1] if _is_node(a))
-        return ast.Step(str(ch[0]), args, ch[-1], self._span(meta))
+        return ast.Step(str(ch[0]), _nodes(ch[1:-1]), ch[-1], self._span(meta))
 
-    @v_args(meta=True)
     def for_block(self, meta, ch):
         return ast.ForBlock(str(ch[0]), ch[1], tuple(ch[2:]), self._span(meta))
 
-    @v_args(meta=True)
     def all_selector(self, meta, ch):
         return ast.AllSelector(self._span(meta))
 
-    @v_args(meta=True)
     def selector_call(self, meta, ch):
-        kinds = tuple(v for k, v in ch if k == "kind") if ch and ch[0] is not None else ()
-        globs = [v for k, v in (c for c in ch if c is not None) if k == "name"]
-        kinds = tuple(v for k, v in (c for c in ch if c is not None) if k == "kind")
+        pairs = [c for c in ch if c is not None]
+        globs = [v for k, v in pairs if k == "name"]
+        kinds = tuple(v for k, v in pairs if k == "kind")
         return ast.Selector(kinds, globs[-1] if globs else None, self._span(meta))
 
-    def kind_arg(self, ch):
+    def kind_arg(self, meta, ch):
         return ("kind", str(ch[0]))
 
-    def name_arg(self, ch):
+    def name_arg(self, meta, ch):
         key, glob = ch
         if str(key) != "name":
             raise KmrError(error("KMR104", self._tspan(key), f"unknown selector option `{key}`",
                                  hint='a selector lists layer kinds and optionally `name = "glob"`'))
         return ("name", _unquote(glob))
 
-    @v_args(meta=True)
     def budget_block(self, meta, ch):
         return ast.BudgetBlock(tuple(ch), self._span(meta))
 
-    def constraint(self, ch):
-        return ch[0]
-
-    @v_args(meta=True)
     def objective(self, meta, ch):
         return ast.Objective(str(ch[0]), ch[1], self._span(meta))
 
-    @v_args(meta=True)
     def search_clause(self, meta, ch):
-        return ast.SearchClause(str(ch[0]), tuple(a for a in ch[1:] if _is_node(a)), self._span(meta))
+        return ast.SearchClause(str(ch[0]), _nodes(ch[1:]), self._span(meta))
 
-    @v_args(meta=True)
     def named_arg(self, meta, ch):
         return ast.Arg(str(ch[0]), ch[1], self._span(meta))
 
-    @v_args(meta=True)
     def positional_arg(self, meta, ch):
         return ast.Arg(None, ch[0], self._span(meta))
 
     # -- properties
-    @v_args(meta=True)
     def property_decl(self, meta, ch):
         name, pipe, forall, *checks = ch
         return ast.PropertyDecl(str(name), str(pipe), forall or (), tuple(checks), self._span(meta))
 
-    def forall(self, ch):
+    def forall(self, meta, ch):
         return tuple(str(t) for t in ch)
 
-    def check(self, ch):
-        return ch[0]
-
     # -- expressions
-    @v_args(meta=True)
     def if_expr(self, meta, ch):
         return ast.IfExpr(ch[0], ch[1], ch[2], self._span(meta))
 
-    @v_args(meta=True)
-    def or_op(self, meta, ch):
-        return ast.Binary("or", ch[0], ch[1], self._span(meta))
-
-    @v_args(meta=True)
-    def and_op(self, meta, ch):
-        return ast.Binary("and", ch[0], ch[1], self._span(meta))
-
-    @v_args(meta=True)
-    def not_op(self, meta, ch):
-        return ast.Unary("not", ch[0], self._span(meta))
-
-    @v_args(meta=True)
     def compare(self, meta, ch):
         return ast.Compare(str(ch[1]), ch[0], ch[2], self._span(meta))
 
-    def _bin(op):
-        @v_args(meta=True)
+    def _binary(op):
         def method(self, meta, ch):
             return ast.Binary(op, ch[0], ch[1], self._span(meta))
         return method
 
-    add, sub, mul, div = _bin("+"), _bin("-"), _bin("*"), _bin("/")
+    or_op, and_op = _binary("or"), _binary("and")
+    add, sub, mul, div = _binary("+"), _binary("-"), _binary("*"), _binary("/")
 
-    @v_args(meta=True)
-    def neg(self, meta, ch):
-        return ast.Unary("-", ch[0], self._span(meta))
+    def _unary(op):
+        def method(self, meta, ch):
+            return ast.Unary(op, ch[0], self._span(meta))
+        return method
 
-    @v_args(meta=True)
+    not_op, neg = _unary("not"), _unary("-")
+
     def attribute(self, meta, ch):
         return ast.Attribute(ch[0], str(ch[1]), self._span(meta))
 
-    @v_args(meta=True)
     def call(self, meta, ch):
-        return ast.Call(ch[0], tuple(a for a in ch[1:] if _is_node(a)), self._span(meta))
+        return ast.Call(ch[0], _nodes(ch[1:]), self._span(meta))
 
-    @v_args(meta=True)
     def index(self, meta, ch):
         return ast.Index(ch[0], ch[1], self._span(meta))
 
-    def number(self, ch):
+    # -- atoms: spans come from the token
+    def number(self, meta, ch):
         return self._numeric(ch[0], self._tspan(ch[0]))
 
-    def quantity(self, ch):
-        return self._numeric(ch[0], self._tspan(ch[0]))
+    quantity = number
 
-    def string(self, ch):
+    def string(self, meta, ch):
         return ast.String(_unquote(ch[0]), self._tspan(ch[0]))
 
-    def true_lit(self, ch):
+    def true_lit(self, meta, ch):
         return ast.Bool(True, self._tspan(ch[0]))
 
-    def false_lit(self, ch):
+    def false_lit(self, meta, ch):
         return ast.Bool(False, self._tspan(ch[0]))
 
-    def name(self, ch):
+    def name(self, meta, ch):
         return ast.Name(str(ch[0]), self._tspan(ch[0]))
 
-    def baseline_ref(self, ch):
+    def baseline_ref(self, meta, ch):
         return ast.BaselineRef(self._tspan(ch[0]))
 
-    def layer_ref(self, ch):
+    def layer_ref(self, meta, ch):
         return ast.LayerRef(self._tspan(ch[0]))
 
-    def model_ref(self, ch):
+    def model_ref(self, meta, ch):
         return ast.ModelRef(self._tspan(ch[0]))
+
+    del _binary, _unary
 
 
 # ---------------------------------------------------------------- chunking
@@ -397,26 +339,23 @@ class _Builder(Transformer):
 _DECL_START = re.compile(r"[ \t]*(" + "|".join(DECL_KEYWORDS) + r")(?=[ \t]+[A-Za-z_\"])")
 
 
-def _scan_line(line: str, depth: int, in_string: bool) -> tuple[int, bool]:
-    """Bracket depth after `line`; strings do not span lines, so they reset at its end."""
-    i = 0
-    while i < len(line):
-        c = line[i]
-        if in_string:
-            if c == "\\":
-                i += 1
-            elif c == '"':
-                in_string = False
-        elif c == '"':
-            in_string = True
-        elif c == "#":
-            break
-        elif c in "([{":
-            depth += 1
-        elif c in ")]}":
-            depth = max(0, depth - 1)
-        i += 1
-    return depth, False
+# The one scanner of raw source lines (declaration cutting, comments, bracket
+# diagnostics, the formatter's comment extraction): a string (double quotes, `\`
+# escapes, never spanning a line, possibly unterminated) is skipped whole; brackets and
+# the `#` that starts a comment are reported. A regex, so a long line costs C time.
+_SCAN = re.compile(r'"(?:[^"\\]|\\.)*"?|[#()\[\]{}]')
+
+
+def scan(line: str):
+    """(index, char) of each bracket on `line` outside strings, up to and including the
+    `#` that starts a comment (which ends the scan)."""
+    for m in _SCAN.finditer(line):
+        c = m.group()
+        if c[0] == '"':
+            continue
+        yield m.start(), c
+        if c == "#":
+            return
 
 
 def split_declarations(text: str) -> list[tuple[int, str]]:
@@ -431,7 +370,11 @@ def split_declarations(text: str) -> list[tuple[int, str]]:
             chunks.append((number, []))
             depth = 0
         chunks[-1][1].append(line)
-        depth, _ = _scan_line(line, depth, False)
+        for _, c in scan(line):
+            if c in "([{":
+                depth += 1
+            elif c in ")]}":
+                depth = max(0, depth - 1)
     return [(start, "\n".join(body)) for start, body in chunks]
 
 
@@ -546,23 +489,9 @@ def _example_states() -> dict:
 
 
 def comment_start(line: str) -> int:
-    """Column of the `#` that starts a comment on `line`, or -1. Strings never span a
-    line, so a `#` inside double quotes (with `\\"` escapes) is not a comment."""
-    in_string = False
-    i = 0
-    while i < len(line):
-        c = line[i]
-        if in_string:
-            if c == "\\":
-                i += 1
-            elif c == '"':
-                in_string = False
-        elif c == '"':
-            in_string = True
-        elif c == "#":
-            return i
-        i += 1
-    return -1
+    """Column of the `#` that starts a comment on `line`, or -1 (a `#` inside a string
+    is not one)."""
+    return next((i for i, c in scan(line) if c == "#"), -1)
 
 
 def _strip_comment(line: str) -> str:
@@ -586,31 +515,21 @@ def _open_brackets(text: str, stop: tuple[int, int] | None = None):
     skipped: list[tuple[str, int, int, str]] = []
     lines = text.split("\n")
     for lineno, raw in enumerate(lines, start=1):
-        line = _strip_comment(raw)
-        in_string = False
-        i = 0
-        while i < len(line):
+        if stop is not None and lineno > stop[0]:
+            return stack, skipped
+        for i, c in scan(raw):
             if stop is not None and (lineno, i + 1) >= stop:
                 return stack, skipped
-            c = line[i]
-            if in_string:
-                if c == "\\":
-                    i += 1
-                elif c == '"':
-                    in_string = False
-            elif c == '"':
-                in_string = True
-            elif c in _CLOSERS:
-                stack.append((c, lineno, i + 1, line[:i].strip()))
-            elif c in ")]}" and stack and _CLOSERS[stack[-1][0]] == c:
-                if c == "}" and not line[:i].strip():
-                    level = _indent(line)
+            if c in _CLOSERS:
+                stack.append((c, lineno, i + 1, raw[:i].strip()))
+            elif c != "#" and stack and _CLOSERS[stack[-1][0]] == c:
+                if c == "}" and not raw[:i].strip():
+                    level = _indent(raw)
                     same = [k for k, b in enumerate(stack) if b[0] == "{" and _indent(lines[b[1] - 1]) == level]
                     if same and same[-1] < len(stack) - 1 and _indent(lines[stack[-1][1] - 1]) > level:
                         skipped.extend(reversed(stack[same[-1] + 1:]))
                         del stack[same[-1] + 1:]
                 stack.pop()
-            i += 1
     return stack, skipped
 
 
@@ -753,7 +672,7 @@ def parse(text: str, file: str = "<input>") -> tuple[ast.Program, list[Diagnosti
             continue
         try:
             tree = parser().parse(chunk)
-            decls.extend(_Builder(file)._shift(tree, start - 1))
+            decls.extend(_Builder(file, start - 1).transform(tree))
         except UnexpectedInput as e:
             diags.append(_diagnose(e, chunk, file, start - 1))
         except VisitError as e:  # a builder bug must still not reach the user as a traceback
@@ -764,21 +683,6 @@ def parse(text: str, file: str = "<input>") -> tuple[ast.Program, list[Diagnosti
     lines = text.count("\n") + 1
     program = ast.Program(file, tuple(decls), Span(file, 1, 1, lines, 1))
     return program, diags
-
-
-def _shift(self, tree, offset: int) -> list:
-    if offset:
-        for tok in tree.scan_values(lambda v: isinstance(v, Token)):
-            tok.line += offset
-            tok.end_line += offset
-        for sub in tree.iter_subtrees():
-            if not sub.meta.empty:
-                sub.meta.line += offset
-                sub.meta.end_line += offset
-    return self.transform(tree)
-
-
-_Builder._shift = _shift
 
 
 def parse_expr(text: str, file: str = "<expr>"):
