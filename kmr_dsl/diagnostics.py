@@ -98,6 +98,7 @@ CODES: dict[str, tuple[str, str]] = {
     "KMR106": ("invalid character", "remove the character; identifiers are [A-Za-z_][A-Za-z0-9_]*"),
     "KMR107": ("unknown unit", "use one of B KB MB GB KiB MiB GiB us ms s % K M G"),
     "KMR108": ("missing declaration keyword", "start the line with import, model, data, knob, meter, rule, pipeline or property"),
+    "KMR109": ("expression nested too deep", "write the expression flatter (see the note for the limit)"),
     # 2xx names, imports, types, units
     "KMR201": ("undefined name", "declare the name, import the file that does, or fix the spelling"),
     "KMR202": ("duplicate name", "rename one of the declarations; names are unique per file"),

@@ -17,10 +17,11 @@ is built without recursion (lark's Transformer_NonRecursive, v_args on the class
 from __future__ import annotations
 
 import re
+import unicodedata
 from functools import lru_cache
 
 import lark
-from lark import Token, Transformer_NonRecursive, v_args
+from lark import Token, Transformer_NonRecursive, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from kmr_dsl import ast
@@ -29,6 +30,16 @@ from kmr_dsl.resources import grammar_path
 
 DECL_KEYWORDS = ("import", "model", "data", "knob", "meter", "rule", "pipeline", "property")
 UNITS = ("KiB", "MiB", "GiB", "KB", "MB", "GB", "B", "us", "ms", "s", "%", "K", "M", "G")
+
+# How deeply expressions may nest (operators, calls, `if`s, `not`s, unary minus inside
+# one another). Every later stage (checker, verifier, runtime, formatter) walks
+# expressions recursively within Python's default recursion limit; the deepest walker
+# uses about four frames a level, so this leaves room for the frames around it.
+# Measured in tests/parse/test_limits.py at the limit for every stage.
+MAX_NESTING = 150
+_NESTING_RULES = frozenset({"if_expr", "or_op", "and_op", "not_op", "compare", "add", "sub", "mul", "div",
+                            "neg", "attribute", "call", "index"})
+BOM = "\ufeff"
 
 
 class _LineStartParen:
@@ -78,10 +89,33 @@ def _unquote(tok: str) -> str:
 
 
 def _number(text: str) -> int | float:
-    return int(text) if re.fullmatch(r"\d+", text) else float(text)
+    return int(text) if re.fullmatch(r"[0-9]+", text) else float(text)
 
 
-_QUANTITY = re.compile(r"((?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)[ \t]*(\S+)")
+_QUANTITY = re.compile(r"((?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?)[ \t]*(\S+)")
+
+
+def _rightmost(e):
+    """The last operand of `e` as written (a chain is walked, not recursed)."""
+    while isinstance(e, (ast.Binary, ast.Compare, ast.Unary)):
+        e = e.operand if isinstance(e, ast.Unary) else e.right
+    return e
+
+
+def _glued_unit(prev, line) -> Diagnostic | None:
+    """`size <= 16 kb` parses as a budget line `size <= 16` and a line `kb`, since
+    newlines are whitespace. A bare name on the line where a number ends is a unit
+    typo: reported here (KMR107, and the declaration dropped like a syntax error), so
+    that no later stage, `kmr fmt` included, takes the two for separate lines."""
+    end = _rightmost(prev)
+    if (isinstance(line, ast.Name) and isinstance(end, ast.Number)
+            and end.span.end_line == line.span.line and re.fullmatch(r"[A-Za-z]{1,5}", line.id)):
+        unit = {u.lower(): u for u in UNITS}.get(line.id.lower())
+        notes = [f"did you mean `{unit}`?"] if unit else []
+        return error("KMR107", line.span, f"unknown unit `{line.id}`", *notes,
+                     "units: bytes B KB MB GB KiB MiB GiB, time us ms s, ratio %, counts K M G",
+                     hint="units are case-sensitive: `16 KB`, `2 ms`, `25%`")
+    return None
 
 
 def _nodes(children) -> tuple:
@@ -99,6 +133,7 @@ class _Builder(Transformer_NonRecursive):
         super().__init__()
         self.file = file
         self.offset = offset
+        self.errors: list[Diagnostic] = []     # reported while building; the chunk is then dropped
 
     def _span(self, meta) -> Span:
         if getattr(meta, "empty", True):
@@ -251,6 +286,7 @@ class _Builder(Transformer_NonRecursive):
         return ("name", _unquote(glob))
 
     def budget_block(self, meta, ch):
+        self.errors += filter(None, (_glued_unit(prev, line) for prev, line in zip(ch, ch[1:])))
         return ast.BudgetBlock(tuple(ch), self._span(meta))
 
     def objective(self, meta, ch):
@@ -562,7 +598,7 @@ def _missing_closer(open_, file: str, line_offset: int) -> Diagnostic:
 
 # A name right after a number on the same line is most likely a unit the lexer does not
 # know (`16 kb`, `2 sec`): the known ones are lexed together with their number.
-_AFTER_NUMBER = re.compile(r"(?<![A-Za-z_0-9.])(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?[ \t]*$")
+_AFTER_NUMBER = re.compile(r"(?<![A-Za-z_0-9.])([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?[ \t]*$")
 
 
 def _unknown_unit(tok: Token, chunk: str, line: int, col: int) -> str | None:
@@ -606,6 +642,12 @@ def _diagnose(e: UnexpectedInput, chunk: str, file: str, line_offset: int) -> Di
             end = len(text_line) + 1
             return error("KMR103", Span(file, span.line, col, span.line, end), "unterminated string",
                          "strings are double-quoted and end on the same line")
+        if ch.isdigit() or unicodedata.category(ch) == "Nd":
+            value = unicodedata.digit(ch, None)
+            reads = f" (it looks like {value})" if value is not None else ""
+            return error("KMR106", span, f"non-ASCII digit {ch!r} ({unicodedata.name(ch, 'unnamed')}){reads}",
+                         "only the ASCII digits 0-9 make numbers, so text cannot look like one number and mean another",
+                         hint="retype the number with the digits 0-9")
         return error("KMR106", span, f"invalid character {ch!r}")
     tok = e.token
     span = Span(file, line + line_offset, col, (tok.end_line or line) + line_offset, tok.end_column or col + 1)
@@ -663,16 +705,53 @@ def _pretty_terminal(name: str) -> str:
 
 # ---------------------------------------------------------------- entry point
 
+def _too_deep(tree: Tree) -> Tree | None:
+    """The first expression node nested more than MAX_NESTING deep, or None (walked
+    with an explicit stack: the tree may be thousands of levels deep)."""
+    stack = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if node.data in _NESTING_RULES:
+            depth += 1
+            if depth > MAX_NESTING:
+                return node
+        stack.extend((c, depth) for c in node.children if isinstance(c, Tree))
+    return None
+
+
+def _nesting_error(node: Tree, file: str, offset: int) -> Diagnostic:
+    meta = node.meta
+    line = (meta.line if not meta.empty else 1) + offset
+    col = meta.column if not meta.empty else 1
+    return error("KMR109", Span(file, line, col, line, col + 1),
+                 f"expression nested too deep (limit {MAX_NESTING} levels)",
+                 "operators, calls, `if`, `not` and unary `-` each add a level; a chain "
+                 "`a + b + c` adds one per operator",
+                 hint="write it flatter: `300 * size` for a repeated term, drop `not not` and `- -` pairs, "
+                      "or split the expression over budget lines")
+
+
 def parse(text: str, file: str = "<input>") -> tuple[ast.Program, list[Diagnostic]]:
     """Parse a whole file; never raises on malformed input."""
     decls: list = []
     diags: list[Diagnostic] = []
+    if text.startswith(BOM):     # a UTF-8 byte order mark: a space, so columns stay those of the text
+        text = " " + text[1:]
     for start, chunk in split_declarations(text):
         if not chunk.strip() or not re.sub(r"#[^\n]*", "", chunk).strip():
             continue
         try:
             tree = parser().parse(chunk)
-            decls.extend(_Builder(file, start - 1).transform(tree))
+            deep = _too_deep(tree)
+            if deep is not None:
+                diags.append(_nesting_error(deep, file, start - 1))
+                continue
+            builder = _Builder(file, start - 1)
+            built = builder.transform(tree)
+            if builder.errors:
+                diags.extend(builder.errors)
+                continue
+            decls.extend(built)
         except UnexpectedInput as e:
             diags.append(_diagnose(e, chunk, file, start - 1))
         except VisitError as e:  # a builder bug must still not reach the user as a traceback
