@@ -174,13 +174,18 @@ def _render_report(path: str, pipeline: str, report) -> str:
 
 
 def cmd_fmt(args) -> int:
-    from kmr_dsl.fmt import format_source
+    from kmr_dsl.fmt import MAX_SOURCE_CHARS, format_source, too_large
+    from kmr_dsl.fmt.files import write_formatted
 
     out = Output("text")
     code = EXIT_OK
     for path in args.files:
         p = Path(path)
         try:
+            if p.stat().st_size > 4 * MAX_SOURCE_CHARS:    # refused before reading it (UTF-8: <= 4 bytes a char)
+                out.diagnostics([too_large(path, p.stat().st_size, "bytes")])
+                code = worst([code, EXIT_MALFORMED])
+                continue
             text = p.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
             out.diagnostics([error("KMR501", Span.unknown(path), f"cannot read {path}: {e}")])
@@ -195,10 +200,12 @@ def cmd_fmt(args) -> int:
                 out.diagnostics([error("KMR504", Span(str(p), 1, 1, 1, 2), f"{path} is not formatted")], {str(p): text})
                 code = worst([code, EXIT_FAILED])
         elif formatted != text:
-            tmp = p.with_name(f".{p.name}.kmrfmt.tmp")
-            tmp.write_text(formatted, encoding="utf-8")
-            os.replace(tmp, p)  # atomic: an interrupted fmt never leaves half a file
-            out.result(f"formatted {path}")
+            failed = write_formatted(p, formatted)
+            if failed is not None:
+                out.diagnostics([failed])
+                code = worst([code, EXIT_MALFORMED])
+            else:
+                out.result(f"formatted {path}")
     return code
 
 

@@ -155,6 +155,8 @@ CODES: dict[str, tuple[str, str]] = {
     "KMR506": ("optional dependency missing", "install the extra named in the message"),
     "KMR507": ("property failed", "see the shrunk failing setting"),
     "KMR508": ("search journal damaged or replaced", "nothing to fix: the search reruns what it cannot read back"),
+    "KMR509": ("formatted file cannot be written", "make the file and its folder writable, or use `kmr fmt --check`"),
+    "KMR510": ("file too large to format", "split the program into files joined by `import`"),
 }
 
 

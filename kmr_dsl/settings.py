@@ -4,10 +4,15 @@ Contract: `parse_settings(program, pipeline, items, span)` starts from the defau
 every knob instance the pipeline uses and applies each `KNOB=VALUE`; a family name sets
 every instance (`--set s=0.3`), an instance name one (`--set 's[fc1]=0.3'`). Values are
 parsed by the knob's type and must lie in its domain; anything else raises KmrError
-KMR503 naming the knob and its domain. No torch here.
+KMR503 naming the knob and its domain. Numbers are written as in a .kmr file: ASCII
+digits only (Python's int() would take `８` or `٣`), finite (no nan, inf, `1e999`).
+No torch here.
 """
 
 from __future__ import annotations
+
+import math
+import re
 
 from kmr_dsl.check.program import CheckedProgram, Knob, Pipeline
 from kmr_dsl.diagnostics import KmrError, Span, error
@@ -25,6 +30,10 @@ def describe_domain(knob: Knob) -> str:
     return text + (f" step {d.step}" if d.step is not None else "")
 
 
+_INTEGER = re.compile(r"[-+]?[0-9]+")
+_NUMERAL = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+
+
 def parse_value(knob: Knob, text: str, span: Span):
     text = text.strip()
     bad = KmrError(error("KMR503", span, f"`{text}` is not a value of knob `{knob.name}`",
@@ -38,10 +47,11 @@ def parse_value(knob: Knob, text: str, span: Span):
         if text not in knob.members:
             raise bad
         return text
-    try:
-        value = int(text) if knob.type == "int" else float(text)
-    except ValueError:
-        raise bad from None
+    if not (_INTEGER if knob.type == "int" else _NUMERAL).fullmatch(text):
+        raise bad
+    value = int(text) if knob.type == "int" else float(text)
+    if not math.isfinite(value):        # `1e999` overflows to inf
+        raise bad
     if knob.domain is not None and not knob.domain.contains(value):
         raise bad
     return value

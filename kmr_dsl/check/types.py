@@ -216,8 +216,13 @@ def int_bounds(d: P.Domain) -> tuple[int, int]:
 
 
 def _divides(d: P.Domain) -> bool:
+    """hi - lo is a whole number (at least one, unless lo == hi) of steps. A step far
+    larger than the range gives k close to 0: that is no step at all, not a divisor."""
     k = (d.hi - d.lo) / d.step
-    return abs(k - round(k)) <= 1e-9 * max(1.0, abs(k))
+    if not math.isfinite(k):
+        return False
+    n = round(k)
+    return (n >= 1 or d.hi == d.lo) and abs(k - n) <= 1e-9 * max(1.0, abs(k))
 
 
 def _step_ok(d: P.Domain, diags, step_node, owner: str) -> bool:

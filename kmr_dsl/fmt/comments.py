@@ -22,6 +22,7 @@ verbatim apart from trailing whitespace.
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass
 
@@ -76,16 +77,14 @@ def merge(lines: list[Line], comments: list[Comment]) -> str:
     leading: list[list[Comment]] = [[] for _ in lines]
     trailing: list[list[Comment]] = [[] for _ in lines]
     at_end: list[Comment] = []
-    for c in comments:
+    for c in comments:  # anchors never decrease, so both searches are bisections
+        after = bisect.bisect_right(anchors, c.line)     # first line anchored after the comment
         if c.full:
-            target = next((i for i, a in enumerate(anchors) if a > c.line), None)
-            (leading[target] if target is not None else at_end).append(c)
+            (leading[after] if after < len(lines) else at_end).append(c)
+        elif after == 0:        # cannot happen for parsed code; keep it rather than lose it
+            at_end.append(c)
         else:
-            target = max((i for i, a in enumerate(anchors) if a <= c.line), default=None)
-            if target is None:  # cannot happen for parsed code; keep it rather than lose it
-                at_end.append(c)
-            else:
-                trailing[target].append(c)
+            trailing[after - 1].append(c)
 
     out: list[str] = []
     opener = False                      # the previous line emitted ends with `{`
