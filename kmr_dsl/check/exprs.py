@@ -32,6 +32,7 @@ from kmr_dsl.check.names import did_you_mean
 from kmr_dsl.check.operators import Operators
 from kmr_dsl.check.selectors import same_selector, show_selector
 from kmr_dsl.diagnostics import error
+from kmr_dsl.parse import MAX_NESTING
 
 LAYER_FIELDS = {"kind": T.STR, "in_features": T.INT, "out_features": T.INT, "params": T.INT,
                 "density": T.NUM, "bits": T.INT, "rank": T.INT, "adapter_rank": T.INT, "frozen": T.BOOL}
@@ -52,6 +53,29 @@ class Scope:
 PIPELINE = Scope("pipeline")
 
 
+# The parser keeps expressions within MAX_NESTING levels; the IR may add a few (a
+# comparison chain, a baseline read), and no more unless derived meters nest.
+MAX_IR_DEPTH = MAX_NESTING + 8
+
+
+def ir_depth(e) -> int:
+    """Nesting depth of an IR expression, walked with an explicit stack and shared
+    subtrees counted once (a meter read twice is one subtree)."""
+    depth: dict[int, int] = {}
+    stack = [(e, False)]
+    while stack:
+        node, ready = stack.pop()
+        if id(node) in depth:
+            continue
+        kids = walk.children(node)
+        if ready or not kids:
+            depth[id(node)] = 1 + max((depth[id(k)] for k in kids), default=0)
+        else:
+            stack.append((node, True))
+            stack.extend((k, False) for k in kids)
+    return depth[id(e)]
+
+
 def _err(span) -> tuple:
     return P.Const(0, "number", span), T.ERROR
 
@@ -66,7 +90,21 @@ class Lowerer(Operators):
         if method is None:
             self.cx.report(error("KMR219", e.span, "this expression is not allowed here"))
             return _err(e.span)
-        return method(e, scope)
+        self._open = getattr(self, "_open", 0) + 1
+        try:
+            ir, ty = method(e, scope)
+        finally:
+            self._open -= 1
+        if self._open == 0 and not ty.is_error and ir_depth(ir) > MAX_IR_DEPTH:
+            # derived meters expand in place, so a short line can stand for a deep tree
+            self.cx.report(error("KMR109", e.span,
+                                 f"expression nested too deep once its derived meters are expanded "
+                                 f"(limit {MAX_NESTING} levels)",
+                                 "each derived meter is expanded where it is read",
+                                 hint="read fewer layers of derived meters in one expression, "
+                                      "or write them flatter"))
+            return _err(e.span)
+        return ir, ty
 
     def show(self, node) -> str:
         text = self.cx.snippet(node.span)

@@ -168,3 +168,15 @@ def test_a_step_larger_than_the_range_is_kmr207(step):
 def test_a_step_on_a_one_point_range_is_fine():
     _, diags = check_source('import "std"\nknob a : float in [0.5, 0.5] step 0.1 = 0.5\n', "s.kmr")
     assert not has_errors(diags), diags
+
+
+def test_derived_meters_that_expand_too_deep_are_kmr109():
+    """Each meter is shallow, but they expand in place: m11 stands for a tree over a
+    thousand levels deep (the verifier used to fail with a RecursionError)."""
+    meters = "meter m0 = size\n" + "".join(
+        f"meter m{i} = " + " + ".join([f"m{i - 1}"] * 2 + ["size"] * 100) + "\n" for i in range(1, 12))
+    text = program("m11 <= 1 GB").replace("knob s", meters + "knob s")
+    _, diags = check_source(text, "meters.kmr")
+    deep = [d for d in diags if d.code == "KMR109"]
+    assert deep and deep[0].span.line > 1 and deep[0].hint, diags
+    assert "KMR500" not in {d.code for d in diags}
