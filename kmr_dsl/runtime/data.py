@@ -13,11 +13,14 @@ Features are float32: digits divided by 16 (its pixels lie in 0..16); the others
 standardized with the mean and standard deviation of the *train* rows (a zero std
 counts as 1). Targets are int64 class indices.
 
-Every failure raises `KmrError` (KMR401 missing file, KMR402 wrong format, KMR403 bad
-data request).
+Every failure raises `KmrError` KMR403 (data could not be loaded: a missing or
+unreadable file, a pickle, a value that is not tensors, a bad request), as
+docs/errors.md says; model files have their own codes (KMR401/KMR402).
 """
 
 from __future__ import annotations
+
+import pickle
 
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +78,7 @@ def as_dataset(value, name: str, span: Span) -> Dataset:
     elif isinstance(value, dict) and "inputs" in value:
         inputs, targets = value["inputs"], value.get("targets")
     if not isinstance(inputs, torch.Tensor) or not (targets is None or isinstance(targets, torch.Tensor)):
-        raise KmrError(error("KMR402", span, f"data `{name}` is not an (inputs, targets) pair of tensors",
+        raise KmrError(error("KMR403", span, f"data `{name}` is not an (inputs, targets) pair of tensors",
                              f"got {type(value).__name__}",
                              hint="return a Dataset, a tensor, or a tuple (inputs, targets) of tensors"))
     if targets is not None and len(targets) != len(inputs):
@@ -120,16 +123,21 @@ def tensors(path: str | Path, span: Span | None = None, name: str | None = None)
     safetensors file with `inputs` (and optionally `targets`) entries."""
     span = span or Span.unknown()
     path = Path(path)
+    # every failure of a data loader is KMR403 (docs/errors.md), whatever the cause
     if not path.is_file():
-        raise KmrError(error("KMR401", span, f"data file `{path}` not found"))
+        raise KmrError(error("KMR403", span, f"data file `{path}` not found",
+                             hint="fix the path; it is relative to the program's folder"))
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
             value = load_file(str(path))
         else:
             value = torch.load(str(path), weights_only=True, map_location="cpu")
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is a format error
-        raise KmrError(error("KMR402", span, f"cannot read data file `{path}`", f"{type(exc).__name__}: {exc}",
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is a data error
+        pickled = isinstance(exc, pickle.UnpicklingError)
+        notes = (["it holds Python objects besides tensors; data files are never unpickled"] if pickled
+                 else [f"{type(exc).__name__}: {str(exc)[:300]}"])
+        raise KmrError(error("KMR403", span, f"cannot read data file `{path}`", *notes,
                              hint="save the data with torch.save((inputs, targets), path) "
                                   "or as safetensors with `inputs` and `targets`")) from exc
     return as_dataset(value, name or path.stem, span)

@@ -165,6 +165,20 @@ def factory_model(spec: LoaderSpec, span: Span | None = None, weights: bool = Tr
     return model
 
 
+def _same_dtypes(model: nn.Module, state: dict, path: Path, span: Span) -> None:
+    """safetensors checks each tensor's byte length against its declared dtype and
+    shape, but not that the dtype is the model's: load_state_dict would convert I32
+    numbers into a float parameter (F32 bits read as integers: garbage). So a tensor's
+    dtype must be its parameter's or buffer's, exactly."""
+    own = dict(model.state_dict(keep_vars=True))
+    wrong = [(k, v.dtype, own[k].dtype) for k, v in state.items() if k in own and v.dtype != own[k].dtype]
+    if wrong:
+        notes = [f"`{k}` is {got} in the file, {want} in the model" for k, got, want in wrong[:6]]
+        raise KmrError(error("KMR404", span, f"weights in `{path.name}` have the wrong data type", *notes,
+                             hint="save the weights from the model itself: "
+                                  "safetensors.torch.save_file(model.state_dict(), path)"))
+
+
 def load_weights(model: nn.Module, path: Path, span: Span) -> None:
     if not path.is_file():
         raise KmrError(error("KMR401", span, f"weights file `{path}` not found",
@@ -175,6 +189,7 @@ def load_weights(model: nn.Module, path: Path, span: Span) -> None:
     except Exception as exc:  # noqa: BLE001
         raise KmrError(error("KMR402", span, f"`{path.name}` is not a safetensors file", f"{type(exc).__name__}: {exc}",
                              hint="save weights with safetensors.torch.save_file(model.state_dict(), path)")) from exc
+    _same_dtypes(model, state, path, span)
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:

@@ -222,15 +222,43 @@ def test_data_errors(tmp_path):
         assert code_of(e) == "KMR403"
     with pytest.raises(KmrError) as e:
         loaders.load_data(LoaderSpec("tensors", ("none.pt",), (), str(tmp_path)))
-    assert code_of(e) == "KMR401"
+    assert code_of(e) == "KMR403"       # every data failure is KMR403, as docs/errors.md says
     (tmp_path / "bad.pt").write_text("x")
     with pytest.raises(KmrError) as e:
         loaders.load_data(LoaderSpec("tensors", ("bad.pt",), (), str(tmp_path)))
-    assert code_of(e) == "KMR402"
+    assert code_of(e) == "KMR403"
     torch.save((torch.zeros(3, 2), torch.zeros(4)), str(tmp_path / "uneven.pt"))
     with pytest.raises(KmrError) as e:
         loaders.load_data(LoaderSpec("tensors", ("uneven.pt",), (), str(tmp_path)))
     assert code_of(e) == "KMR403"
+
+
+class _Payload:
+    def __init__(self, x):
+        self.x = x
+
+
+def test_a_pickled_data_file_is_kmr403_and_never_unpickled(tmp_path):
+    torch.save((_Payload(torch.zeros(3, 2)), torch.zeros(3)), str(tmp_path / "pickled.pt"))
+    with pytest.raises(KmrError) as e:
+        loaders.load_data(LoaderSpec("tensors", ("pickled.pt",), (), str(tmp_path)))
+    assert code_of(e) == "KMR403" and "Python objects" in " ".join(e.value.diagnostic.notes)
+
+
+def test_weights_whose_dtype_is_not_the_models_are_kmr404(tmp_path):
+    """F32 bytes declared as I32 pass safetensors' own checks (same byte length);
+    loading them would silently turn the bit patterns into huge numbers."""
+    model = loaders.load_model(spec())
+    state = {k: (v.view(torch.int32) if v.dtype == torch.float32 else v) for k, v in model.state_dict().items()}
+    save_file(state, str(tmp_path / "i32.safetensors"))
+    with pytest.raises(KmrError) as e:
+        loaders.load_model(spec(weights=str(tmp_path / "i32.safetensors")))
+    assert code_of(e) == "KMR404" and "int32" in " ".join(e.value.diagnostic.notes)
+    half = {k: v.half() for k, v in model.state_dict().items()}
+    save_file(half, str(tmp_path / "f16.safetensors"))
+    with pytest.raises(KmrError) as e:
+        loaders.load_model(spec(weights=str(tmp_path / "f16.safetensors")))
+    assert code_of(e) == "KMR404"
 
 
 def test_tensors_and_factory_data(tmp_path):
