@@ -31,7 +31,7 @@ from kmr_dsl import ast
 from kmr_dsl.check.context import Context, FactsProvider
 from kmr_dsl.check.exprs import Lowerer
 from kmr_dsl.check.imports import load_closure
-from kmr_dsl.check.knobs import check_knob
+from kmr_dsl.check.knobs import check_knob, unused_families
 from kmr_dsl.check.loaders import check_data, check_model
 from kmr_dsl.check.names import Symbols
 from kmr_dsl.check.pipelines import check_pipeline, check_property
@@ -103,6 +103,7 @@ def _check(text, file, provider, trust):
     for e in entries:
         if isinstance(e.decl, ast.PropertyDecl):
             properties[e.decl.name] = check_property(lowerer, e.decl)
+    unused_families(cx, file)
     diags.sort(key=_order(closure))
     sources = closure.sources()
     if has_errors(diags) or any(v is None for v in (*pipelines.values(), *properties.values())):
