@@ -101,7 +101,9 @@ def format_source(text: str, file: str = "<input>") -> tuple[str | None, list[Di
     if len(text) > MAX_SOURCE_CHARS:
         return None, [too_large(file, len(text))]
     if text.startswith(BOM):
-        out, diags = format_source(text[1:], file)
+        # formatted as a space (what the parser reads it as: the columns stay the
+        # text's), then put back in front
+        out, diags = format_source(" " + text[1:], file)
         return (None if out is None else BOM + out), diags
     program, diags = parse(text, file)
     if has_errors(diags):

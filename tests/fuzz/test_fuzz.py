@@ -1,6 +1,8 @@
 """Fuzz the front end and the CLI: no input makes KMR raise or print a traceback.
 
-Inputs: programs generated from the grammar (grammar/kmr_gen.lark), and token and byte
+Inputs: programs generated from the grammar (grammar/kmr_gen.lark), deeply nested
+expressions around and far past the parser's nesting limit with unicode noise
+(`deep_unicode_programs`, also checked with model facts), and token and byte
 mutations (delete, duplicate, swap, insert; non-ASCII, NUL, BOM, stray control
 characters) of every .kmr file in the checkout: stdlib, examples and golden tests.
 Properties: `parse` never raises; every diagnostic has a registered KMR1xx/KMR2xx code
@@ -8,7 +10,8 @@ and a span inside the text; `kmr_dsl.fmt.format_source` never raises and, when t
 text parses, formats it into the same program; `kmr check` in-process returns 0-3,
 prints no traceback and no internal error, and returns 2 for a malformed program.
 
-About 2,000 cases, deterministic (`derandomize=True`), well under a minute.
+About 2,200 cases, deterministic (`derandomize=True`). The 10,000-program run, with
+the verifier, is benchmarks/bench_fuzz.py (figures in docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -26,11 +29,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kmr_dsl.check import check_source
 from kmr_dsl.diagnostics import CODES, has_errors, render
 from kmr_dsl.fmt import format_source, same_program
 from kmr_dsl.parse import parse
 
-from fuzz.programs import ROOT, kmr_files, programs
+from check.fakes import provider as fake_provider
+from fuzz.programs import ROOT, deep_unicode_programs, kmr_files, programs
 
 FILES = kmr_files(include_errors=True)
 SETTINGS = dict(deadline=None, derandomize=True, database=None,
@@ -117,6 +122,40 @@ def check_front_end(text: str, file: str = "fuzz.kmr") -> None:
     again, again_diags = parse(out, file)
     assert not again_diags and same_program(again, program)
     assert format_source(out, file) == (out, [])
+
+
+def check_all_stages(text: str, *, verify_too: bool = False, file: str = "fuzz.kmr") -> str:
+    """The front-end property, then the checker (with model facts) and optionally the
+    verifier: no internal error anywhere (KMR500, or the verifier's "internal error"),
+    and a text with syntax errors is never a checked program. Returns what happened:
+    "syntax", "nesting" (KMR109), "checker" (other errors), "checked" or "verified"."""
+    check_front_end(text, file)
+    parse_diags = parse(text, file)[1]
+    program, diags = check_source(text, file, fake_provider)
+    codes = {d.code for d in diags}
+    assert "KMR500" not in codes, [d for d in diags if d.code == "KMR500"]
+    if has_errors(parse_diags):
+        assert program is None and has_errors(diags)
+        return "nesting" if "KMR109" in {d.code for d in parse_diags} else "syntax"
+    if program is None:
+        return "nesting" if "KMR109" in codes else "checker"
+    if not verify_too:
+        return "checked"
+    from kmr_dsl.verify import verify
+
+    report = verify(program)
+    internal = [d for d in report.diagnostics if "internal error" in d.message + " ".join(d.notes)]
+    assert not internal, internal
+    return "verified"
+
+
+@settings(max_examples=200, **SETTINGS)
+@given(deep_unicode_programs())
+def test_deep_and_unicode_programs(source):
+    """Nesting on both sides of the parser's limit and far past it, in every context
+    an expression can take, with unicode noise: never an internal error. (The 10,000-
+    program run is benchmarks/bench_fuzz.py.)"""
+    check_all_stages(source)
 
 
 @settings(max_examples=200, **SETTINGS)
