@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -224,6 +226,21 @@ def _dispatch(module: str, function: str, args) -> int:
 
 # ---------------------------------------------------------------- parser
 
+def _integer(text: str) -> int:
+    """An option's integer: ASCII digits only (int() would also read `８` or `٣`)."""
+    if not re.fullmatch(r"[-+]?[0-9]+", text.strip()):
+        raise argparse.ArgumentTypeError(f"`{text}` is not an integer (digits 0-9)")
+    return int(text)
+
+
+def _seconds(text: str) -> float:
+    """An option's number: ASCII digits, finite (float() would read `nan`, `inf`, `８`)."""
+    if not re.fullmatch(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?", text.strip()) \
+            or not math.isfinite(float(text)):
+        raise argparse.ArgumentTypeError(f"`{text}` is not a finite number (digits 0-9)")
+    return float(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="kmr", description="KMR: verified model-efficiency pipelines on PyTorch.")
     ap.add_argument("--version", action="version", version=f"kmr {__version__}")
@@ -234,8 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--trust", action="store_true", help="allow loading pickled models (torch_module)")
 
     def solver(p):
-        p.add_argument("--rlimit", type=int, default=None, help="solver resource limit per obligation")
-        p.add_argument("--timeout", type=float, default=None, help="solver wall-clock cap per obligation (s)")
+        p.add_argument("--rlimit", type=_integer, default=None, help="solver resource limit per obligation")
+        p.add_argument("--timeout", type=_seconds, default=None, help="solver wall-clock cap per obligation (s)")
 
     p = sub.add_parser("check", help="prove a program well-formed, composable and feasible")
     p.add_argument("files", nargs="+", metavar="FILE")
@@ -259,8 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: out/<pipeline>)")
     p.add_argument("--force", action="store_true", help="run even if verification refutes the program")
     p.add_argument("--pipeline", help="the pipeline to run (default: the only one)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, metavar="N",
+    p.add_argument("--seed", type=_integer, default=0)
+    p.add_argument("--threads", type=_integer, default=None, metavar="N",
                    help="torch threads for the rules and meters (default: 1 for models under 1 M "
                         "parameters, else torch's own)")
     p.set_defaults(func=lambda a: _dispatch("kmr_dsl.runtime.command", "run_command", a))
@@ -272,13 +289,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, metavar="DIR")
     p.add_argument("--pipeline")
     p.add_argument("--strategy", default=None, help="override the program's search strategy")
-    p.add_argument("--max-steps", type=int, default=None)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--max-steps", type=_integer, default=None)
+    p.add_argument("--seed", type=_integer, default=None)
     p.add_argument("--resume", action="store_true", help="continue the journal in --out")
-    p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS")
+    p.add_argument("--time-limit", type=_seconds, default=None, metavar="SECONDS")
     p.add_argument("--backend", choices=("local", "ray"), default="local")
     p.add_argument("--address", default=None, help="Ray cluster address")
-    p.add_argument("--threads", type=int, default=None, metavar="N",
+    p.add_argument("--threads", type=_integer, default=None, metavar="N",
                    help="torch threads per trial for the rules and meters (default: 1 for models under "
                         "1 M parameters, else torch's own)")
     p.set_defaults(func=lambda a: _dispatch("kmr_dsl.search.command", "search_command", a))
@@ -286,8 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("test", help="property-test the file's laws and every rule's contract")
     p.add_argument("file", metavar="FILE")
     common(p)
-    p.add_argument("--examples", type=int, default=20)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--examples", type=_integer, default=20)
+    p.add_argument("--seed", type=_integer, default=0)
     p.add_argument("--no-contracts", action="store_true", help="skip the rule-contract tests")
     p.set_defaults(func=lambda a: _dispatch("kmr_dsl.proptest.command", "test_command", a))
     return ap

@@ -180,3 +180,10 @@ def test_derived_meters_that_expand_too_deep_are_kmr109():
     deep = [d for d in diags if d.code == "KMR109"]
     assert deep and deep[0].span.line > 1 and deep[0].hint, diags
     assert "KMR500" not in {d.code for d in diags}
+
+
+@pytest.mark.parametrize("argv", [["test", "x.kmr", "--examples", "８"], ["search", "x.kmr", "--time-limit", "nan"],
+                                  ["run", "x.kmr", "--threads", "٣"], ["check", "x.kmr", "--timeout", "inf"]])
+def test_numeric_options_take_ascii_finite_numbers(argv):
+    rc, out = _cli(argv)
+    assert rc == 2 and "KMR502" in out and "Traceback" not in out, out
