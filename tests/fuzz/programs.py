@@ -128,7 +128,7 @@ HEADER = 'import "std"\nmodel m = factory("fake:mlp")\nknob s : float in [0.0, 0
 depths = st.one_of(
     st.integers(0, 12),
     st.integers(MAX_NESTING - 4, MAX_NESTING + 4),      # either side of the limit
-    st.integers(0, 40).map(lambda k: 2 * MAX_NESTING if k < 36 else 1_000 if k < 40 else 3_000),
+    st.integers(0, 40).map(lambda k: MAX_NESTING + 20 if k < 36 else 1_000 if k < 40 else 3_000),
 )
 
 

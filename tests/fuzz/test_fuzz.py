@@ -105,7 +105,8 @@ def test_mutations_change_the_text():
 
 # ---------------------------------------------------------------- the property
 
-def check_front_end(text: str, file: str = "fuzz.kmr") -> None:
+def check_front_end(text: str, file: str = "fuzz.kmr") -> list:
+    """The property above; returns the parse diagnostics."""
     program, diags = parse(text, file)                       # must not raise
     lines = text.count("\n") + 1
     for d in diags:
@@ -117,11 +118,12 @@ def check_front_end(text: str, file: str = "fuzz.kmr") -> None:
     out, fdiags = format_source(text, file)                 # must not raise
     if has_errors(diags):
         assert out is None and fdiags == diags
-        return
+        return diags
     assert out is not None, fdiags                           # a parsed program always formats
     again, again_diags = parse(out, file)
     assert not again_diags and same_program(again, program)
     assert format_source(out, file) == (out, [])
+    return diags
 
 
 def check_all_stages(text: str, *, verify_too: bool = False, file: str = "fuzz.kmr") -> str:
@@ -129,8 +131,7 @@ def check_all_stages(text: str, *, verify_too: bool = False, file: str = "fuzz.k
     verifier: no internal error anywhere (KMR500, or the verifier's "internal error"),
     and a text with syntax errors is never a checked program. Returns what happened:
     "syntax", "nesting" (KMR109), "checker" (other errors), "checked" or "verified"."""
-    check_front_end(text, file)
-    parse_diags = parse(text, file)[1]
+    parse_diags = check_front_end(text, file)
     program, diags = check_source(text, file, fake_provider)
     codes = {d.code for d in diags}
     assert "KMR500" not in codes, [d for d in diags if d.code == "KMR500"]
