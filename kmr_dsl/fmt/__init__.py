@@ -84,7 +84,8 @@ def same_program(a, b) -> bool:
 
 
 def too_large(file: str, size: int, unit: str = "characters") -> Diagnostic:
-    return error("KMR510", Span(file, 1, 1, 1, 2),
+    # located at the file, not at a line: showing the first line could print megabytes
+    return error("KMR510", Span.unknown(file),
                  f"{file} is too large to format ({size:,} {unit}; the limit is {MAX_SOURCE_CHARS:,} characters)",
                  hint="a KMR program is a few KB: split it into files joined by `import`")
 

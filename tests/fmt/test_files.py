@@ -98,5 +98,6 @@ def test_a_huge_file_is_refused_quickly(tmp_path):
     path.write_text(line + "\n")
     rc, printed = fmt(path)
     assert rc == 2 and "KMR510" in printed and "KMR500" not in printed
+    assert len(printed) < 1000          # the file is named, its 10 MB line is not printed
     out, diags = format_source("#" * (MAX_SOURCE_CHARS + 1), "big.kmr")
     assert out is None and [d.code for d in diags] == ["KMR510"]
