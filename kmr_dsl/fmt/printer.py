@@ -162,8 +162,13 @@ def _line(node) -> int:
 
 def statement(prefix: str, e: ast.Expr, indent: int, anchor: int) -> list[Line]:
     """`prefix EXPR` on one line; an if-chain that would pass WIDTH breaks before each
-    `else`, aligned under its `if` (newlines are whitespace, so this re-parses)."""
+    `else`, aligned under its `if` (newlines are whitespace, so this re-parses).
+    A budget line (no prefix) that would start with `-` is put in parentheses: after
+    the line before it, `-x` would read as a subtraction from that line, while a `(`
+    first on a line opens a new expression."""
     one = prefix + expr(e)
+    if not prefix and one.startswith("-"):
+        return [Line(f"({one})", indent, anchor, indent)]
     if indent + len(one) <= WIDTH or not isinstance(e, ast.IfExpr):
         return [Line(one, indent, anchor, indent)]
     col = indent + len(prefix)

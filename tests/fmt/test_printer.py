@@ -172,3 +172,14 @@ def test_cli_fmt_check_and_rewrite(tmp_path, capsys):
     assert main(["fmt", str(broken)]) == 2
     assert broken.read_text(encoding="utf-8") == "knob a : \n"
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_budget_line_starting_with_minus_keeps_its_parentheses():
+    """Found by benchmarks/bench_fuzz.py: `(-0)` after another budget line was printed
+    as `-0`, which reads back as a subtraction from the line before (`0 - 0`)."""
+    from kmr_dsl.fmt import format_source
+
+    text = "pipeline x(x) {\n    budget {\n        0\n        (-0)\n        (-size + 2 KB <= 1 KB)\n    }\n}\n"
+    out, diags = format_source(text)
+    assert diags == [] and out == text
+    assert parse(out)[0] == parse(text)[0]
