@@ -57,6 +57,8 @@ def _describe(m: nn.Module) -> dict:
         return {"type": "DynamicLinear", "in": m.in_features, "out": m.out_features, "bias": m.bias() is not None}
     if isinstance(m, km.QuantWeight):
         cfg = {"type": t, "bits": m.bits, "shape": list(m.weight_shape), "bias": m.bias is not None}
+        if m.group_size:
+            cfg["group_size"] = m.group_size
         if isinstance(m, km.QuantConv2d):
             cfg.update({"stride": list(m.stride), "dilation": list(m.dilation), "groups": m.groups,
                         "padding": m.padding if isinstance(m.padding, str) else list(m.padding)})
@@ -100,13 +102,13 @@ def build(cfg: dict) -> nn.Module | None:
         m = km.dynamic_linear(torch.zeros(cfg["out"], cfg["in"], dtype=torch.int8), torch.ones(cfg["out"]),
                               torch.zeros(cfg["out"]) if cfg["bias"] else None)
     elif t == "QuantLinear":
-        m = km.QuantLinear(cfg["bits"], tuple(cfg["shape"]), cfg["bias"])
+        m = km.QuantLinear(cfg["bits"], tuple(cfg["shape"]), cfg["bias"], cfg.get("group_size", 0))
     elif t == "QuantConv2d":
         padding = cfg["padding"] if isinstance(cfg["padding"], str) else tuple(cfg["padding"])
         m = km.QuantConv2d(cfg["bits"], tuple(cfg["shape"]), cfg["bias"], tuple(cfg["stride"]), padding,
-                           tuple(cfg["dilation"]), cfg["groups"])
+                           tuple(cfg["dilation"]), cfg["groups"], cfg.get("group_size", 0))
     elif t == "QuantEmbedding":
-        m = km.QuantEmbedding(cfg["bits"], tuple(cfg["shape"]), False, cfg["padding_idx"])
+        m = km.QuantEmbedding(cfg["bits"], tuple(cfg["shape"]), False, cfg["padding_idx"], cfg.get("group_size", 0))
     elif t in ("Linear", "HalfLinear"):
         m = nn.Linear(cfg["in"], cfg["out"], bias=cfg["bias"])
     elif t in ("Conv1d", "Conv2d", "HalfConv2d"):
@@ -142,6 +144,9 @@ def weight_record(leaf: nn.Module) -> tuple[int, int, int, int]:
     nnz, numel = kl.leaf_nonzero(leaf)
     rows = kl.leaf_weight(leaf).shape[0] if km.is_dynamic(leaf) or isinstance(leaf, km.QuantWeight) \
         else leaf.weight.shape[0]
+    if isinstance(leaf, km.QuantWeight) and leaf.group_size:
+        # group-wise scales: one per group of a row, stored like that many rows' scales
+        rows = leaf.scale.numel()
     return numel, int(rows), kl.leaf_bits(leaf), nnz
 
 
@@ -171,7 +176,8 @@ def encode_weight(name: str, leaf: nn.Module) -> dict[str, torch.Tensor]:
         out[f"{name}.values"] = quant.pack(q[mask], bits)
     else:
         out[f"{name}.q"] = q.contiguous().clone() if bits == 8 else quant.pack(q, bits)
-    out[f"{name}.scale"] = scale.float().contiguous()
+    # group-wise scales ([rows, groups]) are stored flat, row after row
+    out[f"{name}.scale"] = scale.float().reshape(-1).contiguous()
     return out
 
 
@@ -217,7 +223,7 @@ def decode_weight(name: str, leaf: nn.Module, tensors: dict, used: set) -> None:
     if km.is_dynamic(leaf):
         km.set_dynamic(leaf, w, scale, bias)
     else:
-        leaf.set_int_weight(w, scale)
+        leaf.set_int_weight(w, scale.reshape(leaf.scale.shape))
         if bias is not None:
             leaf.bias = bias.float().clone()
 

@@ -12,7 +12,8 @@ activations.
   and fp16 6x slower (FACTS.md reports bf16 faster only on AVX512-BF16 CPUs).
 - `QuantLinear`, `QuantConv2d`, `QuantEmbedding` (weight-only int8/int4/int2): the
   weight held as packed integers (`kmr_dsl.runtime.quant`) plus one fp32 scale per
-  output row, dequantized in forward. On this CPU int4/int2 are storage formats.
+  output row (or, with `group_size` > 0, per group of that many inputs of a row),
+  dequantized in forward. On this CPU int4/int2 are storage formats.
 - int8 dynamic Linear is torch's `torch.ao.nn.quantized.dynamic.Linear` with a
   per-channel weight (real int8 kernels); `dynamic_linear` / `dynamic_parts` build it
   from and read it back into (int8 values, fp32 scales, bias).
@@ -80,18 +81,21 @@ class QuantWeight(nn.Module):
 
     kmr_kind = ""
 
-    def __init__(self, bits: int, weight_shape: tuple[int, ...], bias: bool):
+    def __init__(self, bits: int, weight_shape: tuple[int, ...], bias: bool, group_size: int = 0):
         super().__init__()
         if bits not in quant.QMAX:
             raise ValueError(f"bits must be one of {sorted(quant.QMAX)}")
         self.bits = bits
+        self.group_size = int(group_size)
         self.weight_shape = tuple(int(s) for s in weight_shape)
         numel = 1
         for s in self.weight_shape:
             numel *= s
         dtype = torch.int8 if bits == 8 else torch.uint8
         self.register_buffer("packed", torch.zeros(-(-numel * bits // 8), dtype=dtype))
-        self.register_buffer("scale", torch.ones(self.weight_shape[0]))
+        rows = self.weight_shape[0]
+        groups = quant.groups(numel // rows if rows else 0, self.group_size)
+        self.register_buffer("scale", torch.ones(rows, groups) if self.group_size else torch.ones(rows))
         self.register_buffer("bias", torch.zeros(self.weight_shape[0]) if bias else None)
 
     @property
@@ -110,12 +114,15 @@ class QuantWeight(nn.Module):
         return quant.unpack(self.packed, self.bits, self.numel).reshape(self.weight_shape)
 
     def dequantized(self) -> torch.Tensor:
-        return quant.dequantize(self.int_weight(), self.scale, self.bits)
+        return quant.dequantize(self.int_weight(), self.scale, self.bits, self.group_size)
 
     @classmethod
-    def quantized_from(cls, weight: torch.Tensor, bits: int, bias, **kw) -> "QuantWeight":
-        mod = cls(bits=bits, weight_shape=tuple(weight.shape), bias=bias is not None, **kw)
-        q, scale = quant.quantize(weight, bits)
+    def quantized_from(cls, weight: torch.Tensor, bits: int, bias, group_size: int = 0, codes=None,
+                       **kw) -> "QuantWeight":
+        """The integer form of `weight`: rounded by `quant.quantize`, or the given
+        `codes` = (q, scale) of another quantizer on the same grid (GPTQ)."""
+        mod = cls(bits=bits, weight_shape=tuple(weight.shape), bias=bias is not None, group_size=group_size, **kw)
+        q, scale = codes if codes is not None else quant.quantize(weight, bits, group_size)
         mod.set_int_weight(q, scale)
         if bias is not None:
             mod.bias = bias.detach().float().clone()
@@ -125,8 +132,8 @@ class QuantWeight(nn.Module):
 class QuantLinear(QuantWeight):
     kmr_kind = "Linear"
 
-    def __init__(self, bits, weight_shape, bias=True):
-        super().__init__(bits, weight_shape, bias)
+    def __init__(self, bits, weight_shape, bias=True, group_size=0):
+        super().__init__(bits, weight_shape, bias, group_size)
 
     @property
     def in_features(self):
@@ -143,8 +150,9 @@ class QuantLinear(QuantWeight):
 class QuantConv2d(QuantWeight):
     kmr_kind = "Conv2d"
 
-    def __init__(self, bits, weight_shape, bias=True, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):
-        super().__init__(bits, weight_shape, bias)
+    def __init__(self, bits, weight_shape, bias=True, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1,
+                 group_size=0):
+        super().__init__(bits, weight_shape, bias, group_size)
         self.stride, self.dilation, self.groups = tuple(stride), tuple(dilation), int(groups)
         self.padding = padding if isinstance(padding, str) else tuple(padding)
 
@@ -163,8 +171,8 @@ class QuantConv2d(QuantWeight):
 class QuantEmbedding(QuantWeight):
     kmr_kind = "Embedding"
 
-    def __init__(self, bits, weight_shape, bias=False, padding_idx=None):
-        super().__init__(bits, weight_shape, False)
+    def __init__(self, bits, weight_shape, bias=False, padding_idx=None, group_size=0):
+        super().__init__(bits, weight_shape, False, group_size)
         self.padding_idx = padding_idx
 
     @property
@@ -185,19 +193,28 @@ class QuantEmbedding(QuantWeight):
             rows = rows.reshape(*x.shape, dim)
         else:   # rows that do not start on a byte boundary: unpack the table
             rows = quant.unpack(self.packed, self.bits, self.numel).reshape(self.weight_shape)[x]
-        return quant.levels(rows, self.bits) * self.scale[x].unsqueeze(-1)
+        scale = self.scale[x]
+        if self.group_size:
+            flat = scale.reshape(-1, scale.shape[-1])
+            scale = quant.expand_scale(flat, dim, self.group_size).reshape(*x.shape, dim)
+        else:
+            scale = scale.unsqueeze(-1)
+        return quant.levels(rows, self.bits) * scale
 
 
-def quantized_leaf(leaf: nn.Module, weight: torch.Tensor, bits: int) -> QuantWeight:
+def quantized_leaf(leaf: nn.Module, weight: torch.Tensor, bits: int, group_size: int = 0,
+                   codes=None) -> QuantWeight:
     """The weight-only integer form of a float Linear/Conv2d/Embedding leaf."""
     bias = getattr(leaf, "bias", None)
+    kw = {"group_size": group_size, "codes": codes}
     if isinstance(leaf, (nn.Linear, QuantLinear)) or is_dynamic(leaf):
-        return QuantLinear.quantized_from(weight, bits, bias if not is_dynamic(leaf) else dynamic_parts(leaf)[2])
+        return QuantLinear.quantized_from(weight, bits, bias if not is_dynamic(leaf) else dynamic_parts(leaf)[2],
+                                          **kw)
     if isinstance(leaf, (nn.Conv2d, QuantConv2d)):
         return QuantConv2d.quantized_from(weight, bits, bias, stride=leaf.stride, padding=leaf.padding,
-                                          dilation=leaf.dilation, groups=leaf.groups)
+                                          dilation=leaf.dilation, groups=leaf.groups, **kw)
     if isinstance(leaf, (nn.Embedding, QuantEmbedding)):
-        return QuantEmbedding.quantized_from(weight, bits, None, padding_idx=leaf.padding_idx)
+        return QuantEmbedding.quantized_from(weight, bits, None, padding_idx=leaf.padding_idx, **kw)
     raise TypeError(f"cannot quantize {type(leaf).__name__}")
 
 

@@ -1,0 +1,94 @@
+"""`gptq`: weight-only integer quantization of Linear layers with GPTQ's error compensation.
+
+Contract (stdlib/rules.kmr): requires `layer.bits >= 16` (GPTQ needs the float weights);
+effect `layer.bits = bits`, `layer.group_size = group_size`, the model stops being
+trainable. The result is the same weight-only integer layer `quantize(scheme =
+weight_only)` makes (`modules.QuantLinear`, KMR's grid, per-row or per-group scales), so
+it is stored and costed exactly like it; only the codes differ (`kmr_dsl.runtime.gptq`).
+
+Calibration: the first `samples` examples of `calibration` are run through the model
+once, in batches, and each selected layer's Hessian H = 2/n X^T X is accumulated from
+the inputs that reach it (one pass for every layer: the Hessians come from the float
+model, as in GPTQ's layer-wise formulation; a layer is never fed the outputs of already
+quantized layers). The last group of a row holds the remainder when `group_size` does
+not divide the layer's input width.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from kmr_dsl.rules import checks
+from kmr_dsl.runtime import forward
+from kmr_dsl.runtime import gptq as algorithm
+from kmr_dsl.runtime import layers as kl
+from kmr_dsl.runtime import modules as km
+from kmr_dsl.runtime import training
+
+RULE = "gptq"
+BITS = (2, 4, 8)
+BATCH = 16
+
+
+def apply(model: nn.Module, layers, bits: int = 4, group_size: int = 128, calibration=None, samples: int = 128,
+          dampening: float = 0.01, act_order: bool = False):
+    bits = int(checks.choice(RULE, "bits", bits, BITS))
+    group_size = checks.integer(RULE, "group_size", group_size, 0, 1 << 20)
+    samples = checks.integer(RULE, "samples", samples, 1, 1 << 20)
+    dampening = checks.number(RULE, "dampening", dampening, 0.0, 1.0, lo_open=True)
+    data = training.require_data(calibration, RULE)
+    targets = []
+    for name, layer in layers:
+        checks.kinds(RULE, name, layer, ("Linear",))
+        checks.float_weights(RULE, name, layer)
+        for leaf_name, leaf in kl.leaves(name, layer):
+            if not isinstance(leaf, nn.Linear):
+                checks.fail(RULE, f"`{leaf_name}` is a {type(leaf).__name__}, not a float Linear")
+            targets.append((leaf_name, leaf))
+    if not targets:
+        return model
+    hessians = _calibrate(model, targets, data.inputs[:samples])
+    for leaf_name, leaf in targets:
+        weight = kl.leaf_weight(leaf).detach().float()
+        try:
+            codes = algorithm.quantize(weight, hessians[leaf_name], bits, group_size, dampening, bool(act_order))
+        except algorithm.NotPositiveDefinite as exc:
+            checks.fail(RULE, f"`{leaf_name}`: {exc}", hint="raise `dampening` or give more calibration samples")
+        kl.set_module(model, leaf_name, km.quantized_leaf(leaf, weight, bits, group_size, codes=codes))
+    return model
+
+
+class _Accumulator:
+    """H = 2/n sum x x^T of the inputs reaching one Linear, accumulated batch by batch."""
+
+    def __init__(self, cols: int):
+        self.sum = torch.zeros(cols, cols, dtype=torch.float64)
+        self.rows = 0
+
+    def __call__(self, module, args, output):
+        x = args[0].detach().reshape(-1, args[0].shape[-1]).double()
+        self.sum += x.T @ x
+        self.rows += x.shape[0]
+
+    def hessian(self, name: str) -> torch.Tensor:
+        if self.rows == 0:
+            checks.fail(RULE, f"no calibration data reached `{name}`",
+                        hint="select layers the model's forward pass uses")
+        return (2.0 / self.rows) * self.sum
+
+
+def _calibrate(model: nn.Module, targets, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+    accumulators = {name: _Accumulator(leaf.in_features) for name, leaf in targets}
+    handles = [leaf.register_forward_hook(accumulators[name]) for name, leaf in targets]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(inputs), BATCH):
+                forward.checked_output(model, inputs[start:start + BATCH], what="the calibration data")
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return {name: acc.hessian(name) for name, acc in accumulators.items()}
