@@ -16,11 +16,10 @@ not divide the layer's input width.
 
 from __future__ import annotations
 
-import torch
 import torch.nn as nn
 
 from kmr_dsl.rules import checks
-from kmr_dsl.runtime import forward
+from kmr_dsl.rules import calibration as calibration_
 from kmr_dsl.runtime import gptq as algorithm
 from kmr_dsl.runtime import layers as kl
 from kmr_dsl.runtime import modules as km
@@ -28,7 +27,6 @@ from kmr_dsl.runtime import training
 
 RULE = "gptq"
 BITS = (2, 4, 8)
-BATCH = 16
 
 
 def apply(model: nn.Module, layers, bits: int = 4, group_size: int = 128, calibration=None, samples: int = 128,
@@ -48,47 +46,14 @@ def apply(model: nn.Module, layers, bits: int = 4, group_size: int = 128, calibr
             targets.append((leaf_name, leaf))
     if not targets:
         return model
-    hessians = _calibrate(model, targets, data.inputs[:samples])
+    stats = calibration_.observe(model, data.inputs[:samples], targets,
+                                 lambda leaf: calibration_.Hessian(leaf.in_features), RULE)
     for leaf_name, leaf in targets:
         weight = kl.leaf_weight(leaf).detach().float()
         try:
-            codes = algorithm.quantize(weight, hessians[leaf_name], bits, group_size, dampening, bool(act_order))
+            codes = algorithm.quantize(weight, stats[leaf_name].value(), bits, group_size, dampening,
+                                       bool(act_order))
         except algorithm.NotPositiveDefinite as exc:
             checks.fail(RULE, f"`{leaf_name}`: {exc}", hint="raise `dampening` or give more calibration samples")
         kl.set_module(model, leaf_name, km.quantized_leaf(leaf, weight, bits, group_size, codes=codes))
     return model
-
-
-class _Accumulator:
-    """H = 2/n sum x x^T of the inputs reaching one Linear, accumulated batch by batch."""
-
-    def __init__(self, cols: int):
-        self.sum = torch.zeros(cols, cols, dtype=torch.float64)
-        self.rows = 0
-
-    def __call__(self, module, args, output):
-        x = args[0].detach().reshape(-1, args[0].shape[-1]).double()
-        self.sum += x.T @ x
-        self.rows += x.shape[0]
-
-    def hessian(self, name: str) -> torch.Tensor:
-        if self.rows == 0:
-            checks.fail(RULE, f"no calibration data reached `{name}`",
-                        hint="select layers the model's forward pass uses")
-        return (2.0 / self.rows) * self.sum
-
-
-def _calibrate(model: nn.Module, targets, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
-    accumulators = {name: _Accumulator(leaf.in_features) for name, leaf in targets}
-    handles = [leaf.register_forward_hook(accumulators[name]) for name, leaf in targets]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for start in range(0, len(inputs), BATCH):
-                forward.checked_output(model, inputs[start:start + BATCH], what="the calibration data")
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
-    return {name: acc.hessian(name) for name, acc in accumulators.items()}

@@ -51,7 +51,7 @@ def hessian(inputs: list[torch.Tensor]) -> torch.Tensor:
     return (2.0 / n) * h
 
 
-def _inverse_cholesky(h: torch.Tensor, dampening: float) -> torch.Tensor:
+def inverse_cholesky(h: torch.Tensor, dampening: float) -> torch.Tensor:
     cols = h.shape[0]
     mean_diag = float(torch.diagonal(h).mean()) or 1.0
     damp = dampening
@@ -87,7 +87,7 @@ def quantize(w: torch.Tensor, h: torch.Tensor, bits: int, group_size: int = 0, d
     h = h[order][:, order]
     s = col_scale[:, order]
     m = mask[:, order]
-    hinv = _inverse_cholesky(h, dampening)
+    hinv = inverse_cholesky(h, dampening)
 
     codes = torch.zeros(rows, cols, dtype=torch.float64)
     for i1 in range(0, cols, BLOCK):
@@ -128,4 +128,4 @@ def output_error(w: torch.Tensor, q_value: torch.Tensor, h: torch.Tensor) -> flo
     return float(torch.einsum("ij,jk,ik->", d, h.double(), d)) / 2
 
 
-__all__ = ["BLOCK", "NotPositiveDefinite", "hessian", "output_error", "quantize"]
+__all__ = ["BLOCK", "NotPositiveDefinite", "hessian", "inverse_cholesky", "output_error", "quantize"]

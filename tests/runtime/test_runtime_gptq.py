@@ -140,3 +140,67 @@ def test_group_wise_embedding_lookup_matches_the_table():
     q = km.quantized_leaf(emb, emb.weight.detach(), 4, group_size=8)
     ids = torch.tensor([[0, 5, 29], [3, 3, 1]])
     assert torch.equal(q(ids), q.dequantized()[ids])
+
+
+# ---------------------------------------------------------------- SparseGPT
+
+def test_sparsegpt_output_error_below_magnitude_pruning_at_the_same_count():
+    from kmr_dsl.runtime import sparsegpt
+    w, x = correlated(cols=200)
+    h = gptq.hessian([x])
+    keep = 4800
+    ours = sparsegpt.prune(w, h, keep=keep)
+    assert int((ours != 0).sum()) == keep
+    threshold = w.abs().reshape(-1).sort(descending=True).values[keep - 1]
+    magnitude = torch.where(w.abs() >= threshold, w, torch.zeros_like(w))
+    assert int((magnitude != 0).sum()) == keep
+    assert gptq.output_error(w, ours, h) < 0.9 * gptq.output_error(w, magnitude, h)
+
+
+def test_sparsegpt_n_m_pattern_and_tail_group():
+    from kmr_dsl.runtime import sparsegpt
+    w, x = correlated(cols=98)               # 24 groups of 4 and a tail of 2
+    out = sparsegpt.prune(w, gptq.hessian([x]), n=2, m=4)
+    groups = (out[:, :96] != 0).reshape(w.shape[0], -1, 4).sum(-1)
+    assert torch.all(groups == 2) and torch.all((out[:, 96:] != 0).sum(-1) == 1)
+
+
+def test_shares_are_exact_and_bounded():
+    from kmr_dsl.runtime.sparsegpt import shares
+    assert shares(10, [5, 5, 5]) == [4, 3, 3]
+    assert shares(7, [1, 100]) == [0, 7] and shares(3, [1, 1, 1]) == [1, 1, 1] and shares(0, [4]) == [0]
+    assert sum(shares(101, [50, 50, 1])) == 101
+
+
+def test_sparsegpt_rule_density_is_prunes_and_masks_survive_finetune():
+    from kmr_dsl.rules import finetune, sparsegpt as sparsegpt_rule
+    from kmr_dsl.runtime import context
+    data = calib()
+    model = Net()
+    prune.apply(model, [("fc2", model.fc2)], amount=0.3)
+    before = {n: int((getattr(model, n).weight != 0).sum()) for n in ("fc1", "fc2", "head")}
+    sparsegpt_rule.apply(model, kl.select_layers(model, ("Linear",)), amount=0.35, calibration=data)
+    for name, nnz in before.items():
+        assert int((getattr(model, name).weight != 0).sum()) == int(nnz * 0.65 + 0.5)
+    zeros = {n: getattr(model, n).weight == 0 for n in before}
+    with context.use(context.RunContext(seed=0)):
+        finetune.apply(model, [], data=data, epochs=1, lr=0.05)
+    assert all(torch.all(getattr(model, n).weight[z] == 0) for n, z in zeros.items())
+
+
+def test_sparsegpt_rule_beats_prune_on_the_model_output():
+    from kmr_dsl.rules import sparsegpt as sparsegpt_rule
+    data = calib()
+    with torch.no_grad():
+        want = Net()(data.inputs)
+    errors = {}
+    for name in ("prune", "sparsegpt"):
+        model = Net()
+        layers = kl.select_layers(model, ("Linear",))
+        if name == "prune":
+            prune.apply(model, layers, amount=0.6)
+        else:
+            sparsegpt_rule.apply(model, layers, amount=0.6, calibration=data)
+        with torch.no_grad():
+            errors[name] = float(((model(data.inputs) - want) ** 2).mean())
+    assert errors["sparsegpt"] < errors["prune"]

@@ -1,0 +1,86 @@
+"""Calibration: statistics of the activations that reach chosen layers on sample data.
+
+Contract: `observe(model, inputs, modules, make)` runs the model once over `inputs` (in
+batches of BATCH, eval mode, no gradients; the model's training flag is restored) with a
+forward hook on each `(name, module)`; `make(module)` builds the accumulator the hook
+feeds with the module's input (the first positional argument). It returns {name:
+accumulator}. A module no input reached fails with KMR405 naming it. The accumulators:
+- `Hessian`: H = 2/n X^T X over every row x of the inputs (float64), GPTQ's and
+  SparseGPT's second-order statistic;
+- `ChannelStats`: per input channel (the last dimension) the largest |x| and the mean
+  |x| over every row, what SmoothQuant and AWQ scale by; also the observed min and max
+  over the whole input, a static quantizer's range.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from kmr_dsl.rules import checks
+from kmr_dsl.runtime import forward
+
+BATCH = 16
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    return x.detach().reshape(-1, x.shape[-1]).double()
+
+
+class Hessian:
+    def __init__(self, cols: int):
+        self.sum = torch.zeros(cols, cols, dtype=torch.float64)
+        self.rows = 0
+
+    def add(self, x: torch.Tensor) -> None:
+        x = _rows(x)
+        self.sum += x.T @ x
+        self.rows += x.shape[0]
+
+    def value(self) -> torch.Tensor:
+        return (2.0 / self.rows) * self.sum
+
+
+class ChannelStats:
+    def __init__(self, cols: int):
+        self.absmax = torch.zeros(cols, dtype=torch.float64)
+        self.abssum = torch.zeros(cols, dtype=torch.float64)
+        self.low = float("inf")
+        self.high = float("-inf")
+        self.rows = 0
+
+    def add(self, x: torch.Tensor) -> None:
+        x = _rows(x)
+        self.absmax = torch.maximum(self.absmax, x.abs().amax(dim=0))
+        self.abssum += x.abs().sum(dim=0)
+        self.low = min(self.low, float(x.min()))
+        self.high = max(self.high, float(x.max()))
+        self.rows += x.shape[0]
+
+    @property
+    def absmean(self) -> torch.Tensor:
+        return self.abssum / max(1, self.rows)
+
+
+def observe(model: nn.Module, inputs: torch.Tensor, modules, make, rule: str) -> dict:
+    accumulators = {name: make(module) for name, module in modules}
+    handles = [module.register_forward_hook(lambda mod, args, out, acc=accumulators[name]: acc.add(args[0]))
+               for name, module in modules]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(inputs), BATCH):
+                forward.checked_output(model, inputs[start:start + BATCH], what="the calibration data")
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    for name, acc in accumulators.items():
+        if acc.rows == 0:
+            checks.fail(rule, f"no calibration data reached `{name}`",
+                        hint="select layers the model's forward pass uses")
+    return accumulators
+
+
+__all__ = ["BATCH", "ChannelStats", "Hessian", "observe"]
