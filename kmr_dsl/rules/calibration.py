@@ -8,8 +8,9 @@ accumulator}. A module no input reached fails with KMR405 naming it. The accumul
 - `Hessian`: H = 2/n X^T X over every row x of the inputs (float64), GPTQ's and
   SparseGPT's second-order statistic;
 - `ChannelStats`: per input channel (the last dimension) the largest |x| and the mean
-  |x| over every row, what SmoothQuant and AWQ scale by; also the observed min and max
-  over the whole input, a static quantizer's range.
+  |x| over every row (for a convolution the last dimension is a spatial one: read only
+  the ranges there), what SmoothQuant and AWQ scale by; also the observed min and max of
+  the whole input and of the output, a static quantizer's ranges.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class Hessian:
         self.sum = torch.zeros(cols, cols, dtype=torch.float64)
         self.rows = 0
 
-    def add(self, x: torch.Tensor) -> None:
+    def add(self, x: torch.Tensor, out=None) -> None:
         x = _rows(x)
         self.sum += x.T @ x
         self.rows += x.shape[0]
@@ -42,20 +43,21 @@ class Hessian:
 
 
 class ChannelStats:
-    def __init__(self, cols: int):
-        self.absmax = torch.zeros(cols, dtype=torch.float64)
-        self.abssum = torch.zeros(cols, dtype=torch.float64)
-        self.low = float("inf")
-        self.high = float("-inf")
+    def __init__(self):
+        self.absmax = self.abssum = None
+        self.low = self.out_low = float("inf")
+        self.high = self.out_high = float("-inf")
         self.rows = 0
 
-    def add(self, x: torch.Tensor) -> None:
-        x = _rows(x)
-        self.absmax = torch.maximum(self.absmax, x.abs().amax(dim=0))
-        self.abssum += x.abs().sum(dim=0)
-        self.low = min(self.low, float(x.min()))
-        self.high = max(self.high, float(x.max()))
-        self.rows += x.shape[0]
+    def add(self, x: torch.Tensor, out: torch.Tensor | None = None) -> None:
+        rows = _rows(x)
+        absmax, abssum = rows.abs().amax(dim=0), rows.abs().sum(dim=0)
+        self.absmax = absmax if self.absmax is None else torch.maximum(self.absmax, absmax)
+        self.abssum = abssum if self.abssum is None else self.abssum + abssum
+        self.low, self.high = min(self.low, float(x.min())), max(self.high, float(x.max()))
+        if isinstance(out, torch.Tensor):
+            self.out_low, self.out_high = min(self.out_low, float(out.min())), max(self.out_high, float(out.max()))
+        self.rows += rows.shape[0]
 
     @property
     def absmean(self) -> torch.Tensor:
@@ -64,7 +66,7 @@ class ChannelStats:
 
 def observe(model: nn.Module, inputs: torch.Tensor, modules, make, rule: str) -> dict:
     accumulators = {name: make(module) for name, module in modules}
-    handles = [module.register_forward_hook(lambda mod, args, out, acc=accumulators[name]: acc.add(args[0]))
+    handles = [module.register_forward_hook(lambda mod, args, out, acc=accumulators[name]: acc.add(args[0], out))
                for name, module in modules]
     was_training = model.training
     model.eval()

@@ -122,8 +122,16 @@ def _set_features(mod: nn.Module, dim: int, size: int) -> None:
 
 
 def _slice_leaf(leaf: nn.Module, dim: int, idx: torch.Tensor) -> nn.Module:
-    if km.is_dynamic(leaf) or isinstance(leaf, km.QuantWeight):
-        q, scale, bias = (km.dynamic_parts(leaf) if km.is_dynamic(leaf)
+    if isinstance(leaf, km.QuantWeight) and leaf.group_size and dim == 1:
+        # removed inputs shift the groups: quantize the remaining weights again, in
+        # groups of the same size (zeros stay zero, so density is kept)
+        bias = None if leaf.bias is None else leaf.bias.detach()
+        new = km.quantized_leaf(leaf, leaf.dequantized().index_select(1, idx), leaf.bits, leaf.group_size)
+        if bias is not None:
+            new.bias = bias.clone()
+        return new
+    if km.is_int8_kernel(leaf) or isinstance(leaf, km.QuantWeight):
+        q, scale, bias = (km.dynamic_parts(leaf) if km.is_int8_kernel(leaf)
                           else (leaf.int_weight(), leaf.scale, leaf.bias))
         # per-row scales: slicing columns keeps every integer value and scale exact
         q = q.index_select(dim, idx)
@@ -132,6 +140,9 @@ def _slice_leaf(leaf: nn.Module, dim: int, idx: torch.Tensor) -> nn.Module:
             bias = None if bias is None else bias[idx]
         if km.is_dynamic(leaf):
             return km.dynamic_linear(q, scale, bias)
+        if km.is_int8_kernel(leaf):
+            return km.static_int8(leaf, q, scale, bias, (leaf.input_scale, leaf.input_zero_point),
+                                  leaf.output_qparams)
         new = copy.deepcopy(leaf)
         new.set_int_weight(q, scale)
         if bias is not None:

@@ -55,6 +55,13 @@ def _describe(m: nn.Module) -> dict:
         return {"type": t, "rank": m.rank, "scaling": m.scaling, "base": describe(m.base)}
     if km.is_dynamic(m):
         return {"type": "DynamicLinear", "in": m.in_features, "out": m.out_features, "bias": m.bias() is not None}
+    if isinstance(m, km.StaticInt8):
+        q = km.dynamic_parts(m)[0]
+        cfg = {"type": t, "shape": list(q.shape), "bias": m.bias() is not None,
+               "input": [m.input_scale, m.input_zero_point], "output": list(m.output_qparams)}
+        if isinstance(m, km.StaticConv2d):
+            cfg.update(_conv_args(m))
+        return cfg
     if isinstance(m, km.QuantWeight):
         cfg = {"type": t, "bits": m.bits, "shape": list(m.weight_shape), "bias": m.bias is not None}
         if m.group_size:
@@ -89,6 +96,10 @@ def _describe(m: nn.Module) -> dict:
     return cfg
 
 
+def _padding(cfg: dict):
+    return cfg["padding"] if isinstance(cfg["padding"], str) else tuple(cfg["padding"])
+
+
 def build(cfg: dict) -> nn.Module | None:
     """An empty module of the described type (None for "keep")."""
     t = cfg["type"]
@@ -101,6 +112,12 @@ def build(cfg: dict) -> nn.Module | None:
     elif t == "DynamicLinear":
         m = km.dynamic_linear(torch.zeros(cfg["out"], cfg["in"], dtype=torch.int8), torch.ones(cfg["out"]),
                               torch.zeros(cfg["out"]) if cfg["bias"] else None)
+    elif t in ("StaticLinear", "StaticConv2d"):
+        shape = tuple(cfg["shape"])
+        like = nn.Conv2d(1, 1, 1, tuple(cfg["stride"]), _padding(cfg), tuple(cfg["dilation"]), cfg["groups"]) \
+            if t == "StaticConv2d" else None
+        m = km.static_int8(like, torch.zeros(shape, dtype=torch.int8), torch.ones(shape[0]),
+                           torch.zeros(shape[0]) if cfg["bias"] else None, tuple(cfg["input"]), tuple(cfg["output"]))
     elif t == "QuantLinear":
         m = km.QuantLinear(cfg["bits"], tuple(cfg["shape"]), cfg["bias"], cfg.get("group_size", 0))
     elif t == "QuantConv2d":
@@ -142,7 +159,7 @@ def build(cfg: dict) -> nn.Module | None:
 def weight_record(leaf: nn.Module) -> tuple[int, int, int, int]:
     """(numel, rows, bits, nnz) of a leaf's weight: the inputs of layout.tensor_bytes."""
     nnz, numel = kl.leaf_nonzero(leaf)
-    rows = kl.leaf_weight(leaf).shape[0] if km.is_dynamic(leaf) or isinstance(leaf, km.QuantWeight) \
+    rows = kl.leaf_weight(leaf).shape[0] if km.is_int8_kernel(leaf) or isinstance(leaf, km.QuantWeight) \
         else leaf.weight.shape[0]
     if isinstance(leaf, km.QuantWeight) and leaf.group_size:
         # group-wise scales: one per group of a row, stored like that many rows' scales
@@ -151,7 +168,7 @@ def weight_record(leaf: nn.Module) -> tuple[int, int, int, int]:
 
 
 def _int_parts(leaf):
-    if km.is_dynamic(leaf):
+    if km.is_int8_kernel(leaf):
         return km.dynamic_parts(leaf)
     return leaf.int_weight(), leaf.scale.detach().clone(), (None if leaf.bias is None else leaf.bias.detach().clone())
 
@@ -182,8 +199,8 @@ def encode_weight(name: str, leaf: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def decode_weight(name: str, leaf: nn.Module, tensors: dict, used: set) -> None:
-    if km.is_dynamic(leaf):
-        shape, bits = (leaf.out_features, leaf.in_features), 8
+    if km.is_int8_kernel(leaf):
+        shape, bits = tuple(km.dynamic_parts(leaf)[0].shape), 8
     elif isinstance(leaf, km.QuantWeight):
         shape, bits = leaf.weight_shape, leaf.bits
     else:
@@ -220,7 +237,7 @@ def decode_weight(name: str, leaf: nn.Module, tensors: dict, used: set) -> None:
         return
     scale = tensors[f"{name}.scale"]
     used.add(f"{name}.scale")
-    if km.is_dynamic(leaf):
+    if km.is_int8_kernel(leaf):
         km.set_dynamic(leaf, w, scale, bias)
     else:
         leaf.set_int_weight(w, scale.reshape(leaf.scale.shape))

@@ -88,13 +88,18 @@ def count_macs(model: nn.Module, x: torch.Tensor) -> tuple[int, dict[str, int]]:
     extra: dict[str, int] = {}
     hooks = []
     for name, module in model.named_modules():
-        if km.is_dynamic(module):
+        # FlopCounterMode counts nothing for torch's int8 kernels: count them by shape
+        if km.is_int8_kernel(module):
             owner = next((n for n in sorted(names.values(), key=len, reverse=True)
                           if name == n or name.startswith(n + ".")), name)
 
             def hook(mod, inputs, out, owner=owner):
-                rows = inputs[0].numel() // mod.in_features
-                extra[owner] = extra.get(owner, 0) + rows * mod.in_features * mod.out_features
+                if isinstance(mod, km.StaticConv2d):
+                    kh, kw = mod.kernel_size
+                    macs = out.numel() * (mod.in_channels // mod.groups) * kh * kw
+                else:
+                    macs = inputs[0].numel() // mod.in_features * mod.in_features * mod.out_features
+                extra[owner] = extra.get(owner, 0) + macs
             hooks.append(module.register_forward_hook(hook))
     counter = FlopCounterMode(display=False)
     try:
@@ -131,7 +136,7 @@ def _layer_fact(name: str, layer: nn.Module, macs: int, consumers: tuple[str, ..
         bias_params = sum(0 if kl.leaf_bias(leaf) is None else kl.leaf_bias(leaf).numel() for _, leaf in ls)
         bits = kl.layer_bits(layer, name)
         leaf0 = ls[0][1]
-        dtype = "qint8" if km.is_dynamic(leaf0) else (f"int{leaf0.bits}" if isinstance(leaf0, km.QuantWeight)
+        dtype = "qint8" if km.is_int8_kernel(leaf0) else (f"int{leaf0.bits}" if isinstance(leaf0, km.QuantWeight)
                                                        else _dtype_name(leaf0.weight.dtype))
         weight_params = numel
     else:

@@ -75,7 +75,7 @@ def set_module(model: nn.Module, path: str, new: nn.Module) -> None:
 # ---------------------------------------------------------------- leaves
 
 def is_leaf(module: nn.Module) -> bool:
-    if km.is_dynamic(module) or isinstance(module, km.QuantWeight):
+    if km.is_int8_kernel(module) or isinstance(module, km.QuantWeight):
         return True
     return isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding))
 
@@ -89,7 +89,7 @@ def leaves(name: str, layer: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def leaf_bits(leaf: nn.Module) -> int:
-    if km.is_dynamic(leaf):
+    if km.is_int8_kernel(leaf):
         return 8
     if isinstance(leaf, km.QuantWeight):
         return leaf.bits
@@ -102,7 +102,7 @@ def leaf_is_float(leaf: nn.Module) -> bool:
 
 def leaf_weight(leaf: nn.Module) -> torch.Tensor:
     """The weight as float values (dequantized for integer leaves), detached."""
-    if km.is_dynamic(leaf):
+    if km.is_int8_kernel(leaf):
         from kmr_dsl.runtime.quant import dequantize
         q, scale, _ = km.dynamic_parts(leaf)
         return dequantize(q, scale)
@@ -113,7 +113,7 @@ def leaf_weight(leaf: nn.Module) -> torch.Tensor:
 
 def leaf_nonzero(leaf: nn.Module) -> tuple[int, int]:
     """(non-zero weights, weight elements); integer zeros are exactly the float zeros."""
-    if km.is_dynamic(leaf):
+    if km.is_int8_kernel(leaf):
         q = km.dynamic_parts(leaf)[0]
     elif isinstance(leaf, km.QuantWeight):
         q = leaf.int_weight()
@@ -123,7 +123,7 @@ def leaf_nonzero(leaf: nn.Module) -> tuple[int, int]:
 
 
 def leaf_bias(leaf: nn.Module) -> torch.Tensor | None:
-    if km.is_dynamic(leaf):
+    if km.is_int8_kernel(leaf):
         return km.dynamic_parts(leaf)[2]
     return getattr(leaf, "bias", None)
 

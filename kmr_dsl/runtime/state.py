@@ -96,7 +96,7 @@ def layer_frozen(name: str, layer: nn.Module) -> bool:
 
 
 def has_integer_layer(model: nn.Module) -> bool:
-    return any(km.is_dynamic(m) or isinstance(m, km.QuantWeight) for m in model.modules())
+    return any(km.is_int8_kernel(m) or isinstance(m, km.QuantWeight) for m in model.modules())
 
 
 def is_trainable(model: nn.Module) -> bool:
