@@ -10,7 +10,8 @@ accumulator}. A module no input reached fails with KMR405 naming it. The accumul
 - `ChannelStats`: per input channel (the last dimension) the largest |x| and the mean
   |x| over every row (for a convolution the last dimension is a spatial one: read only
   the ranges there), what SmoothQuant and AWQ scale by; also the observed min and max of
-  the whole input and of the output, a static quantizer's ranges.
+  the whole input and of the output, a static quantizer's ranges; and, if asked, the
+  first `keep_rows` input rows themselves (AWQ's search reproduces outputs on them).
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ class Hessian:
 
 
 class ChannelStats:
-    def __init__(self):
+    def __init__(self, keep_rows: int = 0):
+        self.keep_rows = keep_rows      # the first rows of input kept as `sample`
+        self.sample = None
         self.absmax = self.abssum = None
         self.low = self.out_low = float("inf")
         self.high = self.out_high = float("-inf")
@@ -57,6 +60,11 @@ class ChannelStats:
         self.low, self.high = min(self.low, float(x.min())), max(self.high, float(x.max()))
         if isinstance(out, torch.Tensor):
             self.out_low, self.out_high = min(self.out_low, float(out.min())), max(self.out_high, float(out.max()))
+        if self.keep_rows:
+            taken = 0 if self.sample is None else self.sample.shape[0]
+            if taken < self.keep_rows:
+                part = rows[: self.keep_rows - taken]
+                self.sample = part if self.sample is None else torch.cat([self.sample, part])
         self.rows += rows.shape[0]
 
     @property

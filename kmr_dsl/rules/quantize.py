@@ -62,13 +62,13 @@ def apply(model: nn.Module, layers, bits: int, scheme: str = "dynamic", group_si
         ranges = calibration_.observe(model, data.inputs[:samples], [(n, leaf) for n, leaf, _ in todo],
                                       lambda leaf: calibration_.ChannelStats(), RULE)
     for leaf_name, leaf, kind in todo:
-        new = _convert(leaf, kind, bits, scheme, leaf_name, group_size, ranges.get(leaf_name))
+        new = convert(leaf, kind, bits, scheme, leaf_name, group_size, ranges.get(leaf_name))
         if new is not leaf:
             kl.set_module(model, leaf_name, new)
     return model
 
 
-def _convert(leaf: nn.Module, kind: str, bits: int, scheme: str, name: str, group_size: int = 0,
+def convert(leaf: nn.Module, kind: str, bits: int, scheme: str, name: str, group_size: int = 0,
              observed=None) -> nn.Module:
     have = kl.leaf_bits(leaf)
     if bits == 16:
