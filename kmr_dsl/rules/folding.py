@@ -36,10 +36,17 @@ def is_norm(module: nn.Module) -> bool:
         and weight.dim() == 1
 
 
+# reads of a tensor's metadata (shape, dtype ...), not of its values
+METADATA = {"__get__", "size", "dim", "__len__", "numel", "stride", "is_contiguous", "data_ptr", "element_size"}
+# functions that may return their input's values unchanged (then they alias it)
+ALIASES = {"dropout", "contiguous", "to", "clone", "detach", "float"}
+
+
 class _Readers(TorchFunctionMode):
-    def __init__(self, outputs: dict):
+    def __init__(self, outputs: dict, keep_alive: list):
         super().__init__()
         self.outputs = outputs          # id(tensor) -> norm name
+        self.keep_alive = keep_alive
         self.active: list[str] = []     # the selected leaves whose forward is running
         self.readers: dict[str, set] = {}
 
@@ -47,11 +54,21 @@ class _Readers(TorchFunctionMode):
         kwargs = kwargs or {}
         flat = list(args) + list(kwargs.values())
         reader = self.active[-1] if self.active else None
+        name = getattr(func, "__name__", str(func))
+        result = func(*args, **kwargs)
         for arg in flat:
             norm = self.outputs.get(id(arg)) if isinstance(arg, torch.Tensor) else None
-            if norm is not None:
-                self.readers.setdefault(norm, set()).add(reader or f"`{getattr(func, '__name__', func)}`")
-        return func(*args, **kwargs)
+            if norm is None or (reader is None and name in METADATA):
+                continue
+            if reader is None and name in ALIASES and isinstance(result, torch.Tensor) \
+                    and result.shape == arg.shape and torch.equal(result, arg):
+                # an identity on this pass (dropout in eval mode, a no-op copy): its
+                # readers read the norm's output
+                self.outputs[id(result)] = norm
+                self.keep_alive.append(result)
+                continue
+            self.readers.setdefault(norm, set()).add(reader or f"`{name}`")
+        return result
 
 
 def norm_groups(model: nn.Module, inputs: torch.Tensor, targets, rule: str):
@@ -65,7 +82,7 @@ def norm_groups(model: nn.Module, inputs: torch.Tensor, targets, rule: str):
             keep_alive.append(out)          # ids stay unique while the pass runs
         return hook
 
-    mode = _Readers(outputs)
+    mode = _Readers(outputs, keep_alive)
     handles = [m.register_forward_hook(record(n)) for n, m in norms]
     for name, leaf in targets:
         handles.append(leaf.register_forward_pre_hook(lambda mod, args, name=name: mode.active.append(name)))

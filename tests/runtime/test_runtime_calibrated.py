@@ -41,6 +41,20 @@ class PostNorm(PreNorm):
         return self.down(torch.relu(self.up(h + self.q(h))))     # the residual reads h too
 
 
+class PreNormDropout(PreNorm):
+    """Dropout (identity in eval mode) and a shape read between the norm and its readers."""
+
+    def __init__(self, seed=0):
+        super().__init__(seed)
+        self.drop = nn.Dropout(0.1)
+
+    def forward(self, x):
+        h = self.drop(self.norm(x))
+        assert h.shape[-1] == WIDTH
+        x = x + self.q(h) * torch.sigmoid(self.k(h))
+        return self.down(torch.relu(self.up(self.norm2(x))))
+
+
 def data(n=256, seed=1):
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(n, WIDTH, generator=gen)
@@ -150,3 +164,12 @@ def test_qat_needs_a_trainable_model():
     quantize.apply(model, [("2", model[2])], bits=8)
     with pytest.raises(KmrError, match="trainable"):
         qat.apply(model, [("0", model[0])], bits=4, data=labelled())
+
+
+def test_folding_sees_through_eval_dropout_and_shape_reads():
+    d = data()
+    model, reference = PreNormDropout(), PreNormDropout()
+    model.eval(), reference.eval()
+    smoothquant.apply(model, linears(model), calibration=d)
+    with torch.no_grad():
+        assert torch.allclose(model(d.inputs), reference(d.inputs), atol=1e-4, rtol=1e-4)
