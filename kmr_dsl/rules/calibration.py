@@ -3,8 +3,9 @@
 Contract: `observe(model, inputs, modules, make)` runs the model once over `inputs` (in
 batches of BATCH, eval mode, no gradients; the model's training flag is restored) with a
 forward hook on each `(name, module)`; `make(module)` builds the accumulator the hook
-feeds with the module's input (the first positional argument). It returns {name:
-accumulator}. A module no input reached fails with KMR405 naming it. The accumulators:
+feeds with the module's input (the first positional argument) and output. It returns
+{name: accumulator}. With `stop_early` (one module) each batch's pass ends right after
+that module ran: what comes after it is not computed. A module no input reached fails with KMR405 naming it. The accumulators:
 - `Hessian`: H = 2/n X^T X over every row x of the inputs (float64), GPTQ's and
   SparseGPT's second-order statistic;
 - `ChannelStats`: per input channel (the last dimension) the largest |x| and the mean
@@ -72,16 +73,29 @@ class ChannelStats:
         return self.abssum / max(1, self.rows)
 
 
-def observe(model: nn.Module, inputs: torch.Tensor, modules, make, rule: str) -> dict:
+class _Stop(Exception):
+    """Raised by the hook of the one observed module to end a pass there."""
+
+
+def observe(model: nn.Module, inputs: torch.Tensor, modules, make, rule: str, stop_early: bool = False) -> dict:
     accumulators = {name: make(module) for name, module in modules}
-    handles = [module.register_forward_hook(lambda mod, args, out, acc=accumulators[name]: acc.add(args[0], out))
+
+    def hook(mod, args, out, acc):
+        acc.add(args[0], out)
+        if stop_early:
+            raise _Stop
+
+    handles = [module.register_forward_hook(lambda mod, args, out, acc=accumulators[name]: hook(mod, args, out, acc))
                for name, module in modules]
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             for start in range(0, len(inputs), BATCH):
-                forward.checked_output(model, inputs[start:start + BATCH], what="the calibration data")
+                try:
+                    forward.checked_output(model, inputs[start:start + BATCH], what="the calibration data")
+                except _Stop:
+                    pass
     finally:
         for handle in handles:
             handle.remove()

@@ -6,11 +6,11 @@ trainable. The result is the same weight-only integer layer `quantize(scheme =
 weight_only)` makes (`modules.QuantLinear`, KMR's grid, per-row or per-group scales), so
 it is stored and costed exactly like it; only the codes differ (`kmr_dsl.runtime.gptq`).
 
-Calibration: the first `samples` examples of `calibration` are run through the model
-once, in batches, and each selected layer's Hessian H = 2/n X^T X is accumulated from
-the inputs that reach it (one pass for every layer: the Hessians come from the float
-model, as in GPTQ's layer-wise formulation; a layer is never fed the outputs of already
-quantized layers). The last group of a row holds the remainder when `group_size` does
+Calibration: layer by layer in the order the forward pass calls them, the first
+`samples` examples of `calibration` are run through the model up to that layer (the pass
+stops there) and its Hessian H = 2/n X^T X is accumulated from the inputs that reach it,
+the layers before it already quantized — sequential, as the reference quantizes a
+transformer block by block, so each layer compensates the error of those before it. The last group of a row holds the remainder when `group_size` does
 not divide the layer's input width.
 """
 
@@ -46,9 +46,12 @@ def apply(model: nn.Module, layers, bits: int = 4, group_size: int = 128, calibr
             targets.append((leaf_name, leaf))
     if not targets:
         return model
-    stats = calibration_.observe(model, data.inputs[:samples], targets,
-                                 lambda leaf: calibration_.Hessian(leaf.in_features), RULE)
-    for leaf_name, leaf in targets:
+    inputs = data.inputs[:samples]
+    # sequential, as the reference quantizes a transformer block by block: each layer's
+    # Hessian comes from the inputs it receives once the layers before it are quantized
+    for leaf_name, leaf in execution_order(model, inputs[:1], targets):
+        stats = calibration_.observe(model, inputs, [(leaf_name, leaf)],
+                                     lambda leaf: calibration_.Hessian(leaf.in_features), RULE, stop_early=True)
         weight = kl.leaf_weight(leaf).detach().float()
         try:
             codes = algorithm.quantize(weight, stats[leaf_name].value(), bits, group_size, dampening,
@@ -57,3 +60,18 @@ def apply(model: nn.Module, layers, bits: int = 4, group_size: int = 128, calibr
             checks.fail(RULE, f"`{leaf_name}`: {exc}", hint="raise `dampening` or give more calibration samples")
         kl.set_module(model, leaf_name, km.quantized_leaf(leaf, weight, bits, group_size, codes=codes))
     return model
+
+
+def execution_order(model: nn.Module, sample, targets):
+    """`targets` in the order the model's forward pass first calls them (those it never
+    calls last, where `observe` reports them)."""
+    order: list[str] = []
+    handles = [leaf.register_forward_hook(lambda mod, args, out, name=name: order.append(name) and None)
+               for name, leaf in targets]
+    try:
+        calibration_.observe(model, sample, [], lambda m: None, RULE)
+    finally:
+        for handle in handles:
+            handle.remove()
+    rank = {name: i for i, name in reversed(list(enumerate(order)))}
+    return sorted(targets, key=lambda t: rank.get(t[0], len(order)))

@@ -16,7 +16,8 @@ Contract:
   instead of a whole step (at 4 bits a quarter of a pretrained transformer's weights
   would round to 0 on the usual grid). There, each row's scale is also chosen among
   clipped ones (CLIP_RATIOS of the largest magnitude) for the least squared error, so a
-  few outliers do not set the step for the whole row.
+  few outliers do not set the step for the whole row (`clip = False`: the largest
+  magnitude sets it, what GPTQ needs, since its updates move weights past a clip).
 - `pack(q, bits)` / `unpack(packed, bits, numel)`: 8 // bits codes per uint8 byte,
   first code in the lowest bits, each stored as q + 2**(bits-1) (offset binary); 8-bit
   codes stay int8 (no packing needed).
@@ -42,11 +43,11 @@ def levels(q: torch.Tensor, bits: int) -> torch.Tensor:
     return q
 
 
-def quantize(w: torch.Tensor, bits: int, group_size: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize(w: torch.Tensor, bits: int, group_size: int = 0, clip: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     if bits not in QMAX:
         raise ValueError(f"integer bits must be one of {sorted(QMAX)}")
     if group_size:
-        return _quantize_groups(w, bits, group_size)
+        return _quantize_groups(w, bits, group_size, clip)
     qmax = QMAX[bits]
     flat = w.detach().float().reshape(w.shape[0], -1)
     amax = flat.abs().amax(dim=1)
@@ -57,7 +58,7 @@ def quantize(w: torch.Tensor, bits: int, group_size: int = 0) -> tuple[torch.Ten
         q = torch.where((flat != 0) & (q == 0), torch.sign(flat), q)
         return q.to(torch.int8).reshape(w.shape), scale
     best_q = best_scale = best_err = None
-    for ratio in CLIP_RATIOS:
+    for ratio in CLIP_RATIOS if clip else (1.0,):
         scale = _scale(amax, amax * ratio / (qmax - 0.5))
         # the nearest level (k - 1/2) * scale with k in 1..qmax, sign kept; zero stays 0
         k = torch.floor(flat.abs() / scale[:, None]).add_(1).clamp_(1, qmax)
@@ -78,7 +79,7 @@ def groups(cols: int, group_size: int) -> int:
     return -(-cols // group_size) if group_size else 1
 
 
-def _quantize_groups(w: torch.Tensor, bits: int, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _quantize_groups(w: torch.Tensor, bits: int, group_size: int, clip: bool) -> tuple[torch.Tensor, torch.Tensor]:
     # each group of `group_size` consecutive inputs of a row is quantized as a row of its
     # own; the last group of a row is padded with zeros, which stay zero and cost nothing
     rows = w.shape[0]
@@ -87,7 +88,7 @@ def _quantize_groups(w: torch.Tensor, bits: int, group_size: int) -> tuple[torch
     n = groups(cols, group_size)
     padded = torch.zeros(rows, n * group_size)
     padded[:, :cols] = flat
-    q, scale = quantize(padded.reshape(rows * n, group_size), bits)
+    q, scale = quantize(padded.reshape(rows * n, group_size), bits, clip=clip)
     return q.reshape(rows, n * group_size)[:, :cols].reshape(w.shape).contiguous(), scale.reshape(rows, n)
 
 
