@@ -127,7 +127,7 @@ def summary_json(result, *, pipeline: str, file: str, strategy: str, options: di
         if t is None:
             return None
         return {"index": t.index, "setting": t.setting, "meters": t.meters, "objective": t.objective,
-                "lines": t.lines, "missed": t.missed(), "violation": t.violation}
+                "lines": [line.to_json() for line in t.lines], "missed": t.missed(), "violation": t.violation}
 
     return {
         "pipeline": pipeline, "file": file, "strategy": strategy, "options": options, "seed": seed,
