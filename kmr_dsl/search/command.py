@@ -1,6 +1,8 @@
 """`kmr search FILE`: check, verify, configure, then hand over to execute_search.
 
-Contract: `search_command(args) -> int` (args from kmr_dsl.cli's `search` parser).
+Contract: `search_command(args, tools=None) -> int` (args from kmr_dsl.cli's `search`
+parser; `tools`, a `Toolchain`, names the loader, verifier and session class to use:
+the real ones by default, stand-ins in tests).
 1. Load and check the file (malformed: its diagnostics, exit 2).
 2. Verify the pipeline. REFUTED: print the verifier's diagnostics and do not search
    (exit 1). UNKNOWN: warn and search anyway, since every setting is still checked
