@@ -20,19 +20,20 @@ from pathlib import Path
 STAGES = ("parse", "core", "check", "verify", "runtime", "search", "app", "cli")
 
 # shared leaf modules: importable from every stage, and import only other leaves
-LEAVES = {"kmr_dsl", "kmr_dsl.diagnostics", "kmr_dsl.units", "kmr_dsl.resources", "kmr_dsl.facts",
-          "kmr_dsl.outcome"}
+LEAVES = {"kmr_dsl", "kmr_dsl.diagnostics", "kmr_dsl.units", "kmr_dsl.resources", "kmr_dsl.outcome",
+          "kmr_dsl.patterns", "kmr_dsl.trust"}
 
 # module (or package) prefix -> stage; the longest matching prefix wins
 PLACES = {
     "kmr_dsl.parse": "parse", "kmr_dsl.ast": "parse", "kmr_dsl.fmt": "parse",
-    "kmr_dsl.core": "core", "kmr_dsl.artifact_layout": "core",
+    # model facts speak the core's state vocabulary; every stage above parse reads them
+    "kmr_dsl.core": "core", "kmr_dsl.artifact_layout": "core", "kmr_dsl.facts": "core",
     "kmr_dsl.check": "check", "kmr_dsl.evaluate": "check",
     "kmr_dsl.verify": "verify",
     "kmr_dsl.runtime": "runtime", "kmr_dsl.rules": "runtime",
     "kmr_dsl.search": "search", "kmr_dsl.proptest": "search",
     # the commands: the application layer's entry points, kept beside the stage they drive
-    "kmr_dsl.app": "app", "kmr_dsl.settings": "app",
+    "kmr_dsl.app": "app", "kmr_dsl.settings": "app", "kmr_dsl.lsp": "app",
     "kmr_dsl.runtime.command": "app", "kmr_dsl.search.command": "app",
     "kmr_dsl.proptest.command": "app", "kmr_dsl.proptest.plugin": "app",
     "kmr_dsl.cli": "cli", "kmr_dsl.__main__": "cli",
