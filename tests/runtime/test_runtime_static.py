@@ -6,7 +6,7 @@ import torch.nn as nn
 
 from kmr_dsl.diagnostics import KmrError
 from kmr_dsl.rules import prune, quantize
-from kmr_dsl.runtime import artifact, introspect, state
+from kmr_dsl.runtime import artifact, meters, state
 from kmr_dsl.runtime import layers as kl
 from kmr_dsl.runtime import modules as km
 from kmr_dsl.runtime.data import Dataset
@@ -67,8 +67,8 @@ def test_static_artifact_roundtrip_is_exact(tmp_path):
 
 def test_static_macs_are_counted_like_the_float_layers():
     x = images(1).inputs
-    before = introspect.count_macs(Net(), x)
-    after = introspect.count_macs(static(Net(), images()), x)
+    before = meters.count_macs(Net(), x)
+    after = meters.count_macs(static(Net(), images()), x)
     assert after[0] == before[0] and after[1] == before[1]
 
 
