@@ -14,7 +14,8 @@ weight-only int8, since they are half the model):
 - KMR W8A8 static: `quantize(bits = 8, scheme = static, calibration = ...)`;
 - KMR int4 RTN per-channel, int4 g128 RTN: `quantize(bits = 4, scheme = weight_only
   [, group_size = 128])`;
-- KMR int4 g128 GPTQ: `gptq(bits = 4, group_size = 128, calibration = ...)`;
+- KMR int4 g128 GPTQ: `gptq(bits = 4, group_size = 128, calibration = ...)`, with and
+  without `act_order`;
 - AWQ and SmoothQuant: both fold a scale into the normalization that feeds a Linear;
   BERT is post-norm (a residual reads every LayerNorm's output), so KMR refuses them here
   (KMR405) rather than change the function: the row records the refusal.
@@ -80,6 +81,8 @@ def rows(base, calib):
             m, ls, bits=4, scheme="weight_only", group_size=128)), "kmr"),
         ("KMR int4 g128 GPTQ", lambda: kmr_model(base, lambda m, ls: gptq.apply(
             m, ls, bits=4, group_size=128, calibration=calib)), "kmr"),
+        ("KMR int4 g128 GPTQ, act_order", lambda: kmr_model(base, lambda m, ls: gptq.apply(
+            m, ls, bits=4, group_size=128, calibration=calib, act_order=True)), "kmr"),
         ("KMR int4 g128 AWQ", lambda: kmr_model(base, lambda m, ls: awq.apply(
             m, ls, bits=4, group_size=128, calibration=calib)), "kmr"),
         ("KMR SmoothQuant + W8A8 static", lambda: kmr_model(base, lambda m, ls: (

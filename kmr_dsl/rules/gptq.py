@@ -1,8 +1,10 @@
 """`gptq`: weight-only integer quantization of Linear layers with GPTQ's error compensation.
 
 Contract (stdlib/rules.kmr): requires `layer.bits >= 16` (GPTQ needs the float weights);
-effect `layer.bits = bits`, `layer.group_size = group_size`, the model stops being
-trainable. The result is the same weight-only integer layer `quantize(scheme =
+effect `layer.bits = bits`, `layer.group_size = group_size` below 16 bits, the model
+stops being trainable below 16 bits. 16 and 32 bits are `quantize`'s (bfloat16, and
+unchanged): GPTQ has nothing to compensate there, and a per-layer width knob over
+{4, 8, 16} can then choose per layer. The result is the same weight-only integer layer `quantize(scheme =
 weight_only)` makes (`modules.QuantLinear`, KMR's grid, per-row or per-group scales), so
 it is stored and costed exactly like it; only the codes differ (`kmr_dsl.runtime.gptq`).
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import torch.nn as nn
 
 from kmr_dsl.rules import checks
+from kmr_dsl.rules import quantize as quantize_rule
 from kmr_dsl.rules import calibration as calibration_
 from kmr_dsl.runtime import gptq as algorithm
 from kmr_dsl.runtime import layers as kl
@@ -26,7 +29,7 @@ from kmr_dsl.runtime import modules as km
 from kmr_dsl.runtime import training
 
 RULE = "gptq"
-BITS = (2, 4, 8)
+BITS = (2, 4, 8, 16, 32)
 
 
 def apply(model: nn.Module, layers, bits: int = 4, group_size: int = 128, calibration=None, samples: int = 128,
@@ -36,6 +39,10 @@ def apply(model: nn.Module, layers, bits: int = 4, group_size: int = 128, calibr
     samples = checks.integer(RULE, "samples", samples, 1, 1 << 20)
     dampening = checks.number(RULE, "dampening", dampening, 0.0, 1.0, lo_open=True)
     data = training.require_data(calibration, RULE)
+    if bits >= 16:
+        # nothing to compensate above 8 bits: 16 is bfloat16 and 32 leaves the layers, as
+        # `quantize` does, so a per-layer width knob can span {4, 8, 16}
+        return quantize_rule.apply(model, layers, bits=bits)
     targets = []
     for name, layer in layers:
         checks.kinds(RULE, name, layer, ("Linear",))

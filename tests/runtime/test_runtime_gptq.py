@@ -204,3 +204,10 @@ def test_sparsegpt_rule_beats_prune_on_the_model_output():
         with torch.no_grad():
             errors[name] = float(((model(data.inputs) - want) ** 2).mean())
     assert errors["sparsegpt"] < errors["prune"]
+
+
+def test_gptq_at_16_and_32_bits_is_quantize():
+    model = Net()
+    gptq_rule.apply(model, [("fc1", model.fc1), ("fc2", model.fc2)], bits=16, calibration=calib())
+    gptq_rule.apply(model, [("head", model.head)], bits=32, calibration=calib())
+    assert isinstance(model.fc1, km.HalfLinear) and type(model.head) is nn.Linear
