@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from kmr_dsl import ast, units
 from kmr_dsl.check import calls, walk
-from kmr_dsl.check import program as P
+from kmr_dsl.core import program as P
 from kmr_dsl.check import types as T
 from kmr_dsl.check.context import Context
 from kmr_dsl.check.names import did_you_mean

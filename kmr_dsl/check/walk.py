@@ -1,4 +1,4 @@
-"""Walking and rewriting the expression IR of kmr_dsl.check.program.
+"""Walking and rewriting the expression IR of kmr_dsl.core.program.
 
 Contract: `nodes(e)` yields every node of an IR expression (pre-order); `rewrite(e, f)`
 rebuilds it bottom-up, replacing each node by `f(node)`. On top of them: the knobs and
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from kmr_dsl.check import program as P
+from kmr_dsl.core import program as P
 
 # Marks the loop variable inside a family instance name while a `for` body is lowered
 # once; no layer name can contain it, so instantiation cannot touch a real name.

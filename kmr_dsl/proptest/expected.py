@@ -3,7 +3,7 @@
 Contract (no torch here: states are the plain dicts of `runtime.state.measure_state`):
 - `requires_failing(rule, before, layer, params)` is the first `requires` clause that is
   false in the state before the step (None when all hold), evaluated with the one IR
-  evaluator `kmr_dsl.evaluate` (`Env.params`, `Env.fields`).
+  evaluator `kmr_dsl.core.evaluate` (`Env.params`, `Env.fields`).
 - `predict(rule, before, layer, params)` evaluates every `effect` there (simultaneous
   assignment: all effects read the state before the step).
 - `compare(...)` lists every way the state after the step differs from the contract:
@@ -33,8 +33,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from kmr_dsl.check.program import Rule
-from kmr_dsl.evaluate import Env, evaluate
+from kmr_dsl.core.program import Rule
+from kmr_dsl.core.evaluate import Env, evaluate
 
 LAYER_FIELDS = ("kind", "in_features", "out_features", "density", "bits", "rank", "adapter_rank", "frozen")
 COUNT_FIELDS = ("in_features", "out_features", "rank", "adapter_rank", "bits")

@@ -8,7 +8,7 @@ Contract: `run_property(program, prop, sessions, examples=N, seed=S)` tests one
   shared through `Sessions`, so the baseline model, its meters and the data load once;
   an outcome is cached per setting, so shrinking re-runs nothing it has seen; a model
   under 1 M parameters runs on one torch thread, see `threads_for`);
-- each `check` line is judged with the one IR evaluator (`kmr_dsl.evaluate.holds`)
+- each `check` line is judged with the one IR evaluator (`kmr_dsl.core.evaluate.holds`)
   over the result's meters and the baseline's;
 - a pipeline that fails at a setting (a rule or meter error) fails the property there.
 A failure is shrunk to a minimal setting and reported as a `PropertyResult` whose
@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from kmr_dsl.check.program import CheckedProgram, If, KnobRef, MeterRef, Op, Property
+from kmr_dsl.core.program import CheckedProgram, If, KnobRef, MeterRef, Op, Property
 from kmr_dsl.diagnostics import Diagnostic, KmrError, Span, error
-from kmr_dsl.evaluate import Env, evaluate, holds, meter_refs
+from kmr_dsl.core.evaluate import Env, evaluate, holds, meter_refs
 from kmr_dsl.proptest.engine import CaseFailed, search
 from kmr_dsl.proptest.quantities import expr_dim, plural, show
 from kmr_dsl.proptest.strategies import setting_strategy, show_setting

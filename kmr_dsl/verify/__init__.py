@@ -1,7 +1,7 @@
 """Verification of a checked KMR program: symbolic cost models (sympy) and proofs (Z3).
 
 Contract: the only stage that imports z3; it imports sympy and numpy, never torch.
-Input is a `kmr_dsl.check.program.CheckedProgram`; nothing here parses or type-checks.
+Input is a `kmr_dsl.core.program.CheckedProgram`; nothing here parses or type-checks.
 
 Public API:
 - `verify(program, pipeline=None, rlimit=..., timeout_s=...) -> VerifyReport`:

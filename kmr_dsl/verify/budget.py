@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
-from kmr_dsl.check.program import Constraint, MeterRef
+from kmr_dsl.core.program import Constraint, MeterRef
 from kmr_dsl.verify import algebra as A
 from kmr_dsl.verify.cost import ANALYTIC_METERS, meter_expr
 from kmr_dsl.verify.render import render_constraint

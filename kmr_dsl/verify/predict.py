@@ -20,7 +20,7 @@ Both compile their expressions once per pipeline (float closures) and cache them
 
 from __future__ import annotations
 
-from kmr_dsl.check.program import CheckedProgram, Pipeline
+from kmr_dsl.core.program import CheckedProgram, Pipeline
 from kmr_dsl.verify.budget import budget_lines, holds_float
 from kmr_dsl.verify.cost import ANALYTIC_METERS, meter_expr
 from kmr_dsl.verify.numeric import Unevaluable, compile_expr

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from kmr_dsl.check.program import (CheckedProgram, Const, DataRef, EnumLit, FieldRef, If, IExpr, KnobRef, MeterRef,
+from kmr_dsl.core.program import (CheckedProgram, Const, DataRef, EnumLit, FieldRef, If, IExpr, KnobRef, MeterRef,
                                    ModelArg, Op, ParamRef, Pipeline, Rule, Step)
 from kmr_dsl.facts import ModelFacts
 from kmr_dsl.verify import algebra as A

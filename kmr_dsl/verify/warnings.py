@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import z3
 
-from kmr_dsl.check.program import Constraint, KnobRef
+from kmr_dsl.core.program import Constraint, KnobRef
 from kmr_dsl.diagnostics import Diagnostic, Severity, warning
 from kmr_dsl.verify import algebra as A
 from kmr_dsl.verify.bounds import sound_bound

@@ -11,7 +11,7 @@ import pytest
 from search_fakes import FakeSession, size_of
 
 import kmr_dsl.cli as cli
-from kmr_dsl.check.program import (
+from kmr_dsl.core.program import (
     CheckedProgram, Const, Constraint, DataRef, Domain, Knob, Meter, MeterRef, ModelDecl, Objective, Op,
     Pipeline, Search,
 )

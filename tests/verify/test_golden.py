@@ -224,7 +224,7 @@ def test_report_json_and_file():
 
 
 def _needs_density_rule():
-    from kmr_dsl.check.program import Rule
+    from kmr_dsl.core.program import Rule
     from tests.verify.build import layer
     return Rule("needs_dense", (), ("Linear",), (op(">=", layer("density"), c(0.3)),), (), "m:f", span(50))
 

@@ -1,4 +1,4 @@
-"""Numeric evaluation of the checked-program IR (kmr_dsl.check.program).
+"""Numeric evaluation of the checked-program IR (kmr_dsl.core.program).
 
 Contract: `evaluate(expr, env)` computes an IR expression with plain Python numbers
 and booleans. The environment answers knob instances (`env.knobs`), meter readings
@@ -14,7 +14,7 @@ import operator
 from dataclasses import dataclass, field
 from typing import Callable
 
-from kmr_dsl.check.program import (
+from kmr_dsl.core.program import (
     Const, Constraint, DataRef, EnumLit, FieldRef, If, KnobRef, MeterRef, ModelArg, Op, ParamRef,
 )
 
