@@ -129,6 +129,8 @@ CODES: dict[str, tuple[str, str]] = {
     "KMR301": ("precondition may fail", "change the knob domain or reorder the steps so the precondition holds"),
     "KMR302": ("budget infeasible", "relax one of the conflicting budget lines or widen a knob bound"),
     "KMR303": ("verification unknown", "simplify the budget or raise the solver limit with --rlimit"),
+    "KMR304": ("channels shrink with no consumer",
+               "prune channels of hidden layers only (not the output layer), or use method = magnitude"),
     "KMR310": ("vacuous budget line", "tighten or remove the line; every setting meets it"),
     "KMR311": ("knob affects no analytic meter or precondition", "remove the knob or use it in a step"),
     "KMR312": ("default setting violates the budget", "change the defaults to a setting that meets the budget"),

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 from kmr_dsl.facts import ModelFacts
 from kmr_dsl.verify import algebra as A
-from kmr_dsl.verify.cost import ANALYTIC_METERS, meter_expr
+from kmr_dsl.core.state import ANALYTIC_METERS
+from kmr_dsl.verify.cost import meter_expr
 from kmr_dsl.verify.numeric import as_number, evaluate
 from kmr_dsl.verify.state import PipelineModel, State
 

@@ -31,13 +31,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kmr_dsl.core.program import CheckedProgram, DataRef, MeterRef, ModelArg, Step
+from kmr_dsl.core.state import ANALYTIC_METERS
 from kmr_dsl.diagnostics import KmrError, Span, error
 from kmr_dsl.core.evaluate import Env, evaluate, holds, margin, meter_key, meter_refs
 from kmr_dsl.runtime import context
 from kmr_dsl.runtime.loaders import import_ref, load_data, load_model
 from kmr_dsl.runtime.meters import fixed_threads
 
-ANALYTIC = ("params", "nonzero", "size", "macs", "trainable_params")
+ANALYTIC = tuple(ANALYTIC_METERS)
 
 
 @dataclass

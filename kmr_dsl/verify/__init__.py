@@ -20,7 +20,8 @@ obligations (`verify`), predict. lower.py and bounds.py describe the encoding; t
 "3xx proofs" section of docs/errors.md describes it for users.
 """
 
-from kmr_dsl.verify.cost import ANALYTIC_METERS, explain
+from kmr_dsl.core.state import ANALYTIC_METERS
+from kmr_dsl.verify.cost import explain
 from kmr_dsl.verify.obligations import verify
 from kmr_dsl.verify.predict import is_feasible, predict, predict_layers
 from kmr_dsl.verify.report import CoreMember, Limits, ObligationResult, Verdict, VerifyReport

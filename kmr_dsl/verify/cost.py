@@ -44,10 +44,10 @@ from sympy.logic.boolalg import BooleanAtom
 from kmr_dsl import artifact_layout as layout
 from kmr_dsl.facts import LayerFact
 from kmr_dsl.verify import algebra as A
-from kmr_dsl.verify.state import MATRIX_KINDS, PipelineModel, State
+from kmr_dsl.core.state import ANALYTIC_METERS, MATRIX_KINDS
+from kmr_dsl.verify.state import PipelineModel, State
 
-ANALYTIC_METERS = ("params", "nonzero", "size", "macs", "trainable_params")
-UNITS = {"params": "count", "nonzero": "count", "size": "bytes", "macs": "count", "trainable_params": "count"}
+UNITS = ANALYTIC_METERS     # meter -> dimension
 _ITEMSIZE = {"float16": 2, "bfloat16": 2, "float64": 8}
 
 

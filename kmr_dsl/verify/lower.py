@@ -20,7 +20,8 @@ equalities, stepped float knobs relaxed to a real interval.
 Semantic gaps, all deliberate:
 - every number is an exact rational (Z3 Real); int knobs are Int lattices mapped to
   Real, so there is no integer division anywhere (the IR has none: `/` is exact);
-- `ceil` does not occur: the cost models drop it (see cost.py for the size bound);
+- floor / ceiling (the runtime's whole counts, kmr_dsl.core.step.settle) become Z3's
+  `to_int` (floor) of the real value: exact, and integer-valued;
 - Min/Max become If(a <= b, a, b); Piecewise becomes an If chain whose last branch is
   taken when no earlier condition holds (our Piecewise always ends in `True`);
 - a power must have an integer exponent; a symbolic denominator x**-1 is split like a
@@ -364,6 +365,19 @@ def _l_not(enc, e, env):
     return (not v) if isinstance(v, bool) else z3.Not(v)
 
 
+def _l_round(down: bool):
+    """floor / ceiling: exact on a constant, else Z3's to_int (floor) on the real value."""
+    def handler(enc, e, env):
+        v = enc._lower(e.args[0], env)
+        if _is_const(v):
+            f = Fraction(v)
+            return (f.numerator // f.denominator) if down else -(-f.numerator // f.denominator)
+        x = v if down else -v
+        out = z3.ToReal(z3.ToInt(x))
+        return out if down else -out
+    return handler
+
+
 _TABLE = {
     sp.Rational: _l_number,
     sp.Symbol: lambda enc, e, env: enc._symbol(e, env),
@@ -373,6 +387,8 @@ _TABLE = {
     sp.Min: _l_lattice(lambda a, b: a <= b),
     sp.Max: _l_lattice(lambda a, b: a >= b),
     sp.Piecewise: _l_piecewise,
+    sp.floor: _l_round(True),
+    sp.ceiling: _l_round(False),
     LessThan: _l_relation("<="),
     StrictLessThan: _l_relation("<"),
     GreaterThan: _l_relation(">="),

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 from kmr_dsl.core.program import CheckedProgram, Pipeline
 from kmr_dsl.verify.budget import budget_lines, holds_float
-from kmr_dsl.verify.cost import ANALYTIC_METERS, meter_expr
+from kmr_dsl.core.state import ANALYTIC_METERS
+from kmr_dsl.verify.cost import meter_expr
 from kmr_dsl.verify.numeric import Unevaluable, compile_expr
 from kmr_dsl.verify.obligations import pipeline_model
 
