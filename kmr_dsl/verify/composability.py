@@ -204,8 +204,8 @@ def _implicit(reqs: list[Requirement], model: PipelineModel, limits: Limits, res
     else:
         when = f"at some setting (undecided: {dec.reason})"
     diags.append(error("KMR304", step.span,
-                       f"`{step.rule.name}` shrinks the output channels of {names}, which has no consumer layer "
-                       "that can shrink with it", f"it does so {when}; `kmr run` would refuse the step"))
+                       f"`{step.rule.name}` shrinks the output channels of {names}, but no layer consumes them "
+                       "that could shrink with it", f"it does so {when}; `kmr run` would refuse the step"))
     results.append(ObligationResult("composability", dec.verdict, step.span,
                                     f"`{step.rule.name}` shrinks the output channels of {names}: no consumer",
                                     model.pipeline.name, counterexample=model.knobs.to_user(dec.counterexample or {}),

@@ -76,11 +76,13 @@ def _tensor_bytes(numel, rows, bits, density, name: str, ndim: int, digits: int)
     q_ndim = ndim if A.is_number(bits) and bits == 8 else A.ite(A.compare("==", bits, 8), ndim, 1)
     if isinstance(q_ndim, sp.Integer):
         q_ndim = int(q_ndim)          # 8-bit keeps its shape; 4/2-bit are packed flat
-    dense_header = A.ite(is_int, entry_bytes(name + ".q", q_ndim, digits), entry_bytes(name, ndim, digits))
-    sparse_header = entry_bytes(name + ".bitmap", 1, digits) + entry_bytes(name + ".values", 1, digits)
+    dense_header = A.ite(is_int, entry_bytes(layout.entry(name, layout.Q), q_ndim, digits),
+                         entry_bytes(name, ndim, digits))
+    sparse_header = entry_bytes(layout.entry(name, layout.BITMAP), 1, digits) + \
+        entry_bytes(layout.entry(name, layout.VALUES), 1, digits)
     dense = A.add(A.mul(numel, bits, _EIGHTH), dense_header)
     sparse = A.add(A.mul(numel, _EIGHTH), A.mul(density, numel, bits, _EIGHTH), sparse_header)
-    scales = A.ite(is_int, A.add(A.mul(4, rows), entry_bytes(name + ".scale", 1, digits)), 0)
+    scales = A.ite(is_int, A.add(A.mul(4, rows), entry_bytes(layout.entry(name, layout.SCALE), 1, digits)), 0)
     return A.add(A.min_(dense, sparse), scales)
 
 
@@ -157,21 +159,24 @@ class _LayerCost:
         b, d, r = st["bits"], st["density"], st["rank"]
         inf, outf = st["in_features"], st["out_features"]
         ndim = max(1, len(f.weight_shape))
-        weights = _tensor_bytes(self.dense_n, outf, b, d, f"{f.name}.weight", ndim, digits)
-        bias_entry = entry_bytes(f"{f.name}.bias", 1, digits) if f.bias_params else 0
+        weight = f"{f.name}.weight"
+        weights = _tensor_bytes(self.dense_n, outf, b, d, weight, ndim, digits)
+        bias_entry = entry_bytes(layout.bias_of(weight), 1, digits) if f.bias_params else 0
         if self._factored is not None:
-            fac = A.add(_tensor_bytes(A.mul(r, inf), r, b, d, f"{f.name}.first.weight", 2, digits),
-                        _tensor_bytes(A.mul(outf, r), outf, b, d, f"{f.name}.second.weight", 2, digits))
+            first, second = layout.factor_weight(f.name, layout.FIRST), layout.factor_weight(f.name, layout.SECOND)
+            fac = A.add(_tensor_bytes(A.mul(r, inf), r, b, d, first, 2, digits),
+                        _tensor_bytes(A.mul(outf, r), outf, b, d, second, 2, digits))
             weights = A.ite(self._factored, fac, weights)
-            fac_entry = entry_bytes(f"{f.name}.second.bias", 1, digits) if f.bias_params else 0
+            fac_entry = entry_bytes(layout.bias_of(second), 1, digits) if f.bias_params else 0
             # a factorized layer's recipe entry is longer (two Linear configs)
             fac_entry += layout.FACTORIZED_CONFIG_CHARS - layout.config_chars(f.kind)
             bias_entry = A.ite(self._factored, fac_entry, bias_entry)
         bias_bytes = A.mul(self.bias_n, A.ite(A.compare("==", b, 16), 2, 4))
         a = st["adapter_rank"]
-        adapter_header = entry_bytes(f"{f.name}.lora_A", 2, digits) + entry_bytes(f"{f.name}.lora_B", 2, digits)
+        adapter_header = entry_bytes(f"{f.name}.{layout.LORA_A}", 2, digits) + \
+            entry_bytes(f"{f.name}.{layout.LORA_B}", 2, digits) + layout.ADAPTER_CONFIG_CHARS
         adapter_size = A.add(A.mul(4, self.adapters), A.ite(A.compare(">", a, 0), adapter_header, 0))
-        return A.add(weights, bias_bytes, bias_entry, adapter_size)
+        return A.add(weights, bias_bytes, bias_entry, adapter_size, layout.CEIL_BYTES)
 
 
 def layer_costs(f: LayerFact, st: dict, digits: int, rank_set: bool = False,
@@ -192,8 +197,9 @@ def _digits(model: PipelineModel) -> int:
 def _fixed_header(model: PipelineModel) -> int:
     """Header bytes that do not depend on the state: length prefix, metadata, the recipe
     with every layer plain (a factorized layer adds its difference in its own term)."""
-    recipe = layout.RECIPE_FIXED_CHARS + sum(len(f.name) + 4 + layout.config_chars(f.kind) for f in model.facts.layers)
-    return 8 + layout.METADATA_FIXED + recipe
+    recipe = layout.RECIPE_FIXED_CHARS + sum(len(f.name) + 4 + layout.config_chars(f.kind) + layout.CONFIG_MARGIN
+                                             for f in model.facts.layers)
+    return 8 + layout.METADATA_FIXED + recipe + layout.PADDING_BYTES
 
 
 def _constant_fields(st: dict) -> tuple | None:

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import sympy as sp
+
 from kmr_dsl.core import step as core_step
 from kmr_dsl.core.program import (CheckedProgram, Const, DataRef, EnumLit, FieldRef, If, IExpr, KnobRef, MeterRef,
                                   ModelArg, Op, ParamRef, Pipeline, Rule, Step)
@@ -339,7 +341,8 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
         if layer is not None and new_layer:
             old = lstate
             lstate = dict(lstate)
-            for f, v in _settled(new_layer, old, layer_facts.get(layer), (layer, "rank") in state.origin).items():
+            for f, v in _settled(model, new_layer, old, layer_facts.get(layer),
+                                 (layer, "rank") in state.origin).items():
                 if old.get(f) != v:
                     lstate[f] = v
                     state.origin[(layer, f)] = index
@@ -358,30 +361,47 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
     return state
 
 
-def _settled(new: dict, old: dict, fact, factorized: bool) -> dict:
+def _settled(model: PipelineModel, new: dict, old: dict, fact, factorized: bool) -> dict:
     """The effects' values as the runtime keeps them (core.step.settle): whole channels,
     ranks and weights. Kept weights are counted on the layer's dense weight at its new
     shape; a factorized layer's leaves are pruned one by one, so its density is not
     settled here (the cost model's factor sizes are documented as an estimate)."""
     out = dict(new)
+    ops = _ops_for(model, new)
+    if ops is None:
+        return out
     for f in ("in_features", "out_features", "rank"):
         if f in out:
-            out[f] = _settle(f, out[f], None)
+            out[f] = _settle(f, out[f], None, ops)
     if "density" in out and fact is not None and fact.kind in MATRIX_KINDS and fact.weight_params \
             and not factorized:
         st = {**old, **out}
         numel = core_step.dense_numel(fact.weight_params, fact.in_features, fact.out_features,
                                       st["in_features"], st["out_features"], A.SYMBOLS)
         if A.is_number(numel):
-            out["density"] = _settle("density", out["density"], numel)
+            out["density"] = _settle("density", out["density"], numel, ops)
     return out
 
 
-def _settle(field: str, value, numel):
+def _ops_for(model: PipelineModel, values: dict):
+    """Exact floors over finite knobs (the solver enumerates them: every floor folds to a
+    constant). Over a continuous knob (no `step`) the counts are not settled (None): the
+    state keeps the exact product, a documented gap (cost.py), because an integer floor
+    inside Z3's real arithmetic gives answers that vary between queries."""
+    for v in values.values():
+        if isinstance(v, sp.Basic) and not A.is_boolean(v):
+            for s in A.knob_symbols(v):
+                var = model.knobs.by_symbol.get(s)
+                if var is not None and not var.finite:
+                    return None
+    return A.SYMBOLS
+
+
+def _settle(field: str, value, numel, ops):
     if isinstance(value, (A.Unmodelled, A.UnmodelledBool)) or A.is_boolean(value):
         return value
     try:
-        return core_step.settle(field, value, numel, A.SYMBOLS)
+        return core_step.settle(field, value, numel, ops)
     except A.NotModelled:
         return value
 

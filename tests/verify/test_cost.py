@@ -35,7 +35,9 @@ def test_header_at_baseline_matches_the_layout_estimate():
     data = sum(f.weight_params * 4 + f.bias_params * 4 for f in facts.layers)
     estimate = layout.header_bytes_estimate(tensors, [f.name for f in facts.layers], data)
     ours = evaluate(meter_expr(model, "size", model.initial), {}) - data
-    assert 0 <= estimate - ours <= 7          # the estimate pads the header to a multiple of 8
+    # the cost model is an upper bound: the estimate plus its per-layer margins and the padding
+    margins = len(facts.layers) * (layout.CONFIG_MARGIN + layout.CEIL_BYTES) + layout.PADDING_BYTES
+    assert 0 <= ours - estimate <= margins
 
 
 def test_entry_bytes_is_the_layout_formula():
