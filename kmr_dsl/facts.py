@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
+from kmr_dsl.core.state import full_rank
+
 FACTS_VERSION = 1
 
 
@@ -70,7 +72,7 @@ class LayerFact:
 
     @property
     def rank(self) -> int:
-        return min(self.in_features, self.out_features)
+        return full_rank(self.in_features, self.out_features)
 
 
 @dataclass(frozen=True, slots=True)

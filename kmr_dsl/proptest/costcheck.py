@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from kmr_dsl.facts import ModelFacts
 from kmr_dsl.verify import algebra as A
-from kmr_dsl.core.state import ANALYTIC_METERS
+from kmr_dsl.core.state import ANALYTIC_METERS, LAYER_FIELDS
 from kmr_dsl.verify.cost import meter_expr
 from kmr_dsl.verify.numeric import as_number, evaluate
 from kmr_dsl.verify.state import PipelineModel, State
@@ -36,20 +36,14 @@ SIZE_TOLERANCE = 0.02
 COUNT_METERS = ("params", "nonzero", "macs", "trainable_params")
 
 
+_CAST = {"int": int, "float": float, "bool": bool}
+
+
 def _symbolic_state(state: dict, rank_set) -> State:
     layers = {}
     for name, st in state["layers"].items():
-        layers[name] = {
-            "kind": A.EnumValue(st["kind"]),
-            "in_features": A.num(int(st["in_features"])),
-            "out_features": A.num(int(st["out_features"])),
-            "params": A.num(int(st["params"])),
-            "density": A.num(float(st["density"])),
-            "bits": A.num(int(st["bits"])),
-            "rank": A.num(int(st["rank"])),
-            "adapter_rank": A.num(int(st["adapter_rank"])),
-            "frozen": A.num(bool(st["frozen"])),
-        }
+        layers[name] = {f: A.EnumValue(st[f]) if t == "str" else A.num(_CAST[t](st[f]))
+                        for f, t in LAYER_FIELDS.items()}
     origin = {(name, "rank"): 0 for name in rank_set}
     return State(layers, {"trainable": A.num(bool(state["trainable"]))}, origin)
 
