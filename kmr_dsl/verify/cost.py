@@ -3,8 +3,8 @@
 Contract: `meter_expr(model, meter, state)` is the value of `params`, `nonzero`,
 `size`, `macs` or `trainable_params` for a state of `model` (its initial state gives
 `baseline.METER`, its final state the pipeline's result); `layer_terms` gives the
-per-layer parts and the constant rest. `explain(program, pipeline, meter)` prints
-them (`kmr check --explain size`).
+per-layer parts and the constant rest (`kmr_dsl.verify.explain` prints them for
+`kmr check --explain size`).
 
 Per matrix layer (Linear, Conv1d/2d, Embedding) with facts in0, out0, W0 weight and B0
 bias elements, M0 MACs, and state in, out, density d, bits b, rank r, adapter rank a:
@@ -221,9 +221,10 @@ def layer_terms(model: PipelineModel, meter: str, state: State) -> tuple[list[tu
     """(per-layer parts in layer order, the constant rest) of an analytic meter."""
     if meter not in ANALYTIC_METERS:
         raise A.NotModelled(f"meter `{meter}` has no cost model")
-    key = ("terms", meter, id(state))
-    if key in model.cache:
-        return model.cache[key]
+    return model.cost_terms.get(state, lambda: _layer_terms(model, meter, state), meter)
+
+
+def _layer_terms(model: PipelineModel, meter: str, state: State):
     digits = _digits(model)
     facts = model.facts
     which = "trainable" if meter == "trainable_params" else meter
@@ -236,15 +237,15 @@ def layer_terms(model: PipelineModel, meter: str, state: State) -> tuple[list[tu
         st = state.layers[f.name]
         rank_set = (f.name, "rank") in state.origin
         values = _constant_fields(st)
-        key = None if values is None else (
+        shape = None if values is None else (
             f.kind, f.in_features, f.out_features, f.weight_params, f.bias_params, f.weight_shape, f.dtype,
             f.macs, len(f.name), rank_set, values)
-        if key is not None and key in memo:
-            parts.append((f.name, memo[key]))
+        if shape is not None and shape in memo:
+            parts.append((f.name, memo[shape]))
             continue
         value = layer_costs(f, st, digits, rank_set, (which,))[which]
-        if key is not None:
-            memo[key] = value
+        if shape is not None:
+            memo[shape] = value
         parts.append((f.name, value))
     other = max(0, facts.other_params)
     rest = {
@@ -254,47 +255,19 @@ def layer_terms(model: PipelineModel, meter: str, state: State) -> tuple[list[tu
         "macs": A.num(facts.total_macs - sum(f.macs for f in facts.layers)),
         "trainable_params": A.num(other),
     }[meter]
-    model.cache[key] = (parts, rest)
     return parts, rest
 
 
 def meter_expr(model: PipelineModel, meter: str, state: State):
     """The meter's value in `state`: a sympy expression over knob symbols."""
-    key = ("meter", meter, id(state))
-    if key not in model.cache:
+    def build():
         parts, rest = layer_terms(model, meter, state)
         total = A.add(rest, *(p for _, p in parts))
         if meter == "trainable_params":
             total = A.ite(state.model["trainable"], total, 0)
-        model.cache[key] = total
-    return model.cache[key]
+        return total
+    return model.cost_totals.get(state, build, meter)
 
 
-def explain(program, pipeline, meter: str) -> str:
-    """The meter's cost model for a pipeline: each layer's formula, the constant, the total."""
-    from kmr_dsl.verify.numeric import as_number, evaluate
-    from kmr_dsl.verify.obligations import pipeline_model
-
-    pipe = program.pipelines[pipeline] if isinstance(pipeline, str) else pipeline
-    model = pipeline_model(program, pipe)
-    parts, rest = layer_terms(model, meter, model.final)
-    unit = UNITS[meter]
-    env = model.knobs.env(model.knobs.defaults())
-    lines = [f"{meter} ({unit}) of pipeline `{pipe.name}` = sum over layers + constant"]
-    if meter == "trainable_params":
-        lines[0] += f", and 0 unless model.trainable = {model.final.model['trainable']}"
-    width = max((len(n) for n, _ in parts), default=0)
-    for name, expr in parts:
-        lines.append(f"  {name.ljust(width)} : {expr}")
-    lines.append(f"  {'constant'.ljust(width)} : {rest}")
-    total = meter_expr(model, meter, model.final)
-    base = meter_expr(model, meter, model.initial)
-    lines.append(f"at the default setting: {as_number(evaluate(total, env))} {unit}")
-    lines.append(f"baseline (the unmodified model): {as_number(evaluate(base, {}))} {unit}")
-    if meter == "size":
-        lines.append("gaps: ceil of packed bytes dropped (<= 3 B per tensor), header padding (<= 7 B)")
-    return "\n".join(lines)
-
-
-__all__ = ["ANALYTIC_METERS", "UNITS", "entry_bytes", "explain", "layer_costs", "layer_terms", "meter_expr",
+__all__ = ["ANALYTIC_METERS", "UNITS", "entry_bytes", "layer_costs", "layer_terms", "meter_expr",
            "tensor_data_bytes"]

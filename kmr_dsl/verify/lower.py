@@ -41,6 +41,7 @@ from sympy.core.relational import (Equality, GreaterThan, LessThan, StrictGreate
                                    Unequality)
 from sympy.logic.boolalg import And, BooleanFalse, BooleanTrue, Not, Or
 
+from kmr_dsl.core.memo import ByIdentity
 from kmr_dsl.verify.algebra import (EnumSymbol, NotModelled, Unmodelled, UnmodelledBool, knob_symbols,
                                     table_handler)
 from kmr_dsl.verify.knobs import KnobTable, KnobVar
@@ -63,8 +64,8 @@ class Encoding(KnobVariables):
         self.split: set[str] = set()          # instance names some term case-split
         self.nonlinear = False
         self._allow_nonlinear = naive
-        self._sym_memo: dict = {}
-        self._plan_memo: dict = {}
+        self._sym_memo = ByIdentity("knob symbols under a node", "sympy node")
+        self._plan_memo = ByIdentity("first nonlinear product", "(sympy node, split knobs)")
 
     # ------------------------------------------------------------ lowering
 
@@ -133,13 +134,7 @@ class Encoding(KnobVariables):
         return None if syms is None else self._choose(syms, env)
 
     def _first_nonlinear(self, e, env):
-        key = (id(e), frozenset(env))
-        hit = self._plan_memo.get(key)
-        if hit is not None and hit[0] is e:
-            return hit[1]
-        found = self._find_nonlinear(e, env)
-        self._plan_memo[key] = (e, found)
-        return found
+        return self._plan_memo.get(e, lambda: self._find_nonlinear(e, env), frozenset(env))
 
     def _find_nonlinear(self, e, env):
         args = e.args
@@ -160,15 +155,14 @@ class Encoding(KnobVariables):
 
     def _syms(self, e) -> frozenset:
         """Knob symbols under a node (memoised per node: plans revisit subtrees)."""
-        hit = self._sym_memo.get(id(e))
-        if hit is not None and hit[0] is e:
-            return hit[1]
+        out = self._sym_memo.find(e)
+        if out is not None:
+            return out
         if isinstance(e, sp.Symbol):
             out = frozenset((e,))
         else:
             out = frozenset().union(*(self._syms(a) for a in e.args)) if e.args else frozenset()
-        self._sym_memo[id(e)] = (e, out)
-        return out
+        return self._sym_memo.put(e, out)
 
     def planned_splits(self, expr) -> set[str]:
         """Knob instances `lower(expr)` would case-split, without building any Z3 term."""

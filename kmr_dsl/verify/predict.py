@@ -31,9 +31,7 @@ TIE = 1e-9
 
 
 def _compiled(model, key, build):
-    if key not in model.cache:
-        model.cache[key] = build()
-    return model.cache[key]
+    return model.compiled.get(key, build)
 
 
 def predict(program: CheckedProgram, pipeline: Pipeline | str, setting: dict | None = None,

@@ -38,6 +38,7 @@ from kmr_dsl.core import step as core_step
 from kmr_dsl.core.program import (CheckedProgram, Const, DataRef, EnumLit, FieldRef, If, IExpr, KnobRef, MeterRef,
                                   ModelArg, Op, ParamRef, Pipeline, Rule, Step)
 from kmr_dsl.core.state import MATRIX_KINDS
+from kmr_dsl.core.memo import ByIdentity, Memo
 from kmr_dsl.core.walk import Dispatch, Unsupported, nodes
 from kmr_dsl.facts import ModelFacts
 from kmr_dsl.verify import algebra as A
@@ -83,7 +84,14 @@ class PipelineModel:
     # knob declaration names used by any step argument
     arg_knobs: set[str] = field(default_factory=set)
     problems: list[str] = field(default_factory=list)
-    cache: dict = field(default_factory=dict)      # cost expressions, keyed by (kind, meter, id(state))
+    # what the cost model, predictions and the feasibility decision remember (typed caches)
+    cost_terms: ByIdentity = field(default_factory=lambda: ByIdentity("cost terms", "(state, meter)"))
+    cost_totals: ByIdentity = field(default_factory=lambda: ByIdentity("meter values", "(state, meter)"))
+    compiled: Memo = field(default_factory=lambda: Memo("compiled predictions", "(use, meter, baseline)"))
+    decompositions: ByIdentity = field(default_factory=lambda: ByIdentity("line decompositions", "expression"))
+    decomposed_terms: dict = field(default_factory=dict)   # decompose's table of terms shared by the lines
+    line_bounds: ByIdentity = field(default_factory=lambda: ByIdentity("line bounds", "decomposition"))
+    line_ranges: ByIdentity = field(default_factory=lambda: ByIdentity("line ranges", "(decomposition, setting)"))
 
 
 def initial_state(facts: ModelFacts) -> State:
@@ -125,18 +133,15 @@ def eval_ir(e: IExpr, ctx: Ctx):
         raise A.NotModelled(str(exc)) from None
 
 
-_CONSTS: dict[int, tuple] = {}
+# rules are shared by every step that applies them: convert each literal once
+CONSTANTS = ByIdentity("IR literals as sympy", "Const node", limit=10_000)
 
 
 def _e_const(e, ctx):
-    # rules are shared by every step that applies them: convert each literal once
-    hit = _CONSTS.get(id(e))
-    if hit is None or hit[0] is not e:
-        value = A.EnumValue(e.value) if isinstance(e.value, str) else A.num(e.value)
-        if len(_CONSTS) > 10_000:
-            _CONSTS.clear()
-        hit = _CONSTS[id(e)] = (e, value)
-    return hit[1]
+    value = CONSTANTS.find(e)
+    if value is None:
+        value = CONSTANTS.put(e, A.EnumValue(e.value) if isinstance(e.value, str) else A.num(e.value))
+    return value
 
 
 def _e_knob(e, ctx):
@@ -238,21 +243,17 @@ def _eval_op(e: Op, ctx: Ctx):
 
 # ---------------------------------------------------------------- stepping
 
-_READ_CACHE: dict[int, tuple[Rule, set[str]]] = {}
+PARAMS_READ = ByIdentity("parameters a rule's contract reads", "Rule", limit=256)
 
 
 def _params_read(rule: Rule) -> set[str]:
     """Parameters a rule's requires and effects read (cached: called once per step)."""
-    hit = _READ_CACHE.get(id(rule))
-    if hit is not None and hit[0] is rule:
-        return hit[1]
-    names: set[str] = set()
-    for e in list(rule.requires) + [eff.expr for eff in rule.effects]:
-        names |= {n.name for n in nodes(e) if isinstance(n, ParamRef)}
-    if len(_READ_CACHE) > 256:
-        _READ_CACHE.clear()
-    _READ_CACHE[id(rule)] = (rule, names)
-    return names
+    def build():
+        names: set[str] = set()
+        for e in list(rule.requires) + [eff.expr for eff in rule.effects]:
+            names |= {n.name for n in nodes(e) if isinstance(n, ParamRef)}
+        return names
+    return PARAMS_READ.get(rule, build)
 
 
 def _placeholder(reason: str, boolean: bool):
