@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from kmr_dsl.core.program import CheckedProgram, If, KnobRef, MeterRef, Op, Property
+from kmr_dsl.core.program import CheckedProgram, KnobRef, MeterRef, Property
+from kmr_dsl.core.walk import nodes
 from kmr_dsl.diagnostics import Diagnostic, KmrError, Span, error
 from kmr_dsl.core.evaluate import Env, evaluate, holds, meter_refs
 from kmr_dsl.proptest.engine import CaseFailed, search
@@ -144,21 +145,10 @@ class PropertyResult:
                 "summary": self.summary()}
 
 
-def _nodes(expr):
-    """Every IR node of an expression, pre-order."""
-    yield expr
-    if isinstance(expr, Op):
-        for arg in expr.args:
-            yield from _nodes(arg)
-    elif isinstance(expr, If):
-        for part in (expr.cond, expr.then, expr.orelse):
-            yield from _nodes(part)
-
-
 def _knobs_read(prop: Property) -> dict[str, str]:
     """{knob instance: its declared knob} for every knob the checks read."""
     return {n.name: n.knob for line in prop.checks for side in (line.left, line.right)
-            for n in _nodes(side) if isinstance(n, KnobRef)}
+            for n in nodes(side) if isinstance(n, KnobRef)}
 
 
 def base_setting(program: CheckedProgram, prop: Property) -> dict:

@@ -24,13 +24,22 @@ Outside the layers: other_params at 4 B, buffers, and the safetensors header
 (artifact_layout's per-entry formula; int formats add a `.scale` entry, sparse ones a
 second entry, which is why each branch of the min carries its own header bytes).
 
-Documented gaps (all within the 2% tolerance of `kmr run`'s prediction check on the
-models we measured): `ceil` of packed bytes dropped (< 1 B per ceil, <= 3 per tensor);
-the header's 8-byte padding (<= 7 B) and offset digits (taken from the baseline's data
-size); a sparse-vs-dense choice that includes header bytes (differs from the writer
-only when the two forms are within one header entry, < 100 B); header entries of
-tensors outside the layers are not counted (ModelFacts does not name them); rounding of ranks and channel counts (the state keeps exact products); and
-factors after `lowrank` keep the state's density (the runtime's SVD factors are dense).
+`size` is an upper bound of the file (a budget proved with it holds when run): the
+`ceil` of packed bytes, the header's 8-byte padding and the recipe's per-layer
+configuration (which grows with a layer's form, its dimensions' digits and an unmerged
+adapter) are covered by artifact_layout's margins (CONFIG_MARGIN, ADAPTER_CONFIG_CHARS,
+CEIL_BYTES, PADDING_BYTES; measured 2-5% above the file on small generated models,
+tests/core/test_check_vs_run.py). The counts (params, nonzero, macs, trainable_params)
+are exact: the state keeps whole channels, ranks and weights as the runtime does
+(kmr_dsl.core.step.settle).
+
+Documented gaps: offset digits are taken from the baseline's data size (an upper bound
+of every offset); a sparse-vs-dense choice that includes header bytes (differs from the
+writer only when the two forms are within one header entry, < 100 B); header entries of
+tensors outside the layers are not counted (ModelFacts does not name them); counts over
+a continuous knob (no `step`) keep the exact product (not rounded, see verify/state.py);
+global pruning rounds the total once, the state each layer; factors after `lowrank`
+keep the state's density (the runtime's SVD factors are dense).
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ def explain(program, pipeline, meter: str) -> str:
     lines.append(f"at the default setting: {as_number(evaluate(total, env))} {unit}")
     lines.append(f"baseline (the unmodified model): {as_number(evaluate(base, {}))} {unit}")
     if meter == "size":
-        lines.append("gaps: ceil of packed bytes dropped (<= 3 B per tensor), header padding (<= 7 B)")
+        lines.append("an upper bound of the file: margins for packed bytes, header padding and the recipe")
     return "\n".join(lines)
 
 
