@@ -48,9 +48,4 @@ def at_layer(e, layer: str):
     return rewrite(e, f)
 
 
-def has_placeholder(e) -> bool:
-    return any(isinstance(n, P.KnobRef) and PLACEHOLDER in n.name for n in nodes(e))
-
-
-__all__ = ["PLACEHOLDER", "at_layer", "family_ref", "has_placeholder", "is_analytic", "knobs", "meters",
-           "on_baseline"]
+__all__ = ["PLACEHOLDER", "at_layer", "family_ref", "is_analytic", "knobs", "meters", "on_baseline"]

@@ -21,10 +21,11 @@ obligations (`verify`), predict. lower.py and bounds.py describe the encoding; t
 """
 
 from kmr_dsl.core.state import ANALYTIC_METERS
+from kmr_dsl.verify.cost import cost_at
 from kmr_dsl.verify.explain import explain
 from kmr_dsl.verify.obligations import verify
 from kmr_dsl.verify.predict import is_feasible, predict, predict_layers
 from kmr_dsl.verify.report import CoreMember, Limits, ObligationResult, Verdict, VerifyReport
 
-__all__ = ["ANALYTIC_METERS", "CoreMember", "Limits", "ObligationResult", "Verdict", "VerifyReport", "explain",
+__all__ = ["ANALYTIC_METERS", "cost_at", "CoreMember", "Limits", "ObligationResult", "Verdict", "VerifyReport", "explain",
            "is_feasible", "predict", "predict_layers", "verify"]

@@ -145,10 +145,6 @@ def is_number(e) -> bool:
     return isinstance(e, sp.Rational)
 
 
-def is_bool_const(e) -> bool:
-    return isinstance(e, BooleanAtom)
-
-
 def is_boolean(e) -> bool:
     """Whether `e` is a proposition (relational, connective, constant or bool knob)."""
     return isinstance(e, (Relational, BooleanFunction, BooleanAtom, BoolSymbol))
@@ -408,8 +404,8 @@ SYMBOLS = Ops(add=lambda a, b: add(a, b), sub=sub, mul=lambda a, b: mul(a, b), d
 
 __all__ = [
     "BoolSymbol", "Unmodelled", "UnmodelledBool", "EnumKnob", "EnumSymbol", "EnumValue", "FALSE", "NotModelled", "ONE", "RELATIONS", "TRUE",
-    "SYMBOLS", "ZERO", "add", "quotient", "and_", "ceil_", "compare", "div", "enum_equal", "floor_", "frac", "is_bool_const",
-    "is_boolean", "is_number", "ite", "knob_symbols", "max_", "min_", "mul", "neg", "not_", "num", "or_", "sub",
+    "SYMBOLS", "ZERO", "add", "and_", "ceil_", "compare", "div", "enum_equal", "floor_", "frac", "is_boolean",
+    "is_number", "ite", "knob_symbols", "max_", "min_", "mul", "neg", "not_", "num", "or_", "quotient", "sub",
 ]
 
 

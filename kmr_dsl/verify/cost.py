@@ -51,9 +51,10 @@ import sympy as sp
 from sympy.logic.boolalg import BooleanAtom
 
 from kmr_dsl import artifact_layout as layout
-from kmr_dsl.facts import LayerFact
+from kmr_dsl.core.state import ANALYTIC_METERS, LAYER_FIELDS, MATRIX_KINDS
+from kmr_dsl.facts import LayerFact, ModelFacts
 from kmr_dsl.verify import algebra as A
-from kmr_dsl.core.state import ANALYTIC_METERS, MATRIX_KINDS
+from kmr_dsl.verify.numeric import as_number, evaluate
 from kmr_dsl.verify.state import PipelineModel, State
 
 UNITS = ANALYTIC_METERS     # meter -> dimension
@@ -278,5 +279,29 @@ def meter_expr(model: PipelineModel, meter: str, state: State):
     return model.cost_totals.get(state, build, meter)
 
 
-__all__ = ["ANALYTIC_METERS", "UNITS", "entry_bytes", "layer_costs", "layer_terms", "meter_expr",
+# ---------------------------------------------------------------- at a measured state
+
+_CAST = {"int": int, "float": float, "bool": bool}
+
+
+def _symbolic_state(state: dict, rank_set) -> State:
+    layers = {}
+    for name, st in state["layers"].items():
+        layers[name] = {f: A.EnumValue(st[f]) if t == "str" else A.num(_CAST[t](st[f]))
+                        for f, t in LAYER_FIELDS.items()}
+    origin = {(name, "rank"): 0 for name in rank_set}
+    return State(layers, {"trainable": A.num(bool(state["trainable"]))}, origin)
+
+
+def cost_at(facts: ModelFacts, state: dict, rank_set=()) -> dict[str, float]:
+    """Every analytic meter's cost model at a *measured* state (the plain dicts of
+    `runtime.state.measure_state`) of the model `facts` describe; `rank_set` names the
+    layers whose rank a rule set. The property tests compare it with the meters."""
+    sym = _symbolic_state(state, rank_set)
+    model = PipelineModel(program=None, pipeline=None, knobs=None, facts=facts, initial=sym, final=sym,
+                          requirements=[])
+    return {m: float(as_number(evaluate(meter_expr(model, m, sym), {}, exact=False))) for m in ANALYTIC_METERS}
+
+
+__all__ = ["ANALYTIC_METERS", "UNITS", "cost_at", "entry_bytes", "layer_costs", "layer_terms", "meter_expr",
            "tensor_data_bytes"]
