@@ -5,9 +5,10 @@ KMR500 with a hint, never a traceback, unless KMR_DEBUG=1). One function per
 subcommand; heavy modules (sympy, z3, torch) are imported inside the commands that
 need them, so `kmr --help`, `kmr --version` and `kmr fmt` never pay for torch.
 
-Exit codes (spec §7): 0 verified / ok, 1 a proof or a budget line failed, 2 malformed
-program or misused command, 3 unknown (solver limit). With several files, the worst
-wins in the order 2, 1, 3, 0.
+Exit codes (spec §7): 0 verified / ok, 1 a proof or a budget line failed (or a runtime
+error KMR4xx), 2 malformed program or misused command, 3 unknown (solver limit), 130
+interrupted by Ctrl-C (KMR409; nothing partial is written). With several files, the
+worst wins in the order 2, 1, 3, 0.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from kmr_dsl import __version__
 from kmr_dsl.diagnostics import Diagnostic, KmrError, Span, error, has_errors, render_all, sort_key
 
 EXIT_OK, EXIT_FAILED, EXIT_MALFORMED, EXIT_UNKNOWN = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130   # Ctrl-C (KMR409), the shell's 128 + SIGINT
 _PRIORITY = {EXIT_MALFORMED: 3, EXIT_FAILED: 2, EXIT_UNKNOWN: 1, EXIT_OK: 0}
 
 
@@ -311,7 +313,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED if e.diagnostic.code.startswith("KMR4") else EXIT_MALFORMED
     except KeyboardInterrupt:
         print(render_all([error("KMR409", Span.unknown(args.command), "interrupted")]), file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except SystemExit as e:   # user code (a model, data, rule or meter) that no loader wrapped
+        print(render_all([error("KMR411", Span.unknown(args.command), f"user code called sys.exit({e.code!r})",
+                                hint="remove the sys.exit call (raise an exception to report a problem)")]),
+              file=sys.stderr)
+        return EXIT_FAILED
     except Exception as e:  # a bug: no traceback for users unless asked for
         if os.environ.get("KMR_DEBUG"):
             raise

@@ -34,7 +34,7 @@ from kmr_dsl.check.program import CheckedProgram, DataRef, MeterRef, ModelArg, S
 from kmr_dsl.diagnostics import KmrError, Span, error
 from kmr_dsl.evaluate import Env, evaluate, holds, margin, meter_key, meter_refs
 from kmr_dsl.runtime import context
-from kmr_dsl.runtime.loaders import import_ref, load_data, load_model
+from kmr_dsl.runtime.loaders import exited, import_ref, load_data, load_model
 from kmr_dsl.runtime.meters import fixed_threads
 
 ANALYTIC = ("params", "nonzero", "size", "macs", "trainable_params")
@@ -105,7 +105,7 @@ class PipelineSession:
         if isinstance(value, DataRef):
             if value.name not in self._data:
                 decl = self.program.data[value.name]
-                self._data[value.name] = load_data(decl.loader, span=decl.span)
+                self._data[value.name] = load_data(decl.loader, span=decl.span, trust=self.trust)
             return self._data[value.name]
         if isinstance(value, ModelArg):
             if value.name == "baseline":
@@ -142,6 +142,8 @@ class PipelineSession:
                     result = fn(model, layers, **args)
                 except KmrError:
                     raise
+                except SystemExit as exc:   # never a silent end of the process
+                    raise exited(exc, step.span, f"`{step.rule.name}` ({step.rule.impl})") from exc
                 except Exception as exc:  # an impl's bug is reported at the step, not as a traceback
                     raise KmrError(error("KMR405", step.span, f"`{step.rule.name}` failed: {type(exc).__name__}: {exc}",
                                          f"implementation {step.rule.impl}")) from exc
@@ -204,6 +206,8 @@ class PipelineSession:
             return read()
         except KmrError:
             raise
+        except SystemExit as exc:
+            raise exited(exc, ref.span, f"meter `{meter_key(ref)}`") from exc
         except Exception as exc:
             meter = self.program.meters[ref.name]
             raise KmrError(error("KMR408", ref.span, f"meter `{meter_key(ref)}` failed: {type(exc).__name__}: {exc}",
