@@ -95,6 +95,21 @@ def collect_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def encode(model: nn.Module, recipe: dict | None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and the `__metadata__` of the file `save` writes."""
+    text = json.dumps(build_recipe(model, recipe), separators=(",", ":"), sort_keys=True, default=str)
+    return collect_tensors(model), {"format": "pt", RECIPE_KEY: text}
+
+
+def nbytes(model: nn.Module, recipe: dict | None = None) -> int:
+    """The length of the file `save(model, PATH, recipe)` writes, serialized in memory
+    (the metadata's key order does not change its length)."""
+    from safetensors.torch import save as to_bytes
+
+    tensors, metadata = encode(model, recipe)
+    return len(to_bytes(tensors, metadata=metadata))
+
+
 def save(model: nn.Module, path, recipe: dict | None = None, span: Span | None = None) -> int:
     from safetensors.torch import save_file
 
@@ -105,15 +120,14 @@ def save(model: nn.Module, path, recipe: dict | None = None, span: Span | None =
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise KmrError(error("KMR505", span, f"cannot create `{directory}`", str(exc))) from exc
-    text = json.dumps(build_recipe(model, recipe), separators=(",", ":"), sort_keys=True, default=str)
-    tensors = collect_tensors(model)
+    tensors, metadata = encode(model, recipe)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
         os.close(fd)
     except OSError as exc:
         raise KmrError(error("KMR505", span, f"cannot write into `{directory}`", str(exc))) from exc
     try:
-        save_file(tensors, tmp, metadata={"format": "pt", RECIPE_KEY: text})
+        save_file(tensors, tmp, metadata=metadata)
         _sort_metadata(tmp)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
@@ -360,4 +374,5 @@ def _restore_flags(name: str, layer: nn.Module, cfg: dict) -> None:
             p.requires_grad_(False)
 
 
-__all__ = ["FORMAT_VERSION", "LOADER_KINDS", "RECIPE_KEY", "build_recipe", "collect_tensors", "load", "read_recipe", "save"]
+__all__ = ["FORMAT_VERSION", "LOADER_KINDS", "RECIPE_KEY", "build_recipe", "collect_tensors", "encode", "load", "nbytes",
+           "read_recipe", "save"]

@@ -13,7 +13,8 @@ every budget line with the one IR evaluator (`kmr_dsl.evaluate`). A meter whose 
 has a `paired` form (the standard `latency`: `meters.latency_paired`) is read on the
 result and the baseline together, in alternating rounds, and that baseline reading is
 the one this evaluation reports and judges `baseline.latency(...)` with: both sides
-see the same machine load. `save` writes the artifact and the reports atomically.
+see the same machine load. `save` writes the artifact and the reports as one set
+(`runtime.outset`: a staging folder swapped into place).
 
 Meter impls are called as `fn(model, **arguments)`, plus whichever of `baseline`,
 `input_shape`, `input_dtype`, `recipe` and `span` their signature accepts, so a user's
@@ -276,20 +277,33 @@ class PipelineSession:
                 pass
 
     # ------------------------------------------------------------ saving
-    def save(self, model, out_dir, setting: dict, outcome: Outcome | None = None, extra: dict | None = None) -> Path:
-        """Write OUT/model.safetensors, OUT/report.json and OUT/report.md, each atomically."""
+    def save(self, model, out_dir, setting: dict, outcome: Outcome | None = None, extra: dict | None = None,
+             outputs=None) -> Path:
+        """Write OUT/model.safetensors, OUT/report.json and OUT/report.md as one set
+        (runtime.outset): all three appear together or the old set stays. `outputs` is an
+        OutputSet already prepared before the pipeline ran (`kmr run`), else one is made."""
         from kmr_dsl.runtime import artifact
+        from kmr_dsl.runtime.outset import OutputSet
 
         out = Path(out_dir)
         path = out / "model.safetensors"
-        written = artifact.save(model, path, self.recipe(setting), span=self.pipeline.span)
-        if outcome is not None:
-            payload = {"file": self.program.file, "pipeline": self.pipeline.name, "artifact": str(path),
-                       "artifact_bytes": written, **outcome.to_json(), **(extra or {})}
-            write_atomic(out / "report.json", json.dumps(payload, indent=2, default=str))
-            from kmr_dsl.runtime.report import render_markdown
+        outputs = outputs or OutputSet(out, self.pipeline.span)
+        stage = outputs.stage or outputs.prepare()
+        try:
+            written = artifact.save(model, stage / path.name, self.recipe(setting), span=self.pipeline.span)
+            if outcome is not None:
+                payload = {"file": self.program.file, "pipeline": self.pipeline.name, "artifact": str(path),
+                           "artifact_bytes": written, **outcome.to_json(), **(extra or {})}
+                write_atomic(stage / "report.json", json.dumps(payload, indent=2, default=str))
+                from kmr_dsl.runtime.report import render_markdown
 
-            write_atomic(out / "report.md", render_markdown(self, outcome, path))
+                write_atomic(stage / "report.md", render_markdown(self, outcome, path))
+            outputs.commit()
+        except OSError as exc:
+            raise KmrError(error("KMR505", self.pipeline.span, f"cannot write the outputs into `{out}`", str(exc),
+                                 hint="choose another --out folder")) from exc
+        finally:
+            outputs.discard()      # whatever stopped us (an error, Ctrl-C): no staging folder stays
         return path
 
 
