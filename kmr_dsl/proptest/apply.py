@@ -26,7 +26,7 @@ from kmr_dsl.diagnostics import KmrError
 from kmr_dsl.proptest import costcheck, expected, models
 from kmr_dsl.runtime import context, introspect, meters, state
 from kmr_dsl.runtime import layers as kl
-from kmr_dsl.runtime.loaders import import_ref
+from kmr_dsl.runtime.loaders import import_impl
 
 
 @dataclass
@@ -37,10 +37,10 @@ class CaseOutcome:
     mismatches: list[expected.Mismatch] = field(default_factory=list)
 
 
-def impl_of(rule: Rule):
+def impl_of(rule: Rule, trust: bool = False):
     from kmr_dsl.proptest.contracts import rule_base_dir
 
-    return import_ref(rule.impl, rule_base_dir(rule), rule.span, missing="KMR407", bad="KMR407")
+    return import_impl(rule.impl, rule_base_dir(rule), rule.span, trust)
 
 
 def _weights(model: nn.Module, after: dict) -> dict[str, tuple[int, int]]:

@@ -25,8 +25,10 @@ Contract:
   transformers is optional (KMR506).
 - `load_data(spec, span=None, trust=False) -> Dataset` for `sklearn`, `tensors`,
   `factory` (the same trust rule as a model factory).
-- `import_ref("pkg.mod:fn", base_dir, span, trust=...)` is the shared importer (impls use
-  it too); with `trust=False` it refuses a module outside `base_dir` (KMR227).
+- `import_ref("pkg.mod:fn", base_dir, span, trust=...)` is the shared importer; with
+  `trust=False` it refuses a module outside `base_dir` (KMR227). `import_impl(ref,
+  base_dir, span, trust)` imports a rule's or meter's impl under the same rule, KMR's
+  own `kmr_dsl.*` impls always allowed.
 - User code that calls `sys.exit` (at import or when called) is reported as KMR411 at
   the loader call instead of ending the process.
 All failures raise `KmrError`: KMR401 missing file or module, KMR402 wrong format,
@@ -189,6 +191,16 @@ def torch_module(path: Path, trust: bool = False, span: Span | None = None) -> n
     raise KmrError(error("KMR402", span, f"`{path.name}` holds a {type(obj).__name__}, not an nn.Module"))
 
 
+def import_impl(ref: str, base_dir=".", span: Span | None = None, trust: bool = False):
+    """A rule's or meter's `impl "module:function"`. KMR's own code (`kmr_dsl.*`, the
+    standard library's impls) always runs; any other module must be a file of
+    `base_dir` (the declaring file's folder) unless trusted (KMR227), like a factory."""
+    module = ref.partition(":")[0] if isinstance(ref, str) else ""
+    own = module == "kmr_dsl" or module.startswith("kmr_dsl.")
+    return import_ref(ref, base_dir, span, missing="KMR407", bad="KMR407", trust=trust or own,
+                      what="implementation")
+
+
 def factory_model(spec: LoaderSpec, span: Span | None = None, weights: bool = True,
                   trust: bool = False) -> nn.Module:
     span = _span(span)
@@ -336,5 +348,6 @@ def load_data(spec: LoaderSpec, span: Span | None = None, trust: bool = False) -
     raise KmrError(error("KMR403", span, f"`{spec.kind}` is not a data loader", hint="use sklearn, tensors or factory"))
 
 
-__all__ = ["RESERVED_KWARGS", "exited", "factory_model", "hf_folder", "hf_model", "import_module_from", "import_ref",
+__all__ = ["RESERVED_KWARGS", "exited", "factory_model", "hf_folder", "hf_model", "import_impl", "import_module_from",
+           "import_ref",
            "load_data", "load_model", "load_weights", "program_trust", "torch_module"]

@@ -35,7 +35,7 @@ from kmr_dsl.check.program import CheckedProgram, DataRef, MeterRef, ModelArg, S
 from kmr_dsl.diagnostics import KmrError, Span, error
 from kmr_dsl.evaluate import Env, evaluate, holds, margin, meter_key, meter_refs
 from kmr_dsl.runtime import context
-from kmr_dsl.runtime.loaders import exited, import_ref, load_data, load_model
+from kmr_dsl.runtime.loaders import exited, import_impl, load_data, load_model
 from kmr_dsl.runtime.meters import fixed_threads
 
 ANALYTIC = ("params", "nonzero", "size", "macs", "trainable_params")
@@ -132,7 +132,7 @@ class PipelineSession:
         model = copy.deepcopy(self.baseline)
         total = len(self.pipeline.steps)
         for i, step in enumerate(self.pipeline.steps, start=1):
-            fn = import_ref(step.rule.impl, self.base_dir, step.span, missing="KMR407", bad="KMR407")
+            fn = import_impl(step.rule.impl, self._folder(step.rule.span), step.span, self.trust)
             args = self._arguments(step, setting)
             layers = [(name, model.get_submodule(name)) for name in step.layers]
             self._report(event="step", index=i, total=total, rule=step.rule.name, layers=len(layers))
@@ -180,7 +180,11 @@ class PipelineSession:
         meter = self.program.meters.get(ref.name)
         if meter is None:
             raise KmrError(error("KMR408", ref.span, f"no meter named `{ref.name}`"))
-        return import_ref(meter.impl, self.base_dir, ref.span, missing="KMR407", bad="KMR407")
+        return import_impl(meter.impl, self._folder(meter.span), ref.span, self.trust)
+
+    def _folder(self, declared: Span) -> str:
+        """The folder of the file that declared a rule or meter: its impl module's home."""
+        return str(Path(declared.file).parent) if declared.line > 0 and declared.file else self.base_dir
 
     def _paired(self, ref: MeterRef):
         return getattr(self._impl(ref), "paired", None)

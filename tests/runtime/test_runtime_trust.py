@@ -161,3 +161,55 @@ def test_check_does_not_run_an_installed_function(tmp_path, capsys, monkeypatch)
     assert code != 0 and not marker.exists()
     assert "error[KMR227]" in err and "evil.kmr:2:" in err and "--trust" in err
     assert "Traceback" not in err
+
+
+RULE_PROGRAM = '''import "std"
+model net = factory("local_model:make")
+
+rule touch()
+    accepts Linear
+    effect layer.bits = layer.bits
+    impl "helper_impl_trust:touch"
+
+pipeline p(net) {
+    touch() on layers(Linear)
+    budget { size <= 1 MB }
+}
+'''
+LOCAL_MODEL = '''import torch
+import torch.nn as nn
+
+
+def make():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 3))
+
+
+def example_input():
+    return torch.zeros(1, 4)
+'''
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+def test_a_rule_impl_outside_the_program_folder_needs_trust(tmp_path, monkeypatch, capsys, trusted):
+    elsewhere, program = tmp_path / "site", tmp_path / "program"
+    elsewhere.mkdir()
+    program.mkdir()
+    marker = tmp_path / "marker"
+    (elsewhere / "helper_impl_trust.py").write_text(
+        f"def touch(model, layers):\n    open(r'{marker}', 'w').write('ran')\n    return model\n")
+    (program / "local_model.py").write_text(LOCAL_MODEL)
+    (program / "p.kmr").write_text(RULE_PROGRAM)
+    monkeypatch.chdir(program)
+    monkeypatch.setenv("KMR_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.syspath_prepend(str(elsewhere))
+    try:
+        code = main(["run", "p.kmr", "--out", "o"] + (["--trust"] if trusted else []))
+    finally:
+        sys.modules.pop("helper_impl_trust", None)
+    err = capsys.readouterr().err
+    if trusted:
+        assert code == 0 and marker.exists()
+    else:
+        assert code != 0 and not marker.exists()
+        assert "error[KMR227]" in err and "p.kmr:10:" in err
