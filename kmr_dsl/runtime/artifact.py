@@ -258,6 +258,9 @@ def _check_layers(recipe: dict, span: Span, limit: int) -> dict:
                 if isinstance(v, bool) or (v is not None and not isinstance(v, int)) or (isinstance(v, int) and v < 0):
                     raise _bad(span, f"layer `{name}`: `{key}` is {value!r}")
                 elements *= v if isinstance(v, int) else 1
+        groups = cfg.get("groups")
+        if isinstance(groups, int) and not isinstance(groups, bool) and groups > 0:
+            elements //= groups        # a grouped (depthwise) conv holds in * out * k / groups weights
         if elements > limit:
             raise _bad(span, f"layer `{name}` describes {elements:,} weights, more than the file can hold")
         for key in ("first", "second", "base"):

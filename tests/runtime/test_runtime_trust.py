@@ -213,3 +213,20 @@ def test_a_rule_impl_outside_the_program_folder_needs_trust(tmp_path, monkeypatc
     else:
         assert code != 0 and not marker.exists()
         assert "error[KMR227]" in err and "p.kmr:10:" in err
+
+
+def test_the_size_guard_accepts_a_real_depthwise_model(tmp_path):
+    model = nn.Sequential(nn.Conv2d(256, 256, 3, groups=256, padding=1), nn.ReLU(), nn.Conv2d(256, 8, 1))
+    path = tmp_path / "dw.safetensors"
+    artifact.save(model, path)
+    fresh = nn.Sequential(nn.Conv2d(256, 256, 3, groups=256, padding=1), nn.ReLU(), nn.Conv2d(256, 8, 1))
+    x = torch.randn(1, 256, 4, 4)
+    assert torch.equal(artifact.load(path, base=fresh)(x), model(x))
+
+
+def test_a_forged_huge_layer_is_refused_before_allocating(tmp_path):
+    path = hostile_artifact(tmp_path / "big.safetensors", None, {"0": {"type": "Linear", "in": 10 ** 6, "out": 10 ** 6,
+                                                                     "bias": True}})
+    with pytest.raises(KmrError) as e:
+        artifact.load(path, base=nn.Sequential(nn.Linear(2, 2)))
+    assert e.value.diagnostic.code == "KMR402" and "more than the file can hold" in e.value.diagnostic.message
