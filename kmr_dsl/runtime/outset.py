@@ -2,7 +2,7 @@
 
 Contract: `OutputSet(out_dir, span)`:
 - `prepare()` runs before the pipeline: it refuses (KMR505) an `out_dir` that is a
-  file, that holds anything besides a KMR output set (`model.safetensors`,
+  file, the current folder or one above it, that holds anything besides a KMR output set (`model.safetensors`,
   `report.json`, `report.md`: `--out .` must not replace a project folder), or whose
   parent is not writable, and it creates the staging folder, a hidden sibling
   `.NAME.kmr-stage-PID-RANDOM`, so an unwritable place is reported before any work.
@@ -70,13 +70,16 @@ def _exchange(a: Path, b: Path) -> bool:
 
 class OutputSet:
     def __init__(self, out_dir, span: Span | None = None):
-        self.out = Path(out_dir)
+        out = Path(os.path.abspath(out_dir))
+        if out.is_symlink():          # replace the folder it points to, not the link
+            out = out.resolve()
+        self.out = out
         self.span = span or Span.unknown(str(out_dir))
         self.stage: Path | None = None
 
     @property
     def _parent(self) -> Path:
-        return self.out.parent if str(self.out.parent) else Path(".")
+        return self.out.parent
 
     def sweep(self) -> None:
         """Remove staging folders of this output that a killed process left behind."""
@@ -92,6 +95,10 @@ class OutputSet:
 
     def prepare(self) -> Path:
         out = self.out
+        here = Path(os.path.abspath("."))
+        if out == here or out in here.parents or out.parent == out:
+            raise _fail(self.span, f"--out `{out}` is the current folder or one above it",
+                        "the output folder is replaced as a whole")
         if out.exists() and not out.is_dir():
             raise _fail(self.span, f"--out `{out}` is a file, not a folder")
         if out.is_dir():

@@ -217,3 +217,13 @@ def test_two_identical_runs_write_identical_artifacts(tmp_path, monkeypatch):
     report = json.loads((tmp_path / "a" / "report.json").read_text())
     assert report["setting"] == {"bits": 8} and report["artifact_bytes"] == len(first)
     assert report["meters"]["size"] == len(first)               # `size` is the file's bytes
+
+
+def test_an_out_folder_behind_a_symlink_is_replaced_where_it_lives(tmp_path, monkeypatch):
+    path = program(tmp_path, monkeypatch)
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real", target_is_directory=True)
+    assert main(["run", path, "--out", "link"]) == 0
+    assert main(["run", path, "--out", "link"]) == 0
+    assert (tmp_path / "link").is_symlink() and (tmp_path / "real" / "model.safetensors").is_file()
+    assert _leftovers(tmp_path) == []
