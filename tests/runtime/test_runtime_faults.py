@@ -227,3 +227,36 @@ def test_an_out_folder_behind_a_symlink_is_replaced_where_it_lives(tmp_path, mon
     assert main(["run", path, "--out", "link"]) == 0
     assert (tmp_path / "link").is_symlink() and (tmp_path / "real" / "model.safetensors").is_file()
     assert _leftovers(tmp_path) == []
+
+
+KILLER = '''
+import os, signal, sys
+sys.path.insert(0, {root!r})
+from kmr_dsl.runtime import report
+def killed(*args, **kwargs):          # the new model is in the staging folder: die now
+    os.kill(os.getpid(), signal.SIGKILL)
+report.render_markdown = killed
+from kmr_dsl.cli import main
+sys.exit(main(["run", "fault.kmr", "--set", "bits=32", "--out", "o"]))
+'''
+
+
+def test_sigkill_while_writing_keeps_the_old_set_and_the_next_run_sweeps(tmp_path, monkeypatch):
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = program(tmp_path, monkeypatch)
+    assert main(["run", path, "--set", "bits=8", "--out", "o"]) == 0
+    old = _snapshot(tmp_path / "o")
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": root, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", KILLER.format(root=root)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert _snapshot(tmp_path / "o") == old                    # the old set, whole
+    assert len(_leftovers(tmp_path)) == 1                      # the dead run's staging folder ...
+    assert main(["run", path, "--set", "bits=32", "--out", "o"]) == 0
+    assert _leftovers(tmp_path) == []                          # ... swept by the next run
+    assert json.loads((tmp_path / "o" / "report.json").read_text())["setting"] == {"bits": 32}
