@@ -226,7 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(p):
         p.add_argument("--format", choices=("text", "json"), default="text", help="output format")
-        p.add_argument("--trust", action="store_true", help="allow loading pickled models (torch_module)")
+        p.add_argument("--trust", action="store_true",
+                       help="allow pickled models and code outside the program's folder (docs/security.md)")
 
     def solver(p):
         p.add_argument("--rlimit", type=int, default=None, help="solver resource limit per obligation")
