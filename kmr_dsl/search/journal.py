@@ -33,10 +33,23 @@ VERSION = 1
 MATCHED = ("version", "pipeline", "strategy", "options", "seed", "space")
 
 
-_NUMBER = (int, float)
 # optional trial fields and the JSON types they must have when present
-_FIELDS = {"meters": dict, "baseline": dict, "lines": list, "feasible": bool, "violation": _NUMBER,
-           "seconds": _NUMBER, "message": str}
+_FIELDS = {"meters": dict, "baseline": dict, "lines": list, "feasible": bool, "message": str}
+
+
+def _numberish(value) -> bool:
+    """A number as the journal writes one: a JSON number, null, or text such as "inf"."""
+    if value is None:
+        return True
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return True
+    try:
+        float(value)
+        return isinstance(value, str)
+    except (TypeError, ValueError):
+        return False
 
 
 def parse_trial(record: dict) -> Trial:
@@ -49,16 +62,16 @@ def parse_trial(record: dict) -> Trial:
     if status not in (OK, FAILS, SKIPPED, ERROR):
         raise ValueError(f"its `status` {status!r} is not a trial status")
     for name, kind in _FIELDS.items():
-        if name in record and (not isinstance(record[name], kind) or isinstance(record[name], bool) != (kind is bool)):
-            raise ValueError(f"its `{name}` is not a {getattr(kind, '__name__', 'number')}")
-    objective = record.get("objective")
-    if objective is not None and (not isinstance(objective, _NUMBER) or isinstance(objective, bool)):
-        raise ValueError("its `objective` is not a number")
+        if name in record and not isinstance(record[name], kind):
+            raise ValueError(f"its `{name}` is not a {kind.__name__}")
+    for name in ("objective", "violation", "seconds"):
+        if not _numberish(record.get(name)):
+            raise ValueError(f"its `{name}` is not a number")
     if not all(isinstance(line, dict) for line in record.get("lines", [])):
         raise ValueError("its `lines` are not objects")
     try:
         return Trial.from_json(record)
-    except (TypeError, ValueError, KeyError) as e:
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
         raise ValueError(f"it does not make a trial ({e})") from e
 
 
@@ -175,10 +188,6 @@ class Journal:
         self._file.write(json.dumps(record, default=str) + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
-
-    @property
-    def next_index(self) -> int:
-        return max((t.index for t in self.old), default=0) + 1
 
     def close(self) -> None:
         if self._file is not None:

@@ -98,7 +98,7 @@ def _leftovers(folder):
 
 @pytest.mark.parametrize("fault", [OSError("No space left on device"), KeyboardInterrupt()])
 def test_a_failed_report_write_keeps_the_old_set_whole(tmp_path, monkeypatch, capsys, fault):
-    from kmr_dsl.runtime import report
+    from kmr_dsl.runtime import session
 
     path = program(tmp_path, monkeypatch)
     assert main(["run", path, "--set", "bits=8", "--out", "o"]) == 0
@@ -107,7 +107,7 @@ def test_a_failed_report_write_keeps_the_old_set_whole(tmp_path, monkeypatch, ca
 
     def broken(*args, **kwargs):
         raise fault
-    monkeypatch.setattr(report, "render_markdown", broken)    # after the new model is written
+    monkeypatch.setattr(session, "render_markdown", broken)   # after the new model is written
     code = main(["run", path, "--set", "bits=32", "--out", "o"])
     err = capsys.readouterr().err
     if isinstance(fault, KeyboardInterrupt):
@@ -232,10 +232,10 @@ def test_an_out_folder_behind_a_symlink_is_replaced_where_it_lives(tmp_path, mon
 KILLER = '''
 import os, signal, sys
 sys.path.insert(0, {root!r})
-from kmr_dsl.runtime import report
+from kmr_dsl.runtime import session
 def killed(*args, **kwargs):          # the new model is in the staging folder: die now
     os.kill(os.getpid(), signal.SIGKILL)
-report.render_markdown = killed
+session.render_markdown = killed
 from kmr_dsl.cli import main
 sys.exit(main(["run", "fault.kmr", "--set", "bits=32", "--out", "o"]))
 '''
