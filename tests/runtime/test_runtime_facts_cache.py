@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from kmr_dsl import facts as kfacts
-from kmr_dsl.cli import facts_provider
+from kmr_dsl.app import facts_provider
 from kmr_dsl.diagnostics import Span
 from kmr_dsl.facts import LoaderSpec
 
