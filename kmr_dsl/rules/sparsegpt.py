@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from kmr_dsl.core import step
 from kmr_dsl.rules import calibration as calibration_
 from kmr_dsl.rules import checks
 from kmr_dsl.runtime import layers as kl
@@ -53,8 +54,9 @@ def apply(model: nn.Module, layers, amount: float = 0.5, n: int = 0, m: int = 0,
                                  lambda leaf: calibration_.Hessian(leaf.in_features), RULE)
     for leaves in groups:
         alive = [int(kl.current_mask(leaf).sum()) for _, leaf in leaves]
-        keep = checks.round_half_up(sum(alive) * (1.0 - amount))
-        drops = algorithm.shares(sum(alive) - keep, alive)
+        # the count `prune` keeps, in the same exact arithmetic (a knob's 0.35 is 7/20)
+        keep = int(step.round_half_up(step.NUMBERS.mul(sum(alive), step.NUMBERS.sub(1, amount))))
+        drops = step.shares(sum(alive) - keep, alive)
         for (leaf_name, leaf), nnz, drop in zip(leaves, alive, drops):
             weight = leaf.weight.detach().float()
             weight = torch.where(kl.current_mask(leaf), weight, torch.zeros_like(weight))

@@ -138,6 +138,11 @@ def layer_bits(layer: nn.Module, name: str = "") -> int:
     return 32
 
 
+def layer_group_size(layer: nn.Module, name: str = "") -> int:
+    """Inputs per integer scale of the layer's weights (0: one scale per row, or float)."""
+    return max((getattr(leaf, "group_size", 0) for _, leaf in leaves(name, layer)), default=0)
+
+
 def layer_features(layer: nn.Module) -> tuple[int, int]:
     """(in_features, out_features) with the meanings of facts.LayerFact."""
     if isinstance(layer, (nn.Embedding, km.QuantEmbedding)):
@@ -179,6 +184,14 @@ def current_mask(leaf: nn.Module) -> torch.Tensor:
     keep = leaf.weight.detach() != 0
     old = getattr(leaf, MASK, None)
     return keep if old is None else keep & old
+
+
+def top_per_row(scores: torch.Tensor, counts: list[int]) -> torch.Tensor:
+    """A mask of each row's `counts[row]` highest scores (ties: the earlier position)."""
+    order = torch.argsort(scores, dim=1, descending=True, stable=True)
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, order, torch.arange(scores.shape[1]).expand_as(order).contiguous())
+    return ranks < torch.tensor(counts, dtype=ranks.dtype)[:, None]
 
 
 def apply_masks(model: nn.Module) -> None:

@@ -28,7 +28,12 @@ These byte formats are the ones docs/artifact.md specifies.
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
+
 import torch
+
+from kmr_dsl.core.state import scale_groups
 
 QMAX = {8: 127, 4: 7, 2: 1}
 MIDRISE_BITS = (4, 2)      # the widths on the zero-preserving midrise grid, with clipped scales
@@ -76,7 +81,7 @@ def quantize(w: torch.Tensor, bits: int, group_size: int = 0, clip: bool = True)
 
 def groups(cols: int, group_size: int) -> int:
     """Scales per row: 1 per row, or ceil(cols / group_size) with groups."""
-    return -(-cols // group_size) if group_size else 1
+    return int(scale_groups(Fraction(cols), group_size, math.ceil))
 
 
 def _quantize_groups(w: torch.Tensor, bits: int, group_size: int, clip: bool) -> tuple[torch.Tensor, torch.Tensor]:

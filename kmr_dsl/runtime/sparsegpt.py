@@ -19,26 +19,11 @@ from __future__ import annotations
 
 import torch
 
+from kmr_dsl.core import step
+from kmr_dsl.core.step import shares
+
 from kmr_dsl.runtime.gptq import BLOCK, inverse_cholesky
-
-
-def shares(total: int, weights: list[int]) -> list[int]:
-    """`total` split in proportion to `weights`, each share at most its weight, summing to
-    `total` (largest remainder first; ties to the earlier entry)."""
-    whole = sum(weights)
-    if whole == 0 or total <= 0:
-        return [0] * len(weights)
-    exact = [total * w / whole for w in weights]
-    out = [min(int(e), w) for e, w in zip(exact, weights)]
-    order = sorted(range(len(weights)), key=lambda i: (-(exact[i] - int(exact[i])), i))
-    left = total - sum(out)
-    for i in order * 2:
-        if left == 0:
-            break
-        if out[i] < weights[i]:
-            out[i] += 1
-            left -= 1
-    return out
+from kmr_dsl.runtime.layers import top_per_row
 
 
 def prune(w: torch.Tensor, h: torch.Tensor, keep: int = 0, n: int = 0, m: int = 0,
@@ -71,14 +56,11 @@ def prune(w: torch.Tensor, h: torch.Tensor, keep: int = 0, n: int = 0, m: int = 
             col = i1 + i
             if nm and (col % m) == 0:
                 width = min(m, cols - col)
-                # a shorter tail group keeps round_half_up(width * n / m), as `prune` does
-                drop = width - (n if width == m else int(width * n / m + 0.5))
-                if drop:
-                    group = block[:, i:i + width]
-                    score = group ** 2 / diag[i:i + width][None, :] ** 2
-                    score = torch.where(pruned[:, i:i + width], torch.tensor(-1.0, dtype=score.dtype), score)
-                    idx = torch.topk(score, drop, dim=1, largest=False).indices
-                    pruned[:, i:i + width].scatter_(1, idx, True)
+                # full groups keep n; the rows' tails keep what `prune` keeps there
+                keeps = [n] * rows if width == m else step.nm_tail_keeps(rows, cols, n, m)
+                score = block[:, i:i + width] ** 2 / diag[i:i + width][None, :] ** 2
+                score = torch.where(pruned[:, i:i + width], torch.tensor(-1.0, dtype=score.dtype), score)
+                pruned[:, i:i + width] |= ~top_per_row(score, keeps)
             value = torch.where(pruned[:, i], torch.zeros_like(block[:, i]), block[:, i])
             err = (block[:, i] - value) / hb[i, i]
             block[:, i:] -= err[:, None] * hb[i, i:][None, :]
@@ -92,4 +74,4 @@ def prune(w: torch.Tensor, h: torch.Tensor, keep: int = 0, n: int = 0, m: int = 
     return work.to(w.dtype)
 
 
-__all__ = ["prune", "shares"]
+__all__ = ["prune"]
