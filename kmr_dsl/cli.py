@@ -283,6 +283,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-contracts", action="store_true", help="skip the rule-contract tests")
     p.set_defaults(func=lambda a: _dispatch("kmr_dsl.proptest.command", "test_command", a))
+
+    p = sub.add_parser("lsp", help="language server on stdio (for editors)")
+    p.add_argument("--load-models", action="store_true",
+                   help="load models whose facts are not cached (runs their loader's code)")
+    p.add_argument("--rlimit", type=int, default=None, help="solver resource limit per obligation")
+    p.set_defaults(func=lambda a: _dispatch("kmr_dsl.lsp.server", "lsp_command", a))
     return ap
 
 
