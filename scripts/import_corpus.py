@@ -46,7 +46,9 @@ def measure(path: Path, work: Path) -> dict:
            "warnings": sum(d.severity is Severity.WARNING for d in diags),
            "errors": sum(d.severity is Severity.ERROR for d in diags),
            "notes": sum(d.severity is Severity.NOTE for d in diags),
-           "codes": sorted({d.code for d in diags if d.severity is not Severity.NOTE})}
+           "codes": sorted({d.code for d in diags if d.severity is not Severity.NOTE}),
+           "gaps": sum(d.code in ("KMR531", "KMR532") for d in diags),      # the recipe asks for more than KMR has
+           "needs": sum(d.code == "KMR533" for d in diags)}                 # this installation lacks a 0.2 feature
     if program is None:
         return row
     lines = program.splitlines()
@@ -77,15 +79,17 @@ def main() -> int:
     if "--json" in sys.argv:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'recipe':<48} {'clean':>5} {'warn':>4} {'steps':>5} {'commented':>9}  verdict")
+    print(f"{'recipe':<48} {'clean':>5} {'gaps':>4} {'needs':>5} {'steps':>5} {'commented':>9}  verdict")
     for r in rows:
         clean = "yes" if r["imported"] and not r["warnings"] and not r["errors"] else "no"
-        print(f"{r['recipe']:<48} {clean:>5} {r['warnings']:>4} {r.get('steps', 0):>5} {r.get('commented', 0):>9}  "
-              f"{r.get('verdict', 'not imported')}")
+        print(f"{r['recipe']:<48} {clean:>5} {r['gaps']:>4} {r['needs']:>5} {r.get('steps', 0):>5} "
+              f"{r.get('commented', 0):>9}  {r.get('verdict', 'not imported')}")
     n = len(rows)
     print(f"\n{n} recipes: {sum(r['imported'] for r in rows)} imported, "
           f"{sum(r['imported'] and not r['warnings'] and not r['errors'] for r in rows)} cleanly, "
-          f"{sum(r['imported'] and (r['warnings'] or r['errors']) > 0 for r in rows)} with diagnostics; "
+          f"{sum(r['imported'] and (r['warnings'] or r['errors']) > 0 for r in rows)} with diagnostics "
+          f"({sum(r['imported'] and not r['gaps'] and not r['errors'] for r in rows)} with no gap in the recipe "
+          f"itself, only KMR533); "
           f"{sum(r.get('verdict') == 'verified' for r in rows)} verified "
           f"({sum(r.get('verdict') not in (None, 'no model') for r in rows)} checked with a model); "
           f"steps active {sum(r.get('steps', 0) for r in rows)}, commented {sum(r.get('commented', 0) for r in rows)}")

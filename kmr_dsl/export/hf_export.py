@@ -229,7 +229,7 @@ def _loaded_outputs(model: nn.Module, folder: Path, samples) -> list[torch.Tenso
     with warnings.catch_warnings(), _quiet():
         warnings.simplefilter("ignore")
         loaded = AutoModel.from_pretrained(str(folder)).eval()
-    return outputs(loaded, samples)
+        return outputs(loaded, samples)  # the first forward decompresses (quietly, here)
 
 
 def _architecture_forward(model: nn.Module):

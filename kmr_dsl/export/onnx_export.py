@@ -97,6 +97,14 @@ def export_onnx(artifact: str, out_dir: str | Path, dense: bool = False, trust: 
     try:
         # tracing can leave state behind in a model (transformers' caches): trace a copy
         _torch_export(copy.deepcopy(twin), samples[0], tmp, artifact)
+        # the traced graph itself first: before any quantization it must compute the float
+        # model to float32 rounding, so quantization noise cannot hide a wrong graph
+        graph = judge(float_out, float_out, _run(tmp, samples), False)
+        if not graph.ok:
+            raise KmrError(error("KMR522", Span.unknown(artifact), "the exported float graph disagrees with the model",
+                                 graph.vs_artifact.summary(), f"required: {graph.rule()}",
+                                 hint="the model's forward may branch on its input's values (traced once); "
+                                      "report this with the artifact; nothing was written"))
         dynamic = [leaf for leaf in plan.values() if leaf.format == "int8_dynamic"]
         if dynamic:
             _quantize_dynamic(tmp, dynamic)
