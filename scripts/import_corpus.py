@@ -38,7 +38,7 @@ def model_for(name: str) -> str | None:
 
 
 def measure(path: Path, work: Path) -> dict:
-    from kmr_dsl.cli import EXIT_OK, load_checked
+    from kmr_dsl.app import EXIT_OK, load_checked
 
     model = model_for(path.stem)
     program, diags = import_recipe(str(path), model, DATA)

@@ -67,7 +67,7 @@ class Analysis:
         program, diags, _ = check_with_sources(text, path)
         symbols: dict[str, Symbol] = {}
         for decl, f in closure.decls():
-            name = ast.decl_name(decl)
+            name = None if isinstance(decl, ast.ImportDecl) else getattr(decl, "name", None)
             if name is not None:
                 symbols.setdefault(name, Symbol(name, decl, f.label))
         return Analysis(path, text, closure, list(diags), program, symbols)

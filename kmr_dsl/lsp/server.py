@@ -150,21 +150,19 @@ class KmrServer(LanguageServer):
         return program, diags
 
     def _provider(self, spec, trust: bool, span: Span):
-        from kmr_dsl.facts import load_cached, store_cached
+        from kmr_dsl.facts import load_cached
 
+        if self.load_models:
+            from kmr_dsl.app import facts_provider  # the cache, else the model (as `kmr check`)
+
+            return facts_provider(spec, trust, span)
         cached = load_cached(spec)
         if cached is not None:
             return cached
-        if not self.load_models:
-            raise KmrError(Diagnostic("KMR216", Severity.NOTE, span,
-                                      "model facts not cached: selectors and proofs wait for them",
-                                      hint="run `kmr check` on the file once, or start the server with "
-                                           "--load-models (it runs the loader's code)"))
-        from kmr_dsl.runtime.introspect import model_facts
-
-        facts = model_facts(spec, trust=trust, span=span)
-        store_cached(spec, facts)
-        return facts
+        raise KmrError(Diagnostic("KMR216", Severity.NOTE, span,
+                                  "model facts not cached: selectors and proofs wait for them",
+                                  hint="run `kmr check` on the file once, or start the server with "
+                                       "--load-models (it runs the loader's code)"))
 
     def layer_names(self, uri: str) -> tuple[str, ...]:
         return self.layers.get(uri, ())
