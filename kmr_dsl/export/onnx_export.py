@@ -70,7 +70,8 @@ class ExportResult:
 
 def refuse(leaf: Leaf, target: str) -> KmrError:
     return KmrError(error(
-        "KMR520", Span.unknown(leaf.name), f"layer `{leaf.name}` is stored as {leaf.format}, which {target} cannot hold",
+        "KMR520", Span.unknown(leaf.name),
+        f"layer `{leaf.name}` is stored as {leaf.format}, which {target} cannot hold",
         f"{leaf.format} codes are KMR's zero-preserving midrise grid (docs/artifact.md), not an integer format "
         f"{target} knows",
         hint="quantize that layer to 8 bits, or pass --dense to write its dequantized values as float"))
@@ -171,7 +172,8 @@ def _quantize_dynamic(path: Path, leaves: list[Leaf]) -> None:
     level = logging.root.level
     logging.root.setLevel(logging.ERROR)  # its advice to pre-process is for static quantization
     try:
-        quantize_dynamic(str(path), str(path), per_channel=True, weight_type=QuantType.QUInt8, extra_options={"WeightSymmetric": True},
+        quantize_dynamic(str(path), str(path), per_channel=True, weight_type=QuantType.QUInt8,
+                         extra_options={"WeightSymmetric": True},
                          nodes_to_quantize=sorted(names))
     finally:
         logging.root.setLevel(level)

@@ -10,242 +10,18 @@ dropped without a located diagnostic. A modifier with no entry is KMR531.
 
 Steps name the rules of the KMR 0.2 contract (quantize, gptq, awq, smoothquant,
 sparsegpt, prune_gradually, finetune, qat); whether this installation has them is
-decided later (emit.py), from the standard library itself.
+decided later (emit.py), from the standard library itself. Shared pieces live in
+context.py (Ctx, selectors) and schemes.py (quantization schemes).
 """
 
 from __future__ import annotations
 
-import ast as pyast
 import re
-from dataclasses import dataclass, field
 
-from kmr_dsl.diagnostics import Diagnostic, Severity, Span, error, warning
-from kmr_dsl.importer.recipe import Modifier, Node, Recipe, Stage
-
-DATA = "recipe_data"   # the data declaration steps that calibrate or train use
-KINDS = {"Linear", "Conv2d", "Conv1d", "Embedding"}
-EXECUTION_ONLY = {"sequential_update", "sequential_targets", "offload_hessians", "block_size", "run_type",
-                  "log_types", "leave_enabled", "update_frequency", "start", "end", "index", "group",
-                  "num_calibration_steps", "calibration_function", "true_sequential", "mask_type_unstructured"}
-
-
-@dataclass(frozen=True)
-class Selector:
-    kinds: tuple[str, ...] = ("Linear",)
-    names: tuple[str, ...] = ()       # glob or `re:` patterns, any matching
-    exclude: tuple[str, ...] = ()
-
-
-@dataclass
-class StepOut:
-    rule: str
-    args: list[tuple[str, object]]    # python values; enum members as Enum(str)
-    selector: Selector | None         # None: a whole-model rule
-    span: Span                        # the modifier it came from
-    origin: str                       # "GPTQModifier in quant_stage"
-
-
-class Enum(str):
-    """An enum member (written bare), not a string literal."""
-
-
-@dataclass
-class Ctx:
-    recipe: Recipe
-    stage: Stage
-    diags: list[Diagnostic] = field(default_factory=list)
-    taken: set[str] = field(default_factory=set)
-    pending_awq: Modifier | None = None
-    epochs: float | None = None        # an EpochRangeModifier's length (SparseML)
-    lr: float | None = None            # a learning-rate modifier's initial rate
-    schedule: str | None = None
-    stage_training: float = 0.0        # the epoch gradual pruning ends at
-
-    def take(self, opts: Node, key: str, default=None):
-        self.taken.add(key)
-        node = opts.get(key)
-        return default if node is None else self.value(node)
-
-    def node(self, opts: Node, key: str) -> Node | None:
-        self.taken.add(key)
-        return opts.get(key)
-
-    def value(self, node: Node):
-        v = node.plain()
-        if isinstance(v, str) and v.startswith("eval(") and v.endswith(")"):
-            return _arith(v[5:-1], self.recipe.variables, node.span, self.diags)
-        return v
-
-    def approx(self, span: Span, message: str, *notes: str) -> None:
-        self.diags.append(warning("KMR532", span, message, *notes))
-
-    def note(self, span: Span, message: str) -> None:
-        self.diags.append(Diagnostic("KMR534", Severity.NOTE, span, message))
-
-
-def _arith(expr: str, variables: dict, span: Span, diags: list) -> object:
-    """SparseML's `eval(num_epochs - 1)`: numbers, recipe variables and + - * / only."""
-    def ev(n):
-        if isinstance(n, pyast.Expression):
-            return ev(n.body)
-        if isinstance(n, pyast.Constant) and isinstance(n.value, (int, float)):
-            return n.value
-        if isinstance(n, pyast.Name) and isinstance(variables.get(n.id), (int, float, str)):
-            return variables[n.id]
-        if isinstance(n, pyast.BinOp) and isinstance(n.op, (pyast.Add, pyast.Sub, pyast.Mult, pyast.Div)):
-            a, b = ev(n.left), ev(n.right)
-            return {pyast.Add: a + b, pyast.Sub: a - b, pyast.Mult: a * b}.get(type(n.op), a / b if b else 0)
-        if isinstance(n, pyast.UnaryOp) and isinstance(n.op, pyast.USub):
-            return -ev(n.operand)
-        raise ValueError(pyast.dump(n))
-    try:
-        return ev(pyast.parse(expr, mode="eval"))
-    except (ValueError, SyntaxError):
-        diags.append(error("KMR532", span, f"cannot evaluate `eval({expr})`",
-                           "only numbers, the recipe's top-level variables and + - * / are evaluated"))
-        return None
-
-
-# ---------------------------------------------------------------- selectors
-
-def _pattern(p: str) -> str:
-    """A target as a layer-name pattern: parameter names (`….weight`) name their layer."""
-    p = str(p)
-    for suffix in (r"\.weight$", ".weight$", ".weight", r"\.weight"):
-        if p.endswith(suffix):
-            return p[: -len(suffix)] + ("$" if p.endswith("$") else "")
-    return p
-
-
-def selector(cx: Ctx, opts: Node, targets_key: str = "targets", default=("Linear",)) -> Selector:
-    targets = cx.take(opts, targets_key)
-    ignore = cx.take(opts, "ignore") or []
-    if targets_key != "params":
-        cx.take(opts, "params")
-    targets = [targets] if isinstance(targets, str) else list(targets or [])
-    ignore = [ignore] if isinstance(ignore, str) else list(ignore)
-    kinds, names = [], []
-    for t in targets:
-        if t in KINDS:
-            kinds.append(t)
-        elif t in ("__ALL__", "__ALL_PRUNABLE__", "__ALL_QUANTIZABLE__"):
-            kinds += ["Linear", "Conv2d"] if t != "__ALL__" else ["Linear", "Conv2d", "Embedding"]
-        else:
-            names.append(_pattern(t))
-    if not kinds and names:
-        kinds = ["Linear", "Conv2d"]  # named layers: the names decide, of either matrix kind
-    return Selector(tuple(dict.fromkeys(kinds)) or tuple(default), tuple(names), tuple(_pattern(i) for i in ignore))
-
-
-# ---------------------------------------------------------------- quantization schemes
-
-@dataclass(frozen=True)
-class QuantSpec:
-    bits: int
-    group_size: int = 0
-    symmetric: bool = True
-    activations: str | None = None      # None (weight only) | "dynamic" | "static"
-    targets: tuple[str, ...] = ()
-
-
-PRESETS = {  # llm-compressor / compressed-tensors preset schemes with a KMR equivalent
-    "W8A8": QuantSpec(8, 0, True, "dynamic"),
-    "INT8": QuantSpec(8, 0, True, "dynamic"),
-    "W8A16": QuantSpec(8, 0, True, None),
-    "W4A16": QuantSpec(4, 128, True, None),
-    "W4A16_ASYM": QuantSpec(4, 128, False, None),
-}
-
-
-def quant_specs(cx: Ctx, opts: Node, span: Span) -> list[tuple[QuantSpec, Selector]]:
-    """The weight (and activation) quantization a Quantization/GPTQ/AWQ modifier asks for."""
-    out = []
-    base = selector(cx, opts)
-    scheme = cx.node(opts, "scheme")
-    if scheme is not None:
-        plain = scheme.plain()
-        items = plain.items() if isinstance(plain, dict) else [(plain, None)]
-        for name, targets in items:
-            spec = PRESETS.get(str(name).upper())
-            if spec is None:
-                cx.diags.append(warning("KMR532", scheme.span, f"scheme `{name}` has no KMR equivalent",
-                                        "KMR quantizes to integers: W8A8, W8A16, W4A16, W4A16_ASYM map; "
-                                        "floating-point (FP8, NVFP4, MXFP4) and mixed W4A8 schemes do not"))
-                continue
-            if spec.activations == "dynamic":
-                cx.approx(scheme.span, f"`{name}` quantizes activations per token; KMR's dynamic int8 per tensor",
-                          "written as per-tensor dynamic activations")
-            sel = base if targets is None else Selector(base.kinds, tuple(_pattern(t) for t in targets), base.exclude)
-            out.append((spec, sel))
-    groups = cx.node(opts, "config_groups")
-    if groups is not None and isinstance(groups.value, dict):
-        for gname, group in groups.value.items():
-            spec = _group(cx, group, groups.keys[gname])
-            if spec is not None:
-                gsel = selector(Ctx(cx.recipe, cx.stage, cx.diags), group)
-                out.append((spec, Selector(gsel.kinds, gsel.names, base.exclude + gsel.exclude)))
-    return out
-
-
-def _group(cx: Ctx, group: Node, span: Span) -> QuantSpec | None:
-    w = group.get("weights")
-    a = group.get("input_activations")
-    for key, node in (group.value or {}).items():
-        if key not in ("weights", "input_activations", "targets", "ignore", "output_activations", "format"):
-            cx.approx(group.keys[key], f"config group option `{key}` has no KMR equivalent")
-    if group.get("output_activations") is not None and group.get("output_activations").value is not None:
-        cx.approx(group.keys["output_activations"], "output activation quantization has no KMR equivalent")
-    if w is None or not isinstance(w.value, dict):
-        cx.approx(span, "a config group without `weights` has no KMR equivalent (KMR quantizes weights)")
-        return None
-    wa = w.plain()
-    if wa.get("type", "int") != "int":
-        cx.approx(w.span, f"weights of type `{wa.get('type')}` have no KMR equivalent (KMR quantizes to integers)")
-        return None
-    bits = int(wa.get("num_bits", 8))
-    if bits not in (2, 4, 8):
-        cx.approx(w.span, f"{bits}-bit weights have no KMR equivalent (2, 4 or 8 bits)")
-        return None
-    strategy = wa.get("strategy", "tensor")
-    group_size = int(wa.get("group_size") or 0) if strategy == "group" else 0
-    if strategy in ("tensor", "block", "tensor_group"):
-        cx.approx(w.keys.get("strategy", w.span), f"weight strategy `{strategy}`: KMR scales each output row "
-                  "(channel) or each group of a row", "written as per-channel scales")
-    for key in wa:
-        if key not in ("num_bits", "type", "symmetric", "strategy", "group_size", "dynamic", "observer", "actorder",
-                       "block_structure", "observer_kwargs"):
-            cx.approx(w.keys[key], f"weights option `{key}` has no KMR equivalent")
-    if wa.get("actorder"):
-        cx.approx(w.keys["actorder"], "`actorder` inside weights: written as gptq's act_order where GPTQ runs")
-    act = None
-    if a is not None and a.value is not None:
-        aa = a.plain()
-        if aa.get("type", "int") != "int" or int(aa.get("num_bits", 8)) != 8:
-            cx.approx(a.span, "only 8-bit integer activations have a KMR equivalent")
-        else:
-            act = "dynamic" if aa.get("dynamic") else "static"
-            if aa.get("strategy", "tensor") != "tensor":
-                cx.approx(a.keys.get("strategy", a.span), f"activation strategy `{aa.get('strategy')}`: "
-                          "KMR quantizes activations per tensor", "written as per-tensor activations")
-    return QuantSpec(bits, group_size, bool(wa.get("symmetric", True)), act)
-
-
-def _quant_args(spec: QuantSpec, weight_only_rule: bool) -> list[tuple[str, object]]:
-    args: list[tuple[str, object]] = [("bits", spec.bits)]
-    if not weight_only_rule:
-        scheme = {None: "weight_only", "dynamic": "dynamic", "static": "static"}[spec.activations]
-        if scheme != "dynamic":
-            args.append(("scheme", Enum(scheme)))
-    if spec.group_size:
-        args.append(("group_size", spec.group_size))
-    elif weight_only_rule:
-        args.append(("group_size", 0))   # gptq/awq default to 128: say per-channel explicitly
-    if not spec.symmetric:
-        args.append(("symmetric", False))
-    if spec.activations == "static" and not weight_only_rule:
-        args.append(("calibration", Enum(DATA)))
-    return args
-
+from kmr_dsl.diagnostics import Diagnostic, warning
+from kmr_dsl.importer.context import DATA, EXECUTION_ONLY, Ctx, Enum, Selector, StepOut, layer_pattern, selector
+from kmr_dsl.importer.recipe import Modifier, Recipe, Stage
+from kmr_dsl.importer.schemes import QuantSpec, quant_args, quant_specs
 
 def _step(cx: Ctx, mod: Modifier, rule: str, args, sel: Selector | None) -> StepOut:
     return StepOut(rule, list(args), sel, mod.span, f"{mod.name} in {cx.stage.name}")
@@ -264,7 +40,7 @@ def quantization(mod: Modifier, cx: Ctx) -> list[StepOut]:
         if cx.pending_awq is not None and spec.activations is None:
             steps += _awq_steps(cx, spec, sel)
             continue
-        steps.append(_step(cx, mod, "quantize", _quant_args(spec, False), sel))
+        steps.append(_step(cx, mod, "quantize", quant_args(spec, False), sel))
     return steps
 
 
@@ -274,7 +50,7 @@ def gptq(mod: Modifier, cx: Ctx) -> list[StepOut]:
     actorder = cx.take(opts, "actorder")
     steps = []
     for spec, sel in quant_specs(cx, opts, mod.span):
-        args = _quant_args(spec, True) + [("calibration", Enum(DATA))]
+        args = quant_args(spec, True) + [("calibration", Enum(DATA))]
         if damp is not None:
             args.append(("dampening", float(damp)))
         if actorder not in (None, False, "none"):
@@ -304,7 +80,7 @@ def awq(mod: Modifier, cx: Ctx) -> list[StepOut]:
 def _awq_steps(cx: Ctx, spec: QuantSpec, sel: Selector, mod: Modifier | None = None) -> list[StepOut]:
     mod = mod or cx.pending_awq
     cx.pending_awq = None
-    return [_step(cx, mod, "awq", _quant_args(spec, True) + [("calibration", Enum(DATA))], sel)]
+    return [_step(cx, mod, "awq", quant_args(spec, True) + [("calibration", Enum(DATA))], sel)]
 
 
 def smoothquant(mod: Modifier, cx: Ctx) -> list[StepOut]:
@@ -316,7 +92,7 @@ def smoothquant(mod: Modifier, cx: Ctx) -> list[StepOut]:
         names = []
         for m in mappings:
             if isinstance(m, list) and m:
-                names += [_pattern(p) for p in (m[0] if isinstance(m[0], list) else [m[0]])]
+                names += [layer_pattern(p) for p in (m[0] if isinstance(m[0], list) else [m[0]])]
         sel = Selector(sel.kinds, tuple(names), sel.exclude)
     cx.take(opts, "num_calibration_steps")
     return [_step(cx, mod, "smoothquant", [("alpha", float(alpha)), ("calibration", Enum(DATA))], sel)]

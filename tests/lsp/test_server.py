@@ -3,7 +3,6 @@ go to definition, format, and malformed input that must neither crash nor hang i
 
 from __future__ import annotations
 
-import os
 import textwrap
 from pathlib import Path
 
