@@ -30,7 +30,7 @@ PROGRAM = textwrap.dedent("""\
         prune(amount = sparsity) on layers(Linear)
         quantize(bits = bits) on layers(Linear)
         budget {
-            size <= 50% * baseline.size
+            size <= 60% * baseline.size
         }
     }
 """)
@@ -79,7 +79,7 @@ def test_session_open_edit_hover_complete_format(editor, project):
     assert diags[0]["range"]["end"] == {"line": line, "character": col + len("sparsty")}
 
     # an edit the verifier refutes: the budget is out of reach, found in the background
-    infeasible = PROGRAM.replace("size <= 50% * baseline.size", "size <= 1% * baseline.size")
+    infeasible = PROGRAM.replace("size <= 60% * baseline.size", "size <= 1% * baseline.size")
     editor.change(uri, infeasible, 3)
     diags = editor.diagnostics(uri, 3, want=lambda ds: any(d["code"].startswith("KMR3") for d in ds))
     assert "KMR302" in _codes(diags) or "KMR312" in _codes(diags)
@@ -189,8 +189,8 @@ def test_edits_cancel_background_verification(editor, project):
     uri = editor.open(project, PROGRAM)
     last = 12
     for version in range(2, last + 1):
-        pct = 1 if version % 2 else 50  # alternate refuted / verified budgets
-        editor.change(uri, PROGRAM.replace("50%", f"{pct}%"), version)
+        pct = 1 if version % 2 else 60  # alternate refuted / verified budgets
+        editor.change(uri, PROGRAM.replace("60%", f"{pct}%"), version)
     seen = []
     while True:
         msg = editor.notes.get(timeout=60)
