@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import re
 
-from kmr_dsl.check.program import CheckedProgram, Knob, Pipeline
+from kmr_dsl.core.program import CheckedProgram, Knob, Pipeline
 from kmr_dsl.diagnostics import KmrError, Span, error
 
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 import dataclasses
 
 from kmr_dsl import ast, units
-from kmr_dsl.check import program as P
 from kmr_dsl.check import selectors
+from kmr_dsl.core import program as P
 from kmr_dsl.check import types as T
 from kmr_dsl.diagnostics import error, warning
 

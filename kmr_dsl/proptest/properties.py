@@ -8,7 +8,7 @@ Contract: `run_property(program, prop, sessions, examples=N, seed=S)` tests one
   shared through `Sessions`, so the baseline model, its meters and the data load once;
   an outcome is cached per setting, so shrinking re-runs nothing it has seen; a model
   under 1 M parameters runs on one torch thread, see `threads_for`);
-- each `check` line is judged with the one IR evaluator (`kmr_dsl.evaluate.holds`)
+- each `check` line is judged with the one IR evaluator (`kmr_dsl.core.evaluate.holds`)
   over the result's meters and the baseline's;
 - a pipeline that fails at a setting (a rule or meter error) fails the property there.
 A failure is shrunk to a minimal setting and reported as a `PropertyResult` whose
@@ -20,15 +20,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from kmr_dsl.check.program import CheckedProgram, If, KnobRef, MeterRef, Op, Property
+from kmr_dsl.core.program import CheckedProgram, KnobRef, MeterRef, Property
+from kmr_dsl.core.walk import nodes
 from kmr_dsl.diagnostics import Diagnostic, KmrError, Span, error
-from kmr_dsl.evaluate import Env, evaluate, holds, meter_refs
+from kmr_dsl.core.evaluate import Env, evaluate, holds, meter_key, meter_refs
+from kmr_dsl.outcome import Outcome
 from kmr_dsl.proptest.engine import CaseFailed, search
 from kmr_dsl.proptest.quantities import expr_dim, plural, show
 from kmr_dsl.proptest.strategies import setting_strategy, show_setting
 from kmr_dsl.runtime.meters import fixed_threads
 from kmr_dsl.runtime.context import default_threads
-from kmr_dsl.runtime.session import PipelineSession, meter_key, span_text
+from kmr_dsl.runtime.session import PipelineSession, span_text
 
 
 def threads_for(session: PipelineSession) -> int | None:
@@ -43,7 +45,7 @@ class Sessions:
     def __init__(self, program: CheckedProgram, trust: bool = False, seed: int = 0):
         self.program, self.trust, self.seed = program, trust, seed
         self._sessions: dict[str, PipelineSession | KmrError] = {}
-        self._outcomes: dict[tuple, object] = {}
+        self._outcomes: dict[tuple, Outcome | KmrError] = {}
 
     def session(self, pipeline: str) -> PipelineSession:
         got = self._sessions.get(pipeline)
@@ -57,7 +59,7 @@ class Sessions:
             raise got
         return got
 
-    def evaluate(self, pipeline: str, setting: dict):
+    def evaluate(self, pipeline: str, setting: dict) -> Outcome:
         key = (pipeline, tuple(sorted((k, repr(v)) for k, v in setting.items())))
         if key not in self._outcomes:
             session = self.session(pipeline)
@@ -144,21 +146,10 @@ class PropertyResult:
                 "summary": self.summary()}
 
 
-def _nodes(expr):
-    """Every IR node of an expression, pre-order."""
-    yield expr
-    if isinstance(expr, Op):
-        for arg in expr.args:
-            yield from _nodes(arg)
-    elif isinstance(expr, If):
-        for part in (expr.cond, expr.then, expr.orelse):
-            yield from _nodes(part)
-
-
 def _knobs_read(prop: Property) -> dict[str, str]:
     """{knob instance: its declared knob} for every knob the checks read."""
     return {n.name: n.knob for line in prop.checks for side in (line.left, line.right)
-            for n in _nodes(side) if isinstance(n, KnobRef)}
+            for n in nodes(side) if isinstance(n, KnobRef)}
 
 
 def base_setting(program: CheckedProgram, prop: Property) -> dict:
@@ -171,7 +162,7 @@ def base_setting(program: CheckedProgram, prop: Property) -> dict:
     return setting
 
 
-def _judge(program: CheckedProgram, prop: Property, setting: dict, outcome) -> list[LineFailure]:
+def _judge(program: CheckedProgram, prop: Property, setting: dict, outcome: Outcome) -> list[LineFailure]:
     def reading(ref: MeterRef) -> float:
         key = meter_key(MeterRef(ref.name, ref.args, False, ref.analytic, ref.span))
         return outcome.baseline[key] if ref.baseline else outcome.meters[key]

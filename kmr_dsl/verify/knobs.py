@@ -23,7 +23,7 @@ from fractions import Fraction
 
 import sympy as sp
 
-from kmr_dsl.check.program import CheckedProgram, Knob, Pipeline
+from kmr_dsl.core.program import CheckedProgram, Knob, Pipeline
 from kmr_dsl.verify.algebra import BoolSymbol, EnumSymbol, frac
 
 FINITE_KINDS = ("set", "stepped", "bool", "enum")
@@ -168,9 +168,6 @@ class KnobTable:
 
     def __iter__(self):
         return iter(self.vars)
-
-    def var_of(self, symbol) -> KnobVar | None:
-        return self.by_symbol.get(symbol)
 
     def defaults(self) -> dict[str, object]:
         """Every instance at its default (a fresh dict; computed once per table)."""
