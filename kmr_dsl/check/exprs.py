@@ -33,6 +33,7 @@ from kmr_dsl.check.names import did_you_mean
 from kmr_dsl.check.operators import Operators
 from kmr_dsl.check.selectors import same_selector, show_selector
 from kmr_dsl.diagnostics import error
+from kmr_dsl.core import walk as core_walk
 from kmr_dsl.parse import MAX_NESTING
 
 _FIELD_TYPES = {"str": T.STR, "int": T.INT, "float": T.NUM, "bool": T.BOOL}
@@ -68,7 +69,7 @@ def ir_depth(e) -> int:
         node, ready = stack.pop()
         if id(node) in depth:
             continue
-        kids = walk.children(node)
+        kids = core_walk.children(node)
         if ready or not kids:
             depth[id(node)] = 1 + max((depth[id(k)] for k in kids), default=0)
         else:
