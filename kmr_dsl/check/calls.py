@@ -75,6 +75,8 @@ def default_ir(p: P.Param, span):
         return P.EnumLit(p.default, span)
     if p.type == "model":
         return P.ModelArg("baseline", span)
+    if p.type == "data":
+        return P.EnumLit(P.NO_DATA, span)
     return P.Const(p.default, "bool" if p.type == "bool" else "number", span)
 
 

@@ -131,6 +131,8 @@ class Lowerer(Operators):
         for q in scope.params.values():
             if q.type == "enum" and e.id in q.members:
                 return P.EnumLit(e.id, e.span), T.enum(q.members)
+        if e.id == P.NO_DATA and any(q.type == "data" and q.has_default for q in scope.params.values()):
+            return P.EnumLit(P.NO_DATA, e.span), T.enum((P.NO_DATA,))
         members = [m for q in scope.params.values() for m in q.members]
         self.cx.report(error(
             "KMR218", e.span, f"`{e.id}` in rule `{scope.owner}` is neither a parameter nor an enum member",

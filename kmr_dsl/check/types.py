@@ -324,10 +324,12 @@ def to_param(p: ast.Param, owner: str, diags: list[Diagnostic]) -> P.Param:
             diags.append(error("KMR211", p.default.span, f"the default of model parameter `{label}` can only be `baseline`"))
         return P.Param(p.name, "model", None, (), "baseline" if p.default is not None else None,
                        p.default is not None, p.span)
-    if p.default is not None:
-        diags.append(error("KMR211", p.default.span, f"data parameter `{label}` cannot have a default",
-                           hint="drop the default; the pipeline passes a `data` declaration"))
-    return P.Param(p.name, "data", None, (), None, False, p.span)
+    # the only default a data parameter can have is `none` (the step may leave it out)
+    if p.default is not None and not (isinstance(p.default, ast.Name) and p.default.id == P.NO_DATA):
+        diags.append(error("KMR211", p.default.span, f"the default of data parameter `{label}` can only be `none`",
+                           hint="write `= none` for data a step may leave out, or drop the default"))
+    return P.Param(p.name, "data", None, (), P.NO_DATA if p.default is not None else None,
+                   p.default is not None, p.span)
 
 
 def knob_ty(k: P.Knob) -> Ty:

@@ -203,13 +203,18 @@ class Knob:
 
 # ---------------------------------------------------------------- rules and meters
 
+# the default of a `data` parameter that may be left out (`calibration : data = none`):
+# its value then, an enum member of its own; `requires P != none` asks for the data
+NO_DATA = "none"
+
+
 @dataclass(frozen=True, slots=True)
 class Param:
     name: str
     type: str                      # "int" | "float" | "bool" | "enum" | "data" | "model"
     domain: Domain | None = None
     members: tuple[str, ...] = ()
-    default: object = None         # Python value, "baseline" for a model param, or None
+    default: object = None         # Python value, "baseline" for a model param, NO_DATA, or None
     has_default: bool = False
     span: Span = _span()
 

@@ -30,7 +30,7 @@ import os
 import time
 from pathlib import Path
 
-from kmr_dsl.core.program import CheckedProgram, DataRef, MeterRef, ModelArg, Step
+from kmr_dsl.core.program import NO_DATA, CheckedProgram, DataRef, MeterRef, ModelArg, Step
 from kmr_dsl.core.state import ANALYTIC_METERS
 from kmr_dsl.diagnostics import KmrError, Span, error
 from kmr_dsl.core.evaluate import Env, evaluate, holds, margin, meter_key, meter_refs
@@ -108,6 +108,8 @@ class PipelineSession:
             param = step.rule.param(name)
             if param is not None and param.type == "int" and isinstance(value, float) and value.is_integer():
                 value = int(value)
+            if param is not None and param.type == "data" and value == NO_DATA:
+                value = None        # data the step left out (`= none`)
             out[name] = value
         return out
 
