@@ -60,7 +60,7 @@ PRUNE = Rule(
     ("Linear", "Conv2d"),
     (op(">=", layer("bits"), c(16)), op("<=", p("n"), p("m"))),
     (Effect("layer", "density",
-            If(op("==", p("method"), EnumLit("nm")), op("/", op("*", layer("density"), p("n")), p("m")),
+            If(op("==", p("method"), EnumLit("nm")), op("min", layer("density"), op("/", p("n"), p("m"))),
                If(op("==", p("method"), EnumLit("channel")), layer("density"),
                   op("*", layer("density"), op("-", c(1), p("amount")))))),
      Effect("layer", "out_features",
@@ -68,13 +68,21 @@ PRUNE = Rule(
                layer("out_features")))),
     "kmr_dsl.rules.prune:apply", _STD_SPAN(7))
 
+_STATIC = op("!=", p("scheme"), EnumLit("static"))
 QUANTIZE = Rule(
     "quantize",
     (Param("bits", "int", Domain(values=(2, 4, 8, 16, 32))),
-     Param("scheme", "enum", members=("dynamic", "weight_only"), default="dynamic", has_default=True)),
+     Param("scheme", "enum", members=("dynamic", "weight_only", "static"), default="dynamic", has_default=True),
+     Param("group_size", "int", Domain(lo=0, hi=65536), default=0, has_default=True),
+     Param("calibration", "data", default="none", has_default=True),
+     Param("samples", "int", Domain(lo=1, hi=65536), default=128, has_default=True)),
     ("Linear", "Conv2d", "Embedding"),
-    (op("<=", p("bits"), layer("bits")),),
+    (op("<=", p("bits"), layer("bits")),
+     op("or", _STATIC, op("!=", p("calibration"), EnumLit("none"))),
+     op("or", _STATIC, op(">=", p("bits"), c(8))),
+     op("or", _STATIC, op("==", p("group_size"), c(0)))),
     (Effect("layer", "bits", p("bits")),
+     Effect("layer", "group_size", If(op(">=", p("bits"), c(16)), c(0), p("group_size"))),
      Effect("model", "trainable", op("and", model_f("trainable"), op(">=", p("bits"), c(16))))),
     "kmr_dsl.rules.quantize:apply", _STD_SPAN(24))
 
