@@ -205,5 +205,38 @@ def family_layers(sel: ast.Selector, facts: ModelFacts | None) -> tuple[str, ...
     return () if facts is None else match(facts, sel.kinds, sel)
 
 
-__all__ = ["same_selector", "show_selector", "accepted", "family_layers", "loop_layers", "match", "model_notes",
+def _source_line(program: P.CheckedProgram, span) -> str:
+    text = program.sources.get(span.file, "")
+    lines = text.split("\n")
+    if 1 <= span.line <= len(lines):
+        return lines[span.line - 1].split("#")[0].strip()
+    return f"line {span.line}"
+
+
+def explain_selection(program: P.CheckedProgram, pipeline: str) -> str:
+    """`kmr check --explain layers`: the layers every step (a `for` block's steps
+    together) and every knob family of a pipeline selected, in model order."""
+    pipe = program.pipelines[pipeline]
+    lines = [f"layers selected in pipeline `{pipe.name}` (model `{pipe.model.name}`):"]
+    groups: dict = {}
+    for step in pipe.steps:
+        key = (step.span.file, step.span.line, step.span.col, step.rule.name)
+        _, layers = groups.setdefault(key, (step, []))
+        layers.extend(layer for layer in step.layers if layer not in layers)
+    for (file, line, _col, rule), (step, layers) in groups.items():
+        where = f"{file}:{line}"
+        if step.rule.accepts is None:
+            lines.append(f"  {where}: {_source_line(program, step.span)}\n    the whole model")
+            continue
+        shown = ", ".join(layers) if layers else "(none: the model's layers are unknown)"
+        lines.append(f"  {where}: {_source_line(program, step.span)}\n    {len(layers)} layer(s): {shown}")
+    for name in pipe.knobs:
+        knob = program.knobs[name]
+        if knob.is_family:
+            lines.append(f"  knob family `{name}` ({_source_line(program, knob.span)})\n"
+                         f"    {len(knob.layers)} instance(s): {', '.join(knob.layers) or '(none)'}")
+    return "\n".join(lines)
+
+
+__all__ = ["explain_selection", "same_selector", "show_selector", "accepted", "family_layers", "loop_layers", "match", "model_notes",
            "patterns_ok", "step_layers", "unmatched_patterns"]

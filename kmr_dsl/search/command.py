@@ -134,7 +134,7 @@ def _pick_pipeline(program, wanted: str | None, path: str) -> str:
                          hint="pass one of the listed names to --pipeline"))
 
 
-def _save(session, model, out_dir: Path, trial, outcome=None):
+def _save(session, model, out_dir: Path, trial, outcome=None, reported=None):
     """session.save, with the trial's report beside the model when the session writes one."""
     import inspect
 
@@ -144,7 +144,7 @@ def _save(session, model, out_dir: Path, trial, outcome=None):
         from kmr_dsl.runtime.session import Outcome
 
         outcome = Outcome(dict(trial.setting), dict(trial.meters), dict(trial.baseline), list(trial.lines),
-                          trial.objective, trial.feasible, trial.seconds)
+                          trial.objective, trial.feasible, trial.seconds, reported=list(reported or []))
     return session.save(model, out_dir, dict(trial.setting), outcome=outcome,
                         extra={"search": {"trial": trial.index, "journal": str(out_dir.parent / "journal.jsonl")}})
 
@@ -210,14 +210,19 @@ def search_command(args) -> int:
     def save_best(trial):
         model, outcome = backend.model_for(trial.setting), None
         if model is None:   # Ray kept it in a worker, or it was read back from the journal
-            outcome = session().evaluate(dict(trial.setting))
+            outcome = session().evaluate(dict(trial.setting), report=True)
             model = session().last_model
-        return _save(session(), model, out_dir / "best", trial, outcome)
+            local["reported"] = outcome.reported
+        elif pipeline.report:
+            # the `report` items (the test split) are read on the chosen setting only
+            local["reported"] = session().reported(model, dict(trial.setting))
+        return _save(session(), model, out_dir / "best", trial, outcome, local.get("reported"))
 
     try:
         code, _ = execute_search(problem, strategy, backend, out_dir, info,
                                  Limits(options["max_steps"], args.time_limit),
-                                 resume=args.resume, save_best=save_best, fmt=args.format)
+                                 resume=args.resume, save_best=save_best, fmt=args.format,
+                                 reported=lambda: local.get("reported"))
     finally:
         backend.close()
     return code
