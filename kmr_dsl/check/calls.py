@@ -29,6 +29,9 @@ from kmr_dsl.check.names import describe_kind, did_you_mean
 from kmr_dsl.diagnostics import error
 
 
+TRAINING_OPTIONS = ("optimizer", "momentum", "weight_decay", "schedule", "epochs", "lr", "batch_size")
+
+
 def bind(cx, params: tuple[P.Param, ...], args: tuple[ast.Arg, ...], callee: str, span) -> dict[str, ast.Arg]:
     given: dict[str, ast.Arg] = {}
     names = [p.name for p in params]
@@ -49,8 +52,13 @@ def bind(cx, params: tuple[P.Param, ...], args: tuple[ast.Arg, ...], callee: str
             seen_named = True
             name = arg.name
             if name not in names:
+                trains = [r for r, rule in getattr(cx, "rules", {}).items() if rule.param(name) is not None
+                          and rule.param("data") is not None] if name in TRAINING_OPTIONS else []
+                notes = ([f"`{callee}` does not train; `{name}` is an option of the training rules: "
+                          + ", ".join(sorted(trains))] if trains else [])
                 cx.report(error("KMR208", arg.span, f"`{callee}` has no parameter `{name}`",
-                                *did_you_mean(name, names), listing))
+                                *did_you_mean(name, names), listing, *notes,
+                                hint=f"pass `{name}` to a training step (e.g. finetune) instead" if trains else None))
                 continue
         if name in given:
             cx.report(error("KMR208", arg.span, f"argument `{name}` of `{callee}` is given twice",

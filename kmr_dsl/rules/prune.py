@@ -63,9 +63,14 @@ def apply(model: nn.Module, layers, amount: float = 0.5, method: str = "magnitud
 
 
 def _keep_largest(leaves, amount: float) -> None:
+    nnz = sum(int(kl.current_mask(leaf).sum()) for _, leaf in leaves)
+    keep_top(leaves, checks.round_half_up(nnz * (1.0 - amount)))
+
+
+def keep_top(leaves, keep: int) -> None:
+    """Keep the `keep` largest |w| among the leaves' still-kept weights, one ranking."""
     masks = [kl.current_mask(leaf) for _, leaf in leaves]
     nnz = sum(int(mask.sum()) for mask in masks)
-    keep = checks.round_half_up(nnz * (1.0 - amount))
     if keep >= nnz or not leaves:
         return
     # one ranking over every weight; pruned positions score -1 so they are never kept
