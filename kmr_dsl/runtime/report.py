@@ -78,10 +78,10 @@ def report_lines(session, reported: list[dict]) -> list[str]:
 def honesty_notes(session) -> list[str]:
     notes = []
     names = {s.rule.name for s in session.pipeline.steps}
-    if "prune" in names:
+    if names & {"prune", "prune_gradually"}:
         methods = set()
         for step in session.pipeline.steps:
-            if step.rule.name == "prune":
+            if step.rule.name in ("prune", "prune_gradually"):
                 m = dict(step.args).get("method")
                 methods.add(getattr(m, "member", getattr(m, "value", "magnitude")))
         if methods & {"magnitude", "global", "nm"}:
