@@ -106,6 +106,9 @@ def ensure_digits_weights() -> None:
         sys.argv = [str(DIGITS / "train_baseline.py")]
         try:
             runpy.run_path(str(DIGITS / "train_baseline.py"), run_name="__main__")
+        except SystemExit as done:    # the script ends with sys.exit(main())
+            if done.code:
+                raise
         finally:
             sys.argv = saved
 
