@@ -424,6 +424,22 @@ class Program:
     span: Span = _span()
 
 
+def quote(value: str) -> str:
+    """A string value as KMR source writes it (the inverse of the parser's unquoting):
+    `"` and a backslash that would otherwise escape (before `"` or `\\`, or last) are
+    escaped; any other backslash stays as written, so `"re:.*mlp\\.gate$"` reads as the
+    regular expression it looks like."""
+    out = []
+    for i, c in enumerate(value):
+        if c == '"':
+            out.append('\\"')
+        elif c == "\\" and (i + 1 == len(value) or value[i + 1] in '"\\'):
+            out.append("\\\\")
+        else:
+            out.append(c)
+    return '"' + "".join(out) + '"'
+
+
 def decl_name(decl: Decl) -> str | None:
     """The name a declaration introduces (None for an import)."""
     return getattr(decl, "name", None)

@@ -71,8 +71,11 @@ def parser() -> lark.Lark:
 # ---------------------------------------------------------------- tree -> AST
 
 def _unquote(tok: str) -> str:
+    """The value of a STRING token: `\\"` is a quote, `\\\\` a backslash, and any other
+    backslash stays as written, so a `re:` pattern reads as in Python (`\\.` is `\\.`).
+    `ast.quote` is the inverse."""
     body = tok[1:-1]
-    return re.sub(r"\\(.)", r"\1", body)
+    return re.sub(r'\\(["\\])', r"\1", body)
 
 
 def _number(text: str) -> int | float:

@@ -51,7 +51,7 @@ def same_selector(a: ast.Selector | None, b: ast.Selector | None) -> bool:
 
 def _show_patterns(patterns) -> str:
     vals = [p.value for p in patterns]
-    quoted = ", ".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in vals)
+    quoted = ", ".join(ast.quote(v) for v in vals)
     return quoted if len(vals) == 1 else f"[{quoted}]"
 
 

@@ -58,7 +58,7 @@ def quantity(value: int | float, unit: str) -> str:
 
 
 def string(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return ast.quote(value)
 
 
 # ---------------------------------------------------------------- expressions

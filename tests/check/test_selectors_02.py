@@ -53,3 +53,13 @@ def test_exclude_regex_and_lists_select_the_contracted_layers(tmp_path):
     assert "13 layer(s): embeddings.word_embeddings, encoder.layer.0.attention.self.query" in text
     assert "knob family `s`" in text and "6 instance(s)" in text
     assert text.count("prune(amount = s[l])") == 1       # a for block's expansion is one entry
+
+
+def test_a_regex_backslash_survives_parsing():
+    from kmr_dsl.parse import parse
+
+    program, diags = parse('pipeline p(m) { prune() on layers(Linear, exclude = "re:.*mlp\\.gate$") }')
+    assert not diags
+    (pattern,) = program.decls[0].items[0].selector.exclude
+    assert pattern.value == "re:.*mlp\\.gate$"
+    assert match_one("model.layers.0.mlp.gate", pattern.value) and not match_one("model.layers.0.mlpxgate", pattern.value)
