@@ -438,8 +438,3 @@ def quote(value: str) -> str:
         else:
             out.append(c)
     return '"' + "".join(out) + '"'
-
-
-def decl_name(decl: Decl) -> str | None:
-    """The name a declaration introduces (None for an import)."""
-    return getattr(decl, "name", None)
