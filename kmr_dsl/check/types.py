@@ -16,7 +16,8 @@ Contract:
 - `to_param(...)` builds a `program.Param` from a rule or meter parameter, including the
   opaque `str` and `list[int | float | str]` parameters (constants handed to the rule's
   implementation; they never enter a requires or an effect, so never a cost model).
-- `list_literal(...)` folds `[e, ...]`: plain numbers or strings, not mixed (KMR242).
+- `list_literal(...)` (kmr_dsl.check.lists) folds `[e, ...]`: plain numbers or strings,
+  not mixed (KMR242).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 
 from kmr_dsl import ast, units
 from kmr_dsl.check import program as P
+from kmr_dsl.check.lists import LIST_WORDS, coerce_list, list_literal
 from kmr_dsl.check.names import did_you_mean
 from kmr_dsl.diagnostics import Diagnostic, error
 from kmr_dsl.units import Dim
@@ -65,9 +67,6 @@ def list_of(elem: str) -> Ty:
     return Ty("list", elem=elem)
 
 
-LIST_WORDS = {"int": "whole numbers", "float": "numbers", "str": "strings", "": "nothing (an empty list)"}
-
-
 def describe(ty: Ty) -> str:
     """Words for messages: `a number`, `bytes`, `an int`, `a bool`, `enum {a, b}` …"""
     if ty.kind == "list":
@@ -98,59 +97,6 @@ def literal(node) -> tuple[object, Ty] | None:
         return node.value, STR
     if isinstance(node, ast.Bool):
         return node.value, BOOL
-    return None
-
-
-def _item(node):
-    """(value, "int" | "float" | "str") for a list item, or None when it is not a plain
-    literal number (an optional leading minus) or string."""
-    negative = isinstance(node, ast.Unary) and node.op == "-"
-    inner = node.operand if negative else node
-    if isinstance(inner, ast.String) and not negative:
-        return inner.value, "str"
-    if isinstance(inner, ast.Number) and finite(inner.value):
-        v = -inner.value if negative else inner.value
-        return v, "int" if _is_int(v) else "float"
-    return None
-
-
-def list_literal(node: ast.ListLit, diags: list[Diagnostic]) -> tuple[tuple, str] | None:
-    """Fold `[e, ...]` to (values, elem kind); KMR242 for an item that is not a plain
-    number or string, and for a list that mixes numbers and strings. A list of ints and
-    floats is a list of floats."""
-    values, kinds = [], []
-    for item in node.items:
-        got = _item(item)
-        if got is None:
-            diags.append(error("KMR242", item.span, "a list item must be a plain number or a string",
-                               "lists are constants: knobs, meters, units and expressions are not allowed in them",
-                               hint='write literal items, e.g. `[1, 2, 4]` or `["lm_head", "re:.*gate$"]`'))
-            return None
-        values.append(got[0])
-        kinds.append(got[1])
-    if "str" in kinds and len(set(kinds)) > 1:
-        first = kinds.index("str")
-        other = next(i for i, k in enumerate(kinds) if k != "str")
-        bad = node.items[max(first, other)]
-        diags.append(error("KMR242", bad.span, "this list mixes numbers and strings",
-                           f"item {min(first, other) + 1} is {'a string' if kinds[min(first, other)] == 'str' else 'a number'}, "
-                           f"item {max(first, other) + 1} is {'a string' if kinds[max(first, other)] == 'str' else 'a number'}",
-                           hint="make every item a number, or every item a quoted string"))
-        return None
-    elem = "" if not kinds else "str" if kinds[0] == "str" else "float" if "float" in kinds else "int"
-    if elem == "float":
-        values = [float(v) for v in values]
-    return tuple(values), elem
-
-
-def coerce_list(values: tuple, elem: str, want: str) -> tuple | None:
-    """The list as a `list[want]` value (ints widen to floats), or None if it is not one."""
-    if not values:
-        return ()
-    if elem == want:
-        return values
-    if want == "float" and elem == "int":
-        return tuple(float(v) for v in values)
     return None
 
 
