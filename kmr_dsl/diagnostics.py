@@ -125,6 +125,7 @@ CODES: dict[str, tuple[str, str]] = {
     "KMR224": ("constant budget line", "compare a meter, e.g. `size <= 16 KB`, or remove the line"),
     "KMR225": ("derived meter defined in terms of itself", "define one of the meters in the cycle without the others"),
     "KMR226": ("selector on a step inside a for block", "drop `on ...`; the step applies to the loop's layer"),
+    "KMR227": ("code outside the program's folder refused", "move the module next to the program, or pass `trust = true` / --trust if you trust it"),
     "KMR240": ("selector pattern matches nothing", "fix the `name` or `exclude` pattern, or drop it"),
     "KMR241": ("invalid regular expression in a pattern", "fix the expression after `re:`"),
     "KMR242": ("invalid list", "write a non-empty list whose items are all numbers or all strings"),
@@ -147,6 +148,7 @@ CODES: dict[str, tuple[str, str]] = {
     "KMR408": ("meter could not be measured", "see the note; the meter may need data"),
     "KMR409": ("interrupted", "run again; nothing partial was written"),
     "KMR410": ("rule broke its contract", "fix the implementation or the rule's effect clause"),
+    "KMR411": ("user code exited the process", "remove the sys.exit call; raise an exception to report a problem"),
     # 5xx CLI and I/O
     "KMR500": ("internal error", "this is a bug in KMR; rerun with KMR_DEBUG=1 and report the traceback"),
     "KMR501": ("file not found", "check the path"),
