@@ -26,6 +26,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from kmr_dsl.core.state import full_rank
 from kmr_dsl.patterns import selected
 
 FACTS_VERSION = 2   # 2: facts carry their dependencies
@@ -72,6 +73,7 @@ class LayerFact:
     macs: int                 # dense multiply-accumulates of this layer for one example input
     consumers: tuple[str, ...] = ()   # layers whose input is this layer's output channels (sequential models)
     kernel: tuple[int, ...] = ()      # Conv2d kernel size
+    group_size: int = 0               # inputs per integer scale (0: one scale per row)
 
     @property
     def params(self) -> int:
@@ -79,7 +81,7 @@ class LayerFact:
 
     @property
     def rank(self) -> int:
-        return min(self.in_features, self.out_features)
+        return full_rank(self.in_features, self.out_features)
 
 
 @dataclass(frozen=True, slots=True)

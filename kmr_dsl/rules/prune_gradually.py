@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch.nn as nn
 
 from kmr_dsl.rules import checks
-from kmr_dsl.rules.prune import ACCEPTS, keep_top
+from kmr_dsl.rules.prune import ACCEPTS, keep_count, keep_top
 from kmr_dsl.runtime import layers as kl
 from kmr_dsl.runtime import training
 
@@ -34,7 +34,7 @@ def sparsity_at(epoch: int, epochs: int, initial: float, final: float, curve: st
     """The target sparsity before `epoch` (0-based) of `epochs`."""
     t = 1.0 if epochs <= 1 else epoch / (epochs - 1)
     c = 1 - (1 - t) ** 3 if curve == "cubic" else t
-    return final if t >= 1 else initial + (final - initial) * c
+    return final if t >= 1 else initial + (final - initial) * c   # the last cut is `final` itself
 
 
 def apply(model: nn.Module, layers, final: float, data, initial: float = 0.0, epochs: int = 4,
@@ -58,7 +58,7 @@ def apply(model: nn.Module, layers, final: float, data, initial: float = 0.0, ep
     def before_epoch(epoch: int) -> None:
         s = sparsity_at(epoch, int(epochs), initial, final, curve)
         for group, n0 in zip(groups, start):
-            keep_top(group, checks.round_half_up(n0 * (1.0 - s)))
+            keep_top(group, keep_count(n0, s))
 
     return training.train(model, data, training.task_loss(data, rule=RULE), epochs, lr, batch_size, RULE,
                           optimizer=optimizer, momentum=momentum, weight_decay=weight_decay, schedule=schedule,
