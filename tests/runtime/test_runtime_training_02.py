@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from kmr_dsl.diagnostics import KmrError
 from kmr_dsl.rules import distill, finetune, prune, prune_gradually
-from kmr_dsl.rules.checks import round_half_up
+from kmr_dsl.core.step import round_half_up
 from kmr_dsl.runtime import layers as kl
 from kmr_dsl.runtime import training
 

@@ -66,7 +66,7 @@ PRUNE = Rule(
     ("Linear", "Conv2d"),
     (op(">=", layer("bits"), c(16)), op("<=", p("n"), p("m"))),
     (Effect("layer", "density",
-            If(op("==", p("method"), EnumLit("nm")), op("/", op("*", layer("density"), p("n")), p("m")),
+            If(op("==", p("method"), EnumLit("nm")), op("min", layer("density"), op("/", p("n"), p("m"))),
                If(op("==", p("method"), EnumLit("channel")), layer("density"),
                   op("*", layer("density"), op("-", c(1), p("amount")))))),
      Effect("layer", "out_features",
