@@ -11,8 +11,8 @@ from kmr_dsl.proptest.contracts import check_contract
 
 from .helpers import load
 
-STDLIB_RULES = ("prune", "quantize", "finetune", "distill", "lowrank", "lora", "gptq", "sparsegpt", "smoothquant", "awq",
-                "qat")
+STDLIB_RULES = ("prune", "prune_gradually", "quantize", "finetune", "distill", "lowrank", "lora", "gptq", "sparsegpt",
+                "smoothquant", "awq", "qat")
 SMALLEST_MLP = "model Sequential([0] Linear(4, 4), [1] ReLU, [2] Linear(4, 4)) on input [1, 4] (seed 0)"
 
 
@@ -97,7 +97,7 @@ def test_kmr_test_reports_broken_contracts_and_leaves_no_hypothesis_folder(user_
     assert not (user_rules.parent / ".hypothesis").exists()
 
 
-@pytest.mark.parametrize("name", ("quantize", "finetune", "distill", "lora"))
+@pytest.mark.parametrize("name", ("quantize", "finetune", "distill", "lora", "prune_gradually"))
 def test_standard_rules_keep_their_contract_on_pruned_starts(stdlib, name):
     result = check_contract(stdlib.rules[name], examples=10, seed=0, sources=stdlib.sources, pruned_start=True)
     assert result.status == "passed", f"{result.summary()}\n{result.problems}"
