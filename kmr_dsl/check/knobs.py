@@ -85,13 +85,13 @@ def unused_families(cx, file: str) -> None:
         sel = cx.families.get(name)
         if sel is None or name in used or name in cx.family_layers or knob.span.file != file:
             continue
-        if any(selectors.match(facts, sel.kinds, sel.name_glob) for facts in loaded.values()):
+        if any(selectors.match(facts, sel.kinds, sel) for facts in loaded.values()):
             continue
         model, facts = next(iter(loaded.items()))
         which = f"model `{model}`" if len(loaded) == 1 else f"any of the models {', '.join(sorted(loaded))}"
         cx.report(warning("KMR214", sel.span, f"the selector of knob family `{name}` matches no layer of {which}",
                           "no pipeline uses the family yet, so nothing fails now",
-                          *selectors.model_notes(facts, model, sel.kinds, sel.name_glob),
+                          *selectors.model_notes(facts, model, sel.kinds, sel.names is not None),
                           hint="fix the selector's kinds or name pattern, or remove the family"))
 
 
