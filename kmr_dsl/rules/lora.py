@@ -43,7 +43,8 @@ def apply(model: nn.Module, layers, data, rank: int = 8, alpha: float = 16.0, ep
     generator = torch.Generator().manual_seed(context.current().seed)
     wrappers: list[tuple[str, km.LoRALinear]] = []
     for name, layer in layers:
-        wrapper = km.LoRALinear(layer, rank, alpha / rank)
+        # a Conv1D base becomes the equal nn.Linear: the adapter and the merge are [out, in]
+        wrapper = km.LoRALinear(kl.as_linear(layer), rank, alpha / rank)
         bound = 1.0 / max(1, wrapper.in_features) ** 0.5
         with torch.no_grad():
             wrapper.lora_A.uniform_(-bound, bound, generator=generator)

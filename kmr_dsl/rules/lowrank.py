@@ -47,7 +47,7 @@ def apply(model: nn.Module, layers, ratio: float = 0.5, energy: float = 1.0):
 def effective_weight(layer: nn.Module) -> torch.Tensor:
     if isinstance(layer, km.FactorizedLinear):
         return effective_weight(layer.second) @ effective_weight(layer.first)
-    return layer.weight.detach().double()
+    return kl.leaf_weight(layer).double()       # [out, in], a Conv1D's included
 
 
 def _bias(layer: nn.Module):

@@ -53,7 +53,10 @@ def apply(model: nn.Module, layers, amount: float = 0.5, method: str = "magnitud
         _keep_largest([leaf for name, layer in layers for leaf in kl.leaves(name, layer)], amount)
     elif method == "nm":
         for name, layer in layers:
-            for _, leaf in kl.leaves(name, layer):
+            for leaf_name, leaf in kl.leaves(name, layer):
+                if kl.is_conv1d(leaf):      # groups run along the input: use the [out, in] form
+                    leaf = kl.as_linear(leaf)
+                    kl.set_module(model, leaf_name, leaf)
                 _nm(leaf, n, m)
     else:
         links = kl.channel_links(model)
@@ -166,7 +169,7 @@ def _slice(layer: nn.Module, dim: int, idx: torch.Tensor) -> nn.Module:
         else:
             layer.lora_A = nn.Parameter(layer.lora_A.detach()[:, idx].clone(), requires_grad=layer.lora_A.requires_grad)
         return layer
-    return _slice_leaf(layer, dim, idx)
+    return _slice_leaf(kl.as_linear(layer), dim, idx)
 
 
 def _slice_norm(norm: nn.Module, idx: torch.Tensor) -> nn.Module:

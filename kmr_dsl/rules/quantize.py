@@ -43,7 +43,9 @@ def apply(model: nn.Module, layers, bits: int, scheme: str = "dynamic"):
         if bits == 32:
             continue
         for leaf_name, leaf in kl.leaves(name, layer):
-            new = _convert(leaf, kind, bits, scheme, leaf_name)
+            # a Conv1D (weight [in, out]) becomes the equal nn.Linear first: every
+            # reduced form below is built from an [out, in] weight
+            new = _convert(kl.as_linear(leaf), kind, bits, scheme, leaf_name)
             if new is not leaf:
                 kl.set_module(model, leaf_name, new)
     return model

@@ -1,0 +1,138 @@
+"""Real architectures (tiny transformers configurations, no downloads): `kmr check`
+predicts what `kmr run` measures, rule by rule.
+
+The conformance table: for each architecture x each standard rule that accepts it, the
+verifier's params / nonzero / macs equal the run's measurement, size is within the
+header estimate's tolerance (docs/artifact.md) and never below it, and "verified"
+implies the run succeeds."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("transformers")
+
+from kmr_dsl.app import load_checked  # noqa: E402
+from kmr_dsl.cli import main  # noqa: E402
+from kmr_dsl.runtime import artifact, layers as kl, meters  # noqa: E402
+from kmr_dsl.runtime.session import PipelineSession  # noqa: E402
+from kmr_dsl.verify import predict  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+ANALYTIC = ("params", "nonzero", "size", "macs")
+
+PROGRAM = '''
+import "std"
+
+model net = factory("hf_models:{factory}")
+
+pipeline p(net) {{
+    {steps}
+    budget {{
+        params <= baseline.params
+        nonzero <= baseline.nonzero
+        size <= 2 * baseline.size
+        macs <= baseline.macs
+    }}
+}}
+'''
+
+GPT2_STEPS = {
+    "magnitude": 'prune(amount = 0.5) on layers(Linear, name = "transformer.*")',
+    "nm": 'prune(amount = 0.0, method = nm, n = 2, m = 4) on layers(Linear, name = "transformer.*")',
+    "int8": "quantize(bits = 8) on layers(Linear)",
+    "int4": "quantize(bits = 4, scheme = weight_only) on layers(Linear)",
+    "prune+int8": 'prune(amount = 0.5) on layers(Linear, name = "transformer.*")\n'
+                  "    quantize(bits = 8) on layers(Linear)",
+    "bf16": "quantize(bits = 16) on layers(Linear, Embedding)",
+    "lowrank": 'lowrank(ratio = 0.25) on layers(Linear, name = "*.mlp.*")',
+}
+
+
+def write_program(tmp_path: Path, factory: str, steps: str) -> Path:
+    shutil.copy(HERE / "hf_models.py", tmp_path / "hf_models.py")
+    path = tmp_path / "arch.kmr"
+    path.write_text(PROGRAM.format(factory=factory, steps=steps))
+    return path
+
+
+def check_and_run(tmp_path, monkeypatch, capsys, factory: str, steps: str):
+    path = write_program(tmp_path, factory, steps)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KMR_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(["check", "--format", "json", str(path)]) == 0
+    (pipeline,) = json.loads(capsys.readouterr().out)["files"][0]["pipelines"]
+    assert pipeline["verdict"] == "proved", pipeline
+    program, diags, _ = load_checked(str(path))
+    assert program is not None, diags
+    want = predict(program, "p", {})
+    session = PipelineSession(program, "p")
+    outcome = session.evaluate({})
+    return want, outcome, session
+
+
+def assert_agree(want: dict, got: dict, layers: int):
+    assert got["params"] == want["params"]
+    assert got["macs"] == want["macs"]
+    # magnitude pruning keeps round_half_up(nnz * (1 - amount)) per layer
+    assert abs(got["nonzero"] - want["nonzero"]) <= layers
+    # the header is estimated (docs/artifact.md: within 200 bytes or 2%)
+    assert want["size"] >= got["size"] - max(200, 0.02 * got["size"])
+    assert abs(want["size"] - got["size"]) <= max(200, 0.02 * got["size"])
+
+
+@pytest.mark.parametrize("case", sorted(GPT2_STEPS))
+def test_gpt2_conv1d_check_agrees_with_run(case, tmp_path, monkeypatch, capsys):
+    want, outcome, session = check_and_run(tmp_path, monkeypatch, capsys, "make_gpt2", GPT2_STEPS[case])
+    assert_agree(want, outcome.meters, layers=9)
+    assert outcome.feasible
+    model = session.apply({})
+    # every projection of the result was really transformed (not skipped as unknown)
+    kinds = {kl.kind_of(layer) for _, layer in kl.logical_layers(model)}
+    assert "Linear" in kinds and None not in kinds
+
+
+def test_conv1d_is_a_linear_leaf():
+    import hf_models
+    from transformers.pytorch_utils import Conv1D
+
+    model = hf_models.make_gpt2()
+    layer = model.transformer.h[0].mlp.c_fc
+    assert isinstance(layer, Conv1D)
+    assert kl.kind_of(layer) == "Linear" and kl.is_leaf(layer)
+    assert kl.layer_features(layer) == (16, 64)
+    assert tuple(kl.leaf_weight(layer).shape) == (64, 16)
+    names = [n for n, _ in kl.select_layers(model, ("Linear",))]
+    assert "transformer.h.1.attn.c_attn" in names and "lm_head" in names
+    lin = kl.as_linear(layer)
+    import torch
+    x = torch.randn(3, 16)
+    torch.testing.assert_close(lin(x), layer(x))
+
+
+@pytest.mark.parametrize("case", ["magnitude", "int4", "nm"])
+def test_gpt2_artifact_reloads_exactly(case, tmp_path):
+    import hf_models
+    import torch
+    from kmr_dsl.facts import LoaderSpec
+    from kmr_dsl.rules import prune, quantize
+
+    model = hf_models.make_gpt2()
+    layers = kl.select_layers(model, ("Linear",), "transformer.*")
+    if case == "magnitude":
+        prune.apply(model, layers, amount=0.5)
+    elif case == "nm":
+        prune.apply(model, layers, amount=0.0, method="nm")
+    else:
+        quantize.apply(model, layers, bits=4, scheme="weight_only")
+    shutil.copy(HERE / "hf_models.py", tmp_path / "hf_models.py")
+    base = LoaderSpec("factory", ("hf_models:make_gpt2",), (), str(tmp_path))
+    path = tmp_path / "m.safetensors"
+    artifact.save(model, path, {"base": base})
+    again = artifact.load(path)
+    x = torch.arange(8).reshape(1, 8) % 64
+    torch.testing.assert_close(again(x).logits, model(x).logits, rtol=1e-5, atol=1e-5)
+    assert meters.nonzero(again) == meters.nonzero(model)
+    assert meters.params(again) == meters.params(model)
