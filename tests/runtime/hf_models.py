@@ -38,3 +38,12 @@ def make_bert_classifier(seed: int = 0, labels: int = 3):
     config = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                         intermediate_size=32, max_position_embeddings=16, num_labels=labels)
     return BertForSequenceClassification(config).eval()
+
+
+def make_texts(n: int = 96, seed: int = 0, labels: int = 3):
+    """A generated text-classification set: token-id sentences (0 is [PAD], 1 [CLS])
+    whose class is the first word's id modulo `labels`."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randint(2, 64, (n, SEQ), generator=gen)
+    x[:, 0] = 1
+    return x, (x[:, 1] % labels).long()

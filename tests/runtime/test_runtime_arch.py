@@ -136,3 +136,69 @@ def test_gpt2_artifact_reloads_exactly(case, tmp_path):
     torch.testing.assert_close(again(x).logits, model(x).logits, rtol=1e-5, atol=1e-5)
     assert meters.nonzero(again) == meters.nonzero(model)
     assert meters.params(again) == meters.params(model)
+
+
+# ---------------------------------------------------------------- Hugging Face outputs
+
+def test_as_tensor_reads_hugging_face_outputs():
+    import torch
+    from transformers.modeling_outputs import (BaseModelOutputWithPooling, BaseModelOutputWithPoolingAndNoAttention,
+                                               CausalLMOutput, QuestionAnsweringModelOutput,
+                                               SequenceClassifierOutput)
+    from kmr_dsl.runtime.forward import as_tensor
+
+    logits = torch.randn(4, 3)
+    assert as_tensor(SequenceClassifierOutput(logits=logits)) is logits
+    lm = torch.randn(4, 5, 64)
+    assert torch.equal(as_tensor(CausalLMOutput(logits=lm)), lm[:, -1])
+    start, end = torch.randn(4, 5), torch.randn(4, 5)
+    qa = as_tensor(QuestionAnsweringModelOutput(start_logits=start, end_logits=end))
+    assert qa.shape == (4, 2, 5) and torch.equal(qa[:, 0], start) and torch.equal(qa[:, 1], end)
+    hidden, pooled = torch.randn(4, 5, 16), torch.randn(4, 16)
+    assert torch.equal(as_tensor(BaseModelOutputWithPooling(last_hidden_state=hidden, pooler_output=pooled)),
+                       hidden.mean(dim=1))
+    image = BaseModelOutputWithPoolingAndNoAttention(last_hidden_state=torch.randn(4, 8, 2, 2),
+                                                     pooler_output=torch.randn(4, 8, 1, 1))
+    assert torch.equal(as_tensor(image), image.pooler_output.flatten(1))
+    assert as_tensor({"logits": logits}) is logits
+    with pytest.raises(TypeError):
+        as_tensor(CausalLMOutput())
+
+
+CLASSIFIER = '''
+import "std"
+
+model net = factory("hf_models:make_bert_classifier")
+data texts = factory("hf_models:make_texts")
+
+pipeline p(net) {
+    quantize(bits = 8) on layers(Linear)
+    budget {
+        accuracy(texts) >= baseline.accuracy(texts) - 50%
+        fidelity(texts) >= 50%
+    }
+}
+'''
+
+
+def test_task_head_accuracy_and_fidelity(tmp_path, monkeypatch, capsys):
+    import hf_models
+    import torch
+
+    shutil.copy(HERE / "hf_models.py", tmp_path / "hf_models.py")
+    (tmp_path / "cls.kmr").write_text(CLASSIFIER)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KMR_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(["check", str(tmp_path / "cls.kmr")]) == 0
+    program, diags, _ = load_checked("cls.kmr")
+    assert program is not None, diags
+    outcome = PipelineSession(program, "p").evaluate({})
+    x, y = hf_models.make_texts()
+    with torch.no_grad():
+        expected = float((hf_models.make_bert_classifier()(x).logits.argmax(-1) == y).float().mean())
+    assert outcome.baseline["accuracy(texts)"] == pytest.approx(expected)
+    assert 0.0 <= outcome.meters["accuracy(texts)"] <= 1.0
+    # int8 keeps most argmaxes of a 3-class head; a wrong reading (e.g. hidden states)
+    # would not even have 3 columns
+    assert outcome.meters["fidelity(texts)"] >= 0.5
+    assert outcome.feasible
