@@ -125,6 +125,8 @@ CODES: dict[str, tuple[str, str]] = {
     "KMR224": ("constant budget line", "compare a meter, e.g. `size <= 16 KB`, or remove the line"),
     "KMR225": ("derived meter defined in terms of itself", "define one of the meters in the cycle without the others"),
     "KMR226": ("selector on a step inside a for block", "drop `on ...`; the step applies to the loop's layer"),
+    "KMR240": ("rule cannot transform a tied layer", "leave layers tied to an embedding out of lowrank and lora; quantize or prune them"),
+    "KMR241": ("channel pruning of a layer without a consumer link", "select hidden layers of a chain, or use method = magnitude"),
     # 3xx proofs
     "KMR301": ("precondition may fail", "change the knob domain or reorder the steps so the precondition holds"),
     "KMR302": ("budget infeasible", "relax one of the conflicting budget lines or widen a knob bound"),

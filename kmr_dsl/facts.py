@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-FACTS_VERSION = 1
+FACTS_VERSION = 2     # 2: Conv1D layers (kind Linear), tied layers
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +63,7 @@ class LayerFact:
     macs: int                 # dense multiply-accumulates of this layer for one example input
     consumers: tuple[str, ...] = ()   # layers whose input is this layer's output channels (sequential models)
     kernel: tuple[int, ...] = ()      # Conv2d kernel size
+    tied: tuple[str, ...] = ()        # other names of this layer's weight (a tied embedding): not layers themselves
 
     @property
     def params(self) -> int:
@@ -111,7 +112,7 @@ class ModelFacts:
     def from_json(data: dict) -> "ModelFacts":
         layers = tuple(
             LayerFact(**{**d, "weight_shape": tuple(d["weight_shape"]), "consumers": tuple(d.get("consumers", ())),
-                         "kernel": tuple(d.get("kernel", ()))})
+                         "kernel": tuple(d.get("kernel", ())), "tied": tuple(d.get("tied", ()))})
             for d in data["layers"]
         )
         return ModelFacts(

@@ -38,6 +38,7 @@ def apply(model: nn.Module, layers, ratio: float = 0.5, energy: float = 1.0):
         checks.kinds(RULE, name, layer, ("Linear",))
         checks.float_weights(RULE, name, layer)
         checks.no_adapter(RULE, name, layer)
+        checks.not_tied(RULE, model, name, layer)
         r = state.layer_rank(layer)
         k = max(1, math.ceil(ratio * r - 1e-9))
         kl.set_module(model, name, truncate(layer, k, energy))

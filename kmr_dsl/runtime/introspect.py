@@ -9,7 +9,8 @@ same for a module in hand. The caller caches them (facts.store_cached).
   channels; Embedding: in = embedding_dim, out = num_embeddings), weight shape and
   elements, bias elements, dtype, bits, measured density, dense MACs on the example
   input and `consumers` (the layers that shrink when its output channels are pruned:
-  see `layers.channel_links`; BatchNorms first, then the next weight layer).
+  see `layers.channel_links`; BatchNorms first, then the next weight layer) and `tied`
+  (the names of embeddings that read this layer's weight: `runtime.tied`).
 - MACs: FlopCounterMode FLOPs / 2 of one forward on the example input, per layer and in
   total; int8 dynamic Linears (which FlopCounterMode counts as 0) are counted as their
   float equivalent, batch elements x in x out.
@@ -29,7 +30,7 @@ import torch.nn as nn
 
 from kmr_dsl.diagnostics import KmrError, Span, error
 from kmr_dsl.facts import LayerFact, LoaderSpec, ModelFacts, spec_hash
-from kmr_dsl.runtime import forward, layers as kl, loaders, meters
+from kmr_dsl.runtime import forward, layers as kl, loaders, meters, tied
 from kmr_dsl.runtime import modules as km
 
 HF_SEQUENCE = 128
@@ -80,7 +81,8 @@ def example_input_shape(spec: LoaderSpec | None, model: nn.Module, span: Span | 
                          hint="pass input_shape = [1, C, H, W] to the loader or define example_input() in the model's module"))
 
 
-def _layer_fact(name: str, layer: nn.Module, macs: int, consumers: tuple[str, ...]) -> LayerFact:
+def _layer_fact(name: str, layer: nn.Module, macs: int, consumers: tuple[str, ...],
+                tied: tuple[str, ...] = ()) -> LayerFact:
     kind = kl.kind_of(layer)
     in_f, out_f = kl.layer_features(layer)
     ls = kl.leaves(name, layer)
@@ -110,7 +112,7 @@ def _layer_fact(name: str, layer: nn.Module, macs: int, consumers: tuple[str, ..
     return LayerFact(
         name=name, kind=kind, in_features=in_f, out_features=out_f, weight_shape=weight_shape,
         weight_params=int(weight_params), bias_params=int(bias_params), dtype=dtype, bits=int(bits),
-        density=(nnz / numel) if numel else 1.0, macs=int(macs), consumers=consumers, kernel=kernel,
+        density=(nnz / numel) if numel else 1.0, macs=int(macs), consumers=consumers, kernel=kernel, tied=tied,
     )
 
 
@@ -120,8 +122,10 @@ def model_facts_from_module(module: nn.Module, input_shape, input_dtype: str = "
     x = forward.example_input(input_shape, input_dtype, batch=input_shape[0] if input_shape else 1)
     total_macs, per_layer = meters.count_macs(module, x)
     links = kl.channel_links(module)
+    tied_to = tied.tied_names(module)
     facts = tuple(
-        _layer_fact(name, layer, per_layer.get(name, 0), links[name].names if name in links else ())
+        _layer_fact(name, layer, per_layer.get(name, 0), links[name].names if name in links else (),
+                    tied_to.get(name, ()))
         for name, layer in kl.logical_layers(module)
     )
     buffers = sum(b.numel() * b.element_size() for _, b in _persistent_buffers(module))

@@ -39,6 +39,7 @@ from kmr_dsl.runtime import modules as km
 LAYER_KINDS = ("Linear", "Conv1d", "Conv2d", "Embedding", "LayerNorm", "BatchNorm1d", "BatchNorm2d", "GroupNorm")
 MATRIX_KINDS = ("Linear", "Conv1d", "Conv2d", "Embedding")
 MASK = "kmr_mask"
+TIED_OWNER = "kmr_tied_owner"     # a tied alias's reference to the layer it reads (runtime.tied)
 
 
 def is_conv1d(module: nn.Module) -> bool:
@@ -103,7 +104,19 @@ def get_module(model: nn.Module, path: str) -> nn.Module:
 
 def set_module(model: nn.Module, path: str, new: nn.Module) -> None:
     parent_path, _, attr = path.rpartition(".")
-    setattr(get_module(model, parent_path), attr, new)
+    parent = get_module(model, parent_path)
+    old = parent._modules.get(attr)
+    setattr(parent, attr, new)
+    if old is not None and old is not new:
+        # a tied alias (runtime.tied) follows its owner into its new form
+        for mod in model.modules():
+            if mod.__dict__.get(TIED_OWNER) is old:
+                mod.__dict__[TIED_OWNER] = new
+
+
+def tied_aliases(model: nn.Module, layer: nn.Module) -> list[str]:
+    """Names of the tied embeddings (runtime.tied) that read `layer`'s weight."""
+    return [n for n, m in model.named_modules() if m.__dict__.get(TIED_OWNER) is layer]
 
 
 # ---------------------------------------------------------------- leaves
@@ -319,5 +332,5 @@ __all__ = [
     "ChannelLink", "LAYER_KINDS", "MASK", "MATRIX_KINDS", "apply_masks", "as_linear", "channel_links", "current_mask",
     "get_module", "is_conv1d", "is_leaf", "kind_of", "layer_bits", "layer_features", "leaf_bias", "leaf_bits",
     "leaf_is_float", "leaf_nonzero", "leaf_weight", "leaves", "logical_layers", "select_layers", "set_mask",
-    "set_module",
+    "set_module", "tied_aliases",
 ]
