@@ -9,7 +9,8 @@ same for a module in hand. The caller caches them (facts.store_cached).
   channels; Embedding: in = embedding_dim, out = num_embeddings), weight shape and
   elements, bias elements, dtype, bits, measured density, dense MACs on the example
   input and `consumers` (the layers that shrink when its output channels are pruned:
-  see `layers.channel_links`; BatchNorms first, then the next weight layer) and `tied`
+  see `depgraph.channel_links`, traced on the example input; BatchNorms first, then
+  the consuming weight layers) and `tied`
   (the names of embeddings that read this layer's weight: `runtime.tied`).
 - MACs: FlopCounterMode FLOPs / 2 of one forward on the example input, per layer and in
   total; int8 dynamic Linears (which FlopCounterMode counts as 0) are counted as their
@@ -30,7 +31,7 @@ import torch.nn as nn
 
 from kmr_dsl.diagnostics import KmrError, Span, error
 from kmr_dsl.facts import LayerFact, LoaderSpec, ModelFacts, spec_hash
-from kmr_dsl.runtime import forward, layers as kl, loaders, meters, tied
+from kmr_dsl.runtime import depgraph, forward, layers as kl, loaders, meters, tied
 from kmr_dsl.runtime import modules as km
 
 HF_SEQUENCE = 128
@@ -121,7 +122,7 @@ def model_facts_from_module(module: nn.Module, input_shape, input_dtype: str = "
     module.eval()
     x = forward.example_input(input_shape, input_dtype, batch=input_shape[0] if input_shape else 1)
     total_macs, per_layer = meters.count_macs(module, x)
-    links = kl.channel_links(module)
+    links = depgraph.channel_links(module, x)
     tied_to = tied.tied_names(module)
     facts = tuple(
         _layer_fact(name, layer, per_layer.get(name, 0), links[name].names if name in links else (),

@@ -47,3 +47,14 @@ def make_texts(n: int = 96, seed: int = 0, labels: int = 3):
     x = torch.randint(2, 64, (n, SEQ), generator=gen)
     x[:, 0] = 1
     return x, (x[:, 1] % labels).long()
+
+
+def make_resnet(layer_type: str = "basic", seed: int = 0, labels: int = 5):
+    """ResNetForImageClassification, two stages (the second with a projection shortcut);
+    input (1, 3, 32, 32)."""
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    torch.manual_seed(seed)
+    config = ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],
+                          layer_type=layer_type, num_labels=labels)
+    return ResNetForImageClassification(config).eval()
