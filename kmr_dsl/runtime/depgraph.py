@@ -24,7 +24,8 @@ rewritten together, which `prune` does not do yet) and the group has a consumer.
 result is what the checker gets as `LayerFact.consumers` and what `prune(method =
 channel)` shrinks, so the check predicts exactly what the run removes and refuses
 the rest (KMR241). `coupled(model, x)` gives, for the diagnostics, the producers that
-share a group.
+share a group. If the trace meets something it cannot read (an error in this reader),
+no group is linked: refusing is sound, linking wrongly is not.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ _KEEP = {
     "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_max_pool1d", "adaptive_max_pool2d",
     "_max_pool2d", "max_pool2d_with_indices", "boolean_dispatch", "contiguous", "clone", "float", "to", "detach",
     "type_as", "identity",
+    # elementwise functions of one tensor (GELU's tanh form, SiLU written out...)
+    "pow", "__pow__", "exp", "erf", "neg", "__neg__", "abs", "square", "sqrt", "rsqrt", "reciprocal",
+    "sigmoid_", "tanh_", "gelu_", "clamp", "clamp_", "clip",
 }
 _BINARY = {"add", "add_", "__add__", "__iadd__", "__radd__", "mul", "mul_", "__mul__", "__imul__", "__rmul__",
            "sub", "sub_", "__sub__", "__isub__", "__rsub__"}
@@ -76,6 +80,7 @@ class _Tracer:
         self.groups: list[_Group] = []
         self.depth = 0
         self.calls: dict[str, int] = {}
+        self.failed = False     # the trace met something it could not read: no group is trusted
 
     # labels
     def label(self, t) -> tuple[_Group, int] | None:
@@ -208,8 +213,11 @@ class _Mode(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        if self.tracer.depth == 0:
-            self.tracer.op(func, args, kwargs, out)
+        if self.tracer.depth == 0 and not self.tracer.failed:
+            try:
+                self.tracer.op(func, args, kwargs, out)
+            except Exception:  # noqa: BLE001 - an op this reader does not understand: link nothing
+                self.tracer.failed = True
         return out
 
 
@@ -234,7 +242,11 @@ def trace(model: nn.Module, x: torch.Tensor) -> list[_Group]:
 
         def post(mod, inputs, output, name=name):
             tracer.depth -= 1
-            tracer.layer(name, mod, inputs, output)
+            if not tracer.failed:
+                try:
+                    tracer.layer(name, mod, inputs, output)
+                except Exception:  # noqa: BLE001 - see _Mode
+                    tracer.failed = True
         hooks.append(layer.register_forward_pre_hook(pre))
         hooks.append(layer.register_forward_hook(post))
     was_training = model.training
@@ -247,6 +259,9 @@ def trace(model: nn.Module, x: torch.Tensor) -> list[_Group]:
         for h in hooks:
             h.remove()
         model.train(was_training)
+    if tracer.failed:
+        for g in tracer.groups:
+            g.root().escaped = True
     roots = []
     for g in tracer.groups:
         r = g.root()

@@ -48,6 +48,8 @@ GPT2_STEPS = {
                   "    quantize(bits = 8) on layers(Linear)",
     "bf16": "quantize(bits = 16) on layers(Linear, Embedding)",
     "lowrank": 'lowrank(ratio = 0.25) on layers(Linear, name = "*.mlp.*")',
+    # the MLP's hidden channels: c_fc feeds only GELU and c_proj (traced dependency graph)
+    "channel": 'prune(amount = 0.5, method = channel) on layers(Linear, name = "*.mlp.c_fc")',
 }
 
 
