@@ -125,12 +125,14 @@ CODES: dict[str, tuple[str, str]] = {
     "KMR224": ("constant budget line", "compare a meter, e.g. `size <= 16 KB`, or remove the line"),
     "KMR225": ("derived meter defined in terms of itself", "define one of the meters in the cycle without the others"),
     "KMR226": ("selector on a step inside a for block", "drop `on ...`; the step applies to the loop's layer"),
+    "KMR227": ("code outside the program's folder refused", "move the module next to the program, or pass `trust = true` / --trust if you trust it"),
     "KMR240": ("rule cannot transform a tied layer", "leave layers tied to an embedding out of lowrank and lora; quantize or prune them"),
-    "KMR241": ("channel pruning of a layer without a consumer link", "select hidden layers of a chain, or use method = magnitude"),
     # 3xx proofs
     "KMR301": ("precondition may fail", "change the knob domain or reorder the steps so the precondition holds"),
     "KMR302": ("budget infeasible", "relax one of the conflicting budget lines or widen a knob bound"),
     "KMR303": ("verification unknown", "simplify the budget or raise the solver limit with --rlimit"),
+    "KMR304": ("channels shrink with no consumer",
+               "prune channels of hidden layers only (not the output layer), or use method = magnitude"),
     "KMR310": ("vacuous budget line", "tighten or remove the line; every setting meets it"),
     "KMR311": ("knob affects no analytic meter or precondition", "remove the knob or use it in a step"),
     "KMR312": ("default setting violates the budget", "change the defaults to a setting that meets the budget"),
@@ -146,6 +148,7 @@ CODES: dict[str, tuple[str, str]] = {
     "KMR408": ("meter could not be measured", "see the note; the meter may need data"),
     "KMR409": ("interrupted", "run again; nothing partial was written"),
     "KMR410": ("rule broke its contract", "fix the implementation or the rule's effect clause"),
+    "KMR411": ("user code exited the process", "remove the sys.exit call; raise an exception to report a problem"),
     # 5xx CLI and I/O
     "KMR500": ("internal error", "this is a bug in KMR; rerun with KMR_DEBUG=1 and report the traceback"),
     "KMR501": ("file not found", "check the path"),

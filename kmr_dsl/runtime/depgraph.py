@@ -23,7 +23,7 @@ A producer is linked when its group is not escaped, it is the group's only produ
 rewritten together, which `prune` does not do yet) and the group has a consumer. The
 result is what the checker gets as `LayerFact.consumers` and what `prune(method =
 channel)` shrinks, so the check predicts exactly what the run removes and refuses
-the rest (KMR241). `coupled(model, x)` gives, for the diagnostics, the producers that
+the rest (KMR304). `coupled(model, x)` gives, for the diagnostics, the producers that
 share a group. If the trace meets something it cannot read (an error in this reader),
 no group is linked: refusing is sound, linking wrongly is not.
 """

@@ -21,16 +21,20 @@ same for a module in hand. The caller caches them (facts.store_cached).
   (a tensor or a shape); else for `hf` models (1, 128) token ids (int64); else
   (1, in_features) of the first Linear. A model whose first layer is a conv needs one
   of the explicit forms (KMR404).
-- `source_hash` is `facts.spec_hash(spec)`.
+- `source_hash` is `facts.spec_hash(spec)`; `dependencies` (what the build imported: the
+  cache's staleness check) is `facts.dependencies_since`.
 """
 
 from __future__ import annotations
+
+import dataclasses
+import sys
 
 import torch
 import torch.nn as nn
 
 from kmr_dsl.diagnostics import KmrError, Span, error
-from kmr_dsl.facts import LayerFact, LoaderSpec, ModelFacts, spec_hash
+from kmr_dsl.facts import LayerFact, LoaderSpec, ModelFacts, dependencies_since, spec_hash
 from kmr_dsl.runtime import depgraph, forward, layers as kl, loaders, meters, tied
 from kmr_dsl.runtime import modules as km
 
@@ -145,10 +149,12 @@ def _persistent_buffers(module: nn.Module):
 
 
 def model_facts(spec: LoaderSpec, trust: bool = False, span: Span | None = None) -> ModelFacts:
+    before = set(sys.modules)
     model = loaders.load_model(spec, trust=trust, span=span)
     shape, dtype = example_input_shape(spec, model, span)
     try:
-        return model_facts_from_module(model, shape, dtype, source_hash=spec_hash(spec))
+        facts = model_facts_from_module(model, shape, dtype, source_hash=spec_hash(spec))
+        return dataclasses.replace(facts, dependencies=dependencies_since(spec, before))
     except KmrError:
         raise
     except Exception as exc:  # noqa: BLE001 - the example input does not fit the model

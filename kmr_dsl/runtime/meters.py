@@ -25,9 +25,7 @@ Contract (units: counts, bytes, seconds, ratios):
 
 from __future__ import annotations
 
-import os
 import statistics
-import tempfile
 import time
 from contextlib import contextmanager
 
@@ -66,10 +64,10 @@ def trainable_params(model: nn.Module) -> int:
 
 def size(model: nn.Module, recipe: dict | None = None) -> int:
     """Bytes of the artifact `artifact.save(model, PATH, recipe)` writes (anywhere: the
-    file's bytes do not depend on its location), measured by writing it."""
+    file's bytes do not depend on its location), measured by serializing the very same
+    file in memory: no temporary file exists that a killed run could leave behind."""
     from kmr_dsl.runtime import artifact
-    with tempfile.TemporaryDirectory(prefix="kmr-size-") as tmp:
-        return artifact.save(model, os.path.join(tmp, "model.safetensors"), recipe or {})
+    return artifact.nbytes(model, recipe or {})
 
 
 def macs(model: nn.Module, input_shape, input_dtype: str = "float32") -> int:

@@ -376,5 +376,5 @@ def test_resnet_channel_pruning_of_a_residual_stream_is_refused_by_check(tmp_pat
     monkeypatch.setenv("KMR_CACHE_DIR", str(tmp_path / "cache"))
     assert main(["check", str(path)]) != 0
     err = capsys.readouterr().err
-    assert "error[KMR241]" in err and "arch.kmr:7:" in err
+    assert "error[KMR304]" in err and "arch.kmr:7:" in err
     assert "resnet.encoder.stages.0.layers.0.layer.1.convolution" in err
