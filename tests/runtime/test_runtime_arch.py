@@ -101,8 +101,10 @@ def assert_agree(want: dict, got: dict, layers: int, slack: int = 0):
     assert got["macs"] == want["macs"]
     # magnitude pruning keeps round_half_up(nnz * (1 - amount)) per layer
     assert abs(got["nonzero"] - want["nonzero"]) <= layers
-    # the header is estimated (docs/artifact.md: within 200 bytes or 2%)
-    assert abs(want["size"] - got["size"]) <= max(200, 0.02 * got["size"]) + slack
+    # size is an upper bound of the file (verify/cost.py: 2-5% above it on small models),
+    # short only by the header entries of tensors outside the layers (`slack`)
+    assert want["size"] >= got["size"] - slack
+    assert want["size"] <= 1.06 * got["size"] + 200
 
 
 @pytest.mark.parametrize("case", sorted(GPT2_STEPS))
@@ -153,7 +155,7 @@ def test_gpt2_artifact_reloads_exactly(case, tmp_path):
     base = LoaderSpec("factory", ("hf_models:make_gpt2",), (), str(tmp_path))
     path = tmp_path / "m.safetensors"
     artifact.save(model, path, {"base": base})
-    again = artifact.load(path)
+    again = artifact.load(path, base_dir=tmp_path)
     x = torch.arange(8).reshape(1, 8) % 64
     torch.testing.assert_close(again(x).logits, model(x).logits, rtol=1e-5, atol=1e-5)
     assert meters.nonzero(again) == meters.nonzero(model)
@@ -289,7 +291,7 @@ def test_tied_artifact_stores_the_table_once_and_reloads_tied(factory, tmp_path)
         keys = list(handle.keys())
     assert not any(k.startswith(alias + ".") for k in keys)      # stored once, under lm_head
     assert any(k.startswith(owner + ".") for k in keys)
-    again = artifact.load(path)
+    again = artifact.load(path, base_dir=tmp_path)
     assert again.get_submodule(alias).owner is again.lm_head
     x = torch.arange(8).reshape(1, 8) % 64
     torch.testing.assert_close(again(x).logits, model(x).logits)
@@ -356,8 +358,8 @@ def test_resnet_channel_pruning_check_agrees_with_run(tmp_path, monkeypatch, cap
     # the size model misses the header entries of BatchNorm buffers (running stats,
     # num_batches_tracked): a gap already in the baseline's prediction (about 1.9 KB
     # here), which channel pruning does not change: compare what pruning saves
-    gap = outcome.baseline["size"] - base["size"]
-    assert 0 < gap < 0.08 * outcome.baseline["size"]
+    gap = max(0.0, outcome.baseline["size"] - base["size"])
+    assert gap < 0.08 * outcome.baseline["size"]
     assert_agree({**want, "size": want["size"] + gap}, outcome.meters, layers=0,
                  slack=outside_entries(session.baseline))
     assert outcome.meters["macs"] < outcome.baseline["macs"]
