@@ -297,6 +297,11 @@ def test_tied_artifact_stores_the_table_once_and_reloads_tied(factory, tmp_path)
     torch.testing.assert_close(again(x).logits, model(x).logits)
     assert meters.params(again) == meters.params(model) == sum(p.numel() for p in again.parameters()) + \
         again.lm_head.numel
+    # a fresh instance passed by hand (not through a loader) is linked the same way
+    fresh = getattr(hf_models, factory)(tied=True)
+    by_hand = artifact.load(path, base=fresh)
+    assert by_hand.get_submodule(alias).owner is by_hand.lm_head
+    torch.testing.assert_close(by_hand(x).logits, model(x).logits)
 
 
 def test_factoring_a_tied_layer_is_refused_by_check_and_by_the_rule(tmp_path, monkeypatch, capsys):
