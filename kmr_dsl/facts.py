@@ -74,6 +74,7 @@ class LayerFact:
     consumers: tuple[str, ...] = ()   # layers whose input is this layer's output channels (sequential models)
     kernel: tuple[int, ...] = ()      # Conv2d kernel size
     tied: tuple[str, ...] = ()        # other names of this layer's weight (a tied embedding): not layers themselves
+    group_size: int = 0               # inputs per integer scale (0: one scale per row)
 
     @property
     def params(self) -> int:
