@@ -379,3 +379,28 @@ def test_resnet_channel_pruning_of_a_residual_stream_is_refused_by_check(tmp_pat
     err = capsys.readouterr().err
     assert "error[KMR304]" in err and "arch.kmr:7:" in err
     assert "resnet.encoder.stages.0.layers.0.layer.1.convolution" in err
+
+
+@pytest.mark.parametrize("rule", ["gptq", "sparsegpt", "smoothquant", "awq"])
+def test_calibrated_rules_take_gpt2_conv1d(rule):
+    import importlib
+
+    import hf_models
+    import torch
+    from kmr_dsl.runtime.data import Dataset
+
+    model = hf_models.make_gpt2()
+    x = torch.arange(8).reshape(1, 8) % 64
+    before = model(x).logits
+    data = Dataset(torch.randint(0, 64, (16, 8), generator=torch.Generator().manual_seed(0)), None, "tokens")
+    layers = kl.select_layers(model, ("Linear",), "*.mlp.c_fc")
+    kwargs = {"gptq": {"bits": 8, "group_size": 0}, "sparsegpt": {"amount": 0.5}, "smoothquant": {},
+              "awq": {"bits": 8, "group_size": 0}}[rule]
+    importlib.import_module(f"kmr_dsl.rules.{rule}").apply(model, layers, calibration=data, samples=16, **kwargs)
+    for name, layer in kl.select_layers(model, ("Linear",), "*.mlp.c_fc"):
+        assert not kl.is_conv1d(layer), name
+    after = model(x).logits
+    assert after.shape == before.shape
+    # a calibrated 8-bit / half-sparse FFN input keeps the outputs close (a transposed
+    # weight would not)
+    assert torch.nn.functional.cosine_similarity(after.flatten(), before.flatten(), dim=0) > 0.9
