@@ -5,6 +5,7 @@ residual streams are refused at check time (KMR304)."""
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from examples_helpers import run_program
@@ -15,7 +16,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("sklearn")
 
-from conftest import EXAMPLES  # noqa: E402
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 @pytest.fixture

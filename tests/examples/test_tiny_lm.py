@@ -4,6 +4,7 @@ check's size prediction against run's measurement."""
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from examples_helpers import run_program
@@ -13,7 +14,7 @@ from kmr_dsl.cli import main
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from conftest import EXAMPLES  # noqa: E402
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def test_tiny_lm_per_layer_quantization(tmp_path, kmr_cache, one_thread, capsys):
