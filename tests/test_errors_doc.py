@@ -36,7 +36,7 @@ DIGITS = ModelFacts((_linear("fc1", 64, 128), _linear("fc2", 128, 64), _linear("
                     64 * 128 + 128 + 128 * 64 + 64 + 64 * 10 + 10, 64 * 128 + 128 * 64 + 64 * 10, (1, 64))
 
 
-# a tiny language model whose output projection is tied to its embedding (KMR240)
+# a tiny language model whose output projection is tied to its embedding (KMR245)
 TIED_LM = ModelFacts((_linear("layers.0", 16, 16),
                       LayerFact("lm_head", "Linear", 16, 64, (64, 16), 1024, 0, "float32", 32, 1.0, 1024,
                                 tied=("embed",))), 1024 + 256 + 16, 1024 + 256, (1, 8), "int64")

@@ -2,7 +2,7 @@
 
 Contract: `refuse(cx, rule, args, layers, facts, span)` runs after a step's layers are
 resolved and reports, located at the step's selector:
-- KMR240: `lowrank` or `lora` on a layer whose weight is tied to an embedding
+- KMR245: `lowrank` or `lora` on a layer whose weight is tied to an embedding
   (`LayerFact.tied`): the embedding reads the layer's weight as its table, and factors
   or an adapter would make it compute a second matmul the cost model does not see (or
   untie it); quantization and unstructured pruning are fine (one table, changed once).
@@ -32,7 +32,7 @@ def refuse(cx, rule: P.Rule, args, layers, facts, span) -> None:
     if impl in ("kmr_dsl.rules.lowrank", "kmr_dsl.rules.lora"):
         tied = [facts.layer(n) for n in layers if facts.layer(n).tied]
         if tied:
-            cx.report(error("KMR240", span, f"`{rule.name}` cannot factor {_listed([f.name for f in tied])}: "
+            cx.report(error("KMR245", span, f"`{rule.name}` cannot factor {_listed([f.name for f in tied])}: "
                             "its weight is tied to an embedding",
                             *(f"`{f.name}` is also the table of {', '.join(f'`{a}`' for a in f.tied)}" for f in tied),
                             hint="leave tied layers out of the selector (e.g. name = \"model.layers.*\"); "

@@ -60,7 +60,7 @@ def float_weights(rule: str, name: str, layer) -> None:
 
 
 def not_tied(rule: str, model, name: str, layer) -> None:
-    """lowrank and lora cannot transform a weight an embedding also reads (KMR240 at check time)."""
+    """lowrank and lora cannot transform a weight an embedding also reads (KMR245 at check time)."""
     aliases = kl.tied_aliases(model, layer)
     if aliases:
         fail(rule, f"`{name}` is tied to the embedding {', '.join(f'`{a}`' for a in aliases)}",

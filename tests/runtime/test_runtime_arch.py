@@ -315,7 +315,7 @@ def test_factoring_a_tied_layer_is_refused_by_check_and_by_the_rule(tmp_path, mo
     monkeypatch.setenv("KMR_CACHE_DIR", str(tmp_path / "cache"))
     assert main(["check", str(path)]) != 0
     err = capsys.readouterr().err
-    assert "error[KMR240]" in err and "arch.kmr:7:29:" in err and "model.embed_tokens" in err
+    assert "error[KMR245]" in err and "arch.kmr:7:29:" in err and "model.embed_tokens" in err
     model = tied.link(hf_models.make_llama())
     with pytest.raises(KmrError) as info:
         lowrank.apply(model, kl.select_layers(model, ("Linear",), "lm_head"), ratio=0.5)
