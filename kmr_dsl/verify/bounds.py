@@ -146,10 +146,15 @@ def _domain(kv: KnobVar, sides: set, points: bool):
 
 def _cells(kv: KnobVar, sides: set) -> tuple[list[tuple[float, float]], list | None]:
     """Boxes covering the (possibly relaxed) domain; the exact values when all are points."""
-    if kv.finite and not sides:
+    if kv.finite and len(kv.values) > CAP:
+        # a huge lattice (`int in [1 B, 1 GB]`): its hull in PIECES cells, never its points
+        lo, hi = float(kv.values[0]), float(kv.values[-1])
+        width = (hi - lo) / PIECES
+        cells = [(lo + i * width, lo + (i + 1) * width) for i in range(PIECES)]
+    elif kv.finite and not sides:
         vals = [Fraction(int(v)) if isinstance(v, bool) else Fraction(v) for v in kv.values]
         return [(float(v), float(v)) for v in vals], list(kv.values)
-    if kv.finite:
+    elif kv.finite:
         lo, hi = float(kv.values[0]), float(kv.values[-1])
         cells = [(float(v), float(v)) for v in kv.values]
     else:
@@ -165,7 +170,10 @@ def _cells(kv: KnobVar, sides: set) -> tuple[list[tuple[float, float]], list | N
 
 def _points(kv: KnobVar, sides: set) -> list:
     """Exact candidate values: the domain's points (reals: ends and a grid), tails when relaxed."""
-    if kv.finite:
+    if kv.finite and len(kv.values) > CAP:
+        n = len(kv.values) - 1
+        pts = list(dict.fromkeys(kv.values[n * i // PIECES] for i in range(PIECES + 1)))
+    elif kv.finite:
         pts = list(kv.values)
     else:
         lo, hi = kv.lo, kv.hi

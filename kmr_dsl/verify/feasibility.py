@@ -26,17 +26,22 @@ Order of work, cheapest first (bounds.py explains why):
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import z3
 
 from kmr_dsl.diagnostics import Diagnostic, error
 from kmr_dsl.verify import algebra as A
 from kmr_dsl.verify.bounds import MARGIN, bound_line, decompose, point_range, relax_line, sound_bound
-from kmr_dsl.verify.budget import Line, holds
+from kmr_dsl.verify.budget import Line, holds, scaled
+from kmr_dsl.verify import certificate
+from kmr_dsl.verify.knapsack import Knapsack, exact_line_values
 from kmr_dsl.verify.lower import Encoding
 from kmr_dsl.verify.numeric import Unevaluable, as_number, evaluate
 from kmr_dsl.verify.render import render_setting
 from kmr_dsl.verify.report import (CoreMember, Limits, ObligationResult, Verdict, new_solver, solver_verdict,
                                    unknown_reason)
+from kmr_dsl.verify.separable import separate
 from kmr_dsl.verify.state import PipelineModel
 
 
@@ -164,7 +169,72 @@ def check_feasibility(model: PipelineModel, lines: list[Line], limits: Limits,
     for cand in candidates:
         if meets_all(lines, model, cand):
             return _proved(model, lines, cand, "bounds" if cand is not defaults else "defaults")
+    decided = _by_knapsack(model, lines)
+    if decided is not None:
+        return decided
     return _by_solver(model, lines, limits)
+
+
+def separable(model: PipelineModel, lines: list[Line]):
+    """The lines as a separable sum (separable.py), cached; None when they are not one."""
+    key = ("separable", tuple(id(ln.expr) for ln in lines))
+    hit = model.cache.get(key)
+    if hit is not None and hit[0] == [ln.expr for ln in lines]:
+        return hit[1]
+    sep = None
+    if all(ln.op in ("<=", "<") and ln.expr is not None for ln in lines):
+        decs = [decomposition(model, ln.expr) for ln in lines]
+        if all(d is not None for d in decs):
+            try:
+                sep = separate(model, lines, decs)
+            except (A.NotModelled, Unevaluable, ZeroDivisionError):
+                sep = None
+    model.cache[key] = ([ln.expr for ln in lines], sep)
+    return sep
+
+
+def _by_knapsack(model, lines):
+    """Every line at once as a multiple-choice knapsack (knapsack.py); None when not separable
+    or when HiGHS cannot decide (then Z3 is asked)."""
+    sep = separable(model, lines)
+    if sep is None:
+        return None
+    try:
+        ks = Knapsack(sep)
+    except ValueError:
+        return None
+    verdict, setting = ks.solve()
+    if verdict == "feasible":
+        values = exact_line_values(sep, setting)
+        if not all(holds(ln.op, v) for ln, v in zip(lines, values)):
+            return None
+        full = dict(model.knobs.defaults())
+        full.update({model.knobs.by_symbol[s].name: v for s, v in setting.items()})
+        return _proved(model, lines, full, "milp")
+    if verdict != "infeasible":
+        return None
+    rows, minimal = ks.core(list(range(len(lines))))
+    full_y, bound = None, None
+    for y in ks.multipliers(rows) or ():
+        full_y = [Fraction(0)] * len(lines)
+        for i, yi in zip(rows, y):
+            full_y[i] = yi
+        bound = certificate.check(sep, full_y)
+        if bound is not None:
+            break
+    cert = certificate.to_json(lines, full_y, bound) if bound is not None else certificate.to_json(
+        [lines[i] for i in rows], None, None)
+    core = [CoreMember("line", lines[i].text, lines[i].span) for i in rows]
+    return _refuted(model, lines, core, minimal, "milp", certificate=cert)
+
+
+def _line_certificate(model, line: Line):
+    """y = (1) for one line whose minimum alone is positive, checked exactly (None if it cannot be)."""
+    sep = separable(model, [line])
+    if sep is None:
+        return None
+    bound = certificate.check(sep, [Fraction(1)])
+    return certificate.to_json([line], [Fraction(1)], bound) if bound is not None else None
 
 
 def _by_bounds(model, lines, defaults, candidates, limits):
@@ -181,11 +251,12 @@ def _by_bounds(model, lines, defaults, candidates, limits):
             found = _bounds_core(model, ln, dec, limits, lb, split_families(model, lines))
             if found is not None:
                 core, minimal, best = found
-                return _refuted(model, lines, core, minimal, "bounds", best=(ln, best, lb.lb))
+                cert = _line_certificate(model, ln) if len(core) == 1 else None
+                return _refuted(model, lines, core, minimal, "bounds", best=(ln, best, lb.lb), certificate=cert)
         cand = dict(defaults)
         cand.update({knobs.by_symbol[s].name: v for s, v in lb.argmin.items()})
         candidates.append(cand)
-        weighted.append(A.mul(1 / max(abs(lb.lb), abs(lb.ub), 1.0), ln.expr))
+        weighted.append(scaled(1 / max(abs(lb.lb), abs(lb.ub), 1.0), ln.expr))
     if len(weighted) > 1:
         try:
             combo = A.add(*weighted)
@@ -341,7 +412,7 @@ def approx_value(model, expr, env):
     return int(round(v)) if abs(v - round(v)) <= 1e-6 * max(1.0, abs(v)) else round(v, 6)
 
 
-def _refuted(model, lines, core, minimal, method, best=None):
+def _refuted(model, lines, core, minimal, method, best=None, certificate=None):
     span = next((m.span for m in core if m.kind == "line"), lines[0].span)
     notes = [f"conflicting: `{m.text}` ({'budget line' if m.kind == 'line' else 'knob bound'} at {m.span})"
              for m in core]
@@ -361,10 +432,18 @@ def _refuted(model, lines, core, minimal, method, best=None):
             pass
     if not minimal:
         notes.append("the solver could not decide every subset: this core may not be minimal")
+    if certificate is not None and certificate.get("checked"):
+        weights = " + ".join(f"{float(Fraction(y)):.4g} x (`{t}`)" for y, t in
+                             zip(certificate["multipliers"], certificate["lines"]) if y != "0")
+        notes.append(f"certificate (checked in exact arithmetic): {weights}, each line as left - right, is at "
+                     f"least {float(Fraction(certificate['bound'])):.4g} > 0 at every setting")
+    elif certificate is not None:
+        notes.append("certificate: the MILP solver's exhaustive branch and bound (the LP relaxation alone is "
+                     "feasible, so no multiplier certificate exists)")
     summary = "budget cannot be met: " + "; ".join(m.text for m in core)
     diag = error("KMR302", span, "no knob setting meets the budget", *notes)
     return ObligationResult("feasibility", Verdict.REFUTED, span, summary, model.pipeline.name,
-                            core=tuple(core), core_minimal=minimal, method=method), [diag]
+                            core=tuple(core), core_minimal=minimal, method=method, certificate=certificate), [diag]
 
 
 __all__ = ["approx_value", "check_feasibility", "decomposition", "line_bound", "line_holds", "line_range",

@@ -90,9 +90,18 @@ def exact_comparisons(compared, knobs) -> bool:
         if x is False:
             return False
         kv = knobs.by_symbol.get(x)
-        if kv is None or not kv.finite or not all(_binary(v) for v in kv.values):
+        if kv is None or not kv.finite or not _all_binary(kv.values):
             return False
     return True
+
+
+def _all_binary(values) -> bool:
+    """Every value a binary fraction; a lattice first + i*step is when its ends and step are
+    and it stays below 2^53 (float64 is exact there)."""
+    if hasattr(values, "step") and len(values) > 64:
+        return (_binary(values[0]) and _binary(values.step) and abs(values[0]) < 2 ** 52
+                and abs(values[-1]) < 2 ** 52)
+    return all(_binary(v) for v in values)
 
 
 def _binary(v) -> bool:

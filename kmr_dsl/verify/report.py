@@ -87,6 +87,7 @@ class ObligationResult:
     reason: str | None = None            # UNKNOWN: why
     method: str = ""                     # how it was decided: fold | enumeration | bounds | z3
     layers: tuple[str, ...] = ()
+    certificate: dict | None = None      # feasibility REFUTED: certificate.to_json (how it was checked)
 
     def to_json(self) -> dict:
         return {
@@ -95,6 +96,7 @@ class ObligationResult:
             "summary": self.summary, "witness": self.witness, "counterexample": self.counterexample,
             "core": [m.to_json() for m in self.core], "core_minimal": self.core_minimal,
             "reason": self.reason, "method": self.method, "layers": list(self.layers),
+            "certificate": self.certificate,
         }
 
 
