@@ -33,7 +33,7 @@ import z3
 from kmr_dsl.diagnostics import Diagnostic, error
 from kmr_dsl.verify import algebra as A
 from kmr_dsl.verify.bounds import MARGIN, bound_line, decompose, point_range, relax_line, sound_bound
-from kmr_dsl.verify.budget import Line, holds, scaled
+from kmr_dsl.verify.budget import Line, holds
 from kmr_dsl.verify import certificate
 from kmr_dsl.verify.knapsack import Knapsack, exact_line_values
 from kmr_dsl.verify.lower import Encoding
@@ -166,13 +166,23 @@ def check_feasibility(model: PipelineModel, lines: list[Line], limits: Limits,
         decided = _by_bounds(model, lines, defaults, candidates, limits)
         if decided is not None:
             return decided
+    sep = separable(model, lines) if use_bounds else None
     for cand in candidates:
-        if meets_all(lines, model, cand):
+        if _meets(model, lines, sep, cand):
             return _proved(model, lines, cand, "bounds" if cand is not defaults else "defaults")
-    decided = _by_knapsack(model, lines)
-    if decided is not None:
-        return decided
+    if use_bounds:
+        decided = _by_knapsack(model, lines)
+        if decided is not None:
+            return decided
     return _by_solver(model, lines, limits)
+
+
+def _meets(model, lines, sep, setting) -> bool:
+    """meets_all, exactly and cheaply through the separable form when there is one."""
+    if sep is None:
+        return meets_all(lines, model, setting)
+    env = model.knobs.env(setting)
+    return all(holds(ln.op, v) for ln, v in zip(lines, exact_line_values(sep, env)))
 
 
 def separable(model: PipelineModel, lines: list[Line]):
@@ -239,7 +249,6 @@ def _line_certificate(model, line: Line):
 
 def _by_bounds(model, lines, defaults, candidates, limits):
     knobs = model.knobs
-    weighted = []
     for ln in lines:
         if ln.op not in ("<=", "<"):
             continue
@@ -256,16 +265,6 @@ def _by_bounds(model, lines, defaults, candidates, limits):
         cand = dict(defaults)
         cand.update({knobs.by_symbol[s].name: v for s, v in lb.argmin.items()})
         candidates.append(cand)
-        weighted.append(scaled(1 / max(abs(lb.lb), abs(lb.ub), 1.0), ln.expr))
-    if len(weighted) > 1:
-        try:
-            combo = A.add(*weighted)
-            lb = bound_line(decompose(combo, knobs), knobs)
-            cand = dict(defaults)
-            cand.update({knobs.by_symbol[s].name: v for s, v in lb.argmin.items()})
-            candidates.append(cand)
-        except (A.NotModelled, ZeroDivisionError):
-            pass
     return None
 
 

@@ -33,6 +33,7 @@ import numpy as np
 from scipy import sparse
 from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 
+from kmr_dsl.verify.budget import holds
 from kmr_dsl.verify.separable import Separable, exact_values, values
 
 TIGHTEN = 1e-7         # relative slack each row is tightened (witness) or loosened (refutation) by
@@ -143,6 +144,9 @@ class Knapsack:
     def solve(self, rows: list[int] | None = None):
         """("feasible", exact setting) | ("infeasible", None) | ("unknown", reason)."""
         rows = list(range(len(self.sep.lines))) if rows is None else rows
+        if not self.tables and not self.affine:       # constant lines: nothing to choose
+            ok = all(holds(self.sep.lines[i].op, Fraction(self.sep.consts[i])) for i in rows)
+            return ("feasible", {}) if ok else ("infeasible", None)
         res, layout = self._milp(rows, -TIGHTEN)
         if res.status == 0:
             return "feasible", self._decode(res.x, layout)
@@ -255,11 +259,7 @@ def exact_line_values(sep: Separable, setting: dict) -> list[Fraction]:
                 for i, (k0, coefs) in enumerate(c.affine):
                     out[i] += k0 + sum((a * Fraction(setting[s]) for a, s in zip(coefs, comp.symbols)), Fraction(0))
                 continue
-            point = tuple(setting[s] for s in comp.symbols)
-            p = 0
-            for kv, v in zip(c.kvs, point):
-                p = p * len(kv.values) + kv.values.index(v)
-            row = exact_values(c, n, p)
+            row = exact_values(c, n, c.index(tuple(setting[s] for s in comp.symbols)))
             for i in range(n):
                 out[i] += row[i]
     return out

@@ -63,6 +63,7 @@ class Class:
     affine: list | None = None           # affine: per line, (const, [coef per knob]) as Fractions
     _float: np.ndarray | None = field(default=None, repr=False)
     _exact: dict | None = field(default=None, repr=False)
+    _index: list | None = field(default=None, repr=False)
 
     @property
     def rep(self) -> Component:
@@ -71,6 +72,15 @@ class Class:
     @property
     def points(self) -> int:
         return math.prod(self.sizes)
+
+    def index(self, point: tuple) -> int:
+        """The grid index of exact knob values (inverse of `point`)."""
+        if self._index is None:
+            self._index = [{v: i for i, v in enumerate(kv.values)} for kv in self.kvs]
+        p = 0
+        for n, where, v in zip(self.sizes, self._index, point):
+            p = p * n + where[v]
+        return p
 
     def point(self, p: int) -> tuple:
         """Exact knob values of grid point p (row-major over the knobs)."""
@@ -86,16 +96,6 @@ class Separable:
     lines: list                          # the Line objects, in the order given
     consts: list[Fraction]               # const_i
     classes: list[Class]
-
-
-def _exact_consts(e, out: list) -> list:
-    """Every rational leaf of `e`, pre-order (with the shape key, an exact identity up to renaming)."""
-    if isinstance(e, sp.Rational):
-        out.append(e)
-    else:
-        for a in e.args:
-            _exact_consts(a, out)
-    return out
 
 
 def _affine(exprs: list, symbols: tuple):
@@ -149,7 +149,8 @@ def separate(model, lines: list, decs: list) -> Separable | None:
         pos = {s: j for j, s in enumerate(syms)}
         key = [tuple(id(knobs.by_symbol[s].knob) for s in syms)]
         for i in sorted(parts):
-            key.append((i, tuple((g.key, tuple(_exact_consts(g.expr, [])), tuple(pos[s] for s in g.symbols))
+            # shape and constants (exact: intervals.shape_of keeps inexact ones as Fractions)
+            key.append((i, tuple((g.key, tuple(g.consts), tuple(pos[s] for s in g.symbols))
                                  for g in parts[i].exprs)))
         comp = Component(syms, {i: Part([g.expr for g in p.exprs], p.consts) for i, p in parts.items()},
                          {i: p.exprs for i, p in parts.items()})
@@ -196,7 +197,7 @@ def values(cls: Class, n_lines: int) -> np.ndarray:
     out = np.zeros((n, n_lines))
     for i, part in cls.rep.parts.items():
         for g, consts in zip(cls.rep.groups[i], part.consts):
-            cols = iter([np.array([[c]]) for c in consts])
+            cols = iter([np.array([[float(c)]]) for c in consts])
             lo, hi = ieval(g.expr, env, cols, False)
             out[:, i] += np.broadcast_to(np.asarray(lo, dtype=float), (1, n)).reshape(n)
     cls._float = out
