@@ -129,6 +129,7 @@ CODES: dict[str, tuple[str, str]] = {
     "KMR301": ("precondition may fail", "change the knob domain or reorder the steps so the precondition holds"),
     "KMR302": ("budget infeasible", "relax one of the conflicting budget lines or widen a knob bound"),
     "KMR303": ("verification unknown", "simplify the budget or raise the solver limit with --rlimit"),
+    "KMR304": ("budget line divides by zero", "exclude 0 from the divisor's range"),
     "KMR310": ("vacuous budget line", "tighten or remove the line; every setting meets it"),
     "KMR311": ("knob affects no analytic meter or precondition", "remove the knob or use it in a step"),
     "KMR312": ("default setting violates the budget", "change the defaults to a setting that meets the budget"),

@@ -36,6 +36,7 @@ class Line:
     left: object                # the two sides, for messages ("at best, size = ...")
     right: object
     problem: str | None = None  # why the line could not be modelled
+    undefined: bool = False     # a divisor can be 0 (KMR304 already says so)
 
     @property
     def span(self):

@@ -53,11 +53,13 @@ def check(sep: Separable, y: list[Fraction]) -> Fraction | None:
     return bound if bound > 0 else None
 
 
-def to_json(lines: list, y: list[Fraction] | None, bound: Fraction | None) -> dict:
+def to_json(lines: list, y: list[Fraction] | None, bound: Fraction | None, z3_confirms: bool = False) -> dict:
     if y is None:
-        return {"kind": "branch-and-bound", "checked": False, "lines": [ln.text for ln in lines],
+        return {"kind": "branch-and-bound", "checked": False, "z3_confirms": z3_confirms,
+                "lines": [ln.text for ln in lines],
                 "note": "the LP relaxation is feasible; infeasibility rests on the MILP solver's exhaustive "
-                        "branch and bound, with every line loosened by its tolerance"}
+                        "branch and bound, with every line loosened by its tolerance"
+                        + ("; Z3 found the same lines unsatisfiable on its exact encoding" if z3_confirms else "")}
     return {"kind": "lagrangian", "checked": True, "lines": [ln.text for ln in lines],
             "multipliers": [str(v) for v in y], "bound": str(bound),
             "note": "sum of multiplier x (left - right) over the lines is at least `bound` > 0 for every knob "

@@ -62,7 +62,14 @@ def shape_of(e, slots: dict, consts: list, compared: list | None = None):
         p, q = e.p, e.q
         # int / int: correctly rounded, and far cheaper than float(e); a constant float64
         # cannot hold exactly stays a Fraction, so equal constant lists mean equal terms
-        consts.append(p / q if q & (q - 1) == 0 and -_EXACT < p < _EXACT else Fraction(p, q))
+        if q & (q - 1) == 0 and -_EXACT < p < _EXACT:
+            consts.append(p / q)
+        else:
+            try:
+                p / q               # the float bounds need every constant within float64's range
+            except OverflowError:
+                raise NotModelled(f"the constant {e} is beyond the range of float64") from None
+            consts.append(Fraction(p, q))
         return "c"
     if isinstance(e, sp.Symbol):
         if isinstance(e, (Unmodelled, UnmodelledBool)):
