@@ -15,7 +15,7 @@ are a few dozen variables, not 1,000 x points). Points no better than another on
 line are dropped first (with only `<=` lines a dominated point is never needed).
 An affine class adds, per member and knob, an integer lattice index (stepped knobs:
 `int in [1 B, 1 GB]` is one bounded integer) or a continuous value (real knobs).
-Each line is one row, divided by its magnitude so HiGHS's tolerances are relative.
+Each line is one row, divided by its largest coefficient.
 
 Floating point: HiGHS decides in float64 with tolerances. A "feasible" answer is
 asked for with every row tightened by TIGHTEN and its setting is re-checked exactly
@@ -133,7 +133,10 @@ class Knapsack:
 
     def _milp(self, rows: list[int], slack: float):
         a, rhs, integ, vlo, vhi, eq, eq_rhs, layout = self._rows(rows)
-        s = self.scale[rows]
+        # rows divided by their largest coefficient: dividing by the magnitude of the values
+        # instead would shrink a 1-byte coefficient beside a 1 GB range below HiGHS's
+        # smallest kept matrix entry (1e-9), silently dropping the variable
+        s = np.maximum(np.abs(a).max(axis=1) if a.size else np.ones(len(rows)), 1.0)
         cons = [LinearConstraint(a / s[:, None], -np.inf, rhs / s + slack)]
         if len(eq_rhs):
             cons.append(LinearConstraint(eq, eq_rhs, eq_rhs))
