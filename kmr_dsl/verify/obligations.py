@@ -26,7 +26,7 @@ from kmr_dsl.verify.composability import check_composability
 from kmr_dsl.verify.definedness import undefined_lines
 from kmr_dsl.verify.feasibility import check_feasibility
 from kmr_dsl.verify.report import (DEFAULT_RLIMIT, DEFAULT_TIMEOUT_S, Limits, ObligationResult, Verdict,
-                                   VerifyReport)
+                                   VerifyReport, merge_diagnostics)
 from kmr_dsl.verify.state import PipelineModel, build_model
 from kmr_dsl.verify.warnings import check_warnings, unused_declarations
 
@@ -83,6 +83,7 @@ def verify(program: CheckedProgram, pipeline: str | None = None, rlimit: int = D
                                             hint="this is a bug in KMR; please report it with the program"))
     if pipeline is None:
         report.diagnostics.extend(unused_declarations(program))
+    report.diagnostics = merge_diagnostics(report.diagnostics)
     return report
 
 
