@@ -145,6 +145,7 @@ CODES: dict[str, tuple[str, str]] = {
     "KMR408": ("meter could not be measured", "see the note; the meter may need data"),
     "KMR409": ("interrupted", "run again; nothing partial was written"),
     "KMR410": ("rule broke its contract", "fix the implementation or the rule's effect clause"),
+    "KMR411": ("model has no weights", "load real weights to run; a meta-device model can only be checked"),
     # 5xx CLI and I/O
     "KMR500": ("internal error", "this is a bug in KMR; rerun with KMR_DEBUG=1 and report the traceback"),
     "KMR501": ("file not found", "check the path"),

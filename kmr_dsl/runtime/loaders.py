@@ -212,7 +212,8 @@ def hf_folder(arg: str, base_dir, span: Span) -> Path:
     raise KmrError(error("KMR402", span, f"`{folder}` has no config.json", hint="point hf() at a Hugging Face model folder"))
 
 
-def hf_model(arg: str, base_dir=".", span: Span | None = None, weights: bool = True) -> nn.Module:
+def hf_model(arg: str, base_dir=".", span: Span | None = None, weights: bool = True,
+             meta: bool = False) -> nn.Module:
     span = _span(span)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -226,12 +227,29 @@ def hf_model(arg: str, base_dir=".", span: Span | None = None, weights: bool = T
         if weights:
             return transformers.AutoModel.from_pretrained(str(folder), attn_implementation="eager")
         config = transformers.AutoConfig.from_pretrained(str(folder))
+        if meta:
+            # `hf(PATH, weights = false)`: the architecture config.json names (with its head),
+            # built on the meta device: shapes only, no memory for weights (a 70B model fits)
+            arch = next((getattr(transformers, a, None) for a in (config.architectures or ())
+                         if isinstance(getattr(transformers, a, None), type)), None)
+            with torch.device("meta"):
+                if arch is not None:
+                    return arch._from_config(config, attn_implementation="eager")
+                return transformers.AutoModel.from_config(config, attn_implementation="eager")
         return transformers.AutoModel.from_config(config, attn_implementation="eager")
     except Exception as exc:  # noqa: BLE001
         raise KmrError(error("KMR402", span, f"transformers could not load `{folder}`", f"{type(exc).__name__}: {exc}")) from exc
 
 
-def load_model(spec: LoaderSpec, trust: bool = False, span: Span | None = None, weights: bool = True) -> nn.Module:
+def is_meta(model: nn.Module) -> bool:
+    """Built on the meta device (shapes, no weights): checkable, not runnable."""
+    return any(p.is_meta for p in model.parameters())
+
+
+def load_model(spec: LoaderSpec, trust: bool = False, span: Span | None = None, weights: bool = True,
+               allow_meta: bool = False) -> nn.Module:
+    """The model of a loader call; a model without weights (meta device) only when allow_meta
+    (`kmr check`): anything that runs it gets KMR411 instead."""
     span = _span(span)
     if spec.kind == "torch_module":
         if not spec.args:
@@ -242,10 +260,15 @@ def load_model(spec: LoaderSpec, trust: bool = False, span: Span | None = None, 
     elif spec.kind == "hf":
         if not spec.args:
             raise KmrError(error("KMR402", span, "hf() needs a folder or a package name"))
-        model = hf_model(str(spec.args[0]), spec.base_dir, span, weights)
+        no_weights = spec.kw("weights") is False
+        model = hf_model(str(spec.args[0]), spec.base_dir, span, weights and not no_weights, meta=no_weights)
     else:
         raise KmrError(error("KMR402", span, f"`{spec.kind}` is not a model loader",
                              hint="use torch_module, factory or hf"))
+    if not allow_meta and is_meta(model):
+        raise KmrError(error("KMR411", span, "the model has no weights (it is built on the meta device)",
+                             "a model without weights can be checked (`kmr check`), not run",
+                             hint="load real weights: drop `weights = false`, or build the model on the CPU"))
     return _prepare(model)
 
 
@@ -274,5 +297,5 @@ def load_data(spec: LoaderSpec, span: Span | None = None) -> kdata.Dataset:
     raise KmrError(error("KMR403", span, f"`{spec.kind}` is not a data loader", hint="use sklearn, tensors or factory"))
 
 
-__all__ = ["RESERVED_KWARGS", "factory_model", "hf_folder", "hf_model", "import_module_from", "import_ref",
+__all__ = ["RESERVED_KWARGS", "factory_model", "hf_folder", "hf_model", "import_module_from", "import_ref", "is_meta",
            "load_data", "load_model", "load_weights", "torch_module"]
