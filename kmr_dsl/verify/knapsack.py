@@ -152,7 +152,10 @@ class Knapsack:
             return ("feasible", {}) if ok else ("infeasible", None)
         res, layout = self._milp(rows, -TIGHTEN)
         if res.status == 0:
-            return "feasible", self._decode(res.x, layout)
+            setting = self._decode(res.x, layout)
+            if setting is None:
+                return "unknown", "the MILP solution did not round to a setting"
+            return "feasible", setting
         if res.status != 2:
             return "unknown", f"the MILP solver stopped: {res.message}"
         loose, _ = self._milp(rows, TIGHTEN)
@@ -174,11 +177,14 @@ class Knapsack:
                 minimal = False
         return core, minimal
 
-    def _decode(self, x, layout) -> dict:
+    def _decode(self, x, layout) -> dict | None:
+        """The exact setting a MILP solution stands for (None when it does not round to one)."""
         setting: dict = {}
         for kind, c, what, start in layout:
             if kind == "table":
                 counts = np.rint(x[start:start + len(what)]).astype(int)
+                if counts.min() < 0 or counts.sum() != len(c.members):
+                    return None
                 members = iter(c.members)
                 for p, n in zip(what, counts):
                     point = c.point(int(p))
@@ -194,7 +200,13 @@ class Knapsack:
                     if kv.kind == "stepped":
                         setting[s] = kv.values[min(max(int(round(v)), 0), len(kv.values) - 1)]
                     else:
-                        setting[s] = min(max(Fraction(v), kv.lo), kv.hi)
+                        v = min(max(Fraction(float(v)), kv.lo), kv.hi)
+                        if not kv.contains(v):          # an open end: step just inside it
+                            inward = (kv.hi - kv.lo) / (1 << 20)
+                            v = v + inward if v == kv.lo else v - inward
+                        if not kv.contains(v):
+                            return None
+                        setting[s] = v
         return setting
 
     # ------------------------------------------------------------ the dual (certificate)

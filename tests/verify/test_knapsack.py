@@ -192,3 +192,25 @@ pipeline compress(deep) {
     report = verify(program(src, 3))
     assert not any(r.method == "internal" for r in report.results), report.dumps()
     assert feasibility(report).verdict is Verdict.PROVED
+
+
+def test_a_real_knob_with_an_open_end_is_a_continuous_variable():
+    src = """import "std"
+model deep = factory("bench:mlp")
+knob s[l in layers(Linear)] : float in [0.0, 0.9] step 0.05 = 0.0
+knob r : float in (0.0, 2.0] = 0.01
+pipeline compress(deep) {{
+    for l in layers(Linear) {{ prune(amount = s[l]) }}
+    budget {{
+        size <= r * 1 MB
+        r <= {cap}
+        nonzero >= 50% * baseline.nonzero
+    }}
+}}
+"""
+    prog = program(src.format(cap=1.5), 40)
+    res = feasibility(verify(prog))
+    assert res.verdict is Verdict.PROVED and res.method == "milp"
+    assert 0 < res.witness["r"] <= 1.5 and all(v for _, v in exact_lines(prog, res.witness))
+    res = feasibility(verify(program(src.format(cap=0.05), 40)))
+    assert res.verdict is Verdict.REFUTED and res.certificate["checked"]
