@@ -32,6 +32,7 @@ re-checked (widened, else exactly with rationals) before anyone calls it a witne
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -254,15 +255,20 @@ def _run_batch(groups, members, counts, points: bool, widen: bool):
     k = len(counts)
     counts = list(counts)
     hull = [False] * k
-    total = int(np.prod(counts)) if counts else 1
+    total = math.prod(counts)       # exact: np.prod wraps around past 2^63 (25 knobs of 11 values)
     while total > CAP:
-        # coarsen the largest domain to one cell (its hull) or, for points, to its ends
+        # coarsen the largest domain to one cell (its hull) or, for points, to its ends,
+        # and with many knobs (2^25 ends) to its first point: points are only candidates
         j = max((i for i in range(k) if counts[i] > (2 if points else 1)), key=lambda i: counts[i], default=None)
+        keep = 2 if points else 1
+        if j is None and points:
+            j = next((i for i in range(k) if counts[i] > 1), None)
+            keep = 1
         if j is None:
             break
-        hull[j] = True
+        hull[j] = keep if points else True
         total //= counts[j]
-        counts[j] = 2 if points else 1
+        counts[j] = keep
         total *= counts[j]
     idx = np.indices(counts).reshape(k, -1) if k else np.zeros((0, 1), dtype=int)
     n = len(members)
@@ -275,7 +281,7 @@ def _run_batch(groups, members, counts, points: bool, widen: bool):
         hi = np.empty((len(rows), counts[j]))
         for r, dom in enumerate(rows):
             if points:
-                vals = dom if not hull[j] else [dom[0], dom[-1]]
+                vals = dom if not hull[j] else [dom[0], dom[-1]][:hull[j]]
                 lo[r] = hi[r] = [float(v) for v in vals]
             else:
                 cells = dom[0]
@@ -302,7 +308,7 @@ def _run_batch(groups, members, counts, points: bool, widen: bool):
                 for j in range(k):
                     vals = doms[j] if points else doms[j][1]
                     if points and hull[j]:
-                        vals = [vals[0], vals[-1]]
+                        vals = [vals[0], vals[-1]][:hull[j]]
                     out.append(vals[idx[j][col]])
                 return tuple(out)
             res.argmin, res.argmax = pick(amin[m]), pick(amax[m])

@@ -98,23 +98,56 @@ class Separable:
     classes: list[Class]
 
 
+def _linear(e, pos: dict):
+    """(const, {slot: coef}) when e is affine in the knobs of `pos`, else None.
+
+    A linear walk (never sympy's expand: a product of 25 factors `(1 - k_i)` would expand
+    to 2^25 terms): a product may have at most one factor that reads a knob.
+    """
+    if isinstance(e, sp.Rational):
+        return frac(e), {}
+    if isinstance(e, sp.Symbol):
+        return (Fraction(0), {pos[e]: Fraction(1)}) if e in pos else None
+    t = type(e)
+    if t is sp.Add:
+        const, coefs = Fraction(0), {}
+        for a in e.args:
+            part = _linear(a, pos)
+            if part is None:
+                return None
+            const += part[0]
+            for j, c in part[1].items():
+                coefs[j] = coefs.get(j, Fraction(0)) + c
+        return const, coefs
+    if t is sp.Mul:
+        scale, live = Fraction(1), None
+        for a in e.args:
+            part = _linear(a, pos)
+            if part is None:
+                return None
+            if part[1]:
+                if live is not None:
+                    return None          # a product of two knob-dependent factors
+                live = part
+            else:
+                scale *= part[0]
+        if live is None:
+            return scale, {}
+        return scale * live[0], {j: scale * c for j, c in live[1].items()}
+    return None
+
+
 def _affine(exprs: list, symbols: tuple):
     """(const, [coef per symbol]) when the sum of `exprs` is affine with rational coefficients."""
+    pos = {s: j for j, s in enumerate(symbols)}
     const, coefs = Fraction(0), [Fraction(0)] * len(symbols)
     for e in exprs:
-        try:
-            poly = sp.Poly(e, *symbols)
-        except (sp.PolynomialError, sp.GeneratorsNeeded, TypeError, ValueError):
+        part = _linear(e, pos)
+        if part is None:
             return None
-        if poly.total_degree() > 1:
-            return None
-        for monom, c in poly.terms():
-            if not isinstance(c, sp.Rational):
-                return None
-            if sum(monom) == 0:
-                const += frac(c)
-            else:
-                coefs[monom.index(1)] += frac(c)
+        const += part[0]
+        for j, c in part[1].items():
+            coefs[j] += c
     return const, coefs
 
 
