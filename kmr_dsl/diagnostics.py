@@ -125,6 +125,7 @@ CODES: dict[str, tuple[str, str]] = {
     "KMR224": ("constant budget line", "compare a meter, e.g. `size <= 16 KB`, or remove the line"),
     "KMR225": ("derived meter defined in terms of itself", "define one of the meters in the cycle without the others"),
     "KMR226": ("selector on a step inside a for block", "drop `on ...`; the step applies to the loop's layer"),
+    "KMR227": ("code outside the program's folder refused", "move the module next to the program, or pass `trust = true` / --trust if you trust it"),
     # 3xx proofs
     "KMR301": ("precondition may fail", "change the knob domain or reorder the steps so the precondition holds"),
     "KMR302": ("budget infeasible", "relax one of the conflicting budget lines or widen a knob bound"),
@@ -145,7 +146,8 @@ CODES: dict[str, tuple[str, str]] = {
     "KMR408": ("meter could not be measured", "see the note; the meter may need data"),
     "KMR409": ("interrupted", "run again; nothing partial was written"),
     "KMR410": ("rule broke its contract", "fix the implementation or the rule's effect clause"),
-    "KMR411": ("model has no weights", "load real weights to run; a meta-device model can only be checked"),
+    "KMR411": ("user code exited the process", "remove the sys.exit call; raise an exception to report a problem"),
+    "KMR412": ("model has no weights", "load real weights to run; a meta-device model can only be checked"),
     # 5xx CLI and I/O
     "KMR500": ("internal error", "this is a bug in KMR; rerun with KMR_DEBUG=1 and report the traceback"),
     "KMR501": ("file not found", "check the path"),
@@ -166,8 +168,10 @@ def default_hint(code: str) -> str | None:
 
 # ---------------------------------------------------------------- rendering
 
-def _use_color(stream_isatty: bool) -> bool:
-    return stream_isatty and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+def use_color(stream) -> bool:
+    """Colour diagnostics on `stream`: a terminal, unless NO_COLOR is set or TERM=dumb."""
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty()) and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
 
 
 _COLORS = {Severity.ERROR: "\x1b[1;31m", Severity.WARNING: "\x1b[1;33m", Severity.NOTE: "\x1b[1;36m"}
@@ -230,5 +234,5 @@ def sort_key(d: Diagnostic):
 
 __all__ = [
     "CODES", "Diagnostic", "KmrError", "Severity", "Span", "error", "warning",
-    "render", "render_all", "to_json", "has_errors", "sort_key",
+    "render", "render_all", "to_json", "has_errors", "sort_key", "use_color",
 ]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch.nn as nn
 
@@ -26,7 +27,7 @@ from kmr_dsl.diagnostics import KmrError
 from kmr_dsl.proptest import costcheck, expected, models
 from kmr_dsl.runtime import context, introspect, meters, state
 from kmr_dsl.runtime import layers as kl
-from kmr_dsl.runtime.loaders import import_ref
+from kmr_dsl.runtime.loaders import import_impl
 
 
 @dataclass
@@ -37,10 +38,13 @@ class CaseOutcome:
     mismatches: list[expected.Mismatch] = field(default_factory=list)
 
 
-def impl_of(rule: Rule):
-    from kmr_dsl.proptest.contracts import rule_base_dir
+def rule_base_dir(rule: Rule) -> str:
+    """The folder a rule's impl module is imported from first: its declaring file's."""
+    return str(Path(rule.span.file).parent) if rule.span.line > 0 else "."
 
-    return import_ref(rule.impl, rule_base_dir(rule), rule.span, missing="KMR407", bad="KMR407")
+
+def impl_of(rule: Rule, trust: bool = False):
+    return import_impl(rule.impl, rule_base_dir(rule), rule.span, trust)
 
 
 def _weights(model: nn.Module, after: dict) -> dict[str, tuple[int, int]]:
@@ -135,4 +139,4 @@ def _run_case(rule: Rule, fn, case, seed: int, bounds: dict) -> CaseOutcome:
     return out
 
 
-__all__ = ["CaseOutcome", "impl_of", "run_case"]
+__all__ = ["CaseOutcome", "impl_of", "rule_base_dir", "run_case"]

@@ -27,7 +27,6 @@ KMR410 at the rule with the shrunk model, layer and arguments.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from hypothesis import strategies as st
 
@@ -165,8 +164,9 @@ class ContractResult:
 
 
 def check_contract(rule: Rule, *, examples: int = 10, seed: int = 0, sources: dict | None = None,
-                   pruned_start: bool = False) -> ContractResult:
-    """The contract of one rule on `examples` generated cases (pruned_start: see models)."""
+                   pruned_start: bool = False, trust: bool = False) -> ContractResult:
+    """The contract of one rule on `examples` generated cases (pruned_start: see models;
+    trust: an impl outside the rule's folder may run, docs/security.md)."""
     from kmr_dsl.proptest.apply import impl_of, run_case
 
     result = ContractResult(rule.name, rule.impl, rule.span)
@@ -174,7 +174,7 @@ def check_contract(rule: Rule, *, examples: int = 10, seed: int = 0, sources: di
         result.status, result.note = "untested", f"no generated model has a layer of kind {', '.join(rule.accepts)}"
         return result
     try:
-        fn = impl_of(rule)
+        fn = impl_of(rule, trust)
     except KmrError as exc:
         result.status, result.error = "error", exc.diagnostic
         return result
@@ -203,10 +203,4 @@ def check_contract(rule: Rule, *, examples: int = 10, seed: int = 0, sources: di
     return result
 
 
-def rule_base_dir(rule: Rule) -> str:
-    """The folder a rule's impl module is imported from first: its declaring file's."""
-    return str(Path(rule.span.file).parent) if rule.span.line > 0 else "."
-
-
-__all__ = ["Case", "ContractResult", "DOCUMENTED_BOUNDS", "case_strategy", "check_contract", "contract_reads",
-           "rule_base_dir"]
+__all__ = ["Case", "ContractResult", "DOCUMENTED_BOUNDS", "case_strategy", "check_contract", "contract_reads"]

@@ -54,7 +54,7 @@ class KmrFile(pytest.File):
     """One .kmr file: checked at collection, one item per property (and rule contract)."""
 
     def collect(self):
-        from kmr_dsl.cli import load_checked
+        from kmr_dsl.app import load_checked
         from kmr_dsl.diagnostics import has_errors, render_all
 
         opts = self.config.option
@@ -139,5 +139,6 @@ class KmrContract(_KmrItem):
 
         opts, rule = self.config.option, self.target
         return guarded(lambda: check_contract(rule, examples=contract_examples(opts.kmr_examples),
-                                              seed=opts.kmr_seed, sources=self.parent.sources),
+                                              seed=opts.kmr_seed, sources=self.parent.sources,
+                                              trust=opts.kmr_trust),
                        ContractResult(rule.name, rule.impl, rule.span), f"the contract of `{rule.name}`")

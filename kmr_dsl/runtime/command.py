@@ -4,9 +4,11 @@ Contract: check the file (exit 2 when malformed), verify the pipeline and refuse
 refuted one unless `--force` (exit 1), then apply the steps at the given (or default)
 setting with a progress display on stderr, measure every meter on the baseline and the
 result, print one table (baseline, predicted, measured) and every budget line's
-verdict, and write OUT/model.safetensors, OUT/report.json and OUT/report.md atomically
-(an interrupted run leaves no partial artifact). Exit 0 when every budget line holds,
-1 when one fails (spec §8).
+verdict, and write OUT/model.safetensors, OUT/report.json and OUT/report.md as one set
+(runtime.outset: OUT is checked before the pipeline runs, the set is written into a
+staging folder and swapped into place, so an error, Ctrl-C or a kill leaves the old set
+whole or the new one, never a mix). Exit 0 when every budget line holds, 1 when one
+fails (spec §8), 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -14,21 +16,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from kmr_dsl.diagnostics import KmrError, Span, error, render_all, warning
-
-
-def pick_pipeline(program, wanted: str | None, path: str) -> str:
-    names = list(program.pipelines)
-    if wanted is not None:
-        if wanted not in program.pipelines:
-            raise KmrError(error("KMR502", Span.unknown(path), f"no pipeline named `{wanted}`",
-                                 f"pipelines: {', '.join(names) or '(none)'}", hint="pass one of the listed names"))
-        return wanted
-    if len(names) != 1:
-        raise KmrError(error("KMR502", Span.unknown(path),
-                             "the file has no pipeline" if not names else "the file has several pipelines",
-                             f"pipelines: {', '.join(names) or '(none)'}", hint="choose one with --pipeline NAME"))
-    return names[0]
+from kmr_dsl.app import Output, emit_json, load_checked, pick_pipeline, solver_options
+from kmr_dsl.diagnostics import Span, error, render_all, warning
 
 
 class Progress:
@@ -57,7 +46,6 @@ class Progress:
 
 
 def run_command(args) -> int:
-    from kmr_dsl.cli import load_checked, Output
     from kmr_dsl.settings import format_setting, parse_settings
 
     out = Output(args.format)
@@ -71,8 +59,7 @@ def run_command(args) -> int:
 
     from kmr_dsl.verify import predict, verify
 
-    opts = {k: v for k, v in (("rlimit", args.rlimit), ("timeout_s", args.timeout)) if v is not None}
-    report = verify(program, name, **opts)
+    report = verify(program, name, **solver_options(args))
     shown = list(diags) + list(report.diagnostics)
     if report.exit_code == 1 and not args.force:
         out.diagnostics(shown, sources)
@@ -87,24 +74,27 @@ def run_command(args) -> int:
 
     predicted = predict(program, name, setting)
     from kmr_dsl.runtime.context import default_threads
+    from kmr_dsl.runtime.outset import OutputSet
     from kmr_dsl.runtime.session import PipelineSession
 
-    progress = Progress()
-    print(f"running `{name}` at {format_setting(setting)}", file=sys.stderr)
-    threads = args.threads if args.threads is not None else default_threads(pipeline.model.facts)
-    session = PipelineSession(program, name, trust=args.trust, seed=args.seed, progress=progress, threads=threads)
-    outcome = session.evaluate(setting, predicted=_keyed(session, predicted))
     out_dir = Path(args.out) if args.out else Path("out") / name
-    path = session.save(session.last_model, out_dir, setting, outcome,
-                        extra={"verification": report.to_json()})
+    outputs = OutputSet(out_dir, Span.unknown("--out"))
+    outputs.prepare()               # an unwritable --out is reported before any work
+    try:
+        progress = Progress()
+        print(f"running `{name}` at {format_setting(setting)}", file=sys.stderr)
+        threads = args.threads if args.threads is not None else default_threads(pipeline.model.facts)
+        session = PipelineSession(program, name, trust=args.trust, seed=args.seed, progress=progress, threads=threads)
+        outcome = session.evaluate(setting, predicted=_keyed(session, predicted))
+        path = session.save(session.last_model, out_dir, setting, outcome,
+                            extra={"verification": report.to_json()}, outputs=outputs)
+    finally:
+        outputs.discard()
 
     from kmr_dsl.runtime.report import render_text
 
     if args.format == "json":
-        import json
-
-        print(json.dumps({"exit_code": 0 if outcome.feasible else 1, "artifact": str(path), **outcome.to_json()},
-                         indent=2, default=str))
+        emit_json({"exit_code": 0 if outcome.feasible else 1, "artifact": str(path), **outcome.to_json()})
     else:
         print(render_text(session, outcome))
         print(f"\nwrote {path} ({outcome.meters.get('size', 0):,.0f} bytes), {out_dir / 'report.json'}, "
@@ -115,7 +105,7 @@ def run_command(args) -> int:
 
 def _keyed(session, predicted: dict) -> dict:
     """The verifier predicts by meter name; the report keys readings like `size`."""
-    from kmr_dsl.runtime.session import meter_key
+    from kmr_dsl.evaluate import meter_key
 
     out = {}
     for ref in session.refs:

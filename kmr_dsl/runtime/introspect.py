@@ -19,17 +19,21 @@ same for a module in hand. The caller caches them (facts.store_cached).
   (a tensor or a shape); else for `hf` models (1, 128) token ids (int64); else
   (1, in_features) of the first Linear. A model whose first layer is a conv needs one
   of the explicit forms (KMR404).
-- `source_hash` is `facts.spec_hash(spec)`.
+- `source_hash` is `facts.spec_hash(spec)`; `dependencies` (what the build imported: the
+  cache's staleness check) is `facts.dependencies_since`.
 """
 
 from __future__ import annotations
+
+import dataclasses
+import sys
 
 import torch
 import torch.nn as nn
 
 from kmr_dsl.diagnostics import KmrError, Span, error
-from kmr_dsl.facts import LayerFact, LoaderSpec, ModelFacts, spec_hash
-from kmr_dsl.runtime import forward, layers as kl, loaders
+from kmr_dsl.facts import LayerFact, LoaderSpec, ModelFacts, dependencies_since, spec_hash
+from kmr_dsl.runtime import forward, layers as kl, loaders, meters
 from kmr_dsl.runtime import modules as km
 
 HF_SEQUENCE = 128
@@ -95,44 +99,6 @@ def _written_shape(value, span) -> tuple[int, ...]:
                              hint='write the sizes as a string, e.g. `input_shape = "1, 3, 32, 32"`')) from None
 
 
-def count_macs(model: nn.Module, x: torch.Tensor) -> tuple[int, dict[str, int]]:
-    """(total MACs, MACs per logical layer) of one forward on `x`."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    names = {id(m): n for n, m in kl.logical_layers(model)}
-    extra: dict[str, int] = {}
-    hooks = []
-    for name, module in model.named_modules():
-        if km.is_dynamic(module):
-            owner = next((n for n in sorted(names.values(), key=len, reverse=True)
-                          if name == n or name.startswith(n + ".")), name)
-
-            def hook(mod, inputs, out, owner=owner):
-                rows = inputs[0].numel() // mod.in_features
-                extra[owner] = extra.get(owner, 0) + rows * mod.in_features * mod.out_features
-            hooks.append(module.register_forward_hook(hook))
-    counter = FlopCounterMode(display=False)
-    try:
-        with torch.no_grad(), counter:
-            model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    root = type(model).__name__
-    per_layer: dict[str, int] = {}
-    for key, ops in counter.get_flop_counts().items():
-        # keys are "RootClass.qualified.name"; a layer's count includes its children
-        if not key.startswith(root + "."):
-            continue
-        name = key[len(root) + 1:]
-        if name in names.values():
-            per_layer[name] = sum(ops.values()) // 2
-    for owner, macs in extra.items():
-        per_layer[owner] = per_layer.get(owner, 0) + macs
-    total = counter.get_total_flops() // 2 + sum(extra.values())
-    return int(total), per_layer
-
-
 def _layer_fact(name: str, layer: nn.Module, macs: int, consumers: tuple[str, ...]) -> LayerFact:
     kind = kl.kind_of(layer)
     in_f, out_f = kl.layer_features(layer)
@@ -173,13 +139,12 @@ def model_facts_from_module(module: nn.Module, input_shape, input_dtype: str = "
     x = forward.example_input(input_shape, input_dtype, batch=input_shape[0] if input_shape else 1)
     if loaders.is_meta(module):
         x = x.to("meta")        # FlopCounterMode counts a meta forward without computing anything
-    total_macs, per_layer = count_macs(module, x)
+    total_macs, per_layer = meters.count_macs(module, x)
     links = kl.channel_links(module)
     facts = tuple(
         _layer_fact(name, layer, per_layer.get(name, 0), links[name].names if name in links else ())
         for name, layer in kl.logical_layers(module)
     )
-    from kmr_dsl.runtime import meters
     buffers = sum(b.numel() * b.element_size() for _, b in _persistent_buffers(module))
     return ModelFacts(layers=facts, total_params=meters.params(module), total_macs=total_macs,
                       input_shape=tuple(int(s) for s in input_shape), input_dtype=input_dtype,
@@ -196,10 +161,12 @@ def _persistent_buffers(module: nn.Module):
 
 
 def model_facts(spec: LoaderSpec, trust: bool = False, span: Span | None = None) -> ModelFacts:
+    before = set(sys.modules)
     model = loaders.load_model(spec, trust=trust, span=span, allow_meta=True)
     shape, dtype = example_input_shape(spec, model, span)
     try:
-        return model_facts_from_module(model, shape, dtype, source_hash=spec_hash(spec))
+        facts = model_facts_from_module(model, shape, dtype, source_hash=spec_hash(spec))
+        return dataclasses.replace(facts, dependencies=dependencies_since(spec, before))
     except KmrError:
         raise
     except Exception as exc:  # noqa: BLE001 - the example input does not fit the model
@@ -208,4 +175,4 @@ def model_facts(spec: LoaderSpec, trust: bool = False, span: Span | None = None)
                              hint='pass the right shape to the loader, e.g. `input_shape = "1, 3, 32, 32"`')) from exc
 
 
-__all__ = ["count_macs", "example_input_shape", "model_facts", "model_facts_from_module"]
+__all__ = ["example_input_shape", "model_facts", "model_facts_from_module"]

@@ -3,7 +3,7 @@
 A Llama-shaped config.json (tiny hidden size) is written here; nothing is downloaded.
 `kmr check` reads facts off the meta model (densities 1, no `.item()`), verifies
 per-layer bit and sparsity families against three budget lines, and `kmr run`'s loader
-refuses the same model (KMR411).
+refuses the same model (KMR412).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def test_run_refuses_a_model_without_weights(llama):
     spec = LoaderSpec("hf", (str(llama),), (("weights", False),), str(llama.parent))
     with pytest.raises(KmrError) as info:
         loaders.load_model(spec)
-    assert info.value.diagnostic.code == "KMR411"
+    assert info.value.diagnostic.code == "KMR412"
 
 
 @pytest.mark.parametrize("size,verdict", [(40, Verdict.PROVED), (5, Verdict.REFUTED)])
@@ -104,7 +104,7 @@ def test_factory_returning_a_meta_model(tmp_path, monkeypatch):
     assert facts.total_macs == 8 * 16 + 16 * 4
     with pytest.raises(KmrError) as info:
         loaders.load_model(spec)
-    assert info.value.diagnostic.code == "KMR411"
+    assert info.value.diagnostic.code == "KMR412"
 
 
 def test_kmr404_hint_can_be_written_in_the_language(tmp_path):
