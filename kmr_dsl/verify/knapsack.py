@@ -33,7 +33,6 @@ import numpy as np
 from scipy import sparse
 from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 
-from kmr_dsl.verify.budget import holds
 from kmr_dsl.verify.separable import Separable, exact_values, values
 
 TIGHTEN = 1e-7         # relative slack each row is tightened (witness) or loosened (refutation) by
@@ -148,7 +147,7 @@ class Knapsack:
         """("feasible", exact setting) | ("infeasible", None) | ("unknown", reason)."""
         rows = list(range(len(self.sep.lines))) if rows is None else rows
         if not self.tables and not self.affine:       # constant lines: nothing to choose
-            ok = all(holds(self.sep.lines[i].op, Fraction(self.sep.consts[i])) for i in rows)
+            ok = all(_holds(self.sep.lines[i].op, Fraction(self.sep.consts[i])) for i in rows)
             return ("feasible", {}) if ok else ("infeasible", None)
         res, layout = self._milp(rows, -TIGHTEN)
         if res.status == 0:
@@ -254,6 +253,11 @@ class Knapsack:
         w = w / w.max()
         # short rationals first (readable); the float values exactly if rounding broke the bound
         return ([Fraction(float(v)).limit_denominator(10 ** 6) for v in w], [Fraction(float(v)) for v in w])
+
+
+def _holds(op: str, g) -> bool:
+    """`g op 0` for the ops a separable line has (budget.holds, without importing budget)."""
+    return g <= 0 if op == "<=" else g < 0
 
 
 def _lo(kv):
