@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
+from kmr_dsl.core.state import full_rank
+
 FACTS_VERSION = 2   # 2: facts carry their dependencies
 
 
@@ -78,7 +80,7 @@ class LayerFact:
 
     @property
     def rank(self) -> int:
-        return min(self.in_features, self.out_features)
+        return full_rank(self.in_features, self.out_features)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from kmr_dsl import ast
-from kmr_dsl.check import program as P
+from kmr_dsl.core import program as P
 from kmr_dsl.check.imports import Closure
 from kmr_dsl.check.names import Symbols
 from kmr_dsl.diagnostics import Diagnostic, KmrError, Span, error

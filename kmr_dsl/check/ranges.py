@@ -27,7 +27,7 @@ import heapq
 import math
 from dataclasses import dataclass
 
-from kmr_dsl.check import program as P
+from kmr_dsl.core import program as P
 
 MAX_BOXES = 4000
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch.nn as nn
 
-from kmr_dsl.check.program import Rule
+from kmr_dsl.core.program import Rule
 from kmr_dsl.diagnostics import KmrError
 from kmr_dsl.proptest import costcheck, expected, models
 from kmr_dsl.runtime import context, introspect, meters, state

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 from hypothesis import strategies as st
 
-from kmr_dsl.check.program import If, Op, ParamRef, Rule
+from kmr_dsl.core.program import If, Op, ParamRef, Rule
 from kmr_dsl.diagnostics import Diagnostic, KmrError, Span, error
 from kmr_dsl.proptest import models
 from kmr_dsl.proptest.engine import CaseFailed, reject, search

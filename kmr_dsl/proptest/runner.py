@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from kmr_dsl.check.program import CheckedProgram
+from kmr_dsl.core.program import CheckedProgram
 from kmr_dsl.diagnostics import Diagnostic, KmrError, error
 
 

@@ -27,10 +27,12 @@ import copy
 import torch
 import torch.nn as nn
 
+from kmr_dsl.core import step
 from kmr_dsl.rules import checks
 from kmr_dsl.runtime import layers as kl
 from kmr_dsl.runtime import modules as km
 
+N = step.NUMBERS     # exact: a knob value 0.3 is 3/10, as in the verifier
 RULE = "prune"
 METHODS = ("magnitude", "global", "channel", "nm")
 ACCEPTS = ("Linear", "Conv2d")
@@ -65,7 +67,7 @@ def apply(model: nn.Module, layers, amount: float = 0.5, method: str = "magnitud
 def _keep_largest(leaves, amount: float) -> None:
     masks = [kl.current_mask(leaf) for _, leaf in leaves]
     nnz = sum(int(mask.sum()) for mask in masks)
-    keep = checks.round_half_up(nnz * (1.0 - amount))
+    keep = int(step.round_half_up(N.mul(nnz, N.sub(1, amount))))
     if keep >= nnz or not leaves:
         return
     # one ranking over every weight; pruned positions score -1 so they are never kept
@@ -96,7 +98,7 @@ def _nm(leaf: nn.Module, n: int, m: int) -> None:
         idx = torch.topk(groups, n, dim=-1).indices
         keep[:, :full] = torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, idx, True).reshape(rows, full)
     tail = cols - full
-    t = checks.round_half_up(tail * n / m)
+    t = int(step.round_half_up(N.div(N.mul(tail, n), m)))
     if tail and t:
         idx = torch.topk(scores[:, full:], t, dim=-1).indices
         keep[:, full:] = torch.zeros(rows, tail, dtype=torch.bool).scatter_(-1, idx, True)
@@ -184,7 +186,7 @@ def _slice_norm(norm: nn.Module, idx: torch.Tensor) -> nn.Module:
 def _channel(model: nn.Module, name: str, amount: float, links: dict) -> None:
     layer = kl.get_module(model, name)
     out = kl.layer_features(layer)[1]
-    keep = max(1, checks.round_half_up(out * (1.0 - amount)))
+    keep = int(step.settle("out_features", N.mul(out, N.sub(1, amount))))
     if keep >= out:
         return
     link = links.get(name)

@@ -159,19 +159,19 @@ def encode_weight(name: str, leaf: nn.Module) -> dict[str, torch.Tensor]:
         w = leaf.weight.detach()
         if sparse:
             mask = w != 0
-            out[f"{name}.bitmap"] = quant.bitmap(mask)
-            out[f"{name}.values"] = w[mask].contiguous()
+            out[layout.entry(name, layout.BITMAP)] = quant.bitmap(mask)
+            out[layout.entry(name, layout.VALUES)] = w[mask].contiguous()
         else:
             out[name] = w.contiguous().clone()
         return out
     q, scale, _ = _int_parts(leaf)
     if sparse:
         mask = q != 0
-        out[f"{name}.bitmap"] = quant.bitmap(mask)
-        out[f"{name}.values"] = quant.pack(q[mask], bits)
+        out[layout.entry(name, layout.BITMAP)] = quant.bitmap(mask)
+        out[layout.entry(name, layout.VALUES)] = quant.pack(q[mask], bits)
     else:
-        out[f"{name}.q"] = q.contiguous().clone() if bits == 8 else quant.pack(q, bits)
-    out[f"{name}.scale"] = scale.float().contiguous()
+        out[layout.entry(name, layout.Q)] = q.contiguous().clone() if bits == 8 else quant.pack(q, bits)
+    out[layout.entry(name, layout.SCALE)] = scale.float().contiguous()
     return out
 
 
@@ -185,10 +185,10 @@ def decode_weight(name: str, leaf: nn.Module, tensors: dict, used: set) -> None:
     numel = 1
     for s in shape:
         numel *= s
-    if f"{name}.bitmap" in tensors:
-        mask = quant.unbitmap(tensors[f"{name}.bitmap"], numel)
-        values = tensors[f"{name}.values"]
-        used.update({f"{name}.bitmap", f"{name}.values"})
+    if layout.entry(name, layout.BITMAP) in tensors:
+        mask = quant.unbitmap(tensors[layout.entry(name, layout.BITMAP)], numel)
+        values = tensors[layout.entry(name, layout.VALUES)]
+        used.update({layout.entry(name, layout.BITMAP), layout.entry(name, layout.VALUES)})
         if bits >= 16:
             w = torch.zeros(numel, dtype=values.dtype)
         else:
@@ -196,24 +196,24 @@ def decode_weight(name: str, leaf: nn.Module, tensors: dict, used: set) -> None:
             values = quant.unpack(values, bits, int(mask.sum())) if bits < 8 else values
         w[mask] = values
         w = w.reshape(shape)
-    elif f"{name}.q" in tensors:
-        packed = tensors[f"{name}.q"]
-        used.add(f"{name}.q")
+    elif layout.entry(name, layout.Q) in tensors:
+        packed = tensors[layout.entry(name, layout.Q)]
+        used.add(layout.entry(name, layout.Q))
         w = (packed if bits == 8 else quant.unpack(packed, bits, numel)).reshape(shape).to(torch.int8)
     else:
         w = tensors[name]
         used.add(name)
-    bias = tensors.get(f"{name[:-len('.weight')]}.bias")
+    bias = tensors.get(layout.bias_of(name))
     if bias is not None:
-        used.add(f"{name[:-len('.weight')]}.bias")
+        used.add(layout.bias_of(name))
     if bits >= 16:
         with torch.no_grad():
             leaf.weight.copy_(w)
             if bias is not None:
                 leaf.bias.copy_(bias)
         return
-    scale = tensors[f"{name}.scale"]
-    used.add(f"{name}.scale")
+    scale = tensors[layout.entry(name, layout.SCALE)]
+    used.add(layout.entry(name, layout.SCALE))
     if km.is_dynamic(leaf):
         km.set_dynamic(leaf, w, scale, bias)
     else:

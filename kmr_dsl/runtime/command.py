@@ -105,7 +105,7 @@ def run_command(args) -> int:
 
 def _keyed(session, predicted: dict) -> dict:
     """The verifier predicts by meter name; the report keys readings like `size`."""
-    from kmr_dsl.evaluate import meter_key
+    from kmr_dsl.core.evaluate import meter_key
 
     out = {}
     for ref in session.refs:

@@ -31,10 +31,10 @@ from fnmatch import fnmatchcase
 import torch
 import torch.nn as nn
 
+from kmr_dsl.core.state import MATRIX_KINDS
 from kmr_dsl.runtime import modules as km
 
-LAYER_KINDS = ("Linear", "Conv1d", "Conv2d", "Embedding", "LayerNorm", "BatchNorm1d", "BatchNorm2d", "GroupNorm")
-MATRIX_KINDS = ("Linear", "Conv1d", "Conv2d", "Embedding")
+LAYER_KINDS = MATRIX_KINDS + ("LayerNorm", "BatchNorm1d", "BatchNorm2d", "GroupNorm")
 MASK = "kmr_mask"
 
 

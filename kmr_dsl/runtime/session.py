@@ -9,7 +9,7 @@ carrying the seed, the baseline, the step's span and `threads` (torch threads fo
 rules and the meters, baseline included; None leaves torch's default).
 `evaluate(setting)` applies and then measures every meter the budget, the objective
 and the report need, on the result and (once, cached) on the baseline, and judges
-every budget line with the one IR evaluator (`kmr_dsl.evaluate`). A meter whose impl
+every budget line with the one IR evaluator (`kmr_dsl.core.evaluate`). A meter whose impl
 has a `paired` form (the standard `latency`: `meters.latency_paired`) is read on the
 result and the baseline together, in alternating rounds, and that baseline reading is
 the one this evaluation reports and judges `baseline.latency(...)` with: both sides
@@ -30,16 +30,17 @@ import os
 import time
 from pathlib import Path
 
-from kmr_dsl.check.program import CheckedProgram, DataRef, MeterRef, ModelArg, Step
+from kmr_dsl.core.program import CheckedProgram, DataRef, MeterRef, ModelArg, Step
+from kmr_dsl.core.state import ANALYTIC_METERS
 from kmr_dsl.diagnostics import KmrError, Span, error
-from kmr_dsl.evaluate import Env, evaluate, holds, margin, meter_key, meter_refs
+from kmr_dsl.core.evaluate import Env, evaluate, holds, margin, meter_key, meter_refs
 from kmr_dsl.outcome import LineVerdict, Outcome
 from kmr_dsl.runtime import context
 from kmr_dsl.runtime.loaders import exited, import_impl, load_data, load_model
 from kmr_dsl.runtime.meters import fixed_threads
 from kmr_dsl.runtime.report import render_markdown
 
-ANALYTIC = ("params", "nonzero", "size", "macs", "trainable_params")
+ANALYTIC = tuple(ANALYTIC_METERS)
 
 
 class PipelineSession:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
+from kmr_dsl.core.state import full_rank
 from kmr_dsl.runtime import layers as kl
 from kmr_dsl.runtime import modules as km
 
@@ -82,7 +83,8 @@ def layer_rank(layer: nn.Module) -> int:
         return layer_rank(layer.base)
     in_f, out_f = kl.layer_features(layer)
     nominal = layer.rank if isinstance(layer, km.FactorizedLinear) else getattr(layer, "kmr_rank", None)
-    return int(min(in_f, out_f) if nominal is None else min(nominal, in_f, out_f))
+    side = full_rank(in_f, out_f)
+    return int(side if nominal is None else min(nominal, side))
 
 
 def layer_frozen(name: str, layer: nn.Module) -> bool:

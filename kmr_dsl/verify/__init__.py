@@ -1,7 +1,7 @@
 """Verification of a checked KMR program: symbolic cost models (sympy) and proofs (Z3).
 
 Contract: the only stage that imports z3; it imports sympy and numpy, never torch.
-Input is a `kmr_dsl.check.program.CheckedProgram`; nothing here parses or type-checks.
+Input is a `kmr_dsl.core.program.CheckedProgram`; nothing here parses or type-checks.
 
 Public API:
 - `verify(program, pipeline=None, rlimit=..., timeout_s=...) -> VerifyReport`:
@@ -16,15 +16,17 @@ Module map: algebra (building expressions) -> knobs, state (the abstract state) 
 cost (meters) -> budget (lines) -> numeric, intervals, bounds (evaluation and cheap
 bounds) -> separable, knapsack, certificate (several lines at once: HiGHS MILP and
 exactly checked certificates) -> variables, lower (Z3 knob variables; the one
-sympy->Z3 table) -> definedness (KMR304), composability, feasibility, warnings ->
+sympy->Z3 table) -> definedness (KMR305), composability, feasibility, warnings ->
 obligations (`verify`), predict. lower.py and bounds.py describe the encoding; the
 "3xx proofs" section of docs/errors.md describes it for users.
 """
 
-from kmr_dsl.verify.cost import ANALYTIC_METERS, explain
+from kmr_dsl.core.state import ANALYTIC_METERS
+from kmr_dsl.verify.cost import cost_at
+from kmr_dsl.verify.explain import explain
 from kmr_dsl.verify.obligations import verify
 from kmr_dsl.verify.predict import is_feasible, predict, predict_layers
 from kmr_dsl.verify.report import CoreMember, Limits, ObligationResult, Verdict, VerifyReport
 
-__all__ = ["ANALYTIC_METERS", "CoreMember", "Limits", "ObligationResult", "Verdict", "VerifyReport", "explain",
+__all__ = ["ANALYTIC_METERS", "cost_at", "CoreMember", "Limits", "ObligationResult", "Verdict", "VerifyReport", "explain",
            "is_feasible", "predict", "predict_layers", "verify"]

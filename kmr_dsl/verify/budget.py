@@ -17,9 +17,10 @@ from fractions import Fraction
 
 import sympy as sp
 
-from kmr_dsl.check.program import Constraint, MeterRef
+from kmr_dsl.core.program import Constraint, MeterRef
 from kmr_dsl.verify import algebra as A
-from kmr_dsl.verify.cost import ANALYTIC_METERS, meter_expr
+from kmr_dsl.core.state import ANALYTIC_METERS
+from kmr_dsl.verify.cost import meter_expr
 from kmr_dsl.verify.render import render_constraint
 from kmr_dsl.verify.state import Ctx, PipelineModel, eval_ir
 
@@ -36,7 +37,7 @@ class Line:
     left: object                # the two sides, for messages ("at best, size = ...")
     right: object
     problem: str | None = None  # why the line could not be modelled
-    undefined: bool = False     # a divisor can be 0 (KMR304 already says so)
+    undefined: bool = False     # a divisor can be 0 (KMR305 already says so)
 
     @property
     def span(self):

@@ -5,7 +5,7 @@ text, divisor text)} for every analytic budget line whose expression divides by 
 knob expression that is 0 at some setting of the declared domains (`size / k` with
 `knob k : int in [0, 4]`). Such a line has no value there — neither met nor violated —
 so verifying it would mean choosing an answer for the user; the verifier reports
-KMR304 with that setting instead (obligations.py), and feasibility is not attempted.
+KMR305 with that setting instead (obligations.py), and feasibility is not attempted.
 
 How: every symbolic divisor (a `Pow(b, -1)` in the expression) is first enclosed with
 interval arithmetic over the hull of the domains (intervals.ieval); only a divisor

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import replace
 
-from kmr_dsl.check.program import CheckedProgram, Pipeline
+from kmr_dsl.core.program import CheckedProgram, Pipeline
 from kmr_dsl.diagnostics import error
 from kmr_dsl.verify import algebra as A
 from kmr_dsl.verify.budget import budget_lines
@@ -105,7 +105,7 @@ def _verify_pipeline(program, pipe: Pipeline, limits: Limits, use_bounds: bool, 
         ln = lines[pos]
         where = f"`{divisor}` is 0 at {setting}" if setting else f"`{divisor}` may be 0 (the solver could not rule it out)"
         report.diagnostics.append(error(
-            "KMR304", ln.span, f"budget line `{ln.text}` divides by zero for some knob setting", where,
+            "KMR305", ln.span, f"budget line `{ln.text}` divides by zero for some knob setting", where,
             hint="exclude 0 from the divisor's range, e.g. `knob k : int in [1, 4]` or `float in (0.0, 1.0]`"))
         lines[pos] = replace(ln, problem=f"undefined where {where}", undefined=True)
     feas, fdiags = check_feasibility(model, lines, limits, use_bounds)

@@ -110,7 +110,7 @@ class VerifyReport:
     @property
     def exit_code(self) -> int:
         verdicts = {r.verdict for r in self.results}
-        if Verdict.REFUTED in verdicts or any(d.code in ("KMR301", "KMR302", "KMR304") for d in self.diagnostics):
+        if Verdict.REFUTED in verdicts or any(d.code in ("KMR301", "KMR302", "KMR305") for d in self.diagnostics):
             return 1
         if Verdict.UNKNOWN in verdicts or any(d.code == "KMR303" for d in self.diagnostics):
             return 3

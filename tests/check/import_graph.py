@@ -28,7 +28,7 @@ PLACES = {
     "kmr_dsl.parse": "parse", "kmr_dsl.ast": "parse", "kmr_dsl.fmt": "parse",
     # model facts speak the core's state vocabulary; every stage above parse reads them
     "kmr_dsl.core": "core", "kmr_dsl.artifact_layout": "core", "kmr_dsl.facts": "core",
-    "kmr_dsl.check": "check", "kmr_dsl.evaluate": "check",
+    "kmr_dsl.check": "check",
     "kmr_dsl.verify": "verify",
     "kmr_dsl.runtime": "runtime", "kmr_dsl.rules": "runtime",
     "kmr_dsl.search": "search", "kmr_dsl.proptest": "search",

@@ -46,7 +46,7 @@ def test_really_out_of_range_is_reported_at_a_setting(arg, shown):
 
 def test_a_touching_end_is_found_at_its_point():
     # 1 - (s - 0.5)^2 reaches 1 exactly at s = 0.5: outside [0, 1), inside [0, 1]
-    from kmr_dsl.check import program as P
+    from kmr_dsl.core import program as P
     s = P.KnobRef("s", "s")
     knobs = {"s": P.Knob("s", "float", P.Domain(lo=0.0, hi=1.0), default=0.5)}
     ir = P.Op("-", (P.Const(1.0, "number"), P.Op("*", (P.Op("-", (s, P.Const(0.5, "number"))),

@@ -161,7 +161,7 @@ def test_huge_integer_range_is_symbolic():
     assert res.certificate["checked"]
 
 
-def test_a_divisor_that_can_be_zero_is_a_located_kmr304():
+def test_a_divisor_that_can_be_zero_is_a_located_kmr305():
     # before: "internal error in the verifier: Unevaluable: division by zero"
     src = """import "std"
 model deep = factory("bench:mlp")
@@ -171,13 +171,13 @@ pipeline compress(deep) {
 }
 """
     report = verify(program(src, 3))
-    d = next(d for d in report.diagnostics if d.code == "KMR304")
+    d = next(d for d in report.diagnostics if d.code == "KMR305")
     assert d.span.line == 5 and "`k - 1` is 0 at k = 1" in d.notes[0]
     assert report.exit_code == 1
     assert not any(r.method == "internal" for r in report.results)
     ok = src.replace("[0, 4]", "[2, 4]")
     assert verify(program(ok, 3)).exit_code in (0, 1)
-    assert not any(d.code == "KMR304" for d in verify(program(ok, 3)).diagnostics)
+    assert not any(d.code == "KMR305" for d in verify(program(ok, 3)).diagnostics)
 
 
 def test_constants_beyond_float64_are_no_internal_error():
