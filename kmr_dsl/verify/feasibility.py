@@ -163,7 +163,7 @@ def check_feasibility(model: PipelineModel, lines: list[Line], limits: Limits,
         if _meets(model, lines, sep, cand):
             return _proved(model, lines, cand, "bounds" if cand is not defaults else "defaults")
     if use_bounds:
-        decided = _by_knapsack(model, lines)
+        decided = _by_knapsack(model, lines, sep)
         if decided is not None:
             return decided
     return _by_solver(model, lines, limits)
@@ -178,27 +178,21 @@ def _meets(model, lines, sep, setting) -> bool:
 
 
 def separable(model: PipelineModel, lines: list[Line]):
-    """The lines as a separable sum (separable.py), cached; None when they are not one."""
-    key = ("separable", tuple(id(ln.expr) for ln in lines))
-    hit = model.cache.get(key)
-    if hit is not None and hit[0] == [ln.expr for ln in lines]:
-        return hit[1]
-    sep = None
-    if all(ln.op in ("<=", "<") and ln.expr is not None for ln in lines):
-        decs = [decomposition(model, ln.expr) for ln in lines]
-        if all(d is not None for d in decs):
-            try:
-                sep = separate(model, lines, decs)
-            except (A.NotModelled, Unevaluable, ZeroDivisionError):
-                sep = None
-    model.cache[key] = ([ln.expr for ln in lines], sep)
-    return sep
+    """The lines as a separable sum (separable.py); None when they are not one."""
+    if not all(ln.op in ("<=", "<") and ln.expr is not None for ln in lines):
+        return None
+    decs = [decomposition(model, ln.expr) for ln in lines]
+    if any(d is None for d in decs):
+        return None
+    try:
+        return separate(model, lines, decs)
+    except (A.NotModelled, Unevaluable, ZeroDivisionError):
+        return None
 
 
-def _by_knapsack(model, lines):
+def _by_knapsack(model, lines, sep):
     """Every line at once as a multiple-choice knapsack (knapsack.py); None when not separable
     or when HiGHS cannot decide (then Z3 is asked)."""
-    sep = separable(model, lines)
     if sep is None:
         return None
     try:
