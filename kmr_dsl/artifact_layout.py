@@ -12,7 +12,8 @@ dense or sparse, whichever is smaller (dense on a tie):
 
     dense  = ceil(numel * bits / 8)                      + scales
     sparse = ceil(numel / 8) + ceil(nnz * bits / 8)      + scales
-    scales = 4 * rows if bits <= 8 else 0               (one fp32 scale per row)
+    scales = 4 * rows * groups if bits <= 8 else 0      (one fp32 scale per row, or per
+                                                         group of `group_size` inputs)
 
 Everything else (biases, norms, adapters, non-layer parameters and buffers) is stored
 raw: `numel * itemsize` of its dtype (bias of a 16-bit layer: 2 bytes per element;

@@ -200,6 +200,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-contracts", action="store_true", help="skip the rule-contract tests")
     p.set_defaults(func=lambda a: _dispatch("kmr_dsl.proptest.command", "test_command", a))
+
+    p = sub.add_parser("import", help="an llm-compressor or SparseML recipe as a KMR program")
+    p.add_argument("recipe", metavar="RECIPE", help="recipe.yaml (or a SparseML recipe.md)")
+    p.add_argument("-o", "--output", default=None, metavar="FILE", help="write the program here (default: stdout)")
+    p.add_argument("--model", default=None, metavar="SPEC", help="the model's loader call, e.g. 'hf(\"path\")'")
+    p.add_argument("--data", default=None, metavar="SPEC", help="the calibration / training data's loader call")
+    p.set_defaults(func=lambda a: _dispatch("kmr_dsl.importer.command", "import_command", a))
+
+    p = sub.add_parser("export", help="write an artifact as ONNX or a Hugging Face folder")
+    p.add_argument("artifact", metavar="ARTIFACT", help="OUT/model.safetensors written by kmr run or search")
+    p.add_argument("--format", dest="export_format", choices=("onnx", "hf"), required=True)
+    p.add_argument("-o", "--output", default=None, metavar="DIR", help="output folder")
+    p.add_argument("--dense", action="store_true", help="write layers the format cannot hold as float values")
+    p.add_argument("--trust", action="store_true", help="rebuild the architecture with the loader the artifact names")
+    p.add_argument("--base-dir", default=None, metavar="DIR",
+                   help="the program folder whose loader rebuilds the architecture")
+    p.add_argument("--json", dest="format", action="store_const", const="json", default="text",
+                   help="print the result as JSON")
+    p.set_defaults(func=lambda a: _dispatch("kmr_dsl.export.command", "export_command", a))
+
+    p = sub.add_parser("lsp", help="language server on stdio (for editors)")
+    p.add_argument("--load-models", action="store_true",
+                   help="load models whose facts are not cached (runs their loader's code)")
+    p.add_argument("--rlimit", type=int, default=None, help="solver resource limit per obligation")
+    p.set_defaults(func=lambda a: _dispatch("kmr_dsl.lsp.server", "lsp_command", a))
     return ap
 
 

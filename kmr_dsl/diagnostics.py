@@ -160,6 +160,15 @@ CODES: dict[str, tuple[str, str]] = {
     "KMR506": ("optional dependency missing", "install the extra named in the message"),
     "KMR507": ("property failed", "see the shrunk failing setting"),
     "KMR508": ("search journal damaged or replaced", "nothing to fix: the search reruns what it cannot read back"),
+    "KMR520": ("layer cannot be exported to the format", "quantize the layer to 8 bits, or pass --dense to write float values"),
+    "KMR521": ("model cannot be exported to ONNX", "the note names the operator ONNX lacks; replace it in the model's code"),
+    "KMR522": ("export disagrees with the artifact", "report this with the artifact; nothing was written"),
+    "KMR523": ("not a Hugging Face model", "use --format onnx, or build the model with the hf(...) loader"),
+    "KMR530": ("not a recipe", "pass an llm-compressor or SparseML recipe.yaml"),
+    "KMR531": ("modifier with no KMR equivalent", "express that step by hand, or leave it out knowingly"),
+    "KMR532": ("recipe option with no KMR equivalent", "check the imported step; the option was not carried over"),
+    "KMR533": ("imported step needs a newer KMR", "the step is written as a comment; a KMR with these features imports it"),
+    "KMR534": ("recipe option with no effect on the result", "nothing to do: it only schedules llm-compressor's work"),
 }
 
 

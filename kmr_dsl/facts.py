@@ -73,6 +73,7 @@ class LayerFact:
     macs: int                 # dense multiply-accumulates of this layer for one example input
     consumers: tuple[str, ...] = ()   # layers whose input is this layer's output channels (sequential models)
     kernel: tuple[int, ...] = ()      # Conv2d kernel size
+    group_size: int = 0               # inputs per integer scale (0: one scale per row)
 
     @property
     def params(self) -> int:

@@ -15,11 +15,14 @@ from __future__ import annotations
 LAYER_FIELDS: dict[str, str] = {
     "kind": "str", "in_features": "int", "out_features": "int", "params": "int", "density": "float",
     "bits": "int", "rank": "int", "adapter_rank": "int", "frozen": "bool",
+    # added by the implementation (spec section 5 allows it): the inputs per integer scale,
+    # 0 = one scale per output row (what `quantize(group_size = ...)` and `gptq` set)
+    "group_size": "int",
 }
 MODEL_FIELDS: dict[str, str] = {"trainable": "bool"}
 
 # whole-number fields: a count the runtime rounds when an effect makes it fractional
-COUNT_FIELDS = ("in_features", "out_features", "rank", "adapter_rank", "bits")
+COUNT_FIELDS = ("in_features", "out_features", "rank", "adapter_rank", "bits", "group_size")
 
 # layers whose weight is one matrix leaf (these shrink, factorize and quantize); any
 # other layer between a producer and its consumer (a norm) is sliced with the channels
@@ -31,9 +34,17 @@ ANALYTIC_METERS: dict[str, str] = {
 }
 
 
+def scale_groups(cols, group_size, ceil):
+    """Integer scales per output row of a matrix with `cols` inputs per row: 1 without
+    groups, else ceil(cols / group_size) (the last group holds the remainder). `ceil` is
+    the caller's ceiling (math's on numbers, the verifier's on symbols)."""
+    return 1 if group_size == 0 else ceil(cols / group_size)
+
+
 def full_rank(in_features, out_features):
     """The rank of a layer no rule has given one: the smaller side of its matrix."""
     return min(in_features, out_features)
 
 
-__all__ = ["ANALYTIC_METERS", "COUNT_FIELDS", "LAYER_FIELDS", "MATRIX_KINDS", "MODEL_FIELDS", "full_rank"]
+__all__ = ["ANALYTIC_METERS", "COUNT_FIELDS", "LAYER_FIELDS", "MATRIX_KINDS", "MODEL_FIELDS", "full_rank",
+           "scale_groups"]

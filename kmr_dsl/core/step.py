@@ -118,5 +118,34 @@ def _kind(kind) -> str:
     return getattr(kind, "member", kind)    # the verifier's EnumValue, or a plain string
 
 
-__all__ = ["HALF", "NUMBERS", "Ops", "dense_numel", "exact", "follow_rank", "round_half_up", "settle",
+def shares(total: int, weights: list[int]) -> list[int]:
+    """`total` split in proportion to `weights`, each share at most its weight, summing to
+    `total` (largest remainder first; ties to the earlier entry)."""
+    whole = sum(weights)
+    if whole == 0 or total <= 0:
+        return [0] * len(weights)
+    exact = [total * w / whole for w in weights]
+    out = [min(int(e), w) for e, w in zip(exact, weights)]
+    order = sorted(range(len(weights)), key=lambda i: (-(exact[i] - int(exact[i])), i))
+    left = total - sum(out)
+    for i in order * 2:
+        if left == 0:
+            break
+        if out[i] < weights[i]:
+            out[i] += 1
+            left -= 1
+    return out
+
+
+def nm_tail_keeps(rows: int, cols: int, n: int, m: int) -> list[int]:
+    """How many weights of each row's last, shorter group N:M pruning keeps on a dense
+    layer: together with n of every full group of m, exactly round_half_up(rows * cols *
+    n / m) weights, the count the effect `density * n / m` settles to; the tails share
+    what the full groups leave in proportion (largest remainder first)."""
+    tail = cols % m
+    total = int(round_half_up(Fraction(rows * cols * n, m)))
+    return shares(total - rows * (cols - tail) // m * n, [tail] * rows)
+
+
+__all__ = ["nm_tail_keeps", "shares", "HALF", "NUMBERS", "Ops", "dense_numel", "exact", "follow_rank", "round_half_up", "settle",
            "shrink_condition", "shrink_consumer"]

@@ -112,7 +112,7 @@ def _layer_fact(name: str, layer: nn.Module, macs: int, consumers: tuple[str, ..
         bias_params = sum(0 if kl.leaf_bias(leaf) is None else kl.leaf_bias(leaf).numel() for _, leaf in ls)
         bits = kl.layer_bits(layer, name)
         leaf0 = ls[0][1]
-        dtype = "qint8" if km.is_dynamic(leaf0) else (f"int{leaf0.bits}" if isinstance(leaf0, km.QuantWeight)
+        dtype = "qint8" if km.is_int8_kernel(leaf0) else (f"int{leaf0.bits}" if isinstance(leaf0, km.QuantWeight)
                                                        else _dtype_name(leaf0.weight.dtype))
         weight_params = numel
     else:
@@ -130,6 +130,7 @@ def _layer_fact(name: str, layer: nn.Module, macs: int, consumers: tuple[str, ..
         name=name, kind=kind, in_features=in_f, out_features=out_f, weight_shape=weight_shape,
         weight_params=int(weight_params), bias_params=int(bias_params), dtype=dtype, bits=int(bits),
         density=(nnz / numel) if numel else 1.0, macs=int(macs), consumers=consumers, kernel=kernel,
+        group_size=kl.layer_group_size(layer, name),
     )
 
 

@@ -83,13 +83,18 @@ def count_macs(model: nn.Module, x: torch.Tensor) -> tuple[int, dict[str, int]]:
     extra: dict[str, int] = {}
     hooks = []
     for name, module in model.named_modules():
-        if km.is_dynamic(module):
+        # FlopCounterMode counts nothing for torch's int8 kernels: count them by shape
+        if km.is_int8_kernel(module):
             owner = next((n for n in sorted(names.values(), key=len, reverse=True)
                           if name == n or name.startswith(n + ".")), name)
 
             def hook(mod, inputs, out, owner=owner):
-                rows = inputs[0].numel() // mod.in_features
-                extra[owner] = extra.get(owner, 0) + rows * mod.in_features * mod.out_features
+                if isinstance(mod, km.StaticConv2d):
+                    kh, kw = mod.kernel_size
+                    macs = out.numel() * (mod.in_channels // mod.groups) * kh * kw
+                else:
+                    macs = inputs[0].numel() // mod.in_features * mod.in_features * mod.out_features
+                extra[owner] = extra.get(owner, 0) + macs
             hooks.append(module.register_forward_hook(hook))
     counter = FlopCounterMode(display=False)
     try:

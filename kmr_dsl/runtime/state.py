@@ -21,6 +21,8 @@ its original qualified name). This is what the honesty tests compare with a rule
   attribute `kmr_rank` (unbounded otherwise). So channel pruning lowers the rank of the
   layers it shrinks when a side becomes smaller than the rank.
 - adapter_rank: the rank of an unmerged LoRA adapter, else 0.
+- group_size: the inputs per scale of a weight-only integer layer quantized group-wise
+  (`QuantWeight.group_size`), else 0.
 - frozen: the layer's own float weights cannot receive gradients (requires_grad off;
   for an adapted layer: its base). A model-wide int quantization does not freeze layers.
 - trainable: the model holds no integer layer (torch has no backward for the int8
@@ -98,7 +100,7 @@ def layer_frozen(name: str, layer: nn.Module) -> bool:
 
 
 def has_integer_layer(model: nn.Module) -> bool:
-    return any(km.is_dynamic(m) or isinstance(m, km.QuantWeight) for m in model.modules())
+    return any(km.is_int8_kernel(m) or isinstance(m, km.QuantWeight) for m in model.modules())
 
 
 def is_trainable(model: nn.Module) -> bool:
@@ -125,6 +127,7 @@ def layer_state(name: str, layer: nn.Module) -> dict:
         "rank": int(layer_rank(layer)),
         "adapter_rank": int(layer.rank) if isinstance(layer, km.LoRALinear) else 0,
         "frozen": bool(layer_frozen(name, layer)),
+        "group_size": kl.layer_group_size(layer, name),
     }
 
 

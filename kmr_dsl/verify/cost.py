@@ -51,7 +51,7 @@ import sympy as sp
 from sympy.logic.boolalg import BooleanAtom
 
 from kmr_dsl import artifact_layout as layout
-from kmr_dsl.core.state import ANALYTIC_METERS, LAYER_FIELDS, MATRIX_KINDS
+from kmr_dsl.core.state import ANALYTIC_METERS, LAYER_FIELDS, MATRIX_KINDS, scale_groups
 from kmr_dsl.facts import LayerFact, ModelFacts
 from kmr_dsl.verify import algebra as A
 from kmr_dsl.verify.numeric import as_number, evaluate
@@ -72,15 +72,24 @@ def entry_bytes(name: str, ndim, digits: int):
     return A.add(fixed - 1, A.mul(4, ndim))
 
 
-def tensor_data_bytes(numel, rows, bits, density):
+def _scale_count(numel, rows, group_size):
+    """fp32 scales of an integer weight: one per row, or per group of a row's inputs."""
+    if A.is_number(group_size) and group_size == 0:
+        return rows
+    # max(g, 1): the grouped branch must stay finite where the ite takes the other one
+    groups = scale_groups(A.div(numel, rows), A.max_(group_size, 1), A.ceil_)
+    return A.ite(A.compare("==", group_size, 0), rows, A.mul(rows, groups))
+
+
+def tensor_data_bytes(numel, rows, bits, density, group_size=0):
     """Data bytes of one matrix weight (artifact_layout.tensor_bytes without its ceilings)."""
     dense = A.mul(numel, bits, _EIGHTH)
     sparse = A.add(A.mul(numel, _EIGHTH), A.mul(density, numel, bits, _EIGHTH))
-    scales = A.ite(A.compare("<=", bits, 8), A.mul(4, rows), 0)
+    scales = A.ite(A.compare("<=", bits, 8), A.mul(4, _scale_count(numel, rows, group_size)), 0)
     return A.add(A.min_(dense, sparse), scales)
 
 
-def _tensor_bytes(numel, rows, bits, density, name: str, ndim: int, digits: int):
+def _tensor_bytes(numel, rows, bits, density, name: str, ndim: int, digits: int, group_size=0):
     """Data + header bytes of one stored weight in the writer's smaller form."""
     is_int = A.compare("<=", bits, 8)
     q_ndim = ndim if A.is_number(bits) and bits == 8 else A.ite(A.compare("==", bits, 8), ndim, 1)
@@ -92,7 +101,8 @@ def _tensor_bytes(numel, rows, bits, density, name: str, ndim: int, digits: int)
         entry_bytes(layout.entry(name, layout.VALUES), 1, digits)
     dense = A.add(A.mul(numel, bits, _EIGHTH), dense_header)
     sparse = A.add(A.mul(numel, _EIGHTH), A.mul(density, numel, bits, _EIGHTH), sparse_header)
-    scales = A.ite(is_int, A.add(A.mul(4, rows), entry_bytes(layout.entry(name, layout.SCALE), 1, digits)), 0)
+    scales = A.ite(is_int, A.add(A.mul(4, _scale_count(numel, rows, group_size)),
+                                 entry_bytes(layout.entry(name, layout.SCALE), 1, digits)), 0)
     return A.add(A.min_(dense, sparse), scales)
 
 
@@ -170,12 +180,13 @@ class _LayerCost:
         inf, outf = st["in_features"], st["out_features"]
         ndim = max(1, len(f.weight_shape))
         weight = f"{f.name}.weight"
-        weights = _tensor_bytes(self.dense_n, outf, b, d, weight, ndim, digits)
+        g = st["group_size"]
+        weights = _tensor_bytes(self.dense_n, outf, b, d, weight, ndim, digits, g)
         bias_entry = entry_bytes(layout.bias_of(weight), 1, digits) if f.bias_params else 0
         if self._factored is not None:
             first, second = layout.factor_weight(f.name, layout.FIRST), layout.factor_weight(f.name, layout.SECOND)
-            fac = A.add(_tensor_bytes(A.mul(r, inf), r, b, d, first, 2, digits),
-                        _tensor_bytes(A.mul(outf, r), outf, b, d, second, 2, digits))
+            fac = A.add(_tensor_bytes(A.mul(r, inf), r, b, d, first, 2, digits, g),
+                        _tensor_bytes(A.mul(outf, r), outf, b, d, second, 2, digits, g))
             weights = A.ite(self._factored, fac, weights)
             fac_entry = entry_bytes(layout.bias_of(second), 1, digits) if f.bias_params else 0
             # a factorized layer's recipe entry is longer (two Linear configs)

@@ -107,6 +107,7 @@ def initial_state(facts: ModelFacts) -> State:
             "rank": A.num(f.rank),
             "adapter_rank": A.ZERO,
             "frozen": A.FALSE,
+            "group_size": A.num(f.group_size),
         }
     return State(layers, {"trainable": A.TRUE})
 

@@ -34,6 +34,9 @@ PLACES = {
     "kmr_dsl.search": "search", "kmr_dsl.proptest": "search",
     # the commands: the application layer's entry points, kept beside the stage they drive
     "kmr_dsl.app": "app", "kmr_dsl.settings": "app", "kmr_dsl.lsp": "app",
+    # kmr import (recipes -> programs; reads the stdlib and grammar through check/parse) and
+    # kmr export (artifacts -> ONNX / Hugging Face; drives the runtime)
+    "kmr_dsl.importer": "app", "kmr_dsl.export": "app",
     "kmr_dsl.runtime.command": "app", "kmr_dsl.search.command": "app",
     "kmr_dsl.proptest.command": "app", "kmr_dsl.proptest.plugin": "app",
     "kmr_dsl.cli": "cli", "kmr_dsl.__main__": "cli",

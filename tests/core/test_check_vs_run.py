@@ -80,7 +80,17 @@ def _cache(tmp_path, monkeypatch):
     'lowrank(ratio = 0.3) on layers(Linear, name = "2")',
     "lora(data = train, rank = 3, merge = false, epochs = 1) on layers(Linear)",
     "prune(amount = 0.35) on layers(Linear)\n    quantize(bits = 4, scheme = weight_only) on layers(Linear)",
-], ids=["channel", "magnitude", "lowrank", "lora-unmerged", "prune-int4"])
+    "quantize(bits = 4, scheme = weight_only, group_size = 16) on layers(Linear)",
+    "prune(amount = 0.5) on layers(Linear)\n    quantize(bits = 8, group_size = 8) on layers(Linear)",
+    "gptq(bits = 4, group_size = 16, calibration = train) on layers(Linear)",
+    'gptq(bits = 2, group_size = 0, calibration = train) on layers(Linear, name = "2")\n'
+    '    gptq(bits = 16, calibration = train) on layers(Linear, name = "[04]")',
+    "sparsegpt(amount = 0.35, calibration = train) on layers(Linear)\n"
+    "    quantize(bits = 4, scheme = weight_only, group_size = 32) on layers(Linear)",
+    "sparsegpt(n = 2, m = 4, calibration = train) on layers(Linear)",
+    "qat(bits = 4, group_size = 16, scheme = weight_only, data = train) on layers(Linear)",
+], ids=["channel", "magnitude", "lowrank", "lora-unmerged", "prune-int4", "int4-g16", "prune-int8-g8", "gptq-g16",
+        "gptq-mixed", "sparsegpt-int4-g32", "sparsegpt-2:4", "qat-int4-g16"])
 def test_prediction_is_never_below_the_run(body, tmp_path, capsys):
     report = _run(tmp_path, capsys, body)
     predicted, measured = report["predicted"], report["meters"]
