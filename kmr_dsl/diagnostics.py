@@ -126,6 +126,9 @@ CODES: dict[str, tuple[str, str]] = {
     "KMR225": ("derived meter defined in terms of itself", "define one of the meters in the cycle without the others"),
     "KMR226": ("selector on a step inside a for block", "drop `on ...`; the step applies to the loop's layer"),
     "KMR227": ("code outside the program's folder refused", "move the module next to the program, or pass `trust = true` / --trust if you trust it"),
+    "KMR240": ("selector pattern matches nothing", "fix the `name` or `exclude` pattern, or drop it"),
+    "KMR241": ("invalid regular expression in a pattern", "fix the expression after `re:`"),
+    "KMR242": ("invalid list", "write a non-empty list whose items are all numbers or all strings"),
     # 3xx proofs
     "KMR301": ("precondition may fail", "change the knob domain or reorder the steps so the precondition holds"),
     "KMR302": ("budget infeasible", "relax one of the conflicting budget lines or widen a knob bound"),
