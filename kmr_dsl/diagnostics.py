@@ -136,6 +136,7 @@ CODES: dict[str, tuple[str, str]] = {
     "KMR303": ("verification unknown", "simplify the budget or raise the solver limit with --rlimit"),
     "KMR304": ("channels shrink with no consumer",
                "prune channels of hidden layers only (not the output layer), or use method = magnitude"),
+    "KMR305": ("budget line divides by zero", "exclude 0 from the divisor's range"),
     "KMR310": ("vacuous budget line", "tighten or remove the line; every setting meets it"),
     "KMR311": ("knob affects no analytic meter or precondition", "remove the knob or use it in a step"),
     "KMR312": ("default setting violates the budget", "change the defaults to a setting that meets the budget"),
@@ -152,6 +153,7 @@ CODES: dict[str, tuple[str, str]] = {
     "KMR409": ("interrupted", "run again; nothing partial was written"),
     "KMR410": ("rule broke its contract", "fix the implementation or the rule's effect clause"),
     "KMR411": ("user code exited the process", "remove the sys.exit call; raise an exception to report a problem"),
+    "KMR412": ("model has no weights", "load real weights to run; a meta-device model can only be checked"),
     # 5xx CLI and I/O
     "KMR500": ("internal error", "this is a bug in KMR; rerun with KMR_DEBUG=1 and report the traceback"),
     "KMR501": ("file not found", "check the path"),

@@ -171,6 +171,8 @@ def leaf_nonzero(leaf: nn.Module) -> tuple[int, int]:
         q = leaf.int_weight()
     else:
         q = leaf.weight.detach()
+    if q.is_meta:              # shapes without values (a model too big to load): density 1
+        return q.numel(), q.numel()
     return int(torch.count_nonzero(q)), q.numel()
 
 
