@@ -130,12 +130,14 @@ CODES: dict[str, tuple[str, str]] = {
     "KMR240": ("selector pattern matches nothing", "fix the `name` or `exclude` pattern, or drop it"),
     "KMR241": ("invalid regular expression in a pattern", "fix the expression after `re:`"),
     "KMR242": ("invalid list", "write a non-empty list whose items are all numbers or all strings"),
+    "KMR245": ("rule cannot transform a tied layer", "leave layers tied to an embedding out of lowrank and lora; quantize or prune them"),
     # 3xx proofs
     "KMR301": ("precondition may fail", "change the knob domain or reorder the steps so the precondition holds"),
     "KMR302": ("budget infeasible", "relax one of the conflicting budget lines or widen a knob bound"),
     "KMR303": ("verification unknown", "simplify the budget or raise the solver limit with --rlimit"),
     "KMR304": ("channels shrink with no consumer",
                "prune channels of hidden layers only (not the output layer), or use method = magnitude"),
+    "KMR305": ("budget line divides by zero", "exclude 0 from the divisor's range"),
     "KMR310": ("vacuous budget line", "tighten or remove the line; every setting meets it"),
     "KMR311": ("knob affects no analytic meter or precondition", "remove the knob or use it in a step"),
     "KMR312": ("default setting violates the budget", "change the defaults to a setting that meets the budget"),
@@ -152,6 +154,7 @@ CODES: dict[str, tuple[str, str]] = {
     "KMR409": ("interrupted", "run again; nothing partial was written"),
     "KMR410": ("rule broke its contract", "fix the implementation or the rule's effect clause"),
     "KMR411": ("user code exited the process", "remove the sys.exit call; raise an exception to report a problem"),
+    "KMR412": ("model has no weights", "load real weights to run; a meta-device model can only be checked"),
     # 5xx CLI and I/O
     "KMR500": ("internal error", "this is a bug in KMR; rerun with KMR_DEBUG=1 and report the traceback"),
     "KMR501": ("file not found", "check the path"),

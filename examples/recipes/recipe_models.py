@@ -106,7 +106,7 @@ def make_lm(seed: int = 0, blocks: int = 2) -> nn.Module:
 
 
 def tokens(split: str = "val", n: int = 64, length: int = 12) -> torch.Tensor:
-    seed = {"val": 1, "test": 2}[split]
+    seed = {"val": 1, "test": 2, "calib": 3}[split]
     return torch.randint(0, VOCAB, (int(n), int(length)), generator=torch.Generator().manual_seed(seed))
 
 

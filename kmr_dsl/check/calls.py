@@ -23,6 +23,7 @@ Contract:
 from __future__ import annotations
 
 from kmr_dsl import ast, units
+from kmr_dsl.check import ranges
 from kmr_dsl.core import program as P
 from kmr_dsl.check import types as T
 from kmr_dsl.check.names import describe_kind, did_you_mean
@@ -274,6 +275,15 @@ def _within(cx, callee, p: P.Param, node, ir, shown) -> bool:
     bad = lo if lo < hull_lo else hi if hi > hull_hi else None
     if bad is None:
         return True
+    # intervals forget that two occurrences of a knob are one value: split the knobs' box
+    refined = ranges.refine(cx.knobs, ir, hull_lo, hull_hi, _lo_closed(d), _hi_closed(d))
+    if refined.verdict == "inside":
+        return True
+    if refined.verdict == "outside":
+        at = ", ".join(f"{k} = {T.fmt_value(v)}" for k, v in refined.setting.items())
+        cx.report(error("KMR210", node.span, f"{shown} is {T.fmt_value(refined.value)} at {at}, outside the domain "
+                        f"of `{p.name}` of `{callee}`", label, hint="narrow the knobs it uses or rewrite the expression"))
+        return False
     cx.report(error("KMR210", node.span, f"{shown} can reach {T.fmt_value(bad)}, outside the domain of "
                     f"`{p.name}` of `{callee}`", label, hint="narrow the knobs it uses or rewrite the expression"))
     return False

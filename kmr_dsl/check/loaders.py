@@ -119,7 +119,12 @@ def _kw_types(cx, loader: str, kwargs: dict) -> bool:
     if "trust" in kwargs and not isinstance(kwargs["trust"][0], bool):
         cx.report(error("KMR211", kwargs["trust"][1].span, "`trust` is true or false"))
         ok = False
-    if "weights" in kwargs and not isinstance(kwargs["weights"][0], str):
+    if "weights" in kwargs and loader == "hf":
+        if kwargs["weights"][0] is not False:
+            cx.report(error("KMR211", kwargs["weights"][1].span, "`weights` of `hf` is `false` (the architecture "
+                            "from config.json, no weights: checkable, not runnable)"))
+            ok = False
+    elif "weights" in kwargs and not isinstance(kwargs["weights"][0], str):
         cx.report(error("KMR211", kwargs["weights"][1].span, "`weights` is a file path (a string)"))
         ok = False
     if loader == "sklearn" and "split" in kwargs and kwargs["split"][0] not in SPLITS:

@@ -9,7 +9,9 @@ same for a module in hand. The caller caches them (facts.store_cached).
   channels; Embedding: in = embedding_dim, out = num_embeddings), weight shape and
   elements, bias elements, dtype, bits, measured density, dense MACs on the example
   input and `consumers` (the layers that shrink when its output channels are pruned:
-  see `layers.channel_links`; BatchNorms first, then the next weight layer).
+  see `depgraph.channel_links`, traced on the example input; BatchNorms first, then
+  the consuming weight layers) and `tied`
+  (the names of embeddings that read this layer's weight: `runtime.tied`).
 - MACs: FlopCounterMode FLOPs / 2 of one forward on the example input, per layer and in
   total; int8 dynamic Linears (which FlopCounterMode counts as 0) are counted as their
   float equivalent, batch elements x in x out.
@@ -33,7 +35,7 @@ import torch.nn as nn
 
 from kmr_dsl.diagnostics import KmrError, Span, error
 from kmr_dsl.facts import LayerFact, LoaderSpec, ModelFacts, dependencies_since, spec_hash
-from kmr_dsl.runtime import forward, layers as kl, loaders, meters
+from kmr_dsl.runtime import depgraph, forward, layers as kl, loaders, meters, tied
 from kmr_dsl.runtime import modules as km
 
 HF_SEQUENCE = 128
@@ -56,7 +58,7 @@ def _shape_of(value) -> tuple[tuple[int, ...], str] | None:
 def example_input_shape(spec: LoaderSpec | None, model: nn.Module, span: Span | None = None) -> tuple[tuple[int, ...], str]:
     span = span or Span.unknown()
     if spec is not None and spec.kw("input_shape") is not None:
-        shape = tuple(int(s) for s in spec.kw("input_shape"))
+        shape = _written_shape(spec.kw("input_shape"), span)
         first = next(iter(kl.logical_layers(model)), (None, None))[1]
         default = "int64" if first is not None and kl.kind_of(first) == "Embedding" else "float32"
         return shape, str(spec.kw("input_dtype", default))
@@ -81,17 +83,33 @@ def example_input_shape(spec: LoaderSpec | None, model: nn.Module, span: Span | 
         if kind in ("Conv1d", "Conv2d"):
             break
     raise KmrError(error("KMR404", span, "cannot tell the model's example input shape",
-                         hint="pass input_shape = [1, C, H, W] to the loader or define example_input() in the model's module"))
+                         hint='pass the shape to the loader, e.g. `input_shape = "1, 3, 32, 32"`, or define '
+                              "`example_input()` in the model's module, returning an example tensor or its shape"))
 
 
-def _layer_fact(name: str, layer: nn.Module, macs: int, consumers: tuple[str, ...]) -> LayerFact:
+def _written_shape(value, span) -> tuple[int, ...]:
+    """`input_shape = "1, 3, 32, 32"` (the language has no list literal; "1x3x32x32" works too)."""
+    try:
+        if isinstance(value, str):
+            parts = [p for p in value.replace("x", ",").split(",") if p.strip()]
+            return tuple(int(p) for p in parts)
+        if isinstance(value, (int, float)):
+            return (int(value),)
+        return tuple(int(s) for s in value)
+    except (TypeError, ValueError):
+        raise KmrError(error("KMR404", span or Span.unknown(), f"`input_shape = {value!r}` is not a shape",
+                             hint='write the sizes as a string, e.g. `input_shape = "1, 3, 32, 32"`')) from None
+
+
+def _layer_fact(name: str, layer: nn.Module, macs: int, consumers: tuple[str, ...],
+                tied: tuple[str, ...] = ()) -> LayerFact:
     kind = kl.kind_of(layer)
     in_f, out_f = kl.layer_features(layer)
     ls = kl.leaves(name, layer)
     if ls:
         nnz = numel = 0
         for _, leaf in ls:
-            a, b = kl.leaf_nonzero(leaf)
+            a, b = kl.leaf_nonzero(leaf)        # a meta weight counts as dense (spec: densities are 1)
             nnz, numel = nnz + a, numel + b
         weight_shape = tuple(kl.leaf_weight(ls[0][1]).shape) if len(ls) == 1 else (numel,)
         bias_params = sum(0 if kl.leaf_bias(leaf) is None else kl.leaf_bias(leaf).numel() for _, leaf in ls)
@@ -106,7 +124,7 @@ def _layer_fact(name: str, layer: nn.Module, macs: int, consumers: tuple[str, ..
         weight_shape = tuple(weight.shape) if isinstance(weight, torch.Tensor) else ()
         weight_params = weight.numel() if isinstance(weight, torch.Tensor) else 0
         bias_params = bias.numel() if isinstance(bias, torch.Tensor) else 0
-        nnz = int(torch.count_nonzero(weight)) if weight_params else 0
+        nnz = (weight_params if weight.is_meta else int(torch.count_nonzero(weight))) if weight_params else 0
         numel = weight_params
         bits = kl.layer_bits(layer, name)
         dtype = _dtype_name(weight.dtype) if isinstance(weight, torch.Tensor) else "float32"
@@ -114,7 +132,7 @@ def _layer_fact(name: str, layer: nn.Module, macs: int, consumers: tuple[str, ..
     return LayerFact(
         name=name, kind=kind, in_features=in_f, out_features=out_f, weight_shape=weight_shape,
         weight_params=int(weight_params), bias_params=int(bias_params), dtype=dtype, bits=int(bits),
-        density=(nnz / numel) if numel else 1.0, macs=int(macs), consumers=consumers, kernel=kernel,
+        density=(nnz / numel) if numel else 1.0, macs=int(macs), consumers=consumers, kernel=kernel, tied=tied,
         group_size=kl.layer_group_size(layer, name),
     )
 
@@ -123,10 +141,14 @@ def model_facts_from_module(module: nn.Module, input_shape, input_dtype: str = "
                             source_hash: str = "") -> ModelFacts:
     module.eval()
     x = forward.example_input(input_shape, input_dtype, batch=input_shape[0] if input_shape else 1)
+    if loaders.is_meta(module):
+        x = x.to("meta")        # FlopCounterMode counts a meta forward without computing anything
     total_macs, per_layer = meters.count_macs(module, x)
-    links = kl.channel_links(module)
+    links = depgraph.channel_links(module, x)
+    tied_to = tied.tied_names(module)
     facts = tuple(
-        _layer_fact(name, layer, per_layer.get(name, 0), links[name].names if name in links else ())
+        _layer_fact(name, layer, per_layer.get(name, 0), links[name].names if name in links else (),
+                    tied_to.get(name, ()))
         for name, layer in kl.logical_layers(module)
     )
     buffers = sum(b.numel() * b.element_size() for _, b in _persistent_buffers(module))
@@ -146,7 +168,7 @@ def _persistent_buffers(module: nn.Module):
 
 def model_facts(spec: LoaderSpec, trust: bool = False, span: Span | None = None) -> ModelFacts:
     before = set(sys.modules)
-    model = loaders.load_model(spec, trust=trust, span=span)
+    model = loaders.load_model(spec, trust=trust, span=span, allow_meta=True)
     shape, dtype = example_input_shape(spec, model, span)
     try:
         facts = model_facts_from_module(model, shape, dtype, source_hash=spec_hash(spec))
@@ -156,7 +178,7 @@ def model_facts(spec: LoaderSpec, trust: bool = False, span: Span | None = None)
     except Exception as exc:  # noqa: BLE001 - the example input does not fit the model
         raise KmrError(error("KMR404", span or Span.unknown(), f"the model does not run on its example input {shape}",
                              f"{type(exc).__name__}: {str(exc)[:400]}",
-                             hint="pass input_shape = [...] to the loader")) from exc
+                             hint='pass the right shape to the loader, e.g. `input_shape = "1, 3, 32, 32"`')) from exc
 
 
 __all__ = ["example_input_shape", "model_facts", "model_facts_from_module"]
