@@ -21,13 +21,15 @@ verdict or a prediction the run contradicts):
 - `run-refused`: every clause was PROVED, yet a step refused (a KMR4xx error);
 - `counterexample-not-real`: a clause was REFUTED, yet at its counterexample every
   clause holds at run time and every step runs;
-- `under:METER`: a meter measures above its prediction (a cost model must never be
-  below the artifact: that is what makes an upper-bound budget line unsound);
-- `over:METER`: a count meter (exact by its cost model) measures below its prediction;
+- `under:METER`, `baseline-under:METER`: a meter measures above its prediction on the
+  result or on the unmodified model (a cost model must never be below the artifact:
+  that is what makes an upper-bound budget line unsound);
 - `internal`: the checker or the verifier failed with KMR500 or an exception.
+Line kinds carry the meter and the direction of the line: `verified-not-met:size<=`.
 Not disagreements, counted beside them: `rejected` (the checker refused the program:
-a generator gap), `unknown` (a solver limit), `over:size` (the size model is an upper
-bound; how loose it is is reported, not judged).
+a generator gap), `unknown` (a solver limit), `over:METER` and `baseline-over:METER` (a
+prediction above the measurement: loose, and unsound only where a lower-bound line
+such as `nonzero >= N` reads it, which the line kinds catch).
 """
 
 from __future__ import annotations
@@ -258,17 +260,15 @@ class _Runner:
                 continue
             if m > p:
                 res.add(f"under:{meter}", f"at {label} {setting}: measured {m:g}, predicted {p:g}")
-            elif meter in COUNTS:
-                res.add(f"over:{meter}", f"at {label} {setting}: measured {m:g}, predicted {p:g}")
             else:
-                res.notes.append((f"over:{meter}", f"{(p - m) / m:.4f}"))
+                res.notes.append((f"over:{meter}", f"at {label} {setting}: measured {m:g}, predicted {p:g}"))
         for meter in ("params", "nonzero", "size", "macs", "trainable_params"):
             bm, bp = outcome.baseline.get(meter), base[meter]
             if bm is not None and not _close(bm, bp):
-                if meter in COUNTS or bm > bp:
-                    res.add(f"baseline:{meter}", f"measured {bm:g}, predicted {bp:g}")
+                if bm > bp:
+                    res.add(f"baseline-under:{meter}", f"measured {bm:g}, predicted {bp:g}")
                 else:
-                    res.notes.append((f"baseline-over:{meter}", f"{(bp - bm) / bm:.4f}"))
+                    res.notes.append((f"baseline-over:{meter}", f"measured {bm:g}, predicted {bp:g}"))
         env = Env(knobs=setting, meter=lambda ref: (base if ref.baseline else pred)[ref.name])
         analytic = [(c, ln) for c, ln in zip(self.pipeline.budget, outcome.lines) if c.analytic]
         predicted_met = [holds(c, env) for c, _ in analytic]

@@ -45,16 +45,76 @@ def test_check_and_run_agree(harness, case):
 
 
 # ---------------------------------------------------------------- reproducers
+# One program per disagreement class the generated cases found (the shortest found,
+# then cut down by hand), each run at its defaults. The bound of each line is the cost
+# model's own prediction at the default setting when the class was found, so the line
+# is tight there: a prediction off by one weight or one byte flips it.
 
-MLP = 'model m = factory("sound_factory:make", family = "mlp", sizes = "{sizes}", bias = "{bias}")'
-DATA = 'data train = factory("sound_factory:data", family = "{family}", sizes = "{sizes}", n = 16)'
+def _model(family: str, sizes: str, bias: str = "11", extra: str = "") -> str:
+    return f'model m = factory("sound_factory:make", family = "{family}", sizes = "{sizes}", bias = "{bias}"{extra})'
 
 
-def _program(model: str, knobs: str, steps: str, budget: str, data: str = "") -> str:
+def _program(model: str, steps: str, budget: str, knobs: str = "", data: str = "") -> str:
     body = "\n".join("    " + s for s in steps.strip().splitlines())
     lines = "\n".join("        " + s for s in budget.strip().splitlines())
-    return (f'import "std"\n{model}\n{data}\n{knobs}\npipeline p(m) {{\n{body}\n'
-            f"    budget {{\n{lines}\n    }}\n}}\n")
+    head = "\n".join(x for x in ('import "std"', model, data, knobs) if x)
+    return f"{head}\npipeline p(m) {{\n{body}\n    budget {{\n{lines}\n    }}\n}}\n"
 
 
-REPRODUCERS = {}
+_TRAIN = 'data train = factory("sound_factory:data", family = "mlp", sizes = "16,16,4", n = 16)'
+_A = "knob a : float in [0.0, 0.9] step 0.05 = {}"
+
+REPRODUCERS = {
+    # magnitude pruning keeps round((1 - a) * N) weights; the model counts (1 - a) * N
+    "magnitude-nonzero-rounding": _program(_model("mlp", "8,16,4"), "prune(amount = a)", "nonzero <= 144.8",
+                                           _A.format(0.35)),
+    "global-nonzero-rounding": _program(_model("mlp", "8,16,4"), "prune(amount = a, method = global)",
+                                        "nonzero <= 144.8", _A.format(0.35)),
+    # 2:4 on 9 inputs: the tail group of one weight keeps it (3 of 9 kept per row, not 4.5)
+    "nm-tail-group": _program(_model("mlp", "9,6,4"), "prune(amount = 0.0, method = nm, n = 2, m = 4)",
+                              "nonzero <= 49"),
+    # 16 * (1 - 0.45) = 8.8 output channels: the runtime keeps 9
+    "channel-count-rounding": _program(_model("mlp", "8,16,4"),
+                                       'prune(amount = a, method = channel) on layers(Linear, name = "0")',
+                                       "params <= 118.4", _A.format(0.45)),
+    # proved, then KMR405 at run time: the output layer has no consumer to shrink ...
+    "channel-output-layer": _program(_model("mlp", "8,16,4"), "prune(amount = a, method = channel) on layers(Linear)",
+                                     "params <= 134.96", _A.format(0.3)),
+    # ... nor does a layer whose outputs join a residual addition
+    "channel-residual-branch": _program(_model("residual", "4,6,5,3", "111"),
+                                        'prune(amount = a, method = channel) on layers(Linear, name = "2.fc2")',
+                                        "params <= 104", _A.format(0.5)),
+    # rank ceil(0.25 * 5) = 2, not 1.25: every count and the size are predicted low
+    "lowrank-rank-rounding": _program(_model("mlp", "9,5,7"), "lowrank(ratio = r)", "params <= 44.5",
+                                      "knob r : float in (0.0, 1.0] step 0.25 = 0.25"),
+    "lowrank-size": _program(_model("mlp", "24,24,4"), 'lowrank(ratio = 0.3) on layers(Linear, name = "0")',
+                             "size <= 2813.4 B"),
+    "lora-unmerged-size": _program(_model("mlp", "16,16,4"),
+                                   "lora(data = train, rank = 3, merge = false, epochs = 1, batch_size = 16)"
+                                   " on layers(Linear)", "size <= 3005 B", data=_TRAIN),
+    # BatchNorm buffers' header entries are not in the size model (baseline and result)
+    "size-norm-buffers": _program(_model("cnn", "3,2,2,3,4", "111", ", norm = 1"),
+                                  "quantize(bits = 2) on layers(Linear)", "size <= 1884 B"),
+    # the size model is an upper bound, read as exact by a lower-bound line
+    "size-lower-bound-line": _program(_model("mlp", "8,16,4"), "quantize(bits = 8, scheme = weight_only)",
+                                      "size >= 1225 B"),
+    # the head shares the embedding's weight: trainable_params counts it once, the model twice
+    "tied-trainable-params": _program(_model("tied", "4,2,1", "0"), "prune(amount = 0.0) on layers(Linear)",
+                                      "trainable_params >= 20"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REPRODUCERS))
+def test_reproducer(harness, name):
+    res = harness.judge(REPRODUCERS[name], [{}])
+    # proved (then the runs must meet it) or refuted (then no run may): never rejected
+    assert res.verdict != "rejected", f"{res.notes}\n{res.program}"
+    assert not res.disagreements, _show(res)
+
+
+def test_size_does_not_depend_on_the_folder(tmp_path):
+    """The artifact's recipe names the program's folder: a long path is a longer header."""
+    text = _program(_model("mlp", "2,2", "00"), "prune(amount = 0.0) on layers(Linear)", "params <= 4")
+    res = Harness(tmp_path / ("f" * 150)).judge(text, [{}])
+    assert res.verdict != "rejected"
+    assert not res.disagreements, _show(res)
