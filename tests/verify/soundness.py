@@ -169,7 +169,7 @@ class Harness:
         if any(r.verdict is Verdict.UNKNOWN for r in report.results):
             res.notes.append(("unknown", "; ".join(r.summary for r in report.results if r.verdict is Verdict.UNKNOWN)))
         comp_proved = all(r.verdict is Verdict.PROVED for r in comp)
-        runner = _Runner(program, self._provider)
+        runner = _Runner(program)
         defaults = program.default_setting(program.pipelines["p"])
         if not comp_proved:
             for r in comp:
@@ -200,7 +200,7 @@ class Harness:
 class _Runner:
     """Runs one checked program at settings, watching each step's preconditions."""
 
-    def __init__(self, program, provider):
+    def __init__(self, program):
         self.program = program
         self.pipeline = program.pipelines["p"]
         self.session = None
@@ -281,11 +281,11 @@ class _Runner:
                     + "; ".join(f"`{ln['text']}` {ln['left']:g} vs {ln['right']:g}" for _, ln in analytic))
 
     def counterexample(self, res: Result, setting: dict, summary: str) -> None:
+        res.runs += 1
         try:
             self._evaluate(setting)
         except KmrError:
             return              # a step refused: the counterexample is real
-        res.runs += 1
         if not self.failures:
             res.add("counterexample-not-real", f"{summary}: at {setting} every requires holds and every step ran")
 

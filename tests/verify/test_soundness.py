@@ -118,3 +118,19 @@ def test_size_does_not_depend_on_the_folder(tmp_path):
     res = Harness(tmp_path / ("f" * 150)).judge(text, [{}])
     assert res.verdict != "rejected"
     assert not res.disagreements, _show(res)
+
+
+def test_a_refuted_step_is_run_at_its_counterexample_and_the_watch_sees_it(harness):
+    """quantize to 8 bits, then prune: the verifier refutes `layer.bits >= 16` at b = 8;
+    at that setting the watch reads 8 bits off the real model before `prune` runs."""
+    text = _program(_model("mlp", "8,16,4"), "quantize(bits = b)\nprune(amount = 0.5)", "params <= 1000",
+                    "knob b : int in {8, 32} = 32")
+    res = harness.judge(text)
+    assert res.verdict == "refuted (a step's precondition)", res.notes
+    assert res.runs == 1 and not res.disagreements, _show(res)
+    program, _ = harness.check(text)
+    from tests.verify.soundness import _Runner
+    runner = _Runner(program)
+    runner.counterexample(res, {"b": 8}, "bits")
+    assert not res.disagreements
+    assert any("requires layer.bits >= 16 is false" in f for f in runner.failures), runner.failures
