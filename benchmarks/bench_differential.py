@@ -56,7 +56,8 @@ def main(argv=None) -> int:
     print(f"cases with a disagreement: {tally.disagreeing_cases}; by kind (cases; target 0):"
           + (" none" if not tally.kinds else ""))
     for kind, n in sorted(tally.kinds.items(), key=lambda kv: (-kv[1], kv[0])):
-        print(f"  {kind:40s} {n}")
+        common = tally.by_signature[kind].most_common(3)
+        print(f"  {kind:40s} {n:5d}   e.g. " + "; ".join(f"{sig} ({k})" for sig, k in common))
     if tally.notes:
         print("not disagreements: " + ", ".join(f"{k} {v}" for k, v in sorted(tally.notes.items())))
     for kind, (detail, program) in sorted(tally.shortest.items()):
@@ -66,6 +67,7 @@ def main(argv=None) -> int:
             "cases": tally.cases, "runs": tally.runs, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
             "verdicts": dict(tally.verdicts), "disagreements": dict(tally.kinds), "notes": dict(tally.notes),
             "shortest": {k: {"detail": d, "program": p} for k, (d, p) in tally.shortest.items()},
+            "by_signature": {k: dict(c.most_common()) for k, c in tally.by_signature.items()},
         }, indent=2))
     return 0 if not tally.kinds else 1
 

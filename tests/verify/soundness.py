@@ -51,7 +51,7 @@ from kmr_dsl.runtime import state as run_state
 from kmr_dsl.runtime.introspect import model_facts
 from kmr_dsl.verify import Verdict, predict, verify
 from tests.verify import sound_factory
-from tests.verify.soundness_cases import Arch, Case, cases
+from tests.verify.soundness_cases import Arch, Case, cases, signature
 
 FACTORY = Path(__file__).with_name("sound_factory.py")
 COUNTS = ("params", "nonzero", "macs", "trainable_params")
@@ -66,6 +66,7 @@ class Result:
     verdict: str = ""                     # proved | refuted (...) | unknown | rejected
     runs: int = 0
     program: str = ""
+    signature: str = ""                   # what the program is made of (soundness_cases.signature)
 
     def add(self, kind: str, detail: str) -> None:
         self.disagreements.append((kind, detail))
@@ -131,7 +132,7 @@ class Harness:
 
     # ------------------------------------------------------------ one case
     def run(self, case: Case) -> Result:
-        res = Result()
+        res = Result(signature=signature(case))
         program, diags = self.check(case.program([]))
         if program is None or has_errors(diags):
             return self._rejected(res, case.program([]), diags)
@@ -331,6 +332,7 @@ class Tally:
     kinds: collections.Counter = field(default_factory=collections.Counter)      # cases per kind
     notes: collections.Counter = field(default_factory=collections.Counter)
     shortest: dict = field(default_factory=dict)                                  # kind -> (detail, program)
+    by_signature: dict = field(default_factory=dict)                              # kind -> Counter of signatures
 
     def add(self, res: Result) -> None:
         self.cases += 1
@@ -339,6 +341,7 @@ class Tally:
         self.disagreeing_cases += bool(res.disagreements)
         for kind in res.kinds():
             self.kinds[kind] += 1
+            self.by_signature.setdefault(kind, collections.Counter())[res.signature] += 1
         for kind, detail in res.disagreements:
             old = self.shortest.get(kind)
             if old is None or len(res.program) < len(old[1]):

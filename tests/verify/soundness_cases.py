@@ -311,6 +311,10 @@ def cases(draw, layer_names, extra_settings: int = 1) -> Case:
             steps.append(s)
     if not steps:
         steps.append("finetune(" + _TRAIN + ")")
+    if draw(st.integers(0, 3)):
+        # usually quantize last, as real recipes do: otherwise most pipelines would prune
+        # or factorize integer layers, which the verifier rightly refutes at once
+        steps.sort(key=lambda s: "quantize(" in s)
     lines = []
     for meter in draw(st.lists(st.sampled_from(METERS), min_size=1, max_size=3, unique=True)):
         op = draw(st.sampled_from(("<=", "<=", "<", ">=", ">")))
@@ -324,4 +328,27 @@ def cases(draw, layer_names, extra_settings: int = 1) -> Case:
     return Case(arch, layers, specs, tuple(steps), tuple(lines), target, more)
 
 
-__all__ = ["Arch", "Case", "KnobSpec", "Line", "METERS", "archs", "cases", "setting_of"]
+def signature(case: Case) -> str:
+    """What a case is made of, to sort disagreements by cause: the family (with `+norm`)
+    and each distinct rule with the option that changes its cost model, e.g.
+    `cnn+norm: lowrank(energy) prune(nm) quantize(weight_only)`."""
+    parts = set()
+    for text in case.steps:
+        head = text.split("{ ")[-1]
+        rule = head.split("(")[0]
+        opts = []
+        for key, flag in (("method = ", None), ("scheme = ", None), ("merge = ", None), ("energy = ", "energy")):
+            if key in head:
+                value = head.split(key)[1].split(",")[0].split(")")[0]
+                if flag:
+                    opts.append(flag)
+                elif key == "merge = " or value in ("mth", "sch"):
+                    opts.append(f"{key[:-3]}={'knob' if value in ('mth', 'sch', 'mg') else value}")
+                else:
+                    opts.append(value)
+        parts.add(f"{rule}({','.join(opts)})" if opts else rule)
+    family = case.arch.family + ("+norm" if case.arch.norm else "")
+    return f"{family}: {' '.join(sorted(parts))}"
+
+
+__all__ = ["Arch", "Case", "KnobSpec", "Line", "METERS", "archs", "cases", "setting_of", "signature"]
