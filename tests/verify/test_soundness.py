@@ -98,6 +98,14 @@ REPRODUCERS = {
     # the size model is an upper bound, read as exact by a lower-bound line
     "size-lower-bound-line": _program(_model("mlp", "8,16,4"), "quantize(bits = 8, scheme = weight_only)",
                                       "size >= 1225 B"),
+    # global pruning's per-layer density is the average over the layers it ranks together;
+    # a later per-layer step compounds the average, not the layer's real density
+    "global-then-layer-prune": _program(_model("cnn", "3,6,4,4,5", "000"),
+                                        "prune(amount = 0.5, method = global)\nprune(amount = 0.8) on layers(Linear)",
+                                        "nonzero <= 229"),
+    # half precision on a model whose head is tied to its embedding: proved, then the
+    # `macs` meter fails (KMR408: a float32 input meets the shared bf16 weight)
+    "tied-half-precision": _program(_model("tied", "6,4,1", "1"), "quantize(bits = 16)", "params <= 1000"),
     # the head shares the embedding's weight: trainable_params counts it once, the model twice
     "tied-trainable-params": _program(_model("tied", "4,2,1", "0"), "prune(amount = 0.0) on layers(Linear)",
                                       "trainable_params >= 20"),
