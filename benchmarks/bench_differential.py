@@ -58,6 +58,8 @@ def main(argv=None) -> int:
     for kind, n in sorted(tally.kinds.items(), key=lambda kv: (-kv[1], kv[0])):
         common = tally.by_signature[kind].most_common(3)
         print(f"  {kind:40s} {n:5d}   e.g. " + "; ".join(f"{sig} ({k})" for sig, k in common))
+    for message, n in tally.messages.most_common():
+        print(f"  {n:5d} x {message}")
     if tally.notes:
         print("not disagreements: " + ", ".join(f"{k} {v}" for k, v in sorted(tally.notes.items())))
     for kind, (detail, program) in sorted(tally.shortest.items()):
@@ -68,6 +70,7 @@ def main(argv=None) -> int:
             "verdicts": dict(tally.verdicts), "disagreements": dict(tally.kinds), "notes": dict(tally.notes),
             "shortest": {k: {"detail": d, "program": p} for k, (d, p) in tally.shortest.items()},
             "by_signature": {k: dict(c.most_common()) for k, c in tally.by_signature.items()},
+            "messages": dict(tally.messages.most_common()),
         }, indent=2))
     return 0 if not tally.kinds else 1
 

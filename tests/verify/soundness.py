@@ -333,6 +333,7 @@ class Tally:
     notes: collections.Counter = field(default_factory=collections.Counter)
     shortest: dict = field(default_factory=dict)                                  # kind -> (detail, program)
     by_signature: dict = field(default_factory=dict)                              # kind -> Counter of signatures
+    messages: collections.Counter = field(default_factory=collections.Counter)   # run-refused / internal, by message
 
     def add(self, res: Result) -> None:
         self.cases += 1
@@ -342,12 +343,22 @@ class Tally:
         for kind in res.kinds():
             self.kinds[kind] += 1
             self.by_signature.setdefault(kind, collections.Counter())[res.signature] += 1
+        for kind, detail in {(k, _message(d)) for k, d in res.disagreements if k in ("run-refused", "internal")}:
+            self.messages[f"{kind}: {detail}"] += 1
         for kind, detail in res.disagreements:
             old = self.shortest.get(kind)
             if old is None or len(res.program) < len(old[1]):
                 self.shortest[kind] = (detail, res.program)
         for kind in {k for k, _ in res.notes}:
             self.notes[kind] += 1
+
+
+def _message(detail: str) -> str:
+    """A refusal's message without its setting, names and numbers: one line per cause."""
+    import re
+
+    text = detail.split("}: ", 1)[-1]
+    return re.sub(r"(?<![KMR\d])\d+(\.\d+)?", "N", re.sub(r"`[^`]*`", "`X`", text))[:160]
 
 
 def sweep(examples: int, folder, extra_settings: int = 1, seed: int | None = None, on_result=None) -> Tally:
