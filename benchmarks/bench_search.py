@@ -38,7 +38,7 @@ for path in (ROOT, DIGITS):   # run from a checkout; the digits factory lives ne
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from kmr_dsl.cli import load_checked  # noqa: E402
+from kmr_dsl.app import load_checked  # noqa: E402
 from kmr_dsl.diagnostics import has_errors, render_all  # noqa: E402
 from kmr_dsl.search.backends import SESSION_SEED, LocalBackend  # noqa: E402
 from kmr_dsl.search.command import make_strategy, witness_of  # noqa: E402

@@ -95,7 +95,7 @@ def update_docs(section: str, text: str, docs: Path = DOCS) -> None:
 
 
 def kmr_session(path: str | Path, pipeline: str | None = None, trust: bool = False):
-    from kmr_dsl.cli import load_checked
+    from kmr_dsl.app import load_checked
     from kmr_dsl.diagnostics import render_all
     from kmr_dsl.runtime.session import PipelineSession
 

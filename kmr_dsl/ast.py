@@ -388,8 +388,3 @@ class Program:
     file: str
     decls: tuple[Decl, ...]
     span: Span = _span()
-
-
-def decl_name(decl: Decl) -> str | None:
-    """The name a declaration introduces (None for an import)."""
-    return getattr(decl, "name", None)

@@ -13,20 +13,16 @@ wins in the order 2, 1, 3, 0.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
 from kmr_dsl import __version__
-from kmr_dsl.diagnostics import Diagnostic, KmrError, Span, error, has_errors, render_all, sort_key
-
-EXIT_OK, EXIT_FAILED, EXIT_MALFORMED, EXIT_UNKNOWN = 0, 1, 2, 3
-_PRIORITY = {EXIT_MALFORMED: 3, EXIT_FAILED: 2, EXIT_UNKNOWN: 1, EXIT_OK: 0}
-
-
-def worst(codes) -> int:
-    return max(codes, key=lambda c: _PRIORITY.get(c, 4), default=EXIT_OK)
+from kmr_dsl.app import (
+    EXIT_FAILED, EXIT_MALFORMED, EXIT_OK, EXIT_UNKNOWN, Output, emit_json, load_checked, pipelines_to_check,
+    read_sources, solver_options, worst,
+)
+from kmr_dsl.diagnostics import KmrError, Span, error, has_errors, render_all
 
 
 class _UsageError(Exception):
@@ -38,67 +34,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         raise _UsageError(f"{self.prog}: {message}")
-
-
-# ---------------------------------------------------------------- output
-
-class Output:
-    """Where diagnostics and results go; text (colour unless NO_COLOR) or JSON."""
-
-    def __init__(self, fmt: str = "text"):
-        self.fmt = fmt
-        self.color = sys.stderr.isatty() and "NO_COLOR" not in os.environ
-
-    def diagnostics(self, diags: list[Diagnostic], sources: dict[str, str] | None = None) -> None:
-        if self.fmt == "text" and diags:
-            print(render_all(sorted(diags, key=sort_key), sources, self.color), file=sys.stderr)
-
-    def result(self, text: str) -> None:
-        if self.fmt == "text":
-            print(text)
-
-
-def _emit_json(payload) -> None:
-    print(json.dumps(payload, indent=2, default=str))
-
-
-# ---------------------------------------------------------------- facts
-
-def facts_provider(spec, trust: bool, span: Span):
-    """Cached model facts; on a miss, load the model with torch and cache the facts."""
-    from kmr_dsl.facts import load_cached, store_cached
-
-    cached = load_cached(spec)
-    if cached is not None:
-        return cached
-    from kmr_dsl.runtime.introspect import model_facts
-
-    facts = model_facts(spec, trust=trust, span=span)
-    store_cached(spec, facts)
-    return facts
-
-
-def load_checked(path: str, trust: bool = False):
-    """Parse and check one file: (CheckedProgram or None, diagnostics, sources)."""
-    from kmr_dsl.check import check_file
-
-    p = Path(path)
-    if not p.is_file():
-        diag = error("KMR501", Span.unknown(path), f"no such file: {path}", hint="check the path")
-        return None, [diag], {}
-    program, diags = check_file(str(p), facts_provider=facts_provider, trust=trust)
-    sources = program.sources if program is not None else _read_sources(diags)
-    return program, diags, sources
-
-
-def _read_sources(diags) -> dict[str, str]:
-    out = {}
-    for d in diags:
-        try:
-            out.setdefault(d.span.file, Path(d.span.file).read_text(encoding="utf-8", errors="replace"))
-        except OSError:
-            pass
-    return out
 
 
 # ---------------------------------------------------------------- commands
@@ -119,8 +54,8 @@ def cmd_check(args) -> int:
         if not args.no_verify and program.pipelines:  # nothing to prove: no sympy/z3 import
             from kmr_dsl.verify import verify
 
-            for name in _pipelines(program, args.pipeline, path):
-                report = verify(program, name, **_solver_options(args))
+            for name in pipelines_to_check(program, args.pipeline, path):
+                report = verify(program, name, **solver_options(args))
                 diags = diags + list(report.diagnostics)
                 entry["pipelines"].append({"pipeline": name, **report.to_json()})
                 code = worst([code, report.exit_code])
@@ -140,27 +75,8 @@ def cmd_check(args) -> int:
         codes.append(code)
     final = worst(codes)
     if args.format == "json":
-        _emit_json({"exit_code": final, "files": payload})
+        emit_json({"exit_code": final, "files": payload})
     return final
-
-
-def _solver_options(args) -> dict:
-    opts = {}
-    if args.rlimit is not None:
-        opts["rlimit"] = args.rlimit
-    if args.timeout is not None:
-        opts["timeout_s"] = args.timeout
-    return opts
-
-
-def _pipelines(program, wanted: str | None, path: str) -> list[str]:
-    if wanted is None:
-        return list(program.pipelines)
-    if wanted not in program.pipelines:
-        raise KmrError(error("KMR502", Span.unknown(path), f"no pipeline named `{wanted}`",
-                             f"pipelines: {', '.join(program.pipelines) or '(none)'}",
-                             hint="pass one of the listed names to --pipeline"))
-    return [wanted]
 
 
 def _render_report(path: str, pipeline: str, report) -> str:
@@ -307,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except KmrError as e:
-        print(render_all([e.diagnostic], _read_sources([e.diagnostic])), file=sys.stderr)
+        print(render_all([e.diagnostic], read_sources([e.diagnostic])), file=sys.stderr)
         return EXIT_FAILED if e.diagnostic.code.startswith("KMR4") else EXIT_MALFORMED
     except KeyboardInterrupt:
         print(render_all([error("KMR409", Span.unknown(args.command), "interrupted")]), file=sys.stderr)

@@ -164,8 +164,10 @@ def default_hint(code: str) -> str | None:
 
 # ---------------------------------------------------------------- rendering
 
-def _use_color(stream_isatty: bool) -> bool:
-    return stream_isatty and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+def use_color(stream) -> bool:
+    """Colour diagnostics on `stream`: a terminal, unless NO_COLOR is set or TERM=dumb."""
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty()) and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
 
 
 _COLORS = {Severity.ERROR: "\x1b[1;31m", Severity.WARNING: "\x1b[1;33m", Severity.NOTE: "\x1b[1;36m"}
@@ -228,5 +230,5 @@ def sort_key(d: Diagnostic):
 
 __all__ = [
     "CODES", "Diagnostic", "KmrError", "Severity", "Span", "error", "warning",
-    "render", "render_all", "to_json", "has_errors", "sort_key",
+    "render", "render_all", "to_json", "has_errors", "sort_key", "use_color",
 ]

@@ -55,11 +55,6 @@ _METER_DIMS: dict[str, Dim] = {
 }
 
 
-def unit_dim(unit: str) -> Dim:
-    """The dimension of a unit; KeyError for an unknown one."""
-    return _TABLE[unit][1]
-
-
 def to_base(value: int | float, unit: str) -> tuple[int | float, Dim]:
     """`16 KB` -> (16000, BYTES); `25 %` -> (0.25, NUMBER); `2 ms` -> (0.002, TIME).
 
@@ -122,4 +117,4 @@ def example_unit(d: Dim) -> str:
 
 
 __all__ = ["BYTES", "Dim", "NUMBER", "TIME", "UNITS", "dim_label", "div", "example_unit",
-           "meter_dim", "mul", "suggest", "to_base", "unit_dim"]
+           "meter_dim", "mul", "suggest", "to_base"]

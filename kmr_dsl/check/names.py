@@ -158,10 +158,6 @@ class Symbols:
         entry = self.entries.get(name)
         return entry.kind if entry else None
 
-    def of_kind(self, *kinds: str) -> list[Entry]:
-        """Entries of the given kinds, in dependency (declaration) order."""
-        return [e for e in self.entries.values() if e.kind in kinds]
-
     def names(self, *kinds: str) -> list[str]:
         return [n for n, e in self.entries.items() if not kinds or e.kind in kinds]
 

@@ -72,9 +72,5 @@ def at_layer(e, layer: str):
     return rewrite(e, f)
 
 
-def has_placeholder(e) -> bool:
-    return any(isinstance(n, P.KnobRef) and PLACEHOLDER in n.name for n in nodes(e))
-
-
-__all__ = ["PLACEHOLDER", "at_layer", "children", "family_ref", "has_placeholder", "is_analytic",
+__all__ = ["PLACEHOLDER", "at_layer", "children", "family_ref", "is_analytic",
            "knobs", "meters", "nodes", "on_baseline", "rewrite"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch.nn as nn
 
@@ -37,9 +38,12 @@ class CaseOutcome:
     mismatches: list[expected.Mismatch] = field(default_factory=list)
 
 
-def impl_of(rule: Rule):
-    from kmr_dsl.proptest.contracts import rule_base_dir
+def rule_base_dir(rule: Rule) -> str:
+    """The folder a rule's impl module is imported from first: its declaring file's."""
+    return str(Path(rule.span.file).parent) if rule.span.line > 0 else "."
 
+
+def impl_of(rule: Rule):
     return import_ref(rule.impl, rule_base_dir(rule), rule.span, missing="KMR407", bad="KMR407")
 
 
@@ -135,4 +139,4 @@ def _run_case(rule: Rule, fn, case, seed: int, bounds: dict) -> CaseOutcome:
     return out
 
 
-__all__ = ["CaseOutcome", "impl_of", "run_case"]
+__all__ = ["CaseOutcome", "impl_of", "rule_base_dir", "run_case"]

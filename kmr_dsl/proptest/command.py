@@ -13,15 +13,11 @@ malformed or the command misused.
 
 from __future__ import annotations
 
-import json
-import sys
-
+from kmr_dsl.app import Output, emit_json, load_checked
 from kmr_dsl.diagnostics import KmrError, Span, error, has_errors
 
 
 def test_command(args) -> int:
-    from kmr_dsl.cli import Output, load_checked
-
     if args.examples < 1:
         raise KmrError(error("KMR502", Span.unknown("--examples"), f"--examples must be at least 1, got {args.examples}",
                              hint="pass --examples N with N >= 1 (default 20)"))
@@ -30,7 +26,7 @@ def test_command(args) -> int:
     if program is None or has_errors(diags):
         out.diagnostics(diags, sources)
         if args.format == "json":
-            _emit({"file": args.file, "exit_code": 2, "diagnostics": [d.to_json() for d in diags]})
+            emit_json({"file": args.file, "exit_code": 2, "diagnostics": [d.to_json() for d in diags]})
         return 2
 
     from kmr_dsl.proptest.runner import footer, header, test_program
@@ -55,13 +51,8 @@ def test_command(args) -> int:
         payload = report.to_json()
         payload["file"] = args.file
         payload["check_diagnostics"] = [d.to_json() for d in diags]
-        _emit(payload)
+        emit_json(payload)
     return report.exit_code
-
-
-def _emit(payload) -> None:
-    print(json.dumps(payload, indent=2, default=str))
-    sys.stdout.flush()
 
 
 __all__ = ["test_command"]

@@ -27,7 +27,6 @@ KMR410 at the rule with the shrunk model, layer and arguments.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from hypothesis import strategies as st
 
@@ -203,10 +202,4 @@ def check_contract(rule: Rule, *, examples: int = 10, seed: int = 0, sources: di
     return result
 
 
-def rule_base_dir(rule: Rule) -> str:
-    """The folder a rule's impl module is imported from first: its declaring file's."""
-    return str(Path(rule.span.file).parent) if rule.span.line > 0 else "."
-
-
-__all__ = ["Case", "ContractResult", "DOCUMENTED_BOUNDS", "case_strategy", "check_contract", "contract_reads",
-           "rule_base_dir"]
+__all__ = ["Case", "ContractResult", "DOCUMENTED_BOUNDS", "case_strategy", "check_contract", "contract_reads"]

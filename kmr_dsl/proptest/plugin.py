@@ -54,7 +54,7 @@ class KmrFile(pytest.File):
     """One .kmr file: checked at collection, one item per property (and rule contract)."""
 
     def collect(self):
-        from kmr_dsl.cli import load_checked
+        from kmr_dsl.app import load_checked
         from kmr_dsl.diagnostics import has_errors, render_all
 
         opts = self.config.option

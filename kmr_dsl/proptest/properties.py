@@ -22,13 +22,14 @@ from dataclasses import dataclass, field
 
 from kmr_dsl.check.program import CheckedProgram, If, KnobRef, MeterRef, Op, Property
 from kmr_dsl.diagnostics import Diagnostic, KmrError, Span, error
-from kmr_dsl.evaluate import Env, evaluate, holds, meter_refs
+from kmr_dsl.evaluate import Env, evaluate, holds, meter_key, meter_refs
+from kmr_dsl.outcome import Outcome
 from kmr_dsl.proptest.engine import CaseFailed, search
 from kmr_dsl.proptest.quantities import expr_dim, plural, show
 from kmr_dsl.proptest.strategies import setting_strategy, show_setting
 from kmr_dsl.runtime.meters import fixed_threads
 from kmr_dsl.runtime.context import default_threads
-from kmr_dsl.runtime.session import PipelineSession, meter_key, span_text
+from kmr_dsl.runtime.session import PipelineSession, span_text
 
 
 def threads_for(session: PipelineSession) -> int | None:
@@ -43,7 +44,7 @@ class Sessions:
     def __init__(self, program: CheckedProgram, trust: bool = False, seed: int = 0):
         self.program, self.trust, self.seed = program, trust, seed
         self._sessions: dict[str, PipelineSession | KmrError] = {}
-        self._outcomes: dict[tuple, object] = {}
+        self._outcomes: dict[tuple, Outcome | KmrError] = {}
 
     def session(self, pipeline: str) -> PipelineSession:
         got = self._sessions.get(pipeline)
@@ -57,7 +58,7 @@ class Sessions:
             raise got
         return got
 
-    def evaluate(self, pipeline: str, setting: dict):
+    def evaluate(self, pipeline: str, setting: dict) -> Outcome:
         key = (pipeline, tuple(sorted((k, repr(v)) for k, v in setting.items())))
         if key not in self._outcomes:
             session = self.session(pipeline)
@@ -171,7 +172,7 @@ def base_setting(program: CheckedProgram, prop: Property) -> dict:
     return setting
 
 
-def _judge(program: CheckedProgram, prop: Property, setting: dict, outcome) -> list[LineFailure]:
+def _judge(program: CheckedProgram, prop: Property, setting: dict, outcome: Outcome) -> list[LineFailure]:
     def reading(ref: MeterRef) -> float:
         key = meter_key(MeterRef(ref.name, ref.args, False, ref.analytic, ref.span))
         return outcome.baseline[key] if ref.baseline else outcome.meters[key]

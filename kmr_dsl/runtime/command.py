@@ -14,21 +14,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from kmr_dsl.diagnostics import KmrError, Span, error, render_all, warning
-
-
-def pick_pipeline(program, wanted: str | None, path: str) -> str:
-    names = list(program.pipelines)
-    if wanted is not None:
-        if wanted not in program.pipelines:
-            raise KmrError(error("KMR502", Span.unknown(path), f"no pipeline named `{wanted}`",
-                                 f"pipelines: {', '.join(names) or '(none)'}", hint="pass one of the listed names"))
-        return wanted
-    if len(names) != 1:
-        raise KmrError(error("KMR502", Span.unknown(path),
-                             "the file has no pipeline" if not names else "the file has several pipelines",
-                             f"pipelines: {', '.join(names) or '(none)'}", hint="choose one with --pipeline NAME"))
-    return names[0]
+from kmr_dsl.app import Output, emit_json, load_checked, pick_pipeline, solver_options
+from kmr_dsl.diagnostics import Span, error, render_all, warning
 
 
 class Progress:
@@ -57,7 +44,6 @@ class Progress:
 
 
 def run_command(args) -> int:
-    from kmr_dsl.cli import load_checked, Output
     from kmr_dsl.settings import format_setting, parse_settings
 
     out = Output(args.format)
@@ -71,8 +57,7 @@ def run_command(args) -> int:
 
     from kmr_dsl.verify import predict, verify
 
-    opts = {k: v for k, v in (("rlimit", args.rlimit), ("timeout_s", args.timeout)) if v is not None}
-    report = verify(program, name, **opts)
+    report = verify(program, name, **solver_options(args))
     shown = list(diags) + list(report.diagnostics)
     if report.exit_code == 1 and not args.force:
         out.diagnostics(shown, sources)
@@ -101,10 +86,7 @@ def run_command(args) -> int:
     from kmr_dsl.runtime.report import render_text
 
     if args.format == "json":
-        import json
-
-        print(json.dumps({"exit_code": 0 if outcome.feasible else 1, "artifact": str(path), **outcome.to_json()},
-                         indent=2, default=str))
+        emit_json({"exit_code": 0 if outcome.feasible else 1, "artifact": str(path), **outcome.to_json()})
     else:
         print(render_text(session, outcome))
         print(f"\nwrote {path} ({outcome.meters.get('size', 0):,.0f} bytes), {out_dir / 'report.json'}, "
@@ -115,7 +97,7 @@ def run_command(args) -> int:
 
 def _keyed(session, predicted: dict) -> dict:
     """The verifier predicts by meter name; the report keys readings like `size`."""
-    from kmr_dsl.runtime.session import meter_key
+    from kmr_dsl.evaluate import meter_key
 
     out = {}
     for ref in session.refs:

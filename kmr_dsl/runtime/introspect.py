@@ -29,7 +29,7 @@ import torch.nn as nn
 
 from kmr_dsl.diagnostics import KmrError, Span, error
 from kmr_dsl.facts import LayerFact, LoaderSpec, ModelFacts, spec_hash
-from kmr_dsl.runtime import forward, layers as kl, loaders
+from kmr_dsl.runtime import forward, layers as kl, loaders, meters
 from kmr_dsl.runtime import modules as km
 
 HF_SEQUENCE = 128
@@ -80,44 +80,6 @@ def example_input_shape(spec: LoaderSpec | None, model: nn.Module, span: Span | 
                          hint="pass input_shape = [1, C, H, W] to the loader or define example_input() in the model's module"))
 
 
-def count_macs(model: nn.Module, x: torch.Tensor) -> tuple[int, dict[str, int]]:
-    """(total MACs, MACs per logical layer) of one forward on `x`."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    names = {id(m): n for n, m in kl.logical_layers(model)}
-    extra: dict[str, int] = {}
-    hooks = []
-    for name, module in model.named_modules():
-        if km.is_dynamic(module):
-            owner = next((n for n in sorted(names.values(), key=len, reverse=True)
-                          if name == n or name.startswith(n + ".")), name)
-
-            def hook(mod, inputs, out, owner=owner):
-                rows = inputs[0].numel() // mod.in_features
-                extra[owner] = extra.get(owner, 0) + rows * mod.in_features * mod.out_features
-            hooks.append(module.register_forward_hook(hook))
-    counter = FlopCounterMode(display=False)
-    try:
-        with torch.no_grad(), counter:
-            model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    root = type(model).__name__
-    per_layer: dict[str, int] = {}
-    for key, ops in counter.get_flop_counts().items():
-        # keys are "RootClass.qualified.name"; a layer's count includes its children
-        if not key.startswith(root + "."):
-            continue
-        name = key[len(root) + 1:]
-        if name in names.values():
-            per_layer[name] = sum(ops.values()) // 2
-    for owner, macs in extra.items():
-        per_layer[owner] = per_layer.get(owner, 0) + macs
-    total = counter.get_total_flops() // 2 + sum(extra.values())
-    return int(total), per_layer
-
-
 def _layer_fact(name: str, layer: nn.Module, macs: int, consumers: tuple[str, ...]) -> LayerFact:
     kind = kl.kind_of(layer)
     in_f, out_f = kl.layer_features(layer)
@@ -156,13 +118,12 @@ def model_facts_from_module(module: nn.Module, input_shape, input_dtype: str = "
                             source_hash: str = "") -> ModelFacts:
     module.eval()
     x = forward.example_input(input_shape, input_dtype, batch=input_shape[0] if input_shape else 1)
-    total_macs, per_layer = count_macs(module, x)
+    total_macs, per_layer = meters.count_macs(module, x)
     links = kl.channel_links(module)
     facts = tuple(
         _layer_fact(name, layer, per_layer.get(name, 0), links[name].names if name in links else ())
         for name, layer in kl.logical_layers(module)
     )
-    from kmr_dsl.runtime import meters
     buffers = sum(b.numel() * b.element_size() for _, b in _persistent_buffers(module))
     return ModelFacts(layers=facts, total_params=meters.params(module), total_macs=total_macs,
                       input_shape=tuple(int(s) for s in input_shape), input_dtype=input_dtype,
@@ -191,4 +152,4 @@ def model_facts(spec: LoaderSpec, trust: bool = False, span: Span | None = None)
                              hint="pass input_shape = [...] to the loader")) from exc
 
 
-__all__ = ["count_macs", "example_input_shape", "model_facts", "model_facts_from_module"]
+__all__ = ["example_input_shape", "model_facts", "model_facts_from_module"]

@@ -181,10 +181,6 @@ def current_mask(leaf: nn.Module) -> torch.Tensor:
     return keep if old is None else keep & old
 
 
-def drop_mask(leaf: nn.Module) -> None:
-    leaf._buffers.pop(MASK, None)
-
-
 def apply_masks(model: nn.Module) -> None:
     with torch.no_grad():
         for module in model.modules():
@@ -283,7 +279,7 @@ def channel_links(model: nn.Module) -> dict[str, ChannelLink]:
 
 __all__ = [
     "ChannelLink", "LAYER_KINDS", "MASK", "MATRIX_KINDS", "apply_masks", "channel_links", "current_mask",
-    "drop_mask", "get_module", "is_leaf", "kind_of", "layer_bits", "layer_features", "leaf_bias", "leaf_bits",
+    "get_module", "is_leaf", "kind_of", "layer_bits", "layer_features", "leaf_bias", "leaf_bits",
     "leaf_is_float", "leaf_nonzero", "leaf_weight", "leaves", "logical_layers", "select_layers", "set_mask",
     "set_module",
 ]

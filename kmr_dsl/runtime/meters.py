@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from kmr_dsl.diagnostics import KmrError, Span, error
 from kmr_dsl.runtime import context, forward, layers as kl, state
+from kmr_dsl.runtime import modules as km
 from kmr_dsl.runtime.data import Dataset
 
 EVAL_BATCH = 256
@@ -72,9 +73,46 @@ def size(model: nn.Module, recipe: dict | None = None) -> int:
 
 
 def macs(model: nn.Module, input_shape, input_dtype: str = "float32") -> int:
-    from kmr_dsl.runtime.introspect import count_macs
     x = forward.example_input(input_shape, input_dtype, batch=tuple(input_shape)[0] if input_shape else 1)
     return count_macs(model, x)[0]
+
+
+def count_macs(model: nn.Module, x: torch.Tensor) -> tuple[int, dict[str, int]]:
+    """(total MACs, MACs per logical layer) of one forward on `x`."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    names = {id(m): n for n, m in kl.logical_layers(model)}
+    extra: dict[str, int] = {}
+    hooks = []
+    for name, module in model.named_modules():
+        if km.is_dynamic(module):
+            owner = next((n for n in sorted(names.values(), key=len, reverse=True)
+                          if name == n or name.startswith(n + ".")), name)
+
+            def hook(mod, inputs, out, owner=owner):
+                rows = inputs[0].numel() // mod.in_features
+                extra[owner] = extra.get(owner, 0) + rows * mod.in_features * mod.out_features
+            hooks.append(module.register_forward_hook(hook))
+    counter = FlopCounterMode(display=False)
+    try:
+        with torch.no_grad(), counter:
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    root = type(model).__name__
+    per_layer: dict[str, int] = {}
+    for key, ops in counter.get_flop_counts().items():
+        # keys are "RootClass.qualified.name"; a layer's count includes its children
+        if not key.startswith(root + "."):
+            continue
+        name = key[len(root) + 1:]
+        if name in names.values():
+            per_layer[name] = sum(ops.values()) // 2
+    for owner, count in extra.items():
+        per_layer[owner] = per_layer.get(owner, 0) + count
+    total = counter.get_total_flops() // 2 + sum(extra.values())
+    return int(total), per_layer
 
 
 @contextmanager

@@ -9,7 +9,8 @@ unstructured sparsity gives no CPU speedup, that int4/int2 are storage formats h
 
 from __future__ import annotations
 
-from kmr_dsl.runtime.session import meter_key
+from kmr_dsl.evaluate import meter_key
+from kmr_dsl.outcome import LineVerdict, Outcome
 
 
 def fmt_value(value: float | None, dim: str) -> str:
@@ -37,7 +38,7 @@ def _dim(session, key: str) -> str:
     return "number"
 
 
-def rows(session, outcome) -> list[tuple[str, str, str, str]]:
+def rows(session, outcome: Outcome) -> list[tuple[str, str, str, str]]:
     out = []
     for key, measured in outcome.meters.items():
         dim = _dim(session, key)
@@ -46,9 +47,9 @@ def rows(session, outcome) -> list[tuple[str, str, str, str]]:
     return out
 
 
-def _line_dim(session, line: dict) -> str:
+def _line_dim(session, line: LineVerdict) -> str:
     for key in session.refs:
-        if meter_key(key) in line["text"] or key.name in line["text"]:
+        if meter_key(key) in line.text or key.name in line.text:
             return _dim(session, meter_key(key))
     return "number"
 
@@ -73,7 +74,7 @@ def honesty_notes(session) -> list[str]:
     return notes
 
 
-def render_text(session, outcome) -> str:
+def render_text(session, outcome: Outcome) -> str:
     header = ("meter", "baseline", "predicted", "measured")
     body = rows(session, outcome)
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(4)]
@@ -84,10 +85,10 @@ def render_text(session, outcome) -> str:
     lines.append("budget")
     for line in outcome.lines:
         dim = _line_dim(session, line)
-        verdict = "ok  " if line["holds"] else "FAIL"
-        kind = "" if line["analytic"] else " (empirical)"
-        lines.append(f"  {verdict}  {line['text']}{kind}    "
-                     f"[{fmt_value(line['left'], dim)} {line['op']} {fmt_value(line['right'], dim)}]")
+        verdict = "ok  " if line.holds else "FAIL"
+        kind = "" if line.analytic else " (empirical)"
+        lines.append(f"  {verdict}  {line.text}{kind}    "
+                     f"[{fmt_value(line.left, dim)} {line.op} {fmt_value(line.right, dim)}]")
     if outcome.objective is not None and session.pipeline.objective is not None:
         lines.append(f"objective: {session.pipeline.objective.direction} = {outcome.objective:.6g}")
     for note in honesty_notes(session):
@@ -95,7 +96,7 @@ def render_text(session, outcome) -> str:
     return "\n".join(lines)
 
 
-def render_markdown(session, outcome, artifact_path) -> str:
+def render_markdown(session, outcome: Outcome, artifact_path) -> str:
     out = [f"# KMR run report — pipeline `{session.pipeline.name}`", "",
            f"Program: `{session.program.file}`  ", f"Artifact: `{artifact_path}`  ",
            "Setting: " + ", ".join(f"`{k} = {v}`" for k, v in outcome.setting.items()), "",
@@ -104,8 +105,8 @@ def render_markdown(session, outcome, artifact_path) -> str:
     out += ["", "| budget line | verdict | left | right |", "|---|---|---|---|"]
     for line in outcome.lines:
         dim = _line_dim(session, line)
-        out.append(f"| `{line['text']}` | {'holds' if line['holds'] else '**fails**'} | "
-                   f"{fmt_value(line['left'], dim)} | {fmt_value(line['right'], dim)} |")
+        out.append(f"| `{line.text}` | {'holds' if line.holds else '**fails**'} | "
+                   f"{fmt_value(line.left, dim)} | {fmt_value(line.right, dim)} |")
     notes = honesty_notes(session)
     if notes:
         out += ["", "Notes:", *[f"- {n}" for n in notes]]

@@ -27,36 +27,18 @@ import inspect
 import json
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from kmr_dsl.check.program import CheckedProgram, DataRef, MeterRef, ModelArg, Step
 from kmr_dsl.diagnostics import KmrError, Span, error
 from kmr_dsl.evaluate import Env, evaluate, holds, margin, meter_key, meter_refs
+from kmr_dsl.outcome import LineVerdict, Outcome
 from kmr_dsl.runtime import context
 from kmr_dsl.runtime.loaders import import_ref, load_data, load_model
 from kmr_dsl.runtime.meters import fixed_threads
+from kmr_dsl.runtime.report import render_markdown
 
 ANALYTIC = ("params", "nonzero", "size", "macs", "trainable_params")
-
-
-@dataclass
-class Outcome:
-    setting: dict
-    meters: dict[str, float]
-    baseline: dict[str, float]
-    lines: list[dict]
-    objective: float | None
-    feasible: bool
-    seconds: float
-    predicted: dict[str, float] = field(default_factory=dict)
-
-    def to_json(self) -> dict:
-        return {
-            "setting": self.setting, "meters": self.meters, "baseline": self.baseline,
-            "predicted": self.predicted, "budget": self.lines, "objective": self.objective,
-            "feasible": self.feasible, "seconds": round(self.seconds, 3),
-        }
 
 
 class PipelineSession:
@@ -246,23 +228,16 @@ class PipelineSession:
             return base[key] if ref.baseline else measured[key]
 
         env = Env(knobs=setting, meter=reading)
-        lines = []
-        for line in self.pipeline.budget:
-            lines.append({
-                "text": span_text(line.span, self.program.sources),
-                "holds": holds(line, env),
-                "left": float(evaluate(line.left, env)),
-                "right": float(evaluate(line.right, env)),
-                "margin": margin(line, env),
-                "analytic": line.analytic,
-                "op": line.op,
-                "line": line.span.line,
-            })
+        lines = tuple(
+            LineVerdict(text=span_text(line.span, self.program.sources), holds=holds(line, env),
+                        left=float(evaluate(line.left, env)), right=float(evaluate(line.right, env)),
+                        margin=float(margin(line, env)), analytic=line.analytic, op=line.op, line=line.span.line)
+            for line in self.pipeline.budget)
         objective = None
         if self.pipeline.objective is not None:
             objective = float(evaluate(self.pipeline.objective.expr, env))
-        return Outcome(dict(setting), measured, base, lines, objective, all(x["holds"] for x in lines),
-                       time.perf_counter() - start, dict(predicted or {}))
+        return Outcome(dict(setting), measured, base, lines, objective, time.perf_counter() - start,
+                       dict(predicted or {}))
 
     def _report(self, **event) -> None:
         if self.progress is not None:
@@ -283,8 +258,6 @@ class PipelineSession:
             payload = {"file": self.program.file, "pipeline": self.pipeline.name, "artifact": str(path),
                        "artifact_bytes": written, **outcome.to_json(), **(extra or {})}
             write_atomic(out / "report.json", json.dumps(payload, indent=2, default=str))
-            from kmr_dsl.runtime.report import render_markdown
-
             write_atomic(out / "report.md", render_markdown(self, outcome, path))
         return path
 

@@ -5,20 +5,19 @@ the order trials *finish* (closing it cancels what is still running), `retain(ke
 (the driver names the best setting so far; a backend may keep that model), and
 `model_for(setting)` (the model of a trial it kept, or None).
 
-A *payload* is a plain dict (`outcome_payload`): setting, meters, baseline, lines,
-objective, feasible, seconds; or `{"error": message}` when the pipeline raised a
-KMR diagnostic at that setting. Only plain data crosses a process boundary.
+A *payload* is a plain dict: the session's `Outcome.to_json()` (kmr_dsl.outcome), or
+`{"error": message}` when the pipeline raised a KMR diagnostic at that setting. Only
+plain data crosses a process boundary.
 
 `TaskSpec` names a session factory by import path ("module:function") plus keyword
-arguments; `program_session` is the real one: it re-loads the program from its file
-and builds a `PipelineSession`. Ray tasks receive the spec and a setting, build (and
+arguments; `kmr_dsl.app:program_session` is the real one: it re-loads the program
+from its file and builds a `PipelineSession`. Ray tasks receive the spec and a setting, build (and
 keep, per worker process) their own session, so nothing unpicklable is sent.
 """
 
 from __future__ import annotations
 
 import importlib
-import math
 import time
 from dataclasses import dataclass
 
@@ -30,33 +29,11 @@ from kmr_dsl.search.space import key
 SESSION_SEED = 0
 
 
-def _plain(value):
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return None if value is None else str(value)
-    return f if math.isfinite(f) else str(f)
-
-
-def outcome_payload(outcome) -> dict:
-    """A session Outcome as plain data."""
-    return {
-        "setting": dict(outcome.setting),
-        "meters": {k: _plain(v) for k, v in outcome.meters.items()},
-        "baseline": {k: _plain(v) for k, v in (outcome.baseline or {}).items()},
-        "lines": [{k: (_plain(v) if k in ("left", "right", "margin") else v) for k, v in dict(line).items()}
-                  for line in outcome.lines],
-        "objective": None if outcome.objective is None else _plain(outcome.objective),
-        "feasible": bool(outcome.feasible),
-        "seconds": float(outcome.seconds),
-    }
-
-
 def evaluate_payload(session, setting: dict) -> dict:
     """Run one setting; a KMR diagnostic becomes an error payload, not a crash."""
     start = time.monotonic()
     try:
-        return outcome_payload(session.evaluate(dict(setting)))
+        return session.evaluate(dict(setting)).to_json()
     except KmrError as e:
         d = e.diagnostic
         return {"error": f"{d.code}: {d.message}" + "".join(f"; {n}" for n in d.notes),
@@ -71,20 +48,6 @@ class TaskSpec:
     def build(self):
         module, _, name = self.factory.partition(":")
         return getattr(importlib.import_module(module), name)(**dict(self.kwargs))
-
-
-def program_session(path: str, pipeline: str, trust: bool = False, seed: int = SESSION_SEED,
-                    threads: int | None = None):
-    """A PipelineSession for `pipeline` of the program in `path` (checked afresh)."""
-    from kmr_dsl.cli import load_checked
-    from kmr_dsl.diagnostics import has_errors
-    from kmr_dsl.runtime.session import PipelineSession
-
-    program, diags, _ = load_checked(path, trust=trust)
-    if program is None or has_errors(diags):
-        first = next((d for d in diags if d.severity.value == "error"), None)
-        raise KmrError(first or error("KMR501", Span.unknown(path), f"cannot load {path}"))
-    return PipelineSession(program, pipeline, trust=trust, seed=seed, threads=threads)
 
 
 # ---------------------------------------------------------------- local

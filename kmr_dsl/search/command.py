@@ -1,6 +1,8 @@
 """`kmr search FILE`: check, verify, configure, then hand over to execute_search.
 
-Contract: `search_command(args) -> int` (args from kmr_dsl.cli's `search` parser).
+Contract: `search_command(args, tools=None) -> int` (args from kmr_dsl.cli's `search`
+parser; `tools`, a `Toolchain`, names the loader, verifier and session class to use:
+the real ones by default, stand-ins in tests).
 1. Load and check the file (malformed: its diagnostics, exit 2).
 2. Verify the pipeline. REFUTED: print the verifier's diagnostics and do not search
    (exit 1). UNKNOWN: warn and search anyway, since every setting is still checked
@@ -16,8 +18,11 @@ Trials use training seed 0 (like `kmr run`); the search seed drives only the str
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
+from kmr_dsl.app import load_checked, pick_pipeline, solver_options
 from kmr_dsl.diagnostics import KmrError, Span, error, has_errors, render_all, warning
 from kmr_dsl.evaluate import meter_refs
 from kmr_dsl.runtime.context import default_threads
@@ -121,52 +126,46 @@ def shown_and_units(program, pipeline) -> tuple[list[str], dict[str, str]]:
     return shown, units
 
 
-def _pick_pipeline(program, wanted: str | None, path: str) -> str:
-    names = list(program.pipelines)
-    if wanted is not None and wanted in program.pipelines:
-        return wanted
-    if wanted is None and len(names) == 1:
-        return names[0]
-    message = f"no pipeline named `{wanted}`" if wanted else "the file has several pipelines"
-    if not names:
-        message = "the file has no pipeline to search"
-    raise KmrError(error("KMR502", Span.unknown(path), message, f"pipelines: {', '.join(names) or '(none)'}",
-                         hint="pass one of the listed names to --pipeline"))
+@dataclass(frozen=True)
+class Toolchain:
+    """What `kmr search` takes from the other stages. The defaults are the real ones;
+    a test passes stand-ins (a hand-built program, a fake verifier, a fake session)."""
+
+    load: Callable = load_checked                 # (path, trust=) -> (program, diags, sources)
+    verifier: Any = None                          # verify, is_feasible, predict, predict_layers; None: kmr_dsl.verify
+    session: Callable | None = None               # PipelineSession's signature; None: PipelineSession
+
+    def verify_module(self):
+        if self.verifier is not None:
+            return self.verifier
+        import kmr_dsl.verify
+
+        return kmr_dsl.verify
+
+    def session_class(self):
+        if self.session is not None:
+            return self.session
+        from kmr_dsl.runtime.session import PipelineSession
+
+        return PipelineSession
 
 
-def _save(session, model, out_dir: Path, trial, outcome=None):
-    """session.save, with the trial's report beside the model when the session writes one."""
-    import inspect
-
-    if "outcome" not in inspect.signature(session.save).parameters:
-        return session.save(model, out_dir, dict(trial.setting))
-    if outcome is None:
-        from kmr_dsl.runtime.session import Outcome
-
-        outcome = Outcome(dict(trial.setting), dict(trial.meters), dict(trial.baseline), list(trial.lines),
-                          trial.objective, trial.feasible, trial.seconds)
-    return session.save(model, out_dir, dict(trial.setting), outcome=outcome,
-                        extra={"search": {"trial": trial.index, "journal": str(out_dir.parent / "journal.jsonl")}})
-
-
-def search_command(args) -> int:
-    from kmr_dsl.cli import _solver_options, load_checked
-
-    program, diags, sources = load_checked(args.file, trust=args.trust)
+def search_command(args, tools: Toolchain | None = None) -> int:
+    tools = tools or Toolchain()
+    program, diags, sources = tools.load(args.file, trust=args.trust)
     if program is None or has_errors(diags):
         print(render_all(diags, sources), file=sys.stderr)
         return 2
     if args.time_limit is not None and args.time_limit <= 0:
         raise KmrError(error("KMR502", Span.unknown("kmr search"), "--time-limit must be a positive number of seconds",
                              hint="for example --time-limit 600"))
-    name = _pick_pipeline(program, args.pipeline, args.file)
+    name = pick_pipeline(program, args.pipeline, args.file)
     pipeline = program.pipelines[name]
     span = pipeline.search.span if pipeline.search is not None else pipeline.span
     strategy_name, options = configure(pipeline.search, args, span)
 
-    from kmr_dsl.verify import verify
-
-    report = verify(program, name, **_solver_options(args))
+    verifier = tools.verify_module()
+    report = verifier.verify(program, name, **solver_options(args))
     vdiags = list(diags) + list(getattr(report, "diagnostics", ()))
     if report.exit_code in (1, 2):
         print(render_all(vdiags, sources), file=sys.stderr)
@@ -185,12 +184,10 @@ def search_command(args) -> int:
 
     def session():
         if "s" not in local:
-            from kmr_dsl.runtime.session import PipelineSession
-
-            local["s"] = PipelineSession(program, name, trust=args.trust, seed=SESSION_SEED, threads=threads)
+            local["s"] = tools.session_class()(program, name, trust=args.trust, seed=SESSION_SEED, threads=threads)
         return local["s"]
 
-    problem = ProgramProblem(program, name, witness_of(report), grid=options.get("grid", GRID),
+    problem = ProgramProblem(program, name, witness_of(report), grid=options.get("grid", GRID), verifier=verifier,
                              profiles=lambda: session().weight_profiles())
     out_dir = Path(args.out) if args.out else Path("out") / f"{name}-search"
     strategy = make_strategy(strategy_name, options, out_dir, span)
@@ -200,7 +197,7 @@ def search_command(args) -> int:
                       shown=shown, units=units, span=span)
 
     if args.backend == "ray":
-        spec = TaskSpec("kmr_dsl.search.backends:program_session",
+        spec = TaskSpec("kmr_dsl.app:program_session",
                         (("path", str(Path(args.file).resolve())), ("pipeline", name),
                          ("trust", bool(args.trust)), ("seed", SESSION_SEED), ("threads", threads)))
         backend = RayBackend(spec, address=args.address, span=span)
@@ -208,11 +205,12 @@ def search_command(args) -> int:
         backend = LocalBackend(session())
 
     def save_best(trial):
-        model, outcome = backend.model_for(trial.setting), None
+        model, outcome = backend.model_for(trial.setting), trial.outcome
         if model is None:   # Ray kept it in a worker, or it was read back from the journal
             outcome = session().evaluate(dict(trial.setting))
             model = session().last_model
-        return _save(session(), model, out_dir / "best", trial, outcome)
+        return session().save(model, out_dir / "best", dict(trial.setting), outcome=outcome,
+                              extra={"search": {"trial": trial.index, "journal": str(out_dir / "journal.jsonl")}})
 
     try:
         code, _ = execute_search(problem, strategy, backend, out_dir, info,

@@ -139,10 +139,6 @@ class Journal:
         self._file.flush()
         os.fsync(self._file.fileno())
 
-    @property
-    def next_index(self) -> int:
-        return max((t.index for t in self.old), default=0) + 1
-
     def close(self) -> None:
         if self._file is not None:
             self._file.close()

@@ -32,8 +32,8 @@ def _bounds(trial, label: str) -> list[float]:
     value = trial.meters.get(label)
     out = []
     for line in trial.lines:
-        left, right = line.get("left"), line.get("right")
-        if not isinstance(left, float) or not isinstance(right, float) or value is None:
+        left, right = line.left, line.right
+        if left is None or right is None or value is None:
             continue
         if abs(left - value) <= 1e-9 * max(1.0, abs(value)):
             out.append(right)

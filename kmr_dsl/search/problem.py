@@ -19,13 +19,12 @@ free (run-less) questions:
   with it; it never decides feasibility.
 
 `ProgramProblem` answers them for a checked program through the verifier
-(`kmr_dsl.verify.is_feasible` and `predict`, imported lazily: they pull in sympy).
-Tests use their own Problem with a synthetic cost model.
+(`kmr_dsl.verify.is_feasible` and `predict`, imported lazily: they pull in sympy),
+or through the verifier it is given. Tests use their own Problem with a synthetic
+cost model, or a ProgramProblem with a stand-in verifier.
 """
 
 from __future__ import annotations
-
-import importlib
 
 from kmr_dsl.check.program import Const, MeterRef, Op
 from kmr_dsl.evaluate import meter_key
@@ -105,7 +104,8 @@ class ProgramProblem(Problem):
 
     def __init__(self, program, pipeline_name: str, witness: dict | None = None, grid: int = GRID,
                  verifier=None, profiles=None):
-        """`profiles`: weight profiles of the model's layers (kmr_dsl.runtime.profile), or a
+        """`verifier`: what answers the questions (`is_feasible`, `predict`, `predict_layers`;
+        default `kmr_dsl.verify`). `profiles`: weight profiles of the model's layers (kmr_dsl.runtime.profile), or a
         function returning them (called on first use), for `distortion`; None: no prior."""
         self.program = program
         self.pipeline_name = pipeline_name
@@ -117,9 +117,7 @@ class ProgramProblem(Problem):
         self._terms = budget_pressure_terms(self.pipeline)
         self.cost_label = next(iter(self._terms), None)
         if verifier is None:
-            # looked up in sys.modules (not as the package attribute) so that a stand-in
-            # verifier installed there, as the tests do, is the one used
-            verifier = importlib.import_module("kmr_dsl.verify")
+            import kmr_dsl.verify as verifier   # sympy and z3: only when a program is searched
         self._verifier = verifier
         self._admissible: dict[str, bool] = {}
         self._predicted: dict[str, dict | None] = {}

@@ -88,13 +88,6 @@ def progress_line(trial: Trial, run: int | None, max_runs: int, shown: list[str]
     return f"{head} {body}  {meters + '  ' if meters else ''}{status_text(trial)}"
 
 
-def shown_meters(trials: list[Trial], preferred: list[str]) -> list[str]:
-    """The meters the budget and objective name (in that order), else every meter read."""
-    seen = {m for t in trials for m in t.meters}
-    chosen = [m for m in preferred if m in seen]
-    return chosen or sorted(seen)
-
-
 def trials_table(result, shown: list[str], units: dict[str, str], families=None, max_skipped: int = 100) -> str:
     """Every trial; skipped ones only while there are at most `max_skipped` of them."""
     head = ["#", "setting", *shown, "objective", "s", "status"]
@@ -127,7 +120,7 @@ def summary_json(result, *, pipeline: str, file: str, strategy: str, options: di
         if t is None:
             return None
         return {"index": t.index, "setting": t.setting, "meters": t.meters, "objective": t.objective,
-                "lines": t.lines, "missed": t.missed(), "violation": t.violation}
+                "lines": [line.to_json() for line in t.lines], "missed": t.missed(), "violation": t.violation}
 
     return {
         "pipeline": pipeline, "file": file, "strategy": strategy, "options": options, "seed": seed,

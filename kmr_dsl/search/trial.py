@@ -1,25 +1,33 @@
 """One trial of a search, and how trials are ranked.
 
-Contract: a `Trial` is what the journal stores for one setting: the meters read, the
-verdict of every budget line, the objective, the time it took and a status:
+Contract: a `Trial` is what the journal stores for one setting: its index, the setting,
+a status, and, when it ran, the run's `Outcome` (kmr_dsl.outcome: meters, baseline
+readings, the typed verdict of every budget line, the objective, seconds). Status:
 
 - `ok`: it ran and every budget line holds;
 - `fails budget`: it ran and some line fails (`violation` > 0 says by how much);
 - `skipped (analytically infeasible)`: the analytic budget rules it out, so it was
-  never run (no meters; it does not count as a run);
+  never run (no outcome; it does not count as a run);
 - `error`: the pipeline raised a KMR diagnostic at this setting (e.g. a rule's
-  implementation failed); it counts as a run and ranks below every other run.
+  implementation failed); no outcome, `message` says why; it counts as a run and ranks
+  below every other run.
 
-`violation` is the total *normalised* violation: the sum over failing lines of
-`-margin / max(|left|, |right|)`, so 0.1 means "10 % off the bound" whatever the unit.
+`violation` is the outcome's total *normalised* violation (`Outcome.violation`): 0.1
+means "10 % off the bound" whatever the unit; infinite for an error.
 `rank(trial, direction)` orders trials: feasible before infeasible, then the better
 objective (maximize or minimize), then the smaller violation; errors last.
+
+Journal lines (`to_json`/`from_json`) keep the flat shape of format 1: index, setting,
+status, meters, baseline, lines, objective, feasible, violation, seconds, message;
+journals written before the typed outcome load unchanged.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
+
+from kmr_dsl.outcome import LineVerdict, Outcome
 
 OK = "ok"
 FAILS = "fails budget"
@@ -36,95 +44,72 @@ class Trial:
     index: int
     setting: dict
     status: str
-    meters: dict = field(default_factory=dict)
-    baseline: dict = field(default_factory=dict)
-    lines: list = field(default_factory=list)
-    objective: float | None = None
-    feasible: bool = False
-    violation: float = 0.0
-    seconds: float = 0.0
+    outcome: Outcome | None = None   # None: skipped, or an error
+    seconds: float = 0.0             # wall time spent on it (an error's too)
     message: str = ""
-    replayed: bool = False      # read back from the journal by --resume, not rerun
+    replayed: bool = False           # read back from the journal by --resume, not rerun
 
     @property
     def ran(self) -> bool:
         return self.status in RAN
 
+    @property
+    def meters(self) -> dict[str, float]:
+        return self.outcome.meters if self.outcome is not None else {}
+
+    @property
+    def baseline(self) -> dict[str, float]:
+        return self.outcome.baseline if self.outcome is not None else {}
+
+    @property
+    def lines(self) -> tuple[LineVerdict, ...]:
+        return self.outcome.lines if self.outcome is not None else ()
+
+    @property
+    def objective(self) -> float | None:
+        return self.outcome.objective if self.outcome is not None else None
+
+    @property
+    def feasible(self) -> bool:
+        return self.status == OK and self.outcome is not None and self.outcome.feasible
+
+    @property
+    def violation(self) -> float:
+        if self.status == ERROR:
+            return math.inf
+        if self.outcome is None or self.feasible:
+            return 0.0
+        return self.outcome.violation(TOLERANCE)
+
     def missed(self) -> list[str]:
         """The budget lines this trial fails, as written."""
-        return [line.get("text", "?") for line in self.lines if not line.get("holds", False)]
+        return self.outcome.missed() if self.outcome is not None else []
 
     def to_json(self) -> dict:
-        data = asdict(self)
-        data.pop("replayed")
-        data["kind"] = "trial"
-        return data
+        outcome = self.outcome.to_json() if self.outcome is not None else {}
+        return {"index": self.index, "setting": self.setting, "status": self.status,
+                "meters": outcome.get("meters", {}), "baseline": outcome.get("baseline", {}),
+                "lines": outcome.get("budget", []), "objective": outcome.get("objective"),
+                "feasible": self.feasible, "violation": self.violation, "seconds": self.seconds,
+                "message": self.message, "kind": "trial"}
 
     @classmethod
     def from_json(cls, data: dict) -> "Trial":
-        names = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in data.items() if k in names and k != "replayed"})
-
-
-def _number(v):
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
-def plain_lines(lines) -> list[dict]:
-    """Budget-line verdicts as JSON-safe dicts (numbers as floats, others as text)."""
-    out = []
-    for line in lines or ():
-        entry = dict(line)
-        for k in ("left", "right", "margin"):
-            if k in entry:
-                n = _number(entry[k])
-                entry[k] = n if n is not None else (None if entry[k] is None else str(entry[k]))
-        entry["holds"] = bool(entry.get("holds", False))
-        entry["analytic"] = bool(entry.get("analytic", False))
-        out.append(entry)
-    return out
-
-
-def violation_of(lines) -> float:
-    """Total normalised violation of the failing lines (0 when every line holds)."""
-    total = 0.0
-    for line in lines:
-        if line.get("holds", False):
-            continue
-        margin = _number(line.get("margin"))
-        scale = max(abs(_number(line.get("left")) or 0.0), abs(_number(line.get("right")) or 0.0))
-        if margin is None:
-            total += 1.0    # a line that could not be read fails by "100 %"
-        else:
-            total += abs(min(margin, 0.0)) / scale if scale > 0 else abs(margin)
-            if margin >= 0:  # `==`/`<` lines can fail with margin 0: count them a little
-                total += TOLERANCE
-    return total
+        status = str(data.get("status", ERROR))
+        seconds = float(data.get("seconds") or 0.0)
+        outcome = None
+        if status in (OK, FAILS):
+            outcome = Outcome.from_json({**data, "seconds": seconds})
+        return cls(int(data.get("index", 0)), dict(data.get("setting") or {}), status, outcome, seconds,
+                   str(data.get("message", "")))
 
 
 def from_payload(index: int, setting: dict, payload: dict) -> Trial:
-    """A trial from an evaluation payload (see backends.outcome_payload)."""
+    """A trial from an evaluation payload (see backends.evaluate_payload)."""
     if "error" in payload:
-        return Trial(index, setting, ERROR, message=payload["error"], seconds=payload.get("seconds", 0.0),
-                     violation=math.inf)
-    lines = plain_lines(payload.get("lines"))
-    feasible = bool(payload.get("feasible")) and all(l["holds"] for l in lines)
-    return Trial(
-        index=index,
-        setting=setting,
-        status=OK if feasible else FAILS,
-        meters={k: float(v) for k, v in (payload.get("meters") or {}).items() if _number(v) is not None},
-        baseline={k: float(v) for k, v in (payload.get("baseline") or {}).items() if _number(v) is not None},
-        lines=lines,
-        objective=_number(payload.get("objective")),
-        feasible=feasible,
-        violation=0.0 if feasible else violation_of(lines),
-        seconds=float(payload.get("seconds") or 0.0),
-    )
+        return Trial(index, setting, ERROR, seconds=float(payload.get("seconds") or 0.0), message=payload["error"])
+    outcome = Outcome.from_json({**payload, "setting": setting})
+    return Trial(index, setting, OK if outcome.feasible else FAILS, outcome, outcome.seconds)
 
 
 def quality(trial: Trial, direction: str | None) -> float:

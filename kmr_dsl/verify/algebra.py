@@ -142,10 +142,6 @@ def is_number(e) -> bool:
     return isinstance(e, sp.Rational)
 
 
-def is_bool_const(e) -> bool:
-    return isinstance(e, BooleanAtom)
-
-
 def is_boolean(e) -> bool:
     """Whether `e` is a proposition (relational, connective, constant or bool knob)."""
     return isinstance(e, (Relational, BooleanFunction, BooleanAtom, BoolSymbol))
@@ -375,7 +371,7 @@ def knob_symbols(expr) -> set:
 
 __all__ = [
     "BoolSymbol", "Unmodelled", "UnmodelledBool", "EnumKnob", "EnumSymbol", "EnumValue", "FALSE", "NotModelled", "ONE", "RELATIONS", "TRUE",
-    "ZERO", "add", "and_", "compare", "div", "enum_equal", "frac", "is_bool_const", "is_boolean", "is_number",
+    "ZERO", "add", "and_", "compare", "div", "enum_equal", "frac", "is_boolean", "is_number",
     "ite", "knob_symbols", "max_", "min_", "mul", "neg", "not_", "num", "or_", "sub",
 ]
 

@@ -169,9 +169,6 @@ class KnobTable:
     def __iter__(self):
         return iter(self.vars)
 
-    def var_of(self, symbol) -> KnobVar | None:
-        return self.by_symbol.get(symbol)
-
     def defaults(self) -> dict[str, object]:
         """Every instance at its default (a fresh dict; computed once per table)."""
         if self._defaults is None:

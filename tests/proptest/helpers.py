@@ -8,7 +8,7 @@ DATA = HERE / "data"
 
 def load(path):
     """The checked program of a file (asserting it is well-formed)."""
-    from kmr_dsl.cli import load_checked
+    from kmr_dsl.app import load_checked
 
     program, diags, _ = load_checked(str(path))
     assert program is not None, [d.message for d in diags]

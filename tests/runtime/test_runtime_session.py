@@ -56,7 +56,7 @@ def test_latency_paired_times_both_models_in_the_same_rounds():
 
 
 def test_a_timed_line_is_judged_against_the_baseline_read_beside_it(tmp_path, monkeypatch):
-    from kmr_dsl.cli import load_checked
+    from kmr_dsl.app import load_checked
     from kmr_dsl.runtime.session import PipelineSession
 
     (tmp_path / "tiny_session_model.py").write_text(textwrap.dedent(MODEL))

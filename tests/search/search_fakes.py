@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kmr_dsl.outcome import LineVerdict, Outcome
 from kmr_dsl.search.problem import Problem
 from kmr_dsl.search.space import Axis, Space, key
 
@@ -128,17 +129,6 @@ def least_distorted(space: Space, limit=SIZE_LIMIT):
     return best
 
 
-@dataclass
-class Outcome:
-    setting: dict
-    meters: dict
-    baseline: dict
-    lines: list
-    objective: float | None
-    feasible: bool
-    seconds: float
-
-
 class FakeSession:
     """Evaluates the synthetic model; can be told to raise Ctrl-C or sleep per trial."""
 
@@ -157,27 +147,30 @@ class FakeSession:
             time.sleep(self.delay)
         self.evaluated.append(dict(setting))
         size, acc = size_of(setting), accuracy_of(setting)
-        lines = [
-            {"text": f"size <= {self.limit / 1000:g} KB", "holds": size <= self.limit, "margin": self.limit - size,
-             "analytic": True, "left": size, "right": self.limit},
-            {"text": f"accuracy(test) >= {self.floor * 100:g}%", "holds": acc >= self.floor, "margin": acc - self.floor,
-             "analytic": False, "left": acc, "right": self.floor},
-        ]
+        lines = (
+            LineVerdict(f"size <= {self.limit / 1000:g} KB", size <= self.limit, size, self.limit, self.limit - size,
+                        analytic=True, op="<="),
+            LineVerdict(f"accuracy(test) >= {self.floor * 100:g}%", acc >= self.floor, acc, self.floor,
+                        acc - self.floor, analytic=False, op=">="),
+        )
         objective = {"maximize": acc, "minimize": size, None: None}[self.direction]
         self.last_model = ("model", key(setting))
         return Outcome(dict(setting), {"size": size, "accuracy(test)": acc},
-                       {"size": size_of({}), "accuracy(test)": BASE_ACCURACY}, lines, objective,
-                       all(l["holds"] for l in lines), 0.001)
+                       {"size": size_of({}), "accuracy(test)": BASE_ACCURACY}, lines, objective, 0.001)
 
     def weight_profiles(self):
         """No weight matrix to profile: the search runs without a quality prior."""
         return {}
 
-    def save(self, model, out_dir, setting):
+    def save(self, model, out_dir, setting, outcome=None, extra=None):
+        """The model as JSON, and the outcome beside it as PipelineSession.save does."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / "model.json"
         path.write_text(json.dumps({"model": list(model), "setting": setting}))
+        if outcome is not None:
+            report = {"pipeline": "fake", **outcome.to_json(), **(extra or {})}
+            (out_dir / "report.json").write_text(json.dumps(report))
         return path
 
 

@@ -7,6 +7,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+from kmr_dsl.outcome import LineVerdict, Outcome
 from kmr_dsl.search.trial import SKIPPED, Trial
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,8 +21,10 @@ def load(name: str):
 
 
 def trial(i, status, feasible=False, objective=None):
-    return Trial(index=i, setting={"x": i}, status=status, meters={}, lines=[], objective=objective,
-                 feasible=feasible)
+    if status == SKIPPED:
+        return Trial(index=i, setting={"x": i}, status=status)
+    lines = () if feasible else (LineVerdict("size <= 1 KB", False, 2000.0, 1000.0, -1000.0, True, "<="),)
+    return Trial(index=i, setting={"x": i}, status=status, outcome=Outcome({"x": i}, {}, {}, lines, objective))
 
 
 def test_unfiltered_random_spends_a_run_on_every_draw(monkeypatch):

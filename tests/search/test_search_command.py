@@ -1,23 +1,23 @@
 """`kmr search` end to end on a hand-built checked program, with a fake verifier and
-session standing in for kmr_dsl.verify and kmr_dsl.runtime.session (no torch, no z3)."""
+session standing in for kmr_dsl.verify and kmr_dsl.runtime.session (no torch, no z3),
+passed in through `search.command.Toolchain`."""
 
 import json
 import re
 import sys
-import types
 from types import SimpleNamespace
 
 import pytest
 from search_fakes import FakeSession, size_of
 
-import kmr_dsl.cli as cli
+from kmr_dsl.cli import build_parser
 from kmr_dsl.check.program import (
     CheckedProgram, Const, Constraint, DataRef, Domain, Knob, Meter, MeterRef, ModelDecl, Objective, Op,
     Pipeline, Search,
 )
 from kmr_dsl.diagnostics import KmrError, Span
 from kmr_dsl.facts import LoaderSpec
-from kmr_dsl.search.command import configure, shown_and_units
+from kmr_dsl.search.command import Toolchain, configure, search_command, shown_and_units
 from kmr_dsl.search.problem import ProgramProblem, budget_pressure_terms, meter_label
 from kmr_dsl.search.space import space_for
 
@@ -44,8 +44,7 @@ def program(search=Search("budgeted", (("max_steps", 30),), SP), limit=24_000.0,
 
 
 def fake_verifier(exit_code=0, witness=None, limit=24_000.0):
-    mod = types.ModuleType("kmr_dsl.verify")
-    mod.calls = []
+    mod = SimpleNamespace()
 
     def verify(prog, name, **opts):
         result = SimpleNamespace(kind="feasibility", verdict="PROVED" if exit_code == 0 else "REFUTED",
@@ -62,8 +61,14 @@ def fake_verifier(exit_code=0, witness=None, limit=24_000.0):
     return mod
 
 
+def search(tools: Toolchain, *argv: str) -> int:
+    """`kmr search ARGV` with the given stand-ins (KmrError propagates: cli.main renders it)."""
+    return search_command(build_parser().parse_args(["search", *argv]), tools)
+
+
 @pytest.fixture
-def fakes(monkeypatch):
+def fakes():
+    """install(prog, verifier) -> (the sessions the search built, the Toolchain to pass)."""
     sessions = []
 
     class PipelineSession(FakeSession):
@@ -72,21 +77,17 @@ def fakes(monkeypatch):
             self.threads = threads
             sessions.append(self)
 
-    session_mod = types.ModuleType("kmr_dsl.runtime.session")
-    session_mod.PipelineSession = PipelineSession
-    monkeypatch.setitem(sys.modules, "kmr_dsl.runtime.session", session_mod)
-
     def install(prog=None, verifier=None):
-        monkeypatch.setattr(cli, "load_checked", lambda path, trust=False: (prog or program(), [], {}))
-        monkeypatch.setitem(sys.modules, "kmr_dsl.verify", verifier or fake_verifier())
-        return sessions
+        tools = Toolchain(load=lambda path, trust=False: (prog or program(), [], {}),
+                          verifier=verifier or fake_verifier(), session=PipelineSession)
+        return sessions, tools
 
     return install
 
 
 def test_kmr_search_finds_and_saves_the_best(tmp_path, fakes, capsys):
-    sessions = fakes(verifier=fake_verifier(witness={"sparsity": 0.95, "bits": 2, "ratio": 0.1}))
-    code = cli.main(["search", "digits.kmr", "--out", str(tmp_path / "o")])
+    sessions, tools = fakes(verifier=fake_verifier(witness={"sparsity": 0.95, "bits": 2, "ratio": 0.1}))
+    code = search(tools, "digits.kmr", "--out", str(tmp_path / "o"))
     assert code == 0
     report = json.loads((tmp_path / "o" / "search.json").read_text())
     assert report["found"] and report["pipeline"] == "compress"
@@ -102,29 +103,29 @@ def test_kmr_search_finds_and_saves_the_best(tmp_path, fakes, capsys):
 
 
 def test_refuted_program_is_not_searched(tmp_path, fakes, capsys):
-    sessions = fakes(verifier=fake_verifier(exit_code=1))
-    assert cli.main(["search", "digits.kmr", "--out", str(tmp_path / "o")]) == 1
+    sessions, tools = fakes(verifier=fake_verifier(exit_code=1))
+    assert search(tools, "digits.kmr", "--out", str(tmp_path / "o")) == 1
     assert not sessions and not (tmp_path / "o").exists()
     err = capsys.readouterr().err
     assert "error[KMR302]" in err and "not searching" in err
 
 
 def test_unknown_verification_warns_and_searches(tmp_path, fakes, capsys):
-    fakes(verifier=fake_verifier(exit_code=3))
-    assert cli.main(["search", "digits.kmr", "--out", str(tmp_path / "o"), "--max-steps", "25"]) == 0
+    _, tools = fakes(verifier=fake_verifier(exit_code=3))
+    assert search(tools, "digits.kmr", "--out", str(tmp_path / "o"), "--max-steps", "25") == 0
     assert "warning[KMR303]: verification is UNKNOWN; searching anyway" in capsys.readouterr().err
     assert json.loads((tmp_path / "o" / "search.json").read_text())["verification"] == "unknown"
 
 
 def test_cli_overrides_and_resume(tmp_path, fakes):
     pytest.importorskip("optuna")
-    fakes()
-    args = ["search", "digits.kmr", "--out", str(tmp_path / "o"), "--strategy", "tpe", "--seed", "5",
+    _, tools = fakes()
+    args = ["digits.kmr", "--out", str(tmp_path / "o"), "--strategy", "tpe", "--seed", "5",
             "--max-steps", "12", "--format", "json"]
-    assert cli.main(args) in (0, 1)
+    assert search(tools, *args) in (0, 1)
     first = json.loads((tmp_path / "o" / "search.json").read_text())
     assert first["strategy"] == "tpe" and first["seed"] == 5 and first["counts"]["runs"] == 12
-    assert cli.main(args + ["--resume"]) in (0, 1)
+    assert search(tools, *args, "--resume") in (0, 1)
     again = json.loads((tmp_path / "o" / "search.json").read_text())
     assert again["counts"]["replayed"] == 12
     assert [t["setting"] for t in again["trials"]] == [t["setting"] for t in first["trials"]]
@@ -144,15 +145,16 @@ def test_bad_search_options_are_kmr223():
     assert configure(None, args, SP) == ("budgeted", {"max_steps": 20, "seed": 0})
 
 
-def test_missing_optional_dependencies_are_kmr506(tmp_path, fakes, monkeypatch, capsys):
-    fakes()
+def test_missing_optional_dependencies_are_kmr506(tmp_path, fakes, monkeypatch):
+    _, tools = fakes()
     monkeypatch.setitem(sys.modules, "optuna", None)
     monkeypatch.setitem(sys.modules, "ray", None)
-    assert cli.main(["search", "digits.kmr", "--out", str(tmp_path / "o"), "--strategy", "tpe"]) == 2
-    err = capsys.readouterr().err
-    assert "error[KMR506]" in err and "pip install optuna" in err
-    assert cli.main(["search", "digits.kmr", "--out", str(tmp_path / "o"), "--backend", "ray"]) == 2
-    assert "pip install ray" in capsys.readouterr().err
+    with pytest.raises(KmrError) as e:
+        search(tools, "digits.kmr", "--out", str(tmp_path / "o"), "--strategy", "tpe")
+    assert e.value.diagnostic.code == "KMR506" and "pip install optuna" in e.value.diagnostic.hint
+    with pytest.raises(KmrError) as e:
+        search(tools, "digits.kmr", "--out", str(tmp_path / "o"), "--backend", "ray")
+    assert e.value.diagnostic.code == "KMR506" and "pip install ray" in e.value.diagnostic.hint
 
 
 def test_space_ladders_from_the_program():

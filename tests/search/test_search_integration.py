@@ -12,6 +12,7 @@ pytest.importorskip("kmr_dsl.runtime.session")
 pytest.importorskip("torch")
 
 import kmr_dsl.cli as cli  # noqa: E402
+from kmr_dsl.app import load_checked  # noqa: E402
 from kmr_dsl.search.journal import read_trials  # noqa: E402
 
 MODEL = '''
@@ -75,7 +76,7 @@ def test_search_on_a_real_tiny_model(tmp_path, monkeypatch, capsys):
     # every setting that ran meets the analytic budget by the verifier's own check
     from kmr_dsl.verify import is_feasible
 
-    program, _, _ = cli.load_checked("tiny.kmr")
+    program, _, _ = load_checked("tiny.kmr")
     ran = [t for t in read_trials(out / "journal.jsonl") if t.ran]
     assert ran and all(is_feasible(program, "shrink", t.setting) for t in ran)
     assert "[1/4] " in err

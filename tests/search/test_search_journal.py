@@ -149,3 +149,31 @@ def test_every_trial_line_is_written_when_the_trial_ends(tmp_path):
 
     run(RandomSearch(n=6, seed=0), FakeProblem(make_space()), Watching(), path, steps=6)
     assert seen == list(range(6))
+
+
+def test_a_journal_written_before_the_typed_outcome_still_resumes(tmp_path):
+    """data/journal-format1.jsonl was written by the search when trials kept their budget
+    lines as dicts: its trials come back typed, with the verdicts and violation they
+    were written with, and are written back in the same shape."""
+    source = HERE / "data" / "journal-format1.jsonl"
+    records = [json.loads(line) for line in source.read_text().splitlines()]
+    path = tmp_path / "journal.jsonl"
+    path.write_text(source.read_text())
+    header = {k: v for k, v in records[0].items() if k not in ("kind", "version")}
+    journal = Journal.open(path, header, resume=True)
+    journal.close()
+    assert not journal.warnings
+    ok, fails, skipped, error = journal.old
+    assert (ok.status, ok.feasible, ok.violation, ok.outcome.lines[0].holds) == ("ok", True, 0.0, True)
+    assert ok.outcome.lines[1].text == "accuracy(test) >= 94%" and ok.objective == records[1]["objective"]
+    assert not fails.feasible and fails.missed() == ["accuracy(test) >= 94%"]
+    assert fails.violation == pytest.approx(records[2]["violation"], rel=1e-12)
+    assert skipped.outcome is None and skipped.violation == 0.0 and not skipped.ran
+    assert error.violation == float("inf") and error.message.startswith("KMR405") and error.seconds == 0.5
+    assert len(journal.replay) == 3   # ok, fails and error are served again; the skipped one is not
+    assert len(journal.skipped) == 1
+    for trial, record in zip(journal.old, records[1:]):
+        again = trial.to_json()
+        for line in again["lines"]:   # format 1 lines of the fakes had no operator or source line
+            line.pop("op"), line.pop("line")
+        assert again == record

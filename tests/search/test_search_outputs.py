@@ -7,6 +7,7 @@ import sys
 import pytest
 from search_fakes import FakeProblem, FakeSession, make_space
 
+from kmr_dsl.outcome import Outcome
 from kmr_dsl.search.backends import LocalBackend
 from kmr_dsl.search.budgeted import Budgeted
 from kmr_dsl.search.driver import Limits
@@ -99,7 +100,8 @@ def test_missing_matplotlib_skips_the_plot_with_a_warning(tmp_path, monkeypatch)
 
 
 def test_progress_line_and_formats():
-    trial = Trial(3, {"sparsity": 0.5, "bits": 8}, "ok", meters={"size": 12_100.0, "accuracy(test)": 0.953})
+    setting = {"sparsity": 0.5, "bits": 8}
+    trial = Trial(3, setting, "ok", Outcome(setting, {"size": 12_100.0, "accuracy(test)": 0.953}, {}, (), None))
     assert progress_line(trial, 3, 20, SHOWN, UNITS) == "[3/20] sparsity=0.5 bits=8  size=12.1 KB  accuracy(test)=0.953  ok"
     assert format_value(0.0021, "time") == "2.1 ms"
     assert format_value(512, "bytes") == "512 B"
