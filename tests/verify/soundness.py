@@ -274,12 +274,12 @@ class _Runner:
         analytic = [(c, ln) for c, ln in zip(self.pipeline.budget, outcome.lines) if c.analytic]
         predicted_met = [holds(c, env) for c, _ in analytic]
         for (c, ln), met in zip(analytic, predicted_met):
-            if (met or label == "witness") and not ln["holds"]:
+            if (met or label == "witness") and not ln.holds:
                 kind = "verified-not-met" if label == "witness" else "predicted-met-not-met"
-                res.add(f"{kind}:{_line_key(c)}", f"at {label} {setting}: `{ln['text']}` measured {ln['left']:g} vs {ln['right']:g}")
-        if refuted and analytic and all(ln["holds"] for _, ln in analytic):
+                res.add(f"{kind}:{_line_key(c)}", f"at {label} {setting}: `{ln.text}` measured {ln.left:g} vs {ln.right:g}")
+        if refuted and analytic and all(ln.holds for _, ln in analytic):
             res.add("refuted-but-met", f"at {label} {setting}: every line met: "
-                    + "; ".join(f"`{ln['text']}` {ln['left']:g} vs {ln['right']:g}" for _, ln in analytic))
+                    + "; ".join(f"`{ln.text}` {ln.left:g} vs {ln.right:g}" for _, ln in analytic))
 
     def counterexample(self, res: Result, setting: dict, summary: str) -> None:
         res.runs += 1
