@@ -87,6 +87,9 @@ REPRODUCERS = {
     # rank ceil(0.25 * 5) = 2, not 1.25: every count and the size are predicted low
     "lowrank-rank-rounding": _program(_model("mlp", "9,5,7"), "lowrank(ratio = r)", "params <= 44.5",
                                       "knob r : float in (0.0, 1.0] step 0.25 = 0.25"),
+    # the same with a continuous ratio knob (no finite grid to settle the rank on)
+    "lowrank-continuous-ratio": _program(_model("embed", "36,10,3,7", "1"), "lowrank(ratio = r)", "params <= 496.5",
+                                         "knob r : float in [0.05, 1.0] = 0.5"),
     "lowrank-size": _program(_model("mlp", "24,24,4"), 'lowrank(ratio = 0.3) on layers(Linear, name = "0")',
                              "size <= 2813.4 B"),
     "lora-unmerged-size": _program(_model("mlp", "16,16,4"),
@@ -95,6 +98,11 @@ REPRODUCERS = {
     # BatchNorm buffers' header entries are not in the size model (baseline and result)
     "size-norm-buffers": _program(_model("cnn", "3,2,2,3,4", "111", ", norm = 1"),
                                   "quantize(bits = 2) on layers(Linear)", "size <= 1884 B"),
+    # a relative line: an upper bound of the result against an upper bound of the
+    # baseline proves nothing (here the truncated layer's config makes the file 16 B larger)
+    "size-relative-line": _program(_model("residual", "7,4,14,8", "011"),
+                                   'lowrank(ratio = 1.0, energy = 0.9) on layers(Linear, name = "3")',
+                                   "size <= 1 * baseline.size"),
     # the size model is an upper bound, read as exact by a lower-bound line
     "size-lower-bound-line": _program(_model("mlp", "8,16,4"), "quantize(bits = 8, scheme = weight_only)",
                                       "size >= 1225 B"),
