@@ -228,7 +228,7 @@ def digits_section(args) -> str:
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         wall = time.perf_counter() - start
         report = json.loads((Path(tmp) / "report.json").read_text())
-        model = artifact.load(Path(tmp) / "model.safetensors")
+        model = artifact.load(Path(tmp) / "model.safetensors", base_dir=DIGITS)
     _, session = kmr_session(DIGITS / "digits.kmr")
     base = session.baseline
     lat = {}

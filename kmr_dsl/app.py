@@ -15,7 +15,8 @@ Ray workers import this module, never `kmr_dsl.cli`):
 - `program_session(path, pipeline, ...)`: a `PipelineSession` for a program re-read
   from its file (what a Ray worker builds; nothing unpicklable crosses processes).
 - Exit codes (spec §7): `EXIT_OK` 0, `EXIT_FAILED` 1, `EXIT_MALFORMED` 2,
-  `EXIT_UNKNOWN` 3; `worst(codes)` combines several in the order 2, 1, 3, 0.
+  `EXIT_UNKNOWN` 3, and `EXIT_INTERRUPTED` 130 for Ctrl-C (KMR409; the shell's
+  128 + SIGINT); `worst(codes)` combines several in the order 2, 1, 3, 0.
 Importing this module imports no torch, z3, sympy or lark: `kmr --help` stays cheap.
 """
 
@@ -28,6 +29,7 @@ from pathlib import Path
 from kmr_dsl.diagnostics import Diagnostic, KmrError, Span, error, has_errors, render_all, sort_key, use_color
 
 EXIT_OK, EXIT_FAILED, EXIT_MALFORMED, EXIT_UNKNOWN = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130   # Ctrl-C (KMR409), the shell's 128 + SIGINT
 _PRIORITY = {EXIT_MALFORMED: 3, EXIT_FAILED: 2, EXIT_UNKNOWN: 1, EXIT_OK: 0}
 
 
@@ -150,7 +152,7 @@ def solver_options(args) -> dict:
 
 
 __all__ = [
-    "EXIT_FAILED", "EXIT_MALFORMED", "EXIT_OK", "EXIT_UNKNOWN", "Output", "emit_json", "facts_provider",
+    "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_MALFORMED", "EXIT_OK", "EXIT_UNKNOWN", "Output", "emit_json", "facts_provider",
     "load_checked", "pick_pipeline", "pipelines_to_check", "program_session", "read_sources", "solver_options",
     "worst",
 ]

@@ -12,7 +12,8 @@ dense or sparse, whichever is smaller (dense on a tie):
 
     dense  = ceil(numel * bits / 8)                      + scales
     sparse = ceil(numel / 8) + ceil(nnz * bits / 8)      + scales
-    scales = 4 * rows if bits <= 8 else 0               (one fp32 scale per row)
+    scales = 4 * rows * groups if bits <= 8 else 0      (one fp32 scale per row, or per
+                                                         group of `group_size` inputs)
 
 Everything else (biases, norms, adapters, non-layer parameters and buffers) is stored
 raw: `numel * itemsize` of its dtype (bias of a 16-bit layer: 2 bytes per element;
@@ -68,6 +69,32 @@ def tensor_bytes(numel: int, rows: int, bits: int, nnz: int) -> int:
     return min(dense_bytes(numel, rows, bits), sparse_bytes(numel, rows, bits, nnz))
 
 
+# ---------------------------------------------------------------- entry names
+# The one definition of every stored tensor's name: the writer and reader
+# (runtime/codec.py), the `size` cost model (verify/cost.py) and the tests use these.
+# A weight `W` (e.g. `fc1.weight`) is stored as one of the forms below; a factorized
+# Linear `L` stores `L.first.weight` and `L.second.weight` (+ `L.second.bias`); an
+# unmerged LoRA layer adds `L.lora_A` and `L.lora_B`.
+Q, SCALE, BITMAP, VALUES = "q", "scale", "bitmap", "values"
+FIRST, SECOND = "first", "second"
+LORA_A, LORA_B = "lora_A", "lora_B"
+
+
+def entry(weight_name: str, part: str) -> str:
+    """The stored name of one part (Q, SCALE, BITMAP, VALUES) of a weight."""
+    return f"{weight_name}.{part}"
+
+
+def factor_weight(layer: str, which: str) -> str:
+    """`L.first.weight` / `L.second.weight` of a factorized layer."""
+    return f"{layer}.{which}.weight"
+
+
+def bias_of(weight_name: str) -> str:
+    """`L.bias` for a weight `L.weight`."""
+    return weight_name[:-len(".weight")] + ".bias"
+
+
 def weight_entry_names(weight_name: str, bits: int, sparse: bool) -> list[str]:
     """Names of the safetensors entries that hold one weight tensor.
 
@@ -75,13 +102,13 @@ def weight_entry_names(weight_name: str, bits: int, sparse: bool) -> list[str]:
     (+ `W.scale` for int formats).
     """
     if sparse:
-        names = [f"{weight_name}.bitmap", f"{weight_name}.values"]
+        names = [entry(weight_name, BITMAP), entry(weight_name, VALUES)]
     elif bits <= 8:
-        names = [f"{weight_name}.q"]
+        names = [entry(weight_name, Q)]
     else:
         return [weight_name]
     if bits <= 8:
-        names.append(f"{weight_name}.scale")
+        names.append(entry(weight_name, SCALE))
     return names
 
 
@@ -109,6 +136,18 @@ CONFIG_CHARS_BY_KIND = {"Conv2d": 155, "Conv1d": 145, "BatchNorm1d": 100, "Batch
 def config_chars(kind: str | None) -> int:
     """The estimated recipe characters of a plain layer of this kind (besides its name)."""
     return CONFIG_CHARS_BY_KIND.get(kind or "", LAYER_CONFIG_CHARS)
+
+
+# What the `size` cost model adds so that its prediction is never below the file (a
+# budget proved with it holds when run). Measured on generated models: a layer's
+# config grows with its form (masked +16, quantized +13..30, wider dimensions' digits),
+# an unmerged LoRA layer's config is ~92 characters longer than its base's, every
+# packed tensor rounds its bytes up (<= 1 B per ceil, <= 2 ceils per stored form), and
+# the header is padded to a multiple of 8 (<= 7 B).
+CONFIG_MARGIN = 40           # per layer, over config_chars / FACTORIZED_CONFIG_CHARS
+ADAPTER_CONFIG_CHARS = 130   # per layer with an unmerged adapter
+CEIL_BYTES = 4               # per matrix layer (two stored tensors when factorized)
+PADDING_BYTES = 7
 # the format version, the base loader call and a small info object (pipeline, knobs):
 # 240 characters for the digits example's factory call and two knobs
 RECIPE_FIXED_CHARS = 240
@@ -153,7 +192,8 @@ def escaped_json_chars(obj) -> int:
 
 
 __all__ = [
-    "FLOAT_BITS", "INT_BITS", "STORAGE_BITS", "VALUE_DTYPE", "config_chars", "dense_bytes", "escaped_json_chars",
-    "header_bytes_estimate", "is_sparse", "nbytes", "scale_bytes", "sparse_bytes", "tensor_bytes",
-    "weight_entry_names",
+    "ADAPTER_CONFIG_CHARS", "BITMAP", "CEIL_BYTES", "CONFIG_MARGIN", "FIRST", "FLOAT_BITS", "INT_BITS", "LORA_A",
+    "LORA_B", "PADDING_BYTES", "Q", "SCALE", "SECOND", "STORAGE_BITS", "VALUES", "VALUE_DTYPE", "bias_of",
+    "config_chars", "dense_bytes", "entry", "escaped_json_chars", "factor_weight", "header_bytes_estimate",
+    "is_sparse", "nbytes", "scale_bytes", "sparse_bytes", "tensor_bytes", "weight_entry_names",
 ]

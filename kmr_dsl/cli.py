@@ -5,9 +5,10 @@ KMR500 with a hint, never a traceback, unless KMR_DEBUG=1). One function per
 subcommand; heavy modules (sympy, z3, torch) are imported inside the commands that
 need them, so `kmr --help`, `kmr --version` and `kmr fmt` never pay for torch.
 
-Exit codes (spec §7): 0 verified / ok, 1 a proof or a budget line failed, 2 malformed
-program or misused command, 3 unknown (solver limit). With several files, the worst
-wins in the order 2, 1, 3, 0.
+Exit codes (spec §7): 0 verified / ok, 1 a proof or a budget line failed (or a runtime
+error KMR4xx), 2 malformed program or misused command, 3 unknown (solver limit), 130
+interrupted by Ctrl-C (KMR409; nothing partial is written). With several files, the
+worst wins in the order 2, 1, 3, 0.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from pathlib import Path
 
 from kmr_dsl import __version__
 from kmr_dsl.app import (
-    EXIT_FAILED, EXIT_MALFORMED, EXIT_OK, EXIT_UNKNOWN, Output, emit_json, load_checked, pipelines_to_check,
-    read_sources, solver_options, worst,
+    EXIT_FAILED, EXIT_INTERRUPTED, EXIT_MALFORMED, EXIT_OK, EXIT_UNKNOWN, Output, emit_json, load_checked,
+    pipelines_to_check, read_sources, solver_options, worst,
 )
 from kmr_dsl.diagnostics import KmrError, Span, error, has_errors, render_all
 
@@ -140,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(p):
         p.add_argument("--format", choices=("text", "json"), default="text", help="output format")
-        p.add_argument("--trust", action="store_true", help="allow loading pickled models (torch_module)")
+        p.add_argument("--trust", action="store_true",
+                       help="allow pickled models and code outside the program's folder (docs/security.md)")
 
     def solver(p):
         p.add_argument("--rlimit", type=int, default=None, help="solver resource limit per obligation")
@@ -199,6 +201,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-contracts", action="store_true", help="skip the rule-contract tests")
     p.set_defaults(func=lambda a: _dispatch("kmr_dsl.proptest.command", "test_command", a))
+
+    p = sub.add_parser("import", help="an llm-compressor or SparseML recipe as a KMR program")
+    p.add_argument("recipe", metavar="RECIPE", help="recipe.yaml (or a SparseML recipe.md)")
+    p.add_argument("-o", "--output", default=None, metavar="FILE", help="write the program here (default: stdout)")
+    p.add_argument("--model", default=None, metavar="SPEC", help="the model's loader call, e.g. 'hf(\"path\")'")
+    p.add_argument("--data", default=None, metavar="SPEC", help="the calibration / training data's loader call")
+    p.set_defaults(func=lambda a: _dispatch("kmr_dsl.importer.command", "import_command", a))
+
+    p = sub.add_parser("export", help="write an artifact as ONNX or a Hugging Face folder")
+    p.add_argument("artifact", metavar="ARTIFACT", help="OUT/model.safetensors written by kmr run or search")
+    p.add_argument("--format", dest="export_format", choices=("onnx", "hf"), required=True)
+    p.add_argument("-o", "--output", default=None, metavar="DIR", help="output folder")
+    p.add_argument("--dense", action="store_true", help="write layers the format cannot hold as float values")
+    p.add_argument("--trust", action="store_true", help="rebuild the architecture with the loader the artifact names")
+    p.add_argument("--base-dir", default=None, metavar="DIR",
+                   help="the program folder whose loader rebuilds the architecture")
+    p.add_argument("--json", dest="format", action="store_const", const="json", default="text",
+                   help="print the result as JSON")
+    p.set_defaults(func=lambda a: _dispatch("kmr_dsl.export.command", "export_command", a))
+
+    p = sub.add_parser("lsp", help="language server on stdio (for editors)")
+    p.add_argument("--load-models", action="store_true",
+                   help="load models whose facts are not cached (runs their loader's code)")
+    p.add_argument("--rlimit", type=int, default=None, help="solver resource limit per obligation")
+    p.set_defaults(func=lambda a: _dispatch("kmr_dsl.lsp.server", "lsp_command", a))
     return ap
 
 
@@ -227,7 +254,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED if e.diagnostic.code.startswith("KMR4") else EXIT_MALFORMED
     except KeyboardInterrupt:
         print(render_all([error("KMR409", Span.unknown(args.command), "interrupted")]), file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except SystemExit as e:   # user code (a model, data, rule or meter) that no loader wrapped
+        print(render_all([error("KMR411", Span.unknown(args.command), f"user code called sys.exit({e.code!r})",
+                                hint="remove the sys.exit call (raise an exception to report a problem)")]),
+              file=sys.stderr)
+        return EXIT_FAILED
     except Exception as e:  # a bug: no traceback for users unless asked for
         if os.environ.get("KMR_DEBUG"):
             raise

@@ -125,10 +125,13 @@ CODES: dict[str, tuple[str, str]] = {
     "KMR224": ("constant budget line", "compare a meter, e.g. `size <= 16 KB`, or remove the line"),
     "KMR225": ("derived meter defined in terms of itself", "define one of the meters in the cycle without the others"),
     "KMR226": ("selector on a step inside a for block", "drop `on ...`; the step applies to the loop's layer"),
+    "KMR227": ("code outside the program's folder refused", "move the module next to the program, or pass `trust = true` / --trust if you trust it"),
     # 3xx proofs
     "KMR301": ("precondition may fail", "change the knob domain or reorder the steps so the precondition holds"),
     "KMR302": ("budget infeasible", "relax one of the conflicting budget lines or widen a knob bound"),
     "KMR303": ("verification unknown", "simplify the budget or raise the solver limit with --rlimit"),
+    "KMR304": ("channels shrink with no consumer",
+               "prune channels of hidden layers only (not the output layer), or use method = magnitude"),
     "KMR310": ("vacuous budget line", "tighten or remove the line; every setting meets it"),
     "KMR311": ("knob affects no analytic meter or precondition", "remove the knob or use it in a step"),
     "KMR312": ("default setting violates the budget", "change the defaults to a setting that meets the budget"),
@@ -144,6 +147,7 @@ CODES: dict[str, tuple[str, str]] = {
     "KMR408": ("meter could not be measured", "see the note; the meter may need data"),
     "KMR409": ("interrupted", "run again; nothing partial was written"),
     "KMR410": ("rule broke its contract", "fix the implementation or the rule's effect clause"),
+    "KMR411": ("user code exited the process", "remove the sys.exit call; raise an exception to report a problem"),
     # 5xx CLI and I/O
     "KMR500": ("internal error", "this is a bug in KMR; rerun with KMR_DEBUG=1 and report the traceback"),
     "KMR501": ("file not found", "check the path"),
@@ -154,6 +158,15 @@ CODES: dict[str, tuple[str, str]] = {
     "KMR506": ("optional dependency missing", "install the extra named in the message"),
     "KMR507": ("property failed", "see the shrunk failing setting"),
     "KMR508": ("search journal damaged or replaced", "nothing to fix: the search reruns what it cannot read back"),
+    "KMR520": ("layer cannot be exported to the format", "quantize the layer to 8 bits, or pass --dense to write float values"),
+    "KMR521": ("model cannot be exported to ONNX", "the note names the operator ONNX lacks; replace it in the model's code"),
+    "KMR522": ("export disagrees with the artifact", "report this with the artifact; nothing was written"),
+    "KMR523": ("not a Hugging Face model", "use --format onnx, or build the model with the hf(...) loader"),
+    "KMR530": ("not a recipe", "pass an llm-compressor or SparseML recipe.yaml"),
+    "KMR531": ("modifier with no KMR equivalent", "express that step by hand, or leave it out knowingly"),
+    "KMR532": ("recipe option with no KMR equivalent", "check the imported step; the option was not carried over"),
+    "KMR533": ("imported step needs a newer KMR", "the step is written as a comment; a KMR with these features imports it"),
+    "KMR534": ("recipe option with no effect on the result", "nothing to do: it only schedules llm-compressor's work"),
 }
 
 

@@ -3,8 +3,14 @@
 Contract: `ModelFacts` is everything the checker and the verifier need to know about a
 real model (its layers, their kinds and shapes, parameter counts, the example input
 and the dense MACs each layer does on it), read once by the runtime and cached as
-JSON keyed on the content hash of every file the loader reads. This module imports
-no torch: a cached `kmr check` never pays for it.
+JSON keyed on the loader call and the content hash of every file it names. The facts
+also record their `dependencies` (`dependencies_since`): the content hash of every
+module of the program folder that was imported while the model was built (`arch.py`
+that the factory's module imports, a package of the folder) and the version of every
+installed distribution the build imported, torch always. `load_cached` treats a
+changed, missing or upgraded dependency as a miss, so editing `arch.py` or upgrading
+a package never serves the old model's facts. This module imports no torch: a cached
+`kmr check` never pays for it.
 
 `LoaderSpec` is a loader call with literal arguments, as written in the program, plus
 the folder that relative paths are resolved against.
@@ -13,13 +19,17 @@ the folder that relative paths are resolved against.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
+import sys
 from dataclasses import asdict, dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-FACTS_VERSION = 1
+from kmr_dsl.core.state import full_rank
+
+FACTS_VERSION = 2   # 2: facts carry their dependencies
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +73,7 @@ class LayerFact:
     macs: int                 # dense multiply-accumulates of this layer for one example input
     consumers: tuple[str, ...] = ()   # layers whose input is this layer's output channels (sequential models)
     kernel: tuple[int, ...] = ()      # Conv2d kernel size
+    group_size: int = 0               # inputs per integer scale (0: one scale per row)
 
     @property
     def params(self) -> int:
@@ -70,7 +81,7 @@ class LayerFact:
 
     @property
     def rank(self) -> int:
-        return min(self.in_features, self.out_features)
+        return full_rank(self.in_features, self.out_features)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +93,9 @@ class ModelFacts:
     input_dtype: str = "float32"
     buffers_bytes: int = 0        # non-parameter state stored in the artifact
     source_hash: str = ""
+    # ("file:REL", sha256) of program-folder modules and ("dist:NAME", version) of
+    # installed distributions the model's build imported: the cache's staleness check
+    dependencies: tuple[tuple[str, str], ...] = ()
 
     def select(self, kinds: tuple[str, ...] = (), name_glob: str | None = None) -> list[LayerFact]:
         out = []
@@ -122,6 +136,7 @@ class ModelFacts:
             input_dtype=data.get("input_dtype", "float32"),
             buffers_bytes=data.get("buffers_bytes", 0),
             source_hash=data.get("source_hash", ""),
+            dependencies=tuple((str(k), str(v)) for k, v in data.get("dependencies", ())),
         )
 
 
@@ -169,18 +184,76 @@ def spec_hash(spec: LoaderSpec) -> str:
     return h.hexdigest()[:32]
 
 
+def _digest(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:32]
+    except OSError:
+        return None
+
+
+def _dist_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        return None
+
+
+def dependencies_since(spec: LoaderSpec, before: set[str]) -> tuple[tuple[str, str], ...]:
+    """What the model's build ran, called right after it: every imported module whose
+    file lies in the program folder (outside the Python installation), and the installed
+    distributions of torch and of the top-level modules first imported since `before`
+    (a snapshot of `sys.modules` taken before the build)."""
+    from kmr_dsl.trust import python_folders
+
+    base = Path(spec.base_dir).resolve()
+    libs = python_folders()
+    deps: dict[str, str] = {}
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if not file:
+            continue
+        try:
+            path = Path(file).resolve()
+        except (OSError, RuntimeError):
+            continue
+        if base in path.parents and not any(lib == path or lib in path.parents for lib in libs):
+            digest = _digest(path)
+            if digest is not None:
+                deps[f"file:{path.relative_to(base).as_posix()}"] = digest
+    tops = {"torch"} | {name.partition(".")[0] for name in list(sys.modules) if name not in before}
+    owners = importlib.metadata.packages_distributions()
+    for top in sorted(tops):
+        for dist in owners.get(top, ()):
+            version = _dist_version(dist)
+            if version is not None:
+                deps[f"dist:{dist}"] = version
+    return tuple(sorted(deps.items()))
+
+
+def _still_current(spec: LoaderSpec, deps) -> bool:
+    base = Path(spec.base_dir)
+    for key, value in deps:
+        kind, _, name = key.partition(":")
+        if kind == "file" and _digest(base / name) != value:
+            return False
+        if kind == "dist" and _dist_version(name) != value:
+            return False
+    return True
+
+
 def load_cached(spec: LoaderSpec) -> ModelFacts | None:
     path = cache_dir() / f"facts-{spec_hash(spec)}.json"
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if data.get("version") != FACTS_VERSION:
+    if not isinstance(data, dict) or data.get("version") != FACTS_VERSION:
         return None
     try:
-        return ModelFacts.from_json(data)
-    except (KeyError, TypeError):
+        facts = ModelFacts.from_json(data)
+    except (KeyError, TypeError, ValueError):
         return None
+    return facts if _still_current(spec, facts.dependencies) else None
 
 
 def store_cached(spec: LoaderSpec, facts: ModelFacts) -> None:
@@ -196,4 +269,4 @@ def store_cached(spec: LoaderSpec, facts: ModelFacts) -> None:
         pass
 
 
-__all__ = ["LayerFact", "LoaderSpec", "ModelFacts", "load_cached", "store_cached", "spec_hash"]
+__all__ = ["LayerFact", "LoaderSpec", "ModelFacts", "dependencies_since", "load_cached", "store_cached", "spec_hash"]

@@ -8,10 +8,10 @@ come back with `from_json`.
 
 - `LineVerdict`: one budget line judged on the readings: the line as written, whether
   it holds, both sides' values, the margin (positive when it holds with room to spare;
-  `kmr_dsl.evaluate.margin`), whether it reads analytic meters only, the operator and
+  `kmr_dsl.core.evaluate.margin`), whether it reads analytic meters only, the operator and
   its source line.
 - `Outcome`: the setting, every meter read on the result and on the baseline (keyed by
-  `kmr_dsl.evaluate.meter_key`), the verdict of every budget line, the objective's
+  `kmr_dsl.core.evaluate.meter_key`), the verdict of every budget line, the objective's
   value, the seconds it took and the verifier's predictions beside them. `feasible`
   is derived: every line holds.
 

@@ -9,7 +9,7 @@ KMR503 naming the knob and its domain. No torch here.
 
 from __future__ import annotations
 
-from kmr_dsl.check.program import CheckedProgram, Knob, Pipeline
+from kmr_dsl.core.program import CheckedProgram, Knob, Pipeline
 from kmr_dsl.diagnostics import KmrError, Span, error
 
 

@@ -6,12 +6,14 @@ report that very code, so the documentation cannot drift from the checker. Examp
 checked as `example.kmr` in a scratch folder (so an example may import itself), with
 `doc_provider` standing in for the real model: `factory("digits_model:make_mlp")` is
 the spec's 64-128-64-10 MLP (Linear fc1, fc2, fc3), an untrusted `torch_module` is a
-refused pickle (KMR217), anything else fails to load (KMR216).
+refused pickle (KMR217), an untrusted factory from the standard library is refused
+(KMR227), anything else fails to load (KMR216).
 """
 
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ import pytest
 from kmr_dsl.check import check_file
 from kmr_dsl.diagnostics import CODES, KmrError, error, render_all
 from kmr_dsl.facts import LayerFact, ModelFacts
+from kmr_dsl.trust import refuse_untrusted
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
 HEADING = re.compile(r"^### (KMR\d{3}) — (.+)$", re.M)
@@ -36,6 +39,8 @@ def doc_provider(spec, trust, span):
     ref = spec.args[0] if spec.args else None
     if spec.kind == "factory" and ref == "digits_model:make_mlp":
         return DIGITS
+    if spec.kind == "factory" and not trust and str(ref).partition(":")[0].split(".")[0] in sys.stdlib_module_names:
+        refuse_untrusted(ref, spec.base_dir, span, "factory")    # what the real loader does (KMR227)
     if spec.kind == "torch_module" and not trust:
         raise KmrError(error("KMR217", span, f"`{ref}` is a pickle that can run code when loaded",
                              "torch.load(weights_only=True) refused it: it holds Python objects, not only tensors"))

@@ -1,4 +1,4 @@
-"""The resolver and checker: surface AST -> CheckedProgram (kmr_dsl.check.program).
+"""The resolver and checker: surface AST -> CheckedProgram (kmr_dsl.core.program).
 
 Public API:
 - `check_file(path, facts_provider=None, trust=False) -> (CheckedProgram | None, diags)`
@@ -35,7 +35,7 @@ from kmr_dsl.check.knobs import check_knob
 from kmr_dsl.check.loaders import check_data, check_model
 from kmr_dsl.check.names import Symbols
 from kmr_dsl.check.pipelines import check_pipeline, check_property
-from kmr_dsl.check.program import CheckedProgram
+from kmr_dsl.core.program import CheckedProgram
 from kmr_dsl.check.rules import check_meter, check_rule
 from kmr_dsl.diagnostics import Diagnostic, Span, error, has_errors, sort_key
 

@@ -20,7 +20,7 @@ Contract:
 from __future__ import annotations
 
 from kmr_dsl import ast, units
-from kmr_dsl.check import program as P
+from kmr_dsl.core import program as P
 from kmr_dsl.check import types as T
 from kmr_dsl.check.names import describe_kind, did_you_mean
 from kmr_dsl.diagnostics import error

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from kmr_dsl import ast
-from kmr_dsl.check import program as P
+from kmr_dsl.core import program as P
 from kmr_dsl.check.imports import Closure
 from kmr_dsl.check.names import Symbols
 from kmr_dsl.diagnostics import Diagnostic, KmrError, Span, error
@@ -74,6 +74,9 @@ class Context:
                 facts = self.provider(decl.loader, trust, decl.span)
             except KmrError as exc:
                 self.report(exc.diagnostic)
+            except SystemExit as exc:   # the model's code ended the process: never a silent exit 0
+                self.report(error("KMR411", decl.span, f"model `{model}`: its code called sys.exit({exc.code!r})",
+                                  hint="remove the sys.exit call (raise an exception to report a problem)"))
             except Exception as exc:  # noqa: BLE001 - the user's model code may raise anything
                 self.report(error(
                     "KMR216", decl.span, f"model `{model}` could not be loaded for checking",

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 
 from kmr_dsl import ast, units
 from kmr_dsl.check import calls, walk
-from kmr_dsl.check import program as P
+from kmr_dsl.core import program as P
+from kmr_dsl.core import state
 from kmr_dsl.check import types as T
 from kmr_dsl.check.context import Context
 from kmr_dsl.check.names import did_you_mean
@@ -33,9 +34,9 @@ from kmr_dsl.check.operators import Operators
 from kmr_dsl.check.selectors import same_selector, show_selector
 from kmr_dsl.diagnostics import error
 
-LAYER_FIELDS = {"kind": T.STR, "in_features": T.INT, "out_features": T.INT, "params": T.INT,
-                "density": T.NUM, "bits": T.INT, "rank": T.INT, "adapter_rank": T.INT, "frozen": T.BOOL}
-MODEL_FIELDS = {"trainable": T.BOOL}
+_FIELD_TYPES = {"str": T.STR, "int": T.INT, "float": T.NUM, "bool": T.BOOL}
+LAYER_FIELDS = {name: _FIELD_TYPES[t] for name, t in state.LAYER_FIELDS.items()}
+MODEL_FIELDS = {name: _FIELD_TYPES[t] for name, t in state.MODEL_FIELDS.items()}
 BUILTINS = ("min", "max")
 
 

@@ -12,7 +12,7 @@ their models (kmr_dsl.check.pipelines).
 from __future__ import annotations
 
 from kmr_dsl import ast, units
-from kmr_dsl.check import program as P
+from kmr_dsl.core import program as P
 from kmr_dsl.check import types as T
 from kmr_dsl.diagnostics import error
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kmr_dsl import ast
-from kmr_dsl.check import program as P
+from kmr_dsl.core import program as P
 from kmr_dsl.check import types as T
 from kmr_dsl.check.names import did_you_mean
 from kmr_dsl.diagnostics import error

@@ -13,7 +13,7 @@ Other clashes are KMR219. An enum member written bare beside an enum knob
 from __future__ import annotations
 
 from kmr_dsl import ast, units
-from kmr_dsl.check import program as P
+from kmr_dsl.core import program as P
 from kmr_dsl.check import types as T
 from kmr_dsl.diagnostics import error
 

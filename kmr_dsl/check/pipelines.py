@@ -27,7 +27,7 @@ from dataclasses import replace
 
 from kmr_dsl import ast, units
 from kmr_dsl.check import calls, selectors, walk
-from kmr_dsl.check import program as P
+from kmr_dsl.core import program as P
 from kmr_dsl.check.exprs import PIPELINE, Scope
 from kmr_dsl.check.selectors import show_selector
 from kmr_dsl.check.names import did_you_mean, find_word

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 
 from kmr_dsl import ast, units
-from kmr_dsl.check import program as P
+from kmr_dsl.core import program as P
 from kmr_dsl.check import types as T
 from kmr_dsl.check.exprs import LAYER_FIELDS, MODEL_FIELDS, Scope
 from kmr_dsl.check.names import did_you_mean, name_span

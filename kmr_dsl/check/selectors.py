@@ -17,7 +17,7 @@ Contract:
 from __future__ import annotations
 
 from kmr_dsl import ast
-from kmr_dsl.check import program as P
+from kmr_dsl.core import program as P
 from kmr_dsl.check.names import did_you_mean
 from kmr_dsl.diagnostics import error
 from kmr_dsl.facts import ModelFacts

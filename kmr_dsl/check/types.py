@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 
 from kmr_dsl import ast, units
-from kmr_dsl.check import program as P
+from kmr_dsl.core import program as P
 from kmr_dsl.check.names import did_you_mean
 from kmr_dsl.diagnostics import Diagnostic, error
 from kmr_dsl.units import Dim

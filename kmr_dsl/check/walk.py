@@ -1,7 +1,6 @@
-"""Walking and rewriting the expression IR of kmr_dsl.check.program.
+"""The checker's queries and rewrites of the expression IR (kmr_dsl.core.program).
 
-Contract: `nodes(e)` yields every node of an IR expression (pre-order); `rewrite(e, f)`
-rebuilds it bottom-up, replacing each node by `f(node)`. On top of them: the knobs and
+Contract: built on the one IR walker `kmr_dsl.core.walk` (`nodes`, `rewrite`): the knobs and
 meters an expression reads, `on_baseline` (a derived meter read as `baseline.ratio`:
 every meter inside reads the baseline model) and `at_layer` (a `for` body's family
 reference `s[l]`, lowered once with a placeholder, instantiated for one layer).
@@ -11,35 +10,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from kmr_dsl.check import program as P
+from kmr_dsl.core import program as P
+from kmr_dsl.core.walk import nodes, rewrite
 
 # Marks the loop variable inside a family instance name while a `for` body is lowered
 # once; no layer name can contain it, so instantiation cannot touch a real name.
 PLACEHOLDER = "\x00"
-
-
-def children(e) -> tuple:
-    if isinstance(e, P.Op):
-        return e.args
-    if isinstance(e, P.If):
-        return (e.cond, e.then, e.orelse)
-    return ()
-
-
-def nodes(e):
-    stack = [e]
-    while stack:
-        node = stack.pop()
-        yield node
-        stack.extend(reversed(children(node)))
-
-
-def rewrite(e, f):
-    if isinstance(e, P.Op):
-        e = replace(e, args=tuple(rewrite(a, f) for a in e.args))
-    elif isinstance(e, P.If):
-        e = replace(e, cond=rewrite(e.cond, f), then=rewrite(e.then, f), orelse=rewrite(e.orelse, f))
-    return f(e)
 
 
 def knobs(e) -> set[str]:
@@ -72,5 +48,4 @@ def at_layer(e, layer: str):
     return rewrite(e, f)
 
 
-__all__ = ["PLACEHOLDER", "at_layer", "children", "family_ref", "is_analytic",
-           "knobs", "meters", "nodes", "on_baseline", "rewrite"]
+__all__ = ["PLACEHOLDER", "at_layer", "family_ref", "is_analytic", "knobs", "meters", "on_baseline"]

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import torch.nn as nn
 
-from kmr_dsl.check.program import Rule
+from kmr_dsl.core.program import Rule
 from kmr_dsl.diagnostics import KmrError
 from kmr_dsl.proptest import costcheck, expected, models
 from kmr_dsl.runtime import context, introspect, meters, state
 from kmr_dsl.runtime import layers as kl
-from kmr_dsl.runtime.loaders import import_ref
+from kmr_dsl.runtime.loaders import import_impl
 
 
 @dataclass
@@ -43,8 +43,8 @@ def rule_base_dir(rule: Rule) -> str:
     return str(Path(rule.span.file).parent) if rule.span.line > 0 else "."
 
 
-def impl_of(rule: Rule):
-    return import_ref(rule.impl, rule_base_dir(rule), rule.span, missing="KMR407", bad="KMR407")
+def impl_of(rule: Rule, trust: bool = False):
+    return import_impl(rule.impl, rule_base_dir(rule), rule.span, trust)
 
 
 def _weights(model: nn.Module, after: dict) -> dict[str, tuple[int, int]]:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 from hypothesis import strategies as st
 
-from kmr_dsl.check.program import If, Op, ParamRef, Rule
+from kmr_dsl.core.program import If, Op, ParamRef, Rule
 from kmr_dsl.diagnostics import Diagnostic, KmrError, Span, error
 from kmr_dsl.proptest import models
 from kmr_dsl.proptest.engine import CaseFailed, reject, search
@@ -164,8 +164,9 @@ class ContractResult:
 
 
 def check_contract(rule: Rule, *, examples: int = 10, seed: int = 0, sources: dict | None = None,
-                   pruned_start: bool = False) -> ContractResult:
-    """The contract of one rule on `examples` generated cases (pruned_start: see models)."""
+                   pruned_start: bool = False, trust: bool = False) -> ContractResult:
+    """The contract of one rule on `examples` generated cases (pruned_start: see models;
+    trust: an impl outside the rule's folder may run, docs/security.md)."""
     from kmr_dsl.proptest.apply import impl_of, run_case
 
     result = ContractResult(rule.name, rule.impl, rule.span)
@@ -173,7 +174,7 @@ def check_contract(rule: Rule, *, examples: int = 10, seed: int = 0, sources: di
         result.status, result.note = "untested", f"no generated model has a layer of kind {', '.join(rule.accepts)}"
         return result
     try:
-        fn = impl_of(rule)
+        fn = impl_of(rule, trust)
     except KmrError as exc:
         result.status, result.error = "error", exc.diagnostic
         return result

@@ -1,7 +1,7 @@
 """The verifier's cost model against the runtime's meters, on one generated model.
 
-Contract: `cost_at(facts, state, rank_set)` evaluates the analytic meters' cost model
-(`kmr_dsl.verify.cost.meter_expr`, the same formulas `kmr check` proves budgets with)
+Contract: `cost_at(facts, state, rank_set)` (the verifier's public `kmr_dsl.verify.cost_at`)
+evaluates the analytic meters' cost model (the same formulas `kmr check` proves budgets with)
 at a *measured* state (`runtime.state.measure_state`), for the model `facts` describe
 before the step; `rank_set` names the layers whose `rank` a rule set (the cost model
 then counts a layer as two factors when that is smaller, as `lowrank` builds it).
@@ -24,41 +24,12 @@ effects differ by design; the effects are compared with the measured state separ
 
 from __future__ import annotations
 
-from kmr_dsl.facts import ModelFacts
-from kmr_dsl.verify import algebra as A
-from kmr_dsl.verify.cost import ANALYTIC_METERS, meter_expr
-from kmr_dsl.verify.numeric import as_number, evaluate
-from kmr_dsl.verify.state import PipelineModel, State
+from kmr_dsl.core.state import ANALYTIC_METERS
+from kmr_dsl.verify import cost_at
 
 HEADER_SLACK = 128           # bytes; see the module docstring
 SIZE_TOLERANCE = 0.02
-COUNT_METERS = ("params", "nonzero", "macs", "trainable_params")
-
-
-def _symbolic_state(state: dict, rank_set) -> State:
-    layers = {}
-    for name, st in state["layers"].items():
-        layers[name] = {
-            "kind": A.EnumValue(st["kind"]),
-            "in_features": A.num(int(st["in_features"])),
-            "out_features": A.num(int(st["out_features"])),
-            "params": A.num(int(st["params"])),
-            "density": A.num(float(st["density"])),
-            "bits": A.num(int(st["bits"])),
-            "rank": A.num(int(st["rank"])),
-            "adapter_rank": A.num(int(st["adapter_rank"])),
-            "frozen": A.num(bool(st["frozen"])),
-        }
-    origin = {(name, "rank"): 0 for name in rank_set}
-    return State(layers, {"trainable": A.num(bool(state["trainable"]))}, origin)
-
-
-def cost_at(facts: ModelFacts, state: dict, rank_set=()) -> dict[str, float]:
-    """Every analytic meter's cost model at a measured state of the model `facts` describe."""
-    sym = _symbolic_state(state, rank_set)
-    model = PipelineModel(program=None, pipeline=None, knobs=None, facts=facts, initial=sym, final=sym,
-                          requirements=[])
-    return {m: float(as_number(evaluate(meter_expr(model, m, sym), {}, exact=False))) for m in ANALYTIC_METERS}
+COUNT_METERS = tuple(m for m, dim in ANALYTIC_METERS.items() if dim == "count")
 
 
 def meter_mismatches(measured: dict[str, float], predicted: dict[str, float],

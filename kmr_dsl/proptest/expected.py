@@ -3,7 +3,7 @@
 Contract (no torch here: states are the plain dicts of `runtime.state.measure_state`):
 - `requires_failing(rule, before, layer, params)` is the first `requires` clause that is
   false in the state before the step (None when all hold), evaluated with the one IR
-  evaluator `kmr_dsl.evaluate` (`Env.params`, `Env.fields`).
+  evaluator `kmr_dsl.core.evaluate` (`Env.params`, `Env.fields`).
 - `predict(rule, before, layer, params)` evaluates every `effect` there (simultaneous
   assignment: all effects read the state before the step).
 - `compare(...)` lists every way the state after the step differs from the contract:
@@ -33,12 +33,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from kmr_dsl.check.program import Rule
-from kmr_dsl.evaluate import Env, evaluate
+from kmr_dsl.core import state as core_state
+from kmr_dsl.core import step as core_step
+from kmr_dsl.core.evaluate import Env, evaluate
+from kmr_dsl.core.program import Rule
+from kmr_dsl.core.state import COUNT_FIELDS
 
-LAYER_FIELDS = ("kind", "in_features", "out_features", "density", "bits", "rank", "adapter_rank", "frozen")
-COUNT_FIELDS = ("in_features", "out_features", "rank", "adapter_rank", "bits")
-MATRIX_KINDS = ("Linear", "Conv1d", "Conv2d", "Embedding")
+# every state field but `params` (a static fact, see the module docstring)
+LAYER_FIELDS = tuple(f for f in core_state.LAYER_FIELDS if f != "params")
 
 
 @dataclass(frozen=True)
@@ -147,15 +149,15 @@ def compare(before: dict, after: dict, layer: str | None, predicted: dict, consu
                 if c not in expected:
                     continue
                 why = f"as a consumer of `{layer}`'s channels ({old} -> {new}) it should be"
-                expected[c]["in_features"] = (before_layers[c]["in_features"] * new / old, why)
-                if before_layers[c]["kind"] not in MATRIX_KINDS:
-                    expected[c]["out_features"] = (before_layers[c]["out_features"] * new / old, why)
+                for f, v in core_step.shrink_consumer(before_layers[c], old, new).items():
+                    expected[c][f] = (float(v), why)
     # derived: an unnamed rank follows a changed shape
     for name, st in after_layers.items():
         b = before_layers[name]
         if "rank" not in effected[name] and (st["in_features"], st["out_features"]) != (b["in_features"], b["out_features"]):
-            expected[name]["rank"] = (min(b["rank"], st["in_features"], st["out_features"]),
-                                      "with its new shape its rank should be min(old rank, in, out) =")
+            # min(rank, in, out): for a shrinking layer the same as min(in, out) when no rule set the rank
+            rank = core_step.follow_rank(b["rank"], st["in_features"], st["out_features"], True)
+            expected[name]["rank"] = (rank, "with its new shape its rank should be min(old rank, in, out) =")
 
     for name in before_layers:
         rows, numel = weights.get(name, (1, 1))

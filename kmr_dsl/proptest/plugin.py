@@ -139,5 +139,6 @@ class KmrContract(_KmrItem):
 
         opts, rule = self.config.option, self.target
         return guarded(lambda: check_contract(rule, examples=contract_examples(opts.kmr_examples),
-                                              seed=opts.kmr_seed, sources=self.parent.sources),
+                                              seed=opts.kmr_seed, sources=self.parent.sources,
+                                              trust=opts.kmr_trust),
                        ContractResult(rule.name, rule.impl, rule.span), f"the contract of `{rule.name}`")

@@ -8,7 +8,7 @@ Contract: `run_property(program, prop, sessions, examples=N, seed=S)` tests one
   shared through `Sessions`, so the baseline model, its meters and the data load once;
   an outcome is cached per setting, so shrinking re-runs nothing it has seen; a model
   under 1 M parameters runs on one torch thread, see `threads_for`);
-- each `check` line is judged with the one IR evaluator (`kmr_dsl.evaluate.holds`)
+- each `check` line is judged with the one IR evaluator (`kmr_dsl.core.evaluate.holds`)
   over the result's meters and the baseline's;
 - a pipeline that fails at a setting (a rule or meter error) fails the property there.
 A failure is shrunk to a minimal setting and reported as a `PropertyResult` whose
@@ -20,9 +20,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from kmr_dsl.check.program import CheckedProgram, If, KnobRef, MeterRef, Op, Property
+from kmr_dsl.core.program import CheckedProgram, KnobRef, MeterRef, Property
+from kmr_dsl.core.walk import nodes
 from kmr_dsl.diagnostics import Diagnostic, KmrError, Span, error
-from kmr_dsl.evaluate import Env, evaluate, holds, meter_key, meter_refs
+from kmr_dsl.core.evaluate import Env, evaluate, holds, meter_key, meter_refs
 from kmr_dsl.outcome import Outcome
 from kmr_dsl.proptest.engine import CaseFailed, search
 from kmr_dsl.proptest.quantities import expr_dim, plural, show
@@ -145,21 +146,10 @@ class PropertyResult:
                 "summary": self.summary()}
 
 
-def _nodes(expr):
-    """Every IR node of an expression, pre-order."""
-    yield expr
-    if isinstance(expr, Op):
-        for arg in expr.args:
-            yield from _nodes(arg)
-    elif isinstance(expr, If):
-        for part in (expr.cond, expr.then, expr.orelse):
-            yield from _nodes(part)
-
-
 def _knobs_read(prop: Property) -> dict[str, str]:
     """{knob instance: its declared knob} for every knob the checks read."""
     return {n.name: n.knob for line in prop.checks for side in (line.left, line.right)
-            for n in _nodes(side) if isinstance(n, KnobRef)}
+            for n in nodes(side) if isinstance(n, KnobRef)}
 
 
 def base_setting(program: CheckedProgram, prop: Property) -> dict:

@@ -10,7 +10,7 @@ knob's, propagated through arithmetic: `10% * baseline.size` is bytes,
 
 from __future__ import annotations
 
-from kmr_dsl.check.program import CheckedProgram, Const, If, KnobRef, MeterRef, Op
+from kmr_dsl.core.program import CheckedProgram, Const, If, KnobRef, MeterRef, Op
 
 _BYTES = ((1e9, "GB"), (1e6, "MB"), (1e3, "KB"))
 _TIME = ((1.0, "s"), (1e-3, "ms"), (1e-6, "us"))

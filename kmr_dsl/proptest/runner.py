@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from kmr_dsl.check.program import CheckedProgram
+from kmr_dsl.core.program import CheckedProgram
 from kmr_dsl.diagnostics import Diagnostic, KmrError, error
 
 
@@ -97,7 +97,7 @@ def test_program(program: CheckedProgram, *, examples: int = 20, seed: int = 0, 
     if contracts:
         for rule in program.rules.values():
             result = guarded(lambda: check_contract(rule, examples=contract_examples(examples), seed=seed,
-                                                    sources=program.sources),
+                                                    sources=program.sources, trust=trust),
                              ContractResult(rule.name, rule.impl, rule.span), f"the contract of `{rule.name}`")
             report.contracts.append(result)
             if on_result is not None:

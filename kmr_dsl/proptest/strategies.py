@@ -22,7 +22,7 @@ import math
 
 from hypothesis import strategies as st
 
-from kmr_dsl.check.program import CheckedProgram, Domain, Knob, Param
+from kmr_dsl.core.program import CheckedProgram, Domain, Knob, Param
 
 
 def value_strategy(kind: str, domain: Domain | None, members: tuple = ()) -> st.SearchStrategy:

@@ -3,8 +3,8 @@
 Contract: the checker proves a rule's `requires` statically, but an impl can be called
 directly (tests, other runners) or with values the checker could not see, so each rule
 re-checks its arguments and preconditions here and raises KmrError KMR405 naming the
-rule, the failing condition and the layer. `round_half_up` is the rounding every
-count in the rules' effects uses (docs/design.md: "rounded to nearest"): floor(x + 0.5).
+rule, the failing condition and the layer. (How a rule rounds the counts it keeps is
+`kmr_dsl.core.step`, shared with the verifier.)
 """
 
 from __future__ import annotations
@@ -18,10 +18,6 @@ from kmr_dsl.runtime import layers as kl
 
 def fail(rule: str, message: str, *notes: str, hint: str | None = None):
     raise KmrError(error("KMR405", context.span(), f"{rule}: {message}", *notes, hint=hint))
-
-
-def round_half_up(x: float) -> int:
-    return int(math.floor(x + 0.5))
 
 
 def number(rule: str, name: str, value, lo: float, hi: float, lo_open=False, hi_open=False) -> float:
@@ -70,4 +66,4 @@ def no_adapter(rule: str, name: str, layer) -> None:
              hint="use lora(merge = true) before this step")
 
 
-__all__ = ["choice", "fail", "float_weights", "integer", "kinds", "no_adapter", "number", "round_half_up"]
+__all__ = ["choice", "fail", "float_weights", "integer", "kinds", "no_adapter", "number"]

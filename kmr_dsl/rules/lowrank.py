@@ -18,11 +18,11 @@ bf16). SVD factors are dense: a pruned layer that is truncated (k < r) loses its
 
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn as nn
 
+from kmr_dsl.core import step
 from kmr_dsl.rules import checks
 from kmr_dsl.runtime import layers as kl
 from kmr_dsl.runtime import modules as km
@@ -39,7 +39,7 @@ def apply(model: nn.Module, layers, ratio: float = 0.5, energy: float = 1.0):
         checks.float_weights(RULE, name, layer)
         checks.no_adapter(RULE, name, layer)
         r = state.layer_rank(layer)
-        k = max(1, math.ceil(ratio * r - 1e-9))
+        k = int(step.settle("rank", step.NUMBERS.mul(ratio, r)))
         kl.set_module(model, name, truncate(layer, k, energy))
     return model
 

@@ -7,9 +7,11 @@ Contract (docs/design.md): requires `layer.bits >= 16` and `n <= m`.
 - global: the same, with one ranking over all the selected layers: the total density
   of the selection is multiplied by 1 - amount; a layer's share varies.
 - nm: along the input dimension (Linear: a row; Conv2d: in_channels x kh x kw
-  flattened), in every group of m consecutive weights keep the n largest: density *=
-  n / m, exact on a dense layer whose input size is a multiple of m (a shorter tail
-  group keeps round_half_up(len * n / m)). Stored dense: no CPU kernel runs 2:4
+  flattened), in every group of m consecutive weights keep the n largest; the rows'
+  shorter tail groups (when m does not divide the row) share what makes the layer's
+  total round_half_up(numel * n / m) (`step.nm_tail_keeps`), so on a dense layer density
+  = n / m exactly as the state settles it. On a sparse layer a group keeps at most its
+  non-zeros: density is at most min(density, n / m), the effect (an upper bound). Stored dense: no CPU kernel runs 2:4
   (FACTS.md), so it is a sparsity pattern, not a speedup.
 - channel: keep round_half_up(out * (1 - amount)) (at least 1) output channels with
   the largest L2 norm, in their original order, and physically remove the others: the
@@ -27,10 +29,12 @@ import copy
 import torch
 import torch.nn as nn
 
+from kmr_dsl.core import step
 from kmr_dsl.rules import checks
 from kmr_dsl.runtime import layers as kl
 from kmr_dsl.runtime import modules as km
 
+N = step.NUMBERS     # exact: a knob value 0.3 is 3/10, as in the verifier
 RULE = "prune"
 METHODS = ("magnitude", "global", "channel", "nm")
 ACCEPTS = ("Linear", "Conv2d")
@@ -65,7 +69,7 @@ def apply(model: nn.Module, layers, amount: float = 0.5, method: str = "magnitud
 def _keep_largest(leaves, amount: float) -> None:
     masks = [kl.current_mask(leaf) for _, leaf in leaves]
     nnz = sum(int(mask.sum()) for mask in masks)
-    keep = checks.round_half_up(nnz * (1.0 - amount))
+    keep = int(step.round_half_up(N.mul(nnz, N.sub(1, amount))))
     if keep >= nnz or not leaves:
         return
     # one ranking over every weight; pruned positions score -1 so they are never kept
@@ -95,12 +99,10 @@ def _nm(leaf: nn.Module, n: int, m: int) -> None:
         groups = scores[:, :full].reshape(rows, -1, m)
         idx = torch.topk(groups, n, dim=-1).indices
         keep[:, :full] = torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, idx, True).reshape(rows, full)
-    tail = cols - full
-    t = checks.round_half_up(tail * n / m)
-    if tail and t:
-        idx = torch.topk(scores[:, full:], t, dim=-1).indices
-        keep[:, full:] = torch.zeros(rows, tail, dtype=torch.bool).scatter_(-1, idx, True)
+    if cols > full:
+        keep[:, full:] = kl.top_per_row(scores[:, full:], step.nm_tail_keeps(rows, cols, n, m))
     kl.set_mask(leaf, keep & mask)
+
 
 
 # ---------------------------------------------------------------- structured channels
@@ -122,8 +124,16 @@ def _set_features(mod: nn.Module, dim: int, size: int) -> None:
 
 
 def _slice_leaf(leaf: nn.Module, dim: int, idx: torch.Tensor) -> nn.Module:
-    if km.is_dynamic(leaf) or isinstance(leaf, km.QuantWeight):
-        q, scale, bias = (km.dynamic_parts(leaf) if km.is_dynamic(leaf)
+    if isinstance(leaf, km.QuantWeight) and leaf.group_size and dim == 1:
+        # removed inputs shift the groups: quantize the remaining weights again, in
+        # groups of the same size (zeros stay zero, so density is kept)
+        bias = None if leaf.bias is None else leaf.bias.detach()
+        new = km.quantized_leaf(leaf, leaf.dequantized().index_select(1, idx), leaf.bits, leaf.group_size)
+        if bias is not None:
+            new.bias = bias.clone()
+        return new
+    if km.is_int8_kernel(leaf) or isinstance(leaf, km.QuantWeight):
+        q, scale, bias = (km.dynamic_parts(leaf) if km.is_int8_kernel(leaf)
                           else (leaf.int_weight(), leaf.scale, leaf.bias))
         # per-row scales: slicing columns keeps every integer value and scale exact
         q = q.index_select(dim, idx)
@@ -132,6 +142,9 @@ def _slice_leaf(leaf: nn.Module, dim: int, idx: torch.Tensor) -> nn.Module:
             bias = None if bias is None else bias[idx]
         if km.is_dynamic(leaf):
             return km.dynamic_linear(q, scale, bias)
+        if km.is_int8_kernel(leaf):
+            return km.static_int8(leaf, q, scale, bias, (leaf.input_scale, leaf.input_zero_point),
+                                  leaf.output_qparams)
         new = copy.deepcopy(leaf)
         new.set_int_weight(q, scale)
         if bias is not None:
@@ -184,7 +197,7 @@ def _slice_norm(norm: nn.Module, idx: torch.Tensor) -> nn.Module:
 def _channel(model: nn.Module, name: str, amount: float, links: dict) -> None:
     layer = kl.get_module(model, name)
     out = kl.layer_features(layer)[1]
-    keep = max(1, checks.round_half_up(out * (1.0 - amount)))
+    keep = int(step.settle("out_features", N.mul(out, N.sub(1, amount))))
     if keep >= out:
         return
     link = links.get(name)

@@ -20,20 +20,30 @@ from __future__ import annotations
 
 import torch.nn as nn
 
+from kmr_dsl.rules import calibration as calibration_
 from kmr_dsl.rules import checks
 from kmr_dsl.runtime import layers as kl
 from kmr_dsl.runtime import modules as km
 from kmr_dsl.runtime import quant
+from kmr_dsl.runtime import training
 
 RULE = "quantize"
 BITS = (2, 4, 8, 16, 32)
-SCHEMES = ("dynamic", "weight_only")
+SCHEMES = ("dynamic", "weight_only", "static")
 ACCEPTS = ("Linear", "Conv2d", "Embedding")
 
 
-def apply(model: nn.Module, layers, bits: int, scheme: str = "dynamic"):
+def apply(model: nn.Module, layers, bits: int, scheme: str = "dynamic", group_size: int = 0, calibration=None,
+          samples: int = 128):
     bits = int(checks.choice(RULE, "bits", bits, BITS))
     scheme = checks.choice(RULE, "scheme", scheme, SCHEMES)
+    group_size = checks.integer(RULE, "group_size", group_size, 0, 1 << 20)
+    samples = checks.integer(RULE, "samples", samples, 1, 1 << 20)
+    static = scheme == "static" and bits == 8
+    if scheme == "static" and bits < 8:
+        checks.fail(RULE, f"`scheme = static` quantizes weights and activations to 8 bits, not {bits}",
+                    hint="use bits = 8 with `static`, or `weight_only` for 4 and 2 bits")
+    todo = []
     for name, layer in layers:
         kind = checks.kinds(RULE, name, layer, ACCEPTS)
         current = kl.layer_bits(layer, name)
@@ -42,20 +52,35 @@ def apply(model: nn.Module, layers, bits: int, scheme: str = "dynamic"):
                         hint="quantize to a width no larger than the layer's current one")
         if bits == 32:
             continue
-        for leaf_name, leaf in kl.leaves(name, layer):
-            new = _convert(leaf, kind, bits, scheme, leaf_name)
-            if new is not leaf:
-                kl.set_module(model, leaf_name, new)
+        if static and kind == "Embedding":
+            checks.fail(RULE, f"`{name}`: an Embedding has no activations to quantize statically",
+                        hint="select Linear and Conv2d layers for `scheme = static`")
+        todo.extend((leaf_name, leaf, kind) for leaf_name, leaf in kl.leaves(name, layer))
+    ranges = {}
+    if static and todo:
+        data = training.require_data(calibration, RULE)
+        ranges = calibration_.observe(model, data.inputs[:samples], [(n, leaf) for n, leaf, _ in todo],
+                                      lambda leaf: calibration_.ChannelStats(), RULE)
+    for leaf_name, leaf, kind in todo:
+        new = convert(leaf, kind, bits, scheme, leaf_name, group_size, ranges.get(leaf_name))
+        if new is not leaf:
+            kl.set_module(model, leaf_name, new)
     return model
 
 
-def _convert(leaf: nn.Module, kind: str, bits: int, scheme: str, name: str) -> nn.Module:
+def convert(leaf: nn.Module, kind: str, bits: int, scheme: str, name: str, group_size: int = 0,
+             observed=None) -> nn.Module:
     have = kl.leaf_bits(leaf)
     if bits == 16:
         # a leaf already at 16 bits stays as it is
         return leaf if have == 16 else km.to_half(leaf)
-    dynamic = scheme == "dynamic" and kind == "Linear" and bits == 8
-    if have == bits and dynamic == km.is_dynamic(leaf):
+    if observed is not None:
+        q, scale = quant.quantize(kl.leaf_weight(leaf).float(), 8)
+        return km.static_int8(leaf, q, scale, kl.leaf_bias(leaf), km.affine_qparams(observed.low, observed.high),
+                              km.affine_qparams(observed.out_low, observed.out_high))
+    dynamic = scheme == "dynamic" and kind == "Linear" and bits == 8 and not group_size
+    if have == bits and dynamic == km.is_dynamic(leaf) and group_size == getattr(leaf, "group_size", 0) \
+            and not isinstance(leaf, km.StaticInt8):
         return leaf
     if isinstance(leaf, (nn.Conv2d, km.QuantConv2d)) and getattr(leaf, "padding_mode", "zeros") != "zeros":
         checks.fail(RULE, f"`{name}`: only zero-padded convolutions can be quantized")
@@ -66,4 +91,4 @@ def _convert(leaf: nn.Module, kind: str, bits: int, scheme: str, name: str) -> n
         q, scale = quant.quantize(weight, 8)
         bias = kl.leaf_bias(leaf)
         return km.dynamic_linear(q, scale, None if bias is None else bias.detach().float())
-    return km.quantized_leaf(leaf, weight, bits)
+    return km.quantized_leaf(leaf, weight, bits, group_size)

@@ -55,8 +55,17 @@ def _describe(m: nn.Module) -> dict:
         return {"type": t, "rank": m.rank, "scaling": m.scaling, "base": describe(m.base)}
     if km.is_dynamic(m):
         return {"type": "DynamicLinear", "in": m.in_features, "out": m.out_features, "bias": m.bias() is not None}
+    if isinstance(m, km.StaticInt8):
+        q = km.dynamic_parts(m)[0]
+        cfg = {"type": t, "shape": list(q.shape), "bias": m.bias() is not None,
+               "input": [m.input_scale, m.input_zero_point], "output": list(m.output_qparams)}
+        if isinstance(m, km.StaticConv2d):
+            cfg.update(_conv_args(m))
+        return cfg
     if isinstance(m, km.QuantWeight):
         cfg = {"type": t, "bits": m.bits, "shape": list(m.weight_shape), "bias": m.bias is not None}
+        if m.group_size:
+            cfg["group_size"] = m.group_size
         if isinstance(m, km.QuantConv2d):
             cfg.update({"stride": list(m.stride), "dilation": list(m.dilation), "groups": m.groups,
                         "padding": m.padding if isinstance(m.padding, str) else list(m.padding)})
@@ -87,6 +96,10 @@ def _describe(m: nn.Module) -> dict:
     return cfg
 
 
+def _padding(cfg: dict):
+    return cfg["padding"] if isinstance(cfg["padding"], str) else tuple(cfg["padding"])
+
+
 def build(cfg: dict) -> nn.Module | None:
     """An empty module of the described type (None for "keep")."""
     t = cfg["type"]
@@ -99,14 +112,20 @@ def build(cfg: dict) -> nn.Module | None:
     elif t == "DynamicLinear":
         m = km.dynamic_linear(torch.zeros(cfg["out"], cfg["in"], dtype=torch.int8), torch.ones(cfg["out"]),
                               torch.zeros(cfg["out"]) if cfg["bias"] else None)
+    elif t in ("StaticLinear", "StaticConv2d"):
+        shape = tuple(cfg["shape"])
+        like = nn.Conv2d(1, 1, 1, tuple(cfg["stride"]), _padding(cfg), tuple(cfg["dilation"]), cfg["groups"]) \
+            if t == "StaticConv2d" else None
+        m = km.static_int8(like, torch.zeros(shape, dtype=torch.int8), torch.ones(shape[0]),
+                           torch.zeros(shape[0]) if cfg["bias"] else None, tuple(cfg["input"]), tuple(cfg["output"]))
     elif t == "QuantLinear":
-        m = km.QuantLinear(cfg["bits"], tuple(cfg["shape"]), cfg["bias"])
+        m = km.QuantLinear(cfg["bits"], tuple(cfg["shape"]), cfg["bias"], cfg.get("group_size", 0))
     elif t == "QuantConv2d":
         padding = cfg["padding"] if isinstance(cfg["padding"], str) else tuple(cfg["padding"])
         m = km.QuantConv2d(cfg["bits"], tuple(cfg["shape"]), cfg["bias"], tuple(cfg["stride"]), padding,
-                           tuple(cfg["dilation"]), cfg["groups"])
+                           tuple(cfg["dilation"]), cfg["groups"], cfg.get("group_size", 0))
     elif t == "QuantEmbedding":
-        m = km.QuantEmbedding(cfg["bits"], tuple(cfg["shape"]), False, cfg["padding_idx"])
+        m = km.QuantEmbedding(cfg["bits"], tuple(cfg["shape"]), False, cfg["padding_idx"], cfg.get("group_size", 0))
     elif t in ("Linear", "HalfLinear"):
         m = nn.Linear(cfg["in"], cfg["out"], bias=cfg["bias"])
     elif t in ("Conv1d", "Conv2d", "HalfConv2d"):
@@ -140,13 +159,16 @@ def build(cfg: dict) -> nn.Module | None:
 def weight_record(leaf: nn.Module) -> tuple[int, int, int, int]:
     """(numel, rows, bits, nnz) of a leaf's weight: the inputs of layout.tensor_bytes."""
     nnz, numel = kl.leaf_nonzero(leaf)
-    rows = kl.leaf_weight(leaf).shape[0] if km.is_dynamic(leaf) or isinstance(leaf, km.QuantWeight) \
+    rows = kl.leaf_weight(leaf).shape[0] if km.is_int8_kernel(leaf) or isinstance(leaf, km.QuantWeight) \
         else leaf.weight.shape[0]
+    if isinstance(leaf, km.QuantWeight) and leaf.group_size:
+        # group-wise scales: one per group of a row, stored like that many rows' scales
+        rows = leaf.scale.numel()
     return numel, int(rows), kl.leaf_bits(leaf), nnz
 
 
 def _int_parts(leaf):
-    if km.is_dynamic(leaf):
+    if km.is_int8_kernel(leaf):
         return km.dynamic_parts(leaf)
     return leaf.int_weight(), leaf.scale.detach().clone(), (None if leaf.bias is None else leaf.bias.detach().clone())
 
@@ -159,25 +181,26 @@ def encode_weight(name: str, leaf: nn.Module) -> dict[str, torch.Tensor]:
         w = leaf.weight.detach()
         if sparse:
             mask = w != 0
-            out[f"{name}.bitmap"] = quant.bitmap(mask)
-            out[f"{name}.values"] = w[mask].contiguous()
+            out[layout.entry(name, layout.BITMAP)] = quant.bitmap(mask)
+            out[layout.entry(name, layout.VALUES)] = w[mask].contiguous()
         else:
             out[name] = w.contiguous().clone()
         return out
     q, scale, _ = _int_parts(leaf)
     if sparse:
         mask = q != 0
-        out[f"{name}.bitmap"] = quant.bitmap(mask)
-        out[f"{name}.values"] = quant.pack(q[mask], bits)
+        out[layout.entry(name, layout.BITMAP)] = quant.bitmap(mask)
+        out[layout.entry(name, layout.VALUES)] = quant.pack(q[mask], bits)
     else:
-        out[f"{name}.q"] = q.contiguous().clone() if bits == 8 else quant.pack(q, bits)
-    out[f"{name}.scale"] = scale.float().contiguous()
+        out[layout.entry(name, layout.Q)] = q.contiguous().clone() if bits == 8 else quant.pack(q, bits)
+    # group-wise scales ([rows, groups]) are stored flat, row after row
+    out[layout.entry(name, layout.SCALE)] = scale.float().reshape(-1).contiguous()
     return out
 
 
 def decode_weight(name: str, leaf: nn.Module, tensors: dict, used: set) -> None:
-    if km.is_dynamic(leaf):
-        shape, bits = (leaf.out_features, leaf.in_features), 8
+    if km.is_int8_kernel(leaf):
+        shape, bits = tuple(km.dynamic_parts(leaf)[0].shape), 8
     elif isinstance(leaf, km.QuantWeight):
         shape, bits = leaf.weight_shape, leaf.bits
     else:
@@ -185,10 +208,10 @@ def decode_weight(name: str, leaf: nn.Module, tensors: dict, used: set) -> None:
     numel = 1
     for s in shape:
         numel *= s
-    if f"{name}.bitmap" in tensors:
-        mask = quant.unbitmap(tensors[f"{name}.bitmap"], numel)
-        values = tensors[f"{name}.values"]
-        used.update({f"{name}.bitmap", f"{name}.values"})
+    if layout.entry(name, layout.BITMAP) in tensors:
+        mask = quant.unbitmap(tensors[layout.entry(name, layout.BITMAP)], numel)
+        values = tensors[layout.entry(name, layout.VALUES)]
+        used.update({layout.entry(name, layout.BITMAP), layout.entry(name, layout.VALUES)})
         if bits >= 16:
             w = torch.zeros(numel, dtype=values.dtype)
         else:
@@ -196,28 +219,28 @@ def decode_weight(name: str, leaf: nn.Module, tensors: dict, used: set) -> None:
             values = quant.unpack(values, bits, int(mask.sum())) if bits < 8 else values
         w[mask] = values
         w = w.reshape(shape)
-    elif f"{name}.q" in tensors:
-        packed = tensors[f"{name}.q"]
-        used.add(f"{name}.q")
+    elif layout.entry(name, layout.Q) in tensors:
+        packed = tensors[layout.entry(name, layout.Q)]
+        used.add(layout.entry(name, layout.Q))
         w = (packed if bits == 8 else quant.unpack(packed, bits, numel)).reshape(shape).to(torch.int8)
     else:
         w = tensors[name]
         used.add(name)
-    bias = tensors.get(f"{name[:-len('.weight')]}.bias")
+    bias = tensors.get(layout.bias_of(name))
     if bias is not None:
-        used.add(f"{name[:-len('.weight')]}.bias")
+        used.add(layout.bias_of(name))
     if bits >= 16:
         with torch.no_grad():
             leaf.weight.copy_(w)
             if bias is not None:
                 leaf.bias.copy_(bias)
         return
-    scale = tensors[f"{name}.scale"]
-    used.add(f"{name}.scale")
-    if km.is_dynamic(leaf):
+    scale = tensors[layout.entry(name, layout.SCALE)]
+    used.add(layout.entry(name, layout.SCALE))
+    if km.is_int8_kernel(leaf):
         km.set_dynamic(leaf, w, scale, bias)
     else:
-        leaf.set_int_weight(w, scale)
+        leaf.set_int_weight(w, scale.reshape(leaf.scale.shape))
         if bias is not None:
             leaf.bias = bias.float().clone()
 

@@ -4,9 +4,11 @@ Contract: check the file (exit 2 when malformed), verify the pipeline and refuse
 refuted one unless `--force` (exit 1), then apply the steps at the given (or default)
 setting with a progress display on stderr, measure every meter on the baseline and the
 result, print one table (baseline, predicted, measured) and every budget line's
-verdict, and write OUT/model.safetensors, OUT/report.json and OUT/report.md atomically
-(an interrupted run leaves no partial artifact). Exit 0 when every budget line holds,
-1 when one fails (spec §8).
+verdict, and write OUT/model.safetensors, OUT/report.json and OUT/report.md as one set
+(runtime.outset: OUT is checked before the pipeline runs, the set is written into a
+staging folder and swapped into place, so an error, Ctrl-C or a kill leaves the old set
+whole or the new one, never a mix). Exit 0 when every budget line holds, 1 when one
+fails (spec §8), 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -72,16 +74,22 @@ def run_command(args) -> int:
 
     predicted = predict(program, name, setting)
     from kmr_dsl.runtime.context import default_threads
+    from kmr_dsl.runtime.outset import OutputSet
     from kmr_dsl.runtime.session import PipelineSession
 
-    progress = Progress()
-    print(f"running `{name}` at {format_setting(setting)}", file=sys.stderr)
-    threads = args.threads if args.threads is not None else default_threads(pipeline.model.facts)
-    session = PipelineSession(program, name, trust=args.trust, seed=args.seed, progress=progress, threads=threads)
-    outcome = session.evaluate(setting, predicted=_keyed(session, predicted))
     out_dir = Path(args.out) if args.out else Path("out") / name
-    path = session.save(session.last_model, out_dir, setting, outcome,
-                        extra={"verification": report.to_json()})
+    outputs = OutputSet(out_dir, Span.unknown("--out"))
+    outputs.prepare()               # an unwritable --out is reported before any work
+    try:
+        progress = Progress()
+        print(f"running `{name}` at {format_setting(setting)}", file=sys.stderr)
+        threads = args.threads if args.threads is not None else default_threads(pipeline.model.facts)
+        session = PipelineSession(program, name, trust=args.trust, seed=args.seed, progress=progress, threads=threads)
+        outcome = session.evaluate(setting, predicted=_keyed(session, predicted))
+        path = session.save(session.last_model, out_dir, setting, outcome,
+                            extra={"verification": report.to_json()}, outputs=outputs)
+    finally:
+        outputs.discard()
 
     from kmr_dsl.runtime.report import render_text
 
@@ -97,7 +105,7 @@ def run_command(args) -> int:
 
 def _keyed(session, predicted: dict) -> dict:
     """The verifier predicts by meter name; the report keys readings like `size`."""
-    from kmr_dsl.evaluate import meter_key
+    from kmr_dsl.core.evaluate import meter_key
 
     out = {}
     for ref in session.refs:

@@ -19,16 +19,20 @@ same for a module in hand. The caller caches them (facts.store_cached).
   (a tensor or a shape); else for `hf` models (1, 128) token ids (int64); else
   (1, in_features) of the first Linear. A model whose first layer is a conv needs one
   of the explicit forms (KMR404).
-- `source_hash` is `facts.spec_hash(spec)`.
+- `source_hash` is `facts.spec_hash(spec)`; `dependencies` (what the build imported: the
+  cache's staleness check) is `facts.dependencies_since`.
 """
 
 from __future__ import annotations
+
+import dataclasses
+import sys
 
 import torch
 import torch.nn as nn
 
 from kmr_dsl.diagnostics import KmrError, Span, error
-from kmr_dsl.facts import LayerFact, LoaderSpec, ModelFacts, spec_hash
+from kmr_dsl.facts import LayerFact, LoaderSpec, ModelFacts, dependencies_since, spec_hash
 from kmr_dsl.runtime import forward, layers as kl, loaders, meters
 from kmr_dsl.runtime import modules as km
 
@@ -93,7 +97,7 @@ def _layer_fact(name: str, layer: nn.Module, macs: int, consumers: tuple[str, ..
         bias_params = sum(0 if kl.leaf_bias(leaf) is None else kl.leaf_bias(leaf).numel() for _, leaf in ls)
         bits = kl.layer_bits(layer, name)
         leaf0 = ls[0][1]
-        dtype = "qint8" if km.is_dynamic(leaf0) else (f"int{leaf0.bits}" if isinstance(leaf0, km.QuantWeight)
+        dtype = "qint8" if km.is_int8_kernel(leaf0) else (f"int{leaf0.bits}" if isinstance(leaf0, km.QuantWeight)
                                                        else _dtype_name(leaf0.weight.dtype))
         weight_params = numel
     else:
@@ -111,6 +115,7 @@ def _layer_fact(name: str, layer: nn.Module, macs: int, consumers: tuple[str, ..
         name=name, kind=kind, in_features=in_f, out_features=out_f, weight_shape=weight_shape,
         weight_params=int(weight_params), bias_params=int(bias_params), dtype=dtype, bits=int(bits),
         density=(nnz / numel) if numel else 1.0, macs=int(macs), consumers=consumers, kernel=kernel,
+        group_size=kl.layer_group_size(layer, name),
     )
 
 
@@ -140,10 +145,12 @@ def _persistent_buffers(module: nn.Module):
 
 
 def model_facts(spec: LoaderSpec, trust: bool = False, span: Span | None = None) -> ModelFacts:
+    before = set(sys.modules)
     model = loaders.load_model(spec, trust=trust, span=span)
     shape, dtype = example_input_shape(spec, model, span)
     try:
-        return model_facts_from_module(model, shape, dtype, source_hash=spec_hash(spec))
+        facts = model_facts_from_module(model, shape, dtype, source_hash=spec_hash(spec))
+        return dataclasses.replace(facts, dependencies=dependencies_since(spec, before))
     except KmrError:
         raise
     except Exception as exc:  # noqa: BLE001 - the example input does not fit the model

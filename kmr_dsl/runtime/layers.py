@@ -31,10 +31,10 @@ from fnmatch import fnmatchcase
 import torch
 import torch.nn as nn
 
+from kmr_dsl.core.state import MATRIX_KINDS
 from kmr_dsl.runtime import modules as km
 
-LAYER_KINDS = ("Linear", "Conv1d", "Conv2d", "Embedding", "LayerNorm", "BatchNorm1d", "BatchNorm2d", "GroupNorm")
-MATRIX_KINDS = ("Linear", "Conv1d", "Conv2d", "Embedding")
+LAYER_KINDS = MATRIX_KINDS + ("LayerNorm", "BatchNorm1d", "BatchNorm2d", "GroupNorm")
 MASK = "kmr_mask"
 
 
@@ -75,7 +75,7 @@ def set_module(model: nn.Module, path: str, new: nn.Module) -> None:
 # ---------------------------------------------------------------- leaves
 
 def is_leaf(module: nn.Module) -> bool:
-    if km.is_dynamic(module) or isinstance(module, km.QuantWeight):
+    if km.is_int8_kernel(module) or isinstance(module, km.QuantWeight):
         return True
     return isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding))
 
@@ -89,7 +89,7 @@ def leaves(name: str, layer: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def leaf_bits(leaf: nn.Module) -> int:
-    if km.is_dynamic(leaf):
+    if km.is_int8_kernel(leaf):
         return 8
     if isinstance(leaf, km.QuantWeight):
         return leaf.bits
@@ -102,7 +102,7 @@ def leaf_is_float(leaf: nn.Module) -> bool:
 
 def leaf_weight(leaf: nn.Module) -> torch.Tensor:
     """The weight as float values (dequantized for integer leaves), detached."""
-    if km.is_dynamic(leaf):
+    if km.is_int8_kernel(leaf):
         from kmr_dsl.runtime.quant import dequantize
         q, scale, _ = km.dynamic_parts(leaf)
         return dequantize(q, scale)
@@ -113,7 +113,7 @@ def leaf_weight(leaf: nn.Module) -> torch.Tensor:
 
 def leaf_nonzero(leaf: nn.Module) -> tuple[int, int]:
     """(non-zero weights, weight elements); integer zeros are exactly the float zeros."""
-    if km.is_dynamic(leaf):
+    if km.is_int8_kernel(leaf):
         q = km.dynamic_parts(leaf)[0]
     elif isinstance(leaf, km.QuantWeight):
         q = leaf.int_weight()
@@ -123,7 +123,7 @@ def leaf_nonzero(leaf: nn.Module) -> tuple[int, int]:
 
 
 def leaf_bias(leaf: nn.Module) -> torch.Tensor | None:
-    if km.is_dynamic(leaf):
+    if km.is_int8_kernel(leaf):
         return km.dynamic_parts(leaf)[2]
     return getattr(leaf, "bias", None)
 
@@ -136,6 +136,11 @@ def layer_bits(layer: nn.Module, name: str = "") -> int:
     if params and all(p.dtype in (torch.bfloat16, torch.float16) for p in params):
         return 16
     return 32
+
+
+def layer_group_size(layer: nn.Module, name: str = "") -> int:
+    """Inputs per integer scale of the layer's weights (0: one scale per row, or float)."""
+    return max((getattr(leaf, "group_size", 0) for _, leaf in leaves(name, layer)), default=0)
 
 
 def layer_features(layer: nn.Module) -> tuple[int, int]:
@@ -179,6 +184,14 @@ def current_mask(leaf: nn.Module) -> torch.Tensor:
     keep = leaf.weight.detach() != 0
     old = getattr(leaf, MASK, None)
     return keep if old is None else keep & old
+
+
+def top_per_row(scores: torch.Tensor, counts: list[int]) -> torch.Tensor:
+    """A mask of each row's `counts[row]` highest scores (ties: the earlier position)."""
+    order = torch.argsort(scores, dim=1, descending=True, stable=True)
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, order, torch.arange(scores.shape[1]).expand_as(order).contiguous())
+    return ranks < torch.tensor(counts, dtype=ranks.dtype)[:, None]
 
 
 def apply_masks(model: nn.Module) -> None:

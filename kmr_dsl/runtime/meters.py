@@ -25,9 +25,7 @@ Contract (units: counts, bytes, seconds, ratios):
 
 from __future__ import annotations
 
-import os
 import statistics
-import tempfile
 import time
 from contextlib import contextmanager
 
@@ -66,10 +64,10 @@ def trainable_params(model: nn.Module) -> int:
 
 def size(model: nn.Module, recipe: dict | None = None) -> int:
     """Bytes of the artifact `artifact.save(model, PATH, recipe)` writes (anywhere: the
-    file's bytes do not depend on its location), measured by writing it."""
+    file's bytes do not depend on its location), measured by serializing the very same
+    file in memory: no temporary file exists that a killed run could leave behind."""
     from kmr_dsl.runtime import artifact
-    with tempfile.TemporaryDirectory(prefix="kmr-size-") as tmp:
-        return artifact.save(model, os.path.join(tmp, "model.safetensors"), recipe or {})
+    return artifact.nbytes(model, recipe or {})
 
 
 def macs(model: nn.Module, input_shape, input_dtype: str = "float32") -> int:
@@ -85,13 +83,18 @@ def count_macs(model: nn.Module, x: torch.Tensor) -> tuple[int, dict[str, int]]:
     extra: dict[str, int] = {}
     hooks = []
     for name, module in model.named_modules():
-        if km.is_dynamic(module):
+        # FlopCounterMode counts nothing for torch's int8 kernels: count them by shape
+        if km.is_int8_kernel(module):
             owner = next((n for n in sorted(names.values(), key=len, reverse=True)
                           if name == n or name.startswith(n + ".")), name)
 
             def hook(mod, inputs, out, owner=owner):
-                rows = inputs[0].numel() // mod.in_features
-                extra[owner] = extra.get(owner, 0) + rows * mod.in_features * mod.out_features
+                if isinstance(mod, km.StaticConv2d):
+                    kh, kw = mod.kernel_size
+                    macs = out.numel() * (mod.in_channels // mod.groups) * kh * kw
+                else:
+                    macs = inputs[0].numel() // mod.in_features * mod.in_features * mod.out_features
+                extra[owner] = extra.get(owner, 0) + macs
             hooks.append(module.register_forward_hook(hook))
     counter = FlopCounterMode(display=False)
     try:

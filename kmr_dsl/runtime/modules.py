@@ -6,16 +6,21 @@ pipeline's layer names survive every rule. Each forward takes and returns float3
 activations.
 
 - `HalfLinear`, `HalfConv2d`, `HalfEmbedding` (bits 16): torch's layer with bfloat16
-  parameters; forward upcasts to fp32 to compute. bf16 rather than fp16 because it keeps
-  fp32's exponent range (no weight underflows to zero, so density is preserved); fp32
-  compute because on the AVX2 CPU measured here a bf16 Linear ran 13x slower than fp32
-  and fp16 6x slower (FACTS.md reports bf16 faster only on AVX512-BF16 CPUs).
+  parameters. bf16 rather than fp16 because it keeps fp32's exponent range (no weight
+  underflows to zero, so density is preserved). Where the CPU has bf16 instructions
+  (`bf16_compute()`: AVX512-BF16 or AMX) forward computes in bf16 (FACTS.md: 1.9x faster
+  than fp32 there); elsewhere it upcasts to fp32, because on an AVX2 CPU a bf16 Linear
+  ran 13x slower than fp32 and fp16 6x slower. Outputs are fp32 either way.
 - `QuantLinear`, `QuantConv2d`, `QuantEmbedding` (weight-only int8/int4/int2): the
   weight held as packed integers (`kmr_dsl.runtime.quant`) plus one fp32 scale per
-  output row, dequantized in forward. On this CPU int4/int2 are storage formats.
+  output row (or, with `group_size` > 0, per group of that many inputs of a row),
+  dequantized in forward. On this CPU int4/int2 are storage formats.
 - int8 dynamic Linear is torch's `torch.ao.nn.quantized.dynamic.Linear` with a
   per-channel weight (real int8 kernels); `dynamic_linear` / `dynamic_parts` build it
   from and read it back into (int8 values, fp32 scales, bias).
+- `StaticLinear`, `StaticConv2d` (static W8A8): torch's quantized Linear / Conv2d
+  kernel (int8 weight, per channel) on activations quantized with calibrated ranges;
+  `dynamic_parts` reads them too (`is_int8_kernel` covers both int8 forms).
 - `FactorizedLinear(first, second)`: x -> second(first(x)), the low-rank form.
 - `LoRALinear(base, rank, scaling)`: base(x) + scaling * B(A(x)), adapters fp32.
 Integer layers hold buffers, not parameters: nothing in them can be trained.
@@ -23,6 +28,7 @@ Integer layers hold buffers, not parameters: nothing in them can be trained.
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import torch
@@ -34,20 +40,32 @@ from kmr_dsl.runtime import quant
 
 # ---------------------------------------------------------------- half precision
 
+@functools.lru_cache(maxsize=None)
+def bf16_compute() -> bool:
+    """Whether this CPU has bfloat16 instructions (AVX512-BF16 or AMX): 16-bit layers then
+    compute in bfloat16, else they upcast their weights to fp32 to compute."""
+    probes = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
+    return any(probe is not None and probe() for probe in probes)
+
+
+def _half_args(x, weight, bias):
+    if bf16_compute():
+        return x.to(torch.bfloat16), weight, bias
+    return x.float(), weight.float(), None if bias is None else bias.float()
+
+
 class HalfLinear(nn.Linear):
     kmr_kind = "Linear"
 
     def forward(self, x):
-        bias = None if self.bias is None else self.bias.float()
-        return F.linear(x.float(), self.weight.float(), bias)
+        return F.linear(*_half_args(x, self.weight, self.bias)).float()
 
 
 class HalfConv2d(nn.Conv2d):
     kmr_kind = "Conv2d"
 
     def forward(self, x):
-        bias = None if self.bias is None else self.bias.float()
-        return self._conv_forward(x.float(), self.weight.float(), bias)
+        return self._conv_forward(*_half_args(x, self.weight, self.bias)).float()
 
 
 class HalfEmbedding(nn.Embedding):
@@ -80,18 +98,21 @@ class QuantWeight(nn.Module):
 
     kmr_kind = ""
 
-    def __init__(self, bits: int, weight_shape: tuple[int, ...], bias: bool):
+    def __init__(self, bits: int, weight_shape: tuple[int, ...], bias: bool, group_size: int = 0):
         super().__init__()
         if bits not in quant.QMAX:
             raise ValueError(f"bits must be one of {sorted(quant.QMAX)}")
         self.bits = bits
+        self.group_size = int(group_size)
         self.weight_shape = tuple(int(s) for s in weight_shape)
         numel = 1
         for s in self.weight_shape:
             numel *= s
         dtype = torch.int8 if bits == 8 else torch.uint8
         self.register_buffer("packed", torch.zeros(-(-numel * bits // 8), dtype=dtype))
-        self.register_buffer("scale", torch.ones(self.weight_shape[0]))
+        rows = self.weight_shape[0]
+        groups = quant.groups(numel // rows if rows else 0, self.group_size)
+        self.register_buffer("scale", torch.ones(rows, groups) if self.group_size else torch.ones(rows))
         self.register_buffer("bias", torch.zeros(self.weight_shape[0]) if bias else None)
 
     @property
@@ -110,12 +131,15 @@ class QuantWeight(nn.Module):
         return quant.unpack(self.packed, self.bits, self.numel).reshape(self.weight_shape)
 
     def dequantized(self) -> torch.Tensor:
-        return quant.dequantize(self.int_weight(), self.scale, self.bits)
+        return quant.dequantize(self.int_weight(), self.scale, self.bits, self.group_size)
 
     @classmethod
-    def quantized_from(cls, weight: torch.Tensor, bits: int, bias, **kw) -> "QuantWeight":
-        mod = cls(bits=bits, weight_shape=tuple(weight.shape), bias=bias is not None, **kw)
-        q, scale = quant.quantize(weight, bits)
+    def quantized_from(cls, weight: torch.Tensor, bits: int, bias, group_size: int = 0, codes=None,
+                       **kw) -> "QuantWeight":
+        """The integer form of `weight`: rounded by `quant.quantize`, or the given
+        `codes` = (q, scale) of another quantizer on the same grid (GPTQ)."""
+        mod = cls(bits=bits, weight_shape=tuple(weight.shape), bias=bias is not None, group_size=group_size, **kw)
+        q, scale = codes if codes is not None else quant.quantize(weight, bits, group_size)
         mod.set_int_weight(q, scale)
         if bias is not None:
             mod.bias = bias.detach().float().clone()
@@ -125,8 +149,8 @@ class QuantWeight(nn.Module):
 class QuantLinear(QuantWeight):
     kmr_kind = "Linear"
 
-    def __init__(self, bits, weight_shape, bias=True):
-        super().__init__(bits, weight_shape, bias)
+    def __init__(self, bits, weight_shape, bias=True, group_size=0):
+        super().__init__(bits, weight_shape, bias, group_size)
 
     @property
     def in_features(self):
@@ -143,8 +167,9 @@ class QuantLinear(QuantWeight):
 class QuantConv2d(QuantWeight):
     kmr_kind = "Conv2d"
 
-    def __init__(self, bits, weight_shape, bias=True, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):
-        super().__init__(bits, weight_shape, bias)
+    def __init__(self, bits, weight_shape, bias=True, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1,
+                 group_size=0):
+        super().__init__(bits, weight_shape, bias, group_size)
         self.stride, self.dilation, self.groups = tuple(stride), tuple(dilation), int(groups)
         self.padding = padding if isinstance(padding, str) else tuple(padding)
 
@@ -163,8 +188,8 @@ class QuantConv2d(QuantWeight):
 class QuantEmbedding(QuantWeight):
     kmr_kind = "Embedding"
 
-    def __init__(self, bits, weight_shape, bias=False, padding_idx=None):
-        super().__init__(bits, weight_shape, False)
+    def __init__(self, bits, weight_shape, bias=False, padding_idx=None, group_size=0):
+        super().__init__(bits, weight_shape, False, group_size)
         self.padding_idx = padding_idx
 
     @property
@@ -185,19 +210,29 @@ class QuantEmbedding(QuantWeight):
             rows = rows.reshape(*x.shape, dim)
         else:   # rows that do not start on a byte boundary: unpack the table
             rows = quant.unpack(self.packed, self.bits, self.numel).reshape(self.weight_shape)[x]
-        return quant.levels(rows, self.bits) * self.scale[x].unsqueeze(-1)
+        scale = self.scale[x]
+        if self.group_size:
+            flat = scale.reshape(-1, scale.shape[-1])
+            scale = quant.expand_scale(flat, dim, self.group_size).reshape(*x.shape, dim)
+        else:
+            scale = scale.unsqueeze(-1)
+        return quant.levels(rows, self.bits) * scale
 
 
-def quantized_leaf(leaf: nn.Module, weight: torch.Tensor, bits: int) -> QuantWeight:
+def quantized_leaf(leaf: nn.Module, weight: torch.Tensor, bits: int, group_size: int = 0,
+                   codes=None) -> QuantWeight:
     """The weight-only integer form of a float Linear/Conv2d/Embedding leaf."""
     bias = getattr(leaf, "bias", None)
-    if isinstance(leaf, (nn.Linear, QuantLinear)) or is_dynamic(leaf):
-        return QuantLinear.quantized_from(weight, bits, bias if not is_dynamic(leaf) else dynamic_parts(leaf)[2])
-    if isinstance(leaf, (nn.Conv2d, QuantConv2d)):
+    kw = {"group_size": group_size, "codes": codes}
+    if is_int8_kernel(leaf):
+        bias = dynamic_parts(leaf)[2]
+    if isinstance(leaf, (nn.Linear, QuantLinear, StaticLinear)) or is_dynamic(leaf):
+        return QuantLinear.quantized_from(weight, bits, bias, **kw)
+    if isinstance(leaf, (nn.Conv2d, QuantConv2d, StaticConv2d)):
         return QuantConv2d.quantized_from(weight, bits, bias, stride=leaf.stride, padding=leaf.padding,
-                                          dilation=leaf.dilation, groups=leaf.groups)
+                                          dilation=leaf.dilation, groups=leaf.groups, **kw)
     if isinstance(leaf, (nn.Embedding, QuantEmbedding)):
-        return QuantEmbedding.quantized_from(weight, bits, None, padding_idx=leaf.padding_idx)
+        return QuantEmbedding.quantized_from(weight, bits, None, padding_idx=leaf.padding_idx, **kw)
     raise TypeError(f"cannot quantize {type(leaf).__name__}")
 
 
@@ -210,6 +245,11 @@ def _dynamic_module():
 
 def is_dynamic(leaf: nn.Module) -> bool:
     return type(leaf).__module__.startswith("torch.ao.nn.quantized.dynamic")
+
+
+def is_int8_kernel(leaf: nn.Module) -> bool:
+    """A leaf that runs torch's int8 kernels: dynamic or static (W8A8)."""
+    return is_dynamic(leaf) or isinstance(leaf, StaticInt8)
 
 
 def dynamic_linear(q: torch.Tensor, scale: torch.Tensor, bias) -> nn.Module:
@@ -232,11 +272,12 @@ def set_dynamic(mod: nn.Module, q: torch.Tensor, scale: torch.Tensor, bias) -> N
         qw = torch._make_per_channel_quantized_tensor(
             q.to(torch.int8).contiguous(), scale.double(), torch.zeros(q.shape[0], dtype=torch.long), 0)
         mod.set_weight_bias(qw, None if bias is None else bias.detach().float().clone())
-        mod.in_features, mod.out_features = int(q.shape[1]), int(q.shape[0])
+        if is_dynamic(mod):
+            mod.in_features, mod.out_features = int(q.shape[1]), int(q.shape[0])
 
 
 def dynamic_parts(mod: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """(int8 values, fp32 per-row scales, fp32 bias or None) of a dynamic Linear."""
+    """(int8 values, fp32 per-row scales, fp32 bias or None) of a dynamic or static int8 leaf."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         w, b = mod.weight(), mod.bias()
@@ -246,6 +287,88 @@ def dynamic_parts(mod: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
         else:
             scale = torch.full((q.shape[0],), float(w.q_scale()))
     return q, scale, (None if b is None else b.detach().float().clone())
+
+
+# ---------------------------------------------------------------- int8 static (W8A8)
+
+def affine_qparams(low: float, high: float) -> tuple[float, int]:
+    """(scale, zero point) of the quint8 grid covering [low, high] and 0 (0 exact)."""
+    low, high = min(float(low), 0.0), max(float(high), 0.0)
+    scale = (high - low) / 255.0
+    if not scale > 0:
+        return 1.0, 0
+    return scale, int(min(255, max(0, round(-low / scale))))
+
+
+class StaticInt8(nn.Module):
+    """Static W8A8: torch's quantized (fbgemm/x86) kernel with a per-channel int8 weight,
+    fed activations quantized to quint8 with a fixed, calibrated per-tensor range
+    (`input_scale`, `input_zero_point`); its output is requantized to the calibrated
+    output range (`output_scale`, `output_zero_point`) and returned as fp32."""
+
+    kmr_kind = ""
+
+    def __init__(self, kernel: nn.Module, input_qparams: tuple[float, int], output_qparams: tuple[float, int]):
+        super().__init__()
+        self.kernel = kernel
+        self.input_scale, self.input_zero_point = float(input_qparams[0]), int(input_qparams[1])
+        self.kernel.scale, self.kernel.zero_point = float(output_qparams[0]), int(output_qparams[1])
+
+    @property
+    def output_qparams(self) -> tuple[float, int]:
+        return float(self.kernel.scale), int(self.kernel.zero_point)
+
+    def weight(self):
+        return self.kernel.weight()
+
+    def bias(self):
+        return self.kernel.bias()
+
+    def set_weight_bias(self, w, b) -> None:
+        self.kernel.set_weight_bias(w, b)
+
+    def forward(self, x):
+        xq = torch.quantize_per_tensor(x.float().contiguous(), self.input_scale, self.input_zero_point, torch.quint8)
+        return self.kernel(xq).dequantize()
+
+
+class StaticLinear(StaticInt8):
+    kmr_kind = "Linear"
+
+    @property
+    def in_features(self):
+        return self.kernel.in_features
+
+    @property
+    def out_features(self):
+        return self.kernel.out_features
+
+
+class StaticConv2d(StaticInt8):
+    kmr_kind = "Conv2d"
+
+    def __getattr__(self, name):
+        if name in ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups"):
+            return getattr(self.kernel, name)
+        return super().__getattr__(name)
+
+
+def static_int8(leaf: nn.Module, q: torch.Tensor, scale: torch.Tensor, bias, input_qparams, output_qparams):
+    """The static W8A8 form of a float Linear / Conv2d leaf, from its int8 weight."""
+    import torch.ao.nn.quantized as nnq
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if q.dim() == 2:
+            kernel = nnq.Linear(int(q.shape[1]), int(q.shape[0]), bias_=bias is not None, dtype=torch.qint8)
+            mod = StaticLinear(kernel, input_qparams, output_qparams)
+        else:
+            # channels from the weight: a consumer sliced by channel pruning has fewer inputs
+            kernel = nnq.Conv2d(int(q.shape[1]) * leaf.groups, int(q.shape[0]), tuple(q.shape[2:]),
+                                tuple(leaf.stride), leaf.padding, tuple(leaf.dilation), leaf.groups,
+                                bias is not None, dtype=torch.qint8)
+            mod = StaticConv2d(kernel, input_qparams, output_qparams)
+    set_dynamic(mod, q, scale, bias)
+    return mod
 
 
 # ---------------------------------------------------------------- low rank and adapters
@@ -302,6 +425,7 @@ class LoRALinear(nn.Module):
 
 __all__ = [
     "FactorizedLinear", "HalfConv2d", "HalfEmbedding", "HalfLinear", "LoRALinear", "QuantConv2d",
-    "QuantEmbedding", "QuantLinear", "QuantWeight", "dynamic_linear", "dynamic_parts", "is_dynamic",
-    "quantized_leaf", "set_dynamic", "to_half",
+    "QuantEmbedding", "QuantLinear", "QuantWeight", "StaticConv2d", "StaticInt8", "StaticLinear", "affine_qparams",
+    "bf16_compute", "dynamic_linear", "dynamic_parts", "is_dynamic", "is_int8_kernel", "quantized_leaf",
+    "set_dynamic", "static_int8", "to_half",
 ]

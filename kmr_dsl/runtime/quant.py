@@ -1,9 +1,11 @@
 """Symmetric per-row quantization, bit packing and sparse bitmaps (torch tensors).
 
 Contract:
-- `quantize(w, bits)` -> (q, scale): q is int8 with w's shape, codes in
+- `quantize(w, bits, group_size=0)` -> (q, scale): q is int8 with w's shape, codes in
   [-QMAX, QMAX] (8 bits: 127, 4 bits: 7, 2 bits: 1, i.e. ternary), scale is fp32 with
-  one entry per row (w.shape[0]). Code 0 is exactly zero, and only a zero weight gets
+  one entry per row (w.shape[0]), or with `group_size` > 0 one per group of that many
+  consecutive inputs of a row ([rows, ceil(inputs / group_size)]; the inputs of a
+  convolution are its flattened (in_channels, kh, kw) weights). Code 0 is exactly zero, and only a zero weight gets
   it: a layer's density is exactly preserved (pruning's zeros stay the only zeros).
 - Values (`levels(q, bits)`, `dequantize(q, scale, bits)` = levels * scale per row):
   8 bits: the usual grid, value = q * scale, where a small weight that would
@@ -14,7 +16,8 @@ Contract:
   instead of a whole step (at 4 bits a quarter of a pretrained transformer's weights
   would round to 0 on the usual grid). There, each row's scale is also chosen among
   clipped ones (CLIP_RATIOS of the largest magnitude) for the least squared error, so a
-  few outliers do not set the step for the whole row.
+  few outliers do not set the step for the whole row (`clip = False`: the largest
+  magnitude sets it, what GPTQ needs, since its updates move weights past a clip).
 - `pack(q, bits)` / `unpack(packed, bits, numel)`: 8 // bits codes per uint8 byte,
   first code in the lowest bits, each stored as q + 2**(bits-1) (offset binary); 8-bit
   codes stay int8 (no packing needed).
@@ -25,7 +28,12 @@ These byte formats are the ones docs/artifact.md specifies.
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
+
 import torch
+
+from kmr_dsl.core.state import scale_groups
 
 QMAX = {8: 127, 4: 7, 2: 1}
 MIDRISE_BITS = (4, 2)      # the widths on the zero-preserving midrise grid, with clipped scales
@@ -40,9 +48,11 @@ def levels(q: torch.Tensor, bits: int) -> torch.Tensor:
     return q
 
 
-def quantize(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize(w: torch.Tensor, bits: int, group_size: int = 0, clip: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     if bits not in QMAX:
         raise ValueError(f"integer bits must be one of {sorted(QMAX)}")
+    if group_size:
+        return _quantize_groups(w, bits, group_size, clip)
     qmax = QMAX[bits]
     flat = w.detach().float().reshape(w.shape[0], -1)
     amax = flat.abs().amax(dim=1)
@@ -53,7 +63,7 @@ def quantize(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
         q = torch.where((flat != 0) & (q == 0), torch.sign(flat), q)
         return q.to(torch.int8).reshape(w.shape), scale
     best_q = best_scale = best_err = None
-    for ratio in CLIP_RATIOS:
+    for ratio in CLIP_RATIOS if clip else (1.0,):
         scale = _scale(amax, amax * ratio / (qmax - 0.5))
         # the nearest level (k - 1/2) * scale with k in 1..qmax, sign kept; zero stays 0
         k = torch.floor(flat.abs() / scale[:, None]).add_(1).clamp_(1, qmax)
@@ -69,13 +79,42 @@ def quantize(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
     return best_q.to(torch.int8).reshape(w.shape), best_scale
 
 
+def groups(cols: int, group_size: int) -> int:
+    """Scales per row: 1 per row, or ceil(cols / group_size) with groups."""
+    return int(scale_groups(Fraction(cols), group_size, math.ceil))
+
+
+def _quantize_groups(w: torch.Tensor, bits: int, group_size: int, clip: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    # each group of `group_size` consecutive inputs of a row is quantized as a row of its
+    # own; the last group of a row is padded with zeros, which stay zero and cost nothing
+    rows = w.shape[0]
+    flat = w.detach().float().reshape(rows, -1)
+    cols = flat.shape[1]
+    n = groups(cols, group_size)
+    padded = torch.zeros(rows, n * group_size)
+    padded[:, :cols] = flat
+    q, scale = quantize(padded.reshape(rows * n, group_size), bits, clip=clip)
+    return q.reshape(rows, n * group_size)[:, :cols].reshape(w.shape).contiguous(), scale.reshape(rows, n)
+
+
+def expand_scale(scale: torch.Tensor, cols: int, group_size: int = 0) -> torch.Tensor:
+    """The scale of every weight of a [rows, cols] matrix: [rows, cols]."""
+    scale = scale.reshape(scale.shape[0], -1)
+    if not group_size:
+        return scale.expand(-1, cols)
+    return scale.repeat_interleave(group_size, dim=1)[:, :cols]
+
+
 def _scale(amax: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     # scales are computed in fp32 and stored in fp32, so a saved model reproduces the
     # in-memory one bit for bit; an all-zero row gets scale 1 (any value works)
     return torch.where(amax > 0, scale, torch.ones_like(amax)).float()
 
 
-def dequantize(q: torch.Tensor, scale: torch.Tensor, bits: int = 8) -> torch.Tensor:
+def dequantize(q: torch.Tensor, scale: torch.Tensor, bits: int = 8, group_size: int = 0) -> torch.Tensor:
+    if group_size:
+        flat = levels(q, bits).reshape(q.shape[0], -1)
+        return (flat * expand_scale(scale, flat.shape[1], group_size)).reshape(q.shape)
     shape = (q.shape[0],) + (1,) * (q.dim() - 1)
     return levels(q, bits) * scale.reshape(shape)
 
@@ -122,4 +161,4 @@ def unbitmap(bits: torch.Tensor, numel: int) -> torch.Tensor:
     return vals.reshape(-1)[:numel].bool()
 
 
-__all__ = ["QMAX", "bitmap", "dequantize", "pack", "quantize", "unbitmap", "unpack"]
+__all__ = ["QMAX", "bitmap", "dequantize", "expand_scale", "groups", "pack", "quantize", "unbitmap", "unpack"]

@@ -9,7 +9,7 @@ unstructured sparsity gives no CPU speedup, that int4/int2 are storage formats h
 
 from __future__ import annotations
 
-from kmr_dsl.evaluate import meter_key
+from kmr_dsl.core.evaluate import meter_key
 from kmr_dsl.outcome import LineVerdict, Outcome
 
 

@@ -9,11 +9,12 @@ carrying the seed, the baseline, the step's span and `threads` (torch threads fo
 rules and the meters, baseline included; None leaves torch's default).
 `evaluate(setting)` applies and then measures every meter the budget, the objective
 and the report need, on the result and (once, cached) on the baseline, and judges
-every budget line with the one IR evaluator (`kmr_dsl.evaluate`). A meter whose impl
+every budget line with the one IR evaluator (`kmr_dsl.core.evaluate`). A meter whose impl
 has a `paired` form (the standard `latency`: `meters.latency_paired`) is read on the
 result and the baseline together, in alternating rounds, and that baseline reading is
 the one this evaluation reports and judges `baseline.latency(...)` with: both sides
-see the same machine load. `save` writes the artifact and the reports atomically.
+see the same machine load. `save` writes the artifact and the reports as one set
+(`runtime.outset`: a staging folder swapped into place).
 
 Meter impls are called as `fn(model, **arguments)`, plus whichever of `baseline`,
 `input_shape`, `input_dtype`, `recipe` and `span` their signature accepts, so a user's
@@ -29,16 +30,17 @@ import os
 import time
 from pathlib import Path
 
-from kmr_dsl.check.program import CheckedProgram, DataRef, MeterRef, ModelArg, Step
+from kmr_dsl.core.program import CheckedProgram, DataRef, MeterRef, ModelArg, Step
+from kmr_dsl.core.state import ANALYTIC_METERS
 from kmr_dsl.diagnostics import KmrError, Span, error
-from kmr_dsl.evaluate import Env, evaluate, holds, margin, meter_key, meter_refs
+from kmr_dsl.core.evaluate import Env, evaluate, holds, margin, meter_key, meter_refs
 from kmr_dsl.outcome import LineVerdict, Outcome
 from kmr_dsl.runtime import context
-from kmr_dsl.runtime.loaders import import_ref, load_data, load_model
+from kmr_dsl.runtime.loaders import exited, import_impl, load_data, load_model
 from kmr_dsl.runtime.meters import fixed_threads
 from kmr_dsl.runtime.report import render_markdown
 
-ANALYTIC = ("params", "nonzero", "size", "macs", "trainable_params")
+ANALYTIC = tuple(ANALYTIC_METERS)
 
 
 class PipelineSession:
@@ -87,7 +89,7 @@ class PipelineSession:
         if isinstance(value, DataRef):
             if value.name not in self._data:
                 decl = self.program.data[value.name]
-                self._data[value.name] = load_data(decl.loader, span=decl.span)
+                self._data[value.name] = load_data(decl.loader, span=decl.span, trust=self.trust)
             return self._data[value.name]
         if isinstance(value, ModelArg):
             if value.name == "baseline":
@@ -113,7 +115,7 @@ class PipelineSession:
         model = copy.deepcopy(self.baseline)
         total = len(self.pipeline.steps)
         for i, step in enumerate(self.pipeline.steps, start=1):
-            fn = import_ref(step.rule.impl, self.base_dir, step.span, missing="KMR407", bad="KMR407")
+            fn = import_impl(step.rule.impl, self._folder(step.rule.span), step.span, self.trust)
             args = self._arguments(step, setting)
             layers = [(name, model.get_submodule(name)) for name in step.layers]
             self._report(event="step", index=i, total=total, rule=step.rule.name, layers=len(layers))
@@ -124,6 +126,8 @@ class PipelineSession:
                     result = fn(model, layers, **args)
                 except KmrError:
                     raise
+                except SystemExit as exc:   # never a silent end of the process
+                    raise exited(exc, step.span, f"`{step.rule.name}` ({step.rule.impl})") from exc
                 except Exception as exc:  # an impl's bug is reported at the step, not as a traceback
                     raise KmrError(error("KMR405", step.span, f"`{step.rule.name}` failed: {type(exc).__name__}: {exc}",
                                          f"implementation {step.rule.impl}")) from exc
@@ -159,7 +163,11 @@ class PipelineSession:
         meter = self.program.meters.get(ref.name)
         if meter is None:
             raise KmrError(error("KMR408", ref.span, f"no meter named `{ref.name}`"))
-        return import_ref(meter.impl, self.base_dir, ref.span, missing="KMR407", bad="KMR407")
+        return import_impl(meter.impl, self._folder(meter.span), ref.span, self.trust)
+
+    def _folder(self, declared: Span) -> str:
+        """The folder of the file that declared a rule or meter: its impl module's home."""
+        return str(Path(declared.file).parent) if declared.line > 0 and declared.file else self.base_dir
 
     def _paired(self, ref: MeterRef):
         return getattr(self._impl(ref), "paired", None)
@@ -186,6 +194,8 @@ class PipelineSession:
             return read()
         except KmrError:
             raise
+        except SystemExit as exc:
+            raise exited(exc, ref.span, f"meter `{meter_key(ref)}`") from exc
         except Exception as exc:
             meter = self.program.meters[ref.name]
             raise KmrError(error("KMR408", ref.span, f"meter `{meter_key(ref)}` failed: {type(exc).__name__}: {exc}",
@@ -247,18 +257,31 @@ class PipelineSession:
                 pass
 
     # ------------------------------------------------------------ saving
-    def save(self, model, out_dir, setting: dict, outcome: Outcome | None = None, extra: dict | None = None) -> Path:
-        """Write OUT/model.safetensors, OUT/report.json and OUT/report.md, each atomically."""
+    def save(self, model, out_dir, setting: dict, outcome: Outcome | None = None, extra: dict | None = None,
+             outputs=None) -> Path:
+        """Write OUT/model.safetensors, OUT/report.json and OUT/report.md as one set
+        (runtime.outset): all three appear together or the old set stays. `outputs` is an
+        OutputSet already prepared before the pipeline ran (`kmr run`), else one is made."""
         from kmr_dsl.runtime import artifact
+        from kmr_dsl.runtime.outset import OutputSet
 
         out = Path(out_dir)
         path = out / "model.safetensors"
-        written = artifact.save(model, path, self.recipe(setting), span=self.pipeline.span)
-        if outcome is not None:
-            payload = {"file": self.program.file, "pipeline": self.pipeline.name, "artifact": str(path),
-                       "artifact_bytes": written, **outcome.to_json(), **(extra or {})}
-            write_atomic(out / "report.json", json.dumps(payload, indent=2, default=str))
-            write_atomic(out / "report.md", render_markdown(self, outcome, path))
+        outputs = outputs or OutputSet(out, self.pipeline.span)
+        stage = outputs.stage or outputs.prepare()
+        try:
+            written = artifact.save(model, stage / path.name, self.recipe(setting), span=self.pipeline.span)
+            if outcome is not None:
+                payload = {"file": self.program.file, "pipeline": self.pipeline.name, "artifact": str(path),
+                           "artifact_bytes": written, **outcome.to_json(), **(extra or {})}
+                write_atomic(stage / "report.json", json.dumps(payload, indent=2, default=str))
+                write_atomic(stage / "report.md", render_markdown(self, outcome, path))
+            outputs.commit()
+        except OSError as exc:
+            raise KmrError(error("KMR505", self.pipeline.span, f"cannot write the outputs into `{out}`", str(exc),
+                                 hint="choose another --out folder")) from exc
+        finally:
+            outputs.discard()      # whatever stopped us (an error, Ctrl-C): no staging folder stays
         return path
 
 

@@ -21,6 +21,8 @@ its original qualified name). This is what the honesty tests compare with a rule
   attribute `kmr_rank` (unbounded otherwise). So channel pruning lowers the rank of the
   layers it shrinks when a side becomes smaller than the rank.
 - adapter_rank: the rank of an unmerged LoRA adapter, else 0.
+- group_size: the inputs per scale of a weight-only integer layer quantized group-wise
+  (`QuantWeight.group_size`), else 0.
 - frozen: the layer's own float weights cannot receive gradients (requires_grad off;
   for an adapted layer: its base). A model-wide int quantization does not freeze layers.
 - trainable: the model holds no integer layer (torch has no backward for the int8
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
+from kmr_dsl.core.state import full_rank
 from kmr_dsl.runtime import layers as kl
 from kmr_dsl.runtime import modules as km
 
@@ -82,7 +85,8 @@ def layer_rank(layer: nn.Module) -> int:
         return layer_rank(layer.base)
     in_f, out_f = kl.layer_features(layer)
     nominal = layer.rank if isinstance(layer, km.FactorizedLinear) else getattr(layer, "kmr_rank", None)
-    return int(min(in_f, out_f) if nominal is None else min(nominal, in_f, out_f))
+    side = full_rank(in_f, out_f)
+    return int(side if nominal is None else min(nominal, side))
 
 
 def layer_frozen(name: str, layer: nn.Module) -> bool:
@@ -96,7 +100,7 @@ def layer_frozen(name: str, layer: nn.Module) -> bool:
 
 
 def has_integer_layer(model: nn.Module) -> bool:
-    return any(km.is_dynamic(m) or isinstance(m, km.QuantWeight) for m in model.modules())
+    return any(km.is_int8_kernel(m) or isinstance(m, km.QuantWeight) for m in model.modules())
 
 
 def is_trainable(model: nn.Module) -> bool:
@@ -123,6 +127,7 @@ def layer_state(name: str, layer: nn.Module) -> dict:
         "rank": int(layer_rank(layer)),
         "adapter_rank": int(layer.rank) if isinstance(layer, km.LoRALinear) else 0,
         "frozen": bool(layer_frozen(name, layer)),
+        "group_size": kl.layer_group_size(layer, name),
     }
 
 

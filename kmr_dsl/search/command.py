@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from kmr_dsl.app import load_checked, pick_pipeline, solver_options
 from kmr_dsl.diagnostics import KmrError, Span, error, has_errors, render_all, warning
-from kmr_dsl.evaluate import meter_refs
+from kmr_dsl.core.evaluate import meter_refs
 from kmr_dsl.runtime.context import default_threads
 from kmr_dsl.search.backends import SESSION_SEED, LocalBackend, RayBackend, TaskSpec
 from kmr_dsl.search.driver import Limits

@@ -13,7 +13,9 @@ so a killed search loses at most the trial that was running.
   that the driver serves instead of rerunning. A line that does not parse (a search
   killed mid-write leaves half a line) is dropped with a KMR508 warning naming the file
   and line, and the file is cut back to its last whole line before anything is
-  appended, so the next line never glues onto the broken one.
+  appended, so the next line never glues onto the broken one. A line that parses but is
+  not a trial (fields missing or of the wrong type: edited by hand, written by another
+  tool) is skipped with a KMR508 warning at its line; the trial runs again.
 """
 
 from __future__ import annotations
@@ -24,11 +26,53 @@ from pathlib import Path
 
 from kmr_dsl.diagnostics import Diagnostic, KmrError, Span, error, warning
 from kmr_dsl.search.space import key
-from kmr_dsl.search.trial import RAN, SKIPPED, Trial
+from kmr_dsl.search.trial import ERROR, FAILS, OK, RAN, SKIPPED, Trial
 
 VERSION = 1
 # header fields that must agree for --resume to continue a journal
 MATCHED = ("version", "pipeline", "strategy", "options", "seed", "space")
+
+
+# optional trial fields and the JSON types they must have when present
+_FIELDS = {"meters": dict, "baseline": dict, "lines": list, "feasible": bool, "message": str}
+
+
+def _numberish(value) -> bool:
+    """A number as the journal writes one: a JSON number, null, or text such as "inf"."""
+    if value is None:
+        return True
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return True
+    try:
+        float(value)
+        return isinstance(value, str)
+    except (TypeError, ValueError):
+        return False
+
+
+def parse_trial(record: dict) -> Trial:
+    """A journal record as a Trial; ValueError naming what is wrong if it is not one."""
+    index, setting, status = record.get("index"), record.get("setting"), record.get("status")
+    if not isinstance(index, int) or isinstance(index, bool):
+        raise ValueError("its `index` is not a whole number")
+    if not isinstance(setting, dict):
+        raise ValueError("its `setting` is not an object")
+    if status not in (OK, FAILS, SKIPPED, ERROR):
+        raise ValueError(f"its `status` {status!r} is not a trial status")
+    for name, kind in _FIELDS.items():
+        if name in record and not isinstance(record[name], kind):
+            raise ValueError(f"its `{name}` is not a {kind.__name__}")
+    for name in ("objective", "violation", "seconds"):
+        if not _numberish(record.get(name)):
+            raise ValueError(f"its `{name}` is not a number")
+    if not all(isinstance(line, dict) for line in record.get("lines", [])):
+        raise ValueError("its `lines` are not objects")
+    try:
+        return Trial.from_json(record)
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
+        raise ValueError(f"it does not make a trial ({e})") from e
 
 
 class Journal:
@@ -99,7 +143,13 @@ class Journal:
             if record.get("kind") == "header":
                 header = record
             elif record.get("kind") == "trial":
-                self._remember(Trial.from_json(record))
+                try:
+                    self._remember(parse_trial(record))
+                except ValueError as e:
+                    self.warnings.append(warning(
+                        "KMR508", Span(str(self.path), number, 1, number, 2),
+                        f"ignoring a journal line that is not a trial: {e}; that trial will run again",
+                        hint="nothing to do; a journal edited by hand or by another tool can hold such a line"))
             good_end = min(end, len(raw))
             offset = end
         self._check_header(header)
@@ -154,5 +204,8 @@ def read_trials(path: Path) -> list[Trial]:
         except ValueError:
             continue
         if isinstance(record, dict) and record.get("kind") == "trial":
-            out.append(Trial.from_json(record))
+            try:
+                out.append(parse_trial(record))
+            except ValueError:
+                continue
     return out

@@ -26,8 +26,8 @@ cost model, or a ProgramProblem with a stand-in verifier.
 
 from __future__ import annotations
 
-from kmr_dsl.check.program import Const, MeterRef, Op
-from kmr_dsl.evaluate import meter_key
+from kmr_dsl.core.program import Const, MeterRef, Op
+from kmr_dsl.core.evaluate import meter_key
 from kmr_dsl.search.space import GRID, Space, key, space_for
 
 
@@ -52,7 +52,7 @@ class Problem:
         return None
 
 
-meter_label = meter_key  # the one rule, shared with the run reports (kmr_dsl.evaluate)
+meter_label = meter_key  # the one rule, shared with the run reports (kmr_dsl.core.evaluate)
 
 
 def _signed_meters(expr, sign: int, out: dict[str, int]) -> None:

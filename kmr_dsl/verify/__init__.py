@@ -1,7 +1,7 @@
 """Verification of a checked KMR program: symbolic cost models (sympy) and proofs (Z3).
 
 Contract: the only stage that imports z3; it imports sympy and numpy, never torch.
-Input is a `kmr_dsl.check.program.CheckedProgram`; nothing here parses or type-checks.
+Input is a `kmr_dsl.core.program.CheckedProgram`; nothing here parses or type-checks.
 
 Public API:
 - `verify(program, pipeline=None, rlimit=..., timeout_s=...) -> VerifyReport`:
@@ -20,10 +20,12 @@ obligations (`verify`), predict. lower.py and bounds.py describe the encoding; t
 "3xx proofs" section of docs/errors.md describes it for users.
 """
 
-from kmr_dsl.verify.cost import ANALYTIC_METERS, explain
+from kmr_dsl.core.state import ANALYTIC_METERS
+from kmr_dsl.verify.cost import cost_at
+from kmr_dsl.verify.explain import explain
 from kmr_dsl.verify.obligations import verify
 from kmr_dsl.verify.predict import is_feasible, predict, predict_layers
 from kmr_dsl.verify.report import CoreMember, Limits, ObligationResult, Verdict, VerifyReport
 
-__all__ = ["ANALYTIC_METERS", "CoreMember", "Limits", "ObligationResult", "Verdict", "VerifyReport", "explain",
+__all__ = ["ANALYTIC_METERS", "cost_at", "CoreMember", "Limits", "ObligationResult", "Verdict", "VerifyReport", "explain",
            "is_feasible", "predict", "predict_layers", "verify"]

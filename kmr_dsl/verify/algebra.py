@@ -22,6 +22,7 @@ a condition) and `EnumSymbol` for enum knobs (its value is the member's index).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -31,6 +32,8 @@ from sympy.core.relational import (Equality, GreaterThan, LessThan, Relational, 
                                    StrictLessThan, Unequality)
 from sympy.functions.elementary.piecewise import ExprCondPair
 from sympy.logic.boolalg import And, BooleanAtom, BooleanFunction, Not, Or
+
+from kmr_dsl.core.step import Ops
 
 TRUE = sp.true
 FALSE = sp.false
@@ -244,6 +247,21 @@ def max_(a, b):
     return _lattice(sp.Max, a, b)
 
 
+def floor_(a):
+    """floor(a): folded for a constant; else sympy's floor (integer-valued by construction)."""
+    c = _const(a)
+    if c is not None:
+        return _sym(math.floor(c))
+    return sp.floor(_symbolic_part(a), evaluate=False)
+
+
+def ceil_(a):
+    c = _const(a)
+    if c is not None:
+        return _sym(math.ceil(c))
+    return sp.ceiling(_symbolic_part(a), evaluate=False)
+
+
 def _lattice(cls, *args, argset=None):
     obj = _new(cls, *args)
     # sympy's LatticeOp methods read it; copying a set reuses its stored hashes
@@ -369,10 +387,25 @@ def knob_symbols(expr) -> set:
     return out
 
 
+def quotient(a, b):
+    """a / b, without a symbolic division when `a` is `b` times something (a channel
+    ratio new/old whose old count is itself symbolic)."""
+    if not is_number(num(b)) and isinstance(a, sp.Mul) and b in a.args:
+        rest = list(a.args)
+        rest.remove(b)
+        return mul(*rest)
+    return div(a, b)
+
+
+# the step semantics of kmr_dsl.core.step, evaluated over sympy
+SYMBOLS = Ops(add=lambda a, b: add(a, b), sub=sub, mul=lambda a, b: mul(a, b), div=quotient, min=min_, max=max_,
+              floor=floor_, ceil=ceil_, eq=lambda a, b: compare("==", a, b))
+
+
 __all__ = [
     "BoolSymbol", "Unmodelled", "UnmodelledBool", "EnumKnob", "EnumSymbol", "EnumValue", "FALSE", "NotModelled", "ONE", "RELATIONS", "TRUE",
-    "ZERO", "add", "and_", "compare", "div", "enum_equal", "frac", "is_boolean", "is_number",
-    "ite", "knob_symbols", "max_", "min_", "mul", "neg", "not_", "num", "or_", "sub",
+    "SYMBOLS", "ZERO", "add", "and_", "ceil_", "compare", "div", "enum_equal", "floor_", "frac", "is_boolean",
+    "is_number", "ite", "knob_symbols", "max_", "min_", "mul", "neg", "not_", "num", "or_", "quotient", "sub",
 ]
 
 

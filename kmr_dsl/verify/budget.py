@@ -15,9 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
-from kmr_dsl.check.program import Constraint, MeterRef
+from kmr_dsl.core.program import Constraint, MeterRef
 from kmr_dsl.verify import algebra as A
-from kmr_dsl.verify.cost import ANALYTIC_METERS, meter_expr
+from kmr_dsl.core.state import ANALYTIC_METERS
+from kmr_dsl.verify.cost import meter_expr
 from kmr_dsl.verify.render import render_constraint
 from kmr_dsl.verify.state import Ctx, PipelineModel, eval_ir
 

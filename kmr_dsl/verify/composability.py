@@ -137,6 +137,9 @@ def check_composability(model: PipelineModel, limits: Limits) -> tuple[list[Obli
     results, diags = [], []
     for (_, _), reqs in sorted(groups.items()):
         step, clause = reqs[0].step, reqs[0].clause
+        if reqs[0].implicit:
+            _implicit(reqs, model, limits, results, diags)
+            continue
         text = render_ir(clause)
         decided = [(r, decide_forall(r.condition, model, limits)) for r in reqs]
         refuted = [(r, d) for r, d in decided if d.verdict is Verdict.REFUTED]
@@ -177,6 +180,36 @@ def check_composability(model: PipelineModel, limits: Limits) -> tuple[list[Obli
             results.append(ObligationResult("composability", Verdict.PROVED, step.span, summary,
                                             model.pipeline.name, method=methods, layers=layers))
     return results, diags
+
+
+def _implicit(reqs: list[Requirement], model: PipelineModel, limits: Limits, results: list, diags: list) -> None:
+    """A requirement of the step semantics (kmr_dsl.core.step), not of the rule's text: a
+    layer whose channels shrink needs a consumer to shrink with it (KMR304)."""
+    step = reqs[0].step
+    decided = [(r, decide_forall(r.condition, model, limits)) for r in reqs]
+    failing = [(r, d) for r, d in decided if d.verdict is not Verdict.PROVED]
+    layers = tuple(r.layer for r in reqs if r.layer is not None)
+    methods = "+".join(sorted({d.method for _, d in decided}))
+    if not failing:
+        results.append(ObligationResult("composability", Verdict.PROVED, step.span,
+                                        f"`{step.rule.name}` shrinks channels only of layers with a consumer",
+                                        model.pipeline.name, method=methods, layers=layers))
+        return
+    req, dec = failing[0]
+    names = ", ".join(f"`{r.layer}`" for r, _ in failing[:6]) + (", ..." if len(failing) > 6 else "")
+    if dec.verdict is Verdict.REFUTED and dec.counterexample:
+        when = f"at {render_setting(dec.counterexample, model.knobs)}"
+    elif dec.verdict is Verdict.REFUTED:
+        when = "at every setting"
+    else:
+        when = f"at some setting (undecided: {dec.reason})"
+    diags.append(error("KMR304", step.span,
+                       f"`{step.rule.name}` shrinks the output channels of {names}, but no layer consumes them "
+                       "that could shrink with it", f"it does so {when}; `kmr run` would refuse the step"))
+    results.append(ObligationResult("composability", dec.verdict, step.span,
+                                    f"`{step.rule.name}` shrinks the output channels of {names}: no consumer",
+                                    model.pipeline.name, counterexample=model.knobs.to_user(dec.counterexample or {}),
+                                    method=methods, layers=layers))
 
 
 __all__ = ["Decision", "check_composability", "decide_forall"]

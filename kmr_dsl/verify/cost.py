@@ -3,8 +3,8 @@
 Contract: `meter_expr(model, meter, state)` is the value of `params`, `nonzero`,
 `size`, `macs` or `trainable_params` for a state of `model` (its initial state gives
 `baseline.METER`, its final state the pipeline's result); `layer_terms` gives the
-per-layer parts and the constant rest. `explain(program, pipeline, meter)` prints
-them (`kmr check --explain size`).
+per-layer parts and the constant rest (`kmr_dsl.verify.explain` prints them for
+`kmr check --explain size`).
 
 Per matrix layer (Linear, Conv1d/2d, Embedding) with facts in0, out0, W0 weight and B0
 bias elements, M0 MACs, and state in, out, density d, bits b, rank r, adapter rank a:
@@ -24,13 +24,22 @@ Outside the layers: other_params at 4 B, buffers, and the safetensors header
 (artifact_layout's per-entry formula; int formats add a `.scale` entry, sparse ones a
 second entry, which is why each branch of the min carries its own header bytes).
 
-Documented gaps (all within the 2% tolerance of `kmr run`'s prediction check on the
-models we measured): `ceil` of packed bytes dropped (< 1 B per ceil, <= 3 per tensor);
-the header's 8-byte padding (<= 7 B) and offset digits (taken from the baseline's data
-size); a sparse-vs-dense choice that includes header bytes (differs from the writer
-only when the two forms are within one header entry, < 100 B); header entries of
-tensors outside the layers are not counted (ModelFacts does not name them); rounding of ranks and channel counts (the state keeps exact products); and
-factors after `lowrank` keep the state's density (the runtime's SVD factors are dense).
+`size` is an upper bound of the file (a budget proved with it holds when run): the
+`ceil` of packed bytes, the header's 8-byte padding and the recipe's per-layer
+configuration (which grows with a layer's form, its dimensions' digits and an unmerged
+adapter) are covered by artifact_layout's margins (CONFIG_MARGIN, ADAPTER_CONFIG_CHARS,
+CEIL_BYTES, PADDING_BYTES; measured 2-5% above the file on small generated models,
+tests/core/test_check_vs_run.py). The counts (params, nonzero, macs, trainable_params)
+are exact: the state keeps whole channels, ranks and weights as the runtime does
+(kmr_dsl.core.step.settle).
+
+Documented gaps: offset digits are taken from the baseline's data size (an upper bound
+of every offset); a sparse-vs-dense choice that includes header bytes (differs from the
+writer only when the two forms are within one header entry, < 100 B); header entries of
+tensors outside the layers are not counted (ModelFacts does not name them); counts over
+a continuous knob (no `step`) keep the exact product (not rounded, see verify/state.py);
+global pruning rounds the total once, the state each layer; factors after `lowrank`
+keep the state's density (the runtime's SVD factors are dense).
 """
 
 from __future__ import annotations
@@ -42,12 +51,13 @@ import sympy as sp
 from sympy.logic.boolalg import BooleanAtom
 
 from kmr_dsl import artifact_layout as layout
-from kmr_dsl.facts import LayerFact
+from kmr_dsl.core.state import ANALYTIC_METERS, LAYER_FIELDS, MATRIX_KINDS, scale_groups
+from kmr_dsl.facts import LayerFact, ModelFacts
 from kmr_dsl.verify import algebra as A
-from kmr_dsl.verify.state import MATRIX_KINDS, PipelineModel, State
+from kmr_dsl.verify.numeric import as_number, evaluate
+from kmr_dsl.verify.state import PipelineModel, State
 
-ANALYTIC_METERS = ("params", "nonzero", "size", "macs", "trainable_params")
-UNITS = {"params": "count", "nonzero": "count", "size": "bytes", "macs": "count", "trainable_params": "count"}
+UNITS = ANALYTIC_METERS     # meter -> dimension
 _ITEMSIZE = {"float16": 2, "bfloat16": 2, "float64": 8}
 
 
@@ -62,25 +72,37 @@ def entry_bytes(name: str, ndim, digits: int):
     return A.add(fixed - 1, A.mul(4, ndim))
 
 
-def tensor_data_bytes(numel, rows, bits, density):
+def _scale_count(numel, rows, group_size):
+    """fp32 scales of an integer weight: one per row, or per group of a row's inputs."""
+    if A.is_number(group_size) and group_size == 0:
+        return rows
+    # max(g, 1): the grouped branch must stay finite where the ite takes the other one
+    groups = scale_groups(A.div(numel, rows), A.max_(group_size, 1), A.ceil_)
+    return A.ite(A.compare("==", group_size, 0), rows, A.mul(rows, groups))
+
+
+def tensor_data_bytes(numel, rows, bits, density, group_size=0):
     """Data bytes of one matrix weight (artifact_layout.tensor_bytes without its ceilings)."""
     dense = A.mul(numel, bits, _EIGHTH)
     sparse = A.add(A.mul(numel, _EIGHTH), A.mul(density, numel, bits, _EIGHTH))
-    scales = A.ite(A.compare("<=", bits, 8), A.mul(4, rows), 0)
+    scales = A.ite(A.compare("<=", bits, 8), A.mul(4, _scale_count(numel, rows, group_size)), 0)
     return A.add(A.min_(dense, sparse), scales)
 
 
-def _tensor_bytes(numel, rows, bits, density, name: str, ndim: int, digits: int):
+def _tensor_bytes(numel, rows, bits, density, name: str, ndim: int, digits: int, group_size=0):
     """Data + header bytes of one stored weight in the writer's smaller form."""
     is_int = A.compare("<=", bits, 8)
     q_ndim = ndim if A.is_number(bits) and bits == 8 else A.ite(A.compare("==", bits, 8), ndim, 1)
     if isinstance(q_ndim, sp.Integer):
         q_ndim = int(q_ndim)          # 8-bit keeps its shape; 4/2-bit are packed flat
-    dense_header = A.ite(is_int, entry_bytes(name + ".q", q_ndim, digits), entry_bytes(name, ndim, digits))
-    sparse_header = entry_bytes(name + ".bitmap", 1, digits) + entry_bytes(name + ".values", 1, digits)
+    dense_header = A.ite(is_int, entry_bytes(layout.entry(name, layout.Q), q_ndim, digits),
+                         entry_bytes(name, ndim, digits))
+    sparse_header = entry_bytes(layout.entry(name, layout.BITMAP), 1, digits) + \
+        entry_bytes(layout.entry(name, layout.VALUES), 1, digits)
     dense = A.add(A.mul(numel, bits, _EIGHTH), dense_header)
     sparse = A.add(A.mul(numel, _EIGHTH), A.mul(density, numel, bits, _EIGHTH), sparse_header)
-    scales = A.ite(is_int, A.add(A.mul(4, rows), entry_bytes(name + ".scale", 1, digits)), 0)
+    scales = A.ite(is_int, A.add(A.mul(4, _scale_count(numel, rows, group_size)),
+                                 entry_bytes(layout.entry(name, layout.SCALE), 1, digits)), 0)
     return A.add(A.min_(dense, sparse), scales)
 
 
@@ -157,21 +179,25 @@ class _LayerCost:
         b, d, r = st["bits"], st["density"], st["rank"]
         inf, outf = st["in_features"], st["out_features"]
         ndim = max(1, len(f.weight_shape))
-        weights = _tensor_bytes(self.dense_n, outf, b, d, f"{f.name}.weight", ndim, digits)
-        bias_entry = entry_bytes(f"{f.name}.bias", 1, digits) if f.bias_params else 0
+        weight = f"{f.name}.weight"
+        g = st["group_size"]
+        weights = _tensor_bytes(self.dense_n, outf, b, d, weight, ndim, digits, g)
+        bias_entry = entry_bytes(layout.bias_of(weight), 1, digits) if f.bias_params else 0
         if self._factored is not None:
-            fac = A.add(_tensor_bytes(A.mul(r, inf), r, b, d, f"{f.name}.first.weight", 2, digits),
-                        _tensor_bytes(A.mul(outf, r), outf, b, d, f"{f.name}.second.weight", 2, digits))
+            first, second = layout.factor_weight(f.name, layout.FIRST), layout.factor_weight(f.name, layout.SECOND)
+            fac = A.add(_tensor_bytes(A.mul(r, inf), r, b, d, first, 2, digits, g),
+                        _tensor_bytes(A.mul(outf, r), outf, b, d, second, 2, digits, g))
             weights = A.ite(self._factored, fac, weights)
-            fac_entry = entry_bytes(f"{f.name}.second.bias", 1, digits) if f.bias_params else 0
+            fac_entry = entry_bytes(layout.bias_of(second), 1, digits) if f.bias_params else 0
             # a factorized layer's recipe entry is longer (two Linear configs)
             fac_entry += layout.FACTORIZED_CONFIG_CHARS - layout.config_chars(f.kind)
             bias_entry = A.ite(self._factored, fac_entry, bias_entry)
         bias_bytes = A.mul(self.bias_n, A.ite(A.compare("==", b, 16), 2, 4))
         a = st["adapter_rank"]
-        adapter_header = entry_bytes(f"{f.name}.lora_A", 2, digits) + entry_bytes(f"{f.name}.lora_B", 2, digits)
+        adapter_header = entry_bytes(f"{f.name}.{layout.LORA_A}", 2, digits) + \
+            entry_bytes(f"{f.name}.{layout.LORA_B}", 2, digits) + layout.ADAPTER_CONFIG_CHARS
         adapter_size = A.add(A.mul(4, self.adapters), A.ite(A.compare(">", a, 0), adapter_header, 0))
-        return A.add(weights, bias_bytes, bias_entry, adapter_size)
+        return A.add(weights, bias_bytes, bias_entry, adapter_size, layout.CEIL_BYTES)
 
 
 def layer_costs(f: LayerFact, st: dict, digits: int, rank_set: bool = False,
@@ -192,8 +218,9 @@ def _digits(model: PipelineModel) -> int:
 def _fixed_header(model: PipelineModel) -> int:
     """Header bytes that do not depend on the state: length prefix, metadata, the recipe
     with every layer plain (a factorized layer adds its difference in its own term)."""
-    recipe = layout.RECIPE_FIXED_CHARS + sum(len(f.name) + 4 + layout.config_chars(f.kind) for f in model.facts.layers)
-    return 8 + layout.METADATA_FIXED + recipe
+    recipe = layout.RECIPE_FIXED_CHARS + sum(len(f.name) + 4 + layout.config_chars(f.kind) + layout.CONFIG_MARGIN
+                                             for f in model.facts.layers)
+    return 8 + layout.METADATA_FIXED + recipe + layout.PADDING_BYTES
 
 
 def _constant_fields(st: dict) -> tuple | None:
@@ -215,9 +242,10 @@ def layer_terms(model: PipelineModel, meter: str, state: State) -> tuple[list[tu
     """(per-layer parts in layer order, the constant rest) of an analytic meter."""
     if meter not in ANALYTIC_METERS:
         raise A.NotModelled(f"meter `{meter}` has no cost model")
-    key = ("terms", meter, id(state))
-    if key in model.cache:
-        return model.cache[key]
+    return model.cost_terms.get(state, lambda: _layer_terms(model, meter, state), meter)
+
+
+def _layer_terms(model: PipelineModel, meter: str, state: State):
     digits = _digits(model)
     facts = model.facts
     which = "trainable" if meter == "trainable_params" else meter
@@ -230,15 +258,15 @@ def layer_terms(model: PipelineModel, meter: str, state: State) -> tuple[list[tu
         st = state.layers[f.name]
         rank_set = (f.name, "rank") in state.origin
         values = _constant_fields(st)
-        key = None if values is None else (
+        shape = None if values is None else (
             f.kind, f.in_features, f.out_features, f.weight_params, f.bias_params, f.weight_shape, f.dtype,
             f.macs, len(f.name), rank_set, values)
-        if key is not None and key in memo:
-            parts.append((f.name, memo[key]))
+        if shape is not None and shape in memo:
+            parts.append((f.name, memo[shape]))
             continue
         value = layer_costs(f, st, digits, rank_set, (which,))[which]
-        if key is not None:
-            memo[key] = value
+        if shape is not None:
+            memo[shape] = value
         parts.append((f.name, value))
     other = max(0, facts.other_params)
     rest = {
@@ -248,47 +276,43 @@ def layer_terms(model: PipelineModel, meter: str, state: State) -> tuple[list[tu
         "macs": A.num(facts.total_macs - sum(f.macs for f in facts.layers)),
         "trainable_params": A.num(other),
     }[meter]
-    model.cache[key] = (parts, rest)
     return parts, rest
 
 
 def meter_expr(model: PipelineModel, meter: str, state: State):
     """The meter's value in `state`: a sympy expression over knob symbols."""
-    key = ("meter", meter, id(state))
-    if key not in model.cache:
+    def build():
         parts, rest = layer_terms(model, meter, state)
         total = A.add(rest, *(p for _, p in parts))
         if meter == "trainable_params":
             total = A.ite(state.model["trainable"], total, 0)
-        model.cache[key] = total
-    return model.cache[key]
+        return total
+    return model.cost_totals.get(state, build, meter)
 
 
-def explain(program, pipeline, meter: str) -> str:
-    """The meter's cost model for a pipeline: each layer's formula, the constant, the total."""
-    from kmr_dsl.verify.numeric import as_number, evaluate
-    from kmr_dsl.verify.obligations import pipeline_model
+# ---------------------------------------------------------------- at a measured state
 
-    pipe = program.pipelines[pipeline] if isinstance(pipeline, str) else pipeline
-    model = pipeline_model(program, pipe)
-    parts, rest = layer_terms(model, meter, model.final)
-    unit = UNITS[meter]
-    env = model.knobs.env(model.knobs.defaults())
-    lines = [f"{meter} ({unit}) of pipeline `{pipe.name}` = sum over layers + constant"]
-    if meter == "trainable_params":
-        lines[0] += f", and 0 unless model.trainable = {model.final.model['trainable']}"
-    width = max((len(n) for n, _ in parts), default=0)
-    for name, expr in parts:
-        lines.append(f"  {name.ljust(width)} : {expr}")
-    lines.append(f"  {'constant'.ljust(width)} : {rest}")
-    total = meter_expr(model, meter, model.final)
-    base = meter_expr(model, meter, model.initial)
-    lines.append(f"at the default setting: {as_number(evaluate(total, env))} {unit}")
-    lines.append(f"baseline (the unmodified model): {as_number(evaluate(base, {}))} {unit}")
-    if meter == "size":
-        lines.append("gaps: ceil of packed bytes dropped (<= 3 B per tensor), header padding (<= 7 B)")
-    return "\n".join(lines)
+_CAST = {"int": int, "float": float, "bool": bool}
 
 
-__all__ = ["ANALYTIC_METERS", "UNITS", "entry_bytes", "explain", "layer_costs", "layer_terms", "meter_expr",
+def _symbolic_state(state: dict, rank_set) -> State:
+    layers = {}
+    for name, st in state["layers"].items():
+        layers[name] = {f: A.EnumValue(st[f]) if t == "str" else A.num(_CAST[t](st[f]))
+                        for f, t in LAYER_FIELDS.items()}
+    origin = {(name, "rank"): 0 for name in rank_set}
+    return State(layers, {"trainable": A.num(bool(state["trainable"]))}, origin)
+
+
+def cost_at(facts: ModelFacts, state: dict, rank_set=()) -> dict[str, float]:
+    """Every analytic meter's cost model at a *measured* state (the plain dicts of
+    `runtime.state.measure_state`) of the model `facts` describe; `rank_set` names the
+    layers whose rank a rule set. The property tests compare it with the meters."""
+    sym = _symbolic_state(state, rank_set)
+    model = PipelineModel(program=None, pipeline=None, knobs=None, facts=facts, initial=sym, final=sym,
+                          requirements=[])
+    return {m: float(as_number(evaluate(meter_expr(model, m, sym), {}, exact=False))) for m in ANALYTIC_METERS}
+
+
+__all__ = ["ANALYTIC_METERS", "UNITS", "cost_at", "entry_bytes", "layer_costs", "layer_terms", "meter_expr",
            "tensor_data_bytes"]

@@ -42,33 +42,22 @@ from kmr_dsl.verify.state import PipelineModel
 
 def decomposition(model: PipelineModel, expr):
     """decompose(expr), cached per expression in the model (None when it cannot be decomposed)."""
-    key = ("decomp", id(expr))
-    hit = model.cache.get(key)
-    if hit is None or hit[0] is not expr:
+    def build():
         try:
-            hit = (expr, decompose(expr, model.knobs, model.cache.setdefault("terms", {})))
+            return decompose(expr, model.knobs, model.decomposed_terms)
         except A.NotModelled:
-            hit = (expr, None)
-        model.cache[key] = hit
-    return hit[1]
+            return None
+    return model.decompositions.get(expr, build)
 
 
 def line_bound(model: PipelineModel, dec):
     """bound_line(dec) over the declared domains, cached per decomposition."""
-    key = ("bound", id(dec))
-    hit = model.cache.get(key)
-    if hit is None or hit[0] is not dec:
-        hit = model.cache[key] = (dec, bound_line(dec, model.knobs))
-    return hit[1]
+    return model.line_bounds.get(dec, lambda: bound_line(dec, model.knobs))
 
 
 def line_range(model: PipelineModel, dec, env: dict) -> tuple[float, float, float]:
     """point_range, remembered per (expression, setting): the defaults are asked for twice."""
-    key = ("range", id(dec), tuple(env.items()))
-    hit = model.cache.get(key)
-    if hit is None or hit[0] is not dec:
-        hit = model.cache[key] = (dec, point_range(dec, model.knobs, env))
-    return hit[1]
+    return model.line_ranges.get(dec, lambda: point_range(dec, model.knobs, env), tuple(env.items()))
 
 
 def line_holds(line: Line, model: PipelineModel, env: dict) -> bool:

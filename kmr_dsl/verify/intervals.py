@@ -179,6 +179,8 @@ def ieval(e, env: dict, consts, widen: bool = True):
         return lo, hi
     if t is sp.Piecewise:
         return _piecewise(e, env, consts, widen)
+    if t is sp.floor or t is sp.ceiling:
+        return _round(t is sp.floor, ieval(e.args[0], env, consts, widen), widen)
     if t in (LessThan, StrictLessThan):
         a, b = ieval(e.args[0], env, consts, widen), ieval(e.args[1], env, consts, widen)
         return _le(a, b, t is StrictLessThan, widen)
@@ -202,6 +204,24 @@ def ieval(e, env: dict, consts, widen: bool = True):
     if t is BooleanFalse:
         return False, True
     raise NotModelled(f"no interval rule for {t.__name__}")
+
+
+def _round(down: bool, v, widen: bool):
+    """floor / ceiling of an enclosure. A value computed within EPS of an integer may be
+    that integer exactly (5 * 0.7 + 0.5): widened, each end rounds to the side that keeps
+    the exact value inside; unwidened, to the integer it is that close to."""
+    lo, hi = v
+    f = np.floor if down else np.ceil
+    tol_lo, tol_hi = _round_tol(lo), _round_tol(hi)
+    if widen:
+        return f(lo - tol_lo), f(hi + tol_hi)
+    sign = 1.0 if down else -1.0
+    return f(lo + sign * tol_lo), f(hi + sign * tol_hi)
+
+
+def _round_tol(x):
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isfinite(x), EPS * np.maximum(1.0, np.abs(x)), 0.0)
 
 
 def _piecewise(e, env, consts, widen):

@@ -23,7 +23,7 @@ from fractions import Fraction
 
 import sympy as sp
 
-from kmr_dsl.check.program import CheckedProgram, Knob, Pipeline
+from kmr_dsl.core.program import CheckedProgram, Knob, Pipeline
 from kmr_dsl.verify.algebra import BoolSymbol, EnumSymbol, frac
 
 FINITE_KINDS = ("set", "stepped", "bool", "enum")

@@ -20,7 +20,8 @@ equalities, stepped float knobs relaxed to a real interval.
 Semantic gaps, all deliberate:
 - every number is an exact rational (Z3 Real); int knobs are Int lattices mapped to
   Real, so there is no integer division anywhere (the IR has none: `/` is exact);
-- `ceil` does not occur: the cost models drop it (see cost.py for the size bound);
+- floor / ceiling (the runtime's whole counts, kmr_dsl.core.step.settle) become Z3's
+  `to_int` (floor) of the real value: exact, and integer-valued;
 - Min/Max become If(a <= b, a, b); Piecewise becomes an If chain whose last branch is
   taken when no earlier condition holds (our Piecewise always ends in `True`);
 - a power must have an integer exponent; a symbolic denominator x**-1 is split like a
@@ -40,6 +41,7 @@ from sympy.core.relational import (Equality, GreaterThan, LessThan, StrictGreate
                                    Unequality)
 from sympy.logic.boolalg import And, BooleanFalse, BooleanTrue, Not, Or
 
+from kmr_dsl.core.memo import ByIdentity
 from kmr_dsl.verify.algebra import (EnumSymbol, NotModelled, Unmodelled, UnmodelledBool, knob_symbols,
                                     table_handler)
 from kmr_dsl.verify.knobs import KnobTable, KnobVar
@@ -62,8 +64,8 @@ class Encoding(KnobVariables):
         self.split: set[str] = set()          # instance names some term case-split
         self.nonlinear = False
         self._allow_nonlinear = naive
-        self._sym_memo: dict = {}
-        self._plan_memo: dict = {}
+        self._sym_memo = ByIdentity("knob symbols under a node", "sympy node")
+        self._plan_memo = ByIdentity("first nonlinear product", "(sympy node, split knobs)")
 
     # ------------------------------------------------------------ lowering
 
@@ -132,13 +134,7 @@ class Encoding(KnobVariables):
         return None if syms is None else self._choose(syms, env)
 
     def _first_nonlinear(self, e, env):
-        key = (id(e), frozenset(env))
-        hit = self._plan_memo.get(key)
-        if hit is not None and hit[0] is e:
-            return hit[1]
-        found = self._find_nonlinear(e, env)
-        self._plan_memo[key] = (e, found)
-        return found
+        return self._plan_memo.get(e, lambda: self._find_nonlinear(e, env), frozenset(env))
 
     def _find_nonlinear(self, e, env):
         args = e.args
@@ -159,15 +155,14 @@ class Encoding(KnobVariables):
 
     def _syms(self, e) -> frozenset:
         """Knob symbols under a node (memoised per node: plans revisit subtrees)."""
-        hit = self._sym_memo.get(id(e))
-        if hit is not None and hit[0] is e:
-            return hit[1]
+        out = self._sym_memo.find(e)
+        if out is not None:
+            return out
         if isinstance(e, sp.Symbol):
             out = frozenset((e,))
         else:
             out = frozenset().union(*(self._syms(a) for a in e.args)) if e.args else frozenset()
-        self._sym_memo[id(e)] = (e, out)
-        return out
+        return self._sym_memo.put(e, out)
 
     def planned_splits(self, expr) -> set[str]:
         """Knob instances `lower(expr)` would case-split, without building any Z3 term."""
@@ -364,6 +359,19 @@ def _l_not(enc, e, env):
     return (not v) if isinstance(v, bool) else z3.Not(v)
 
 
+def _l_round(down: bool):
+    """floor / ceiling: exact on a constant, else Z3's to_int (floor) on the real value."""
+    def handler(enc, e, env):
+        v = enc._lower(e.args[0], env)
+        if _is_const(v):
+            f = Fraction(v)
+            return (f.numerator // f.denominator) if down else -(-f.numerator // f.denominator)
+        x = v if down else -v
+        out = z3.ToReal(z3.ToInt(x))
+        return out if down else -out
+    return handler
+
+
 _TABLE = {
     sp.Rational: _l_number,
     sp.Symbol: lambda enc, e, env: enc._symbol(e, env),
@@ -373,6 +381,8 @@ _TABLE = {
     sp.Min: _l_lattice(lambda a, b: a <= b),
     sp.Max: _l_lattice(lambda a, b: a >= b),
     sp.Piecewise: _l_piecewise,
+    sp.floor: _l_round(True),
+    sp.ceiling: _l_round(False),
     LessThan: _l_relation("<="),
     StrictLessThan: _l_relation("<"),
     GreaterThan: _l_relation(">="),

@@ -14,6 +14,7 @@ a division by zero or a fractional power raises `Unevaluable`.
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 from functools import lru_cache
 from typing import Callable
@@ -139,6 +140,21 @@ def _c_not(e, exact):
     return lambda env: not f(env)
 
 
+def _c_round(down: bool):
+    """floor / ceiling (the runtime's whole counts). Exact mode rounds the Fraction; float
+    mode first moves the value 1e-9 (relative) towards the integer it rounds away from,
+    so a count that is exactly whole (5 * 0.7 + 0.5 = 4, computed 3.9999999999999996)
+    rounds as in exact arithmetic."""
+    def make(e, exact):
+        f = _compile(e.args[0], exact)
+        if exact:
+            return (lambda env: math.floor(f(env))) if down else (lambda env: math.ceil(f(env)))
+        if down:
+            return lambda env: math.floor((v := f(env)) + 1e-9 * max(1.0, abs(v)))
+        return lambda env: math.ceil((v := f(env)) - 1e-9 * max(1.0, abs(v)))
+    return make
+
+
 def _c_bool(value):
     return lambda e, exact: (lambda env: value)
 
@@ -152,6 +168,8 @@ _TABLE: dict[type, Callable] = {
     sp.Min: _c_minmax(min),
     sp.Max: _c_minmax(max),
     sp.Piecewise: _c_piecewise,
+    sp.floor: _c_round(True),
+    sp.ceiling: _c_round(False),
     LessThan: _c_relation(lambda a, b: a <= b),
     StrictLessThan: _c_relation(lambda a, b: a < b),
     GreaterThan: _c_relation(lambda a, b: a >= b),

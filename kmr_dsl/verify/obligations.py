@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from kmr_dsl.check.program import CheckedProgram, Pipeline
+from kmr_dsl.core.program import CheckedProgram, Pipeline
 from kmr_dsl.diagnostics import error
 from kmr_dsl.verify import algebra as A
 from kmr_dsl.verify.budget import budget_lines

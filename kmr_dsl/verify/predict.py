@@ -20,9 +20,10 @@ Both compile their expressions once per pipeline (float closures) and cache them
 
 from __future__ import annotations
 
-from kmr_dsl.check.program import CheckedProgram, Pipeline
+from kmr_dsl.core.program import CheckedProgram, Pipeline
 from kmr_dsl.verify.budget import budget_lines, holds_float
-from kmr_dsl.verify.cost import ANALYTIC_METERS, meter_expr
+from kmr_dsl.core.state import ANALYTIC_METERS, LAYER_FIELDS
+from kmr_dsl.verify.cost import meter_expr
 from kmr_dsl.verify.numeric import Unevaluable, compile_expr
 from kmr_dsl.verify.obligations import pipeline_model
 
@@ -30,9 +31,7 @@ TIE = 1e-9
 
 
 def _compiled(model, key, build):
-    if key not in model.cache:
-        model.cache[key] = build()
-    return model.cache[key]
+    return model.compiled.get(key, build)
 
 
 def predict(program: CheckedProgram, pipeline: Pipeline | str, setting: dict | None = None,
@@ -62,7 +61,8 @@ def is_feasible(program: CheckedProgram, pipeline: Pipeline | str, setting: dict
     return True
 
 
-LAYER_NUMBERS = ("density", "bits", "rank", "in_features", "out_features", "adapter_rank")
+# the numeric fields of the state (params is a static fact)
+LAYER_NUMBERS = tuple(f for f, t in LAYER_FIELDS.items() if t in ("int", "float") and f != "params")
 
 
 def predict_layers(program: CheckedProgram, pipeline: Pipeline | str, setting: dict | None = None,

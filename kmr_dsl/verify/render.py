@@ -9,7 +9,7 @@ whose instances all share a value to `s[l] = 0.5 for all 12 layers`.
 
 from __future__ import annotations
 
-from kmr_dsl.check.program import (Const, Constraint, DataRef, EnumLit, FieldRef, If, KnobRef, MeterRef, ModelArg,
+from kmr_dsl.core.program import (Const, Constraint, DataRef, EnumLit, FieldRef, If, KnobRef, MeterRef, ModelArg,
                                    Op, ParamRef)
 
 _PREC = {"or": 1, "and": 2, "not": 3, "<=": 4, "<": 4, ">=": 4, ">": 4, "==": 4, "!=": 4,

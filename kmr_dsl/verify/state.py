@@ -18,14 +18,14 @@ Semantics, in order:
   is evaluated in the current state, then all effects are evaluated and assigned
   together (simultaneous assignment); model effects of a per-layer step compose layer
   after layer (quantizing three layers ANDs three conditions into `trainable`);
-- structured channel pruning: when a step changes a layer's `out_features`, every
-  layer in that layer's `consumers` has `in_features` scaled by the same ratio (a norm
-  in between is sliced: its out_features too), and a layer whose rank no rule has set
-  keeps rank = min(in_features, out_features) of its new shape.
-Not modelled, by design (cost.py lists every gap): rounding of channel counts and
-ranks (the runtime rounds; the state keeps the exact product). A value the state
-cannot express (a data argument in arithmetic, an unknown field) becomes an
-`Unmodelled` placeholder, and every obligation touching it is UNKNOWN.
+- what a step does besides its effects is `kmr_dsl.core.step`, evaluated over sympy
+  (`algebra.SYMBOLS`): counts an effect makes fractional are settled as the runtime
+  rounds them (channels, ranks, kept weights), consumers shrink with their producer,
+  a changed shape's rank follows it; and a layer whose channels shrink with no matrix
+  consumer adds the requirement that it keeps them (`Requirement.implicit`: the
+  runtime refuses to shrink it, KMR304).
+A value the state cannot express (a data argument in arithmetic, an unknown field)
+becomes an `Unmodelled` placeholder, and every obligation touching it is UNKNOWN.
 """
 
 from __future__ import annotations
@@ -34,15 +34,15 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from kmr_dsl.check.program import (CheckedProgram, Const, DataRef, EnumLit, FieldRef, If, IExpr, KnobRef, MeterRef,
-                                   ModelArg, Op, ParamRef, Pipeline, Rule, Step)
+from kmr_dsl.core import step as core_step
+from kmr_dsl.core.program import (CheckedProgram, Const, DataRef, EnumLit, FieldRef, If, IExpr, KnobRef, MeterRef,
+                                  ModelArg, Op, ParamRef, Pipeline, Rule, Step)
+from kmr_dsl.core.state import MATRIX_KINDS
+from kmr_dsl.core.memo import ByIdentity, Memo
+from kmr_dsl.core.walk import Dispatch, Unsupported, nodes
 from kmr_dsl.facts import ModelFacts
 from kmr_dsl.verify import algebra as A
 from kmr_dsl.verify.knobs import KnobTable
-
-MATRIX_KINDS = ("Linear", "Conv1d", "Conv2d", "Embedding")   # layers whose weight is one matrix leaf
-LAYER_FIELDS = ("kind", "in_features", "out_features", "params", "density", "bits", "rank", "adapter_rank", "frozen")
-MODEL_FIELDS = ("trainable",)
 
 
 @dataclass
@@ -66,6 +66,7 @@ class Requirement:
     clause: IExpr                                 # the rule's requires, as written
     condition: object                             # sympy condition over knob symbols
     fields: tuple[tuple[str, object, int | None], ...]   # (field text, value, step that set it)
+    implicit: str | None = None                   # a requirement of the step semantics, not of the rule
 
 
 @dataclass
@@ -83,7 +84,14 @@ class PipelineModel:
     # knob declaration names used by any step argument
     arg_knobs: set[str] = field(default_factory=set)
     problems: list[str] = field(default_factory=list)
-    cache: dict = field(default_factory=dict)      # cost expressions, keyed by (kind, meter, id(state))
+    # what the cost model, predictions and the feasibility decision remember (typed caches)
+    cost_terms: ByIdentity = field(default_factory=lambda: ByIdentity("cost terms", "(state, meter)"))
+    cost_totals: ByIdentity = field(default_factory=lambda: ByIdentity("meter values", "(state, meter)"))
+    compiled: Memo = field(default_factory=lambda: Memo("compiled predictions", "(use, meter, baseline)"))
+    decompositions: ByIdentity = field(default_factory=lambda: ByIdentity("line decompositions", "expression"))
+    decomposed_terms: dict = field(default_factory=dict)   # decompose's table of terms shared by the lines
+    line_bounds: ByIdentity = field(default_factory=lambda: ByIdentity("line bounds", "decomposition"))
+    line_ranges: ByIdentity = field(default_factory=lambda: ByIdentity("line ranges", "(decomposition, setting)"))
 
 
 def initial_state(facts: ModelFacts) -> State:
@@ -99,6 +107,7 @@ def initial_state(facts: ModelFacts) -> State:
             "rank": A.num(f.rank),
             "adapter_rank": A.ZERO,
             "frozen": A.FALSE,
+            "group_size": A.num(f.group_size),
         }
     return State(layers, {"trainable": A.TRUE})
 
@@ -119,24 +128,21 @@ _ARITH = {"+": A.add, "-": A.sub, "*": A.mul, "/": A.div, "min": A.min_, "max": 
 
 def eval_ir(e: IExpr, ctx: Ctx):
     """The sympy value of an IR expression (EnumValue/EnumKnob for enum-valued ones)."""
-    handler = _EVAL.get(type(e))
-    if handler is None:
-        raise A.NotModelled(f"cannot model {type(e).__name__}")
-    return handler(e, ctx)
+    try:
+        return _EVAL(e, ctx)
+    except Unsupported as exc:
+        raise A.NotModelled(str(exc)) from None
 
 
-_CONSTS: dict[int, tuple] = {}
+# rules are shared by every step that applies them: convert each literal once
+CONSTANTS = ByIdentity("IR literals as sympy", "Const node", limit=10_000)
 
 
 def _e_const(e, ctx):
-    # rules are shared by every step that applies them: convert each literal once
-    hit = _CONSTS.get(id(e))
-    if hit is None or hit[0] is not e:
-        value = A.EnumValue(e.value) if isinstance(e.value, str) else A.num(e.value)
-        if len(_CONSTS) > 10_000:
-            _CONSTS.clear()
-        hit = _CONSTS[id(e)] = (e, value)
-    return hit[1]
+    value = CONSTANTS.find(e)
+    if value is None:
+        value = CONSTANTS.put(e, A.EnumValue(e.value) if isinstance(e.value, str) else A.num(e.value))
+    return value
 
 
 def _e_knob(e, ctx):
@@ -188,11 +194,13 @@ class _Opaque:
     what: str
 
 
-_EVAL: dict = {
+_EVAL = Dispatch("the verifier's state model")
+for _cls, _handler in {
     Const: _e_const, KnobRef: _e_knob, EnumLit: lambda e, ctx: A.EnumValue(e.member), ParamRef: _e_param,
     FieldRef: _e_field, MeterRef: _e_meter, DataRef: lambda e, ctx: _Opaque(f"data {e.name}"),
     ModelArg: lambda e, ctx: _Opaque(f"model {e.name}"), If: _e_if, Op: lambda e, ctx: _eval_op(e, ctx),
-}
+}.items():
+    _EVAL.register(_cls)(_handler)
 
 
 def _eval_op(e: Op, ctx: Ctx):
@@ -236,33 +244,17 @@ def _eval_op(e: Op, ctx: Ctx):
 
 # ---------------------------------------------------------------- stepping
 
-_READ_CACHE: dict[int, tuple[Rule, set[str]]] = {}
+PARAMS_READ = ByIdentity("parameters a rule's contract reads", "Rule", limit=256)
 
 
 def _params_read(rule: Rule) -> set[str]:
     """Parameters a rule's requires and effects read (cached: called once per step)."""
-    hit = _READ_CACHE.get(id(rule))
-    if hit is not None and hit[0] is rule:
-        return hit[1]
-    names: set[str] = set()
-    for e in list(rule.requires) + [eff.expr for eff in rule.effects]:
-        names |= {n.name for n in walk_ir(e) if isinstance(n, ParamRef)}
-    if len(_READ_CACHE) > 256:
-        _READ_CACHE.clear()
-    _READ_CACHE[id(rule)] = (rule, names)
-    return names
-
-
-def walk_ir(e):
-    """Every IR node of an expression, pre-order."""
-    yield e
-    if isinstance(e, Op):
-        for a in e.args:
-            yield from walk_ir(a)
-    elif isinstance(e, If):
-        yield from walk_ir(e.cond)
-        yield from walk_ir(e.then)
-        yield from walk_ir(e.orelse)
+    def build():
+        names: set[str] = set()
+        for e in list(rule.requires) + [eff.expr for eff in rule.effects]:
+            names |= {n.name for n in nodes(e) if isinstance(n, ParamRef)}
+        return names
+    return PARAMS_READ.get(rule, build)
 
 
 def _placeholder(reason: str, boolean: bool):
@@ -272,7 +264,7 @@ def _placeholder(reason: str, boolean: bool):
 
 def _fields_read(clause: IExpr) -> list[FieldRef]:
     seen, out = set(), []
-    for n in walk_ir(clause):
+    for n in nodes(clause):
         if isinstance(n, FieldRef) and (n.scope, n.field) not in seen:
             seen.add((n.scope, n.field))
             out.append(n)
@@ -286,21 +278,21 @@ def build_model(program: CheckedProgram, pipeline: Pipeline) -> PipelineModel:
         raise A.NotModelled(f"model `{pipeline.model.name}` has no facts (it could not be loaded)")
     initial = initial_state(facts)
     state = initial.fork()
-    consumers = {f.name: f.consumers for f in facts.layers}
     model = PipelineModel(program, pipeline, knobs, facts, initial, initial, [])
+    layer_facts = {f.name: f for f in facts.layers}
     for index, step in enumerate(pipeline.steps):
-        state = _apply_step(model, state, index, step, consumers)
+        state = _apply_step(model, state, index, step, layer_facts)
     model.final = state
     return model
 
 
-def _apply_step(model: PipelineModel, state: State, index: int, step: Step, consumers) -> State:
+def _apply_step(model: PipelineModel, state: State, index: int, step: Step, layer_facts) -> State:
     rule = step.rule
     knob_ctx = Ctx(model.knobs)
     read = _params_read(rule)
     params: dict[str, object] = {p.name: _default_value(p) for p in rule.params if p.has_default}
     for name, expr in step.args:
-        refs = {n.knob for n in walk_ir(expr) if isinstance(n, KnobRef)}
+        refs = {n.knob for n in nodes(expr) if isinstance(n, KnobRef)}
         model.arg_knobs |= refs
         if name not in read:
             model.opaque_knobs |= refs
@@ -351,7 +343,8 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, cons
         if layer is not None and new_layer:
             old = lstate
             lstate = dict(lstate)
-            for f, v in new_layer.items():
+            for f, v in _settled(model, new_layer, old, layer_facts.get(layer),
+                                 (layer, "rank") in state.origin).items():
                 if old.get(f) != v:
                     lstate[f] = v
                     state.origin[(layer, f)] = index
@@ -359,8 +352,9 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, cons
             before.setdefault(layer, old)
             touched.add(layer)
             if lstate["out_features"] is not old["out_features"] and lstate["out_features"] != old["out_features"]:
+                _require_consumer(model, state, step, index, layer, old, lstate, layer_facts)
                 touched.update(_shrink_consumers(state, layer, old["out_features"], lstate["out_features"],
-                                                 consumers, index, before))
+                                                 layer_facts, index, before))
         for f, v in new_model.items():
             if state.model.get(f) != v:
                 state.model[f] = v
@@ -369,19 +363,81 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, cons
     return state
 
 
-def _follow_shapes(state: State, before: dict, touched: set) -> None:
-    """A rank no rule has set is the full rank of the layer's current shape: min(in, out).
+def _settled(model: PipelineModel, new: dict, old: dict, fact, factorized: bool) -> dict:
+    """The effects' values as the runtime keeps them (core.step.settle): whole channels,
+    ranks and weights. Kept weights are counted on the layer's dense weight at its new
+    shape; a factorized layer's leaves are pruned one by one, so its density is not
+    settled here (the cost model's factor sizes are documented as an estimate)."""
+    out = dict(new)
+    ops = _ops_for(model, new)
+    if ops is None:
+        return out
+    for f in ("in_features", "out_features", "rank"):
+        if f in out:
+            out[f] = _settle(f, out[f], None, ops)
+    if "density" in out and fact is not None and fact.kind in MATRIX_KINDS and fact.weight_params \
+            and not factorized:
+        st = {**old, **out}
+        numel = core_step.dense_numel(fact.weight_params, fact.in_features, fact.out_features,
+                                      st["in_features"], st["out_features"], A.SYMBOLS)
+        if A.is_number(numel):
+            out["density"] = _settle("density", out["density"], numel, ops)
+    return out
 
-    Channel pruning shrinks a layer (and its consumers); the runtime then reports the
-    smaller full rank, and `lowrank` cuts relative to it.
-    """
+
+def _ops_for(model: PipelineModel, values: dict):
+    """Exact floors over finite knobs (the solver enumerates them: every floor folds to a
+    constant). Over a continuous knob (no `step`) the counts are not settled (None): the
+    state keeps the exact product, a documented gap (cost.py), because an integer floor
+    inside Z3's real arithmetic gives answers that vary between queries."""
+    for v in values.values():
+        if isinstance(v, sp.Basic) and not A.is_boolean(v):
+            for s in A.knob_symbols(v):
+                var = model.knobs.by_symbol.get(s)
+                if var is not None and not var.finite:
+                    return None
+    return A.SYMBOLS
+
+
+def _settle(field: str, value, numel, ops):
+    if isinstance(value, (A.Unmodelled, A.UnmodelledBool)) or A.is_boolean(value):
+        return value
+    try:
+        return core_step.settle(field, value, numel, ops)
+    except A.NotModelled:
+        return value
+
+
+def _require_consumer(model: PipelineModel, state: State, step: Step, index: int, layer: str, old: dict, new: dict,
+                      layer_facts) -> None:
+    """A layer whose channels shrink needs a matrix consumer that shrinks with it."""
+    fact = layer_facts.get(layer)
+    kinds = [layer_facts[c].kind for c in (fact.consumers if fact else ()) if c in layer_facts]
+    cond = core_step.shrink_condition(old["out_features"], new["out_features"], kinds, A.SYMBOLS)
+    if cond is None:
+        return
+    fields = (("layer.out_features", old["out_features"], state.origin.get((layer, "out_features"))),)
+    clause = Op("==", (FieldRef("layer", "out_features"), FieldRef("layer", "out_features")))
+    why = (f"`{step.rule.name}` shrinks the output channels of `{layer}`, which has no consumer layer "
+           "that can shrink with it")
+    model.requirements.append(Requirement(index, step, layer, len(step.rule.requires), clause, cond, fields, why))
+
+
+def _follow_shapes(state: State, before: dict, touched: set) -> None:
+    """A changed shape's rank follows it (core.step.follow_rank): channel pruning shrinks a
+    layer (and its consumers); the runtime then reports the smaller rank, and `lowrank`
+    cuts relative to it."""
     for name in sorted(touched):
         st, old = state.layers[name], before.get(name)
-        if old is None or old is st or (name, "rank") in state.origin:
+        if old is None or old is st:
             continue
         if st["in_features"] != old["in_features"] or st["out_features"] != old["out_features"]:
+            rank_set = (name, "rank") in state.origin
+            if rank_set and st["rank"] is not old["rank"]:
+                continue            # the rule itself set the rank in this step
             st = dict(st)
-            st["rank"] = A.min_(st["in_features"], st["out_features"])
+            st["rank"] = core_step.follow_rank(st["rank"], st["in_features"], st["out_features"], rank_set,
+                                               A.SYMBOLS)
             state.layers[name] = st
 
 
@@ -394,30 +450,16 @@ def _default_value(param):
     return _Opaque(f"default of `{param.name}`")
 
 
-def _ratio(old, new):
-    """new / old, without a symbolic division when `new` is `old` times something."""
-    if A.is_number(old):
-        return A.div(new, old)
-    if isinstance(new, sp.Mul) and old in new.args:
-        rest = list(new.args)
-        rest.remove(old)
-        return A.mul(*rest)
-    return A.div(new, old)
-
-
-def _shrink_consumers(state: State, producer: str, old, new, consumers, index: int, before: dict) -> list[str]:
-    ratio = _ratio(old, new)
+def _shrink_consumers(state: State, producer: str, old, new, layer_facts, index: int, before: dict) -> list[str]:
+    fact = layer_facts.get(producer)
     done = []
-    for c in consumers.get(producer, ()):
+    for c in (fact.consumers if fact else ()):
         if c not in state.layers:
             continue
         cs = dict(state.layers[c])
-        cs["in_features"] = A.mul(cs["in_features"], ratio)
-        state.origin[(c, "in_features")] = index
-        if cs["kind"].member not in MATRIX_KINDS:
-            # a norm between producer and consumer is sliced with the producer's channels
-            cs["out_features"] = A.mul(cs["out_features"], ratio)
-            state.origin[(c, "out_features")] = index
+        for f, v in core_step.shrink_consumer(cs, old, new, A.SYMBOLS).items():
+            cs[f] = v
+            state.origin[(c, f)] = index
         before.setdefault(c, state.layers[c])
         state.layers[c] = cs
         done.append(c)
@@ -425,4 +467,4 @@ def _shrink_consumers(state: State, producer: str, old, new, consumers, index: i
 
 
 __all__ = ["Ctx", "LAYER_FIELDS", "MODEL_FIELDS", "PipelineModel", "Requirement", "State", "build_model",
-           "eval_ir", "initial_state", "walk_ir"]
+           "eval_ir", "initial_state"]

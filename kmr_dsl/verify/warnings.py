@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import z3
 
-from kmr_dsl.check.program import Constraint, KnobRef
+from kmr_dsl.core.program import Constraint, KnobRef
 from kmr_dsl.diagnostics import Diagnostic, Severity, warning
 from kmr_dsl.verify import algebra as A
 from kmr_dsl.verify.bounds import sound_bound
@@ -29,7 +29,8 @@ from kmr_dsl.verify.lower import Encoding
 from kmr_dsl.verify.numeric import Unevaluable
 from kmr_dsl.verify.render import render_constraint, render_setting
 from kmr_dsl.verify.report import Limits, new_solver
-from kmr_dsl.verify.state import PipelineModel, walk_ir
+from kmr_dsl.core.walk import nodes
+from kmr_dsl.verify.state import PipelineModel
 
 
 def is_vacuous(model: PipelineModel, line: Line, limits: Limits, use_bounds: bool = True) -> bool:
@@ -74,7 +75,7 @@ def _symbols_used(model: PipelineModel, lines: list[Line]) -> set:
 
 
 def _knobs_in(exprs) -> set[str]:
-    return {n.knob for e in exprs for n in walk_ir(e) if isinstance(n, KnobRef)}
+    return {n.knob for e in exprs for n in nodes(e) if isinstance(n, KnobRef)}
 
 
 def unused_knobs(model: PipelineModel, lines: list[Line]) -> list[str]:

@@ -28,12 +28,15 @@ PLACES = {
     "kmr_dsl.parse": "parse", "kmr_dsl.ast": "parse", "kmr_dsl.fmt": "parse",
     # model facts speak the core's state vocabulary; every stage above parse reads them
     "kmr_dsl.core": "core", "kmr_dsl.artifact_layout": "core", "kmr_dsl.facts": "core",
-    "kmr_dsl.check": "check", "kmr_dsl.evaluate": "check",
+    "kmr_dsl.check": "check",
     "kmr_dsl.verify": "verify",
     "kmr_dsl.runtime": "runtime", "kmr_dsl.rules": "runtime",
     "kmr_dsl.search": "search", "kmr_dsl.proptest": "search",
     # the commands: the application layer's entry points, kept beside the stage they drive
     "kmr_dsl.app": "app", "kmr_dsl.settings": "app", "kmr_dsl.lsp": "app",
+    # kmr import (recipes -> programs; reads the stdlib and grammar through check/parse) and
+    # kmr export (artifacts -> ONNX / Hugging Face; drives the runtime)
+    "kmr_dsl.importer": "app", "kmr_dsl.export": "app",
     "kmr_dsl.runtime.command": "app", "kmr_dsl.search.command": "app",
     "kmr_dsl.proptest.command": "app", "kmr_dsl.proptest.plugin": "app",
     "kmr_dsl.cli": "cli", "kmr_dsl.__main__": "cli",

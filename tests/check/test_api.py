@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from kmr_dsl.check import check_file, check_source, check_with_sources
-from kmr_dsl.check import program as P
+from kmr_dsl.core import program as P
 from kmr_dsl.diagnostics import KmrError, error, has_errors, render_all
 
 from . import fakes

@@ -46,7 +46,7 @@ def test_digits_cnn_check_and_run(digits_cnn_folder, kmr_cache, tmp_path, capsys
 
     baseline = loaders.load_model(LoaderSpec("factory", ("digits_cnn_model:make_cnn",),
                                              (("weights", "cnn.safetensors"),), str(digits_cnn_folder)))
-    compressed = artifact.load(path)
+    compressed = artifact.load(path, base_dir=digits_cnn_folder)
     before, after = conv_out_channels(baseline), conv_out_channels(compressed)
     assert len(before) == len(after) == 3
     assert after == [round(c / 2) for c in before]          # amount = 0.5 removed half the filters

@@ -5,7 +5,7 @@ from hypothesis import HealthCheck, find, given, settings
 from hypothesis.errors import NoSuchExample
 from hypothesis import strategies as st
 
-from kmr_dsl.check.program import Domain, Knob
+from kmr_dsl.core.program import Domain, Knob
 from kmr_dsl.proptest.strategies import knob_strategy, show_setting, show_value, value_strategy
 
 QUIET = settings(database=None, max_examples=200, suppress_health_check=list(HealthCheck))

@@ -11,7 +11,7 @@ import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from runtime_helpers import spec
+from runtime_helpers import HERE, spec
 from kmr_dsl.diagnostics import KmrError
 from kmr_dsl.facts import LoaderSpec
 from kmr_dsl.rules import finetune, lora, lowrank, prune, quantize
@@ -51,7 +51,7 @@ def test_roundtrip_reproduces_outputs(mlp, mlp_spec, data, run, tmp_path, steps)
     path = tmp_path / "out" / "model.safetensors"
     size = artifact.save(model, path, {"base": mlp_spec, "pipeline": "p", "knobs": {"a": 1}})
     assert size == path.stat().st_size and os.listdir(path.parent) == ["model.safetensors"]
-    loaded = artifact.load(path)
+    loaded = artifact.load(path, base_dir=HERE)
     x = data.inputs
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
@@ -74,7 +74,7 @@ def test_cnn_roundtrip(cnn, cnn_spec, tmp_path, steps):
             quantize.apply(cnn, sel(), bits=int(step[1:]))
     path = tmp_path / "cnn.safetensors"
     artifact.save(cnn, path, {"base": cnn_spec})
-    loaded = artifact.load(path)
+    loaded = artifact.load(path, base_dir=HERE)
     x = torch.randn(3, 3, 8, 8)
     assert torch.equal(loaded(x), cnn(x))
     assert torch.equal(loaded[1].running_var, cnn[1].running_var)
@@ -87,7 +87,7 @@ def test_embedding_model_roundtrip(tmp_path, bits):
     quantize.apply(model, kl.select_layers(model, ("Embedding", "Linear")), bits=bits)
     path = tmp_path / "t.safetensors"
     artifact.save(model, path, {"base": s})
-    loaded = artifact.load(path)
+    loaded = artifact.load(path, base_dir=HERE)
     ids = torch.randint(0, 50, (4, 5))
     assert torch.equal(loaded(ids), model(ids))
     assert torch.equal(loaded.scale, model.scale)
@@ -110,7 +110,7 @@ def test_masks_survive_reload_and_training(mlp, mlp_spec, data, run, tmp_path):
     prune.apply(mlp, kl.select_layers(mlp), amount=0.8)
     path = tmp_path / "m.safetensors"
     artifact.save(mlp, path, {"base": mlp_spec})
-    loaded = artifact.load(path)
+    loaded = artifact.load(path, base_dir=HERE)
     zeros = loaded[0].weight == 0
     finetune.apply(loaded, [], data=data, epochs=2, lr=0.05)
     assert torch.all(loaded[0].weight[zeros] == 0)
@@ -121,7 +121,7 @@ def test_unmerged_lora_reload_keeps_frozen_and_fp32_adapters(mlp, mlp_spec, data
     quantize.apply(mlp, kl.select_layers(mlp), bits=16)
     path = tmp_path / "m.safetensors"
     artifact.save(mlp, path, {"base": mlp_spec})
-    loaded = artifact.load(path)
+    loaded = artifact.load(path, base_dir=HERE)
     assert isinstance(loaded[0], km.LoRALinear) and loaded[0].lora_A.dtype == torch.float32
     assert loaded[0].base.weight.dtype == torch.bfloat16
     assert state.measure_state(loaded)["layers"]["0"]["frozen"] is True
@@ -138,7 +138,12 @@ def test_moved_program_folder_still_loads(tmp_path):
     artifact.save(model, program / "out" / "model.safetensors", {"base": base})
     moved = tmp_path / "moved"
     program.rename(moved)
-    loaded = artifact.load(moved / "out" / "model.safetensors")
+    with pytest.raises(KmrError) as e:             # the file names the factory: no folder given, no run
+        artifact.load(moved / "out" / "model.safetensors")
+    assert e.value.diagnostic.code == "KMR227"
+    loaded = artifact.load(moved / "out" / "model.safetensors", trust=True)   # recorded folder gone: found beside
+    assert torch.equal(artifact.load(moved / "out" / "model.safetensors", base_dir=moved)(torch.ones(1, 16)),
+                       model(torch.ones(1, 16)))
     x = torch.randn(2, 16)
     assert torch.equal(loaded(x), model(x))
 
@@ -234,8 +239,8 @@ def test_format_1_files_load_unless_they_hold_old_low_bit_codes(tmp_path, bits, 
     old = _as_format_1(path, tmp_path / "old.safetensors")
     if readable:
         x = torch.randn(3, 16)
-        assert torch.equal(artifact.load(old)(x), model(x))
+        assert torch.equal(artifact.load(old, base_dir=HERE)(x), model(x))
     else:
         with pytest.raises(KmrError) as e:
-            artifact.load(old)
+            artifact.load(old, base_dir=HERE)
         assert e.value.diagnostic.code == "KMR402" and "kmr run" in e.value.diagnostic.hint

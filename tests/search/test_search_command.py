@@ -11,7 +11,7 @@ import pytest
 from search_fakes import FakeSession, size_of
 
 from kmr_dsl.cli import build_parser
-from kmr_dsl.check.program import (
+from kmr_dsl.core.program import (
     CheckedProgram, Const, Constraint, DataRef, Domain, Knob, Meter, MeterRef, ModelDecl, Objective, Op,
     Pipeline, Search,
 )

@@ -134,7 +134,7 @@ def test_threads_option_sets_torch_threads_for_rules_and_meters(tmp_path, monkey
 
 
 def test_meter_labels_match_the_session_keys():
-    from kmr_dsl.check.program import DataRef, MeterRef, ModelArg
+    from kmr_dsl.core.program import DataRef, MeterRef, ModelArg
     from kmr_dsl.diagnostics import Span
     from kmr_dsl.runtime.session import meter_key
     from kmr_dsl.search.problem import meter_label

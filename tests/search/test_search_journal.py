@@ -177,3 +177,30 @@ def test_a_journal_written_before_the_typed_outcome_still_resumes(tmp_path):
         for line in again["lines"]:   # format 1 lines of the fakes had no operator or source line
             line.pop("op"), line.pop("line")
         assert again == record
+
+
+@pytest.mark.parametrize("bad", [
+    {"kind": "trial"},                                                  # no fields at all
+    {"kind": "trial", "index": 2, "status": "ok"},                      # no setting
+    {"kind": "trial", "index": 2, "setting": ["bits", 8], "status": "ok"},
+    {"kind": "trial", "index": "2", "setting": {"bits": 8}, "status": "ok"},
+    {"kind": "trial", "index": 2, "setting": {"bits": 8}, "status": "maybe"},
+    {"kind": "trial", "index": 2, "setting": {"bits": 8}, "status": "ok", "meters": [1, 2]},
+    {"kind": "trial", "index": 2, "setting": {"bits": 8}, "status": "ok", "lines": [3]},
+    {"kind": "trial", "index": 2, "setting": {"bits": 8}, "status": "ok", "objective": "high"},
+])
+def test_a_valid_json_line_without_a_trial_is_skipped_with_a_located_warning(tmp_path, bad):
+    path = tmp_path / "j.jsonl"
+    full = run(Budgeted(seed=0), FakeProblem(make_space()), FakeSession(), tmp_path / "full.jsonl")
+    run(Budgeted(seed=0), FakeProblem(make_space()), FakeSession(interrupt_after=4), path)
+    lines = path.read_text().splitlines()
+    lines.insert(2, json.dumps(bad))                     # hand-edited, or written by another tool
+    path.write_text("\n".join(lines) + "\n")
+    header = {"pipeline": "fake", "strategy": "budgeted", "seed": 0, "space": make_space().signature()}
+    journal = Journal.open(path, header, resume=True)
+    journal.close()
+    assert [(w.code, w.span.line) for w in journal.warnings] == [("KMR508", 3)]
+    assert "trial" in journal.warnings[0].message
+    assert all(t.setting != ["bits", 8] for t in read_trials(path))    # reports skip it too
+    resumed = run(Budgeted(seed=0), FakeProblem(make_space()), FakeSession(), path, resume=True)
+    assert resumed.best.setting == full.best.setting

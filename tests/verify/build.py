@@ -1,6 +1,6 @@
 """Hand-built checked programs for the verifier's tests (no parser, no checker, no torch).
 
-Contract: small constructors for the IR of kmr_dsl.check.program — knobs, steps,
+Contract: small constructors for the IR of kmr_dsl.core.program — knobs, steps,
 budget lines, pipelines — plus `STD`, the standard rules written by hand to match
 stdlib/rules.kmr clause for clause, and `mlp_facts`, ModelFacts of a plain MLP chain
 (each Linear consumes the previous one's outputs). Once the checker is stable the
@@ -9,7 +9,7 @@ golden cases go through it instead (tests/data/verify/*.kmr hold the same progra
 
 from __future__ import annotations
 
-from kmr_dsl.check.program import (CheckedProgram, Const, Constraint, DataDecl, DataRef, Domain, Effect, EnumLit,
+from kmr_dsl.core.program import (CheckedProgram, Const, Constraint, DataDecl, DataRef, Domain, Effect, EnumLit,
                                    FieldRef, If, Knob, KnobRef, LoaderSpec, MeterRef, ModelArg, ModelDecl, Op, Param,
                                    ParamRef, Pipeline, Rule, Step)
 from kmr_dsl.diagnostics import Span

@@ -35,7 +35,9 @@ def test_header_at_baseline_matches_the_layout_estimate():
     data = sum(f.weight_params * 4 + f.bias_params * 4 for f in facts.layers)
     estimate = layout.header_bytes_estimate(tensors, [f.name for f in facts.layers], data)
     ours = evaluate(meter_expr(model, "size", model.initial), {}) - data
-    assert 0 <= estimate - ours <= 7          # the estimate pads the header to a multiple of 8
+    # the cost model is an upper bound: the estimate plus its per-layer margins and the padding
+    margins = len(facts.layers) * (layout.CONFIG_MARGIN + layout.CEIL_BYTES) + layout.PADDING_BYTES
+    assert 0 <= ours - estimate <= margins
 
 
 def test_entry_bytes_is_the_layout_formula():
@@ -66,9 +68,9 @@ def test_lowrank_factorizes_only_when_smaller():
     prog = program(ks, [step("lowrank", ("fc0",), ratio=kref("r"))], [], facts)
     small = predict(prog, "compress", {"r": 0.1})
     big = predict(prog, "compress", {"r": 0.9})
-    rank = Fraction(64) * Fraction("0.1")
+    rank = 7                # ceil(64 * 0.1): lowrank keeps whole ranks, rounded up
     assert small["params"] == float(rank * (64 + 256) + 256 + 256 * 10 + 10)
-    assert big["params"] == 64 * 256 + 256 + 256 * 10 + 10          # rank 57.6: dense is smaller
+    assert big["params"] == 64 * 256 + 256 + 256 * 10 + 10          # rank 58: dense is smaller
     assert small["macs"] == float(rank * (64 + 256) + 2560)
 
 
@@ -79,7 +81,7 @@ def test_predict_layers_gives_each_layers_final_state():
                    facts)
     got = predict_layers(prog, "compress", {"s": 0.5, "r": 0.1})
     assert got["fc1"]["density"] == 0.5 and got["fc0"]["density"] == 1.0
-    assert got["fc0"]["rank"] == 6.4 and got["fc1"]["rank"] == 10.0
+    assert got["fc0"]["rank"] == 7.0 and got["fc1"]["rank"] == 10.0     # ceil(64 * 0.1): whole ranks
     assert got["fc0"]["bits"] == 32.0 and got["fc1"]["out_features"] == 10.0
     base = predict_layers(prog, "compress", {"s": 0.5, "r": 0.1}, baseline=True)
     assert base["fc1"]["density"] == 1.0 and base["fc0"]["rank"] == 64.0

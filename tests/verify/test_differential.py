@@ -23,7 +23,8 @@ from hypothesis import HealthCheck, given, note, settings as hsettings, strategi
 from kmr_dsl.verify import Verdict, verify
 from kmr_dsl.verify.bounds import MARGIN, bound_line, decompose
 from kmr_dsl.verify.budget import budget_lines, holds
-from kmr_dsl.verify.cost import ANALYTIC_METERS, meter_expr
+from kmr_dsl.core.state import ANALYTIC_METERS
+from kmr_dsl.verify.cost import meter_expr
 from kmr_dsl.verify.feasibility import _bound_text, _Problem, meets_all
 from kmr_dsl.verify.lower import Encoding, _fraction
 from kmr_dsl.verify.numeric import evaluate

@@ -1,4 +1,4 @@
-"""Numeric evaluation of the checked-program IR (kmr_dsl.check.program).
+"""Numeric evaluation of the checked-program IR (kmr_dsl.core.program).
 
 Contract: `evaluate(expr, env)` computes an IR expression with plain Python numbers
 and booleans. The environment answers knob instances (`env.knobs`), meter readings
@@ -14,9 +14,10 @@ import operator
 from dataclasses import dataclass, field
 from typing import Callable
 
-from kmr_dsl.check.program import (
+from kmr_dsl.core.program import (
     Const, Constraint, DataRef, EnumLit, FieldRef, If, KnobRef, MeterRef, ModelArg, Op, ParamRef,
 )
+from kmr_dsl.core.walk import Dispatch, nodes
 
 _BINARY = {
     "+": operator.add, "-": operator.sub, "*": operator.mul,
@@ -40,32 +41,59 @@ class Env:
     resolve: Callable[[object], object] | None = None
 
 
+_EVAL = Dispatch("the numeric evaluator")
+
+
 def evaluate(expr, env: Env):
-    if isinstance(expr, Const):
-        return expr.value
-    if isinstance(expr, KnobRef):
-        if expr.name not in env.knobs:
-            raise KeyError(f"no value for knob `{expr.name}`")
-        return env.knobs[expr.name]
-    if isinstance(expr, EnumLit):
-        return expr.member
-    if isinstance(expr, ParamRef):
-        return env.params[expr.name]
-    if isinstance(expr, FieldRef):
-        return env.fields[(expr.scope, expr.field)]
-    if isinstance(expr, MeterRef):
-        if env.meter is None:
-            raise KeyError(f"no meter reading for `{expr.name}`")
-        return env.meter(expr)
-    if isinstance(expr, (DataRef, ModelArg)):
-        return env.resolve(expr) if env.resolve else expr
-    if isinstance(expr, If):
-        return evaluate(expr.then if evaluate(expr.cond, env) else expr.orelse, env)
-    if isinstance(expr, Op):
-        return _op(expr, env)
-    raise TypeError(f"cannot evaluate {type(expr).__name__}")
+    """The value of an IR expression; a node with no rule raises `walk.Unsupported`."""
+    return _EVAL(expr, env)
 
 
+@_EVAL.register(Const)
+def _const(expr, env):
+    return expr.value
+
+
+@_EVAL.register(KnobRef)
+def _knob(expr, env):
+    if expr.name not in env.knobs:
+        raise KeyError(f"no value for knob `{expr.name}`")
+    return env.knobs[expr.name]
+
+
+@_EVAL.register(EnumLit)
+def _enum(expr, env):
+    return expr.member
+
+
+@_EVAL.register(ParamRef)
+def _param(expr, env):
+    return env.params[expr.name]
+
+
+@_EVAL.register(FieldRef)
+def _field(expr, env):
+    return env.fields[(expr.scope, expr.field)]
+
+
+@_EVAL.register(MeterRef)
+def _meter(expr, env):
+    if env.meter is None:
+        raise KeyError(f"no meter reading for `{expr.name}`")
+    return env.meter(expr)
+
+
+@_EVAL.register(DataRef, ModelArg)
+def _resolved(expr, env):
+    return env.resolve(expr) if env.resolve else expr
+
+
+@_EVAL.register(If)
+def _if(expr, env):
+    return evaluate(expr.then if evaluate(expr.cond, env) else expr.orelse, env)
+
+
+@_EVAL.register(Op)
 def _op(expr: Op, env: Env):
     op, args = expr.op, expr.args
     if op == "and":
@@ -117,18 +145,7 @@ def meter_key(ref: MeterRef) -> str:
 def meter_refs(expr) -> list[MeterRef]:
     """Every meter reading inside an expression, in order, without duplicates."""
     out: list[MeterRef] = []
-
-    def walk(e):
-        if isinstance(e, MeterRef):
-            if e not in out:
-                out.append(e)
-        elif isinstance(e, Op):
-            for a in e.args:
-                walk(a)
-        elif isinstance(e, If):
-            walk(e.cond), walk(e.then), walk(e.orelse)
-        elif isinstance(e, Constraint):
-            walk(e.left), walk(e.right)
-
-    walk(expr)
+    for e in nodes(expr):
+        if isinstance(e, MeterRef) and e not in out:
+            out.append(e)
     return out

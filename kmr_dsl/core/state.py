@@ -1,0 +1,50 @@
+"""The abstract state's vocabulary (spec section 5), written once.
+
+Contract: every stage that reads or writes the abstract state names its fields, their
+types and the layer kinds from here: the checker types `layer.X` / `model.X` with
+LAYER_FIELDS / MODEL_FIELDS, the verifier builds its symbolic state from them, the
+runtime measures them (`kmr_dsl.runtime.state`), and the property tests compare a
+rule's effect field by field. `ANALYTIC_METERS` (with their dimensions) are the meters
+a cost model predicts: the verifier proves budgets over them, the runtime compares its
+measurements with the prediction, and search skips settings by them.
+"""
+
+from __future__ import annotations
+
+# field -> type ("int", "float", "bool", "str"); the order is the spec's
+LAYER_FIELDS: dict[str, str] = {
+    "kind": "str", "in_features": "int", "out_features": "int", "params": "int", "density": "float",
+    "bits": "int", "rank": "int", "adapter_rank": "int", "frozen": "bool",
+    # added by the implementation (spec section 5 allows it): the inputs per integer scale,
+    # 0 = one scale per output row (what `quantize(group_size = ...)` and `gptq` set)
+    "group_size": "int",
+}
+MODEL_FIELDS: dict[str, str] = {"trainable": "bool"}
+
+# whole-number fields: a count the runtime rounds when an effect makes it fractional
+COUNT_FIELDS = ("in_features", "out_features", "rank", "adapter_rank", "bits", "group_size")
+
+# layers whose weight is one matrix leaf (these shrink, factorize and quantize); any
+# other layer between a producer and its consumer (a norm) is sliced with the channels
+MATRIX_KINDS = ("Linear", "Conv1d", "Conv2d", "Embedding")
+
+# the meters with a cost model, and the dimension each is measured in
+ANALYTIC_METERS: dict[str, str] = {
+    "params": "count", "nonzero": "count", "size": "bytes", "macs": "count", "trainable_params": "count",
+}
+
+
+def scale_groups(cols, group_size, ceil):
+    """Integer scales per output row of a matrix with `cols` inputs per row: 1 without
+    groups, else ceil(cols / group_size) (the last group holds the remainder). `ceil` is
+    the caller's ceiling (math's on numbers, the verifier's on symbols)."""
+    return 1 if group_size == 0 else ceil(cols / group_size)
+
+
+def full_rank(in_features, out_features):
+    """The rank of a layer no rule has given one: the smaller side of its matrix."""
+    return min(in_features, out_features)
+
+
+__all__ = ["ANALYTIC_METERS", "COUNT_FIELDS", "LAYER_FIELDS", "MATRIX_KINDS", "MODEL_FIELDS", "full_rank",
+           "scale_groups"]

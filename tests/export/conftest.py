@@ -1,0 +1,73 @@
+"""Small artifacts for the export tests, written with the runtime's own save()."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from kmr_dsl.facts import LoaderSpec
+from kmr_dsl.runtime import artifact, layers as kl, modules as km, quant
+
+MLP = textwrap.dedent("""
+    import torch
+    import torch.nn as nn
+
+    class Spectral(nn.Module):
+        def forward(self, x):
+            return torch.fft.rfft(x).abs()
+
+    def make():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4))
+
+    def make_spectral():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(16, 16), Spectral())
+""")
+
+
+@pytest.fixture
+def folder(tmp_path, monkeypatch):
+    (tmp_path / "tinymlp.py").write_text(MLP)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield tmp_path
+    sys.modules.pop("tinymlp", None)
+
+
+def save(model, folder, spec: LoaderSpec, name="out"):
+    path = folder / name / "model.safetensors"
+    artifact.save(model, path, {"base": spec})
+    return path
+
+
+def mlp_spec(folder, fn="make"):
+    return LoaderSpec("factory", (f"tinymlp:{fn}",), (), str(folder))
+
+
+def quantize_layers(model, how: dict[str, str]):
+    """{layer: "dynamic" | "int8" | "int4" | "half" | "prune"} applied with the runtime's modules."""
+    for name, kind in how.items():
+        layer = kl.get_module(model, name)
+        w = layer.weight.detach()
+        if kind == "dynamic":
+            q, s = quant.quantize(w, 8)
+            kl.set_module(model, name, km.dynamic_linear(q, s, layer.bias))
+        elif kind in ("int8", "int4", "int2"):
+            kl.set_module(model, name, km.quantized_leaf(layer, w, int(kind[3:])))
+        elif kind == "half":
+            km.to_half(layer)
+        elif kind == "prune":
+            with torch.no_grad():
+                layer.weight[layer.weight.abs() < layer.weight.abs().median()] = 0
+    return model
+
+
+@pytest.fixture
+def mlp_artifact(folder):
+    import tinymlp
+
+    model = quantize_layers(tinymlp.make(), {"0": "dynamic", "2": "int8", "4": "prune"})
+    return save(model, folder, mlp_spec(folder)), model
