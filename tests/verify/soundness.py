@@ -44,7 +44,7 @@ from unittest import mock
 
 from kmr_dsl.check import check_file
 from kmr_dsl.diagnostics import KmrError, has_errors
-from kmr_dsl.evaluate import Env, holds
+from kmr_dsl.core.evaluate import Env, holds
 from kmr_dsl.proptest.expected import requires_failing
 from kmr_dsl.runtime import session as session_mod
 from kmr_dsl.runtime import state as run_state
@@ -214,11 +214,11 @@ class _Runner:
     @contextlib.contextmanager
     def _watch(self):
         rules = {s.span: s.rule for s in self.pipeline.steps}   # a `for` loop's steps share a span and a rule
-        real = session_mod.import_ref
+        real = session_mod.import_impl
         failures = self.failures
 
-        def import_ref(ref, base_dir=".", span=None, **kw):
-            fn = real(ref, base_dir, span, **kw)
+        def import_impl(ref, base_dir=".", span=None, *args, **kw):
+            fn = real(ref, base_dir, span, *args, **kw)
             rule = rules.get(span)
             if rule is None:
                 return fn
@@ -233,7 +233,7 @@ class _Runner:
                 return fn(model, layers, **args)
             return watched
 
-        with mock.patch.object(session_mod, "import_ref", import_ref):
+        with mock.patch.object(session_mod, "import_impl", import_impl):
             yield
 
     def _evaluate(self, setting: dict):
@@ -292,14 +292,14 @@ class _Runner:
 
 def _line_key(c) -> str:
     """`size<=`: the meter a line bounds and the direction of the bound."""
-    from kmr_dsl.check.program import MeterRef
+    from kmr_dsl.core.program import MeterRef
     if isinstance(c.left, MeterRef):
         return f"{c.left.name}{c.op}"
     return c.op
 
 
 def _clause_text(clause) -> str:
-    from kmr_dsl.check.program import Const, FieldRef, Op, ParamRef
+    from kmr_dsl.core.program import Const, FieldRef, Op, ParamRef
     if isinstance(clause, Op):
         if len(clause.args) == 2:
             return f"{_clause_text(clause.args[0])} {clause.op} {_clause_text(clause.args[1])}"

@@ -2,8 +2,9 @@
 
 A `Case` is a small model (tests/verify/sound_factory.py: Linear/Conv2d/Embedding stacks,
 a residual block, an embedding tied to the output head), 1-4 steps over every standard
-rule (stdlib/rules.kmr: prune in its four methods, quantize in both schemes, lowrank,
-lora merged or not, finetune, distill, per-layer knob families), the knobs those steps
+rule (stdlib/rules.kmr: prune in its four methods, quantize in both schemes and with
+groups, lowrank, lora merged or not, finetune, distill, the calibrated gptq, sparsegpt,
+smoothquant, awq and qat, per-layer knob families), the knobs those steps
 read, and 1-3 analytic budget line *templates*. A template is made concrete once the
 program is checked (soundness.py): its bound is the cost model's prediction at the
 case's `target` setting, so most lines are tight at some setting — where a prediction
@@ -79,7 +80,7 @@ class Case:
 
     @property
     def uses_data(self) -> bool:
-        return any("data = train" in s for s in self.steps)
+        return any("= train" in s for s in self.steps)
 
     def program(self, budget: list[str]) -> str:
         out = ['import "std"', self.arch.model_decl()]
@@ -222,7 +223,9 @@ _TRAIN = "data = train, epochs = 1, batch_size = 16"
 
 def _step(draw, layers, knobs: _Knobs) -> str | None:
     kind = draw(st.sampled_from(("prune", "prune", "quantize", "quantize", "lowrank", "lora", "finetune", "distill",
-                                 "prune_family", "quantize_family")))
+                                 "prune_family", "quantize_family", "gptq", "sparsegpt", "smoothquant", "awq", "qat")))
+    if kind in ("gptq", "sparsegpt", "smoothquant", "awq", "qat"):
+        return _calibrated(draw, kind, layers, knobs)
     if kind in ("finetune", "distill"):
         return f"{kind}({_TRAIN})" if kind == "finetune" else f"distill({_TRAIN}, temperature = 2.0)"
     if kind in ("prune_family", "quantize_family"):
@@ -255,6 +258,8 @@ def _step(draw, layers, knobs: _Knobs) -> str | None:
             args.append("scheme = " + knobs.get("sch", _scheme))
         elif scheme != "default":
             args.append(f"scheme = {scheme}")
+        if draw(st.integers(0, 3)) == 0:
+            args.append(f"group_size = {draw(st.sampled_from(_GROUPS))}")
         return f"quantize({', '.join(args)}){sel}"
     if kind == "lowrank":
         sel = _selector(draw, layers, ("Linear",))
@@ -274,6 +279,33 @@ def _step(draw, layers, knobs: _Knobs) -> str | None:
     elif merge != "default":
         args.append(f"merge = {merge}")
     return f"lora({', '.join(args)}){sel}"
+
+
+_GROUPS = (0, 2, 4, 8, 16)
+_CALIBRATION = "calibration = train, samples = 16"
+
+
+def _calibrated(draw, kind: str, layers, knobs: _Knobs) -> str | None:
+    """The calibrated rules of stdlib/rules.kmr: gptq, sparsegpt, smoothquant, awq, qat."""
+    sel = _selector(draw, layers, ("Linear", "Conv2d") if kind == "qat" else ("Linear",))
+    if sel is None:
+        return None
+    group = f"group_size = {draw(st.sampled_from(_GROUPS))}"
+    if kind == "gptq":
+        return f"gptq(bits = {_num(draw, knobs, 'b', _bits, BITS)}, {group}, {_CALIBRATION}){sel}"
+    if kind == "sparsegpt":
+        args = ["amount = " + _num(draw, knobs, "a", _amount, (0.0, 0.3, 0.5, 0.75))]
+        if draw(st.booleans()):
+            n, m = draw(st.sampled_from(((2, 4), (1, 4), (1, 2), (2, 8), (1, 3))))
+            args += [f"n = {n}", f"m = {m}"]
+        return f"sparsegpt({', '.join(args)}, {_CALIBRATION}){sel}"
+    if kind == "smoothquant":
+        return f"smoothquant(alpha = 0.5, {_CALIBRATION}){sel}"
+    bits = draw(st.sampled_from((2, 4, 8)))
+    if kind == "awq":
+        return f"awq(bits = {bits}, {group}, {_CALIBRATION}){sel}"
+    scheme = draw(st.sampled_from(("dynamic", "weight_only")))
+    return f"qat(bits = {bits}, {_TRAIN}, scheme = {scheme}, {group}){sel}"
 
 
 # ---------------------------------------------------------------- settings
@@ -314,7 +346,7 @@ def cases(draw, layer_names, extra_settings: int = 1) -> Case:
     if draw(st.integers(0, 3)):
         # usually quantize last, as real recipes do: otherwise most pipelines would prune
         # or factorize integer layers, which the verifier rightly refutes at once
-        steps.sort(key=lambda s: "quantize(" in s)
+        steps.sort(key=lambda s: any(q in s for q in ("quantize(", "gptq(", "awq(", "qat(")))
     lines = []
     for meter in draw(st.lists(st.sampled_from(METERS), min_size=1, max_size=3, unique=True)):
         op = draw(st.sampled_from(("<=", "<=", "<", ">=", ">")))

@@ -114,6 +114,12 @@ REPRODUCERS = {
     # half precision on a model whose head is tied to its embedding: proved, then the
     # `macs` meter fails (KMR408: a float32 input meets the shared bf16 weight)
     "tied-half-precision": _program(_model("tied", "6,4,1", "1"), "quantize(bits = 16)", "params <= 1000"),
+    # smoothquant folds its scale into the normalization a Linear reads: proved on a
+    # Linear that reads none, then refused at run time (KMR405)
+    "smoothquant-without-norm": _program(_model("mlp", "8,16,4"),
+                                         "smoothquant(alpha = 0.5, calibration = train, samples = 16)",
+                                         "params <= 1000",
+                                         data=_TRAIN.replace('"16,16,4"', '"8,16,4"')),
     # the head shares the embedding's weight: trainable_params counts it once, the model twice
     "tied-trainable-params": _program(_model("tied", "4,2,1", "0"), "prune(amount = 0.0) on layers(Linear)",
                                       "trainable_params >= 20"),
