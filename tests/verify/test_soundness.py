@@ -120,6 +120,11 @@ REPRODUCERS = {
                                          "smoothquant(alpha = 0.5, calibration = train, samples = 16)",
                                          "params <= 1000",
                                          data=_TRAIN.replace('"16,16,4"', '"8,16,4"')),
+    # qat on two layers in one step: refuted (`model.trainable` read after the step's own
+    # effect on the first layer), yet the run applies it to both at once and succeeds
+    "qat-several-layers": _program(_model("mlp", "8,16,4"),
+                                   "qat(bits = 8, data = train, epochs = 1, batch_size = 16) on layers(Linear)",
+                                   "params <= 1000", data=_TRAIN.replace('"16,16,4"', '"8,16,4"')),
     # the head shares the embedding's weight: trainable_params counts it once, the model twice
     "tied-trainable-params": _program(_model("tied", "4,2,1", "0"), "prune(amount = 0.0) on layers(Linear)",
                                       "trainable_params >= 20"),
