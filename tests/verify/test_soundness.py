@@ -2,7 +2,7 @@
 of every disagreement class the generated ones found (tests/verify/soundness.py says
 what is compared and names the kinds).
 
-The generated test runs KMR_SOUND_EXAMPLES cases (default 200; the deterministic
+The generated test runs KMR_SOUND_EXAMPLES cases (default 150; the deterministic
 profile draws the same ones every run; benchmarks/bench_differential.py runs 2,000+).
 Shrinking is off: one case is a check, a proof and a few real runs, so a shrink would
 cost minutes; the failure prints the program and every disagreement instead, and the
@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, Phase, given, note, settings
 from tests.verify.soundness import Harness, layer_names
 from tests.verify.soundness_cases import cases
 
-EXAMPLES = int(os.environ.get("KMR_SOUND_EXAMPLES", "200"))
+EXAMPLES = int(os.environ.get("KMR_SOUND_EXAMPLES", "150"))
 
 
 @pytest.fixture(scope="module")
