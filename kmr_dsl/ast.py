@@ -132,8 +132,16 @@ class IfExpr:
     span: Span = _span()
 
 
+@dataclass(frozen=True, slots=True)
+class ListLit:
+    """`[1, 2, 3]` or `["lm_head", "re:.*gate$"]`: only as an argument or a parameter
+    default (the checker wants every item a number or every item a string)."""
+    items: tuple["Expr", ...]
+    span: Span = _span()
+
+
 Expr = Union[Number, Quantity, String, Bool, Name, BaselineRef, LayerRef, ModelRef,
-             Attribute, Call, Index, Unary, Binary, Compare, IfExpr]
+             Attribute, Call, Index, Unary, Binary, Compare, IfExpr, ListLit]
 Literal = Union[Number, Quantity, String, Bool, Name]
 
 
@@ -186,16 +194,35 @@ class ModelType:
     span: Span = _span()
 
 
-Type = Union[ScalarType, BoolType, EnumType, DataType, ModelType]
+@dataclass(frozen=True, slots=True)
+class StrType:
+    """`str`: an opaque string parameter (never enters a cost model)."""
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class ListType:
+    """`list[int]`, `list[float]`, `list[str]`: an opaque list parameter."""
+    elem: str          # "int" | "float" | "str"
+    span: Span = _span()
+
+
+Type = Union[ScalarType, BoolType, EnumType, DataType, ModelType, StrType, ListType]
 
 
 # ---------------------------------------------------------------- selectors
 
 @dataclass(frozen=True, slots=True)
 class Selector:
-    """`layers(Linear, Conv2d, name = "encoder.*")`."""
+    """`layers(Linear, Conv2d, name = "encoder.*", exclude = ["lm_head", "re:.*gate$"])`.
+
+    `kinds` may be written as a list (`layers([Linear, Conv2d])`); it is kept flat.
+    `names` / `exclude` are None when not given, else the patterns (a single string is
+    a one-pattern tuple); a pattern is a glob, or a regular expression after `re:`.
+    """
     kinds: tuple[str, ...]
-    name_glob: str | None
+    names: tuple[String, ...] | None
+    exclude: tuple[String, ...] | None
     span: Span = _span()
 
 
@@ -359,7 +386,14 @@ class SearchClause:
     span: Span = _span()
 
 
-PipelineItem = Union[Step, ForBlock, BudgetBlock, Objective, SearchClause]
+@dataclass(frozen=True, slots=True)
+class ReportClause:
+    """`report accuracy(test), size`: measured and shown, never used to choose."""
+    meters: tuple[Expr, ...]
+    span: Span = _span()
+
+
+PipelineItem = Union[Step, ForBlock, BudgetBlock, Objective, SearchClause, ReportClause]
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,3 +422,19 @@ class Program:
     file: str
     decls: tuple[Decl, ...]
     span: Span = _span()
+
+
+def quote(value: str) -> str:
+    """A string value as KMR source writes it (the inverse of the parser's unquoting):
+    `"` and a backslash that would otherwise escape (before `"` or `\\`, or last) are
+    escaped; any other backslash stays as written, so `"re:.*mlp\\.gate$"` reads as the
+    regular expression it looks like."""
+    out = []
+    for i, c in enumerate(value):
+        if c == '"':
+            out.append('\\"')
+        elif c == "\\" and (i + 1 == len(value) or value[i + 1] in '"\\'):
+            out.append("\\\\")
+        else:
+            out.append(c)
+    return '"' + "".join(out) + '"'

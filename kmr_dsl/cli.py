@@ -52,6 +52,15 @@ def cmd_check(args) -> int:
             payload.append(entry)
             continue
         code = EXIT_OK
+        if args.explain == "layers":   # what each selector matched: no proof needed
+            from kmr_dsl.check.selectors import explain_selection
+
+            for name in pipelines_to_check(program, args.pipeline, path):
+                if args.format == "text":
+                    out.result(explain_selection(program, name))
+                entry.setdefault("layers", {})[name] = [
+                    {"rule": step.rule.name, "line": step.span.line, "layers": list(step.layers)}
+                    for step in program.pipelines[name].steps]
         if not args.no_verify and program.pipelines:  # nothing to prove: no sympy/z3 import
             from kmr_dsl.verify import verify
 
@@ -61,8 +70,8 @@ def cmd_check(args) -> int:
                 entry["pipelines"].append({"pipeline": name, **report.to_json()})
                 code = worst([code, report.exit_code])
                 if args.format == "text":
-                    out.result(_render_report(path, name, report))
-                if args.explain:
+                    out.result(_render_report(path, name, report, args.verbose))
+                if args.explain and args.explain != "layers":
                     from kmr_dsl.verify import explain
 
                     out.result(explain(program, name, args.explain))
@@ -80,11 +89,9 @@ def cmd_check(args) -> int:
     return final
 
 
-def _render_report(path: str, pipeline: str, report) -> str:
-    lines = [f"{path}: pipeline `{pipeline}`"]
-    for r in report.results:
-        verdict = getattr(r.verdict, "name", str(r.verdict))
-        lines.append(f"  {r.kind:<15} {verdict:<8} {r.summary}")
+def _render_report(path: str, pipeline: str, report, verbose: bool = False) -> str:
+    # one line per obligation family; each layer's obligation with --verbose (and always in JSON)
+    lines = [f"{path}: pipeline `{pipeline}`"] + [f"  {line}" for line in report.render(verbose)]
     verdict = {EXIT_OK: "verified", EXIT_FAILED: "refuted", EXIT_UNKNOWN: "unknown"}.get(report.exit_code, "?")
     lines.append(f"  => {verdict} (exit {report.exit_code})")
     return "\n".join(lines)
@@ -153,8 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     solver(p)
     p.add_argument("--pipeline", help="check only this pipeline")
-    p.add_argument("--explain", metavar="METER", help="print an analytic meter's cost formula")
+    p.add_argument("--explain", metavar="METER",
+                   help="print an analytic meter's cost formula, or `layers`: what each selector matched")
     p.add_argument("--no-verify", action="store_true", help="stop after names, types and units")
+    p.add_argument("--verbose", action="store_true", help="list every obligation (one per layer), not one per family")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("fmt", help="format files canonically")

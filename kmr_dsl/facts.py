@@ -24,10 +24,10 @@ import json
 import os
 import sys
 from dataclasses import asdict, dataclass
-from fnmatch import fnmatchcase
 from pathlib import Path
 
 from kmr_dsl.core.state import full_rank
+from kmr_dsl.patterns import selected
 
 FACTS_VERSION = 2   # 2: facts carry their dependencies
 
@@ -97,15 +97,14 @@ class ModelFacts:
     # installed distributions the model's build imported: the cache's staleness check
     dependencies: tuple[tuple[str, str], ...] = ()
 
-    def select(self, kinds: tuple[str, ...] = (), name_glob: str | None = None) -> list[LayerFact]:
-        out = []
-        for layer in self.layers:
-            if kinds and layer.kind not in kinds:
-                continue
-            if name_glob is not None and not fnmatchcase(layer.name, name_glob):
-                continue
-            out.append(layer)
-        return out
+    def select(self, kinds: tuple[str, ...] = (), names: tuple[str, ...] | str | None = None,
+               exclude: tuple[str, ...] | None = None) -> list[LayerFact]:
+        """Layers of one of `kinds` (any when empty) whose name `names` matches and
+        `exclude` does not (kmr_dsl.patterns: globs or `re:` expressions)."""
+        if isinstance(names, str):
+            names = (names,)
+        return [layer for layer in self.layers
+                if (not kinds or layer.kind in kinds) and selected(layer.name, names, exclude)]
 
     def layer(self, name: str) -> LayerFact:
         for layer in self.layers:

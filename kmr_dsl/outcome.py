@@ -12,8 +12,9 @@ come back with `from_json`.
   its source line.
 - `Outcome`: the setting, every meter read on the result and on the baseline (keyed by
   `kmr_dsl.core.evaluate.meter_key`), the verdict of every budget line, the objective's
-  value, the seconds it took and the verifier's predictions beside them. `feasible`
-  is derived: every line holds.
+  value, the seconds it took, the verifier's predictions beside them and the
+  pipeline's `report` items when they were read (`reported`). `feasible` is derived:
+  every line holds.
 
 JSON: `Outcome.to_json` is the shape report.json and `kmr run --format json` print
 (lines under `budget`); `from_json` also reads the older search-journal shape (lines
@@ -87,6 +88,9 @@ class Outcome:
     objective: float | None
     seconds: float = 0.0
     predicted: dict[str, float] = field(default_factory=dict)
+    # the pipeline's `report` items ({"text", "value", "baseline"}), read on `kmr run`'s
+    # result and on the setting a search chose, never on a trial: never used to choose
+    reported: tuple[dict, ...] = ()
 
     @property
     def feasible(self) -> bool:
@@ -125,6 +129,8 @@ class Outcome:
             "objective": _plain(self.objective),
             "feasible": self.feasible,
             "seconds": round(self.seconds, 3),
+            "report": [{"text": r["text"], "value": _plain(r["value"]), "baseline": _plain(r["baseline"])}
+                       for r in self.reported],
         }
 
     @classmethod
@@ -138,7 +144,10 @@ class Outcome:
         return cls(setting=dict(data.get("setting") or {}), meters=readings("meters"), baseline=readings("baseline"),
                    lines=tuple(LineVerdict.from_json(line) for line in lines if isinstance(line, dict)),
                    objective=finite(data.get("objective")), seconds=finite(data.get("seconds")) or 0.0,
-                   predicted=readings("predicted"))
+                   predicted=readings("predicted"),
+                   reported=tuple({"text": str(r.get("text", "?")), "value": _number_or_none(r.get("value")),
+                                   "baseline": _number_or_none(r.get("baseline"))}
+                                  for r in (data.get("report") or ()) if isinstance(r, dict)))
 
 
 __all__ = ["LineVerdict", "Outcome", "finite"]

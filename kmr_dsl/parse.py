@@ -71,8 +71,11 @@ def parser() -> lark.Lark:
 # ---------------------------------------------------------------- tree -> AST
 
 def _unquote(tok: str) -> str:
+    """The value of a STRING token: `\\"` is a quote, `\\\\` a backslash, and any other
+    backslash stays as written, so a `re:` pattern reads as in Python (`\\.` is `\\.`).
+    `ast.quote` is the inverse."""
     body = tok[1:-1]
-    return re.sub(r"\\(.)", r"\1", body)
+    return re.sub(r'\\(["\\])', r"\1", body)
 
 
 def _number(text: str) -> int | float:
@@ -163,6 +166,17 @@ class _Builder(Transformer):
     @v_args(meta=True)
     def model_type(self, meta, ch):
         return ast.ModelType(self._span(meta))
+
+    @v_args(meta=True)
+    def str_type(self, meta, ch):
+        return ast.StrType(self._span(meta))
+
+    @v_args(meta=True)
+    def list_type(self, meta, ch):
+        return ast.ListType(ch[1], self._span(meta))
+
+    def elem_type(self, ch):
+        return str(ch[0])
 
     def step_clause(self, ch):
         return ch[0]
@@ -269,20 +283,35 @@ class _Builder(Transformer):
 
     @v_args(meta=True)
     def selector_call(self, meta, ch):
-        kinds = tuple(v for k, v in ch if k == "kind") if ch and ch[0] is not None else ()
-        globs = [v for k, v in (c for c in ch if c is not None) if k == "name"]
-        kinds = tuple(v for k, v in (c for c in ch if c is not None) if k == "kind")
-        return ast.Selector(kinds, globs[-1] if globs else None, self._span(meta))
+        opts = [c for c in ch if c is not None]
+        kinds = tuple(k for key, v in opts if key == "kind" for k in v)
+        names = [v for key, v in opts if key == "name"]
+        exclude = [v for key, v in opts if key == "exclude"]
+        return ast.Selector(kinds, names[-1] if names else None, exclude[-1] if exclude else None, self._span(meta))
 
     def kind_arg(self, ch):
-        return ("kind", str(ch[0]))
+        return ("kind", (str(ch[0]),))
+
+    def kind_list_arg(self, ch):
+        return ("kind", tuple(str(t) for t in ch if t is not None))
 
     def name_arg(self, ch):
-        key, glob = ch
-        if str(key) != "name":
+        key, patterns = ch
+        if str(key) not in ("name", "exclude"):
             raise KmrError(error("KMR104", self._tspan(key), f"unknown selector option `{key}`",
-                                 hint='a selector lists layer kinds and optionally `name = "glob"`'))
-        return ("name", _unquote(glob))
+                                 hint='a selector lists layer kinds, then `name = PATTERN` and `exclude = PATTERN`'))
+        return (str(key), patterns)
+
+    def pattern(self, ch):
+        return tuple(ast.String(_unquote(t), self._tspan(t)) for t in ch if t is not None)
+
+    @v_args(meta=True)
+    def list_lit(self, meta, ch):
+        return ast.ListLit(tuple(c for c in ch if c is not None), self._span(meta))
+
+    @v_args(meta=True)
+    def report_clause(self, meta, ch):
+        return ast.ReportClause(tuple(ch), self._span(meta))
 
     @v_args(meta=True)
     def budget_block(self, meta, ch):
@@ -479,9 +508,19 @@ _EXAMPLES: dict[tuple[str, str], list[str]] = {
         "knob x : int in [0 1]",
         "knob x : int in [0, 1, 2]",
     ],
-    ("KMR104", "a selector is `layers(KIND, ..., name = \"glob\")` or `all`"): [
+    ("KMR104", "a selector is `layers(KIND, ..., name = \"glob\", exclude = \"glob\")` or `all`"): [
         "pipeline p(m) { prune(amount = 0.5) on Linear }",
         "pipeline p(m) { prune(amount = 0.5) on }",
+    ],
+    ("KMR104", "a kind list names at least one layer kind: `layers([Linear, Conv2d])`"): [
+        "pipeline p(m) { prune(amount = 0.5) on layers([]) }",
+    ],
+    ("KMR104", "a list parameter is `list[int]`, `list[float]` or `list[str]`"): [
+        "rule r(a : list[bool]) impl \"a:b\"",
+        "rule r(a : list) impl \"a:b\"",
+    ],
+    ("KMR105", "`report` lists the meters to show: `report accuracy(test), size`"): [
+        "pipeline p(m) { report }",
     ],
     ("KMR104", "a budget line is a comparison such as `size <= 16 KB`"): [
         "pipeline p(m) { budget { <= 3 } }",

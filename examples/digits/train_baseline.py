@@ -4,7 +4,7 @@ Usage: python examples/digits/train_baseline.py [--epochs N] [--seed S]
 
 Deterministic: fixed seed, one thread, the train split of KMR's own `sklearn("digits")`
 loader (so `data train = sklearn("digits", split = "train")` in a program sees exactly
-the rows trained on here, and the test split is never touched). Takes a few seconds on
+the rows trained on here, and the val and test splits are never touched). Takes a few seconds on
 two cores; prints the test accuracy (about 0.97).
 """
 

@@ -4,7 +4,7 @@ Usage: python examples/digits_cnn/train_baseline.py [--epochs N] [--seed S] [--o
 
 Deterministic: fixed seed, one thread, the train split of KMR's own `sklearn("digits")`
 loader (so `data train = sklearn("digits", split = "train")` in a program sees exactly
-the rows trained on here; the test split is never touched). Takes a few seconds on two
+the rows trained on here; the val and test splits are never touched). Takes a few seconds on two
 cores; prints the test accuracy (about 0.99). The weights file is git-ignored: run this
 before `kmr run examples/digits_cnn/digits_cnn.kmr`.
 """

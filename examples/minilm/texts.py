@@ -7,7 +7,7 @@ Contract:
   travel, music, health, money, pets, space), each sentence one subject + verb phrase +
   detail of its topic, drawn with a fixed seed. Topics give the nearest-neighbour
   benchmark something to agree on; the random mixing keeps sentences distinct.
-- `load(split = "train" | "test" | "all", length = 0)` -> a (N, L) int64 tensor of
+- `load(split = "train" | "val" | "test" | "all", length = 0)` -> a (N, L) int64 tensor of
   token ids: the sentences tokenized with the model's own WordPiece tokenizer
   (`[CLS] ... [SEP]`, lower-cased), padded with 0 (`[PAD]`) to the longest sentence
   of the split, or to `length` when it is given. There are no targets, so KMR's
@@ -15,7 +15,9 @@ Contract:
   model's sentence embeddings, and `finetune` on it pulls the compressed model's
   embeddings towards the original's (1 - cosine). "train" is every other sentence
   starting with the first (200), "test" the rest (200): disjoint, both cover every
-  topic.
+  topic. "val" (100) is every other sentence of "train" (every fourth from the first):
+  a selection set for a pipeline that does not train, as minilm.kmr; a pipeline that
+  fine-tunes on "train" must select on data it did not train on.
 
 Run `python texts.py` to print the sentences.
 """
@@ -141,9 +143,11 @@ def texts_of(split: str = "all") -> list[str]:
         return every
     if split == "train":
         return every[0::2]
+    if split == "val":
+        return every[0::4]
     if split == "test":
         return every[1::2]
-    raise ValueError(f'unknown split {split!r}: use "train", "test" or "all"')
+    raise ValueError(f'unknown split {split!r}: use "train", "val", "test" or "all"')
 
 
 def tokenizer_file():

@@ -11,8 +11,11 @@ Contract:
   the parameter's domain is KMR210 — for a literal (or a constant expression) its value,
   for a knob its whole domain (a knob in [0, 1] cannot feed `amount in [0, 1)`), for
   arithmetic over knobs its interval bounds when they provably leave the domain. Enum
-  parameters take a member by name (`method = channel`) or an enum knob whose members
-  the parameter accepts.
+  parameters take a member by name (`method = channel`; a member of the parameter's
+  own enum wins over any declaration of that name) or an enum knob whose members the
+  parameter accepts. `str` and `list[T]` parameters take literals only (a string; a
+  list literal of T, non-empty unless the default is `[]`): KMR211 for a wrong kind,
+  KMR242 for an empty or mixed list.
 - `meter_args(...)` does the same for a meter read, whose arguments are literals or data
   names, and returns them as sorted (name, value) pairs, defaults filled in.
 """
@@ -20,10 +23,14 @@ Contract:
 from __future__ import annotations
 
 from kmr_dsl import ast, units
+from kmr_dsl.check import ranges
 from kmr_dsl.core import program as P
 from kmr_dsl.check import types as T
 from kmr_dsl.check.names import describe_kind, did_you_mean
 from kmr_dsl.diagnostics import error
+
+
+TRAINING_OPTIONS = ("optimizer", "momentum", "weight_decay", "schedule", "epochs", "lr", "batch_size")
 
 
 def bind(cx, params: tuple[P.Param, ...], args: tuple[ast.Arg, ...], callee: str, span) -> dict[str, ast.Arg]:
@@ -46,8 +53,13 @@ def bind(cx, params: tuple[P.Param, ...], args: tuple[ast.Arg, ...], callee: str
             seen_named = True
             name = arg.name
             if name not in names:
+                trains = [r for r, rule in getattr(cx, "rules", {}).items() if rule.param(name) is not None
+                          and rule.param("data") is not None] if name in TRAINING_OPTIONS else []
+                notes = ([f"`{callee}` does not train; `{name}` is an option of the training rules: "
+                          + ", ".join(sorted(trains))] if trains else [])
                 cx.report(error("KMR208", arg.span, f"`{callee}` has no parameter `{name}`",
-                                *did_you_mean(name, names), listing))
+                                *did_you_mean(name, names), listing, *notes,
+                                hint=f"pass `{name}` to a training step (e.g. finetune) instead" if trains else None))
                 continue
         if name in given:
             cx.report(error("KMR208", arg.span, f"argument `{name}` of `{callee}` is given twice",
@@ -67,7 +79,9 @@ def _param_words(p: P.Param) -> str:
         return f"{'an' if p.type == 'int' else 'a'} {p.type} in {T.fmt_domain(p.domain)}" if p.domain else f"a {p.type}"
     if p.type == "enum":
         return "one of {" + ", ".join(p.members) + "}"
-    return {"bool": "a bool", "data": "data", "model": "a model"}[p.type]
+    if p.type == "list":
+        return "a list of " + T.LIST_WORDS[p.elem]
+    return {"bool": "a bool", "data": "data", "model": "a model", "str": "a string"}[p.type]
 
 
 def default_ir(p: P.Param, span):
@@ -75,6 +89,10 @@ def default_ir(p: P.Param, span):
         return P.EnumLit(p.default, span)
     if p.type == "model":
         return P.ModelArg("baseline", span)
+    if p.type == "data":
+        return P.EnumLit(P.NO_DATA, span)
+    if p.type in ("str", "list"):
+        return P.Const(p.default, p.type, span)
     return P.Const(p.default, "bool" if p.type == "bool" else "number", span)
 
 
@@ -112,6 +130,8 @@ def _step_value(lowerer, callee: str, p: P.Param, node, scope):
     shown = lowerer.show(node)
     if p.type == "enum":
         return _enum_value(lowerer, callee, p, node, scope)
+    if p.type in ("str", "list"):
+        return _opaque_value(lowerer, callee, p, node, scope)
     if p.type == "data" and isinstance(node, ast.Name) and cx.symbols.kind(node.id) is None:
         cx.report(cx.symbols.undefined(node.id, node.span, "data", what="data"))
         return None
@@ -151,6 +171,45 @@ def _step_value(lowerer, callee: str, p: P.Param, node, scope):
     return ir
 
 
+def _opaque_value(lowerer, callee, p, node, scope):
+    """A `str` or `list[T]` argument: a constant (a string literal; a list literal of
+    the element type, non-empty unless the parameter's default is `[]`)."""
+    cx = lowerer.cx
+    shown = lowerer.show(node)
+    if p.type == "str":
+        if isinstance(node, ast.String):
+            return P.Const(node.value, "str", node.span)
+        if isinstance(node, ast.ListLit):
+            _wrong(cx, node, callee, p, shown, "a list", "pass one quoted string")
+            return None
+        ir, ty = lowerer.lower(node, scope)
+        if not ty.is_error:
+            _wrong(cx, node, callee, p, shown, T.describe(ty), f'pass a quoted string: `{p.name} = "..."`')
+        return None
+    if not isinstance(node, ast.ListLit):
+        if isinstance(node, (ast.String, ast.Number, ast.Unary)):
+            _wrong(cx, node, callee, p, shown, "a single value", f"put it in brackets: `{p.name} = [{cx.snippet(node.span)}]`")
+        else:
+            ir, ty = lowerer.lower(node, scope)
+            if not ty.is_error:
+                _wrong(cx, node, callee, p, shown, T.describe(ty), "write a list literal `[...]`")
+        return None
+    got = T.list_literal(node, cx.diags)
+    if got is None:
+        return None
+    values, elem = got
+    if not values and p.default != ():
+        cx.report(error("KMR242", node.span, f"`{p.name}` of `{callee}` needs at least one item",
+                        hint=f"list the {T.LIST_WORDS[p.elem]} it should use, or leave `{p.name}` out"
+                             + (" to keep its default" if p.has_default else "")))
+        return None
+    value = T.coerce_list(values, elem, p.elem)
+    if value is None:
+        _wrong(cx, node, callee, p, shown, T.describe(T.list_of(elem)), f"write {T.LIST_WORDS[p.elem]} only")
+        return None
+    return P.Const(value, "list", node.span)
+
+
 def _enum_value(lowerer, callee, p, node, scope):
     cx = lowerer.cx
     listing = "{" + ", ".join(p.members) + "}"
@@ -158,11 +217,13 @@ def _enum_value(lowerer, callee, p, node, scope):
         _wrong(cx, node, callee, p, lowerer.show(node), "a string",
                f"write the member without quotes: `{p.name} = {node.value}`")
         return None
+    if isinstance(node, ast.Name) and node.id in p.members:
+        # a member of the parameter's own enum wins over a declaration of the same name
+        # elsewhere (a pipeline called `channel` must not hide `method = channel`)
+        return P.EnumLit(node.id, node.span)
     if isinstance(node, ast.Name):
         entry = cx.symbols.get(node.id)
         if entry is None:
-            if node.id in p.members:
-                return P.EnumLit(node.id, node.span)
             cx.report(error("KMR210", node.span, f"`{node.id}` is not a value of `{p.name}` of `{callee}`",
                             *did_you_mean(node.id, p.members), f"`{p.name}` takes one of {listing}"))
             return None
@@ -214,6 +275,15 @@ def _within(cx, callee, p: P.Param, node, ir, shown) -> bool:
     bad = lo if lo < hull_lo else hi if hi > hull_hi else None
     if bad is None:
         return True
+    # intervals forget that two occurrences of a knob are one value: split the knobs' box
+    refined = ranges.refine(cx.knobs, ir, hull_lo, hull_hi, _lo_closed(d), _hi_closed(d))
+    if refined.verdict == "inside":
+        return True
+    if refined.verdict == "outside":
+        at = ", ".join(f"{k} = {T.fmt_value(v)}" for k, v in refined.setting.items())
+        cx.report(error("KMR210", node.span, f"{shown} is {T.fmt_value(refined.value)} at {at}, outside the domain "
+                        f"of `{p.name}` of `{callee}`", label, hint="narrow the knobs it uses or rewrite the expression"))
+        return False
     cx.report(error("KMR210", node.span, f"{shown} can reach {T.fmt_value(bad)}, outside the domain of "
                     f"`{p.name}` of `{callee}`", label, hint="narrow the knobs it uses or rewrite the expression"))
     return False

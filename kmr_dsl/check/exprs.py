@@ -91,6 +91,12 @@ class Lowerer(Operators):
     def _Bool(self, e, scope):
         return P.Const(e.value, "bool", e.span), T.BOOL
 
+    def _ListLit(self, e, scope):
+        got = T.list_literal(e, self.cx.diags)
+        if got is None:
+            return _err(e.span)
+        return P.Const(got[0], "list", e.span), T.list_of(got[1])
+
     # ------------------------------------------------------------ names
     def _Name(self, e, scope):
         if scope.kind == "rule":
@@ -126,11 +132,19 @@ class Lowerer(Operators):
 
     def _rule_name(self, e, scope):
         p = scope.params.get(e.id)
+        if p is not None and p.type in ("str", "list"):
+            # opaque constants for the implementation: the verifier has no model of them
+            self.cx.report(error("KMR218", e.span, f"`{e.id}` of rule `{scope.owner}` is a {'string' if p.type == 'str' else 'list'}"
+                                 " parameter; requires and effect clauses cannot read it",
+                                 hint="state the contract with numeric, bool or enum parameters"))
+            return _err(e.span)
         if p is not None:
             return P.ParamRef(e.id, e.span), T.param_ty(p)
         for q in scope.params.values():
             if q.type == "enum" and e.id in q.members:
                 return P.EnumLit(e.id, e.span), T.enum(q.members)
+        if e.id == P.NO_DATA and any(q.type == "data" and q.has_default for q in scope.params.values()):
+            return P.EnumLit(P.NO_DATA, e.span), T.enum((P.NO_DATA,))
         members = [m for q in scope.params.values() for m in q.members]
         self.cx.report(error(
             "KMR218", e.span, f"`{e.id}` in rule `{scope.owner}` is neither a parameter nor an enum member",

@@ -4,10 +4,11 @@ Contract: `check_model(cx, decl, src)` / `check_data(cx, decl, src)` build the l
 call as data: literal arguments only (KMR211 otherwise), positional ones first, keyword
 ones sorted by name, `base_dir` = the absolute folder of the declaring file. Loaders:
 models `torch_module(path, trust = bool)`, `factory("pkg.module:function", weights =
-"file", ...)`, `hf(path_or_package)`; data `sklearn(name, split = "train" | "test")`,
+"file", ...)`, `hf(path_or_package)`; data `sklearn(name, split = "train" | "val" | "test")`,
 `tensors(path)`, `factory("pkg.module:function", ...)`. An unknown loader, or a data
 loader for a model, is KMR221; the one required path or reference missing is KMR209;
-extra positional arguments are KMR208; `split` outside train/test is KMR210. Other
+extra positional arguments are KMR208; `split` outside train/val/test is KMR210. A list
+literal argument (`input_shape = [1, 3, 32, 32]`) becomes a tuple (KMR242 when mixed). Other
 keyword arguments are allowed and passed through (factory hands them to the function).
 Model facts are not fetched here: only models a pipeline uses are loaded, on demand
 (`Context.facts_for`).
@@ -30,7 +31,7 @@ MODEL_LOADERS = {"torch_module": "a file saved with torch.save",
 DATA_LOADERS = {"sklearn": "a scikit-learn dataset name such as \"digits\"",
                 "tensors": "a file holding an (inputs, targets) pair",
                 "factory": "\"pkg.module:function\""}
-SPLITS = ("train", "test")
+SPLITS = ("train", "val", "test")
 EXAMPLES = {"torch_module": 'torch_module("model.pt")', "hf": 'hf("path/to/folder")',
             "sklearn": 'sklearn("digits", split = "train")', "tensors": 'tensors("data.pt")'}
 
@@ -51,6 +52,9 @@ def _folder(label: str) -> str:
 
 def _value(cx, arg: ast.Arg, loader: str):
     node = arg.value
+    if isinstance(node, ast.ListLit):
+        got = T.list_literal(node, cx.diags)
+        return (None, False) if got is None else (got[0], True)
     if isinstance(node, ast.Unary) and node.op == "-" and isinstance(node.operand, (ast.Number, ast.Quantity)):
         folded = T.literal(node.operand)
         return -folded[0], True
@@ -115,13 +119,18 @@ def _kw_types(cx, loader: str, kwargs: dict) -> bool:
     if "trust" in kwargs and not isinstance(kwargs["trust"][0], bool):
         cx.report(error("KMR211", kwargs["trust"][1].span, "`trust` is true or false"))
         ok = False
-    if "weights" in kwargs and not isinstance(kwargs["weights"][0], str):
+    if "weights" in kwargs and loader == "hf":
+        if kwargs["weights"][0] is not False:
+            cx.report(error("KMR211", kwargs["weights"][1].span, "`weights` of `hf` is `false` (the architecture "
+                            "from config.json, no weights: checkable, not runnable)"))
+            ok = False
+    elif "weights" in kwargs and not isinstance(kwargs["weights"][0], str):
         cx.report(error("KMR211", kwargs["weights"][1].span, "`weights` is a file path (a string)"))
         ok = False
     if loader == "sklearn" and "split" in kwargs and kwargs["split"][0] not in SPLITS:
         value, arg = kwargs["split"]
-        cx.report(error("KMR210", arg.span, f"split {T.fmt_value(value)!s} is not \"train\" or \"test\"",
-                        hint='write split = "train" or split = "test"'))
+        cx.report(error("KMR210", arg.span, f"split {T.fmt_value(value)!s} is not \"train\", \"val\" or \"test\"",
+                        hint='write split = "train", "val" (for budgets and objectives) or "test" (for reporting)'))
         ok = False
     return ok
 

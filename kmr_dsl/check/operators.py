@@ -107,6 +107,9 @@ class Operators:
         if e.op in ("==", "!=") and lt.kind == rt.kind == "enum":
             if set(lt.members) & set(rt.members):
                 return e.op, lir, rir, T.BOOL
+        if e.op in ("==", "!=") and {lt.kind, rt.kind} == {"data", "enum"} and \
+                (lt if lt.kind == "enum" else rt).members == (P.NO_DATA,):
+            return e.op, lir, rir, T.BOOL       # `calibration != none`: was the data given
         what = "order" if e.op not in ("==", "!=") else "compare"
         self.cx.report(error("KMR219", e.span, f"cannot {what} {T.describe(lt)} with {T.describe(rt)}",
                              f"{self.show(e.left)} is {T.describe(lt)}", f"{self.show(e.right)} is {T.describe(rt)}",

@@ -8,7 +8,8 @@ per selected layer, in model order, each inner step in turn, with `layers=(that 
 and `s[l]` instantiated as `KnobRef("s[<layer>]", "s")`. Budget lines must be
 comparisons (KMR219; `!=` is not a budget); a line reading no meter and no knob is a
 warning KMR224; `Constraint.analytic` is true when every meter in it is analytic.
-`objective` must be a number (KMR223); `search` is budgeted(max_steps, seed),
+`objective` must be a number (KMR223); each `report` item a number that reads a meter
+(KMR223), kept as `Pipeline.report` with its text; `search` is budgeted(max_steps, seed),
 random(n, seed) or tpe(n, seed) with whole-number options (KMR223). `Pipeline.knobs`
 lists the declared knobs the steps, budget and objective read, in declaration order; a
 family among them gets its instances from M (`cx.family_layers`).
@@ -67,7 +68,7 @@ def check_pipeline(lowerer, decl: ast.PipelineDecl) -> P.Pipeline | None:
     cx = lowerer.cx
     model, facts = _model(cx, decl)
     name = model.name if model is not None else decl.model
-    steps, budget, objective, search = [], [], None, None
+    steps, budget, objective, search, report = [], [], None, None, []
     seen: set[type] = set()     # a second objective or search is an error even if the first was
     for item in decl.items:
         if isinstance(item, ast.Step):
@@ -91,6 +92,8 @@ def check_pipeline(lowerer, decl: ast.PipelineDecl) -> P.Pipeline | None:
             else:
                 search = _search(cx, item)
             seen.add(ast.SearchClause)
+        elif isinstance(item, ast.ReportClause):
+            report.extend(_report(lowerer, item))
     exprs = [v for s in steps for _, v in s.args] + [e for c in budget for e in (c.left, c.right)]
     if objective is not None:
         exprs.append(objective.expr)
@@ -104,7 +107,7 @@ def check_pipeline(lowerer, decl: ast.PipelineDecl) -> P.Pipeline | None:
     if model is None:
         return None
     return P.Pipeline(decl.name, replace(model, facts=facts), tuple(steps), tuple(budget), objective, search,
-                      knobs, decl.span)
+                      knobs, decl.span, tuple(report))
 
 
 def _step(lowerer, step: ast.Step, model: str, facts) -> P.Step | None:
@@ -147,7 +150,8 @@ def _loop_kinds(cx, rule: P.Rule, sel: ast.Selector, layers, facts, span) -> Non
     """KMR215 at the step for a loop kind its rule does not accept."""
     if not sel.kinds and facts is not None:
         # `layers(name = "...")` lists no kinds: check the kinds it actually reaches
-        sel = ast.Selector(tuple(dict.fromkeys(facts.layer(layer).kind for layer in layers)), sel.name_glob, sel.span)
+        sel = ast.Selector(tuple(dict.fromkeys(facts.layer(layer).kind for layer in layers)), sel.names, sel.exclude,
+                           sel.span)
     selectors.accepted(cx, rule, sel, span)
 
 
@@ -211,6 +215,23 @@ def _objective(lowerer, item: ast.Objective) -> P.Objective | None:
                                 f"not a {ty.kind}", hint="write e.g. `objective maximize accuracy(test)`"))
         return None
     return P.Objective(item.direction, ir, item.span)
+
+
+def _report(lowerer, item: ast.ReportClause) -> list[P.ReportItem]:
+    """Each item must be a number that reads a meter (KMR223): it is measured, not chosen."""
+    out = []
+    for e in item.meters:
+        ir, ty = lowerer.lower(e, PIPELINE)
+        if ty.is_error:
+            continue
+        if ty.kind != "num" or not walk.meters(ir) or walk.knobs(ir):
+            what = f"a {ty.kind}" if ty.kind != "num" else "a number that reads no meter" if not walk.meters(ir) \
+                else "an expression over knobs (the setting is shown anyway)"
+            lowerer.cx.report(error("KMR223", e.span, f"`report` shows meter readings; this is {what}",
+                                    hint="write e.g. `report accuracy(test), size`"))
+            continue
+        out.append(P.ReportItem(lowerer.cx.snippet(e.span) or "report", ir, e.span))
+    return out
 
 
 def _search(cx, item: ast.SearchClause) -> P.Search | None:

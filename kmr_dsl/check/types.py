@@ -13,7 +13,11 @@ Contract:
   stages choose whether to enumerate it (`[1, 65536]` should not be, by default).
 - `check_default(...)` reports KMR206 (outside the domain or off the step grid) and
   KMR211/KMR212 (wrong type or dimension) for a knob's or parameter's default.
-- `to_param(...)` builds a `program.Param` from a rule or meter parameter.
+- `to_param(...)` builds a `program.Param` from a rule or meter parameter, including the
+  opaque `str` and `list[int | float | str]` parameters (constants handed to the rule's
+  implementation; they never enter a requires or an effect, so never a cost model).
+- `list_literal(...)` (kmr_dsl.check.lists) folds `[e, ...]`: plain numbers or strings,
+  not mixed (KMR242).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import math
 from dataclasses import dataclass
 
 from kmr_dsl import ast, units
+from kmr_dsl.check.lists import LIST_WORDS, coerce_list, list_literal
 from kmr_dsl.core import program as P
 from kmr_dsl.check.names import did_you_mean
 from kmr_dsl.diagnostics import Diagnostic, error
@@ -30,10 +35,11 @@ from kmr_dsl.units import Dim
 
 @dataclass(frozen=True, slots=True)
 class Ty:
-    kind: str                      # num | bool | str | enum | data | model | error
+    kind: str                      # num | bool | str | enum | data | model | list | error
     dim: Dim = units.NUMBER        # num only
     integral: bool = False         # num only: every value is an integer
     members: tuple[str, ...] = ()  # enum only
+    elem: str = ""                 # list only: "int" | "float" | "str", "" for `[]`
 
     @property
     def is_error(self) -> bool:
@@ -57,8 +63,14 @@ def enum(members) -> Ty:
     return Ty("enum", members=tuple(members))
 
 
+def list_of(elem: str) -> Ty:
+    return Ty("list", elem=elem)
+
+
 def describe(ty: Ty) -> str:
     """Words for messages: `a number`, `bytes`, `an int`, `a bool`, `enum {a, b}` …"""
+    if ty.kind == "list":
+        return "a list of " + LIST_WORDS[ty.elem]
     if ty.kind == "num":
         if ty.dim != units.NUMBER:
             return units.dim_label(ty.dim)
@@ -250,7 +262,31 @@ def check_default(owner: str, kind: str, domain: P.Domain | None, dim: Dim, memb
         diags.append(error("KMR206", node.span, f"default `{shown}` of `{owner}` is not one of {{{', '.join(members)}}}",
                            *notes, hint="pick one of the members as the default"))
         return None
+    if isinstance(node, ast.ListLit) and not kind.startswith("list["):
+        diags.append(error("KMR211", node.span, f"default of `{owner}` is a list, but `{owner}` is not a list",
+                           hint="write a single value, or declare the parameter `list[int]`, `list[float]` or `list[str]`"))
+        return None
+    if kind.startswith("list["):
+        want = kind[5:-1]
+        if not isinstance(node, ast.ListLit):
+            diags.append(error("KMR211", node.span, f"default of `{owner}` must be a list of {LIST_WORDS[want]}",
+                               hint="write it in brackets, e.g. `= []` or `= [1, 2]`"))
+            return None
+        got = list_literal(node, diags)
+        if got is None:
+            return None
+        value = coerce_list(got[0], got[1], want)
+        if value is None:
+            diags.append(error("KMR211", node.span, f"default of `{owner}` must be a list of {LIST_WORDS[want]}, "
+                               f"not {describe(list_of(got[1]))}", hint=f"write {LIST_WORDS[want]} only"))
+        return value
     folded = literal(node)
+    if kind == "str":
+        if folded is not None and folded[1].kind == "str":
+            return folded[0]
+        diags.append(error("KMR211", node.span, f"default of string `{owner}` must be a quoted string",
+                           hint='write `= "..."`'))
+        return None
     if kind in ("data", "model"):
         diags.append(error("KMR211", node.span, f"a {kind} parameter takes no literal default"))
         return None
@@ -324,10 +360,19 @@ def to_param(p: ast.Param, owner: str, diags: list[Diagnostic]) -> P.Param:
             diags.append(error("KMR211", p.default.span, f"the default of model parameter `{label}` can only be `baseline`"))
         return P.Param(p.name, "model", None, (), "baseline" if p.default is not None else None,
                        p.default is not None, p.span)
-    if p.default is not None:
-        diags.append(error("KMR211", p.default.span, f"data parameter `{label}` cannot have a default",
-                           hint="drop the default; the pipeline passes a `data` declaration"))
-    return P.Param(p.name, "data", None, (), None, False, p.span)
+    if isinstance(t, ast.StrType):
+        default = None if p.default is None else check_default(label, "str", None, units.NUMBER, (), p.default, diags)
+        return P.Param(p.name, "str", None, (), default, p.default is not None, p.span)
+    if isinstance(t, ast.ListType):
+        default = None if p.default is None else check_default(label, f"list[{t.elem}]", None, units.NUMBER, (),
+                                                                 p.default, diags)
+        return P.Param(p.name, "list", None, (), default, p.default is not None, p.span, elem=t.elem)
+    # the only default a data parameter can have is `none` (the step may leave it out)
+    if p.default is not None and not (isinstance(p.default, ast.Name) and p.default.id == P.NO_DATA):
+        diags.append(error("KMR211", p.default.span, f"the default of data parameter `{label}` can only be `none`",
+                           hint="write `= none` for data a step may leave out, or drop the default"))
+    return P.Param(p.name, "data", None, (), P.NO_DATA if p.default is not None else None,
+                   p.default is not None, p.span)
 
 
 def knob_ty(k: P.Knob) -> Ty:
@@ -342,8 +387,10 @@ def knob_ty(k: P.Knob) -> Ty:
 def param_ty(p: P.Param) -> Ty:
     if p.type in ("int", "float"):
         return INT if p.type == "int" else NUM
-    return {"bool": BOOL, "enum": enum(p.members), "data": DATA, "model": MODEL}[p.type]
+    if p.type == "list":
+        return list_of(p.elem)
+    return {"bool": BOOL, "enum": enum(p.members), "data": DATA, "model": MODEL, "str": STR}[p.type]
 
 
 __all__ = ["BOOL", "DATA", "ERROR", "INT", "MODEL", "NUM", "STR", "Ty", "build_domain", "check_default",
-           "describe", "enum", "finite", "int_bounds", "fmt_domain", "fmt_value", "knob_ty", "literal", "num", "param_ty", "to_param"]
+           "coerce_list", "describe", "enum", "finite", "list_literal", "list_of", "int_bounds", "fmt_domain", "fmt_value", "knob_ty", "literal", "num", "param_ty", "to_param"]

@@ -27,7 +27,8 @@ def _span():
 
 @dataclass(frozen=True, slots=True)
 class Const:
-    """A literal in base units. `dim` is "bytes", "time", "number" or "bool"/"str"."""
+    """A literal in base units. `dim` is "bytes", "time", "number" or "bool"/"str"/"list"
+    (a list's value is a tuple of numbers or of strings: an opaque rule argument)."""
     value: int | float | bool | str
     dim: str
     span: Span = _span()
@@ -203,15 +204,22 @@ class Knob:
 
 # ---------------------------------------------------------------- rules and meters
 
+# the default of a `data` parameter that may be left out (`calibration : data = none`):
+# its value then, an enum member of its own; `requires P != none` asks for the data
+NO_DATA = "none"
+
+
 @dataclass(frozen=True, slots=True)
 class Param:
     name: str
-    type: str                      # "int" | "float" | "bool" | "enum" | "data" | "model"
+    # "int" | "float" | "bool" | "enum" | "data" | "model" | "str" | "list"
+    type: str
     domain: Domain | None = None
     members: tuple[str, ...] = ()
-    default: object = None         # Python value, "baseline" for a model param, or None
+    default: object = None         # Python value (a tuple for a list), "baseline" for a model param, NO_DATA, or None
     has_default: bool = False
     span: Span = _span()
+    elem: str = ""                 # list only: "int" | "float" | "str"
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,6 +315,15 @@ class Search:
 
 
 @dataclass(frozen=True, slots=True)
+class ReportItem:
+    """One item of `report accuracy(test), size`: measured on the result of `run` and on
+    the best result of `search`, shown in the reports, never used to choose a setting."""
+    text: str                      # as written, the label in reports
+    expr: IExpr
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
 class Pipeline:
     name: str
     model: ModelDecl
@@ -316,6 +333,7 @@ class Pipeline:
     search: Search | None
     knobs: tuple[str, ...]         # declared knobs this pipeline uses (in declaration order)
     span: Span = _span()
+    report: tuple[ReportItem, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,7 +58,7 @@ def quantity(value: int | float, unit: str) -> str:
 
 
 def string(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return ast.quote(value)
 
 
 # ---------------------------------------------------------------- expressions
@@ -106,6 +106,8 @@ def _expr(e) -> tuple[str, int]:
             return f"{expr(left, SUM)} {op} {expr(right, SUM)}", CMP
         case ast.IfExpr(cond=cond, then=then, orelse=orelse):
             return f"if {expr(cond)} then {expr(then)} else {expr(orelse)}", IF
+        case ast.ListLit(items=items):
+            return "[" + ", ".join(expr(i) for i in items) + "]", ATOM
     raise TypeError(f"not an expression node: {type(e).__name__}")
 
 
@@ -139,13 +141,21 @@ def type_(t: ast.Type) -> str:
             return "data"
         case ast.ModelType():
             return "model"
+        case ast.StrType():
+            return "str"
+        case ast.ListType(elem=elem):
+            return f"list[{elem}]"
     raise TypeError(f"not a type node: {type(t).__name__}")
 
 
 def selector(s) -> str:
     if isinstance(s, ast.AllSelector):
         return "all"
-    parts = list(s.kinds) + ([f"name = {string(s.name_glob)}"] if s.name_glob is not None else [])
+    parts = list(s.kinds)
+    for key, patterns in (("name", s.names), ("exclude", s.exclude)):
+        if patterns is not None:
+            shown = ", ".join(string(p.value) for p in patterns)
+            parts.append(f"{key} = {shown if len(patterns) == 1 else '[' + shown + ']'}")
     return f"layers({', '.join(parts)})"
 
 
@@ -204,6 +214,8 @@ def _pipeline_item(item, indent: int) -> list[Line]:
             return statement(f"objective {direction} ", e, indent, _line(item))
         case ast.SearchClause(strategy=strategy, args=args):
             return [Line(f"search {strategy}({arguments(args)})", indent, _line(item), indent)]
+        case ast.ReportClause(meters=meters):
+            return [Line("report " + ", ".join(expr(m) for m in meters), indent, _line(item), indent)]
     raise TypeError(f"not a pipeline item: {type(item).__name__}")
 
 

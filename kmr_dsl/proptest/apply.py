@@ -89,6 +89,8 @@ def _run_case(rule: Rule, fn, case, seed: int, bounds: dict) -> CaseOutcome:
     model = models.build(case.arch)
     before = state.measure_state(model)
     params = dict(case.args)
+    # the cases always pass data (`_arguments`), so a `requires P != none` holds
+    params.update({p.name: "data" for p in rule.params if p.type == "data"})
     try:
         out.unmet = expected.requires_failing(rule, before, case.layer, params)
     except Exception as exc:  # noqa: BLE001 - a contract that cannot be evaluated is a broken contract

@@ -3,7 +3,9 @@
 Contract: an `Arch` is a tiny architecture, drawn by `arch_strategy(kinds)` and built by
 `build(arch)` into an `nn.Sequential` with deterministic weights (torch's default
 initialisation under `torch.manual_seed(arch.seed)`, the global RNG restored after):
-- `mlp`: 2 or 3 Linear layers of 4-32 features, ReLU between, each with or without bias;
+- `mlp`: 2 or 3 Linear layers of 4-32 features, ReLU between, each with or without bias,
+  with or without a LayerNorm before each (a pre-norm MLP: what smoothquant and awq fold
+  into);
 - `cnn`: Conv2d -> [BatchNorm2d] -> ReLU -> Conv2d -> ReLU -> Flatten -> Linear on a
   1-3 channel, 3-6 pixel square input, kernels 1 or 3 (same padding), 2-8 channels;
 - `embed`: Embedding (5-32 tokens, 2-16 dims) -> Flatten -> Linear on 1-4 token ids.
@@ -30,7 +32,7 @@ from kmr_dsl.runtime import layers as kl
 from kmr_dsl.runtime.data import Dataset
 
 FAMILY_KINDS = {
-    "mlp": ("Linear",),
+    "mlp": ("Linear", "LayerNorm"),
     "cnn": ("Conv2d", "BatchNorm2d", "Linear"),
     "embed": ("Embedding", "Linear"),
 }
@@ -45,6 +47,7 @@ class Arch:
     kernel: int = 3              # cnn
     spatial: int = 4             # cnn: input height = width
     batchnorm: bool = False      # cnn
+    layernorm: bool = False      # mlp: a LayerNorm before every Linear (a pre-norm MLP)
     seed: int = 0
     pruned: float = 0.0          # fraction of every weight layer masked at build (a pruned start)
 
@@ -79,6 +82,8 @@ def _modules(arch: Arch) -> list[nn.Module]:
         for i, (a, c) in enumerate(zip(s[:-1], s[1:])):
             if i:
                 mods.append(nn.ReLU())
+            if arch.layernorm:
+                mods.append(nn.LayerNorm(a))
             mods.append(nn.Linear(a, c, bias=b[i]))
         return mods
     if arch.family == "cnn":
@@ -165,7 +170,8 @@ _SEED = st.integers(0, 2 ** 16)
 def _mlp(draw) -> Arch:
     depth = draw(st.sampled_from((2, 3)))
     sizes = tuple(draw(_SIZE) for _ in range(depth + 1))
-    return Arch("mlp", sizes, tuple(draw(_BIAS) for _ in range(depth)), seed=draw(_SEED))
+    return Arch("mlp", sizes, tuple(draw(_BIAS) for _ in range(depth)), seed=draw(_SEED),
+                layernorm=draw(st.sampled_from((False, True))))
 
 
 @st.composite

@@ -58,10 +58,23 @@ def knob_strategy(knob: Knob) -> st.SearchStrategy:
     return value_strategy(knob.type, knob.domain, knob.members)
 
 
+_ELEMENTS = {"int": st.integers(-8, 8), "float": st.floats(-8.0, 8.0, allow_nan=False),
+             "str": st.text("abcxyz_.", max_size=6)}
+
+
 def param_strategy(param: Param) -> st.SearchStrategy:
-    """A rule parameter's values (int/float/bool/enum only; data and model are built by the caller)."""
+    """A rule parameter's values (data and model are built by the caller). `str` and
+    `list[T]` parameters are opaque constants no contract reads: their default when they
+    have one (a program passes a constant there), else small values of their type (a
+    list is never empty: the checker wants an item)."""
     if param.type in ("data", "model"):
         raise ValueError(f"parameter `{param.name}` of type {param.type} has no value strategy")
+    if param.type in ("str", "list") and param.has_default:
+        return st.just(param.default)
+    if param.type == "str":
+        return _ELEMENTS["str"]
+    if param.type == "list":
+        return st.lists(_ELEMENTS[param.elem or "int"], min_size=1, max_size=3).map(tuple)
     return value_strategy(param.type, param.domain, param.members)
 
 
@@ -83,6 +96,10 @@ def show_value(value) -> str:
         if value.is_integer() and abs(value) < 1e15:
             return f"{value:.1f}"
         return repr(value)
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(show_value(v) for v in value) + "]"
+    if isinstance(value, str) and not value.isidentifier():
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return str(value)
 
 

@@ -3,11 +3,13 @@
 Contract (docs/design.md): requires `model.trainable`; no effect on the state (masks
 kept, as in finetune). The teacher is the `teacher` argument (an nn.Module, resolved
 by the runner) or, by default, the run context's baseline. Loss per batch:
-- class targets: alpha * CE(student, y) + (1 - alpha) * T^2 * KL(softmax(teacher / T)
-  || softmax(student / T)) (Hinton et al.; KL averaged over the batch);
+- class targets, `loss = kl` (the default): alpha * CE(student, y) + (1 - alpha) * T^2 *
+  KL(softmax(teacher / T) || softmax(student / T)) (Hinton et al.; KL averaged over the
+  batch); `loss = mse`: alpha * CE(student, y) + (1 - alpha) * MSE(student logits,
+  teacher logits) (logit matching, Ba & Caruana; no temperature);
 - float targets: alpha * MSE(student, y) + (1 - alpha) * MSE(student, teacher);
 - no targets: 1 - cosine similarity between student and teacher outputs (embeddings).
-The teacher runs in eval mode without gradients.
+The teacher runs in eval mode without gradients. Optimizer options as in finetune.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ RULE = "distill"
 
 
 def apply(model: nn.Module, layers, data, teacher=None, temperature: float = 4.0, alpha: float = 0.5,
-          epochs: int = 1, lr: float = 1e-3, batch_size: int = 64):
+          epochs: int = 1, lr: float = 1e-3, batch_size: int = 64, loss: str = "kl", optimizer: str = "adam",
+          momentum: float = 0.9, weight_decay: float = 0.0, schedule: str = "constant"):
     training.require_trainable(model, RULE)
     data = training.require_data(data, RULE)
     temperature = checks.number(RULE, "temperature", temperature, 1.0, 20.0)
     alpha = checks.number(RULE, "alpha", alpha, 0.0, 1.0)
+    kind = checks.choice(RULE, "loss", loss, ("kl", "mse"))
     teacher = teacher if teacher is not None else context.current().baseline
     if not isinstance(teacher, nn.Module):
         checks.fail(RULE, "no teacher model", hint="pass teacher = a model, or run inside `kmr run` (baseline)")
@@ -35,6 +39,8 @@ def apply(model: nn.Module, layers, data, teacher=None, temperature: float = 4.0
     def loss_fn(student, x, y):
         out = forward.output(student, x)
         ref = training.teacher_outputs(teacher, x, RULE)
+        if task == "classification" and kind == "mse":
+            return alpha * F.cross_entropy(out, y) + (1 - alpha) * F.mse_loss(out, ref)
         if task == "classification":
             soft = F.kl_div(F.log_softmax(out / temperature, dim=-1), F.log_softmax(ref / temperature, dim=-1),
                             reduction="batchmean", log_target=True)
@@ -43,4 +49,5 @@ def apply(model: nn.Module, layers, data, teacher=None, temperature: float = 4.0
             return alpha * F.mse_loss(out, y.float().reshape(out.shape)) + (1 - alpha) * F.mse_loss(out, ref)
         return (1 - F.cosine_similarity(out.reshape(len(out), -1), ref.reshape(len(ref), -1), dim=1)).mean()
 
-    return training.train(model, data, loss_fn, epochs, lr, batch_size, RULE)
+    return training.train(model, data, loss_fn, epochs, lr, batch_size, RULE, optimizer=optimizer,
+                          momentum=momentum, weight_decay=weight_decay, schedule=schedule)

@@ -27,7 +27,8 @@ RULE = "lora"
 
 
 def apply(model: nn.Module, layers, data, rank: int = 8, alpha: float = 16.0, epochs: int = 1,
-          lr: float = 1e-3, batch_size: int = 64, merge: bool = True):
+          lr: float = 1e-3, batch_size: int = 64, merge: bool = True, optimizer: str = "adam",
+          momentum: float = 0.9, weight_decay: float = 0.0, schedule: str = "constant"):
     rank = checks.integer(RULE, "rank", rank, 1, 256)
     alpha = checks.number(RULE, "alpha", alpha, 0.0, 1024.0)
     if not isinstance(merge, bool):
@@ -55,7 +56,8 @@ def apply(model: nn.Module, layers, data, rank: int = 8, alpha: float = 16.0, ep
     for p in model.parameters():
         p.requires_grad_(id(p) in adapter_ids)
     try:
-        training.train(model, data, training.task_loss(data, rule=RULE), epochs, lr, batch_size, RULE, params=adapters)
+        training.train(model, data, training.task_loss(data, rule=RULE), epochs, lr, batch_size, RULE, params=adapters,
+                       optimizer=optimizer, momentum=momentum, weight_decay=weight_decay, schedule=schedule)
     finally:
         for p in model.parameters():
             if id(p) in before:

@@ -67,9 +67,19 @@ def apply(model: nn.Module, layers, amount: float = 0.5, method: str = "magnitud
 
 
 def _keep_largest(leaves, amount: float) -> None:
+    nnz = sum(int(kl.current_mask(leaf).sum()) for _, leaf in leaves)
+    keep_top(leaves, keep_count(nnz, amount))
+
+
+def keep_count(nnz: int, amount) -> int:
+    """How many of `nnz` weights pruning `amount` of them keeps (exact, as the verifier)."""
+    return int(step.round_half_up(N.mul(nnz, N.sub(1, amount))))
+
+
+def keep_top(leaves, keep: int) -> None:
+    """Keep the `keep` largest |w| among the leaves' still-kept weights, one ranking."""
     masks = [kl.current_mask(leaf) for _, leaf in leaves]
     nnz = sum(int(mask.sum()) for mask in masks)
-    keep = int(step.round_half_up(N.mul(nnz, N.sub(1, amount))))
     if keep >= nnz or not leaves:
         return
     # one ranking over every weight; pruned positions score -1 so they are never kept

@@ -40,7 +40,8 @@ class FakeQuant(nn.Module):
 
 
 def apply(model: nn.Module, layers, bits: int, data, epochs: int = 1, lr: float = 1e-3, batch_size: int = 64,
-          scheme: str = "dynamic", group_size: int = 0):
+          scheme: str = "dynamic", group_size: int = 0, optimizer: str = "adam", momentum: float = 0.9,
+          weight_decay: float = 0.0, schedule: str = "constant"):
     bits = int(checks.choice(RULE, "bits", bits, BITS))
     scheme = checks.choice(RULE, "scheme", scheme, ("dynamic", "weight_only"))
     group_size = checks.integer(RULE, "group_size", group_size, 0, 1 << 20)
@@ -54,7 +55,8 @@ def apply(model: nn.Module, layers, bits: int, data, epochs: int = 1, lr: float 
     for _, leaf, _ in leaves:
         parametrize.register_parametrization(leaf, "weight", FakeQuant(bits, group_size, getattr(leaf, kl.MASK, None)))
     try:
-        training.train(model, data, training.task_loss(data, rule=RULE), epochs, lr, batch_size, RULE)
+        training.train(model, data, training.task_loss(data, rule=RULE), epochs, lr, batch_size, RULE,
+                       optimizer=optimizer, momentum=momentum, weight_decay=weight_decay, schedule=schedule)
     finally:
         for _, leaf, _ in leaves:
             parametrize.remove_parametrizations(leaf, "weight", leave_parametrized=False)

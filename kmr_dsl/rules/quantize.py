@@ -40,6 +40,9 @@ def apply(model: nn.Module, layers, bits: int, scheme: str = "dynamic", group_si
     group_size = checks.integer(RULE, "group_size", group_size, 0, 1 << 20)
     samples = checks.integer(RULE, "samples", samples, 1, 1 << 20)
     static = scheme == "static" and bits == 8
+    if scheme == "static" and group_size:
+        checks.fail(RULE, "`scheme = static` runs torch's int8 kernels, which take one weight scale per row",
+                    hint="use group_size = 0 with `static`, or `weight_only` for group-wise scales")
     if scheme == "static" and bits < 8:
         checks.fail(RULE, f"`scheme = static` quantizes weights and activations to 8 bits, not {bits}",
                     hint="use bits = 8 with `static`, or `weight_only` for 4 and 2 bits")
@@ -52,14 +55,16 @@ def apply(model: nn.Module, layers, bits: int, scheme: str = "dynamic", group_si
                         hint="quantize to a width no larger than the layer's current one")
         if bits == 32:
             continue
-        if static and kind == "Embedding":
-            checks.fail(RULE, f"`{name}`: an Embedding has no activations to quantize statically",
-                        hint="select Linear and Conv2d layers for `scheme = static`")
         todo.extend((leaf_name, leaf, kind) for leaf_name, leaf in kl.leaves(name, layer))
     ranges = {}
-    if static and todo:
+    # an Embedding has no activations to quantize: static stores it weight-only int8
+    observed = [(n, leaf) for n, leaf, kind in todo if kind != "Embedding"]
+    if static and observed:
+        if calibration is None:
+            checks.fail(RULE, "`scheme = static` needs `calibration` data to observe activation ranges on",
+                        hint="pass `calibration = DATA` (a few hundred examples the model can run on)")
         data = training.require_data(calibration, RULE)
-        ranges = calibration_.observe(model, data.inputs[:samples], [(n, leaf) for n, leaf, _ in todo],
+        ranges = calibration_.observe(model, data.inputs[:samples], observed,
                                       lambda leaf: calibration_.ChannelStats(), RULE)
     for leaf_name, leaf, kind in todo:
         new = convert(leaf, kind, bits, scheme, leaf_name, group_size, ranges.get(leaf_name))
@@ -78,6 +83,8 @@ def convert(leaf: nn.Module, kind: str, bits: int, scheme: str, name: str, group
         q, scale = quant.quantize(kl.leaf_weight(leaf).float(), 8)
         return km.static_int8(leaf, q, scale, kl.leaf_bias(leaf), km.affine_qparams(observed.low, observed.high),
                               km.affine_qparams(observed.out_low, observed.out_high))
+    if scheme == "static":
+        scheme = "weight_only"     # an Embedding under `static`
     dynamic = scheme == "dynamic" and kind == "Linear" and bits == 8 and not group_size
     if have == bits and dynamic == km.is_dynamic(leaf) and group_size == getattr(leaf, "group_size", 0) \
             and not isinstance(leaf, km.StaticInt8):

@@ -85,7 +85,7 @@ def run_command(args) -> int:
         print(f"running `{name}` at {format_setting(setting)}", file=sys.stderr)
         threads = args.threads if args.threads is not None else default_threads(pipeline.model.facts)
         session = PipelineSession(program, name, trust=args.trust, seed=args.seed, progress=progress, threads=threads)
-        outcome = session.evaluate(setting, predicted=_keyed(session, predicted))
+        outcome = session.evaluate(setting, predicted=_keyed(session, predicted), report=True)
         path = session.save(session.last_model, out_dir, setting, outcome,
                             extra={"verification": report.to_json()}, outputs=outputs)
     finally:

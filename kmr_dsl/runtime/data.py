@@ -7,8 +7,13 @@ targets are integers of one dimension, "regression" for float targets and
 `batches` yields deterministic batches: in order, or shuffled by a seeded generator.
 
 `sklearn(name, split)` serves the datasets scikit-learn ships without download
-(digits, iris, wine, breast_cancer) with a fixed split: the rows are permuted with
-`numpy.random.RandomState(0)`, the first floor(0.75 * n) are "train", the rest "test".
+(digits, iris, wine, breast_cancer) with a fixed, seeded, stratified three-way split
+(`stratified_split`): within each class (in class order) the rows are permuted by one
+`numpy.random.RandomState(0)`; round(0.2 * n_class) go to "test", as many again to
+"val", the rest to "train"; each split is then put in one seeded random order. Sizes
+(train / val / test): digits 1079 / 359 / 359, iris 90 / 30 / 30, wine 106 / 36 / 36,
+breast_cancer 343 / 113 / 113 (a test pins them). Budgets and objectives should read "val"; "test" is
+for reporting (`report accuracy(test)`).
 Features are float32: digits divided by 16 (its pixels lie in 0..16); the others
 standardized with the mean and standard deviation of the *train* rows (a zero std
 counts as 1). Targets are int64 class indices.
@@ -27,8 +32,8 @@ import torch
 from kmr_dsl.diagnostics import KmrError, Span, error
 
 SKLEARN_DATASETS = ("digits", "iris", "wine", "breast_cancer")
-SPLITS = ("train", "test")
-TRAIN_FRACTION = 0.75
+SPLITS = ("train", "val", "test")
+HELD_OUT_FRACTION = 0.2        # of each class, for "val" and again for "test"
 SPLIT_SEED = 0
 
 
@@ -85,6 +90,24 @@ def as_dataset(value, name: str, span: Span) -> Dataset:
     return Dataset(inputs, targets, name)
 
 
+def stratified_split(labels) -> dict:
+    """Row indices of "train", "val" and "test": per class, round(0.2 * n) rows to test,
+    as many to val, the rest to train, drawn by one RandomState(SPLIT_SEED); each split
+    in a seeded random order. Deterministic for the same labels."""
+    import numpy as np
+
+    rng = np.random.RandomState(SPLIT_SEED)
+    labels = np.asarray(labels)
+    parts: dict[str, list] = {"train": [], "val": [], "test": []}
+    for c in np.unique(labels):
+        rows = rng.permutation(np.flatnonzero(labels == c))
+        k = int(round(HELD_OUT_FRACTION * len(rows)))
+        parts["test"].extend(rows[:k])
+        parts["val"].extend(rows[k:2 * k])
+        parts["train"].extend(rows[2 * k:])
+    return {key: rng.permutation(np.asarray(sorted(v), dtype=np.int64)) for key, v in parts.items()}
+
+
 def sklearn(name: str, split: str = "train", span: Span | None = None) -> Dataset:
     span = span or Span.unknown()
     if name not in SKLEARN_DATASETS:
@@ -92,7 +115,7 @@ def sklearn(name: str, split: str = "train", span: Span | None = None) -> Datase
                              f"available offline: {', '.join(SKLEARN_DATASETS)}",
                              hint="use one of the datasets scikit-learn ships; fetch_* loaders need a network"))
     if split not in SPLITS:
-        raise KmrError(error("KMR403", span, f"unknown split `{split}`", hint='use split = "train" or "test"'))
+        raise KmrError(error("KMR403", span, f"unknown split `{split}`", hint='use split = "train", "val" or "test"'))
     try:
         import numpy as np
         from sklearn import datasets
@@ -100,9 +123,8 @@ def sklearn(name: str, split: str = "train", span: Span | None = None) -> Datase
         raise KmrError(error("KMR506", span, "scikit-learn is not installed", str(exc),
                              hint="pip install scikit-learn")) from exc
     x, y = getattr(datasets, f"load_{name}")(return_X_y=True)
-    order = np.random.RandomState(SPLIT_SEED).permutation(len(x))
-    n_train = int(len(x) * TRAIN_FRACTION)
-    train_idx, test_idx = order[:n_train], order[n_train:]
+    parts = stratified_split(y)
+    train_idx = parts["train"]
     x = x.astype("float32")
     if name == "digits":
         x = x / 16.0
@@ -110,7 +132,7 @@ def sklearn(name: str, split: str = "train", span: Span | None = None) -> Datase
         mean = x[train_idx].mean(axis=0)
         std = x[train_idx].std(axis=0)
         x = (x - mean) / np.where(std > 0, std, 1.0)
-    idx = train_idx if split == "train" else test_idx
+    idx = parts[split]
     return Dataset(torch.from_numpy(np.ascontiguousarray(x[idx], dtype="float32")),
                    torch.from_numpy(y[idx].astype("int64")), f"{name}:{split}")
 

@@ -56,7 +56,7 @@ def _shape_of(value) -> tuple[tuple[int, ...], str] | None:
 def example_input_shape(spec: LoaderSpec | None, model: nn.Module, span: Span | None = None) -> tuple[tuple[int, ...], str]:
     span = span or Span.unknown()
     if spec is not None and spec.kw("input_shape") is not None:
-        shape = tuple(int(s) for s in spec.kw("input_shape"))
+        shape = _written_shape(spec.kw("input_shape"), span)
         first = next(iter(kl.logical_layers(model)), (None, None))[1]
         default = "int64" if first is not None and kl.kind_of(first) == "Embedding" else "float32"
         return shape, str(spec.kw("input_dtype", default))
@@ -81,7 +81,22 @@ def example_input_shape(spec: LoaderSpec | None, model: nn.Module, span: Span | 
         if kind in ("Conv1d", "Conv2d"):
             break
     raise KmrError(error("KMR404", span, "cannot tell the model's example input shape",
-                         hint="pass input_shape = [1, C, H, W] to the loader or define example_input() in the model's module"))
+                         hint='pass the shape to the loader, e.g. `input_shape = "1, 3, 32, 32"`, or define '
+                              "`example_input()` in the model's module, returning an example tensor or its shape"))
+
+
+def _written_shape(value, span) -> tuple[int, ...]:
+    """`input_shape = "1, 3, 32, 32"` (the language has no list literal; "1x3x32x32" works too)."""
+    try:
+        if isinstance(value, str):
+            parts = [p for p in value.replace("x", ",").split(",") if p.strip()]
+            return tuple(int(p) for p in parts)
+        if isinstance(value, (int, float)):
+            return (int(value),)
+        return tuple(int(s) for s in value)
+    except (TypeError, ValueError):
+        raise KmrError(error("KMR404", span or Span.unknown(), f"`input_shape = {value!r}` is not a shape",
+                             hint='write the sizes as a string, e.g. `input_shape = "1, 3, 32, 32"`')) from None
 
 
 def _layer_fact(name: str, layer: nn.Module, macs: int, consumers: tuple[str, ...]) -> LayerFact:
@@ -91,7 +106,7 @@ def _layer_fact(name: str, layer: nn.Module, macs: int, consumers: tuple[str, ..
     if ls:
         nnz = numel = 0
         for _, leaf in ls:
-            a, b = kl.leaf_nonzero(leaf)
+            a, b = kl.leaf_nonzero(leaf)        # a meta weight counts as dense (spec: densities are 1)
             nnz, numel = nnz + a, numel + b
         weight_shape = tuple(kl.leaf_weight(ls[0][1]).shape) if len(ls) == 1 else (numel,)
         bias_params = sum(0 if kl.leaf_bias(leaf) is None else kl.leaf_bias(leaf).numel() for _, leaf in ls)
@@ -106,7 +121,7 @@ def _layer_fact(name: str, layer: nn.Module, macs: int, consumers: tuple[str, ..
         weight_shape = tuple(weight.shape) if isinstance(weight, torch.Tensor) else ()
         weight_params = weight.numel() if isinstance(weight, torch.Tensor) else 0
         bias_params = bias.numel() if isinstance(bias, torch.Tensor) else 0
-        nnz = int(torch.count_nonzero(weight)) if weight_params else 0
+        nnz = (weight_params if weight.is_meta else int(torch.count_nonzero(weight))) if weight_params else 0
         numel = weight_params
         bits = kl.layer_bits(layer, name)
         dtype = _dtype_name(weight.dtype) if isinstance(weight, torch.Tensor) else "float32"
@@ -123,6 +138,8 @@ def model_facts_from_module(module: nn.Module, input_shape, input_dtype: str = "
                             source_hash: str = "") -> ModelFacts:
     module.eval()
     x = forward.example_input(input_shape, input_dtype, batch=input_shape[0] if input_shape else 1)
+    if loaders.is_meta(module):
+        x = x.to("meta")        # FlopCounterMode counts a meta forward without computing anything
     total_macs, per_layer = meters.count_macs(module, x)
     links = kl.channel_links(module)
     facts = tuple(
@@ -146,7 +163,7 @@ def _persistent_buffers(module: nn.Module):
 
 def model_facts(spec: LoaderSpec, trust: bool = False, span: Span | None = None) -> ModelFacts:
     before = set(sys.modules)
-    model = loaders.load_model(spec, trust=trust, span=span)
+    model = loaders.load_model(spec, trust=trust, span=span, allow_meta=True)
     shape, dtype = example_input_shape(spec, model, span)
     try:
         facts = model_facts_from_module(model, shape, dtype, source_hash=spec_hash(spec))
@@ -156,7 +173,7 @@ def model_facts(spec: LoaderSpec, trust: bool = False, span: Span | None = None)
     except Exception as exc:  # noqa: BLE001 - the example input does not fit the model
         raise KmrError(error("KMR404", span or Span.unknown(), f"the model does not run on its example input {shape}",
                              f"{type(exc).__name__}: {str(exc)[:400]}",
-                             hint="pass input_shape = [...] to the loader")) from exc
+                             hint='pass the right shape to the loader, e.g. `input_shape = "1, 3, 32, 32"`')) from exc
 
 
 __all__ = ["example_input_shape", "model_facts", "model_facts_from_module"]

@@ -26,7 +26,7 @@ Contract:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
+from kmr_dsl.patterns import selected
 
 import torch
 import torch.nn as nn
@@ -57,10 +57,13 @@ def logical_layers(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Mod
     return out
 
 
-def select_layers(model: nn.Module, kinds=(), name_glob: str | None = None) -> list[tuple[str, nn.Module]]:
-    """The `layers` argument for a step `RULE(...) on layers(KINDS, name = GLOB)`."""
+def select_layers(model: nn.Module, kinds=(), names: tuple[str, ...] | str | None = None,
+                  exclude: tuple[str, ...] | None = None) -> list[tuple[str, nn.Module]]:
+    """The `layers` argument for a step `RULE(...) on layers(KINDS, name = P, exclude = Q)`."""
+    if isinstance(names, str):
+        names = (names,)
     return [(n, m) for n, m in logical_layers(model)
-            if (not kinds or kind_of(m) in kinds) and (name_glob is None or fnmatchcase(n, name_glob))]
+            if (not kinds or kind_of(m) in kinds) and selected(n, names, exclude)]
 
 
 def get_module(model: nn.Module, path: str) -> nn.Module:
@@ -119,6 +122,8 @@ def leaf_nonzero(leaf: nn.Module) -> tuple[int, int]:
         q = leaf.int_weight()
     else:
         q = leaf.weight.detach()
+    if q.is_meta:              # shapes without values (a model too big to load): density 1
+        return q.numel(), q.numel()
     return int(torch.count_nonzero(q)), q.numel()
 
 

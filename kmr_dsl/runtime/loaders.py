@@ -276,7 +276,7 @@ def hf_folder(arg: str, base_dir, span: Span, trust: bool = False) -> Path:
 
 
 def hf_model(arg: str, base_dir=".", span: Span | None = None, weights: bool = True,
-             trust: bool = False) -> nn.Module:
+             trust: bool = False, meta: bool = False) -> nn.Module:
     span = _span(span)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -290,9 +290,23 @@ def hf_model(arg: str, base_dir=".", span: Span | None = None, weights: bool = T
         if weights:
             return transformers.AutoModel.from_pretrained(str(folder), attn_implementation="eager")
         config = transformers.AutoConfig.from_pretrained(str(folder))
+        if meta:
+            # `hf(PATH, weights = false)`: the architecture config.json names (with its head),
+            # built on the meta device: shapes only, no memory for weights (a 70B model fits)
+            arch = next((getattr(transformers, a, None) for a in (config.architectures or ())
+                         if isinstance(getattr(transformers, a, None), type)), None)
+            with torch.device("meta"):
+                if arch is not None:
+                    return arch._from_config(config, attn_implementation="eager")
+                return transformers.AutoModel.from_config(config, attn_implementation="eager")
         return transformers.AutoModel.from_config(config, attn_implementation="eager")
     except Exception as exc:  # noqa: BLE001
         raise KmrError(error("KMR402", span, f"transformers could not load `{folder}`", f"{type(exc).__name__}: {exc}")) from exc
+
+
+def is_meta(model: nn.Module) -> bool:
+    """Built on the meta device (shapes, no weights): checkable, not runnable."""
+    return any(p.is_meta for p in model.parameters())
 
 
 def program_trust(spec: LoaderSpec, trust: bool) -> bool:
@@ -301,7 +315,10 @@ def program_trust(spec: LoaderSpec, trust: bool) -> bool:
     return bool(trust) or spec.kw("trust", False) is True
 
 
-def load_model(spec: LoaderSpec, trust: bool = False, span: Span | None = None, weights: bool = True) -> nn.Module:
+def load_model(spec: LoaderSpec, trust: bool = False, span: Span | None = None, weights: bool = True,
+               allow_meta: bool = False) -> nn.Module:
+    """The model of a loader call; a model without weights (meta device) only when allow_meta
+    (`kmr check`): anything that runs it gets KMR412 instead."""
     span = _span(span)
     trust = program_trust(spec, trust)
     if spec.kind == "torch_module":
@@ -313,10 +330,15 @@ def load_model(spec: LoaderSpec, trust: bool = False, span: Span | None = None, 
     elif spec.kind == "hf":
         if not spec.args:
             raise KmrError(error("KMR402", span, "hf() needs a folder or a package name"))
-        model = hf_model(str(spec.args[0]), spec.base_dir, span, weights, trust)
+        no_weights = spec.kw("weights") is False
+        model = hf_model(str(spec.args[0]), spec.base_dir, span, weights and not no_weights, trust, meta=no_weights)
     else:
         raise KmrError(error("KMR402", span, f"`{spec.kind}` is not a model loader",
                              hint="use torch_module, factory or hf"))
+    if not allow_meta and is_meta(model):
+        raise KmrError(error("KMR412", span, "the model has no weights (it is built on the meta device)",
+                             "a model without weights can be checked (`kmr check`), not run",
+                             hint="load real weights: drop `weights = false`, or build the model on the CPU"))
     return _prepare(model)
 
 
@@ -349,5 +371,5 @@ def load_data(spec: LoaderSpec, span: Span | None = None, trust: bool = False) -
 
 
 __all__ = ["RESERVED_KWARGS", "exited", "factory_model", "hf_folder", "hf_model", "import_impl", "import_module_from",
-           "import_ref",
+           "import_ref", "is_meta",
            "load_data", "load_model", "load_weights", "program_trust", "torch_module"]

@@ -1,5 +1,6 @@
 """The readable run report: one table with baseline, predicted, measured per meter, and
-the verdict of every budget line.
+the verdict of every budget line, then the pipeline's `report` items (measured on the
+result, never used to choose it).
 
 Contract: `render_text(session, outcome)` for the terminal, `render_markdown(...)` for
 report.md; values are shown in their meter's unit (bytes as KB/MB, time as ms, counts
@@ -9,7 +10,7 @@ unstructured sparsity gives no CPU speedup, that int4/int2 are storage formats h
 
 from __future__ import annotations
 
-from kmr_dsl.core.evaluate import meter_key
+from kmr_dsl.core.evaluate import meter_key, meter_refs
 from kmr_dsl.outcome import LineVerdict, Outcome
 
 
@@ -54,13 +55,33 @@ def _line_dim(session, line: LineVerdict) -> str:
     return "number"
 
 
+def _text_dim(session, text: str) -> str:
+    """The unit of a `report` item: its meter's, when it reads exactly one meter."""
+    for item in session.pipeline.report:
+        if item.text == text:
+            names = {ref.name for ref in meter_refs(item.expr)}
+            if len(names) == 1 and len(meter_refs(item.expr)) == 1:
+                meter = session.program.meters.get(names.pop())
+                return meter.dim if meter else "number"
+    return "number"
+
+
+def report_lines(session, reported: list[dict]) -> list[str]:
+    """`report` items for the terminal: measured on the chosen result, never used to choose."""
+    lines = ["reported (measured on this result, never used to choose it)"]
+    for r in reported:
+        dim = _text_dim(session, r["text"])
+        lines.append(f"  {r['text']}: {fmt_value(r['value'], dim)}  (baseline {fmt_value(r['baseline'], dim)})")
+    return lines
+
+
 def honesty_notes(session) -> list[str]:
     notes = []
     names = {s.rule.name for s in session.pipeline.steps}
-    if "prune" in names:
+    if names & {"prune", "prune_gradually"}:
         methods = set()
         for step in session.pipeline.steps:
-            if step.rule.name == "prune":
+            if step.rule.name in ("prune", "prune_gradually"):
                 m = dict(step.args).get("method")
                 methods.add(getattr(m, "member", getattr(m, "value", "magnitude")))
         if methods & {"magnitude", "global", "nm"}:
@@ -91,6 +112,9 @@ def render_text(session, outcome: Outcome) -> str:
                      f"[{fmt_value(line.left, dim)} {line.op} {fmt_value(line.right, dim)}]")
     if outcome.objective is not None and session.pipeline.objective is not None:
         lines.append(f"objective: {session.pipeline.objective.direction} = {outcome.objective:.6g}")
+    if outcome.reported:
+        lines.append("")
+        lines += report_lines(session, outcome.reported)
     for note in honesty_notes(session):
         lines.append(f"note: {note}")
     return "\n".join(lines)
@@ -107,6 +131,11 @@ def render_markdown(session, outcome: Outcome, artifact_path) -> str:
         dim = _line_dim(session, line)
         out.append(f"| `{line.text}` | {'holds' if line.holds else '**fails**'} | "
                    f"{fmt_value(line.left, dim)} | {fmt_value(line.right, dim)} |")
+    if outcome.reported:
+        out += ["", "Reported (measured on this result, never used to choose it):", "",
+                "| report | baseline | result |", "|---|---|---|"]
+        out += [f"| `{r['text']}` | {fmt_value(r['baseline'], _text_dim(session, r['text']))} | "
+                f"{fmt_value(r['value'], _text_dim(session, r['text']))} |" for r in outcome.reported]
     notes = honesty_notes(session)
     if notes:
         out += ["", "Notes:", *[f"- {n}" for n in notes]]

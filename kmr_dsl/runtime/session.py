@@ -30,7 +30,7 @@ import os
 import time
 from pathlib import Path
 
-from kmr_dsl.core.program import CheckedProgram, DataRef, MeterRef, ModelArg, Step
+from kmr_dsl.core.program import NO_DATA, CheckedProgram, DataRef, MeterRef, ModelArg, Step
 from kmr_dsl.core.state import ANALYTIC_METERS
 from kmr_dsl.diagnostics import KmrError, Span, error
 from kmr_dsl.core.evaluate import Env, evaluate, holds, margin, meter_key, meter_refs
@@ -108,6 +108,8 @@ class PipelineSession:
             param = step.rule.param(name)
             if param is not None and param.type == "int" and isinstance(value, float) and value.is_integer():
                 value = int(value)
+            if param is not None and param.type == "data" and value == NO_DATA:
+                value = None        # data the step left out (`= none`)
             out[name] = value
         return out
 
@@ -218,7 +220,47 @@ class PipelineSession:
                     self._baseline_meters[key] = self.measure(self.baseline, ref, {})
         return dict(self._baseline_meters)
 
-    def evaluate(self, setting: dict, predicted: dict | None = None) -> Outcome:
+    def reported(self, model, setting: dict) -> list[dict]:
+        """The pipeline's `report` items measured on `model` (and the baseline): shown in
+        reports, never part of a budget or an objective, so search never reads them on
+        a trial, only on the setting it chose."""
+        items = self.pipeline.report
+        if not items:
+            return []
+        refs: list[MeterRef] = []
+        for item in items:
+            for ref in meter_refs(item.expr):
+                plain = MeterRef(ref.name, ref.args, False, ref.analytic, ref.span)
+                if all(meter_key(plain) != meter_key(r) for r in refs):
+                    refs.append(plain)
+        base, measured = {}, {}
+        with fixed_threads(self.threads):
+            for ref in refs:
+                key = meter_key(ref)
+                self._report(event="meter", meter=key, model="result (report)")
+                pair = self.measure_paired(model, ref, setting)
+                if pair is None:
+                    measured[key] = self.measure(model, ref, setting)
+                    if key not in self._baseline_meters:
+                        self._baseline_meters[key] = self.measure(self.baseline, ref, {})
+                    base[key] = self._baseline_meters[key]
+                else:
+                    measured[key], base[key] = pair
+
+        def reader(on_result: bool):
+            def read(ref: MeterRef) -> float:
+                key = meter_key(MeterRef(ref.name, ref.args, False, ref.analytic, ref.span))
+                return measured[key] if on_result and not ref.baseline else base[key]
+            return read
+
+        return [{"text": item.text,
+                 "value": float(evaluate(item.expr, Env(knobs=setting, meter=reader(True)))),
+                 "baseline": float(evaluate(item.expr, Env(knobs=setting, meter=reader(False))))}
+                for item in items]
+
+    def evaluate(self, setting: dict, predicted: dict | None = None, report: bool = False) -> Outcome:
+        """Apply and measure; `report=True` (kmr run, search's chosen setting) also reads
+        the pipeline's `report` items."""
         start = time.perf_counter()
         base = self.baseline_meters()
         model = self.apply(setting)
@@ -246,8 +288,9 @@ class PipelineSession:
         objective = None
         if self.pipeline.objective is not None:
             objective = float(evaluate(self.pipeline.objective.expr, env))
+        reported = self.reported(model, setting) if report else []
         return Outcome(dict(setting), measured, base, lines, objective, time.perf_counter() - start,
-                       dict(predicted or {}))
+                       dict(predicted or {}), tuple(reported))
 
     def _report(self, **event) -> None:
         if self.progress is not None:

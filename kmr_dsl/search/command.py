@@ -18,7 +18,7 @@ Trials use training seed 0 (like `kmr run`); the search seed drives only the str
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -207,15 +207,20 @@ def search_command(args, tools: Toolchain | None = None) -> int:
     def save_best(trial):
         model, outcome = backend.model_for(trial.setting), trial.outcome
         if model is None:   # Ray kept it in a worker, or it was read back from the journal
-            outcome = session().evaluate(dict(trial.setting))
+            outcome = session().evaluate(dict(trial.setting), report=True)
             model = session().last_model
+        elif pipeline.report and outcome is not None:
+            # the `report` items (the test split) are read on the chosen setting only
+            outcome = replace(outcome, reported=tuple(session().reported(model, dict(trial.setting))))
+        local["reported"] = list(outcome.reported) if outcome is not None else []
         return session().save(model, out_dir / "best", dict(trial.setting), outcome=outcome,
                               extra={"search": {"trial": trial.index, "journal": str(out_dir / "journal.jsonl")}})
 
     try:
         code, _ = execute_search(problem, strategy, backend, out_dir, info,
                                  Limits(options["max_steps"], args.time_limit),
-                                 resume=args.resume, save_best=save_best, fmt=args.format)
+                                 resume=args.resume, save_best=save_best, fmt=args.format,
+                                 reported=lambda: local.get("reported"))
     finally:
         backend.close()
     return code

@@ -61,6 +61,7 @@ def _write_text(path: Path, text: str) -> None:
 
 def execute_search(problem, strategy, backend, out_dir: Path, info: SearchInfo, limits: Limits, *,
                    resume: bool = False, save_best: Callable | None = None, fmt: str = "text",
+                   reported: Callable | None = None,
                    stderr=None) -> tuple[int, SearchResult]:
     stderr = stderr or sys.stderr
     out_dir = Path(out_dir)
@@ -98,6 +99,9 @@ def execute_search(problem, strategy, backend, out_dir: Path, info: SearchInfo, 
     payload = summary_json(result, pipeline=info.pipeline, file=info.file, strategy=info.strategy,
                            options=info.options, seed=info.seed, backend=info.backend,
                            direction=problem.direction, verification=info.verification, artifact=artifact)
+    # the pipeline's `report` items, read by save_best on the chosen setting only
+    shown_report = (reported() if reported is not None else None) or []
+    payload["report"] = shown_report
     table = trials_table(result, info.shown, info.units, families)
     try:
         _write_text(out_dir / "search.json", json.dumps(payload, indent=2, default=str) + "\n")
@@ -112,6 +116,9 @@ def execute_search(problem, strategy, backend, out_dir: Path, info: SearchInfo, 
     else:
         print(table)
         print(summary_text(result, info.shown, info.units, families))
+        for r in shown_report:
+            print(f"reported on the chosen setting (never used to choose): {r['text']} = "
+                  f"{r['value']:.6g} (baseline {r['baseline']:.6g})")
         if artifact:
             print(f"best model: {artifact}")
         print(f"journal, report and plot: {out_dir}")

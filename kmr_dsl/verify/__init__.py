@@ -14,8 +14,9 @@ Public API:
 
 Module map: algebra (building expressions) -> knobs, state (the abstract state) ->
 cost (meters) -> budget (lines) -> numeric, intervals, bounds (evaluation and cheap
-bounds) -> variables, lower (Z3 knob variables; the one sympy->Z3 table) ->
-composability, feasibility, warnings ->
+bounds) -> separable, knapsack, certificate (several lines at once: HiGHS MILP and
+exactly checked certificates) -> variables, lower (Z3 knob variables; the one
+sympy->Z3 table) -> definedness (KMR305), composability, feasibility, warnings ->
 obligations (`verify`), predict. lower.py and bounds.py describe the encoding; the
 "3xx proofs" section of docs/errors.md describes it for users.
 """

@@ -32,6 +32,7 @@ re-checked (widened, else exactly with rationals) before anyone calls it a witne
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -146,10 +147,15 @@ def _domain(kv: KnobVar, sides: set, points: bool):
 
 def _cells(kv: KnobVar, sides: set) -> tuple[list[tuple[float, float]], list | None]:
     """Boxes covering the (possibly relaxed) domain; the exact values when all are points."""
-    if kv.finite and not sides:
+    if kv.finite and len(kv.values) > CAP:
+        # a huge lattice (`int in [1 B, 1 GB]`): its hull in PIECES cells, never its points
+        lo, hi = float(kv.values[0]), float(kv.values[-1])
+        width = (hi - lo) / PIECES
+        cells = [(lo + i * width, lo + (i + 1) * width) for i in range(PIECES)]
+    elif kv.finite and not sides:
         vals = [Fraction(int(v)) if isinstance(v, bool) else Fraction(v) for v in kv.values]
         return [(float(v), float(v)) for v in vals], list(kv.values)
-    if kv.finite:
+    elif kv.finite:
         lo, hi = float(kv.values[0]), float(kv.values[-1])
         cells = [(float(v), float(v)) for v in kv.values]
     else:
@@ -165,7 +171,10 @@ def _cells(kv: KnobVar, sides: set) -> tuple[list[tuple[float, float]], list | N
 
 def _points(kv: KnobVar, sides: set) -> list:
     """Exact candidate values: the domain's points (reals: ends and a grid), tails when relaxed."""
-    if kv.finite:
+    if kv.finite and len(kv.values) > CAP:
+        n = len(kv.values) - 1
+        pts = list(dict.fromkeys(kv.values[n * i // PIECES] for i in range(PIECES + 1)))
+    elif kv.finite:
         pts = list(kv.values)
     else:
         lo, hi = kv.lo, kv.hi
@@ -246,15 +255,20 @@ def _run_batch(groups, members, counts, points: bool, widen: bool):
     k = len(counts)
     counts = list(counts)
     hull = [False] * k
-    total = int(np.prod(counts)) if counts else 1
+    total = math.prod(counts)       # exact: np.prod wraps around past 2^63 (25 knobs of 11 values)
     while total > CAP:
-        # coarsen the largest domain to one cell (its hull) or, for points, to its ends
+        # coarsen the largest domain to one cell (its hull) or, for points, to its ends,
+        # and with many knobs (2^25 ends) to its first point: points are only candidates
         j = max((i for i in range(k) if counts[i] > (2 if points else 1)), key=lambda i: counts[i], default=None)
+        keep = 2 if points else 1
+        if j is None and points:
+            j = next((i for i in range(k) if counts[i] > 1), None)
+            keep = 1
         if j is None:
             break
-        hull[j] = True
+        hull[j] = keep if points else True
         total //= counts[j]
-        counts[j] = 2 if points else 1
+        counts[j] = keep
         total *= counts[j]
     idx = np.indices(counts).reshape(k, -1) if k else np.zeros((0, 1), dtype=int)
     n = len(members)
@@ -267,7 +281,7 @@ def _run_batch(groups, members, counts, points: bool, widen: bool):
         hi = np.empty((len(rows), counts[j]))
         for r, dom in enumerate(rows):
             if points:
-                vals = dom if not hull[j] else [dom[0], dom[-1]]
+                vals = dom if not hull[j] else [dom[0], dom[-1]][:hull[j]]
                 lo[r] = hi[r] = [float(v) for v in vals]
             else:
                 cells = dom[0]
@@ -294,7 +308,7 @@ def _run_batch(groups, members, counts, points: bool, widen: bool):
                 for j in range(k):
                     vals = doms[j] if points else doms[j][1]
                     if points and hull[j]:
-                        vals = [vals[0], vals[-1]]
+                        vals = [vals[0], vals[-1]][:hull[j]]
                     out.append(vals[idx[j][col]])
                 return tuple(out)
             res.argmin, res.argmax = pick(amin[m]), pick(amax[m])

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
+import sympy as sp
+
 from kmr_dsl.core.program import Constraint, MeterRef
 from kmr_dsl.verify import algebra as A
 from kmr_dsl.core.state import ANALYTIC_METERS
@@ -35,6 +37,7 @@ class Line:
     left: object                # the two sides, for messages ("at best, size = ...")
     right: object
     problem: str | None = None  # why the line could not be modelled
+    undefined: bool = False     # a divisor can be 0 (KMR305 already says so)
 
     @property
     def span(self):
@@ -77,11 +80,35 @@ def budget_lines(model: PipelineModel) -> tuple[list[Line], list[Constraint]]:
                     or not hasattr(right, "free_symbols"):
                 raise A.NotModelled("a budget line must compare two numbers")
             op = _FLIP.get(c.op, c.op)
-            g = A.sub(right, left) if c.op in _FLIP else A.sub(left, right)
+            g = flatten(A.sub(right, left) if c.op in _FLIP else A.sub(left, right))
             lines.append(Line(i, c, text, op, g, left, right))
         except A.NotModelled as exc:
             lines.append(Line(i, c, text, _FLIP.get(c.op, c.op), None, None, None, str(exc)))
     return lines, runtime
+
+
+def flatten(e):
+    """`e` with constant factors distributed over sums: `-(a + b)` becomes `-a - b`.
+
+    Why: the bounds and the knapsack split a line into per-layer terms; a `>=` line (or a
+    weighted sum of lines) negates or scales a whole sum, and left as one `Mul(c, Add)`
+    that sum would be one term holding every knob of every layer.
+    """
+    t = type(e)
+    if t is sp.Add:
+        return A.add(*(flatten(x) for x in e.args))
+    if t is sp.Mul:
+        consts = [x for x in e.args if isinstance(x, sp.Rational)]
+        rest = [x for x in e.args if not isinstance(x, sp.Rational)]
+        if len(rest) == 1 and type(rest[0]) is sp.Add:
+            c = A.mul(*consts) if consts else 1
+            return A.add(*(flatten(A.mul(c, x)) for x in rest[0].args))
+    return e
+
+
+def scaled(c, e):
+    """c * e, distributed over e's terms (see `flatten`)."""
+    return flatten(A.mul(c, e))
 
 
 def line_value(line: Line, env: dict) -> Fraction:
@@ -89,4 +116,4 @@ def line_value(line: Line, env: dict) -> Fraction:
     return evaluate(line.expr, env)
 
 
-__all__ = ["Line", "budget_lines", "holds", "holds_float", "line_value"]
+__all__ = ["Line", "budget_lines", "flatten", "scaled", "holds", "holds_float", "line_value"]

@@ -147,6 +147,7 @@ def check_composability(model: PipelineModel, limits: Limits) -> tuple[list[Obli
         layers = tuple(r.layer for r in reqs if r.layer is not None)
         where = f" on layer `{refuted[0][0].layer}`" if refuted and refuted[0][0].layer else ""
         methods = "+".join(sorted({d.method for _, d in decided}))
+        family = f"`{step.rule.name}` requires `{text}`"
         if refuted:
             req, dec = refuted[0]
             if dec.counterexample:
@@ -165,7 +166,7 @@ def check_composability(model: PipelineModel, limits: Limits) -> tuple[list[Obli
             user_cx = model.knobs.to_user(dec.counterexample or {})
             results.append(ObligationResult("composability", Verdict.REFUTED, step.span, summary,
                                             model.pipeline.name, counterexample=user_cx, method=methods,
-                                            layers=layers))
+                                            layers=layers, family=family))
         elif unknown:
             req, dec = unknown[0]
             where = f" on layer `{req.layer}`" if req.layer else ""
@@ -174,11 +175,12 @@ def check_composability(model: PipelineModel, limits: Limits) -> tuple[list[Obli
                                f"could not decide precondition `{text}` of `{step.rule.name}`{where}",
                                f"reason: {dec.reason}"))
             results.append(ObligationResult("composability", Verdict.UNKNOWN, step.span, summary,
-                                            model.pipeline.name, reason=dec.reason, method=methods, layers=layers))
+                                            model.pipeline.name, reason=dec.reason, method=methods, layers=layers,
+                                            family=family))
         else:
             summary = f"`{step.rule.name}` requires `{text}`: holds for every setting"
             results.append(ObligationResult("composability", Verdict.PROVED, step.span, summary,
-                                            model.pipeline.name, method=methods, layers=layers))
+                                            model.pipeline.name, method=methods, layers=layers, family=family))
     return results, diags
 
 

@@ -26,17 +26,23 @@ Order of work, cheapest first (bounds.py explains why):
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import z3
 
 from kmr_dsl.diagnostics import Diagnostic, error
 from kmr_dsl.verify import algebra as A
 from kmr_dsl.verify.bounds import MARGIN, bound_line, decompose, point_range, relax_line, sound_bound
 from kmr_dsl.verify.budget import Line, holds
+from kmr_dsl.verify import certificate
+from kmr_dsl.verify.knapsack import Knapsack, exact_line_values
 from kmr_dsl.verify.lower import Encoding
 from kmr_dsl.verify.numeric import Unevaluable, as_number, evaluate
 from kmr_dsl.verify.render import render_setting
-from kmr_dsl.verify.report import (CoreMember, Limits, ObligationResult, Verdict, new_solver, solver_verdict,
+from kmr_dsl.verify.report import (DEFAULT_RLIMIT, CoreMember, Limits, ObligationResult, Verdict, new_solver,
+                                   solver_verdict,
                                    unknown_reason)
+from kmr_dsl.verify.separable import separate
 from kmr_dsl.verify.state import PipelineModel
 
 
@@ -138,9 +144,11 @@ def check_feasibility(model: PipelineModel, lines: list[Line], limits: Limits,
     bad = [ln for ln in lines if ln.problem]
     if bad:
         reason = f"`{bad[0].text}`: {bad[0].problem}"
-        return (ObligationResult("feasibility", Verdict.UNKNOWN, bad[0].span, "budget: unknown", pipe.name,
-                                 reason=reason, method="model"),
-                [error("KMR303", bad[0].span, f"cannot verify budget line `{bad[0].text}`", reason)])
+        result = ObligationResult("feasibility", Verdict.UNKNOWN, bad[0].span, "budget: unknown", pipe.name,
+                                  reason=reason, method="model")
+        if all(ln.undefined for ln in bad):
+            return result, []
+        return result, [error("KMR303", bad[0].span, f"cannot verify budget line `{bad[0].text}`", reason)]
     defaults = model.knobs.defaults()
     if not lines:
         return ObligationResult("feasibility", Verdict.PROVED, span, "no analytic budget lines", pipe.name,
@@ -150,15 +158,94 @@ def check_feasibility(model: PipelineModel, lines: list[Line], limits: Limits,
         decided = _by_bounds(model, lines, defaults, candidates, limits)
         if decided is not None:
             return decided
+    sep = separable(model, lines) if use_bounds else None
     for cand in candidates:
-        if meets_all(lines, model, cand):
+        if _meets(model, lines, sep, cand):
             return _proved(model, lines, cand, "bounds" if cand is not defaults else "defaults")
+    if use_bounds:
+        decided = _by_knapsack(model, lines, sep)
+        if decided is not None:
+            return decided
     return _by_solver(model, lines, limits)
+
+
+def _meets(model, lines, sep, setting) -> bool:
+    """meets_all, exactly and cheaply through the separable form when there is one."""
+    if sep is None:
+        return meets_all(lines, model, setting)
+    env = model.knobs.env(setting)
+    return all(holds(ln.op, v) for ln, v in zip(lines, exact_line_values(sep, env)))
+
+
+def separable(model: PipelineModel, lines: list[Line]):
+    """The lines as a separable sum (separable.py); None when they are not one."""
+    if not all(ln.op in ("<=", "<") and ln.expr is not None for ln in lines):
+        return None
+    decs = [decomposition(model, ln.expr) for ln in lines]
+    if any(d is None for d in decs):
+        return None
+    try:
+        return separate(model, lines, decs)
+    except (A.NotModelled, Unevaluable, ZeroDivisionError):
+        return None
+
+
+def _by_knapsack(model, lines, sep):
+    """Every line at once as a multiple-choice knapsack (knapsack.py); None when not separable
+    or when HiGHS cannot decide (then Z3 is asked)."""
+    if sep is None:
+        return None
+    try:
+        ks = Knapsack(sep)
+    except ValueError:
+        return None
+    verdict, setting = ks.solve()
+    if verdict == "feasible":
+        values = exact_line_values(sep, setting)
+        if not all(holds(ln.op, v) for ln, v in zip(lines, values)):
+            return None
+        full = dict(model.knobs.defaults())
+        full.update({model.knobs.by_symbol[s].name: v for s, v in setting.items()})
+        return _proved(model, lines, full, "milp")
+    if verdict != "infeasible":
+        return None
+    rows, minimal = ks.core(list(range(len(lines))))
+    full_y, bound = None, None
+    for y in ks.multipliers(rows) or ():
+        full_y = [Fraction(0)] * len(lines)
+        for i, yi in zip(rows, y):
+            full_y[i] = yi
+        bound = certificate.check(sep, full_y)
+        if bound is not None:
+            break
+    if bound is not None:
+        cert = certificate.to_json(lines, full_y, bound)
+    else:
+        cert = certificate.to_json([lines[i] for i in rows], None, None, _z3_confirms(model, [lines[i] for i in rows]))
+    core = [CoreMember("line", lines[i].text, lines[i].span) for i in rows]
+    return _refuted(model, lines, core, minimal, "milp", certificate=cert)
+
+
+def _z3_confirms(model, lines: list[Line]) -> bool:
+    """Z3, on its own exact encoding and a fifth of the default effort, also finds the lines unsatisfiable."""
+    try:
+        prob = _Problem(model, lines, Limits(DEFAULT_RLIMIT // 5, 10.0))
+        return prob.check(list(range(len(prob.members)))) == z3.unsat
+    except A.NotModelled:
+        return False
+
+
+def _line_certificate(model, line: Line):
+    """y = (1) for one line whose minimum alone is positive, checked exactly (None if it cannot be)."""
+    sep = separable(model, [line])
+    if sep is None:
+        return None
+    bound = certificate.check(sep, [Fraction(1)])
+    return certificate.to_json([line], [Fraction(1)], bound) if bound is not None else None
 
 
 def _by_bounds(model, lines, defaults, candidates, limits):
     knobs = model.knobs
-    weighted = []
     for ln in lines:
         if ln.op not in ("<=", "<"):
             continue
@@ -170,20 +257,11 @@ def _by_bounds(model, lines, defaults, candidates, limits):
             found = _bounds_core(model, ln, dec, limits, lb, split_families(model, lines))
             if found is not None:
                 core, minimal, best = found
-                return _refuted(model, lines, core, minimal, "bounds", best=(ln, best, lb.lb))
+                cert = _line_certificate(model, ln)
+                return _refuted(model, lines, core, minimal, "bounds", best=(ln, best, lb.lb), certificate=cert)
         cand = dict(defaults)
         cand.update({knobs.by_symbol[s].name: v for s, v in lb.argmin.items()})
         candidates.append(cand)
-        weighted.append(A.mul(1 / max(abs(lb.lb), abs(lb.ub), 1.0), ln.expr))
-    if len(weighted) > 1:
-        try:
-            combo = A.add(*weighted)
-            lb = bound_line(decompose(combo, knobs), knobs)
-            cand = dict(defaults)
-            cand.update({knobs.by_symbol[s].name: v for s, v in lb.argmin.items()})
-            candidates.append(cand)
-        except (A.NotModelled, ZeroDivisionError):
-            pass
     return None
 
 
@@ -330,7 +408,7 @@ def approx_value(model, expr, env):
     return int(round(v)) if abs(v - round(v)) <= 1e-6 * max(1.0, abs(v)) else round(v, 6)
 
 
-def _refuted(model, lines, core, minimal, method, best=None):
+def _refuted(model, lines, core, minimal, method, best=None, certificate=None):
     span = next((m.span for m in core if m.kind == "line"), lines[0].span)
     notes = [f"conflicting: `{m.text}` ({'budget line' if m.kind == 'line' else 'knob bound'} at {m.span})"
              for m in core]
@@ -350,10 +428,19 @@ def _refuted(model, lines, core, minimal, method, best=None):
             pass
     if not minimal:
         notes.append("the solver could not decide every subset: this core may not be minimal")
+    if certificate is not None and certificate.get("checked"):
+        weights = " + ".join(f"{float(Fraction(y)):.4g} x (`{t}`)" for y, t in
+                             zip(certificate["multipliers"], certificate["lines"]) if y != "0")
+        notes.append(f"certificate (checked in exact arithmetic): {weights}, each line as left - right, is at "
+                     f"least {float(Fraction(certificate['bound'])):.4g} > 0 at every setting")
+    elif certificate is not None:
+        notes.append("certificate: the MILP solver's exhaustive branch and bound (the LP relaxation alone is "
+                     "feasible, so no multiplier certificate exists)"
+                     + ("; Z3 confirms it independently" if certificate.get("z3_confirms") else ""))
     summary = "budget cannot be met: " + "; ".join(m.text for m in core)
     diag = error("KMR302", span, "no knob setting meets the budget", *notes)
     return ObligationResult("feasibility", Verdict.REFUTED, span, summary, model.pipeline.name,
-                            core=tuple(core), core_minimal=minimal, method=method), [diag]
+                            core=tuple(core), core_minimal=minimal, method=method, certificate=certificate), [diag]
 
 
 __all__ = ["approx_value", "check_feasibility", "decomposition", "line_bound", "line_holds", "line_range",

@@ -23,6 +23,8 @@ or it is re-checked widened or with exact rationals (bounds.py).
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import sympy as sp
 from sympy.core.relational import (Equality, GreaterThan, LessThan, StrictGreaterThan, StrictLessThan,
@@ -33,6 +35,7 @@ from sympy.logic.boolalg import And, BooleanFalse, BooleanTrue, Not, Or
 from kmr_dsl.verify.algebra import BoolSymbol, NotModelled, Unmodelled, UnmodelledBool
 
 EPS = 1e-9
+_EXACT = 2 ** 53
 INF = np.inf
 
 
@@ -56,7 +59,17 @@ def shape_of(e, slots: dict, consts: list, compared: list | None = None):
         else:
             compared.append(False)
     if t is sp.Integer or isinstance(e, sp.Rational):
-        consts.append(e.p / e.q)      # int / int: correctly rounded, and far cheaper than float(e)
+        p, q = e.p, e.q
+        # int / int: correctly rounded, and far cheaper than float(e); a constant float64
+        # cannot hold exactly stays a Fraction, so equal constant lists mean equal terms
+        if q & (q - 1) == 0 and -_EXACT < p < _EXACT:
+            consts.append(p / q)
+        else:
+            try:
+                p / q               # the float bounds need every constant within float64's range
+            except OverflowError:
+                raise NotModelled(f"the constant {e} is beyond the range of float64") from None
+            consts.append(Fraction(p, q))
         return "c"
     if isinstance(e, sp.Symbol):
         if isinstance(e, (Unmodelled, UnmodelledBool)):
@@ -90,9 +103,27 @@ def exact_comparisons(compared, knobs) -> bool:
         if x is False:
             return False
         kv = knobs.by_symbol.get(x)
-        if kv is None or not kv.finite or not all(_binary(v) for v in kv.values):
+        if kv is None or not kv.finite:
+            return False
+        # a family's instances share one domain: decide it once per declaration
+        hit = _BINARY.get(id(kv.knob))
+        if hit is None or hit[0] is not kv.knob:
+            hit = _BINARY[id(kv.knob)] = (kv.knob, _all_binary(kv.values))
+        if not hit[1]:
             return False
     return True
+
+
+_BINARY: dict = {}
+
+
+def _all_binary(values) -> bool:
+    """Every value a binary fraction; a lattice first + i*step is when its ends and step are
+    and it stays below 2^53 (float64 is exact there)."""
+    if hasattr(values, "step") and len(values) > 64:
+        return (_binary(values[0]) and _binary(values.step) and abs(values[0]) < 2 ** 52
+                and abs(values[-1]) < 2 ** 52)
+    return all(_binary(v) for v in values)
 
 
 def _binary(v) -> bool:

@@ -18,6 +18,7 @@ the runtime write (`8`, `0.05`, `"nm"`, `True`); `render` gives KMR text.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
@@ -27,6 +28,7 @@ from kmr_dsl.core.program import CheckedProgram, Knob, Pipeline
 from kmr_dsl.verify.algebra import BoolSymbol, EnumSymbol, frac
 
 FINITE_KINDS = ("set", "stepped", "bool", "enum")
+SPELLINGS_CAP = 4096     # stepped domains up to this size keep the user's spelling of each value
 
 
 @dataclass(eq=False)
@@ -109,17 +111,72 @@ class KnobVar:
         return self.values[0] + k * self.step
 
 
+class Lattice(Sequence):
+    """The values first + i*step, i in [0, n): a stepped domain held symbolically.
+
+    Why: `knob mem : int in [1 B, 1 GB]` has 10^9 values; every consumer asks for its
+    length, ends, membership or an index, and the few that enumerate check `len` first.
+    """
+
+    __slots__ = ("first", "step", "n")
+
+    def __init__(self, first: Fraction, step: Fraction, n: int):
+        self.first, self.step, self.n = first, step, max(n, 0)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self.n))]
+        if i < 0:
+            i += self.n
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        return self.first + i * self.step
+
+    def __contains__(self, v) -> bool:
+        try:
+            k = (Fraction(v) - self.first) / self.step
+        except (TypeError, ValueError):
+            return False
+        return k.denominator == 1 and 0 <= k < self.n
+
+    def index(self, v, start=0, stop=None) -> int:
+        if v not in self:
+            raise ValueError(f"{v} is not in the lattice")
+        return int((Fraction(v) - self.first) / self.step)
+
+    def __iter__(self):
+        return (self.first + i * self.step for i in range(self.n))
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, Lattice):
+            return (self.first, self.step, self.n) == (other.first, other.step, other.n)
+        return tuple(self) == tuple(other) if len(other) == self.n else False
+
+    def __hash__(self) -> int:
+        return hash((self.first, self.step, self.n))
+
+    def __repr__(self) -> str:
+        return f"Lattice({self.first}, {self.step}, {self.n})"
+
+
 def _stepped_values(knob: Knob):
     d = knob.domain
     lo, hi = frac(d.lo), frac(d.hi)
     step = frac(d.step) if d.step is not None else Fraction(1)
+    if step <= 0:
+        raise ValueError(f"knob `{knob.name}` has a step of {d.step}, which must be positive")
     first = lo
     if knob.type == "int" and d.step is None:
         first = Fraction(math.ceil(lo))
-    n = int(math.floor((hi - first) / step))
-    vals = [first + i * step for i in range(n + 1)]
-    vals = [v for v in vals if (v != lo or d.lo_closed) and (v != hi or d.hi_closed)]
-    return tuple(vals), step
+    n = int(math.floor((hi - first) / step)) + 1
+    if first == lo and not d.lo_closed:
+        first, n = first + step, n - 1
+    if n > 0 and first + (n - 1) * step == hi and not d.hi_closed:
+        n -= 1
+    return Lattice(first, step, n), step
 
 
 def make_var(name: str, knob: Knob, order: int) -> KnobVar:
@@ -137,7 +194,7 @@ def make_var(name: str, knob: Knob, order: int) -> KnobVar:
     if d.step is not None or knob.type == "int":
         values, step = _stepped_values(knob)
         raw = {}
-        shown = d.finite() if d.step is not None else None
+        shown = d.finite() if d.step is not None and len(values) <= SPELLINGS_CAP else None
         if shown and len(shown) == len(values):
             raw = dict(zip(values, shown))
         return KnobVar(name, knob, "stepped", sym, values, frac(d.lo), frac(d.hi), d.lo_closed, d.hi_closed,
@@ -209,4 +266,4 @@ class KnobTable:
         return (0, var.order, "") if var else (1, 0, str(symbol))
 
 
-__all__ = ["FINITE_KINDS", "KnobTable", "KnobVar", "make_var"]
+__all__ = ["FINITE_KINDS", "KnobTable", "Lattice", "KnobVar", "make_var"]

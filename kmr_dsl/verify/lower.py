@@ -48,6 +48,7 @@ from kmr_dsl.verify.knobs import KnobTable, KnobVar
 from kmr_dsl.verify.variables import KnobVariables, _fraction, _is_const, _z
 
 MAX_SPLIT = 64        # never enumerate a finite domain larger than this inside one term
+MAX_CASES = 256       # split cases of one term (nested splits multiply: 25 knobs of 11 values)
 
 
 class NonLinear(Exception):
@@ -104,9 +105,15 @@ class Encoding(KnobVariables):
                 owner[s] = target
         return [g[0] if len(g) == 1 else sp.Add._from_args(tuple(g), True) for g in groups if g]
 
-    def _split(self, e, env: dict):
-        """Lower a summand, case-splitting it first as `plan` says (no trial and error)."""
+    def _split(self, e, env: dict, cases: int = 1):
+        """Lower a summand, case-splitting it first as `plan` says (no trial and error).
+
+        `cases` is how many cases the splits above this one already made; past MAX_CASES
+        the rest of the term goes to Z3 as a nonlinear product (maybe UNKNOWN, never an
+        exponential encoding)."""
         kv = self._plan(e, env)
+        if kv is not None and cases * len(kv.values) > MAX_CASES:
+            kv = None
         if kv is None:
             try:
                 return self._lower(e, env)
@@ -119,7 +126,8 @@ class Encoding(KnobVariables):
                 finally:
                     self._allow_nonlinear = previous
         self.split.add(kv.name)
-        cases = [(self._selector(kv, i), self._split(e, {**env, kv.symbol: v})) for i, v in enumerate(kv.values)]
+        n = cases * len(kv.values)
+        cases = [(self._selector(kv, i), self._split(e, {**env, kv.symbol: v}, n)) for i, v in enumerate(kv.values)]
         out = _z(cases[-1][1])
         for sel, value in reversed(cases[:-1]):
             out = z3.If(sel, _z(value), out)

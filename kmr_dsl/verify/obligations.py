@@ -16,15 +16,17 @@ symbolic state of a pipeline; predict/explain share it.
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import replace
 
 from kmr_dsl.core.program import CheckedProgram, Pipeline
 from kmr_dsl.diagnostics import error
 from kmr_dsl.verify import algebra as A
 from kmr_dsl.verify.budget import budget_lines
 from kmr_dsl.verify.composability import check_composability
+from kmr_dsl.verify.definedness import undefined_lines
 from kmr_dsl.verify.feasibility import check_feasibility
 from kmr_dsl.verify.report import (DEFAULT_RLIMIT, DEFAULT_TIMEOUT_S, Limits, ObligationResult, Verdict,
-                                   VerifyReport)
+                                   VerifyReport, merge_diagnostics)
 from kmr_dsl.verify.state import PipelineModel, build_model
 from kmr_dsl.verify.warnings import check_warnings, unused_declarations
 
@@ -81,6 +83,7 @@ def verify(program: CheckedProgram, pipeline: str | None = None, rlimit: int = D
                                             hint="this is a bug in KMR; please report it with the program"))
     if pipeline is None:
         report.diagnostics.extend(unused_declarations(program))
+    report.diagnostics = merge_diagnostics(report.diagnostics)
     return report
 
 
@@ -98,6 +101,13 @@ def _verify_pipeline(program, pipe: Pipeline, limits: Limits, use_bounds: bool, 
     report.results.extend(results)
     report.diagnostics.extend(diags)
     lines, runtime = budget_lines(model)
+    for pos, (setting, divisor) in undefined_lines(model, lines, limits).items():
+        ln = lines[pos]
+        where = f"`{divisor}` is 0 at {setting}" if setting else f"`{divisor}` may be 0 (the solver could not rule it out)"
+        report.diagnostics.append(error(
+            "KMR305", ln.span, f"budget line `{ln.text}` divides by zero for some knob setting", where,
+            hint="exclude 0 from the divisor's range, e.g. `knob k : int in [1, 4]` or `float in (0.0, 1.0]`"))
+        lines[pos] = replace(ln, problem=f"undefined where {where}", undefined=True)
     feas, fdiags = check_feasibility(model, lines, limits, use_bounds)
     report.results.append(feas)
     report.diagnostics.extend(fdiags)

@@ -15,7 +15,8 @@ sat/unsat/unknown to a verdict for an obligation whose "sat" means `sat_means`.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 import z3
@@ -87,6 +88,8 @@ class ObligationResult:
     reason: str | None = None            # UNKNOWN: why
     method: str = ""                     # how it was decided: fold | enumeration | bounds | z3
     layers: tuple[str, ...] = ()
+    certificate: dict | None = None      # feasibility REFUTED: certificate.to_json (how it was checked)
+    family: str = ""                     # composability: "`prune` requires `layer.bits >= 16`" (report grouping)
 
     def to_json(self) -> dict:
         return {
@@ -95,6 +98,7 @@ class ObligationResult:
             "summary": self.summary, "witness": self.witness, "counterexample": self.counterexample,
             "core": [m.to_json() for m in self.core], "core_minimal": self.core_minimal,
             "reason": self.reason, "method": self.method, "layers": list(self.layers),
+            "certificate": self.certificate, "family": self.family,
         }
 
 
@@ -106,7 +110,7 @@ class VerifyReport:
     @property
     def exit_code(self) -> int:
         verdicts = {r.verdict for r in self.results}
-        if Verdict.REFUTED in verdicts or any(d.code in ("KMR301", "KMR302") for d in self.diagnostics):
+        if Verdict.REFUTED in verdicts or any(d.code in ("KMR301", "KMR302", "KMR305") for d in self.diagnostics):
             return 1
         if Verdict.UNKNOWN in verdicts or any(d.code == "KMR303" for d in self.diagnostics):
             return 3
@@ -115,6 +119,39 @@ class VerifyReport:
     @property
     def verdict(self) -> Verdict:
         return {0: Verdict.PROVED, 1: Verdict.REFUTED, 3: Verdict.UNKNOWN}[self.exit_code]
+
+    def render(self, verbose: bool = False) -> list[str]:
+        """One line per obligation family (every instance with verbose), in order of first appearance.
+
+        A `for` block makes one composability obligation per layer and clause; 1,000
+        layers would print 3,000 lines, so instances of one family with one verdict are
+        counted instead: "`prune` requires `layer.bits >= 16`: PROVED for all 1,000 layers".
+        """
+        if verbose:
+            return [f"{r.kind:<15} {r.verdict.name:<8} {r.summary}" for r in self.results]
+        families: dict = {}
+        for r in self.results:
+            key = (r.kind, r.family or r.summary)
+            families.setdefault(key, []).append(r)
+        out = []
+        for (kind, name), rs in families.items():
+            if len(rs) == 1 or not rs[0].family:
+                out.extend(f"{r.kind:<15} {r.verdict.name:<8} {r.summary}" for r in rs)
+                continue
+            layers = sum(max(len(r.layers), 1) for r in rs)
+            by_verdict: dict = {}
+            for r in rs:
+                by_verdict.setdefault(r.verdict, []).append(r)
+            worst = next(v for v in (Verdict.REFUTED, Verdict.UNKNOWN, Verdict.PROVED) if v in by_verdict)
+            if len(by_verdict) == 1:
+                text = f"{name}: {worst.name} for all {layers:,} layers"
+            else:
+                parts = [f"{v.name} on {sum(max(len(r.layers), 1) for r in by_verdict[v]):,}"
+                         for v in (Verdict.REFUTED, Verdict.UNKNOWN, Verdict.PROVED) if v in by_verdict]
+                first = by_verdict[worst][0]
+                text = f"{name}: {', '.join(parts)} of {layers:,} layers (first: {first.summary})"
+            out.append(f"{kind:<15} {worst.name:<8} {text}")
+        return out
 
     def to_json(self) -> dict:
         return {"exit_code": self.exit_code, "verdict": self.verdict.value,
@@ -125,5 +162,33 @@ class VerifyReport:
         return json.dumps(self.to_json(), indent=2, default=str)
 
 
-__all__ = ["CoreMember", "DEFAULT_RLIMIT", "DEFAULT_TIMEOUT_S", "Limits", "ObligationResult", "Verdict",
+def merge_diagnostics(diags: list[Diagnostic]) -> list[Diagnostic]:
+    """Diagnostics of one code at one place that differ only in the layer they name, as one.
+
+    A step inside a `for` block is one step per layer at one span: a precondition that
+    fails on 1,000 layers would otherwise print 1,000 errors.
+    """
+    layer = re.compile(r" on layer `[^`]*`")
+    groups: dict = {}
+    order = []
+    for d in diags:
+        key = (d.code, d.span, layer.sub("", d.message))
+        if key not in groups:
+            order.append(key)
+        groups.setdefault(key, []).append(d)
+    out = []
+    for key in order:
+        ds = groups[key]
+        if len(ds) == 1:
+            out.append(ds[0])
+            continue
+        names = [m.group(0)[11:-1] for d in ds[1:] if (m := layer.search(d.message))]
+        shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
+        note = f"the same on {len(ds) - 1:,} more layers" + (f": {shown}" if shown else "") + \
+            " (each one: `kmr check --verbose` or `--format json`)"
+        out.append(replace(ds[0], notes=(*ds[0].notes, note)))
+    return out
+
+
+__all__ = ["CoreMember", "merge_diagnostics", "DEFAULT_RLIMIT", "DEFAULT_TIMEOUT_S", "Limits", "ObligationResult", "Verdict",
            "VerifyReport", "new_solver", "solver_verdict", "unknown_reason"]

@@ -36,7 +36,7 @@ import sympy as sp
 
 from kmr_dsl.core import step as core_step
 from kmr_dsl.core.program import (CheckedProgram, Const, DataRef, EnumLit, FieldRef, If, IExpr, KnobRef, MeterRef,
-                                  ModelArg, Op, ParamRef, Pipeline, Rule, Step)
+                                  NO_DATA, ModelArg, Op, ParamRef, Pipeline, Rule, Step)
 from kmr_dsl.core.state import MATRIX_KINDS
 from kmr_dsl.core.memo import ByIdentity, Memo
 from kmr_dsl.core.walk import Dispatch, Unsupported, nodes
@@ -223,6 +223,11 @@ def _eval_op(e: Op, ctx: Ctx):
         return A.not_(eval_ir(e.args[0], ctx))
     if op == "neg":
         return A.neg(eval_ir(e.args[0], ctx))
+    if op in ("==", "!=") and any(isinstance(a, EnumLit) and a.member == NO_DATA for a in e.args):
+        # `P != none` where the step passed data: given (data left out is the member `none`)
+        refs = [a for a in e.args if isinstance(a, ParamRef)]
+        if refs and isinstance(ctx.params.get(refs[0].name), _Opaque):
+            return A.FALSE if op == "==" else A.TRUE
     vals = [eval_ir(a, ctx) for a in e.args]
     odd = [v for v in vals if isinstance(v, (_Opaque, A.EnumValue, A.EnumKnob))]
     if odd:

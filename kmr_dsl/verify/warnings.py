@@ -120,7 +120,7 @@ def check_warnings(model: PipelineModel, lines: list[Line], runtime_lines: list[
                 g = approx_value(model, ln.expr, env)
                 left = right + g if ln.constraint.op in ("<=", "<", "==", "!=") else right - g
                 left = int(left) if float(left).is_integer() else round(left, 6)
-            except Unevaluable:
+            except (Unevaluable, OverflowError):      # beyond float64: no number worth printing
                 continue
             diags.append(warning(
                 "KMR312", ln.span, f"the default setting violates budget line `{ln.text}`",

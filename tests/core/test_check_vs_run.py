@@ -89,8 +89,9 @@ def _cache(tmp_path, monkeypatch):
     "    quantize(bits = 4, scheme = weight_only, group_size = 32) on layers(Linear)",
     "sparsegpt(n = 2, m = 4, calibration = train) on layers(Linear)",
     "qat(bits = 4, group_size = 16, scheme = weight_only, data = train) on layers(Linear)",
+    "quantize(bits = 8, scheme = static, calibration = train) on layers(Linear)",
 ], ids=["channel", "magnitude", "lowrank", "lora-unmerged", "prune-int4", "int4-g16", "prune-int8-g8", "gptq-g16",
-        "gptq-mixed", "sparsegpt-int4-g32", "sparsegpt-2:4", "qat-int4-g16"])
+        "gptq-mixed", "sparsegpt-int4-g32", "sparsegpt-2:4", "qat-int4-g16", "w8a8-static"])
 def test_prediction_is_never_below_the_run(body, tmp_path, capsys):
     report = _run(tmp_path, capsys, body)
     predicted, measured = report["predicted"], report["meters"]
@@ -125,3 +126,10 @@ def test_channel_pruning_the_output_layer_is_refused_by_check(tmp_path, capsys):
 def test_channel_pruning_hidden_layers_is_proved(tmp_path, capsys):
     program = _program(tmp_path, 'prune(method = channel, amount = 0.3) on layers(Linear, name = "[02]")')
     assert main(["check", "--format", "json", program]) == 0, capsys.readouterr()
+
+
+def test_static_quantization_without_calibration_is_refused_by_check(tmp_path, capsys):
+    program = _program(tmp_path, "quantize(bits = 8, scheme = static) on layers(Linear)")
+    assert main(["check", "--format", "json", program]) == 1
+    diags = [d for f in _json(capsys)["files"] for d in f["diagnostics"]]
+    assert any(d["code"] == "KMR301" and "calibration != none" in d["message"] for d in diags)

@@ -25,7 +25,8 @@ def test_digits_cnn_check_and_run(digits_cnn_folder, kmr_cache, tmp_path, capsys
     assert pipeline["verdict"] == "proved"
     assert {r["kind"] for r in pipeline["results"]} == {"composability", "feasibility"}
     assert all(r["verdict"] == "proved" for r in pipeline["results"])
-    prune = [r for r in pipeline["results"] if r["kind"] == "composability" and r["line"] == 17]
+    line = next(i for i, text in enumerate(open(program, encoding="utf-8"), start=1) if "prune(method = channel" in text)
+    prune = [r for r in pipeline["results"] if r["kind"] == "composability" and r["line"] == line]
     assert prune and all(r["layers"] == ["conv1", "conv2", "conv3"] for r in prune)
 
     out = tmp_path / "out"

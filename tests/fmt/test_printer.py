@@ -58,7 +58,7 @@ def test_minimal_parentheses(source, canonical):
     ("12", "12"), ("0.50", "0.5"), ("1e-3", "0.001"), ("3.", "3.0"), (".5", "0.5"),
     ("1e16", "1e+16"), ("1e999", "1e999"), ("007", "7"),
     ("16KB", "16 KB"), ("25 %", "25%"), ("1.5 M", "1.5 M"), ("2ms", "2 ms"), ("2.5e3 MiB", "2500.0 MiB"),
-    ('"a\\"b\\\\c"', '"a\\"b\\\\c"'), ('"\\q"', '"q"'), ('"é # not a comment"', '"é # not a comment"'),
+    ('"a\\"b\\\\c"', '"a\\"b\\c"'), ('"a\\\\"', '"a\\\\"'), ('"\\q"', '"\\q"'), ('"re:.*mlp\\.gate$"', '"re:.*mlp\\.gate$"'), ('"a\\\\.b"', '"a\\.b"'), ('"é # not a comment"', '"é # not a comment"'),
 ])
 def test_literals(source, canonical):
     assert fmt_expr(source) == canonical

@@ -200,17 +200,27 @@ def test_hf_without_transformers(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------- data
 
-def test_sklearn_split_is_fixed_and_disjoint():
+def test_sklearn_split_is_fixed_stratified_and_disjoint():
     train = loaders.load_data(LoaderSpec("sklearn", ("digits",), (("split", "train"),)))
+    val = loaders.load_data(LoaderSpec("sklearn", ("digits",), (("split", "val"),)))
     test = loaders.load_data(LoaderSpec("sklearn", ("digits",), (("split", "test"),)))
     again = loaders.load_data(LoaderSpec("sklearn", ("digits",), (("split", "train"),)))
-    assert (len(train), len(test)) == (1347, 450)
+    assert (len(train), len(val), len(test)) == (1079, 359, 359)      # the sizes docs/stdlib.md states
+    for split in (val, test):      # stratified: every class within one row of a fifth of its count
+        counts = torch.bincount(split.targets, minlength=10)
+        whole = counts + torch.bincount(train.targets, minlength=10) + torch.bincount(
+            (test if split is val else val).targets, minlength=10)
+        assert torch.all((counts.float() - 0.2 * whole.float()).abs() <= 1.0)
     assert torch.equal(train.inputs, again.inputs) and torch.equal(train.targets, again.targets)
     assert train.inputs.dtype == torch.float32 and float(train.inputs.max()) <= 1.0
     assert train.task == "classification"
     rows = {tuple(r.tolist()) for r in train.inputs}
     overlap = sum(tuple(r.tolist()) in rows for r in test.inputs)
     assert overlap < 10      # digits has a few duplicate images; the split itself is disjoint
+    from kmr_dsl.runtime.data import stratified_split
+    parts = stratified_split([k % 3 for k in range(30)])
+    assert sorted(sum((list(v) for v in parts.values()), [])) == list(range(30))
+    assert [len(parts[k]) for k in ("train", "val", "test")] == [18, 6, 6]
     iris = loaders.load_data(LoaderSpec("sklearn", ("iris",), (("split", "train"),)))
     assert abs(float(iris.inputs.mean())) < 1e-5
 

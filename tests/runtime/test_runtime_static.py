@@ -73,7 +73,7 @@ def test_static_macs_are_counted_like_the_float_layers():
 
 
 def test_static_needs_calibration_and_eight_bits():
-    with pytest.raises(KmrError, match="dataset"):
+    with pytest.raises(KmrError, match="needs `calibration`"):
         quantize.apply(Net(), [("fc", Net().fc)], bits=8, scheme="static")
     with pytest.raises(KmrError, match="8 bits"):
         model = Net()

@@ -46,3 +46,26 @@ def test_synthetic_benchmark_prints_every_strategy(capsys):
     budgeted = next(line for line in out.splitlines() if line.startswith("| budgeted |"))
     assert budgeted.startswith("| budgeted | 1.0; 1 | 0.9572 to 0.9572 |")
     assert "| random |" in out
+
+
+def _row(strategy, seed, trace, clock, best, first=1):
+    return {"pipeline": "p", "strategy": strategy, "seed": seed, "trace": trace, "clock": clock,
+            "best_objective": best, "first_feasible_run": first, "reported": {"accuracy(test)": 0.9},
+            "runs": len(trace), "skipped": 0, "ran_inadmissible": 0}
+
+
+def test_summary_is_per_seed_counts_a_deterministic_strategy_once_and_compares_at_equal_time(monkeypatch):
+    monkeypatch.setattr(sys, "path", [str(ROOT / "examples" / "digits"), *sys.path])
+    bench = load("bench_search")
+    fast = [{"t": 1.0, "feasible": True, "objective": 0.95}, {"t": 2.0, "feasible": True, "objective": 0.97}]
+    rows = [_row("budgeted", 0, ["a", "b"], fast, 0.97), _row("budgeted", 1, ["a", "b"], fast, 0.97),
+            _row("random", 0, ["c", "d"], [{"t": 1.5, "feasible": True, "objective": 0.96},
+                                            {"t": 9.0, "feasible": True, "objective": 0.99}], 0.99),
+            _row("random", 1, ["e"], [{"t": 3.0, "feasible": True, "objective": 0.98}], 0.98)]
+    assert bench.identical_for_every_seed(rows[:2]) and not bench.identical_for_every_seed(rows[2:])
+    text = bench.summary(rows, 2)
+    assert "budgeted: the same trials for every seed — one result, counted once." in text
+    assert "| 1 | (same as seed 0) | 1 / 0.9800 / 0.9000 |" in text       # per seed, test of the chosen only
+    # within budgeted's 2.0 s, random seed 0 had only its 0.96 and seed 1 nothing yet
+    assert bench.best_within(rows[2], 2.0) == 0.96 and bench.best_within(rows[3], 2.0) is None
+    assert "| 0 | 0.9700 | 0.9600 |" in text and "| 1 | (same as seed 0) | - |" in text

@@ -34,6 +34,7 @@ import "std"
 
 model net = factory("tiny_search_model:make_mlp")
 data train = sklearn("iris", split = "train")
+data val = sklearn("iris", split = "val")
 data test = sklearn("iris", split = "test")
 
 knob sparsity : float in [0.0, 0.9] step 0.1 = 0.0
@@ -46,9 +47,10 @@ pipeline shrink(net) {
 
     budget {
         size <= 8 KB
-        accuracy(test) >= 50%
+        accuracy(val) >= 50%
     }
-    objective maximize accuracy(test)
+    objective maximize accuracy(val)
+    report accuracy(test)
     search budgeted(max_steps = 4)
 }
 '''
@@ -61,16 +63,24 @@ def test_search_on_a_real_tiny_model(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("KMR_CACHE_DIR", str(tmp_path / "cache"))
     code = cli.main(["search", "tiny.kmr"])
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    err = captured.err
     assert code == 0, err
     out = tmp_path / "out" / "shrink-search"          # the default OUT
     report = json.loads((out / "search.json").read_text())
     assert report["found"] and 1 <= report["counts"]["runs"] <= 4
     best = report["best"]
-    assert best["meters"]["size"] <= 8000 and best["meters"]["accuracy(test)"] >= 0.5
+    assert best["meters"]["size"] <= 8000 and best["meters"]["accuracy(val)"] >= 0.5
+    # the test split is read on the chosen setting only: in no trial, once in the report
+    assert all("accuracy(test)" not in t["meters"] for t in report["trials"])
+    assert "accuracy(test)" not in err and "accuracy(test)" not in (out / "trials.md").read_text().split("stopped:")[0]
+    (reported,) = report["report"]
+    assert reported["text"] == "accuracy(test)" and 0 <= reported["value"] <= 1
+    assert "reported on the chosen setting (never used to choose): accuracy(test)" in captured.out
     assert (out / "best" / "model.safetensors").stat().st_size <= 8000
     saved = json.loads((out / "best" / "report.json").read_text())     # written like `kmr run` does
     assert saved["setting"] == best["setting"] and saved["search"]["trial"] == best["index"]
+    assert saved["report"] == report["report"]
     assert (out / "trials.md").exists()
 
     # every setting that ran meets the analytic budget by the verifier's own check

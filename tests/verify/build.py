@@ -50,6 +50,12 @@ _TRAIN = (
     Param("lr", "float", Domain(lo=0.0, hi=1.0, lo_closed=False), default=0.001, has_default=True),
     Param("batch_size", "int", Domain(lo=1, hi=65536), default=64, has_default=True),
 )
+_OPTIMIZE = (
+    Param("optimizer", "enum", members=("adam", "adamw", "sgd"), default="adam", has_default=True),
+    Param("momentum", "float", Domain(lo=0.0, hi=1.0, hi_closed=False), default=0.9, has_default=True),
+    Param("weight_decay", "float", Domain(lo=0.0, hi=1.0), default=0.0, has_default=True),
+    Param("schedule", "enum", members=("constant", "cosine", "step"), default="constant", has_default=True),
+)
 
 PRUNE = Rule(
     "prune",
@@ -60,7 +66,7 @@ PRUNE = Rule(
     ("Linear", "Conv2d"),
     (op(">=", layer("bits"), c(16)), op("<=", p("n"), p("m"))),
     (Effect("layer", "density",
-            If(op("==", p("method"), EnumLit("nm")), op("/", op("*", layer("density"), p("n")), p("m")),
+            If(op("==", p("method"), EnumLit("nm")), op("min", layer("density"), op("/", p("n"), p("m"))),
                If(op("==", p("method"), EnumLit("channel")), layer("density"),
                   op("*", layer("density"), op("-", c(1), p("amount")))))),
      Effect("layer", "out_features",
@@ -68,24 +74,33 @@ PRUNE = Rule(
                layer("out_features")))),
     "kmr_dsl.rules.prune:apply", _STD_SPAN(7))
 
+_STATIC = op("!=", p("scheme"), EnumLit("static"))
 QUANTIZE = Rule(
     "quantize",
     (Param("bits", "int", Domain(values=(2, 4, 8, 16, 32))),
-     Param("scheme", "enum", members=("dynamic", "weight_only"), default="dynamic", has_default=True)),
+     Param("scheme", "enum", members=("dynamic", "weight_only", "static"), default="dynamic", has_default=True),
+     Param("group_size", "int", Domain(lo=0, hi=65536), default=0, has_default=True),
+     Param("calibration", "data", default="none", has_default=True),
+     Param("samples", "int", Domain(lo=1, hi=65536), default=128, has_default=True)),
     ("Linear", "Conv2d", "Embedding"),
-    (op("<=", p("bits"), layer("bits")),),
+    (op("<=", p("bits"), layer("bits")),
+     op("or", _STATIC, op("!=", p("calibration"), EnumLit("none"))),
+     op("or", _STATIC, op(">=", p("bits"), c(8))),
+     op("or", _STATIC, op("==", p("group_size"), c(0)))),
     (Effect("layer", "bits", p("bits")),
+     Effect("layer", "group_size", If(op(">=", p("bits"), c(16)), c(0), p("group_size"))),
      Effect("model", "trainable", op("and", model_f("trainable"), op(">=", p("bits"), c(16))))),
     "kmr_dsl.rules.quantize:apply", _STD_SPAN(24))
 
-FINETUNE = Rule("finetune", (Param("data", "data"), *_TRAIN), None, (model_f("trainable"),), (),
+FINETUNE = Rule("finetune", (Param("data", "data"), *_TRAIN, *_OPTIMIZE), None, (model_f("trainable"),), (),
                 "kmr_dsl.rules.finetune:apply", _STD_SPAN(32))
 
 DISTILL = Rule(
     "distill",
     (Param("data", "data"), Param("teacher", "model", default="baseline", has_default=True),
      Param("temperature", "float", Domain(lo=1.0, hi=20.0), default=4.0, has_default=True),
-     Param("alpha", "float", Domain(lo=0.0, hi=1.0), default=0.5, has_default=True), *_TRAIN),
+     Param("alpha", "float", Domain(lo=0.0, hi=1.0), default=0.5, has_default=True), *_TRAIN,
+     Param("loss", "enum", members=("kl", "mse"), default="kl", has_default=True), *_OPTIMIZE),
     None, (model_f("trainable"),), (), "kmr_dsl.rules.distill:apply", _STD_SPAN(41))
 
 LOWRANK = Rule(
@@ -103,14 +118,27 @@ LORA = Rule(
     "lora",
     (Param("data", "data"), Param("rank", "int", Domain(lo=1, hi=256), default=8, has_default=True),
      Param("alpha", "float", Domain(lo=0.0, hi=1024.0), default=16.0, has_default=True), *_TRAIN,
-     Param("merge", "bool", default=True, has_default=True)),
+     Param("merge", "bool", default=True, has_default=True), *_OPTIMIZE),
     ("Linear",),
     (op(">=", layer("bits"), c(16)), op("==", layer("adapter_rank"), c(0)), model_f("trainable")),
     (Effect("layer", "adapter_rank", If(p("merge"), c(0), p("rank"))),
      Effect("layer", "frozen", op("not", p("merge")))),
     "kmr_dsl.rules.lora:apply", _STD_SPAN(63))
 
-STD = {r.name: r for r in (PRUNE, QUANTIZE, FINETUNE, DISTILL, LOWRANK, LORA)}
+PRUNE_GRADUALLY = Rule(
+    "prune_gradually",
+    (Param("final", "float", Domain(lo=0.0, hi=1.0, hi_closed=False)), Param("data", "data"),
+     Param("initial", "float", Domain(lo=0.0, hi=1.0, hi_closed=False), default=0.0, has_default=True),
+     Param("epochs", "int", Domain(lo=1, hi=1000), default=4, has_default=True),
+     Param("curve", "enum", members=("cubic", "linear"), default="cubic", has_default=True),
+     Param("method", "enum", members=("magnitude", "global"), default="magnitude", has_default=True),
+     *_TRAIN[1:], *_OPTIMIZE),
+    ("Linear", "Conv2d"),
+    (op(">=", layer("bits"), c(16)), op("<=", p("initial"), p("final")), model_f("trainable")),
+    (Effect("layer", "density", op("*", layer("density"), op("-", c(1), p("final")))),),
+    "kmr_dsl.rules.prune_gradually:apply", _STD_SPAN(84))
+
+STD = {r.name: r for r in (PRUNE, QUANTIZE, FINETUNE, DISTILL, LOWRANK, LORA, PRUNE_GRADUALLY)}
 
 
 # ---------------------------------------------------------------- facts

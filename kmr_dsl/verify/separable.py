@@ -1,0 +1,255 @@
+"""Budget lines as separable sums: components of knobs, each with a table or an affine form.
+
+Contract: `separate(model, lines, decs)` takes lines `g_i op 0` (op `<=` or `<`) already
+decomposed (bounds.decompose) and returns a `Separable`, or None when some part of a
+line is neither small and finite nor affine. A *component* is a set of knobs that
+share a term in some line (union-find over every line at once, so `s[fc1]` and
+`b[fc1]` form one component when `size` multiplies them even if `nonzero` reads only
+`s[fc1]`); different components share no knob, so
+
+    g_i = const_i + sum over components c of part_{i,c}(knobs of c)
+
+and choosing a setting is choosing one point per component: a multiple-choice
+knapsack with one resource per line. Components whose parts are equal up to renaming
+of knobs of the same declaration (one per layer of equal shape) form one *class*,
+evaluated once; a class is
+
+- "table": every knob finite and the product of their domains at most TABLE_CAP
+  points; `values(cls)` gives part values per point and line (float64, for the
+  solver) and `exact_values` the same in rationals (for witnesses and certificates);
+- "affine": each part is c_0 + sum c_j x_j with rational c and each knob stepped or a
+  real interval (so `knob mem : int in [1 B, 1 GB]` is one integer variable, never
+  enumerated).
+
+Nothing here is exponential in the number of knobs or layers: a component's grid is
+capped, and components are independent.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import numpy as np
+import sympy as sp
+
+from kmr_dsl.verify.algebra import frac
+from kmr_dsl.verify.intervals import ieval
+from kmr_dsl.verify.numeric import evaluate
+
+TABLE_CAP = 4096     # points of one component's grid
+
+
+@dataclass
+class Part:
+    exprs: list             # the line's groups inside the component (their sum is the part)
+    consts: list            # each group's float constants, pre-order (intervals.ieval)
+
+
+@dataclass
+class Component:
+    symbols: tuple                       # knob symbols, in declaration order
+    parts: dict[int, Part]               # line position -> part (absent: the line does not read it)
+    groups: dict = field(default_factory=dict)   # line position -> its bounds.Group objects here
+
+
+@dataclass
+class Class:
+    mode: str                            # "table" | "affine"
+    members: list[Component]
+    kvs: tuple                           # the representative's KnobVars
+    sizes: tuple = ()                    # table: domain size per knob
+    affine: list | None = None           # affine: per line, (const, [coef per knob]) as Fractions
+    _float: np.ndarray | None = field(default=None, repr=False)
+    _exact: dict | None = field(default=None, repr=False)
+    _index: list | None = field(default=None, repr=False)
+
+    @property
+    def rep(self) -> Component:
+        return self.members[0]
+
+    @property
+    def points(self) -> int:
+        return math.prod(self.sizes)
+
+    def index(self, point: tuple) -> int:
+        """The grid index of exact knob values (inverse of `point`)."""
+        if self._index is None:
+            self._index = [{v: i for i, v in enumerate(kv.values)} for kv in self.kvs]
+        p = 0
+        for n, where, v in zip(self.sizes, self._index, point):
+            p = p * n + where[v]
+        return p
+
+    def point(self, p: int) -> tuple:
+        """Exact knob values of grid point p (row-major over the knobs)."""
+        out = []
+        for kv, n in zip(reversed(self.kvs), reversed(self.sizes)):
+            p, r = divmod(p, n)
+            out.append(kv.values[r])
+        return tuple(reversed(out))
+
+
+@dataclass
+class Separable:
+    lines: list                          # the Line objects, in the order given
+    consts: list[Fraction]               # const_i
+    classes: list[Class]
+
+
+def _linear(e, pos: dict):
+    """(const, {slot: coef}) when e is affine in the knobs of `pos`, else None.
+
+    A linear walk (never sympy's expand: a product of 25 factors `(1 - k_i)` would expand
+    to 2^25 terms): a product may have at most one factor that reads a knob.
+    """
+    if isinstance(e, sp.Rational):
+        return frac(e), {}
+    if isinstance(e, sp.Symbol):
+        return (Fraction(0), {pos[e]: Fraction(1)}) if e in pos else None
+    t = type(e)
+    if t is sp.Add:
+        const, coefs = Fraction(0), {}
+        for a in e.args:
+            part = _linear(a, pos)
+            if part is None:
+                return None
+            const += part[0]
+            for j, c in part[1].items():
+                coefs[j] = coefs.get(j, Fraction(0)) + c
+        return const, coefs
+    if t is sp.Mul:
+        scale, live = Fraction(1), None
+        for a in e.args:
+            part = _linear(a, pos)
+            if part is None:
+                return None
+            if part[1]:
+                if live is not None:
+                    return None          # a product of two knob-dependent factors
+                live = part
+            else:
+                scale *= part[0]
+        if live is None:
+            return scale, {}
+        return scale * live[0], {j: scale * c for j, c in live[1].items()}
+    return None
+
+
+def _affine(exprs: list, symbols: tuple):
+    """(const, [coef per symbol]) when the sum of `exprs` is affine with rational coefficients."""
+    pos = {s: j for j, s in enumerate(symbols)}
+    const, coefs = Fraction(0), [Fraction(0)] * len(symbols)
+    for e in exprs:
+        part = _linear(e, pos)
+        if part is None:
+            return None
+        const += part[0]
+        for j, c in part[1].items():
+            coefs[j] += c
+    return const, coefs
+
+
+def separate(model, lines: list, decs: list) -> Separable | None:
+    knobs = model.knobs
+    parent: dict = {}
+
+    def find(s):
+        while parent[s] is not s:
+            parent[s] = parent[parent[s]]
+            s = parent[s]
+        return s
+
+    for dec in decs:
+        for g in dec.groups:
+            for s in g.symbols:
+                parent.setdefault(s, s)
+            for s in g.symbols[1:]:
+                a, b = find(g.symbols[0]), find(s)
+                if a is not b:
+                    parent[b] = a
+    comps: dict = {}
+    for i, dec in enumerate(decs):
+        for g in dec.groups:
+            comp = comps.setdefault(find(g.symbols[0]), {})
+            part = comp.setdefault(i, Part([], []))
+            part.exprs.append(g)
+            part.consts.append(g.consts)
+    classes: dict = {}
+    for root, parts in comps.items():
+        syms = tuple(sorted({s for p in parts.values() for g in p.exprs for s in g.symbols}, key=knobs.sort_key))
+        pos = {s: j for j, s in enumerate(syms)}
+        key = [tuple(id(knobs.by_symbol[s].knob) for s in syms)]
+        for i in sorted(parts):
+            # shape and constants (exact: intervals.shape_of keeps inexact ones as Fractions)
+            key.append((i, tuple((g.key, tuple(g.consts), tuple(pos[s] for s in g.symbols))
+                                 for g in parts[i].exprs)))
+        comp = Component(syms, {i: Part([g.expr for g in p.exprs], p.consts) for i, p in parts.items()},
+                         {i: p.exprs for i, p in parts.items()})
+        cls = classes.get(tuple(key))
+        if cls is None:
+            cls = classes[tuple(key)] = _classify(comp, knobs, len(lines))
+            if cls is None:
+                return None
+        else:
+            cls.members.append(comp)
+    return Separable(list(lines), [dec.const for dec in decs], list(classes.values()))
+
+
+def _classify(comp: Component, knobs, n_lines: int) -> Class | None:
+    kvs = tuple(knobs.by_symbol[s] for s in comp.symbols)
+    if all(kv.finite for kv in kvs):
+        sizes = tuple(len(kv.values) for kv in kvs)
+        if math.prod(sizes) <= TABLE_CAP:
+            return Class("table", [comp], kvs, sizes)
+    if not all(kv.kind in ("stepped", "real") for kv in kvs):
+        return None
+    forms = []
+    for i in range(n_lines):
+        part = comp.parts.get(i)
+        form = (Fraction(0), [Fraction(0)] * len(kvs)) if part is None else _affine(part.exprs, comp.symbols)
+        if form is None:
+            return None
+        forms.append(form)
+    return Class("affine", [comp], kvs, affine=forms)
+
+
+# ---------------------------------------------------------------- tables
+
+def values(cls: Class, n_lines: int) -> np.ndarray:
+    """float64 part values, shape (points, lines) (0 where a line does not read the class)."""
+    if cls._float is not None:
+        return cls._float
+    n = cls.points
+    idx = np.indices(cls.sizes).reshape(len(cls.sizes), -1)
+    env = {}
+    for j, (s, kv) in enumerate(zip(cls.rep.symbols, cls.kvs)):
+        col = np.array([float(v) for v in kv.values])[idx[j]].reshape(1, n)
+        env[s] = (col, col)
+    out = np.zeros((n, n_lines))
+    for i, part in cls.rep.parts.items():
+        for g, consts in zip(cls.rep.groups[i], part.consts):
+            cols = iter([np.array([[float(c)]]) for c in consts])
+            lo, hi = ieval(g.expr, env, cols, False)
+            out[:, i] += np.broadcast_to(np.asarray(lo, dtype=float), (1, n)).reshape(n)
+    cls._float = out
+    return out
+
+
+def exact_values(cls: Class, n_lines: int, p: int) -> list[Fraction]:
+    """Rational part values of grid point p, per line (members share them: equal up to renaming)."""
+    if cls._exact is None:
+        cls._exact = {}
+    row = cls._exact.get(p)
+    if row is None:
+        comp = cls.rep
+        env = dict(zip(comp.symbols, cls.point(p)))
+        row = [Fraction(0)] * n_lines
+        for i, part in comp.parts.items():
+            row[i] = sum((Fraction(evaluate(e, env)) for e in part.exprs), Fraction(0))
+        cls._exact[p] = row
+    return row
+
+
+__all__ = ["Class", "Component", "Separable", "TABLE_CAP", "exact_values", "separate", "values"]
