@@ -29,7 +29,7 @@ from pathlib import Path
 from kmr_dsl.core.state import full_rank
 from kmr_dsl.patterns import selected
 
-FACTS_VERSION = 2   # 2: facts carry their dependencies
+FACTS_VERSION = 3   # 2: facts carry their dependencies; 3: Conv1D layers (kind Linear), tied layers
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +73,7 @@ class LayerFact:
     macs: int                 # dense multiply-accumulates of this layer for one example input
     consumers: tuple[str, ...] = ()   # layers whose input is this layer's output channels (sequential models)
     kernel: tuple[int, ...] = ()      # Conv2d kernel size
+    tied: tuple[str, ...] = ()        # other names of this layer's weight (a tied embedding): not layers themselves
     group_size: int = 0               # inputs per integer scale (0: one scale per row)
 
     @property
@@ -124,7 +125,7 @@ class ModelFacts:
     def from_json(data: dict) -> "ModelFacts":
         layers = tuple(
             LayerFact(**{**d, "weight_shape": tuple(d["weight_shape"]), "consumers": tuple(d.get("consumers", ())),
-                         "kernel": tuple(d.get("kernel", ()))})
+                         "kernel": tuple(d.get("kernel", ())), "tied": tuple(d.get("tied", ()))})
             for d in data["layers"]
         )
         return ModelFacts(

@@ -5,7 +5,8 @@ For the syntax (1xx) and checker (2xx) codes the example is also run: checking i
 report that very code, so the documentation cannot drift from the checker. Examples are
 checked as `example.kmr` in a scratch folder (so an example may import itself), with
 `doc_provider` standing in for the real model: `factory("digits_model:make_mlp")` is
-the spec's 64-128-64-10 MLP (Linear fc1, fc2, fc3), an untrusted `torch_module` is a
+the spec's 64-128-64-10 MLP (Linear fc1, fc2, fc3), `factory("tied_lm:make_lm")` a tiny
+language model whose `lm_head` is tied to its embedding, an untrusted `torch_module` is a
 refused pickle (KMR217), an untrusted factory from the standard library is refused
 (KMR227), anything else fails to load (KMR216).
 """
@@ -35,10 +36,18 @@ DIGITS = ModelFacts((_linear("fc1", 64, 128), _linear("fc2", 128, 64), _linear("
                     64 * 128 + 128 + 128 * 64 + 64 + 64 * 10 + 10, 64 * 128 + 128 * 64 + 64 * 10, (1, 64))
 
 
+# a tiny language model whose output projection is tied to its embedding (KMR245)
+TIED_LM = ModelFacts((_linear("layers.0", 16, 16),
+                      LayerFact("lm_head", "Linear", 16, 64, (64, 16), 1024, 0, "float32", 32, 1.0, 1024,
+                                tied=("embed",))), 1024 + 256 + 16, 1024 + 256, (1, 8), "int64")
+
+
 def doc_provider(spec, trust, span):
     ref = spec.args[0] if spec.args else None
     if spec.kind == "factory" and ref == "digits_model:make_mlp":
         return DIGITS
+    if spec.kind == "factory" and ref == "tied_lm:make_lm":
+        return TIED_LM
     if spec.kind == "factory" and not trust and str(ref).partition(":")[0].split(".")[0] in sys.stdlib_module_names:
         refuse_untrusted(ref, spec.base_dir, span, "factory")    # what the real loader does (KMR227)
     if spec.kind == "torch_module" and not trust:

@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from kmr_dsl import ast, units
-from kmr_dsl.check import calls, selectors, walk
+from kmr_dsl.check import calls, selectors, structure, walk
 from kmr_dsl.core import program as P
 from kmr_dsl.check.exprs import PIPELINE, Scope
 from kmr_dsl.check.selectors import show_selector
@@ -116,6 +116,7 @@ def _step(lowerer, step: ast.Step, model: str, facts) -> P.Step | None:
         return None
     args = calls.step_args(lowerer, rule, step.args, step.span, PIPELINE)
     layers = selectors.step_layers(lowerer.cx, rule, step, model, facts)
+    structure.refuse(lowerer.cx, rule, args, layers, facts, step.selector.span if step.selector else step.span)
     return None if args is None else P.Step(rule, args, layers, step.span)
 
 
@@ -141,6 +142,7 @@ def _for(lowerer, block: ast.ForBlock, model: str, facts) -> list[P.Step]:
                         find_word(step.span, step.rule, cx.text(step.span.file)))
         args = calls.step_args(lowerer, rule, step.args, step.span, scope)
         if args is not None and rule.accepts is not None:
+            structure.refuse(cx, rule, args, layers, facts, block.selector.span)
             bodies.append((rule, args, step.span))
     return [P.Step(rule, tuple((n, walk.at_layer(v, layer)) for n, v in args), (layer,), span)
             for layer in layers for rule, args, span in bodies]

@@ -134,6 +134,9 @@ def model_notes(facts: ModelFacts, model: str, kinds: tuple[str, ...] = (), name
     if len(ordered) > MAX_KINDS:
         rest = ordered[MAX_KINDS:]
         notes.append(f"  … and {len(rest)} other kind(s): " + ", ".join(k for k, _ in rest[:MAX_KINDS]))
+    for layer in facts.layers:
+        for alias in layer.tied:
+            notes.append(f"  {alias} is tied to {layer.name} (one layer: select `{layer.name}`)")
     missing = [k for k in kinds if k not in by_kind]
     for k in missing:
         notes.extend(did_you_mean(k, by_kind))

@@ -38,7 +38,7 @@ def apply(model: nn.Module, layers, bits: int = 4, group_size: int = 128, calibr
     group_size = checks.integer(RULE, "group_size", group_size, 0, 1 << 20)
     samples = checks.integer(RULE, "samples", samples, 1, 1 << 20)
     data = training.require_data(calibration, RULE)
-    targets = float_linears(RULE, layers)
+    targets = float_linears(RULE, layers, model)
     if not targets:
         return model
     inputs = data.inputs[:samples]

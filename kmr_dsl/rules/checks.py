@@ -59,6 +59,14 @@ def float_weights(rule: str, name: str, layer) -> None:
              hint="apply this rule before integer quantization")
 
 
+def not_tied(rule: str, model, name: str, layer) -> None:
+    """lowrank and lora cannot transform a weight an embedding also reads (KMR245 at check time)."""
+    aliases = kl.tied_aliases(model, layer)
+    if aliases:
+        fail(rule, f"`{name}` is tied to the embedding {', '.join(f'`{a}`' for a in aliases)}",
+             hint="leave tied layers out of the selector; quantize or prune them instead")
+
+
 def no_adapter(rule: str, name: str, layer) -> None:
     from kmr_dsl.runtime.modules import LoRALinear
     if isinstance(layer, LoRALinear):
@@ -66,4 +74,4 @@ def no_adapter(rule: str, name: str, layer) -> None:
              hint="use lora(merge = true) before this step")
 
 
-__all__ = ["choice", "fail", "float_weights", "integer", "kinds", "no_adapter", "number"]
+__all__ = ["choice", "fail", "float_weights", "integer", "kinds", "no_adapter", "not_tied", "number"]

@@ -48,6 +48,9 @@ def apply(model: nn.Module, layers, bits: int = 4, group_size: int = 128, calibr
         checks.kinds(RULE, name, layer, ("Linear",))
         checks.float_weights(RULE, name, layer)
         for leaf_name, leaf in kl.leaves(name, layer):
+            if kl.is_conv1d(leaf):          # GPT-2's Conv1D: the equal nn.Linear, [out, in]
+                leaf = kl.as_linear(leaf)
+                kl.set_module(model, leaf_name, leaf)
             if not isinstance(leaf, nn.Linear):
                 checks.fail(RULE, f"`{leaf_name}` is a {type(leaf).__name__}, not a float Linear")
             targets.append((leaf_name, leaf))

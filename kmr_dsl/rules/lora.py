@@ -39,12 +39,14 @@ def apply(model: nn.Module, layers, data, rank: int = 8, alpha: float = 16.0, ep
         checks.kinds(RULE, name, layer, ("Linear",))
         checks.float_weights(RULE, name, layer)
         checks.no_adapter(RULE, name, layer)
+        checks.not_tied(RULE, model, name, layer)
     if not layers:
         return model
     generator = torch.Generator().manual_seed(context.current().seed)
     wrappers: list[tuple[str, km.LoRALinear]] = []
     for name, layer in layers:
-        wrapper = km.LoRALinear(layer, rank, alpha / rank)
+        # a Conv1D base becomes the equal nn.Linear: the adapter and the merge are [out, in]
+        wrapper = km.LoRALinear(kl.as_linear(layer), rank, alpha / rank)
         bound = 1.0 / max(1, wrapper.in_features) ** 0.5
         with torch.no_grad():
             wrapper.lora_A.uniform_(-bound, bound, generator=generator)

@@ -38,6 +38,7 @@ def apply(model: nn.Module, layers, ratio: float = 0.5, energy: float = 1.0):
         checks.kinds(RULE, name, layer, ("Linear",))
         checks.float_weights(RULE, name, layer)
         checks.no_adapter(RULE, name, layer)
+        checks.not_tied(RULE, model, name, layer)
         r = state.layer_rank(layer)
         k = int(step.settle("rank", step.NUMBERS.mul(ratio, r)))
         kl.set_module(model, name, truncate(layer, k, energy))
@@ -47,7 +48,7 @@ def apply(model: nn.Module, layers, ratio: float = 0.5, energy: float = 1.0):
 def effective_weight(layer: nn.Module) -> torch.Tensor:
     if isinstance(layer, km.FactorizedLinear):
         return effective_weight(layer.second) @ effective_weight(layer.first)
-    return layer.weight.detach().double()
+    return kl.leaf_weight(layer).double()       # [out, in], a Conv1D's included
 
 
 def _bias(layer: nn.Module):

@@ -16,9 +16,11 @@ Contract (docs/design.md): requires `layer.bits >= 16` and `n <= m`.
 - channel: keep round_half_up(out * (1 - amount)) (at least 1) output channels with
   the largest L2 norm, in their original order, and physically remove the others: the
   layer's weight rows and bias, the BatchNorms after it and the matching input columns
-  of its consumers (`layers.channel_links`) really become smaller tensors. A layer with
-  no known consumer (the model's last layer, or a model not built from Sequentials) is
-  refused: removing its outputs would change the model's output or break its forward.
+  of its consumers (`depgraph.channel_links`, traced on the example input of the run's
+  context; `layers.channel_links` without one) really become smaller tensors. A layer
+  with no known consumer (the model's last layer, an output coupled to a residual
+  stream) is refused: removing its outputs would change the model's output or break its
+  forward; `kmr check` refuses it first (KMR304).
 Unstructured pruning records a mask (`layers.set_mask`) that training keeps.
 """
 
@@ -31,7 +33,7 @@ import torch.nn as nn
 
 from kmr_dsl.core import step
 from kmr_dsl.rules import checks
-from kmr_dsl.runtime import layers as kl
+from kmr_dsl.runtime import context, depgraph, forward, layers as kl
 from kmr_dsl.runtime import modules as km
 
 N = step.NUMBERS     # exact: a knob value 0.3 is 3/10, as in the verifier
@@ -57,13 +59,26 @@ def apply(model: nn.Module, layers, amount: float = 0.5, method: str = "magnitud
         _keep_largest([leaf for name, layer in layers for leaf in kl.leaves(name, layer)], amount)
     elif method == "nm":
         for name, layer in layers:
-            for _, leaf in kl.leaves(name, layer):
+            for leaf_name, leaf in kl.leaves(name, layer):
+                if kl.is_conv1d(leaf):      # groups run along the input: use the [out, in] form
+                    leaf = kl.as_linear(leaf)
+                    kl.set_module(model, leaf_name, leaf)
                 _nm(leaf, n, m)
     else:
-        links = kl.channel_links(model)
+        links = _links(model)
         for name, _ in layers:
             _channel(model, name, amount, links)
     return model
+
+
+def _links(model: nn.Module) -> dict:
+    """The channel links the checker saw: traced on the facts' example input (a run's
+    context carries it); called without one, the nn.Sequential chains."""
+    example = context.current().example
+    if example is None:
+        return kl.channel_links(model)
+    shape, dtype = example
+    return depgraph.channel_links(model, forward.example_input(shape, dtype, batch=shape[0] if shape else 1))
 
 
 def _keep_largest(leaves, amount: float) -> None:
@@ -189,7 +204,7 @@ def _slice(layer: nn.Module, dim: int, idx: torch.Tensor) -> nn.Module:
         else:
             layer.lora_A = nn.Parameter(layer.lora_A.detach()[:, idx].clone(), requires_grad=layer.lora_A.requires_grad)
         return layer
-    return _slice_leaf(layer, dim, idx)
+    return _slice_leaf(kl.as_linear(layer), dim, idx)
 
 
 def _slice_norm(norm: nn.Module, idx: torch.Tensor) -> nn.Module:
@@ -213,7 +228,8 @@ def _channel(model: nn.Module, name: str, amount: float, links: dict) -> None:
     link = links.get(name)
     if link is None or not link.consumers:
         checks.fail(RULE, f"`{name}` has no consumer layer that KMR can shrink with it",
-                    "channel pruning needs the layer inside an nn.Sequential chain, followed by a Linear/Conv",
+                    "channel pruning needs the layer's output to feed only Linear/Conv layers (through "
+                    "activations, pooling, BatchNorm), not a residual addition or the model's output",
                     hint="select hidden layers only (not the output layer), or use method = magnitude")
     norms = _effective_weight(layer).reshape(out, -1).norm(dim=1)
     idx = torch.sort(torch.topk(norms, keep, sorted=False).indices).values

@@ -67,7 +67,9 @@ def apply(model: nn.Module, layers, bits: int, scheme: str = "dynamic", group_si
         ranges = calibration_.observe(model, data.inputs[:samples], observed,
                                       lambda leaf: calibration_.ChannelStats(), RULE)
     for leaf_name, leaf, kind in todo:
-        new = convert(leaf, kind, bits, scheme, leaf_name, group_size, ranges.get(leaf_name))
+        # a Conv1D (weight [in, out]) becomes the equal nn.Linear first: every reduced
+        # form is built from an [out, in] weight
+        new = convert(kl.as_linear(leaf), kind, bits, scheme, leaf_name, group_size, ranges.get(leaf_name))
         if new is not leaf:
             kl.set_module(model, leaf_name, new)
     return model

@@ -26,12 +26,16 @@ from kmr_dsl.runtime import training
 RULE = "smoothquant"
 
 
-def float_linears(rule: str, layers) -> list[tuple[str, nn.Module]]:
-    """The selected layers as plain float Linear leaves (what a scale folds into)."""
+def float_linears(rule: str, layers, model: nn.Module | None = None) -> list[tuple[str, nn.Module]]:
+    """The selected layers as plain float Linear leaves (what a scale folds into); a
+    transformers Conv1D becomes the equal nn.Linear in `model` first."""
     out = []
     for name, layer in layers:
         checks.kinds(rule, name, layer, ("Linear",))
         checks.float_weights(rule, name, layer)
+        if model is not None and kl.is_conv1d(layer):
+            layer = kl.as_linear(layer)
+            kl.set_module(model, name, layer)
         if not isinstance(layer, nn.Linear):
             checks.fail(rule, f"`{name}` is a {type(layer).__name__}; a scale folds only into a plain Linear",
                         hint=f"apply `{rule}` before low-rank factorization or LoRA")
@@ -48,7 +52,7 @@ def apply(model: nn.Module, layers, alpha: float = 0.5, calibration=None, sample
     alpha = checks.number(RULE, "alpha", alpha, 0.0, 1.0)
     samples = checks.integer(RULE, "samples", samples, 1, 1 << 20)
     data = training.require_data(calibration, RULE)
-    targets = float_linears(RULE, layers)
+    targets = float_linears(RULE, layers, model)
     if not targets:
         return model
     inputs = data.inputs[:samples]

@@ -43,7 +43,7 @@ import torch.nn as nn
 
 from kmr_dsl.diagnostics import KmrError, Span, error
 from kmr_dsl.facts import LoaderSpec
-from kmr_dsl.runtime import codec, layers as kl, state
+from kmr_dsl.runtime import codec, layers as kl, state, tied
 from kmr_dsl.trust import refuse_untrusted
 
 RECIPE_KEY = "kmr_recipe"
@@ -327,7 +327,7 @@ def load(path, trust: bool = False, base: nn.Module | None = None, base_dir=None
     layers = _check_layers(recipe, span, 8 * path.stat().st_size + 4096)
     if base is None:
         base = _rebuild_base(recipe, path, span, trust, base_dir)
-    model = base
+    model = tied.link(base)     # a base built by hand: its tied embedding reads lm_head, as saved
     tensors = load_file(str(path))
     used: set[str] = set()
     try:

@@ -4,7 +4,8 @@ Contract:
 - `describe(layer)` -> a JSON-able config of a logical layer that `build(config)`
   turns back into an equivalent, empty module (same types, shapes, dtypes): torch's
   layers, their half and integer forms, int8 dynamic Linears, FactorizedLinear and
-  LoRALinear (recursively), norms. Flags: `masked` (a float leaf carried a pruning
+  LoRALinear (recursively), norms; transformers' Conv1D is described as the
+  `Linear` it equals (its weight stored [out, in]), so it reloads as an nn.Linear. Flags: `masked` (a float leaf carried a pruning
   mask: it is rebuilt from the zeros), `rank` (a truncated dense Linear's kept rank),
   `frozen` (the layer's own weights are frozen). A layer of any other type is
   `{"type": "keep"}`: it stays as the base model builds it and its tensors are loaded
@@ -73,7 +74,9 @@ def _describe(m: nn.Module) -> dict:
             cfg["padding_idx"] = m.padding_idx
         return cfg
     cfg = None
-    if type(m) in (nn.Linear, km.HalfLinear):
+    if kl.is_conv1d(m):
+        cfg = {"type": "Linear", "in": int(m.nx), "out": int(m.nf), "bias": getattr(m, "bias", None) is not None}
+    elif type(m) in (nn.Linear, km.HalfLinear):
         cfg = {"type": t, "in": m.in_features, "out": m.out_features, "bias": m.bias is not None}
     elif type(m) in (nn.Conv1d, nn.Conv2d, km.HalfConv2d) and m.padding_mode == "zeros":
         cfg = {"type": t, "in": m.in_channels, "out": m.out_channels, "kernel": list(m.kernel_size),
@@ -160,7 +163,7 @@ def weight_record(leaf: nn.Module) -> tuple[int, int, int, int]:
     """(numel, rows, bits, nnz) of a leaf's weight: the inputs of layout.tensor_bytes."""
     nnz, numel = kl.leaf_nonzero(leaf)
     rows = kl.leaf_weight(leaf).shape[0] if km.is_int8_kernel(leaf) or isinstance(leaf, km.QuantWeight) \
-        else leaf.weight.shape[0]
+        else kl.layer_features(leaf)[1] if kl.is_conv1d(leaf) else leaf.weight.shape[0]
     if isinstance(leaf, km.QuantWeight) and leaf.group_size:
         # group-wise scales: one per group of a row, stored like that many rows' scales
         rows = leaf.scale.numel()
@@ -178,7 +181,7 @@ def encode_weight(name: str, leaf: nn.Module) -> dict[str, torch.Tensor]:
     sparse = layout.is_sparse(numel, rows, bits, nnz)
     out: dict[str, torch.Tensor] = {}
     if bits >= 16:
-        w = leaf.weight.detach()
+        w = kl.leaf_weight(leaf)      # [out, in] for a Conv1D too: it reloads as a Linear
         if sparse:
             mask = w != 0
             out[layout.entry(name, layout.BITMAP)] = quant.bitmap(mask)

@@ -26,6 +26,8 @@ class RunContext:
     device: str = "cpu"
     threads: int | None = None        # None: leave torch's setting alone
     span: Span | None = None          # the step being run, for diagnostics
+    example: tuple | None = None      # (input shape, input dtype) of the facts: what channel
+                                      # pruning traces the model's channel groups on (runtime.depgraph)
 
     def with_(self, **changes) -> "RunContext":
         return replace(self, **changes)

@@ -1,9 +1,19 @@
 """Calling a model: inputs in, one output tensor out, shape errors as diagnostics.
 
-Contract: `output(model, x)` runs the model and returns a tensor: a tensor output as
-is; a Hugging Face output's `last_hidden_state` mean-pooled over the sequence (the
-sentence embedding of sentence-transformers' mean pooling, padding included); a tuple's
-first element. `checked_output` does the same but turns a shape error (the data does
+Contract: `output(model, x)` runs the model and returns a tensor (`as_tensor`): a
+tensor output as is; a Hugging Face output (a `ModelOutput` or a dict), by the first of
+- `logits` of a task head: (batch, classes) as is (sequence and image classification);
+  a (batch, sequence, vocabulary) causal-LM output gives its last position, the
+  next-token distribution (batch, vocabulary);
+- `start_logits` / `end_logits` (question answering): stacked to (batch, 2, sequence),
+  so an argmax reads (start, end) and fidelity compares both;
+- `last_hidden_state` of a (batch, sequence, hidden) encoder: mean-pooled over the
+  sequence (the sentence embedding of sentence-transformers' mean pooling, padding
+  included);
+- `pooler_output` flattened to (batch, features) (a vision backbone's pooled
+  features; also what a 4-D `last_hidden_state` falls back to);
+- `last_hidden_state` of any other rank as is;
+and a tuple's first element. `checked_output` does the same but turns a shape error (the data does
 not fit the model) into KmrError KMR404. `example_input(shape, dtype, batch)` is the
 deterministic input that MACs and latency are measured on: zeros for integer inputs
 (token ids), seeded normal values for float ones.
@@ -17,14 +27,29 @@ import torch.nn as nn
 from kmr_dsl.diagnostics import KmrError, Span, error
 
 
+def _field(out, name: str):
+    value = getattr(out, name, None)
+    if value is None and isinstance(out, dict):
+        value = out.get(name)
+    return value if isinstance(value, torch.Tensor) else None
+
+
 def as_tensor(out) -> torch.Tensor:
     if isinstance(out, torch.Tensor):
         return out
-    hidden = getattr(out, "last_hidden_state", None)
-    if hidden is None and isinstance(out, dict):
-        hidden = out.get("last_hidden_state")
-    if isinstance(hidden, torch.Tensor):
-        return hidden.mean(dim=1) if hidden.dim() == 3 else hidden
+    logits = _field(out, "logits")
+    if logits is not None:
+        return logits[:, -1] if logits.dim() == 3 else logits
+    start, end = _field(out, "start_logits"), _field(out, "end_logits")
+    if start is not None and end is not None:
+        return torch.stack([start, end], dim=1)
+    hidden, pooled = _field(out, "last_hidden_state"), _field(out, "pooler_output")
+    if hidden is not None and hidden.dim() == 3:
+        return hidden.mean(dim=1)
+    if pooled is not None:
+        return pooled.flatten(1)
+    if hidden is not None:
+        return hidden
     if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
         return out[0]
     raise TypeError(f"cannot read a tensor from a {type(out).__name__} output")

@@ -9,7 +9,9 @@ same for a module in hand. The caller caches them (facts.store_cached).
   channels; Embedding: in = embedding_dim, out = num_embeddings), weight shape and
   elements, bias elements, dtype, bits, measured density, dense MACs on the example
   input and `consumers` (the layers that shrink when its output channels are pruned:
-  see `layers.channel_links`; BatchNorms first, then the next weight layer).
+  see `depgraph.channel_links`, traced on the example input; BatchNorms first, then
+  the consuming weight layers) and `tied`
+  (the names of embeddings that read this layer's weight: `runtime.tied`).
 - MACs: FlopCounterMode FLOPs / 2 of one forward on the example input, per layer and in
   total; int8 dynamic Linears (which FlopCounterMode counts as 0) are counted as their
   float equivalent, batch elements x in x out.
@@ -33,7 +35,7 @@ import torch.nn as nn
 
 from kmr_dsl.diagnostics import KmrError, Span, error
 from kmr_dsl.facts import LayerFact, LoaderSpec, ModelFacts, dependencies_since, spec_hash
-from kmr_dsl.runtime import forward, layers as kl, loaders, meters
+from kmr_dsl.runtime import depgraph, forward, layers as kl, loaders, meters, tied
 from kmr_dsl.runtime import modules as km
 
 HF_SEQUENCE = 128
@@ -99,7 +101,8 @@ def _written_shape(value, span) -> tuple[int, ...]:
                              hint='write the sizes as a string, e.g. `input_shape = "1, 3, 32, 32"`')) from None
 
 
-def _layer_fact(name: str, layer: nn.Module, macs: int, consumers: tuple[str, ...]) -> LayerFact:
+def _layer_fact(name: str, layer: nn.Module, macs: int, consumers: tuple[str, ...],
+                tied: tuple[str, ...] = ()) -> LayerFact:
     kind = kl.kind_of(layer)
     in_f, out_f = kl.layer_features(layer)
     ls = kl.leaves(name, layer)
@@ -129,7 +132,7 @@ def _layer_fact(name: str, layer: nn.Module, macs: int, consumers: tuple[str, ..
     return LayerFact(
         name=name, kind=kind, in_features=in_f, out_features=out_f, weight_shape=weight_shape,
         weight_params=int(weight_params), bias_params=int(bias_params), dtype=dtype, bits=int(bits),
-        density=(nnz / numel) if numel else 1.0, macs=int(macs), consumers=consumers, kernel=kernel,
+        density=(nnz / numel) if numel else 1.0, macs=int(macs), consumers=consumers, kernel=kernel, tied=tied,
         group_size=kl.layer_group_size(layer, name),
     )
 
@@ -141,9 +144,11 @@ def model_facts_from_module(module: nn.Module, input_shape, input_dtype: str = "
     if loaders.is_meta(module):
         x = x.to("meta")        # FlopCounterMode counts a meta forward without computing anything
     total_macs, per_layer = meters.count_macs(module, x)
-    links = kl.channel_links(module)
+    links = depgraph.channel_links(module, x)
+    tied_to = tied.tied_names(module)
     facts = tuple(
-        _layer_fact(name, layer, per_layer.get(name, 0), links[name].names if name in links else ())
+        _layer_fact(name, layer, per_layer.get(name, 0), links[name].names if name in links else (),
+                    tied_to.get(name, ()))
         for name, layer in kl.logical_layers(module)
     )
     buffers = sum(b.numel() * b.element_size() for _, b in _persistent_buffers(module))

@@ -7,7 +7,10 @@ Contract:
   `fc1` of kind Linear (its factors `fc1.first`, `fc1.second` are its *leaves*).
   `select_layers` is how a runner turns a selector into the `layers` argument of a rule.
 - A *leaf* is a module that holds one matrix weight (Linear, Conv1d/2d, Embedding in
-  float, half, weight-only integer or int8-dynamic form). `leaves(name, layer)` lists a
+  float, half, weight-only integer or int8-dynamic form, and transformers' `Conv1D`, the
+  GPT-2 projection: a Linear whose weight is stored transposed, [in, out]; it is of kind
+  `Linear`, `leaf_weight` reads it as [out, in], and a rule that changes its structure
+  first turns it into the equal `nn.Linear` with `as_linear`). `leaves(name, layer)` lists a
   layer's leaves with their qualified names.
 - Masks: pruning stores a bool mask as the non-persistent buffer `kmr_mask` on a float
   leaf (not saved: the artifact's zeros are the mask). `apply_masks(model)` re-zeroes
@@ -36,12 +39,44 @@ from kmr_dsl.runtime import modules as km
 
 LAYER_KINDS = MATRIX_KINDS + ("LayerNorm", "BatchNorm1d", "BatchNorm2d", "GroupNorm")
 MASK = "kmr_mask"
+TIED_OWNER = "kmr_tied_owner"     # a tied alias's reference to the layer it reads (runtime.tied)
+
+
+def is_conv1d(module: nn.Module) -> bool:
+    """transformers' `Conv1D` (GPT-2): y = x @ W + b with W stored [in, out]. Recognised
+    by its class name and fields, so that this module does not import transformers."""
+    return type(module).__name__ == "Conv1D" and hasattr(module, "nf") and hasattr(module, "nx") \
+        and isinstance(getattr(module, "weight", None), torch.Tensor)
+
+
+def as_linear(leaf: nn.Module) -> nn.Module:
+    """An `nn.Linear` computing exactly what a Conv1D leaf computes (weight transposed
+    back to [out, in]; dtype, requires_grad and any pruning mask kept); any other leaf
+    is returned as it is."""
+    if not is_conv1d(leaf):
+        return leaf
+    weight = leaf.weight.detach()
+    bias = getattr(leaf, "bias", None)
+    lin = nn.Linear(int(leaf.nx), int(leaf.nf), bias=bias is not None, device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        lin.weight.copy_(weight.t())
+        lin.weight.requires_grad_(leaf.weight.requires_grad)
+        if bias is not None:
+            lin.bias.copy_(bias.detach())
+            lin.bias.requires_grad_(bias.requires_grad)
+    mask = getattr(leaf, MASK, None)
+    if mask is not None:
+        lin.register_buffer(MASK, mask.t().contiguous(), persistent=False)
+    lin.train(leaf.training)
+    return lin
 
 
 def kind_of(module: nn.Module) -> str | None:
     kind = getattr(type(module), "kmr_kind", None)
     if kind:
         return kind
+    if is_conv1d(module):
+        return "Linear"
     name = type(module).__name__
     return name if name in LAYER_KINDS else None
 
@@ -72,7 +107,19 @@ def get_module(model: nn.Module, path: str) -> nn.Module:
 
 def set_module(model: nn.Module, path: str, new: nn.Module) -> None:
     parent_path, _, attr = path.rpartition(".")
-    setattr(get_module(model, parent_path), attr, new)
+    parent = get_module(model, parent_path)
+    old = parent._modules.get(attr)
+    setattr(parent, attr, new)
+    if old is not None and old is not new:
+        # a tied alias (runtime.tied) follows its owner into its new form
+        for mod in model.modules():
+            if mod.__dict__.get(TIED_OWNER) is old:
+                mod.__dict__[TIED_OWNER] = new
+
+
+def tied_aliases(model: nn.Module, layer: nn.Module) -> list[str]:
+    """Names of the tied embeddings (runtime.tied) that read `layer`'s weight."""
+    return [n for n, m in model.named_modules() if m.__dict__.get(TIED_OWNER) is layer]
 
 
 # ---------------------------------------------------------------- leaves
@@ -80,7 +127,7 @@ def set_module(model: nn.Module, path: str, new: nn.Module) -> None:
 def is_leaf(module: nn.Module) -> bool:
     if km.is_int8_kernel(module) or isinstance(module, km.QuantWeight):
         return True
-    return isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding))
+    return isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding)) or is_conv1d(module)
 
 
 def leaves(name: str, layer: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -111,6 +158,8 @@ def leaf_weight(leaf: nn.Module) -> torch.Tensor:
         return dequantize(q, scale)
     if isinstance(leaf, km.QuantWeight):
         return leaf.dequantized()
+    if is_conv1d(leaf):
+        return leaf.weight.detach().t()
     return leaf.weight.detach()
 
 
@@ -152,6 +201,8 @@ def layer_features(layer: nn.Module) -> tuple[int, int]:
     """(in_features, out_features) with the meanings of facts.LayerFact."""
     if isinstance(layer, (nn.Embedding, km.QuantEmbedding)):
         return layer.embedding_dim, layer.num_embeddings
+    if is_conv1d(layer):
+        return int(layer.nx), int(layer.nf)
     if hasattr(layer, "in_features"):
         return int(layer.in_features), int(layer.out_features)
     if hasattr(layer, "in_channels"):
@@ -296,8 +347,8 @@ def channel_links(model: nn.Module) -> dict[str, ChannelLink]:
 
 
 __all__ = [
-    "ChannelLink", "LAYER_KINDS", "MASK", "MATRIX_KINDS", "apply_masks", "channel_links", "current_mask",
-    "get_module", "is_leaf", "kind_of", "layer_bits", "layer_features", "leaf_bias", "leaf_bits",
+    "ChannelLink", "LAYER_KINDS", "MASK", "MATRIX_KINDS", "apply_masks", "as_linear", "channel_links", "current_mask",
+    "get_module", "is_conv1d", "is_leaf", "kind_of", "layer_bits", "layer_features", "leaf_bias", "leaf_bits",
     "leaf_is_float", "leaf_nonzero", "leaf_weight", "leaves", "logical_layers", "select_layers", "set_mask",
-    "set_module",
+    "set_module", "tied_aliases",
 ]

@@ -51,7 +51,7 @@ import torch.nn as nn
 
 from kmr_dsl.diagnostics import KmrError, Span, error
 from kmr_dsl.facts import LoaderSpec
-from kmr_dsl.runtime import data as kdata
+from kmr_dsl.runtime import data as kdata, tied
 from kmr_dsl.trust import local_module_file, refuse_untrusted
 
 RESERVED_KWARGS = ("weights", "input_shape", "input_dtype", "trust")
@@ -156,6 +156,7 @@ def _path(spec: LoaderSpec, value, span) -> Path:
 
 
 def _prepare(model: nn.Module) -> nn.Module:
+    tied.link(model)      # a tied embedding reads its owner's weight: one layer, stored once
     model.eval()
     for p in model.parameters():
         if p.is_floating_point():

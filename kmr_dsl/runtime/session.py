@@ -121,8 +121,9 @@ class PipelineSession:
             args = self._arguments(step, setting)
             layers = [(name, model.get_submodule(name)) for name in step.layers]
             self._report(event="step", index=i, total=total, rule=step.rule.name, layers=len(layers))
+            example = (tuple(self.facts.input_shape), self.facts.input_dtype) if self.facts else None
             ctx = context.RunContext(seed=self.seed, progress=self.progress, baseline=self.baseline, span=step.span,
-                                     threads=self.threads)
+                                     threads=self.threads, example=example)
             with context.use(ctx):
                 try:
                     result = fn(model, layers, **args)

@@ -175,6 +175,11 @@ class _LayerCost:
         if not self.matrix:
             header = sum(entry_bytes(f"{f.name}.{n}", 1, digits)
                          for n, count in (("weight", f.weight_params), ("bias", f.bias_params)) if count)
+            if f.kind.startswith("BatchNorm"):
+                # its running statistics are entries of the file too (their bytes are in
+                # facts.buffers_bytes); counted as 1-dim entries, an upper bound
+                header += sum(entry_bytes(f"{f.name}.{n}", 1, digits)
+                              for n in ("running_mean", "running_var", "num_batches_tracked"))
             return A.add(A.mul(self.params(), _ITEMSIZE.get(f.dtype, 4)), header)
         b, d, r = st["bits"], st["density"], st["rank"]
         inf, outf = st["in_features"], st["out_features"]

@@ -1,0 +1,60 @@
+"""Tiny transformers architectures for the architecture tests, built from configurations
+(random weights, no downloads), loaded through `factory("hf_models:...")`.
+
+Every factory is seeded, so a test can rebuild the same weights."""
+
+import torch
+
+SEQ = 8
+
+
+def example_input():
+    return torch.zeros(1, SEQ, dtype=torch.long)
+
+
+def make_gpt2(tied: bool = False, seed: int = 0):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=64, n_positions=16, n_embd=16, n_layer=2, n_head=2,
+                        tie_word_embeddings=tied, use_cache=False, bos_token_id=0, eos_token_id=0)
+    return GPT2LMHeadModel(config).eval()
+
+
+def make_llama(tied: bool = True, seed: int = 0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=16,
+                         tie_word_embeddings=tied, use_cache=False, bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    return LlamaForCausalLM(config).eval()
+
+
+def make_bert_classifier(seed: int = 0, labels: int = 3):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=16, num_labels=labels)
+    return BertForSequenceClassification(config).eval()
+
+
+def make_texts(n: int = 96, seed: int = 0, labels: int = 3):
+    """A generated text-classification set: token-id sentences (0 is [PAD], 1 [CLS])
+    whose class is the first word's id modulo `labels`."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randint(2, 64, (n, SEQ), generator=gen)
+    x[:, 0] = 1
+    return x, (x[:, 1] % labels).long()
+
+
+def make_resnet(layer_type: str = "basic", seed: int = 0, labels: int = 5):
+    """ResNetForImageClassification, two stages (the second with a projection shortcut);
+    input (1, 3, 32, 32)."""
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    torch.manual_seed(seed)
+    config = ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],
+                          layer_type=layer_type, num_labels=labels)
+    return ResNetForImageClassification(config).eval()
