@@ -337,38 +337,13 @@ def _hi_closed(d):
 
 def bounds(cx, ir) -> tuple[float, float] | None:
     """Interval bounds of a numeric IR expression over the knobs' domains (None: unknown)."""
-    if isinstance(ir, P.Const):
-        return (ir.value, ir.value) if isinstance(ir.value, (int, float)) and not isinstance(ir.value, bool) else None
-    if isinstance(ir, P.KnobRef):
-        knob = cx.knobs.get(ir.knob)
+    def knob_bounds(ref):
+        knob = cx.knobs.get(ref.knob)
         if knob is None or knob.type not in ("int", "float") or knob.domain is None:
             return None
         vals = knob.values()
         return (min(vals), max(vals)) if vals else (_lo(knob.domain), _hi(knob.domain))
-    if not isinstance(ir, P.Op):
-        return None
-    parts = [bounds(cx, a) for a in ir.args]
-    if any(b is None for b in parts):
-        return None
-    if ir.op == "neg":
-        return -parts[0][1], -parts[0][0]
-    if ir.op in ("min", "max"):
-        f = min if ir.op == "min" else max
-        return f(b[0] for b in parts), f(b[1] for b in parts)
-    if len(parts) != 2:
-        return None
-    (a, b), (c, d) = parts
-    if ir.op == "+":
-        return a + c, b + d
-    if ir.op == "-":
-        return a - d, b - c
-    if ir.op == "*":
-        prods = (a * c, a * d, b * c, b * d)
-        return min(prods), max(prods)
-    if ir.op == "/" and (c > 0 or d < 0):
-        quots = (a / c, a / d, b / c, b / d)
-        return min(quots), max(quots)
-    return None
+    return ranges.interval(ir, knob_bounds)
 
 
 # ---------------------------------------------------------------- meters

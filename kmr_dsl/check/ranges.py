@@ -74,14 +74,20 @@ def _hull(part):
 
 def _interval(ir, box):
     """Interval bounds of ir over a box (None when not numeric or unbounded)."""
+    return interval(ir, lambda ref: _hull(box[ref.name]))
+
+
+def interval(ir, knob_bounds):
+    """Interval bounds of a numeric IR expression, `knob_bounds(KnobRef)` giving each
+    knob's (lo, hi) or None (unknown); None when not numeric or unbounded."""
     if isinstance(ir, P.Const):
         v = ir.value
         return (v, v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
     if isinstance(ir, P.KnobRef):
-        return _hull(box[ir.name])
+        return knob_bounds(ir)
     if not isinstance(ir, P.Op):
         return None
-    parts = [_interval(a, box) for a in ir.args]
+    parts = [interval(a, knob_bounds) for a in ir.args]
     if any(b is None for b in parts):
         return None
     if ir.op == "neg":
