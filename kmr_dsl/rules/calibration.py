@@ -22,6 +22,7 @@ import torch.nn as nn
 
 from kmr_dsl.rules import checks
 from kmr_dsl.runtime import forward
+from kmr_dsl.runtime import layers as kl
 
 BATCH = 16
 
@@ -71,6 +72,25 @@ class ChannelStats:
     @property
     def absmean(self) -> torch.Tensor:
         return self.abssum / max(1, self.rows)
+
+
+def linear_leaves(model: nn.Module, layers, rule: str) -> list[list[tuple[str, nn.Module]]]:
+    """Each selected layer's float Linear leaves (a factorized layer has two), GPT-2's
+    Conv1D turned into the equal nn.Linear in the model first: what GPTQ and SparseGPT
+    calibrate and change."""
+    groups = []
+    for name, layer in layers:
+        checks.kinds(rule, name, layer, ("Linear",))
+        checks.float_weights(rule, name, layer)
+        for leaf_name, leaf in kl.leaves(name, layer):
+            if kl.is_conv1d(leaf):          # GPT-2's Conv1D: the equal nn.Linear, [out, in]
+                kl.set_module(model, leaf_name, kl.as_linear(leaf))
+        leaves = kl.leaves(name, kl.get_module(model, name))
+        for leaf_name, leaf in leaves:
+            if not isinstance(leaf, nn.Linear):
+                checks.fail(rule, f"`{leaf_name}` is a {type(leaf).__name__}, not a float Linear")
+        groups.append(leaves)
+    return groups
 
 
 class _Stop(Exception):

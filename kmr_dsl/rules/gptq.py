@@ -43,17 +43,7 @@ def apply(model: nn.Module, layers, bits: int = 4, group_size: int = 128, calibr
         # nothing to compensate above 8 bits: 16 is bfloat16 and 32 leaves the layers, as
         # `quantize` does, so a per-layer width knob can span {4, 8, 16}
         return quantize_rule.apply(model, layers, bits=bits)
-    targets = []
-    for name, layer in layers:
-        checks.kinds(RULE, name, layer, ("Linear",))
-        checks.float_weights(RULE, name, layer)
-        for leaf_name, leaf in kl.leaves(name, layer):
-            if kl.is_conv1d(leaf):          # GPT-2's Conv1D: the equal nn.Linear, [out, in]
-                leaf = kl.as_linear(leaf)
-                kl.set_module(model, leaf_name, leaf)
-            if not isinstance(leaf, nn.Linear):
-                checks.fail(RULE, f"`{leaf_name}` is a {type(leaf).__name__}, not a float Linear")
-            targets.append((leaf_name, leaf))
+    targets = [leaf for leaves in calibration_.linear_leaves(model, layers, RULE) for leaf in leaves]
     if not targets:
         return model
     inputs = data.inputs[:samples]

@@ -38,18 +38,7 @@ def apply(model: nn.Module, layers, amount: float = 0.5, n: int = 0, m: int = 0,
     if n > m:
         checks.fail(RULE, f"precondition `n <= m` fails (n = {n}, m = {m})")
     data = training.require_data(calibration, RULE)
-    groups = []
-    for name, layer in layers:
-        checks.kinds(RULE, name, layer, ("Linear",))
-        checks.float_weights(RULE, name, layer)
-        for leaf_name, leaf in kl.leaves(name, layer):
-            if kl.is_conv1d(leaf):          # GPT-2's Conv1D: the equal nn.Linear, [out, in]
-                kl.set_module(model, leaf_name, kl.as_linear(leaf))
-        leaves = kl.leaves(name, kl.get_module(model, name))
-        for leaf_name, leaf in leaves:
-            if not isinstance(leaf, nn.Linear):
-                checks.fail(RULE, f"`{leaf_name}` is a {type(leaf).__name__}, not a float Linear")
-        groups.append(leaves)
+    groups = calibration_.linear_leaves(model, layers, RULE)
     targets = [leaf for leaves in groups for leaf in leaves]
     if not targets or (n == m and n > 0) or (n == 0 and amount == 0):
         return model
