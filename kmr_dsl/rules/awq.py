@@ -20,12 +20,11 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from kmr_dsl.rules import calibration as calibration_
 from kmr_dsl.rules import checks, folding
-from kmr_dsl.rules.smoothquant import float_linears
+from kmr_dsl.rules.smoothquant import fold_groups
 from kmr_dsl.runtime import layers as kl
 from kmr_dsl.runtime import modules as km
-from kmr_dsl.runtime import quant, training
+from kmr_dsl.runtime import quant
 
 RULE = "awq"
 BITS = (2, 4, 8)
@@ -37,18 +36,16 @@ def apply(model: nn.Module, layers, bits: int = 4, group_size: int = 128, calibr
     bits = int(checks.choice(RULE, "bits", bits, BITS))
     group_size = checks.integer(RULE, "group_size", group_size, 0, 1 << 20)
     samples = checks.integer(RULE, "samples", samples, 1, 1 << 20)
-    data = training.require_data(calibration, RULE)
-    targets = float_linears(RULE, layers, model)
-    if not targets:
+    found = fold_groups(model, layers, calibration, samples, RULE, keep_rows=SAMPLE_ROWS)
+    if found is None:
         return model
-    inputs = data.inputs[:samples]
-    groups = folding.norm_groups(model, inputs[:calibration_.BATCH], targets, RULE)
-    stats = calibration_.observe(model, inputs, targets, lambda leaf: calibration_.ChannelStats(SAMPLE_ROWS), RULE)
+    groups, stats = found
     for _, norm, linears in groups:
         x = stats[linears[0][0]].sample.float()
         scale = _search(x, stats[linears[0][0]].absmean.float(), [leaf for _, leaf in linears], bits, group_size)
         folding.fold(norm, linears, scale)
-    for name, leaf in targets:
+    # every selected Linear is in a group (norm_groups refuses one that is not)
+    for name, leaf in (pair for _, _, linears in groups for pair in linears):
         weight = kl.leaf_weight(leaf).float()
         kl.set_module(model, name, km.quantized_leaf(leaf, weight, bits, group_size))
     return model

@@ -43,6 +43,21 @@ def float_linears(rule: str, layers, model: nn.Module | None = None) -> list[tup
     return out
 
 
+def fold_groups(model: nn.Module, layers, calibration, samples: int, rule: str, keep_rows: int = 0):
+    """The selected float Linears grouped by the normalization each reads alone
+    (`folding.norm_groups`), with their input statistics on the first `samples` examples
+    of `calibration` (`ChannelStats`, keeping `keep_rows` input rows): (groups, stats),
+    or None when nothing is selected. What smoothquant and awq both fold by."""
+    data = training.require_data(calibration, rule)
+    targets = float_linears(rule, layers, model)
+    if not targets:
+        return None
+    inputs = data.inputs[:samples]
+    groups = folding.norm_groups(model, inputs[:calibration_.BATCH], targets, rule)
+    stats = calibration_.observe(model, inputs, targets, lambda leaf: calibration_.ChannelStats(keep_rows), rule)
+    return groups, stats
+
+
 def smoothing_scale(act_max: torch.Tensor, weight_max: torch.Tensor, alpha: float) -> torch.Tensor:
     scale = act_max.clamp(min=1e-12) ** alpha / weight_max.clamp(min=1e-12) ** (1.0 - alpha)
     return torch.where((act_max > 0) & (weight_max > 0), scale, torch.ones_like(scale)).float()
@@ -51,13 +66,10 @@ def smoothing_scale(act_max: torch.Tensor, weight_max: torch.Tensor, alpha: floa
 def apply(model: nn.Module, layers, alpha: float = 0.5, calibration=None, samples: int = 128):
     alpha = checks.number(RULE, "alpha", alpha, 0.0, 1.0)
     samples = checks.integer(RULE, "samples", samples, 1, 1 << 20)
-    data = training.require_data(calibration, RULE)
-    targets = float_linears(RULE, layers, model)
-    if not targets:
+    found = fold_groups(model, layers, calibration, samples, RULE)
+    if found is None:
         return model
-    inputs = data.inputs[:samples]
-    groups = folding.norm_groups(model, inputs[:calibration_.BATCH], targets, RULE)
-    stats = calibration_.observe(model, inputs, targets, lambda leaf: calibration_.ChannelStats(), RULE)
+    groups, stats = found
     for _, norm, linears in groups:
         act = torch.stack([stats[name].absmax for name, _ in linears]).amax(dim=0).float()
         weight = torch.stack([kl.leaf_weight(leaf).float().abs().amax(dim=0) for _, leaf in linears]).amax(dim=0)
