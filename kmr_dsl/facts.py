@@ -29,7 +29,8 @@ from pathlib import Path
 from kmr_dsl.core.state import full_rank
 from kmr_dsl.patterns import selected
 
-FACTS_VERSION = 3   # 2: facts carry their dependencies; 3: Conv1D layers (kind Linear), tied layers
+FACTS_VERSION = 4   # 2: facts carry their dependencies; 3: Conv1D layers (kind Linear), tied layers;
+                    # 4: channel groups (coupled members, depthwise convs, why a layer is not linked)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,11 @@ class LayerFact:
     kernel: tuple[int, ...] = ()      # Conv2d kernel size
     tied: tuple[str, ...] = ()        # other names of this layer's weight (a tied embedding): not layers themselves
     group_size: int = 0               # inputs per integer scale (0: one scale per row)
+    # channel groups (runtime/depgraph.py): the other layers whose output channels are this
+    # layer's (a residual stream's producers, a depthwise conv over them), pruned with it
+    coupled: tuple[str, ...] = ()
+    depthwise: bool = False           # a depthwise conv: in = out channels, one filter per channel
+    unlinked: str = ""                # why its output channels cannot be removed (diagnostics)
 
     @property
     def params(self) -> int:
@@ -125,7 +131,8 @@ class ModelFacts:
     def from_json(data: dict) -> "ModelFacts":
         layers = tuple(
             LayerFact(**{**d, "weight_shape": tuple(d["weight_shape"]), "consumers": tuple(d.get("consumers", ())),
-                         "kernel": tuple(d.get("kernel", ())), "tied": tuple(d.get("tied", ()))})
+                         "kernel": tuple(d.get("kernel", ())), "tied": tuple(d.get("tied", ())),
+                         "coupled": tuple(d.get("coupled", ()))})
             for d in data["layers"]
         )
         return ModelFacts(

@@ -65,9 +65,9 @@ def apply(model: nn.Module, layers, amount: float = 0.5, method: str = "magnitud
                     kl.set_module(model, leaf_name, leaf)
                 _nm(leaf, n, m)
     else:
-        links = _links(model)
+        links, done = _links(model), set()
         for name, _ in layers:
-            _channel(model, name, amount, links)
+            _channel(model, name, amount, links, done)
     return model
 
 
@@ -148,7 +148,7 @@ def _set_features(mod: nn.Module, dim: int, size: int) -> None:
         setattr(mod, "out_features" if dim == 0 else "in_features", size)
 
 
-def _slice_leaf(leaf: nn.Module, dim: int, idx: torch.Tensor) -> nn.Module:
+def _slice_leaf(leaf: nn.Module, dim: int, idx: torch.Tensor, depthwise: bool = False) -> nn.Module:
     if isinstance(leaf, km.QuantWeight) and leaf.group_size and dim == 1:
         # removed inputs shift the groups: quantize the remaining weights again, in
         # groups of the same size (zeros stay zero, so density is kept)
@@ -175,7 +175,7 @@ def _slice_leaf(leaf: nn.Module, dim: int, idx: torch.Tensor) -> nn.Module:
         if bias is not None:
             new.bias = bias.clone()
         return new
-    if getattr(leaf, "groups", 1) != 1:
+    if getattr(leaf, "groups", 1) != 1 and not depthwise:
         checks.fail(RULE, "channel pruning of grouped convolutions is not supported")
     new = copy.deepcopy(leaf)
     weight = leaf.weight.detach().index_select(dim, idx).clone()
@@ -219,7 +219,11 @@ def _slice_norm(norm: nn.Module, idx: torch.Tensor) -> nn.Module:
     return new
 
 
-def _channel(model: nn.Module, name: str, amount: float, links: dict) -> None:
+def _channel(model: nn.Module, name: str, amount: float, links: dict, done: set) -> None:
+    """Prune the channel group `name` belongs to (once per step: a member already pruned
+    with its group is skipped)."""
+    if name in done:
+        return
     layer = kl.get_module(model, name)
     out = kl.layer_features(layer)[1]
     keep = int(step.settle("out_features", N.mul(out, N.sub(1, amount))))
@@ -229,13 +233,42 @@ def _channel(model: nn.Module, name: str, amount: float, links: dict) -> None:
     if link is None or not link.consumers:
         checks.fail(RULE, f"`{name}` has no consumer layer that KMR can shrink with it",
                     "channel pruning needs the layer's output to feed only Linear/Conv layers (through "
-                    "activations, pooling, BatchNorm), not a residual addition or the model's output",
+                    "activations, pooling, BatchNorm, residual additions), not the model's output",
                     hint="select hidden layers only (not the output layer), or use method = magnitude")
-    norms = _effective_weight(layer).reshape(out, -1).norm(dim=1)
-    idx = torch.sort(torch.topk(norms, keep, sorted=False).indices).values
-    kl.set_module(model, name, _slice(layer, 0, idx))
+    members = [name, *link.coupled]
+    idx = _group_channels(model, members, keep)
+    for member in members:
+        mod = kl.get_module(model, member)
+        if member in link.depthwise:
+            kl.set_module(model, member, _slice_depthwise(member, mod, idx))
+        else:
+            kl.set_module(model, member, _slice(mod, 0, idx))
     for norm_name in link.norms:
         kl.set_module(model, norm_name, _slice_norm(kl.get_module(model, norm_name), idx))
     for consumer, block in link.consumers:
         cols = (idx[:, None] * block + torch.arange(block)[None, :]).reshape(-1)
         kl.set_module(model, consumer, _slice(kl.get_module(model, consumer), 1, cols))
+    done.update(members)
+
+
+def _group_channels(model: nn.Module, members: list[str], keep: int) -> torch.Tensor:
+    """The `keep` channels of a group with the largest importance, in their original
+    order: the L2 norm of each channel's filter, summed over the group's members (every
+    producer of a residual stream, its depthwise convolutions)."""
+    score = None
+    for member in members:
+        w = _effective_weight(kl.get_module(model, member))
+        norms = w.reshape(w.shape[0], -1).norm(dim=1)
+        score = norms if score is None else score + norms
+    return torch.sort(torch.topk(score, keep, sorted=False).indices).values
+
+
+def _slice_depthwise(name: str, conv: nn.Module, idx: torch.Tensor) -> nn.Module:
+    """A depthwise conv keeping channels `idx`: its filters, in and out channels and groups."""
+    if not isinstance(conv, nn.Conv2d) or type(conv) is not nn.Conv2d:
+        checks.fail(RULE, f"`{name}` is a depthwise convolution in a form channel pruning cannot slice "
+                          f"({type(conv).__name__})",
+                    hint="prune the channels before quantizing the convolution")
+    new = _slice_leaf(conv, 0, idx, depthwise=True)
+    new.in_channels = new.groups = int(idx.numel())
+    return new

@@ -101,8 +101,8 @@ def _written_shape(value, span) -> tuple[int, ...]:
                              hint='write the sizes as a string, e.g. `input_shape = "1, 3, 32, 32"`')) from None
 
 
-def _layer_fact(name: str, layer: nn.Module, macs: int, consumers: tuple[str, ...],
-                tied: tuple[str, ...] = ()) -> LayerFact:
+def _layer_fact(name: str, layer: nn.Module, macs: int, link: kl.ChannelLink | None = None,
+                tied: tuple[str, ...] = (), unlinked: str = "") -> LayerFact:
     kind = kl.kind_of(layer)
     in_f, out_f = kl.layer_features(layer)
     ls = kl.leaves(name, layer)
@@ -132,8 +132,9 @@ def _layer_fact(name: str, layer: nn.Module, macs: int, consumers: tuple[str, ..
     return LayerFact(
         name=name, kind=kind, in_features=in_f, out_features=out_f, weight_shape=weight_shape,
         weight_params=int(weight_params), bias_params=int(bias_params), dtype=dtype, bits=int(bits),
-        density=(nnz / numel) if numel else 1.0, macs=int(macs), consumers=consumers, kernel=kernel, tied=tied,
-        group_size=kl.layer_group_size(layer, name),
+        density=(nnz / numel) if numel else 1.0, macs=int(macs), consumers=link.names if link else (),
+        kernel=kernel, tied=tied, group_size=kl.layer_group_size(layer, name),
+        coupled=tuple(link.coupled) if link else (), depthwise=depgraph.is_depthwise(layer), unlinked=unlinked,
     )
 
 
@@ -144,11 +145,11 @@ def model_facts_from_module(module: nn.Module, input_shape, input_dtype: str = "
     if loaders.is_meta(module):
         x = x.to("meta")        # FlopCounterMode counts a meta forward without computing anything
     total_macs, per_layer = meters.count_macs(module, x)
-    links = depgraph.channel_links(module, x)
+    links, refused = depgraph.links_and_refusals(module, x)
     tied_to = tied.tied_names(module)
     facts = tuple(
-        _layer_fact(name, layer, per_layer.get(name, 0), links[name].names if name in links else (),
-                    tied_to.get(name, ()))
+        _layer_fact(name, layer, per_layer.get(name, 0), links.get(name), tied_to.get(name, ()),
+                    refused.get(name, ""))
         for name, layer in kl.logical_layers(module)
     )
     buffers = sum(b.numel() * b.element_size() for _, b in _persistent_buffers(module))

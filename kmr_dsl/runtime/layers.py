@@ -276,6 +276,10 @@ class ChannelLink:
     producer: str
     consumers: list[tuple[str, int]] = field(default_factory=list)   # (layer, inputs per channel)
     norms: list[str] = field(default_factory=list)                   # BatchNorms to slice
+    # the other layers whose output channels are the same channels (a residual stream's
+    # producers, a depthwise convolution over them): they lose the same channels
+    coupled: list[str] = field(default_factory=list)
+    depthwise: list[str] = field(default_factory=list)               # members that are depthwise convs
 
     @property
     def names(self) -> tuple[str, ...]:

@@ -181,6 +181,11 @@ class QuantConv2d(QuantWeight):
     def out_channels(self):
         return self.weight_shape[0]
 
+    @property
+    def kernel_size(self):
+        # read by models that pad as TensorFlow does (transformers' MobileNet)
+        return tuple(self.weight_shape[2:])
+
     def forward(self, x):
         return F.conv2d(x.float(), self.dequantized(), self.bias, self.stride, self.padding, self.dilation, self.groups)
 

@@ -132,6 +132,8 @@ class _LayerCost:
 
     @cached_property
     def dense_n(self):
+        if self.f.depthwise:        # one filter per channel: in and out channels are one count
+            return A.mul(self.f.weight_params, self._scales[1])
         return A.mul(self.f.weight_params, *self._scales)
 
     @cached_property
@@ -265,7 +267,7 @@ def _layer_terms(model: PipelineModel, meter: str, state: State):
         values = _constant_fields(st)
         shape = None if values is None else (
             f.kind, f.in_features, f.out_features, f.weight_params, f.bias_params, f.weight_shape, f.dtype,
-            f.macs, len(f.name), rank_set, values)
+            f.macs, len(f.name), rank_set, values, f.depthwise)
         if shape is not None and shape in memo:
             parts.append((f.name, memo[shape]))
             continue

@@ -310,6 +310,7 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
     # `touched` layers' previous dicts are what _follow_shapes compares against
     before: dict[str, dict] = {}
     touched: set[str] = set()
+    grouped: set[str] = set()     # layers whose channels a group member's shrink already set this step
     targets = list(step.layers) if rule.accepts is not None else [None]
     for layer in targets:
         if layer is not None and layer not in state.layers:
@@ -345,6 +346,10 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
                 model.problems.append(f"step {index + 1} `{rule.name}` effect `{eff.scope}.{eff.field}`: {exc}")
                 value = _placeholder(f"{eff.scope}.{eff.field}", current is not None and A.is_boolean(current))
             (new_layer if eff.scope == "layer" else new_model)[eff.field] = value
+        if layer is not None and layer in grouped:
+            # the runtime prunes a channel group once per step: this member's channels
+            # were set with the group's (in the other branches the group kept them)
+            new_layer.pop("out_features", None)
         if layer is not None and new_layer:
             old = lstate
             lstate = dict(lstate)
@@ -360,6 +365,10 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
                 _require_consumer(model, state, step, index, layer, old, lstate, layer_facts)
                 touched.update(_shrink_consumers(state, layer, old["out_features"], lstate["out_features"],
                                                  layer_facts, index, before))
+                members = _shrink_group(state, layer, old["out_features"], lstate["out_features"], layer_facts,
+                                        index, before)
+                touched.update(members)
+                grouped.update(members)
         for f, v in new_model.items():
             if state.model.get(f) != v:
                 state.model[f] = v
@@ -384,7 +393,7 @@ def _settled(model: PipelineModel, new: dict, old: dict, fact, factorized: bool)
             and not factorized:
         st = {**old, **out}
         numel = core_step.dense_numel(fact.weight_params, fact.in_features, fact.out_features,
-                                      st["in_features"], st["out_features"], A.SYMBOLS)
+                                      st["in_features"], st["out_features"], A.SYMBOLS, fact.depthwise)
         if A.is_number(numel):
             out["density"] = _settle("density", out["density"], numel, ops)
     return out
@@ -425,6 +434,8 @@ def _require_consumer(model: PipelineModel, state: State, step: Step, index: int
     clause = Op("==", (FieldRef("layer", "out_features"), FieldRef("layer", "out_features")))
     why = (f"`{step.rule.name}` shrinks the output channels of `{layer}`, which has no consumer layer "
            "that can shrink with it")
+    if fact is not None and fact.unlinked:
+        why += f": {fact.unlinked}"
     model.requirements.append(Requirement(index, step, layer, len(step.rule.requires), clause, cond, fields, why))
 
 
@@ -469,6 +480,33 @@ def _shrink_consumers(state: State, producer: str, old, new, layer_facts, index:
         state.layers[c] = cs
         done.append(c)
     return done
+
+
+def _shrink_group(state: State, layer: str, old, new, layer_facts, index: int, before: dict) -> list[str]:
+    """The members of `layer`'s channel group (facts.coupled: a residual stream's other
+    producers, the depthwise convs over it) lose the same channels; a depthwise member
+    (the layer itself included) loses them on its input too. Returns the members."""
+    fact = layer_facts.get(layer)
+    members = [layer, *(fact.coupled if fact else ())]
+    ratio = A.div(new, old)
+    for m in members:
+        if m not in state.layers:
+            continue
+        mf = layer_facts.get(m)
+        ms = dict(state.layers[m])
+        changed = {}
+        if m != layer:
+            changed["out_features"] = new
+        if mf is not None and mf.depthwise:
+            changed["in_features"] = A.mul(ms["in_features"], ratio)
+        if not changed:
+            continue
+        for f, v in changed.items():
+            ms[f] = v
+            state.origin[(m, f)] = index
+        before.setdefault(m, state.layers[m])
+        state.layers[m] = ms
+    return members
 
 
 __all__ = ["Ctx", "LAYER_FIELDS", "MODEL_FIELDS", "PipelineModel", "Requirement", "State", "build_model",
