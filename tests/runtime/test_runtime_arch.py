@@ -394,7 +394,7 @@ def test_factoring_a_tied_layer_is_refused_by_check_and_by_the_rule(tmp_path, mo
 
 # ---------------------------------------------------------------- channel groups (residual blocks)
 
-def test_depgraph_links_only_channels_no_residual_couples():
+def test_depgraph_groups_residual_streams():
     import hf_models
     import toy_models
     import torch
@@ -407,19 +407,33 @@ def test_depgraph_links_only_channels_no_residual_couples():
     assert {k: (v.consumers, v.norms) for k, v in traced.items()} == \
         {k: (v.consumers, v.norms) for k, v in chained.items()}
     # ResNet: the first conv of each block feeds only its BatchNorm and the second conv;
-    # every other conv writes into a residual stream (stem + block output + shortcut)
+    # the stem, the block outputs and the projection shortcut write residual streams,
+    # each one group whose members lose the same channels
     resnet = hf_models.make_resnet()
     x = torch.randn(1, 3, 32, 32)
     links = depgraph.channel_links(resnet, x)
-    assert {k: v.names for k, v in links.items()} == {
-        f"resnet.encoder.stages.{s}.layers.0.layer.0.convolution": (
-            f"resnet.encoder.stages.{s}.layers.0.layer.0.normalization",
-            f"resnet.encoder.stages.{s}.layers.0.layer.1.convolution") for s in (0, 1)}
-    couples = depgraph.coupled(resnet, x)
-    assert couples["resnet.encoder.stages.1.layers.0.layer.1.convolution"] == \
-        ("resnet.encoder.stages.1.layers.0.shortcut.convolution",)
+    for s in (0, 1):
+        first = f"resnet.encoder.stages.{s}.layers.0.layer.0.convolution"
+        assert links[first].names == (f"resnet.encoder.stages.{s}.layers.0.layer.0.normalization",
+                                      f"resnet.encoder.stages.{s}.layers.0.layer.1.convolution")
+        assert links[first].coupled == []
+    stream1 = links["resnet.encoder.stages.1.layers.0.layer.1.convolution"]
+    assert stream1.coupled == ["resnet.encoder.stages.1.layers.0.shortcut.convolution"]
+    assert set(stream1.norms) == {"resnet.encoder.stages.1.layers.0.layer.1.normalization",
+                                  "resnet.encoder.stages.1.layers.0.shortcut.normalization"}
+    assert stream1.consumers == [("classifier.1", 1)]
+    stream0 = links["resnet.embedder.embedder.convolution"]
+    assert stream0.coupled == ["resnet.encoder.stages.0.layers.0.layer.1.convolution"]
+    assert {c for c, _ in stream0.consumers} == {
+        "resnet.encoder.stages.0.layers.0.layer.0.convolution", "resnet.encoder.stages.1.layers.0.layer.0.convolution",
+        "resnet.encoder.stages.1.layers.0.shortcut.convolution"}
+    # the classifier's outputs are the model's: never linked, and the trace says why
+    assert "classifier.1" not in links
+    assert depgraph.refusals(resnet, x)["classifier.1"] == "they are an output of the model"
     bottleneck = depgraph.channel_links(hf_models.make_resnet("bottleneck"), x)
-    assert len(bottleneck) == 4 and all(".layer.2." not in k for k in bottleneck)
+    # two inner groups per block, two members of each stream
+    assert len(bottleneck) == 4 + 4
+    assert all(len(v.coupled) == (".layer.2." in k or "embedder" in k or "shortcut" in k) for k, v in bottleneck.items())
 
 
 RESNET = "hf_resnet:make_resnet"
@@ -440,15 +454,15 @@ def test_resnet_channel_pruning_check_agrees_with_run(tmp_path, monkeypatch, cap
     assert model(torch.randn(2, 3, 32, 32)).logits.shape == (2, 5)
 
 
-def test_resnet_channel_pruning_of_a_residual_stream_is_refused_by_check(tmp_path, monkeypatch, capsys):
-    steps = 'prune(amount = 0.5, method = channel) on layers(Conv2d, name = "*.layer.1.convolution")'
+def test_resnet_channel_pruning_of_the_output_layer_is_refused_by_check(tmp_path, monkeypatch, capsys):
+    steps = 'prune(amount = 0.5, method = channel) on layers(Linear, name = "classifier.*")'
     path = write_program(tmp_path, RESNET, steps)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("KMR_CACHE_DIR", str(tmp_path / "cache"))
     assert main(["check", str(path)]) != 0
     err = capsys.readouterr().err
     assert "error[KMR304]" in err and "arch.kmr:7:" in err
-    assert "resnet.encoder.stages.0.layers.0.layer.1.convolution" in err
+    assert "`classifier.1`'s channels cannot be removed: they are an output of the model" in err
 
 
 @pytest.mark.parametrize("rule", ["gptq", "sparsegpt", "smoothquant", "awq"])

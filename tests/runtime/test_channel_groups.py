@@ -1,0 +1,152 @@
+"""Channel pruning of whole channel groups (runtime/depgraph.py): a ResNet stage's
+residual stream (stem or block outputs, projection shortcut, their BatchNorms, every
+conv that reads the stream) and MobileNetV2's expansion + depthwise convolution lose
+the same channels together; `kmr check` predicts exactly what `kmr run` removes.
+
+Function: channels that carry nothing (zero filters and zero BatchNorm affine in every
+member) are the least important, so pruning exactly them must leave the model's output
+unchanged; any slicing that disagreed between members would change it."""
+
+import pytest
+
+pytest.importorskip("transformers")
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+
+from kmr_dsl.diagnostics import KmrError  # noqa: E402
+from kmr_dsl.rules import prune  # noqa: E402
+from kmr_dsl.runtime import context, depgraph, layers as kl  # noqa: E402
+
+import hf_models  # noqa: E402
+from test_runtime_arch import RESNET, assert_agree, bn_stats_removed, check_and_run, outside_entries  # noqa: E402
+
+SHAPE = (1, 3, 32, 32)
+
+
+def _prune(model, names, amount):
+    with context.use(context.RunContext(example=(SHAPE, "float32"))):
+        prune.apply(model, [(n, kl.get_module(model, n)) for n in names], amount=amount, method="channel")
+
+
+def _silence(model, link, channels):
+    """Make `channels` of a group carry zeros: zero filters in every member, zero affine
+    in every BatchNorm (a depthwise member's filter too)."""
+    with torch.no_grad():
+        for member in [link.producer, *link.coupled]:
+            kl.get_module(model, member).weight[channels] = 0
+        for norm in link.norms:
+            bn = kl.get_module(model, norm)
+            bn.weight[channels] = 0
+            bn.bias[channels] = 0
+
+
+def test_pruning_a_silent_residual_stream_keeps_the_function():
+    model = hf_models.make_resnet()
+    x = torch.randn(2, 3, 32, 32)
+    links = depgraph.channel_links(model, torch.zeros(SHAPE))
+    stream = links["resnet.encoder.stages.1.layers.0.layer.1.convolution"]
+    _silence(model, stream, [1, 4, 6, 9, 11, 12, 13, 15])
+    before = model(x).logits
+    _prune(model, ["resnet.encoder.stages.1.layers.0.layer.1.convolution"], 0.5)
+    stage = model.resnet.encoder.stages[1].layers[0]
+    # every member, norm and consumer lost the same 8 of 16 channels
+    assert stage.layer[1].convolution.out_channels == stage.shortcut.convolution.out_channels == 8
+    assert stage.layer[1].normalization.num_features == stage.shortcut.normalization.num_features == 8
+    assert model.classifier[1].in_features == 8
+    torch.testing.assert_close(model(x).logits, before)
+
+
+def test_pruning_every_stage_prunes_each_group_once_and_keeps_a_silent_function():
+    model = hf_models.make_resnet()
+    x = torch.randn(2, 3, 32, 32)
+    links = depgraph.channel_links(model, torch.zeros(SHAPE))
+    _silence(model, links["resnet.embedder.embedder.convolution"], [0, 3, 5, 6])       # stream of stage 0 (8)
+    _silence(model, links["resnet.encoder.stages.1.layers.0.shortcut.convolution"], list(range(8)))  # stage 1 (16)
+    before = model(x).logits
+    convs = [n for n, m in kl.logical_layers(model) if kl.kind_of(m) == "Conv2d"]
+    _prune(model, convs, 0.5)
+    # both members of each stream were selected: each group lost half its channels once
+    assert model.resnet.embedder.embedder.convolution.out_channels == 4
+    assert model.resnet.encoder.stages[0].layers[0].layer[1].convolution.out_channels == 4
+    assert model.resnet.encoder.stages[1].layers[0].shortcut.convolution.out_channels == 8
+    assert model.resnet.encoder.stages[1].layers[0].shortcut.convolution.in_channels == 4
+    assert model(x).logits.shape == before.shape
+    # the inner groups were pruned too
+    assert model.resnet.encoder.stages[1].layers[0].layer[0].convolution.out_channels == 8
+
+
+def test_pruning_a_silent_depthwise_group_keeps_the_function():
+    model = hf_models.make_mobilenet_v2()
+    x = torch.randn(2, 3, 32, 32)
+    name = "mobilenet_v2.layer.1.expand_1x1.convolution"
+    link = depgraph.channel_links(model, torch.zeros(SHAPE))[name]
+    assert link.depthwise == ["mobilenet_v2.layer.1.conv_3x3.convolution"] == link.coupled
+    # ReLU6(0) = 0 after the expansion, and the depthwise conv keeps zeros at zero (no bias)
+    _silence(model, link, list(range(0, 48, 2)))
+    before = model(x).logits
+    _prune(model, [name], 0.5)
+    block = model.mobilenet_v2.layer[1]
+    dw = block.conv_3x3.convolution
+    assert block.expand_1x1.convolution.out_channels == 24
+    assert dw.in_channels == dw.out_channels == dw.groups == 24 and tuple(dw.weight.shape) == (24, 1, 3, 3)
+    assert block.conv_3x3.normalization.num_features == 24 and block.reduce_1x1.convolution.in_channels == 24
+    torch.testing.assert_close(model(x).logits, before)
+
+
+def test_selecting_the_depthwise_conv_prunes_its_group():
+    model = hf_models.make_mobilenet_v2()
+    _prune(model, ["mobilenet_v2.layer.1.conv_3x3.convolution"], 0.25)
+    block = model.mobilenet_v2.layer[1]
+    assert block.expand_1x1.convolution.out_channels == block.conv_3x3.convolution.groups == 36
+    assert model(torch.randn(1, 3, 32, 32)).logits.shape == (1, 5)
+
+
+def test_a_group_that_reaches_the_output_is_refused_by_the_rule():
+    model = hf_models.make_resnet()
+    with pytest.raises(KmrError) as info:
+        _prune(model, ["classifier.1"], 0.5)
+    assert info.value.diagnostic.code == "KMR405"
+
+
+def test_a_stream_that_starts_at_the_model_input_is_not_linked():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 3, 3, padding=1)
+            self.b = nn.Conv2d(3, 4, 1)
+
+        def forward(self, x):
+            return self.b(x + self.a(x))
+
+    links, refused = depgraph.links_and_refusals(Net(), torch.randn(1, 3, 8, 8))
+    assert "a" not in links and "the model's input" in refused["a"]
+
+
+# ---------------------------------------------------------------- check predicts run
+
+GROUP_STEPS = {
+    # every conv of both stages: two streams (one reaching the classifier), two inner groups
+    "resnet-stages": (RESNET, 'prune(amount = 0.5, method = channel) on layers(Conv2d, name = "resnet.encoder.*")'),
+    # two members of one stream in one step: the group is pruned once
+    "resnet-stream-twice": (RESNET, "prune(amount = 0.25, method = channel) on layers(Conv2d, "
+                                    'name = "re:.*stages\\.1\\.layers\\.0\\.(layer\\.1|shortcut)\\.convolution")'),
+    # a stream pruned, then every conv: the second step prunes the smaller groups
+    "resnet-two-steps": (RESNET, 'prune(amount = 0.25, method = channel) on layers(Conv2d, name = "*.shortcut.*")\n'
+                                 "    prune(amount = 0.5, method = channel) on layers(Conv2d)"),
+    "mobilenet-depthwise": ("hf_resnet:make_mobilenet_v2",
+                            'prune(amount = 0.5, method = channel) on layers(Conv2d, name = "*.conv_3x3.convolution")'),
+    "mobilenet-all": ("hf_resnet:make_mobilenet_v2", "prune(amount = 0.75, method = channel) on layers(Conv2d)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(GROUP_STEPS))
+def test_group_pruning_check_agrees_with_run(case, tmp_path, monkeypatch, capsys):
+    factory, steps = GROUP_STEPS[case]
+    want, outcome, session = check_and_run(tmp_path, monkeypatch, capsys, factory, steps)
+    model = session.apply({})
+    assert_agree(want, outcome.meters, layers=0, slack=outside_entries(session.baseline),
+                 extra=bn_stats_removed(session.baseline, model))
+    assert want["nonzero"] == outcome.meters["nonzero"]
+    assert outcome.meters["macs"] < outcome.baseline["macs"]
+    assert model(torch.randn(2, 3, 32, 32)).logits.shape == (2, 5)
