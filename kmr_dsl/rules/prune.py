@@ -13,20 +13,23 @@ Contract (docs/design.md): requires `layer.bits >= 16` and `n <= m`.
   = n / m exactly as the state settles it. On a sparse layer a group keeps at most its
   non-zeros: density is at most min(density, n / m), the effect (an upper bound). Stored dense: no CPU kernel runs 2:4
   (FACTS.md), so it is a sparsity pattern, not a speedup.
-- channel: keep round_half_up(out * (1 - amount)) (at least 1) output channels with
-  the largest L2 norm, in their original order, and physically remove the others: the
-  layer's weight rows and bias, the BatchNorms after it and the matching input columns
-  of its consumers (`depgraph.channel_links`, traced on the example input of the run's
-  context; `layers.channel_links` without one) really become smaller tensors. A layer
-  with no known consumer (the model's last layer, an output coupled to a residual
-  stream) is refused: removing its outputs would change the model's output or break its
-  forward; `kmr check` refuses it first (KMR304).
+- channel: keep round_half_up(out * (1 - amount)) (at least 1) output channels of the
+  layer's channel group (`depgraph.channel_links`, traced on the example input of the
+  run's context; `layers.channel_links` without one) with the largest L2 norm summed
+  over the group's members, in their original order, and physically remove the others
+  from every member (weight rows and bias; a depthwise conv's filters, in channels and
+  groups), every BatchNorm of the group and the matching input columns of its
+  consumers: they really become smaller tensors. A group is pruned once per step, however
+  many of its members are selected. A layer with no known consumer (the model's last
+  layer, a stream that meets the model's input) is refused: removing its outputs would
+  change the model's output or break its forward; `kmr check` refuses it first (KMR304).
 Unstructured pruning records a mask (`layers.set_mask`) that training keeps.
 """
 
 from __future__ import annotations
 
 import copy
+from types import SimpleNamespace
 
 import torch
 import torch.nn as nn
@@ -264,11 +267,23 @@ def _group_channels(model: nn.Module, members: list[str], keep: int) -> torch.Te
 
 
 def _slice_depthwise(name: str, conv: nn.Module, idx: torch.Tensor) -> nn.Module:
-    """A depthwise conv keeping channels `idx`: its filters, in and out channels and groups."""
-    if not isinstance(conv, nn.Conv2d) or type(conv) is not nn.Conv2d:
+    """A depthwise conv keeping channels `idx`: its filters (float or integer, with their
+    per-row scales), in and out channels and groups."""
+    keep = int(idx.numel())
+    if isinstance(conv, km.StaticConv2d):
+        q, scale, bias = km.dynamic_parts(conv)
+        # the static kernel is rebuilt with the new groups (static_int8 reads them off the leaf)
+        shape = SimpleNamespace(groups=keep, stride=conv.stride, padding=conv.padding, dilation=conv.dilation)
+        return km.static_int8(shape, q.index_select(0, idx), scale[idx], None if bias is None else bias[idx],
+                              (conv.input_scale, conv.input_zero_point), conv.output_qparams)
+    if isinstance(conv, km.QuantConv2d):
+        new = _slice_leaf(conv, 0, idx, depthwise=True)
+        new.groups = keep
+        return new
+    if type(conv) is not nn.Conv2d:
         checks.fail(RULE, f"`{name}` is a depthwise convolution in a form channel pruning cannot slice "
                           f"({type(conv).__name__})",
-                    hint="prune the channels before quantizing the convolution")
+                    hint="prune the channels before transforming the convolution")
     new = _slice_leaf(conv, 0, idx, depthwise=True)
-    new.in_channels = new.groups = int(idx.numel())
+    new.in_channels = new.groups = keep
     return new

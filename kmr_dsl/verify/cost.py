@@ -39,7 +39,11 @@ writer only when the two forms are within one header entry, < 100 B); header ent
 tensors outside the layers are not counted (ModelFacts does not name them); counts over
 a continuous knob (no `step`) keep the exact product (not rounded, see verify/state.py);
 global pruning rounds the total once, the state each layer; factors after `lowrank`
-keep the state's density (the runtime's SVD factors are dense).
+keep the state's density (the runtime's SVD factors are dense); BatchNorm running
+statistics stay at their baseline bytes (`buffers_bytes`) after channel pruning removes
+some (an over-estimate of 8 B per removed float32 channel: the facts do not say which
+BatchNorm tracks them). A depthwise conv (facts.depthwise) has W0 * (out/out0) weight
+elements: its in and out channels are one count.
 """
 
 from __future__ import annotations

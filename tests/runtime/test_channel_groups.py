@@ -48,6 +48,7 @@ def test_pruning_a_silent_residual_stream_keeps_the_function():
     stream = links["resnet.encoder.stages.1.layers.0.layer.1.convolution"]
     _silence(model, stream, [1, 4, 6, 9, 11, 12, 13, 15])
     before = model(x).logits
+    assert before.abs().max() > 0.01      # a function worth comparing
     _prune(model, ["resnet.encoder.stages.1.layers.0.layer.1.convolution"], 0.5)
     stage = model.resnet.encoder.stages[1].layers[0]
     # every member, norm and consumer lost the same 8 of 16 channels
@@ -85,6 +86,7 @@ def test_pruning_a_silent_depthwise_group_keeps_the_function():
     # ReLU6(0) = 0 after the expansion, and the depthwise conv keeps zeros at zero (no bias)
     _silence(model, link, list(range(0, 48, 2)))
     before = model(x).logits
+    assert before.abs().max() > 0.01
     _prune(model, [name], 0.5)
     block = model.mobilenet_v2.layer[1]
     dw = block.conv_3x3.convolution
@@ -92,6 +94,26 @@ def test_pruning_a_silent_depthwise_group_keeps_the_function():
     assert dw.in_channels == dw.out_channels == dw.groups == 24 and tuple(dw.weight.shape) == (24, 1, 3, 3)
     assert block.conv_3x3.normalization.num_features == 24 and block.reduce_1x1.convolution.in_channels == 24
     torch.testing.assert_close(model(x).logits, before)
+
+
+@pytest.mark.parametrize("scheme,bits", [("weight_only", 8), ("weight_only", 4), ("static", 8)])
+def test_a_quantized_depthwise_member_is_sliced_in_its_integer_form(scheme, bits):
+    from kmr_dsl.rules import quantize
+    from kmr_dsl.runtime.data import Dataset
+
+    model = hf_models.make_mobilenet_v2()
+    x = torch.randn(2, 3, 32, 32)
+    dw, expand = "mobilenet_v2.layer.1.conv_3x3.convolution", "mobilenet_v2.layer.1.expand_1x1.convolution"
+    link = depgraph.channel_links(model, torch.zeros(SHAPE))[expand]
+    _silence(model, link, list(range(1, 48, 2)))
+    kw = {"calibration": Dataset(torch.randn(16, 3, 32, 32), None, "images"), "samples": 16} if scheme == "static" else {}
+    quantize.apply(model, [(dw, kl.get_module(model, dw))], bits=bits, scheme=scheme, **kw)
+    before = model(x).logits
+    _prune(model, [expand], 0.5)
+    conv = kl.get_module(model, dw)
+    assert conv.in_channels == conv.out_channels == conv.groups == 24
+    # the silent channels carried zeros before the integer conv too: the same function
+    torch.testing.assert_close(model(x).logits, before, atol=1e-4, rtol=1e-4)
 
 
 def test_selecting_the_depthwise_conv_prunes_its_group():
