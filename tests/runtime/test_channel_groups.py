@@ -172,3 +172,13 @@ def test_group_pruning_check_agrees_with_run(case, tmp_path, monkeypatch, capsys
     assert want["nonzero"] == outcome.meters["nonzero"]
     assert outcome.meters["macs"] < outcome.baseline["macs"]
     assert model(torch.randn(2, 3, 32, 32)).logits.shape == (2, 5)
+
+
+def test_swiglu_gate_and_up_are_one_group(tmp_path, monkeypatch, capsys):
+    # gate and up are multiplied elementwise: channel c of the product reads channel c of
+    # both, so they lose the same channels and down_proj the matching inputs
+    steps = 'prune(amount = 0.5, method = channel) on layers(Linear, name = "*.mlp.gate_proj")'
+    want, outcome, session = check_and_run(tmp_path, monkeypatch, capsys, "make_llama", steps)
+    assert_agree(want, outcome.meters, layers=0, slack=outside_entries(session.baseline))
+    mlp = session.apply({}).model.layers[0].mlp
+    assert mlp.gate_proj.out_features == mlp.up_proj.out_features == mlp.down_proj.in_features == 16
