@@ -81,6 +81,9 @@ class LayerFact:
     coupled: tuple[str, ...] = ()
     depthwise: bool = False           # a depthwise conv: in = out channels, one filter per channel
     unlinked: str = ""                # why its output channels cannot be removed (diagnostics)
+    # bytes of its stored buffers with one entry per channel (a BatchNorm's running
+    # statistics; part of ModelFacts.buffers_bytes): they shrink with its channels
+    channel_buffer_bytes: int = 0
 
     @property
     def params(self) -> int:

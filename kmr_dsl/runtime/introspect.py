@@ -135,7 +135,17 @@ def _layer_fact(name: str, layer: nn.Module, macs: int, link: kl.ChannelLink | N
         density=(nnz / numel) if numel else 1.0, macs=int(macs), consumers=link.names if link else (),
         kernel=kernel, tied=tied, group_size=kl.layer_group_size(layer, name),
         coupled=tuple(link.coupled) if link else (), depthwise=depgraph.is_depthwise(layer), unlinked=unlinked,
+        channel_buffer_bytes=_channel_buffer_bytes(layer, kind),
     )
+
+
+def _channel_buffer_bytes(layer: nn.Module, kind: str | None) -> int:
+    """A BatchNorm's persistent per-channel buffers (what channel pruning slices with it)."""
+    if kind not in ("BatchNorm1d", "BatchNorm2d"):
+        return 0
+    return sum(b.numel() * b.element_size() for n, b in layer._buffers.items()
+               if b is not None and n not in layer._non_persistent_buffers_set and b.dim() == 1
+               and b.shape[0] == layer.num_features)
 
 
 def model_facts_from_module(module: nn.Module, input_shape, input_dtype: str = "float32",

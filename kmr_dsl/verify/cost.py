@@ -39,11 +39,10 @@ writer only when the two forms are within one header entry, < 100 B); header ent
 tensors outside the layers are not counted (ModelFacts does not name them); counts over
 a continuous knob (no `step`) keep the exact product (not rounded, see verify/state.py);
 global pruning rounds the total once, the state each layer; factors after `lowrank`
-keep the state's density (the runtime's SVD factors are dense); BatchNorm running
-statistics stay at their baseline bytes (`buffers_bytes`) after channel pruning removes
-some (an over-estimate of 8 B per removed float32 channel: the facts do not say which
-BatchNorm tracks them). A depthwise conv (facts.depthwise) has W0 * (out/out0) weight
-elements: its in and out channels are one count.
+keep the state's density (the runtime's SVD factors are dense). A BatchNorm's running
+statistics (facts.channel_buffer_bytes, taken out of buffers_bytes) shrink with its
+channels. A depthwise conv (facts.depthwise) has W0 * (out/out0) weight elements: its
+in and out channels are one count.
 """
 
 from __future__ import annotations
@@ -186,7 +185,9 @@ class _LayerCost:
                 # facts.buffers_bytes); counted as 1-dim entries, an upper bound
                 header += sum(entry_bytes(f"{f.name}.{n}", 1, digits)
                               for n in ("running_mean", "running_var", "num_batches_tracked"))
-            return A.add(A.mul(self.params(), _ITEMSIZE.get(f.dtype, 4)), header)
+            # per-channel buffers (running statistics) shrink with the channels
+            stats = A.mul(f.channel_buffer_bytes, self._scales[1])
+            return A.add(A.mul(self.params(), _ITEMSIZE.get(f.dtype, 4)), stats, header)
         b, d, r = st["bits"], st["density"], st["rank"]
         inf, outf = st["in_features"], st["out_features"]
         ndim = max(1, len(f.weight_shape))
@@ -271,7 +272,7 @@ def _layer_terms(model: PipelineModel, meter: str, state: State):
         values = _constant_fields(st)
         shape = None if values is None else (
             f.kind, f.in_features, f.out_features, f.weight_params, f.bias_params, f.weight_shape, f.dtype,
-            f.macs, len(f.name), rank_set, values, f.depthwise)
+            f.macs, len(f.name), rank_set, values, f.depthwise, f.channel_buffer_bytes)
         if shape is not None and shape in memo:
             parts.append((f.name, memo[shape]))
             continue
@@ -283,7 +284,8 @@ def _layer_terms(model: PipelineModel, meter: str, state: State):
     rest = {
         "params": A.num(other),
         "nonzero": A.num(other),
-        "size": A.num(4 * other + facts.buffers_bytes + _fixed_header(model)),
+        "size": A.num(4 * other + facts.buffers_bytes - sum(f.channel_buffer_bytes for f in facts.layers)
+                      + _fixed_header(model)),
         "macs": A.num(facts.total_macs - sum(f.macs for f in facts.layers)),
         "trainable_params": A.num(other),
     }[meter]
