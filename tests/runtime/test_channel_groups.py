@@ -181,3 +181,32 @@ def test_swiglu_gate_and_up_are_one_group(tmp_path, monkeypatch, capsys):
     assert_agree(want, outcome.meters, layers=0, slack=outside_entries(session.baseline))
     mlp = session.apply({}).model.layers[0].mlp
     assert mlp.gate_proj.out_features == mlp.up_proj.out_features == mlp.down_proj.in_features == 16
+
+
+def test_a_group_under_a_knob_is_predicted_at_every_setting(tmp_path, monkeypatch, capsys):
+    # two members of each stream selected, the amount a knob: the verifier's state prunes
+    # each group once as a symbolic expression; every setting's prediction is the run's
+    from kmr_dsl.app import load_checked
+    from kmr_dsl.cli import main
+    from kmr_dsl.runtime.session import PipelineSession
+    from kmr_dsl.verify import predict
+    from test_runtime_arch import write_program
+
+    path = write_program(tmp_path, RESNET, "prune(amount = amount, method = channel) on layers(Conv2d)")
+    path.write_text(path.read_text().replace('model net', 'knob amount : float in [0.0, 0.75] step 0.25 = 0.5\n\nmodel net'))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KMR_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(["check", str(path)]) == 0, capsys.readouterr().err
+    program, diags, _ = load_checked(str(path))
+    session = PipelineSession(program, "p")
+    base_want = predict(program, "p", {}, baseline=True)["size"]
+    for amount in (0.0, 0.25, 0.5, 0.75):
+        want = predict(program, "p", {"amount": amount})
+        outcome = session.evaluate({"amount": amount})
+        got = outcome.meters
+        assert (got["params"], got["nonzero"], got["macs"]) == (want["params"], want["nonzero"], want["macs"]), amount
+        # never below the file; the change within 2% + 128 B (docs/testing.md): on a 10 kB
+        # file the header's fixed per-layer margins are most of the difference
+        assert got["size"] <= want["size"], amount
+        change_want, change_got = want["size"] - base_want, got["size"] - outcome.baseline["size"]
+        assert abs(change_want - change_got) <= 0.02 * outcome.baseline["size"] + 128, amount
