@@ -210,3 +210,22 @@ def test_a_group_under_a_knob_is_predicted_at_every_setting(tmp_path, monkeypatc
         assert got["size"] <= want["size"], amount
         change_want, change_got = want["size"] - base_want, got["size"] - outcome.baseline["size"]
         assert abs(change_want - change_got) <= 0.02 * outcome.baseline["size"] + 128, amount
+
+
+def test_a_pruned_mobilenet_reloads_from_its_artifact(tmp_path):
+    # the sliced depthwise convs (one in its 4-bit form) keep their groups in the file
+    from kmr_dsl.rules import quantize
+    from kmr_dsl.runtime import artifact
+
+    model = hf_models.make_mobilenet_v2()
+    dw = "mobilenet_v2.layer.1.conv_3x3.convolution"
+    quantize.apply(model, [(dw, kl.get_module(model, dw))], bits=4, scheme="weight_only")
+    convs = [n for n, m in kl.logical_layers(model) if kl.kind_of(m) == "Conv2d" and n != dw]
+    _prune(model, convs, 0.5)
+    path = tmp_path / "m.safetensors"
+    artifact.save(model, path, recipe={"base": {"kind": "factory", "args": ["hf_models:make_mobilenet_v2"],
+                                                "kwargs": []}})
+    again = artifact.load(path, base=hf_models.make_mobilenet_v2())
+    assert kl.get_module(again, dw).groups == 24
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(again(x).logits, model(x).logits)
