@@ -280,7 +280,7 @@ def _slice_depthwise(name: str, conv: nn.Module, idx: torch.Tensor) -> nn.Module
         new = _slice_leaf(conv, 0, idx, depthwise=True)
         new.groups = keep
         return new
-    if type(conv) is not nn.Conv2d:
+    if not isinstance(conv, (nn.Conv1d, nn.Conv2d)):    # float, bfloat16 (HalfConv2d), masked
         checks.fail(RULE, f"`{name}` is a depthwise convolution in a form channel pruning cannot slice "
                           f"({type(conv).__name__})",
                     hint="prune the channels before transforming the convolution")
