@@ -14,10 +14,13 @@ Semantics, in order:
 - a step's arguments are evaluated once, knobs becoming their symbols; enum members
   and enum comparisons with constant arguments fold here (`method == nm` with
   `method = magnitude` is false before any solver sees it);
-- per selected layer (a whole-model rule: once, with no layer), every requires clause
-  is evaluated in the current state, then all effects are evaluated and assigned
-  together (simultaneous assignment); model effects of a per-layer step compose layer
-  after layer (quantizing three layers ANDs three conditions into `trainable`);
+- every requires clause of every selected layer (a whole-model rule: once, with no
+  layer) is evaluated in the state before the step, as the runtime applies the rule to
+  all selected layers at once (qat on two layers: the second does not see the first's
+  `model.trainable = false`); then per selected layer all effects are evaluated and
+  assigned together (simultaneous assignment); model effects of a per-layer step
+  compose layer after layer (quantizing three layers ANDs three conditions into
+  `trainable`);
 - what a step does besides its effects is `kmr_dsl.core.step`, evaluated over sympy
   (`algebra.SYMBOLS`): counts an effect makes fractional are settled as the runtime
   rounds them (channels, ranks, kept weights), consumers shrink with their producer,
@@ -310,27 +313,19 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
     # `touched` layers' previous dicts are what _follow_shapes compares against
     before: dict[str, dict] = {}
     touched: set[str] = set()
-    targets = list(step.layers) if rule.accepts is not None else [None]
-    for layer in targets:
+    targets = []
+    for layer in (list(step.layers) if rule.accepts is not None else [None]):
         if layer is not None and layer not in state.layers:
             model.problems.append(f"step {index + 1} `{rule.name}`: unknown layer `{layer}`")
-            continue
+        else:
+            targets.append(layer)
+    # every selected layer's requires reads the state before the step (the runtime applies
+    # the rule to all of them at once): no effect of this step is visible to them
+    for layer in targets:
+        _requirements(model, state, index, step, params, layer)
+    for layer in targets:
         lstate = state.layers[layer] if layer is not None else None
         ctx = Ctx(model.knobs, params, lstate, state.model)
-        for ci, clause in enumerate(rule.requires):
-            try:
-                cond = eval_ir(clause, ctx)
-                if not A.is_boolean(cond):
-                    raise A.NotModelled("a requires clause that is not a condition")
-            except A.NotModelled as exc:
-                cond = _placeholder(str(exc), True)
-            fields = []
-            for ref in _fields_read(clause):
-                scope = lstate if ref.scope == "layer" else state.model
-                key = (layer if ref.scope == "layer" else None, ref.field)
-                if scope is not None and ref.field in scope:
-                    fields.append((f"{ref.scope}.{ref.field}", scope[ref.field], state.origin.get(key)))
-            model.requirements.append(Requirement(index, step, layer, ci, clause, cond, tuple(fields)))
         new_layer, new_model = {}, {}
         for eff in rule.effects:
             target = lstate if eff.scope == "layer" else state.model
@@ -366,6 +361,26 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
                 state.origin[(None, f)] = index
     _follow_shapes(state, before, touched)
     return state
+
+
+def _requirements(model: PipelineModel, state: State, index: int, step: Step, params: dict, layer) -> None:
+    """One Requirement per requires clause of `step` on `layer`, over the current state."""
+    lstate = state.layers[layer] if layer is not None else None
+    ctx = Ctx(model.knobs, params, lstate, state.model)
+    for ci, clause in enumerate(step.rule.requires):
+        try:
+            cond = eval_ir(clause, ctx)
+            if not A.is_boolean(cond):
+                raise A.NotModelled("a requires clause that is not a condition")
+        except A.NotModelled as exc:
+            cond = _placeholder(str(exc), True)
+        fields = []
+        for ref in _fields_read(clause):
+            scope = lstate if ref.scope == "layer" else state.model
+            key = (layer if ref.scope == "layer" else None, ref.field)
+            if scope is not None and ref.field in scope:
+                fields.append((f"{ref.scope}.{ref.field}", scope[ref.field], state.origin.get(key)))
+        model.requirements.append(Requirement(index, step, layer, ci, clause, cond, tuple(fields)))
 
 
 def _settled(model: PipelineModel, new: dict, old: dict, fact, factorized: bool) -> dict:

@@ -47,8 +47,6 @@ KNOWN = {
     "size-relative-line": "an upper bound of the result against an upper bound of the baseline proves nothing",
     "smoothquant-without-norm": "whether a Linear reads a normalization alone is known only at run time (KMR405); "
                                 "check has no facts for it yet",
-    "qat-several-layers": "a step's model-field effect is applied before the next layer's requires, while the "
-                          "run applies the rule to every selected layer at once",
 }
 
 
