@@ -36,8 +36,10 @@ are exact: the state keeps whole channels, ranks and weights as the runtime does
 Documented gaps: offset digits are taken from the baseline's data size (an upper bound
 of every offset); a sparse-vs-dense choice that includes header bytes (differs from the
 writer only when the two forms are within one header entry, < 100 B); header entries of
-tensors outside the layers are not counted (ModelFacts does not name them); counts over
-a continuous knob (no `step`) keep the exact product (not rounded, see verify/state.py);
+tensors outside the layers are not counted (ModelFacts does not name them); a count over a
+continuous knob (no `step`) is rounded only when it is affine in that one knob and takes
+at most rounding.MAX_PIECES values (a rank, a channel count), else it keeps the exact
+product (verify/rounding.py);
 global pruning rounds the total once, the state each layer; factors after `lowrank`
 keep the state's density (the runtime's SVD factors are dense).
 """

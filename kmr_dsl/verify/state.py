@@ -45,6 +45,7 @@ from kmr_dsl.core.memo import ByIdentity, Memo
 from kmr_dsl.core.walk import Dispatch, Unsupported, nodes
 from kmr_dsl.facts import ModelFacts
 from kmr_dsl.verify import algebra as A
+from kmr_dsl.verify import rounding
 from kmr_dsl.verify.knobs import KnobTable
 
 
@@ -389,9 +390,7 @@ def _settled(model: PipelineModel, new: dict, old: dict, fact, factorized: bool)
     shape; a factorized layer's leaves are pruned one by one, so its density is not
     settled here (the cost model's factor sizes are documented as an estimate)."""
     out = dict(new)
-    ops = _ops_for(model, new)
-    if ops is None:
-        return out
+    ops = _ops_for(model)
     for f in ("in_features", "out_features", "rank"):
         if f in out:
             out[f] = _settle(f, out[f], None, ops)
@@ -405,18 +404,12 @@ def _settled(model: PipelineModel, new: dict, old: dict, fact, factorized: bool)
     return out
 
 
-def _ops_for(model: PipelineModel, values: dict):
-    """Exact floors over finite knobs (the solver enumerates them: every floor folds to a
-    constant). Over a continuous knob (no `step`) the counts are not settled (None): the
-    state keeps the exact product, a documented gap (cost.py), because an integer floor
-    inside Z3's real arithmetic gives answers that vary between queries."""
-    for v in values.values():
-        if isinstance(v, sp.Basic) and not A.is_boolean(v):
-            for s in A.knob_symbols(v):
-                var = model.knobs.by_symbol.get(s)
-                if var is not None and not var.finite:
-                    return None
-    return A.SYMBOLS
+def _ops_for(model: PipelineModel):
+    """The arithmetic counts are settled in (verify/rounding.py): exact floors, folded over
+    finite knobs and a choice among breakpoints over a continuous one. A count it cannot
+    round (two knobs, too many values) keeps the exact product (`_settle`), a documented
+    gap of cost.py."""
+    return model.compiled.get(("step ops",), lambda: rounding.step_ops(model.knobs))
 
 
 def _settle(field: str, value, numel, ops):

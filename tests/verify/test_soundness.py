@@ -41,8 +41,6 @@ def _show(res) -> str:
 KNOWN = {
     "global-then-layer-prune": "global pruning's per-layer density is modelled as the average; a later step "
                                "compounds the average, the run each layer's own",
-    "lowrank-continuous-ratio": "a continuous knob's rank is not rounded (an integer floor in Z3 made verdicts "
-                                "vary between queries)",
     "size-lower-bound-line": "the size model is an upper bound; a `size >=` line reads it as exact",
     "size-relative-line": "an upper bound of the result against an upper bound of the baseline proves nothing",
     "smoothquant-without-norm": "whether a Linear reads a normalization alone is known only at run time (KMR405); "
