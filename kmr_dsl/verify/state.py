@@ -26,7 +26,11 @@ Semantics, in order:
   rounds them (channels, ranks, kept weights), consumers shrink with their producer,
   a changed shape's rank follows it; and a layer whose channels shrink with no matrix
   consumer adds the requirement that it keeps them (`Requirement.implicit`: the
-  runtime refuses to shrink it, KMR304).
+  runtime refuses to shrink it, KMR304);
+- global pruning over several layers pools them (`State.pools`, verify/pools.py): each
+  keeps the average density, exact in total; a later step that changes some of them on
+  their own adds an UNKNOWN requirement (kind "pooled", KMR303), and a requires clause
+  reading a pooled layer's density is UNKNOWN too.
 A value the state cannot express (a data argument in arithmetic, an unknown field)
 becomes an `Unmodelled` placeholder, and every obligation touching it is UNKNOWN.
 """
@@ -45,7 +49,7 @@ from kmr_dsl.core.memo import ByIdentity, Memo
 from kmr_dsl.core.walk import Dispatch, Unsupported, nodes
 from kmr_dsl.facts import ModelFacts
 from kmr_dsl.verify import algebra as A
-from kmr_dsl.verify import rounding
+from kmr_dsl.verify import pools, rounding
 from kmr_dsl.verify.knobs import KnobTable
 
 
@@ -55,10 +59,13 @@ class State:
     model: dict[str, object]
     # (layer name or None for the model, field) -> index of the step that last changed it
     origin: dict[tuple[str | None, str], int] = field(default_factory=dict)
+    # layer -> the layers a global pruning ranked it with (verify/pools.py): their
+    # densities are known in total only
+    pools: dict[str, frozenset] = field(default_factory=dict)
 
     def fork(self) -> "State":
         """A copy that steps can change in place (layer dicts are replaced, never mutated)."""
-        return State(dict(self.layers), dict(self.model), dict(self.origin))
+        return State(dict(self.layers), dict(self.model), dict(self.origin), dict(self.pools))
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,7 @@ class Requirement:
     condition: object                             # sympy condition over knob symbols
     fields: tuple[tuple[str, object, int | None], ...]   # (field text, value, step that set it)
     implicit: str | None = None                   # a requirement of the step semantics, not of the rule
+    kind: str = "consumer"                        # an implicit one: "consumer" (KMR304) or "pooled"
 
 
 @dataclass
@@ -324,6 +332,8 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
     # the rule to all of them at once): no effect of this step is visible to them
     for layer in targets:
         _requirements(model, state, index, step, params, layer)
+    densities = {layer: (state.layers[layer]["density"], state.origin.get((layer, "density")))
+                 for layer in targets if layer is not None}
     for layer in targets:
         lstate = state.layers[layer] if layer is not None else None
         ctx = Ctx(model.knobs, params, lstate, state.model)
@@ -361,7 +371,49 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
                 state.model[f] = v
                 state.origin[(None, f)] = index
     _follow_shapes(state, before, touched)
+    if densities:
+        _follow_pools(model, state, index, step, params, densities, before, layer_facts)
     return state
+
+
+RHO = sp.Symbol("rho")     # a layer's density before a step, to see whether its effect reads it
+
+
+def _follow_pools(model: PipelineModel, state: State, index: int, step: Step, params: dict, densities: dict,
+                  before: dict, layer_facts) -> None:
+    """Global pruning's pools through this step (verify/pools.py); a pooled layer whose
+    density the state cannot know after it gets an UNKNOWN requirement at this step."""
+    selection = [l for l in densities if getattr(layer_facts.get(l), "weight_params", 0)]
+    changed = [l for l in selection if state.layers[l]["density"] is not densities[l][0]
+               and state.layers[l]["density"] != densities[l][0]]
+    if not changed:
+        return
+    effect = next((e for e in step.rule.effects if e.scope == "layer" and e.field == "density"), None)
+    reads = set()
+    for l in changed:
+        try:
+            value = eval_ir(effect.expr, Ctx(model.knobs, params, {**before.get(l, state.layers[l]), "density": RHO},
+                                             state.model))
+        except (A.NotModelled, AttributeError):
+            value = RHO
+        if not isinstance(value, sp.Basic) or RHO in A.knob_symbols(value):
+            reads.add(l)
+    method = params.get("method")
+    global_ = None if isinstance(method, A.EnumKnob) and "global" in method.members else \
+        isinstance(method, A.EnumValue) and method.member == "global"
+    pools_before = state.pools
+    state.pools, unknown = pools.step_pools(pools_before, selection, changed, reads, global_)
+    for l in unknown:
+        ranked = ", ".join(f"`{x}`" for x in sorted(pools_before[l]))
+        density, origin = densities[l]
+        at = f" at {model.pipeline.steps[origin].span}" if origin is not None else ""
+        why = (f"`{step.rule.name}` changes the density of `{l}` on its own, but the global pruning{at} "
+               f"fixed only the total of {ranked}")
+        cond = _placeholder(f"the density of `{l}` after a global pruning is known only in total", True)
+        model.requirements.append(Requirement(index, step, l, len(step.rule.requires) + 1,
+                                              Op("==", (FieldRef("layer", "density"), FieldRef("layer", "density"))),
+                                              cond, (("layer.density", density, origin),),
+                                              why, kind="pooled"))
 
 
 def _requirements(model: PipelineModel, state: State, index: int, step: Step, params: dict, layer) -> None:
@@ -375,6 +427,8 @@ def _requirements(model: PipelineModel, state: State, index: int, step: Step, pa
                 raise A.NotModelled("a requires clause that is not a condition")
         except A.NotModelled as exc:
             cond = _placeholder(str(exc), True)
+        if layer in state.pools and FieldRef("layer", "density") in set(nodes(clause)):
+            cond = _placeholder(f"the density of `{layer}` after a global pruning is known only in total", True)
         fields = []
         for ref in _fields_read(clause):
             scope = lstate if ref.scope == "layer" else state.model
