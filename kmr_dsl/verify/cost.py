@@ -59,7 +59,7 @@ from kmr_dsl.core.state import ANALYTIC_METERS, LAYER_FIELDS, MATRIX_KINDS, scal
 from kmr_dsl.facts import LayerFact, ModelFacts
 from kmr_dsl.verify import algebra as A
 from kmr_dsl.verify.numeric import as_number, evaluate
-from kmr_dsl.verify.state import PipelineModel, State
+from kmr_dsl.verify.state import PipelineModel, State, factor_test, matrix_numel
 
 UNITS = ANALYTIC_METERS     # meter -> dimension
 _ITEMSIZE = {"float16": 2, "bfloat16": 2, "float64": 8}
@@ -129,10 +129,7 @@ class _LayerCost:
     @cached_property
     def _factored(self):
         """The factorization test, or None for a layer no rule has given a rank."""
-        if not self.rank_set:
-            return None
-        inf, outf, r = self.st["in_features"], self.st["out_features"], self.st["rank"]
-        return A.compare("<", A.mul(r, A.add(inf, outf)), A.mul(inf, outf))
+        return factor_test(self.st) if self.rank_set else None
 
     @cached_property
     def dense_n(self):
@@ -140,10 +137,7 @@ class _LayerCost:
 
     @cached_property
     def numel(self):
-        if self._factored is None:
-            return self.dense_n
-        st = self.st
-        return A.ite(self._factored, A.mul(st["rank"], A.add(st["in_features"], st["out_features"])), self.dense_n)
+        return matrix_numel(self.st, self.dense_n, self.rank_set)
 
     @cached_property
     def bias_n(self):

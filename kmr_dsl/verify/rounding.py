@@ -43,11 +43,40 @@ def _round(knobs, x, down: bool):
     varying = [knobs.by_symbol.get(s) for s in symbols]
     if not any(v is not None and not v.finite for v in varying):
         return A.floor_(x) if down else A.ceil_(x)
+    choice = _first_choice(x)
+    if choice is not None:
+        # a count that is a choice (a rank over breakpoints, factorized or not): round it
+        # in each branch, under the branch's own condition (P is e_i where c_i is the first
+        # condition that holds, so replacing P by e_i there is exact)
+        out = None
+        for value, cond in reversed(choice.args):
+            value = _round(knobs, x.xreplace({choice: value}), down)
+            out = value if out is None else A.ite(cond, value, out)
+        if _size(out) > MAX_PIECES:
+            raise A.NotModelled("a rounded count with too many branches")
+        return out
     if len(varying) != 1 or varying[0].lo is None or varying[0].hi is None:
         raise A.NotModelled("a rounded count over several knobs or an unbounded knob")
     var = varying[0]
     c, d = _affine(x, var.symbol)
     return _pieces(var, c, d, down)
+
+
+def _first_choice(x):
+    """The first Piecewise in a numeric expression, not looking inside conditions."""
+    stack = [x]
+    while stack:
+        e = stack.pop()
+        if type(e) is sp.Piecewise:
+            return e
+        if isinstance(e, sp.Basic) and not A.is_boolean(e):
+            stack.extend(reversed(e.args))
+    return None
+
+
+def _size(e) -> int:
+    """Leaves of a chain of choices (pieces the solver meets)."""
+    return sum(_size(v) for v, _ in e.args) if type(e) is sp.Piecewise else 1
 
 
 def _affine(x, r) -> tuple[Fraction, Fraction]:

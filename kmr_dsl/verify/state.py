@@ -440,22 +440,34 @@ def _requirements(model: PipelineModel, state: State, index: int, step: Step, pa
 
 def _settled(model: PipelineModel, new: dict, old: dict, fact, factorized: bool) -> dict:
     """The effects' values as the runtime keeps them (core.step.settle): whole channels,
-    ranks and weights. Kept weights are counted on the layer's dense weight at its new
-    shape; a factorized layer's leaves are pruned one by one, so its density is not
-    settled here (the cost model's factor sizes are documented as an estimate)."""
+    ranks and weights. Kept weights are counted on the layer's weight at its new shape:
+    the dense matrix, or both factors once `lowrank` split it (prune ranks the two
+    factors' weights together)."""
     out = dict(new)
     ops = _ops_for(model)
     for f in ("in_features", "out_features", "rank"):
         if f in out:
             out[f] = _settle(f, out[f], None, ops)
-    if "density" in out and fact is not None and fact.kind in MATRIX_KINDS and fact.weight_params \
-            and not factorized:
+    if "density" in out and fact is not None and fact.kind in MATRIX_KINDS and fact.weight_params:
         st = {**old, **out}
         numel = core_step.dense_numel(fact.weight_params, fact.in_features, fact.out_features,
                                       st["in_features"], st["out_features"], A.SYMBOLS)
-        if A.is_number(numel):
-            out["density"] = _settle("density", out["density"], numel, ops)
+        out["density"] = _settle("density", out["density"], matrix_numel(st, numel, factorized), ops)
     return out
+
+
+def factor_test(st: dict):
+    """Whether `lowrank` made the layer two Linears: only when the factors are smaller than
+    the matrix (rank * (in + out) < in * out, kmr_dsl/rules/lowrank.py)."""
+    inf, outf = st["in_features"], st["out_features"]
+    return A.compare("<", A.mul(st["rank"], A.add(inf, outf)), A.mul(inf, outf))
+
+
+def matrix_numel(st: dict, dense_n, factorized: bool):
+    """Weight elements of a matrix layer: its dense count, or its factors' once a rule set its rank."""
+    if not factorized:
+        return dense_n
+    return A.ite(factor_test(st), A.mul(st["rank"], A.add(st["in_features"], st["out_features"])), dense_n)
 
 
 def _ops_for(model: PipelineModel):

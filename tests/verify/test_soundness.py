@@ -41,6 +41,8 @@ def _show(res) -> str:
 KNOWN = {
     "size-lower-bound-line": "the size model is an upper bound; a `size >=` line reads it as exact",
     "size-relative-line": "an upper bound of the result against an upper bound of the baseline proves nothing",
+    "factorized-prune-size": "pruning a factorized layer ranks both factors together: each factor's density "
+                             "(and so its dense-or-sparse size) differs, the size model gives both the average",
     "smoothquant-without-norm": "whether a Linear reads a normalization alone is known only at run time (KMR405); "
                                 "check has no facts for it yet",
 }
@@ -104,6 +106,10 @@ REPRODUCERS = {
                                          "knob r : float in [0.05, 1.0] = 0.5"),
     "lowrank-size": _program(_model("mlp", "24,24,4"), 'lowrank(ratio = 0.3) on layers(Linear, name = "0")',
                              "size <= 2813.4 B"),
+    # pruning after lowrank ranks the two factors' weights together: one factor may stay
+    # dense while the other is stored sparse, the size model gives both the average density
+    "factorized-prune-size": _program(_model("mlp", "8,16,4"), "lowrank(ratio = 0.25)\nprune(amount = 0.3)",
+                                      "size <= 1572 B"),
     "lora-unmerged-size": _program(_model("mlp", "16,16,4"),
                                    "lora(data = train, rank = 3, merge = false, epochs = 1, batch_size = 16)"
                                    " on layers(Linear)", "size <= 3005 B", data=_TRAIN),
