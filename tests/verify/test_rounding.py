@@ -63,3 +63,18 @@ def test_finite_knobs_keep_the_solvers_floor_and_other_shapes_are_refused():
         ops.floor(A.mul(R, R))                                                   # not affine
     with pytest.raises(A.NotModelled):
         ops.floor(A.mul(A.num(2 * MAX_PIECES), R))                               # too many values
+
+
+def test_a_count_that_is_a_choice_is_rounded_in_each_branch():
+    """A pruned factorized layer keeps round_half_up(0.7 * numel) weights, where numel is
+    its factors' count (rank * 24, the rank a choice over `r`) or the dense 128."""
+    from kmr_dsl.core.step import round_half_up, settle
+    ops = step_ops(_knobs())
+    rank = settle("rank", A.mul(A.num(8), R), None, ops)                   # ceil(8 r), 1..8
+    numel = A.ite(A.compare("<", A.mul(rank, 24), 128), A.mul(rank, 24), A.num(128))
+    kept = round_half_up(A.mul(A.num(Fraction(7, 10)), numel), ops)
+    assert not any(isinstance(n, sp.floor) for n in sp.preorder_traversal(kept))
+    for r in (Fraction(1, 20), Fraction(1, 8), Fraction(1, 4), Fraction(5, 8), Fraction(1)):
+        k = math.ceil(8 * r)
+        n = k * 24 if k * 24 < 128 else 128
+        assert evaluate(kept, {R: r}) == math.floor(Fraction(7, 10) * n + Fraction(1, 2)), r
