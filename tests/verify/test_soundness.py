@@ -43,6 +43,8 @@ KNOWN = {
     "size-relative-line": "an upper bound of the result against an upper bound of the baseline proves nothing",
     "factorized-prune-size": "pruning a factorized layer ranks both factors together: each factor's density "
                              "(and so its dense-or-sparse size) differs, the size model gives both the average",
+    "lowrank-svd-zeros": "the SVD factors of a pruned matrix with a zero row or column have exact zeros; the "
+                         "contract sets density 1 (an upper bound, read as exact by a `nonzero >=` line)",
     "smoothquant-without-norm": "whether a Linear reads a normalization alone is known only at run time (KMR405); "
                                 "check has no facts for it yet",
 }
@@ -104,6 +106,16 @@ REPRODUCERS = {
     # the same with a continuous ratio knob (no finite grid to settle the rank on)
     "lowrank-continuous-ratio": _program(_model("embed", "36,10,3,7", "1"), "lowrank(ratio = r)", "params <= 496.5",
                                          "knob r : float in [0.05, 1.0] = 0.5"),
+    # ceil(0.9 * 4) = 4 is the layer's rank: lowrank cuts nothing and keeps the pruned
+    # zeros, while the contract made the layer dense (only ratio = 1 kept its density)
+    "lowrank-full-rank-density": _program(_model("mlp", "8,16,4"),
+                                          'prune(amount = 0.5)\nlowrank(ratio = 0.9) on layers(Linear, name = "2")',
+                                          "nonzero >= 148"),
+    # a rank-1 SVD of a pruned matrix with an all-zero column has an exact zero in its
+    # factor: the factors are not dense, as the contract (density = 1) has them
+    "lowrank-svd-zeros": _program(_model("embed", "33,2,1,4", "001"),
+                                  'prune(amount = 0.45) on layers(Linear)\n'
+                                  'lowrank(ratio = 0.5) on layers(Linear, name = "2")', "nonzero >= 72"),
     "lowrank-size": _program(_model("mlp", "24,24,4"), 'lowrank(ratio = 0.3) on layers(Linear, name = "0")',
                              "size <= 2813.4 B"),
     # pruning after lowrank ranks the two factors' weights together: one factor may stay
