@@ -75,6 +75,7 @@ class LayerFact:
     kernel: tuple[int, ...] = ()      # Conv2d kernel size
     tied: tuple[str, ...] = ()        # other names of this layer's weight (a tied embedding): not layers themselves
     group_size: int = 0               # inputs per integer scale (0: one scale per row)
+    symmetric: bool = True            # False: the integer weight carries zero points
 
     @property
     def params(self) -> int:

@@ -133,7 +133,7 @@ def _layer_fact(name: str, layer: nn.Module, macs: int, consumers: tuple[str, ..
         name=name, kind=kind, in_features=in_f, out_features=out_f, weight_shape=weight_shape,
         weight_params=int(weight_params), bias_params=int(bias_params), dtype=dtype, bits=int(bits),
         density=(nnz / numel) if numel else 1.0, macs=int(macs), consumers=consumers, kernel=kernel, tied=tied,
-        group_size=kl.layer_group_size(layer, name),
+        group_size=kl.layer_group_size(layer, name), symmetric=kl.layer_symmetric(layer, name),
     )
 
 
