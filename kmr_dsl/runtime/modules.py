@@ -286,13 +286,17 @@ class DynamicLinear(_nnqd.Linear):
     from 0.975 to 0.992 (docs/benchmarks.md); codes of +-127 with full-range
     activations measured errors of a third of the output's range on small random layers
     (saturation). `symmetric` is False when the weight carries zero points (the affine
-    grid, kept by fbgemm's per-channel affine weight)."""
+    grid, kept by fbgemm's per-channel affine weight). A weight with wider codes (an
+    artifact written before, or codes built by hand) keeps torch's 7-bit activations:
+    `full_range` is decided from the codes whenever they are set."""
 
     kmr_kind = "Linear"
     symmetric = True
+    full_range = False
 
     def forward(self, x):
-        y = torch.ops.quantized.linear_dynamic(x.float(), self._packed_params._packed_params, reduce_range=False)
+        y = torch.ops.quantized.linear_dynamic(x.float(), self._packed_params._packed_params,
+                                               reduce_range=not self.full_range)
         return y.to(x.dtype) if x.dtype.is_floating_point else y
 
 
@@ -324,8 +328,10 @@ def set_dynamic(mod: nn.Module, q: torch.Tensor, scale: torch.Tensor, bias, zero
         mod.set_weight_bias(qw, None if bias is None else bias.detach().float().clone())
         if is_dynamic(mod):
             mod.in_features, mod.out_features = int(q.shape[1]), int(q.shape[0])
-    # an instance attribute shadows the class default: what the artifact records
+    # instance attributes shadow the class defaults: what the artifact records, and
+    # whether full-range activations are safe with these codes
     mod.symmetric = zero is None
+    mod.full_range = q.numel() == 0 or int(q.abs().max()) <= quant.KERNEL_QMAX
 
 
 def dynamic_parts(mod: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
