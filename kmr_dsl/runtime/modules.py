@@ -236,7 +236,8 @@ class QuantEmbedding(QuantWeight):
             rows = quant.unpack(self.packed, self.bits, self.numel).reshape(self.weight_shape)[x]
         scale = self._expand(self.scale[x], x, dim)
         if self.zero_point is not None:
-            return (rows.float() - self._expand(self.zero_point[x].float(), x, dim)) * scale
+            steps = rows.float() - self._expand(self.zero_point[x].float(), x, dim)
+            return quant.affine_levels(steps, self.bits) * scale
         return quant.levels(rows, self.bits) * scale
 
     def _expand(self, per_row, x, dim):

@@ -19,9 +19,13 @@ Contract:
   few outliers do not set the step for the whole row (`clip = False`: the largest
   magnitude sets it, what GPTQ needs, since its updates move weights past a clip).
 - Asymmetric (`quantize_affine(w, bits, group_size=0, clip=True)` -> (q, scale, zero)):
-  the plain affine grid of llm-compressor / compressed-tensors, value = (q - zero) *
-  scale, codes in [QMIN, QMAX_AFFINE] (8 bits: [-128, 127], 4: [-8, 7], 2: [-2, 1]) and
-  one int8 zero point per scale (same shape as `scale`). Each row's (or group's) range
+  codes in [QMIN, QMAX_AFFINE] (8 bits: [-128, 127], 4: [-8, 7], 2: [-2, 1]) and one int8
+  zero point per scale (same shape as `scale`). 8 bits: the plain affine grid of
+  llm-compressor / compressed-tensors, value = (q - zero) * scale. 4 and 2 bits: the
+  same zero-preserving midrise levels as the symmetric grid, counted from the zero point,
+  value = sign(d) * (|d| - 1/2) * scale with d = q - zero (`affine_levels`), so every
+  code but the zero point's is a level (15 at 4 bits, split between the two sides as the
+  row's range is) and a small weight is half a step from its value, not a whole one. Each row's (or group's) range
   [min(w, 0), max(w, 0)] is covered by the 2**bits codes, so a skewed row spends no
   codes on values it does not have. Code `zero` is exactly 0 and only a zero weight gets
   it (a non-zero weight that would round to it moves one code towards its sign; the
@@ -138,19 +142,29 @@ def quantize_affine(w: torch.Tensor, bits: int, group_size: int = 0, clip: bool 
     qmin, qmax = (QMIN[bits], QMAX_AFFINE[bits]) if qmax is None or bits != 8 else (-int(qmax), int(qmax))
     low = flat.amin(dim=1).clamp(max=0.0)
     high = flat.amax(dim=1).clamp(min=0.0)
+    midrise = bits in MIDRISE_BITS
     best = None
-    for ratio in CLIP_RATIOS if clip and bits in MIDRISE_BITS else (1.0,):
+    for ratio in CLIP_RATIOS if clip and midrise else (1.0,):
         lo, hi = low * ratio, high * ratio
-        scale = _scale(hi - lo, (hi - lo) / (qmax - qmin))
-        zero = torch.round(qmin - lo / scale)
+        # midrise: 2**bits - 1 non-zero levels at (k - 1/2) steps on either side of the
+        # zero point, so the range [lo, hi] spans 2**bits - 2 steps; else 2**bits - 1
+        scale = _scale(hi - lo, (hi - lo) / (qmax - qmin - (1 if midrise else 0)))
+        zero = torch.round(qmax - hi / scale - (0.5 if midrise else 0.0))
         # a row with positive (negative) weights keeps a code above (below) its zero point
         zero = torch.minimum(zero, torch.where(high > 0, float(qmax - 1), float(qmax)))
         zero = torch.maximum(zero, torch.where(low < 0, float(qmin + 1), float(qmin))).clamp_(qmin, qmax)
-        q = (torch.round(flat / scale[:, None]) + zero[:, None]).clamp_(qmin, qmax)
-        # keep density honest: only a zero weight gets the zero point's code
-        q = torch.where(flat == 0, zero[:, None].expand_as(q),
-                        torch.where(q == zero[:, None], zero[:, None] + torch.sign(flat), q))
-        err = (((q - zero[:, None]) * scale[:, None] - flat) ** 2).sum(dim=1)
+        z = zero[:, None]
+        if midrise:
+            # the nearest level (k - 1/2) steps from the zero point, sign kept, k >= 1
+            k = torch.floor(flat.abs() / scale[:, None]).add_(1)
+            q = torch.where(flat > 0, torch.minimum(z + k, torch.full_like(k, qmax)),
+                            torch.maximum(z - k, torch.full_like(k, qmin)))
+            q = torch.where(flat == 0, z.expand_as(q), q)
+        else:
+            q = (torch.round(flat / scale[:, None]) + z).clamp_(qmin, qmax)
+            # keep density honest: only a zero weight gets the zero point's code
+            q = torch.where(flat == 0, z.expand_as(q), torch.where(q == z, z + torch.sign(flat), q))
+        err = ((affine_levels(q - z, bits) * scale[:, None] - flat) ** 2).sum(dim=1)
         if best is None:
             best = (q, scale, zero, err)
             continue
@@ -159,6 +173,13 @@ def quantize_affine(w: torch.Tensor, bits: int, group_size: int = 0, clip: bool 
                 torch.where(better, zero, best[2]), torch.minimum(err, best[3]))
     q, scale, zero, _ = best
     return q.to(torch.int8).reshape(w.shape), scale, zero.to(torch.int8)
+
+
+def affine_levels(d: torch.Tensor, bits: int) -> torch.Tensor:
+    """The value in steps of a code `d` codes away from its zero point: d at 8 bits,
+    sign(d) * (|d| - 1/2) on the 4- and 2-bit midrise grid (0 stays 0)."""
+    d = d.float()
+    return torch.sign(d) * (d.abs() - 0.5) if bits in MIDRISE_BITS else d
 
 
 def expand_scale(scale: torch.Tensor, cols: int, group_size: int = 0) -> torch.Tensor:
@@ -177,11 +198,11 @@ def _scale(amax: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
 
 def dequantize(q: torch.Tensor, scale: torch.Tensor, bits: int = 8, group_size: int = 0,
                zero: torch.Tensor | None = None) -> torch.Tensor:
-    if zero is not None:       # the affine grid: (q - zero) * scale, per row or group
+    if zero is not None:       # the affine grid: levels of (q - zero), times scale, per row or group
         flat = q.float().reshape(q.shape[0], -1)
         cols = flat.shape[1]
-        return ((flat - expand_scale(zero.float(), cols, group_size)) * expand_scale(scale, cols, group_size)) \
-            .reshape(q.shape)
+        d = affine_levels(flat - expand_scale(zero.float(), cols, group_size), bits)
+        return (d * expand_scale(scale, cols, group_size)).reshape(q.shape)
     if group_size:
         flat = levels(q, bits).reshape(q.shape[0], -1)
         return (flat * expand_scale(scale, flat.shape[1], group_size)).reshape(q.shape)
@@ -240,4 +261,4 @@ def unbitmap(bits: torch.Tensor, numel: int) -> torch.Tensor:
 
 
 __all__ = ["KERNEL_QMAX", "QMAX", "QMAX_AFFINE", "QMIN", "bitmap", "dequantize", "expand_scale", "groups", "pack", "quantize",
-           "quantize_affine", "unbitmap", "unpack", "zero_codes"]
+           "affine_levels", "quantize_affine", "unbitmap", "unpack", "zero_codes"]

@@ -32,14 +32,16 @@ def test_affine_dequantization_is_the_reference_formula(bits, group_size):
     q, scale, zero = quant.quantize_affine(w, bits, group_size)
     assert q.dtype == torch.int8 and zero.dtype == torch.int8 and zero.shape == scale.shape
     assert int(q.min()) >= quant.QMIN[bits] and int(q.max()) <= quant.QMAX_AFFINE[bits]
-    # (q - zero) * scale, written out element by element
+    # (q - zero) * scale at 8 bits, midrise levels from the zero point at 4 and 2, element by element
     want = torch.empty_like(w)
     for r in range(w.shape[0]):
         for c in range(w.shape[1]):
             g = c // group_size if group_size else 0
             s = scale[r, g] if group_size else scale[r]
             z = zero[r, g] if group_size else zero[r]
-            want[r, c] = (int(q[r, c]) - int(z)) * float(s)
+            d = int(q[r, c]) - int(z)
+            steps = d if bits == 8 else (abs(d) - 0.5) * (1 if d > 0 else -1 if d < 0 else 0)
+            want[r, c] = steps * float(s)
     assert torch.equal(quant.dequantize(q, scale, bits, group_size, zero), want)
 
 
