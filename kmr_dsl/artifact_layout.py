@@ -204,7 +204,8 @@ def escaped_json_chars(obj) -> int:
 
 
 __all__ = [
-    "ADAPTER_CONFIG_CHARS", "ASYMMETRIC_CONFIG_CHARS", "BITMAP", "CEIL_BYTES", "CONFIG_MARGIN", "FIRST", "FLOAT_BITS", "INT_BITS", "LORA_A",
+    "ADAPTER_CONFIG_CHARS", "ASYMMETRIC_CONFIG_CHARS", "BITMAP", "CEIL_BYTES", "CONFIG_MARGIN", "FIRST", "FLOAT_BITS",
+    "INT_BITS", "LORA_A",
     "LORA_B", "PADDING_BYTES", "Q", "SCALE", "SECOND", "STORAGE_BITS", "VALUES", "VALUE_DTYPE", "ZERO_POINT", "bias_of",
     "config_chars", "dense_bytes", "entry", "escaped_json_chars", "factor_weight", "header_bytes_estimate",
     "is_sparse", "nbytes", "scale_bytes", "sparse_bytes", "tensor_bytes", "weight_entry_names",

@@ -18,7 +18,8 @@ Contract (docs/design.md): requires `bits <= layer.bits`; effect `layer.bits = b
 `symmetric = false`: weights on the affine grid with one int8 zero point per scale
 (`quant.quantize_affine`; per row or per group), and per-token activations asymmetric
 too; static activations and dynamic per-tensor ones are affine (quint8) either way.
-Both grids keep zeros zero and non-zeros non-zero, so pruning's density survives exactly. In a factorized layer both factors are quantized; in a layer
+Both grids keep zeros zero and non-zeros non-zero, so pruning's density survives
+exactly. In a factorized layer both factors are quantized; in a layer
 with an unmerged LoRA adapter the base is quantized and the adapter stays fp32. A model
 holding an integer layer is not trainable (`state.is_trainable`).
 """

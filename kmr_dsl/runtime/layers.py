@@ -357,6 +357,7 @@ def channel_links(model: nn.Module) -> dict[str, ChannelLink]:
 __all__ = [
     "ChannelLink", "LAYER_KINDS", "MASK", "MATRIX_KINDS", "apply_masks", "as_linear", "channel_links", "current_mask",
     "get_module", "is_conv1d", "is_leaf", "kind_of", "layer_bits", "layer_features", "layer_symmetric", "leaf_bias",
-    "leaf_bits", "leaf_is_float", "leaf_nonzero", "leaf_weight", "leaves", "logical_layers", "select_layers", "set_mask",
+    "leaf_bits", "leaf_is_float", "leaf_nonzero", "leaf_weight", "leaves", "logical_layers", "select_layers",
+    "set_mask",
     "set_module", "tied_aliases",
 ]

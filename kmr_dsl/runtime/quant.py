@@ -260,5 +260,6 @@ def unbitmap(bits: torch.Tensor, numel: int) -> torch.Tensor:
     return vals.reshape(-1)[:numel].bool()
 
 
-__all__ = ["KERNEL_QMAX", "QMAX", "QMAX_AFFINE", "QMIN", "bitmap", "dequantize", "expand_scale", "groups", "pack", "quantize",
+__all__ = ["KERNEL_QMAX", "QMAX", "QMAX_AFFINE", "QMIN", "bitmap", "dequantize", "expand_scale", "groups", "pack",
+           "quantize",
            "affine_levels", "quantize_affine", "unbitmap", "unpack", "zero_codes"]
