@@ -30,7 +30,8 @@ from kmr_dsl.core.state import full_rank
 from kmr_dsl.patterns import selected
 
 FACTS_VERSION = 4   # 2: facts carry their dependencies; 3: Conv1D layers (kind Linear), tied layers;
-                    # 4: channel groups (coupled members, depthwise convs, why a layer is not linked)
+                    # 4: channel groups (coupled members, depthwise convs, why a layer is not linked),
+                    #    symmetric (zero points)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +85,7 @@ class LayerFact:
     # bytes of its stored buffers with one entry per channel (a BatchNorm's running
     # statistics; part of ModelFacts.buffers_bytes): they shrink with its channels
     channel_buffer_bytes: int = 0
+    symmetric: bool = True            # False: the integer weight carries zero points
 
     @property
     def params(self) -> int:

@@ -18,6 +18,9 @@ LAYER_FIELDS: dict[str, str] = {
     # added by the implementation (spec section 5 allows it): the inputs per integer scale,
     # 0 = one scale per output row (what `quantize(group_size = ...)` and `gptq` set)
     "group_size": "int",
+    # False when the layer's integer weights carry zero points (`quantize(symmetric = false)`,
+    # the affine grid: one int8 zero point per scale); True for float layers
+    "symmetric": "bool",
 }
 MODEL_FIELDS: dict[str, str] = {"trainable": "bool"}
 

@@ -104,7 +104,7 @@ def _field_ok(name: str, measured, predicted, density_tol: float, upper: bool) -
             and _count_ok(measured, predicted, upper)
     if name == "density":
         return abs(float(measured) - float(predicted)) <= density_tol
-    if name in ("frozen", "trainable"):
+    if name in ("frozen", "trainable", "symmetric"):
         return bool(measured) == bool(predicted)
     return measured == predicted
 

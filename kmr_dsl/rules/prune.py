@@ -156,25 +156,28 @@ def _slice_leaf(leaf: nn.Module, dim: int, idx: torch.Tensor, depthwise: bool = 
         # removed inputs shift the groups: quantize the remaining weights again, in
         # groups of the same size (zeros stay zero, so density is kept)
         bias = None if leaf.bias is None else leaf.bias.detach()
-        new = km.quantized_leaf(leaf, leaf.dequantized().index_select(1, idx), leaf.bits, leaf.group_size)
+        new = km.quantized_leaf(leaf, leaf.dequantized().index_select(1, idx), leaf.bits, leaf.group_size,
+                                symmetric=leaf.symmetric)
         if bias is not None:
             new.bias = bias.clone()
         return new
     if km.is_int8_kernel(leaf) or isinstance(leaf, km.QuantWeight):
         q, scale, bias = (km.dynamic_parts(leaf) if km.is_int8_kernel(leaf)
                           else (leaf.int_weight(), leaf.scale, leaf.bias))
-        # per-row scales: slicing columns keeps every integer value and scale exact
+        zero = km.int8_zero_points(leaf) if km.is_int8_kernel(leaf) else leaf.zero_point
+        # per-row scales (and zero points): slicing columns keeps every integer value exact
         q = q.index_select(dim, idx)
         if dim == 0:
             scale = scale[idx]
+            zero = None if zero is None else zero[idx]
             bias = None if bias is None else bias[idx]
         if km.is_dynamic(leaf):
-            return km.dynamic_linear(q, scale, bias)
+            return km.dynamic_linear(q, scale, bias, zero)
         if km.is_int8_kernel(leaf):
             return km.static_int8(leaf, q, scale, bias, (leaf.input_scale, leaf.input_zero_point),
-                                  leaf.output_qparams)
+                                  leaf.output_qparams, zero)
         new = copy.deepcopy(leaf)
-        new.set_int_weight(q, scale)
+        new.set_int_weight(q, scale, zero)
         if bias is not None:
             new.bias = bias.clone()
         return new

@@ -135,7 +135,7 @@ def _layer_fact(name: str, layer: nn.Module, macs: int, link: kl.ChannelLink | N
         density=(nnz / numel) if numel else 1.0, macs=int(macs), consumers=link.names if link else (),
         kernel=kernel, tied=tied, group_size=kl.layer_group_size(layer, name),
         coupled=tuple(link.coupled) if link else (), depthwise=depgraph.is_depthwise(layer), unlinked=unlinked,
-        channel_buffer_bytes=_channel_buffer_bytes(layer, kind),
+        channel_buffer_bytes=_channel_buffer_bytes(layer, kind), symmetric=kl.layer_symmetric(layer, name),
     )
 
 

@@ -15,7 +15,8 @@ bias elements, M0 MACs, and state in, out, density d, bits b, rank r, adapter ra
 - macs = M0 * (N + a*(in+out)) / W0 (sparsity does not reduce MACs; the runtime counts
   factors and adapters as the matmuls they run);
 - size (bytes, kmr_dsl.artifact_layout): per weight tensor min(dense, sparse) with
-  dense = N*b/8, sparse = N/8 + d*N*b/8, plus 4 B per row when b <= 8; bias at 2 B per
+  dense = N*b/8, sparse = N/8 + d*N*b/8, plus 4 B per row (or group) when b <= 8 and
+  1 B more per row (or group) when the layer is not `symmetric` (its zero points); bias at 2 B per
   element when b = 16, else 4; adapters fp32;
 - trainable_params = if model.trainable then (frozen ? 0 : N + bias) + adapters + rest
   else 0.
@@ -88,15 +89,22 @@ def _scale_count(numel, rows, group_size):
     return A.ite(A.compare("==", group_size, 0), rows, A.mul(rows, groups))
 
 
-def tensor_data_bytes(numel, rows, bits, density, group_size=0):
+def _zero_points(is_int, symmetric):
+    """The condition under which a weight stores zero points: an integer, asymmetric one."""
+    return A.and_(is_int, A.not_(A.num(symmetric) if isinstance(symmetric, bool) else symmetric))
+
+
+def tensor_data_bytes(numel, rows, bits, density, group_size=0, symmetric=True):
     """Data bytes of one matrix weight (artifact_layout.tensor_bytes without its ceilings)."""
     dense = A.mul(numel, bits, _EIGHTH)
     sparse = A.add(A.mul(numel, _EIGHTH), A.mul(density, numel, bits, _EIGHTH))
-    scales = A.ite(A.compare("<=", bits, 8), A.mul(4, _scale_count(numel, rows, group_size)), 0)
+    is_int = A.compare("<=", bits, 8)
+    count = _scale_count(numel, rows, group_size)
+    scales = A.add(A.ite(is_int, A.mul(4, count), 0), A.ite(_zero_points(is_int, symmetric), count, 0))
     return A.add(A.min_(dense, sparse), scales)
 
 
-def _tensor_bytes(numel, rows, bits, density, name: str, ndim: int, digits: int, group_size=0):
+def _tensor_bytes(numel, rows, bits, density, name: str, ndim: int, digits: int, group_size=0, symmetric=True):
     """Data + header bytes of one stored weight in the writer's smaller form."""
     is_int = A.compare("<=", bits, 8)
     q_ndim = ndim if A.is_number(bits) and bits == 8 else A.ite(A.compare("==", bits, 8), ndim, 1)
@@ -108,9 +116,13 @@ def _tensor_bytes(numel, rows, bits, density, name: str, ndim: int, digits: int,
         entry_bytes(layout.entry(name, layout.VALUES), 1, digits)
     dense = A.add(A.mul(numel, bits, _EIGHTH), dense_header)
     sparse = A.add(A.mul(numel, _EIGHTH), A.mul(density, numel, bits, _EIGHTH), sparse_header)
-    scales = A.ite(is_int, A.add(A.mul(4, _scale_count(numel, rows, group_size)),
-                                 entry_bytes(layout.entry(name, layout.SCALE), 1, digits)), 0)
-    return A.add(A.min_(dense, sparse), scales)
+    count = _scale_count(numel, rows, group_size)
+    scales = A.ite(is_int, A.add(A.mul(4, count), entry_bytes(layout.entry(name, layout.SCALE), 1, digits)), 0)
+    # one int8 zero point per scale, an entry of its own, and a longer recipe config
+    zeros = A.ite(_zero_points(is_int, symmetric),
+                  A.add(count, entry_bytes(layout.entry(name, layout.ZERO_POINT), 1, digits),
+                        layout.ASYMMETRIC_CONFIG_CHARS), 0)
+    return A.add(A.min_(dense, sparse), scales, zeros)
 
 
 def _ratio(now, then: int):
@@ -190,13 +202,13 @@ class _LayerCost:
         inf, outf = st["in_features"], st["out_features"]
         ndim = max(1, len(f.weight_shape))
         weight = f"{f.name}.weight"
-        g = st["group_size"]
-        weights = _tensor_bytes(self.dense_n, outf, b, d, weight, ndim, digits, g)
+        g, sym = st["group_size"], st["symmetric"]
+        weights = _tensor_bytes(self.dense_n, outf, b, d, weight, ndim, digits, g, sym)
         bias_entry = entry_bytes(layout.bias_of(weight), 1, digits) if f.bias_params else 0
         if self._factored is not None:
             first, second = layout.factor_weight(f.name, layout.FIRST), layout.factor_weight(f.name, layout.SECOND)
-            fac = A.add(_tensor_bytes(A.mul(r, inf), r, b, d, first, 2, digits, g),
-                        _tensor_bytes(A.mul(outf, r), outf, b, d, second, 2, digits, g))
+            fac = A.add(_tensor_bytes(A.mul(r, inf), r, b, d, first, 2, digits, g, sym),
+                        _tensor_bytes(A.mul(outf, r), outf, b, d, second, 2, digits, g, sym))
             weights = A.ite(self._factored, fac, weights)
             fac_entry = entry_bytes(layout.bias_of(second), 1, digits) if f.bias_params else 0
             # a factorized layer's recipe entry is longer (two Linear configs)

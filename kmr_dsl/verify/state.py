@@ -120,6 +120,7 @@ def initial_state(facts: ModelFacts) -> State:
             "adapter_rank": A.ZERO,
             "frozen": A.FALSE,
             "group_size": A.num(f.group_size),
+            "symmetric": A.TRUE if f.symmetric else A.FALSE,
         }
     return State(layers, {"trainable": A.TRUE})
 
