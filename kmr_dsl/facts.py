@@ -29,7 +29,8 @@ from pathlib import Path
 from kmr_dsl.core.state import full_rank
 from kmr_dsl.patterns import selected
 
-FACTS_VERSION = 3   # 2: facts carry their dependencies; 3: Conv1D layers (kind Linear), tied layers
+FACTS_VERSION = 4   # 2: facts carry their dependencies; 3: Conv1D layers (kind Linear), tied layers;
+                    # 4: fold groups (the `foldable` field, read by `runtime.norms`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,14 @@ class LayerFact:
     kernel: tuple[int, ...] = ()      # Conv2d kernel size
     tied: tuple[str, ...] = ()        # other names of this layer's weight (a tied embedding): not layers themselves
     group_size: int = 0               # inputs per integer scale (0: one scale per row)
+    # a Linear whose input a normalization produces for Linears only (`runtime.norms`):
+    # that norm and every Linear reading it (itself included); empty: nothing folds into it
+    fold_norm: str = ""
+    fold_group: tuple[str, ...] = ()
+
+    @property
+    def foldable(self) -> bool:
+        return bool(self.fold_group)
 
     @property
     def params(self) -> int:
@@ -125,7 +134,8 @@ class ModelFacts:
     def from_json(data: dict) -> "ModelFacts":
         layers = tuple(
             LayerFact(**{**d, "weight_shape": tuple(d["weight_shape"]), "consumers": tuple(d.get("consumers", ())),
-                         "kernel": tuple(d.get("kernel", ())), "tied": tuple(d.get("tied", ()))})
+                         "kernel": tuple(d.get("kernel", ())), "tied": tuple(d.get("tied", ())),
+                         "fold_group": tuple(d.get("fold_group", ()))})
             for d in data["layers"]
         )
         return ModelFacts(

@@ -33,6 +33,9 @@ def float_linears(rule: str, layers, model: nn.Module | None = None) -> list[tup
     for name, layer in layers:
         checks.kinds(rule, name, layer, ("Linear",))
         checks.float_weights(rule, name, layer)
+        if model is not None:
+            # an embedding reading this weight would see its columns scaled: not the same function
+            checks.not_tied(rule, model, name, layer)
         if model is not None and kl.is_conv1d(layer):
             layer = kl.as_linear(layer)
             kl.set_module(model, name, layer)

@@ -8,7 +8,8 @@ the state *before* the step. Field values are sympy expressions built by
 
 State: per layer `kind` (an EnumValue), `in_features`, `out_features`, `params`
 (static), `density` (measured at load), `bits` (from facts), `rank` (min(in, out)),
-`adapter_rank` (0), `frozen` (false); per model `trainable` (true).
+`adapter_rank` (0), `frozen` (false), `group_size` and `foldable` (from facts); per
+model `trainable` (true).
 
 Semantics, in order:
 - a step's arguments are evaluated once, knobs becoming their symbols; enum members
@@ -23,7 +24,9 @@ Semantics, in order:
   rounds them (channels, ranks, kept weights), consumers shrink with their producer,
   a changed shape's rank follows it; and a layer whose channels shrink with no matrix
   consumer adds the requirement that it keeps them (`Requirement.implicit`: the
-  runtime refuses to shrink it, KMR304).
+  runtime refuses to shrink it, KMR304); a step whose rule requires `layer.foldable`
+  selects every Linear that reads the same normalization as each selected layer (the
+  facts' `fold_group`; the runtime refuses a fold that would leave one unscaled, KMR306).
 A value the state cannot express (a data argument in arithmetic, an unknown field)
 becomes an `Unmodelled` placeholder, and every obligation touching it is UNKNOWN.
 """
@@ -67,6 +70,7 @@ class Requirement:
     condition: object                             # sympy condition over knob symbols
     fields: tuple[tuple[str, object, int | None], ...]   # (field text, value, step that set it)
     implicit: str | None = None                   # a requirement of the step semantics, not of the rule
+    code: str = "KMR304"                          # which one: KMR304 (a consumer), KMR306 (a fold group)
 
 
 @dataclass
@@ -108,6 +112,7 @@ def initial_state(facts: ModelFacts) -> State:
             "adapter_rank": A.ZERO,
             "frozen": A.FALSE,
             "group_size": A.num(f.group_size),
+            "foldable": A.TRUE if f.foldable else A.FALSE,
         }
     return State(layers, {"trainable": A.TRUE})
 
@@ -311,6 +316,7 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
     before: dict[str, dict] = {}
     touched: set[str] = set()
     targets = list(step.layers) if rule.accepts is not None else [None]
+    folds = rule.accepts is not None and _reads_foldable(rule)
     for layer in targets:
         if layer is not None and layer not in state.layers:
             model.problems.append(f"step {index + 1} `{rule.name}`: unknown layer `{layer}`")
@@ -331,6 +337,8 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
                 if scope is not None and ref.field in scope:
                     fields.append((f"{ref.scope}.{ref.field}", scope[ref.field], state.origin.get(key)))
             model.requirements.append(Requirement(index, step, layer, ci, clause, cond, tuple(fields)))
+        if layer is not None and folds:
+            _require_fold_group(model, step, index, layer, layer_facts)
         new_layer, new_model = {}, {}
         for eff in rule.effects:
             target = lstate if eff.scope == "layer" else state.model
@@ -426,6 +434,28 @@ def _require_consumer(model: PipelineModel, state: State, step: Step, index: int
     why = (f"`{step.rule.name}` shrinks the output channels of `{layer}`, which has no consumer layer "
            "that can shrink with it")
     model.requirements.append(Requirement(index, step, layer, len(step.rule.requires), clause, cond, fields, why))
+
+
+def _reads_foldable(rule: Rule) -> bool:
+    return any(isinstance(n, FieldRef) and (n.scope, n.field) == ("layer", "foldable")
+               for c in rule.requires for n in nodes(c))
+
+
+def _require_fold_group(model: PipelineModel, step: Step, index: int, layer: str, layer_facts) -> None:
+    """A scale folded into a normalization must scale every Linear that reads it: the
+    step selects the layer's whole fold group (a static fact: true or false)."""
+    fact = layer_facts.get(layer)
+    if fact is None or not fact.fold_group:
+        return                  # not foldable at all: the rule's own `requires layer.foldable` says so
+    selected = set(step.layers)
+    missing = [m for m in fact.fold_group if m not in selected]
+    if not missing:
+        return
+    why = (f"`{layer}` reads the output of `{fact.fold_norm}`, which {', '.join(f'`{m}`' for m in missing)} "
+           "also read(s) without being selected")
+    clause = Op("==", (FieldRef("layer", "foldable"), FieldRef("layer", "foldable")))
+    model.requirements.append(Requirement(index, step, layer, len(step.rule.requires) + 1, clause, A.FALSE, (),
+                                          why, code="KMR306"))
 
 
 def _follow_shapes(state: State, before: dict, touched: set) -> None:

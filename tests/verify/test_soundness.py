@@ -45,8 +45,6 @@ KNOWN = {
                                 "vary between queries)",
     "size-lower-bound-line": "the size model is an upper bound; a `size >=` line reads it as exact",
     "size-relative-line": "an upper bound of the result against an upper bound of the baseline proves nothing",
-    "smoothquant-without-norm": "whether a Linear reads a normalization alone is known only at run time (KMR405); "
-                                "check has no facts for it yet",
     "qat-several-layers": "a step's model-field effect is applied before the next layer's requires, while the "
                           "run applies the rule to every selected layer at once",
 }
@@ -132,8 +130,8 @@ REPRODUCERS = {
     # half precision on a model whose head is tied to its embedding: proved, then the
     # `macs` meter fails (KMR408: a float32 input meets the shared bf16 weight)
     "tied-half-precision": _program(_model("tied", "6,4,1", "1"), "quantize(bits = 16)", "params <= 1000"),
-    # smoothquant folds its scale into the normalization a Linear reads: proved on a
-    # Linear that reads none, then refused at run time (KMR405)
+    # smoothquant folds its scale into the normalization a Linear reads: on a Linear that
+    # reads none, `requires layer.foldable` is refuted, and the run refuses (KMR405)
     "smoothquant-without-norm": _program(_model("mlp", "8,16,4"),
                                          "smoothquant(alpha = 0.5, calibration = train, samples = 16)",
                                          "params <= 1000",
