@@ -27,7 +27,8 @@ Reads of metadata (shape, dtype) outside a layer are not reads; an identity on t
 
 The checker's facts (`introspect`), the measured state (`runtime.state`) and the rules
 that fold (`rules.folding`) all read this one trace, so `kmr check` refuses exactly the
-selections `kmr run` refuses.
+selections `kmr run` refuses. The facts are cached: a change to what this trace finds
+must bump `facts.FACTS_VERSION`, or `kmr check` keeps reading the old answer.
 """
 
 from __future__ import annotations

@@ -236,3 +236,23 @@ def test_bert_is_refused_by_check_and_by_run(tmp_path, monkeypatch, capsys):
     with pytest.raises(KmrError, match="also read") as exc:
         session(path).evaluate({})
     assert exc.value.diagnostic.code == "KMR405"
+
+
+def test_the_facts_cache_keeps_fold_groups_and_misses_facts_from_before_them(tmp_path, monkeypatch):
+    from kmr_dsl import facts as kfacts
+    from kmr_dsl.app import facts_provider
+    from kmr_dsl.diagnostics import Span
+
+    write(tmp_path, monkeypatch, "")
+    spec = kfacts.LoaderSpec("factory", ("block:make",), (), str(tmp_path))
+    first = facts_provider(spec, True, Span.unknown())
+    assert first.layer("q").fold_group == ("k", "q")
+    assert kfacts.load_cached(spec) == first          # stored, and read back with its groups
+    (path,) = (tmp_path / "cache").glob("facts-*.json")
+    old = json.loads(path.read_text())
+    old["version"] = 3                                # facts written before fold groups existed
+    for layer in old["layers"]:
+        layer.pop("fold_norm"), layer.pop("fold_group")
+    path.write_text(json.dumps(old))
+    assert kfacts.load_cached(spec) is None
+    assert facts_provider(spec, True, Span.unknown()).layer("q").fold_group == ("k", "q")
