@@ -110,13 +110,15 @@ LOWRANK = Rule(
     ("Linear",),
     (op(">=", layer("bits"), c(16)), op("==", layer("adapter_rank"), c(0))),
     (Effect("layer", "rank", op("*", layer("rank"), p("ratio"))),
-     Effect("layer", "density", If(op("and", op("==", p("ratio"), c(1)), op("==", p("energy"), c(1))),
+     Effect("layer", "density", If(op("and", op("==", p("energy"), c(1)),
+                                      op(">", op("*", layer("rank"), p("ratio")), op("-", layer("rank"), c(1)))),
                                    layer("density"), c(1))),
      # two Linears take no folded scale: foldable only where one Linear surely stays
      Effect("layer", "foldable", op("and", op("and", layer("foldable"), op("==", p("energy"), c(1))),
-                                    op(">=", op("*", op("*", layer("rank"), p("ratio")),
-                                                op("+", layer("in_features"), layer("out_features"))),
-                                       op("*", layer("in_features"), layer("out_features")))))),
+                                    op("or", op(">", op("*", layer("rank"), p("ratio")), op("-", layer("rank"), c(1))),
+                                       op(">=", op("*", op("*", layer("rank"), p("ratio")),
+                                                   op("+", layer("in_features"), layer("out_features"))),
+                                          op("*", layer("in_features"), layer("out_features"))))))),
     "kmr_dsl.rules.lowrank:apply", _STD_SPAN(54))
 
 LORA = Rule(
