@@ -31,7 +31,7 @@ from kmr_dsl.patterns import selected
 
 FACTS_VERSION = 4   # 2: facts carry their dependencies; 3: Conv1D layers (kind Linear), tied layers;
                     # 4: channel groups (coupled members, depthwise convs, why a layer is not linked),
-                    #    symmetric (zero points)
+                    #    symmetric (zero points), fold groups (the `foldable` field, read by `runtime.norms`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +86,14 @@ class LayerFact:
     # statistics; part of ModelFacts.buffers_bytes): they shrink with its channels
     channel_buffer_bytes: int = 0
     symmetric: bool = True            # False: the integer weight carries zero points
+    # a Linear whose input a normalization produces for Linears only (`runtime.norms`):
+    # that norm and every Linear reading it (itself included); empty: nothing folds into it
+    fold_norm: str = ""
+    fold_group: tuple[str, ...] = ()
+
+    @property
+    def foldable(self) -> bool:
+        return bool(self.fold_group)
 
     @property
     def params(self) -> int:
@@ -137,7 +145,8 @@ class ModelFacts:
         layers = tuple(
             LayerFact(**{**d, "weight_shape": tuple(d["weight_shape"]), "consumers": tuple(d.get("consumers", ())),
                          "kernel": tuple(d.get("kernel", ())), "tied": tuple(d.get("tied", ())),
-                         "coupled": tuple(d.get("coupled", ()))})
+                         "coupled": tuple(d.get("coupled", ())),
+                         "fold_group": tuple(d.get("fold_group", ()))})
             for d in data["layers"]
         )
         return ModelFacts(
