@@ -27,6 +27,7 @@ the first two parts from the stored tensor names; it is within a few hundred byt
 from __future__ import annotations
 
 import json
+import os
 from typing import Iterable, Sequence
 
 FLOAT_BITS = (32, 16)
@@ -148,9 +149,73 @@ CONFIG_MARGIN = 40           # per layer, over config_chars / FACTORIZED_CONFIG_
 ADAPTER_CONFIG_CHARS = 130   # per layer with an unmerged adapter
 CEIL_BYTES = 4               # per matrix layer (two stored tensors when factorized)
 PADDING_BYTES = 7
-# the format version, the base loader call and a small info object (pipeline, knobs):
-# 240 characters for the digits example's factory call and two knobs
+# the format version, the base loader call and the info object, when the loader call is
+# not known (header_bytes_estimate without recipe_chars; the cost model counts them
+# exactly with `recipe_fixed_chars`): 240 characters for the digits example
 RECIPE_FIXED_CHARS = 240
+
+
+# ---------------------------------------------------------------- the recipe
+# 2: 4- and 2-bit codes are on the zero-preserving midrise grid (runtime.quant). A
+# format-1 file is still read when it holds no 4- or 2-bit layer (nothing else changed).
+FORMAT_VERSION = 2
+
+
+def base_dict(base) -> dict | None:
+    """The recipe's `base`: the loader call (a LoaderSpec or its dict) as JSON data.
+
+    Its folder is made absolute, so the header (and so `size`) does not depend on
+    where the file is written; `runtime.artifact.load` falls back to the artifact's
+    folders when the program moved. The `size` cost model counts it exactly.
+    """
+    if base is None:
+        return None
+    if not isinstance(base, dict):
+        base = {"kind": base.kind, "args": list(base.args), "kwargs": [list(p) for p in base.kwargs],
+                "base_dir": base.base_dir}
+    base = dict(base)
+    base["base_dir"] = os.path.abspath(base.get("base_dir", "."))
+    return base
+
+
+def recipe_json(base, layers: dict, info: dict) -> str:
+    """The recipe exactly as the writer stores it: compact JSON, sorted keys."""
+    recipe = {"format": FORMAT_VERSION, "base": base_dict(base), "layers": layers, "info": info}
+    return json.dumps(recipe, separators=(",", ":"), sort_keys=True, default=str)
+
+
+def recipe_fixed_chars(base, info: dict) -> int:
+    """Escaped characters of the recipe with no layers (`"layers":{}`): format, base and
+    info exactly. Each layer adds `layer_entry_chars` (its `"NAME":CONFIG`) and, from the
+    second on, a comma."""
+    return len(json.dumps(recipe_json(base, {}, info))) - 2
+
+
+def string_chars(text: str) -> int:
+    """Escaped characters of `text` as a JSON string key inside the recipe string: its
+    quotes and escapes, escaped once more (`"a"` is `\\"a\\"` in the header)."""
+    return len(json.dumps(json.dumps(text))) - 2
+
+
+# What a layer's recipe entry holds at least, whatever form it takes: its escaped
+# name, the colon, and the shortest config any layer can have (`{"type":"keep"}`: a
+# layer codec.describe does not know is kept raw). The lower end of the `size` meter
+# (verify/cost.py) counts this; no layer's config is shorter.
+MIN_CONFIG_CHARS = len(json.dumps(json.dumps({"type": "keep"}, separators=(",", ":")))) - 2
+
+
+def layer_entry_chars_low(name: str) -> int:
+    """A lower bound of the escaped characters of one layer's `"NAME":CONFIG`."""
+    return string_chars(name) + 1 + MIN_CONFIG_CHARS
+
+
+# A lower bound of one tensor entry's header characters: the fixed part, its name, the
+# shortest dtype (`U8`, `I8`), one digit per offset, one per dimension with its commas.
+MIN_DTYPE_CHARS = 2
+
+
+def entry_chars_low(name: str, ndim: int) -> int:
+    return ENTRY_FIXED + len(name) + MIN_DTYPE_CHARS + 2 + max(0, 2 * ndim - 1)
 
 
 def header_bytes_estimate(
@@ -192,8 +257,10 @@ def escaped_json_chars(obj) -> int:
 
 
 __all__ = [
-    "ADAPTER_CONFIG_CHARS", "BITMAP", "CEIL_BYTES", "CONFIG_MARGIN", "FIRST", "FLOAT_BITS", "INT_BITS", "LORA_A",
-    "LORA_B", "PADDING_BYTES", "Q", "SCALE", "SECOND", "STORAGE_BITS", "VALUES", "VALUE_DTYPE", "bias_of",
-    "config_chars", "dense_bytes", "entry", "escaped_json_chars", "factor_weight", "header_bytes_estimate",
-    "is_sparse", "nbytes", "scale_bytes", "sparse_bytes", "tensor_bytes", "weight_entry_names",
+    "ADAPTER_CONFIG_CHARS", "BITMAP", "CEIL_BYTES", "CONFIG_MARGIN", "FIRST", "FLOAT_BITS", "FORMAT_VERSION",
+    "INT_BITS", "LORA_A", "LORA_B", "MIN_CONFIG_CHARS", "PADDING_BYTES", "Q", "SCALE", "SECOND", "STORAGE_BITS",
+    "VALUES", "VALUE_DTYPE", "base_dict", "bias_of", "config_chars", "dense_bytes", "entry", "entry_chars_low",
+    "escaped_json_chars", "factor_weight", "header_bytes_estimate", "is_sparse", "layer_entry_chars_low", "nbytes",
+    "recipe_fixed_chars", "recipe_json", "scale_bytes", "sparse_bytes", "string_chars", "tensor_bytes",
+    "weight_entry_names",
 ]

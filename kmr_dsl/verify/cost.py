@@ -58,14 +58,23 @@ from kmr_dsl.verify.numeric import as_number, evaluate
 from kmr_dsl.verify.state import PipelineModel, State
 
 UNITS = ANALYTIC_METERS     # meter -> dimension
+# The lower end of the `size` meter (`meter_expr(model, SIZE_LOW, state)`): what a line
+# that needs the file to be large (`size >= X`, the baseline side of `size <= k *
+# baseline.size`) reads, where `size` itself is the upper end (verify/budget.py).
+SIZE_LOW = "size_low"
 _ITEMSIZE = {"float16": 2, "bfloat16": 2, "float64": 8}
 
 
 _EIGHTH = Fraction(1, 8)
 
 
-def entry_bytes(name: str, ndim, digits: int):
-    """Header characters of one safetensors entry (artifact_layout.header_bytes_estimate's formula)."""
+def entry_bytes(name: str, ndim, digits: int, low: bool = False):
+    """Header characters of one safetensors entry (artifact_layout.header_bytes_estimate's
+    formula); `low`: a lower bound instead (artifact_layout.entry_chars_low)."""
+    if low:
+        if isinstance(ndim, int):
+            return layout.entry_chars_low(name, ndim)
+        return A.add(layout.entry_chars_low(name, 1) - 1, A.mul(2, ndim))
     fixed = layout.ENTRY_FIXED + len(name) + layout.DTYPE_CHARS + 2 * digits
     if isinstance(ndim, int):
         return fixed + max(1, 4 * ndim - 1)
@@ -89,20 +98,21 @@ def tensor_data_bytes(numel, rows, bits, density, group_size=0):
     return A.add(A.min_(dense, sparse), scales)
 
 
-def _tensor_bytes(numel, rows, bits, density, name: str, ndim: int, digits: int, group_size=0):
-    """Data + header bytes of one stored weight in the writer's smaller form."""
+def _tensor_bytes(numel, rows, bits, density, name: str, ndim: int, digits: int, group_size=0, low=False):
+    """Data + header bytes of one stored weight in the writer's smaller form (`low`: its
+    header entries' lower bound; the data bytes lack only their ceilings either way)."""
     is_int = A.compare("<=", bits, 8)
     q_ndim = ndim if A.is_number(bits) and bits == 8 else A.ite(A.compare("==", bits, 8), ndim, 1)
     if isinstance(q_ndim, sp.Integer):
         q_ndim = int(q_ndim)          # 8-bit keeps its shape; 4/2-bit are packed flat
-    dense_header = A.ite(is_int, entry_bytes(layout.entry(name, layout.Q), q_ndim, digits),
-                         entry_bytes(name, ndim, digits))
-    sparse_header = entry_bytes(layout.entry(name, layout.BITMAP), 1, digits) + \
-        entry_bytes(layout.entry(name, layout.VALUES), 1, digits)
+    dense_header = A.ite(is_int, entry_bytes(layout.entry(name, layout.Q), q_ndim, digits, low),
+                         entry_bytes(name, ndim, digits, low))
+    sparse_header = A.add(entry_bytes(layout.entry(name, layout.BITMAP), 1, digits, low),
+                          entry_bytes(layout.entry(name, layout.VALUES), 1, digits, low))
     dense = A.add(A.mul(numel, bits, _EIGHTH), dense_header)
     sparse = A.add(A.mul(numel, _EIGHTH), A.mul(density, numel, bits, _EIGHTH), sparse_header)
     scales = A.ite(is_int, A.add(A.mul(4, _scale_count(numel, rows, group_size)),
-                                 entry_bytes(layout.entry(name, layout.SCALE), 1, digits)), 0)
+                                 entry_bytes(layout.entry(name, layout.SCALE), 1, digits, low)), 0)
     return A.add(A.min_(dense, sparse), scales)
 
 
@@ -171,14 +181,23 @@ class _LayerCost:
         return A.add(A.ite(self.st["frozen"], 0, A.add(self.numel, self.bias_n)), self.adapters)
 
     def size(self):
+        return self._size(low=False)
+
+    def size_low(self):
+        return self._size(low=True)
+
+    def _size(self, low: bool):
+        """The layer's bytes in the file: an upper bound, or (`low`) a lower bound."""
         f, st, digits = self.f, self.st, self.digits
         if not self.matrix:
-            header = sum(entry_bytes(f"{f.name}.{n}", 1, digits)
+            header = sum(entry_bytes(f"{f.name}.{n}", 1, digits, low)
                          for n, count in (("weight", f.weight_params), ("bias", f.bias_params)) if count)
             if f.kind.startswith("BatchNorm"):
                 # its running statistics are entries of the file too (their bytes are in
                 # facts.buffers_bytes); counted as 1-dim entries, an upper bound
-                header += sum(entry_bytes(f"{f.name}.{n}", 1, digits)
+                # (num_batches_tracked has no dimension: 0 shape characters at the lower end)
+                header += sum(entry_bytes(f"{f.name}.{n}", 0 if low and n == "num_batches_tracked" else 1,
+                                          digits, low)
                               for n in ("running_mean", "running_var", "num_batches_tracked"))
             return A.add(A.mul(self.params(), _ITEMSIZE.get(f.dtype, 4)), header)
         b, d, r = st["bits"], st["density"], st["rank"]
@@ -186,23 +205,25 @@ class _LayerCost:
         ndim = max(1, len(f.weight_shape))
         weight = f"{f.name}.weight"
         g = st["group_size"]
-        weights = _tensor_bytes(self.dense_n, outf, b, d, weight, ndim, digits, g)
-        bias_entry = entry_bytes(layout.bias_of(weight), 1, digits) if f.bias_params else 0
+        weights = _tensor_bytes(self.dense_n, outf, b, d, weight, ndim, digits, g, low)
+        bias_entry = entry_bytes(layout.bias_of(weight), 1, digits, low) if f.bias_params else 0
         if self._factored is not None:
             first, second = layout.factor_weight(f.name, layout.FIRST), layout.factor_weight(f.name, layout.SECOND)
-            fac = A.add(_tensor_bytes(A.mul(r, inf), r, b, d, first, 2, digits, g),
-                        _tensor_bytes(A.mul(outf, r), outf, b, d, second, 2, digits, g))
+            fac = A.add(_tensor_bytes(A.mul(r, inf), r, b, d, first, 2, digits, g, low),
+                        _tensor_bytes(A.mul(outf, r), outf, b, d, second, 2, digits, g, low))
             weights = A.ite(self._factored, fac, weights)
-            fac_entry = entry_bytes(layout.bias_of(second), 1, digits) if f.bias_params else 0
-            # a factorized layer's recipe entry is longer (two Linear configs)
-            fac_entry += layout.FACTORIZED_CONFIG_CHARS - layout.config_chars(f.kind)
+            fac_entry = entry_bytes(layout.bias_of(second), 1, digits, low) if f.bias_params else 0
+            if not low:
+                # a factorized layer's recipe entry is longer (two Linear configs)
+                fac_entry += layout.FACTORIZED_CONFIG_CHARS - layout.config_chars(f.kind)
             bias_entry = A.ite(self._factored, fac_entry, bias_entry)
         bias_bytes = A.mul(self.bias_n, A.ite(A.compare("==", b, 16), 2, 4))
         a = st["adapter_rank"]
-        adapter_header = entry_bytes(f"{f.name}.{layout.LORA_A}", 2, digits) + \
-            entry_bytes(f"{f.name}.{layout.LORA_B}", 2, digits) + layout.ADAPTER_CONFIG_CHARS
+        adapter_header = entry_bytes(f"{f.name}.{layout.LORA_A}", 2, digits, low) + \
+            entry_bytes(f"{f.name}.{layout.LORA_B}", 2, digits, low) + (0 if low else layout.ADAPTER_CONFIG_CHARS)
         adapter_size = A.add(A.mul(4, self.adapters), A.ite(A.compare(">", a, 0), adapter_header, 0))
-        return A.add(weights, bias_bytes, bias_entry, adapter_size, layout.CEIL_BYTES)
+        # packed bytes round up (at most CEIL_BYTES in all): the lower end leaves them out
+        return A.add(weights, bias_bytes, bias_entry, adapter_size, 0 if low else layout.CEIL_BYTES)
 
 
 def layer_costs(f: LayerFact, st: dict, digits: int, rank_set: bool = False,
@@ -220,11 +241,29 @@ def _digits(model: PipelineModel) -> int:
     return len(str(max(1, data)))
 
 
-def _fixed_header(model: PipelineModel) -> int:
+def _recipe_fixed(model: PipelineModel) -> int | None:
+    """The recipe's characters besides its layers, exactly as `kmr run` writes them (its
+    loader call with the program's absolute folder, info {"pipeline": NAME});
+    None when no pipeline is known (`cost_at`)."""
+    pipe = model.pipeline
+    if pipe is None:
+        return None
+    return layout.recipe_fixed_chars(pipe.model.loader, {"pipeline": pipe.name})
+
+
+def _fixed_header(model: PipelineModel, low: bool = False) -> int:
     """Header bytes that do not depend on the state: length prefix, metadata, the recipe
-    with every layer plain (a factorized layer adds its difference in its own term)."""
-    recipe = layout.RECIPE_FIXED_CHARS + sum(len(f.name) + 4 + layout.config_chars(f.kind) + layout.CONFIG_MARGIN
-                                             for f in model.facts.layers)
+    with every layer plain (a factorized layer adds its difference in its own term).
+    `low`: a lower bound (every layer's shortest config, no padding)."""
+    fixed = _recipe_fixed(model)
+    layers = model.facts.layers
+    if low:
+        # without a pipeline: the shortest recipe (`"base":null`, empty info)
+        fixed = layout.recipe_fixed_chars(None, {}) if fixed is None else fixed
+        recipe = fixed + sum(layout.layer_entry_chars_low(f.name) for f in layers) + max(0, len(layers) - 1)
+        return 8 + layout.METADATA_FIXED + recipe
+    fixed = layout.RECIPE_FIXED_CHARS if fixed is None else fixed
+    recipe = fixed + sum(len(f.name) + 4 + layout.config_chars(f.kind) + layout.CONFIG_MARGIN for f in layers)
     return 8 + layout.METADATA_FIXED + recipe + layout.PADDING_BYTES
 
 
@@ -245,7 +284,7 @@ def _constant_fields(st: dict) -> tuple | None:
 
 def layer_terms(model: PipelineModel, meter: str, state: State) -> tuple[list[tuple[str, object]], object]:
     """(per-layer parts in layer order, the constant rest) of an analytic meter."""
-    if meter not in ANALYTIC_METERS:
+    if meter not in ANALYTIC_METERS and meter != SIZE_LOW:
         raise A.NotModelled(f"meter `{meter}` has no cost model")
     return model.cost_terms.get(state, lambda: _layer_terms(model, meter, state), meter)
 
@@ -278,6 +317,8 @@ def _layer_terms(model: PipelineModel, meter: str, state: State):
         "params": A.num(other),
         "nonzero": A.num(other),
         "size": A.num(4 * other + facts.buffers_bytes + _fixed_header(model)),
+        # parameters outside the layers: at least one byte each (their dtype is not a fact)
+        SIZE_LOW: A.num(other + facts.buffers_bytes + _fixed_header(model, low=True)),
         "macs": A.num(facts.total_macs - sum(f.macs for f in facts.layers)),
         "trainable_params": A.num(other),
     }[meter]

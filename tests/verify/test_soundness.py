@@ -43,8 +43,6 @@ KNOWN = {
                                "compounds the average, the run each layer's own",
     "lowrank-continuous-ratio": "a continuous knob's rank is not rounded (an integer floor in Z3 made verdicts "
                                 "vary between queries)",
-    "size-lower-bound-line": "the size model is an upper bound; a `size >=` line reads it as exact",
-    "size-relative-line": "an upper bound of the result against an upper bound of the baseline proves nothing",
     "smoothquant-without-norm": "whether a Linear reads a normalization alone is known only at run time (KMR405); "
                                 "check has no facts for it yet",
     "qat-several-layers": "a step's model-field effect is applied before the next layer's requires, while the "
@@ -158,10 +156,9 @@ def test_reproducer(harness, name):
     assert not res.disagreements, _show(res)
 
 
-@pytest.mark.xfail(strict=True, reason="the artifact's recipe names the program folder's absolute path, which the "
-                                       "size model does not count")
 def test_size_does_not_depend_on_the_folder(tmp_path):
-    """The artifact's recipe names the program's folder: a long path is a longer header."""
+    """The artifact's recipe names the program's folder: a long path is a longer header,
+    and the size model counts the recipe's loader call exactly."""
     text = _program(_model("mlp", "2,2", "00"), "prune(amount = 0.0) on layers(Linear)", "params <= 4")
     res = Harness(tmp_path / ("f" * 150)).judge(text, [{}])
     assert res.verdict != "rejected"
