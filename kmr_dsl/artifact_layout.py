@@ -197,16 +197,80 @@ def string_chars(text: str) -> int:
     return len(json.dumps(json.dumps(text))) - 2
 
 
+def _config_chars(cfg: dict) -> int:
+    """Escaped characters of one layer config inside the header."""
+    return len(json.dumps(json.dumps(cfg, separators=(",", ":"), sort_keys=True))) - 2
+
+
 # What a layer's recipe entry holds at least, whatever form it takes: its escaped
-# name, the colon, and the shortest config any layer can have (`{"type":"keep"}`: a
-# layer codec.describe does not know is kept raw). The lower end of the `size` meter
-# (verify/cost.py) counts this; no layer's config is shorter.
-MIN_CONFIG_CHARS = len(json.dumps(json.dumps({"type": "keep"}, separators=(",", ":")))) - 2
+# name, the colon, and the shortest config its kind can have. The lower end of the
+# `size` meter (verify/cost.py) counts this. Any layer may be `{"type":"keep"}` (a
+# module codec.describe does not know is kept raw), except a Linear: every form of it
+# (`Linear`, `HalfLinear`, `QuantLinear`, `DynamicLinear`, the static int8 one, a
+# factorized or adapted one, each with optional flags) holds at least the plain
+# `{"bias":B,"in":I,"out":O,"type":"Linear"}` with its own bias flag and the digits
+# of its dimensions (tests/verify/test_cost.py checks every form).
+MIN_CONFIG_CHARS = _config_chars({"type": "keep"})
 
 
-def layer_entry_chars_low(name: str) -> int:
-    """A lower bound of the escaped characters of one layer's `"NAME":CONFIG`."""
-    return string_chars(name) + 1 + MIN_CONFIG_CHARS
+def name_chars(name: str) -> int:
+    """Escaped characters of a layer's `"NAME":` in the recipe."""
+    return string_chars(name) + 1
+
+
+def config_chars_low(kind: str | None, bias: bool, in_digits: int, out_digits: int) -> int:
+    """A lower bound of the escaped characters of a layer's config (see MIN_CONFIG_CHARS);
+    `in_digits`, `out_digits`: lower bounds of its dimensions' digits."""
+    if kind != "Linear":
+        return MIN_CONFIG_CHARS
+    return _config_chars({"bias": bool(bias), "in": 10 ** (in_digits - 1), "out": 10 ** (out_digits - 1),
+                          "type": "Linear"})
+
+
+# The upper end of a Linear's config, by the width its weight is stored at: the longest
+# form of that width with every flag any rule sets (masked, frozen, a truncated rank,
+# a dtype), its dimensions at their most digits and its floats (a static int8 layer's
+# scales, an adapter's scaling) at the longest a float prints (24 characters). The
+# `size` model's upper end counts this (other kinds: config_chars + CONFIG_MARGIN).
+_LONGEST_FLOAT = -2.2250738585072014e-308
+
+
+def _linear_forms(bias: bool, inn: int, out: int, width: str, top: bool = True) -> list[dict]:
+    """Every form a Linear's config can take, flags included (`frozen` is written on the
+    logical layer's own config only: not on a factor's or an adapter's base)."""
+    flags = {"masked": True, "rank": max(inn, out), **({"frozen": True} if top else {})}
+    if width == "float":
+        return [{"type": "HalfLinear", "in": inn, "out": out, "bias": bias, "dtype": "bfloat16", **flags}]
+    quant = {"type": "QuantLinear", "bits": 8 if width == "int8" else 4, "shape": [out, inn], "bias": bias,
+             "group_size": inn, **flags}
+    if width != "int8":
+        return [quant]
+    return [quant, {"type": "DynamicLinear", "in": inn, "out": out, "bias": bias, **flags},
+            {"type": "StaticLinear", "shape": [out, inn], "bias": bias, "input": [_LONGEST_FLOAT, -128],
+             "output": [_LONGEST_FLOAT, -128], **flags}]
+
+
+def _longest(forms: list[dict]) -> dict:
+    return max(forms, key=_config_chars)
+
+
+def linear_config_chars_high(bias: bool, in_digits: int, out_digits: int, width: str,
+                             factorized: bool = False, adapted: bool = False) -> int:
+    """An upper bound of the escaped characters of a Linear's config whose weight is
+    stored `width` ("float", "int8", "low": 4/2 bits), plain, factorized or with an
+    unmerged adapter; `in_digits`, `out_digits`: the most digits of its dimensions."""
+    inn, out = 10 ** in_digits - 1, 10 ** out_digits - 1
+    if factorized:
+        r = min(inn, out)
+        cfg = {"type": "FactorizedLinear", "masked": True, "frozen": True, "rank": r,
+               "first": _longest(_linear_forms(False, inn, r, width, top=False)),
+               "second": _longest(_linear_forms(bias, r, out, width, top=False))}
+    else:
+        cfg = _longest(_linear_forms(bias, inn, out, width, top=not adapted))
+    if adapted:
+        cfg = {"type": "LoRALinear", "rank": max(inn, out), "scaling": _LONGEST_FLOAT, "base": cfg,
+               "masked": True, "frozen": True}
+    return _config_chars(cfg)
 
 
 # A lower bound of one tensor entry's header characters: the fixed part, its name, the
@@ -259,8 +323,9 @@ def escaped_json_chars(obj) -> int:
 __all__ = [
     "ADAPTER_CONFIG_CHARS", "BITMAP", "CEIL_BYTES", "CONFIG_MARGIN", "FIRST", "FLOAT_BITS", "FORMAT_VERSION",
     "INT_BITS", "LORA_A", "LORA_B", "MIN_CONFIG_CHARS", "PADDING_BYTES", "Q", "SCALE", "SECOND", "STORAGE_BITS",
-    "VALUES", "VALUE_DTYPE", "base_dict", "bias_of", "config_chars", "dense_bytes", "entry", "entry_chars_low",
-    "escaped_json_chars", "factor_weight", "header_bytes_estimate", "is_sparse", "layer_entry_chars_low", "nbytes",
+    "VALUES", "VALUE_DTYPE", "base_dict", "linear_config_chars_high", "bias_of", "config_chars", "config_chars_low", "dense_bytes", "entry",
+    "entry_chars_low", "escaped_json_chars", "factor_weight", "header_bytes_estimate", "is_sparse", "name_chars",
+    "nbytes",
     "recipe_fixed_chars", "recipe_json", "scale_bytes", "sparse_bytes", "string_chars", "tensor_bytes",
     "weight_entry_names",
 ]

@@ -83,25 +83,40 @@ def _meter(model: PipelineModel, ends: dict | None = None):
     return value
 
 
-def _sign(d):
-    """+1 / -1 where `d` is positive / negative for every knob setting, 0 where it is 0,
-    None where that is not evident (a Piecewise counts when every branch agrees)."""
+def _sign(d, knobs):
+    """+1 / -1 where `d` is >= 0 / <= 0 at every knob setting (and not always 0), 0 where
+    it is 0, None where that is not evident: a knob whose domain is on one side of 0 is
+    a symbol of that sign; a Piecewise counts when every branch agrees."""
     if d == 0:
         return 0
     if isinstance(d, sp.Piecewise):
-        signs = {_sign(branch) for branch, _ in d.args}
+        signs = {_sign(branch, knobs) for branch, _ in d.args}
         return signs.pop() if len(signs) == 1 and None not in signs else None
-    if d.is_positive:
+    signed = {}
+    for sym in d.free_symbols:
+        kv = knobs.by_symbol.get(sym)
+        lo = kv.lo if kv is not None and kv.lo is not None else (min(kv.values) if kv is not None and kv.values
+                                                                  and kv.numeric else None)
+        hi = kv.hi if kv is not None and kv.hi is not None else (max(kv.values) if kv is not None and kv.values
+                                                                  and kv.numeric else None)
+        if lo is not None and lo >= 0:
+            signed[sym] = sp.Dummy(positive=True) if lo > 0 else sp.Dummy(nonnegative=True)
+        elif hi is not None and hi <= 0:
+            signed[sym] = -(sp.Dummy(positive=True) if hi < 0 else sp.Dummy(nonnegative=True))
+    d = d.xreplace(signed) if signed else d
+    if d.is_nonnegative:
         return 1
-    if d.is_negative:
+    if d.is_nonpositive:
         return -1
     return None
 
 
 def _size_ends(model: PipelineModel, c: Constraint, ctx: Ctx):
-    """(worst ends, best ends) of the `size` references in line `c` (None: no `size` in
-    it). Each reference is a positive placeholder; the sign of the line's g in it says
-    which end of the range is worst for the line."""
+    """(worst corners, best corners) of the `size` references in line `c`, each a list
+    of {reference: end} (None: no `size` in it). Each reference is a positive
+    placeholder; the sign of the line's g in it says which end of the range is worst
+    for the line. Where no sign is evident, g is affine in the reference at any one
+    setting, so the worst is the larger of its two ends: both are listed."""
     refs = {(m.name, m.baseline): sp.Symbol(f"kmr_size_{'base' if m.baseline else 'now'}", positive=True)
             for m in _meter_refs(c) if m.name == "size" and m.analytic and not m.args}
     if not refs:
@@ -109,17 +124,24 @@ def _size_ends(model: PipelineModel, c: Constraint, ctx: Ctx):
     probe = Ctx(ctx.knobs, meter=_meter(model, refs))
     left, right = eval_ir(c.left, probe), eval_ir(c.right, probe)
     g = A.sub(right, left) if c.op in _FLIP else A.sub(left, right)
-    worst, best = {}, {}
+    worst, best = [{}], [{}]
     for key, sym in refs.items():
-        sign = _sign(sp.diff(g, sym)) if hasattr(g, "free_symbols") else None
+        d = sp.diff(g, sym) if hasattr(g, "free_symbols") else None
+        sign = None if d is None else _sign(d, model.knobs)
         if sign == 0:
             continue
-        if sign is None or c.op in ("==", "!="):
+        corners_ok = d is not None and not (d.free_symbols & set(refs.values()))   # g affine in this one
+        if c.op in ("==", "!=") or d is None or (sign is None and not corners_ok):
             raise A.NotModelled("`size` is modelled as a range (the header is bounded, not predicted): this line "
-                                "holds at neither end of it for sure; compare `size` with `<=` or `>=` and a "
-                                "bound of known sign")
-        worst[key], best[key] = ("high", "low") if sign > 0 else ("low", "high")
-    return worst, best
+                                "holds at neither end of it for sure; compare `size` once, with `<=` or `>=`")
+        if sign is None:
+            worst = [{**w, key: end} for w in worst for end in ("high", "low")]
+            best = [{**b, key: end} for b in best for end in ("high", "low")]
+            continue
+        w, b = ("high", "low") if sign > 0 else ("low", "high")
+        worst = [{**x, key: w} for x in worst]
+        best = [{**x, key: b} for x in best]
+    return (worst, best) if worst != [{}] else None
 
 
 def _meter_refs(e):
@@ -146,22 +168,33 @@ def budget_lines(model: PipelineModel) -> tuple[list[Line], list[Constraint]]:
         text = render_constraint(c, sources)
         try:
             ends = _size_ends(model, c, ctx)
-            line_ctx = ctx if not ends else Ctx(model.knobs, meter=_meter(model, ends[0]))
-            left, right = eval_ir(c.left, line_ctx), eval_ir(c.right, line_ctx)
-            if A.is_boolean(left) or A.is_boolean(right) or not hasattr(left, "free_symbols") \
-                    or not hasattr(right, "free_symbols"):
-                raise A.NotModelled("a budget line must compare two numbers")
             op = _FLIP.get(c.op, c.op)
-            g = flatten(A.sub(right, left) if c.op in _FLIP else A.sub(left, right))
+            left, right, g = _sides(model, c, ends[0] if ends else [{}], A.max_)
             optimistic = None
-            if ends and ends[0]:
-                best = Ctx(model.knobs, meter=_meter(model, ends[1]))
-                bl, br = eval_ir(c.left, best), eval_ir(c.right, best)
-                optimistic = Line(i, c, text, op, flatten(A.sub(br, bl) if c.op in _FLIP else A.sub(bl, br)), bl, br)
+            if ends:
+                bl, br, bg = _sides(model, c, ends[1], A.min_)
+                optimistic = Line(i, c, text, op, bg, bl, br)
             lines.append(Line(i, c, text, op, g, left, right, optimistic=optimistic))
         except A.NotModelled as exc:
             lines.append(Line(i, c, text, _FLIP.get(c.op, c.op), None, None, None, str(exc)))
     return lines, runtime
+
+
+def _sides(model: PipelineModel, c: Constraint, corners: list[dict], pick):
+    """(left, right, g) of line `c` with `size` at the given ends; over several corners,
+    g is `pick` (max: the worst, min: the best) of theirs."""
+    values = []
+    for ends in corners:
+        ctx = Ctx(model.knobs, meter=_meter(model, ends))
+        left, right = eval_ir(c.left, ctx), eval_ir(c.right, ctx)
+        if A.is_boolean(left) or A.is_boolean(right) or not hasattr(left, "free_symbols") \
+                or not hasattr(right, "free_symbols"):
+            raise A.NotModelled("a budget line must compare two numbers")
+        values.append((left, right, flatten(A.sub(right, left) if c.op in _FLIP else A.sub(left, right))))
+    left, right, g = values[0]
+    for _, _, other in values[1:]:
+        g = pick(g, other)
+    return left, right, g
 
 
 def flatten(e):

@@ -24,16 +24,21 @@ Outside the layers: other_params at 4 B, buffers, and the safetensors header
 (artifact_layout's per-entry formula; int formats add a `.scale` entry, sparse ones a
 second entry, which is why each branch of the min carries its own header bytes).
 
-`size` is an upper bound of the file (a budget proved with it holds when run): the
-`ceil` of packed bytes, the header's 8-byte padding and the recipe's per-layer
-configuration (which grows with a layer's form, its dimensions' digits and an unmerged
-adapter) are covered by artifact_layout's margins (CONFIG_MARGIN, ADAPTER_CONFIG_CHARS,
-CEIL_BYTES, PADDING_BYTES; measured 2-5% above the file on small generated models,
-tests/core/test_check_vs_run.py). The counts (params, nonzero, macs, trainable_params)
+`size` is a range, not a value: the data bytes are exact up to the `ceil` of packed
+bytes, and so are the recipe's loader call (with the program's absolute folder) and
+its info object ({"pipeline": NAME}, counted with artifact_layout.recipe_fixed_chars);
+the rest of the header (the offsets' digits, the 8-byte padding, each layer's config,
+which grows with its form, its dimensions' digits and an unmerged adapter) is
+bounded. `meter_expr(model, "size", state)` is the upper end (artifact_layout's
+margins CONFIG_MARGIN, ADAPTER_CONFIG_CHARS, CEIL_BYTES, PADDING_BYTES; 5-15% above the
+file on small generated models), `meter_expr(model, SIZE_LOW, state)` the lower end
+(no ceilings, no padding, one digit per offset, the shortest dtype name, each layer's
+shortest config: artifact_layout.config_chars_low). verify/budget.py reads the end
+that is worst for a line. The counts (params, nonzero, macs, trainable_params)
 are exact: the state keeps whole channels, ranks and weights as the runtime does
 (kmr_dsl.core.step.settle).
 
-Documented gaps: offset digits are taken from the baseline's data size (an upper bound
+Documented gaps of the upper end: offset digits are taken from the baseline's data size (an upper bound
 of every offset); a sparse-vs-dense choice that includes header bytes (differs from the
 writer only when the two forms are within one header entry, < 100 B); header entries of
 tensors outside the layers are not counted (ModelFacts does not name them); counts over
@@ -186,8 +191,40 @@ class _LayerCost:
     def size_low(self):
         return self._size(low=True)
 
+    def _config_low(self) -> int:
+        """A lower bound of the layer's recipe config (artifact_layout.config_chars_low):
+        the digits of a dimension the state fixes, else one."""
+        def digits(v):
+            return len(str(int(v))) if A.is_number(v) and v >= 1 else 1
+        return layout.config_chars_low(self.f.kind, self.f.bias_params > 0, digits(self.st["in_features"]),
+                                       digits(self.st["out_features"]))
+
     def _size(self, low: bool):
         """The layer's bytes in the file: an upper bound, or (`low`) a lower bound."""
+        f, st, digits = self.f, self.st, self.digits
+        if low:
+            return A.add(self._size_parts(True), self._config_low())
+        if f.kind == "Linear":
+            return A.add(self._size_parts(False), self._config_high())
+        return self._size_parts(False)
+
+    def _config_high(self):
+        """An upper bound of a Linear's recipe config (artifact_layout.linear_config_chars_high)
+        by its storage width, factorization and adapter, each as the state says."""
+        f, st = self.f, self.st
+        b, a = st["bits"], st["adapter_rank"]
+        dims = (f.bias_params > 0, len(str(max(1, f.in_features))), len(str(max(1, f.out_features))))
+
+        def by_width(factorized, adapted):
+            size = {w: layout.linear_config_chars_high(*dims, w, factorized, adapted) for w in ("float", "int8", "low")}
+            return A.ite(A.compare(">=", b, 16), size["float"], A.ite(A.compare("==", b, 8), size["int8"], size["low"]))
+
+        def by_form(adapted):
+            plain = by_width(False, adapted)
+            return plain if self._factored is None else A.ite(self._factored, by_width(True, adapted), plain)
+        return A.ite(A.compare(">", a, 0), by_form(True), by_form(False))
+
+    def _size_parts(self, low: bool):
         f, st, digits = self.f, self.st, self.digits
         if not self.matrix:
             header = sum(entry_bytes(f"{f.name}.{n}", 1, digits, low)
@@ -213,14 +250,15 @@ class _LayerCost:
                         _tensor_bytes(A.mul(outf, r), outf, b, d, second, 2, digits, g, low))
             weights = A.ite(self._factored, fac, weights)
             fac_entry = entry_bytes(layout.bias_of(second), 1, digits, low) if f.bias_params else 0
-            if not low:
+            if not low and f.kind != "Linear":
                 # a factorized layer's recipe entry is longer (two Linear configs)
                 fac_entry += layout.FACTORIZED_CONFIG_CHARS - layout.config_chars(f.kind)
             bias_entry = A.ite(self._factored, fac_entry, bias_entry)
         bias_bytes = A.mul(self.bias_n, A.ite(A.compare("==", b, 16), 2, 4))
         a = st["adapter_rank"]
         adapter_header = entry_bytes(f"{f.name}.{layout.LORA_A}", 2, digits, low) + \
-            entry_bytes(f"{f.name}.{layout.LORA_B}", 2, digits, low) + (0 if low else layout.ADAPTER_CONFIG_CHARS)
+            entry_bytes(f"{f.name}.{layout.LORA_B}", 2, digits, low) + \
+            (0 if low or f.kind == "Linear" else layout.ADAPTER_CONFIG_CHARS)
         adapter_size = A.add(A.mul(4, self.adapters), A.ite(A.compare(">", a, 0), adapter_header, 0))
         # packed bytes round up (at most CEIL_BYTES in all): the lower end leaves them out
         return A.add(weights, bias_bytes, bias_entry, adapter_size, 0 if low else layout.CEIL_BYTES)
@@ -260,10 +298,14 @@ def _fixed_header(model: PipelineModel, low: bool = False) -> int:
     if low:
         # without a pipeline: the shortest recipe (`"base":null`, empty info)
         fixed = layout.recipe_fixed_chars(None, {}) if fixed is None else fixed
-        recipe = fixed + sum(layout.layer_entry_chars_low(f.name) for f in layers) + max(0, len(layers) - 1)
+        # (each layer's config: its own term, `_LayerCost._config_low`)
+        recipe = fixed + sum(layout.name_chars(f.name) for f in layers) + max(0, len(layers) - 1)
         return 8 + layout.METADATA_FIXED + recipe
     fixed = layout.RECIPE_FIXED_CHARS if fixed is None else fixed
-    recipe = fixed + sum(len(f.name) + 4 + layout.config_chars(f.kind) + layout.CONFIG_MARGIN for f in layers)
+    # a Linear's config is its own term (`_LayerCost._config_high`); other kinds' estimated
+    recipe = fixed + sum(layout.name_chars(f.name) + 1 + (0 if f.kind == "Linear" else
+                                                          layout.config_chars(f.kind) + layout.CONFIG_MARGIN)
+                         for f in layers)
     return 8 + layout.METADATA_FIXED + recipe + layout.PADDING_BYTES
 
 
@@ -360,5 +402,5 @@ def cost_at(facts: ModelFacts, state: dict, rank_set=()) -> dict[str, float]:
     return {m: float(as_number(evaluate(meter_expr(model, m, sym), {}, exact=False))) for m in ANALYTIC_METERS}
 
 
-__all__ = ["ANALYTIC_METERS", "UNITS", "cost_at", "entry_bytes", "layer_costs", "layer_terms", "meter_expr",
+__all__ = ["ANALYTIC_METERS", "SIZE_LOW", "UNITS", "cost_at", "entry_bytes", "layer_costs", "layer_terms", "meter_expr",
            "tensor_data_bytes"]
