@@ -22,6 +22,11 @@ biases of integer layers: fp32).
 The file is a standard safetensors file: 8 bytes of header length, the JSON header
 (padded with spaces to a multiple of 8), then the data. `header_bytes_estimate` predicts
 the first two parts from the stored tensor names; it is within a few hundred bytes.
+The recipe inside the header (`recipe_json`, the one writer of it) has a part the
+verifier knows exactly (format, loader call, info: `recipe_fixed_chars`) and per-layer
+configs it bounds (`config_chars_low`, `linear_config_chars_high`), as it bounds each
+tensor entry (`entry_chars_low`; the offsets' digits and the padding are not known
+before the file is written).
 """
 
 from __future__ import annotations

@@ -3,12 +3,15 @@
 Contract (docs/artifact.md is the full specification):
 - `save(model, path, recipe=None) -> int` writes ONE standard safetensors file and
   returns its size in bytes. Its `__metadata__` has `format = "pt"` and `kmr_recipe`,
-  a compact JSON object {"format": 1, "base": LOADER, "layers": {NAME: CONFIG},
-  "info": {...}}: LOADER is the loader call that builds the original architecture
+  a compact JSON object {"format": 2, "base": LOADER, "layers": {NAME: CONFIG},
+  "info": {...}} (written by `artifact_layout.recipe_json`, which the `size` cost model
+  counts with): LOADER is the loader call that builds the original architecture
   (`recipe["base"]`, a LoaderSpec or its dict; its folder is stored as an absolute
-  path, so the file's bytes do not depend on where it is written), CONFIG describes every logical layer as it is now
-  (`codec.describe`), and `info` is the rest of the caller's `recipe` (pipeline, knob
-  setting...). The tensors follow the byte layout of `kmr_dsl.artifact_layout`.
+  path, so the file's bytes do not depend on where it is written), CONFIG describes
+  every logical layer as it is now (`codec.describe`), and `info` is the rest of the
+  caller's `recipe` (`kmr run`: the pipeline's name; the knob setting is in report.json,
+  docs/artifact.md says why). The tensors follow the byte layout of
+  `kmr_dsl.artifact_layout`.
   The write is atomic: a temporary file in the same folder, fsync, `os.replace`; if
   anything (an error, Ctrl-C) interrupts it, the temporary file is removed and no file,
   partial or old-overwritten, appears at `path`.
