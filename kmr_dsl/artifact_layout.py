@@ -144,8 +144,9 @@ def config_chars(kind: str | None) -> int:
     return CONFIG_CHARS_BY_KIND.get(kind or "", LAYER_CONFIG_CHARS)
 
 
-# What the `size` cost model adds so that its prediction is never below the file (a
-# budget proved with it holds when run). Measured on generated models: a layer's
+# What the `size` cost model's upper end adds so that it is never below the file (a
+# budget proved with it holds when run; a Linear's config is bounded by
+# `linear_config_chars_high` instead of CONFIG_MARGIN / ADAPTER_CONFIG_CHARS). Measured on generated models: a layer's
 # config grows with its form (masked +16, quantized +13..30, wider dimensions' digits),
 # an unmerged LoRA layer's config is ~92 characters longer than its base's, every
 # packed tensor rounds its bytes up (<= 1 B per ceil, <= 2 ceils per stored form), and
@@ -328,9 +329,8 @@ def escaped_json_chars(obj) -> int:
 __all__ = [
     "ADAPTER_CONFIG_CHARS", "BITMAP", "CEIL_BYTES", "CONFIG_MARGIN", "FIRST", "FLOAT_BITS", "FORMAT_VERSION",
     "INT_BITS", "LORA_A", "LORA_B", "MIN_CONFIG_CHARS", "PADDING_BYTES", "Q", "SCALE", "SECOND", "STORAGE_BITS",
-    "VALUES", "VALUE_DTYPE", "base_dict", "linear_config_chars_high", "bias_of", "config_chars", "config_chars_low", "dense_bytes", "entry",
-    "entry_chars_low", "escaped_json_chars", "factor_weight", "header_bytes_estimate", "is_sparse", "name_chars",
-    "nbytes",
-    "recipe_fixed_chars", "recipe_json", "scale_bytes", "sparse_bytes", "string_chars", "tensor_bytes",
-    "weight_entry_names",
+    "VALUES", "VALUE_DTYPE", "base_dict", "bias_of", "config_chars", "config_chars_low", "dense_bytes", "entry",
+    "entry_chars_low", "escaped_json_chars", "factor_weight", "header_bytes_estimate", "is_sparse",
+    "linear_config_chars_high", "name_chars", "nbytes", "recipe_fixed_chars", "recipe_json", "scale_bytes",
+    "sparse_bytes", "string_chars", "tensor_bytes", "weight_entry_names",
 ]
