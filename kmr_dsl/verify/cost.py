@@ -38,9 +38,8 @@ that is worst for a line. The counts (params, nonzero, macs, trainable_params)
 are exact: the state keeps whole channels, ranks and weights as the runtime does
 (kmr_dsl.core.step.settle).
 
-Documented gaps of the upper end: offset digits are taken from the baseline's data size (an upper bound
-of every offset); a sparse-vs-dense choice that includes header bytes (differs from the
-writer only when the two forms are within one header entry, < 100 B); header entries of
+Documented gaps of the upper end: offset digits are taken from the baseline's data size
+(an upper bound of every offset); header entries of
 tensors outside the layers are not counted (ModelFacts does not name them); counts over
 a continuous knob (no `step`) keep the exact product (not rounded, see verify/state.py);
 global pruning rounds the total once, the state each layer; factors after `lowrank`
@@ -114,11 +113,19 @@ def _tensor_bytes(numel, rows, bits, density, name: str, ndim: int, digits: int,
                          entry_bytes(name, ndim, digits, low))
     sparse_header = A.add(entry_bytes(layout.entry(name, layout.BITMAP), 1, digits, low),
                           entry_bytes(layout.entry(name, layout.VALUES), 1, digits, low))
-    dense = A.add(A.mul(numel, bits, _EIGHTH), dense_header)
-    sparse = A.add(A.mul(numel, _EIGHTH), A.mul(density, numel, bits, _EIGHTH), sparse_header)
+    dense_data = A.mul(numel, bits, _EIGHTH)
+    sparse_data = A.add(A.mul(numel, _EIGHTH), A.mul(density, numel, bits, _EIGHTH))
+    dense, sparse = A.add(dense_data, dense_header), A.add(sparse_data, sparse_header)
     scales = A.ite(is_int, A.add(A.mul(4, _scale_count(numel, rows, group_size)),
                                  entry_bytes(layout.entry(name, layout.SCALE), 1, digits, low)), 0)
-    return A.add(A.min_(dense, sparse), scales)
+    if low:
+        return A.add(A.min_(dense, sparse), scales)
+    # The writer picks the form by its data bytes after their ceilings (sparse only when
+    # strictly smaller), whatever the header entries cost: sparse surely when its bytes
+    # are 2 below dense's (two ceilings), dense surely when 1 below; in between, either.
+    chosen = A.ite(A.compare("<=", A.add(sparse_data, 2), dense_data), sparse,
+                   A.ite(A.compare("<=", A.add(dense_data, 1), sparse_data), dense, A.max_(dense, sparse)))
+    return A.add(chosen, scales)
 
 
 def _ratio(now, then: int):
