@@ -124,13 +124,19 @@ def _size_ends(model: PipelineModel, c: Constraint, ctx: Ctx):
     probe = Ctx(ctx.knobs, meter=_meter(model, refs))
     left, right = eval_ir(c.left, probe), eval_ir(c.right, probe)
     g = A.sub(right, left) if c.op in _FLIP else A.sub(left, right)
+    placeholders = set(refs.values())
+    if hasattr(g, "atoms") and any(cond.free_symbols & placeholders
+                                   for pw in g.atoms(sp.Piecewise) for _, cond in pw.args):
+        # a condition on `size` (`if size > X then ...`) can make g jump: no end is surely worst
+        raise A.NotModelled("`size` is modelled as a range (the header is bounded, not predicted): a condition "
+                            "on it cannot be decided at either end; compare `size` with `<=` or `>=` instead")
     worst, best = [{}], [{}]
     for key, sym in refs.items():
         d = sp.diff(g, sym) if hasattr(g, "free_symbols") else None
         sign = None if d is None else _sign(d, model.knobs)
         if sign == 0:
             continue
-        corners_ok = d is not None and not (d.free_symbols & set(refs.values()))   # g affine in this one
+        corners_ok = d is not None and not (d.free_symbols & placeholders)   # g affine in this one
         if c.op in ("==", "!=") or d is None or (sign is None and not corners_ok):
             raise A.NotModelled("`size` is modelled as a range (the header is bounded, not predicted): this line "
                                 "holds at neither end of it for sure; compare `size` once, with `<=` or `>=`")

@@ -98,3 +98,11 @@ def test_a_factor_of_unknown_sign_reads_both_ends():
         low, high = _range(prog)
         assert evaluate(ln.expr, env) == max(k * low, k * high) - 10 ** 6
         assert evaluate(ln.optimistic.expr, env) == min(k * low, k * high) - 10 ** 6
+
+
+def test_a_condition_on_size_is_not_read_at_either_end():
+    from kmr_dsl.core.program import If
+    jump = If(op(">", meter("size"), c(1000, "bytes")), op("-", meter("size"), c(10 ** 6, "bytes")), c(0, "bytes"))
+    prog = _prog(line(jump, "<=", c(0, "bytes")))
+    lines, _ = budget_lines(pipeline_model(prog, "compress"))
+    assert lines[0].problem and "condition" in lines[0].problem
