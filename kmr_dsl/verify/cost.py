@@ -208,10 +208,9 @@ class _LayerCost:
 
     def _size(self, low: bool):
         """The layer's bytes in the file: an upper bound, or (`low`) a lower bound."""
-        f, st, digits = self.f, self.st, self.digits
         if low:
             return A.add(self._size_parts(True), self._config_low())
-        if f.kind == "Linear":
+        if self.f.kind == "Linear":
             return A.add(self._size_parts(False), self._config_high())
         return self._size_parts(False)
 
@@ -223,8 +222,10 @@ class _LayerCost:
         dims = (f.bias_params > 0, len(str(max(1, f.in_features))), len(str(max(1, f.out_features))))
 
         def by_width(factorized, adapted):
-            size = {w: layout.linear_config_chars_high(*dims, w, factorized, adapted) for w in ("float", "int8", "low")}
-            return A.ite(A.compare(">=", b, 16), size["float"], A.ite(A.compare("==", b, 8), size["int8"], size["low"]))
+            size = {w: layout.linear_config_chars_high(*dims, w, factorized, adapted)
+                    for w in ("float", "int8", "low")}
+            return A.ite(A.compare(">=", b, 16), size["float"],
+                         A.ite(A.compare("==", b, 8), size["int8"], size["low"]))
 
         def by_form(adapted):
             plain = by_width(False, adapted)
