@@ -39,8 +39,6 @@ def _show(res) -> str:
 # the generated cases find one; the mark makes this test fail once none does, so the
 # mark is then removed and the suite guards 0 disagreements (docs/benchmarks.md).
 KNOWN = {
-    "factorized-prune-size": "pruning a factorized layer ranks both factors together: each factor's density "
-                             "(and so its dense-or-sparse size) differs, the size model gives both the average",
     "lowrank-svd-zeros": "the SVD factors of a pruned matrix with a zero row or column have exact zeros; the "
                          "contract sets density 1 (an upper bound, read as exact by a `nonzero >=` line)",
     "smoothquant-without-norm": "whether a Linear reads a normalization alone is known only at run time (KMR405); "
