@@ -139,6 +139,29 @@ def _relation(line: Line):
 
 def check_feasibility(model: PipelineModel, lines: list[Line], limits: Limits,
                       use_bounds: bool = True) -> tuple[ObligationResult, list[Diagnostic]]:
+    """PROVED at the worst end of `size`'s range; REFUTED only at its best end
+    (budget.py): between the two the file's header decides, and the verdict is UNKNOWN."""
+    result, diags = _decide(model, lines, limits, use_bounds)
+    if result.verdict is not Verdict.REFUTED or all(ln.optimistic is None for ln in lines):
+        return result, diags
+    best = [ln.optimistic or ln for ln in lines]
+    relaxed, rdiags = _decide(model, best, limits, use_bounds)
+    if relaxed.verdict is not Verdict.PROVED:
+        return relaxed, rdiags
+    shown = relaxed.summary.removeprefix("budget can be met, e.g. ")
+    reason = (f"the budget holds {shown} only if the file is at the small end of what the `size` model "
+              "allows (its header's offsets, padding and layer configs are bounded, not predicted); at the "
+              f"large end it cannot be met ({result.summary.removeprefix('budget cannot be met: ')})")
+    span = result.span
+    return (ObligationResult("feasibility", Verdict.UNKNOWN, span, "budget: unknown", model.pipeline.name,
+                             reason=reason, method=relaxed.method),
+            [error("KMR303", span, "could not decide whether the budget can be met", f"reason: {reason}",
+                   hint="run it (`kmr run` measures the file), or leave a few hundred bytes between the "
+                        "`size` line's bound and the prediction")])
+
+
+def _decide(model: PipelineModel, lines: list[Line], limits: Limits,
+            use_bounds: bool) -> tuple[ObligationResult, list[Diagnostic]]:
     pipe = model.pipeline
     span = lines[0].span if lines else pipe.span
     bad = [ln for ln in lines if ln.problem]

@@ -39,10 +39,6 @@ def _show(res) -> str:
 # the generated cases find one; the mark makes this test fail once none does, so the
 # mark is then removed and the suite guards 0 disagreements (docs/benchmarks.md).
 KNOWN = {
-    "size-lower-bound-line": "the size model is an upper bound; a `size >=` line reads it as exact",
-    "size-relative-line": "an upper bound of the result against an upper bound of the baseline proves nothing",
-    "factorized-prune-size": "pruning a factorized layer ranks both factors together: each factor's density "
-                             "(and so its dense-or-sparse size) differs, the size model gives both the average",
     "lowrank-svd-zeros": "the SVD factors of a pruned matrix with a zero row or column have exact zeros; the "
                          "contract sets density 1 (an upper bound, read as exact by a `nonzero >=` line)",
 }
@@ -169,10 +165,9 @@ def test_reproducer(harness, name):
     assert not res.disagreements, _show(res)
 
 
-@pytest.mark.xfail(strict=True, reason="the artifact's recipe names the program folder's absolute path, which the "
-                                       "size model does not count")
 def test_size_does_not_depend_on_the_folder(tmp_path):
-    """The artifact's recipe names the program's folder: a long path is a longer header."""
+    """The artifact's recipe names the program's folder: a long path is a longer header,
+    and the size model counts the recipe's loader call exactly."""
     text = _program(_model("mlp", "2,2", "00"), "prune(amount = 0.0) on layers(Linear)", "params <= 4")
     res = Harness(tmp_path / ("f" * 150)).judge(text, [{}])
     assert res.verdict != "rejected"
