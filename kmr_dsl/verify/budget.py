@@ -76,8 +76,10 @@ def budget_lines(model: PipelineModel) -> tuple[list[Line], list[Constraint]]:
         text = render_constraint(c, sources)
         try:
             left, right = eval_ir(c.left, ctx), eval_ir(c.right, ctx)
-            if A.is_boolean(left) or A.is_boolean(right) or not hasattr(left, "free_symbols") \
-                    or not hasattr(right, "free_symbols"):
+            # isinstance, not hasattr(.., "free_symbols"): that property walks the whole
+            # expression (a 1000-layer meter: ~0.1 s per side)
+            if A.is_boolean(left) or A.is_boolean(right) or not isinstance(left, sp.Basic) \
+                    or not isinstance(right, sp.Basic):
                 raise A.NotModelled("a budget line must compare two numbers")
             op = _FLIP.get(c.op, c.op)
             g = flatten(A.sub(right, left) if c.op in _FLIP else A.sub(left, right))

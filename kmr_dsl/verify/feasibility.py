@@ -279,7 +279,7 @@ def split_families(model: PipelineModel, lines: list[Line]) -> set[str]:
         if dec is not None:
             groups.extend(dec.groups)
     for g in groups:
-        sig = (g.key, tuple((knobs.by_symbol[s].kind, len(knobs.by_symbol[s].values)) for s in g.symbols))
+        sig = (id(g.key), tuple((knobs.by_symbol[s].kind, len(knobs.by_symbol[s].values)) for s in g.symbols))
         classes.setdefault(sig, []).append(g)
     enc = Encoding(knobs)
     out: set[str] = set()
