@@ -21,7 +21,9 @@ Order of work, cheapest first (bounds.py explains why):
    bound exceeds its limit is infeasible on its own (no solver call);
 2. witness candidates checked exactly: the defaults, each line's minimiser, and the
    minimiser of the lines' normalised sum;
-3. Z3 on the case-split encoding, every line and bound behind an assumption literal.
+3. several lines over per-layer components: the knapsack MILP (knapsack.py); lines no
+   table or affine form covers: a coordinate-descent witness search (descent.py);
+4. Z3 on the case-split encoding, every line and bound behind an assumption literal.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from kmr_dsl.diagnostics import Diagnostic, error
 from kmr_dsl.verify import algebra as A
 from kmr_dsl.verify.bounds import MARGIN, bound_line, decompose, point_range, relax_line, sound_bound
 from kmr_dsl.verify.budget import Line, holds
-from kmr_dsl.verify import certificate
+from kmr_dsl.verify import certificate, descent
 from kmr_dsl.verify.knapsack import Knapsack, exact_line_values
 from kmr_dsl.verify.lower import Encoding
 from kmr_dsl.verify.numeric import Unevaluable, as_number, evaluate
@@ -166,6 +168,12 @@ def check_feasibility(model: PipelineModel, lines: list[Line], limits: Limits,
         decided = _by_knapsack(model, lines, sep)
         if decided is not None:
             return decided
+        if sep is None:
+            # no table or affine form (knobs shared by every layer, multiplied together):
+            # look for a witness before Z3 meets nonlinear arithmetic over every layer
+            found = descent.search(model, lines, candidates)
+            if found is not None and meets_all(lines, model, found):
+                return _proved(model, lines, found, "descent")
     return _by_solver(model, lines, limits)
 
 
