@@ -228,6 +228,7 @@ def _by_knapsack(model, lines, sep):
             break
     if bound is not None:
         cert = certificate.to_json(lines, full_y, bound)
+        cert["conflict"] = certificate.conflict(sep, full_y, model.knobs)
     else:
         cert = certificate.to_json([lines[i] for i in rows], None, None, _z3_confirms(model, [lines[i] for i in rows]))
     core = [CoreMember("line", lines[i].text, lines[i].span) for i in rows]
@@ -249,7 +250,11 @@ def _line_certificate(model, line: Line):
     if sep is None:
         return None
     bound = certificate.check(sep, [Fraction(1)])
-    return certificate.to_json([line], [Fraction(1)], bound) if bound is not None else None
+    if bound is None:
+        return None
+    cert = certificate.to_json([line], [Fraction(1)], bound)
+    cert["conflict"] = certificate.conflict(sep, [Fraction(1)], model.knobs)
+    return cert
 
 
 def _by_bounds(model, lines, defaults, candidates, limits):
@@ -416,6 +421,19 @@ def approx_value(model, expr, env):
     return int(round(v)) if abs(v - round(v)) <= 1e-6 * max(1.0, abs(v)) else round(v, 6)
 
 
+def _conflict_note(conflict: dict) -> str:
+    """The few components that, even at their best, add the most to the certificate's sum."""
+    shown = []
+    for c in conflict["top"]:
+        who = f"layer {c['layer']}" if c["layer"] else "knobs"
+        knobs = ", ".join(c["knobs"][:4]) + (", ..." if len(c["knobs"]) > 4 else "")
+        shown.append(f"{who} ({knobs}) at least {float(Fraction(c['at_best'])):.4g}")
+    rest = conflict["components"] - len(conflict["top"])
+    more = f"; and {rest:,} more" if rest > 0 else ""
+    return ("out of reach even at their best (each one's least share of that sum): " + "; ".join(shown) + more
+            + " (exact values: `--format json`)")
+
+
 def _refuted(model, lines, core, minimal, method, best=None, certificate=None):
     span = next((m.span for m in core if m.kind == "line"), lines[0].span)
     notes = [f"conflicting: `{m.text}` ({'budget line' if m.kind == 'line' else 'knob bound'} at {m.span})"
@@ -441,6 +459,9 @@ def _refuted(model, lines, core, minimal, method, best=None, certificate=None):
                              zip(certificate["multipliers"], certificate["lines"]) if y != "0")
         notes.append(f"certificate (checked in exact arithmetic): {weights}, each line as left - right, is at "
                      f"least {float(Fraction(certificate['bound'])):.4g} > 0 at every setting")
+        conflict = certificate.get("conflict")
+        if conflict and conflict["top"]:
+            notes.append(_conflict_note(conflict))
     elif certificate is not None:
         notes.append("certificate: the MILP solver's exhaustive branch and bound (the LP relaxation alone is "
                      "feasible, so no multiplier certificate exists)"
