@@ -12,8 +12,8 @@ and Z3 was left with nonlinear arithmetic over every layer: it did not finish. S
 budgets are met by many settings; finding one only needs a search. From the best of the
 given starts (the defaults, each line's minimiser from the bounds), each knob in turn
 takes the value of its domain that most reduces the total violation of the lines
-(each line's excess over 0, divided by its magnitude at the start so that bytes and
-counts weigh alike; ties go to the larger total slack), until every line holds or a
+(first the number of lines not met, then each line's excess over 0 divided by its
+magnitude at the start so that bytes and counts weigh alike, then the total slack), until every line holds or a
 whole pass changes nothing.
 
 Cost: at most MAX_PASSES passes of (knobs x sampled values x lines) evaluations of
@@ -62,7 +62,11 @@ def search(model, lines: list, starts: list[dict]) -> dict | None:
     kvs = [knobs.by_symbol[s] for s in order]
     if not all(kv.numeric for kv in kvs):
         return None
-    fns = [compile_expr(ln.expr, exact=False) for ln in lines]
+    try:
+        fns = [compile_expr(ln.expr, exact=False) for ln in lines]
+    except (Unevaluable, OverflowError):      # a constant beyond float64: no float search
+        return None
+    strict = [ln.op == "<" for ln in lines]
 
     def values(env):
         try:
@@ -81,8 +85,10 @@ def search(model, lines: list, starts: list[dict]) -> dict | None:
     scale = [max(1.0, max(abs(g[i]) for _, g, _ in envs)) for i in range(len(lines))]
 
     def cost(g):
-        # (total violation, minus total slack): lower is better
-        return (sum(max(0.0, gi) / s for gi, s in zip(g, scale)), sum(gi / s for gi, s in zip(g, scale)))
+        # (lines not met, total violation, minus total slack): lower is better; a strict
+        # line is not met at 0
+        unmet = sum(1 for gi, st in zip(g, strict) if gi > 0 or (st and gi == 0))
+        return (unmet, sum(max(0.0, gi) / s for gi, s in zip(g, scale)), sum(gi / s for gi, s in zip(g, scale)))
 
     env, g, start = min(envs, key=lambda e: cost(e[1]))
     start_env = knobs.env(start)
@@ -90,7 +96,7 @@ def search(model, lines: list, starts: list[dict]) -> dict | None:
     best = cost(g)
     choices = [_candidates(kv) for kv in kvs]
     for _ in range(MAX_PASSES):
-        if best[0] == 0.0:
+        if best[0] == 0:
             break
         moved = False
         for s, vals in zip(order, choices):
@@ -106,7 +112,7 @@ def search(model, lines: list, starts: list[dict]) -> dict | None:
             env[s] = keep
         if not moved:
             break
-    if best[0] > 0.0:
+    if best[0] > 0:
         return None
     setting = dict(knobs.defaults())
     for s in order:

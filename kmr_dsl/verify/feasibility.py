@@ -421,13 +421,20 @@ def approx_value(model, expr, env):
     return int(round(v)) if abs(v - round(v)) <= 1e-6 * max(1.0, abs(v)) else round(v, 6)
 
 
+def _approx(x: Fraction) -> str:
+    try:
+        return f"{float(x):.4g}"
+    except OverflowError:                     # beyond float64: the exact value's magnitude
+        return f"~1e{len(str(abs(x.numerator))) - len(str(x.denominator))}"
+
+
 def _conflict_note(conflict: dict) -> str:
     """The few components that, even at their best, add the most to the certificate's sum."""
     shown = []
     for c in conflict["top"]:
         who = f"layer {c['layer']}" if c["layer"] else "knobs"
         knobs = ", ".join(c["knobs"][:4]) + (", ..." if len(c["knobs"]) > 4 else "")
-        shown.append(f"{who} ({knobs}) at least {float(Fraction(c['at_best'])):.4g}")
+        shown.append(f"{who} ({knobs}) at least {_approx(Fraction(c['at_best']))}")
     rest = conflict["components"] - len(conflict["top"])
     more = f"; and {rest:,} more" if rest > 0 else ""
     return ("out of reach even at their best (each one's least share of that sum): " + "; ".join(shown) + more

@@ -55,11 +55,12 @@ def is_vacuous(model: PipelineModel, line: Line, limits: Limits, use_bounds: boo
                 if not line_holds(line, model, model.knobs.env(setting)):
                     return False              # a concrete setting breaks it
     if use_bounds and line.op in ("<=", "<") and line.expr is not None:
-        # a setting that breaks the line, searched for before Z3 (descent.py); a float
-        # answer suffices: finding one only means no warning, which is always safe
+        # a setting that breaks the line, searched for before Z3 (descent.py) in floats
+        # and confirmed exactly (a float tie must not hide a warning)
         if not line_holds(line, model, model.knobs.env(model.knobs.defaults())):
             return False
-        if descent.search(model, [replace(line, op="<", expr=A.neg(line.expr))], [model.knobs.defaults()]):
+        broken = descent.search(model, [replace(line, op="<", expr=A.neg(line.expr))], [model.knobs.defaults()])
+        if broken is not None and not line_holds(line, model, model.knobs.env(broken)):
             return False
     enc = Encoding(model.knobs)
     try:
