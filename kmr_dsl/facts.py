@@ -29,7 +29,9 @@ from pathlib import Path
 from kmr_dsl.core.state import full_rank
 from kmr_dsl.patterns import selected
 
-FACTS_VERSION = 3   # 2: facts carry their dependencies; 3: Conv1D layers (kind Linear), tied layers
+FACTS_VERSION = 4   # 2: facts carry their dependencies; 3: Conv1D layers (kind Linear), tied layers;
+                    # 4: channel groups (coupled members, depthwise convs, why a layer is not linked),
+                    #    symmetric (zero points), fold groups (the `foldable` field, read by `runtime.norms`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +77,23 @@ class LayerFact:
     kernel: tuple[int, ...] = ()      # Conv2d kernel size
     tied: tuple[str, ...] = ()        # other names of this layer's weight (a tied embedding): not layers themselves
     group_size: int = 0               # inputs per integer scale (0: one scale per row)
+    # channel groups (runtime/depgraph.py): the other layers whose output channels are this
+    # layer's (a residual stream's producers, a depthwise conv over them), pruned with it
+    coupled: tuple[str, ...] = ()
+    depthwise: bool = False           # a depthwise conv: in = out channels, one filter per channel
+    unlinked: str = ""                # why its output channels cannot be removed (diagnostics)
+    # bytes of its stored buffers with one entry per channel (a BatchNorm's running
+    # statistics; part of ModelFacts.buffers_bytes): they shrink with its channels
+    channel_buffer_bytes: int = 0
+    symmetric: bool = True            # False: the integer weight carries zero points
+    # a Linear whose input a normalization produces for Linears only (`runtime.norms`):
+    # that norm and every Linear reading it (itself included); empty: nothing folds into it
+    fold_norm: str = ""
+    fold_group: tuple[str, ...] = ()
+
+    @property
+    def foldable(self) -> bool:
+        return bool(self.fold_group)
 
     @property
     def params(self) -> int:
@@ -125,7 +144,9 @@ class ModelFacts:
     def from_json(data: dict) -> "ModelFacts":
         layers = tuple(
             LayerFact(**{**d, "weight_shape": tuple(d["weight_shape"]), "consumers": tuple(d.get("consumers", ())),
-                         "kernel": tuple(d.get("kernel", ())), "tied": tuple(d.get("tied", ()))})
+                         "kernel": tuple(d.get("kernel", ())), "tied": tuple(d.get("tied", ())),
+                         "coupled": tuple(d.get("coupled", ())),
+                         "fold_group": tuple(d.get("fold_group", ()))})
             for d in data["layers"]
         )
         return ModelFacts(

@@ -23,6 +23,7 @@ Tolerances (docs/testing.md):
   0 and 1 may be met by 1 (a layer keeps at least one channel or rank); a field listed
   in `upper` (an effect documented as an upper bound) may be anything from 1 to the
   prediction rounded up; derived shapes (step 2) are exact;
+- `foldable`: equal; a listed bound may be true where the effect says false;
 - `density`: within half a weight per output row, 0.5 * rows / weights + 1e-6 (a kept
   count is rounded to whole weights once per layer, or once per row for N:M's tail
   groups); unchanged density within 1e-9.
@@ -104,16 +105,24 @@ def _field_ok(name: str, measured, predicted, density_tol: float, upper: bool) -
             and _count_ok(measured, predicted, upper)
     if name == "density":
         return abs(float(measured) - float(predicted)) <= density_tol
-    if name in ("frozen", "trainable"):
+    if name in ("frozen", "trainable", "symmetric"):
         return bool(measured) == bool(predicted)
+    if name == "foldable":
+        # a bound on `foldable` is a sound one: the layer may stay foldable where the
+        # effect says false, never the other way round
+        return bool(measured) == bool(predicted) or (upper and bool(measured) and not bool(predicted))
     return measured == predicted
 
 
 def compare(before: dict, after: dict, layer: str | None, predicted: dict, consumers: dict[str, tuple[str, ...]],
-            weights: dict[str, tuple[int, int]], upper: frozenset[str] = frozenset()) -> tuple[list[Mismatch], set[str]]:
+            weights: dict[str, tuple[int, int]], upper: frozenset[str] = frozenset(),
+            coupled: dict[str, tuple[str, ...]] | None = None,
+            depthwise: frozenset[str] = frozenset()) -> tuple[list[Mismatch], set[str]]:
     """(mismatches, layers whose rank an effect changed) for one step on `layer`.
 
     consumers: layer -> the layers that shrink with its output channels (facts);
+    coupled: layer -> the other members of its channel group (their out_features follow
+    it; a depthwise member, `depthwise`, its in_features too);
     weights: layer -> (rows, weight elements) after the step, for the density tolerance.
     """
     out: list[Mismatch] = []
@@ -151,6 +160,12 @@ def compare(before: dict, after: dict, layer: str | None, predicted: dict, consu
                 why = f"as a consumer of `{layer}`'s channels ({old} -> {new}) it should be"
                 for f, v in core_step.shrink_consumer(before_layers[c], old, new).items():
                     expected[c][f] = (float(v), why)
+            for m in (layer, *(coupled or {}).get(layer, ())):
+                why = f"as a member of `{layer}`'s channel group ({old} -> {new}) it should be"
+                if m != layer and m in expected:
+                    expected[m]["out_features"] = (new, why)
+                if m in depthwise and m in expected:
+                    expected[m]["in_features"] = (float(before_layers[m]["in_features"] * new / old), why)
     # derived: an unnamed rank follows a changed shape
     for name, st in after_layers.items():
         b = before_layers[name]

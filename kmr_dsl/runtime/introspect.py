@@ -11,7 +11,10 @@ same for a module in hand. The caller caches them (facts.store_cached).
   input and `consumers` (the layers that shrink when its output channels are pruned:
   see `depgraph.channel_links`, traced on the example input; BatchNorms first, then
   the consuming weight layers) and `tied`
-  (the names of embeddings that read this layer's weight: `runtime.tied`).
+  (the names of embeddings that read this layer's weight: `runtime.tied`), and
+  `fold_norm` / `fold_group` (`runtime.norms.fold_groups` on the example input: the
+  normalization a per-input scale folds into and every Linear reading it; a trace that
+  fails records none, which makes the layer not foldable: refusing is sound).
 - MACs: FlopCounterMode FLOPs / 2 of one forward on the example input, per layer and in
   total; int8 dynamic Linears (which FlopCounterMode counts as 0) are counted as their
   float equivalent, batch elements x in x out.
@@ -35,24 +38,14 @@ import torch.nn as nn
 
 from kmr_dsl.diagnostics import KmrError, Span, error
 from kmr_dsl.facts import LayerFact, LoaderSpec, ModelFacts, dependencies_since, spec_hash
-from kmr_dsl.runtime import depgraph, forward, layers as kl, loaders, meters, tied
+from kmr_dsl.runtime import depgraph, forward, layers as kl, loaders, meters, norms, tied
 from kmr_dsl.runtime import modules as km
 
-HF_SEQUENCE = 128
+HF_SEQUENCE = forward.HF_SEQUENCE
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
-
-
-def _shape_of(value) -> tuple[tuple[int, ...], str] | None:
-    if callable(value) and not isinstance(value, (torch.Tensor, nn.Module)):
-        value = value()
-    if isinstance(value, torch.Tensor):
-        return tuple(value.shape), ("int64" if not value.is_floating_point() else "float32")
-    if isinstance(value, (tuple, list)) and value and all(isinstance(s, int) for s in value):
-        return tuple(value), "float32"
-    return None
 
 
 def example_input_shape(spec: LoaderSpec | None, model: nn.Module, span: Span | None = None) -> tuple[tuple[int, ...], str]:
@@ -69,19 +62,14 @@ def example_input_shape(spec: LoaderSpec | None, model: nn.Module, span: Span | 
     sources.append(getattr(model, "example_input", None))
     for source in sources:
         if source is not None:
-            found = _shape_of(source)
+            found = forward.shape_of(source)
             if found:
                 return found
     if spec is not None and spec.kind == "hf":
         return (1, HF_SEQUENCE), "int64"
-    for _, layer in kl.logical_layers(model):
-        kind = kl.kind_of(layer)
-        if kind == "Linear":
-            return (1, kl.layer_features(layer)[0]), "float32"
-        if kind == "Embedding":
-            return (1, HF_SEQUENCE), "int64"
-        if kind in ("Conv1d", "Conv2d"):
-            break
+    found = forward.first_layer_example(model)
+    if found:
+        return found
     raise KmrError(error("KMR404", span, "cannot tell the model's example input shape",
                          hint='pass the shape to the loader, e.g. `input_shape = "1, 3, 32, 32"`, or define '
                               "`example_input()` in the model's module, returning an example tensor or its shape"))
@@ -101,8 +89,9 @@ def _written_shape(value, span) -> tuple[int, ...]:
                              hint='write the sizes as a string, e.g. `input_shape = "1, 3, 32, 32"`')) from None
 
 
-def _layer_fact(name: str, layer: nn.Module, macs: int, consumers: tuple[str, ...],
-                tied: tuple[str, ...] = ()) -> LayerFact:
+def _layer_fact(name: str, layer: nn.Module, macs: int, link: kl.ChannelLink | None = None,
+                tied: tuple[str, ...] = (), unlinked: str = "",
+                fold: tuple[str, tuple[str, ...]] = ("", ())) -> LayerFact:
     kind = kl.kind_of(layer)
     in_f, out_f = kl.layer_features(layer)
     ls = kl.leaves(name, layer)
@@ -132,9 +121,21 @@ def _layer_fact(name: str, layer: nn.Module, macs: int, consumers: tuple[str, ..
     return LayerFact(
         name=name, kind=kind, in_features=in_f, out_features=out_f, weight_shape=weight_shape,
         weight_params=int(weight_params), bias_params=int(bias_params), dtype=dtype, bits=int(bits),
-        density=(nnz / numel) if numel else 1.0, macs=int(macs), consumers=consumers, kernel=kernel, tied=tied,
-        group_size=kl.layer_group_size(layer, name),
+        density=(nnz / numel) if numel else 1.0, macs=int(macs), consumers=link.names if link else (),
+        kernel=kernel, tied=tied, group_size=kl.layer_group_size(layer, name),
+        coupled=tuple(link.coupled) if link else (), depthwise=depgraph.is_depthwise(layer), unlinked=unlinked,
+        channel_buffer_bytes=_channel_buffer_bytes(layer, kind), symmetric=kl.layer_symmetric(layer, name),
+        fold_norm=fold[0], fold_group=fold[1],
     )
+
+
+def _channel_buffer_bytes(layer: nn.Module, kind: str | None) -> int:
+    """A BatchNorm's persistent per-channel buffers (what channel pruning slices with it)."""
+    if kind not in ("BatchNorm1d", "BatchNorm2d"):
+        return 0
+    return sum(b.numel() * b.element_size() for n, b in layer._buffers.items()
+               if b is not None and n not in layer._non_persistent_buffers_set and b.dim() == 1
+               and b.shape[0] == layer.num_features)
 
 
 def model_facts_from_module(module: nn.Module, input_shape, input_dtype: str = "float32",
@@ -144,17 +145,25 @@ def model_facts_from_module(module: nn.Module, input_shape, input_dtype: str = "
     if loaders.is_meta(module):
         x = x.to("meta")        # FlopCounterMode counts a meta forward without computing anything
     total_macs, per_layer = meters.count_macs(module, x)
-    links = depgraph.channel_links(module, x)
+    links, refused = depgraph.links_and_refusals(module, x)
     tied_to = tied.tied_names(module)
+    folds = _fold_groups(module, x)
     facts = tuple(
-        _layer_fact(name, layer, per_layer.get(name, 0), links[name].names if name in links else (),
-                    tied_to.get(name, ()))
+        _layer_fact(name, layer, per_layer.get(name, 0), links.get(name), tied_to.get(name, ()),
+                    refused.get(name, ""), folds.get(name, ("", ())))
         for name, layer in kl.logical_layers(module)
     )
     buffers = sum(b.numel() * b.element_size() for _, b in _persistent_buffers(module))
     return ModelFacts(layers=facts, total_params=meters.params(module), total_macs=total_macs,
                       input_shape=tuple(int(s) for s in input_shape), input_dtype=input_dtype,
                       buffers_bytes=int(buffers), source_hash=source_hash)
+
+
+def _fold_groups(module: nn.Module, x: torch.Tensor) -> dict:
+    try:
+        return norms.fold_groups(module, x)
+    except Exception:  # noqa: BLE001 - a pass the reader cannot follow: nothing is foldable (sound)
+        return {}
 
 
 def _persistent_buffers(module: nn.Module):

@@ -5,8 +5,10 @@ pipeline model (one per step, selected layer and requires clause) as "for all se
 in the domains, the condition holds", and returns one `ObligationResult` per (step,
 clause) — aggregated over the step's layers — plus a KMR301 error for each refuted one
 (at the step, naming the clause in KMR syntax, a counterexample setting, and the state
-fields the clause reads at that setting with the step that set them) and a KMR303
-error for each unknown one.
+fields the clause reads at that setting with the step that set them; the hint says what
+a false boolean field means, core.state.FALSE_MEANS) and a KMR303 error for each unknown
+one. Requirements of the step semantics (`Requirement.implicit`) are KMR304 (channels
+shrink with no consumer) and KMR306 (a fold leaves a reader of its normalization out).
 
 How a condition is decided, cheapest first:
 1. constant after folding (true: PROVED; false: REFUTED whatever the setting);
@@ -28,6 +30,9 @@ from dataclasses import dataclass
 import z3
 
 from kmr_dsl.core.memo import ByIdentity
+from kmr_dsl.core.program import FieldRef
+from kmr_dsl.core.state import FALSE_MEANS
+from kmr_dsl.core.walk import nodes
 from kmr_dsl.diagnostics import Diagnostic, error
 from kmr_dsl.verify import algebra as A
 from kmr_dsl.verify.lower import Encoding
@@ -143,7 +148,7 @@ def check_composability(model: PipelineModel, limits: Limits) -> tuple[list[Obli
     for (_, _), reqs in sorted(groups.items()):
         step, clause = reqs[0].step, reqs[0].clause
         if reqs[0].implicit:
-            _implicit(reqs, model, limits, results, diags)
+            (_pooled if reqs[0].kind == "pooled" else _implicit)(reqs, model, limits, results, diags)
             continue
         text = CLAUSE_TEXT.get(clause, lambda: render_ir(clause))
         decided = [(r, decide_forall(r.condition, model, limits)) for r in reqs]
@@ -167,7 +172,8 @@ def check_composability(model: PipelineModel, limits: Limits) -> tuple[list[Obli
                 names = ", ".join(r.layer or "" for r, _ in refuted[:6]) + (", ..." if len(refuted) > 6 else "")
                 notes.append(f"fails on {len(refuted)} of {len(reqs)} selected layers: {names}")
             diags.append(error("KMR301", step.span,
-                               f"precondition `{text}` of `{step.rule.name}` may fail{where}", *notes))
+                               f"precondition `{text}` of `{step.rule.name}` may fail{where}", *notes,
+                               hint=_false_means(clause)))
             user_cx = model.knobs.to_user(dec.counterexample or {})
             results.append(ObligationResult("composability", Verdict.REFUTED, step.span, summary,
                                             model.pipeline.name, counterexample=user_cx, method=methods,
@@ -189,10 +195,38 @@ def check_composability(model: PipelineModel, limits: Limits) -> tuple[list[Obli
     return results, diags
 
 
+def _false_means(clause) -> str | None:
+    """The hint for a refuted clause that reads a boolean field with a documented meaning
+    (`layer.foldable`: why nothing folds there); None keeps the code's own hint."""
+    for n in nodes(clause):
+        if isinstance(n, FieldRef) and n.field in FALSE_MEANS:
+            return f"`{n.scope}.{n.field}` false means: {FALSE_MEANS[n.field]}"
+    return None
+
+
+def _fold_group(reqs: list[Requirement], step, model: PipelineModel, results: list, diags: list) -> None:
+    """KMR306: a fold's normalization is also read by Linear layers the step leaves out
+    (a static fact: refuted at every setting)."""
+    layers = tuple(r.layer for r in reqs if r.layer is not None)
+    diags.append(error("KMR306", step.span,
+                       f"`{step.rule.name}` folds a scale into a normalization that unselected layers also read: "
+                       + reqs[0].implicit,
+                       *(r.implicit for r in reqs[1:4]), "it does so at every setting; `kmr run` would refuse the step",
+                       hint="select every Linear that reads the normalization (e.g. q, k and v together), "
+                            "or none of them"))
+    results.append(ObligationResult("composability", Verdict.REFUTED, step.span,
+                                    f"`{step.rule.name}` folds into a normalization that unselected layers read: "
+                                    f"fails on layer `{reqs[0].layer}`", model.pipeline.name, counterexample={},
+                                    method="fold", layers=layers))
+
+
 def _implicit(reqs: list[Requirement], model: PipelineModel, limits: Limits, results: list, diags: list) -> None:
     """A requirement of the step semantics (kmr_dsl.core.step), not of the rule's text: a
-    layer whose channels shrink needs a consumer to shrink with it (KMR304)."""
+    layer whose channels shrink needs a consumer to shrink with it (KMR304); a fold scales
+    every reader of its normalization (KMR306)."""
     step = reqs[0].step
+    if reqs[0].kind == "fold":
+        return _fold_group(reqs, step, model, results, diags)
     decided = [(r, decide_forall(r.condition, model, limits)) for r in reqs]
     failing = [(r, d) for r, d in decided if d.verdict is not Verdict.PROVED]
     layers = tuple(r.layer for r in reqs if r.layer is not None)
@@ -212,11 +246,36 @@ def _implicit(reqs: list[Requirement], model: PipelineModel, limits: Limits, res
         when = f"at some setting (undecided: {dec.reason})"
     diags.append(error("KMR304", step.span,
                        f"`{step.rule.name}` shrinks the output channels of {names}, but no layer consumes them "
-                       "that could shrink with it", f"it does so {when}; `kmr run` would refuse the step"))
+                       "that could shrink with it",
+                       f"{_reason(req)}it does so {when}; `kmr run` would refuse the step"))
     results.append(ObligationResult("composability", dec.verdict, step.span,
                                     f"`{step.rule.name}` shrinks the output channels of {names}: no consumer",
                                     model.pipeline.name, counterexample=model.knobs.to_user(dec.counterexample or {}),
                                     method=methods, layers=layers))
+
+
+def _reason(req: Requirement) -> str:
+    """Why the first refused layer's channels cannot be removed (the dependency trace's
+    finding, after the colon of the implicit requirement), as a sentence, or nothing."""
+    text = req.implicit or ""
+    if ": " not in text:
+        return ""
+    return f"`{req.layer}`'s channels cannot be removed: {text.split(': ', 1)[1]}; "
+
+
+def _pooled(reqs: list[Requirement], model: PipelineModel, limits: Limits, results: list, diags: list) -> None:
+    """A step that changes, layer by layer, densities a global pruning fixed only in total
+    (verify/pools.py): the state cannot know them after it, so the step is UNKNOWN."""
+    step, req = reqs[0].step, reqs[0]
+    names = ", ".join(f"`{r.layer}`" for r in reqs[:6]) + (", ..." if len(reqs) > 6 else "")
+    reason = f"{req.implicit}; each layer's share depends on the weights"
+    diags.append(error("KMR303", step.span, f"cannot model the density of {names} after `{step.rule.name}`", reason,
+                       hint="apply the per-layer step before the global pruning, prune with `method = magnitude` "
+                            "there, or give both global steps the same layers"))
+    results.append(ObligationResult("composability", Verdict.UNKNOWN, step.span,
+                                    f"`{step.rule.name}` changes densities known only in total: {names}",
+                                    model.pipeline.name, reason=reason, method="model",
+                                    layers=tuple(r.layer for r in reqs if r.layer is not None)))
 
 
 __all__ = ["Decision", "check_composability", "decide_forall"]

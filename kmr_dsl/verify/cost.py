@@ -15,7 +15,8 @@ bias elements, M0 MACs, and state in, out, density d, bits b, rank r, adapter ra
 - macs = M0 * (N + a*(in+out)) / W0 (sparsity does not reduce MACs; the runtime counts
   factors and adapters as the matmuls they run);
 - size (bytes, kmr_dsl.artifact_layout): per weight tensor min(dense, sparse) with
-  dense = N*b/8, sparse = N/8 + d*N*b/8, plus 4 B per row when b <= 8; bias at 2 B per
+  dense = N*b/8, sparse = N/8 + d*N*b/8, plus 4 B per row (or group) when b <= 8 and
+  1 B more per row (or group) when the layer is not `symmetric` (its zero points); bias at 2 B per
   element when b = 16, else 4; adapters fp32;
 - trainable_params = if model.trainable then (frozen ? 0 : N + bias) + adapters + rest
   else 0.
@@ -36,10 +37,17 @@ are exact: the state keeps whole channels, ranks and weights as the runtime does
 Documented gaps: offset digits are taken from the baseline's data size (an upper bound
 of every offset); a sparse-vs-dense choice that includes header bytes (differs from the
 writer only when the two forms are within one header entry, < 100 B); header entries of
-tensors outside the layers are not counted (ModelFacts does not name them); counts over
-a continuous knob (no `step`) keep the exact product (not rounded, see verify/state.py);
-global pruning rounds the total once, the state each layer; factors after `lowrank`
+tensors outside the layers are not counted (ModelFacts does not name them); a count over a
+continuous knob (no `step`) is rounded only when it is affine in that one knob and takes
+at most rounding.MAX_PIECES values (a rank, a channel count), else it keeps the exact
+product (verify/rounding.py);
+global pruning rounds the total once, the state each layer (and gives each layer the
+average density, exact in total: a later step that changes some of those densities on
+their own makes the density-reading lines UNKNOWN, verify/pools.py); factors after `lowrank`
 keep the state's density (the runtime's SVD factors are dense).
+A BatchNorm's running statistics (facts.channel_buffer_bytes, taken out of
+buffers_bytes) shrink with its channels. A depthwise conv (facts.depthwise) has
+W0 * (out/out0) weight elements: its in and out channels are one count.
 """
 
 from __future__ import annotations
@@ -55,7 +63,7 @@ from kmr_dsl.core.state import ANALYTIC_METERS, LAYER_FIELDS, MATRIX_KINDS, scal
 from kmr_dsl.facts import LayerFact, ModelFacts
 from kmr_dsl.verify import algebra as A
 from kmr_dsl.verify.numeric import as_number, evaluate
-from kmr_dsl.verify.state import PipelineModel, State
+from kmr_dsl.verify.state import PipelineModel, State, factor_test, matrix_numel
 
 UNITS = ANALYTIC_METERS     # meter -> dimension
 _ITEMSIZE = {"float16": 2, "bfloat16": 2, "float64": 8}
@@ -81,15 +89,22 @@ def _scale_count(numel, rows, group_size):
     return A.ite(A.compare("==", group_size, 0), rows, A.mul(rows, groups))
 
 
-def tensor_data_bytes(numel, rows, bits, density, group_size=0):
+def _zero_points(is_int, symmetric):
+    """The condition under which a weight stores zero points: an integer, asymmetric one."""
+    return A.and_(is_int, A.not_(A.num(symmetric) if isinstance(symmetric, bool) else symmetric))
+
+
+def tensor_data_bytes(numel, rows, bits, density, group_size=0, symmetric=True):
     """Data bytes of one matrix weight (artifact_layout.tensor_bytes without its ceilings)."""
     dense = A.mul(numel, bits, _EIGHTH)
     sparse = A.add(A.mul(numel, _EIGHTH), A.mul(density, numel, bits, _EIGHTH))
-    scales = A.ite(A.compare("<=", bits, 8), A.mul(4, _scale_count(numel, rows, group_size)), 0)
+    is_int = A.compare("<=", bits, 8)
+    count = _scale_count(numel, rows, group_size)
+    scales = A.add(A.ite(is_int, A.mul(4, count), 0), A.ite(_zero_points(is_int, symmetric), count, 0))
     return A.add(A.min_(dense, sparse), scales)
 
 
-def _tensor_bytes(numel, rows, bits, density, name: str, ndim: int, digits: int, group_size=0):
+def _tensor_bytes(numel, rows, bits, density, name: str, ndim: int, digits: int, group_size=0, symmetric=True):
     """Data + header bytes of one stored weight in the writer's smaller form."""
     is_int = A.compare("<=", bits, 8)
     q_ndim = ndim if A.is_number(bits) and bits == 8 else A.ite(A.compare("==", bits, 8), ndim, 1)
@@ -101,9 +116,13 @@ def _tensor_bytes(numel, rows, bits, density, name: str, ndim: int, digits: int,
         entry_bytes(layout.entry(name, layout.VALUES), 1, digits)
     dense = A.add(A.mul(numel, bits, _EIGHTH), dense_header)
     sparse = A.add(A.mul(numel, _EIGHTH), A.mul(density, numel, bits, _EIGHTH), sparse_header)
-    scales = A.ite(is_int, A.add(A.mul(4, _scale_count(numel, rows, group_size)),
-                                 entry_bytes(layout.entry(name, layout.SCALE), 1, digits)), 0)
-    return A.add(A.min_(dense, sparse), scales)
+    count = _scale_count(numel, rows, group_size)
+    scales = A.ite(is_int, A.add(A.mul(4, count), entry_bytes(layout.entry(name, layout.SCALE), 1, digits)), 0)
+    # one int8 zero point per scale, an entry of its own, and a longer recipe config
+    zeros = A.ite(_zero_points(is_int, symmetric),
+                  A.add(count, entry_bytes(layout.entry(name, layout.ZERO_POINT), 1, digits),
+                        layout.ASYMMETRIC_CONFIG_CHARS), 0)
+    return A.add(A.min_(dense, sparse), scales, zeros)
 
 
 def _ratio(now, then: int):
@@ -125,21 +144,17 @@ class _LayerCost:
     @cached_property
     def _factored(self):
         """The factorization test, or None for a layer no rule has given a rank."""
-        if not self.rank_set:
-            return None
-        inf, outf, r = self.st["in_features"], self.st["out_features"], self.st["rank"]
-        return A.compare("<", A.mul(r, A.add(inf, outf)), A.mul(inf, outf))
+        return factor_test(self.st) if self.rank_set else None
 
     @cached_property
     def dense_n(self):
+        if self.f.depthwise:        # one filter per channel: in and out channels are one count
+            return A.mul(self.f.weight_params, self._scales[1])
         return A.mul(self.f.weight_params, *self._scales)
 
     @cached_property
     def numel(self):
-        if self._factored is None:
-            return self.dense_n
-        st = self.st
-        return A.ite(self._factored, A.mul(st["rank"], A.add(st["in_features"], st["out_features"])), self.dense_n)
+        return matrix_numel(self.st, self.dense_n, self.rank_set)
 
     @cached_property
     def bias_n(self):
@@ -180,18 +195,20 @@ class _LayerCost:
                 # facts.buffers_bytes); counted as 1-dim entries, an upper bound
                 header += sum(entry_bytes(f"{f.name}.{n}", 1, digits)
                               for n in ("running_mean", "running_var", "num_batches_tracked"))
-            return A.add(A.mul(self.params(), _ITEMSIZE.get(f.dtype, 4)), header)
+            # per-channel buffers (running statistics) shrink with the channels
+            stats = A.mul(f.channel_buffer_bytes, self._scales[1])
+            return A.add(A.mul(self.params(), _ITEMSIZE.get(f.dtype, 4)), stats, header)
         b, d, r = st["bits"], st["density"], st["rank"]
         inf, outf = st["in_features"], st["out_features"]
         ndim = max(1, len(f.weight_shape))
         weight = f"{f.name}.weight"
-        g = st["group_size"]
-        weights = _tensor_bytes(self.dense_n, outf, b, d, weight, ndim, digits, g)
+        g, sym = st["group_size"], st["symmetric"]
+        weights = _tensor_bytes(self.dense_n, outf, b, d, weight, ndim, digits, g, sym)
         bias_entry = entry_bytes(layout.bias_of(weight), 1, digits) if f.bias_params else 0
         if self._factored is not None:
             first, second = layout.factor_weight(f.name, layout.FIRST), layout.factor_weight(f.name, layout.SECOND)
-            fac = A.add(_tensor_bytes(A.mul(r, inf), r, b, d, first, 2, digits, g),
-                        _tensor_bytes(A.mul(outf, r), outf, b, d, second, 2, digits, g))
+            fac = A.add(_tensor_bytes(A.mul(r, inf), r, b, d, first, 2, digits, g, sym),
+                        _tensor_bytes(A.mul(outf, r), outf, b, d, second, 2, digits, g, sym))
             weights = A.ite(self._factored, fac, weights)
             fac_entry = entry_bytes(layout.bias_of(second), 1, digits) if f.bias_params else 0
             # a factorized layer's recipe entry is longer (two Linear configs)
@@ -265,7 +282,7 @@ def _layer_terms(model: PipelineModel, meter: str, state: State):
         values = _constant_fields(st)
         shape = None if values is None else (
             f.kind, f.in_features, f.out_features, f.weight_params, f.bias_params, f.weight_shape, f.dtype,
-            f.macs, len(f.name), rank_set, values)
+            f.macs, len(f.name), rank_set, values, f.depthwise, f.channel_buffer_bytes)
         if shape is not None and shape in memo:
             parts.append((f.name, memo[shape]))
             continue
@@ -277,7 +294,8 @@ def _layer_terms(model: PipelineModel, meter: str, state: State):
     rest = {
         "params": A.num(other),
         "nonzero": A.num(other),
-        "size": A.num(4 * other + facts.buffers_bytes + _fixed_header(model)),
+        "size": A.num(4 * other + facts.buffers_bytes - sum(f.channel_buffer_bytes for f in facts.layers)
+                      + _fixed_header(model)),
         "macs": A.num(facts.total_macs - sum(f.macs for f in facts.layers)),
         "trainable_params": A.num(other),
     }[meter]

@@ -81,14 +81,20 @@ QUANTIZE = Rule(
      Param("scheme", "enum", members=("dynamic", "weight_only", "static"), default="dynamic", has_default=True),
      Param("group_size", "int", Domain(lo=0, hi=65536), default=0, has_default=True),
      Param("calibration", "data", default="none", has_default=True),
-     Param("samples", "int", Domain(lo=1, hi=65536), default=128, has_default=True)),
+     Param("samples", "int", Domain(lo=1, hi=65536), default=128, has_default=True),
+     Param("symmetric", "bool", default=True, has_default=True),
+     Param("activations", "enum", members=("tensor", "token"), default="tensor", has_default=True)),
     ("Linear", "Conv2d", "Embedding"),
     (op("<=", p("bits"), layer("bits")),
      op("or", _STATIC, op("!=", p("calibration"), EnumLit("none"))),
      op("or", _STATIC, op(">=", p("bits"), c(8))),
-     op("or", _STATIC, op("==", p("group_size"), c(0)))),
+     op("or", _STATIC, op("==", p("group_size"), c(0))),
+     op("or", op("==", p("activations"), EnumLit("tensor")),
+        op("and", op("and", op("==", p("scheme"), EnumLit("dynamic")), op("==", p("bits"), c(8))),
+           op("==", p("group_size"), c(0))))),
     (Effect("layer", "bits", p("bits")),
      Effect("layer", "group_size", If(op(">=", p("bits"), c(16)), c(0), p("group_size"))),
+     Effect("layer", "symmetric", op("or", op(">=", p("bits"), c(16)), p("symmetric"))),
      Effect("model", "trainable", op("and", model_f("trainable"), op(">=", p("bits"), c(16))))),
     "kmr_dsl.rules.quantize:apply", _STD_SPAN(24))
 
@@ -110,8 +116,15 @@ LOWRANK = Rule(
     ("Linear",),
     (op(">=", layer("bits"), c(16)), op("==", layer("adapter_rank"), c(0))),
     (Effect("layer", "rank", op("*", layer("rank"), p("ratio"))),
-     Effect("layer", "density", If(op("and", op("==", p("ratio"), c(1)), op("==", p("energy"), c(1))),
-                                   layer("density"), c(1)))),
+     Effect("layer", "density", If(op("and", op("==", p("energy"), c(1)),
+                                      op(">", op("*", layer("rank"), p("ratio")), op("-", layer("rank"), c(1)))),
+                                   layer("density"), c(1))),
+     # two Linears take no folded scale: foldable only where one Linear surely stays
+     Effect("layer", "foldable", op("and", op("and", layer("foldable"), op("==", p("energy"), c(1))),
+                                    op("or", op(">", op("*", layer("rank"), p("ratio")), op("-", layer("rank"), c(1))),
+                                       op(">=", op("*", op("*", layer("rank"), p("ratio")),
+                                                   op("+", layer("in_features"), layer("out_features"))),
+                                          op("*", layer("in_features"), layer("out_features"))))))),
     "kmr_dsl.rules.lowrank:apply", _STD_SPAN(54))
 
 LORA = Rule(
@@ -122,7 +135,8 @@ LORA = Rule(
     ("Linear",),
     (op(">=", layer("bits"), c(16)), op("==", layer("adapter_rank"), c(0)), model_f("trainable")),
     (Effect("layer", "adapter_rank", If(p("merge"), c(0), p("rank"))),
-     Effect("layer", "frozen", op("not", p("merge")))),
+     Effect("layer", "frozen", op("not", p("merge"))),
+     Effect("layer", "foldable", op("and", layer("foldable"), p("merge")))),
     "kmr_dsl.rules.lora:apply", _STD_SPAN(63))
 
 PRUNE_GRADUALLY = Rule(
