@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import z3
 
+from kmr_dsl.core.memo import ByIdentity
 from kmr_dsl.core.program import FieldRef
 from kmr_dsl.core.state import FALSE_MEANS
 from kmr_dsl.core.walk import nodes
@@ -135,6 +136,10 @@ def _field_notes(req: Requirement, model: PipelineModel, cx: dict, lead: str) ->
     return notes
 
 
+# a rule's clause is rendered once, not once per step that applies it (1,000 layers)
+CLAUSE_TEXT = ByIdentity("rendered requires clauses", "clause", limit=1024)
+
+
 def check_composability(model: PipelineModel, limits: Limits) -> tuple[list[ObligationResult], list[Diagnostic]]:
     groups: dict[tuple[int, int], list[Requirement]] = {}
     for req in model.requirements:
@@ -145,7 +150,7 @@ def check_composability(model: PipelineModel, limits: Limits) -> tuple[list[Obli
         if reqs[0].implicit:
             (_pooled if reqs[0].kind == "pooled" else _implicit)(reqs, model, limits, results, diags)
             continue
-        text = render_ir(clause)
+        text = CLAUSE_TEXT.get(clause, lambda: render_ir(clause))
         decided = [(r, decide_forall(r.condition, model, limits)) for r in reqs]
         refuted = [(r, d) for r, d in decided if d.verdict is Verdict.REFUTED]
         unknown = [(r, d) for r, d in decided if d.verdict is Verdict.UNKNOWN]

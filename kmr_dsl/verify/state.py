@@ -285,13 +285,19 @@ def _placeholder(reason: str, boolean: bool):
     return cls(f"?{reason}")
 
 
+FIELDS_READ = ByIdentity("state fields a requires clause reads", "clause", limit=1024)
+
+
 def _fields_read(clause: IExpr) -> list[FieldRef]:
-    seen, out = set(), []
-    for n in nodes(clause):
-        if isinstance(n, FieldRef) and (n.scope, n.field) not in seen:
-            seen.add((n.scope, n.field))
-            out.append(n)
-    return out
+    """The fields a clause reads, first occurrence first (cached: asked once per layer)."""
+    def build():
+        seen, out = set(), []
+        for n in nodes(clause):
+            if isinstance(n, FieldRef) and (n.scope, n.field) not in seen:
+                seen.add((n.scope, n.field))
+                out.append(n)
+        return out
+    return FIELDS_READ.get(clause, build)
 
 
 def build_model(program: CheckedProgram, pipeline: Pipeline) -> PipelineModel:
