@@ -29,7 +29,8 @@ from pathlib import Path
 from kmr_dsl.core.state import full_rank
 from kmr_dsl.patterns import selected
 
-FACTS_VERSION = 3   # 2: facts carry their dependencies; 3: Conv1D layers (kind Linear), tied layers
+FACTS_VERSION = 4   # 2: facts carry their dependencies; 3: Conv1D layers (kind Linear), tied layers;
+#                     4: coupled channel groups (gated units), attention heads
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,9 @@ class LayerFact:
     kernel: tuple[int, ...] = ()      # Conv2d kernel size
     tied: tuple[str, ...] = ()        # other names of this layer's weight (a tied embedding): not layers themselves
     group_size: int = 0               # inputs per integer scale (0: one scale per row)
+    # the other producers of this layer's channel group (a gated unit's gate and up
+    # projections): channel pruning of any of them removes the same channels of all
+    coupled: tuple[str, ...] = ()
 
     @property
     def params(self) -> int:
@@ -125,7 +129,8 @@ class ModelFacts:
     def from_json(data: dict) -> "ModelFacts":
         layers = tuple(
             LayerFact(**{**d, "weight_shape": tuple(d["weight_shape"]), "consumers": tuple(d.get("consumers", ())),
-                         "kernel": tuple(d.get("kernel", ())), "tied": tuple(d.get("tied", ()))})
+                         "kernel": tuple(d.get("kernel", ())), "tied": tuple(d.get("tied", ())),
+                         "coupled": tuple(d.get("coupled", ()))})
             for d in data["layers"]
         )
         return ModelFacts(

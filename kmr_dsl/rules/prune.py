@@ -66,8 +66,10 @@ def apply(model: nn.Module, layers, amount: float = 0.5, method: str = "magnitud
                 _nm(leaf, n, m)
     else:
         links = _links(model)
+        done: set[str] = set()      # a group's producers are pruned once per step
         for name, _ in layers:
-            _channel(model, name, amount, links)
+            if name not in done:
+                done.update(_channel(model, name, amount, links))
     return model
 
 
@@ -219,23 +221,29 @@ def _slice_norm(norm: nn.Module, idx: torch.Tensor) -> nn.Module:
     return new
 
 
-def _channel(model: nn.Module, name: str, amount: float, links: dict) -> None:
+def _channel(model: nn.Module, name: str, amount: float, links: dict) -> list[str]:
+    """Prune `name`'s channel group; the producers it pruned (itself and its coupled ones)."""
     layer = kl.get_module(model, name)
     out = kl.layer_features(layer)[1]
     keep = int(step.settle("out_features", N.mul(out, N.sub(1, amount))))
-    if keep >= out:
-        return
     link = links.get(name)
+    group = [name] + (list(link.coupled) if link is not None else [])
+    if keep >= out:
+        return group
     if link is None or not link.consumers:
         checks.fail(RULE, f"`{name}` has no consumer layer that KMR can shrink with it",
                     "channel pruning needs the layer's output to feed only Linear/Conv layers (through "
                     "activations, pooling, BatchNorm), not a residual addition or the model's output",
                     hint="select hidden layers only (not the output layer), or use method = magnitude")
-    norms = _effective_weight(layer).reshape(out, -1).norm(dim=1)
+    # a coupled group (a gated unit's gate and up projections) ranks each channel by the
+    # sum of its producers' row norms, so the channels removed are the same in all
+    norms = sum(_effective_weight(kl.get_module(model, p)).reshape(out, -1).norm(dim=1) for p in group)
     idx = torch.sort(torch.topk(norms, keep, sorted=False).indices).values
-    kl.set_module(model, name, _slice(layer, 0, idx))
+    for p in group:
+        kl.set_module(model, p, _slice(kl.get_module(model, p), 0, idx))
     for norm_name in link.norms:
         kl.set_module(model, norm_name, _slice_norm(kl.get_module(model, norm_name), idx))
     for consumer, block in link.consumers:
         cols = (idx[:, None] * block + torch.arange(block)[None, :]).reshape(-1)
         kl.set_module(model, consumer, _slice(kl.get_module(model, consumer), 1, cols))
+    return group

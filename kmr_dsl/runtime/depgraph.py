@@ -12,15 +12,19 @@ What a tensor carries is a *group* of coupled channels (union-find):
   output consumes blocks of inputs per channel);
 - BatchNorm1d/2d on the channel dim joins the group as a norm (sliced with it);
 - activations, dropout, pooling, `contiguous`/`clone`/dtype casts keep the group;
-- an elementwise addition or product of two tensors carrying groups (a residual
-  connection) *couples* the two groups into one;
+- an elementwise addition or product of two tensors carrying groups *couples* the two
+  groups into one; the group remembers the *kind* of each coupling (`sum`: a residual
+  connection; `product`: a gated unit such as Llama's SwiGLU, `act(gate(x)) * up(x)`);
 - anything else a carried tensor meets (concatenation, slicing, reshapes other than a
   flatten, grouped or depthwise convolution, LayerNorm/GroupNorm, a layer called twice,
   attention's matmuls) and the model's output *escape* the group: its channels cannot
   be removed, because something KMR does not rewrite depends on them.
-A producer is linked when its group is not escaped, it is the group's only producer
-(removing channels of a residual stream needs every producer and consumer of the stream
-rewritten together, which `prune` does not do yet) and the group has a consumer. The
+A group is linked when it is not escaped, has a consumer, and either has one producer
+or only couplings of a kind in `LINKED_COUPLINGS` (`product`: the producers of a gated
+unit are sliced together, their consumer's inputs with them; `prune` ranks the group's
+channels by the sum of its producers' row norms). Every producer of a linked group gets
+a link naming the others (`ChannelLink.coupled`): pruning any of them prunes the group.
+A residual stream (`sum`) is not linked here. The
 result is what the checker gets as `LayerFact.consumers` and what `prune(method =
 channel)` shrinks, so the check predicts exactly what the run removes and refuses
 the rest (KMR304). `coupled(model, x)` gives, for the diagnostics, the producers that
@@ -55,7 +59,7 @@ _FLATTEN = {"flatten", "view", "reshape"}
 
 
 class _Group:
-    __slots__ = ("parent", "channels", "dim", "producers", "consumers", "norms", "escaped")
+    __slots__ = ("parent", "channels", "dim", "producers", "consumers", "norms", "escaped", "couplings")
 
     def __init__(self, channels: int, dim: int):
         self.parent = self
@@ -64,6 +68,7 @@ class _Group:
         self.consumers: list[tuple[str, int]] = []
         self.norms: list[str] = []
         self.escaped = False
+        self.couplings: set[str] = set()    # kinds of the couplings that joined groups into this one
 
     def root(self) -> "_Group":
         g = self
@@ -96,11 +101,13 @@ class _Tracer:
             if f is not None:
                 f[0].root().escaped = True
 
-    def union(self, a: _Group, b: _Group) -> _Group:
+    def union(self, a: _Group, b: _Group, kind: str) -> _Group:
         a, b = a.root(), b.root()
+        a.couplings.add(kind)
         if a is b:
             return a
         b.parent = a
+        a.couplings |= b.couplings
         a.producers += b.producers
         a.consumers += b.consumers
         a.norms += b.norms
@@ -177,7 +184,7 @@ class _Tracer:
             o = outs[0]
             if len(carried) == 2 and not carried[0][1][1] and not carried[1][1][1] \
                     and carried[0][0].shape == carried[1][0].shape == o.shape:
-                self.set(o, self.union(carried[0][1][0], carried[1][1][0]))
+                self.set(o, self.union(carried[0][1][0], carried[1][1][0], _coupling(name)))
                 return
             if len(carried) == 1 and not carried[0][1][1] and o.shape == carried[0][0].shape:
                 t, (group, _) = carried[0]
@@ -196,6 +203,26 @@ class _Tracer:
                 self.set(o, group, block)
                 return
         self.escape(*(f for _, f in carried))
+
+
+# how two carried tensors combined elementwise couple their channels
+_PRODUCTS = {"mul", "mul_", "__mul__", "__imul__", "__rmul__"}
+# the couplings whose groups are linked with several producers (see the module docstring)
+LINKED_COUPLINGS = frozenset({"product"})
+
+
+def _coupling(name: str) -> str:
+    return "product" if name in _PRODUCTS else "sum"
+
+
+def _linked(group: _Group) -> bool:
+    """Can the group's channels be removed: by its one producer, or by all its producers
+    together when every coupling that joined them is a linked kind?"""
+    if group.escaped or not group.consumers or not group.producers:
+        return False
+    if len(group.producers) == 1:
+        return True
+    return len(set(group.producers)) == len(group.producers) and group.couplings <= LINKED_COUPLINGS
 
 
 def _no_channel_extent(a: torch.Tensor, ndim: int, dim: int) -> bool:
@@ -273,11 +300,12 @@ def trace(model: nn.Module, x: torch.Tensor) -> list[_Group]:
 def channel_links(model: nn.Module, x: torch.Tensor) -> dict[str, kl.ChannelLink]:
     links: dict[str, kl.ChannelLink] = {}
     for group in trace(model, x):
-        if group.escaped or len(group.producers) != 1 or not group.consumers:
+        if not _linked(group):
             continue
-        producer = group.producers[0]
         consumers = list(dict.fromkeys(group.consumers))
-        links[producer] = kl.ChannelLink(producer, consumers, list(group.norms))
+        for producer in group.producers:
+            links[producer] = kl.ChannelLink(producer, consumers, list(group.norms),
+                                             [p for p in group.producers if p != producer])
     return links
 
 
@@ -290,4 +318,4 @@ def coupled(model: nn.Module, x: torch.Tensor) -> dict[str, tuple[str, ...]]:
     return out
 
 
-__all__ = ["channel_links", "coupled", "trace"]
+__all__ = ["LINKED_COUPLINGS", "channel_links", "coupled", "trace"]

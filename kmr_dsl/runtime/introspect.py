@@ -102,7 +102,7 @@ def _written_shape(value, span) -> tuple[int, ...]:
 
 
 def _layer_fact(name: str, layer: nn.Module, macs: int, consumers: tuple[str, ...],
-                tied: tuple[str, ...] = ()) -> LayerFact:
+                tied: tuple[str, ...] = (), coupled: tuple[str, ...] = ()) -> LayerFact:
     kind = kl.kind_of(layer)
     in_f, out_f = kl.layer_features(layer)
     ls = kl.leaves(name, layer)
@@ -133,7 +133,7 @@ def _layer_fact(name: str, layer: nn.Module, macs: int, consumers: tuple[str, ..
         name=name, kind=kind, in_features=in_f, out_features=out_f, weight_shape=weight_shape,
         weight_params=int(weight_params), bias_params=int(bias_params), dtype=dtype, bits=int(bits),
         density=(nnz / numel) if numel else 1.0, macs=int(macs), consumers=consumers, kernel=kernel, tied=tied,
-        group_size=kl.layer_group_size(layer, name),
+        group_size=kl.layer_group_size(layer, name), coupled=coupled,
     )
 
 
@@ -148,7 +148,7 @@ def model_facts_from_module(module: nn.Module, input_shape, input_dtype: str = "
     tied_to = tied.tied_names(module)
     facts = tuple(
         _layer_fact(name, layer, per_layer.get(name, 0), links[name].names if name in links else (),
-                    tied_to.get(name, ()))
+                    tied_to.get(name, ()), tuple(links[name].coupled) if name in links else ())
         for name, layer in kl.logical_layers(module)
     )
     buffers = sum(b.numel() * b.element_size() for _, b in _persistent_buffers(module))

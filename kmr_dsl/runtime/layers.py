@@ -276,6 +276,7 @@ class ChannelLink:
     producer: str
     consumers: list[tuple[str, int]] = field(default_factory=list)   # (layer, inputs per channel)
     norms: list[str] = field(default_factory=list)                   # BatchNorms to slice
+    coupled: list[str] = field(default_factory=list)                 # producers sliced with it (one group)
 
     @property
     def names(self) -> tuple[str, ...]:

@@ -310,6 +310,7 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
     # `touched` layers' previous dicts are what _follow_shapes compares against
     before: dict[str, dict] = {}
     touched: set[str] = set()
+    grouped: set[str] = set()     # coupled producers already shrunk with their group in this step
     targets = list(step.layers) if rule.accepts is not None else [None]
     for layer in targets:
         if layer is not None and layer not in state.layers:
@@ -345,6 +346,8 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
                 model.problems.append(f"step {index + 1} `{rule.name}` effect `{eff.scope}.{eff.field}`: {exc}")
                 value = _placeholder(f"{eff.scope}.{eff.field}", current is not None and A.is_boolean(current))
             (new_layer if eff.scope == "layer" else new_model)[eff.field] = value
+        if layer in grouped:
+            new_layer.pop("out_features", None)     # its group was pruned once already (runtime: the same)
         if layer is not None and new_layer:
             old = lstate
             lstate = dict(lstate)
@@ -358,6 +361,9 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
             touched.add(layer)
             if lstate["out_features"] is not old["out_features"] and lstate["out_features"] != old["out_features"]:
                 _require_consumer(model, state, step, index, layer, old, lstate, layer_facts)
+                coupled = _shrink_coupled(state, layer, lstate["out_features"], layer_facts, index, before)
+                grouped.update(coupled)
+                touched.update(coupled)
                 touched.update(_shrink_consumers(state, layer, old["out_features"], lstate["out_features"],
                                                  layer_facts, index, before))
         for f, v in new_model.items():
@@ -453,6 +459,23 @@ def _default_value(param):
     if isinstance(param.default, (int, float, bool)):
         return A.num(param.default)
     return _Opaque(f"default of `{param.name}`")
+
+
+def _shrink_coupled(state: State, producer: str, new_out, layer_facts, index: int, before: dict) -> list[str]:
+    """The other producers of a coupled channel group (a gated unit) keep the same
+    channels as `producer` (runtime: `prune` slices the group together)."""
+    fact = layer_facts.get(producer)
+    done = []
+    for p in (fact.coupled if fact else ()):
+        if p not in state.layers:
+            continue
+        ps = dict(state.layers[p])
+        ps["out_features"] = new_out
+        state.origin[(p, "out_features")] = index
+        before.setdefault(p, state.layers[p])
+        state.layers[p] = ps
+        done.append(p)
+    return done
 
 
 def _shrink_consumers(state: State, producer: str, old, new, layer_facts, index: int, before: dict) -> list[str]:
