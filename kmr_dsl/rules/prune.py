@@ -17,7 +17,11 @@ Contract (docs/design.md): requires `layer.bits >= 16` and `n <= m`.
   the largest L2 norm, in their original order, and physically remove the others: the
   layer's weight rows and bias, the BatchNorms after it and the matching input columns
   of its consumers (`depgraph.channel_links`, traced on the example input of the run's
-  context; `layers.channel_links` without one) really become smaller tensors. A layer
+  context; `layers.channel_links` without one) really become smaller tensors. A coupled
+  group (a gated unit: Llama's gate_proj and up_proj feed an elementwise product into
+  down_proj) is pruned as one: selecting any of its producers removes the same channels
+  from all of them (ranked by the sum of their row norms) and from the consumer's
+  inputs, once per step. A layer
   with no known consumer (the model's last layer, an output coupled to a residual
   stream) is refused: removing its outputs would change the model's output or break its
   forward; `kmr check` refuses it first (KMR304).
