@@ -79,6 +79,14 @@ class LayerFact:
     # the other producers of this layer's channel group (a gated unit's gate and up
     # projections): channel pruning of any of them removes the same channels of all
     coupled: tuple[str, ...] = ()
+    # attention heads (runtime.heads): the head units of a query/key/value projection (0:
+    # not one), the attention's other projections and its output projection, and the
+    # MACs of the attention's own matmuls (scores, weighted values), which scale with
+    # the heads: counted on the query projection, not in the model's rest
+    heads: int = 0
+    head_group: tuple[str, ...] = ()
+    head_consumers: tuple[str, ...] = ()
+    attention_macs: int = 0
 
     @property
     def params(self) -> int:
@@ -130,7 +138,8 @@ class ModelFacts:
         layers = tuple(
             LayerFact(**{**d, "weight_shape": tuple(d["weight_shape"]), "consumers": tuple(d.get("consumers", ())),
                          "kernel": tuple(d.get("kernel", ())), "tied": tuple(d.get("tied", ())),
-                         "coupled": tuple(d.get("coupled", ()))})
+                         "coupled": tuple(d.get("coupled", ())), "head_group": tuple(d.get("head_group", ())),
+                         "head_consumers": tuple(d.get("head_consumers", ()))})
             for d in data["layers"]
         )
         return ModelFacts(

@@ -18,11 +18,15 @@ LAYER_FIELDS: dict[str, str] = {
     # added by the implementation (spec section 5 allows it): the inputs per integer scale,
     # 0 = one scale per output row (what `quantize(group_size = ...)` and `gptq` set)
     "group_size": "int",
+    # the attention head units whose rows this layer holds (a query, key or value
+    # projection of a recognised attention; with grouped-query attention a unit is one
+    # key/value head with its query heads), 0 for every other layer: `prune(method = head)`
+    "heads": "int",
 }
 MODEL_FIELDS: dict[str, str] = {"trainable": "bool"}
 
 # whole-number fields: a count the runtime rounds when an effect makes it fractional
-COUNT_FIELDS = ("in_features", "out_features", "rank", "adapter_rank", "bits", "group_size")
+COUNT_FIELDS = ("in_features", "out_features", "rank", "adapter_rank", "bits", "group_size", "heads")
 
 # layers whose weight is one matrix leaf (these shrink, factorize and quantize); any
 # other layer between a producer and its consumer (a norm) is sliced with the channels

@@ -37,12 +37,12 @@ import torch.nn as nn
 
 from kmr_dsl.core import step
 from kmr_dsl.rules import checks
-from kmr_dsl.runtime import context, depgraph, forward, layers as kl
+from kmr_dsl.runtime import context, depgraph, forward, heads, layers as kl
 from kmr_dsl.runtime import modules as km
 
 N = step.NUMBERS     # exact: a knob value 0.3 is 3/10, as in the verifier
 RULE = "prune"
-METHODS = ("magnitude", "global", "channel", "nm")
+METHODS = ("magnitude", "global", "channel", "nm", "head")
 ACCEPTS = ("Linear", "Conv2d")
 
 
@@ -68,6 +68,19 @@ def apply(model: nn.Module, layers, amount: float = 0.5, method: str = "magnitud
                     leaf = kl.as_linear(leaf)
                     kl.set_module(model, leaf_name, leaf)
                 _nm(leaf, n, m)
+    elif method == "head":
+        found = heads.by_projection(model)
+        done_heads: set[str] = set()    # an attention's heads are pruned once per step
+        for name, _ in layers:
+            att = found.get(name)
+            if att is None:
+                checks.fail(RULE, f"`{name}` is not a query, key or value projection of an attention KMR "
+                                  "recognises", "head pruning needs the layout of BERT/ViT (query, key, value, "
+                                  "output.dense) or Llama (q_proj, k_proj, v_proj, o_proj)",
+                            hint="select the attention's query/key/value layers, or use method = channel")
+            if att.module not in done_heads:
+                done_heads.add(att.module)
+                _heads(model, att, amount)
     else:
         links = _links(model)
         done: set[str] = set()      # a group's producers are pruned once per step
@@ -251,3 +264,25 @@ def _channel(model: nn.Module, name: str, amount: float, links: dict) -> list[st
         cols = (idx[:, None] * block + torch.arange(block)[None, :]).reshape(-1)
         kl.set_module(model, consumer, _slice(kl.get_module(model, consumer), 1, cols))
     return group
+
+
+# ---------------------------------------------------------------- attention heads
+
+def _heads(model: nn.Module, att, amount: float) -> None:
+    """Keep round_half_up(units * (1 - amount)) head units of one attention (at least one:
+    the rule requires it), those whose rows in the query, key and value projections
+    have the largest summed L2 norm, in order; slice the projections' rows and the output
+    projection's columns, and update the module's head counts."""
+    keep = int(step.settle("heads", N.mul(att.units, N.sub(1, amount))))
+    if keep < 1:
+        checks.fail(RULE, f"pruning {amount} of the {att.units} heads of `{att.module}` keeps none",
+                    hint="use a smaller amount: head pruning keeps at least one head")
+    if keep >= att.units:
+        return
+    score = sum(_effective_weight(kl.get_module(model, p)).reshape(att.units, -1).norm(dim=1)
+                for p in att.projections)
+    idx = torch.sort(torch.topk(score, keep, sorted=False).indices).values
+    for p, width in zip(att.projections, att.widths):
+        kl.set_module(model, p, _slice(kl.get_module(model, p), 0, heads.rows(idx, width)))
+    kl.set_module(model, att.output, _slice(kl.get_module(model, att.output), 1, heads.rows(idx, att.widths[0])))
+    heads.set_head_counts(model.get_submodule(att.module), att, keep)

@@ -35,7 +35,7 @@ import torch.nn as nn
 
 from kmr_dsl.diagnostics import KmrError, Span, error
 from kmr_dsl.facts import LayerFact, LoaderSpec, ModelFacts, dependencies_since, spec_hash
-from kmr_dsl.runtime import depgraph, forward, layers as kl, loaders, meters, tied
+from kmr_dsl.runtime import depgraph, forward, heads, layers as kl, loaders, meters, tied
 from kmr_dsl.runtime import modules as km
 
 HF_SEQUENCE = 128
@@ -143,18 +143,36 @@ def model_facts_from_module(module: nn.Module, input_shape, input_dtype: str = "
     x = forward.example_input(input_shape, input_dtype, batch=input_shape[0] if input_shape else 1)
     if loaders.is_meta(module):
         x = x.to("meta")        # FlopCounterMode counts a meta forward without computing anything
-    total_macs, per_layer = meters.count_macs(module, x)
+    found = heads.attentions(module)
+    total_macs, per_layer = meters.count_macs(module, x, set(found))
     links = depgraph.channel_links(module, x)
     tied_to = tied.tied_names(module)
     facts = tuple(
-        _layer_fact(name, layer, per_layer.get(name, 0), links[name].names if name in links else (),
-                    tied_to.get(name, ()), tuple(links[name].coupled) if name in links else ())
+        _with_heads(_layer_fact(name, layer, per_layer.get(name, 0), links[name].names if name in links else (),
+                                tied_to.get(name, ()), tuple(links[name].coupled) if name in links else ()),
+                    found, per_layer)
         for name, layer in kl.logical_layers(module)
     )
     buffers = sum(b.numel() * b.element_size() for _, b in _persistent_buffers(module))
     return ModelFacts(layers=facts, total_params=meters.params(module), total_macs=total_macs,
                       input_shape=tuple(int(s) for s in input_shape), input_dtype=input_dtype,
                       buffers_bytes=int(buffers), source_hash=source_hash)
+
+
+def _with_heads(fact: LayerFact, found: dict, per_layer: dict) -> LayerFact:
+    """A projection of a recognised attention (runtime.heads) with its head group; the
+    query projection also carries the attention's own matmul MACs (the module's count
+    less its layers'), which head pruning scales (verify/cost.py)."""
+    for att in found.values():
+        if fact.name in att.projections:
+            attention_macs = 0
+            if fact.name == att.projections[0]:
+                inside = sum(v for k, v in per_layer.items() if k.startswith(att.module + ".") and k not in found)
+                attention_macs = max(0, per_layer.get(att.module, 0) - inside)
+            return dataclasses.replace(fact, heads=att.units, attention_macs=attention_macs,
+                                       head_group=tuple(p for p in att.projections if p != fact.name),
+                                       head_consumers=(att.output,))
+    return fact
 
 
 def _persistent_buffers(module: nn.Module):

@@ -75,8 +75,9 @@ def macs(model: nn.Module, input_shape, input_dtype: str = "float32") -> int:
     return count_macs(model, x)[0]
 
 
-def count_macs(model: nn.Module, x: torch.Tensor) -> tuple[int, dict[str, int]]:
-    """(total MACs, MACs per logical layer) of one forward on `x`."""
+def count_macs(model: nn.Module, x: torch.Tensor, modules=()) -> tuple[int, dict[str, int]]:
+    """(total MACs, MACs per logical layer) of one forward on `x`; the per-layer table
+    also holds the (inclusive) MACs of the named `modules` (attention modules)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     names = {id(m): n for n, m in kl.logical_layers(model)}
@@ -110,7 +111,7 @@ def count_macs(model: nn.Module, x: torch.Tensor) -> tuple[int, dict[str, int]]:
         if not key.startswith(root + "."):
             continue
         name = key[len(root) + 1:]
-        if name in names.values():
+        if name in names.values() or name in modules:
             per_layer[name] = sum(ops.values()) // 2
     for owner, count in extra.items():
         per_layer[owner] = per_layer.get(owner, 0) + count

@@ -23,6 +23,8 @@ its original qualified name). This is what the honesty tests compare with a rule
 - adapter_rank: the rank of an unmerged LoRA adapter, else 0.
 - group_size: the inputs per scale of a weight-only integer layer quantized group-wise
   (`QuantWeight.group_size`), else 0.
+- heads: the head units of a query/key/value projection of a recognised attention
+  (`runtime.heads.units_of`), else 0.
 - frozen: the layer's own float weights cannot receive gradients (requires_grad off;
   for an adapted layer: its base). A model-wide int quantization does not freeze layers.
 - trainable: the model holds no integer layer (torch has no backward for the int8
@@ -34,7 +36,7 @@ from __future__ import annotations
 import torch.nn as nn
 
 from kmr_dsl.core.state import full_rank
-from kmr_dsl.runtime import layers as kl
+from kmr_dsl.runtime import heads, layers as kl
 from kmr_dsl.runtime import modules as km
 
 
@@ -115,7 +117,7 @@ def trainable_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad and p.is_floating_point())
 
 
-def layer_state(name: str, layer: nn.Module) -> dict:
+def layer_state(name: str, layer: nn.Module, heads: int = 0) -> dict:
     in_f, out_f = kl.layer_features(layer)
     return {
         "kind": kl.kind_of(layer),
@@ -128,12 +130,14 @@ def layer_state(name: str, layer: nn.Module) -> dict:
         "adapter_rank": int(layer.rank) if isinstance(layer, km.LoRALinear) else 0,
         "frozen": bool(layer_frozen(name, layer)),
         "group_size": kl.layer_group_size(layer, name),
+        "heads": int(heads),
     }
 
 
 def measure_state(model: nn.Module) -> dict:
+    units = heads.units_of(model)
     return {
-        "layers": {name: layer_state(name, layer) for name, layer in kl.logical_layers(model)},
+        "layers": {name: layer_state(name, layer, units.get(name, 0)) for name, layer in kl.logical_layers(model)},
         "trainable": is_trainable(model),
         "trainable_params": trainable_params(model),
     }

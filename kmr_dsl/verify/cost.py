@@ -13,7 +13,8 @@ bias elements, M0 MACs, and state in, out, density d, bits b, rank r, adapter ra
   (lowrank's own test); a never-factorized layer is dense at every shape;
 - params = N + B0*(out/out0) + a*(in+out); nonzero = d*N + bias + adapters;
 - macs = M0 * (N + a*(in+out)) / W0 (sparsity does not reduce MACs; the runtime counts
-  factors and adapters as the matmuls they run);
+  factors and adapters as the matmuls they run); an attention's query projection adds
+  its attention's own matmul MACs (facts' attention_macs) times heads/heads0;
 - size (bytes, kmr_dsl.artifact_layout): per weight tensor min(dense, sparse) with
   dense = N*b/8, sparse = N/8 + d*N*b/8, plus 4 B per row when b <= 8; bias at 2 B per
   element when b = 16, else 4; adapters fp32;
@@ -161,9 +162,11 @@ class _LayerCost:
 
     def macs(self):
         f = self.f
+        # an attention's own matmuls (counted on its query projection) scale with its heads
+        attention = A.mul(f.attention_macs, _ratio(self.st["heads"], f.heads)) if f.attention_macs else A.ZERO
         if not self.matrix or not f.weight_params:
-            return A.num(f.macs)
-        return A.mul(f.macs, A.div(A.add(self.numel, self.adapters), f.weight_params))
+            return A.add(A.num(f.macs), attention)
+        return A.add(A.mul(f.macs, A.div(A.add(self.numel, self.adapters), f.weight_params)), attention)
 
     def trainable(self):
         if not self.matrix:
@@ -265,7 +268,7 @@ def _layer_terms(model: PipelineModel, meter: str, state: State):
         values = _constant_fields(st)
         shape = None if values is None else (
             f.kind, f.in_features, f.out_features, f.weight_params, f.bias_params, f.weight_shape, f.dtype,
-            f.macs, len(f.name), rank_set, values)
+            f.macs, f.attention_macs, f.heads, len(f.name), rank_set, values)
         if shape is not None and shape in memo:
             parts.append((f.name, memo[shape]))
             continue
@@ -278,7 +281,7 @@ def _layer_terms(model: PipelineModel, meter: str, state: State):
         "params": A.num(other),
         "nonzero": A.num(other),
         "size": A.num(4 * other + facts.buffers_bytes + _fixed_header(model)),
-        "macs": A.num(facts.total_macs - sum(f.macs for f in facts.layers)),
+        "macs": A.num(facts.total_macs - sum(f.macs + f.attention_macs for f in facts.layers)),
         "trainable_params": A.num(other),
     }[meter]
     return parts, rest

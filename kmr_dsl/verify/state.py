@@ -108,6 +108,7 @@ def initial_state(facts: ModelFacts) -> State:
             "adapter_rank": A.ZERO,
             "frozen": A.FALSE,
             "group_size": A.num(f.group_size),
+            "heads": A.num(f.heads),
         }
     return State(layers, {"trainable": A.TRUE})
 
@@ -347,7 +348,9 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
                 value = _placeholder(f"{eff.scope}.{eff.field}", current is not None and A.is_boolean(current))
             (new_layer if eff.scope == "layer" else new_model)[eff.field] = value
         if layer in grouped:
-            new_layer.pop("out_features", None)     # its group was pruned once already (runtime: the same)
+            # its group was pruned once already in this step (runtime: the same)
+            new_layer.pop("out_features", None)
+            new_layer.pop("heads", None)
         if layer is not None and new_layer:
             old = lstate
             lstate = dict(lstate)
@@ -359,7 +362,11 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
             state.layers[layer] = lstate
             before.setdefault(layer, old)
             touched.add(layer)
-            if lstate["out_features"] is not old["out_features"] and lstate["out_features"] != old["out_features"]:
+            if lstate["heads"] is not old["heads"] and lstate["heads"] != old["heads"]:
+                heads = _remove_heads(state, layer, old["heads"], lstate["heads"], layer_facts, index, before)
+                grouped.update(heads)
+                touched.update(heads)
+            elif lstate["out_features"] is not old["out_features"] and lstate["out_features"] != old["out_features"]:
                 _require_consumer(model, state, step, index, layer, old, lstate, layer_facts)
                 coupled = _shrink_coupled(state, layer, lstate["out_features"], layer_facts, index, before)
                 grouped.update(coupled)
@@ -383,7 +390,7 @@ def _settled(model: PipelineModel, new: dict, old: dict, fact, factorized: bool)
     ops = _ops_for(model, new)
     if ops is None:
         return out
-    for f in ("in_features", "out_features", "rank"):
+    for f in ("in_features", "out_features", "rank", "heads"):
         if f in out:
             out[f] = _settle(f, out[f], None, ops)
     if "density" in out and fact is not None and fact.kind in MATRIX_KINDS and fact.weight_params \
@@ -475,6 +482,35 @@ def _shrink_coupled(state: State, producer: str, new_out, layer_facts, index: in
         before.setdefault(p, state.layers[p])
         state.layers[p] = ps
         done.append(p)
+    return done
+
+
+def _remove_heads(state: State, layer: str, old, new, layer_facts, index: int, before: dict) -> list[str]:
+    """Head pruning (core.step.follow_heads): the projection and the other projections of
+    its attention keep `new` of `old` head units, their rows with them; the output
+    projection's inputs shrink by the same ratio. Returns the layers changed."""
+    fact = layer_facts.get(layer)
+    done = []
+    for p in (layer,) + tuple(fact.head_group if fact else ()):
+        if p not in state.layers:
+            continue
+        ps = dict(state.layers[p])
+        for f, v in core_step.follow_heads(ps, old, new, A.SYMBOLS).items():
+            ps[f] = v
+            state.origin[(p, f)] = index
+        before.setdefault(p, state.layers[p])
+        state.layers[p] = ps
+        done.append(p)
+    for c in (fact.head_consumers if fact else ()):
+        if c not in state.layers:
+            continue
+        cs = dict(state.layers[c])
+        for f, v in core_step.shrink_consumer(cs, old, new, A.SYMBOLS).items():
+            cs[f] = v
+            state.origin[(c, f)] = index
+        before.setdefault(c, state.layers[c])
+        state.layers[c] = cs
+        done.append(c)
     return done
 
 

@@ -58,3 +58,42 @@ def make_resnet(layer_type: str = "basic", seed: int = 0, labels: int = 5):
     config = ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],
                           layer_type=layer_type, num_labels=labels)
     return ResNetForImageClassification(config).eval()
+
+
+# ---------------------------------------------------------------- attention heads
+
+def make_bert_heads(seed: int = 0, labels: int = 3, eager: bool = True):
+    """BertForSequenceClassification with 4 heads of 4 dims; `eager` attention runs the
+    score and value matmuls as matmuls that the MAC counter sees."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=32, max_position_embeddings=16, num_labels=labels)
+    if eager:
+        config._attn_implementation = "eager"
+    return BertForSequenceClassification(config).eval()
+
+
+def make_llama_gqa(seed: int = 0, eager: bool = True):
+    """Llama with grouped-query attention: 4 query heads sharing 2 key/value heads."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=16,
+                         tie_word_embeddings=False, use_cache=False, bos_token_id=0, eos_token_id=0,
+                         pad_token_id=0)
+    if eager:
+        config._attn_implementation = "eager"
+    return LlamaForCausalLM(config).eval()
+
+
+def make_vit(seed: int = 0, labels: int = 3):
+    """ViTForImageClassification on 3x8x8 images, 4x4 patches, 4 heads (sdpa attention)."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(seed)
+    config = ViTConfig(image_size=8, patch_size=4, num_channels=3, hidden_size=16, num_hidden_layers=1,
+                       num_attention_heads=4, intermediate_size=32, num_labels=labels)
+    return ViTForImageClassification(config).eval()
