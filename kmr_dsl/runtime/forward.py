@@ -13,7 +13,10 @@ tensor output as is; a Hugging Face output (a `ModelOutput` or a dict), by the f
 - `pooler_output` flattened to (batch, features) (a vision backbone's pooled
   features; also what a 4-D `last_hidden_state` falls back to);
 - `last_hidden_state` of any other rank as is;
-and a tuple's first element. `checked_output` does the same but turns a shape error (the data does
+and a tuple's first element. `span_loss` / `span_match` read a question-answering output
+(batch, 2, sequence) against (start, end) targets (the data's task "span"): the mean
+cross-entropy of start and end (transformers' QA loss), and exact match (both right).
+`checked_output` does the same but turns a shape error (the data does
 not fit the model) into KmrError KMR404. `example_input(shape, dtype, batch)` is the
 deterministic input that MACs and latency are measured on: zeros for integer inputs
 (token ids), seeded normal values for float ones.
@@ -55,6 +58,20 @@ def as_tensor(out) -> torch.Tensor:
     raise TypeError(f"cannot read a tensor from a {type(out).__name__} output")
 
 
+def is_span_output(out: torch.Tensor) -> bool:
+    return out.dim() == 3 and out.shape[1] == 2
+
+
+def span_loss(out: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of the start and end positions."""
+    return torch.nn.functional.cross_entropy(out.reshape(-1, out.shape[-1]), targets.reshape(-1))
+
+
+def span_match(out: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per example: are both the predicted start and end the target's (exact match)?"""
+    return (out.argmax(dim=-1) == targets).all(dim=-1)
+
+
 def output(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return as_tensor(model(x)).float()
 
@@ -79,4 +96,4 @@ def example_input(shape, dtype: str = "float32", batch: int = 1) -> torch.Tensor
     return torch.randn(shape, generator=gen)
 
 
-__all__ = ["as_tensor", "checked_output", "example_input", "output"]
+__all__ = ["is_span_output", "span_loss", "span_match", "as_tensor", "checked_output", "example_input", "output"]

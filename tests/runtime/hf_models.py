@@ -97,3 +97,30 @@ def make_vit(seed: int = 0, labels: int = 3):
     config = ViTConfig(image_size=8, patch_size=4, num_channels=3, hidden_size=16, num_hidden_layers=1,
                        num_attention_heads=4, intermediate_size=32, num_labels=labels)
     return ViTForImageClassification(config).eval()
+
+
+# ---------------------------------------------------------------- question answering
+
+def make_bert_qa(seed: int = 0):
+    """BertForQuestionAnswering: start and end logits over the 8 positions."""
+    from transformers import BertConfig, BertForQuestionAnswering
+
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=16)
+    return BertForQuestionAnswering(config).eval()
+
+
+def make_spans(n: int = 128, seed: int = 0):
+    """A generated extractive-QA set: token-id passages ([CLS] = 1 first) where the answer
+    starts at the token 3 and ends at the token 4 (start < end); targets are the
+    (start, end) positions, the span task."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randint(5, 64, (n, SEQ), generator=gen)
+    x[:, 0] = 1
+    start = torch.randint(1, SEQ - 1, (n,), generator=gen)
+    end = start + 1 + (torch.rand(n, generator=gen) * (SEQ - 1 - start)).long()
+    rows = torch.arange(n)
+    x[rows, start] = 3
+    x[rows, end] = 4
+    return x, torch.stack([start, end], dim=1)
