@@ -318,17 +318,21 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
             model.problems.append(f"step {index + 1} `{rule.name}`: unknown layer `{layer}`")
             continue
         lstate = state.layers[layer] if layer is not None else None
+        # a layer whose group was pruned with an earlier layer of this step: its requires
+        # read the state before the step, as the runtime checks it (once per group)
+        rstate = before.get(layer, lstate) if layer in grouped else lstate
+        rctx = Ctx(model.knobs, params, rstate, state.model)
         ctx = Ctx(model.knobs, params, lstate, state.model)
         for ci, clause in enumerate(rule.requires):
             try:
-                cond = eval_ir(clause, ctx)
+                cond = eval_ir(clause, rctx)
                 if not A.is_boolean(cond):
                     raise A.NotModelled("a requires clause that is not a condition")
             except A.NotModelled as exc:
                 cond = _placeholder(str(exc), True)
             fields = []
             for ref in _fields_read(clause):
-                scope = lstate if ref.scope == "layer" else state.model
+                scope = rstate if ref.scope == "layer" else state.model
                 key = (layer if ref.scope == "layer" else None, ref.field)
                 if scope is not None and ref.field in scope:
                     fields.append((f"{ref.scope}.{ref.field}", scope[ref.field], state.origin.get(key)))

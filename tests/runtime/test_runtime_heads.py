@@ -174,3 +174,15 @@ def test_head_pruning_of_an_unrecognised_layer_is_refused_by_the_rule():
     with pytest.raises(KmrError) as info:
         prune.apply(model, kl.select_layers(model, ("Linear",), "*.c_attn"), amount=0.5, method="head")
     assert info.value.diagnostic.code == "KMR405" and "recognises" in info.value.diagnostic.message
+
+
+def test_selecting_every_projection_checks_the_group_once(tmp_path, monkeypatch, capsys):
+    """2 units at amount 0.7 keep 1 (0.6 rounds up): selecting q, k and v must not read
+    k's and v's requires on the already pruned group (1 * 0.3 < 0.5 would refuse it)."""
+    steps = 'prune(amount = 0.7, method = head) on layers(Linear, name = "*.self_attn.*_proj", exclude = "*.o_proj")'
+    path = _setup(tmp_path, monkeypatch, "hf_models:make_llama_gqa", steps)
+    assert main(["check", str(path)]) == 0, capsys.readouterr().err
+    program, diags, _ = load_checked(str(path))
+    want = predict(program, "p", {})
+    outcome = PipelineSession(program, "p").evaluate({})
+    assert outcome.meters["params"] == want["params"] and outcome.meters["macs"] == want["macs"]
