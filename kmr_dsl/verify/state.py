@@ -42,6 +42,7 @@ from kmr_dsl.core.memo import ByIdentity, Memo
 from kmr_dsl.core.walk import Dispatch, Unsupported, nodes
 from kmr_dsl.facts import ModelFacts
 from kmr_dsl.verify import algebra as A
+from kmr_dsl.verify import groups
 from kmr_dsl.verify.knobs import KnobTable
 
 
@@ -367,12 +368,12 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
             before.setdefault(layer, old)
             touched.add(layer)
             if lstate["heads"] is not old["heads"] and lstate["heads"] != old["heads"]:
-                heads = _remove_heads(state, layer, old["heads"], lstate["heads"], layer_facts, index, before)
+                heads = groups.remove_heads(state, layer, old["heads"], lstate["heads"], layer_facts, index, before)
                 grouped.update(heads)
                 touched.update(heads)
             elif lstate["out_features"] is not old["out_features"] and lstate["out_features"] != old["out_features"]:
                 _require_consumer(model, state, step, index, layer, old, lstate, layer_facts)
-                coupled = _shrink_coupled(state, layer, lstate["out_features"], layer_facts, index, before)
+                coupled = groups.shrink_coupled(state, layer, lstate["out_features"], layer_facts, index, before)
                 grouped.update(coupled)
                 touched.update(coupled)
                 touched.update(_shrink_consumers(state, layer, old["out_features"], lstate["out_features"],
@@ -470,52 +471,6 @@ def _default_value(param):
     if isinstance(param.default, (int, float, bool)):
         return A.num(param.default)
     return _Opaque(f"default of `{param.name}`")
-
-
-def _shrink_coupled(state: State, producer: str, new_out, layer_facts, index: int, before: dict) -> list[str]:
-    """The other producers of a coupled channel group (a gated unit) keep the same
-    channels as `producer` (runtime: `prune` slices the group together)."""
-    fact = layer_facts.get(producer)
-    done = []
-    for p in (fact.coupled if fact else ()):
-        if p not in state.layers:
-            continue
-        ps = dict(state.layers[p])
-        ps["out_features"] = new_out
-        state.origin[(p, "out_features")] = index
-        before.setdefault(p, state.layers[p])
-        state.layers[p] = ps
-        done.append(p)
-    return done
-
-
-def _remove_heads(state: State, layer: str, old, new, layer_facts, index: int, before: dict) -> list[str]:
-    """Head pruning (core.step.follow_heads): the projection and the other projections of
-    its attention keep `new` of `old` head units, their rows with them; the output
-    projection's inputs shrink by the same ratio. Returns the layers changed."""
-    fact = layer_facts.get(layer)
-    done = []
-    for p in (layer,) + tuple(fact.head_group if fact else ()):
-        if p not in state.layers:
-            continue
-        ps = dict(state.layers[p])
-        for f, v in core_step.follow_heads(ps, old, new, A.SYMBOLS).items():
-            ps[f] = v
-            state.origin[(p, f)] = index
-        before.setdefault(p, state.layers[p])
-        state.layers[p] = ps
-        done.append(p)
-    for c in (fact.head_consumers if fact else ()):
-        if c not in state.layers:
-            continue
-        cs = dict(state.layers[c])
-        for f, v in core_step.shrink_consumer(cs, old, new, A.SYMBOLS).items():
-            cs[f] = v
-            state.origin[(c, f)] = index
-        before.setdefault(c, state.layers[c])
-        state.layers[c] = cs
-        done.append(c)
-    return done
 
 
 def _shrink_consumers(state: State, producer: str, old, new, layer_facts, index: int, before: dict) -> list[str]:
