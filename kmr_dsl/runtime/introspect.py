@@ -10,8 +10,11 @@ same for a module in hand. The caller caches them (facts.store_cached).
   elements, bias elements, dtype, bits, measured density, dense MACs on the example
   input and `consumers` (the layers that shrink when its output channels are pruned:
   see `depgraph.channel_links`, traced on the example input; BatchNorms first, then
-  the consuming weight layers) and `tied`
-  (the names of embeddings that read this layer's weight: `runtime.tied`).
+  the consuming weight layers), `coupled` (the other producers of a gated unit's
+  channel group), `tied` (the names of embeddings that read this layer's weight:
+  `runtime.tied`) and, for a query/key/value projection of a recognised attention
+  (`runtime.heads`), `heads`, `head_group`, `head_consumers` and, on the query
+  projection, `attention_macs` (the attention module's MACs less its layers').
 - MACs: FlopCounterMode FLOPs / 2 of one forward on the example input, per layer and in
   total; int8 dynamic Linears (which FlopCounterMode counts as 0) are counted as their
   float equivalent, batch elements x in x out.

@@ -186,3 +186,38 @@ def test_selecting_every_projection_checks_the_group_once(tmp_path, monkeypatch,
     want = predict(program, "p", {})
     outcome = PipelineSession(program, "p").evaluate({})
     assert outcome.meters["params"] == want["params"] and outcome.meters["macs"] == want["macs"]
+
+
+KNOB_PROGRAM = '''import "std"
+
+model net = factory("hf_models:make_llama_gqa")
+knob a : float in [0.0, 0.7] step 0.05 = 0.5
+knob c : float in [0.0, 0.9] step 0.05 = 0.5
+
+pipeline p(net) {
+    prune(amount = a, method = head) on layers(Linear, name = "*.layers.0.*.v_proj")
+    prune(amount = c, method = channel) on layers(Linear, name = "*.layers.1.mlp.up_proj")
+    budget {
+        params <= baseline.params
+    }
+}
+'''
+
+
+def test_heads_and_gated_channels_agree_at_every_setting_tried(tmp_path, monkeypatch, capsys):
+    """Across the knobs' domains (rounding at each count: 2 units, 32 channels), the
+    prediction equals the measurement."""
+    shutil.copy(HERE / "hf_models.py", tmp_path / "hf_models.py")
+    (tmp_path / "k.kmr").write_text(KNOB_PROGRAM)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KMR_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(["check", "k.kmr"]) == 0, capsys.readouterr().err
+    program, diags, _ = load_checked("k.kmr")
+    session = PipelineSession(program, "p")
+    for a, c in ((0.0, 0.9), (0.25, 0.05), (0.5, 0.3), (0.7, 0.65), (0.05, 0.45)):
+        setting = {"a": a, "c": c}
+        want = predict(program, "p", setting)
+        got = session.evaluate(setting).meters
+        for meter in ("params", "nonzero", "macs"):
+            assert got[meter] == want[meter], (setting, meter)
+        assert got["size"] <= want["size"]
