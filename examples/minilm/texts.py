@@ -7,7 +7,7 @@ Contract:
   travel, music, health, money, pets, space), each sentence one subject + verb phrase +
   detail of its topic, drawn with a fixed seed. Topics give the nearest-neighbour
   benchmark something to agree on; the random mixing keeps sentences distinct.
-- `load(split = "train" | "val" | "test" | "all", length = 0)` -> a (N, L) int64 tensor of
+- `load(split = "train" | "val" | "calibrate" | "test" | "all", length = 0)` -> a (N, L) int64 tensor of
   token ids: the sentences tokenized with the model's own WordPiece tokenizer
   (`[CLS] ... [SEP]`, lower-cased), padded with 0 (`[PAD]`) to the longest sentence
   of the split, or to `length` when it is given. There are no targets, so KMR's
@@ -17,7 +17,9 @@ Contract:
   starting with the first (200), "test" the rest (200): disjoint, both cover every
   topic. "val" (100) is every other sentence of "train" (every fourth from the first):
   a selection set for a pipeline that does not train, as minilm.kmr; a pipeline that
-  fine-tunes on "train" must select on data it did not train on.
+  fine-tunes on "train" must select on data it did not train on. "calibrate" (100) is
+  the rest of "train" (every fourth from the third): calibration data for GPTQ that the
+  sentences a budget reads on "val" are not part of (mixed.kmr).
 
 Run `python texts.py` to print the sentences.
 """
@@ -145,9 +147,11 @@ def texts_of(split: str = "all") -> list[str]:
         return every[0::2]
     if split == "val":
         return every[0::4]
+    if split == "calibrate":
+        return every[2::4]
     if split == "test":
         return every[1::2]
-    raise ValueError(f'unknown split {split!r}: use "train", "val", "test" or "all"')
+    raise ValueError(f'unknown split {split!r}: use "train", "val", "calibrate", "test" or "all"')
 
 
 def tokenizer_file():

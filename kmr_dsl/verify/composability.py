@@ -138,7 +138,7 @@ def check_composability(model: PipelineModel, limits: Limits) -> tuple[list[Obli
     for (_, _), reqs in sorted(groups.items()):
         step, clause = reqs[0].step, reqs[0].clause
         if reqs[0].implicit:
-            _implicit(reqs, model, limits, results, diags)
+            (_pooled if reqs[0].kind == "pooled" else _implicit)(reqs, model, limits, results, diags)
             continue
         text = render_ir(clause)
         decided = [(r, decide_forall(r.condition, model, limits)) for r in reqs]
@@ -212,6 +212,21 @@ def _implicit(reqs: list[Requirement], model: PipelineModel, limits: Limits, res
                                     f"`{step.rule.name}` shrinks the output channels of {names}: no consumer",
                                     model.pipeline.name, counterexample=model.knobs.to_user(dec.counterexample or {}),
                                     method=methods, layers=layers))
+
+
+def _pooled(reqs: list[Requirement], model: PipelineModel, limits: Limits, results: list, diags: list) -> None:
+    """A step that changes, layer by layer, densities a global pruning fixed only in total
+    (verify/pools.py): the state cannot know them after it, so the step is UNKNOWN."""
+    step, req = reqs[0].step, reqs[0]
+    names = ", ".join(f"`{r.layer}`" for r in reqs[:6]) + (", ..." if len(reqs) > 6 else "")
+    reason = f"{req.implicit}; each layer's share depends on the weights"
+    diags.append(error("KMR303", step.span, f"cannot model the density of {names} after `{step.rule.name}`", reason,
+                       hint="apply the per-layer step before the global pruning, prune with `method = magnitude` "
+                            "there, or give both global steps the same layers"))
+    results.append(ObligationResult("composability", Verdict.UNKNOWN, step.span,
+                                    f"`{step.rule.name}` changes densities known only in total: {names}",
+                                    model.pipeline.name, reason=reason, method="model",
+                                    layers=tuple(r.layer for r in reqs if r.layer is not None)))
 
 
 __all__ = ["Decision", "check_composability", "decide_forall"]

@@ -37,9 +37,13 @@ are exact: the state keeps whole channels, ranks and weights as the runtime does
 Documented gaps: offset digits are taken from the baseline's data size (an upper bound
 of every offset); a sparse-vs-dense choice that includes header bytes (differs from the
 writer only when the two forms are within one header entry, < 100 B); header entries of
-tensors outside the layers are not counted (ModelFacts does not name them); counts over
-a continuous knob (no `step`) keep the exact product (not rounded, see verify/state.py);
-global pruning rounds the total once, the state each layer; factors after `lowrank`
+tensors outside the layers are not counted (ModelFacts does not name them); a count over a
+continuous knob (no `step`) is rounded only when it is affine in that one knob and takes
+at most rounding.MAX_PIECES values (a rank, a channel count), else it keeps the exact
+product (verify/rounding.py);
+global pruning rounds the total once, the state each layer (and gives each layer the
+average density, exact in total: a later step that changes some of those densities on
+their own makes the density-reading lines UNKNOWN, verify/pools.py); factors after `lowrank`
 keep the state's density (the runtime's SVD factors are dense).
 """
 
@@ -56,7 +60,7 @@ from kmr_dsl.core.state import ANALYTIC_METERS, LAYER_FIELDS, MATRIX_KINDS, scal
 from kmr_dsl.facts import LayerFact, ModelFacts
 from kmr_dsl.verify import algebra as A
 from kmr_dsl.verify.numeric import as_number, evaluate
-from kmr_dsl.verify.state import PipelineModel, State
+from kmr_dsl.verify.state import PipelineModel, State, factor_test, matrix_numel
 
 UNITS = ANALYTIC_METERS     # meter -> dimension
 _ITEMSIZE = {"float16": 2, "bfloat16": 2, "float64": 8}
@@ -126,10 +130,7 @@ class _LayerCost:
     @cached_property
     def _factored(self):
         """The factorization test, or None for a layer no rule has given a rank."""
-        if not self.rank_set:
-            return None
-        inf, outf, r = self.st["in_features"], self.st["out_features"], self.st["rank"]
-        return A.compare("<", A.mul(r, A.add(inf, outf)), A.mul(inf, outf))
+        return factor_test(self.st) if self.rank_set else None
 
     @cached_property
     def dense_n(self):
@@ -137,10 +138,7 @@ class _LayerCost:
 
     @cached_property
     def numel(self):
-        if self._factored is None:
-            return self.dense_n
-        st = self.st
-        return A.ite(self._factored, A.mul(st["rank"], A.add(st["in_features"], st["out_features"])), self.dense_n)
+        return matrix_numel(self.st, self.dense_n, self.rank_set)
 
     @cached_property
     def bias_n(self):

@@ -18,7 +18,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import replace
 
-from kmr_dsl.core.program import CheckedProgram, Pipeline
+from kmr_dsl.core.program import CheckedProgram, MeterRef, Pipeline
+from kmr_dsl.core.walk import nodes
 from kmr_dsl.diagnostics import error
 from kmr_dsl.verify import algebra as A
 from kmr_dsl.verify.budget import budget_lines
@@ -108,11 +109,33 @@ def _verify_pipeline(program, pipe: Pipeline, limits: Limits, use_bounds: bool, 
             "KMR305", ln.span, f"budget line `{ln.text}` divides by zero for some knob setting", where,
             hint="exclude 0 from the divisor's range, e.g. `knob k : int in [1, 4]` or `float in (0.0, 1.0]`"))
         lines[pos] = replace(ln, problem=f"undefined where {where}", undefined=True)
+    lines = _pooled_lines(model, lines)
     feas, fdiags = check_feasibility(model, lines, limits, use_bounds)
     report.results.append(feas)
     report.diagnostics.extend(fdiags)
     report.diagnostics.extend(check_warnings(model, lines, runtime, limits,
                                              feasible=feas.verdict is not Verdict.REFUTED, use_bounds=use_bounds))
+
+
+# meters whose cost model does not read a layer's density
+_DENSITY_FREE = ("params", "macs", "trainable_params")
+
+
+def _pooled_lines(model: PipelineModel, lines: list) -> list:
+    """Lines over a density-reading meter are unknown when a step changed densities that
+    a global pruning fixed only in total (verify/pools.py; the step itself is KMR303)."""
+    pooled = [r for r in model.requirements if r.kind == "pooled"]
+    if not pooled:
+        return lines
+    layers = ", ".join(sorted({f"`{r.layer}`" for r in pooled}))
+    why = f"the density of {layers} after step {pooled[0].step_index + 1} `{pooled[0].step.rule.name}` is not known"
+    out = []
+    for ln in lines:
+        meters = {n.name for n in nodes(ln.constraint) if isinstance(n, MeterRef)}
+        if not ln.problem and not meters <= set(_DENSITY_FREE):
+            ln = replace(ln, problem=why)
+        out.append(ln)
+    return out
 
 
 __all__ = ["clear_caches", "pipeline_model", "verify"]

@@ -14,16 +14,23 @@ Semantics, in order:
 - a step's arguments are evaluated once, knobs becoming their symbols; enum members
   and enum comparisons with constant arguments fold here (`method == nm` with
   `method = magnitude` is false before any solver sees it);
-- per selected layer (a whole-model rule: once, with no layer), every requires clause
-  is evaluated in the current state, then all effects are evaluated and assigned
-  together (simultaneous assignment); model effects of a per-layer step compose layer
-  after layer (quantizing three layers ANDs three conditions into `trainable`);
+- every requires clause of every selected layer (a whole-model rule: once, with no
+  layer) is evaluated in the state before the step, as the runtime applies the rule to
+  all selected layers at once (qat on two layers: the second does not see the first's
+  `model.trainable = false`); then per selected layer all effects are evaluated and
+  assigned together (simultaneous assignment); model effects of a per-layer step
+  compose layer after layer (quantizing three layers ANDs three conditions into
+  `trainable`);
 - what a step does besides its effects is `kmr_dsl.core.step`, evaluated over sympy
   (`algebra.SYMBOLS`): counts an effect makes fractional are settled as the runtime
   rounds them (channels, ranks, kept weights), consumers shrink with their producer,
   a changed shape's rank follows it; and a layer whose channels shrink with no matrix
   consumer adds the requirement that it keeps them (`Requirement.implicit`: the
-  runtime refuses to shrink it, KMR304).
+  runtime refuses to shrink it, KMR304);
+- global pruning over several layers pools them (`State.pools`, verify/pools.py): each
+  keeps the average density, exact in total; a later step that changes some of them on
+  their own adds an UNKNOWN requirement (kind "pooled", KMR303), and a requires clause
+  reading a pooled layer's density is UNKNOWN too.
 A value the state cannot express (a data argument in arithmetic, an unknown field)
 becomes an `Unmodelled` placeholder, and every obligation touching it is UNKNOWN.
 """
@@ -42,7 +49,7 @@ from kmr_dsl.core.memo import ByIdentity, Memo
 from kmr_dsl.core.walk import Dispatch, Unsupported, nodes
 from kmr_dsl.facts import ModelFacts
 from kmr_dsl.verify import algebra as A
-from kmr_dsl.verify import groups
+from kmr_dsl.verify import groups, pools, rounding
 from kmr_dsl.verify.knobs import KnobTable
 
 
@@ -52,10 +59,13 @@ class State:
     model: dict[str, object]
     # (layer name or None for the model, field) -> index of the step that last changed it
     origin: dict[tuple[str | None, str], int] = field(default_factory=dict)
+    # layer -> the layers a global pruning ranked it with (verify/pools.py): their
+    # densities are known in total only
+    pools: dict[str, frozenset] = field(default_factory=dict)
 
     def fork(self) -> "State":
         """A copy that steps can change in place (layer dicts are replaced, never mutated)."""
-        return State(dict(self.layers), dict(self.model), dict(self.origin))
+        return State(dict(self.layers), dict(self.model), dict(self.origin), dict(self.pools))
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,7 @@ class Requirement:
     condition: object                             # sympy condition over knob symbols
     fields: tuple[tuple[str, object, int | None], ...]   # (field text, value, step that set it)
     implicit: str | None = None                   # a requirement of the step semantics, not of the rule
+    kind: str = "consumer"                        # an implicit one: "consumer" (KMR304) or "pooled"
 
 
 @dataclass
@@ -312,32 +323,22 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
     # `touched` layers' previous dicts are what _follow_shapes compares against
     before: dict[str, dict] = {}
     touched: set[str] = set()
-    grouped: set[str] = set()     # coupled producers already shrunk with their group in this step
-    targets = list(step.layers) if rule.accepts is not None else [None]
-    for layer in targets:
+    grouped: set[str] = set()     # layers already pruned with their group (coupled, heads) in this step
+    targets = []
+    for layer in (list(step.layers) if rule.accepts is not None else [None]):
         if layer is not None and layer not in state.layers:
             model.problems.append(f"step {index + 1} `{rule.name}`: unknown layer `{layer}`")
-            continue
+        else:
+            targets.append(layer)
+    # every selected layer's requires reads the state before the step (the runtime applies
+    # the rule to all of them at once): no effect of this step is visible to them
+    for layer in targets:
+        _requirements(model, state, index, step, params, layer)
+    densities = {layer: (state.layers[layer]["density"], state.origin.get((layer, "density")))
+                 for layer in targets if layer is not None}
+    for layer in targets:
         lstate = state.layers[layer] if layer is not None else None
-        # a layer whose group was pruned with an earlier layer of this step: its requires
-        # read the state before the step, as the runtime checks it (once per group)
-        rstate = before.get(layer, lstate) if layer in grouped else lstate
-        rctx = Ctx(model.knobs, params, rstate, state.model)
         ctx = Ctx(model.knobs, params, lstate, state.model)
-        for ci, clause in enumerate(rule.requires):
-            try:
-                cond = eval_ir(clause, rctx)
-                if not A.is_boolean(cond):
-                    raise A.NotModelled("a requires clause that is not a condition")
-            except A.NotModelled as exc:
-                cond = _placeholder(str(exc), True)
-            fields = []
-            for ref in _fields_read(clause):
-                scope = rstate if ref.scope == "layer" else state.model
-                key = (layer if ref.scope == "layer" else None, ref.field)
-                if scope is not None and ref.field in scope:
-                    fields.append((f"{ref.scope}.{ref.field}", scope[ref.field], state.origin.get(key)))
-            model.requirements.append(Requirement(index, step, layer, ci, clause, cond, tuple(fields)))
         new_layer, new_model = {}, {}
         for eff in rule.effects:
             target = lstate if eff.scope == "layer" else state.model
@@ -383,43 +384,111 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
                 state.model[f] = v
                 state.origin[(None, f)] = index
     _follow_shapes(state, before, touched)
+    if densities:
+        _follow_pools(model, state, index, step, params, densities, before, layer_facts)
     return state
+
+
+RHO = sp.Symbol("rho")     # a layer's density before a step, to see whether its effect reads it
+
+
+def _follow_pools(model: PipelineModel, state: State, index: int, step: Step, params: dict, densities: dict,
+                  before: dict, layer_facts) -> None:
+    """Global pruning's pools through this step (verify/pools.py); a pooled layer whose
+    density the state cannot know after it gets an UNKNOWN requirement at this step."""
+    selection = [l for l in densities if getattr(layer_facts.get(l), "weight_params", 0)]
+    changed = [l for l in selection if state.layers[l]["density"] is not densities[l][0]
+               and state.layers[l]["density"] != densities[l][0]]
+    if not changed:
+        return
+    effect = next((e for e in step.rule.effects if e.scope == "layer" and e.field == "density"), None)
+    reads = set()
+    for l in changed:
+        try:
+            value = eval_ir(effect.expr, Ctx(model.knobs, params, {**before.get(l, state.layers[l]), "density": RHO},
+                                             state.model))
+        except (A.NotModelled, AttributeError):
+            value = RHO
+        if not isinstance(value, sp.Basic) or RHO in A.knob_symbols(value):
+            reads.add(l)
+    method = params.get("method")
+    global_ = None if isinstance(method, A.EnumKnob) and "global" in method.members else \
+        isinstance(method, A.EnumValue) and method.member == "global"
+    pools_before = state.pools
+    state.pools, unknown = pools.step_pools(pools_before, selection, changed, reads, global_)
+    for l in unknown:
+        ranked = ", ".join(f"`{x}`" for x in sorted(pools_before[l]))
+        density, origin = densities[l]
+        at = f" at {model.pipeline.steps[origin].span}" if origin is not None else ""
+        why = (f"`{step.rule.name}` changes the density of `{l}` on its own, but the global pruning{at} "
+               f"fixed only the total of {ranked}")
+        cond = _placeholder(f"the density of `{l}` after a global pruning is known only in total", True)
+        model.requirements.append(Requirement(index, step, l, len(step.rule.requires) + 1,
+                                              Op("==", (FieldRef("layer", "density"), FieldRef("layer", "density"))),
+                                              cond, (("layer.density", density, origin),),
+                                              why, kind="pooled"))
+
+
+def _requirements(model: PipelineModel, state: State, index: int, step: Step, params: dict, layer) -> None:
+    """One Requirement per requires clause of `step` on `layer`, over the current state."""
+    lstate = state.layers[layer] if layer is not None else None
+    ctx = Ctx(model.knobs, params, lstate, state.model)
+    for ci, clause in enumerate(step.rule.requires):
+        try:
+            cond = eval_ir(clause, ctx)
+            if not A.is_boolean(cond):
+                raise A.NotModelled("a requires clause that is not a condition")
+        except A.NotModelled as exc:
+            cond = _placeholder(str(exc), True)
+        if layer in state.pools and FieldRef("layer", "density") in set(nodes(clause)):
+            cond = _placeholder(f"the density of `{layer}` after a global pruning is known only in total", True)
+        fields = []
+        for ref in _fields_read(clause):
+            scope = lstate if ref.scope == "layer" else state.model
+            key = (layer if ref.scope == "layer" else None, ref.field)
+            if scope is not None and ref.field in scope:
+                fields.append((f"{ref.scope}.{ref.field}", scope[ref.field], state.origin.get(key)))
+        model.requirements.append(Requirement(index, step, layer, ci, clause, cond, tuple(fields)))
 
 
 def _settled(model: PipelineModel, new: dict, old: dict, fact, factorized: bool) -> dict:
     """The effects' values as the runtime keeps them (core.step.settle): whole channels,
-    ranks and weights. Kept weights are counted on the layer's dense weight at its new
-    shape; a factorized layer's leaves are pruned one by one, so its density is not
-    settled here (the cost model's factor sizes are documented as an estimate)."""
+    ranks and weights. Kept weights are counted on the layer's weight at its new shape:
+    the dense matrix, or both factors once `lowrank` split it (prune ranks the two
+    factors' weights together)."""
     out = dict(new)
-    ops = _ops_for(model, new)
-    if ops is None:
-        return out
+    ops = _ops_for(model)
     for f in ("in_features", "out_features", "rank", "heads"):
         if f in out:
             out[f] = _settle(f, out[f], None, ops)
-    if "density" in out and fact is not None and fact.kind in MATRIX_KINDS and fact.weight_params \
-            and not factorized:
+    if "density" in out and fact is not None and fact.kind in MATRIX_KINDS and fact.weight_params:
         st = {**old, **out}
         numel = core_step.dense_numel(fact.weight_params, fact.in_features, fact.out_features,
                                       st["in_features"], st["out_features"], A.SYMBOLS)
-        if A.is_number(numel):
-            out["density"] = _settle("density", out["density"], numel, ops)
+        out["density"] = _settle("density", out["density"], matrix_numel(st, numel, factorized), ops)
     return out
 
 
-def _ops_for(model: PipelineModel, values: dict):
-    """Exact floors over finite knobs (the solver enumerates them: every floor folds to a
-    constant). Over a continuous knob (no `step`) the counts are not settled (None): the
-    state keeps the exact product, a documented gap (cost.py), because an integer floor
-    inside Z3's real arithmetic gives answers that vary between queries."""
-    for v in values.values():
-        if isinstance(v, sp.Basic) and not A.is_boolean(v):
-            for s in A.knob_symbols(v):
-                var = model.knobs.by_symbol.get(s)
-                if var is not None and not var.finite:
-                    return None
-    return A.SYMBOLS
+def factor_test(st: dict):
+    """Whether `lowrank` made the layer two Linears: only when the factors are smaller than
+    the matrix (rank * (in + out) < in * out, kmr_dsl/rules/lowrank.py)."""
+    inf, outf = st["in_features"], st["out_features"]
+    return A.compare("<", A.mul(st["rank"], A.add(inf, outf)), A.mul(inf, outf))
+
+
+def matrix_numel(st: dict, dense_n, factorized: bool):
+    """Weight elements of a matrix layer: its dense count, or its factors' once a rule set its rank."""
+    if not factorized:
+        return dense_n
+    return A.ite(factor_test(st), A.mul(st["rank"], A.add(st["in_features"], st["out_features"])), dense_n)
+
+
+def _ops_for(model: PipelineModel):
+    """The arithmetic counts are settled in (verify/rounding.py): exact floors, folded over
+    finite knobs and a choice among breakpoints over a continuous one. A count it cannot
+    round (two knobs, too many values) keeps the exact product (`_settle`), a documented
+    gap of cost.py."""
+    return model.compiled.get(("step ops",), lambda: rounding.step_ops(model.knobs))
 
 
 def _settle(field: str, value, numel, ops):

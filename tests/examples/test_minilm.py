@@ -49,3 +49,21 @@ def test_minilm_check_and_run(one_thread, kmr_cache, tmp_path, capsys, monkeypat
     assert all(line["text"].startswith("latency") for line in failing), f"budget not met: {failing}"
     assert code == (1 if failing else 0)
     assert os.path.getsize(out / "model.safetensors") <= 0.30 * report["baseline"]["size"]
+
+
+@pytest.mark.slow
+def test_minilm_mixed_widths_check(one_thread, kmr_cache, capsys, monkeypatch):
+    """mixed.kmr: a width per Linear (GPTQ int4 / GPTQ int8 / bf16) under a quarter of the
+    file. Check proves every GPTQ precondition on the 36 Linears and the size line
+    feasible, and warns that the defaults (every Linear at 8) are over it: the search
+    has to put some layers at 4 (its recorded result: docs/benchmarks.md)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    program = str(EXAMPLES / "minilm" / "mixed.kmr")
+    assert main(["check", "--format", "json", program]) == 0
+    (pipeline,) = json.loads(capsys.readouterr().out)["files"][0]["pipelines"]
+    assert pipeline["verdict"] == "proved"
+    assert all(r["verdict"] == "proved" for r in pipeline["results"])
+    (feasible,) = [r for r in pipeline["results"] if r["kind"] == "feasibility"]
+    assert len(feasible["witness"]) == 36 and set(feasible["witness"].values()) <= {4, 8, 16}
+    (warned,) = [d for d in pipeline["diagnostics"] if d["code"] == "KMR312"]
+    assert "b[l] = 8 for all 36 layers" in warned["notes"][0]

@@ -118,7 +118,8 @@ LOWRANK = Rule(
     ("Linear",),
     (op(">=", layer("bits"), c(16)), op("==", layer("adapter_rank"), c(0))),
     (Effect("layer", "rank", op("*", layer("rank"), p("ratio"))),
-     Effect("layer", "density", If(op("and", op("==", p("ratio"), c(1)), op("==", p("energy"), c(1))),
+     Effect("layer", "density", If(op("and", op("==", p("energy"), c(1)),
+                                      op(">", op("*", layer("rank"), p("ratio")), op("-", layer("rank"), c(1)))),
                                    layer("density"), c(1)))),
     "kmr_dsl.rules.lowrank:apply", _STD_SPAN(54))
 

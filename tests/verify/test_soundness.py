@@ -39,16 +39,14 @@ def _show(res) -> str:
 # the generated cases find one; the mark makes this test fail once none does, so the
 # mark is then removed and the suite guards 0 disagreements (docs/benchmarks.md).
 KNOWN = {
-    "global-then-layer-prune": "global pruning's per-layer density is modelled as the average; a later step "
-                               "compounds the average, the run each layer's own",
-    "lowrank-continuous-ratio": "a continuous knob's rank is not rounded (an integer floor in Z3 made verdicts "
-                                "vary between queries)",
     "size-lower-bound-line": "the size model is an upper bound; a `size >=` line reads it as exact",
     "size-relative-line": "an upper bound of the result against an upper bound of the baseline proves nothing",
+    "factorized-prune-size": "pruning a factorized layer ranks both factors together: each factor's density "
+                             "(and so its dense-or-sparse size) differs, the size model gives both the average",
+    "lowrank-svd-zeros": "the SVD factors of a pruned matrix with a zero row or column have exact zeros; the "
+                         "contract sets density 1 (an upper bound, read as exact by a `nonzero >=` line)",
     "smoothquant-without-norm": "whether a Linear reads a normalization alone is known only at run time (KMR405); "
                                 "check has no facts for it yet",
-    "qat-several-layers": "a step's model-field effect is applied before the next layer's requires, while the "
-                          "run applies the rule to every selected layer at once",
 }
 
 
@@ -108,8 +106,22 @@ REPRODUCERS = {
     # the same with a continuous ratio knob (no finite grid to settle the rank on)
     "lowrank-continuous-ratio": _program(_model("embed", "36,10,3,7", "1"), "lowrank(ratio = r)", "params <= 496.5",
                                          "knob r : float in [0.05, 1.0] = 0.5"),
+    # ceil(0.9 * 4) = 4 is the layer's rank: lowrank cuts nothing and keeps the pruned
+    # zeros, while the contract made the layer dense (only ratio = 1 kept its density)
+    "lowrank-full-rank-density": _program(_model("mlp", "8,16,4"),
+                                          'prune(amount = 0.5)\nlowrank(ratio = 0.9) on layers(Linear, name = "2")',
+                                          "nonzero >= 148"),
+    # a rank-1 SVD of a pruned matrix with an all-zero column has an exact zero in its
+    # factor: the factors are not dense, as the contract (density = 1) has them
+    "lowrank-svd-zeros": _program(_model("embed", "33,2,1,4", "001"),
+                                  'prune(amount = 0.45) on layers(Linear)\n'
+                                  'lowrank(ratio = 0.5) on layers(Linear, name = "2")', "nonzero >= 72"),
     "lowrank-size": _program(_model("mlp", "24,24,4"), 'lowrank(ratio = 0.3) on layers(Linear, name = "0")',
                              "size <= 2813.4 B"),
+    # pruning after lowrank ranks the two factors' weights together: one factor may stay
+    # dense while the other is stored sparse, the size model gives both the average density
+    "factorized-prune-size": _program(_model("mlp", "8,16,4"), "lowrank(ratio = 0.25)\nprune(amount = 0.3)",
+                                      "size <= 1572 B"),
     "lora-unmerged-size": _program(_model("mlp", "16,16,4"),
                                    "lora(data = train, rank = 3, merge = false, epochs = 1, batch_size = 16)"
                                    " on layers(Linear)", "size <= 3005 B", data=_TRAIN),
@@ -125,7 +137,8 @@ REPRODUCERS = {
     "size-lower-bound-line": _program(_model("mlp", "8,16,4"), "quantize(bits = 8, scheme = weight_only)",
                                       "size >= 1225 B"),
     # global pruning's per-layer density is the average over the layers it ranks together;
-    # a later per-layer step compounds the average, not the layer's real density
+    # a later per-layer step would compound the average, not the layer's real density: the
+    # step and the nonzero line are UNKNOWN (KMR303, verify/pools.py), never proved
     "global-then-layer-prune": _program(_model("cnn", "3,6,4,4,5", "000"),
                                         "prune(amount = 0.5, method = global)\nprune(amount = 0.8) on layers(Linear)",
                                         "nonzero <= 229"),
