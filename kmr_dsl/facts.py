@@ -29,8 +29,10 @@ from pathlib import Path
 from kmr_dsl.core.state import full_rank
 from kmr_dsl.patterns import selected
 
-FACTS_VERSION = 4   # 2: facts carry their dependencies; 3: Conv1D layers (kind Linear), tied layers;
-#                     4: coupled channel groups (gated units), attention heads
+FACTS_VERSION = 5   # 2: facts carry their dependencies; 3: Conv1D layers (kind Linear), tied layers;
+                    # 4: channel groups (coupled members, depthwise convs, why a layer is not linked),
+                    #    symmetric (zero points);
+                    # 5: attention heads (heads, head_group, head_consumers, attention_macs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +78,16 @@ class LayerFact:
     kernel: tuple[int, ...] = ()      # Conv2d kernel size
     tied: tuple[str, ...] = ()        # other names of this layer's weight (a tied embedding): not layers themselves
     group_size: int = 0               # inputs per integer scale (0: one scale per row)
-    # the other producers of this layer's channel group (a gated unit's gate and up
-    # projections): channel pruning of any of them removes the same channels of all
+    # channel groups (runtime/depgraph.py): the other layers whose output channels are this
+    # layer's (a residual stream's producers, a gated unit's gate and up projections, a
+    # depthwise conv over them), pruned with it
     coupled: tuple[str, ...] = ()
+    depthwise: bool = False           # a depthwise conv: in = out channels, one filter per channel
+    unlinked: str = ""                # why its output channels cannot be removed (diagnostics)
+    # bytes of its stored buffers with one entry per channel (a BatchNorm's running
+    # statistics; part of ModelFacts.buffers_bytes): they shrink with its channels
+    channel_buffer_bytes: int = 0
+    symmetric: bool = True            # False: the integer weight carries zero points
     # attention heads (runtime.heads): the head units of a query/key/value projection (0:
     # not one), the attention's other projections and its output projection, and the
     # MACs of the attention's own matmuls (scores, weighted values), which scale with

@@ -18,6 +18,9 @@ LAYER_FIELDS: dict[str, str] = {
     # added by the implementation (spec section 5 allows it): the inputs per integer scale,
     # 0 = one scale per output row (what `quantize(group_size = ...)` and `gptq` set)
     "group_size": "int",
+    # False when the layer's integer weights carry zero points (`quantize(symmetric = false)`,
+    # the affine grid: one int8 zero point per scale); True for float layers
+    "symmetric": "bool",
     # the attention head units whose rows this layer holds (a query, key or value
     # projection of a recognised attention; with grouped-query attention a unit is one
     # key/value head with its query heads), 0 for every other layer: `prune(method = head)`

@@ -92,9 +92,11 @@ def settle(field: str, value, numel=None, ops: Ops = NUMBERS):
     return value
 
 
-def dense_numel(weight_params: int, in0: int, out0: int, in_features, out_features, ops: Ops = NUMBERS):
-    """Weight elements of a (never factorized) matrix layer at its current shape."""
-    scale_in = ops.div(in_features, in0) if in0 else 1
+def dense_numel(weight_params: int, in0: int, out0: int, in_features, out_features, ops: Ops = NUMBERS,
+                depthwise: bool = False):
+    """Weight elements of a (never factorized) matrix layer at its current shape (a
+    depthwise conv has one filter per channel: its in and out channels are one count)."""
+    scale_in = ops.div(in_features, in0) if in0 and not depthwise else 1
     scale_out = ops.div(out_features, out0) if out0 else 1
     return ops.mul(ops.mul(weight_params, scale_in), scale_out)
 

@@ -6,7 +6,8 @@ values the artifact's layer computes (a weight-only integer layer dequantizes to
 own grid values; a bf16 layer is widened, which is exact; an int8 dynamic Linear's
 weight becomes its dequantized codes). `plan` maps each leaf's qualified name to a
 `Leaf`: its format in the artifact (`float32`, `bfloat16`, `int8`, `int8_dynamic`,
-`int4`, `int2`), its dequantized weight, and for integer leaves the integer codes and
+`int4`, `int2`; `intN asymmetric` for weights with zero points, which exporters write as
+float), its dequantized weight, and for integer leaves the integer codes and
 per-row scales. Exporters read the plan to re-encode those weights in their target
 format; a leaf whose format has no equivalent there is refused by the exporter with
 the leaf's name (KMR520), unless the user asked for float weights with the same values
@@ -36,6 +37,9 @@ class Leaf:
 
 
 def _format(leaf: nn.Module) -> str:
+    if not getattr(leaf, "symmetric", True):
+        # zero points: no exporter maps them yet, so they write the dequantized floats
+        return f"int{kl.leaf_bits(leaf)} asymmetric"
     if km.is_dynamic(leaf):
         return "int8_dynamic"
     if isinstance(leaf, km.QuantWeight):
@@ -44,6 +48,8 @@ def _format(leaf: nn.Module) -> str:
 
 
 def _codes(leaf: nn.Module):
+    if not getattr(leaf, "symmetric", True):
+        return None, None
     if km.is_dynamic(leaf):
         q, scale, _ = km.dynamic_parts(leaf)
         return q, scale

@@ -131,8 +131,10 @@ def _run_case(rule: Rule, fn, case, seed: int, bounds: dict) -> CaseOutcome:
         return out
     upper = frozenset(f for f, (param, exact) in bounds.items() if params.get(param, exact) != exact)
     consumers = {f.name: tuple(f.consumers) for f in facts.layers}
+    coupled = {f.name: tuple(f.coupled) for f in facts.layers}
+    depthwise = frozenset(f.name for f in facts.layers if f.depthwise)
     out.mismatches, rank_set = expected.compare(before, after, case.layer, predicted, consumers,
-                                                _weights(model, after), upper)
+                                                _weights(model, after), upper, coupled, depthwise)
     out.problems += [m.text() for m in out.mismatches]
     if not out.mismatches:
         # meters are compared only on a state that matches: otherwise they repeat the mismatch

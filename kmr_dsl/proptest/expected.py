@@ -104,16 +104,20 @@ def _field_ok(name: str, measured, predicted, density_tol: float, upper: bool) -
             and _count_ok(measured, predicted, upper)
     if name == "density":
         return abs(float(measured) - float(predicted)) <= density_tol
-    if name in ("frozen", "trainable"):
+    if name in ("frozen", "trainable", "symmetric"):
         return bool(measured) == bool(predicted)
     return measured == predicted
 
 
 def compare(before: dict, after: dict, layer: str | None, predicted: dict, consumers: dict[str, tuple[str, ...]],
-            weights: dict[str, tuple[int, int]], upper: frozenset[str] = frozenset()) -> tuple[list[Mismatch], set[str]]:
+            weights: dict[str, tuple[int, int]], upper: frozenset[str] = frozenset(),
+            coupled: dict[str, tuple[str, ...]] | None = None,
+            depthwise: frozenset[str] = frozenset()) -> tuple[list[Mismatch], set[str]]:
     """(mismatches, layers whose rank an effect changed) for one step on `layer`.
 
     consumers: layer -> the layers that shrink with its output channels (facts);
+    coupled: layer -> the other members of its channel group (their out_features follow
+    it; a depthwise member, `depthwise`, its in_features too);
     weights: layer -> (rows, weight elements) after the step, for the density tolerance.
     """
     out: list[Mismatch] = []
@@ -151,6 +155,12 @@ def compare(before: dict, after: dict, layer: str | None, predicted: dict, consu
                 why = f"as a consumer of `{layer}`'s channels ({old} -> {new}) it should be"
                 for f, v in core_step.shrink_consumer(before_layers[c], old, new).items():
                     expected[c][f] = (float(v), why)
+            for m in (layer, *(coupled or {}).get(layer, ())):
+                why = f"as a member of `{layer}`'s channel group ({old} -> {new}) it should be"
+                if m != layer and m in expected:
+                    expected[m]["out_features"] = (new, why)
+                if m in depthwise and m in expected:
+                    expected[m]["in_features"] = (float(before_layers[m]["in_features"] * new / old), why)
     # derived: an unnamed rank follows a changed shape
     for name, st in after_layers.items():
         b = before_layers[name]

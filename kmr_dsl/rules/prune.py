@@ -1,4 +1,4 @@
-"""`prune`: magnitude, global, structured channel and N:M pruning of Linear / Conv2d.
+"""`prune`: magnitude, global, structured channel, attention-head and N:M pruning of Linear / Conv2d.
 
 Contract (docs/design.md): requires `layer.bits >= 16` and `n <= m`.
 - magnitude: in each layer, of its nnz non-zero weights keep the round_half_up(nnz *
@@ -13,24 +13,29 @@ Contract (docs/design.md): requires `layer.bits >= 16` and `n <= m`.
   = n / m exactly as the state settles it. On a sparse layer a group keeps at most its
   non-zeros: density is at most min(density, n / m), the effect (an upper bound). Stored dense: no CPU kernel runs 2:4
   (FACTS.md), so it is a sparsity pattern, not a speedup.
-- channel: keep round_half_up(out * (1 - amount)) (at least 1) output channels with
-  the largest L2 norm, in their original order, and physically remove the others: the
-  layer's weight rows and bias, the BatchNorms after it and the matching input columns
-  of its consumers (`depgraph.channel_links`, traced on the example input of the run's
-  context; `layers.channel_links` without one) really become smaller tensors. A coupled
-  group (a gated unit: Llama's gate_proj and up_proj feed an elementwise product into
-  down_proj) is pruned as one: selecting any of its producers removes the same channels
-  from all of them (ranked by the sum of their row norms) and from the consumer's
-  inputs, once per step. A layer
-  with no known consumer (the model's last layer, an output coupled to a residual
-  stream) is refused: removing its outputs would change the model's output or break its
-  forward; `kmr check` refuses it first (KMR304).
+- channel: keep round_half_up(out * (1 - amount)) (at least 1) output channels of the
+  layer's channel group (`depgraph.channel_links`, traced on the example input of the
+  run's context; `layers.channel_links` without one) with the largest L2 norm summed
+  over the group's members, in their original order, and physically remove the others
+  from every member (weight rows and bias; a depthwise conv's filters, in channels and
+  groups; both of a gated unit's gate and up projections, whose product feeds
+  down_proj), every BatchNorm of the group and the matching input columns of its
+  consumers: they really become smaller tensors. A group is pruned once per step, however
+  many of its members are selected. A layer with no known consumer (the model's last
+  layer, a stream that meets the model's input) is refused: removing its outputs would
+  change the model's output or break its forward; `kmr check` refuses it first (KMR304).
+- head: in each selected attention (`runtime.heads`: BERT/ViT or Llama layout) keep
+  round_half_up(units * (1 - amount)) (at least 1) head units (grouped-query: a
+  key/value head with its query heads) with the largest L2 norm summed over the query,
+  key and value rows, and remove the others' rows and the output projection's matching
+  columns; an attention is pruned once per step, however many projections are selected.
 Unstructured pruning records a mask (`layers.set_mask`) that training keeps.
 """
 
 from __future__ import annotations
 
 import copy
+from types import SimpleNamespace
 
 import torch
 import torch.nn as nn
@@ -82,11 +87,9 @@ def apply(model: nn.Module, layers, amount: float = 0.5, method: str = "magnitud
                 done_heads.add(att.module)
                 _heads(model, att, amount)
     else:
-        links = _links(model)
-        done: set[str] = set()      # a group's producers are pruned once per step
+        links, done = _links(model), set()
         for name, _ in layers:
-            if name not in done:
-                done.update(_channel(model, name, amount, links))
+            _channel(model, name, amount, links, done)
     return model
 
 
@@ -167,34 +170,37 @@ def _set_features(mod: nn.Module, dim: int, size: int) -> None:
         setattr(mod, "out_features" if dim == 0 else "in_features", size)
 
 
-def _slice_leaf(leaf: nn.Module, dim: int, idx: torch.Tensor) -> nn.Module:
+def _slice_leaf(leaf: nn.Module, dim: int, idx: torch.Tensor, depthwise: bool = False) -> nn.Module:
     if isinstance(leaf, km.QuantWeight) and leaf.group_size and dim == 1:
         # removed inputs shift the groups: quantize the remaining weights again, in
         # groups of the same size (zeros stay zero, so density is kept)
         bias = None if leaf.bias is None else leaf.bias.detach()
-        new = km.quantized_leaf(leaf, leaf.dequantized().index_select(1, idx), leaf.bits, leaf.group_size)
+        new = km.quantized_leaf(leaf, leaf.dequantized().index_select(1, idx), leaf.bits, leaf.group_size,
+                                symmetric=leaf.symmetric)
         if bias is not None:
             new.bias = bias.clone()
         return new
     if km.is_int8_kernel(leaf) or isinstance(leaf, km.QuantWeight):
         q, scale, bias = (km.dynamic_parts(leaf) if km.is_int8_kernel(leaf)
                           else (leaf.int_weight(), leaf.scale, leaf.bias))
-        # per-row scales: slicing columns keeps every integer value and scale exact
+        zero = km.int8_zero_points(leaf) if km.is_int8_kernel(leaf) else leaf.zero_point
+        # per-row scales (and zero points): slicing columns keeps every integer value exact
         q = q.index_select(dim, idx)
         if dim == 0:
             scale = scale[idx]
+            zero = None if zero is None else zero[idx]
             bias = None if bias is None else bias[idx]
         if km.is_dynamic(leaf):
-            return km.dynamic_linear(q, scale, bias)
+            return km.dynamic_linear(q, scale, bias, zero)
         if km.is_int8_kernel(leaf):
             return km.static_int8(leaf, q, scale, bias, (leaf.input_scale, leaf.input_zero_point),
-                                  leaf.output_qparams)
+                                  leaf.output_qparams, zero)
         new = copy.deepcopy(leaf)
-        new.set_int_weight(q, scale)
+        new.set_int_weight(q, scale, zero)
         if bias is not None:
             new.bias = bias.clone()
         return new
-    if getattr(leaf, "groups", 1) != 1:
+    if getattr(leaf, "groups", 1) != 1 and not depthwise:
         checks.fail(RULE, "channel pruning of grouped convolutions is not supported")
     new = copy.deepcopy(leaf)
     weight = leaf.weight.detach().index_select(dim, idx).clone()
@@ -238,32 +244,71 @@ def _slice_norm(norm: nn.Module, idx: torch.Tensor) -> nn.Module:
     return new
 
 
-def _channel(model: nn.Module, name: str, amount: float, links: dict) -> list[str]:
-    """Prune `name`'s channel group; the producers it pruned (itself and its coupled ones)."""
+def _channel(model: nn.Module, name: str, amount: float, links: dict, done: set) -> None:
+    """Prune the channel group `name` belongs to (once per step: a member already pruned
+    with its group is skipped)."""
+    if name in done:
+        return
     layer = kl.get_module(model, name)
     out = kl.layer_features(layer)[1]
     keep = int(step.settle("out_features", N.mul(out, N.sub(1, amount))))
     link = links.get(name)
-    group = [name] + (list(link.coupled) if link is not None else [])
     if keep >= out:
-        return group
+        return
     if link is None or not link.consumers:
         checks.fail(RULE, f"`{name}` has no consumer layer that KMR can shrink with it",
                     "channel pruning needs the layer's output to feed only Linear/Conv layers (through "
-                    "activations, pooling, BatchNorm), not a residual addition or the model's output",
+                    "activations, pooling, BatchNorm, residual additions), not the model's output",
                     hint="select hidden layers only (not the output layer), or use method = magnitude")
-    # a coupled group (a gated unit's gate and up projections) ranks each channel by the
-    # sum of its producers' row norms, so the channels removed are the same in all
-    norms = sum(_effective_weight(kl.get_module(model, p)).reshape(out, -1).norm(dim=1) for p in group)
-    idx = torch.sort(torch.topk(norms, keep, sorted=False).indices).values
-    for p in group:
-        kl.set_module(model, p, _slice(kl.get_module(model, p), 0, idx))
+    members = [name, *link.coupled]
+    idx = _group_channels(model, members, keep)
+    for member in members:
+        mod = kl.get_module(model, member)
+        if member in link.depthwise:
+            kl.set_module(model, member, _slice_depthwise(member, mod, idx))
+        else:
+            kl.set_module(model, member, _slice(mod, 0, idx))
     for norm_name in link.norms:
         kl.set_module(model, norm_name, _slice_norm(kl.get_module(model, norm_name), idx))
     for consumer, block in link.consumers:
         cols = (idx[:, None] * block + torch.arange(block)[None, :]).reshape(-1)
         kl.set_module(model, consumer, _slice(kl.get_module(model, consumer), 1, cols))
-    return group
+    done.update(members)
+
+
+def _group_channels(model: nn.Module, members: list[str], keep: int) -> torch.Tensor:
+    """The `keep` channels of a group with the largest importance, in their original
+    order: the L2 norm of each channel's filter, summed over the group's members (every
+    producer of a residual stream, its depthwise convolutions)."""
+    score = None
+    for member in members:
+        w = _effective_weight(kl.get_module(model, member))
+        norms = w.reshape(w.shape[0], -1).norm(dim=1)
+        score = norms if score is None else score + norms
+    return torch.sort(torch.topk(score, keep, sorted=False).indices).values
+
+
+def _slice_depthwise(name: str, conv: nn.Module, idx: torch.Tensor) -> nn.Module:
+    """A depthwise conv keeping channels `idx`: its filters (float or integer, with their
+    per-row scales), in and out channels and groups."""
+    keep = int(idx.numel())
+    if isinstance(conv, km.StaticConv2d):
+        q, scale, bias = km.dynamic_parts(conv)
+        # the static kernel is rebuilt with the new groups (static_int8 reads them off the leaf)
+        shape = SimpleNamespace(groups=keep, stride=conv.stride, padding=conv.padding, dilation=conv.dilation)
+        return km.static_int8(shape, q.index_select(0, idx), scale[idx], None if bias is None else bias[idx],
+                              (conv.input_scale, conv.input_zero_point), conv.output_qparams)
+    if isinstance(conv, km.QuantConv2d):
+        new = _slice_leaf(conv, 0, idx, depthwise=True)
+        new.groups = keep
+        return new
+    if not isinstance(conv, (nn.Conv1d, nn.Conv2d)):    # float, bfloat16 (HalfConv2d), masked
+        checks.fail(RULE, f"`{name}` is a depthwise convolution in a form channel pruning cannot slice "
+                          f"({type(conv).__name__})",
+                    hint="prune the channels before transforming the convolution")
+    new = _slice_leaf(conv, 0, idx, depthwise=True)
+    new.in_channels = new.groups = keep
+    return new
 
 
 # ---------------------------------------------------------------- attention heads

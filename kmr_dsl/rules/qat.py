@@ -27,14 +27,14 @@ BITS = (2, 4, 8)
 
 
 class FakeQuant(nn.Module):
-    def __init__(self, bits: int, group_size: int, mask: torch.Tensor | None):
+    def __init__(self, bits: int, group_size: int, mask: torch.Tensor | None, qmax: int | None = None):
         super().__init__()
-        self.bits, self.group_size, self.mask = bits, group_size, mask
+        self.bits, self.group_size, self.mask, self.qmax = bits, group_size, mask, qmax
 
     def forward(self, w):
         if self.mask is not None:
             w = w * self.mask.to(w.dtype)
-        q, scale = quant.quantize(w.detach(), self.bits, self.group_size)
+        q, scale = quant.quantize(w.detach(), self.bits, self.group_size, qmax=self.qmax)
         fake = quant.dequantize(q, scale, self.bits, self.group_size).to(w.dtype)
         return w + (fake - w).detach()
 
@@ -52,8 +52,11 @@ def apply(model: nn.Module, layers, bits: int, data, epochs: int = 1, lr: float 
         kind = checks.kinds(RULE, name, layer, ("Linear", "Conv2d"))
         checks.float_weights(RULE, name, layer)
         leaves.extend((leaf_name, leaf, kind) for leaf_name, leaf in kl.leaves(name, layer))
-    for _, leaf, _ in leaves:
-        parametrize.register_parametrization(leaf, "weight", FakeQuant(bits, group_size, getattr(leaf, kl.MASK, None)))
+    for _, leaf, kind in leaves:
+        # a dynamic int8 Linear stores the int8 kernels' narrower codes: train on those
+        kernel = scheme == "dynamic" and kind == "Linear" and bits == 8 and not group_size
+        parametrize.register_parametrization(leaf, "weight", FakeQuant(bits, group_size, getattr(leaf, kl.MASK, None),
+                                                                       quant.KERNEL_QMAX if kernel else None))
     try:
         training.train(model, data, training.task_loss(data, rule=RULE), epochs, lr, batch_size, RULE,
                        optimizer=optimizer, momentum=momentum, weight_decay=weight_decay, schedule=schedule)

@@ -4,14 +4,22 @@ Contract (docs/design.md): requires `bits <= layer.bits`; effect `layer.bits = b
 `model.trainable = model.trainable and bits >= 16`.
 - 32: unchanged.
 - 16: bfloat16 parameters (`modules.HalfLinear` ...), still float and trainable.
-- 8, scheme dynamic, on a Linear: torch's int8 dynamic Linear with a per-channel
-  symmetric weight (real int8 kernels; per-tensor scales lose fidelity, FACTS.md).
+- 8, scheme dynamic, on a Linear: torch's int8 dynamic Linear (`modules.DynamicLinear`,
+  real int8 kernels) with a per-channel weight (per-tensor scales lose fidelity,
+  FACTS.md), activations quantized per tensor at each call on the full 8-bit range, and
+  so weight codes within +-64 (`quant.KERNEL_QMAX`: fbgemm's int16 pairs on AVX2 do not
+  saturate); static W8A8 likewise.
+  With `activations = token`: `modules.TokenLinear`, one activation scale per token
+  (int8 storage; no fast CPU kernel, so computed in fp32 from the codes).
 - 8 weight_only, and 8 on Conv2d / Embedding (torch has no dynamic int8 conv or
   embedding): weight-only int8 (`modules.QuantConv2d` ...), dequantized in forward.
 - 4 and 2: weight-only, packed two / four values per byte, one fp32 scale per output
   row; int2 is ternary {-1, 0, +1} x scale. On this CPU they are storage formats.
-Quantization is symmetric and keeps zeros zero and non-zeros non-zero, so pruning's
-density survives exactly. In a factorized layer both factors are quantized; in a layer
+`symmetric = false`: weights on the affine grid with one int8 zero point per scale
+(`quant.quantize_affine`; per row or per group), and per-token activations asymmetric
+too; static activations and dynamic per-tensor ones are affine (quint8) either way.
+Both grids keep zeros zero and non-zeros non-zero, so pruning's density survives
+exactly. In a factorized layer both factors are quantized; in a layer
 with an unmerged LoRA adapter the base is quantized and the adapter stays fp32. A model
 holding an integer layer is not trainable (`state.is_trainable`).
 """
@@ -30,13 +38,19 @@ from kmr_dsl.runtime import training
 RULE = "quantize"
 BITS = (2, 4, 8, 16, 32)
 SCHEMES = ("dynamic", "weight_only", "static")
+ACTIVATIONS = ("tensor", "token")
 ACCEPTS = ("Linear", "Conv2d", "Embedding")
 
 
 def apply(model: nn.Module, layers, bits: int, scheme: str = "dynamic", group_size: int = 0, calibration=None,
-          samples: int = 128):
+          samples: int = 128, symmetric: bool = True, activations: str = "tensor"):
     bits = int(checks.choice(RULE, "bits", bits, BITS))
     scheme = checks.choice(RULE, "scheme", scheme, SCHEMES)
+    activations = checks.choice(RULE, "activations", activations, ACTIVATIONS)
+    symmetric = bool(symmetric)
+    if activations == "token" and not (scheme == "dynamic" and bits == 8 and not group_size):
+        checks.fail(RULE, "`activations = token` is dynamic W8A8: it needs `scheme = dynamic`, `bits = 8` and "
+                    "`group_size = 0`", hint="drop `activations = token`, or quantize with bits = 8, scheme = dynamic")
     group_size = checks.integer(RULE, "group_size", group_size, 0, 1 << 20)
     samples = checks.integer(RULE, "samples", samples, 1, 1 << 20)
     static = scheme == "static" and bits == 8
@@ -69,26 +83,38 @@ def apply(model: nn.Module, layers, bits: int, scheme: str = "dynamic", group_si
     for leaf_name, leaf, kind in todo:
         # a Conv1D (weight [in, out]) becomes the equal nn.Linear first: every reduced
         # form is built from an [out, in] weight
-        new = convert(kl.as_linear(leaf), kind, bits, scheme, leaf_name, group_size, ranges.get(leaf_name))
+        new = convert(kl.as_linear(leaf), kind, bits, scheme, leaf_name, group_size, ranges.get(leaf_name),
+                      symmetric, activations)
         if new is not leaf:
             kl.set_module(model, leaf_name, new)
     return model
 
 
+def _kernel_codes(weight, symmetric: bool):
+    """(q, scale, zero or None) of an int8-kernel weight, symmetric or affine: codes within
+    +-KERNEL_QMAX, so fbgemm can take full-range activations without saturating."""
+    if symmetric:
+        return (*quant.quantize(weight, 8, qmax=quant.KERNEL_QMAX), None)
+    return quant.quantize_affine(weight, 8, qmax=quant.KERNEL_QMAX)
+
+
 def convert(leaf: nn.Module, kind: str, bits: int, scheme: str, name: str, group_size: int = 0,
-             observed=None) -> nn.Module:
+            observed=None, symmetric: bool = True, activations: str = "tensor") -> nn.Module:
     have = kl.leaf_bits(leaf)
     if bits == 16:
         # a leaf already at 16 bits stays as it is
         return leaf if have == 16 else km.to_half(leaf)
     if observed is not None:
-        q, scale = quant.quantize(kl.leaf_weight(leaf).float(), 8)
+        q, scale, zero = _kernel_codes(kl.leaf_weight(leaf).float(), symmetric)
         return km.static_int8(leaf, q, scale, kl.leaf_bias(leaf), km.affine_qparams(observed.low, observed.high),
-                              km.affine_qparams(observed.out_low, observed.out_high))
+                              km.affine_qparams(observed.out_low, observed.out_high), zero)
     if scheme == "static":
         scheme = "weight_only"     # an Embedding under `static`
     dynamic = scheme == "dynamic" and kind == "Linear" and bits == 8 and not group_size
-    if have == bits and dynamic == km.is_dynamic(leaf) and group_size == getattr(leaf, "group_size", 0) \
+    token = dynamic and activations == "token"
+    dynamic = dynamic and not token
+    if have == bits and dynamic == km.is_dynamic(leaf) and token == isinstance(leaf, km.TokenLinear) \
+            and group_size == getattr(leaf, "group_size", 0) and symmetric == getattr(leaf, "symmetric", True) \
             and not isinstance(leaf, km.StaticInt8):
         return leaf
     if isinstance(leaf, (nn.Conv2d, km.QuantConv2d)) and getattr(leaf, "padding_mode", "zeros") != "zeros":
@@ -96,8 +122,10 @@ def convert(leaf: nn.Module, kind: str, bits: int, scheme: str, name: str, group
     if isinstance(leaf, nn.Embedding) and leaf.max_norm is not None:
         checks.fail(RULE, f"`{name}`: embeddings with max_norm cannot be quantized")
     weight = kl.leaf_weight(leaf).float()
+    bias = kl.leaf_bias(leaf)
     if dynamic:
-        q, scale = quant.quantize(weight, 8)
-        bias = kl.leaf_bias(leaf)
-        return km.dynamic_linear(q, scale, None if bias is None else bias.detach().float())
-    return km.quantized_leaf(leaf, weight, bits, group_size)
+        q, scale, zero = _kernel_codes(weight, symmetric)
+        return km.dynamic_linear(q, scale, None if bias is None else bias.detach().float(), zero)
+    if token:
+        return km.TokenLinear.quantized_from(weight, 8, bias, symmetric=symmetric)
+    return km.quantized_leaf(leaf, weight, bits, group_size, symmetric=symmetric)

@@ -12,8 +12,8 @@ Contract:
   raw.
 - `encode_layer(path, layer)` -> {entry name: tensor}: each leaf's weight in the
   smallest form of `kmr_dsl.artifact_layout` (dense float, dense int `.q`+`.scale`, or
-  sparse `.bitmap`+`.values`[+`.scale`]), its bias raw, every other parameter and
-  persistent buffer of the layer raw. `decode_layer(path, layer, tensors)` fills a
+  sparse `.bitmap`+`.values`[+`.scale`], + `.zero_point` on the asymmetric grid), its
+  bias raw, every other parameter and persistent buffer of the layer raw. `decode_layer(path, layer, tensors)` fills a
   module built from the config and returns the entry names it consumed.
 """
 
@@ -55,16 +55,17 @@ def _describe(m: nn.Module) -> dict:
     if isinstance(m, km.LoRALinear):
         return {"type": t, "rank": m.rank, "scaling": m.scaling, "base": describe(m.base)}
     if km.is_dynamic(m):
-        return {"type": "DynamicLinear", "in": m.in_features, "out": m.out_features, "bias": m.bias() is not None}
+        cfg = {"type": "DynamicLinear", "in": m.in_features, "out": m.out_features, "bias": m.bias() is not None}
+        return _with_symmetry(cfg, m)
     if isinstance(m, km.StaticInt8):
         q = km.dynamic_parts(m)[0]
         cfg = {"type": t, "shape": list(q.shape), "bias": m.bias() is not None,
                "input": [m.input_scale, m.input_zero_point], "output": list(m.output_qparams)}
         if isinstance(m, km.StaticConv2d):
             cfg.update(_conv_args(m))
-        return cfg
+        return _with_symmetry(cfg, m)
     if isinstance(m, km.QuantWeight):
-        cfg = {"type": t, "bits": m.bits, "shape": list(m.weight_shape), "bias": m.bias is not None}
+        cfg = _with_symmetry({"type": t, "bits": m.bits, "shape": list(m.weight_shape), "bias": m.bias is not None}, m)
         if m.group_size:
             cfg["group_size"] = m.group_size
         if isinstance(m, km.QuantConv2d):
@@ -99,6 +100,18 @@ def _describe(m: nn.Module) -> dict:
     return cfg
 
 
+def _with_symmetry(cfg: dict, m: nn.Module) -> dict:
+    # only an asymmetric layer says so: older artifacts and symmetric layers read alike
+    if not m.symmetric:
+        cfg["symmetric"] = False
+    return cfg
+
+
+def _zeros(cfg: dict, rows: int):
+    """Placeholder zero points for an asymmetric int8-kernel layer (the file fills them)."""
+    return None if cfg.get("symmetric", True) else torch.zeros(rows, dtype=torch.int8)
+
+
 def _padding(cfg: dict):
     return cfg["padding"] if isinstance(cfg["padding"], str) else tuple(cfg["padding"])
 
@@ -114,21 +127,24 @@ def build(cfg: dict) -> nn.Module | None:
         m = km.LoRALinear(build(cfg["base"]), cfg["rank"], cfg["scaling"])
     elif t == "DynamicLinear":
         m = km.dynamic_linear(torch.zeros(cfg["out"], cfg["in"], dtype=torch.int8), torch.ones(cfg["out"]),
-                              torch.zeros(cfg["out"]) if cfg["bias"] else None)
+                              torch.zeros(cfg["out"]) if cfg["bias"] else None, _zeros(cfg, cfg["out"]))
     elif t in ("StaticLinear", "StaticConv2d"):
         shape = tuple(cfg["shape"])
         like = nn.Conv2d(1, 1, 1, tuple(cfg["stride"]), _padding(cfg), tuple(cfg["dilation"]), cfg["groups"]) \
             if t == "StaticConv2d" else None
         m = km.static_int8(like, torch.zeros(shape, dtype=torch.int8), torch.ones(shape[0]),
-                           torch.zeros(shape[0]) if cfg["bias"] else None, tuple(cfg["input"]), tuple(cfg["output"]))
-    elif t == "QuantLinear":
-        m = km.QuantLinear(cfg["bits"], tuple(cfg["shape"]), cfg["bias"], cfg.get("group_size", 0))
+                           torch.zeros(shape[0]) if cfg["bias"] else None, tuple(cfg["input"]), tuple(cfg["output"]),
+                           _zeros(cfg, shape[0]))
+    elif t in ("QuantLinear", "TokenLinear"):
+        cls = km.TokenLinear if t == "TokenLinear" else km.QuantLinear
+        m = cls(cfg["bits"], tuple(cfg["shape"]), cfg["bias"], cfg.get("group_size", 0), cfg.get("symmetric", True))
     elif t == "QuantConv2d":
         padding = cfg["padding"] if isinstance(cfg["padding"], str) else tuple(cfg["padding"])
         m = km.QuantConv2d(cfg["bits"], tuple(cfg["shape"]), cfg["bias"], tuple(cfg["stride"]), padding,
-                           tuple(cfg["dilation"]), cfg["groups"], cfg.get("group_size", 0))
+                           tuple(cfg["dilation"]), cfg["groups"], cfg.get("group_size", 0), cfg.get("symmetric", True))
     elif t == "QuantEmbedding":
-        m = km.QuantEmbedding(cfg["bits"], tuple(cfg["shape"]), False, cfg["padding_idx"], cfg.get("group_size", 0))
+        m = km.QuantEmbedding(cfg["bits"], tuple(cfg["shape"]), False, cfg["padding_idx"], cfg.get("group_size", 0),
+                              cfg.get("symmetric", True))
     elif t in ("Linear", "HalfLinear"):
         m = nn.Linear(cfg["in"], cfg["out"], bias=cfg["bias"])
     elif t in ("Conv1d", "Conv2d", "HalfConv2d"):
@@ -160,7 +176,8 @@ def build(cfg: dict) -> nn.Module | None:
 # ---------------------------------------------------------------- tensors
 
 def weight_record(leaf: nn.Module) -> tuple[int, int, int, int]:
-    """(numel, rows, bits, nnz) of a leaf's weight: the inputs of layout.tensor_bytes."""
+    """(numel, rows, bits, nnz) of a leaf's weight: the inputs of layout.tensor_bytes
+    (with `zeros = not leaf_symmetric(leaf)`)."""
     nnz, numel = kl.leaf_nonzero(leaf)
     rows = kl.leaf_weight(leaf).shape[0] if km.is_int8_kernel(leaf) or isinstance(leaf, km.QuantWeight) \
         else kl.layer_features(leaf)[1] if kl.is_conv1d(leaf) else leaf.weight.shape[0]
@@ -170,10 +187,18 @@ def weight_record(leaf: nn.Module) -> tuple[int, int, int, int]:
     return numel, int(rows), kl.leaf_bits(leaf), nnz
 
 
+def leaf_symmetric(leaf: nn.Module) -> bool:
+    """Whether the leaf's stored weight has no zero points."""
+    return bool(getattr(leaf, "symmetric", True))
+
+
 def _int_parts(leaf):
+    """(codes, scales, zero points or None) of an integer leaf."""
     if km.is_int8_kernel(leaf):
-        return km.dynamic_parts(leaf)
-    return leaf.int_weight(), leaf.scale.detach().clone(), (None if leaf.bias is None else leaf.bias.detach().clone())
+        q, scale, _ = km.dynamic_parts(leaf)
+        return q, scale, km.int8_zero_points(leaf)
+    zero = leaf.zero_point
+    return leaf.int_weight(), leaf.scale.detach().clone(), None if zero is None else zero.detach().clone()
 
 
 def encode_weight(name: str, leaf: nn.Module) -> dict[str, torch.Tensor]:
@@ -189,19 +214,25 @@ def encode_weight(name: str, leaf: nn.Module) -> dict[str, torch.Tensor]:
         else:
             out[name] = w.contiguous().clone()
         return out
-    q, scale, _ = _int_parts(leaf)
+    q, scale, zero = _int_parts(leaf)
     if sparse:
-        mask = q != 0
+        mask = ~quant.zero_codes(q, zero, getattr(leaf, "group_size", 0))
         out[layout.entry(name, layout.BITMAP)] = quant.bitmap(mask)
         out[layout.entry(name, layout.VALUES)] = quant.pack(q[mask], bits)
     else:
         out[layout.entry(name, layout.Q)] = q.contiguous().clone() if bits == 8 else quant.pack(q, bits)
     # group-wise scales ([rows, groups]) are stored flat, row after row
     out[layout.entry(name, layout.SCALE)] = scale.float().reshape(-1).contiguous()
+    if zero is not None:
+        out[layout.entry(name, layout.ZERO_POINT)] = zero.to(torch.int8).reshape(-1).contiguous().clone()
     return out
 
 
 def decode_weight(name: str, leaf: nn.Module, tensors: dict, used: set) -> None:
+    zero = None
+    if not leaf_symmetric(leaf):
+        zero = tensors[layout.entry(name, layout.ZERO_POINT)]
+        used.add(layout.entry(name, layout.ZERO_POINT))
     if km.is_int8_kernel(leaf):
         shape, bits = tuple(km.dynamic_parts(leaf)[0].shape), 8
     elif isinstance(leaf, km.QuantWeight):
@@ -218,7 +249,12 @@ def decode_weight(name: str, leaf: nn.Module, tensors: dict, used: set) -> None:
         if bits >= 16:
             w = torch.zeros(numel, dtype=values.dtype)
         else:
+            # the codes not stored are the zeros: 0, or each weight's zero point
             w = torch.zeros(numel, dtype=torch.int8)
+            if zero is not None:
+                rows = shape[0]
+                zeros = quant.expand_scale(zero.reshape(rows, -1), numel // rows, getattr(leaf, "group_size", 0))
+                w = zeros.reshape(-1).to(torch.int8).clone()
             values = quant.unpack(values, bits, int(mask.sum())) if bits < 8 else values
         w[mask] = values
         w = w.reshape(shape)
@@ -241,9 +277,9 @@ def decode_weight(name: str, leaf: nn.Module, tensors: dict, used: set) -> None:
     scale = tensors[layout.entry(name, layout.SCALE)]
     used.add(layout.entry(name, layout.SCALE))
     if km.is_int8_kernel(leaf):
-        km.set_dynamic(leaf, w, scale, bias)
+        km.set_dynamic(leaf, w, scale, bias, zero)
     else:
-        leaf.set_int_weight(w, scale.reshape(leaf.scale.shape))
+        leaf.set_int_weight(w, scale.reshape(leaf.scale.shape), zero)
         if bias is not None:
             leaf.bias = bias.float().clone()
 
@@ -288,4 +324,4 @@ def decode_layer(path: str, layer: nn.Module, tensors: dict) -> set[str]:
     return used
 
 
-__all__ = ["build", "decode_layer", "describe", "encode_layer", "encode_weight", "weight_record"]
+__all__ = ["build", "decode_layer", "describe", "encode_layer", "encode_weight", "leaf_symmetric", "weight_record"]

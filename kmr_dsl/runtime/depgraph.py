@@ -3,33 +3,36 @@
 Contract: `channel_links(model, x)` runs `model(x)` once under a TorchFunctionMode and
 forward hooks on the logical layers, follows which layer's output channels every
 intermediate tensor carries, and returns the `layers.ChannelLink` of every layer whose
-output channels can be removed on their own: {producer: link(norms, consumers)}.
+output channels can be removed: {member: link(norms, consumers, coupled members)}.
 
-What a tensor carries is a *group* of coupled channels (union-find):
+What a tensor carries is a *group* of coupled channels (union-find). Each coupling kind
+has its own function below (`_weight_layer`, `_depthwise_layer`, `_norm_layer`,
+`_couple`, ...):
 - a Linear/Conv1d/Conv2d layer (ungrouped) opens a new group for its output (channel
   dim 1 for a conv, the last dim for a Linear) and is a *consumer* of the group its
   input carries (on the same dim; a Linear after a channel-major flatten of a conv
   output consumes blocks of inputs per channel);
+- a depthwise convolution (groups == in == out channels) maps channel c to channel c:
+  its output carries its input's group and it is a *member* of it (its filters, in and
+  out channels go with the group's channels);
 - BatchNorm1d/2d on the channel dim joins the group as a norm (sliced with it);
-- activations, dropout, pooling, `contiguous`/`clone`/dtype casts keep the group;
-- an elementwise addition or product of two tensors carrying groups *couples* the two
-  groups into one; the group remembers the *kind* of each coupling (`sum`: a residual
-  connection; `product`: a gated unit such as Llama's SwiGLU, `act(gate(x)) * up(x)`);
+- activations, dropout, pooling, spatial padding, `contiguous`/`clone`/dtype casts keep
+  the group;
+- an elementwise addition or product of two tensors carrying groups (a residual
+  connection) *couples* the two groups into one: the stream's producers (a ResNet
+  stage's stem or block outputs and its projection shortcut) are all members;
 - anything else a carried tensor meets (concatenation, slicing, reshapes other than a
-  flatten, grouped or depthwise convolution, LayerNorm/GroupNorm, a layer called twice,
-  attention's matmuls) and the model's output *escape* the group: its channels cannot
-  be removed, because something KMR does not rewrite depends on them.
-A group is linked when it is not escaped, has a consumer, and either has one producer
-or only couplings of a kind in `LINKED_COUPLINGS` (`product`: the producers of a gated
-unit are sliced together, their consumer's inputs with them; `prune` ranks the group's
-channels by the sum of its producers' row norms). Every producer of a linked group gets
-a link naming the others (`ChannelLink.coupled`): pruning any of them prunes the group.
-A residual stream (`sum`) is not linked here. The
-result is what the checker gets as `LayerFact.consumers` and what `prune(method =
-channel)` shrinks, so the check predicts exactly what the run removes and refuses
-the rest (KMR304). `coupled(model, x)` gives, for the diagnostics, the producers that
-share a group. If the trace meets something it cannot read (an error in this reader),
-no group is linked: refusing is sound, linking wrongly is not.
+  flatten, grouped convolutions that are not depthwise, LayerNorm/GroupNorm, a layer
+  called twice, attention's matmuls) and the model's output *escape* the group: its
+  channels cannot be removed, because something KMR does not rewrite depends on them
+  (`refusals` says which, for the diagnostics).
+Every member of a group that is not escaped and has a consumer is linked; its link
+names the group's consumers, norms and other members, and `prune(method = channel)`
+removes the same channels from all of them at once (importance summed over the
+members). That is what the checker gets as `LayerFact.consumers` / `coupled`, so the
+check predicts exactly what the run removes and refuses the rest (KMR304). If the
+trace meets something it cannot read (an error in this reader), no group is linked:
+refusing is sound, linking wrongly is not.
 """
 
 from __future__ import annotations
@@ -53,13 +56,14 @@ _KEEP = {
     "pow", "__pow__", "exp", "erf", "neg", "__neg__", "abs", "square", "sqrt", "rsqrt", "reciprocal",
     "sigmoid_", "tanh_", "gelu_", "clamp", "clamp_", "clip",
 }
+_PAD = {"pad"}
 _BINARY = {"add", "add_", "__add__", "__iadd__", "__radd__", "mul", "mul_", "__mul__", "__imul__", "__rmul__",
            "sub", "sub_", "__sub__", "__isub__", "__rsub__"}
 _FLATTEN = {"flatten", "view", "reshape"}
 
 
 class _Group:
-    __slots__ = ("parent", "channels", "dim", "producers", "consumers", "norms", "escaped", "couplings")
+    __slots__ = ("parent", "channels", "dim", "producers", "consumers", "norms", "depthwise", "escaped", "why")
 
     def __init__(self, channels: int, dim: int):
         self.parent = self
@@ -67,8 +71,9 @@ class _Group:
         self.producers: list[str] = []
         self.consumers: list[tuple[str, int]] = []
         self.norms: list[str] = []
+        self.depthwise: list[str] = []
         self.escaped = False
-        self.couplings: set[str] = set()    # kinds of the couplings that joined groups into this one
+        self.why = ""
 
     def root(self) -> "_Group":
         g = self
@@ -76,6 +81,11 @@ class _Group:
             g.parent = g.parent.parent
             g = g.parent
         return g
+
+    @property
+    def members(self) -> list[str]:
+        """The layers whose output channels are this group's channels."""
+        return self.producers + self.depthwise
 
 
 class _Tracer:
@@ -96,21 +106,25 @@ class _Tracer:
         self.keep.append(t)
         self.labels[id(t)] = (group, block)
 
-    def escape(self, *found) -> None:
+    def escape(self, *found, why: str = "something KMR does not rewrite reads them") -> None:
         for f in found:
             if f is not None:
-                f[0].root().escaped = True
+                g = f[0].root()
+                if not g.escaped:
+                    g.escaped, g.why = True, why
 
-    def union(self, a: _Group, b: _Group, kind: str) -> _Group:
+    def union(self, a: _Group, b: _Group) -> _Group:
         a, b = a.root(), b.root()
-        a.couplings.add(kind)
         if a is b:
             return a
         b.parent = a
-        a.couplings |= b.couplings
         a.producers += b.producers
         a.consumers += b.consumers
         a.norms += b.norms
+        a.depthwise += b.depthwise
+        if a.channels != b.channels and not (a.escaped or b.escaped):
+            a.why = "they are added to channels of another size"
+        a.why = a.why or b.why
         a.escaped = a.escaped or b.escaped or a.channels != b.channels
         return a
 
@@ -121,38 +135,66 @@ class _Tracer:
         found = self.label(x)
         self.calls[name] = self.calls.get(name, 0) + 1
         if not isinstance(output, torch.Tensor):
-            self.escape(found)
+            self.escape(found, why=f"`{name}` returns something other than a tensor")
             return
-        if kind in _WEIGHTS:
-            grouped = getattr(module, "groups", 1) != 1
-            conv = kind != "Linear"
-            if found is not None:
-                group, block = found
-                fits = (not grouped and not block and x.dim() >= 2 and group.dim == (1 if conv else -1)
-                        and x.shape[group.dim] == group.channels) or (block and kind == "Linear" and not grouped)
-                if fits:
-                    group.consumers.append((name, block or 1))
-                else:
-                    self.escape(found)
-            out = _Group(int(output.shape[1 if conv else -1]), 1 if conv else -1) if output.dim() >= 2 else None
-            if out is None:
-                return
-            out.producers.append(name)
-            if grouped or self.calls[name] > 1:
-                out.escaped = True
-                self.escape(found)
-            self.groups.append(out)
-            self.set(output, out)
+        if kind in _WEIGHTS and is_depthwise(module):
+            self._depthwise_layer(name, x, found, output)
+        elif kind in _WEIGHTS:
+            self._weight_layer(name, module, kind, x, found, output)
         elif kind in _NORMS and found is not None:
-            group, block = found
-            if not block and (group.dim == 1 or x.dim() == 2) and x.shape[1] == group.channels:
-                if name not in group.norms:
-                    group.norms.append(name)
-                self.set(output, group)
-            else:
-                self.escape(found)
+            self._norm_layer(name, x, found, output)
         else:
-            self.escape(found)
+            self.escape(found, why=f"`{name}` ({kind or type(module).__name__}) reads them")
+
+    def _weight_layer(self, name, module, kind, x, found, output) -> None:
+        """A Linear / conv: consumes the input's group, opens its output's group."""
+        grouped = getattr(module, "groups", 1) != 1
+        conv = kind != "Linear"
+        if found is not None:
+            group, block = found
+            fits = (not grouped and not block and x.dim() >= 2 and group.dim == (1 if conv else -1)
+                    and x.shape[group.dim] == group.channels) or (block and kind == "Linear" and not grouped)
+            if fits:
+                group.consumers.append((name, block or 1))
+            else:
+                self.escape(found, why=f"`{name}` reads them grouped or reshaped")
+        out = _Group(int(output.shape[1 if conv else -1]), 1 if conv else -1) if output.dim() >= 2 else None
+        if out is None:
+            return
+        out.producers.append(name)
+        if grouped or self.calls[name] > 1:
+            out.escaped, out.why = True, (f"`{name}` is a grouped convolution" if grouped
+                                          else f"`{name}` is called more than once")
+            self.escape(found, why=out.why)
+        self.groups.append(out)
+        self.set(output, out)
+
+    def _depthwise_layer(self, name, x, found, output) -> None:
+        """A depthwise conv maps each channel to itself: its output carries its input's
+        group, and its filters (out and in channels) belong to the group."""
+        if found is not None and not found[1] and found[0].dim == 1 and x.dim() >= 3 \
+                and x.shape[1] == found[0].channels == output.shape[1] and self.calls[name] == 1:
+            group = found[0]
+            group.depthwise.append(name)
+            self.set(output, group)
+            return
+        self.escape(found, why=f"`{name}` (a depthwise convolution) reads them")
+        out = _Group(int(output.shape[1]), 1)
+        out.depthwise.append(name)
+        out.escaped, out.why = True, (f"`{name}` is a depthwise convolution of the model's input" if found is None
+                                      else f"`{name}` is a depthwise convolution KMR cannot follow")
+        self.groups.append(out)
+        self.set(output, out)
+
+    def _norm_layer(self, name, x, found, output) -> None:
+        """A BatchNorm on the channel dim: sliced with the group."""
+        group, block = found
+        if not block and (group.dim == 1 or x.dim() == 2) and x.shape[1] == group.channels:
+            if name not in group.norms:
+                group.norms.append(name)
+            self.set(output, group)
+        else:
+            self.escape(found, why=f"`{name}` normalizes them along another dimension")
 
     # functions between layers
     def op(self, func, args, kwargs, out) -> None:
@@ -180,17 +222,11 @@ class _Tracer:
             if same:
                 self.set(o, group, block)
                 return
-        if name in _BINARY and len(outs) == 1:
-            o = outs[0]
-            if len(carried) == 2 and not carried[0][1][1] and not carried[1][1][1] \
-                    and carried[0][0].shape == carried[1][0].shape == o.shape:
-                self.set(o, self.union(carried[0][1][0], carried[1][1][0], _coupling(name)))
-                return
-            if len(carried) == 1 and not carried[0][1][1] and o.shape == carried[0][0].shape:
-                t, (group, _) = carried[0]
-                if all(_no_channel_extent(a, o.dim(), group.dim) for a in flat if a is not t):
-                    self.set(o, group)    # a bias, a scale, a scalar: broadcast along the channels
-                    return
+        if name in _BINARY and len(outs) == 1 and self._couple(flat, carried, outs[0]):
+            return
+        if name in _PAD and lab is not None and len(carried) == 1 and len(outs) == 1 \
+                and self._pad(args, kwargs, lab, first, outs[0]):
+            return
         if name in _FLATTEN and lab is not None and len(carried) == 1 and len(outs) == 1:
             group, block = lab
             o = outs[0]
@@ -202,27 +238,40 @@ class _Tracer:
             if o.shape == first.shape:
                 self.set(o, group, block)
                 return
-        self.escape(*(f for _, f in carried))
+        why = (f"`{name}` combines them with a tensor whose channels KMR does not follow (the model's input, "
+               "a position table, a stream that is itself refused)") if name in _BINARY else f"`{name}` reads them"
+        self.escape(*(f for _, f in carried), why=why)
 
-
-# how two carried tensors combined elementwise couple their channels
-_PRODUCTS = {"mul", "mul_", "__mul__", "__imul__", "__rmul__"}
-# the couplings whose groups are linked with several producers (see the module docstring)
-LINKED_COUPLINGS = frozenset({"product"})
-
-
-def _coupling(name: str) -> str:
-    return "product" if name in _PRODUCTS else "sum"
-
-
-def _linked(group: _Group) -> bool:
-    """Can the group's channels be removed: by its one producer, or by all its producers
-    together when every coupling that joined them is a linked kind?"""
-    if group.escaped or not group.consumers or not group.producers:
+    def _couple(self, flat, carried, o) -> bool:
+        """An elementwise sum or product: two groups (a residual connection) become one;
+        one group with a value broadcast along its channels (bias, scale) stays itself."""
+        if len(carried) == 2 and not carried[0][1][1] and not carried[1][1][1] \
+                and carried[0][0].shape == carried[1][0].shape == o.shape:
+            self.set(o, self.union(carried[0][1][0], carried[1][1][0]))
+            return True
+        if len(carried) == 1 and not carried[0][1][1] and o.shape == carried[0][0].shape:
+            t, (group, _) = carried[0]
+            if all(_no_channel_extent(a, o.dim(), group.dim) for a in flat if a is not t):
+                self.set(o, group)    # a bias, a scale, a scalar: broadcast along the channels
+                return True
         return False
-    if len(group.producers) == 1:
+
+    def _pad(self, args, kwargs, lab, first, o) -> bool:
+        """Padding of the spatial dims only (MobileNet's TF-style "same" padding) keeps the group."""
+        group, block = lab
+        pad = args[1] if len(args) > 1 else kwargs.get("pad")
+        if block or group.dim != 1 or not isinstance(pad, (tuple, list)) or not isinstance(first, torch.Tensor):
+            return False
+        if len(pad) > 2 * (first.dim() - 2) or o.shape[1] != first.shape[1]:
+            return False
+        self.set(o, group)
         return True
-    return len(set(group.producers)) == len(group.producers) and group.couplings <= LINKED_COUPLINGS
+
+
+def is_depthwise(module: nn.Module) -> bool:
+    """A conv whose every channel has its own filter (channel multiplier 1)."""
+    groups = getattr(module, "groups", 1)
+    return groups > 1 and groups == getattr(module, "in_channels", 0) == getattr(module, "out_channels", 0)
 
 
 def _no_channel_extent(a: torch.Tensor, ndim: int, dim: int) -> bool:
@@ -281,14 +330,15 @@ def trace(model: nn.Module, x: torch.Tensor) -> list[_Group]:
     try:
         with torch.no_grad(), _Mode(tracer):
             out = model(x)
-        tracer.escape(*(tracer.label(t) for t in _tensors(out)))
+        tracer.escape(*(tracer.label(t) for t in _tensors(out)), why="they are an output of the model")
     finally:
         for h in hooks:
             h.remove()
         model.train(was_training)
     if tracer.failed:
         for g in tracer.groups:
-            g.root().escaped = True
+            r = g.root()
+            r.escaped, r.why = True, r.why or "the dependency trace met an operation it cannot read"
     roots = []
     for g in tracer.groups:
         r = g.root()
@@ -298,24 +348,39 @@ def trace(model: nn.Module, x: torch.Tensor) -> list[_Group]:
 
 
 def channel_links(model: nn.Module, x: torch.Tensor) -> dict[str, kl.ChannelLink]:
+    """{member: its link} for every member of a group whose channels can be removed."""
+    return links_and_refusals(model, x)[0]
+
+
+def refusals(model: nn.Module, x: torch.Tensor) -> dict[str, str]:
+    """{member: why its output channels cannot be removed} for every unlinked member."""
+    return links_and_refusals(model, x)[1]
+
+
+def links_and_refusals(model: nn.Module, x: torch.Tensor) -> tuple[dict[str, kl.ChannelLink], dict[str, str]]:
+    """`channel_links` and `refusals` of one trace."""
     links: dict[str, kl.ChannelLink] = {}
+    refused: dict[str, str] = {}
     for group in trace(model, x):
-        if not _linked(group):
+        members = list(dict.fromkeys(group.members))
+        if group.escaped or not group.consumers or not group.producers:
+            for m in members:
+                refused[m] = group.why if group.escaped else "no Linear or convolution reads them"
             continue
         consumers = list(dict.fromkeys(group.consumers))
-        for producer in group.producers:
-            links[producer] = kl.ChannelLink(producer, consumers, list(group.norms),
-                                             [p for p in group.producers if p != producer])
-    return links
+        for member in members:
+            links[member] = kl.ChannelLink(member, consumers, list(group.norms),
+                                           [m for m in members if m != member], list(group.depthwise))
+    return links, refused
 
 
 def coupled(model: nn.Module, x: torch.Tensor) -> dict[str, tuple[str, ...]]:
-    """{producer: the other producers its output channels are coupled with}."""
+    """{member: the other members its output channels are coupled with}."""
     out = {}
     for group in trace(model, x):
-        for p in group.producers:
-            out[p] = tuple(q for q in group.producers if q != p)
+        for p in group.members:
+            out[p] = tuple(q for q in group.members if q != p)
     return out
 
 
-__all__ = ["LINKED_COUPLINGS", "channel_links", "coupled", "trace"]
+__all__ = ["channel_links", "coupled", "is_depthwise", "links_and_refusals", "refusals", "trace"]

@@ -10,8 +10,9 @@ same for a module in hand. The caller caches them (facts.store_cached).
   elements, bias elements, dtype, bits, measured density, dense MACs on the example
   input and `consumers` (the layers that shrink when its output channels are pruned:
   see `depgraph.channel_links`, traced on the example input; BatchNorms first, then
-  the consuming weight layers), `coupled` (the other producers of a gated unit's
-  channel group), `tied` (the names of embeddings that read this layer's weight:
+  the consuming weight layers), `coupled` (the other members of its channel group:
+  a residual stream's producers, a gated unit's gate and up projections, a depthwise
+  conv over them), `unlinked` (why its channels cannot be removed), `tied` (the names of embeddings that read this layer's weight:
   `runtime.tied`) and, for a query/key/value projection of a recognised attention
   (`runtime.heads`), `heads`, `head_group`, `head_consumers` and, on the query
   projection, `attention_macs` (the attention module's MACs less its layers').
@@ -104,8 +105,8 @@ def _written_shape(value, span) -> tuple[int, ...]:
                              hint='write the sizes as a string, e.g. `input_shape = "1, 3, 32, 32"`')) from None
 
 
-def _layer_fact(name: str, layer: nn.Module, macs: int, consumers: tuple[str, ...],
-                tied: tuple[str, ...] = (), coupled: tuple[str, ...] = ()) -> LayerFact:
+def _layer_fact(name: str, layer: nn.Module, macs: int, link: kl.ChannelLink | None = None,
+                tied: tuple[str, ...] = (), unlinked: str = "") -> LayerFact:
     kind = kl.kind_of(layer)
     in_f, out_f = kl.layer_features(layer)
     ls = kl.leaves(name, layer)
@@ -135,9 +136,20 @@ def _layer_fact(name: str, layer: nn.Module, macs: int, consumers: tuple[str, ..
     return LayerFact(
         name=name, kind=kind, in_features=in_f, out_features=out_f, weight_shape=weight_shape,
         weight_params=int(weight_params), bias_params=int(bias_params), dtype=dtype, bits=int(bits),
-        density=(nnz / numel) if numel else 1.0, macs=int(macs), consumers=consumers, kernel=kernel, tied=tied,
-        group_size=kl.layer_group_size(layer, name), coupled=coupled,
+        density=(nnz / numel) if numel else 1.0, macs=int(macs), consumers=link.names if link else (),
+        kernel=kernel, tied=tied, group_size=kl.layer_group_size(layer, name),
+        coupled=tuple(link.coupled) if link else (), depthwise=depgraph.is_depthwise(layer), unlinked=unlinked,
+        channel_buffer_bytes=_channel_buffer_bytes(layer, kind), symmetric=kl.layer_symmetric(layer, name),
     )
+
+
+def _channel_buffer_bytes(layer: nn.Module, kind: str | None) -> int:
+    """A BatchNorm's persistent per-channel buffers (what channel pruning slices with it)."""
+    if kind not in ("BatchNorm1d", "BatchNorm2d"):
+        return 0
+    return sum(b.numel() * b.element_size() for n, b in layer._buffers.items()
+               if b is not None and n not in layer._non_persistent_buffers_set and b.dim() == 1
+               and b.shape[0] == layer.num_features)
 
 
 def model_facts_from_module(module: nn.Module, input_shape, input_dtype: str = "float32",
@@ -148,11 +160,11 @@ def model_facts_from_module(module: nn.Module, input_shape, input_dtype: str = "
         x = x.to("meta")        # FlopCounterMode counts a meta forward without computing anything
     found = heads.attentions(module)
     total_macs, per_layer = meters.count_macs(module, x, set(found))
-    links = depgraph.channel_links(module, x)
+    links, refused = depgraph.links_and_refusals(module, x)
     tied_to = tied.tied_names(module)
     facts = tuple(
-        _with_heads(_layer_fact(name, layer, per_layer.get(name, 0), links[name].names if name in links else (),
-                                tied_to.get(name, ()), tuple(links[name].coupled) if name in links else ()),
+        _with_heads(_layer_fact(name, layer, per_layer.get(name, 0), links.get(name), tied_to.get(name, ()),
+                                refused.get(name, "")),
                     found, per_layer)
         for name, layer in kl.logical_layers(module)
     )

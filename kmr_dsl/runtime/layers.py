@@ -155,7 +155,7 @@ def leaf_weight(leaf: nn.Module) -> torch.Tensor:
     if km.is_int8_kernel(leaf):
         from kmr_dsl.runtime.quant import dequantize
         q, scale, _ = km.dynamic_parts(leaf)
-        return dequantize(q, scale)
+        return dequantize(q, scale, zero=km.int8_zero_points(leaf))
     if isinstance(leaf, km.QuantWeight):
         return leaf.dequantized()
     if is_conv1d(leaf):
@@ -164,11 +164,14 @@ def leaf_weight(leaf: nn.Module) -> torch.Tensor:
 
 
 def leaf_nonzero(leaf: nn.Module) -> tuple[int, int]:
-    """(non-zero weights, weight elements); integer zeros are exactly the float zeros."""
+    """(non-zero weights, weight elements); integer zeros are exactly the float zeros
+    (code 0, or the zero point on the affine grid)."""
     if km.is_int8_kernel(leaf):
+        from kmr_dsl.runtime.quant import zero_codes
         q = km.dynamic_parts(leaf)[0]
+        q = ~zero_codes(q, km.int8_zero_points(leaf))
     elif isinstance(leaf, km.QuantWeight):
-        q = leaf.int_weight()
+        q = ~leaf.zero_codes()
     else:
         q = leaf.weight.detach()
     if q.is_meta:              # shapes without values (a model too big to load): density 1
@@ -190,6 +193,11 @@ def layer_bits(layer: nn.Module, name: str = "") -> int:
     if params and all(p.dtype in (torch.bfloat16, torch.float16) for p in params):
         return 16
     return 32
+
+
+def layer_symmetric(layer: nn.Module, name: str = "") -> bool:
+    """Whether no integer weight of the layer carries zero points (float layers: True)."""
+    return all(getattr(leaf, "symmetric", True) for _, leaf in leaves(name, layer))
 
 
 def layer_group_size(layer: nn.Module, name: str = "") -> int:
@@ -276,7 +284,10 @@ class ChannelLink:
     producer: str
     consumers: list[tuple[str, int]] = field(default_factory=list)   # (layer, inputs per channel)
     norms: list[str] = field(default_factory=list)                   # BatchNorms to slice
-    coupled: list[str] = field(default_factory=list)                 # producers sliced with it (one group)
+    # the other layers whose output channels are the same channels (a residual stream's
+    # producers, a gated unit's gate and up projections, a depthwise convolution over them): they lose the same channels
+    coupled: list[str] = field(default_factory=list)
+    depthwise: list[str] = field(default_factory=list)               # members that are depthwise convs
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -349,7 +360,8 @@ def channel_links(model: nn.Module) -> dict[str, ChannelLink]:
 
 __all__ = [
     "ChannelLink", "LAYER_KINDS", "MASK", "MATRIX_KINDS", "apply_masks", "as_linear", "channel_links", "current_mask",
-    "get_module", "is_conv1d", "is_leaf", "kind_of", "layer_bits", "layer_features", "leaf_bias", "leaf_bits",
-    "leaf_is_float", "leaf_nonzero", "leaf_weight", "leaves", "logical_layers", "select_layers", "set_mask",
+    "get_module", "is_conv1d", "is_leaf", "kind_of", "layer_bits", "layer_features", "layer_symmetric", "leaf_bias",
+    "leaf_bits", "leaf_is_float", "leaf_nonzero", "leaf_weight", "leaves", "logical_layers", "select_layers",
+    "set_mask",
     "set_module", "tied_aliases",
 ]

@@ -13,11 +13,16 @@ activations.
   ran 13x slower than fp32 and fp16 6x slower. Outputs are fp32 either way.
 - `QuantLinear`, `QuantConv2d`, `QuantEmbedding` (weight-only int8/int4/int2): the
   weight held as packed integers (`kmr_dsl.runtime.quant`) plus one fp32 scale per
-  output row (or, with `group_size` > 0, per group of that many inputs of a row),
+  output row (or, with `group_size` > 0, per group of that many inputs of a row), and
+  on the asymmetric grid (`symmetric = False`) one int8 `zero_point` per scale,
   dequantized in forward. On this CPU int4/int2 are storage formats.
-- int8 dynamic Linear is torch's `torch.ao.nn.quantized.dynamic.Linear` with a
-  per-channel weight (real int8 kernels); `dynamic_linear` / `dynamic_parts` build it
-  from and read it back into (int8 values, fp32 scales, bias).
+- `DynamicLinear` (int8 dynamic): torch's dynamic int8 Linear (fbgemm, real int8
+  kernels) with a per-channel weight (symmetric, or affine with zero points), run on
+  the full 8-bit activation range; `dynamic_linear` / `dynamic_parts` /
+  `int8_zero_points` build it from and read it back into (int8 values, fp32 scales,
+  bias, zero points).
+- `TokenLinear` (int8 weight, dynamic per-token int8 activations): a QuantLinear whose
+  forward quantizes each token; computed in fp32 from the codes (no fast CPU kernel).
 - `StaticLinear`, `StaticConv2d` (static W8A8): torch's quantized Linear / Conv2d
   kernel (int8 weight, per channel) on activations quantized with calibrated ranges;
   `dynamic_parts` reads them too (`is_int8_kernel` covers both int8 forms).
@@ -98,7 +103,8 @@ class QuantWeight(nn.Module):
 
     kmr_kind = ""
 
-    def __init__(self, bits: int, weight_shape: tuple[int, ...], bias: bool, group_size: int = 0):
+    def __init__(self, bits: int, weight_shape: tuple[int, ...], bias: bool, group_size: int = 0,
+                 symmetric: bool = True):
         super().__init__()
         if bits not in quant.QMAX:
             raise ValueError(f"bits must be one of {sorted(quant.QMAX)}")
@@ -113,7 +119,13 @@ class QuantWeight(nn.Module):
         rows = self.weight_shape[0]
         groups = quant.groups(numel // rows if rows else 0, self.group_size)
         self.register_buffer("scale", torch.ones(rows, groups) if self.group_size else torch.ones(rows))
+        # the affine grid's int8 zero points, one per scale (None: the symmetric grid)
+        self.register_buffer("zero_point", None if symmetric else torch.zeros(self.scale.shape, dtype=torch.int8))
         self.register_buffer("bias", torch.zeros(self.weight_shape[0]) if bias else None)
+
+    @property
+    def symmetric(self) -> bool:
+        return self.zero_point is None
 
     @property
     def numel(self) -> int:
@@ -122,25 +134,37 @@ class QuantWeight(nn.Module):
             n *= s
         return n
 
-    def set_int_weight(self, q: torch.Tensor, scale: torch.Tensor) -> None:
+    def set_int_weight(self, q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | None = None) -> None:
+        if (zero is None) != self.symmetric:
+            raise ValueError("zero points are given exactly for an asymmetric (affine) layer")
         self.weight_shape = tuple(q.shape)
         self.packed = quant.pack(q, self.bits)
         self.scale = scale.detach().float().clone()
+        if zero is not None:
+            self.zero_point = zero.detach().to(torch.int8).reshape(self.scale.shape).clone()
 
     def int_weight(self) -> torch.Tensor:
         return quant.unpack(self.packed, self.bits, self.numel).reshape(self.weight_shape)
 
+    def zero_codes(self, q: torch.Tensor | None = None) -> torch.Tensor:
+        """Where the stored codes stand for 0 (the pruned weights)."""
+        return quant.zero_codes(self.int_weight() if q is None else q, self.zero_point, self.group_size)
+
     def dequantized(self) -> torch.Tensor:
-        return quant.dequantize(self.int_weight(), self.scale, self.bits, self.group_size)
+        return quant.dequantize(self.int_weight(), self.scale, self.bits, self.group_size, self.zero_point)
 
     @classmethod
     def quantized_from(cls, weight: torch.Tensor, bits: int, bias, group_size: int = 0, codes=None,
-                       **kw) -> "QuantWeight":
-        """The integer form of `weight`: rounded by `quant.quantize`, or the given
-        `codes` = (q, scale) of another quantizer on the same grid (GPTQ)."""
-        mod = cls(bits=bits, weight_shape=tuple(weight.shape), bias=bias is not None, group_size=group_size, **kw)
-        q, scale = codes if codes is not None else quant.quantize(weight, bits, group_size)
-        mod.set_int_weight(q, scale)
+                       symmetric: bool = True, **kw) -> "QuantWeight":
+        """The integer form of `weight`: rounded by `quant.quantize` (`quant.quantize_affine`
+        when not symmetric), or the given `codes` = (q, scale[, zero]) of another quantizer
+        on the same grid (GPTQ)."""
+        mod = cls(bits=bits, weight_shape=tuple(weight.shape), bias=bias is not None, group_size=group_size,
+                  symmetric=symmetric, **kw)
+        if codes is None:
+            codes = quant.quantize(weight, bits, group_size) if symmetric \
+                else quant.quantize_affine(weight, bits, group_size)
+        mod.set_int_weight(*codes)
         if bias is not None:
             mod.bias = bias.detach().float().clone()
         return mod
@@ -149,8 +173,8 @@ class QuantWeight(nn.Module):
 class QuantLinear(QuantWeight):
     kmr_kind = "Linear"
 
-    def __init__(self, bits, weight_shape, bias=True, group_size=0):
-        super().__init__(bits, weight_shape, bias, group_size)
+    def __init__(self, bits, weight_shape, bias=True, group_size=0, symmetric=True):
+        super().__init__(bits, weight_shape, bias, group_size, symmetric)
 
     @property
     def in_features(self):
@@ -168,8 +192,8 @@ class QuantConv2d(QuantWeight):
     kmr_kind = "Conv2d"
 
     def __init__(self, bits, weight_shape, bias=True, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1,
-                 group_size=0):
-        super().__init__(bits, weight_shape, bias, group_size)
+                 group_size=0, symmetric=True):
+        super().__init__(bits, weight_shape, bias, group_size, symmetric)
         self.stride, self.dilation, self.groups = tuple(stride), tuple(dilation), int(groups)
         self.padding = padding if isinstance(padding, str) else tuple(padding)
 
@@ -181,6 +205,11 @@ class QuantConv2d(QuantWeight):
     def out_channels(self):
         return self.weight_shape[0]
 
+    @property
+    def kernel_size(self):
+        # read by models that pad as TensorFlow does (transformers' MobileNet)
+        return tuple(self.weight_shape[2:])
+
     def forward(self, x):
         return F.conv2d(x.float(), self.dequantized(), self.bias, self.stride, self.padding, self.dilation, self.groups)
 
@@ -188,8 +217,8 @@ class QuantConv2d(QuantWeight):
 class QuantEmbedding(QuantWeight):
     kmr_kind = "Embedding"
 
-    def __init__(self, bits, weight_shape, bias=False, padding_idx=None, group_size=0):
-        super().__init__(bits, weight_shape, False, group_size)
+    def __init__(self, bits, weight_shape, bias=False, padding_idx=None, group_size=0, symmetric=True):
+        super().__init__(bits, weight_shape, False, group_size, symmetric)
         self.padding_idx = padding_idx
 
     @property
@@ -210,20 +239,25 @@ class QuantEmbedding(QuantWeight):
             rows = rows.reshape(*x.shape, dim)
         else:   # rows that do not start on a byte boundary: unpack the table
             rows = quant.unpack(self.packed, self.bits, self.numel).reshape(self.weight_shape)[x]
-        scale = self.scale[x]
-        if self.group_size:
-            flat = scale.reshape(-1, scale.shape[-1])
-            scale = quant.expand_scale(flat, dim, self.group_size).reshape(*x.shape, dim)
-        else:
-            scale = scale.unsqueeze(-1)
+        scale = self._expand(self.scale[x], x, dim)
+        if self.zero_point is not None:
+            steps = rows.float() - self._expand(self.zero_point[x].float(), x, dim)
+            return quant.affine_levels(steps, self.bits) * scale
         return quant.levels(rows, self.bits) * scale
+
+    def _expand(self, per_row, x, dim):
+        """Looked-up rows' scales (or zero points) over their `dim` columns."""
+        if self.group_size:
+            flat = per_row.reshape(-1, per_row.shape[-1])
+            return quant.expand_scale(flat, dim, self.group_size).reshape(*x.shape, dim)
+        return per_row.unsqueeze(-1)
 
 
 def quantized_leaf(leaf: nn.Module, weight: torch.Tensor, bits: int, group_size: int = 0,
-                   codes=None) -> QuantWeight:
+                   codes=None, symmetric: bool = True) -> QuantWeight:
     """The weight-only integer form of a float Linear/Conv2d/Embedding leaf."""
     bias = getattr(leaf, "bias", None)
-    kw = {"group_size": group_size, "codes": codes}
+    kw = {"group_size": group_size, "codes": codes, "symmetric": symmetric}
     if is_int8_kernel(leaf):
         bias = dynamic_parts(leaf)[2]
     if isinstance(leaf, (nn.Linear, QuantLinear, StaticLinear)) or is_dynamic(leaf):
@@ -238,13 +272,42 @@ def quantized_leaf(leaf: nn.Module, weight: torch.Tensor, bits: int, group_size:
 
 # ---------------------------------------------------------------- int8 dynamic
 
-def _dynamic_module():
-    import torch.ao.nn.quantized.dynamic as nnqd
-    return nnqd
+with warnings.catch_warnings():
+    # torch.ao.quantization is deprecated in favour of torchao, which has no working CPU
+    # int8 eager path here (FACTS.md); its kernels still work
+    warnings.simplefilter("ignore")
+    import torch.ao.nn.quantized as _nnq
+    import torch.ao.nn.quantized.dynamic as _nnqd
+
+
+class DynamicLinear(_nnqd.Linear):
+    """torch's dynamic int8 Linear (fbgemm: per-channel int8 weight, activations
+    quantized per tensor at each call), but on the *full* 8-bit activation range.
+
+    torch's own module asks fbgemm for `reduce_range` (7-bit activations), which guards
+    the int16 sum of two u8 x s8 products in AVX2's VPMADDUBSW against saturation. KMR
+    guards it on the weight side instead: its int8-kernel weights have codes within
+    +-64 (`quant.KERNEL_QMAX`, set by the rules that build this module), and the
+    activations keep all 8 bits. On all-MiniLM-L6-v2 that lifts the mean cosine to fp32
+    from 0.975 to 0.992 (docs/benchmarks.md); codes of +-127 with full-range
+    activations measured errors of a third of the output's range on small random layers
+    (saturation). `symmetric` is False when the weight carries zero points (the affine
+    grid, kept by fbgemm's per-channel affine weight). A weight with wider codes (an
+    artifact written before, or codes built by hand) keeps torch's 7-bit activations:
+    `full_range` is decided from the codes whenever they are set."""
+
+    kmr_kind = "Linear"
+    symmetric = True
+    full_range = False
+
+    def forward(self, x):
+        y = torch.ops.quantized.linear_dynamic(x.float(), self._packed_params._packed_params,
+                                               reduce_range=not self.full_range)
+        return y.to(x.dtype) if x.dtype.is_floating_point else y
 
 
 def is_dynamic(leaf: nn.Module) -> bool:
-    return type(leaf).__module__.startswith("torch.ao.nn.quantized.dynamic")
+    return isinstance(leaf, _nnqd.Linear)
 
 
 def is_int8_kernel(leaf: nn.Module) -> bool:
@@ -252,28 +315,29 @@ def is_int8_kernel(leaf: nn.Module) -> bool:
     return is_dynamic(leaf) or isinstance(leaf, StaticInt8)
 
 
-def dynamic_linear(q: torch.Tensor, scale: torch.Tensor, bias) -> nn.Module:
-    """A real int8 dynamic Linear with a per-channel symmetric weight."""
-    nnqd = _dynamic_module()
+def dynamic_linear(q: torch.Tensor, scale: torch.Tensor, bias, zero: torch.Tensor | None = None) -> nn.Module:
+    """A real int8 dynamic Linear with a per-channel weight (symmetric without `zero`)."""
     out_f, in_f = q.shape
     with warnings.catch_warnings():
-        # torch.ao.quantization is deprecated in favour of torchao, which has no
-        # working CPU int8 eager path here (FACTS.md); the kernels still work
         warnings.simplefilter("ignore")
-        mod = nnqd.Linear(in_f, out_f, bias_=bias is not None, dtype=torch.qint8)
-    set_dynamic(mod, q, scale, bias)
+        mod = DynamicLinear(in_f, out_f, bias_=bias is not None, dtype=torch.qint8)
+    set_dynamic(mod, q, scale, bias, zero)
     return mod
 
 
-def set_dynamic(mod: nn.Module, q: torch.Tensor, scale: torch.Tensor, bias) -> None:
-    """Load (int8 values, fp32 scales, bias) into a dynamic Linear, exactly."""
+def set_dynamic(mod: nn.Module, q: torch.Tensor, scale: torch.Tensor, bias, zero: torch.Tensor | None = None) -> None:
+    """Load (int8 values, fp32 scales, bias[, int8 zero points]) into an int8-kernel leaf, exactly."""
+    zeros = torch.zeros(q.shape[0], dtype=torch.long) if zero is None else zero.reshape(-1).long()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        qw = torch._make_per_channel_quantized_tensor(
-            q.to(torch.int8).contiguous(), scale.double(), torch.zeros(q.shape[0], dtype=torch.long), 0)
+        qw = torch._make_per_channel_quantized_tensor(q.to(torch.int8).contiguous(), scale.double(), zeros, 0)
         mod.set_weight_bias(qw, None if bias is None else bias.detach().float().clone())
         if is_dynamic(mod):
             mod.in_features, mod.out_features = int(q.shape[1]), int(q.shape[0])
+    # instance attributes shadow the class defaults: what the artifact records, and
+    # whether full-range activations are safe with these codes
+    mod.symmetric = zero is None
+    mod.full_range = q.numel() == 0 or int(q.abs().max()) <= quant.KERNEL_QMAX
 
 
 def dynamic_parts(mod: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -287,6 +351,55 @@ def dynamic_parts(mod: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
         else:
             scale = torch.full((q.shape[0],), float(w.q_scale()))
     return q, scale, (None if b is None else b.detach().float().clone())
+
+
+def int8_zero_points(mod: nn.Module) -> torch.Tensor | None:
+    """The int8 per-row zero points of an asymmetric int8-kernel leaf, None when symmetric."""
+    if getattr(mod, "symmetric", True):
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        w = mod.weight()
+        if w.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+            return w.q_per_channel_zero_points().to(torch.int8)
+        return torch.full((w.shape[0],), int(w.q_zero_point()), dtype=torch.int8)
+
+
+# ---------------------------------------------------------------- int8, per-token activations
+
+class TokenLinear(QuantLinear):
+    """W8A8 with dynamic *per-token* activations (llm-compressor's default W8A8): an int8
+    weight (per row, or the affine grid with zero points), and at each call every token
+    (row of the input) quantized to int8 with its own scale — symmetric (amax / 127), or
+    with `symmetric = False` asymmetric (its [min, max] on 255 steps, a zero point).
+
+    The product is computed in fp32 from the integer codes: PyTorch's only CPU int8 GEMM
+    with per-row activation scales, `torch._int_mm`, measured 20-40x *slower* than fp32
+    on an AVX2 CPU (a reference loop, docs/benchmarks.md), so here this format buys
+    storage and fidelity, not speed. The result equals an int32 accumulation wherever a
+    dot product of codes stays below 2**24."""
+
+    def __init__(self, bits=8, weight_shape=(0, 0), bias=True, group_size=0, symmetric=True):
+        if bits != 8 or group_size:
+            raise ValueError("per-token W8A8 has 8-bit weights with one scale per row")
+        super().__init__(8, weight_shape, bias, 0, symmetric)
+
+    def forward(self, x):
+        x = x.float()
+        if self.symmetric:
+            step = x.abs().amax(dim=-1, keepdim=True).clamp_(min=1e-12) / 127.0
+            codes = torch.round(x / step).clamp_(-127, 127)
+        else:
+            low = x.amin(dim=-1, keepdim=True).clamp_(max=0.0)
+            high = x.amax(dim=-1, keepdim=True).clamp_(min=0.0)
+            step = ((high - low) / 255.0).clamp_(min=1e-12)
+            zero = torch.round(-low / step)
+            codes = (torch.round(x / step) + zero).clamp_(0, 255) - zero
+        weight = self.int_weight().float()
+        if self.zero_point is not None:
+            weight = weight - self.zero_point.float()[:, None]
+        out = F.linear(codes, weight) * step * self.scale
+        return out if self.bias is None else out + self.bias
 
 
 # ---------------------------------------------------------------- int8 static (W8A8)
@@ -307,6 +420,7 @@ class StaticInt8(nn.Module):
     output range (`output_scale`, `output_zero_point`) and returned as fp32."""
 
     kmr_kind = ""
+    symmetric = True
 
     def __init__(self, kernel: nn.Module, input_qparams: tuple[float, int], output_qparams: tuple[float, int]):
         super().__init__()
@@ -353,9 +467,10 @@ class StaticConv2d(StaticInt8):
         return super().__getattr__(name)
 
 
-def static_int8(leaf: nn.Module, q: torch.Tensor, scale: torch.Tensor, bias, input_qparams, output_qparams):
+def static_int8(leaf: nn.Module, q: torch.Tensor, scale: torch.Tensor, bias, input_qparams, output_qparams,
+                zero: torch.Tensor | None = None):
     """The static W8A8 form of a float Linear / Conv2d leaf, from its int8 weight."""
-    import torch.ao.nn.quantized as nnq
+    nnq = _nnq
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if q.dim() == 2:
@@ -367,7 +482,7 @@ def static_int8(leaf: nn.Module, q: torch.Tensor, scale: torch.Tensor, bias, inp
                                 tuple(leaf.stride), leaf.padding, tuple(leaf.dilation), leaf.groups,
                                 bias is not None, dtype=torch.qint8)
             mod = StaticConv2d(kernel, input_qparams, output_qparams)
-    set_dynamic(mod, q, scale, bias)
+    set_dynamic(mod, q, scale, bias, zero)
     return mod
 
 
@@ -424,8 +539,9 @@ class LoRALinear(nn.Module):
 
 
 __all__ = [
-    "FactorizedLinear", "HalfConv2d", "HalfEmbedding", "HalfLinear", "LoRALinear", "QuantConv2d",
-    "QuantEmbedding", "QuantLinear", "QuantWeight", "StaticConv2d", "StaticInt8", "StaticLinear", "affine_qparams",
-    "bf16_compute", "dynamic_linear", "dynamic_parts", "is_dynamic", "is_int8_kernel", "quantized_leaf",
+    "DynamicLinear", "FactorizedLinear", "HalfConv2d", "HalfEmbedding", "HalfLinear", "LoRALinear", "QuantConv2d",
+    "QuantEmbedding", "QuantLinear", "QuantWeight", "StaticConv2d", "StaticInt8", "StaticLinear", "TokenLinear",
+    "affine_qparams", "bf16_compute", "dynamic_linear", "dynamic_parts", "int8_zero_points", "is_dynamic",
+    "is_int8_kernel", "quantized_leaf",
     "set_dynamic", "static_int8", "to_half",
 ]

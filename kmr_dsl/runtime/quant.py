@@ -1,4 +1,4 @@
-"""Symmetric per-row quantization, bit packing and sparse bitmaps (torch tensors).
+"""Per-row / per-group integer quantization, bit packing and sparse bitmaps (torch tensors).
 
 Contract:
 - `quantize(w, bits, group_size=0)` -> (q, scale): q is int8 with w's shape, codes in
@@ -18,6 +18,20 @@ Contract:
   clipped ones (CLIP_RATIOS of the largest magnitude) for the least squared error, so a
   few outliers do not set the step for the whole row (`clip = False`: the largest
   magnitude sets it, what GPTQ needs, since its updates move weights past a clip).
+- Asymmetric (`quantize_affine(w, bits, group_size=0, clip=True)` -> (q, scale, zero)):
+  codes in [QMIN, QMAX_AFFINE] (8 bits: [-128, 127], 4: [-8, 7], 2: [-2, 1]) and one int8
+  zero point per scale (same shape as `scale`). 8 bits: the plain affine grid of
+  llm-compressor / compressed-tensors, value = (q - zero) * scale. 4 and 2 bits: the
+  same zero-preserving midrise levels as the symmetric grid, counted from the zero point,
+  value = sign(d) * (|d| - 1/2) * scale with d = q - zero (`affine_levels`), so every
+  code but the zero point's is a level (15 at 4 bits, split between the two sides as the
+  row's range is) and a small weight is half a step from its value, not a whole one. Each row's (or group's) range
+  [min(w, 0), max(w, 0)] is covered by the 2**bits codes, so a skewed row spends no
+  codes on values it does not have. Code `zero` is exactly 0 and only a zero weight gets
+  it (a non-zero weight that would round to it moves one code towards its sign; the
+  zero point is kept off the end of the range a row's weights reach), so density survives
+  as in the symmetric case. At 4 and 2 bits the range is clipped (CLIP_RATIOS of each
+  end, least squared error), as the symmetric grid does. `dequantize(..., zero=zero)`.
 - `pack(q, bits)` / `unpack(packed, bits, numel)`: 8 // bits codes per uint8 byte,
   first code in the lowest bits, each stored as q + 2**(bits-1) (offset binary); 8-bit
   codes stay int8 (no packing needed).
@@ -36,6 +50,15 @@ import torch
 from kmr_dsl.core.state import scale_groups
 
 QMAX = {8: 127, 4: 7, 2: 1}
+QMIN = {8: -128, 4: -8, 2: -2}              # the affine grid uses every code
+QMAX_AFFINE = {8: 127, 4: 7, 2: 1}
+# The codes of a weight that torch's int8 kernels (fbgemm) multiply with full-range uint8
+# activations: on a CPU without VNNI the kernel adds two u8 x s8 products in int16
+# (VPMADDUBSW), which saturates unless 255 * (|q1| + |q2|) <= 32767, i.e. |q| <= 64.
+# torch's own modules instead drop the activations to 7 bits (`reduce_range`); measured on
+# all-MiniLM-L6-v2, 7-bit weights lose far less (docs/benchmarks.md). VNNI CPUs do not
+# saturate, and the narrower codes run correctly on every CPU.
+KERNEL_QMAX = 64
 MIDRISE_BITS = (4, 2)      # the widths on the zero-preserving midrise grid, with clipped scales
 CLIP_RATIOS = tuple(round(1.0 - 0.05 * i, 2) for i in range(17))     # 1.0, 0.95, ..., 0.2
 
@@ -48,12 +71,14 @@ def levels(q: torch.Tensor, bits: int) -> torch.Tensor:
     return q
 
 
-def quantize(w: torch.Tensor, bits: int, group_size: int = 0, clip: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize(w: torch.Tensor, bits: int, group_size: int = 0, clip: bool = True,
+             qmax: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`qmax` (8 bits only) narrows the codes to [-qmax, qmax] (KERNEL_QMAX for fbgemm)."""
     if bits not in QMAX:
         raise ValueError(f"integer bits must be one of {sorted(QMAX)}")
     if group_size:
         return _quantize_groups(w, bits, group_size, clip)
-    qmax = QMAX[bits]
+    qmax = QMAX[bits] if qmax is None or bits != 8 else int(qmax)
     flat = w.detach().float().reshape(w.shape[0], -1)
     amax = flat.abs().amax(dim=1)
     if bits not in MIDRISE_BITS:
@@ -97,6 +122,66 @@ def _quantize_groups(w: torch.Tensor, bits: int, group_size: int, clip: bool) ->
     return q.reshape(rows, n * group_size)[:, :cols].reshape(w.shape).contiguous(), scale.reshape(rows, n)
 
 
+def quantize_affine(w: torch.Tensor, bits: int, group_size: int = 0, clip: bool = True,
+                    qmax: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(q, scale, zero) on the asymmetric grid (module docstring); `qmax` (8 bits only)
+    narrows the codes to [-qmax, qmax] (KERNEL_QMAX for fbgemm)."""
+    if bits not in QMAX:
+        raise ValueError(f"integer bits must be one of {sorted(QMAX)}")
+    rows = w.shape[0]
+    flat = w.detach().float().reshape(rows, -1)
+    if group_size:
+        cols = flat.shape[1]
+        n = groups(cols, group_size)
+        # the padding of the last group is zeros: inside [min(w, 0), max(w, 0)] already
+        padded = torch.zeros(rows, n * group_size)
+        padded[:, :cols] = flat
+        q, scale, zero = quantize_affine(padded.reshape(rows * n, group_size), bits, clip=clip)
+        return (q.reshape(rows, n * group_size)[:, :cols].reshape(w.shape).contiguous(), scale.reshape(rows, n),
+                zero.reshape(rows, n))
+    qmin, qmax = (QMIN[bits], QMAX_AFFINE[bits]) if qmax is None or bits != 8 else (-int(qmax), int(qmax))
+    low = flat.amin(dim=1).clamp(max=0.0)
+    high = flat.amax(dim=1).clamp(min=0.0)
+    midrise = bits in MIDRISE_BITS
+    best = None
+    for ratio in CLIP_RATIOS if clip and midrise else (1.0,):
+        lo, hi = low * ratio, high * ratio
+        # midrise: 2**bits - 1 non-zero levels at (k - 1/2) steps on either side of the
+        # zero point, so the range [lo, hi] spans 2**bits - 2 steps; else 2**bits - 1
+        scale = _scale(hi - lo, (hi - lo) / (qmax - qmin - (1 if midrise else 0)))
+        zero = torch.round(qmax - hi / scale - (0.5 if midrise else 0.0))
+        # a row with positive (negative) weights keeps a code above (below) its zero point
+        zero = torch.minimum(zero, torch.where(high > 0, float(qmax - 1), float(qmax)))
+        zero = torch.maximum(zero, torch.where(low < 0, float(qmin + 1), float(qmin))).clamp_(qmin, qmax)
+        z = zero[:, None]
+        if midrise:
+            # the nearest level (k - 1/2) steps from the zero point, sign kept, k >= 1
+            k = torch.floor(flat.abs() / scale[:, None]).add_(1)
+            q = torch.where(flat > 0, torch.minimum(z + k, torch.full_like(k, qmax)),
+                            torch.maximum(z - k, torch.full_like(k, qmin)))
+            q = torch.where(flat == 0, z.expand_as(q), q)
+        else:
+            q = (torch.round(flat / scale[:, None]) + z).clamp_(qmin, qmax)
+            # keep density honest: only a zero weight gets the zero point's code
+            q = torch.where(flat == 0, z.expand_as(q), torch.where(q == z, z + torch.sign(flat), q))
+        err = ((affine_levels(q - z, bits) * scale[:, None] - flat) ** 2).sum(dim=1)
+        if best is None:
+            best = (q, scale, zero, err)
+            continue
+        better = err < best[3]
+        best = (torch.where(better[:, None], q, best[0]), torch.where(better, scale, best[1]),
+                torch.where(better, zero, best[2]), torch.minimum(err, best[3]))
+    q, scale, zero, _ = best
+    return q.to(torch.int8).reshape(w.shape), scale, zero.to(torch.int8)
+
+
+def affine_levels(d: torch.Tensor, bits: int) -> torch.Tensor:
+    """The value in steps of a code `d` codes away from its zero point: d at 8 bits,
+    sign(d) * (|d| - 1/2) on the 4- and 2-bit midrise grid (0 stays 0)."""
+    d = d.float()
+    return torch.sign(d) * (d.abs() - 0.5) if bits in MIDRISE_BITS else d
+
+
 def expand_scale(scale: torch.Tensor, cols: int, group_size: int = 0) -> torch.Tensor:
     """The scale of every weight of a [rows, cols] matrix: [rows, cols]."""
     scale = scale.reshape(scale.shape[0], -1)
@@ -111,12 +196,26 @@ def _scale(amax: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return torch.where(amax > 0, scale, torch.ones_like(amax)).float()
 
 
-def dequantize(q: torch.Tensor, scale: torch.Tensor, bits: int = 8, group_size: int = 0) -> torch.Tensor:
+def dequantize(q: torch.Tensor, scale: torch.Tensor, bits: int = 8, group_size: int = 0,
+               zero: torch.Tensor | None = None) -> torch.Tensor:
+    if zero is not None:       # the affine grid: levels of (q - zero), times scale, per row or group
+        flat = q.float().reshape(q.shape[0], -1)
+        cols = flat.shape[1]
+        d = affine_levels(flat - expand_scale(zero.float(), cols, group_size), bits)
+        return (d * expand_scale(scale, cols, group_size)).reshape(q.shape)
     if group_size:
         flat = levels(q, bits).reshape(q.shape[0], -1)
         return (flat * expand_scale(scale, flat.shape[1], group_size)).reshape(q.shape)
     shape = (q.shape[0],) + (1,) * (q.dim() - 1)
     return levels(q, bits) * scale.reshape(shape)
+
+
+def zero_codes(q: torch.Tensor, zero: torch.Tensor | None, group_size: int = 0) -> torch.Tensor:
+    """Where the codes stand for 0: code 0 on the symmetric grids, the zero point on the affine one."""
+    if zero is None:
+        return q == 0
+    flat = q.reshape(q.shape[0], -1)
+    return (flat.to(torch.int16) == expand_scale(zero.to(torch.int16), flat.shape[1], group_size)).reshape(q.shape)
 
 
 def pack(q: torch.Tensor, bits: int) -> torch.Tensor:
@@ -161,4 +260,6 @@ def unbitmap(bits: torch.Tensor, numel: int) -> torch.Tensor:
     return vals.reshape(-1)[:numel].bool()
 
 
-__all__ = ["QMAX", "bitmap", "dequantize", "expand_scale", "groups", "pack", "quantize", "unbitmap", "unpack"]
+__all__ = ["KERNEL_QMAX", "QMAX", "QMAX_AFFINE", "QMIN", "bitmap", "dequantize", "expand_scale", "groups", "pack",
+           "quantize",
+           "affine_levels", "quantize_affine", "unbitmap", "unpack", "zero_codes"]

@@ -23,6 +23,7 @@ its original qualified name). This is what the honesty tests compare with a rule
 - adapter_rank: the rank of an unmerged LoRA adapter, else 0.
 - group_size: the inputs per scale of a weight-only integer layer quantized group-wise
   (`QuantWeight.group_size`), else 0.
+- symmetric: False when an integer weight of the layer carries zero points, else True.
 - heads: the head units of a query/key/value projection of a recognised attention
   (`runtime.heads.units_of`), else 0.
 - frozen: the layer's own float weights cannot receive gradients (requires_grad off;
@@ -130,6 +131,7 @@ def layer_state(name: str, layer: nn.Module, heads: int = 0) -> dict:
         "adapter_rank": int(layer.rank) if isinstance(layer, km.LoRALinear) else 0,
         "frozen": bool(layer_frozen(name, layer)),
         "group_size": kl.layer_group_size(layer, name),
+        "symmetric": kl.layer_symmetric(layer, name),
         "heads": int(heads),
     }
 

@@ -207,11 +207,21 @@ def _implicit(reqs: list[Requirement], model: PipelineModel, limits: Limits, res
         when = f"at some setting (undecided: {dec.reason})"
     diags.append(error("KMR304", step.span,
                        f"`{step.rule.name}` shrinks the output channels of {names}, but no layer consumes them "
-                       "that could shrink with it", f"it does so {when}; `kmr run` would refuse the step"))
+                       "that could shrink with it",
+                       f"{_reason(req)}it does so {when}; `kmr run` would refuse the step"))
     results.append(ObligationResult("composability", dec.verdict, step.span,
                                     f"`{step.rule.name}` shrinks the output channels of {names}: no consumer",
                                     model.pipeline.name, counterexample=model.knobs.to_user(dec.counterexample or {}),
                                     method=methods, layers=layers))
+
+
+def _reason(req: Requirement) -> str:
+    """Why the first refused layer's channels cannot be removed (the dependency trace's
+    finding, after the colon of the implicit requirement), as a sentence, or nothing."""
+    text = req.implicit or ""
+    if ": " not in text:
+        return ""
+    return f"`{req.layer}`'s channels cannot be removed: {text.split(': ', 1)[1]}; "
 
 
 def _pooled(reqs: list[Requirement], model: PipelineModel, limits: Limits, results: list, diags: list) -> None:

@@ -16,7 +16,8 @@ bias elements, M0 MACs, and state in, out, density d, bits b, rank r, adapter ra
   factors and adapters as the matmuls they run); an attention's query projection adds
   its attention's own matmul MACs (facts' attention_macs) times heads/heads0;
 - size (bytes, kmr_dsl.artifact_layout): per weight tensor min(dense, sparse) with
-  dense = N*b/8, sparse = N/8 + d*N*b/8, plus 4 B per row when b <= 8; bias at 2 B per
+  dense = N*b/8, sparse = N/8 + d*N*b/8, plus 4 B per row (or group) when b <= 8 and
+  1 B more per row (or group) when the layer is not `symmetric` (its zero points); bias at 2 B per
   element when b = 16, else 4; adapters fp32;
 - trainable_params = if model.trainable then (frozen ? 0 : N + bias) + adapters + rest
   else 0.
@@ -45,6 +46,9 @@ global pruning rounds the total once, the state each layer (and gives each layer
 average density, exact in total: a later step that changes some of those densities on
 their own makes the density-reading lines UNKNOWN, verify/pools.py); factors after `lowrank`
 keep the state's density (the runtime's SVD factors are dense).
+A BatchNorm's running statistics (facts.channel_buffer_bytes, taken out of
+buffers_bytes) shrink with its channels. A depthwise conv (facts.depthwise) has
+W0 * (out/out0) weight elements: its in and out channels are one count.
 """
 
 from __future__ import annotations
@@ -86,15 +90,22 @@ def _scale_count(numel, rows, group_size):
     return A.ite(A.compare("==", group_size, 0), rows, A.mul(rows, groups))
 
 
-def tensor_data_bytes(numel, rows, bits, density, group_size=0):
+def _zero_points(is_int, symmetric):
+    """The condition under which a weight stores zero points: an integer, asymmetric one."""
+    return A.and_(is_int, A.not_(A.num(symmetric) if isinstance(symmetric, bool) else symmetric))
+
+
+def tensor_data_bytes(numel, rows, bits, density, group_size=0, symmetric=True):
     """Data bytes of one matrix weight (artifact_layout.tensor_bytes without its ceilings)."""
     dense = A.mul(numel, bits, _EIGHTH)
     sparse = A.add(A.mul(numel, _EIGHTH), A.mul(density, numel, bits, _EIGHTH))
-    scales = A.ite(A.compare("<=", bits, 8), A.mul(4, _scale_count(numel, rows, group_size)), 0)
+    is_int = A.compare("<=", bits, 8)
+    count = _scale_count(numel, rows, group_size)
+    scales = A.add(A.ite(is_int, A.mul(4, count), 0), A.ite(_zero_points(is_int, symmetric), count, 0))
     return A.add(A.min_(dense, sparse), scales)
 
 
-def _tensor_bytes(numel, rows, bits, density, name: str, ndim: int, digits: int, group_size=0):
+def _tensor_bytes(numel, rows, bits, density, name: str, ndim: int, digits: int, group_size=0, symmetric=True):
     """Data + header bytes of one stored weight in the writer's smaller form."""
     is_int = A.compare("<=", bits, 8)
     q_ndim = ndim if A.is_number(bits) and bits == 8 else A.ite(A.compare("==", bits, 8), ndim, 1)
@@ -106,9 +117,13 @@ def _tensor_bytes(numel, rows, bits, density, name: str, ndim: int, digits: int,
         entry_bytes(layout.entry(name, layout.VALUES), 1, digits)
     dense = A.add(A.mul(numel, bits, _EIGHTH), dense_header)
     sparse = A.add(A.mul(numel, _EIGHTH), A.mul(density, numel, bits, _EIGHTH), sparse_header)
-    scales = A.ite(is_int, A.add(A.mul(4, _scale_count(numel, rows, group_size)),
-                                 entry_bytes(layout.entry(name, layout.SCALE), 1, digits)), 0)
-    return A.add(A.min_(dense, sparse), scales)
+    count = _scale_count(numel, rows, group_size)
+    scales = A.ite(is_int, A.add(A.mul(4, count), entry_bytes(layout.entry(name, layout.SCALE), 1, digits)), 0)
+    # one int8 zero point per scale, an entry of its own, and a longer recipe config
+    zeros = A.ite(_zero_points(is_int, symmetric),
+                  A.add(count, entry_bytes(layout.entry(name, layout.ZERO_POINT), 1, digits),
+                        layout.ASYMMETRIC_CONFIG_CHARS), 0)
+    return A.add(A.min_(dense, sparse), scales, zeros)
 
 
 def _ratio(now, then: int):
@@ -134,6 +149,8 @@ class _LayerCost:
 
     @cached_property
     def dense_n(self):
+        if self.f.depthwise:        # one filter per channel: in and out channels are one count
+            return A.mul(self.f.weight_params, self._scales[1])
         return A.mul(self.f.weight_params, *self._scales)
 
     @cached_property
@@ -181,18 +198,20 @@ class _LayerCost:
                 # facts.buffers_bytes); counted as 1-dim entries, an upper bound
                 header += sum(entry_bytes(f"{f.name}.{n}", 1, digits)
                               for n in ("running_mean", "running_var", "num_batches_tracked"))
-            return A.add(A.mul(self.params(), _ITEMSIZE.get(f.dtype, 4)), header)
+            # per-channel buffers (running statistics) shrink with the channels
+            stats = A.mul(f.channel_buffer_bytes, self._scales[1])
+            return A.add(A.mul(self.params(), _ITEMSIZE.get(f.dtype, 4)), stats, header)
         b, d, r = st["bits"], st["density"], st["rank"]
         inf, outf = st["in_features"], st["out_features"]
         ndim = max(1, len(f.weight_shape))
         weight = f"{f.name}.weight"
-        g = st["group_size"]
-        weights = _tensor_bytes(self.dense_n, outf, b, d, weight, ndim, digits, g)
+        g, sym = st["group_size"], st["symmetric"]
+        weights = _tensor_bytes(self.dense_n, outf, b, d, weight, ndim, digits, g, sym)
         bias_entry = entry_bytes(layout.bias_of(weight), 1, digits) if f.bias_params else 0
         if self._factored is not None:
             first, second = layout.factor_weight(f.name, layout.FIRST), layout.factor_weight(f.name, layout.SECOND)
-            fac = A.add(_tensor_bytes(A.mul(r, inf), r, b, d, first, 2, digits, g),
-                        _tensor_bytes(A.mul(outf, r), outf, b, d, second, 2, digits, g))
+            fac = A.add(_tensor_bytes(A.mul(r, inf), r, b, d, first, 2, digits, g, sym),
+                        _tensor_bytes(A.mul(outf, r), outf, b, d, second, 2, digits, g, sym))
             weights = A.ite(self._factored, fac, weights)
             fac_entry = entry_bytes(layout.bias_of(second), 1, digits) if f.bias_params else 0
             # a factorized layer's recipe entry is longer (two Linear configs)
@@ -266,7 +285,8 @@ def _layer_terms(model: PipelineModel, meter: str, state: State):
         values = _constant_fields(st)
         shape = None if values is None else (
             f.kind, f.in_features, f.out_features, f.weight_params, f.bias_params, f.weight_shape, f.dtype,
-            f.macs, f.attention_macs, f.heads, len(f.name), rank_set, values)
+            f.macs, f.attention_macs, f.heads, len(f.name), rank_set, values, f.depthwise,
+            f.channel_buffer_bytes)
         if shape is not None and shape in memo:
             parts.append((f.name, memo[shape]))
             continue
@@ -278,7 +298,8 @@ def _layer_terms(model: PipelineModel, meter: str, state: State):
     rest = {
         "params": A.num(other),
         "nonzero": A.num(other),
-        "size": A.num(4 * other + facts.buffers_bytes + _fixed_header(model)),
+        "size": A.num(4 * other + facts.buffers_bytes - sum(f.channel_buffer_bytes for f in facts.layers)
+                      + _fixed_header(model)),
         "macs": A.num(facts.total_macs - sum(f.macs + f.attention_macs for f in facts.layers)),
         "trainable_params": A.num(other),
     }[meter]

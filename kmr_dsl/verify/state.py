@@ -120,6 +120,7 @@ def initial_state(facts: ModelFacts) -> State:
             "adapter_rank": A.ZERO,
             "frozen": A.FALSE,
             "group_size": A.num(f.group_size),
+            "symmetric": A.TRUE if f.symmetric else A.FALSE,
             "heads": A.num(f.heads),
         }
     return State(layers, {"trainable": A.TRUE})
@@ -323,7 +324,8 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
     # `touched` layers' previous dicts are what _follow_shapes compares against
     before: dict[str, dict] = {}
     touched: set[str] = set()
-    grouped: set[str] = set()     # layers already pruned with their group (coupled, heads) in this step
+    # layers whose channels or heads a group member's shrink already set this step
+    grouped: set[str] = set()
     targets = []
     for layer in (list(step.layers) if rule.accepts is not None else [None]):
         if layer is not None and layer not in state.layers:
@@ -353,8 +355,9 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
                 model.problems.append(f"step {index + 1} `{rule.name}` effect `{eff.scope}.{eff.field}`: {exc}")
                 value = _placeholder(f"{eff.scope}.{eff.field}", current is not None and A.is_boolean(current))
             (new_layer if eff.scope == "layer" else new_model)[eff.field] = value
-        if layer in grouped:
-            # its group was pruned once already in this step (runtime: the same)
+        if layer is not None and layer in grouped:
+            # the runtime prunes a channel group (or an attention's heads) once per step:
+            # this member's were set with the group's (in the other branches the group kept them)
             new_layer.pop("out_features", None)
             new_layer.pop("heads", None)
         if layer is not None and new_layer:
@@ -374,11 +377,12 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
                 touched.update(heads)
             elif lstate["out_features"] is not old["out_features"] and lstate["out_features"] != old["out_features"]:
                 _require_consumer(model, state, step, index, layer, old, lstate, layer_facts)
-                coupled = groups.shrink_coupled(state, layer, lstate["out_features"], layer_facts, index, before)
-                grouped.update(coupled)
-                touched.update(coupled)
-                touched.update(_shrink_consumers(state, layer, old["out_features"], lstate["out_features"],
-                                                 layer_facts, index, before))
+                touched.update(groups.shrink_consumers(state, layer, old["out_features"], lstate["out_features"],
+                                                       layer_facts, index, before))
+                members = groups.shrink_group(state, layer, old["out_features"], lstate["out_features"],
+                                              layer_facts, index, before)
+                touched.update(members)
+                grouped.update(members)
         for f, v in new_model.items():
             if state.model.get(f) != v:
                 state.model[f] = v
@@ -464,7 +468,7 @@ def _settled(model: PipelineModel, new: dict, old: dict, fact, factorized: bool)
     if "density" in out and fact is not None and fact.kind in MATRIX_KINDS and fact.weight_params:
         st = {**old, **out}
         numel = core_step.dense_numel(fact.weight_params, fact.in_features, fact.out_features,
-                                      st["in_features"], st["out_features"], A.SYMBOLS)
+                                      st["in_features"], st["out_features"], A.SYMBOLS, fact.depthwise)
         out["density"] = _settle("density", out["density"], matrix_numel(st, numel, factorized), ops)
     return out
 
@@ -512,6 +516,8 @@ def _require_consumer(model: PipelineModel, state: State, step: Step, index: int
     clause = Op("==", (FieldRef("layer", "out_features"), FieldRef("layer", "out_features")))
     why = (f"`{step.rule.name}` shrinks the output channels of `{layer}`, which has no consumer layer "
            "that can shrink with it")
+    if fact is not None and fact.unlinked:
+        why += f": {fact.unlinked}"
     model.requirements.append(Requirement(index, step, layer, len(step.rule.requires), clause, cond, fields, why))
 
 
@@ -540,22 +546,6 @@ def _default_value(param):
     if isinstance(param.default, (int, float, bool)):
         return A.num(param.default)
     return _Opaque(f"default of `{param.name}`")
-
-
-def _shrink_consumers(state: State, producer: str, old, new, layer_facts, index: int, before: dict) -> list[str]:
-    fact = layer_facts.get(producer)
-    done = []
-    for c in (fact.consumers if fact else ()):
-        if c not in state.layers:
-            continue
-        cs = dict(state.layers[c])
-        for f, v in core_step.shrink_consumer(cs, old, new, A.SYMBOLS).items():
-            cs[f] = v
-            state.origin[(c, f)] = index
-        before.setdefault(c, state.layers[c])
-        state.layers[c] = cs
-        done.append(c)
-    return done
 
 
 __all__ = ["Ctx", "LAYER_FIELDS", "MODEL_FIELDS", "PipelineModel", "Requirement", "State", "build_model",

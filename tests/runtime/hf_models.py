@@ -60,6 +60,39 @@ def make_resnet(layer_type: str = "basic", seed: int = 0, labels: int = 5):
     return ResNetForImageClassification(config).eval()
 
 
+def make_mobilenet_v2(seed: int = 0, labels: int = 5):
+    """MobileNetV2ForImageClassification at a quarter width (depthwise convolutions,
+    inverted residuals, TF-style padding); input (1, 3, 32, 32)."""
+    from transformers import MobileNetV2Config, MobileNetV2ForImageClassification
+
+    torch.manual_seed(seed)
+    config = MobileNetV2Config(num_channels=3, image_size=32, depth_multiplier=0.25, min_depth=4,
+                               finegrained_output=False, num_labels=labels, classifier_dropout_prob=0.0)
+    model = MobileNetV2ForImageClassification(config).eval()
+    # transformers' initialisation (std 0.02) makes the activations vanish over 17 blocks
+    # (logits ~1e-26): He initialisation and BatchNorm statistics of a real network keep
+    # the function far from zero, so a test that compares outputs compares something
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(mod.weight, nonlinearity="relu")
+            elif isinstance(mod, torch.nn.BatchNorm2d):
+                mod.weight.uniform_(0.5, 1.5)
+                mod.bias.uniform_(-0.1, 0.1)
+                mod.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+def make_vit(seed: int = 0, labels: int = 5):
+    """ViTForImageClassification: patch embedding, two encoder layers; input (1, 3, 16, 16)."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(seed)
+    config = ViTConfig(image_size=16, patch_size=4, num_channels=3, hidden_size=16, num_hidden_layers=2,
+                       num_attention_heads=2, intermediate_size=32, num_labels=labels)
+    return ViTForImageClassification(config).eval()
+
+
 # ---------------------------------------------------------------- attention heads
 
 def make_bert_heads(seed: int = 0, labels: int = 3, eager: bool = True):
@@ -89,7 +122,7 @@ def make_llama_gqa(seed: int = 0, eager: bool = True):
     return LlamaForCausalLM(config).eval()
 
 
-def make_vit(seed: int = 0, labels: int = 3):
+def make_vit_heads(seed: int = 0, labels: int = 3):
     """ViTForImageClassification on 3x8x8 images, 4x4 patches, 4 heads (sdpa attention)."""
     from transformers import ViTConfig, ViTForImageClassification
 

@@ -55,17 +55,27 @@ GPT2_STEPS = {
 
 RESNET_MODULE = """
 import torch
-from hf_models import make_resnet
+from hf_models import make_mobilenet_v2, make_resnet
 
 
 def example_input():
     return torch.zeros(1, 3, 32, 32)
 """
 
+VIT_MODULE = """
+import torch
+from hf_models import make_vit
+
+
+def example_input():
+    return torch.zeros(1, 3, 16, 16)
+"""
+
 
 def write_program(tmp_path: Path, factory: str, steps: str) -> Path:
     shutil.copy(HERE / "hf_models.py", tmp_path / "hf_models.py")
     (tmp_path / "hf_resnet.py").write_text(RESNET_MODULE)
+    (tmp_path / "hf_vit.py").write_text(VIT_MODULE)
     factory = factory if ":" in factory else f"hf_models:{factory}"
     path = tmp_path / "arch.kmr"
     path.write_text(PROGRAM.format(factory=factory, steps=steps))
@@ -134,6 +144,54 @@ def test_conv1d_is_a_linear_leaf():
     import torch
     x = torch.randn(3, 16)
     torch.testing.assert_close(lin(x), layer(x))
+
+
+# ViT (patch-embedding Conv2d, attention, MLP) and MobileNetV2 (depthwise convolutions,
+# inverted residuals) x every standard rule that accepts their layers
+VIT_STEPS = {
+    "magnitude": "prune(amount = 0.5) on layers(Linear, Conv2d)",
+    "nm": 'prune(amount = 0.0, method = nm, n = 2, m = 4) on layers(Linear, name = "vit.*")',
+    # the MLP's hidden channels (fc1 -> GELU -> fc2); the attention projections and the
+    # residual stream (it starts at the patch embedding's flatten) are refused
+    "channel": r'prune(amount = 0.5, method = channel) on layers(Linear, name = "re:.*(mlp\.fc1|intermediate\.dense)")',
+    "int8": "quantize(bits = 8) on layers(Linear)",
+    "int4": "quantize(bits = 4, scheme = weight_only) on layers(Linear)",
+    "bf16": "quantize(bits = 16) on layers(Linear, Conv2d)",
+    "lowrank": "lowrank(ratio = 0.25) on layers(Linear)",
+    "prune+int8": "prune(amount = 0.5) on layers(Linear)\n    quantize(bits = 8) on layers(Linear)",
+}
+MOBILENET_STEPS = {
+    "magnitude": "prune(amount = 0.5) on layers(Conv2d, Linear)",
+    "global": "prune(amount = 0.5, method = global) on layers(Conv2d)",
+    "nm": "prune(amount = 0.0, method = nm, n = 2, m = 4) on layers(Conv2d)",
+    # an expansion's channels with its depthwise conv (and both BatchNorms)
+    "channel-depthwise": 'prune(amount = 0.5, method = channel) on layers(Conv2d, name = "*.expand_1x1.convolution")',
+    # every block: the residual streams' groups (reduce convs of a stage, the next expansions)
+    "channel-residual": 'prune(amount = 0.5, method = channel) on layers(Conv2d, name = "mobilenet_v2.layer.*")',
+    "int8": "quantize(bits = 8, scheme = weight_only) on layers(Conv2d, Linear)",
+    "int4": "quantize(bits = 4, scheme = weight_only) on layers(Conv2d)",
+    "bf16": "quantize(bits = 16) on layers(Conv2d, Linear)",
+    "channel+int8": 'prune(amount = 0.5, method = channel) on layers(Conv2d, name = "mobilenet_v2.layer.*")\n'
+                    "    quantize(bits = 8, scheme = weight_only) on layers(Conv2d)",
+}
+
+
+@pytest.mark.parametrize("case", sorted(VIT_STEPS))
+def test_vit_check_agrees_with_run(case, tmp_path, monkeypatch, capsys):
+    want, outcome, session = check_and_run(tmp_path, monkeypatch, capsys, "hf_vit:make_vit", VIT_STEPS[case])
+    assert_agree(want, outcome.meters, layers=14, slack=outside_entries(session.baseline))
+    assert outcome.feasible
+
+
+@pytest.mark.parametrize("case", sorted(MOBILENET_STEPS))
+def test_mobilenet_v2_check_agrees_with_run(case, tmp_path, monkeypatch, capsys):
+    want, outcome, session = check_and_run(tmp_path, monkeypatch, capsys, "hf_resnet:make_mobilenet_v2",
+                                           MOBILENET_STEPS[case])
+    model = session.apply({})
+    assert_agree(want, outcome.meters, layers=53, slack=outside_entries(session.baseline))
+    assert outcome.feasible
+    import torch
+    assert model(torch.randn(2, 3, 32, 32)).logits.shape == (2, 5)
 
 
 @pytest.mark.parametrize("case", ["magnitude", "int4", "nm"])
@@ -324,7 +382,7 @@ def test_factoring_a_tied_layer_is_refused_by_check_and_by_the_rule(tmp_path, mo
 
 # ---------------------------------------------------------------- channel groups (residual blocks)
 
-def test_depgraph_links_only_channels_no_residual_couples():
+def test_depgraph_groups_residual_streams():
     import hf_models
     import toy_models
     import torch
@@ -337,19 +395,33 @@ def test_depgraph_links_only_channels_no_residual_couples():
     assert {k: (v.consumers, v.norms) for k, v in traced.items()} == \
         {k: (v.consumers, v.norms) for k, v in chained.items()}
     # ResNet: the first conv of each block feeds only its BatchNorm and the second conv;
-    # every other conv writes into a residual stream (stem + block output + shortcut)
+    # the stem, the block outputs and the projection shortcut write residual streams,
+    # each one group whose members lose the same channels
     resnet = hf_models.make_resnet()
     x = torch.randn(1, 3, 32, 32)
     links = depgraph.channel_links(resnet, x)
-    assert {k: v.names for k, v in links.items()} == {
-        f"resnet.encoder.stages.{s}.layers.0.layer.0.convolution": (
-            f"resnet.encoder.stages.{s}.layers.0.layer.0.normalization",
-            f"resnet.encoder.stages.{s}.layers.0.layer.1.convolution") for s in (0, 1)}
-    couples = depgraph.coupled(resnet, x)
-    assert couples["resnet.encoder.stages.1.layers.0.layer.1.convolution"] == \
-        ("resnet.encoder.stages.1.layers.0.shortcut.convolution",)
+    for s in (0, 1):
+        first = f"resnet.encoder.stages.{s}.layers.0.layer.0.convolution"
+        assert links[first].names == (f"resnet.encoder.stages.{s}.layers.0.layer.0.normalization",
+                                      f"resnet.encoder.stages.{s}.layers.0.layer.1.convolution")
+        assert links[first].coupled == []
+    stream1 = links["resnet.encoder.stages.1.layers.0.layer.1.convolution"]
+    assert stream1.coupled == ["resnet.encoder.stages.1.layers.0.shortcut.convolution"]
+    assert set(stream1.norms) == {"resnet.encoder.stages.1.layers.0.layer.1.normalization",
+                                  "resnet.encoder.stages.1.layers.0.shortcut.normalization"}
+    assert stream1.consumers == [("classifier.1", 1)]
+    stream0 = links["resnet.embedder.embedder.convolution"]
+    assert stream0.coupled == ["resnet.encoder.stages.0.layers.0.layer.1.convolution"]
+    assert {c for c, _ in stream0.consumers} == {
+        "resnet.encoder.stages.0.layers.0.layer.0.convolution", "resnet.encoder.stages.1.layers.0.layer.0.convolution",
+        "resnet.encoder.stages.1.layers.0.shortcut.convolution"}
+    # the classifier's outputs are the model's: never linked, and the trace says why
+    assert "classifier.1" not in links
+    assert depgraph.refusals(resnet, x)["classifier.1"] == "they are an output of the model"
     bottleneck = depgraph.channel_links(hf_models.make_resnet("bottleneck"), x)
-    assert len(bottleneck) == 4 and all(".layer.2." not in k for k in bottleneck)
+    # two inner groups per block, two members of each stream
+    assert len(bottleneck) == 4 + 4
+    assert all(len(v.coupled) == (".layer.2." in k or "embedder" in k or "shortcut" in k) for k, v in bottleneck.items())
 
 
 RESNET = "hf_resnet:make_resnet"
@@ -370,15 +442,15 @@ def test_resnet_channel_pruning_check_agrees_with_run(tmp_path, monkeypatch, cap
     assert model(torch.randn(2, 3, 32, 32)).logits.shape == (2, 5)
 
 
-def test_resnet_channel_pruning_of_a_residual_stream_is_refused_by_check(tmp_path, monkeypatch, capsys):
-    steps = 'prune(amount = 0.5, method = channel) on layers(Conv2d, name = "*.layer.1.convolution")'
+def test_resnet_channel_pruning_of_the_output_layer_is_refused_by_check(tmp_path, monkeypatch, capsys):
+    steps = 'prune(amount = 0.5, method = channel) on layers(Linear, name = "classifier.*")'
     path = write_program(tmp_path, RESNET, steps)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("KMR_CACHE_DIR", str(tmp_path / "cache"))
     assert main(["check", str(path)]) != 0
     err = capsys.readouterr().err
     assert "error[KMR304]" in err and "arch.kmr:7:" in err
-    assert "resnet.encoder.stages.0.layers.0.layer.1.convolution" in err
+    assert "`classifier.1`'s channels cannot be removed: they are an output of the model" in err
 
 
 @pytest.mark.parametrize("rule", ["gptq", "sparsegpt", "smoothquant", "awq"])

@@ -37,7 +37,7 @@ pipeline p(net) {{
 
 VIT_MODULE = """
 import torch
-from hf_models import make_vit
+from hf_models import make_vit_heads as make_vit
 
 
 def example_input():

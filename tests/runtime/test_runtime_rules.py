@@ -175,9 +175,10 @@ def test_quantize_mlp(mlp, bits, scheme):
 
 
 def test_int8_dynamic_uses_real_quantized_kernels(mlp):
-    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+    from torch.ao.nn.quantized.dynamic import Linear as TorchDynamicLinear
     quantize.apply(mlp, kl.select_layers(mlp, ("Linear",)), bits=8)
-    assert all(type(m) is DynamicLinear for _, m in kl.select_layers(mlp, ("Linear",)))
+    assert all(type(m) is km.DynamicLinear and isinstance(m, TorchDynamicLinear)
+               for _, m in kl.select_layers(mlp, ("Linear",)))
     assert mlp[0].weight().dtype == torch.qint8
 
 
