@@ -26,7 +26,11 @@ The 70B row: a Llama-2-70B config.json (80 blocks x 7 Linear, embeddings, head; 
 "warm" is `kmr check` with the facts cached: checking the program and verifying it
 with per-layer bit and sparsity families and three budget lines.
 
-Run: .venv/bin/python benchmarks/bench_verify_scale.py [--layers 100 1000 3000] [--runs 3] [--cap 20] [--no-70b]
+The 25-knob row: 25 scalar sparsity knobs, each pruning every layer, and one bit-width
+knob (one component of 26 knobs, 11^25 x 4 points, products of the knobs) on 20
+layers; feasible (a witness by descent search) and infeasible (one line out of reach).
+
+Run: .venv/bin/python benchmarks/bench_verify_scale.py [--layers 100 1000 3000] [--runs 3] [--cap 20] [--no-70b] [--no-knobs]
 """
 
 from __future__ import annotations
@@ -100,6 +104,48 @@ def chain_facts(n: int):
         layers.append(LayerFact(f"fc{i}", "Linear", a, b, (b, a), a * b, b, "float32", 32, 1.0, a * b,
                                 (f"fc{i + 1}",) if i + 1 < n else ()))
     return ModelFacts(tuple(layers), sum(f.params for f in layers), sum(f.macs for f in layers), (1, WIDTHS[0]))
+
+
+KNOBS25 = 25
+MANY_KNOBS_LAYERS = 20
+MANY_KNOBS = {"feasible": ["size <= 30% * baseline.size", "nonzero >= 10% * baseline.nonzero"],
+              "infeasible": ["size <= 1% * baseline.size", "nonzero >= 10% * baseline.nonzero"]}
+
+
+def many_knobs_program(lines: list[str]) -> str:
+    """25 scalar sparsity knobs, each pruning every layer, and one bit-width knob."""
+    knobs = "\n".join(f"knob k{i} : float in [0.0, 0.5] step 0.05 = 0.0" for i in range(KNOBS25))
+    steps = "\n".join(f"        prune(amount = k{i})" for i in range(KNOBS25))
+    return (f'import "std"\nmodel deep = factory("bench:mlp")\n{knobs}\nknob b : int in {{4, 8, 16, 32}} = 32\n'
+            f"pipeline compress(deep) {{\n    for l in layers(Linear) {{\n{steps}\n        quantize(bits = b)\n    }}\n"
+            "    budget {\n" + "\n".join("        " + ln for ln in lines) + "\n    }\n}\n")
+
+
+def many_knobs(runs: int) -> dict:
+    """The 25-knob case, in its own process (peak RSS is its own)."""
+    from kmr_dsl.check import check_source
+    from kmr_dsl.verify import verify
+    from kmr_dsl.verify.obligations import clear_caches
+
+    facts = chain_facts(MANY_KNOBS_LAYERS)
+    out = {}
+    for kind, lines in MANY_KNOBS.items():
+        program, diags = check_source(many_knobs_program(lines), "many.kmr",
+                                      facts_provider=lambda spec, trust, span: facts)
+        if program is None:
+            raise SystemExit("\n".join(d.message for d in diags))
+        walls, cpus, report = [], [], None
+        for _ in range(runs):
+            clear_caches()
+            t, c = time.perf_counter(), _cpu()
+            report = verify(program)
+            walls.append(time.perf_counter() - t)
+            cpus.append(_cpu() - c)
+        feas = next(r for r in report.results if r.kind == "feasibility")
+        out[kind] = {"verdict": feas.verdict.value, "method": feas.method, "wall": statistics.median(walls),
+                     "cpu": statistics.median(cpus)}
+    out["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
 
 
 def _cpu() -> float:
@@ -204,12 +250,17 @@ def main() -> None:
     ap.add_argument("--no-70b", action="store_true")
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--child-70b", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--child-knobs", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--no-knobs", action="store_true", help="skip the 25-knob case")
     args = ap.parse_args()
     if args.child is not None:
         print(json.dumps(one_n(args.child, args.runs, args.cap)))
         return
     if args.child_70b:
         print(json.dumps(llama(args.runs)))
+        return
+    if args.child_knobs:
+        print(json.dumps(many_knobs(args.runs)))
         return
     results = {}
     for n in args.layers:
@@ -228,6 +279,15 @@ def main() -> None:
     print("|---|---|")
     for n, res in results.items():
         print(f"| {n:,} | {res['peak_mb']:.0f} |")
+    if not args.no_knobs:
+        cmd = [sys.executable, __file__, "--child-knobs", "--runs", str(args.runs)]
+        res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+        print()
+        print(f"{KNOBS25} scalar sparsity knobs + 1 bit-width knob on every layer of {MANY_KNOBS_LAYERS} layers "
+              f"(one component of 26 knobs), peak RSS {res['peak_mb']:.0f} MB")
+        for kind in MANY_KNOBS:
+            r = res[kind]
+            print(f"- {kind}: {r['verdict']} ({r['method']}), {r['wall']:.2f} s wall, {r['cpu']:.2f} s CPU (median)")
     if not args.no_70b:
         cmd = [sys.executable, __file__, "--child-70b", "--runs", str(args.runs)]
         res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)

@@ -138,6 +138,8 @@ CODES: dict[str, tuple[str, str]] = {
     "KMR304": ("channels shrink with no consumer",
                "prune channels of hidden layers only (not the output layer), or use method = magnitude"),
     "KMR305": ("budget line divides by zero", "exclude 0 from the divisor's range"),
+    "KMR306": ("fold leaves a reader of the normalization unselected",
+               "select every Linear that reads the normalization, or none of them"),
     "KMR310": ("vacuous budget line", "tighten or remove the line; every setting meets it"),
     "KMR311": ("knob affects no analytic meter or precondition", "remove the knob or use it in a step"),
     "KMR312": ("default setting violates the budget", "change the defaults to a setting that meets the budget"),

@@ -31,7 +31,7 @@ from kmr_dsl.patterns import selected
 
 FACTS_VERSION = 5   # 2: facts carry their dependencies; 3: Conv1D layers (kind Linear), tied layers;
                     # 4: channel groups (coupled members, depthwise convs, why a layer is not linked),
-                    #    symmetric (zero points);
+                    #    symmetric (zero points), fold groups (the `foldable` field, read by `runtime.norms`);
                     # 5: attention heads (heads, head_group, head_consumers, attention_macs)
 
 
@@ -96,6 +96,14 @@ class LayerFact:
     head_group: tuple[str, ...] = ()
     head_consumers: tuple[str, ...] = ()
     attention_macs: int = 0
+    # a Linear whose input a normalization produces for Linears only (`runtime.norms`):
+    # that norm and every Linear reading it (itself included); empty: nothing folds into it
+    fold_norm: str = ""
+    fold_group: tuple[str, ...] = ()
+
+    @property
+    def foldable(self) -> bool:
+        return bool(self.fold_group)
 
     @property
     def params(self) -> int:
@@ -148,7 +156,8 @@ class ModelFacts:
             LayerFact(**{**d, "weight_shape": tuple(d["weight_shape"]), "consumers": tuple(d.get("consumers", ())),
                          "kernel": tuple(d.get("kernel", ())), "tied": tuple(d.get("tied", ())),
                          "coupled": tuple(d.get("coupled", ())), "head_group": tuple(d.get("head_group", ())),
-                         "head_consumers": tuple(d.get("head_consumers", ()))})
+                         "head_consumers": tuple(d.get("head_consumers", ())),
+                         "fold_group": tuple(d.get("fold_group", ()))})
             for d in data["layers"]
         )
         return ModelFacts(

@@ -6,7 +6,8 @@ report that very code, so the documentation cannot drift from the checker. Examp
 checked as `example.kmr` in a scratch folder (so an example may import itself), with
 `doc_provider` standing in for the real model: `factory("digits_model:make_mlp")` is
 the spec's 64-128-64-10 MLP (Linear fc1, fc2, fc3), `factory("tied_lm:make_lm")` a tiny
-language model whose `lm_head` is tied to its embedding, an untrusted `torch_module` is a
+language model whose `lm_head` is tied to its embedding, `factory("prenorm:make_block")`
+a pre-norm block whose LayerNorm `norm` feeds the Linears q and k (then `down`), an untrusted `torch_module` is a
 refused pickle (KMR217), an untrusted factory from the standard library is refused
 (KMR227), anything else fails to load (KMR216).
 """
@@ -42,8 +43,17 @@ TIED_LM = ModelFacts((_linear("layers.0", 16, 16),
                                 tied=("embed",))), 1024 + 256 + 16, 1024 + 256, (1, 8), "int64")
 
 
+# a pre-norm block: `norm`'s output is read by q and k only (their fold group, KMR306)
+PRENORM = ModelFacts((LayerFact("norm", "LayerNorm", 16, 16, (16,), 16, 16, "float32", 32, 1.0, 0),
+                      *(LayerFact(n, "Linear", 16, 16, (16, 16), 256, 16, "float32", 32, 1.0, 256, fold_norm="norm",
+                                  fold_group=("k", "q")) for n in ("q", "k")),
+                      _linear("down", 16, 4)), 32 + 2 * 272 + 68, 2 * 256 + 64, (1, 16))
+
+
 def doc_provider(spec, trust, span):
     ref = spec.args[0] if spec.args else None
+    if spec.kind == "factory" and ref == "prenorm:make_block":
+        return PRENORM
     if spec.kind == "factory" and ref == "digits_model:make_mlp":
         return DIGITS
     if spec.kind == "factory" and ref == "tied_lm:make_lm":

@@ -21,12 +21,26 @@ LAYER_FIELDS: dict[str, str] = {
     # False when the layer's integer weights carry zero points (`quantize(symmetric = false)`,
     # the affine grid: one int8 zero point per scale); True for float layers
     "symmetric": "bool",
+    # a per-input-channel scale folds into the normalization that produces this Linear's
+    # input (smoothquant, awq): that norm's output is read by Linear layers only, and this
+    # one is a single weight matrix (not factorized, no unmerged adapter, no tied
+    # embedding). Read off one traced forward (facts `fold_group`, runtime `norms`); a
+    # step that folds must also select every Linear reading the same norm (KMR306).
+    "foldable": "bool",
     # the attention head units whose rows this layer holds (a query, key or value
     # projection of a recognised attention; with grouped-query attention a unit is one
     # key/value head with its query heads), 0 for every other layer: `prune(method = head)`
     "heads": "int",
 }
 MODEL_FIELDS: dict[str, str] = {"trainable": "bool"}
+
+# what a false boolean field means, said when a `requires layer.F` fails on it
+FALSE_MEANS: dict[str, str] = {
+    "foldable": "no normalization produces this layer's input for Linear layers alone (a residual connection, "
+                "another operation or a non-Linear layer also reads it, or none precedes it), or the layer is "
+                "factorized, adapted or tied: select the Linear layers right after a LayerNorm or RMSNorm "
+                "(e.g. the attention and MLP input projections of a pre-norm transformer)",
+}
 
 # whole-number fields: a count the runtime rounds when an effect makes it fractional
 COUNT_FIELDS = ("in_features", "out_features", "rank", "adapter_rank", "bits", "group_size", "heads")
@@ -53,5 +67,5 @@ def full_rank(in_features, out_features):
     return min(in_features, out_features)
 
 
-__all__ = ["ANALYTIC_METERS", "COUNT_FIELDS", "LAYER_FIELDS", "MATRIX_KINDS", "MODEL_FIELDS", "full_rank",
+__all__ = ["ANALYTIC_METERS", "COUNT_FIELDS", "FALSE_MEANS", "LAYER_FIELDS", "MATRIX_KINDS", "MODEL_FIELDS", "full_rank",
            "scale_groups"]

@@ -25,7 +25,7 @@ import torch.nn as nn
 from kmr_dsl.core.program import Rule
 from kmr_dsl.diagnostics import KmrError
 from kmr_dsl.proptest import costcheck, expected, models
-from kmr_dsl.runtime import context, introspect, meters, state
+from kmr_dsl.runtime import context, forward, introspect, meters, state
 from kmr_dsl.runtime import layers as kl
 from kmr_dsl.runtime.loaders import import_impl
 
@@ -87,7 +87,8 @@ def run_case(rule: Rule, fn, case, seed: int, bounds: dict) -> CaseOutcome:
 def _run_case(rule: Rule, fn, case, seed: int, bounds: dict) -> CaseOutcome:
     out = CaseOutcome()
     model = models.build(case.arch)
-    before = state.measure_state(model)
+    example = forward.example_input(case.arch.input_shape, case.arch.input_dtype)
+    before = state.measure_state(model, example)
     params = dict(case.args)
     # the cases always pass data (`_arguments`), so a `requires P != none` holds
     params.update({p.name: "data" for p in rule.params if p.type == "data"})
@@ -119,7 +120,7 @@ def _run_case(rule: Rule, fn, case, seed: int, bounds: dict) -> CaseOutcome:
         out.problems.append(f"the implementation returned {type(model).__name__}, not a model")
         return out
     try:
-        after = state.measure_state(model)
+        after = state.measure_state(model, example)
         measured = _measure(model, case.arch, recipe)
     except Exception as exc:  # noqa: BLE001
         out.problems.append(f"the result no longer runs on its example input: {type(exc).__name__}: {exc}")
@@ -129,7 +130,7 @@ def _run_case(rule: Rule, fn, case, seed: int, bounds: dict) -> CaseOutcome:
     except Exception as exc:  # noqa: BLE001
         out.problems.append(f"its effects cannot be evaluated here: {type(exc).__name__}: {exc}")
         return out
-    upper = frozenset(f for f, (param, exact) in bounds.items() if params.get(param, exact) != exact)
+    upper = frozenset(f for f, spec in bounds.items() if spec is None or params.get(spec[0], spec[1]) != spec[1])
     consumers = {f.name: tuple(f.consumers) for f in facts.layers}
     coupled = {f.name: tuple(f.coupled) for f in facts.layers}
     depthwise = frozenset(f.name for f in facts.layers if f.depthwise)

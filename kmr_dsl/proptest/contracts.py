@@ -40,10 +40,12 @@ from kmr_dsl.runtime.session import span_text
 
 DATA_SIZE = (4, 64)
 # Effects the standard library documents as bounds rather than values:
-# {impl: {field: (parameter, the value at which the effect is exact)}}. lowrank keeps
-# fewer singular values when `energy` < 1 (stdlib/rules.kmr: "the effect is then an
-# upper bound"); the language has no syntax for a bound, so it is listed here.
-DOCUMENTED_BOUNDS = {"kmr_dsl.rules.lowrank:apply": {"rank": ("energy", 1.0)}}
+# {impl: {field: (parameter, the value at which the effect is exact) or None (a bound at
+# every setting)}}. lowrank keeps fewer singular values when `energy` < 1 (stdlib/rules.kmr:
+# "the effect is then an upper bound"), and its `foldable` is false wherever the layer
+# may become two Linears (it may stay one: a sound bound); the language has no syntax
+# for a bound, so it is listed here.
+DOCUMENTED_BOUNDS = {"kmr_dsl.rules.lowrank:apply": {"rank": ("energy", 1.0), "foldable": None}}
 
 
 @dataclass(frozen=True)

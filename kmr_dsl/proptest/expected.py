@@ -23,6 +23,7 @@ Tolerances (docs/testing.md):
   0 and 1 may be met by 1 (a layer keeps at least one channel or rank); a field listed
   in `upper` (an effect documented as an upper bound) may be anything from 1 to the
   prediction rounded up; derived shapes (step 2) are exact;
+- `foldable`: equal; a listed bound may be true where the effect says false;
 - `density`: within half a weight per output row, 0.5 * rows / weights + 1e-6 (a kept
   count is rounded to whole weights once per layer, or once per row for N:M's tail
   groups); unchanged density within 1e-9.
@@ -106,6 +107,10 @@ def _field_ok(name: str, measured, predicted, density_tol: float, upper: bool) -
         return abs(float(measured) - float(predicted)) <= density_tol
     if name in ("frozen", "trainable", "symmetric"):
         return bool(measured) == bool(predicted)
+    if name == "foldable":
+        # a bound on `foldable` is a sound one: the layer may stay foldable where the
+        # effect says false, never the other way round
+        return bool(measured) == bool(predicted) or (upper and bool(measured) and not bool(predicted))
     return measured == predicted
 
 

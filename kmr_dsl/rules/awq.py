@@ -1,6 +1,7 @@
 """`awq`: activation-aware weight quantization (Lin et al., 2024).
 
-Contract (stdlib/rules.kmr): requires `layer.bits >= 16`; effect `layer.bits = bits`,
+Contract (stdlib/rules.kmr): requires `layer.bits >= 16` and `layer.foldable` (as
+smoothquant); effect `layer.bits = bits`,
 `layer.group_size = group_size`, the model stops being trainable. The result is the
 weight-only integer layer `quantize(scheme = weight_only, group_size = ...)` makes.
 

@@ -1,6 +1,8 @@
 """`smoothquant`: migrate activation outliers into the weights (Xiao et al., 2023).
 
-Contract (stdlib/rules.kmr): requires `layer.bits >= 16`; no effect on the state: the
+Contract (stdlib/rules.kmr): requires `layer.bits >= 16` and `layer.foldable` (the
+model facts' fold group, read by the same trace, `runtime.norms`; the check also wants
+the whole group selected, KMR306); no effect on the state: the
 model computes the same function (up to float rounding) and stores the same tensors.
 For each normalization whose output only selected Linear layers read
 (`rules.folding.norm_groups`), with per-input-channel activation maxima a_j (over the
@@ -9,8 +11,8 @@ column j), the scale s_j = a_j^alpha / w_j^(1 - alpha) (1 where either is 0) div
 normalization's weight and bias and multiplies each reader's input column j: the
 activations a later `quantize(scheme = static)` sees are flatter, the weights take the
 difference. A selected Linear whose input no normalization produces alone (a residual
-also reads it, as in post-norm BERT) fails with KMR405: folding there would change the
-function.
+also reads it, as in post-norm BERT), that is factorized, adapted or tied to an
+embedding fails with KMR405: folding there would change the function.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ def float_linears(rule: str, layers, model: nn.Module | None = None) -> list[tup
     for name, layer in layers:
         checks.kinds(rule, name, layer, ("Linear",))
         checks.float_weights(rule, name, layer)
+        if model is not None:
+            # an embedding reading this weight would see its columns scaled: not the same function
+            checks.not_tied(rule, model, name, layer)
         if model is not None and kl.is_conv1d(layer):
             layer = kl.as_linear(layer)
             kl.set_module(model, name, layer)

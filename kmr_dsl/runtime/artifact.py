@@ -3,12 +3,15 @@
 Contract (docs/artifact.md is the full specification):
 - `save(model, path, recipe=None) -> int` writes ONE standard safetensors file and
   returns its size in bytes. Its `__metadata__` has `format = "pt"` and `kmr_recipe`,
-  a compact JSON object {"format": 1, "base": LOADER, "layers": {NAME: CONFIG},
-  "info": {...}}: LOADER is the loader call that builds the original architecture
+  a compact JSON object {"format": 2, "base": LOADER, "layers": {NAME: CONFIG},
+  "info": {...}} (written by `artifact_layout.recipe_json`, which the `size` cost model
+  counts with): LOADER is the loader call that builds the original architecture
   (`recipe["base"]`, a LoaderSpec or its dict; its folder is stored as an absolute
-  path, so the file's bytes do not depend on where it is written), CONFIG describes every logical layer as it is now
-  (`codec.describe`), and `info` is the rest of the caller's `recipe` (pipeline, knob
-  setting...). The tensors follow the byte layout of `kmr_dsl.artifact_layout`.
+  path, so the file's bytes do not depend on where it is written), CONFIG describes
+  every logical layer as it is now (`codec.describe`), and `info` is the rest of the
+  caller's `recipe` (`kmr run`: the pipeline's name; the knob setting is in report.json,
+  docs/artifact.md says why). The tensors follow the byte layout of
+  `kmr_dsl.artifact_layout`.
   The write is atomic: a temporary file in the same folder, fsync, `os.replace`; if
   anything (an error, Ctrl-C) interrupts it, the temporary file is removed and no file,
   partial or old-overwritten, appears at `path`.
@@ -41,40 +44,31 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from kmr_dsl import artifact_layout as layout
 from kmr_dsl.diagnostics import KmrError, Span, error
 from kmr_dsl.facts import LoaderSpec
 from kmr_dsl.runtime import codec, layers as kl, state, tied
 from kmr_dsl.trust import refuse_untrusted
 
 RECIPE_KEY = "kmr_recipe"
-# 2: 4- and 2-bit codes are on the zero-preserving midrise grid (runtime.quant). A
-# format-1 file is still read when it holds no 4- or 2-bit layer (nothing else changed).
-FORMAT_VERSION = 2
+FORMAT_VERSION = layout.FORMAT_VERSION
 
 
-def _base_dict(base) -> dict | None:
-    if base is None:
-        return None
-    if isinstance(base, LoaderSpec):
-        base = {"kind": base.kind, "args": list(base.args), "kwargs": [list(p) for p in base.kwargs],
-                "base_dir": base.base_dir}
-    base = dict(base)
-    # absolute, so the header (and so `size`) does not depend on where the file is
-    # written; `load` falls back to the artifact's folders when the program moved
-    base["base_dir"] = os.path.abspath(base.get("base_dir", "."))
-    return base
-
-
-def build_recipe(model: nn.Module, recipe: dict | None) -> dict:
-    recipe = dict(recipe or {})
+def layer_configs(model: nn.Module) -> dict:
+    """Every logical layer's config as the recipe stores it (`codec.describe`, + frozen)."""
     layers = {}
     for name, layer in kl.logical_layers(model):
         cfg = codec.describe(layer)
         if state.layer_frozen(name, layer):
             cfg["frozen"] = True
         layers[name] = cfg
-    return {"format": FORMAT_VERSION, "base": _base_dict(recipe.pop("base", None)),
-            "layers": layers, "info": recipe}
+    return layers
+
+
+def build_recipe(model: nn.Module, recipe: dict | None) -> dict:
+    recipe = dict(recipe or {})
+    return {"format": FORMAT_VERSION, "base": layout.base_dict(recipe.pop("base", None)),
+            "layers": layer_configs(model), "info": recipe}
 
 
 def _under(key: str, prefixes: set[str]) -> bool:
@@ -97,7 +91,9 @@ def collect_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def encode(model: nn.Module, recipe: dict | None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """The tensors and the `__metadata__` of the file `save` writes."""
-    text = json.dumps(build_recipe(model, recipe), separators=(",", ":"), sort_keys=True, default=str)
+    recipe = dict(recipe or {})
+    # artifact_layout writes the text, so the `size` cost model counts the same bytes
+    text = layout.recipe_json(recipe.pop("base", None), layer_configs(model), recipe)
     return collect_tensors(model), {"format": "pt", RECIPE_KEY: text}
 
 

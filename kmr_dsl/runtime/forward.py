@@ -19,7 +19,12 @@ cross-entropy of start and end (transformers' QA loss), and exact match (both ri
 `checked_output` does the same but turns a shape error (the data does
 not fit the model) into KmrError KMR404. `example_input(shape, dtype, batch)` is the
 deterministic input that MACs and latency are measured on: zeros for integer inputs
-(token ids), seeded normal values for float ones.
+(token ids), seeded normal values for float ones. `shape_of(value)` reads an example
+input written as a tensor, a shape or a function returning either: (shape, dtype) or
+None; `model_example(model)` is the model's own: its `example_input` attribute, else
+token ids (1, HF_SEQUENCE or its position table's length) for a Hugging Face text
+model, else (1, in_features) float of a first Linear or (1, HF_SEQUENCE) token ids of a
+first Embedding (None when a conv comes first: only the loader's `input_shape` tells).
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ import torch
 import torch.nn as nn
 
 from kmr_dsl.diagnostics import KmrError, Span, error
+from kmr_dsl.runtime import layers as kl
+
+HF_SEQUENCE = 128
 
 
 def _field(out, name: str):
@@ -96,4 +104,38 @@ def example_input(shape, dtype: str = "float32", batch: int = 1) -> torch.Tensor
     return torch.randn(shape, generator=gen)
 
 
-__all__ = ["is_span_output", "span_loss", "span_match", "as_tensor", "checked_output", "example_input", "output"]
+def shape_of(value) -> tuple[tuple[int, ...], str] | None:
+    if callable(value) and not isinstance(value, (torch.Tensor, nn.Module)):
+        value = value()
+    if isinstance(value, torch.Tensor):
+        return tuple(value.shape), ("int64" if not value.is_floating_point() else "float32")
+    if isinstance(value, (tuple, list)) and value and all(isinstance(s, int) for s in value):
+        return tuple(value), "float32"
+    return None
+
+
+def first_layer_example(model: nn.Module) -> tuple[tuple[int, ...], str] | None:
+    for _, layer in kl.logical_layers(model):
+        kind = kl.kind_of(layer)
+        if kind == "Linear":
+            return (1, kl.layer_features(layer)[0]), "float32"
+        if kind == "Embedding":
+            return (1, HF_SEQUENCE), "int64"
+        if kind in ("Conv1d", "Conv2d"):
+            break
+    return None
+
+
+def model_example(model: nn.Module) -> tuple[tuple[int, ...], str] | None:
+    source = getattr(model, "example_input", None)
+    found = shape_of(source) if source is not None else None
+    if found is None and getattr(model, "main_input_name", None) == "input_ids":
+        # a Hugging Face text model: token ids, no more than its position table holds
+        config = getattr(model, "config", None)
+        positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+        found = (1, min(HF_SEQUENCE, int(positions or HF_SEQUENCE))), "int64"
+    return found or first_layer_example(model)
+
+
+__all__ = ["HF_SEQUENCE", "as_tensor", "checked_output", "example_input", "first_layer_example", "is_span_output",
+           "model_example", "output", "shape_of", "span_loss", "span_match"]

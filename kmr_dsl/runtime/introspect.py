@@ -12,10 +12,14 @@ same for a module in hand. The caller caches them (facts.store_cached).
   see `depgraph.channel_links`, traced on the example input; BatchNorms first, then
   the consuming weight layers), `coupled` (the other members of its channel group:
   a residual stream's producers, a gated unit's gate and up projections, a depthwise
-  conv over them), `unlinked` (why its channels cannot be removed), `tied` (the names of embeddings that read this layer's weight:
-  `runtime.tied`) and, for a query/key/value projection of a recognised attention
-  (`runtime.heads`), `heads`, `head_group`, `head_consumers` and, on the query
-  projection, `attention_macs` (the attention module's MACs less its layers').
+  conv over them), `unlinked` (why its channels cannot be removed), `tied` (the names
+  of embeddings that read this layer's weight: `runtime.tied`), `fold_norm` /
+  `fold_group` (`runtime.norms.fold_groups` on the example input: the normalization a
+  per-input scale folds into and every Linear reading it; a trace that fails records
+  none, which makes the layer not foldable: refusing is sound) and, for a
+  query/key/value projection of a recognised attention (`runtime.heads`), `heads`,
+  `head_group`, `head_consumers` and, on the query projection, `attention_macs` (the
+  attention module's MACs less its layers').
 - MACs: FlopCounterMode FLOPs / 2 of one forward on the example input, per layer and in
   total; int8 dynamic Linears (which FlopCounterMode counts as 0) are counted as their
   float equivalent, batch elements x in x out.
@@ -39,24 +43,14 @@ import torch.nn as nn
 
 from kmr_dsl.diagnostics import KmrError, Span, error
 from kmr_dsl.facts import LayerFact, LoaderSpec, ModelFacts, dependencies_since, spec_hash
-from kmr_dsl.runtime import depgraph, forward, heads, layers as kl, loaders, meters, tied
+from kmr_dsl.runtime import depgraph, forward, heads, layers as kl, loaders, meters, norms, tied
 from kmr_dsl.runtime import modules as km
 
-HF_SEQUENCE = 128
+HF_SEQUENCE = forward.HF_SEQUENCE
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
-
-
-def _shape_of(value) -> tuple[tuple[int, ...], str] | None:
-    if callable(value) and not isinstance(value, (torch.Tensor, nn.Module)):
-        value = value()
-    if isinstance(value, torch.Tensor):
-        return tuple(value.shape), ("int64" if not value.is_floating_point() else "float32")
-    if isinstance(value, (tuple, list)) and value and all(isinstance(s, int) for s in value):
-        return tuple(value), "float32"
-    return None
 
 
 def example_input_shape(spec: LoaderSpec | None, model: nn.Module, span: Span | None = None) -> tuple[tuple[int, ...], str]:
@@ -73,19 +67,14 @@ def example_input_shape(spec: LoaderSpec | None, model: nn.Module, span: Span | 
     sources.append(getattr(model, "example_input", None))
     for source in sources:
         if source is not None:
-            found = _shape_of(source)
+            found = forward.shape_of(source)
             if found:
                 return found
     if spec is not None and spec.kind == "hf":
         return (1, HF_SEQUENCE), "int64"
-    for _, layer in kl.logical_layers(model):
-        kind = kl.kind_of(layer)
-        if kind == "Linear":
-            return (1, kl.layer_features(layer)[0]), "float32"
-        if kind == "Embedding":
-            return (1, HF_SEQUENCE), "int64"
-        if kind in ("Conv1d", "Conv2d"):
-            break
+    found = forward.first_layer_example(model)
+    if found:
+        return found
     raise KmrError(error("KMR404", span, "cannot tell the model's example input shape",
                          hint='pass the shape to the loader, e.g. `input_shape = "1, 3, 32, 32"`, or define '
                               "`example_input()` in the model's module, returning an example tensor or its shape"))
@@ -106,7 +95,8 @@ def _written_shape(value, span) -> tuple[int, ...]:
 
 
 def _layer_fact(name: str, layer: nn.Module, macs: int, link: kl.ChannelLink | None = None,
-                tied: tuple[str, ...] = (), unlinked: str = "") -> LayerFact:
+                tied: tuple[str, ...] = (), unlinked: str = "",
+                fold: tuple[str, tuple[str, ...]] = ("", ())) -> LayerFact:
     kind = kl.kind_of(layer)
     in_f, out_f = kl.layer_features(layer)
     ls = kl.leaves(name, layer)
@@ -140,6 +130,7 @@ def _layer_fact(name: str, layer: nn.Module, macs: int, link: kl.ChannelLink | N
         kernel=kernel, tied=tied, group_size=kl.layer_group_size(layer, name),
         coupled=tuple(link.coupled) if link else (), depthwise=depgraph.is_depthwise(layer), unlinked=unlinked,
         channel_buffer_bytes=_channel_buffer_bytes(layer, kind), symmetric=kl.layer_symmetric(layer, name),
+        fold_norm=fold[0], fold_group=fold[1],
     )
 
 
@@ -162,9 +153,10 @@ def model_facts_from_module(module: nn.Module, input_shape, input_dtype: str = "
     total_macs, per_layer = meters.count_macs(module, x, set(found))
     links, refused = depgraph.links_and_refusals(module, x)
     tied_to = tied.tied_names(module)
+    folds = _fold_groups(module, x)
     facts = tuple(
         _with_heads(_layer_fact(name, layer, per_layer.get(name, 0), links.get(name), tied_to.get(name, ()),
-                                refused.get(name, "")),
+                                refused.get(name, ""), folds.get(name, ("", ()))),
                     found, per_layer)
         for name, layer in kl.logical_layers(module)
     )
@@ -188,6 +180,13 @@ def _with_heads(fact: LayerFact, found: dict, per_layer: dict) -> LayerFact:
                                        head_group=tuple(p for p in att.projections if p != fact.name),
                                        head_consumers=(att.output,))
     return fact
+
+
+def _fold_groups(module: nn.Module, x: torch.Tensor) -> dict:
+    try:
+        return norms.fold_groups(module, x)
+    except Exception:  # noqa: BLE001 - a pass the reader cannot follow: nothing is foldable (sound)
+        return {}
 
 
 def _persistent_buffers(module: nn.Module):

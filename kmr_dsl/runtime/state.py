@@ -1,9 +1,9 @@
 """The abstract state (spec section 5), measured on a real model.
 
-Contract: `measure_state(model)` returns
+Contract: `measure_state(model, inputs=None)` returns
 
     {"layers": {NAME: {kind, in_features, out_features, params, density, bits, rank,
-                       adapter_rank, frozen}},
+                       adapter_rank, frozen, group_size, foldable}},
      "trainable": bool, "trainable_params": int}
 
 for every logical layer (`layers.logical_layers`; a factorized or adapted Linear keeps
@@ -28,16 +28,22 @@ its original qualified name). This is what the honesty tests compare with a rule
   (`runtime.heads.units_of`), else 0.
 - frozen: the layer's own float weights cannot receive gradients (requires_grad off;
   for an adapted layer: its base). A model-wide int quantization does not freeze layers.
+- foldable: the layer is in `runtime.norms.fold_groups`, traced on `inputs` (default:
+  the model's own example, `forward.model_example`; KMR404 when a model with a
+  normalization has none). A model without a normalization needs no pass: nothing folds.
 - trainable: the model holds no integer layer (torch has no backward for the int8
   kernels and integer weights are buffers) and some float parameter requires grad.
 """
 
 from __future__ import annotations
 
+import torch
 import torch.nn as nn
 
 from kmr_dsl.core.state import full_rank
-from kmr_dsl.runtime import heads, layers as kl
+from kmr_dsl.diagnostics import KmrError, Span, error
+from kmr_dsl.runtime import forward, heads, norms
+from kmr_dsl.runtime import layers as kl
 from kmr_dsl.runtime import modules as km
 
 
@@ -118,7 +124,29 @@ def trainable_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad and p.is_floating_point())
 
 
-def layer_state(name: str, layer: nn.Module, heads: int = 0) -> dict:
+def foldable_layers(model: nn.Module, inputs: torch.Tensor | None = None) -> set[str]:
+    """The logical layers a per-input scale folds into (`norms.fold_groups`)."""
+    if not norms.has_norm(model):
+        return set()
+    if inputs is None:
+        found = forward.model_example(model)
+        if found is None:
+            raise KmrError(error("KMR404", Span.unknown(), "cannot tell the model's example input shape, needed to "
+                                 "trace which normalization each layer reads",
+                                 hint="give the model an `example_input` attribute (a tensor or its shape)"))
+        inputs = forward.example_input(*found)
+        if any(p.is_meta for p in model.parameters()):
+            inputs = inputs.to("meta")
+    try:
+        return set(norms.fold_groups(model, inputs))
+    except (RuntimeError, IndexError, ValueError, TypeError) as exc:
+        raise KmrError(error("KMR404", Span.unknown(), f"the model does not run on the example input of shape "
+                             f"{tuple(inputs.shape)} that traces which normalization each layer reads",
+                             f"{type(exc).__name__}: {str(exc)[:400]}",
+                             hint="give the model an `example_input` attribute (a tensor or its shape)")) from exc
+
+
+def layer_state(name: str, layer: nn.Module, foldable: bool = False, heads: int = 0) -> dict:
     in_f, out_f = kl.layer_features(layer)
     return {
         "kind": kl.kind_of(layer),
@@ -132,18 +160,21 @@ def layer_state(name: str, layer: nn.Module, heads: int = 0) -> dict:
         "frozen": bool(layer_frozen(name, layer)),
         "group_size": kl.layer_group_size(layer, name),
         "symmetric": kl.layer_symmetric(layer, name),
+        "foldable": bool(foldable),
         "heads": int(heads),
     }
 
 
-def measure_state(model: nn.Module) -> dict:
+def measure_state(model: nn.Module, inputs: torch.Tensor | None = None) -> dict:
+    folds = foldable_layers(model, inputs)
     units = heads.units_of(model)
     return {
-        "layers": {name: layer_state(name, layer, units.get(name, 0)) for name, layer in kl.logical_layers(model)},
+        "layers": {name: layer_state(name, layer, name in folds, units.get(name, 0))
+                   for name, layer in kl.logical_layers(model)},
         "trainable": is_trainable(model),
         "trainable_params": trainable_params(model),
     }
 
 
-__all__ = ["has_integer_layer", "is_trainable", "layer_density", "layer_frozen", "layer_nonzero", "layer_params",
+__all__ = ["foldable_layers", "has_integer_layer", "is_trainable", "layer_density", "layer_frozen", "layer_nonzero", "layer_params",
            "layer_rank", "layer_state", "measure_state", "trainable_params"]

@@ -53,7 +53,7 @@ TAIL_STEPS = 10     # witness points beyond a relaxed bound: 1, 2, 4, ... 512 st
 class Group:
     expr: object
     symbols: tuple            # knob symbols, in order of first appearance
-    key: tuple                # shape key: groups with equal keys evaluate as one batch
+    key: tuple                # shape key (interned): groups with the same key evaluate as one batch
     consts: list              # constants in pre-order
 
     def shape(self) -> tuple:
@@ -66,6 +66,22 @@ class Decomposition:
     groups: list[Group]
     symbols: frozenset
     exact_compare: bool = False     # precise bounds are sound (intervals.exact_comparisons)
+
+
+# Shapes are interned: equal shapes are one object, so later stages (batches here, the
+# knapsack's classes) compare and hash them by identity instead of re-hashing a nested
+# tuple per group (thousands of groups per line). An identity stays valid while a group
+# holds its shape; clearing the table only splits later batches, never merges unequal ones.
+_SHAPES: dict = {}
+
+
+def _intern(shape):
+    hit = _SHAPES.get(shape)
+    if hit is None:
+        if len(_SHAPES) > 65536:
+            _SHAPES.clear()
+        hit = _SHAPES[shape] = shape
+    return hit
 
 
 def decompose(expr, knobs: KnobTable, memo: dict | None = None) -> Decomposition:
@@ -95,7 +111,7 @@ def decompose(expr, knobs: KnobTable, memo: dict | None = None) -> Decomposition
             slots: dict = {}
             consts: list = []
             compared: list = []
-            shape = shape_of(t, slots, consts, compared)
+            shape = _intern(shape_of(t, slots, consts, compared))
             for s in slots:
                 if s not in knobs.by_symbol:
                     raise NotModelled(f"`{s}` is not a knob of this pipeline")
@@ -121,7 +137,7 @@ def decompose(expr, knobs: KnobTable, memo: dict | None = None) -> Decomposition
             groups.append(Group(t, syms, shape, consts))
             continue
         slot = {s: j for j, s in enumerate(syms)}
-        key = ("Add", tuple((info[1], tuple(slot[s] for s in info[3])) for info in infos))
+        key = _intern(("Add", tuple((info[1], tuple(slot[s] for s in info[3])) for info in infos)))
         e = sp.Add._from_args(tuple(info[0] for info in infos), True)
         groups.append(Group(e, syms, key, [c for info in infos for c in info[2]]))
     return Decomposition(const, groups, frozenset(parent), all(info[4] for info in owned))
@@ -243,7 +259,7 @@ def _evaluate(groups: list[Group], knobs: KnobTable, relax: dict, points: bool,
             else:
                 doms.append(_domain(kv, relax.get(kv.knob.name, set()), points))
         counts = tuple(len(d) if points else len(d[0]) for d in doms)
-        batches.setdefault((shape, counts), []).append((gi, consts, doms))
+        batches.setdefault((id(shape), counts), []).append((gi, consts, doms))
     out: list[GroupResult | None] = [None] * len(groups)
     for (_, counts), members in batches.items():
         for gi, res in _run_batch(groups, members, counts, points, widen):

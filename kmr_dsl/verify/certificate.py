@@ -20,29 +20,65 @@ and the verdict rests on the solver's branch and bound; `to_json` records which.
 
 from __future__ import annotations
 
+import re
 from fractions import Fraction
 
 from kmr_dsl.verify.separable import Separable, exact_values
 
+TOP = 5                              # components a conflict names (the rest are counted)
+_LAYER = re.compile(r"\[([^\]]*)\]$")  # the layer of a family instance `s[fc1]`
 
-def minimum(sep: Separable, y: list[Fraction]) -> Fraction:
-    """The exact minimum of sum_i y_i g_i over every setting (sep's lines, in order)."""
+
+def _member_minima(sep: Separable, y: list[Fraction]):
+    """(class, its members' exact minima of sum_i y_i part_i) per class: a table class's
+    members share one minimum (equal up to renaming), an affine member's is taken at the
+    ends of its knobs' intervals."""
     n = len(sep.lines)
-    total = sum((yi * Fraction(c) for yi, c in zip(y, sep.consts)), Fraction(0))
     for cls in sep.classes:
         if cls.mode == "table":
             best = min(sum((yi * v for yi, v in zip(y, exact_values(cls, n, p))), Fraction(0))
                        for p in range(cls.points))
-            total += len(cls.members) * best
+            yield cls, [best] * len(cls.members)
             continue
+        out = []
         for _ in cls.members:
-            total += sum((yi * k0 for yi, (k0, _) in zip(y, cls.affine)), Fraction(0))
+            total = sum((yi * k0 for yi, (k0, _) in zip(y, cls.affine)), Fraction(0))
             for j, kv in enumerate(cls.kvs):
                 a = sum((yi * coefs[j] for yi, (_, coefs) in zip(y, cls.affine)), Fraction(0))
                 lo = kv.values[0] if kv.kind == "stepped" else kv.lo
                 hi = kv.values[-1] if kv.kind == "stepped" else kv.hi
                 total += min(a * lo, a * hi)      # an open end is approached, never passed
+            out.append(total)
+        yield cls, out
+
+
+def minimum(sep: Separable, y: list[Fraction]) -> Fraction:
+    """The exact minimum of sum_i y_i g_i over every setting (sep's lines, in order)."""
+    total = sum((yi * Fraction(c) for yi, c in zip(y, sep.consts)), Fraction(0))
+    for cls, minima in _member_minima(sep, y):
+        total += minima[0] * len(minima) if cls.mode == "table" else sum(minima, Fraction(0))
     return total
+
+
+def conflict(sep: Separable, y: list[Fraction], knobs, top: int = TOP) -> dict:
+    """The components (a layer's knobs, or knobs shared by layers) that even at their best
+    add the most to sum_i y_i g_i: what makes the lines unreachable together, largest
+    first (declaration order among equals); knobs are named by their instance (`s[fc1]`)
+    from the KnobTable `knobs`; `components` counts them all, so a 3,000-layer model
+    still lists `top` entries."""
+    found = []
+    for cls, minima in _member_minima(sep, y):
+        for comp, best in zip(cls.members, minima):
+            found.append((best, comp.symbols))
+    found.sort(key=lambda t: (-t[0], knobs.sort_key(t[1][0])))
+    shown = []
+    for best, symbols in found[:top]:
+        names = [knobs.by_symbol[s].name for s in symbols]
+        layers = {m.group(1) for m in (_LAYER.search(n) for n in names) if m}
+        shown.append({"knobs": names, "layer": layers.pop() if len(layers) == 1 and all("[" in n for n in names)
+                      else None, "at_best": str(best)})
+    return {"components": len(found), "top": shown,
+            "note": "each component's smallest possible share of the certificate's weighted sum, largest first"}
 
 
 def check(sep: Separable, y: list[Fraction]) -> Fraction | None:
@@ -70,4 +106,4 @@ def from_json(cert: dict) -> list[Fraction]:
     return [Fraction(v) for v in cert["multipliers"]]
 
 
-__all__ = ["check", "from_json", "minimum", "to_json"]
+__all__ = ["check", "conflict", "from_json", "minimum", "to_json"]

@@ -5,8 +5,10 @@ pipeline model (one per step, selected layer and requires clause) as "for all se
 in the domains, the condition holds", and returns one `ObligationResult` per (step,
 clause) — aggregated over the step's layers — plus a KMR301 error for each refuted one
 (at the step, naming the clause in KMR syntax, a counterexample setting, and the state
-fields the clause reads at that setting with the step that set them) and a KMR303
-error for each unknown one.
+fields the clause reads at that setting with the step that set them; the hint says what
+a false boolean field means, core.state.FALSE_MEANS) and a KMR303 error for each unknown
+one. Requirements of the step semantics (`Requirement.implicit`) are KMR304 (channels
+shrink with no consumer) and KMR306 (a fold leaves a reader of its normalization out).
 
 How a condition is decided, cheapest first:
 1. constant after folding (true: PROVED; false: REFUTED whatever the setting);
@@ -27,6 +29,10 @@ from dataclasses import dataclass
 
 import z3
 
+from kmr_dsl.core.memo import ByIdentity
+from kmr_dsl.core.program import FieldRef
+from kmr_dsl.core.state import FALSE_MEANS
+from kmr_dsl.core.walk import nodes
 from kmr_dsl.diagnostics import Diagnostic, error
 from kmr_dsl.verify import algebra as A
 from kmr_dsl.verify.lower import Encoding
@@ -130,6 +136,10 @@ def _field_notes(req: Requirement, model: PipelineModel, cx: dict, lead: str) ->
     return notes
 
 
+# a rule's clause is rendered once, not once per step that applies it (1,000 layers)
+CLAUSE_TEXT = ByIdentity("rendered requires clauses", "clause", limit=1024)
+
+
 def check_composability(model: PipelineModel, limits: Limits) -> tuple[list[ObligationResult], list[Diagnostic]]:
     groups: dict[tuple[int, int], list[Requirement]] = {}
     for req in model.requirements:
@@ -140,7 +150,7 @@ def check_composability(model: PipelineModel, limits: Limits) -> tuple[list[Obli
         if reqs[0].implicit:
             (_pooled if reqs[0].kind == "pooled" else _implicit)(reqs, model, limits, results, diags)
             continue
-        text = render_ir(clause)
+        text = CLAUSE_TEXT.get(clause, lambda: render_ir(clause))
         decided = [(r, decide_forall(r.condition, model, limits)) for r in reqs]
         refuted = [(r, d) for r, d in decided if d.verdict is Verdict.REFUTED]
         unknown = [(r, d) for r, d in decided if d.verdict is Verdict.UNKNOWN]
@@ -162,7 +172,8 @@ def check_composability(model: PipelineModel, limits: Limits) -> tuple[list[Obli
                 names = ", ".join(r.layer or "" for r, _ in refuted[:6]) + (", ..." if len(refuted) > 6 else "")
                 notes.append(f"fails on {len(refuted)} of {len(reqs)} selected layers: {names}")
             diags.append(error("KMR301", step.span,
-                               f"precondition `{text}` of `{step.rule.name}` may fail{where}", *notes))
+                               f"precondition `{text}` of `{step.rule.name}` may fail{where}", *notes,
+                               hint=_false_means(clause)))
             user_cx = model.knobs.to_user(dec.counterexample or {})
             results.append(ObligationResult("composability", Verdict.REFUTED, step.span, summary,
                                             model.pipeline.name, counterexample=user_cx, method=methods,
@@ -184,10 +195,38 @@ def check_composability(model: PipelineModel, limits: Limits) -> tuple[list[Obli
     return results, diags
 
 
+def _false_means(clause) -> str | None:
+    """The hint for a refuted clause that reads a boolean field with a documented meaning
+    (`layer.foldable`: why nothing folds there); None keeps the code's own hint."""
+    for n in nodes(clause):
+        if isinstance(n, FieldRef) and n.field in FALSE_MEANS:
+            return f"`{n.scope}.{n.field}` false means: {FALSE_MEANS[n.field]}"
+    return None
+
+
+def _fold_group(reqs: list[Requirement], step, model: PipelineModel, results: list, diags: list) -> None:
+    """KMR306: a fold's normalization is also read by Linear layers the step leaves out
+    (a static fact: refuted at every setting)."""
+    layers = tuple(r.layer for r in reqs if r.layer is not None)
+    diags.append(error("KMR306", step.span,
+                       f"`{step.rule.name}` folds a scale into a normalization that unselected layers also read: "
+                       + reqs[0].implicit,
+                       *(r.implicit for r in reqs[1:4]), "it does so at every setting; `kmr run` would refuse the step",
+                       hint="select every Linear that reads the normalization (e.g. q, k and v together), "
+                            "or none of them"))
+    results.append(ObligationResult("composability", Verdict.REFUTED, step.span,
+                                    f"`{step.rule.name}` folds into a normalization that unselected layers read: "
+                                    f"fails on layer `{reqs[0].layer}`", model.pipeline.name, counterexample={},
+                                    method="fold", layers=layers))
+
+
 def _implicit(reqs: list[Requirement], model: PipelineModel, limits: Limits, results: list, diags: list) -> None:
     """A requirement of the step semantics (kmr_dsl.core.step), not of the rule's text: a
-    layer whose channels shrink needs a consumer to shrink with it (KMR304)."""
+    layer whose channels shrink needs a consumer to shrink with it (KMR304); a fold scales
+    every reader of its normalization (KMR306)."""
     step = reqs[0].step
+    if reqs[0].kind == "fold":
+        return _fold_group(reqs, step, model, results, diags)
     decided = [(r, decide_forall(r.condition, model, limits)) for r in reqs]
     failing = [(r, d) for r, d in decided if d.verdict is not Verdict.PROVED]
     layers = tuple(r.layer for r in reqs if r.layer is not None)

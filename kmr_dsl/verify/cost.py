@@ -26,18 +26,22 @@ Outside the layers: other_params at 4 B, buffers, and the safetensors header
 (artifact_layout's per-entry formula; int formats add a `.scale` entry, sparse ones a
 second entry, which is why each branch of the min carries its own header bytes).
 
-`size` is an upper bound of the file (a budget proved with it holds when run): the
-`ceil` of packed bytes, the header's 8-byte padding and the recipe's per-layer
-configuration (which grows with a layer's form, its dimensions' digits and an unmerged
-adapter) are covered by artifact_layout's margins (CONFIG_MARGIN, ADAPTER_CONFIG_CHARS,
-CEIL_BYTES, PADDING_BYTES; measured 2-5% above the file on small generated models,
-tests/core/test_check_vs_run.py). The counts (params, nonzero, macs, trainable_params)
+`size` is a range, not a value: the data bytes are exact up to the `ceil` of packed
+bytes, and so are the recipe's loader call (with the program's absolute folder) and
+its info object ({"pipeline": NAME}, counted with artifact_layout.recipe_fixed_chars);
+the rest of the header (the offsets' digits, the 8-byte padding, each layer's config,
+which grows with its form, its dimensions' digits and an unmerged adapter) is
+bounded. `meter_expr(model, "size", state)` is the upper end (artifact_layout's
+margins CONFIG_MARGIN, ADAPTER_CONFIG_CHARS, CEIL_BYTES, PADDING_BYTES; 5-15% above the
+file on small generated models), `meter_expr(model, SIZE_LOW, state)` the lower end
+(no ceilings, no padding, one digit per offset, the shortest dtype name, each layer's
+shortest config: artifact_layout.config_chars_low). verify/budget.py reads the end
+that is worst for a line. The counts (params, nonzero, macs, trainable_params)
 are exact: the state keeps whole channels, ranks and weights as the runtime does
 (kmr_dsl.core.step.settle).
 
-Documented gaps: offset digits are taken from the baseline's data size (an upper bound
-of every offset); a sparse-vs-dense choice that includes header bytes (differs from the
-writer only when the two forms are within one header entry, < 100 B); header entries of
+Documented gaps of the upper end: offset digits are taken from the baseline's data size
+(an upper bound of every offset); header entries of
 tensors outside the layers are not counted (ModelFacts does not name them); a count over a
 continuous knob (no `step`) is rounded only when it is affine in that one knob and takes
 at most rounding.MAX_PIECES values (a rank, a channel count), else it keeps the exact
@@ -67,14 +71,23 @@ from kmr_dsl.verify.numeric import as_number, evaluate
 from kmr_dsl.verify.state import PipelineModel, State, factor_test, matrix_numel
 
 UNITS = ANALYTIC_METERS     # meter -> dimension
+# The lower end of the `size` meter (`meter_expr(model, SIZE_LOW, state)`): what a line
+# that needs the file to be large (`size >= X`, the baseline side of `size <= k *
+# baseline.size`) reads, where `size` itself is the upper end (verify/budget.py).
+SIZE_LOW = "size_low"
 _ITEMSIZE = {"float16": 2, "bfloat16": 2, "float64": 8}
 
 
 _EIGHTH = Fraction(1, 8)
 
 
-def entry_bytes(name: str, ndim, digits: int):
-    """Header characters of one safetensors entry (artifact_layout.header_bytes_estimate's formula)."""
+def entry_bytes(name: str, ndim, digits: int, low: bool = False):
+    """Header characters of one safetensors entry (artifact_layout.header_bytes_estimate's
+    formula); `low`: a lower bound instead (artifact_layout.entry_chars_low)."""
+    if low:
+        if isinstance(ndim, int):
+            return layout.entry_chars_low(name, ndim)
+        return A.add(layout.entry_chars_low(name, 1) - 1, A.mul(2, ndim))
     fixed = layout.ENTRY_FIXED + len(name) + layout.DTYPE_CHARS + 2 * digits
     if isinstance(ndim, int):
         return fixed + max(1, 4 * ndim - 1)
@@ -105,25 +118,35 @@ def tensor_data_bytes(numel, rows, bits, density, group_size=0, symmetric=True):
     return A.add(A.min_(dense, sparse), scales)
 
 
-def _tensor_bytes(numel, rows, bits, density, name: str, ndim: int, digits: int, group_size=0, symmetric=True):
-    """Data + header bytes of one stored weight in the writer's smaller form."""
+def _tensor_bytes(numel, rows, bits, density, name: str, ndim: int, digits: int, group_size=0, symmetric=True,
+                  low=False):
+    """Data + header bytes of one stored weight in the writer's smaller form (`low`: its
+    header entries' lower bound; the data bytes lack only their ceilings either way)."""
     is_int = A.compare("<=", bits, 8)
     q_ndim = ndim if A.is_number(bits) and bits == 8 else A.ite(A.compare("==", bits, 8), ndim, 1)
     if isinstance(q_ndim, sp.Integer):
         q_ndim = int(q_ndim)          # 8-bit keeps its shape; 4/2-bit are packed flat
-    dense_header = A.ite(is_int, entry_bytes(layout.entry(name, layout.Q), q_ndim, digits),
-                         entry_bytes(name, ndim, digits))
-    sparse_header = entry_bytes(layout.entry(name, layout.BITMAP), 1, digits) + \
-        entry_bytes(layout.entry(name, layout.VALUES), 1, digits)
-    dense = A.add(A.mul(numel, bits, _EIGHTH), dense_header)
-    sparse = A.add(A.mul(numel, _EIGHTH), A.mul(density, numel, bits, _EIGHTH), sparse_header)
+    dense_header = A.ite(is_int, entry_bytes(layout.entry(name, layout.Q), q_ndim, digits, low),
+                         entry_bytes(name, ndim, digits, low))
+    sparse_header = A.add(entry_bytes(layout.entry(name, layout.BITMAP), 1, digits, low),
+                          entry_bytes(layout.entry(name, layout.VALUES), 1, digits, low))
+    dense_data = A.mul(numel, bits, _EIGHTH)
+    sparse_data = A.add(A.mul(numel, _EIGHTH), A.mul(density, numel, bits, _EIGHTH))
+    dense, sparse = A.add(dense_data, dense_header), A.add(sparse_data, sparse_header)
     count = _scale_count(numel, rows, group_size)
-    scales = A.ite(is_int, A.add(A.mul(4, count), entry_bytes(layout.entry(name, layout.SCALE), 1, digits)), 0)
-    # one int8 zero point per scale, an entry of its own, and a longer recipe config
+    scales = A.ite(is_int, A.add(A.mul(4, count), entry_bytes(layout.entry(name, layout.SCALE), 1, digits, low)), 0)
+    # one int8 zero point per scale, an entry of its own, and (upper end) a longer recipe config
     zeros = A.ite(_zero_points(is_int, symmetric),
-                  A.add(count, entry_bytes(layout.entry(name, layout.ZERO_POINT), 1, digits),
-                        layout.ASYMMETRIC_CONFIG_CHARS), 0)
-    return A.add(A.min_(dense, sparse), scales, zeros)
+                  A.add(count, entry_bytes(layout.entry(name, layout.ZERO_POINT), 1, digits, low),
+                        0 if low else layout.ASYMMETRIC_CONFIG_CHARS), 0)
+    if low:
+        return A.add(A.min_(dense, sparse), scales, zeros)
+    # The writer picks the form by its data bytes after their ceilings (sparse only when
+    # strictly smaller), whatever the header entries cost: sparse surely when its bytes
+    # are 2 below dense's (two ceilings), dense surely when 1 below; in between, either.
+    chosen = A.ite(A.compare("<=", A.add(sparse_data, 2), dense_data), sparse,
+                   A.ite(A.compare("<=", A.add(dense_data, 1), sparse_data), dense, A.max_(dense, sparse)))
+    return A.add(chosen, scales, zeros)
 
 
 def _ratio(now, then: int):
@@ -189,14 +212,56 @@ class _LayerCost:
         return A.add(A.ite(self.st["frozen"], 0, A.add(self.numel, self.bias_n)), self.adapters)
 
     def size(self):
+        return self._size(low=False)
+
+    def size_low(self):
+        return self._size(low=True)
+
+    def _config_low(self) -> int:
+        """A lower bound of the layer's recipe config (artifact_layout.config_chars_low):
+        the digits of a dimension the state fixes, else one."""
+        def digits(v):
+            return len(str(int(v))) if A.is_number(v) and v >= 1 else 1
+        return layout.config_chars_low(self.f.kind, self.f.bias_params > 0, digits(self.st["in_features"]),
+                                       digits(self.st["out_features"]))
+
+    def _size(self, low: bool):
+        """The layer's bytes in the file: an upper bound, or (`low`) a lower bound."""
+        if low:
+            return A.add(self._size_parts(True), self._config_low())
+        if self.f.kind == "Linear":
+            return A.add(self._size_parts(False), self._config_high())
+        return self._size_parts(False)
+
+    def _config_high(self):
+        """An upper bound of a Linear's recipe config (artifact_layout.linear_config_chars_high)
+        by its storage width, factorization and adapter, each as the state says."""
+        f, st = self.f, self.st
+        b, a = st["bits"], st["adapter_rank"]
+        dims = (f.bias_params > 0, len(str(max(1, f.in_features))), len(str(max(1, f.out_features))))
+
+        def by_width(factorized, adapted):
+            size = {w: layout.linear_config_chars_high(*dims, w, factorized, adapted)
+                    for w in ("float", "int8", "low")}
+            return A.ite(A.compare(">=", b, 16), size["float"],
+                         A.ite(A.compare("==", b, 8), size["int8"], size["low"]))
+
+        def by_form(adapted):
+            plain = by_width(False, adapted)
+            return plain if self._factored is None else A.ite(self._factored, by_width(True, adapted), plain)
+        return A.ite(A.compare(">", a, 0), by_form(True), by_form(False))
+
+    def _size_parts(self, low: bool):
         f, st, digits = self.f, self.st, self.digits
         if not self.matrix:
-            header = sum(entry_bytes(f"{f.name}.{n}", 1, digits)
+            header = sum(entry_bytes(f"{f.name}.{n}", 1, digits, low)
                          for n, count in (("weight", f.weight_params), ("bias", f.bias_params)) if count)
             if f.kind.startswith("BatchNorm"):
                 # its running statistics are entries of the file too (their bytes are in
                 # facts.buffers_bytes); counted as 1-dim entries, an upper bound
-                header += sum(entry_bytes(f"{f.name}.{n}", 1, digits)
+                # (num_batches_tracked has no dimension: 0 shape characters at the lower end)
+                header += sum(entry_bytes(f"{f.name}.{n}", 0 if low and n == "num_batches_tracked" else 1,
+                                          digits, low)
                               for n in ("running_mean", "running_var", "num_batches_tracked"))
             # per-channel buffers (running statistics) shrink with the channels
             stats = A.mul(f.channel_buffer_bytes, self._scales[1])
@@ -206,23 +271,26 @@ class _LayerCost:
         ndim = max(1, len(f.weight_shape))
         weight = f"{f.name}.weight"
         g, sym = st["group_size"], st["symmetric"]
-        weights = _tensor_bytes(self.dense_n, outf, b, d, weight, ndim, digits, g, sym)
-        bias_entry = entry_bytes(layout.bias_of(weight), 1, digits) if f.bias_params else 0
+        weights = _tensor_bytes(self.dense_n, outf, b, d, weight, ndim, digits, g, sym, low)
+        bias_entry = entry_bytes(layout.bias_of(weight), 1, digits, low) if f.bias_params else 0
         if self._factored is not None:
             first, second = layout.factor_weight(f.name, layout.FIRST), layout.factor_weight(f.name, layout.SECOND)
-            fac = A.add(_tensor_bytes(A.mul(r, inf), r, b, d, first, 2, digits, g, sym),
-                        _tensor_bytes(A.mul(outf, r), outf, b, d, second, 2, digits, g, sym))
+            fac = A.add(_tensor_bytes(A.mul(r, inf), r, b, d, first, 2, digits, g, sym, low),
+                        _tensor_bytes(A.mul(outf, r), outf, b, d, second, 2, digits, g, sym, low))
             weights = A.ite(self._factored, fac, weights)
-            fac_entry = entry_bytes(layout.bias_of(second), 1, digits) if f.bias_params else 0
-            # a factorized layer's recipe entry is longer (two Linear configs)
-            fac_entry += layout.FACTORIZED_CONFIG_CHARS - layout.config_chars(f.kind)
+            fac_entry = entry_bytes(layout.bias_of(second), 1, digits, low) if f.bias_params else 0
+            if not low and f.kind != "Linear":
+                # a factorized layer's recipe entry is longer (two Linear configs)
+                fac_entry += layout.FACTORIZED_CONFIG_CHARS - layout.config_chars(f.kind)
             bias_entry = A.ite(self._factored, fac_entry, bias_entry)
         bias_bytes = A.mul(self.bias_n, A.ite(A.compare("==", b, 16), 2, 4))
         a = st["adapter_rank"]
-        adapter_header = entry_bytes(f"{f.name}.{layout.LORA_A}", 2, digits) + \
-            entry_bytes(f"{f.name}.{layout.LORA_B}", 2, digits) + layout.ADAPTER_CONFIG_CHARS
+        adapter_header = entry_bytes(f"{f.name}.{layout.LORA_A}", 2, digits, low) + \
+            entry_bytes(f"{f.name}.{layout.LORA_B}", 2, digits, low) + \
+            (0 if low or f.kind == "Linear" else layout.ADAPTER_CONFIG_CHARS)
         adapter_size = A.add(A.mul(4, self.adapters), A.ite(A.compare(">", a, 0), adapter_header, 0))
-        return A.add(weights, bias_bytes, bias_entry, adapter_size, layout.CEIL_BYTES)
+        # packed bytes round up (at most CEIL_BYTES in all): the lower end leaves them out
+        return A.add(weights, bias_bytes, bias_entry, adapter_size, 0 if low else layout.CEIL_BYTES)
 
 
 def layer_costs(f: LayerFact, st: dict, digits: int, rank_set: bool = False,
@@ -240,11 +308,33 @@ def _digits(model: PipelineModel) -> int:
     return len(str(max(1, data)))
 
 
-def _fixed_header(model: PipelineModel) -> int:
+def _recipe_fixed(model: PipelineModel) -> int | None:
+    """The recipe's characters besides its layers, exactly as `kmr run` writes them (its
+    loader call with the program's absolute folder, info {"pipeline": NAME});
+    None when no pipeline is known (`cost_at`)."""
+    pipe = model.pipeline
+    if pipe is None:
+        return None
+    return layout.recipe_fixed_chars(pipe.model.loader, {"pipeline": pipe.name})
+
+
+def _fixed_header(model: PipelineModel, low: bool = False) -> int:
     """Header bytes that do not depend on the state: length prefix, metadata, the recipe
-    with every layer plain (a factorized layer adds its difference in its own term)."""
-    recipe = layout.RECIPE_FIXED_CHARS + sum(len(f.name) + 4 + layout.config_chars(f.kind) + layout.CONFIG_MARGIN
-                                             for f in model.facts.layers)
+    with every layer plain (a factorized layer adds its difference in its own term).
+    `low`: a lower bound (every layer's shortest config, no padding)."""
+    fixed = _recipe_fixed(model)
+    layers = model.facts.layers
+    if low:
+        # without a pipeline: the shortest recipe (`"base":null`, empty info)
+        fixed = layout.recipe_fixed_chars(None, {}) if fixed is None else fixed
+        # (each layer's config: its own term, `_LayerCost._config_low`)
+        recipe = fixed + sum(layout.name_chars(f.name) for f in layers) + max(0, len(layers) - 1)
+        return 8 + layout.METADATA_FIXED + recipe
+    fixed = layout.RECIPE_FIXED_CHARS if fixed is None else fixed
+    # a Linear's config is its own term (`_LayerCost._config_high`); other kinds' estimated
+    recipe = fixed + sum(layout.name_chars(f.name) + 1 + (0 if f.kind == "Linear" else
+                                                          layout.config_chars(f.kind) + layout.CONFIG_MARGIN)
+                         for f in layers)
     return 8 + layout.METADATA_FIXED + recipe + layout.PADDING_BYTES
 
 
@@ -265,7 +355,7 @@ def _constant_fields(st: dict) -> tuple | None:
 
 def layer_terms(model: PipelineModel, meter: str, state: State) -> tuple[list[tuple[str, object]], object]:
     """(per-layer parts in layer order, the constant rest) of an analytic meter."""
-    if meter not in ANALYTIC_METERS:
+    if meter not in ANALYTIC_METERS and meter != SIZE_LOW:
         raise A.NotModelled(f"meter `{meter}` has no cost model")
     return model.cost_terms.get(state, lambda: _layer_terms(model, meter, state), meter)
 
@@ -295,11 +385,13 @@ def _layer_terms(model: PipelineModel, meter: str, state: State):
             memo[shape] = value
         parts.append((f.name, value))
     other = max(0, facts.other_params)
+    channel_stats = sum(f.channel_buffer_bytes for f in facts.layers)   # counted per layer
     rest = {
         "params": A.num(other),
         "nonzero": A.num(other),
-        "size": A.num(4 * other + facts.buffers_bytes - sum(f.channel_buffer_bytes for f in facts.layers)
-                      + _fixed_header(model)),
+        "size": A.num(4 * other + facts.buffers_bytes - channel_stats + _fixed_header(model)),
+        # parameters outside the layers: at least one byte each (their dtype is not a fact)
+        SIZE_LOW: A.num(other + facts.buffers_bytes - channel_stats + _fixed_header(model, low=True)),
         "macs": A.num(facts.total_macs - sum(f.macs + f.attention_macs for f in facts.layers)),
         "trainable_params": A.num(other),
     }[meter]
@@ -341,5 +433,5 @@ def cost_at(facts: ModelFacts, state: dict, rank_set=()) -> dict[str, float]:
     return {m: float(as_number(evaluate(meter_expr(model, m, sym), {}, exact=False))) for m in ANALYTIC_METERS}
 
 
-__all__ = ["ANALYTIC_METERS", "UNITS", "cost_at", "entry_bytes", "layer_costs", "layer_terms", "meter_expr",
+__all__ = ["ANALYTIC_METERS", "SIZE_LOW", "UNITS", "cost_at", "entry_bytes", "layer_costs", "layer_terms", "meter_expr",
            "tensor_data_bytes"]

@@ -8,7 +8,7 @@ setting and at the baseline. It sits above both the cost model and the pipeline 
 
 from __future__ import annotations
 
-from kmr_dsl.verify.cost import UNITS, layer_terms, meter_expr
+from kmr_dsl.verify.cost import SIZE_LOW, UNITS, layer_terms, meter_expr
 from kmr_dsl.verify.numeric import as_number, evaluate
 from kmr_dsl.verify.obligations import pipeline_model
 
@@ -32,7 +32,11 @@ def explain(program, pipeline, meter: str) -> str:
     lines.append(f"at the default setting: {as_number(evaluate(total, env))} {unit}")
     lines.append(f"baseline (the unmodified model): {as_number(evaluate(base, {}))} {unit}")
     if meter == "size":
-        lines.append("an upper bound of the file: margins for packed bytes, header padding and the recipe")
+        low, base_low = (as_number(evaluate(meter_expr(model, SIZE_LOW, st), env))
+                         for st in (model.final, model.initial))
+        lines.append("the upper end of a range: the file lies in [low, high]; a `size <=` line reads the high end, "
+                     "`size >=` and a relative line's baseline the low end (docs/artifact.md)")
+        lines.append(f"low end at the default setting: {low} {unit}; at the baseline: {base_low} {unit}")
     return "\n".join(lines)
 
 

@@ -21,7 +21,9 @@ Order of work, cheapest first (bounds.py explains why):
    bound exceeds its limit is infeasible on its own (no solver call);
 2. witness candidates checked exactly: the defaults, each line's minimiser, and the
    minimiser of the lines' normalised sum;
-3. Z3 on the case-split encoding, every line and bound behind an assumption literal.
+3. several lines over per-layer components: the knapsack MILP (knapsack.py); lines no
+   table or affine form covers: a coordinate-descent witness search (descent.py);
+4. Z3 on the case-split encoding, every line and bound behind an assumption literal.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from kmr_dsl.diagnostics import Diagnostic, error
 from kmr_dsl.verify import algebra as A
 from kmr_dsl.verify.bounds import MARGIN, bound_line, decompose, point_range, relax_line, sound_bound
 from kmr_dsl.verify.budget import Line, holds
-from kmr_dsl.verify import certificate
+from kmr_dsl.verify import certificate, descent
 from kmr_dsl.verify.knapsack import Knapsack, exact_line_values
 from kmr_dsl.verify.lower import Encoding
 from kmr_dsl.verify.numeric import Unevaluable, as_number, evaluate
@@ -139,6 +141,29 @@ def _relation(line: Line):
 
 def check_feasibility(model: PipelineModel, lines: list[Line], limits: Limits,
                       use_bounds: bool = True) -> tuple[ObligationResult, list[Diagnostic]]:
+    """PROVED at the worst end of `size`'s range; REFUTED only at its best end
+    (budget.py): between the two the file's header decides, and the verdict is UNKNOWN."""
+    result, diags = _decide(model, lines, limits, use_bounds)
+    if result.verdict is not Verdict.REFUTED or all(ln.optimistic is None for ln in lines):
+        return result, diags
+    best = [ln.optimistic or ln for ln in lines]
+    relaxed, rdiags = _decide(model, best, limits, use_bounds)
+    if relaxed.verdict is not Verdict.PROVED:
+        return relaxed, rdiags
+    shown = relaxed.summary.removeprefix("budget can be met, e.g. ")
+    reason = (f"the budget holds {shown} only if the file is at the small end of what the `size` model "
+              "allows (its header's offsets, padding and layer configs are bounded, not predicted); at the "
+              f"large end it cannot be met ({result.summary.removeprefix('budget cannot be met: ')})")
+    span = result.span
+    return (ObligationResult("feasibility", Verdict.UNKNOWN, span, "budget: unknown", model.pipeline.name,
+                             reason=reason, method=relaxed.method),
+            [error("KMR303", span, "could not decide whether the budget can be met", f"reason: {reason}",
+                   hint="run it (`kmr run` measures the file), or leave a few hundred bytes between the "
+                        "`size` line's bound and the prediction")])
+
+
+def _decide(model: PipelineModel, lines: list[Line], limits: Limits,
+            use_bounds: bool) -> tuple[ObligationResult, list[Diagnostic]]:
     pipe = model.pipeline
     span = lines[0].span if lines else pipe.span
     bad = [ln for ln in lines if ln.problem]
@@ -166,6 +191,12 @@ def check_feasibility(model: PipelineModel, lines: list[Line], limits: Limits,
         decided = _by_knapsack(model, lines, sep)
         if decided is not None:
             return decided
+        if sep is None:
+            # no table or affine form (knobs shared by every layer, multiplied together):
+            # look for a witness before Z3 meets nonlinear arithmetic over every layer
+            found = descent.search(model, lines, candidates)
+            if found is not None and meets_all(lines, model, found):
+                return _proved(model, lines, found, "descent")
     return _by_solver(model, lines, limits)
 
 
@@ -220,6 +251,7 @@ def _by_knapsack(model, lines, sep):
             break
     if bound is not None:
         cert = certificate.to_json(lines, full_y, bound)
+        cert["conflict"] = certificate.conflict(sep, full_y, model.knobs)
     else:
         cert = certificate.to_json([lines[i] for i in rows], None, None, _z3_confirms(model, [lines[i] for i in rows]))
     core = [CoreMember("line", lines[i].text, lines[i].span) for i in rows]
@@ -241,7 +273,11 @@ def _line_certificate(model, line: Line):
     if sep is None:
         return None
     bound = certificate.check(sep, [Fraction(1)])
-    return certificate.to_json([line], [Fraction(1)], bound) if bound is not None else None
+    if bound is None:
+        return None
+    cert = certificate.to_json([line], [Fraction(1)], bound)
+    cert["conflict"] = certificate.conflict(sep, [Fraction(1)], model.knobs)
+    return cert
 
 
 def _by_bounds(model, lines, defaults, candidates, limits):
@@ -279,7 +315,7 @@ def split_families(model: PipelineModel, lines: list[Line]) -> set[str]:
         if dec is not None:
             groups.extend(dec.groups)
     for g in groups:
-        sig = (g.key, tuple((knobs.by_symbol[s].kind, len(knobs.by_symbol[s].values)) for s in g.symbols))
+        sig = (id(g.key), tuple((knobs.by_symbol[s].kind, len(knobs.by_symbol[s].values)) for s in g.symbols))
         classes.setdefault(sig, []).append(g)
     enc = Encoding(knobs)
     out: set[str] = set()
@@ -408,6 +444,26 @@ def approx_value(model, expr, env):
     return int(round(v)) if abs(v - round(v)) <= 1e-6 * max(1.0, abs(v)) else round(v, 6)
 
 
+def _approx(x: Fraction) -> str:
+    try:
+        return f"{float(x):.4g}"
+    except OverflowError:                     # beyond float64: the exact value's magnitude
+        return f"~1e{len(str(abs(x.numerator))) - len(str(x.denominator))}"
+
+
+def _conflict_note(conflict: dict) -> str:
+    """The few components that, even at their best, add the most to the certificate's sum."""
+    shown = []
+    for c in conflict["top"]:
+        who = f"layer {c['layer']}" if c["layer"] else "knobs"
+        knobs = ", ".join(c["knobs"][:4]) + (", ..." if len(c["knobs"]) > 4 else "")
+        shown.append(f"{who} ({knobs}) at least {_approx(Fraction(c['at_best']))}")
+    rest = conflict["components"] - len(conflict["top"])
+    more = f"; and {rest:,} more" if rest > 0 else ""
+    return ("out of reach even at their best (each one's least share of that sum): " + "; ".join(shown) + more
+            + " (exact values: `--format json`)")
+
+
 def _refuted(model, lines, core, minimal, method, best=None, certificate=None):
     span = next((m.span for m in core if m.kind == "line"), lines[0].span)
     notes = [f"conflicting: `{m.text}` ({'budget line' if m.kind == 'line' else 'knob bound'} at {m.span})"
@@ -433,6 +489,9 @@ def _refuted(model, lines, core, minimal, method, best=None, certificate=None):
                              zip(certificate["multipliers"], certificate["lines"]) if y != "0")
         notes.append(f"certificate (checked in exact arithmetic): {weights}, each line as left - right, is at "
                      f"least {float(Fraction(certificate['bound'])):.4g} > 0 at every setting")
+        conflict = certificate.get("conflict")
+        if conflict and conflict["top"]:
+            notes.append(_conflict_note(conflict))
     elif certificate is not None:
         notes.append("certificate: the MILP solver's exhaustive branch and bound (the LP relaxation alone is "
                      "feasible, so no multiplier certificate exists)"

@@ -6,10 +6,17 @@ Contract:
   setting (knob instance or family name -> value; missing knobs take their defaults),
   from the same cost model the proofs use; `baseline=True` gives the unmodified
   model's values instead.
-- `is_feasible(program, pipeline, setting) -> bool`: whether the setting meets every
+- `size_range(program, pipeline, setting) -> (low, high)`: the range the file's size
+  lies in (`predict`'s `size` is its upper end; verify/cost.py says why a range).
+- `is_feasible(program, pipeline, setting) -> bool`: whether the setting may meet every
   analytic budget line. Search calls it to skip settings, so it errs towards True: a
-  tie within 1e-9 (relative) counts as met, and a line the verifier cannot model
-  counts as met (the run will measure it).
+  tie within 1e-9 (relative) counts as met, a `size` line counts as met when some size
+  in the range meets it, and a line the verifier cannot model counts as met (the run
+  will measure it).
+- `lines_met(program, pipeline, setting) -> {budget index: bool}`: per analytic line,
+  whether the cost model says the setting surely meets it (at the worst end of
+  `size`'s range, as feasibility proves; no tie allowance); lines the verifier cannot
+  model are left out.
 - `predict_layers(program, pipeline, setting) -> {layer: {field: float}}`: the numeric
   fields of every layer's final abstract state (density, bits, rank, in_features,
   out_features, adapter_rank) at a setting; a field the state cannot express at that
@@ -23,7 +30,8 @@ from __future__ import annotations
 from kmr_dsl.core.program import CheckedProgram, Pipeline
 from kmr_dsl.verify.budget import budget_lines, holds_float
 from kmr_dsl.core.state import ANALYTIC_METERS, LAYER_FIELDS
-from kmr_dsl.verify.cost import meter_expr
+from kmr_dsl.verify.budget import holds
+from kmr_dsl.verify.cost import SIZE_LOW, meter_expr
 from kmr_dsl.verify.numeric import Unevaluable, compile_expr
 from kmr_dsl.verify.obligations import pipeline_model
 
@@ -44,6 +52,33 @@ def predict(program: CheckedProgram, pipeline: Pipeline | str, setting: dict | N
         f = _compiled(model, ("predict", meter, baseline),
                       lambda m=meter: compile_expr(meter_expr(model, m, state), exact=False))
         out[meter] = float(f(env))
+    return out
+
+
+def size_range(program: CheckedProgram, pipeline: Pipeline | str, setting: dict | None = None,
+               baseline: bool = False) -> tuple[float, float]:
+    model = pipeline_model(program, pipeline)
+    env = model.knobs.env(model.knobs.complete(setting))
+    state = model.initial if baseline else model.final
+    out = []
+    for meter in (SIZE_LOW, "size"):
+        f = _compiled(model, ("predict", meter, baseline),
+                      lambda m=meter: compile_expr(meter_expr(model, m, state), exact=False))
+        out.append(float(f(env)))
+    return out[0], out[1]
+
+
+def lines_met(program: CheckedProgram, pipeline: Pipeline | str, setting: dict | None = None) -> dict[int, bool]:
+    model = pipeline_model(program, pipeline)
+    env = model.knobs.env(model.knobs.complete(setting))
+    lines = _compiled(model, ("lines",), lambda: [(ln.index, ln.op, compile_expr(ln.expr, exact=False))
+                                                  for ln in budget_lines(model)[0] if not ln.problem])
+    out = {}
+    for index, op, f in lines:
+        try:
+            out[index] = bool(holds(op, float(f(env))))
+        except (Unevaluable, ZeroDivisionError):
+            continue
     return out
 
 
@@ -100,10 +135,11 @@ def _line_checks(model):
     for ln in lines:
         if ln.problem:
             continue
+        ln = ln.optimistic or ln        # errs towards met: the small end of `size`'s range
         left, right = compile_expr(ln.left, exact=False), compile_expr(ln.right, exact=False)
         out.append((ln.op, compile_expr(ln.expr, exact=False),
                     lambda env, left=left, right=right: abs(float(left(env))) + abs(float(right(env)))))
     return out
 
 
-__all__ = ["LAYER_NUMBERS", "is_feasible", "predict", "predict_layers"]
+__all__ = ["LAYER_NUMBERS", "is_feasible", "lines_met", "predict", "predict_layers", "size_range"]

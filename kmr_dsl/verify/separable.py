@@ -183,7 +183,7 @@ def separate(model, lines: list, decs: list) -> Separable | None:
         key = [tuple(id(knobs.by_symbol[s].knob) for s in syms)]
         for i in sorted(parts):
             # shape and constants (exact: intervals.shape_of keeps inexact ones as Fractions)
-            key.append((i, tuple((g.key, tuple(g.consts), tuple(pos[s] for s in g.symbols))
+            key.append((i, tuple((id(g.key), tuple(g.consts), tuple(pos[s] for s in g.symbols))
                                  for g in parts[i].exprs)))
         comp = Component(syms, {i: Part([g.expr for g in p.exprs], p.consts) for i, p in parts.items()},
                          {i: p.exprs for i, p in parts.items()})

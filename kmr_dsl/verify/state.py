@@ -8,7 +8,8 @@ the state *before* the step. Field values are sympy expressions built by
 
 State: per layer `kind` (an EnumValue), `in_features`, `out_features`, `params`
 (static), `density` (measured at load), `bits` (from facts), `rank` (min(in, out)),
-`adapter_rank` (0), `frozen` (false); per model `trainable` (true).
+`adapter_rank` (0), `frozen` (false), `group_size` and `foldable` (from facts); per
+model `trainable` (true).
 
 Semantics, in order:
 - a step's arguments are evaluated once, knobs becoming their symbols; enum members
@@ -26,7 +27,10 @@ Semantics, in order:
   rounds them (channels, ranks, kept weights), consumers shrink with their producer,
   a changed shape's rank follows it; and a layer whose channels shrink with no matrix
   consumer adds the requirement that it keeps them (`Requirement.implicit`: the
-  runtime refuses to shrink it, KMR304);
+  runtime refuses to shrink it, KMR304); a step whose rule requires `layer.foldable`
+  selects every Linear that reads the same normalization as each selected layer (the
+  facts' `fold_group`; the runtime refuses a fold that would leave one unscaled: kind
+  "fold", KMR306);
 - global pruning over several layers pools them (`State.pools`, verify/pools.py): each
   keeps the average density, exact in total; a later step that changes some of them on
   their own adds an UNKNOWN requirement (kind "pooled", KMR303), and a requires clause
@@ -78,7 +82,7 @@ class Requirement:
     condition: object                             # sympy condition over knob symbols
     fields: tuple[tuple[str, object, int | None], ...]   # (field text, value, step that set it)
     implicit: str | None = None                   # a requirement of the step semantics, not of the rule
-    kind: str = "consumer"                        # an implicit one: "consumer" (KMR304) or "pooled"
+    kind: str = "consumer"                        # an implicit one: "consumer" (KMR304), "pooled" or "fold" (KMR306)
 
 
 @dataclass
@@ -121,6 +125,7 @@ def initial_state(facts: ModelFacts) -> State:
             "frozen": A.FALSE,
             "group_size": A.num(f.group_size),
             "symmetric": A.TRUE if f.symmetric else A.FALSE,
+            "foldable": A.TRUE if f.foldable else A.FALSE,
             "heads": A.num(f.heads),
         }
     return State(layers, {"trainable": A.TRUE})
@@ -281,13 +286,19 @@ def _placeholder(reason: str, boolean: bool):
     return cls(f"?{reason}")
 
 
+FIELDS_READ = ByIdentity("state fields a requires clause reads", "clause", limit=1024)
+
+
 def _fields_read(clause: IExpr) -> list[FieldRef]:
-    seen, out = set(), []
-    for n in nodes(clause):
-        if isinstance(n, FieldRef) and (n.scope, n.field) not in seen:
-            seen.add((n.scope, n.field))
-            out.append(n)
-    return out
+    """The fields a clause reads, first occurrence first (cached: asked once per layer)."""
+    def build():
+        seen, out = set(), []
+        for n in nodes(clause):
+            if isinstance(n, FieldRef) and (n.scope, n.field) not in seen:
+                seen.add((n.scope, n.field))
+                out.append(n)
+        return out
+    return FIELDS_READ.get(clause, build)
 
 
 def build_model(program: CheckedProgram, pipeline: Pipeline) -> PipelineModel:
@@ -334,8 +345,11 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
             targets.append(layer)
     # every selected layer's requires reads the state before the step (the runtime applies
     # the rule to all of them at once): no effect of this step is visible to them
+    folds = rule.accepts is not None and _reads_foldable(rule)
     for layer in targets:
         _requirements(model, state, index, step, params, layer)
+        if layer is not None and folds:
+            _require_fold_group(model, step, index, layer, layer_facts)
     densities = {layer: (state.layers[layer]["density"], state.origin.get((layer, "density")))
                  for layer in targets if layer is not None}
     for layer in targets:
@@ -519,6 +533,28 @@ def _require_consumer(model: PipelineModel, state: State, step: Step, index: int
     if fact is not None and fact.unlinked:
         why += f": {fact.unlinked}"
     model.requirements.append(Requirement(index, step, layer, len(step.rule.requires), clause, cond, fields, why))
+
+
+def _reads_foldable(rule: Rule) -> bool:
+    return any(isinstance(n, FieldRef) and (n.scope, n.field) == ("layer", "foldable")
+               for c in rule.requires for n in nodes(c))
+
+
+def _require_fold_group(model: PipelineModel, step: Step, index: int, layer: str, layer_facts) -> None:
+    """A scale folded into a normalization must scale every Linear that reads it: the
+    step selects the layer's whole fold group (a static fact: true or false)."""
+    fact = layer_facts.get(layer)
+    if fact is None or not fact.fold_group:
+        return                  # not foldable at all: the rule's own `requires layer.foldable` says so
+    selected = set(step.layers)
+    missing = [m for m in fact.fold_group if m not in selected]
+    if not missing:
+        return
+    why = (f"`{layer}` reads the output of `{fact.fold_norm}`, which {', '.join(f'`{m}`' for m in missing)} "
+           "also read(s) without being selected")
+    clause = Op("==", (FieldRef("layer", "foldable"), FieldRef("layer", "foldable")))
+    model.requirements.append(Requirement(index, step, layer, len(step.rule.requires) + 2, clause, A.FALSE, (),
+                                          why, kind="fold"))
 
 
 def _follow_shapes(state: State, before: dict, touched: set) -> None:

@@ -106,8 +106,10 @@ def test_prediction_is_never_below_the_run(body, tmp_path, capsys):
         assert predicted[meter] == measured[meter], (meter, predicted[meter], measured[meter])
     assert predicted["size"] >= measured["size"], (predicted["size"], measured["size"])
     if "symmetric = false" in body:
-        # zero points are costed, not only bounded: within the documented margins (2-5%)
-        assert predicted["size"] <= 1.06 * measured["size"], (predicted["size"], measured["size"])
+        # zero points are costed, not only bounded: the upper end stays within the slack
+        # its config bound and its sparse-or-dense either-way leave, under 160 B for each
+        # of the 3 Linears (docs/artifact.md)
+        assert predicted["size"] - measured["size"] <= 3 * 160, (predicted["size"], measured["size"])
 
 
 def test_a_budget_check_proves_is_met_by_the_run(tmp_path, capsys):

@@ -8,7 +8,7 @@ from kmr_dsl.proptest.expected import compare
 def layer(kind="Linear", i=8, o=8, density=1.0, bits=32, rank=None, frozen=False):
     return {"kind": kind, "in_features": i, "out_features": o, "params": i * o, "density": density, "bits": bits,
             "rank": min(i, o) if rank is None else rank, "adapter_rank": 0, "frozen": frozen, "group_size": 0,
-            "symmetric": True, "heads": 0}
+            "symmetric": True, "foldable": False, "heads": 0}
 
 
 BEFORE = {"layers": {"a": layer(o=9), "bn": layer("BatchNorm1d", 9, 9), "b": layer(i=9, o=4)}, "trainable": True}
@@ -66,3 +66,13 @@ def test_an_upper_bound_admits_anything_from_one_to_the_bound():
     assert problems(after(a__rank=2), predicted, upper=frozenset({"rank"})) == []
     assert problems(after(a__rank=2), predicted) == ["layer.rank is 2, the effect says 4"]
     assert problems(after(a__rank=5), predicted, upper=frozenset({"rank"})) != []
+
+
+def test_a_bound_on_foldable_admits_a_layer_that_stays_foldable_never_one_that_stops():
+    """lowrank's `foldable` is false wherever the layer may become two Linears; one that
+    stays one Linear may stay foldable. The other way round would be unsound."""
+    assert problems(after(a__foldable=True), {("layer", "foldable"): False}, upper=frozenset({"foldable"})) == []
+    assert problems(after(a__foldable=True), {("layer", "foldable"): False}) == \
+        ["layer.foldable is true, the effect says false"]
+    assert problems(after(), {("layer", "foldable"): True}, upper=frozenset({"foldable"})) == \
+        ["layer.foldable is false, the effect says true"]

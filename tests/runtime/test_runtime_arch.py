@@ -111,10 +111,12 @@ def assert_agree(want: dict, got: dict, layers: int, slack: int = 0):
     assert got["macs"] == want["macs"]
     # magnitude pruning keeps round_half_up(nnz * (1 - amount)) per layer
     assert abs(got["nonzero"] - want["nonzero"]) <= layers
-    # size is an upper bound of the file (verify/cost.py: 2-5% above it on small models),
-    # short only by the header entries of tensors outside the layers (`slack`)
+    # size is the upper end of the file's range (verify/cost.py), short only by the
+    # header entries of tensors outside the layers (`slack`); it counts each Linear's
+    # config at the longest form of its storage width (an int8 one may be the static
+    # layer, which prints two scales): up to ~80 B per layer above the file
     assert want["size"] >= got["size"] - slack
-    assert want["size"] <= 1.06 * got["size"] + 200
+    assert want["size"] <= 1.06 * got["size"] + 200 + 80 * layers
 
 
 @pytest.mark.parametrize("case", sorted(GPT2_STEPS))

@@ -96,10 +96,13 @@ def test_head_pruning_check_agrees_with_run(case, tmp_path, monkeypatch, capsys)
     assert got["params"] == want["params"] < outcome.baseline["params"]
     assert got["nonzero"] == want["nonzero"]
     assert got["macs"] == want["macs"] < outcome.baseline["macs"]
-    # size: an upper bound; its fixed margins are a large share of these 20 KB files (int8
-    # alone on this BERT is predicted 7% above the file, with or without head pruning)
-    assert got["size"] <= want["size"] <= 1.10 * got["size"] + 200
     model = session.apply({})
+    # size: the upper end of the file's range; its fixed margins are a large share of these
+    # 20 KB files (int8 alone on this BERT is predicted 7% above the file, with or without
+    # head pruning), and each Linear's config is counted at the longest form of its storage
+    # width: up to ~80 B per layer above the file (as tests/runtime/test_runtime_arch.py)
+    linears = sum(1 for _, layer in kl.logical_layers(model) if kl.kind_of(layer) == "Linear")
+    assert got["size"] <= want["size"] <= 1.10 * got["size"] + 200 + 80 * linears
     found = heads.attentions(model)
     for module, units in kept.items():
         att = found[module]

@@ -56,3 +56,43 @@ def _imported(code: str) -> set[str]:
 def test_layout_and_runtime_package_do_not_import_torch():
     mods = _imported("import kmr_dsl.artifact_layout, kmr_dsl.runtime, kmr_dsl.rules, kmr_dsl.runtime.context")
     assert "torch" not in mods
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_every_form_of_a_linear_describes_at_least_the_lower_bound(bias):
+    """The `size` model's lower end counts a Linear's recipe config as at least the plain
+    `{"bias","in","out","type":"Linear"}` (artifact_layout.config_chars_low): no form of it
+    that codec.describe writes is shorter."""
+    import torch
+    import torch.nn as nn
+
+    from kmr_dsl.runtime import codec, layers as kl, modules as km
+
+    torch.manual_seed(0)
+
+    def leaf():
+        return nn.Linear(12, 7, bias=bias)
+
+    lin = leaf()
+    q = torch.randint(-100, 100, (7, 12), dtype=torch.int8)
+    scale = torch.full((7,), 0.01)
+    forms = {
+        "Linear": lin,
+        "HalfLinear": km.to_half(leaf()),
+        "QuantLinear 8": km.quantized_leaf(leaf(), lin.weight.detach(), 8),
+        "QuantLinear 2, groups": km.quantized_leaf(leaf(), lin.weight.detach(), 2, group_size=4),
+        "DynamicLinear": km.dynamic_linear(q, scale, lin.bias.detach() if bias else None),
+        "StaticLinear": km.static_int8(leaf(), q, scale, lin.bias.detach() if bias else None, (0.1, 0), (0.1, 0)),
+        "FactorizedLinear": km.FactorizedLinear(nn.Linear(12, 1, bias=False), nn.Linear(1, 7, bias=bias)),
+        "LoRALinear": km.LoRALinear(leaf(), 1, 1.0),
+    }
+    masked = leaf()
+    kl.set_mask(masked, masked.weight.detach() != 0)
+    forms["masked Linear"] = masked
+    low = layout.config_chars_low("Linear", bias, 2, 1)
+    assert low == layout._config_chars({"bias": bias, "in": 12, "out": 7, "type": "Linear"})
+    for name, module in forms.items():
+        assert layout._config_chars(codec.describe(module)) >= low, name
+    # other kinds: at least `{"type":"keep"}`, the shortest config of all
+    assert layout.config_chars_low("Conv2d", True, 3, 3) == layout.MIN_CONFIG_CHARS
+    assert layout._config_chars(codec.describe(nn.Identity())) == layout.MIN_CONFIG_CHARS

@@ -126,7 +126,13 @@ LOWRANK = Rule(
     (Effect("layer", "rank", op("*", layer("rank"), p("ratio"))),
      Effect("layer", "density", If(op("and", op("==", p("energy"), c(1)),
                                       op(">", op("*", layer("rank"), p("ratio")), op("-", layer("rank"), c(1)))),
-                                   layer("density"), c(1)))),
+                                   layer("density"), c(1))),
+     # two Linears take no folded scale: foldable only where one Linear surely stays
+     Effect("layer", "foldable", op("and", op("and", layer("foldable"), op("==", p("energy"), c(1))),
+                                    op("or", op(">", op("*", layer("rank"), p("ratio")), op("-", layer("rank"), c(1))),
+                                       op(">=", op("*", op("*", layer("rank"), p("ratio")),
+                                                   op("+", layer("in_features"), layer("out_features"))),
+                                          op("*", layer("in_features"), layer("out_features"))))))),
     "kmr_dsl.rules.lowrank:apply", _STD_SPAN(54))
 
 LORA = Rule(
@@ -137,7 +143,8 @@ LORA = Rule(
     ("Linear",),
     (op(">=", layer("bits"), c(16)), op("==", layer("adapter_rank"), c(0)), model_f("trainable")),
     (Effect("layer", "adapter_rank", If(p("merge"), c(0), p("rank"))),
-     Effect("layer", "frozen", op("not", p("merge")))),
+     Effect("layer", "frozen", op("not", p("merge"))),
+     Effect("layer", "foldable", op("and", layer("foldable"), p("merge")))),
     "kmr_dsl.rules.lora:apply", _STD_SPAN(63))
 
 PRUNE_GRADUALLY = Rule(

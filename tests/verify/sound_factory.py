@@ -7,7 +7,8 @@ declarations call it as a factory:
     data train = factory("sound_factory:data", family = "mlp", sizes = "8,16,4", n = 16)
 
 Families (sizes are comma-separated integers, bias one 0/1 flag per weight layer):
-- `mlp`: sizes (in, hidden..., out): Linear layers with ReLU between;
+- `mlp`: sizes (in, hidden..., out): Linear layers with ReLU between, each read through
+  a LayerNorm when `norm` = 1 (a pre-norm MLP: what smoothquant and awq fold into);
 - `cnn`: sizes (c_in, c1, c2, out, spatial): Conv2d (3x3, same padding) -> [BatchNorm2d
   when `norm` = 1] -> ReLU -> Conv2d -> ReLU -> Flatten -> Linear;
 - `embed`: sizes (vocab, dim, seq, out): Embedding -> Flatten -> Linear;
@@ -65,6 +66,8 @@ def _modules(family: str, s: list[int], b: list[bool], norm: bool) -> nn.Module:
         for i, (a, c) in enumerate(zip(s[:-1], s[1:])):
             if i:
                 mods.append(nn.ReLU())
+            if norm:
+                mods.append(nn.LayerNorm(a))
             mods.append(nn.Linear(a, c, bias=b[i]))
         return nn.Sequential(*mods)
     if family == "cnn":

@@ -14,8 +14,9 @@ the counterexample. Each run watches every step: the state just before it
 A `Result` lists every disagreement as (kind, detail). Kinds (a disagreement is a
 verdict or a prediction the run contradicts):
 - `verified-not-met`: the feasibility witness's run fails an analytic budget line;
-- `predicted-met-not-met`: at another setting the cost model says a line holds and the
-  run measures that it does not;
+- `predicted-met-not-met`: at another setting the cost model says a line holds (for
+  every size in the `size` model's range, as feasibility proves it) and the run
+  measures that it does not;
 - `refuted-but-met`: the budget was refuted, yet a run meets every analytic line;
 - `precondition-false`: every requires clause was PROVED, yet one is false at run time;
 - `run-refused`: every clause was PROVED, yet a step refused (a KMR4xx error);
@@ -24,6 +25,9 @@ verdict or a prediction the run contradicts):
 - `under:METER`, `baseline-under:METER`: a meter measures above its prediction on the
   result or on the unmodified model (a cost model must never be below the artifact:
   that is what makes an upper-bound budget line unsound);
+- `over-low:size`, `baseline-over-low:size`: the file is smaller than the lower end of
+  the `size` model's range (what a `size >=` line, or the baseline side of a relative
+  line, reads);
 - `internal`: the checker or the verifier failed with KMR500 or an exception.
 Line kinds carry the meter and the direction of the line: `verified-not-met:size<=`.
 Not disagreements, counted beside them: `rejected` (the checker refused the program:
@@ -44,12 +48,12 @@ from unittest import mock
 
 from kmr_dsl.check import check_file
 from kmr_dsl.diagnostics import KmrError, has_errors
-from kmr_dsl.core.evaluate import Env, holds
 from kmr_dsl.proptest.expected import requires_failing
 from kmr_dsl.runtime import session as session_mod
 from kmr_dsl.runtime import state as run_state
 from kmr_dsl.runtime.introspect import model_facts
 from kmr_dsl.verify import Verdict, predict, verify
+from kmr_dsl.verify.predict import lines_met, size_range
 from tests.verify import sound_factory
 from tests.verify.soundness_cases import Arch, Case, cases, signature
 
@@ -269,16 +273,20 @@ class _Runner:
                     res.add(f"baseline-under:{meter}", f"measured {bm:g}, predicted {bp:g}")
                 else:
                     res.notes.append((f"baseline-over:{meter}", f"measured {bm:g}, predicted {bp:g}"))
-        env = Env(knobs=setting, meter=lambda ref: (base if ref.baseline else pred)[ref.name])
-        analytic = [(c, ln) for c, ln in zip(self.pipeline.budget, outcome.lines) if c.analytic]
-        predicted_met = [holds(c, env) for c, _ in analytic]
-        for (c, ln), met in zip(analytic, predicted_met):
-            if (met or label == "witness") and not ln.holds:
+        for baseline, measured in ((False, outcome.meters.get("size")), (True, outcome.baseline.get("size"))):
+            low = size_range(self.program, "p", setting, baseline=baseline)[0]
+            if measured is not None and measured < low and not _close(measured, low):
+                res.add(f"{'baseline-' if baseline else ''}over-low:size",
+                        f"at {label} {setting}: measured {measured:g}, lower end {low:g}")
+        met = lines_met(self.program, "p", setting)
+        analytic = [(i, c, ln) for i, (c, ln) in enumerate(zip(self.pipeline.budget, outcome.lines)) if c.analytic]
+        for i, c, ln in analytic:
+            if (met.get(i) or label == "witness") and not ln.holds:
                 kind = "verified-not-met" if label == "witness" else "predicted-met-not-met"
                 res.add(f"{kind}:{_line_key(c)}", f"at {label} {setting}: `{ln.text}` measured {ln.left:g} vs {ln.right:g}")
-        if refuted and analytic and all(ln.holds for _, ln in analytic):
+        if refuted and analytic and all(ln.holds for _, _, ln in analytic):
             res.add("refuted-but-met", f"at {label} {setting}: every line met: "
-                    + "; ".join(f"`{ln.text}` {ln.left:g} vs {ln.right:g}" for _, ln in analytic))
+                    + "; ".join(f"`{ln.text}` {ln.left:g} vs {ln.right:g}" for _, _, ln in analytic))
 
     def counterexample(self, res: Result, setting: dict, summary: str) -> None:
         res.runs += 1

@@ -118,7 +118,8 @@ def archs(draw) -> Arch:
     if family == "mlp":
         depth = draw(st.integers(1, 3))
         sizes = tuple(draw(st.integers(2, 24)) for _ in range(depth + 1))
-        return Arch(family, sizes, bias, seed=seed)
+        # a pre-norm MLP: the Linears smoothquant and awq fold into (layer.foldable)
+        return Arch(family, sizes, bias, norm=draw(st.integers(0, 1)), seed=seed)
     if family == "cnn":
         sizes = (draw(st.integers(1, 3)), draw(st.integers(2, 8)), draw(st.integers(2, 8)), draw(st.integers(2, 6)),
                  draw(st.integers(2, 5)))

@@ -88,7 +88,8 @@ def test_jointly_infeasible_lines_come_with_a_checked_certificate():
     # checked again from the JSON alone, then perturbed
     model = pipeline_model(prog, "compress")
     lines, _ = budget_lines(model)
-    sep = separable(model, lines)
+    # a refutation reads `size` at the small end of its range (verify/budget.py)
+    sep = separable(model, [ln.optimistic or ln for ln in lines])
     y = certificate.from_json(cert)
     assert certificate.check(sep, y) == Fraction(cert["bound"]) > 0
     assert certificate.check(sep, [y[0], Fraction(0)]) is None          # one line alone can be met
@@ -99,6 +100,29 @@ def test_jointly_infeasible_lines_come_with_a_checked_certificate():
     for text in cert["lines"]:
         alone = program(FAMILIES.format(lines=text), 120)
         assert verify(alone).exit_code == 0
+
+
+def test_a_refutation_names_the_layers_out_of_reach_top_few_and_a_count():
+    n = 40
+    prog = program(FAMILIES.format(lines="size <= 12% * baseline.size\nnonzero >= 90% * baseline.nonzero"), n)
+    report = verify(prog)
+    conflict = feasibility(report).certificate["conflict"]
+    assert conflict["components"] == n and len(conflict["top"]) == certificate.TOP
+    shares = [Fraction(c["at_best"]) for c in conflict["top"]]
+    assert shares == sorted(shares, reverse=True)
+    for c in conflict["top"]:
+        assert c["knobs"] == [f"s[{c['layer']}]", f"b[{c['layer']}]"]
+    # with the constant, every component's share adds up to the certified minimum
+    model = pipeline_model(prog, "compress")
+    lines, _ = budget_lines(model)
+    sep = separable(model, lines)
+    y = certificate.from_json(feasibility(report).certificate)
+    everything = certificate.conflict(sep, y, model.knobs, top=n)
+    const = sum((yi * c for yi, c in zip(y, sep.consts)), Fraction(0))
+    assert const + sum(Fraction(c["at_best"]) for c in everything["top"]) == certificate.minimum(sep, y)
+    # the report names a few and counts the rest, never one line per layer
+    note = next(nt for d in report.diagnostics if d.code == "KMR302" for nt in d.notes if "out of reach" in nt)
+    assert f"and {n - certificate.TOP:,} more" in note and note.count("layer fc") == certificate.TOP
 
 
 def test_three_lines_feasible_and_infeasible():

@@ -39,14 +39,8 @@ def _show(res) -> str:
 # the generated cases find one; the mark makes this test fail once none does, so the
 # mark is then removed and the suite guards 0 disagreements (docs/benchmarks.md).
 KNOWN = {
-    "size-lower-bound-line": "the size model is an upper bound; a `size >=` line reads it as exact",
-    "size-relative-line": "an upper bound of the result against an upper bound of the baseline proves nothing",
-    "factorized-prune-size": "pruning a factorized layer ranks both factors together: each factor's density "
-                             "(and so its dense-or-sparse size) differs, the size model gives both the average",
     "lowrank-svd-zeros": "the SVD factors of a pruned matrix with a zero row or column have exact zeros; the "
                          "contract sets density 1 (an upper bound, read as exact by a `nonzero >=` line)",
-    "smoothquant-without-norm": "whether a Linear reads a normalization alone is known only at run time (KMR405); "
-                                "check has no facts for it yet",
 }
 
 
@@ -145,8 +139,8 @@ REPRODUCERS = {
     # half precision on a model whose head is tied to its embedding: proved, then the
     # `macs` meter fails (KMR408: a float32 input meets the shared bf16 weight)
     "tied-half-precision": _program(_model("tied", "6,4,1", "1"), "quantize(bits = 16)", "params <= 1000"),
-    # smoothquant folds its scale into the normalization a Linear reads: proved on a
-    # Linear that reads none, then refused at run time (KMR405)
+    # smoothquant folds its scale into the normalization a Linear reads: on a Linear that
+    # reads none, `requires layer.foldable` is refuted, and the run refuses (KMR405)
     "smoothquant-without-norm": _program(_model("mlp", "8,16,4"),
                                          "smoothquant(alpha = 0.5, calibration = train, samples = 16)",
                                          "params <= 1000",
@@ -171,10 +165,9 @@ def test_reproducer(harness, name):
     assert not res.disagreements, _show(res)
 
 
-@pytest.mark.xfail(strict=True, reason="the artifact's recipe names the program folder's absolute path, which the "
-                                       "size model does not count")
 def test_size_does_not_depend_on_the_folder(tmp_path):
-    """The artifact's recipe names the program's folder: a long path is a longer header."""
+    """The artifact's recipe names the program's folder: a long path is a longer header,
+    and the size model counts the recipe's loader call exactly."""
     text = _program(_model("mlp", "2,2", "00"), "prune(amount = 0.0) on layers(Linear)", "params <= 4")
     res = Harness(tmp_path / ("f" * 150)).judge(text, [{}])
     assert res.verdict != "rejected"
@@ -195,3 +188,21 @@ def test_a_refuted_step_is_run_at_its_counterexample_and_the_watch_sees_it(harne
     runner.counterexample(res, {"b": 8}, "bits")
     assert not res.disagreements
     assert any("requires layer.bits >= 16 is false" in f for f in runner.failures), runner.failures
+
+
+@pytest.mark.parametrize("steps,verdict", [
+    # every Linear of a pre-norm MLP reads its own LayerNorm: proved, and the runs agree
+    ("smoothquant(alpha = 0.5, calibration = train, samples = 16)", "proved"),
+    ("awq(bits = 4, group_size = 0, calibration = train, samples = 16)", "proved"),
+    # factorized at r = 0.25 (two Linears take no scale), one Linear at r = 1: refuted,
+    # and the run at the counterexample refuses
+    ('lowrank(ratio = r) on layers(Linear, name = "1")\nsmoothquant(calibration = train, samples = 16)',
+     "refuted (a step's precondition)"),
+])
+def test_a_fold_into_a_pre_norm_mlp(harness, steps, verdict):
+    text = _program(_model("mlp", "8,16,4", extra=", norm = 1"), steps, "params <= 1000",
+                    "knob r : float in [0.25, 1.0] step 0.75 = 1.0" if "ratio = r" in steps else "",
+                    data=_TRAIN.replace('"16,16,4"', '"8,16,4"'))
+    res = harness.judge(text, [{}])
+    assert res.verdict == verdict, res.notes
+    assert res.runs >= 1 and not res.disagreements, _show(res)
