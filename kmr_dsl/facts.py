@@ -29,9 +29,10 @@ from pathlib import Path
 from kmr_dsl.core.state import full_rank
 from kmr_dsl.patterns import selected
 
-FACTS_VERSION = 4   # 2: facts carry their dependencies; 3: Conv1D layers (kind Linear), tied layers;
+FACTS_VERSION = 5   # 2: facts carry their dependencies; 3: Conv1D layers (kind Linear), tied layers;
                     # 4: channel groups (coupled members, depthwise convs, why a layer is not linked),
-                    #    symmetric (zero points), fold groups (the `foldable` field, read by `runtime.norms`)
+                    #    symmetric (zero points), fold groups (the `foldable` field, read by `runtime.norms`);
+                    # 5: attention heads (heads, head_group, head_consumers, attention_macs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +79,8 @@ class LayerFact:
     tied: tuple[str, ...] = ()        # other names of this layer's weight (a tied embedding): not layers themselves
     group_size: int = 0               # inputs per integer scale (0: one scale per row)
     # channel groups (runtime/depgraph.py): the other layers whose output channels are this
-    # layer's (a residual stream's producers, a depthwise conv over them), pruned with it
+    # layer's (a residual stream's producers, a gated unit's gate and up projections, a
+    # depthwise conv over them), pruned with it
     coupled: tuple[str, ...] = ()
     depthwise: bool = False           # a depthwise conv: in = out channels, one filter per channel
     unlinked: str = ""                # why its output channels cannot be removed (diagnostics)
@@ -86,6 +88,14 @@ class LayerFact:
     # statistics; part of ModelFacts.buffers_bytes): they shrink with its channels
     channel_buffer_bytes: int = 0
     symmetric: bool = True            # False: the integer weight carries zero points
+    # attention heads (runtime.heads): the head units of a query/key/value projection (0:
+    # not one), the attention's other projections and its output projection, and the
+    # MACs of the attention's own matmuls (scores, weighted values), which scale with
+    # the heads: counted on the query projection, not in the model's rest
+    heads: int = 0
+    head_group: tuple[str, ...] = ()
+    head_consumers: tuple[str, ...] = ()
+    attention_macs: int = 0
     # a Linear whose input a normalization produces for Linears only (`runtime.norms`):
     # that norm and every Linear reading it (itself included); empty: nothing folds into it
     fold_norm: str = ""
@@ -145,7 +155,8 @@ class ModelFacts:
         layers = tuple(
             LayerFact(**{**d, "weight_shape": tuple(d["weight_shape"]), "consumers": tuple(d.get("consumers", ())),
                          "kernel": tuple(d.get("kernel", ())), "tied": tuple(d.get("tied", ())),
-                         "coupled": tuple(d.get("coupled", ())),
+                         "coupled": tuple(d.get("coupled", ())), "head_group": tuple(d.get("head_group", ())),
+                         "head_consumers": tuple(d.get("head_consumers", ())),
                          "fold_group": tuple(d.get("fold_group", ()))})
             for d in data["layers"]
         )

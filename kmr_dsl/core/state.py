@@ -27,6 +27,10 @@ LAYER_FIELDS: dict[str, str] = {
     # embedding). Read off one traced forward (facts `fold_group`, runtime `norms`); a
     # step that folds must also select every Linear reading the same norm (KMR306).
     "foldable": "bool",
+    # the attention head units whose rows this layer holds (a query, key or value
+    # projection of a recognised attention; with grouped-query attention a unit is one
+    # key/value head with its query heads), 0 for every other layer: `prune(method = head)`
+    "heads": "int",
 }
 MODEL_FIELDS: dict[str, str] = {"trainable": "bool"}
 
@@ -39,7 +43,7 @@ FALSE_MEANS: dict[str, str] = {
 }
 
 # whole-number fields: a count the runtime rounds when an effect makes it fractional
-COUNT_FIELDS = ("in_features", "out_features", "rank", "adapter_rank", "bits", "group_size")
+COUNT_FIELDS = ("in_features", "out_features", "rank", "adapter_rank", "bits", "group_size", "heads")
 
 # layers whose weight is one matrix leaf (these shrink, factorize and quantize); any
 # other layer between a producer and its consumer (a norm) is sliced with the channels

@@ -20,6 +20,11 @@ What a step does besides the effects a rule states (docs/design.md, "State"):
   its `out_features` too).
 - `follow_rank(...)`: a layer whose shape changed has rank min(in, out) of its new
   shape, or min(rank, in, out) when a rule set its rank.
+- heads (`prune(method = head)`): `heads` settles to round_half_up (the rule requires
+  at least one head kept); `follow_heads(...)`: a projection (and the other projections
+  of its attention) whose heads go from old to new has `out_features` scaled by new/old
+  (whole heads: exact), and the output projection's `in_features` likewise
+  (`shrink_consumer`).
 - `shrink_condition(...)`: a layer whose output channels shrink needs a matrix
   consumer to shrink with it (the runtime refuses otherwise): the condition
   `new == old` when it has none, else None.
@@ -78,6 +83,8 @@ def settle(field: str, value, numel=None, ops: Ops = NUMBERS):
     """The value the runtime ends up with when an effect sets `field` to `value`."""
     if field in ("in_features", "out_features"):
         return ops.max(1, round_half_up(value, ops))
+    if field == "heads":
+        return round_half_up(value, ops)
     if field == "rank":
         return ops.max(1, ops.ceil(value))
     if field == "density" and numel is not None:
@@ -101,6 +108,11 @@ def shrink_consumer(consumer: dict, old_out, new_out, ops: Ops = NUMBERS) -> dic
     if _kind(consumer["kind"]) not in MATRIX_KINDS:
         out["out_features"] = ops.mul(consumer["out_features"], ratio)
     return out
+
+
+def follow_heads(layer: dict, old_heads, new_heads, ops: Ops = NUMBERS) -> dict:
+    """The fields of an attention projection whose head units went from old to new."""
+    return {"heads": new_heads, "out_features": ops.mul(layer["out_features"], ops.div(new_heads, old_heads))}
 
 
 def follow_rank(rank, in_features, out_features, rank_set: bool, ops: Ops = NUMBERS):
@@ -149,5 +161,5 @@ def nm_tail_keeps(rows: int, cols: int, n: int, m: int) -> list[int]:
     return shares(total - rows * (cols - tail) // m * n, [tail] * rows)
 
 
-__all__ = ["nm_tail_keeps", "shares", "HALF", "NUMBERS", "Ops", "dense_numel", "exact", "follow_rank", "round_half_up", "settle",
+__all__ = ["nm_tail_keeps", "shares", "HALF", "NUMBERS", "Ops", "dense_numel", "exact", "follow_heads", "follow_rank", "round_half_up", "settle",
            "shrink_condition", "shrink_consumer"]

@@ -39,9 +39,11 @@ def apply(model: nn.Module, layers, data, teacher=None, temperature: float = 4.0
     def loss_fn(student, x, y):
         out = forward.output(student, x)
         ref = training.teacher_outputs(teacher, x, RULE)
-        if task == "classification" and kind == "mse":
+        if task == "span":      # start and end: two classifications over the positions
+            out, ref, y = out.reshape(-1, out.shape[-1]), ref.reshape(-1, ref.shape[-1]), y.reshape(-1)
+        if task in ("classification", "span") and kind == "mse":
             return alpha * F.cross_entropy(out, y) + (1 - alpha) * F.mse_loss(out, ref)
-        if task == "classification":
+        if task in ("classification", "span"):
             soft = F.kl_div(F.log_softmax(out / temperature, dim=-1), F.log_softmax(ref / temperature, dim=-1),
                             reduction="batchmean", log_target=True)
             return alpha * F.cross_entropy(out, y) + (1 - alpha) * temperature ** 2 * soft

@@ -1,4 +1,4 @@
-"""`prune`: magnitude, global, structured channel and N:M pruning of Linear / Conv2d.
+"""`prune`: magnitude, global, structured channel, attention-head and N:M pruning of Linear / Conv2d.
 
 Contract (docs/design.md): requires `layer.bits >= 16` and `n <= m`.
 - magnitude: in each layer, of its nnz non-zero weights keep the round_half_up(nnz *
@@ -18,11 +18,17 @@ Contract (docs/design.md): requires `layer.bits >= 16` and `n <= m`.
   run's context; `layers.channel_links` without one) with the largest L2 norm summed
   over the group's members, in their original order, and physically remove the others
   from every member (weight rows and bias; a depthwise conv's filters, in channels and
-  groups), every BatchNorm of the group and the matching input columns of its
+  groups; both of a gated unit's gate and up projections, whose product feeds
+  down_proj), every BatchNorm of the group and the matching input columns of its
   consumers: they really become smaller tensors. A group is pruned once per step, however
   many of its members are selected. A layer with no known consumer (the model's last
   layer, a stream that meets the model's input) is refused: removing its outputs would
   change the model's output or break its forward; `kmr check` refuses it first (KMR304).
+- head: in each selected attention (`runtime.heads`: BERT/ViT or Llama layout) keep
+  round_half_up(units * (1 - amount)) (at least 1) head units (grouped-query: a
+  key/value head with its query heads) with the largest L2 norm summed over the query,
+  key and value rows, and remove the others' rows and the output projection's matching
+  columns; an attention is pruned once per step, however many projections are selected.
 Unstructured pruning records a mask (`layers.set_mask`) that training keeps.
 """
 
@@ -36,12 +42,12 @@ import torch.nn as nn
 
 from kmr_dsl.core import step
 from kmr_dsl.rules import checks
-from kmr_dsl.runtime import context, depgraph, forward, layers as kl
+from kmr_dsl.runtime import context, depgraph, forward, heads, layers as kl
 from kmr_dsl.runtime import modules as km
 
 N = step.NUMBERS     # exact: a knob value 0.3 is 3/10, as in the verifier
 RULE = "prune"
-METHODS = ("magnitude", "global", "channel", "nm")
+METHODS = ("magnitude", "global", "channel", "nm", "head")
 ACCEPTS = ("Linear", "Conv2d")
 
 
@@ -67,6 +73,19 @@ def apply(model: nn.Module, layers, amount: float = 0.5, method: str = "magnitud
                     leaf = kl.as_linear(leaf)
                     kl.set_module(model, leaf_name, leaf)
                 _nm(leaf, n, m)
+    elif method == "head":
+        found = heads.by_projection(model)
+        done_heads: set[str] = set()    # an attention's heads are pruned once per step
+        for name, _ in layers:
+            att = found.get(name)
+            if att is None:
+                checks.fail(RULE, f"`{name}` is not a query, key or value projection of an attention KMR "
+                                  "recognises", "head pruning needs the layout of BERT/ViT (query, key, value, "
+                                  "output.dense) or Llama (q_proj, k_proj, v_proj, o_proj)",
+                            hint="select the attention's query/key/value layers, or use method = channel")
+            if att.module not in done_heads:
+                done_heads.add(att.module)
+                _heads(model, att, amount)
     else:
         links, done = _links(model), set()
         for name, _ in layers:
@@ -233,9 +252,9 @@ def _channel(model: nn.Module, name: str, amount: float, links: dict, done: set)
     layer = kl.get_module(model, name)
     out = kl.layer_features(layer)[1]
     keep = int(step.settle("out_features", N.mul(out, N.sub(1, amount))))
+    link = links.get(name)
     if keep >= out:
         return
-    link = links.get(name)
     if link is None or not link.consumers:
         checks.fail(RULE, f"`{name}` has no consumer layer that KMR can shrink with it",
                     "channel pruning needs the layer's output to feed only Linear/Conv layers (through "
@@ -290,3 +309,25 @@ def _slice_depthwise(name: str, conv: nn.Module, idx: torch.Tensor) -> nn.Module
     new = _slice_leaf(conv, 0, idx, depthwise=True)
     new.in_channels = new.groups = keep
     return new
+
+
+# ---------------------------------------------------------------- attention heads
+
+def _heads(model: nn.Module, att, amount: float) -> None:
+    """Keep round_half_up(units * (1 - amount)) head units of one attention (at least one:
+    the rule requires it), those whose rows in the query, key and value projections
+    have the largest summed L2 norm, in order; slice the projections' rows and the output
+    projection's columns, and update the module's head counts."""
+    keep = int(step.settle("heads", N.mul(att.units, N.sub(1, amount))))
+    if keep < 1:
+        checks.fail(RULE, f"pruning {amount} of the {att.units} heads of `{att.module}` keeps none",
+                    hint="use a smaller amount: head pruning keeps at least one head")
+    if keep >= att.units:
+        return
+    score = sum(_effective_weight(kl.get_module(model, p)).reshape(att.units, -1).norm(dim=1)
+                for p in att.projections)
+    idx = torch.sort(torch.topk(score, keep, sorted=False).indices).values
+    for p, width in zip(att.projections, att.widths):
+        kl.set_module(model, p, _slice(kl.get_module(model, p), 0, heads.rows(idx, width)))
+    kl.set_module(model, att.output, _slice(kl.get_module(model, att.output), 1, heads.rows(idx, att.widths[0])))
+    heads.set_head_counts(model.get_submodule(att.module), att, keep)

@@ -2,8 +2,10 @@
 
 Contract: a `Dataset` is an inputs tensor (first dimension = examples), an optional
 targets tensor of the same length, and a name. Its `task` is "classification" when the
-targets are integers of one dimension, "regression" for float targets and
-"unsupervised" without targets; the training rules and meters choose their loss from it.
+targets are integers of one dimension, "span" when they are integer pairs (n, 2): the
+(start, end) token positions of an extractive question-answering answer, "regression"
+for float targets and "unsupervised" without targets; the training rules and meters
+choose their loss from it (`span_logits` reads a span model's output).
 `batches` yields deterministic batches: in order, or shuffled by a seeded generator.
 
 `sklearn(name, split)` serves the datasets scikit-learn ships without download
@@ -59,6 +61,8 @@ class Dataset:
             return "unsupervised"
         if not self.targets.is_floating_point() and self.targets.dim() == 1:
             return "classification"
+        if not self.targets.is_floating_point() and self.targets.dim() == 2 and self.targets.shape[1] == 2:
+            return "span"
         return "regression"
 
     def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None):

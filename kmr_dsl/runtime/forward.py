@@ -13,15 +13,18 @@ tensor output as is; a Hugging Face output (a `ModelOutput` or a dict), by the f
 - `pooler_output` flattened to (batch, features) (a vision backbone's pooled
   features; also what a 4-D `last_hidden_state` falls back to);
 - `last_hidden_state` of any other rank as is;
-and a tuple's first element. `checked_output` does the same but turns a shape error (the data does
+and a tuple's first element. `span_loss` / `span_match` read a question-answering output
+(batch, 2, sequence) against (start, end) targets (the data's task "span"): the mean
+cross-entropy of start and end (transformers' QA loss), and exact match (both right).
+`checked_output` does the same but turns a shape error (the data does
 not fit the model) into KmrError KMR404. `example_input(shape, dtype, batch)` is the
 deterministic input that MACs and latency are measured on: zeros for integer inputs
 (token ids), seeded normal values for float ones. `shape_of(value)` reads an example
 input written as a tensor, a shape or a function returning either: (shape, dtype) or
 None; `model_example(model)` is the model's own: its `example_input` attribute, else
-token ids (1, HF_SEQUENCE or its position table's length) for a Hugging Face text model, else (1, in_features) float
-of a first Linear or (1, HF_SEQUENCE) token ids of a first
-Embedding (None when a conv comes first: only the loader's `input_shape` tells).
+token ids (1, HF_SEQUENCE or its position table's length) for a Hugging Face text
+model, else (1, in_features) float of a first Linear or (1, HF_SEQUENCE) token ids of a
+first Embedding (None when a conv comes first: only the loader's `input_shape` tells).
 """
 
 from __future__ import annotations
@@ -61,6 +64,20 @@ def as_tensor(out) -> torch.Tensor:
     if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
         return out[0]
     raise TypeError(f"cannot read a tensor from a {type(out).__name__} output")
+
+
+def is_span_output(out: torch.Tensor) -> bool:
+    return out.dim() == 3 and out.shape[1] == 2
+
+
+def span_loss(out: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of the start and end positions."""
+    return torch.nn.functional.cross_entropy(out.reshape(-1, out.shape[-1]), targets.reshape(-1))
+
+
+def span_match(out: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per example: are both the predicted start and end the target's (exact match)?"""
+    return (out.argmax(dim=-1) == targets).all(dim=-1)
 
 
 def output(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -120,5 +137,5 @@ def model_example(model: nn.Module) -> tuple[tuple[int, ...], str] | None:
     return found or first_layer_example(model)
 
 
-__all__ = ["HF_SEQUENCE", "as_tensor", "checked_output", "example_input", "first_layer_example", "model_example",
-           "output", "shape_of"]
+__all__ = ["HF_SEQUENCE", "as_tensor", "checked_output", "example_input", "first_layer_example", "is_span_output",
+           "model_example", "output", "shape_of", "span_loss", "span_match"]

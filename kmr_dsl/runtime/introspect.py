@@ -10,11 +10,16 @@ same for a module in hand. The caller caches them (facts.store_cached).
   elements, bias elements, dtype, bits, measured density, dense MACs on the example
   input and `consumers` (the layers that shrink when its output channels are pruned:
   see `depgraph.channel_links`, traced on the example input; BatchNorms first, then
-  the consuming weight layers) and `tied`
-  (the names of embeddings that read this layer's weight: `runtime.tied`), and
-  `fold_norm` / `fold_group` (`runtime.norms.fold_groups` on the example input: the
-  normalization a per-input scale folds into and every Linear reading it; a trace that
-  fails records none, which makes the layer not foldable: refusing is sound).
+  the consuming weight layers), `coupled` (the other members of its channel group:
+  a residual stream's producers, a gated unit's gate and up projections, a depthwise
+  conv over them), `unlinked` (why its channels cannot be removed), `tied` (the names
+  of embeddings that read this layer's weight: `runtime.tied`), `fold_norm` /
+  `fold_group` (`runtime.norms.fold_groups` on the example input: the normalization a
+  per-input scale folds into and every Linear reading it; a trace that fails records
+  none, which makes the layer not foldable: refusing is sound) and, for a
+  query/key/value projection of a recognised attention (`runtime.heads`), `heads`,
+  `head_group`, `head_consumers` and, on the query projection, `attention_macs` (the
+  attention module's MACs less its layers').
 - MACs: FlopCounterMode FLOPs / 2 of one forward on the example input, per layer and in
   total; int8 dynamic Linears (which FlopCounterMode counts as 0) are counted as their
   float equivalent, batch elements x in x out.
@@ -38,7 +43,7 @@ import torch.nn as nn
 
 from kmr_dsl.diagnostics import KmrError, Span, error
 from kmr_dsl.facts import LayerFact, LoaderSpec, ModelFacts, dependencies_since, spec_hash
-from kmr_dsl.runtime import depgraph, forward, layers as kl, loaders, meters, norms, tied
+from kmr_dsl.runtime import depgraph, forward, heads, layers as kl, loaders, meters, norms, tied
 from kmr_dsl.runtime import modules as km
 
 HF_SEQUENCE = forward.HF_SEQUENCE
@@ -144,19 +149,37 @@ def model_facts_from_module(module: nn.Module, input_shape, input_dtype: str = "
     x = forward.example_input(input_shape, input_dtype, batch=input_shape[0] if input_shape else 1)
     if loaders.is_meta(module):
         x = x.to("meta")        # FlopCounterMode counts a meta forward without computing anything
-    total_macs, per_layer = meters.count_macs(module, x)
+    found = heads.attentions(module)
+    total_macs, per_layer = meters.count_macs(module, x, set(found))
     links, refused = depgraph.links_and_refusals(module, x)
     tied_to = tied.tied_names(module)
     folds = _fold_groups(module, x)
     facts = tuple(
-        _layer_fact(name, layer, per_layer.get(name, 0), links.get(name), tied_to.get(name, ()),
-                    refused.get(name, ""), folds.get(name, ("", ())))
+        _with_heads(_layer_fact(name, layer, per_layer.get(name, 0), links.get(name), tied_to.get(name, ()),
+                                refused.get(name, ""), folds.get(name, ("", ()))),
+                    found, per_layer)
         for name, layer in kl.logical_layers(module)
     )
     buffers = sum(b.numel() * b.element_size() for _, b in _persistent_buffers(module))
     return ModelFacts(layers=facts, total_params=meters.params(module), total_macs=total_macs,
                       input_shape=tuple(int(s) for s in input_shape), input_dtype=input_dtype,
                       buffers_bytes=int(buffers), source_hash=source_hash)
+
+
+def _with_heads(fact: LayerFact, found: dict, per_layer: dict) -> LayerFact:
+    """A projection of a recognised attention (runtime.heads) with its head group; the
+    query projection also carries the attention's own matmul MACs (the module's count
+    less its layers'), which head pruning scales (verify/cost.py)."""
+    for att in found.values():
+        if fact.name in att.projections:
+            attention_macs = 0
+            if fact.name == att.projections[0]:
+                inside = sum(v for k, v in per_layer.items() if k.startswith(att.module + ".") and k not in found)
+                attention_macs = max(0, per_layer.get(att.module, 0) - inside)
+            return dataclasses.replace(fact, heads=att.units, attention_macs=attention_macs,
+                                       head_group=tuple(p for p in att.projections if p != fact.name),
+                                       head_consumers=(att.output,))
+    return fact
 
 
 def _fold_groups(module: nn.Module, x: torch.Tensor) -> dict:

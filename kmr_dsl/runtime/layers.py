@@ -285,7 +285,7 @@ class ChannelLink:
     consumers: list[tuple[str, int]] = field(default_factory=list)   # (layer, inputs per channel)
     norms: list[str] = field(default_factory=list)                   # BatchNorms to slice
     # the other layers whose output channels are the same channels (a residual stream's
-    # producers, a depthwise convolution over them): they lose the same channels
+    # producers, a gated unit's gate and up projections, a depthwise convolution over them): they lose the same channels
     coupled: list[str] = field(default_factory=list)
     depthwise: list[str] = field(default_factory=list)               # members that are depthwise convs
 

@@ -166,7 +166,10 @@ def _prepare(model: nn.Module) -> nn.Module:
 
 # ---------------------------------------------------------------- models
 
-def torch_module(path: Path, trust: bool = False, span: Span | None = None) -> nn.Module:
+def torch_module(path: Path, trust: bool = False, span: Span | None = None, base_dir=None) -> nn.Module:
+    """A whole module saved with torch.save; unpickled (trusted only) with the program's
+    folder `base_dir` first on the import path, so the classes the pickle names are
+    found in the program's own modules, then in installed packages."""
     span = _span(span)
     if not path.is_file():
         raise KmrError(error("KMR401", span, f"model file `{path}` not found"))
@@ -177,10 +180,7 @@ def torch_module(path: Path, trust: bool = False, span: Span | None = None) -> n
         if not trust:
             raise KmrError(error("KMR217", span, f"`{path.name}` is a pickle that can run code when loaded",
                                  "torch.load(weights_only=True) refused it: it holds Python objects, not only tensors")) from exc
-        try:
-            obj = torch.load(str(path), weights_only=False, map_location="cpu")
-        except Exception as exc2:  # noqa: BLE001
-            raise KmrError(error("KMR402", span, f"cannot load `{path.name}`", f"{type(exc2).__name__}: {exc2}")) from exc2
+        obj = _unpickle(path, base_dir if base_dir is not None else path.parent, span)
     except Exception as exc:  # noqa: BLE001 - not a torch file at all
         raise KmrError(error("KMR402", span, f"`{path.name}` is not a file saved with torch.save",
                              f"{type(exc).__name__}: {exc}")) from exc
@@ -190,6 +190,44 @@ def torch_module(path: Path, trust: bool = False, span: Span | None = None) -> n
         raise KmrError(error("KMR402", span, f"`{path.name}` holds a state_dict, not a module",
                              hint='load it with factory("module:make_model", weights = ...) instead'))
     raise KmrError(error("KMR402", span, f"`{path.name}` holds a {type(obj).__name__}, not an nn.Module"))
+
+
+def _unpickle(path: Path, base_dir, span: Span):
+    """torch.load of a trusted pickle. A class it names must be importable: from a module
+    of the program's folder or an installed package; saying which one is missing and
+    where it is looked for is the whole help a user needs (the stored file is fine)."""
+    base = str(Path(base_dir).resolve())
+    sys.path.insert(0, base)
+    try:
+        importlib.invalidate_caches()
+        return torch.load(str(path), weights_only=False, map_location="cpu")
+    except ModuleNotFoundError as exc:
+        mod = exc.name or str(exc)
+        rel = Path(*mod.split("."))
+        raise KmrError(error(
+            "KMR402", span, f"`{path.name}` holds a model whose class is in module `{mod}`, which cannot be imported",
+            f"torch.save stores a module's class by reference (`{mod}.<Class>`), not its code; `{mod}` is "
+            f"neither a file of the program's folder ({base}) nor an installed package",
+            hint=f"put {rel}.py (the file that defines the model's class) next to the program, or install the "
+                 "package that defines it (a pickle loads only with trust, `--trust` or `trust = true`, and a trusted "
+                 "pickle may import installed packages: docs/security.md); or save the weights with safetensors and load them with "
+                 "factory(\"module:make_model\", weights = ...)")) from exc
+    except AttributeError as exc:
+        # "Can't get attribute 'Net' on <module '__main__'>": the class was defined in a
+        # script (or moved): its module imports but no longer holds it
+        text = str(exc)
+        where = "a script's `__main__`" if "__main__" in text else "its module"
+        raise KmrError(error(
+            "KMR402", span, f"`{path.name}` holds a model whose class cannot be found in {where}",
+            f"AttributeError: {text}",
+            hint="define the model's class in a module file next to the program (not in the script that saved "
+                 "it), save the model again, or save its weights with safetensors and load them with "
+                 "factory(\"module:make_model\", weights = ...)")) from exc
+    except Exception as exc:  # noqa: BLE001 - a trusted pickle that fails while loading
+        raise KmrError(error("KMR402", span, f"cannot load `{path.name}`", f"{type(exc).__name__}: {exc}",
+                             hint="check that the file was saved with torch.save by a compatible torch")) from exc
+    finally:
+        sys.path.remove(base)
 
 
 def import_impl(ref: str, base_dir=".", span: Span | None = None, trust: bool = False):
@@ -340,7 +378,7 @@ def load_model(spec: LoaderSpec, trust: bool = False, span: Span | None = None, 
     if spec.kind == "torch_module":
         if not spec.args:
             raise KmrError(error("KMR402", span, "torch_module() needs a path"))
-        model = torch_module(_path(spec, spec.args[0], span), trust, span)
+        model = torch_module(_path(spec, spec.args[0], span), trust, span, spec.base_dir)
     elif spec.kind == "factory":
         model = factory_model(spec, span, weights, trust)
     elif spec.kind == "hf":

@@ -75,8 +75,9 @@ def macs(model: nn.Module, input_shape, input_dtype: str = "float32") -> int:
     return count_macs(model, x)[0]
 
 
-def count_macs(model: nn.Module, x: torch.Tensor) -> tuple[int, dict[str, int]]:
-    """(total MACs, MACs per logical layer) of one forward on `x`."""
+def count_macs(model: nn.Module, x: torch.Tensor, modules=()) -> tuple[int, dict[str, int]]:
+    """(total MACs, MACs per logical layer) of one forward on `x`; the per-layer table
+    also holds the (inclusive) MACs of the named `modules` (attention modules)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     names = {id(m): n for n, m in kl.logical_layers(model)}
@@ -110,7 +111,7 @@ def count_macs(model: nn.Module, x: torch.Tensor) -> tuple[int, dict[str, int]]:
         if not key.startswith(root + "."):
             continue
         name = key[len(root) + 1:]
-        if name in names.values():
+        if name in names.values() or name in modules:
             per_layer[name] = sum(ops.values()) // 2
     for owner, count in extra.items():
         per_layer[owner] = per_layer.get(owner, 0) + count
@@ -182,13 +183,26 @@ def _need_targets(data: Dataset, meter: str, span: Span | None):
 
 def accuracy(model: nn.Module, data: Dataset, span: Span | None = None) -> float:
     _need_targets(data, "accuracy", span)
-    if data.task != "classification":
+    if data.task not in ("classification", "span"):
         raise KmrError(error("KMR408", span or Span.unknown(), f"accuracy({data.name}) needs class targets",
                              hint="use loss() for regression data"))
     out = _outputs(model, data, span)
     if len(data) == 0:
         return 0.0
+    if data.task == "span":
+        # question answering: exact match of the predicted (start, end) with the answer's
+        return float(forward.span_match(_span_output(out, data, "accuracy", span), data.targets).float().mean())
     return float((out.argmax(dim=-1) == data.targets).float().mean())
+
+
+def _span_output(out, data: Dataset, meter: str, span: Span | None):
+    if not forward.is_span_output(out):
+        raise KmrError(error("KMR408", span or Span.unknown(),
+                             f"{meter}({data.name}) has (start, end) targets but the model does not answer spans",
+                             f"its output has shape {tuple(out.shape)}, not (batch, 2, sequence): start and end "
+                             "logits of a question-answering head",
+                             hint="use a question-answering model (e.g. BertForQuestionAnswering), or class targets"))
+    return out
 
 
 def loss(model: nn.Module, data: Dataset, span: Span | None = None) -> float:
@@ -196,6 +210,8 @@ def loss(model: nn.Module, data: Dataset, span: Span | None = None) -> float:
     out = _outputs(model, data, span)
     if data.task == "classification":
         return float(F.cross_entropy(out, data.targets))
+    if data.task == "span":
+        return float(forward.span_loss(_span_output(out, data, "loss", span), data.targets))
     return float(F.mse_loss(out, data.targets.float().reshape(out.shape)))
 
 
@@ -206,6 +222,8 @@ def fidelity(model: nn.Module, baseline: nn.Module, data: Dataset, span: Span | 
         return 1.0
     if data.task == "classification":
         return float((out.argmax(dim=-1) == ref.argmax(dim=-1)).float().mean())
+    if data.task == "span" and forward.is_span_output(out):
+        return float(forward.span_match(out, ref.argmax(dim=-1)).float().mean())   # the same answer span
     return float(F.cosine_similarity(out.reshape(len(out), -1), ref.reshape(len(ref), -1), dim=1).mean())
 
 

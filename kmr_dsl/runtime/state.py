@@ -24,6 +24,8 @@ its original qualified name). This is what the honesty tests compare with a rule
 - group_size: the inputs per scale of a weight-only integer layer quantized group-wise
   (`QuantWeight.group_size`), else 0.
 - symmetric: False when an integer weight of the layer carries zero points, else True.
+- heads: the head units of a query/key/value projection of a recognised attention
+  (`runtime.heads.units_of`), else 0.
 - frozen: the layer's own float weights cannot receive gradients (requires_grad off;
   for an adapted layer: its base). A model-wide int quantization does not freeze layers.
 - foldable: the layer is in `runtime.norms.fold_groups`, traced on `inputs` (default:
@@ -40,7 +42,7 @@ import torch.nn as nn
 
 from kmr_dsl.core.state import full_rank
 from kmr_dsl.diagnostics import KmrError, Span, error
-from kmr_dsl.runtime import forward, norms
+from kmr_dsl.runtime import forward, heads, norms
 from kmr_dsl.runtime import layers as kl
 from kmr_dsl.runtime import modules as km
 
@@ -144,7 +146,7 @@ def foldable_layers(model: nn.Module, inputs: torch.Tensor | None = None) -> set
                              hint="give the model an `example_input` attribute (a tensor or its shape)")) from exc
 
 
-def layer_state(name: str, layer: nn.Module, foldable: bool = False) -> dict:
+def layer_state(name: str, layer: nn.Module, foldable: bool = False, heads: int = 0) -> dict:
     in_f, out_f = kl.layer_features(layer)
     return {
         "kind": kl.kind_of(layer),
@@ -159,13 +161,16 @@ def layer_state(name: str, layer: nn.Module, foldable: bool = False) -> dict:
         "group_size": kl.layer_group_size(layer, name),
         "symmetric": kl.layer_symmetric(layer, name),
         "foldable": bool(foldable),
+        "heads": int(heads),
     }
 
 
 def measure_state(model: nn.Module, inputs: torch.Tensor | None = None) -> dict:
     folds = foldable_layers(model, inputs)
+    units = heads.units_of(model)
     return {
-        "layers": {name: layer_state(name, layer, name in folds) for name, layer in kl.logical_layers(model)},
+        "layers": {name: layer_state(name, layer, name in folds, units.get(name, 0))
+                   for name, layer in kl.logical_layers(model)},
         "trainable": is_trainable(model),
         "trainable_params": trainable_params(model),
     }

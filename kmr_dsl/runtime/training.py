@@ -75,6 +75,8 @@ def task_loss(data: Dataset, teacher: nn.Module | None = None, rule: str = "fine
         out = forward.output(model, x)
         if task == "classification":
             return F.cross_entropy(out, y)
+        if task == "span":
+            return forward.span_loss(out, y)
         if task == "regression":
             return F.mse_loss(out, y.float().reshape(out.shape))
         ref = teacher_outputs(teacher, x, rule)

@@ -13,7 +13,8 @@ bias elements, M0 MACs, and state in, out, density d, bits b, rank r, adapter ra
   (lowrank's own test); a never-factorized layer is dense at every shape;
 - params = N + B0*(out/out0) + a*(in+out); nonzero = d*N + bias + adapters;
 - macs = M0 * (N + a*(in+out)) / W0 (sparsity does not reduce MACs; the runtime counts
-  factors and adapters as the matmuls they run);
+  factors and adapters as the matmuls they run); an attention's query projection adds
+  its attention's own matmul MACs (facts' attention_macs) times heads/heads0;
 - size (bytes, kmr_dsl.artifact_layout): per weight tensor min(dense, sparse) with
   dense = N*b/8, sparse = N/8 + d*N*b/8, plus 4 B per row (or group) when b <= 8 and
   1 B more per row (or group) when the layer is not `symmetric` (its zero points); bias at 2 B per
@@ -199,9 +200,11 @@ class _LayerCost:
 
     def macs(self):
         f = self.f
+        # an attention's own matmuls (counted on its query projection) scale with its heads
+        attention = A.mul(f.attention_macs, _ratio(self.st["heads"], f.heads)) if f.attention_macs else A.ZERO
         if not self.matrix or not f.weight_params:
-            return A.num(f.macs)
-        return A.mul(f.macs, A.div(A.add(self.numel, self.adapters), f.weight_params))
+            return A.add(A.num(f.macs), attention)
+        return A.add(A.mul(f.macs, A.div(A.add(self.numel, self.adapters), f.weight_params)), attention)
 
     def trainable(self):
         if not self.matrix:
@@ -372,7 +375,8 @@ def _layer_terms(model: PipelineModel, meter: str, state: State):
         values = _constant_fields(st)
         shape = None if values is None else (
             f.kind, f.in_features, f.out_features, f.weight_params, f.bias_params, f.weight_shape, f.dtype,
-            f.macs, len(f.name), rank_set, values, f.depthwise, f.channel_buffer_bytes)
+            f.macs, f.attention_macs, f.heads, len(f.name), rank_set, values, f.depthwise,
+            f.channel_buffer_bytes)
         if shape is not None and shape in memo:
             parts.append((f.name, memo[shape]))
             continue
@@ -388,7 +392,7 @@ def _layer_terms(model: PipelineModel, meter: str, state: State):
         "size": A.num(4 * other + facts.buffers_bytes - channel_stats + _fixed_header(model)),
         # parameters outside the layers: at least one byte each (their dtype is not a fact)
         SIZE_LOW: A.num(other + facts.buffers_bytes - channel_stats + _fixed_header(model, low=True)),
-        "macs": A.num(facts.total_macs - sum(f.macs for f in facts.layers)),
+        "macs": A.num(facts.total_macs - sum(f.macs + f.attention_macs for f in facts.layers)),
         "trainable_params": A.num(other),
     }[meter]
     return parts, rest

@@ -53,7 +53,7 @@ from kmr_dsl.core.memo import ByIdentity, Memo
 from kmr_dsl.core.walk import Dispatch, Unsupported, nodes
 from kmr_dsl.facts import ModelFacts
 from kmr_dsl.verify import algebra as A
-from kmr_dsl.verify import pools, rounding
+from kmr_dsl.verify import groups, pools, rounding
 from kmr_dsl.verify.knobs import KnobTable
 
 
@@ -126,6 +126,7 @@ def initial_state(facts: ModelFacts) -> State:
             "group_size": A.num(f.group_size),
             "symmetric": A.TRUE if f.symmetric else A.FALSE,
             "foldable": A.TRUE if f.foldable else A.FALSE,
+            "heads": A.num(f.heads),
         }
     return State(layers, {"trainable": A.TRUE})
 
@@ -334,7 +335,8 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
     # `touched` layers' previous dicts are what _follow_shapes compares against
     before: dict[str, dict] = {}
     touched: set[str] = set()
-    grouped: set[str] = set()     # layers whose channels a group member's shrink already set this step
+    # layers whose channels or heads a group member's shrink already set this step
+    grouped: set[str] = set()
     targets = []
     for layer in (list(step.layers) if rule.accepts is not None else [None]):
         if layer is not None and layer not in state.layers:
@@ -368,9 +370,10 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
                 value = _placeholder(f"{eff.scope}.{eff.field}", current is not None and A.is_boolean(current))
             (new_layer if eff.scope == "layer" else new_model)[eff.field] = value
         if layer is not None and layer in grouped:
-            # the runtime prunes a channel group once per step: this member's channels
-            # were set with the group's (in the other branches the group kept them)
+            # the runtime prunes a channel group (or an attention's heads) once per step:
+            # this member's were set with the group's (in the other branches the group kept them)
             new_layer.pop("out_features", None)
+            new_layer.pop("heads", None)
         if layer is not None and new_layer:
             old = lstate
             lstate = dict(lstate)
@@ -382,12 +385,16 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
             state.layers[layer] = lstate
             before.setdefault(layer, old)
             touched.add(layer)
-            if lstate["out_features"] is not old["out_features"] and lstate["out_features"] != old["out_features"]:
+            if lstate["heads"] is not old["heads"] and lstate["heads"] != old["heads"]:
+                heads = groups.remove_heads(state, layer, old["heads"], lstate["heads"], layer_facts, index, before)
+                grouped.update(heads)
+                touched.update(heads)
+            elif lstate["out_features"] is not old["out_features"] and lstate["out_features"] != old["out_features"]:
                 _require_consumer(model, state, step, index, layer, old, lstate, layer_facts)
-                touched.update(_shrink_consumers(state, layer, old["out_features"], lstate["out_features"],
-                                                 layer_facts, index, before))
-                members = _shrink_group(state, layer, old["out_features"], lstate["out_features"], layer_facts,
-                                        index, before)
+                touched.update(groups.shrink_consumers(state, layer, old["out_features"], lstate["out_features"],
+                                                       layer_facts, index, before))
+                members = groups.shrink_group(state, layer, old["out_features"], lstate["out_features"],
+                                              layer_facts, index, before)
                 touched.update(members)
                 grouped.update(members)
         for f, v in new_model.items():
@@ -469,7 +476,7 @@ def _settled(model: PipelineModel, new: dict, old: dict, fact, factorized: bool)
     factors' weights together)."""
     out = dict(new)
     ops = _ops_for(model)
-    for f in ("in_features", "out_features", "rank"):
+    for f in ("in_features", "out_features", "rank", "heads"):
         if f in out:
             out[f] = _settle(f, out[f], None, ops)
     if "density" in out and fact is not None and fact.kind in MATRIX_KINDS and fact.weight_params:
@@ -575,49 +582,6 @@ def _default_value(param):
     if isinstance(param.default, (int, float, bool)):
         return A.num(param.default)
     return _Opaque(f"default of `{param.name}`")
-
-
-def _shrink_consumers(state: State, producer: str, old, new, layer_facts, index: int, before: dict) -> list[str]:
-    fact = layer_facts.get(producer)
-    done = []
-    for c in (fact.consumers if fact else ()):
-        if c not in state.layers:
-            continue
-        cs = dict(state.layers[c])
-        for f, v in core_step.shrink_consumer(cs, old, new, A.SYMBOLS).items():
-            cs[f] = v
-            state.origin[(c, f)] = index
-        before.setdefault(c, state.layers[c])
-        state.layers[c] = cs
-        done.append(c)
-    return done
-
-
-def _shrink_group(state: State, layer: str, old, new, layer_facts, index: int, before: dict) -> list[str]:
-    """The members of `layer`'s channel group (facts.coupled: a residual stream's other
-    producers, the depthwise convs over it) lose the same channels; a depthwise member
-    (the layer itself included) loses them on its input too. Returns the members."""
-    fact = layer_facts.get(layer)
-    members = [layer, *(fact.coupled if fact else ())]
-    ratio = A.div(new, old)
-    for m in members:
-        if m not in state.layers:
-            continue
-        mf = layer_facts.get(m)
-        ms = dict(state.layers[m])
-        changed = {}
-        if m != layer:
-            changed["out_features"] = new
-        if mf is not None and mf.depthwise:
-            changed["in_features"] = A.mul(ms["in_features"], ratio)
-        if not changed:
-            continue
-        for f, v in changed.items():
-            ms[f] = v
-            state.origin[(m, f)] = index
-        before.setdefault(m, state.layers[m])
-        state.layers[m] = ms
-    return members
 
 
 __all__ = ["Ctx", "LAYER_FIELDS", "MODEL_FIELDS", "PipelineModel", "Requirement", "State", "build_model",

@@ -91,3 +91,69 @@ def make_vit(seed: int = 0, labels: int = 5):
     config = ViTConfig(image_size=16, patch_size=4, num_channels=3, hidden_size=16, num_hidden_layers=2,
                        num_attention_heads=2, intermediate_size=32, num_labels=labels)
     return ViTForImageClassification(config).eval()
+
+
+# ---------------------------------------------------------------- attention heads
+
+def make_bert_heads(seed: int = 0, labels: int = 3, eager: bool = True):
+    """BertForSequenceClassification with 4 heads of 4 dims; `eager` attention runs the
+    score and value matmuls as matmuls that the MAC counter sees."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=32, max_position_embeddings=16, num_labels=labels)
+    if eager:
+        config._attn_implementation = "eager"
+    return BertForSequenceClassification(config).eval()
+
+
+def make_llama_gqa(seed: int = 0, eager: bool = True):
+    """Llama with grouped-query attention: 4 query heads sharing 2 key/value heads."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=16,
+                         tie_word_embeddings=False, use_cache=False, bos_token_id=0, eos_token_id=0,
+                         pad_token_id=0)
+    if eager:
+        config._attn_implementation = "eager"
+    return LlamaForCausalLM(config).eval()
+
+
+def make_vit_heads(seed: int = 0, labels: int = 3):
+    """ViTForImageClassification on 3x8x8 images, 4x4 patches, 4 heads (sdpa attention)."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(seed)
+    config = ViTConfig(image_size=8, patch_size=4, num_channels=3, hidden_size=16, num_hidden_layers=1,
+                       num_attention_heads=4, intermediate_size=32, num_labels=labels)
+    return ViTForImageClassification(config).eval()
+
+
+# ---------------------------------------------------------------- question answering
+
+def make_bert_qa(seed: int = 0):
+    """BertForQuestionAnswering: start and end logits over the 8 positions."""
+    from transformers import BertConfig, BertForQuestionAnswering
+
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=16)
+    return BertForQuestionAnswering(config).eval()
+
+
+def make_spans(n: int = 128, seed: int = 0):
+    """A generated extractive-QA set: token-id passages ([CLS] = 1 first) where the answer
+    starts at the token 3 and ends at the token 4 (start < end); targets are the
+    (start, end) positions, the span task."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randint(5, 64, (n, SEQ), generator=gen)
+    x[:, 0] = 1
+    start = torch.randint(1, SEQ - 1, (n,), generator=gen)
+    end = start + 1 + (torch.rand(n, generator=gen) * (SEQ - 1 - start)).long()
+    rows = torch.arange(n)
+    x[rows, start] = 3
+    x[rows, end] = 4
+    return x, torch.stack([start, end], dim=1)

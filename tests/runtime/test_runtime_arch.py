@@ -478,3 +478,70 @@ def test_calibrated_rules_take_gpt2_conv1d(rule):
     # a calibrated 8-bit / half-sparse FFN input keeps the outputs close (a transposed
     # weight would not)
     assert torch.nn.functional.cosine_similarity(after.flatten(), before.flatten(), dim=0) > 0.9
+
+
+# ---------------------------------------------------------------- gated units (SwiGLU)
+
+SWIGLU_STEPS = {
+    # one projection of the pair selected: the group (gate, up, down's inputs) is pruned
+    "gate": 'prune(amount = 0.25, method = channel) on layers(Linear, name = "*.mlp.gate_proj")',
+    "up": 'prune(amount = 0.5, method = channel) on layers(Linear, name = "*.mlp.up_proj")',
+    # both selected in one step: the group is pruned once, not twice
+    "both": 'prune(amount = 0.5, method = channel) on layers(Linear, name = ["*.gate_proj", "*.up_proj"])',
+    # two steps compound, then quantization of the smaller layers
+    "twice+int4": 'prune(amount = 0.5, method = channel) on layers(Linear, name = "*.gate_proj")\n'
+                  '    prune(amount = 0.5, method = channel) on layers(Linear, name = "*.up_proj")\n'
+                  "    quantize(bits = 4, scheme = weight_only) on layers(Linear)",
+}
+
+
+def test_depgraph_couples_a_gated_unit():
+    import hf_models
+    import torch
+    from kmr_dsl.runtime import depgraph
+
+    links = depgraph.channel_links(hf_models.make_llama(), torch.zeros(1, 8, dtype=torch.long))
+    for i in (0, 1):
+        mlp = f"model.layers.{i}.mlp"
+        assert links[f"{mlp}.gate_proj"].coupled == [f"{mlp}.up_proj"]
+        assert links[f"{mlp}.up_proj"].coupled == [f"{mlp}.gate_proj"]
+        assert links[f"{mlp}.gate_proj"].consumers == [(f"{mlp}.down_proj", 1)]
+    # a residual stream (a sum of producers) is not linked here
+    assert not any(k.endswith(("o_proj", "down_proj")) for k in links)
+
+
+@pytest.mark.parametrize("case", sorted(SWIGLU_STEPS))
+def test_swiglu_channel_pruning_check_agrees_with_run(case, tmp_path, monkeypatch, capsys):
+    import torch
+
+    want, outcome, session = check_and_run(tmp_path, monkeypatch, capsys, "make_llama", SWIGLU_STEPS[case])
+    assert outcome.meters["params"] < outcome.baseline["params"]
+    assert_agree(want, outcome.meters, layers=15, slack=outside_entries(session.baseline))
+    assert outcome.meters["nonzero"] == want["nonzero"]       # no unstructured rounding: exact
+    assert outcome.feasible
+    model = session.apply({})
+    kept = {"gate": 24, "up": 16, "both": 16, "twice+int4": 8}[case]
+    for i in (0, 1):
+        mlp = model.model.layers[i].mlp
+        assert kl.layer_features(mlp.gate_proj)[1] == kl.layer_features(mlp.up_proj)[1] == kept
+        assert kl.layer_features(mlp.down_proj)[0] == kept
+    assert model(torch.zeros(2, 8, dtype=torch.long)).logits.shape == (2, 8, 64)
+
+
+def test_swiglu_group_removes_the_same_channels_ranked_by_their_sum():
+    import hf_models
+    import torch
+    from kmr_dsl.rules import prune
+
+    model = hf_models.make_llama()
+    mlp = model.model.layers[0].mlp
+    gate, up, down = (m.weight.detach().clone() for m in (mlp.gate_proj, mlp.up_proj, mlp.down_proj))
+    score = gate.norm(dim=1) + up.norm(dim=1)
+    idx = torch.sort(torch.topk(score, 16).indices).values
+    from kmr_dsl.runtime import context
+    with context.use(context.RunContext(example=((1, 8), "int64"))):
+        prune.apply(model, [("model.layers.0.mlp.up_proj", mlp.up_proj)], amount=0.5, method="channel")
+    mlp = model.model.layers[0].mlp
+    torch.testing.assert_close(mlp.gate_proj.weight, gate[idx])
+    torch.testing.assert_close(mlp.up_proj.weight, up[idx])
+    torch.testing.assert_close(mlp.down_proj.weight, down[:, idx])

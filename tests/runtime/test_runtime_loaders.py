@@ -288,3 +288,65 @@ def test_batches_are_deterministic():
     a = [y.tolist() for _, y in ds.batches(4, shuffle=True, generator=torch.Generator().manual_seed(5))]
     b = [y.tolist() for _, y in ds.batches(4, shuffle=True, generator=torch.Generator().manual_seed(5))]
     assert a == b and sorted(sum(a, [])) == list(range(10)) and [len(v) for v in a] == [4, 4, 2]
+
+
+_ARCH = ("import torch.nn as nn\n"
+         "class Net(nn.Module):\n"
+         "    def __init__(self):\n"
+         "        super().__init__()\n"
+         "        self.fc = nn.Linear(4, 2)\n"
+         "    def forward(self, x):\n"
+         "        return self.fc(x)\n")
+
+
+def _save_pickled_net(tmp_path, module_name: str):
+    """A whole module whose class lives in `module_name`.py of another folder."""
+    import importlib
+    import sys
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / f"{module_name}.py").write_text(_ARCH)
+    sys.path.insert(0, str(src))
+    try:
+        net = importlib.import_module(module_name).Net()
+        prog = tmp_path / "prog"
+        prog.mkdir()
+        torch.save(net, str(prog / "m.pt"))
+    finally:
+        sys.path.remove(str(src))
+        sys.modules.pop(module_name, None)
+    return src, prog
+
+
+def test_torch_module_class_not_importable_says_which_module_and_where(tmp_path):
+    src, prog = _save_pickled_net(tmp_path, "kmr_pickled_arch_a")
+    with pytest.raises(KmrError) as e:
+        loaders.load_model(LoaderSpec("torch_module", ("m.pt",), (), str(prog)), trust=True)
+    d = e.value.diagnostic
+    assert code_of(e) == "KMR402"
+    assert "kmr_pickled_arch_a" in d.message and "cannot be imported" in d.message
+    assert "program's folder" in " ".join(d.notes)
+    assert "kmr_pickled_arch_a.py" in d.hint and "next to the program" in d.hint and "install" in d.hint
+
+
+def test_torch_module_class_from_the_program_folder_loads(tmp_path):
+    src, prog = _save_pickled_net(tmp_path, "kmr_pickled_arch_b")
+    (prog / "kmr_pickled_arch_b.py").write_text(_ARCH)
+    import sys
+    try:
+        model = loaders.load_model(LoaderSpec("torch_module", ("m.pt",), (), str(prog)), trust=True)
+        assert type(model).__name__ == "Net" and str(prog) not in sys.path
+    finally:
+        sys.modules.pop("kmr_pickled_arch_b", None)
+
+
+def test_torch_module_class_saved_from_a_script(tmp_path):
+    import subprocess
+    import sys
+    script = ("import torch, torch.nn as nn\n" + _ARCH.split("\n", 1)[1]
+              + f"torch.save(Net(), {str(tmp_path / 'm.pt')!r})\n")
+    subprocess.run([sys.executable, "-c", script], check=True)
+    with pytest.raises(KmrError) as e:
+        loaders.load_model(LoaderSpec("torch_module", ("m.pt",), (), str(tmp_path)), trust=True)
+    assert code_of(e) == "KMR402" and "__main__" in e.value.diagnostic.message
+    assert "module file" in e.value.diagnostic.hint
