@@ -123,27 +123,11 @@ def many_knobs_program(lines: list[str]) -> str:
 
 def many_knobs(runs: int) -> dict:
     """The 25-knob case, in its own process (peak RSS is its own)."""
-    from kmr_dsl.check import check_source
-    from kmr_dsl.verify import verify
-    from kmr_dsl.verify.obligations import clear_caches
-
     facts = chain_facts(MANY_KNOBS_LAYERS)
     out = {}
     for kind, lines in MANY_KNOBS.items():
-        program, diags = check_source(many_knobs_program(lines), "many.kmr",
-                                      facts_provider=lambda spec, trust, span: facts)
-        if program is None:
-            raise SystemExit("\n".join(d.message for d in diags))
-        walls, cpus, report = [], [], None
-        for _ in range(runs):
-            clear_caches()
-            t, c = time.perf_counter(), _cpu()
-            report = verify(program)
-            walls.append(time.perf_counter() - t)
-            cpus.append(_cpu() - c)
-        feas = next(r for r in report.results if r.kind == "feasibility")
-        out[kind] = {"verdict": feas.verdict.value, "method": feas.method, "wall": statistics.median(walls),
-                     "cpu": statistics.median(cpus)}
+        _, report, feas, wall, cpu = _timed_verify(many_knobs_program(lines), "many.kmr", facts, runs)
+        out[kind] = {"verdict": feas.verdict.value, "method": feas.method, "wall": wall, "cpu": cpu}
     out["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
 
@@ -153,10 +137,29 @@ def _cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def one_n(n: int, runs: int, cap: float) -> dict:
-    """Every cell for one N, in this process (run in a child per N: peak RSS is per N)."""
+def _timed_verify(src: str, name: str, facts, runs: int):
+    """(program, last report, its feasibility result, median wall s, median CPU s) of
+    `verify` on `src` over `runs` runs, each with cold verifier caches."""
     from kmr_dsl.check import check_source
     from kmr_dsl.verify import verify
+    from kmr_dsl.verify.obligations import clear_caches
+
+    program, diags = check_source(src, name, facts_provider=lambda spec, trust, span: facts)
+    if program is None:
+        raise SystemExit("\n".join(d.message for d in diags))
+    walls, cpus, report = [], [], None
+    for _ in range(runs):
+        clear_caches()
+        t, c = time.perf_counter(), _cpu()
+        report = verify(program)
+        walls.append(time.perf_counter() - t)
+        cpus.append(_cpu() - c)
+    feas = next(r for r in report.results if r.kind == "feasibility")
+    return program, report, feas, statistics.median(walls), statistics.median(cpus)
+
+
+def one_n(n: int, runs: int, cap: float) -> dict:
+    """Every cell for one N, in this process (run in a child per N: peak RSS is per N)."""
     from kmr_dsl.verify.budget import budget_lines
     from kmr_dsl.verify.feasibility import check_feasibility
     from kmr_dsl.verify.obligations import clear_caches, pipeline_model
@@ -166,19 +169,9 @@ def one_n(n: int, runs: int, cap: float) -> dict:
     rows = []
     for (k, kind), lines in LINES.items():
         src = PROGRAM.format(lines="\n".join("        " + ln for ln in lines))
-        program, diags = check_source(src, "bench.kmr", facts_provider=lambda spec, trust, span: facts)
-        if program is None:
-            raise SystemExit("\n".join(d.message for d in diags))
-        walls, cpus, report = [], [], None
-        for _ in range(runs):
-            clear_caches()
-            t, c = time.perf_counter(), _cpu()
-            report = verify(program)
-            walls.append(time.perf_counter() - t)
-            cpus.append(_cpu() - c)
-        feas = next(r for r in report.results if r.kind == "feasibility")
+        program, report, feas, wall, cpu = _timed_verify(src, "bench.kmr", facts, runs)
         row = {"n": n, "lines": k, "kind": kind, "verdict": feas.verdict.value, "method": feas.method,
-               "wall": statistics.median(walls), "cpu": statistics.median(cpus),
+               "wall": wall, "cpu": cpu,
                "certificate": (feas.certificate or {}).get("kind"), "report_lines": len(report.render())}
         # Z3 alone on the same feasibility obligation
         clear_caches()
