@@ -19,7 +19,7 @@ each for a stated reason:
 - The levels are KMR's zero-preserving midrise ones, not the reference's integer levels
   (q - zero) * scale: on the reference grid a weight near 0 rounds to 0, which would
   change the layer's density, and keeping it off 0 costs a whole step there (measured:
-  40% more output error than the midrise grid, docs/benchmarks.md). Both use all 16
+  24% more layer error than the midrise grid on a tiny Llama, docs/benchmarks.md). Both use all 16
   codes at 4 bits and the same step rule (the group's largest magnitude at the middle of
   the grid's reach).
 - Pruned weights stay zero and every other weight gets a non-zero code (a weight whose

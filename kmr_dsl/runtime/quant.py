@@ -23,7 +23,7 @@ Contract:
   `clip`, also a scale that fits each side's largest magnitude to that side's last level,
   so quantizing values already on the grid gives them back). The
   reference's integer levels are not used because they put a small weight on 0, or
-  with density kept a whole step from it (that grid measured 40% more GPTQ output error,
+  with density kept a whole step from it (that grid measured 24% more GPTQ layer error,
   docs/benchmarks.md). Each row's scale is also chosen among clipped ones (CLIP_RATIOS of
   the largest magnitude) for the least squared error, so a few outliers do not set the
   step for the whole row (`clip = False`: the largest magnitude sets it, what GPTQ
