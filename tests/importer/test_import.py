@@ -276,3 +276,27 @@ def test_warnings_give_exit_one_and_model_spec_is_checked(model_folder, capsys):
     assert main(["import", str(CORPUS / "lc_fp8_dynamic.yaml")]) == 1
     assert main(["import", str(CORPUS / "lc_fp8_dynamic.yaml"), "--model", "not a call("]) == 2
     assert "KMR502" in capsys.readouterr().err
+
+
+def test_w8a8_recipe_with_default_smoothquant_mappings_verifies(model_folder, capsys):
+    # SmoothQuant without mappings (llm-compressor's defaults), then GPTQ with the W8A8
+    # preset: per-token activations after GPTQ's int8 weights; `kmr check` proves every
+    # precondition on a Llama (foldable balance layers, `activations = token` in W8A8)
+    recipe = model_folder / "recipe.yaml"
+    recipe.write_text(textwrap.dedent("""\
+        quant_stage:
+          quant_modifiers:
+            SmoothQuantModifier:
+              smoothing_strength: 0.8
+            GPTQModifier:
+              scheme: W8A8
+              targets: [Linear]
+              ignore: [lm_head]
+        """))
+    out = model_folder / "recipe.kmr"
+    assert main(["import", str(recipe), "-o", str(out), "--model", 'factory("recipe_models:llama")',
+                 "--data", 'factory("recipe_models:calibration")']) == 1     # KMR532: the default mappings
+    text = out.read_text()
+    assert 'quantize(bits = 8, activations = token) on layers(Linear, exclude = "lm_head")' in text
+    capsys.readouterr()
+    assert main(["check", str(out)]) == 0, capsys.readouterr().err
