@@ -22,7 +22,8 @@ Order of work, cheapest first (bounds.py explains why):
 2. witness candidates checked exactly: the defaults, each line's minimiser, and the
    minimiser of the lines' normalised sum;
 3. several lines over per-layer components: the knapsack MILP (knapsack.py); lines no
-   table or affine form covers: a coordinate-descent witness search (descent.py);
+   table or affine form covers: a coordinate-descent witness search (descent.py), then a
+   decoupled Lagrangian refutation over the lines' shared counts (joint.py, checked exactly);
 4. Z3 on the case-split encoding, every line and bound behind an assumption literal.
 """
 
@@ -36,7 +37,7 @@ from kmr_dsl.diagnostics import Diagnostic, error
 from kmr_dsl.verify import algebra as A
 from kmr_dsl.verify.bounds import MARGIN, bound_line, decompose, point_range, relax_line, sound_bound
 from kmr_dsl.verify.budget import Line, holds
-from kmr_dsl.verify import certificate, descent
+from kmr_dsl.verify import certificate, descent, joint
 from kmr_dsl.verify.knapsack import Knapsack, exact_line_values
 from kmr_dsl.verify.lower import Encoding
 from kmr_dsl.verify.numeric import Unevaluable, as_number, evaluate
@@ -197,6 +198,9 @@ def _decide(model: PipelineModel, lines: list[Line], limits: Limits,
             found = descent.search(model, lines, candidates)
             if found is not None and meets_all(lines, model, found):
                 return _proved(model, lines, found, "descent")
+            decided = _by_joint(model, lines, candidates)
+            if decided is not None:
+                return decided
     return _by_solver(model, lines, limits)
 
 
@@ -256,6 +260,24 @@ def _by_knapsack(model, lines, sep):
         cert = certificate.to_json([lines[i] for i in rows], None, None, _z3_confirms(model, [lines[i] for i in rows]))
     core = [CoreMember("line", lines[i].text, lines[i].span) for i in rows]
     return _refuted(model, lines, core, minimal, "milp", certificate=cert)
+
+
+def _by_joint(model, lines, candidates):
+    """Lines infeasible only together through a many-knob group: a decoupled Lagrangian
+    certificate (joint.py), checked exactly; None when there is none (then Z3 is asked).
+    The core is the lines with a positive multiplier; it is minimal when, without each
+    member, the descent search finds a setting meeting the rest (re-checked exactly)."""
+    cert = joint.refute(lines, model.knobs)
+    if cert is None:
+        return None
+    rows = [i for i, y in enumerate(cert.multipliers) if y]
+    minimal = True
+    for i in rows:
+        rest = [lines[j] for j in rows if j != i]
+        found = descent.search(model, rest, candidates) if rest else None
+        minimal = minimal and found is not None and meets_all(rest, model, found)
+    core = [CoreMember("line", lines[i].text, lines[i].span) for i in rows]
+    return _refuted(model, lines, core, minimal, "decoupled", certificate=cert.to_json(lines))
 
 
 def _z3_confirms(model, lines: list[Line]) -> bool:
