@@ -22,8 +22,7 @@ MAX_KNOBS knobs: a per-layer family on a deep model (thousands of knobs) is the
 knapsack's case, never this one's. When the lines have the atoms shape (atoms.py), each
 evaluation computes every distinct per-layer count once (equal layers share one) and a
 move recomputes only the counts its knob reads, instead of walking every occurrence of
-every count in every line: at 100 layers that made the search about N times cheaper
-(docs/benchmarks.md).
+every count in every line (at 100 layers, 6.7 s of CPU down to 0.7 s: docs/benchmarks.md).
 """
 
 from __future__ import annotations
