@@ -38,6 +38,8 @@ import torch
 
 from kmr_dsl.runtime import quant
 
+FITTED_BITS = (4,)      # the widths whose step fits the larger side's largest weight
+
 BLOCK = 128
 
 
@@ -83,7 +85,10 @@ def quantize(w: torch.Tensor, h: torch.Tensor, bits: int, group_size: int = 0, d
         raise ValueError(f"Hessian of shape {tuple(h.shape)} for a weight of {cols} inputs")
     original = w.detach().double()
     mask = original != 0
-    _, scale = quant.quantize(w, bits, group_size, clip=False)
+    if bits in FITTED_BITS:
+        scale = quant.fitted_scale(w, bits, group_size)
+    else:
+        _, scale = quant.quantize(w, bits, group_size, clip=False)
     # the scale of every weight, [rows, cols]
     col_scale = quant.expand_scale(scale.double(), cols, group_size)
 

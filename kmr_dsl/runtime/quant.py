@@ -114,9 +114,7 @@ def quantize(w: torch.Tensor, bits: int, group_size: int = 0, clip: bool = True,
     # nothing), elsewhere it is one more candidate of the least-error choice
     candidates = [amax * ratio / qmax for ratio in (CLIP_RATIOS if clip else (1.0,))]
     if clip:
-        fit = torch.maximum(flat.amax(dim=1).clamp(min=0) / (qmax - 0.5),
-                            (-flat.amin(dim=1)).clamp(min=0) / (qmax + 0.5))
-        candidates.insert(0, fit)
+        candidates.insert(0, _side_fit(flat, qmax))
     best_q = best_scale = best_err = None
     for candidate in candidates:
         scale = _scale(amax, candidate)
@@ -130,6 +128,30 @@ def quantize(w: torch.Tensor, bits: int, group_size: int = 0, clip: bool = True,
         best_scale = torch.where(better, scale, best_scale)
         best_err = torch.minimum(err, best_err)
     return best_q.to(torch.int8).reshape(w.shape), best_scale
+
+
+def _side_fit(flat: torch.Tensor, qmax: int) -> torch.Tensor:
+    # the least step that keeps each side's largest magnitude within that side's last
+    # midrise level (qmax - 1/2 steps above 0, qmax + 1/2 below): the larger side lands
+    # exactly on its last level
+    return torch.maximum(flat.amax(dim=1).clamp(min=0) / (qmax - 0.5),
+                         (-flat.amin(dim=1)).clamp(min=0) / (qmax + 0.5))
+
+
+def fitted_scale(w: torch.Tensor, bits: int, group_size: int = 0) -> torch.Tensor:
+    """The midrise scales (per row, or [rows, groups]) whose larger side's largest weight
+    sits exactly on that side's last level: `quantize`'s unclipped shape, another step."""
+    if bits not in MIDRISE_BITS:
+        raise ValueError(f"fitted scales are for the midrise widths {MIDRISE_BITS}")
+    rows = w.shape[0]
+    flat = w.detach().float().reshape(rows, -1)
+    if group_size:
+        cols = flat.shape[1]
+        n = groups(cols, group_size)
+        padded = torch.zeros(rows, n * group_size)
+        padded[:, :cols] = flat
+        return fitted_scale(padded.reshape(rows * n, group_size), bits).reshape(rows, n)
+    return _scale(flat.abs().amax(dim=1), _side_fit(flat, QMAX[bits]))
 
 
 def groups(cols: int, group_size: int) -> int:
@@ -290,4 +312,4 @@ def unbitmap(bits: torch.Tensor, numel: int) -> torch.Tensor:
 
 __all__ = ["KERNEL_QMAX", "QMAX", "QMAX_AFFINE", "QMIN", "bitmap", "dequantize", "expand_scale", "groups", "pack",
            "quantize",
-           "affine_levels", "midrise_codes", "quantize_affine", "unbitmap", "unpack", "zero_codes"]
+           "affine_levels", "fitted_scale", "midrise_codes", "quantize_affine", "unbitmap", "unpack", "zero_codes"]

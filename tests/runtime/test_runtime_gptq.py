@@ -29,12 +29,35 @@ def test_gptq_output_error_below_round_to_nearest(bits, group_size, act_order):
     h = gptq.hessian([x])
     q_rtn, s_rtn = quant.quantize(w, bits, group_size, clip=False)
     q, s = gptq.quantize(w, h, bits, group_size, act_order=act_order)
-    assert torch.equal(s, s_rtn)        # same scales: only the codes differ
+    # the scales depend on the weights alone: at 4 bits the fitted step, else quantize's
+    # unclipped one
+    want = quant.fitted_scale(w, bits, group_size) if bits in gptq.FITTED_BITS else s_rtn
+    assert torch.equal(s, want)
     rtn = gptq.output_error(w, quant.dequantize(q_rtn, s_rtn, bits, group_size), h)
     ours = gptq.output_error(w, quant.dequantize(q, s, bits, group_size), h)
     assert ours < 0.9 * rtn
     low = quant.QMIN[bits] if bits in quant.MIDRISE_BITS else -quant.QMAX[bits]
     assert low <= int(q.min()) and int(q.max()) <= quant.QMAX[bits]
+
+
+@pytest.mark.parametrize("group_size", [0, 32, 40])
+def test_fitted_scale_puts_the_larger_side_on_its_last_level(group_size):
+    w, _ = correlated()
+    w[0, :] = w[0, :].abs()                 # a row with no negative weight
+    w[1, :] = 0.0                           # an all-zero row: scale 1
+    s = quant.fitted_scale(w, 4, group_size)
+    col = quant.expand_scale(s.double(), w.shape[1], group_size)
+    steps = w.double() / col
+    n = quant.groups(w.shape[1], group_size) if group_size else 1
+    for g in range(n):
+        cols = slice(g * group_size, (g + 1) * group_size) if group_size else slice(None)
+        top, bottom = steps[:, cols].amax(dim=1), steps[:, cols].amin(dim=1)
+        # within reach on both sides (6.5 steps up, 7.5 down), one side exactly there
+        assert torch.all(top <= 6.5 + 1e-5) and torch.all(bottom >= -7.5 - 1e-5)
+        live = torch.arange(w.shape[0]) != 1
+        hit = ((top - 6.5).abs() < 1e-5) | ((bottom + 7.5).abs() < 1e-5)
+        assert torch.all(hit[live])
+    assert torch.all(s[1] == 1.0)
 
 
 @pytest.mark.parametrize("group_size", [0, 32])
