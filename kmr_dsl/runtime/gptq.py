@@ -15,13 +15,18 @@ each for a stated reason:
   groups" in the reference): they do not depend on the column order, so `act_order` and
   `group_size` combine and the stored groups stay contiguous. Not `quantize`'s clipped
   scales: GPTQ's updates push weights past a clip, and on MiniLM clipped scales gave
-  mean cosine 0.943 against 0.971 unclipped (int4, g128, docs/benchmarks.md).
+  mean cosine 0.943 against 0.971 unclipped (int4, g128, docs/benchmarks.md). At 4 bits
+  (`FITTED_BITS`) the step is `quant.fitted_scale`'s, which puts the side that binds
+  exactly on its last level (+13/2 or -15/2 steps): with max|w| / 7 a group's largest
+  positive weight started past the grid, cut to 13/14 of itself, and on MiniLM
+  (int4 g128) the worst sentence's cosine fell to 0.762 (0.842 with the fit; act_order
+  0.830 -> 0.904, docs/benchmarks.md). At 2 bits the fit doubles the step (a single
+  positive level) and measured far worse, so there the step stays max|w|.
 - The levels are KMR's zero-preserving midrise ones, not the reference's integer levels
   (q - zero) * scale: on the reference grid a weight near 0 rounds to 0, which would
   change the layer's density, and keeping it off 0 costs a whole step there (measured:
   24% more layer error than the midrise grid on a tiny Llama, docs/benchmarks.md). Both use all 16
-  codes at 4 bits and the same step rule (the group's largest magnitude at the middle of
-  the grid's reach).
+  codes at 4 bits (the step rule differs: above).
 - Pruned weights stay zero and every other weight gets a non-zero code (a weight whose
   update lands on exactly 0 keeps the smallest code of its original sign), so pruning's
   density survives GPTQ exactly, as it survives `quantize`; the error of forcing a zero is
