@@ -35,6 +35,7 @@ same for a module in hand. The caller caches them (facts.store_cached).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 
@@ -144,16 +145,18 @@ def _channel_buffer_bytes(layer: nn.Module, kind: str | None) -> int:
 
 
 def model_facts_from_module(module: nn.Module, input_shape, input_dtype: str = "float32",
-                            source_hash: str = "") -> ModelFacts:
+                            source_hash: str = "", span: Span | None = None) -> ModelFacts:
     module.eval()
     x = forward.example_input(input_shape, input_dtype, batch=input_shape[0] if input_shape else 1)
-    if loaders.is_meta(module):
+    meta = loaders.is_meta(module)
+    if meta:
         x = x.to("meta")        # FlopCounterMode counts a meta forward without computing anything
     found = heads.attentions(module)
-    total_macs, per_layer = meters.count_macs(module, x, set(found))
-    links, refused = depgraph.links_and_refusals(module, x)
+    with _shapes_only(meta, span):
+        total_macs, per_layer = meters.count_macs(module, x, set(found))
+        links, refused = depgraph.links_and_refusals(module, x)
+        folds = _fold_groups(module, x)
     tied_to = tied.tied_names(module)
-    folds = _fold_groups(module, x)
     facts = tuple(
         _with_heads(_layer_fact(name, layer, per_layer.get(name, 0), links.get(name), tied_to.get(name, ()),
                                 refused.get(name, ""), folds.get(name, ("", ()))),
@@ -164,6 +167,33 @@ def model_facts_from_module(module: nn.Module, input_shape, input_dtype: str = "
     return ModelFacts(layers=facts, total_params=meters.params(module), total_macs=total_macs,
                       input_shape=tuple(int(s) for s in input_shape), input_dtype=input_dtype,
                       buffers_bytes=int(buffers), source_hash=source_hash)
+
+
+@contextlib.contextmanager
+def _shapes_only(meta: bool, span: Span | None):
+    """The forward passes of a model without weights run on fake tensors (shapes, no
+    values). A meta tensor has no value to read, and transformers reads one where it may
+    skip work: its mask code asks `.all()` of an attention mask (a wrapper that passes
+    `attention_mask` or `position_ids`), which calls `.item()`. transformers takes its
+    value-free path for fake tensors (`is_tracing`), the one torch.export uses, which
+    builds the mask instead of reading it. A forward that still reads a value is
+    KMR412, naming what it read."""
+    if not meta:
+        yield
+        return
+    from torch._subclasses.fake_tensor import DataDependentOutputException, FakeTensorMode
+
+    try:
+        with FakeTensorMode(allow_non_fake_inputs=True):
+            yield
+    except (DataDependentOutputException, NotImplementedError, RuntimeError) as exc:
+        text = str(exc)
+        if not isinstance(exc, DataDependentOutputException) and "meta" not in text and "item" not in text:
+            raise
+        raise KmrError(error("KMR412", span or Span.unknown(), "the model has no weights, and its forward reads a tensor's "
+                             "value, which a meta-device model does not have", f"{type(exc).__name__}: {text[:300]}",
+                             hint="check with real weights (drop `weights = false`, or build the model on the "
+                                  "CPU), or avoid `.item()` / `bool(tensor)` in the model's forward")) from exc
 
 
 def _with_heads(fact: LayerFact, found: dict, per_layer: dict) -> LayerFact:
@@ -203,7 +233,7 @@ def model_facts(spec: LoaderSpec, trust: bool = False, span: Span | None = None)
     model = loaders.load_model(spec, trust=trust, span=span, allow_meta=True)
     shape, dtype = example_input_shape(spec, model, span)
     try:
-        facts = model_facts_from_module(model, shape, dtype, source_hash=spec_hash(spec))
+        facts = model_facts_from_module(model, shape, dtype, source_hash=spec_hash(spec), span=span)
         return dataclasses.replace(facts, dependencies=dependencies_since(spec, before))
     except KmrError:
         raise
