@@ -2,10 +2,10 @@
 `save_pretrained` folder whose quantized weights are in the compressed-tensors format.
 
 Contract: `export_hf(artifact, out_dir, dense, trust, base_dir) -> ExportResult` writes
-`out_dir/` (config.json, model.safetensors) such that
-`transformers.AutoModel.from_pretrained(out_dir)` loads it on CPU (with the
-`compressed-tensors` package installed when a layer is quantized) and computes what the
-artifact computes. The folder appears only when that check passes (written to a
+`out_dir/` (config.json, model.safetensors) such that the artifact's transformers class
+(`export_class`: LlamaForCausalLM for a causal LM; `AutoModel` loads its base) loads it
+with `from_pretrained(out_dir)` on CPU (with the `compressed-tensors` package installed
+when a layer is quantized) and computes what the artifact computes. The folder appears only when that check passes (written to a
 temporary folder beside it, loaded back with transformers, compared on sample inputs,
 then moved into place); otherwise KMR522.
 
@@ -23,8 +23,10 @@ on that grid). Encodings:
   is not compressed-tensors' integer grid), low-rank factorized layers and unmerged
   LoRA adapters (no place for them in the architecture) — `dense` writes their float
   values (factors multiplied out, adapters merged);
-- always refused: a layer whose shape no longer matches the architecture's config
-  (channel pruning), since `from_pretrained` builds from the config.
+- head- and channel-pruned widths: written into config.json where the config can state
+  them (`hf_config.fit_config`: Llama head counts and `head_dim`, `intermediate_size`);
+  otherwise refused with the layer's name (KMR520) unless `dense` (zero padding to a
+  width the config states: the same function).
 Tolerances as for ONNX: 1e-4 without dynamic layers; 0.1 / 0.05 with them (the loaded
 model fake-quantizes activations symmetrically, torch's kernels asymmetrically).
 """
