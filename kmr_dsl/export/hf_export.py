@@ -140,7 +140,8 @@ def _save(twin: nn.Module, plan: dict[str, Leaf], folder: Path) -> bool:
     w8a16 = [n for n, leaf in plan.items() if leaf.format == "int8"]
     w8a8 = [n for n, leaf in plan.items() if leaf.format == "int8_dynamic"]
     if not (w8a16 or w8a8):
-        twin.save_pretrained(folder)
+        with _quiet():
+            twin.save_pretrained(folder)
         return False
     try:
         from compressed_tensors.compressors import ModelCompressor
