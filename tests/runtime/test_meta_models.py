@@ -196,3 +196,16 @@ def test_meta_forward_that_reads_a_value_is_located(tmp_path, monkeypatch):
         introspect.model_facts(spec, span=span)
     assert info.value.diagnostic.code == "KMR412" and info.value.diagnostic.span == span
     assert "reads a tensor's value" in info.value.diagnostic.message
+
+
+@pytest.mark.parametrize("text,note", [('{"model_type": "nosuch", "hidden_size": 8}', "nosuch"),
+                                       ('{"model_type": "llama", "hidden_size": 32', "valid JSON")])
+def test_a_config_transformers_cannot_read_is_located(tmp_path, text, note):
+    folder = tmp_path / "cfg"
+    folder.mkdir()
+    (folder / "config.json").write_text(text)
+    src = 'import "std"\nmodel llm = hf("cfg", weights = false)\npipeline p(llm) { quantize(bits = 8) on layers(Linear) }\n'
+    _, diags = check_source(src, str(tmp_path / "llm.kmr"), facts_provider=provider)
+    (diag,) = [d for d in diags if d.code == "KMR402"]
+    assert (diag.span.line, diag.span.col) == (2, 1) and note in diag.notes[0]
+    assert "config.json" in diag.hint and "\n" not in diag.notes[0]
