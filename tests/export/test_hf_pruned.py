@@ -42,6 +42,20 @@ def make_bert():
     cfg = transformers.BertConfig(vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                                   intermediate_size=64, max_position_embeddings=64)
     return transformers.BertModel(cfg).eval()
+
+
+class Pooled(transformers.BertModel):
+    # a sentence encoder defined in the program folder: BERT with its own pooling
+
+    def forward(self, input_ids):
+        return super().forward(input_ids).last_hidden_state.mean(dim=1)
+
+
+def make_pooled():
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                  intermediate_size=64, max_position_embeddings=64)
+    return Pooled(cfg).eval()
 """
 
 
@@ -181,3 +195,16 @@ def test_bert_heads_need_dense_and_are_padded_back(models):
     assert _config(tmp_path / "hf")["num_attention_heads"] == 4
     assert "zero-padded" in result.encodings["encoder.layer.1.attention.self.value"]
     _close(model, tmp_path / "hf", transformers.AutoModel, "last_hidden_state")
+
+
+def test_a_subclass_exports_as_the_architecture_it_extends(models):
+    tmp_path = models
+    spec, model = _model(tmp_path, "make_pooled")
+    _prune(model, BERT_DENSE, 0.25, "channel")
+    export_hf(str(save(model, tmp_path, spec)), tmp_path / "hf", base_dir=str(tmp_path))
+    assert _config(tmp_path / "hf")["intermediate_size"] == 48
+    loaded = transformers.AutoModel.from_pretrained(str(tmp_path / "hf")).eval()
+    assert type(loaded) is transformers.BertModel
+    with torch.no_grad():
+        want = transformers.BertModel.forward(model, IDS).last_hidden_state
+        torch.testing.assert_close(loaded(IDS).last_hidden_state, want, atol=1e-4, rtol=1e-4)
