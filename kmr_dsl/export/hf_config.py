@@ -16,8 +16,10 @@ What a transformers config can state (checked against transformers 5's modeling 
 - attention heads, BERT layout: nothing. BERT's head width is `hidden_size /
   num_attention_heads`, and transformers 5 has no `pruned_heads`, so fewer heads of the
   same width cannot be described.
-- MLP width (Llama's gate/up/down projections, BERT's intermediate/output dense):
-  `intermediate_size`, one for every layer.
+- MLP width (Llama's gate/up/down projections, BERT's intermediate/output dense,
+  GPT-2's c_fc/c_proj): `intermediate_size` (GPT-2: `n_inner`), one for every layer.
+GPT-2's `Conv1D` projections, Linear layers in KMR's artifact, are written back as
+Conv1D ([in, out] weights), as the architecture builds them.
 Per-layer differing counts are therefore not expressible. With `--dense` each pruned
 layer is padded back with zero rows (its producers) and zero columns (its consumer) to
 the widest layer's count (BERT heads: to the original count). The padded channels
@@ -50,14 +52,44 @@ class Fit:
     padded: dict[str, tuple] = field(default_factory=dict)    # tensor key -> (pruned shape, written shape)
 
 
-def _built_shapes(cls, config) -> dict[str, tuple[int, ...]]:
-    """What `cls.from_pretrained` builds from `config`: its tensor shapes, on the meta device."""
+def _built(cls, config) -> nn.Module:
+    """What `cls.from_pretrained` builds from `config`, on the meta device."""
     import warnings
 
     with warnings.catch_warnings(), torch.device("meta"):
         warnings.simplefilter("ignore")
-        fresh = cls._from_config(config)
-    return {k: tuple(v.shape) for k, v in fresh.state_dict().items()}
+        return cls._from_config(config)
+
+
+def _built_shapes(cls, config) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in _built(cls, config).state_dict().items()}
+
+
+def _conv1d_back(twin: nn.Module, built: nn.Module, plan: dict[str, Leaf]) -> None:
+    """GPT-2's `Conv1D` layers are plain Linear layers in KMR's artifact and twin (the
+    weight transposed to [out, in]); the checkpoint stores them as the architecture
+    builds them, [in, out]."""
+    for name, module in built.named_modules():
+        if not kl.is_conv1d(module):
+            continue
+        try:
+            linear = kl.get_module(twin, name)
+        except (AttributeError, KeyError):
+            continue
+        if not isinstance(linear, nn.Linear):
+            continue
+        leaf = plan.get(name)
+        if leaf is not None and leaf.format.startswith("int8"):
+            raise KmrError(error("KMR520", Span.unknown(name), f"layer `{name}` is a transformers Conv1D stored as "
+                                 f"{leaf.format}, which the compressed-tensors writer cannot hold",
+                                 "compressed-tensors quantizes Linear modules; GPT-2's projections are Conv1D",
+                                 hint="export with --format onnx, or leave that layer in float"))
+        conv = type(module)(linear.out_features, linear.in_features)
+        with torch.no_grad():
+            conv.weight = nn.Parameter(linear.weight.detach().t().contiguous(), requires_grad=False)
+            conv.bias = nn.Parameter(linear.bias.detach().clone() if linear.bias is not None
+                                     else torch.zeros(linear.out_features), requires_grad=False)
+        kl.set_module(twin, name, conv)
 
 
 def _refuse(layer: str, message: str, why: str) -> KmrError:
@@ -76,7 +108,9 @@ def fit_config(twin: nn.Module, cls, plan: dict[str, Leaf], dense: bool) -> Fit:
     """`cls`: the transformers class the folder is loaded as (the twin's own, or the
     architecture a subclass of it extends)."""
     fit = Fit(copy.deepcopy(twin.config))
-    changed = _changed(twin, _built_shapes(cls, fit.config))
+    built = _built(cls, fit.config)
+    _conv1d_back(twin, built, plan)
+    changed = _changed(twin, {k: tuple(v.shape) for k, v in built.state_dict().items()})
     if not changed:
         return fit
     covered = _fit_heads(twin, fit, changed, dense)
@@ -136,7 +170,7 @@ def _fit_heads(twin: nn.Module, fit: Fit, changed: dict, dense: bool) -> set[str
 def _fit_intermediate(fit: Fit, changed: dict, dense: bool) -> None:
     """Set `intermediate_size` from the MLP widths the pruned layers have now."""
     config = fit.config
-    size = getattr(config, "intermediate_size", None)
+    field_name, size = _mlp_width(config)
     layers = getattr(config, "num_hidden_layers", None)
     if not isinstance(size, int) or not isinstance(layers, int):
         return      # the final shape comparison names the layer
@@ -162,8 +196,18 @@ def _fit_intermediate(fit: Fit, changed: dict, dense: bool) -> None:
                       f"other layers {max(counts)}, but the config holds one `intermediate_size` for every layer",
                       "from_pretrained builds every layer from config.json")
     if max(counts) != size:
-        config.intermediate_size = max(counts)
-        fit.changes["intermediate_size"] = (size, max(counts))
+        fit.changes[field_name] = (getattr(config, field_name), max(counts))
+        setattr(config, field_name, max(counts))
+
+
+def _mlp_width(config) -> tuple[str, int | None]:
+    """The config field that sizes the MLP, and its width: `intermediate_size`, or
+    GPT-2's `n_inner` (None there means 4 x the hidden size)."""
+    if isinstance(getattr(config, "intermediate_size", None), int):
+        return "intermediate_size", config.intermediate_size
+    if hasattr(config, "n_inner") and isinstance(getattr(config, "n_embd", None), int):
+        return "n_inner", config.n_inner or 4 * config.n_embd
+    return "intermediate_size", None
 
 
 def _pad(twin: nn.Module, plan: dict[str, Leaf], key: str, shape: tuple[int, ...]) -> None:
@@ -177,6 +221,8 @@ def _pad(twin: nn.Module, plan: dict[str, Leaf], key: str, shape: tuple[int, ...
     setattr(mod, attr, nn.Parameter(new, requires_grad=False))
     if isinstance(mod, nn.Linear) and attr == "weight":
         mod.out_features, mod.in_features = shape
+    elif kl.is_conv1d(mod) and attr == "weight":
+        mod.nx, mod.nf = shape          # Conv1D's forward reshapes to nf outputs
     leaf = plan.get(owner)
     if leaf is not None and attr == "weight":
         leaf.weight = new.clone()

@@ -44,6 +44,13 @@ def make_bert():
     return transformers.BertModel(cfg).eval()
 
 
+def make_gpt2():
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(vocab_size=128, n_positions=64, n_embd=32, n_layer=2, n_head=4, use_cache=False,
+                                  bos_token_id=0, eos_token_id=0)
+    return transformers.GPT2LMHeadModel(cfg).eval()
+
+
 class Pooled(transformers.BertModel):
     # a sentence encoder defined in the program folder: BERT with its own pooling
 
@@ -208,3 +215,16 @@ def test_a_subclass_exports_as_the_architecture_it_extends(models):
     with torch.no_grad():
         want = transformers.BertModel.forward(model, IDS).last_hidden_state
         torch.testing.assert_close(loaded(IDS).last_hidden_state, want, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("pruned", [False, True])
+def test_gpt2_conv1d_layers_and_n_inner(models, pruned):
+    """GPT-2's Conv1D projections go back to Conv1D; a pruned MLP width is `n_inner`."""
+    tmp_path = models
+    spec, model = _model(tmp_path, "make_gpt2")
+    if pruned:
+        _prune(model, [f"transformer.h.{i}.mlp.c_fc" for i in range(2)], 0.25, "channel")     # 128 -> 96
+    result = export_hf(str(save(model, tmp_path, spec)), tmp_path / "hf", base_dir=str(tmp_path))
+    assert result.config_changes == ({"n_inner": (None, 96)} if pruned else {})
+    loaded = _close(model, tmp_path / "hf", transformers.AutoModelForCausalLM, "logits")
+    assert loaded.transformer.h[1].mlp.c_proj.weight.shape == ((96, 32) if pruned else (128, 32))
