@@ -18,9 +18,10 @@ claim is about, with the statistics it needs:
   the median ratio to fp32, the file ratio (KMR: the artifact's size; torch:
   `torch.save`) and the mean cosine of the sentence embeddings to fp32's (200 test
   sentences).
-`--layers` times single Linears of MiniLM's shapes instead (1,024 rows: 384 -> 384,
-384 -> 1536, 1536 -> 384; five calls a round), built the same three ways: the kernel
-alone, without the rest of the model.
+`--layers` times single layers instead, five calls a round: Linears of MiniLM's shapes
+(1,024 rows: 384 -> 384, 384 -> 1536, 1536 -> 384) built the same three ways (the
+kernel alone, without the rest of the model), and the word-embedding lookup (torch's
+fp32 `nn.Embedding` against KMR's weight-only int8 one).
 """
 
 from __future__ import annotations
@@ -100,7 +101,18 @@ def layer_rows(threads: list[int], rounds: int) -> str:
                 lo, q1, med, q3, hi = quartiles([a / b for a, b in zip(times[name], times["torch"])])
                 cells.append(f"{med:.3f} ({q1:.3f}-{q3:.3f})")
             out.append([f"{fan_in} -> {fan_out}", str(n), f"{quartiles(times['torch'])[2] / 5 * 1e3:.2f}", *cells])
-    return table(["Linear", "threads", "torch ms a call", "KMR symmetric ÷ torch, median (IQR)",
+    # the embeddings: torch's default keeps nn.Embedding in fp32, KMR looks up int8 rows
+    embedding = nn.Sequential(nn.Embedding(30522, 384))
+    models = {"torch": embedding, "KMR symmetric": copy.deepcopy(embedding)}
+    quantize.apply(models["KMR symmetric"], kl.select_layers(models["KMR symmetric"], ("Embedding",)), bits=8,
+                   scheme="weight_only")
+    ids = torch.randint(0, 30522, (BATCH, SEQUENCE), generator=torch.Generator().manual_seed(0))
+    for n in threads:
+        times = paired_rounds({k: repeat(m) for k, m in models.items()}, lambda: ids, rounds=rounds, threads=n)
+        lo, q1, med, q3, hi = quartiles([a / b for a, b in zip(times["KMR symmetric"], times["torch"])])
+        out.append(["Embedding 30522 x 384, 8 x 128 ids (torch: fp32)", str(n),
+                    f"{quartiles(times['torch'])[2] / 5 * 1e3:.2f}", f"{med:.3f} ({q1:.3f}-{q3:.3f})", "—"])
+    return table(["layer", "threads", "torch ms a call", "KMR symmetric ÷ torch, median (IQR)",
                   "KMR asymmetric ÷ torch, median (IQR)"], out)
 
 
