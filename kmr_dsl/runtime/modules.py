@@ -232,16 +232,17 @@ class QuantEmbedding(QuantWeight):
     def forward(self, x):
         # unpack and dequantize only the rows looked up: the table stays packed. The rows
         # are gathered with index_select, as nn.Embedding gathers them (indexing `table[x]`
-        # measured ~10x slower on int8 rows: ~1 ms of all-MiniLM-L6-v2's int8 forward per
-        # table at 8 x 128 tokens), and dequantized in place, one pass over the floats.
+        # measured ~30x slower than index_select on int8 rows, which made a lookup of
+        # 8 x 128 tokens cost twice fp32's), then dequantized in place: no temporary
+        # beyond the float rows (docs/benchmarks.md, "int8 latency against PyTorch").
         dim, flat = self.embedding_dim, x.reshape(-1)
         if (dim * self.bits) % 8 == 0:
             row_bytes = dim * self.bits // 8
-            table = self.packed[: self.num_embeddings * row_bytes].view(self.num_embeddings, row_bytes)
+            table = self.packed[: self.num_embeddings * row_bytes].reshape(self.num_embeddings, row_bytes)
             picked = table.index_select(0, flat)
             rows = picked if self.bits == 8 else quant.unpack(picked.reshape(-1), self.bits, flat.numel() * dim)
         else:   # rows that do not start on a byte boundary: unpack the table
-            rows = quant.unpack(self.packed, self.bits, self.numel).view(self.weight_shape).index_select(0, flat)
+            rows = quant.unpack(self.packed, self.bits, self.numel).reshape(self.weight_shape).index_select(0, flat)
         rows = rows.reshape(-1, dim)
         scale = self._per_column(self.scale.index_select(0, flat), dim)
         if self.zero_point is not None:
