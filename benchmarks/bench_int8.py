@@ -4,7 +4,7 @@ Usage: python benchmarks/bench_int8.py [--rounds N] [--threads 1 2] [--layers] [
 
 Issue 14's int8 target asks for latency at or below PyTorch's default dynamic int8 *in the
 same paired run*. Both sides run the same fbgemm kernel, so the difference to resolve is
-a few percent on a machine other engineers load; this script measures only the rows that
+a few percent on a shared, loaded machine; this script measures only the rows that
 claim is about, with the statistics it needs:
 - rows (built as bench_methods.py builds them): fp32; torch's `quantize_dynamic(model,
   {nn.Linear}, qint8)` (per-tensor weights, fp32 embeddings); a second, identical copy of
@@ -21,7 +21,8 @@ claim is about, with the statistics it needs:
 `--layers` times single layers instead, five calls a round: Linears of MiniLM's shapes
 (1,024 rows: 384 -> 384, 384 -> 1536, 1536 -> 384) built the same three ways (the
 kernel alone, without the rest of the model), and the word-embedding lookup (torch's
-fp32 `nn.Embedding` against KMR's weight-only int8 one).
+fp32 `nn.Embedding` against KMR's weight-only int8 one). `--update-docs` replaces the
+whole docs section, the hand-written reading under its tables included.
 """
 
 from __future__ import annotations
