@@ -1,0 +1,83 @@
+"""The lower ends of fields the state knows only from above (`State.low`).
+
+Contract: a rule's effect is the value the runtime ends up with, except where the
+runtime computes weights afresh or cuts by a criterion the contract does not model.
+Two such places in the standard rules give only an upper end of a field:
+- a density effect branch that does not read the old density (`lowrank`'s `else 1`):
+  the truncated SVD's factors are new values, and some may be exactly 0 (a zero column
+  of a pruned matrix is a zero column of the right factor; even a dense matrix's
+  singular vectors may hold zeros). Its lower end is 0 (`fresh_zero`);
+- `lowrank` with `energy < 1` (kmr_dsl/rules/lowrank.py): the kept rank is the smallest
+  that keeps `energy` of the squared singular values, at most the effect's
+  ceil(ratio * rank) and at least 1. Its lower end is 1 (`rank_floor`).
+Later steps carry a lower end through their effect (the standard rules' density and
+rank effects are non-decreasing in the old value). A layer whose rank is a range has
+density low end 0 (`clamp`): its element count is a range, and a density fraction of
+the upper count is no lower end of the kept count at a lower one.
+
+The cost model reads a layer's fields with these overrides for the lower ends of its
+meters (verify/cost.py LOW_ENDS); a line that needs a meter large reads that end
+(verify/budget.py).
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from kmr_dsl.verify import algebra as A
+
+# the runtime whose `energy` cut the rank effect leaves out
+LOWRANK_IMPL = "kmr_dsl.rules.lowrank:apply"
+
+
+def fresh_zero(value, rho):
+    """`value` (an effect over `rho`, the old value) with every branch that does not read
+    `rho` set to 0."""
+    if isinstance(value, sp.Piecewise):
+        last = value.args[-1]
+        whole = last.cond is A.TRUE
+        out = fresh_zero(last.expr, rho) if whole else A.ZERO
+        for pair in reversed(value.args[:-1] if whole else value.args):
+            out = A.ite(pair.cond, fresh_zero(pair.expr, rho), out)
+        return out
+    if isinstance(value, sp.Basic) and rho in value.free_symbols:
+        return value
+    return A.ZERO
+
+
+def rank_floor(rule, params: dict):
+    """The condition under which `rule`'s rank effect is only an upper end (its lower end
+    then 1), or None."""
+    if rule.impl != LOWRANK_IMPL or "energy" not in params:
+        return None
+    energy = params["energy"]
+    if not isinstance(energy, sp.Basic) or A.is_boolean(energy):
+        return A.TRUE                 # not modelled: the floor holds everywhere
+    cond = A.compare("<", energy, 1)
+    return None if cond is A.FALSE else cond
+
+
+def clamp(low: dict) -> dict:
+    """A layer's overrides with the density's lower end at 0 where its rank is a range."""
+    return {**low, "density": A.ZERO} if "rank" in low else low
+
+
+def put(state, layer: str, field: str, value, index: int | None = None) -> None:
+    """Record `value` as `field`'s lower end on `layer` (dropped where it is the state's own
+    value); `index`: the step that made it a range."""
+    low = dict(state.low.get(layer, {}))
+    if value == state.layers[layer][field]:
+        low.pop(field, None)
+        state.loose_at.pop((layer, field), None)
+    else:
+        low[field] = value
+        if index is not None:
+            state.loose_at[(layer, field)] = index
+    low = clamp(low)
+    if low:
+        state.low[layer] = low
+    else:
+        state.low.pop(layer, None)
+
+
+__all__ = ["LOWRANK_IMPL", "clamp", "fresh_zero", "put", "rank_floor"]
