@@ -133,11 +133,13 @@ def tensor_data_bytes(numel, rows, bits, density, group_size=0, symmetric=True):
 
 
 def _tensor_bytes(numel, rows, bits, density, name: str, ndim: int, digits: int, group_size=0, symmetric=True,
-                  low=False, density_low=None):
+                  low=False, density_low=None, linear_bits=None):
     """Data + header bytes of one stored weight in the writer's smaller form (`low`: its
     header entries' lower bound; the data bytes lack only their ceilings either way).
     `density_low`: where `density` is only the upper end of the weight's density, its
-    lower end (the upper end then allows the writer's choice at any density between)."""
+    lower end (the upper end then allows the writer's choice at any density between).
+    `linear_bits` (`low` only): the tensor's density is known only in total with others
+    whose widths are at least this; the lower end is then linear in the density."""
     is_int = A.compare("<=", bits, 8)
     q_ndim = ndim if A.is_number(bits) and bits == 8 else A.ite(A.compare("==", bits, 8), ndim, 1)
     if isinstance(q_ndim, sp.Integer):
@@ -156,6 +158,14 @@ def _tensor_bytes(numel, rows, bits, density, name: str, ndim: int, digits: int,
                   A.add(count, entry_bytes(layout.entry(name, layout.ZERO_POINT), 1, digits, low),
                         0 if low else layout.ASYMMETRIC_CONFIG_CHARS), 0)
     if low:
+        if linear_bits is not None:
+            # densities known only in total over several tensors (global pruning's pool,
+            # the two factors a later prune ranks together): min(dense, sparse) is concave
+            # in the density, so the average's bytes are no lower end; each tensor's bytes
+            # are at least N/8 + d*N*(b - 1)/8 (dense: N*b/8; sparse: N/8 + d*N*b/8),
+            # linear in d, so its sum over the group is exact at the average
+            data = A.add(A.mul(numel, _EIGHTH), A.mul(density, numel, A.sub(linear_bits, 1), _EIGHTH))
+            return A.add(data, A.min_(dense_header, sparse_header), scales, zeros)
         return A.add(A.min_(dense, sparse), scales, zeros)
     # The writer picks the form by its data bytes after their ceilings (sparse only when
     # strictly smaller), whatever the header entries cost: sparse surely when its bytes
@@ -292,12 +302,15 @@ class _LayerCost:
         ndim = max(1, len(f.weight_shape))
         weight = f"{f.name}.weight"
         g, sym = st["group_size"], st["symmetric"]
-        weights = _tensor_bytes(self.dense_n, outf, b, d, weight, ndim, digits, g, sym, low, d_low)
+        pooled = st.get("pool_bits") if low else None      # the least width of its pool
+        weights = _tensor_bytes(self.dense_n, outf, b, d, weight, ndim, digits, g, sym, low, d_low, pooled)
         bias_entry = entry_bytes(layout.bias_of(weight), 1, digits, low) if f.bias_params else 0
         if self._factored is not None:
             first, second = layout.factor_weight(f.name, layout.FIRST), layout.factor_weight(f.name, layout.SECOND)
-            fac = A.add(_tensor_bytes(A.mul(r, inf), r, b, d, first, 2, digits, g, sym, low, d_low),
-                        _tensor_bytes(A.mul(outf, r), outf, b, d, second, 2, digits, g, sym, low, d_low))
+            # a prune ranks the two factors together: their densities are known in total
+            shared = (b if pooled is None else pooled) if low else None
+            fac = A.add(_tensor_bytes(A.mul(r, inf), r, b, d, first, 2, digits, g, sym, low, d_low, shared),
+                        _tensor_bytes(A.mul(outf, r), outf, b, d, second, 2, digits, g, sym, low, d_low, shared))
             weights = A.ite(self._factored, fac, weights)
             fac_entry = entry_bytes(layout.bias_of(second), 1, digits, low) if f.bias_params else 0
             if not low and f.kind != "Linear":
@@ -392,8 +405,11 @@ def _layer_terms(model: PipelineModel, meter: str, state: State):
     # its field values and (through header entries) only the length of its name: one
     # computation serves every layer of the same shape (the baseline of a deep model).
     memo: dict = {}
+    pool_bits = _pool_bits(state) if meter == SIZE_LOW else {}
     for f in facts.layers:
         st = state.layers[f.name]
+        if f.name in pool_bits:
+            st = {**st, "pool_bits": pool_bits[f.name]}
         low = state.low.get(f.name)
         rank_set = (f.name, "rank") in state.origin
         if low and (low_end or meter == "size"):
@@ -423,6 +439,20 @@ def _layer_terms(model: PipelineModel, meter: str, state: State):
         "trainable_params": A.num(other),
     }[meter if meter == SIZE_LOW else base]
     return parts, rest
+
+
+def _pool_bits(state: State) -> dict:
+    """Per layer of a global pruning's pool (verify/pools.py), the least width of its pool."""
+    out, seen = {}, {}
+    for layer, pool in state.pools.items():
+        if pool not in seen:
+            widths = [state.layers[m]["bits"] for m in sorted(pool) if m in state.layers]
+            least = widths[0]
+            for w in widths[1:]:
+                least = A.min_(least, w)
+            seen[pool] = least
+        out[layer] = seen[pool]
+    return out
 
 
 def _ranged_term(f: LayerFact, st: dict, low: dict, digits: int, rank_set: bool, which: str, low_end: bool):

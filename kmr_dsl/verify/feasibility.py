@@ -163,12 +163,11 @@ def check_feasibility(model: PipelineModel, lines: list[Line], limits: Limits,
         steps = sorted({model.pipeline.steps[i] for i in model.final.loose_at.values()},
                        key=lambda st: (st.span.line, st.span.col))
         where = ", ".join(f"`{st.rule.name}` at {st.span}" for st in steps) or "a step"
-        reason = (f"the budget holds {shown} only at the large end of what the counts allow after {where}: "
-                  "its SVD factors are new weights, and how many of them are exactly 0 (a zero row or column "
-                  "of a pruned matrix is one in its factors), and with `energy < 1` how many singular values "
-                  f"it keeps, are known only when it runs; at the small end it cannot be met ({refuted})")
-        hint = ("run it (`kmr run` counts the weights), or bound the counts by what the layers that `lowrank` "
-                "leaves alone keep")
+        reason = (f"the budget holds {shown} only at the large end of what the counts allow after {where} "
+                  "(`lowrank`'s SVD factors are new weights, some of which may be exactly 0, and with `energy < "
+                  "1` it keeps a rank known only when it runs; an N:M pattern on a sparse layer keeps fewer than "
+                  f"n of m where a group already holds zeros); at the small end it cannot be met ({refuted})")
+        hint = ("run it (`kmr run` counts the weights), or bound the counts by what the other layers keep")
     span = result.span
     return (ObligationResult("feasibility", Verdict.UNKNOWN, span, "budget: unknown", model.pipeline.name,
                              reason=reason, method=relaxed.method),

@@ -2,11 +2,15 @@
 
 Contract: a rule's effect is the value the runtime ends up with, except where the
 runtime computes weights afresh or cuts by a criterion the contract does not model.
-Two such places in the standard rules give only an upper end of a field:
+Three such places in the standard rules give only an upper end of a field:
 - a density effect branch that does not read the old density (`lowrank`'s `else 1`):
   the truncated SVD's factors are new values, and some may be exactly 0 (a zero column
   of a pruned matrix is a zero column of the right factor; even a dense matrix's
-  singular vectors may hold zeros). Its lower end is 0 (`fresh_zero`);
+  singular vectors may hold zeros). Its lower end is 0 (`density_low`);
+- a density capped by a group pattern, `min(layer.density, n / m)` (N:M in `prune` and
+  `sparsegpt`): exact on a dense layer, on a sparse one each group keeps at most its
+  non-zeros and loses at most what it loses when dense, so the lower end is
+  max(0, density + n / m - 1) (the rounding as the upper end's, kmr_dsl/rules/prune.py);
 - `lowrank` with `energy < 1` (kmr_dsl/rules/lowrank.py): the kept rank is the smallest
   that keeps `energy` of the squared singular values, at most the effect's
   ceil(ratio * rank) and at least 1. Its lower end is 1 (`rank_floor`).
@@ -30,19 +34,30 @@ from kmr_dsl.verify import algebra as A
 LOWRANK_IMPL = "kmr_dsl.rules.lowrank:apply"
 
 
-def fresh_zero(value, rho):
-    """`value` (an effect over `rho`, the old value) with every branch that does not read
-    `rho` set to 0."""
+def density_low(value, rho, old):
+    """The lower end of a density effect `value` (over `rho`, the old density) where the
+    old density's lower end is `old`: a branch that does not read `rho` at 0, a cap
+    `min(rho, c)` at max(0, old + c - 1) (at c itself on a dense layer, old = 1), every
+    other branch at `old`."""
     if isinstance(value, sp.Piecewise):
         last = value.args[-1]
         whole = last.cond is A.TRUE
-        out = fresh_zero(last.expr, rho) if whole else A.ZERO
+        out = density_low(last.expr, rho, old) if whole else A.ZERO
         for pair in reversed(value.args[:-1] if whole else value.args):
-            out = A.ite(pair.cond, fresh_zero(pair.expr, rho), out)
+            out = A.ite(pair.cond, density_low(pair.expr, rho, old), out)
         return out
-    if isinstance(value, sp.Basic) and rho in value.free_symbols:
-        return value
-    return A.ZERO
+    if not isinstance(value, sp.Basic) or rho not in value.free_symbols:
+        return A.ZERO
+    if isinstance(value, sp.Min) and old != 1:
+        reads = [a for a in value.args if rho in a.free_symbols]
+        caps = [a for a in value.args if rho not in a.free_symbols]
+        if len(reads) == 1 and caps:
+            cap = caps[0]
+            for c in caps[1:]:
+                cap = A.min_(cap, c)
+            return A.max_(A.ZERO, A.add(density_low(reads[0], rho, old), cap, -1))
+        return A.ZERO                 # a cap the state cannot read: no lower end but 0
+    return value.xreplace({rho: old})
 
 
 def rank_floor(rule, params: dict):
@@ -80,4 +95,4 @@ def put(state, layer: str, field: str, value, index: int | None = None) -> None:
         state.low.pop(layer, None)
 
 
-__all__ = ["LOWRANK_IMPL", "clamp", "fresh_zero", "put", "rank_floor"]
+__all__ = ["LOWRANK_IMPL", "clamp", "density_low", "put", "rank_floor"]

@@ -479,11 +479,12 @@ def _follow_low(model: PipelineModel, state: State, index: int, step: Step, para
             if not isinstance(value, sp.Basic) or A.is_boolean(value):
                 lowend.put(state, layer, f, A.ZERO if f == "density" else A.ONE, index)
                 continue
-            fresh = lowend.fresh_zero(value, RHO) if f == "density" else value
-            made = fresh != value or (f == "rank" and floor is not None)
+            at = low.get(f, old[f])
+            exact = value.xreplace({RHO: at})
+            v = lowend.density_low(value, RHO, at) if f == "density" else exact
+            made = v != exact or (f == "rank" and floor is not None)
             if not made and f not in low:
                 continue                  # exact before and after: the state's own value
-            v = fresh.xreplace({RHO: low.get(f, old[f])})
             if f == "rank" and floor is not None:
                 v = A.ite(floor, A.ONE, v)
             v = _settled(model, {f: v}, new, fact, (layer, "rank") in state.origin)[f]

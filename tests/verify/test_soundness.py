@@ -144,6 +144,13 @@ REPRODUCERS = {
     "global-then-layer-prune": _program(_model("cnn", "3,6,4,4,5", "000"),
                                         "prune(amount = 0.5, method = global)\nprune(amount = 0.8) on layers(Linear)",
                                         "nonzero <= 229"),
+    # N:M after global pruning: a layer's share of the pool may be denser than 1 of 2 (N:M
+    # cuts it) or sparser (N:M cuts less than n/m): the state keeps min(0.5, 1/2) = 0.5 per
+    # layer, and the file is below the low end read at that density (the low end now reads
+    # max(0, d + n/m - 1) and, for a pool, bytes linear in the density)
+    "nm-after-global-size-low": _program(_model("cnn", "1,5,8,3,4", "100", ", seed = 587"),
+                                         "prune(amount = 0.5, method = global)\n"
+                                         "prune(amount = 0.0, method = nm, n = 1, m = 2)", "size >= 2560 B"),
     # half precision on a model whose head is tied to its embedding: proved, then the
     # `macs` meter fails (KMR408: a float32 input meets the shared bf16 weight)
     "tied-half-precision": _program(_model("tied", "6,4,1", "1"), "quantize(bits = 16)", "params <= 1000"),
