@@ -36,7 +36,7 @@ from kmr_dsl.diagnostics import Diagnostic, error
 from kmr_dsl.verify import algebra as A
 from kmr_dsl.verify.bounds import MARGIN, bound_line, decompose, point_range, relax_line, sound_bound
 from kmr_dsl.verify.budget import Line, meter_refs, is_ranged, holds
-from kmr_dsl.verify import certificate, descent
+from kmr_dsl.verify import certificate, descent, lowend
 from kmr_dsl.verify.knapsack import Knapsack, exact_line_values
 from kmr_dsl.verify.lower import Encoding
 from kmr_dsl.verify.numeric import Unevaluable, as_number, evaluate
@@ -160,13 +160,9 @@ def check_feasibility(model: PipelineModel, lines: list[Line], limits: Limits,
         hint = ("run it (`kmr run` measures the file), or leave a few hundred bytes between the `size` line's "
                 "bound and the prediction")
     else:
-        steps = sorted({model.pipeline.steps[i] for i in model.final.loose_at.values()},
-                       key=lambda st: (st.span.line, st.span.col))
-        where = ", ".join(f"`{st.rule.name}` at {st.span}" for st in steps) or "a step"
-        reason = (f"the budget holds {shown} only at the large end of what the counts allow after {where} "
-                  "(`lowrank`'s SVD factors are new weights, some of which may be exactly 0, and with `energy < "
-                  "1` it keeps a rank known only when it runs; an N:M pattern on a sparse layer keeps fewer than "
-                  f"n of m where a group already holds zeros); at the small end it cannot be met ({refuted})")
+        where, causes = lowend.explain(model.pipeline.steps, model.final.loose_at)
+        reason = (f"the budget holds {shown} only at one end of what the counts allow after {where} "
+                  f"({causes}); at the other end it cannot be met ({refuted})")
         hint = ("run it (`kmr run` counts the weights), or bound the counts by what the other layers keep")
     span = result.span
     return (ObligationResult("feasibility", Verdict.UNKNOWN, span, "budget: unknown", model.pipeline.name,

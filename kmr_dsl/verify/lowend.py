@@ -95,4 +95,17 @@ def put(state, layer: str, field: str, value, index: int | None = None) -> None:
         state.low.pop(layer, None)
 
 
-__all__ = ["LOWRANK_IMPL", "clamp", "density_low", "put", "rank_floor"]
+def explain(steps, loose_at: dict) -> tuple[str, str]:
+    """(the steps that made a field a range, what the ends depend on), for KMR303's note."""
+    made = sorted({steps[i] for i in loose_at.values()}, key=lambda st: (st.span.line, st.span.col))
+    where = ", ".join(f"`{st.rule.name}` at {st.span}" for st in made) or "a step"
+    causes = []
+    if any(st.rule.impl == LOWRANK_IMPL for st in made):
+        causes.append("`lowrank`'s SVD factors are new weights, some of which may be exactly 0, and with "
+                      "`energy < 1` it keeps a rank known only when it runs")
+    if any(st.rule.impl != LOWRANK_IMPL for st in made):
+        causes.append("an N:M pattern on a sparse layer keeps fewer than n of m where a group already holds zeros")
+    return where, "; ".join(causes) or "a field known only from above"
+
+
+__all__ = ["LOWRANK_IMPL", "clamp", "density_low", "explain", "put", "rank_floor"]
