@@ -487,7 +487,12 @@ def _follow_low(model: PipelineModel, state: State, index: int, step: Step, para
                 continue                  # exact before and after: the state's own value
             if f == "rank" and floor is not None:
                 v = A.ite(floor, A.ONE, v)
-            v = _settled(model, {f: v}, new, fact, (layer, "rank") in state.origin)[f]
+            if value is not RHO:          # an effect that keeps the field keeps its settled lower end
+                v = _settled(model, {f: v}, new, fact, (layer, "rank") in state.origin)[f]
+            if isinstance(v, sp.Basic) and v.atoms(sp.ITE):
+                # sympy folded a piecewise into a condition the evaluators do not read:
+                # the trivial lower end instead
+                v = A.ZERO if f == "density" else A.ONE
             lowend.put(state, layer, f, v, index if made else None)
         if "rank" in state.low.get(layer, {}) and (new["in_features"] != old["in_features"]
                                                   or new["out_features"] != old["out_features"]):
