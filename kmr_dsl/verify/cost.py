@@ -67,6 +67,7 @@ from kmr_dsl import artifact_layout as layout
 from kmr_dsl.core.state import ANALYTIC_METERS, LAYER_FIELDS, MATRIX_KINDS, scale_groups
 from kmr_dsl.facts import LayerFact, ModelFacts
 from kmr_dsl.verify import algebra as A
+from kmr_dsl.verify.intervals import shape_of
 from kmr_dsl.verify.numeric import as_number, evaluate
 from kmr_dsl.verify.state import PipelineModel, State, factor_test, matrix_numel
 
@@ -338,19 +339,29 @@ def _fixed_header(model: PipelineModel, low: bool = False) -> int:
     return 8 + layout.METADATA_FIXED + recipe + layout.PADDING_BYTES
 
 
-def _constant_fields(st: dict) -> tuple | None:
-    """A hashable copy of a layer state whose fields are all constants, else None."""
+def _state_key(st: dict) -> tuple | None:
+    """A hashable key of a layer state up to renaming of its knob symbols, and those
+    symbols in order of first appearance; None when a value has no such key (a
+    placeholder the state cannot express). Constant fields are their values; a symbolic
+    one its shape and constants (intervals.shape_of, slots shared across the fields)."""
     out = []
-    for v in st.values():
-        if isinstance(v, sp.Rational):
-            out.append((v.p, v.q))
-        elif isinstance(v, BooleanAtom):
-            out.append(bool(v))
-        elif isinstance(v, A.EnumValue):
-            out.append(v.member)
-        else:
-            return None
-    return tuple(out)
+    slots: dict = {}
+    try:
+        for f, v in st.items():
+            if isinstance(v, sp.Rational):
+                out.append((f, v.p, v.q))
+            elif isinstance(v, BooleanAtom):
+                out.append((f, bool(v)))
+            elif isinstance(v, A.EnumValue):
+                out.append((f, v.member))
+            elif isinstance(v, sp.Basic):
+                consts: list = []
+                out.append((f, shape_of(v, slots, consts), tuple(consts)))
+            else:
+                return None
+    except A.NotModelled:
+        return None
+    return (tuple(out), tuple(type(s) for s in slots)), tuple(slots)
 
 
 def layer_terms(model: PipelineModel, meter: str, state: State) -> tuple[list[tuple[str, object]], object]:
@@ -365,24 +376,26 @@ def _layer_terms(model: PipelineModel, meter: str, state: State):
     facts = model.facts
     which = "trainable" if meter == "trainable_params" else meter
     parts = []
-    # A layer whose state is all constants costs a constant that depends on its facts,
-    # its field values and (through header entries) only the length of its name: one
-    # computation serves every layer of the same shape (the baseline of a deep model).
-    memo: dict = {}
+    # A layer's cost depends on its facts, its field values and (through header entries)
+    # only the length of its name: layers of the same shape whose states are equal up to
+    # their knobs (one per layer of a per-layer family) get one term, built once and
+    # instantiated (algebra.Template) for the others; all-constant states share it outright.
+    templates: dict = {}
     for f in facts.layers:
         st = state.layers[f.name]
         rank_set = (f.name, "rank") in state.origin
-        values = _constant_fields(st)
-        shape = None if values is None else (
+        found = _state_key(st)
+        shape = None if found is None else (
             f.kind, f.in_features, f.out_features, f.weight_params, f.bias_params, f.weight_shape, f.dtype,
-            f.macs, f.attention_macs, f.heads, len(f.name), rank_set, values, f.depthwise,
-            f.channel_buffer_bytes)
-        if shape is not None and shape in memo:
-            parts.append((f.name, memo[shape]))
+            f.macs, f.attention_macs, f.heads, len(f.name), rank_set, f.depthwise, f.channel_buffer_bytes,
+            found[0])
+        template = None if shape is None else templates.get(shape)
+        if template is not None:
+            parts.append((f.name, template(found[1])))
             continue
         value = layer_costs(f, st, digits, rank_set, (which,))[which]
         if shape is not None:
-            memo[shape] = value
+            templates[shape] = A.Template(value, found[1])
         parts.append((f.name, value))
     other = max(0, facts.other_params)
     channel_stats = sum(f.channel_buffer_bytes for f in facts.layers)   # counted per layer

@@ -268,6 +268,8 @@ def _eval_op(e: Op, ctx: Ctx):
 
 # ---------------------------------------------------------------- stepping
 
+# a rule's parameter defaults as values (constants: shared by every step of the rule)
+DEFAULTS = ByIdentity("a rule's parameter defaults", "Rule", limit=256)
 PARAMS_READ = ByIdentity("parameters a rule's contract reads", "Rule", limit=256)
 
 
@@ -320,7 +322,8 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
     rule = step.rule
     knob_ctx = Ctx(model.knobs)
     read = _params_read(rule)
-    params: dict[str, object] = {p.name: _default_value(p) for p in rule.params if p.has_default}
+    params: dict[str, object] = dict(DEFAULTS.get(rule, lambda: {p.name: _default_value(p) for p in rule.params
+                                                                  if p.has_default}))
     for name, expr in step.args:
         refs = {n.knob for n in nodes(expr) if isinstance(n, KnobRef)}
         model.arg_knobs |= refs
@@ -421,7 +424,9 @@ def _follow_pools(model: PipelineModel, state: State, index: int, step: Step, pa
         return
     effect = next((e for e in step.rule.effects if e.scope == "layer" and e.field == "density"), None)
     reads = set()
-    for l in changed:
+    # (whether the effect reads the old density matters only for a layer already in a
+    # pool: pools.step_pools reads `reads_density` for those alone)
+    for l in (changed if any(l in state.pools for l in changed) else ()):
         try:
             value = eval_ir(effect.expr, Ctx(model.knobs, params, {**before.get(l, state.layers[l]), "density": RHO},
                                              state.model))
@@ -535,9 +540,13 @@ def _require_consumer(model: PipelineModel, state: State, step: Step, index: int
     model.requirements.append(Requirement(index, step, layer, len(step.rule.requires), clause, cond, fields, why))
 
 
+READS_FOLDABLE = ByIdentity("whether a rule's requires reads layer.foldable", "Rule", limit=256)
+
+
 def _reads_foldable(rule: Rule) -> bool:
-    return any(isinstance(n, FieldRef) and (n.scope, n.field) == ("layer", "foldable")
-               for c in rule.requires for n in nodes(c))
+    """(cached per rule: asked once per step)"""
+    return READS_FOLDABLE.get(rule, lambda: any(isinstance(n, FieldRef) and (n.scope, n.field) == ("layer", "foldable")
+                                                for c in rule.requires for n in nodes(c)))
 
 
 def _require_fold_group(model: PipelineModel, step: Step, index: int, layer: str, layer_facts) -> None:
