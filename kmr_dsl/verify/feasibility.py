@@ -38,8 +38,8 @@ from kmr_dsl.diagnostics import Diagnostic, error
 from kmr_dsl.verify import algebra as A
 from kmr_dsl.verify.bounds import MARGIN, bound_line, decompose, point_range, relax_line, sound_bound
 from kmr_dsl.verify.atoms import atomize
-from kmr_dsl.verify.budget import Line, holds
-from kmr_dsl.verify import certificate, descent, joint
+from kmr_dsl.verify.budget import Line, holds, is_ranged, meter_refs
+from kmr_dsl.verify import certificate, descent, joint, lowend
 from kmr_dsl.verify.knapsack import Knapsack, exact_line_values
 from kmr_dsl.verify.lower import Encoding
 from kmr_dsl.verify.numeric import Unevaluable, as_number, evaluate
@@ -154,15 +154,24 @@ def check_feasibility(model: PipelineModel, lines: list[Line], limits: Limits,
     if relaxed.verdict is not Verdict.PROVED:
         return relaxed, rdiags
     shown = relaxed.summary.removeprefix("budget can be met, e.g. ")
-    reason = (f"the budget holds {shown} only if the file is at the small end of what the `size` model "
-              "allows (its header's offsets, padding and layer configs are bounded, not predicted); at the "
-              f"large end it cannot be met ({result.summary.removeprefix('budget cannot be met: ')})")
+    refuted = result.summary.removeprefix('budget cannot be met: ')
+    ranged = {m.name for ln in lines if ln.optimistic for m in meter_refs(ln.constraint) if is_ranged(model, m)}
+    if "size" in ranged:
+        reason = (f"the budget holds {shown} only if the file is at the small end of what the `size` model "
+                  "allows (its header's offsets, padding and layer configs are bounded, not predicted); at the "
+                  f"large end it cannot be met ({refuted})")
+        hint = ("run it (`kmr run` measures the file), or leave a few hundred bytes between the `size` line's "
+                "bound and the prediction")
+    else:
+        where, causes = lowend.explain(model.pipeline.steps, model.final.loose_at)
+        reason = (f"the budget holds {shown} only at one end of what the counts allow after {where} "
+                  f"({causes}); at the other end it cannot be met ({refuted})")
+        hint = ("run it (`kmr run` counts the weights), or bound the counts by what the other layers keep")
     span = result.span
     return (ObligationResult("feasibility", Verdict.UNKNOWN, span, "budget: unknown", model.pipeline.name,
                              reason=reason, method=relaxed.method),
             [error("KMR303", span, "could not decide whether the budget can be met", f"reason: {reason}",
-                   hint="run it (`kmr run` measures the file), or leave a few hundred bytes between the "
-                        "`size` line's bound and the prediction")])
+                   hint=hint)])
 
 
 def _decide(model: PipelineModel, lines: list[Line], limits: Limits,

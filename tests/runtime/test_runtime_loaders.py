@@ -117,6 +117,37 @@ def test_quantized_embedding_looks_up_packed_rows(dim, bits):
     assert torch.equal(layer(x), layer.dequantized()[x])
 
 
+@pytest.mark.parametrize("bits", [2, 4, 8])
+@pytest.mark.parametrize("group_size", [0, 8])
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("dim", [24, 7])
+def test_quantized_embedding_lookup_equals_the_dequantized_table(bits, group_size, symmetric, dim):
+    # every storage form, rows on and off byte boundaries, a strided (expanded) index
+    # tensor as BERT passes its token types, and an empty lookup
+    from kmr_dsl.runtime import modules as km
+
+    emb = torch.nn.Embedding(50, dim)
+    layer = km.quantized_leaf(emb, emb.weight.detach(), bits, group_size=group_size, symmetric=symmetric)
+    table = layer.dequantized()
+    for x in (torch.randint(0, 50, (4, 9)), torch.tensor([3, 49, 0, 3]), torch.randint(0, 50, (1, 6)).expand(3, 6),
+              torch.zeros(2, 0, dtype=torch.long), torch.randint(0, 50, (5,), dtype=torch.int32)):
+        out = layer(x)
+        assert out.dtype == torch.float32 and out.shape == (*x.shape, dim)
+        assert torch.equal(out, table[x.long()])
+
+
+def test_quantized_embedding_refuses_indices_out_of_range_like_torch():
+    from kmr_dsl.runtime import modules as km
+
+    emb = torch.nn.Embedding(10, 8)
+    layer = km.quantized_leaf(emb, emb.weight.detach(), 8)
+    for bad in (torch.tensor([10]), torch.tensor([-1])):
+        with pytest.raises(IndexError):
+            emb(bad)
+        with pytest.raises(IndexError):
+            layer(bad)
+
+
 # ---------------------------------------------------------------- models
 
 def test_factory_with_weights(tmp_path):
