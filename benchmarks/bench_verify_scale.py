@@ -33,7 +33,12 @@ of reach) and jointly infeasible (two lines each met alone, not together: a cert
 over the layers' shared counts, verify/joint.py). `--child-knobs` runs only this case
 and prints its JSON.
 
+`--no-z3` leaves the "Z3 alone" column out (a run of `verify` only); `--stat min`
+reports the fastest of the runs instead of the median (for paired before/after
+comparisons on a loaded machine, where the slow runs are the noise).
+
 Run: .venv/bin/python benchmarks/bench_verify_scale.py [--layers 100 1000 3000] [--runs 3] [--cap 20] [--no-70b] [--no-knobs] [--knobs-layers 20]
+     [--no-z3] [--stat median|min]
 """
 
 from __future__ import annotations
@@ -141,8 +146,11 @@ def _cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+STAT = statistics.median      # or min (--stat min)
+
+
 def _timed_verify(src: str, name: str, facts, runs: int):
-    """(program, last report, its feasibility result, median wall s, median CPU s) of
+    """(program, last report, its feasibility result, median (or min) wall s, CPU s) of
     `verify` on `src` over `runs` runs, each with cold verifier caches."""
     from kmr_dsl.check import check_source
     from kmr_dsl.verify import verify
@@ -159,10 +167,10 @@ def _timed_verify(src: str, name: str, facts, runs: int):
         walls.append(time.perf_counter() - t)
         cpus.append(_cpu() - c)
     feas = next(r for r in report.results if r.kind == "feasibility")
-    return program, report, feas, statistics.median(walls), statistics.median(cpus)
+    return program, report, feas, STAT(walls), STAT(cpus)
 
 
-def one_n(n: int, runs: int, cap: float) -> dict:
+def one_n(n: int, runs: int, cap: float, z3_alone: bool = True) -> dict:
     """Every cell for one N, in this process (run in a child per N: peak RSS is per N)."""
     from kmr_dsl.verify.budget import budget_lines
     from kmr_dsl.verify.feasibility import check_feasibility
@@ -177,6 +185,11 @@ def one_n(n: int, runs: int, cap: float) -> dict:
         row = {"n": n, "lines": k, "kind": kind, "verdict": feas.verdict.value, "method": feas.method,
                "wall": wall, "cpu": cpu,
                "certificate": (feas.certificate or {}).get("kind"), "report_lines": len(report.render())}
+        if not z3_alone:
+            row.update(z3_wall=float("nan"), z3_cpu=float("nan"), z3_verdict="-")
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+            continue
         # Z3 alone on the same feasibility obligation
         clear_caches()
         model = pipeline_model(program, "compress")
@@ -230,7 +243,7 @@ def llama(runs: int) -> dict:
                 cpus.append(_cpu() - c)
                 verdict = next(r for r in report.results if r.kind == "feasibility")
             facts = next(iter(cache.values()))
-            out[kind] = {"warm_wall": statistics.median(walls), "warm_cpu": statistics.median(cpus), "verdict": verdict.verdict.value,
+            out[kind] = {"warm_wall": STAT(walls), "warm_cpu": STAT(cpus), "verdict": verdict.verdict.value,
                          "method": verdict.method, "certificate": (verdict.certificate or {}).get("kind"),
                          "layers": len(facts.layers),
                          "linear": sum(1 for f in facts.layers if f.kind == "Linear"),
@@ -250,9 +263,14 @@ def main() -> None:
     ap.add_argument("--child-knobs", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--no-knobs", action="store_true", help="skip the 25-knob case")
     ap.add_argument("--knobs-layers", type=int, default=MANY_KNOBS_LAYERS, help="layers of the 25-knob case")
+    ap.add_argument("--no-z3", action="store_true", help="skip the Z3-alone column")
+    ap.add_argument("--stat", choices=("median", "min"), default="median")
     args = ap.parse_args()
+    global STAT
+    STAT = min if args.stat == "min" else statistics.median
+    extra = (["--no-z3"] if args.no_z3 else []) + ["--stat", args.stat]
     if args.child is not None:
-        print(json.dumps(one_n(args.child, args.runs, args.cap)))
+        print(json.dumps(one_n(args.child, args.runs, args.cap, not args.no_z3)))
         return
     if args.child_70b:
         print(json.dumps(llama(args.runs)))
@@ -262,7 +280,7 @@ def main() -> None:
         return
     results = {}
     for n in args.layers:
-        cmd = [sys.executable, __file__, "--child", str(n), "--runs", str(args.runs), "--cap", str(args.cap)]
+        cmd = [sys.executable, __file__, "--child", str(n), "--runs", str(args.runs), "--cap", str(args.cap), *extra]
         results[n] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
     print("| N | lines | budget | verdict (method, certificate) | kmr verify wall s | CPU s | report lines "
           "| Z3 alone wall s | Z3 verdict |")
@@ -279,7 +297,7 @@ def main() -> None:
         print(f"| {n:,} | {res['peak_mb']:.0f} |")
     if not args.no_knobs:
         cmd = [sys.executable, __file__, "--child-knobs", "--runs", str(args.runs), "--knobs-layers",
-               str(args.knobs_layers)]
+               str(args.knobs_layers), *extra]
         res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
         print()
         print(f"{KNOBS25} scalar sparsity knobs + 1 bit-width knob on every layer of {args.knobs_layers} layers "
@@ -288,7 +306,7 @@ def main() -> None:
             r = res[kind]
             print(f"- {kind}: {r['verdict']} ({r['method']}), {r['wall']:.2f} s wall, {r['cpu']:.2f} s CPU (median)")
     if not args.no_70b:
-        cmd = [sys.executable, __file__, "--child-70b", "--runs", str(args.runs)]
+        cmd = [sys.executable, __file__, "--child-70b", "--runs", str(args.runs), *extra]
         res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
         print()
         print(f"Llama-2-70B on meta ({res['feasible']['layers']} layers, {res['feasible']['linear']} Linear, "

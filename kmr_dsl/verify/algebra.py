@@ -397,6 +397,65 @@ def quotient(a, b):
     return div(a, b)
 
 
+
+_ASSOC = (sp.Add, sp.Mul)
+_LATTICE = (And, Or, sp.Min, sp.Max)
+_PLAIN = (Relational, Not, ExprCondPair, sp.Piecewise)
+
+
+class Template:
+    """An expression over some symbols, to be built again over others: what building it
+    over the new symbols gives (this module's nodes, unevaluated), in one pass over the
+    nodes that depend on the symbols (constant subtrees are shared, never visited).
+
+    Why: layers of the same shape get the same cost terms up to their knobs
+    (verify/cost.py builds one layer's and instantiates it for the others); building
+    is every fold and comparison again, instantiating one constructor call per node.
+    """
+
+    def __init__(self, expr, symbols: tuple):
+        self.expr, self.symbols = expr, tuple(symbols)
+        self._plan: list = []                 # (class, how, argument refs) in post-order
+        self._root = self._compile(expr, {s: i for i, s in enumerate(self.symbols)}, {})
+
+    def _compile(self, e, index: dict, seen: dict):
+        """A ref: an int (the position of a rebuilt value) or the node itself (constant)."""
+        args = e._args
+        if not args:
+            return index.get(e, e) if isinstance(e, sp.Symbol) else e
+        hit = seen.get(id(e))
+        if hit is not None:
+            return hit
+        refs = tuple(self._compile(a, index, seen) for a in args)
+        if not any(type(r) is int for r in refs):
+            ref = e
+        else:
+            t = type(e)
+            how = 0 if t in _ASSOC else 1 if t in _LATTICE else 2 if isinstance(e, _PLAIN) else 3
+            self._plan.append((t, how, refs))
+            ref = len(self.symbols) + len(self._plan) - 1
+        seen[id(e)] = ref
+        return ref
+
+    def __call__(self, symbols: tuple):
+        """The expression over `symbols` (one per template symbol, in the same order)."""
+        if symbols == self.symbols:
+            return self.expr
+        vals = list(symbols)
+        for t, how, refs in self._plan:
+            args = tuple([vals[r] if type(r) is int else r for r in refs])
+            if how == 0:
+                vals.append(t._from_args(args, True))
+            elif how == 1:
+                vals.append(_lattice(t, *args))
+            elif how == 2:
+                vals.append(_new(t, *args))
+            else:
+                vals.append(t(*args, evaluate=False))      # Pow, floor, ceiling
+        root = self._root
+        return vals[root] if type(root) is int else root
+
+
 # the step semantics of kmr_dsl.core.step, evaluated over sympy
 SYMBOLS = Ops(add=lambda a, b: add(a, b), sub=sub, mul=lambda a, b: mul(a, b), div=quotient, min=min_, max=max_,
               floor=floor_, ceil=ceil_, eq=lambda a, b: compare("==", a, b))
@@ -406,6 +465,7 @@ __all__ = [
     "BoolSymbol", "Unmodelled", "UnmodelledBool", "EnumKnob", "EnumSymbol", "EnumValue", "FALSE", "NotModelled", "ONE", "RELATIONS", "TRUE",
     "SYMBOLS", "ZERO", "add", "and_", "ceil_", "compare", "div", "enum_equal", "floor_", "frac", "is_boolean",
     "is_number", "ite", "knob_symbols", "max_", "min_", "mul", "neg", "not_", "num", "or_", "quotient", "sub",
+    "Template",
 ]
 
 

@@ -106,16 +106,7 @@ def decompose(expr, knobs: KnobTable, memo: dict | None = None) -> Decomposition
         if isinstance(t, sp.Rational):
             const += frac(t)
             continue
-        info = memo.get(id(t))
-        if info is None or info[0] is not t:
-            slots: dict = {}
-            consts: list = []
-            compared: list = []
-            shape = _intern(shape_of(t, slots, consts, compared))
-            for s in slots:
-                if s not in knobs.by_symbol:
-                    raise NotModelled(f"`{s}` is not a knob of this pipeline")
-            info = memo[id(t)] = (t, shape, consts, tuple(slots), exact_comparisons(compared, knobs))
+        info = term_info(t, knobs, memo)
         syms = info[3]
         if not syms:
             raise NotModelled("a constant term that did not fold")
@@ -141,6 +132,35 @@ def decompose(expr, knobs: KnobTable, memo: dict | None = None) -> Decomposition
         e = sp.Add._from_args(tuple(info[0] for info in infos), True)
         groups.append(Group(e, syms, key, [c for info in infos for c in info[2]]))
     return Decomposition(const, groups, frozenset(parent), all(info[4] for info in owned))
+
+
+def term_info(t, knobs: KnobTable, memo: dict) -> tuple:
+    """(term, shape, constants, symbols, exact comparisons) of one term, remembered in `memo`."""
+    info = memo.get(id(t))
+    if info is None or info[0] is not t:
+        slots: dict = {}
+        consts: list = []
+        compared: list = []
+        shape = _intern(shape_of(t, slots, consts, compared))
+        for s in slots:
+            if s not in knobs.by_symbol:
+                raise NotModelled(f"`{s}` is not a knob of this pipeline")
+        info = memo[id(t)] = (t, shape, consts, tuple(slots), exact_comparisons(compared, knobs))
+    return info
+
+
+def instance_info(t, model_term, mapping: dict, knobs: KnobTable, memo: dict) -> None:
+    """Remember `t`'s term info as `model_term`'s with its symbols mapped: `t` is
+    `model_term` built again over other knobs of the same declarations (algebra.Template,
+    as verify/cost.py does per layer shape), so its shape and constants are the same and
+    no walk of `t` is needed. Nothing is remembered when `model_term` has no info."""
+    try:
+        base = term_info(model_term, knobs, memo)
+    except NotModelled:
+        return
+    syms = tuple(mapping.get(s, s) for s in base[3])
+    if all(s in knobs.by_symbol for s in syms):
+        memo[id(t)] = (t, base[1], base[2], syms, base[4])
 
 
 # ---------------------------------------------------------------- cells and points
@@ -415,5 +435,5 @@ def point_range(decomp: Decomposition, knobs: KnobTable, env: dict) -> tuple[flo
     return const + sum(r.lb for r in res), const + sum(r.ub for r in res), scale
 
 
-__all__ = ["CAP", "Decomposition", "Group", "LineBound", "MARGIN", "PIECES", "bound_line", "decompose", "point_range",
-           "relax_line", "sound_bound"]
+__all__ = ["CAP", "Decomposition", "Group", "LineBound", "MARGIN", "PIECES", "bound_line", "decompose",
+           "instance_info", "point_range", "relax_line", "sound_bound", "term_info"]

@@ -72,6 +72,8 @@ from kmr_dsl import artifact_layout as layout
 from kmr_dsl.core.state import ANALYTIC_METERS, LAYER_FIELDS, MATRIX_KINDS, scale_groups
 from kmr_dsl.facts import LayerFact, ModelFacts
 from kmr_dsl.verify import algebra as A
+from kmr_dsl.verify.bounds import instance_info
+from kmr_dsl.verify.intervals import shape_of
 from kmr_dsl.verify.numeric import as_number, evaluate
 from kmr_dsl.verify.state import PipelineModel, State, factor_test, matrix_numel
 
@@ -372,19 +374,48 @@ def _fixed_header(model: PipelineModel, low: bool = False) -> int:
     return 8 + layout.METADATA_FIXED + recipe + layout.PADDING_BYTES
 
 
-def _constant_fields(st: dict) -> tuple | None:
-    """A hashable copy of a layer state whose fields are all constants, else None."""
+def _share_term_infos(model: PipelineModel, template, value, symbols: tuple) -> None:
+    """The budget lines' decomposition (bounds.decompose) sees each layer's terms: an
+    instance's terms are the template's with its knobs, so their shapes are known
+    without a walk (bounds.instance_info)."""
+    mapping = dict(zip(template.symbols, symbols))
+    memo = model.decomposed_terms
+    model_terms = template.expr.args if type(template.expr) is sp.Add else (template.expr,)
+    terms = value.args if type(value) is sp.Add else (value,)
+    if len(terms) != len(model_terms):
+        return
+    for t, m in zip(terms, model_terms):
+        if t is not m and not isinstance(t, sp.Rational):
+            instance_info(t, m, mapping, model.knobs, memo)
+
+
+def _state_key(st: dict, knobs=None) -> tuple | None:
+    """A hashable key of a layer state up to renaming of its knob symbols, and those
+    symbols in order of first appearance; None when a value has no such key (a
+    placeholder the state cannot express). Constant fields are their values; a symbolic
+    one its shape and constants (intervals.shape_of, slots shared across the fields).
+    Each symbol's knob declaration is part of the key (`knobs`: the KnobTable), so that
+    layers sharing a template read knobs of the same domains."""
     out = []
-    for v in st.values():
-        if isinstance(v, sp.Rational):
-            out.append((v.p, v.q))
-        elif isinstance(v, BooleanAtom):
-            out.append(bool(v))
-        elif isinstance(v, A.EnumValue):
-            out.append(v.member)
-        else:
-            return None
-    return tuple(out)
+    slots: dict = {}
+    try:
+        for f, v in st.items():
+            if isinstance(v, sp.Rational):
+                out.append((f, v.p, v.q))
+            elif isinstance(v, BooleanAtom):
+                out.append((f, bool(v)))
+            elif isinstance(v, A.EnumValue):
+                out.append((f, v.member))
+            elif isinstance(v, sp.Basic):
+                consts: list = []
+                out.append((f, shape_of(v, slots, consts), tuple(consts)))
+            else:
+                return None
+    except A.NotModelled:
+        return None
+    by_symbol = knobs.by_symbol if knobs is not None else {}
+    decls = tuple((type(s), id(by_symbol[s].knob) if s in by_symbol else None) for s in slots)
+    return (tuple(out), decls), tuple(slots)
 
 
 def layer_terms(model: PipelineModel, meter: str, state: State) -> tuple[list[tuple[str, object]], object]:
@@ -401,10 +432,11 @@ def _layer_terms(model: PipelineModel, meter: str, state: State):
     which = "trainable" if base == "trainable_params" else base
     low_end = meter in _OF_LOW
     parts = []
-    # A layer whose state is all constants costs a constant that depends on its facts,
-    # its field values and (through header entries) only the length of its name: one
-    # computation serves every layer of the same shape (the baseline of a deep model).
-    memo: dict = {}
+    # A layer's cost depends on its facts, its field values and (through header entries)
+    # only the length of its name: layers of the same shape whose states are equal up to
+    # their knobs (one per layer of a per-layer family) get one term, built once and
+    # instantiated (algebra.Template) for the others; all-constant states share it outright.
+    templates: dict = {}
     pool_bits = _pool_bits(state) if meter == SIZE_LOW else {}
     for f in facts.layers:
         st = state.layers[f.name]
@@ -415,17 +447,21 @@ def _layer_terms(model: PipelineModel, meter: str, state: State):
         if low and (low_end or meter == "size"):
             parts.append((f.name, _ranged_term(f, st, low, digits, rank_set, which, low_end)))
             continue
-        values = _constant_fields(st)
-        shape = None if values is None else (
+        found = _state_key(st, model.knobs)
+        shape = None if found is None else (
             f.kind, f.in_features, f.out_features, f.weight_params, f.bias_params, f.weight_shape, f.dtype,
-            f.macs, f.attention_macs, f.heads, len(f.name), rank_set, values, f.depthwise,
-            f.channel_buffer_bytes)
-        if shape is not None and shape in memo:
-            parts.append((f.name, memo[shape]))
+            f.macs, f.attention_macs, f.heads, len(f.name), rank_set, f.depthwise, f.channel_buffer_bytes,
+            found[0])
+        template = None if shape is None else templates.get(shape)
+        if template is not None:
+            value = template(found[1])
+            if model.knobs is not None:
+                _share_term_infos(model, template, value, found[1])
+            parts.append((f.name, value))
             continue
         value = layer_costs(f, st, digits, rank_set, (which,))[which]
         if shape is not None:
-            memo[shape] = value
+            templates[shape] = A.Template(value, found[1])
         parts.append((f.name, value))
     other = max(0, facts.other_params)
     channel_stats = sum(f.channel_buffer_bytes for f in facts.layers)   # counted per layer

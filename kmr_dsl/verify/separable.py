@@ -244,10 +244,12 @@ def exact_values(cls: Class, n_lines: int, p: int) -> list[Fraction]:
     row = cls._exact.get(p)
     if row is None:
         comp = cls.rep
-        env = dict(zip(comp.symbols, cls.point(p)))
+        # whole values as ints: exact, and int arithmetic is far cheaper than Fraction's
+        env = {s: v.numerator if type(v) is Fraction and v.denominator == 1 else v
+               for s, v in zip(comp.symbols, cls.point(p))}
         row = [Fraction(0)] * n_lines
         for i, part in comp.parts.items():
-            row[i] = sum((Fraction(evaluate(e, env)) for e in part.exprs), Fraction(0))
+            row[i] = sum((evaluate(e, env) for e in part.exprs), Fraction(0))
         cls._exact[p] = row
     return row
 

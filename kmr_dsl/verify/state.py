@@ -49,6 +49,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import sympy as sp
+from sympy.logic.boolalg import BooleanAtom
 
 from kmr_dsl.core import step as core_step
 from kmr_dsl.core.program import (CheckedProgram, Const, DataRef, EnumLit, FieldRef, If, IExpr, KnobRef, MeterRef,
@@ -59,6 +60,7 @@ from kmr_dsl.core.walk import Dispatch, Unsupported, nodes
 from kmr_dsl.facts import ModelFacts
 from kmr_dsl.verify import algebra as A
 from kmr_dsl.verify import groups, lowend, pools, rounding
+from kmr_dsl.verify.intervals import shape_of
 from kmr_dsl.verify.knobs import KnobTable
 
 
@@ -119,6 +121,9 @@ class PipelineModel:
     decomposed_terms: dict = field(default_factory=dict)   # decompose's table of terms shared by the lines
     line_bounds: ByIdentity = field(default_factory=lambda: ByIdentity("line bounds", "decomposition"))
     line_ranges: ByIdentity = field(default_factory=lambda: ByIdentity("line ranges", "(decomposition, setting)"))
+    # (what, the layer's inputs up to renaming of knobs) -> algebra.Template: one-layer
+    # steps on layers of one shape evaluate a clause, an effect, a settled count once
+    templates: dict = field(default_factory=dict)
 
 
 def initial_state(facts: ModelFacts) -> State:
@@ -277,8 +282,89 @@ def _eval_op(e: Op, ctx: Ctx):
     raise A.NotModelled(f"operator `{op}`")
 
 
+# ---------------------------------------------------------------- inputs up to renaming
+
+def values_key(values, slots: dict, knobs=None) -> tuple | None:
+    """A hashable key of (name, value) pairs up to renaming of knob symbols: constants as
+    themselves, a symbolic value as its shape and constants (intervals.shape_of), its
+    symbols numbered in order of first appearance in `slots` (shared across calls, so
+    several dicts make one key). None when a value has no such key (a placeholder the
+    state cannot express, a data argument's reason that may name a symbol)."""
+    out = []
+    try:
+        for f, v in values:
+            if isinstance(v, sp.Rational):
+                out.append((f, v.p, v.q))
+            elif isinstance(v, BooleanAtom):
+                out.append((f, bool(v)))
+            elif isinstance(v, A.EnumValue):
+                out.append((f, v.member))
+            elif isinstance(v, _Opaque):
+                out.append((f, "opaque", v.what))
+            elif isinstance(v, A.EnumKnob):
+                out.append((f, "enum", v.members, shape_of(v.symbol, slots, [])))
+            elif isinstance(v, sp.Basic):
+                consts: list = []
+                out.append((f, shape_of(v, slots, consts), tuple(consts)))
+            else:
+                return None
+    except A.NotModelled:
+        return None
+    return tuple(out)
+
+
+def symbols_key(slots: dict, knobs) -> tuple:
+    """Each slot's symbol class and knob declaration: layers whose keys match read knobs
+    of the same declarations (the same domains)."""
+    by_symbol = knobs.by_symbol if knobs is not None else {}
+    return tuple((type(s), id(by_symbol[s].knob) if s in by_symbol else None) for s in slots)
+
+
+@dataclass(frozen=True)
+class Canon:
+    key: tuple          # the inputs up to renaming
+    symbols: tuple      # their knob symbols, in slot order
+
+
+MODEL_READS = ByIdentity("model fields a rule's requires and layer effects read", "Rule", limit=256)
+
+
+def _canon(model: PipelineModel, rule: Rule, params: dict, lstate: dict, mstate: dict) -> Canon | None:
+    """A one-layer step's inputs (arguments, the layer's fields, the model fields its
+    requires and layer effects read) up to renaming of knobs; None when they have no
+    such key. Model effects are not templated: they compose layer after layer (`model.
+    trainable` ANDs a condition per quantized layer), so no two layers share them."""
+    reads = MODEL_READS.get(rule, lambda: sorted({
+        n.field for e in list(rule.requires) + [eff.expr for eff in rule.effects if eff.scope == "layer"]
+        for n in nodes(e) if isinstance(n, FieldRef) and n.scope == "model"}))
+    slots: dict = {}
+    parts = (values_key(params.items(), slots), values_key(lstate.items(), slots),
+             values_key([(f, mstate[f]) for f in reads if f in mstate], slots))
+    if any(p is None for p in parts):
+        return None
+    return Canon(parts + (symbols_key(slots, model.knobs),), tuple(slots))
+
+
+def _templated(model: PipelineModel, canon: Canon | None, what: tuple, build):
+    """build()'s value, or the value a layer with the same inputs up to renaming got,
+    built again over this layer's knobs (algebra.Template). `build` may raise
+    NotModelled: nothing is remembered then (its message may name this layer)."""
+    if canon is None:
+        return build()
+    key = (what, canon.key)
+    template = model.templates.get(key)
+    if template is not None:
+        return template(canon.symbols)
+    value = build()
+    if isinstance(value, sp.Basic):
+        model.templates[key] = A.Template(value, canon.symbols)
+    return value
+
+
 # ---------------------------------------------------------------- stepping
 
+# a rule's parameter defaults as values (constants: shared by every step of the rule)
+DEFAULTS = ByIdentity("a rule's parameter defaults", "Rule", limit=256)
 PARAMS_READ = ByIdentity("parameters a rule's contract reads", "Rule", limit=256)
 
 
@@ -331,7 +417,8 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
     rule = step.rule
     knob_ctx = Ctx(model.knobs)
     read = _params_read(rule)
-    params: dict[str, object] = {p.name: _default_value(p) for p in rule.params if p.has_default}
+    params: dict[str, object] = dict(DEFAULTS.get(rule, lambda: {p.name: _default_value(p) for p in rule.params
+                                                                  if p.has_default}))
     for name, expr in step.args:
         refs = {n.knob for n in nodes(expr) if isinstance(n, KnobRef)}
         model.arg_knobs |= refs
@@ -357,8 +444,14 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
     # every selected layer's requires reads the state before the step (the runtime applies
     # the rule to all of them at once): no effect of this step is visible to them
     folds = rule.accepts is not None and _reads_foldable(rule)
+    # a one-layer step (a per-layer family unrolled: one step per layer) on a layer of a
+    # shape seen before evaluates nothing again: its clauses, effects and settled counts
+    # are the earlier layer's over its own knobs (_templated)
+    canon = None
+    if len(targets) == 1 and targets[0] is not None and targets[0] not in state.pools:
+        canon = _canon(model, rule, params, state.layers[targets[0]], state.model)
     for layer in targets:
-        _requirements(model, state, index, step, params, layer)
+        _requirements(model, state, index, step, params, layer, canon)
         if layer is not None and folds:
             _require_fold_group(model, step, index, layer, layer_facts)
     densities = {layer: (state.layers[layer]["density"], state.origin.get((layer, "density")))
@@ -373,7 +466,8 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
             try:
                 if target is None:
                     raise A.NotModelled(f"`{eff.scope}.{eff.field}` outside a {eff.scope} rule")
-                value = eval_ir(eff.expr, ctx)
+                value = _templated(model, canon if eff.scope == "layer" else None, ("effect", id(eff)),
+                                   lambda: eval_ir(eff.expr, ctx))
                 if isinstance(value, (_Opaque, A.EnumKnob)):
                     raise A.NotModelled(f"`{eff.scope}.{eff.field}` set to a non-numeric value")
             except A.NotModelled as exc:
@@ -389,7 +483,7 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
             old = lstate
             lstate = dict(lstate)
             for f, v in _settled(model, new_layer, old, layer_facts.get(layer),
-                                 (layer, "rank") in state.origin).items():
+                                 (layer, "rank") in state.origin, canon).items():
                 if old.get(f) != v:
                     lstate[f] = v
                     state.origin[(layer, f)] = index
@@ -433,7 +527,9 @@ def _follow_pools(model: PipelineModel, state: State, index: int, step: Step, pa
         return
     effect = next((e for e in step.rule.effects if e.scope == "layer" and e.field == "density"), None)
     reads = set()
-    for l in changed:
+    # (whether the effect reads the old density matters only for a layer already in a
+    # pool: pools.step_pools reads `reads_density` for those alone)
+    for l in (changed if any(l in state.pools for l in changed) else ()):
         try:
             value = eval_ir(effect.expr, Ctx(model.knobs, params, {**before.get(l, state.layers[l]), "density": RHO},
                                              state.model))
@@ -500,13 +596,14 @@ def _follow_low(model: PipelineModel, state: State, index: int, step: Step, para
             lowend.put(state, layer, "rank", A.min_(state.low[layer]["rank"], side))
 
 
-def _requirements(model: PipelineModel, state: State, index: int, step: Step, params: dict, layer) -> None:
+def _requirements(model: PipelineModel, state: State, index: int, step: Step, params: dict, layer,
+                  canon: Canon | None = None) -> None:
     """One Requirement per requires clause of `step` on `layer`, over the current state."""
     lstate = state.layers[layer] if layer is not None else None
     ctx = Ctx(model.knobs, params, lstate, state.model)
     for ci, clause in enumerate(step.rule.requires):
         try:
-            cond = eval_ir(clause, ctx)
+            cond = _templated(model, canon, ("requires", id(clause)), lambda: eval_ir(clause, ctx))
             if not A.is_boolean(cond):
                 raise A.NotModelled("a requires clause that is not a condition")
         except A.NotModelled as exc:
@@ -522,11 +619,28 @@ def _requirements(model: PipelineModel, state: State, index: int, step: Step, pa
         model.requirements.append(Requirement(index, step, layer, ci, clause, cond, tuple(fields)))
 
 
-def _settled(model: PipelineModel, new: dict, old: dict, fact, factorized: bool) -> dict:
+def _settled(model: PipelineModel, new: dict, old: dict, fact, factorized: bool, canon: Canon | None = None) -> dict:
     """The effects' values as the runtime keeps them (core.step.settle): whole channels,
     ranks and weights. Kept weights are counted on the layer's weight at its new shape:
     the dense matrix, or both factors once `lowrank` split it (prune ranks the two
-    factors' weights together)."""
+    factors' weights together). `canon`: the step's inputs up to renaming (the new
+    values follow from them): a layer of the same shape's settled values, renamed."""
+    if canon is None:
+        return _settle_all(model, new, old, fact, factorized)
+    shape = None if fact is None else (fact.kind, fact.weight_params, fact.in_features, fact.out_features,
+                                       fact.depthwise)
+    what = ("settled", tuple(new), shape, factorized)
+    key = (what, canon.key)
+    templates = model.templates.get(key)
+    if templates is None:
+        out = _settle_all(model, new, old, fact, factorized)
+        if all(isinstance(v, sp.Basic) for v in out.values()):
+            model.templates[key] = {f: A.Template(v, canon.symbols) for f, v in out.items()}
+        return out
+    return {f: t(canon.symbols) for f, t in templates.items()}
+
+
+def _settle_all(model: PipelineModel, new: dict, old: dict, fact, factorized: bool) -> dict:
     out = dict(new)
     ops = _ops_for(model)
     for f in ("in_features", "out_features", "rank", "heads"):
@@ -588,9 +702,13 @@ def _require_consumer(model: PipelineModel, state: State, step: Step, index: int
     model.requirements.append(Requirement(index, step, layer, len(step.rule.requires), clause, cond, fields, why))
 
 
+READS_FOLDABLE = ByIdentity("whether a rule's requires reads layer.foldable", "Rule", limit=256)
+
+
 def _reads_foldable(rule: Rule) -> bool:
-    return any(isinstance(n, FieldRef) and (n.scope, n.field) == ("layer", "foldable")
-               for c in rule.requires for n in nodes(c))
+    """(cached per rule: asked once per step)"""
+    return READS_FOLDABLE.get(rule, lambda: any(isinstance(n, FieldRef) and (n.scope, n.field) == ("layer", "foldable")
+                                                for c in rule.requires for n in nodes(c)))
 
 
 def _require_fold_group(model: PipelineModel, step: Step, index: int, layer: str, layer_facts) -> None:
