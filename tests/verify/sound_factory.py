@@ -97,7 +97,7 @@ def _gated(d: int, h: int, bias: bool) -> nn.Module:
     from transformers import LlamaConfig
     from transformers.models.llama.modeling_llama import LlamaMLP
 
-    return LlamaMLP(LlamaConfig(hidden_size=d, intermediate_size=h, num_attention_heads=1,
+    return LlamaMLP(LlamaConfig(hidden_size=d, intermediate_size=h, num_attention_heads=1, head_dim=2,
                                 num_key_value_heads=1, mlp_bias=bias, hidden_act="silu"))
 
 

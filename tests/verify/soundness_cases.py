@@ -27,6 +27,9 @@ METERS = ("params", "nonzero", "size", "macs", "trainable_params")
 FAMILIES = ("mlp", "cnn", "embed", "residual", "tied", "resnet", "gated", "bert", "llama")
 ATTENTION = ("bert", "llama")
 PROJECTIONS = (".query", ".key", ".value", ".q_proj", ".k_proj", ".v_proj")   # what head pruning selects
+# producers of coupled channel groups: a gated unit's gate and up projections, a residual
+# stream's block output and projection shortcut (channel pruning slices them together)
+COUPLED = (".gate_proj", ".up_proj", ".conv2", ".shortcut.0")
 BITS = (2, 4, 8, 16, 32)
 
 
@@ -243,8 +246,13 @@ _TRAIN = "data = train, epochs = 1, batch_size = 16"
 
 
 def _step(draw, layers, knobs: _Knobs) -> str | None:
+    projections = [n for n, _ in layers if n.endswith(PROJECTIONS)]
+    coupled = [n for n, _ in layers if n.endswith(COUPLED)]
+    # head pruning, and channel pruning of a coupled group, drawn more often where the
+    # model has them (each a `prune` step)
     kind = draw(st.sampled_from(("prune", "prune", "quantize", "quantize", "lowrank", "lora", "finetune", "distill",
-                                 "prune_family", "quantize_family", "gptq", "sparsegpt", "smoothquant", "awq", "qat")))
+                                 "prune_family", "quantize_family", "gptq", "sparsegpt", "smoothquant", "awq", "qat")
+                                + ("head", "head") * bool(projections) + ("channel", "channel") * bool(coupled)))
     if kind in ("gptq", "sparsegpt", "smoothquant", "awq", "qat"):
         return _calibrated(draw, kind, layers, knobs)
     if kind in ("finetune", "distill"):
@@ -255,13 +263,16 @@ def _step(draw, layers, knobs: _Knobs) -> str | None:
         if kind == "prune_family":
             return "for l in layers(Linear) { prune(amount = " + knobs.get("f", _family_amount) + "[l]) }"
         return "for l in layers(Linear) { quantize(bits = " + knobs.get("q", _family_bits) + "[l]) }"
-    if kind == "prune":
-        projections = [n for n, _ in layers if n.endswith(PROJECTIONS)]
-        method = draw(st.sampled_from(("magnitude", "global", "channel", "nm", "knob") + ("head",) * 2 * bool(projections)))
+    if kind in ("prune", "head", "channel"):
+        method = kind if kind != "prune" else \
+            draw(st.sampled_from(("magnitude", "global", "channel", "nm", "knob") + ("head",) * bool(projections)))
         if method == "head" and draw(st.integers(0, 3)):
             # mostly one attention projection by name (the others, the output and the
             # attention's heads follow); else any selection, which may refute `layer.heads >= 1`
             sel = f' on layers(Linear, name = "{draw(st.sampled_from(projections))}")'
+        elif kind == "channel" and draw(st.integers(0, 3)):
+            name = draw(st.sampled_from(coupled))
+            sel = f' on layers({dict(layers)[name]}, name = "{name}")'
         else:
             sel = _selector(draw, layers, ("Linear", "Conv2d"))
         if sel is None:
