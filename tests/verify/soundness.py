@@ -117,6 +117,8 @@ class Harness:
         base = predict(program, "p", case.target, baseline=True)
         out = []
         for ln in case.lines:
+            if ln.meter not in at or ln.meter not in base:
+                continue        # not evaluable at the target (a refuted step there): no line
             value = at[ln.meter] * ln.slack
             strict = ln.op in ("<", ">")
             if ln.relative and base[ln.meter] > 0:
@@ -259,7 +261,10 @@ class _Runner:
         pred = predict(self.program, "p", setting)
         base = predict(self.program, "p", setting, baseline=True)
         for meter in ("params", "nonzero", "size", "macs", "trainable_params"):
-            m, p = outcome.meters.get(meter), pred[meter]
+            m, p = outcome.meters.get(meter), pred.get(meter)
+            if p is None:
+                res.add("internal", f"at {label} {setting}: the run succeeded, yet `{meter}` has no prediction")
+                continue
             if m is None or _close(m, p):
                 continue
             if m > p:
@@ -267,8 +272,10 @@ class _Runner:
             else:
                 res.notes.append((f"over:{meter}", f"at {label} {setting}: measured {m:g}, predicted {p:g}"))
         for meter in ("params", "nonzero", "size", "macs", "trainable_params"):
-            bm, bp = outcome.baseline.get(meter), base[meter]
-            if bm is not None and not _close(bm, bp):
+            bm, bp = outcome.baseline.get(meter), base.get(meter)
+            if bp is None:
+                res.add("internal", f"the baseline's `{meter}` has no prediction")
+            elif bm is not None and not _close(bm, bp):
                 if bm > bp:
                     res.add(f"baseline-under:{meter}", f"measured {bm:g}, predicted {bp:g}")
                 else:

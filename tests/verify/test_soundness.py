@@ -206,3 +206,22 @@ def test_a_fold_into_a_pre_norm_mlp(harness, steps, verdict):
     res = harness.judge(text, [{}])
     assert res.verdict == verdict, res.notes
     assert res.runs >= 1 and not res.disagreements, _show(res)
+
+
+def test_predict_leaves_out_what_a_refused_step_makes_meaningless(harness):
+    """Head pruning on every Linear at a = 0.9: refuted (most Linears are no attention
+    projection, and round(2 * 0.1) = 0 heads would be kept), refused at run time, and its
+    state holds layers of 0 weights whose density (kept over all) is 0/0 there. The
+    prediction leaves such meters out instead of failing (`kmr run --force` reads it
+    before the run, which then refuses the step); the runs agree with the verdict."""
+    from kmr_dsl.verify import predict
+
+    text = _program(_model("llama", "10,8,4,2,9,3", "000"), "prune(amount = a, method = head) on layers(Linear)",
+                    "params <= 100000", "knob a : float in [0.0, 0.9] step 0.45 = 0.45")
+    program, _ = harness.check(text)
+    refused = predict(program, "p", {"a": 0.9})
+    assert "nonzero" not in refused and refused["params"] == 400
+    assert set(predict(program, "p", {"a": 0.45})) == {"params", "nonzero", "size", "macs", "trainable_params"}
+    res = harness.judge(text, [{"a": 0.9}])
+    assert res.verdict == "refuted (a step's precondition)", res.notes
+    assert not res.disagreements, _show(res)
