@@ -39,6 +39,9 @@ def _show(res) -> str:
 # the generated cases find one; the mark makes this test fail once none does, so the
 # mark is then removed and the suite guards 0 disagreements (docs/benchmarks.md).
 KNOWN = {
+    "lowrank-then-head-factored": "a factorized layer whose rows (or columns) head or channel pruning then removes "
+                                  "stays two Linears at run time; the cost model decides the factorization anew at "
+                                  "the smaller shape and may count one dense Linear (params, nonzero, macs low)",
     "lowrank-svd-zeros": "the SVD factors of a pruned matrix with a zero row or column have exact zeros; the "
                          "contract sets density 1 (an upper bound, read as exact by a `nonzero >=` line)",
 }
@@ -167,6 +170,13 @@ REPRODUCERS = {
     "channel-stream-after-magnitude-density": _program(_model("resnet", "2,4,4,3,2", "111", ", seed = 3"),
                                                        'prune(amount = 0.5)\nprune(amount = 0.5, method = channel) '
                                                        'on layers(Conv2d, name = "4.conv2")', "nonzero <= 219"),
+    # lowrank factorized k_proj (rank 4: 4 * (16 + 8) < 16 * 8); head pruning then halves its
+    # rows: the runtime keeps the two factors (4 * (16 + 4) = 80 weights), the model
+    # re-decides the factorization at the new shape (80 >= 16 * 4: one dense Linear of 64)
+    "lowrank-then-head-factored": _program(_model("llama", "17,16,4,2,6,4", "111", ", seed = 813, eager = 1"),
+                                           'lowrank(ratio = 0.5) on layers(Linear, name = "model.layers.0.self_attn.'
+                                           'k_proj")\nprune(amount = 0.75, method = head) on layers(Linear, name = '
+                                           '"model.layers.0.self_attn.q_proj")', "params <= 1324"),
     # the head shares the embedding's weight: trainable_params counts it once, the model twice
     "tied-trainable-params": _program(_model("tied", "4,2,1", "0"), "prune(amount = 0.0) on layers(Linear)",
                                       "trainable_params >= 20"),
