@@ -3,8 +3,8 @@
 Contract: `hessian(inputs)` accumulates H = 2/n * X^T X over calibration activations of a
 Linear (any leading dimensions; the last one is the input width). `quantize(w, h, bits,
 group_size, dampening, act_order)` returns `(q, scale)` on KMR's own integer grid
-(`kmr_dsl.runtime.quant`: int8 codes, midrise levels at 4 and 2 bits, per-row or per-group
-fp32 scales), so the result is stored, loaded and costed exactly like `quantize`'s — only
+(`kmr_dsl.runtime.quant`: int8 codes, midrise levels on all 2**bits codes at 4 and 2
+bits, [-8, 7] at 4 as the reference's, per-row or per-group fp32 scales), so the result is stored, loaded and costed exactly like `quantize`'s — only
 the choice of codes differs: column by column, the rounding error of a column is spread
 over the columns not yet quantized, weighted by the inverse Hessian, which minimises the
 layer's output error ||W X - Q X|| on the calibration data instead of ||W - Q||.
@@ -16,6 +16,12 @@ each for a stated reason:
   `group_size` combine and the stored groups stay contiguous. Not `quantize`'s clipped
   scales: GPTQ's updates push weights past a clip, and on MiniLM clipped scales gave
   mean cosine 0.943 against 0.971 unclipped (int4, g128, docs/benchmarks.md).
+- The levels are KMR's zero-preserving midrise ones, not the reference's integer levels
+  (q - zero) * scale: on the reference grid a weight near 0 rounds to 0, which would
+  change the layer's density, and keeping it off 0 costs a whole step there (measured:
+  24% more layer error than the midrise grid on a tiny Llama, docs/benchmarks.md). Both use all 16
+  codes at 4 bits and the same step rule (the group's largest magnitude at the middle of
+  the grid's reach).
 - Pruned weights stay zero and every other weight gets a non-zero code (a weight whose
   update lands on exactly 0 keeps the smallest code of its original sign), so pruning's
   density survives GPTQ exactly, as it survives `quantize`; the error of forcing a zero is
@@ -113,11 +119,11 @@ def quantize(w: torch.Tensor, h: torch.Tensor, bits: int, group_size: int = 0, d
 def _codes(col: torch.Tensor, scale: torch.Tensor, keep: torch.Tensor, original: torch.Tensor,
            bits: int) -> torch.Tensor:
     """The nearest code of each value on KMR's grid; pruned weights 0, others non-zero."""
-    qmax = quant.QMAX[bits]
     x = col / scale
     if bits in quant.MIDRISE_BITS:
-        q = torch.sign(x) * torch.floor(x.abs()).add(1).clamp(1, qmax)
+        q = quant.midrise_codes(x, bits)
     else:
+        qmax = quant.QMAX[bits]
         q = torch.round(x).clamp(-qmax, qmax)
     fallback = torch.where(original < 0, -1.0, 1.0).double()
     q = torch.where(keep & (q == 0), fallback, q)

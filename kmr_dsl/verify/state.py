@@ -34,7 +34,12 @@ Semantics, in order:
 - global pruning over several layers pools them (`State.pools`, verify/pools.py): each
   keeps the average density, exact in total; a later step that changes some of them on
   their own adds an UNKNOWN requirement (kind "pooled", KMR303), and a requires clause
-  reading a pooled layer's density is UNKNOWN too.
+  reading a pooled layer's density is UNKNOWN too;
+- a density effect that does not read the old density (`lowrank`'s `else 1`: the
+  truncated SVD's factors, computed afresh) and `lowrank`'s rank with `energy < 1` give
+  only upper ends; `State.low` keeps their lower ends (verify/lowend.py), which later
+  steps carry through their effects, and the meters' lower ends read them (verify/cost.py
+  LOW_ENDS): a line that needs a meter large reads that end (verify/budget.py).
 A value the state cannot express (a data argument in arithmetic, an unknown field)
 becomes an `Unmodelled` placeholder, and every obligation touching it is UNKNOWN.
 """
@@ -53,7 +58,7 @@ from kmr_dsl.core.memo import ByIdentity, Memo
 from kmr_dsl.core.walk import Dispatch, Unsupported, nodes
 from kmr_dsl.facts import ModelFacts
 from kmr_dsl.verify import algebra as A
-from kmr_dsl.verify import groups, pools, rounding
+from kmr_dsl.verify import groups, lowend, pools, rounding
 from kmr_dsl.verify.knobs import KnobTable
 
 
@@ -66,10 +71,16 @@ class State:
     # layer -> the layers a global pruning ranked it with (verify/pools.py): their
     # densities are known in total only
     pools: dict[str, frozenset] = field(default_factory=dict)
+    # layer -> {field: its lower end} where the field's value is only its upper end
+    # (verify/lowend.py: `lowrank`'s fresh factors and energy cut), and (layer, field) ->
+    # the index of the step that made it a range
+    low: dict[str, dict[str, object]] = field(default_factory=dict)
+    loose_at: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def fork(self) -> "State":
         """A copy that steps can change in place (layer dicts are replaced, never mutated)."""
-        return State(dict(self.layers), dict(self.model), dict(self.origin), dict(self.pools))
+        return State(dict(self.layers), dict(self.model), dict(self.origin), dict(self.pools),
+                     dict(self.low), dict(self.loose_at))
 
 
 @dataclass(frozen=True)
@@ -402,6 +413,7 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
                 state.model[f] = v
                 state.origin[(None, f)] = index
     _follow_shapes(state, before, touched, index, step)
+    _follow_low(model, state, index, step, params, targets, before, layer_facts)
     if densities:
         _follow_pools(model, state, index, step, params, densities, before, layer_facts)
     return state
@@ -445,6 +457,47 @@ def _follow_pools(model: PipelineModel, state: State, index: int, step: Step, pa
                                               Op("==", (FieldRef("layer", "density"), FieldRef("layer", "density"))),
                                               cond, (("layer.density", density, origin),),
                                               why, kind="pooled"))
+
+
+def _follow_low(model: PipelineModel, state: State, index: int, step: Step, params: dict, targets: list,
+                before: dict, layer_facts) -> None:
+    """The lower ends (verify/lowend.py) of the selected layers' density and rank after the
+    step: each effect at the old lower end, a fresh density at 0, `lowrank`'s energy cut
+    at rank 1, settled as the upper ends are; a changed shape caps a rank's lower end."""
+    effects = {e.field: e for e in step.rule.effects if e.scope == "layer" and e.field in ("density", "rank")}
+    floor = lowend.rank_floor(step.rule, params) if "rank" in effects else None
+    for layer in targets:
+        fact = layer_facts.get(layer)
+        if layer is None or fact is None or fact.kind not in MATRIX_KINDS or not fact.weight_params:
+            continue
+        old, new, low = before.get(layer, state.layers[layer]), state.layers[layer], state.low.get(layer, {})
+        for f, effect in effects.items():
+            try:
+                value = eval_ir(effect.expr, Ctx(model.knobs, params, {**old, f: RHO}, state.model))
+            except A.NotModelled:
+                value = None
+            if not isinstance(value, sp.Basic) or A.is_boolean(value):
+                lowend.put(state, layer, f, A.ZERO if f == "density" else A.ONE, index)
+                continue
+            at = low.get(f, old[f])
+            exact = value.xreplace({RHO: at})
+            v = lowend.density_low(value, RHO, at) if f == "density" else exact
+            made = v != exact or (f == "rank" and floor is not None)
+            if not made and f not in low:
+                continue                  # exact before and after: the state's own value
+            if f == "rank" and floor is not None:
+                v = A.ite(floor, A.ONE, v)
+            if value is not RHO:          # an effect that keeps the field keeps its settled lower end
+                v = _settled(model, {f: v}, new, fact, (layer, "rank") in state.origin)[f]
+            if isinstance(v, sp.Basic) and v.atoms(sp.ITE):
+                # sympy folded a piecewise into a condition the evaluators do not read:
+                # the trivial lower end instead
+                v = A.ZERO if f == "density" else A.ONE
+            lowend.put(state, layer, f, v, index if made else None)
+        if "rank" in state.low.get(layer, {}) and (new["in_features"] != old["in_features"]
+                                                  or new["out_features"] != old["out_features"]):
+            side = A.min_(new["in_features"], new["out_features"])
+            lowend.put(state, layer, "rank", A.min_(state.low[layer]["rank"], side))
 
 
 def _requirements(model: PipelineModel, state: State, index: int, step: Step, params: dict, layer) -> None:
