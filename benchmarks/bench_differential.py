@@ -1,7 +1,10 @@
 """The differential soundness suite at scale: `kmr check` against `kmr run`, case by case.
 
 Generates --cases programs (tests/verify/soundness_cases.py: small Linear/Conv2d/
-Embedding stacks, a residual block, tied embeddings; 1-4 steps over every standard rule;
+Embedding stacks, a residual block, tied embeddings, a ResNet with BatchNorm and a
+projection shortcut, a gated (SwiGLU) MLP, one-layer BERT and Llama built from
+transformers configs; 1-4 steps over every standard rule, head pruning on the attention
+projections and channel pruning through residual streams and gated products included;
 knobs, knob families and 1-3 analytic budget lines, most of them tight at some setting),
 and for each (tests/verify/soundness.py): checks it in process, verifies it, runs it at
 the witness and at --settings further settings (plus the target setting its lines were

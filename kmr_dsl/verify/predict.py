@@ -5,7 +5,11 @@ Contract:
   (params, nonzero, size, macs, trainable_params) of the pipeline's result at a
   setting (knob instance or family name -> value; missing knobs take their defaults),
   from the same cost model the proofs use; `baseline=True` gives the unmodified
-  model's values instead.
+  model's values instead. A meter the cost model cannot evaluate at that setting (one
+  that a refuted step makes meaningless: head pruning that keeps no head leaves a layer
+  of 0 weights, whose density is 0/0) is left out, as the other functions here leave
+  out what they cannot evaluate: `kmr run --force` at such a setting runs on (and the
+  step refuses) instead of failing in the prediction.
 - `size_range(program, pipeline, setting) -> (low, high)`: the range the file's size
   lies in (`predict`'s `size` is its upper end; verify/cost.py says why a range);
   `meter_range(program, pipeline, meter, setting)` the same for `size` or `nonzero`
@@ -53,7 +57,10 @@ def predict(program: CheckedProgram, pipeline: Pipeline | str, setting: dict | N
     for meter in ANALYTIC_METERS:
         f = _compiled(model, ("predict", meter, baseline),
                       lambda m=meter: compile_expr(meter_expr(model, m, state), exact=False))
-        out[meter] = float(f(env))
+        try:
+            out[meter] = float(f(env))
+        except (Unevaluable, ZeroDivisionError):
+            continue
     return out
 
 

@@ -506,7 +506,7 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
             if state.model.get(f) != v:
                 state.model[f] = v
                 state.origin[(None, f)] = index
-    _follow_shapes(state, before, touched)
+    _follow_shapes(state, before, touched, index, step)
     _follow_low(model, state, index, step, params, targets, before, layer_facts)
     if densities:
         _follow_pools(model, state, index, step, params, densities, before, layer_facts)
@@ -728,15 +728,27 @@ def _require_fold_group(model: PipelineModel, step: Step, index: int, layer: str
                                           why, kind="fold"))
 
 
-def _follow_shapes(state: State, before: dict, touched: set) -> None:
+def _follow_shapes(state: State, before: dict, touched: set, index: int, step: Step) -> None:
     """A changed shape's rank follows it (core.step.follow_rank): channel pruning shrinks a
     layer (and its consumers); the runtime then reports the smaller rank, and `lowrank`
-    cuts relative to it."""
+    cuts relative to it. A changed shape's density is not known where the layer may be
+    sparse: channel and head pruning remove whole rows (a consumer: columns) ranked by
+    norm, and the zeros of an earlier magnitude or N:M pruning are not spread evenly
+    over them (the kept rows of a half-pruned layer hold more than half their weights).
+    Between the bounds max(0, kept - removed) and min(kept, new size) the share depends
+    on the weights: the density becomes a placeholder there (`_sparse_rows`), and what
+    reads it (`nonzero`, `size`) is UNKNOWN, never the average, which the run beats."""
     for name in sorted(touched):
         st, old = state.layers[name], before.get(name)
         if old is None or old is st:
             continue
         if st["in_features"] != old["in_features"] or st["out_features"] != old["out_features"]:
+            density = _sparse_rows(name, old["density"], st["density"], index, step)
+            if density is not st["density"]:
+                st = dict(st)
+                st["density"] = density
+                state.layers[name] = st
+                state.origin[(name, "density")] = index
             rank_set = (name, "rank") in state.origin
             if rank_set and st["rank"] is not old["rank"]:
                 continue            # the rule itself set the rank in this step
@@ -744,6 +756,19 @@ def _follow_shapes(state: State, before: dict, touched: set) -> None:
             st["rank"] = core_step.follow_rank(st["rank"], st["in_features"], st["out_features"], rank_set,
                                                A.SYMBOLS)
             state.layers[name] = st
+
+
+def _sparse_rows(name: str, old, new, index: int, step: Step):
+    """The density of a layer whose rows or columns a step removed: `new` (the average,
+    kept by the rule's effect) where the layer was dense before, else not known."""
+    if A.is_number(A.num(old)) and A.num(old) == 1:
+        return new
+    sparse = A.compare("<", old, 1)
+    if sparse is A.FALSE:
+        return new
+    why = (f"the density of `{name}` after step {index + 1} `{step.rule.name}` (line {step.span.line}): "
+           f"removing rows or columns of a sparse layer keeps a share of its zeros that depends on the weights")
+    return A.ite(sparse, _placeholder(why, False), new)
 
 
 def _default_value(param):

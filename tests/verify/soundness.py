@@ -30,6 +30,8 @@ verdict or a prediction the run contradicts):
   line, reads); `over-low:nonzero` the same for `nonzero` where it is a range (after
   `lowrank` or N:M on a sparse layer, verify/lowend.py);
 - `internal`: the checker or the verifier failed with KMR500 or an exception.
+A meter the cost model leaves out at a setting (it says it does not know, and every
+line reading it is UNKNOWN) is noted `unpredicted:METER`, not compared.
 Line kinds carry the meter and the direction of the line: `verified-not-met:size<=`.
 Not disagreements, counted beside them: `rejected` (the checker refused the program:
 a generator gap), `unknown` (a solver limit), `over:METER` and `baseline-over:METER` (a
@@ -54,6 +56,7 @@ from kmr_dsl.runtime import session as session_mod
 from kmr_dsl.runtime import state as run_state
 from kmr_dsl.runtime.introspect import model_facts
 from kmr_dsl.verify import Verdict, predict, verify
+from kmr_dsl.verify.numeric import Unevaluable
 from kmr_dsl.verify.predict import lines_met, meter_range
 from tests.verify import sound_factory
 from tests.verify.soundness_cases import Arch, Case, cases, signature
@@ -118,6 +121,8 @@ class Harness:
         base = predict(program, "p", case.target, baseline=True)
         out = []
         for ln in case.lines:
+            if ln.meter not in at or ln.meter not in base:
+                continue        # not evaluable at the target (a refuted step there): no line
             value = at[ln.meter] * ln.slack
             strict = ln.op in ("<", ">")
             if ln.relative and base[ln.meter] > 0:
@@ -260,7 +265,10 @@ class _Runner:
         pred = predict(self.program, "p", setting)
         base = predict(self.program, "p", setting, baseline=True)
         for meter in ("params", "nonzero", "size", "macs", "trainable_params"):
-            m, p = outcome.meters.get(meter), pred[meter]
+            m, p = outcome.meters.get(meter), pred.get(meter)
+            if p is None:       # the cost model says it does not know (lines reading it are UNKNOWN)
+                res.notes.append((f"unpredicted:{meter}", f"at {label} {setting}: measured {m}"))
+                continue
             if m is None or _close(m, p):
                 continue
             if m > p:
@@ -268,15 +276,20 @@ class _Runner:
             else:
                 res.notes.append((f"over:{meter}", f"at {label} {setting}: measured {m:g}, predicted {p:g}"))
         for meter in ("params", "nonzero", "size", "macs", "trainable_params"):
-            bm, bp = outcome.baseline.get(meter), base[meter]
-            if bm is not None and not _close(bm, bp):
+            bm, bp = outcome.baseline.get(meter), base.get(meter)
+            if bp is None:
+                res.notes.append((f"baseline-unpredicted:{meter}", f"measured {bm}"))
+            elif bm is not None and not _close(bm, bp):
                 if bm > bp:
                     res.add(f"baseline-under:{meter}", f"measured {bm:g}, predicted {bp:g}")
                 else:
                     res.notes.append((f"baseline-over:{meter}", f"measured {bm:g}, predicted {bp:g}"))
         for meter, baseline in (("size", False), ("size", True), ("nonzero", False)):
             measured = (outcome.baseline if baseline else outcome.meters).get(meter)
-            low, high = meter_range(self.program, "p", meter, setting, baseline=baseline)
+            try:
+                low, high = meter_range(self.program, "p", meter, setting, baseline=baseline)
+            except Unevaluable:
+                continue        # not known at this setting: every line reading it is UNKNOWN
             if meter != "size" and _close(low, high):
                 continue                # one value: below it is `over:` (loose), a note
             if measured is not None and measured < low and not _close(measured, low):

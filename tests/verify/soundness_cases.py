@@ -1,8 +1,12 @@
 """Hypothesis strategies for the end-to-end soundness suite: whole KMR programs as text.
 
 A `Case` is a small model (tests/verify/sound_factory.py: Linear/Conv2d/Embedding stacks,
-a residual block, an embedding tied to the output head), 1-4 steps over every standard
-rule (stdlib/rules.kmr: prune in its four methods, quantize in both schemes and with
+a residual block, an embedding tied to the output head, a ResNet with BatchNorm and a
+projection shortcut, a gated (SwiGLU) MLP, one-layer BERT and Llama from transformers
+configs: attention heads, grouped-query attention), 1-4 steps over every standard
+rule (stdlib/rules.kmr: prune in its five methods (head pruning on the attention
+families' query/key/value projections, channel pruning through residual streams and
+gated products), quantize in both schemes and with
 groups, lowrank, lora merged or not, finetune, distill, the calibrated gptq, sparsegpt,
 smoothquant, awq and qat, per-layer knob families), the knobs those steps
 read, and 1-3 analytic budget line *templates*. A template is made concrete once the
@@ -20,7 +24,12 @@ from dataclasses import dataclass, field
 from hypothesis import strategies as st
 
 METERS = ("params", "nonzero", "size", "macs", "trainable_params")
-FAMILIES = ("mlp", "cnn", "embed", "residual", "tied")
+FAMILIES = ("mlp", "cnn", "embed", "residual", "tied", "resnet", "gated", "bert", "llama")
+ATTENTION = ("bert", "llama")
+PROJECTIONS = (".query", ".key", ".value", ".q_proj", ".k_proj", ".v_proj")   # what head pruning selects
+# producers of coupled channel groups: a gated unit's gate and up projections, a residual
+# stream's block output and projection shortcut (channel pruning slices them together)
+COUPLED = (".gate_proj", ".up_proj", ".conv2", ".shortcut.0")
 BITS = (2, 4, 8, 16, 32)
 
 
@@ -31,6 +40,7 @@ class Arch:
     bias: str            # one 0/1 flag per weight layer
     norm: int = 0
     seed: int = 0
+    eager: int = 0       # the attention families: eager attention (1) or torch's fused kernel
 
     def kwargs(self) -> str:
         sizes = ",".join(map(str, self.sizes))
@@ -38,7 +48,7 @@ class Arch:
 
     def model_decl(self) -> str:
         return f'model m = factory("sound_factory:make", {self.kwargs()}, bias = "{self.bias}", ' \
-               f'norm = {self.norm}, seed = {self.seed})'
+               f'norm = {self.norm}, seed = {self.seed}' + (f', eager = {self.eager})' if self.family in ATTENTION else ')')
 
     def data_decl(self) -> str:
         return f'data train = factory("sound_factory:data", {self.kwargs()}, n = 16, seed = {self.seed})'
@@ -127,9 +137,22 @@ def archs(draw) -> Arch:
     if family == "embed":
         return Arch(family, (draw(st.integers(4, 40)), draw(st.integers(2, 12)), draw(st.integers(1, 4)),
                              draw(st.integers(2, 8))), bias, seed=seed)
-    if family == "residual":
+    if family in ("residual", "gated"):
         return Arch(family, (draw(st.integers(2, 16)), draw(st.integers(2, 16)), draw(st.integers(2, 16)),
                              draw(st.integers(2, 8))), bias, seed=seed)
+    if family == "resnet":
+        return Arch(family, (draw(st.integers(1, 3)), draw(st.integers(2, 6)), draw(st.integers(2, 6)),
+                             draw(st.integers(2, 5)), draw(st.integers(2, 3))), bias, seed=seed)
+    eager = draw(st.integers(0, 1))
+    if family == "bert":
+        heads, dim = draw(st.sampled_from((1, 2, 3, 4))), draw(st.integers(2, 4))
+        return Arch(family, (draw(st.integers(4, 24)), heads * dim, heads, draw(st.integers(2, 16)),
+                             draw(st.integers(1, 4)), draw(st.integers(2, 5))), bias, seed=seed, eager=eager)
+    if family == "llama":
+        # rotary embeddings need an even head_dim; grouped-query when kv < heads
+        kv, group, dim = draw(st.sampled_from((1, 2))), draw(st.sampled_from((1, 2))), draw(st.sampled_from((2, 4)))
+        return Arch(family, (draw(st.integers(4, 24)), kv * group * dim, kv * group, kv, draw(st.integers(2, 16)),
+                             draw(st.integers(1, 4))), bias, seed=seed, eager=eager)
     return Arch(family, (draw(st.integers(4, 40)), draw(st.integers(2, 12)), draw(st.integers(1, 4))), bias, seed=seed)
 
 
@@ -175,8 +198,8 @@ def _rank(draw) -> KnobSpec:
 
 
 def _method(draw) -> KnobSpec:
-    members = tuple(draw(st.lists(st.sampled_from(("magnitude", "global", "channel", "nm")), min_size=1, max_size=4,
-                                  unique=True)))
+    members = tuple(draw(st.lists(st.sampled_from(("magnitude", "global", "channel", "nm", "head")), min_size=1,
+                                  max_size=4, unique=True)))
     return KnobSpec("mth", "enum", members, default=members[0], decl="{" + ", ".join(members) + "}")
 
 
@@ -223,8 +246,13 @@ _TRAIN = "data = train, epochs = 1, batch_size = 16"
 
 
 def _step(draw, layers, knobs: _Knobs) -> str | None:
+    projections = [n for n, _ in layers if n.endswith(PROJECTIONS)]
+    coupled = [n for n, _ in layers if n.endswith(COUPLED)]
+    # head pruning, and channel pruning of a coupled group, drawn more often where the
+    # model has them (each a `prune` step)
     kind = draw(st.sampled_from(("prune", "prune", "quantize", "quantize", "lowrank", "lora", "finetune", "distill",
-                                 "prune_family", "quantize_family", "gptq", "sparsegpt", "smoothquant", "awq", "qat")))
+                                 "prune_family", "quantize_family", "gptq", "sparsegpt", "smoothquant", "awq", "qat")
+                                + ("head", "head") * bool(projections) + ("channel", "channel") * bool(coupled)))
     if kind in ("gptq", "sparsegpt", "smoothquant", "awq", "qat"):
         return _calibrated(draw, kind, layers, knobs)
     if kind in ("finetune", "distill"):
@@ -235,12 +263,21 @@ def _step(draw, layers, knobs: _Knobs) -> str | None:
         if kind == "prune_family":
             return "for l in layers(Linear) { prune(amount = " + knobs.get("f", _family_amount) + "[l]) }"
         return "for l in layers(Linear) { quantize(bits = " + knobs.get("q", _family_bits) + "[l]) }"
-    if kind == "prune":
-        sel = _selector(draw, layers, ("Linear", "Conv2d"))
+    if kind in ("prune", "head", "channel"):
+        method = kind if kind != "prune" else \
+            draw(st.sampled_from(("magnitude", "global", "channel", "nm", "knob") + ("head",) * bool(projections)))
+        if method == "head" and draw(st.integers(0, 3)):
+            # mostly one attention projection by name (the others, the output and the
+            # attention's heads follow); else any selection, which may refute `layer.heads >= 1`
+            sel = f' on layers(Linear, name = "{draw(st.sampled_from(projections))}")'
+        elif kind == "channel" and draw(st.integers(0, 3)):
+            name = draw(st.sampled_from(coupled))
+            sel = f' on layers({dict(layers)[name]}, name = "{name}")'
+        else:
+            sel = _selector(draw, layers, ("Linear", "Conv2d"))
         if sel is None:
             return None
         args = ["amount = " + _num(draw, knobs, "a", _amount, (0.0, 0.3, 0.5, 0.75))]
-        method = draw(st.sampled_from(("magnitude", "global", "channel", "nm", "knob")))
         if method == "knob":
             args.append("method = " + knobs.get("mth", _method))
         elif method != "magnitude" or draw(st.booleans()):

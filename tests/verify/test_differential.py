@@ -66,9 +66,18 @@ def test_cost_models_agree_three_ways(data):
     env = model.knobs.env(setting)
     for meter in ANALYTIC_METERS:
         expr = meter_expr(model, meter, model.final)
+        if not _modelled(expr):
+            continue        # a value the state says it does not know: every evaluator refuses it
         ours = evaluate(expr, env)
         assert ours == _sympy_value(expr, model, setting), meter
         assert ours == _z3_value(expr, model, setting), meter
+
+
+def _modelled(expr) -> bool:
+    """Whether an expression holds no `Unmodelled` placeholder (verify/state.py: e.g. the
+    density of a sparse layer after channel pruning), which no evaluator takes."""
+    from kmr_dsl.verify.algebra import Unmodelled
+    return not any(isinstance(s, Unmodelled) for s in getattr(expr, "free_symbols", ()))
 
 
 @FAST
@@ -80,6 +89,8 @@ def test_bounds_enclose_every_setting(data):
     setting = data.draw(settings(model))
     env = model.knobs.env(setting)
     for ln in lines:
+        if ln.problem or not _modelled(ln.expr):
+            continue
         b = bound_line(decompose(ln.expr, model.knobs), model.knobs)
         g = float(evaluate(ln.expr, env))
         slack = MARGIN * max(b.scale, 1.0)
