@@ -30,7 +30,7 @@ import sympy as sp
 from kmr_dsl.core.program import Constraint, MeterRef
 from kmr_dsl.verify import algebra as A
 from kmr_dsl.core.state import ANALYTIC_METERS
-from kmr_dsl.verify.cost import SIZE_LOW, meter_expr
+from kmr_dsl.verify.cost import NONZERO_LOW, SIZE_LOW, meter_expr
 from kmr_dsl.verify.render import render_constraint
 from kmr_dsl.verify.state import Ctx, PipelineModel, eval_ir
 
@@ -78,7 +78,10 @@ def _meter(model: PipelineModel, ends: dict | None = None):
         end = (ends or {}).get((ref.name, ref.baseline), "high")
         if not isinstance(end, str):
             return end
-        name = SIZE_LOW if ref.name == "size" and end == "low" else ref.name
+        if end == "low":
+            name = {"size": SIZE_LOW, "nonzero": NONZERO_LOW}[ref.name]
+        else:
+            name = ref.name
         return meter_expr(model, name, model.initial if ref.baseline else model.final)
     return value
 
@@ -117,8 +120,9 @@ def _size_ends(model: PipelineModel, c: Constraint, ctx: Ctx):
     placeholder; the sign of the line's g in it says which end of the range is worst
     for the line. Where no sign is evident, g is affine in the reference at any one
     setting, so the worst is the larger of its two ends: both are listed."""
-    refs = {(m.name, m.baseline): sp.Symbol(f"kmr_size_{'base' if m.baseline else 'now'}", positive=True)
-            for m in _meter_refs(c) if m.name == "size" and m.analytic and not m.args}
+    ranged = _ranged(model)
+    refs = {(m.name, m.baseline): sp.Symbol(f"kmr_{m.name}_{'base' if m.baseline else 'now'}", positive=True)
+            for m in _meter_refs(c) if m.name in ranged and m.analytic and not m.args}
     if not refs:
         return None
     probe = Ctx(ctx.knobs, meter=_meter(model, refs))
@@ -128,8 +132,8 @@ def _size_ends(model: PipelineModel, c: Constraint, ctx: Ctx):
     if hasattr(g, "atoms") and any(cond.free_symbols & placeholders
                                    for pw in g.atoms(sp.Piecewise) for _, cond in pw.args):
         # a condition on `size` (`if size > X then ...`) can make g jump: no end is surely worst
-        raise A.NotModelled("`size` is modelled as a range (the header is bounded, not predicted): a condition "
-                            "on it cannot be decided at either end; compare `size` with `<=` or `>=` instead")
+        raise A.NotModelled(f"{_why_range(refs)}: a condition on it cannot be decided at either end; compare it "
+                            "with `<=` or `>=` instead")
     worst, best = [{}], [{}]
     for key, sym in refs.items():
         d = sp.diff(g, sym) if hasattr(g, "free_symbols") else None
@@ -138,8 +142,8 @@ def _size_ends(model: PipelineModel, c: Constraint, ctx: Ctx):
             continue
         corners_ok = d is not None and not (d.free_symbols & placeholders)   # g affine in this one
         if c.op in ("==", "!=") or d is None or (sign is None and not corners_ok):
-            raise A.NotModelled("`size` is modelled as a range (the header is bounded, not predicted): this line "
-                                "holds at neither end of it for sure; compare `size` once, with `<=` or `>=`")
+            raise A.NotModelled(f"{_why_range({key: sym})}: this line holds at neither end of it for sure; "
+                                "compare it once, with `<=` or `>=`")
         if sign is None:
             worst = [{**w, key: end} for w in worst for end in ("high", "low")]
             best = [{**b, key: end} for b in best for end in ("high", "low")]
@@ -148,6 +152,19 @@ def _size_ends(model: PipelineModel, c: Constraint, ctx: Ctx):
         worst = [{**x, key: w} for x in worst]
         best = [{**x, key: b} for x in best]
     return (worst, best) if worst != [{}] else None
+
+
+def _ranged(model: PipelineModel) -> tuple[str, ...]:
+    """The meters read as a range: `size` always; `nonzero` where a density is known
+    only as an upper bound (`State.low`: N:M on a layer that may be sparse)."""
+    return ("size", "nonzero") if model.final.low else ("size",)
+
+
+def _why_range(refs: dict) -> str:
+    if any(name == "size" for name, _ in refs):
+        return "`size` is modelled as a range (the header is bounded, not predicted)"
+    return ("`nonzero` is modelled as a range (N:M pruning of a layer that may be sparse keeps at most n of "
+            "each group's non-zeros: how many depends on where the zeros are)")
 
 
 def _meter_refs(e):

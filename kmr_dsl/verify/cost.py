@@ -75,6 +75,11 @@ UNITS = ANALYTIC_METERS     # meter -> dimension
 # that needs the file to be large (`size >= X`, the baseline side of `size <= k *
 # baseline.size`) reads, where `size` itself is the upper end (verify/budget.py).
 SIZE_LOW = "size_low"
+# The lower end of `nonzero` (and, inside SIZE_LOW, of each density): a layer in
+# `State.low` (N:M on a layer that may be sparse, verify/lowdensity.py) counts its
+# density's lower bound; elsewhere it equals `nonzero`.
+NONZERO_LOW = "nonzero_low"
+LOW_ENDS = (SIZE_LOW, NONZERO_LOW)
 _ITEMSIZE = {"float16": 2, "bfloat16": 2, "float64": 8}
 
 
@@ -355,7 +360,7 @@ def _constant_fields(st: dict) -> tuple | None:
 
 def layer_terms(model: PipelineModel, meter: str, state: State) -> tuple[list[tuple[str, object]], object]:
     """(per-layer parts in layer order, the constant rest) of an analytic meter."""
-    if meter not in ANALYTIC_METERS and meter != SIZE_LOW:
+    if meter not in ANALYTIC_METERS and meter not in LOW_ENDS:
         raise A.NotModelled(f"meter `{meter}` has no cost model")
     return model.cost_terms.get(state, lambda: _layer_terms(model, meter, state), meter)
 
@@ -363,7 +368,7 @@ def layer_terms(model: PipelineModel, meter: str, state: State) -> tuple[list[tu
 def _layer_terms(model: PipelineModel, meter: str, state: State):
     digits = _digits(model)
     facts = model.facts
-    which = "trainable" if meter == "trainable_params" else meter
+    which = {"trainable_params": "trainable", NONZERO_LOW: "nonzero"}.get(meter, meter)
     parts = []
     # A layer whose state is all constants costs a constant that depends on its facts,
     # its field values and (through header entries) only the length of its name: one
@@ -371,6 +376,8 @@ def _layer_terms(model: PipelineModel, meter: str, state: State):
     memo: dict = {}
     for f in facts.layers:
         st = state.layers[f.name]
+        if meter in LOW_ENDS and f.name in state.low:
+            st = {**st, "density": state.low[f.name]}
         rank_set = (f.name, "rank") in state.origin
         values = _constant_fields(st)
         shape = None if values is None else (
@@ -389,6 +396,7 @@ def _layer_terms(model: PipelineModel, meter: str, state: State):
     rest = {
         "params": A.num(other),
         "nonzero": A.num(other),
+        NONZERO_LOW: A.num(other),
         "size": A.num(4 * other + facts.buffers_bytes - channel_stats + _fixed_header(model)),
         # parameters outside the layers: at least one byte each (their dtype is not a fact)
         SIZE_LOW: A.num(other + facts.buffers_bytes - channel_stats + _fixed_header(model, low=True)),
@@ -433,5 +441,5 @@ def cost_at(facts: ModelFacts, state: dict, rank_set=()) -> dict[str, float]:
     return {m: float(as_number(evaluate(meter_expr(model, m, sym), {}, exact=False))) for m in ANALYTIC_METERS}
 
 
-__all__ = ["ANALYTIC_METERS", "SIZE_LOW", "UNITS", "cost_at", "entry_bytes", "layer_costs", "layer_terms", "meter_expr",
+__all__ = ["ANALYTIC_METERS", "LOW_ENDS", "NONZERO_LOW", "SIZE_LOW", "UNITS", "cost_at", "entry_bytes", "layer_costs", "layer_terms", "meter_expr",
            "tensor_data_bytes"]

@@ -141,8 +141,9 @@ def _relation(line: Line):
 
 def check_feasibility(model: PipelineModel, lines: list[Line], limits: Limits,
                       use_bounds: bool = True) -> tuple[ObligationResult, list[Diagnostic]]:
-    """PROVED at the worst end of `size`'s range; REFUTED only at its best end
-    (budget.py): between the two the file's header decides, and the verdict is UNKNOWN."""
+    """PROVED at the worst end of `size`'s range (and `nonzero`'s, after N:M on a sparse
+    layer); REFUTED only at the best ends (budget.py): between the two the real file and
+    weights decide, and the verdict is UNKNOWN."""
     result, diags = _decide(model, lines, limits, use_bounds)
     if result.verdict is not Verdict.REFUTED or all(ln.optimistic is None for ln in lines):
         return result, diags
@@ -151,15 +152,24 @@ def check_feasibility(model: PipelineModel, lines: list[Line], limits: Limits,
     if relaxed.verdict is not Verdict.PROVED:
         return relaxed, rdiags
     shown = relaxed.summary.removeprefix("budget can be met, e.g. ")
-    reason = (f"the budget holds {shown} only if the file is at the small end of what the `size` model "
-              "allows (its header's offsets, padding and layer configs are bounded, not predicted); at the "
-              f"large end it cannot be met ({result.summary.removeprefix('budget cannot be met: ')})")
+    failed = result.summary.removeprefix('budget cannot be met: ')
+    if model.final.low:
+        # `nonzero` is a range too (verify/lowdensity.py)
+        reason = (f"the budget holds {shown} only at the favourable ends of what the cost models allow (the "
+                  "non-zeros N:M pruning keeps on a sparse layer, which depend on where its zeros are; the "
+                  f"file's header); at the other ends it cannot be met ({failed})")
+        hint = "run it (`kmr run` measures it), or apply N:M pruning before the unstructured pruning"
+    else:
+        reason = (f"the budget holds {shown} only if the file is at the small end of what the `size` model "
+                  "allows (its header's offsets, padding and layer configs are bounded, not predicted); at the "
+                  f"large end it cannot be met ({failed})")
+        hint = ("run it (`kmr run` measures the file), or leave a few hundred bytes between the `size` line's "
+                "bound and the prediction")
     span = result.span
     return (ObligationResult("feasibility", Verdict.UNKNOWN, span, "budget: unknown", model.pipeline.name,
                              reason=reason, method=relaxed.method),
             [error("KMR303", span, "could not decide whether the budget can be met", f"reason: {reason}",
-                   hint="run it (`kmr run` measures the file), or leave a few hundred bytes between the "
-                        "`size` line's bound and the prediction")])
+                   hint=hint)])
 
 
 def _decide(model: PipelineModel, lines: list[Line], limits: Limits,

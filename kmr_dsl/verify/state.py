@@ -53,7 +53,7 @@ from kmr_dsl.core.memo import ByIdentity, Memo
 from kmr_dsl.core.walk import Dispatch, Unsupported, nodes
 from kmr_dsl.facts import ModelFacts
 from kmr_dsl.verify import algebra as A
-from kmr_dsl.verify import groups, pools, rounding
+from kmr_dsl.verify import groups, lowdensity, pools, rounding
 from kmr_dsl.verify.knobs import KnobTable
 
 
@@ -66,10 +66,13 @@ class State:
     # layer -> the layers a global pruning ranked it with (verify/pools.py): their
     # densities are known in total only
     pools: dict[str, frozenset] = field(default_factory=dict)
+    # layer -> a lower bound of its density, where `density` is only an upper bound
+    # (N:M on a layer that may be sparse: verify/lowdensity.py)
+    low: dict[str, object] = field(default_factory=dict)
 
     def fork(self) -> "State":
         """A copy that steps can change in place (layer dicts are replaced, never mutated)."""
-        return State(dict(self.layers), dict(self.model), dict(self.origin), dict(self.pools))
+        return State(dict(self.layers), dict(self.model), dict(self.origin), dict(self.pools), dict(self.low))
 
 
 @dataclass(frozen=True)
@@ -352,6 +355,8 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
             _require_fold_group(model, step, index, layer, layer_facts)
     densities = {layer: (state.layers[layer]["density"], state.origin.get((layer, "density")))
                  for layer in targets if layer is not None}
+    ranked = _ranked_together(rule, params)
+    raw: dict[str, tuple] = {}          # layer -> (its density before rounding, its weight elements)
     for layer in targets:
         lstate = state.layers[layer] if layer is not None else None
         ctx = Ctx(model.knobs, params, lstate, state.model)
@@ -378,7 +383,7 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
             old = lstate
             lstate = dict(lstate)
             for f, v in _settled(model, new_layer, old, layer_facts.get(layer),
-                                 (layer, "rank") in state.origin).items():
+                                 (layer, "rank") in state.origin, raw.setdefault(layer, [])).items():
                 if old.get(f) != v:
                     lstate[f] = v
                     state.origin[(layer, f)] = index
@@ -401,6 +406,10 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
             if state.model.get(f) != v:
                 state.model[f] = v
                 state.origin[(None, f)] = index
+    raw = {l: r[0] for l, r in raw.items() if r}
+    if ranked is not A.FALSE:
+        _settle_pool(model, state, index, ranked, raw)
+    _follow_low(model, state, step, params, before, raw, ranked)
     _follow_shapes(state, before, touched)
     if densities:
         _follow_pools(model, state, index, step, params, densities, before, layer_facts)
@@ -460,6 +469,9 @@ def _requirements(model: PipelineModel, state: State, index: int, step: Step, pa
             cond = _placeholder(str(exc), True)
         if layer in state.pools and FieldRef("layer", "density") in set(nodes(clause)):
             cond = _placeholder(f"the density of `{layer}` after a global pruning is known only in total", True)
+        elif layer in state.low and FieldRef("layer", "density") in set(nodes(clause)):
+            cond = _placeholder(f"the density of `{layer}` after N:M pruning of a sparse layer is known only "
+                                "as a range", True)
         fields = []
         for ref in _fields_read(clause):
             scope = lstate if ref.scope == "layer" else state.model
@@ -469,11 +481,12 @@ def _requirements(model: PipelineModel, state: State, index: int, step: Step, pa
         model.requirements.append(Requirement(index, step, layer, ci, clause, cond, tuple(fields)))
 
 
-def _settled(model: PipelineModel, new: dict, old: dict, fact, factorized: bool) -> dict:
+def _settled(model: PipelineModel, new: dict, old: dict, fact, factorized: bool, raw: list | None = None) -> dict:
     """The effects' values as the runtime keeps them (core.step.settle): whole channels,
     ranks and weights. Kept weights are counted on the layer's weight at its new shape:
     the dense matrix, or both factors once `lowrank` split it (prune ranks the two
-    factors' weights together)."""
+    factors' weights together). `raw` receives (the density before rounding, the weight
+    elements) for a global pruning to round its total (`_settle_pool`)."""
     out = dict(new)
     ops = _ops_for(model)
     for f in ("in_features", "out_features", "rank", "heads"):
@@ -483,8 +496,81 @@ def _settled(model: PipelineModel, new: dict, old: dict, fact, factorized: bool)
         st = {**old, **out}
         numel = core_step.dense_numel(fact.weight_params, fact.in_features, fact.out_features,
                                       st["in_features"], st["out_features"], A.SYMBOLS, fact.depthwise)
-        out["density"] = _settle("density", out["density"], matrix_numel(st, numel, factorized), ops)
+        numel = matrix_numel(st, numel, factorized)
+        if raw is not None:
+            raw.append((out["density"], numel))
+        out["density"] = _settle("density", out["density"], numel, ops)
     return out
+
+
+def _ranked_together(rule: Rule, params: dict):
+    """The condition under which a step ranks its selected layers' weights together
+    (`method = global`): TRUE, FALSE, or a condition over an enum knob."""
+    method = params.get("method")
+    if not any(e.scope == "layer" and e.field == "density" for e in rule.effects):
+        return A.FALSE
+    if isinstance(method, (A.EnumValue, A.EnumKnob)):
+        return A.enum_equal(method, A.EnumValue("global"))
+    return A.FALSE
+
+
+def _follow_low(model: PipelineModel, state: State, step: Step, params: dict, before: dict, raw: dict,
+                ranked) -> None:
+    """The lower ends of this step's new densities (verify/lowdensity.py), settled as the
+    runtime rounds (a whole count at least a lower bound is at least its rounding half up),
+    the total once where the step ranks together."""
+    effect = next((e for e in step.rule.effects if e.scope == "layer" and e.field == "density"), None)
+    if effect is None or not raw:
+        return
+    lows, any_low = {}, False
+    for l, (_, numel) in raw.items():
+        old = before.get(l, state.layers[l])
+        try:
+            value = eval_ir(effect.expr, Ctx(model.knobs, params, {**old, "density": RHO}, state.model))
+        except A.NotModelled:
+            value = None
+        if value is None or isinstance(value, (A.Unmodelled, A.UnmodelledBool)) or (
+                l not in state.low and not lowdensity.reads_min(value, RHO)):
+            state.low.pop(l, None)
+            lows[l] = (None, numel)
+            continue
+        lows[l] = (lowdensity.low_after(value, RHO, state.low.get(l, old["density"])), numel)
+        any_low = True
+    if not any_low:
+        return
+    ops = _ops_for(model)
+    settled = {l: _settle("density", v, n, ops) for l, (v, n) in lows.items() if v is not None}
+    if ranked is not A.FALSE and len(raw) >= 2:
+        try:
+            pooled = pools.settle_total({l: (v if v is not None else raw[l][0], n) for l, (v, n) in lows.items()},
+                                        lambda x: core_step.round_half_up(x, ops))
+        except A.NotModelled:
+            pooled = {l: 0 for l in lows}       # no rounding known: 0 is a lower bound of every density
+        settled = {l: pooled[l] if ranked is A.TRUE else A.ite(ranked, pooled[l], settled.get(l, pooled[l]))
+                   for l in lows}
+    for l, v in settled.items():
+        if v == state.layers[l]["density"]:
+            state.low.pop(l, None)
+        else:
+            state.low[l] = v
+
+
+def _settle_pool(model: PipelineModel, state: State, index: int, ranked, raw: dict) -> None:
+    """Global pruning keeps round_half_up(total) weights of the whole selection, not the
+    sum of each layer's rounded share (kmr_dsl/rules/prune.py): where the step ranks
+    together (`ranked`), the layers' densities are the unrounded shares with the total's
+    rounding added to the largest layer (pools.settle_total), so `nonzero` is exact."""
+    if len(raw) < 2:
+        return                  # one layer: its own rounding is the total's
+    try:
+        pooled = pools.settle_total(raw, lambda x: core_step.round_half_up(x, _ops_for(model)))
+    except A.NotModelled:
+        pooled = {l: d for l, (d, _) in raw.items()}   # unrounded, as `_settle` keeps a count it cannot round
+    for layer, density in pooled.items():
+        value = density if ranked is A.TRUE else A.ite(ranked, density, state.layers[layer]["density"])
+        if state.layers[layer]["density"] != value:
+            state.layers[layer] = {**state.layers[layer], "density": value}
+            state.origin[(layer, "density")] = index
 
 
 def factor_test(st: dict):

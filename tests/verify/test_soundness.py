@@ -136,6 +136,22 @@ REPRODUCERS = {
     "global-then-layer-prune": _program(_model("cnn", "3,6,4,4,5", "000"),
                                         "prune(amount = 0.5, method = global)\nprune(amount = 0.8) on layers(Linear)",
                                         "nonzero <= 229"),
+    # global pruning keeps round_half_up(0.8 * 192) = 154 of the two layers' weights; each
+    # layer's own rounding (102 + 51) is one short: the line was proved, the run has 174
+    "global-total-rounding": _program(_model("mlp", "8,16,4"), "prune(amount = a, method = global)",
+                                      "nonzero <= 173", _A.format(0.2)),
+    # the same with the method a knob: the total is rounded once where it is `global`
+    # (the budget was refuted: 173 at both methods)
+    "global-total-rounding-knob": _program(_model("mlp", "8,16,4"), "prune(amount = 0.2, method = mth)",
+                                           "nonzero >= 174", "knob mth : {magnitude, global} = global"),
+    # N:M on a sparse layer keeps at most n of each group's non-zeros (65 here, not
+    # min(0.4, 2 / 4) of 192 = 77): the effect is an upper bound, read by a `>=` line
+    "nm-on-sparse-layer": _program(_model("mlp", "8,16,4", "00"), "prune(amount = 0.6)\nprune(amount = 0.0, method = nm)",
+                                   "nonzero >= 77"),
+    # the same through sparsegpt's N:M, and the file's lower end (the sparse form's values)
+    "nm-on-sparse-layer-size": _program(_model("mlp", "32,32,4", "00"),
+                                        "prune(amount = 0.6)\nsparsegpt(amount = 0.0, n = 2, m = 4, calibration = train, "
+                                        "samples = 16)", "size >= 2668 B", data=_TRAIN.replace('"16,16,4"', '"32,32,4"')),
     # half precision on a model whose head is tied to its embedding: proved, then the
     # `macs` meter fails (KMR408: a float32 input meets the shared bf16 weight)
     "tied-half-precision": _program(_model("tied", "6,4,1", "1"), "quantize(bits = 16)", "params <= 1000"),
