@@ -144,6 +144,11 @@ REPRODUCERS = {
     # (the budget was refuted: 173 at both methods)
     "global-total-rounding-knob": _program(_model("mlp", "8,16,4"), "prune(amount = 0.2, method = mth)",
                                            "nonzero >= 174", "knob mth : {magnitude, global} = global"),
+    # pruning twice by a continuous knob: round(round(256 (1 - a)) (1 - a)) takes more
+    # values over a's range than the rounding's limit; each branch of the first rounding
+    # is rounded on its own part of the range (verify/rounding.py): 97 at a = 0.45, not 96.8
+    "compounded-continuous-rounding": _program(_model("mlp", "16,16,4", "00"), "prune(amount = a)\nprune(amount = a)",
+                                               "nonzero <= 96.9", "knob a : float in [0.0, 0.9] = 0.45"),
     # N:M on a sparse layer keeps at most n of each group's non-zeros (65 here, not
     # min(0.4, 2 / 4) of 192 = 77): the effect is an upper bound, read by a `>=` line
     "nm-on-sparse-layer": _program(_model("mlp", "8,16,4", "00"), "prune(amount = 0.6)\nprune(amount = 0.0, method = nm)",
