@@ -46,9 +46,12 @@ tensors outside the layers are not counted (ModelFacts does not name them); a co
 continuous knob (no `step`) is rounded only when it is affine in that one knob and takes
 at most rounding.MAX_PIECES values (a rank, a channel count), else it keeps the exact
 product (verify/rounding.py);
-global pruning rounds the total once, the state each layer (and gives each layer the
-average density, exact in total: a later step that changes some of those densities on
-their own makes the density-reading lines UNKNOWN, verify/pools.py); factors after `lowrank`
+global pruning gives each layer the average density, exact in total (its rounding is
+the total's, verify/pools.settle_total; a later step that changes some of those
+densities on their own makes the density-reading lines UNKNOWN, verify/pools.py); N:M
+pruning of a layer that may be sparse gives an upper bound of its density, with a
+lower bound in `State.low` that NONZERO_LOW and SIZE_LOW read (verify/lowdensity.py);
+factors after `lowrank`
 keep the state's density (the runtime's SVD factors are dense).
 A BatchNorm's running statistics (facts.channel_buffer_bytes, taken out of
 buffers_bytes) shrink with its channels. A depthwise conv (facts.depthwise) has

@@ -34,7 +34,11 @@ Semantics, in order:
 - global pruning over several layers pools them (`State.pools`, verify/pools.py): each
   keeps the average density, exact in total; a later step that changes some of them on
   their own adds an UNKNOWN requirement (kind "pooled", KMR303), and a requires clause
-  reading a pooled layer's density is UNKNOWN too.
+  reading a pooled layer's density is UNKNOWN too; the kept total is rounded once, as
+  the runtime rounds it (`_settle_pool`);
+- an effect that takes `min(layer.density, c)` (N:M) on a layer that may be sparse is an
+  upper bound: `State.low` keeps a lower bound beside it (verify/lowdensity.py), and a
+  requires clause reading that density is UNKNOWN.
 A value the state cannot express (a data argument in arithmetic, an unknown field)
 becomes an `Unmodelled` placeholder, and every obligation touching it is UNKNOWN.
 """
