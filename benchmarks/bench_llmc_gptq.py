@@ -2,10 +2,10 @@
 
 Usage: python benchmarks/bench_llmc_gptq.py [--group-size N] [--samples N] [--update-docs]
 
-Run it with an interpreter that has llm-compressor installed; without it the script
-says so and exits 0 (llm-compressor pins transformers <= 5.17 and its own
-compressed-tensors, so it lives in a separate environment from KMR's: it needs only
-torch and transformers from there, since KMR's GPTQ path is torch-only).
+The llm-compressor row needs an interpreter that has llm-compressor installed; without
+it that row says so and the others are measured (llm-compressor pins transformers <= 5.17
+and its own compressed-tensors, so it lives in a separate environment from KMR's: it
+needs only torch and transformers from there, since KMR's GPTQ path is torch-only).
 
 One process, one seeded tiny Llama built from a `LlamaConfig` (no download: 2 layers,
 hidden 128, MLP 256, 4 heads, vocabulary 512, random weights), calibration
@@ -17,7 +17,13 @@ scale per `--group-size` inputs, dampening 0.01, no activation ordering:
   (KMR's grid: zero-preserving midrise levels, docs/stdlib.md);
 - llm-compressor: `oneshot(model, dataset, recipe = GPTQModifier(config_groups = {int4,
   symmetric, group G}, ignore = ["lm_head"]))`, its model run as it leaves `oneshot`
-  (fake-quantized weights).
+  (fake-quantized weights);
+- the reference GPTQ (IST-DASLab `quant.py` + `fasterquant`, re-implemented in
+  tests/runtime/reference_gptq.py: integer codes [-8, 7], scale 2 max|w| / 15), layer by
+  layer in the order the forward pass calls them, each on the inputs it receives once the
+  earlier ones are quantized (as KMR's), weights replaced by their quantized values; and
+  the same with KMR's exact-density rule (a non-zero weight never gets code 0), which is
+  what the reference grid would cost inside KMR.
 
 Columns: per-layer relative output error ||Q(X) - W(X)|| / ||W(X)|| on the *float*
 model's inputs to that layer over the evaluation tokens (mean and max over the 14
@@ -100,6 +106,37 @@ def kmr_gptq(model, calib, group_size):
                       calibration=Dataset(calib, None, "calib"), samples=len(calib))
 
 
+def reference_gptq(model, calib, group_size, keep_density=False):
+    import torch
+
+    from tests.runtime.reference_gptq import fasterquant
+
+    order = []
+    hooks = [mod.register_forward_hook(lambda m, a, o, n=name: order.append(n) and None)
+             for name, mod in linears(model)]
+    with torch.no_grad():
+        model(input_ids=calib[:1])
+    for h in hooks:
+        h.remove()
+    mods = dict(model.named_modules())
+    for name in dict.fromkeys(order):
+        mod = mods[name]
+        h_sum, count = None, 0
+
+        def collect(m, args, out):
+            nonlocal h_sum, count
+            x = args[0].detach().reshape(-1, args[0].shape[-1]).double()
+            h_sum = x.T @ x if h_sum is None else h_sum + x.T @ x
+            count += x.shape[0]
+        handle = mod.register_forward_hook(collect)
+        with torch.no_grad():
+            model(input_ids=calib)
+        handle.remove()
+        values, _ = fasterquant(mod.weight, 2.0 / count * h_sum, 4, group_size, keep_density=keep_density)
+        mod.weight.data = values.to(mod.weight.dtype)
+    return model
+
+
 def word_tokenizer(vocab: int):
     """An in-memory tokenizer ("0" ... "N-1" are the ids): oneshot insists on a processor
     even for a pre-tokenized dataset, and nothing may be downloaded."""
@@ -139,9 +176,9 @@ def main(argv=None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         import llmcompressor
-    except ImportError as exc:
-        print(f"llm-compressor is not installed here ({exc}); nothing measured", file=sys.stderr)
-        return 0
+        llmc = f"llm-compressor {llmcompressor.__version__}"
+    except ImportError:
+        llmcompressor, llmc = None, "no llm-compressor"
     import platform
 
     import torch
@@ -154,7 +191,14 @@ def main(argv=None) -> int:
     fp32 = tiny_llama()
     inputs = layer_inputs(fp32, tokens)
     rows = []
-    for name, run in (("KMR gptq", kmr_gptq), ("llm-compressor GPTQModifier", llmc_gptq)):
+    runs = (("KMR gptq", kmr_gptq), ("llm-compressor GPTQModifier", llmc_gptq),
+            ("reference GPTQ (re-implemented)", reference_gptq),
+            ("reference grid with KMR's exact density",
+             lambda model, calib, g: reference_gptq(model, calib, g, keep_density=True)))
+    for name, run in runs:
+        if run is llmc_gptq and llmcompressor is None:
+            rows.append(f"| {name} | — | — | — | — | not installed in this environment |")
+            continue
         model = copy.deepcopy(fp32)
         start = time.perf_counter()
         try:
@@ -167,7 +211,7 @@ def main(argv=None) -> int:
         rows.append(f"| {name} | {mean_err:.4f} | {max_err:.4f} | {cos:.4f} | {seconds:.1f} | |")
     text = "\n".join([
         f"Measured with `python benchmarks/bench_llmc_gptq.py --group-size {args.group_size} --samples "
-        f"{args.samples}` in an environment holding llm-compressor {llmcompressor.__version__} "
+        f"{args.samples}` in an environment holding {llmc} "
         f"(transformers {transformers.__version__}, torch {torch.__version__}, {platform.machine()}, 1 thread): "
         f"tiny Llama (2 layers, hidden 128, random seeded weights), int4 symmetric g{args.group_size}, "
         f"{args.samples} x {SEQ} calibration tokens, errors on 32 x {SEQ} other tokens.",

@@ -55,6 +55,17 @@ def kmr_model(base, linear_step):
     return model
 
 
+def torch_bytes(model) -> int:
+    """The file torch's own rows are measured by: `torch.save(state_dict)`."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return len(buffer.getvalue())
+
+
 def rows(base, calib):
     import warnings
 
@@ -110,8 +121,6 @@ def main(argv=None) -> int:
     def wanted(name: str) -> bool:
         return args.only is None or name == "fp32 baseline" or any(text in name for text in args.only)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import io
-
     import torch
     import torch.nn.functional as F
 
@@ -140,11 +149,6 @@ def main(argv=None) -> int:
             notes[name] = f"refused: {exc.diagnostic.code} {exc.diagnostic.message}"
         build_s[name] = time.perf_counter() - start
         print(f"{name}: {build_s[name]:.1f} s {notes.get(name, '')}", file=sys.stderr, flush=True)
-
-    def torch_bytes(model):
-        buffer = io.BytesIO()
-        torch.save(model.state_dict(), buffer)
-        return len(buffer.getvalue())
 
     sample = texts.tokenize(texts.texts_of("test")[:BATCH], SEQUENCE)
     timed = {n: m for n, (m, _) in models.items()}

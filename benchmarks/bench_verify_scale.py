@@ -28,9 +28,12 @@ with per-layer bit and sparsity families and three budget lines.
 
 The 25-knob row: 25 scalar sparsity knobs, each pruning every layer, and one bit-width
 knob (one component of 26 knobs, 11^25 x 4 points, products of the knobs) on 20
-layers; feasible (a witness by descent search) and infeasible (one line out of reach).
+layers (--knobs-layers); feasible (a witness by descent search), infeasible (one line out
+of reach) and jointly infeasible (two lines each met alone, not together: a certificate
+over the layers' shared counts, verify/joint.py). `--child-knobs` runs only this case
+and prints its JSON.
 
-Run: .venv/bin/python benchmarks/bench_verify_scale.py [--layers 100 1000 3000] [--runs 3] [--cap 20] [--no-70b] [--no-knobs]
+Run: .venv/bin/python benchmarks/bench_verify_scale.py [--layers 100 1000 3000] [--runs 3] [--cap 20] [--no-70b] [--no-knobs] [--knobs-layers 20]
 """
 
 from __future__ import annotations
@@ -109,7 +112,8 @@ def chain_facts(n: int):
 KNOBS25 = 25
 MANY_KNOBS_LAYERS = 20
 MANY_KNOBS = {"feasible": ["size <= 30% * baseline.size", "nonzero >= 10% * baseline.nonzero"],
-              "infeasible": ["size <= 1% * baseline.size", "nonzero >= 10% * baseline.nonzero"]}
+              "infeasible": ["size <= 1% * baseline.size", "nonzero >= 10% * baseline.nonzero"],
+              "jointly infeasible": ["size <= 12% * baseline.size", "nonzero >= 90% * baseline.nonzero"]}
 
 
 def many_knobs_program(lines: list[str]) -> str:
@@ -121,9 +125,9 @@ def many_knobs_program(lines: list[str]) -> str:
             "    budget {\n" + "\n".join("        " + ln for ln in lines) + "\n    }\n}\n")
 
 
-def many_knobs(runs: int) -> dict:
+def many_knobs(runs: int, layers: int = MANY_KNOBS_LAYERS) -> dict:
     """The 25-knob case, in its own process (peak RSS is its own)."""
-    facts = chain_facts(MANY_KNOBS_LAYERS)
+    facts = chain_facts(layers)
     out = {}
     for kind, lines in MANY_KNOBS.items():
         _, report, feas, wall, cpu = _timed_verify(many_knobs_program(lines), "many.kmr", facts, runs)
@@ -245,6 +249,7 @@ def main() -> None:
     ap.add_argument("--child-70b", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--child-knobs", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--no-knobs", action="store_true", help="skip the 25-knob case")
+    ap.add_argument("--knobs-layers", type=int, default=MANY_KNOBS_LAYERS, help="layers of the 25-knob case")
     args = ap.parse_args()
     if args.child is not None:
         print(json.dumps(one_n(args.child, args.runs, args.cap)))
@@ -253,7 +258,7 @@ def main() -> None:
         print(json.dumps(llama(args.runs)))
         return
     if args.child_knobs:
-        print(json.dumps(many_knobs(args.runs)))
+        print(json.dumps(many_knobs(args.runs, args.knobs_layers)))
         return
     results = {}
     for n in args.layers:
@@ -273,10 +278,11 @@ def main() -> None:
     for n, res in results.items():
         print(f"| {n:,} | {res['peak_mb']:.0f} |")
     if not args.no_knobs:
-        cmd = [sys.executable, __file__, "--child-knobs", "--runs", str(args.runs)]
+        cmd = [sys.executable, __file__, "--child-knobs", "--runs", str(args.runs), "--knobs-layers",
+               str(args.knobs_layers)]
         res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
         print()
-        print(f"{KNOBS25} scalar sparsity knobs + 1 bit-width knob on every layer of {MANY_KNOBS_LAYERS} layers "
+        print(f"{KNOBS25} scalar sparsity knobs + 1 bit-width knob on every layer of {args.knobs_layers} layers "
               f"(one component of 26 knobs), peak RSS {res['peak_mb']:.0f} MB")
         for kind in MANY_KNOBS:
             r = res[kind]

@@ -1,11 +1,15 @@
 """What the side-by-side benchmarks (bench_overhead, bench_cnn, bench_minilm) share.
 
 Contract:
-- `paired_latency(models, make_input, rounds, threads)`: every round runs each model
+- `paired_rounds(models, make_input, rounds, threads)`: every round runs each model
   once on the same input, in turn, so a load spike from another process hits every
-  model of that round alike. Returns, per model, the median seconds, the minimum and
-  the median of its per-round ratio to the first model (the reference). On a shared
-  machine the paired ratio is the figure to read; absolute times move with the load.
+  model of that round alike; the order rotates from round to round, so no model always
+  runs first (or right after the slowest one). Returns each model's seconds per round.
+- `paired_latency(...)`: the same rounds summarised: per model, the median seconds, the
+  minimum and the median of its per-round ratio to the first model (the reference). On
+  a shared machine the paired ratio is the figure to read; absolute times move with
+  the load.
+- `quartiles(values)`: (min, 25th, median, 75th percentile, max), for a per-round spread.
 - `environment(threads)`: one line naming the CPU, torch, the threads and the load.
 - `update_docs(section, text)`: replace the body of `## SECTION` in
   docs/benchmarks.md (append the section if it is missing), leaving every other
@@ -30,7 +34,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
-def paired_latency(models: dict, make_input, rounds: int = 10, threads: int | None = 1, warmup: int = 2) -> dict:
+def paired_rounds(models: dict, make_input, rounds: int = 10, threads: int | None = 1,
+                  warmup: int = 2) -> dict[str, list[float]]:
     import torch
 
     previous = torch.get_num_threads()
@@ -44,16 +49,32 @@ def paired_latency(models: dict, make_input, rounds: int = 10, threads: int | No
             for _ in range(warmup):
                 for n in names:
                     models[n](x)
-            for _ in range(rounds):
-                for n in names:
+            for r in range(rounds):
+                for n in names[r % len(names):] + names[:r % len(names)]:
                     start = time.perf_counter()
                     models[n](x)
                     times[n].append(time.perf_counter() - start)
     finally:
         torch.set_num_threads(previous)
-    ref = times[names[0]]
+    return times
+
+
+def paired_latency(models: dict, make_input, rounds: int = 10, threads: int | None = 1, warmup: int = 2) -> dict:
+    times = paired_rounds(models, make_input, rounds, threads, warmup)
+    ref = times[next(iter(models))]
     return {n: {"median_s": statistics.median(t), "min_s": min(t),
                 "ratio": statistics.median([a / b for a, b in zip(t, ref)])} for n, t in times.items()}
+
+
+def quartiles(values) -> tuple[float, float, float, float, float]:
+    """(min, 25th percentile, median, 75th percentile, max), linearly interpolated."""
+    v = sorted(values)
+
+    def at(f: float) -> float:
+        i = f * (len(v) - 1)
+        lo = int(i)
+        return v[lo] + (v[min(lo + 1, len(v) - 1)] - v[lo]) * (i - lo)
+    return v[0], at(0.25), at(0.5), at(0.75), v[-1]
 
 
 def cpu_name() -> str:

@@ -176,6 +176,8 @@ RECIPE_FIXED_CHARS = 240
 # ---------------------------------------------------------------- the recipe
 # 2: 4- and 2-bit codes are on the zero-preserving midrise grid (runtime.quant). A
 # format-1 file is still read when it holds no 4- or 2-bit layer (nothing else changed).
+# Code -8 (-2 at 2 bits), level -15/2 (-3/2) steps, was added within format 2: older
+# format-2 files hold a subset of the codes and decode the same.
 FORMAT_VERSION = 2
 
 

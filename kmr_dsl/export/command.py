@@ -23,6 +23,7 @@ def export_command(args) -> int:
     result = run(str(artifact), out, dense=args.dense, trust=args.trust, base_dir=args.base_dir)
     if args.format == "json":
         print(json.dumps({"path": str(result.path), "format": args.export_format, "layers": result.encodings,
+                          "config_changes": {k: list(v) for k, v in result.config_changes.items()},
                           "check": {"samples": result.samples, **result.check.to_json()}}, indent=2))
     else:
         print(result.summary())

@@ -2,10 +2,10 @@
 `save_pretrained` folder whose quantized weights are in the compressed-tensors format.
 
 Contract: `export_hf(artifact, out_dir, dense, trust, base_dir) -> ExportResult` writes
-`out_dir/` (config.json, model.safetensors) such that
-`transformers.AutoModel.from_pretrained(out_dir)` loads it on CPU (with the
-`compressed-tensors` package installed when a layer is quantized) and computes what the
-artifact computes. The folder appears only when that check passes (written to a
+`out_dir/` (config.json, model.safetensors) such that the artifact's transformers class
+(`export_class`: LlamaForCausalLM for a causal LM; `AutoModel` loads its base) loads it
+with `from_pretrained(out_dir)` on CPU (with the `compressed-tensors` package installed
+when a layer is quantized) and computes what the artifact computes. The folder appears only when that check passes (written to a
 temporary folder beside it, loaded back with transformers, compared on sample inputs,
 then moved into place); otherwise KMR522.
 
@@ -23,8 +23,10 @@ on that grid). Encodings:
   is not compressed-tensors' integer grid), low-rank factorized layers and unmerged
   LoRA adapters (no place for them in the architecture) — `dense` writes their float
   values (factors multiplied out, adapters merged);
-- always refused: a layer whose shape no longer matches the architecture's config
-  (channel pruning), since `from_pretrained` builds from the config.
+- head- and channel-pruned widths: written into config.json where the config can state
+  them (`hf_config.fit_config`: Llama head counts and `head_dim`, `intermediate_size`);
+  otherwise refused with the layer's name (KMR520) unless `dense` (zero padding to a
+  width the config states: the same function).
 Tolerances as for ONNX: 1e-4 without dynamic layers; 0.1 / 0.05 with them (the loaded
 model fake-quantizes activations symmetrically, torch's kernels asymmetrically).
 """
@@ -41,6 +43,7 @@ import torch
 import torch.nn as nn
 
 from kmr_dsl.diagnostics import KmrError, Span, error
+from kmr_dsl.export.hf_config import fit_config
 from kmr_dsl.export.onnx_export import ExportResult, refuse
 from kmr_dsl.export.samples import judge, load_artifact, outputs, sample_inputs
 from kmr_dsl.export.twin import Leaf, float_twin
@@ -59,19 +62,25 @@ def export_hf(artifact: str, out_dir: str | Path, dense: bool = False, trust: bo
         raise KmrError(error("KMR523", Span.unknown(artifact),
                              f"`--format hf` needs a transformers model; this artifact holds a {type(model).__name__}",
                              hint="use --format onnx, or build the model with the hf(...) loader"))
+    cls = export_class(model)
     twin, plan = float_twin(model)
-    _check_shapes(twin, artifact)
     result = ExportResult(Path(out_dir))
     _densify(twin, plan, dense, result)
+    fit = fit_config(twin, cls, plan, dense)
+    twin.config = fit.config
+    result.config_changes = dict(fit.changes)
+    for layer in sorted({key.rpartition(".")[0] for key in fit.padded}):
+        if layer in result.encodings:
+            result.encodings[layer] += " (zero-padded to the config's width)"
     samples = sample_inputs(model, spec)
-    artifact_out = outputs(model, samples, _architecture_forward(model))
-    float_out = outputs(twin, samples, _architecture_forward(twin))
+    artifact_out = outputs(model, samples, _architecture_forward(model, cls))
+    float_out = outputs(twin, samples, _architecture_forward(twin, cls))
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         dynamic = _save(twin, plan, tmp)
-        result.check = judge(artifact_out, float_out, _loaded_outputs(model, tmp, samples), dynamic)
+        result.check = judge(artifact_out, float_out, _loaded_outputs(cls, tmp, samples), dynamic)
         result.samples = len(samples)
         if not result.check.ok:
             raise KmrError(error("KMR522", Span.unknown(artifact),
@@ -85,23 +94,6 @@ def export_hf(artifact: str, out_dir: str | Path, dense: bool = False, trust: bo
         shutil.rmtree(tmp, ignore_errors=True)
     result.path = out / "model.safetensors"
     return result
-
-
-def _check_shapes(twin: nn.Module, artifact: str) -> None:
-    """Every float weight must have the shape the config builds (channel pruning breaks it)."""
-    from transformers import AutoModel
-
-    with torch.device("meta"):
-        fresh = AutoModel.from_config(twin.config)  # what from_pretrained will build
-    expected = {k: tuple(v.shape) for k, v in fresh.state_dict().items()}
-    for key, value in twin.state_dict().items():
-        if key in expected and tuple(value.shape) != expected[key]:
-            layer = key.rpartition(".")[0]
-            raise KmrError(error("KMR520", Span.unknown(layer),
-                                 f"layer `{layer}` has shape {tuple(value.shape)}; the model's config builds "
-                                 f"{expected[key]}", "channel pruning changed the architecture, and "
-                                 "from_pretrained builds the architecture from config.json",
-                                 hint="export with --format onnx, or prune without method = channel"))
 
 
 def _densify(twin: nn.Module, plan: dict[str, Leaf], dense: bool, result: ExportResult) -> None:
@@ -148,7 +140,8 @@ def _save(twin: nn.Module, plan: dict[str, Leaf], folder: Path) -> bool:
     w8a16 = [n for n, leaf in plan.items() if leaf.format == "int8"]
     w8a8 = [n for n, leaf in plan.items() if leaf.format == "int8_dynamic"]
     if not (w8a16 or w8a8):
-        twin.save_pretrained(folder)
+        with _quiet():
+            twin.save_pretrained(folder)
         return False
     try:
         from compressed_tensors.compressors import ModelCompressor
@@ -223,25 +216,29 @@ class _quiet:
         return False
 
 
-def _loaded_outputs(model: nn.Module, folder: Path, samples) -> list[torch.Tensor]:
-    from transformers import AutoModel
-
+def _loaded_outputs(cls, folder: Path, samples) -> list[torch.Tensor]:
     with warnings.catch_warnings(), _quiet():
         warnings.simplefilter("ignore")
-        loaded = AutoModel.from_pretrained(str(folder)).eval()
+        loaded = cls.from_pretrained(str(folder)).eval()
         return outputs(loaded, samples)  # the first forward decompresses (quietly, here)
 
 
-def _architecture_forward(model: nn.Module):
-    """What `AutoModel.from_pretrained` will compute: a subclass of the architecture (a
-    model with its own pooling, say) is run with the architecture's own forward."""
-    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+def export_class(model: nn.Module):
+    """The transformers class the folder is loaded as: the model's own class, or for a
+    subclass defined elsewhere (a model with its own pooling, say) the transformers
+    architecture it extends, which is what `from_pretrained` can build."""
+    from transformers import PreTrainedModel
 
-    try:
-        cls = MODEL_MAPPING[type(model.config)]
-    except KeyError:
-        return model
-    if type(model) is not cls and isinstance(model, cls):
+    for cls in type(model).__mro__:
+        if issubclass(cls, PreTrainedModel) and cls.__module__.startswith("transformers."):
+            return cls
+    return type(model)    # pragma: no cover - export_hf checked it is a PreTrainedModel
+
+
+def _architecture_forward(model: nn.Module, cls):
+    """What `cls.from_pretrained` will compute: a subclass is run with the
+    architecture's own forward."""
+    if type(model) is not cls:
         return lambda x: cls.forward(model, x)
     return model
 

@@ -54,6 +54,7 @@ class ExportResult:
     encodings: dict[str, str] = field(default_factory=dict)   # leaf -> how it was written
     check: Check | None = None
     samples: int = 0
+    config_changes: dict = field(default_factory=dict)        # config field -> (before, after): hf only
 
     def summary(self) -> str:
         kinds: dict[str, int] = {}
@@ -62,7 +63,8 @@ class ExportResult:
         enc = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
         size = self.path.stat().st_size if self.path.is_file() else sum(
             p.stat().st_size for p in self.path.parent.iterdir() if p.is_file())
-        return (f"wrote {self.path} ({size:,} bytes; layers: {enc})\n"
+        config = "".join(f"\n  config.json: {k} {a} -> {b}" for k, (a, b) in sorted(self.config_changes.items()))
+        return (f"wrote {self.path} ({size:,} bytes; layers: {enc}){config}\n"
                 f"  checked on {self.samples} sample batches against the torch artifact: "
                 f"{self.check.vs_artifact.summary()}\n"
                 f"  passed: {self.check.rule()}")

@@ -21,7 +21,7 @@ import re
 from kmr_dsl.diagnostics import Diagnostic, warning
 from kmr_dsl.importer.context import DATA, EXECUTION_ONLY, Ctx, Enum, Selector, StepOut, layer_pattern, selector
 from kmr_dsl.importer.recipe import Modifier, Recipe, Stage
-from kmr_dsl.importer.schemes import QuantSpec, quant_args, quant_specs
+from kmr_dsl.importer.schemes import QuantSpec, activation_args, quant_args, quant_specs
 
 def _step(cx: Ctx, mod: Modifier, rule: str, args, sel: Selector | None) -> StepOut:
     return StepOut(rule, list(args), sel, mod.span, f"{mod.name} in {cx.stage.name}")
@@ -57,9 +57,11 @@ def gptq(mod: Modifier, cx: Ctx) -> list[StepOut]:
             args.append(("act_order", True))
         steps.append(_step(cx, mod, "gptq", args, sel))
         if spec.activations is not None:  # GPTQ sets the weights; the activations are quantized after
-            steps.append(_step(cx, mod, "quantize", [("bits", 8)] + (
-                [("scheme", Enum("static")), ("calibration", Enum(DATA))] if spec.activations == "static" else []),
-                sel))
+            scheme = [("scheme", Enum("static"))] if spec.activations == "static" else []
+            # gptq has no `symmetric`: with asymmetric weights its step is left as a comment
+            # (KMR533) and this one quantizes the float weights as the recipe asks
+            symmetric = [] if spec.symmetric else [("symmetric", False)]
+            steps.append(_step(cx, mod, "quantize", [("bits", 8)] + scheme + symmetric + activation_args(spec), sel))
     return steps
 
 
@@ -83,11 +85,25 @@ def _awq_steps(cx: Ctx, spec: QuantSpec, sel: Selector, mod: Modifier | None = N
     return [_step(cx, mod, "awq", quant_args(spec, True) + [("calibration", Enum(DATA))], sel)]
 
 
+# llm-compressor's DEFAULT_SMOOTHQUANT_MAPPINGS (modifiers/smoothquant/utils.py)
+SMOOTHQUANT_DEFAULT_MAPPINGS = [[["re:.*q_proj", "re:.*k_proj", "re:.*v_proj"], "re:.*input_layernorm"],
+                                [["re:.*gate_proj", "re:.*up_proj"], "re:.*post_attention_layernorm"]]
+
+
 def smoothquant(mod: Modifier, cx: Ctx) -> list[StepOut]:
     opts = mod.options
     alpha = cx.take(opts, "smoothing_strength", 0.5)
     sel = selector(cx, opts, default=("Linear",))
     mappings = cx.take(opts, "mappings")
+    if not mappings:
+        # llm-compressor then picks them by the model's architecture: its default (Llama,
+        # Mistral, Qwen2 and every architecture it does not list) unless Mixtral, Bloom or ChatGLM
+        mappings = SMOOTHQUANT_DEFAULT_MAPPINGS
+        cx.approx(mod.span, "SmoothQuantModifier without `mappings`: llm-compressor chooses them by the model's "
+                  "architecture, which a recipe does not name",
+                  "written as its default mappings (q/k/v_proj after input_layernorm, gate/up_proj after "
+                  "post_attention_layernorm: Llama, Mistral, Qwen2 and unlisted architectures); a pattern that "
+                  "matches no layer of the model is refused by `kmr check` (KMR240)")
     if mappings:  # [[balance layers], smooth layer]: the balance layers are what KMR selects
         names = []
         for m in mappings:
@@ -102,9 +118,8 @@ def sparsegpt(mod: Modifier, cx: Ctx) -> list[StepOut]:
     opts = mod.options
     amount = cx.take(opts, "sparsity", 0.5)
     structure = str(cx.take(opts, "mask_structure", "0:0"))
-    for key in ("percdamp", "dampening_frac"):
-        if cx.node(opts, key) is not None:
-            cx.approx(opts.keys[key], f"`{key}`: KMR's sparsegpt uses its own dampening")
+    # both damp H by this fraction of its mean diagonal, as KMR's `dampening` does
+    damp = cx.take(opts, "dampening_frac", cx.take(opts, "percdamp"))
     for key in ("sparsity_profile", "owl_m", "owl_lmbda", "prune_n", "prune_m"):
         if cx.node(opts, key) is not None:
             cx.approx(opts.keys[key], f"`{key}` has no KMR equivalent (one sparsity for every selected layer)")
@@ -113,6 +128,8 @@ def sparsegpt(mod: Modifier, cx: Ctx) -> list[StepOut]:
     if m and m.group(1) != "0":
         args += [("n", int(m.group(1))), ("m", int(m.group(2)))]
     args.append(("calibration", Enum(DATA)))
+    if damp is not None:
+        args.append(("dampening", float(damp)))
     return [_step(cx, mod, "sparsegpt", args, selector(cx, opts))]
 
 

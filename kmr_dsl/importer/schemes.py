@@ -19,13 +19,16 @@ class QuantSpec:
     bits: int
     group_size: int = 0
     symmetric: bool = True
-    activations: str | None = None      # None (weight only) | "dynamic" | "static"
+    # None (weight only) | "dynamic" (per tensor at each call) | "token" (dynamic, one
+    # scale per token: `activations = token`) | "static" (calibrated per-tensor ranges)
+    activations: str | None = None
     targets: tuple[str, ...] = ()
 
 
 PRESETS = {  # llm-compressor / compressed-tensors preset schemes with a KMR equivalent
-    "W8A8": QuantSpec(8, 0, True, "dynamic"),
-    "INT8": QuantSpec(8, 0, True, "dynamic"),
+    # W8A8 (= INT8): int8 per-channel symmetric weights, int8 dynamic per-token symmetric activations
+    "W8A8": QuantSpec(8, 0, True, "token"),
+    "INT8": QuantSpec(8, 0, True, "token"),
     "W8A16": QuantSpec(8, 0, True, None),
     "W4A16": QuantSpec(4, 128, True, None),
     "W4A16_ASYM": QuantSpec(4, 128, False, None),
@@ -47,9 +50,6 @@ def quant_specs(cx: Ctx, opts: Node, span: Span) -> list[tuple[QuantSpec, Select
                                         "KMR quantizes to integers: W8A8, W8A16, W4A16, W4A16_ASYM map; "
                                         "floating-point (FP8, NVFP4, MXFP4) and mixed W4A8 schemes do not"))
                 continue
-            if spec.activations == "dynamic":
-                cx.approx(scheme.span, f"`{name}` quantizes activations per token; KMR's dynamic int8 per tensor",
-                          "written as per-tensor dynamic activations")
             names = tuple(layer_pattern(t) for t in targets) if targets is not None else None
             sel = base if names is None else Selector(base.kinds, names, base.exclude)
             out.append((spec, sel))
@@ -93,23 +93,55 @@ def _group(cx: Ctx, group: Node, span: Span) -> QuantSpec | None:
             cx.approx(w.keys[key], f"weights option `{key}` has no KMR equivalent")
     if wa.get("actorder"):
         cx.approx(w.keys["actorder"], "`actorder` inside weights: written as gptq's act_order where GPTQ runs")
-    act = None
-    if a is not None and a.value is not None:
-        aa = a.plain()
-        if aa.get("type", "int") != "int" or int(aa.get("num_bits", 8)) != 8:
-            cx.approx(a.span, "only 8-bit integer activations have a KMR equivalent")
-        else:
-            act = "dynamic" if aa.get("dynamic") else "static"
-            if aa.get("strategy", "tensor") != "tensor":
-                cx.approx(a.keys.get("strategy", a.span), f"activation strategy `{aa.get('strategy')}`: "
-                          "KMR quantizes activations per tensor", "written as per-tensor activations")
-    return QuantSpec(bits, group_size, bool(wa.get("symmetric", True)), act)
+    symmetric = bool(wa.get("symmetric", True))
+    act = _activations(cx, a, bits, group_size, symmetric) if a is not None and a.value is not None else None
+    return QuantSpec(bits, group_size, symmetric, act)
+
+
+def _activations(cx: Ctx, a: Node, bits: int, group_size: int, weights_symmetric: bool) -> str | None:
+    """`input_activations` as `quantize`'s scheme and `activations`: what KMR has is
+    written, the rest reported (KMR532) with what was written instead."""
+    aa = a.plain()
+    for key in aa:
+        if key not in ("num_bits", "type", "symmetric", "strategy", "dynamic", "observer", "observer_kwargs"):
+            cx.approx(a.keys[key], f"input activations option `{key}` has no KMR equivalent")
+    if aa.get("type", "int") != "int" or int(aa.get("num_bits", 8)) != 8:
+        cx.approx(a.span, "only 8-bit integer activations have a KMR equivalent", "written weight-only")
+        return None
+    if bits != 8 or group_size:
+        # `quantize` runs activations through int8 kernels with per-row 8-bit weights only
+        cx.approx(a.span, f"8-bit activations with {bits}-bit weights"
+                  f"{' in groups' if group_size else ''}: KMR quantizes activations only with 8-bit "
+                  "per-channel weights (W8A8)", "written weight-only")
+        return None
+    strategy = str(aa.get("strategy") or "tensor")
+    dynamic = bool(aa.get("dynamic", False))
+    where = a.keys.get("strategy", a.span)
+    if strategy == "token" and dynamic:
+        # KMR's per-token activations are symmetric exactly when the weights are
+        asked = bool(aa.get("symmetric", True))
+        if asked != weights_symmetric:
+            cx.approx(a.keys.get("symmetric", a.span),
+                      f"{'symmetric' if asked else 'asymmetric'} per-token activations with "
+                      f"{'symmetric' if weights_symmetric else 'asymmetric'} weights: KMR's per-token activations "
+                      "follow the weights' symmetry",
+                      f"written as {'symmetric' if weights_symmetric else 'asymmetric'} per-token activations")
+        return "token"
+    if strategy != "tensor":
+        cx.approx(where, f"activation strategy `{strategy}`{'' if dynamic else ' (static)'}: KMR quantizes "
+                  "activations per tensor, or per token dynamically", "written as per-tensor activations")
+    if aa.get("symmetric", True):
+        # torch's per-tensor int8 activations (dynamic and static) are affine quint8
+        cx.approx(a.keys.get("symmetric", a.span), "symmetric per-tensor activations: KMR's per-tensor "
+                  "activations (dynamic and static) are affine (quint8, a zero point)",
+                  "written as affine per-tensor activations")
+    return "dynamic" if dynamic else "static"
 
 
 def quant_args(spec: QuantSpec, weight_only_rule: bool) -> list[tuple[str, object]]:
     args: list[tuple[str, object]] = [("bits", spec.bits)]
     if not weight_only_rule:
-        scheme = {None: "weight_only", "dynamic": "dynamic", "static": "static"}[spec.activations]
+        scheme = {None: "weight_only", "dynamic": "dynamic", "token": "dynamic", "static": "static"}[spec.activations]
         if scheme != "dynamic":
             args.append(("scheme", Enum(scheme)))
     if spec.group_size:
@@ -118,9 +150,18 @@ def quant_args(spec: QuantSpec, weight_only_rule: bool) -> list[tuple[str, objec
         args.append(("group_size", 0))   # gptq/awq default to 128: say per-channel explicitly
     if not spec.symmetric:
         args.append(("symmetric", False))
-    if spec.activations == "static" and not weight_only_rule:
-        args.append(("calibration", Enum(DATA)))
+    if not weight_only_rule:
+        args += activation_args(spec)
     return args
 
 
-__all__ = ["PRESETS", "QuantSpec", "quant_args", "quant_specs"]
+def activation_args(spec: QuantSpec) -> list[tuple[str, object]]:
+    """`quantize`'s activation arguments beyond bits, scheme and symmetric."""
+    if spec.activations == "token":
+        return [("activations", Enum("token"))]
+    if spec.activations == "static":
+        return [("calibration", Enum(DATA))]
+    return []
+
+
+__all__ = ["PRESETS", "QuantSpec", "activation_args", "quant_args", "quant_specs"]

@@ -13,7 +13,9 @@ squared singular values (the effect is then an upper bound); k >= 1.
   `kmr_rank = k`. With k = r (ratio 1, energy 1) the layer is left untouched, a
   factorized or pruned one included.
 The SVD is computed in float64; the factors keep the layer's dtype (bf16 layers stay
-bf16). SVD factors are dense: a pruned layer that is truncated (k < r) loses its zeros.
+bf16). A pruned layer that is truncated (k < r) loses its mask, but its factors are not
+dense for sure: a zero row or column of the matrix is a zero row or column of a factor
+(the contract's density 1 is an upper end; verify/lowend.py keeps the lower end, 0).
 """
 
 from __future__ import annotations

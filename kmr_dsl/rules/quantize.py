@@ -14,7 +14,8 @@ Contract (docs/design.md): requires `bits <= layer.bits`; effect `layer.bits = b
 - 8 weight_only, and 8 on Conv2d / Embedding (torch has no dynamic int8 conv or
   embedding): weight-only int8 (`modules.QuantConv2d` ...), dequantized in forward.
 - 4 and 2: weight-only, packed two / four values per byte, one fp32 scale per output
-  row; int2 is ternary {-1, 0, +1} x scale. On this CPU they are storage formats.
+  row (or group), on every code of the width with midrise levels (`quant`: -3/2, -1/2,
+  0, +1/2 steps at 2 bits). On this CPU they are storage formats.
 `symmetric = false`: weights on the affine grid with one int8 zero point per scale
 (`quant.quantize_affine`; per row or per group), and per-token activations asymmetric
 too; static activations and dynamic per-tensor ones are affine (quint8) either way.

@@ -3,8 +3,8 @@
 Contract: `hessian(inputs)` accumulates H = 2/n * X^T X over calibration activations of a
 Linear (any leading dimensions; the last one is the input width). `quantize(w, h, bits,
 group_size, dampening, act_order)` returns `(q, scale)` on KMR's own integer grid
-(`kmr_dsl.runtime.quant`: int8 codes, midrise levels at 4 and 2 bits, per-row or per-group
-fp32 scales), so the result is stored, loaded and costed exactly like `quantize`'s — only
+(`kmr_dsl.runtime.quant`: int8 codes, midrise levels on all 2**bits codes at 4 and 2
+bits, [-8, 7] at 4 as the reference's, per-row or per-group fp32 scales), so the result is stored, loaded and costed exactly like `quantize`'s — only
 the choice of codes differs: column by column, the rounding error of a column is spread
 over the columns not yet quantized, weighted by the inverse Hessian, which minimises the
 layer's output error ||W X - Q X|| on the calibration data instead of ||W - Q||.
@@ -15,7 +15,18 @@ each for a stated reason:
   groups" in the reference): they do not depend on the column order, so `act_order` and
   `group_size` combine and the stored groups stay contiguous. Not `quantize`'s clipped
   scales: GPTQ's updates push weights past a clip, and on MiniLM clipped scales gave
-  mean cosine 0.943 against 0.971 unclipped (int4, g128, docs/benchmarks.md).
+  mean cosine 0.943 against 0.971 unclipped (int4, g128, docs/benchmarks.md). At 4 bits
+  (`FITTED_BITS`) the step is `quant.fitted_scale`'s, which puts the side that binds
+  exactly on its last level (+13/2 or -15/2 steps): with max|w| / 7 a group's largest
+  positive weight started past the grid, cut to 13/14 of itself, and on MiniLM
+  (int4 g128) the worst sentence's cosine fell to 0.762 (0.842 with the fit; act_order
+  0.830 -> 0.904, docs/benchmarks.md). At 2 bits the fit doubles the step (a single
+  positive level) and measured far worse, so there the step stays max|w|.
+- The levels are KMR's zero-preserving midrise ones, not the reference's integer levels
+  (q - zero) * scale: on the reference grid a weight near 0 rounds to 0, which would
+  change the layer's density, and keeping it off 0 costs a whole step there (measured:
+  24% more layer error than the midrise grid on a tiny Llama, docs/benchmarks.md). Both use all 16
+  codes at 4 bits (the step rule differs: above).
 - Pruned weights stay zero and every other weight gets a non-zero code (a weight whose
   update lands on exactly 0 keeps the smallest code of its original sign), so pruning's
   density survives GPTQ exactly, as it survives `quantize`; the error of forcing a zero is
@@ -31,6 +42,8 @@ from __future__ import annotations
 import torch
 
 from kmr_dsl.runtime import quant
+
+FITTED_BITS = (4,)      # the widths whose step fits the larger side's largest weight
 
 BLOCK = 128
 
@@ -77,7 +90,10 @@ def quantize(w: torch.Tensor, h: torch.Tensor, bits: int, group_size: int = 0, d
         raise ValueError(f"Hessian of shape {tuple(h.shape)} for a weight of {cols} inputs")
     original = w.detach().double()
     mask = original != 0
-    _, scale = quant.quantize(w, bits, group_size, clip=False)
+    if bits in FITTED_BITS:
+        scale = quant.fitted_scale(w, bits, group_size)
+    else:
+        _, scale = quant.quantize(w, bits, group_size, clip=False)
     # the scale of every weight, [rows, cols]
     col_scale = quant.expand_scale(scale.double(), cols, group_size)
 
@@ -113,11 +129,11 @@ def quantize(w: torch.Tensor, h: torch.Tensor, bits: int, group_size: int = 0, d
 def _codes(col: torch.Tensor, scale: torch.Tensor, keep: torch.Tensor, original: torch.Tensor,
            bits: int) -> torch.Tensor:
     """The nearest code of each value on KMR's grid; pruned weights 0, others non-zero."""
-    qmax = quant.QMAX[bits]
     x = col / scale
     if bits in quant.MIDRISE_BITS:
-        q = torch.sign(x) * torch.floor(x.abs()).add(1).clamp(1, qmax)
+        q = quant.midrise_codes(x, bits)
     else:
+        qmax = quant.QMAX[bits]
         q = torch.round(x).clamp(-qmax, qmax)
     fallback = torch.where(original < 0, -1.0, 1.0).double()
     q = torch.where(keep & (q == 0), fallback, q)

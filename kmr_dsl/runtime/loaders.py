@@ -355,7 +355,10 @@ def hf_model(arg: str, base_dir=".", span: Span | None = None, weights: bool = T
                 return transformers.AutoModel.from_config(config, attn_implementation="eager")
         return transformers.AutoModel.from_config(config, attn_implementation="eager")
     except Exception as exc:  # noqa: BLE001
-        raise KmrError(error("KMR402", span, f"transformers could not load `{folder}`", f"{type(exc).__name__}: {exc}")) from exc
+        first = str(exc).strip().split("\n")[0][:400]     # transformers' messages run on with install advice
+        raise KmrError(error("KMR402", span, f"transformers could not load `{folder}`", f"{type(exc).__name__}: {first}",
+                             hint="fix the folder's config.json (valid JSON, a `model_type` this transformers "
+                                  "knows, consistent sizes), or update transformers")) from exc
 
 
 def is_meta(model: nn.Module) -> bool:

@@ -230,26 +230,32 @@ class QuantEmbedding(QuantWeight):
         return self.weight_shape[1]
 
     def forward(self, x):
-        # unpack and dequantize only the rows looked up: the table stays packed
-        dim = self.embedding_dim
+        # unpack and dequantize only the rows looked up: the table stays packed. The rows
+        # are gathered with index_select, as nn.Embedding gathers them (indexing `table[x]`
+        # measured ~30x slower than index_select on int8 rows, which made a lookup of
+        # 8 x 128 tokens cost twice fp32's), then dequantized in place: no temporary
+        # beyond the float rows (docs/benchmarks.md, "int8 latency against PyTorch").
+        dim, flat = self.embedding_dim, x.reshape(-1)
         if (dim * self.bits) % 8 == 0:
             row_bytes = dim * self.bits // 8
-            picked = self.packed[: self.num_embeddings * row_bytes].reshape(self.num_embeddings, row_bytes)[x]
-            rows = quant.unpack(picked.reshape(-1), self.bits, picked.numel() * 8 // self.bits)
-            rows = rows.reshape(*x.shape, dim)
+            table = self.packed[: self.num_embeddings * row_bytes].reshape(self.num_embeddings, row_bytes)
+            picked = table.index_select(0, flat)
+            rows = picked if self.bits == 8 else quant.unpack(picked.reshape(-1), self.bits, flat.numel() * dim)
         else:   # rows that do not start on a byte boundary: unpack the table
-            rows = quant.unpack(self.packed, self.bits, self.numel).reshape(self.weight_shape)[x]
-        scale = self._expand(self.scale[x], x, dim)
+            rows = quant.unpack(self.packed, self.bits, self.numel).reshape(self.weight_shape).index_select(0, flat)
+        rows = rows.reshape(-1, dim)
+        scale = self._per_column(self.scale.index_select(0, flat), dim)
         if self.zero_point is not None:
-            steps = rows.float() - self._expand(self.zero_point[x].float(), x, dim)
-            return quant.affine_levels(steps, self.bits) * scale
-        return quant.levels(rows, self.bits) * scale
+            steps = rows.float().sub_(self._per_column(self.zero_point.index_select(0, flat).float(), dim))
+            values = quant.affine_levels(steps, self.bits)
+        else:
+            values = quant.levels(rows, self.bits)      # a new float tensor either way
+        return values.mul_(scale).reshape(*x.shape, dim)
 
-    def _expand(self, per_row, x, dim):
-        """Looked-up rows' scales (or zero points) over their `dim` columns."""
-        if self.group_size:
-            flat = per_row.reshape(-1, per_row.shape[-1])
-            return quant.expand_scale(flat, dim, self.group_size).reshape(*x.shape, dim)
+    def _per_column(self, per_row, dim):
+        """Looked-up rows' scales (or zero points), [n] or [n, groups], over their `dim` columns."""
+        if self.group_size:     # (quant.expand_scale's reshape would refuse an empty lookup)
+            return per_row.repeat_interleave(self.group_size, dim=1)[:, :dim]
         return per_row.unsqueeze(-1)
 
 

@@ -2,11 +2,12 @@
 
 Contract:
 - `quantize(w, bits, group_size=0)` -> (q, scale): q is int8 with w's shape, codes in
-  [-QMAX, QMAX] (8 bits: 127, 4 bits: 7, 2 bits: 1, i.e. ternary), scale is fp32 with
-  one entry per row (w.shape[0]), or with `group_size` > 0 one per group of that many
-  consecutive inputs of a row ([rows, ceil(inputs / group_size)]; the inputs of a
-  convolution are its flattened (in_channels, kh, kw) weights). Code 0 is exactly zero, and only a zero weight gets
-  it: a layer's density is exactly preserved (pruning's zeros stay the only zeros).
+  [-127, 127] at 8 bits and in every code of the width at 4 and 2 bits ([-8, 7], [-2, 1]),
+  scale is fp32 with one entry per row (w.shape[0]), or with `group_size` > 0 one per
+  group of that many consecutive inputs of a row ([rows, ceil(inputs / group_size)]; the
+  inputs of a convolution are its flattened (in_channels, kh, kw) weights). Code 0 is
+  exactly zero, and only a zero weight gets it: a layer's density is exactly preserved
+  (pruning's zeros stay the only zeros).
 - Values (`levels(q, bits)`, `dequantize(q, scale, bits)` = levels * scale per row):
   8 bits: the usual grid, value = q * scale, where a small weight that would
   round to 0 keeps +-1 (the steps are 1/127 of the row's largest magnitude, so that
@@ -14,10 +15,20 @@ Contract:
   sign(q) * (|q| - 1/2) * scale: the non-zero levels are +-1/2, +-3/2, ... steps, so a
   small weight goes to +-1/2 step, never more than half a step from where it was,
   instead of a whole step (at 4 bits a quarter of a pretrained transformer's weights
-  would round to 0 on the usual grid). There, each row's scale is also chosen among
-  clipped ones (CLIP_RATIOS of the largest magnitude) for the least squared error, so a
-  few outliers do not set the step for the whole row (`clip = False`: the largest
-  magnitude sets it, what GPTQ needs, since its updates move weights past a clip).
+  would round to 0 on the usual grid). All 2**bits codes are used, as on the reference
+  GPTQ / compressed-tensors grid (codes [-8, 7] at 4 bits): 15 non-zero levels at 4 bits,
+  -15/2 ... -1/2, +1/2 ... +13/2 steps, and the largest magnitude sets the step at
+  max|w| / 7 (the reference's max|w| / 7.5: its codes reach +-7.5 steps on average, these
+  levels +-7), the extra level on the negative side as the reference's code -8 is (with
+  `clip`, also a scale that fits each side's largest magnitude to that side's last level,
+  so quantizing values already on the grid gives them back). The
+  reference's integer levels are not used because they put a small weight on 0, or
+  with density kept a whole step from it (that grid measured 24% more GPTQ layer error,
+  docs/benchmarks.md). Each row's scale is also chosen among clipped ones (CLIP_RATIOS of
+  the largest magnitude) for the least squared error, so a few outliers do not set the
+  step for the whole row (`clip = False`: the largest magnitude sets it, what GPTQ
+  needs, since its updates move weights past a clip). Files written before the grid took
+  code -8 (artifact format 2) decode unchanged: their codes are a subset.
 - Asymmetric (`quantize_affine(w, bits, group_size=0, clip=True)` -> (q, scale, zero)):
   codes in [QMIN, QMAX_AFFINE] (8 bits: [-128, 127], 4: [-8, 7], 2: [-2, 1]) and one int8
   zero point per scale (same shape as `scale`). 8 bits: the plain affine grid of
@@ -25,7 +36,7 @@ Contract:
   same zero-preserving midrise levels as the symmetric grid, counted from the zero point,
   value = sign(d) * (|d| - 1/2) * scale with d = q - zero (`affine_levels`), so every
   code but the zero point's is a level (15 at 4 bits, split between the two sides as the
-  row's range is) and a small weight is half a step from its value, not a whole one. Each row's (or group's) range
+  row's range is; the symmetric grid is this one with its zero point fixed at 0) and a small weight is half a step from its value, not a whole one. Each row's (or group's) range
   [min(w, 0), max(w, 0)] is covered by the 2**bits codes, so a skewed row spends no
   codes on values it does not have. Code `zero` is exactly 0 and only a zero weight gets
   it (a non-zero weight that would round to it moves one code towards its sign; the
@@ -50,7 +61,7 @@ import torch
 from kmr_dsl.core.state import scale_groups
 
 QMAX = {8: 127, 4: 7, 2: 1}
-QMIN = {8: -128, 4: -8, 2: -2}              # the affine grid uses every code
+QMIN = {8: -128, 4: -8, 2: -2}              # every code: the affine grid, and the midrise one at 4 and 2 bits
 QMAX_AFFINE = {8: 127, 4: 7, 2: 1}
 # The codes of a weight that torch's int8 kernels (fbgemm) multiply with full-range uint8
 # activations: on a CPU without VNNI the kernel adds two u8 x s8 products in int16
@@ -71,6 +82,15 @@ def levels(q: torch.Tensor, bits: int) -> torch.Tensor:
     return q
 
 
+def midrise_codes(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """The code of the nearest midrise level to each `x` (in steps): (k - 1/2) steps with
+    k in 1..qmax above 0 and 1..qmax + 1 below it (every code of the width), sign kept;
+    an exact 0 stays code 0 and only it does."""
+    k = torch.floor(x.abs()).add_(1)
+    q = torch.where(x > 0, k.clamp(max=QMAX[bits]), -k.clamp(max=-QMIN[bits]))
+    return torch.where(x == 0, torch.zeros_like(q), q)
+
+
 def quantize(w: torch.Tensor, bits: int, group_size: int = 0, clip: bool = True,
              qmax: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """`qmax` (8 bits only) narrows the codes to [-qmax, qmax] (KERNEL_QMAX for fbgemm)."""
@@ -87,12 +107,18 @@ def quantize(w: torch.Tensor, bits: int, group_size: int = 0, clip: bool = True,
         # keep density honest: a small non-zero weight becomes +-1, never 0
         q = torch.where((flat != 0) & (q == 0), torch.sign(flat), q)
         return q.to(torch.int8).reshape(w.shape), scale
+    # the 2**bits - 1 non-zero levels reach -(qmax + 1/2) and qmax - 1/2 steps: +-qmax on
+    # average, so the (clipped) largest magnitude is qmax steps. With `clip`, the first
+    # candidate instead fits each side's largest magnitude to that side's last level: on
+    # weights already on the grid it gives their own scale back (quantizing again changes
+    # nothing), elsewhere it is one more candidate of the least-error choice
+    candidates = [amax * ratio / qmax for ratio in (CLIP_RATIOS if clip else (1.0,))]
+    if clip:
+        candidates.insert(0, _side_fit(flat, qmax))
     best_q = best_scale = best_err = None
-    for ratio in CLIP_RATIOS if clip else (1.0,):
-        scale = _scale(amax, amax * ratio / (qmax - 0.5))
-        # the nearest level (k - 1/2) * scale with k in 1..qmax, sign kept; zero stays 0
-        k = torch.floor(flat.abs() / scale[:, None]).add_(1).clamp_(1, qmax)
-        q = torch.where(flat == 0, torch.zeros_like(flat), torch.sign(flat) * k)
+    for candidate in candidates:
+        scale = _scale(amax, candidate)
+        q = midrise_codes(flat / scale[:, None], bits)
         err = ((levels(q, bits) * scale[:, None] - flat) ** 2).sum(dim=1)
         if best_q is None:
             best_q, best_scale, best_err = q, scale, err
@@ -102,6 +128,30 @@ def quantize(w: torch.Tensor, bits: int, group_size: int = 0, clip: bool = True,
         best_scale = torch.where(better, scale, best_scale)
         best_err = torch.minimum(err, best_err)
     return best_q.to(torch.int8).reshape(w.shape), best_scale
+
+
+def _side_fit(flat: torch.Tensor, qmax: int) -> torch.Tensor:
+    # the least step that keeps each side's largest magnitude within that side's last
+    # midrise level (qmax - 1/2 steps above 0, qmax + 1/2 below): the larger side lands
+    # exactly on its last level
+    return torch.maximum(flat.amax(dim=1).clamp(min=0) / (qmax - 0.5),
+                         (-flat.amin(dim=1)).clamp(min=0) / (qmax + 0.5))
+
+
+def fitted_scale(w: torch.Tensor, bits: int, group_size: int = 0) -> torch.Tensor:
+    """The midrise scales (per row, or [rows, groups]) whose larger side's largest weight
+    sits exactly on that side's last level: `quantize`'s unclipped shape, another step."""
+    if bits not in MIDRISE_BITS:
+        raise ValueError(f"fitted scales are for the midrise widths {MIDRISE_BITS}")
+    rows = w.shape[0]
+    flat = w.detach().float().reshape(rows, -1)
+    if group_size:
+        cols = flat.shape[1]
+        n = groups(cols, group_size)
+        padded = torch.zeros(rows, n * group_size)
+        padded[:, :cols] = flat
+        return fitted_scale(padded.reshape(rows * n, group_size), bits).reshape(rows, n)
+    return _scale(flat.abs().amax(dim=1), _side_fit(flat, QMAX[bits]))
 
 
 def groups(cols: int, group_size: int) -> int:
@@ -262,4 +312,4 @@ def unbitmap(bits: torch.Tensor, numel: int) -> torch.Tensor:
 
 __all__ = ["KERNEL_QMAX", "QMAX", "QMAX_AFFINE", "QMIN", "bitmap", "dequantize", "expand_scale", "groups", "pack",
            "quantize",
-           "affine_levels", "quantize_affine", "unbitmap", "unpack", "zero_codes"]
+           "affine_levels", "fitted_scale", "midrise_codes", "quantize_affine", "unbitmap", "unpack", "zero_codes"]

@@ -10,7 +10,9 @@ express (a meter without a cost model) is kept with `problem` set; it makes
 feasibility UNKNOWN rather than being skipped.
 
 `size` is modelled as a range [`size_low`, `size`] (verify/cost.py: the header's
-offsets, padding and layer configs are bounded, not predicted). A line reads the end
+offsets, padding and layer configs are bounded, not predicted), and so are the counts
+where a layer's density or rank is known only from above (after `lowrank`,
+verify/lowend.py); everything below says `size` for any of them. A line reads the end
 that is worst for it: `expr` holds only if the line holds for every size in the
 range (`size >= X` reads the lower end; `size <= k * baseline.size` the upper end of
 the result and the lower end of the baseline), so a witness that meets `expr` meets
@@ -30,7 +32,7 @@ import sympy as sp
 from kmr_dsl.core.program import Constraint, MeterRef
 from kmr_dsl.verify import algebra as A
 from kmr_dsl.core.state import ANALYTIC_METERS
-from kmr_dsl.verify.cost import NONZERO_LOW, SIZE_LOW, meter_expr
+from kmr_dsl.verify.cost import LOW_ENDS, meter_expr
 from kmr_dsl.verify.render import render_constraint
 from kmr_dsl.verify.state import Ctx, PipelineModel, eval_ir
 
@@ -78,10 +80,7 @@ def _meter(model: PipelineModel, ends: dict | None = None):
         end = (ends or {}).get((ref.name, ref.baseline), "high")
         if not isinstance(end, str):
             return end
-        if end == "low":
-            name = {"size": SIZE_LOW, "nonzero": NONZERO_LOW}[ref.name]
-        else:
-            name = ref.name
+        name = LOW_ENDS[ref.name] if end == "low" else ref.name
         return meter_expr(model, name, model.initial if ref.baseline else model.final)
     return value
 
@@ -114,15 +113,34 @@ def _sign(d, knobs):
     return None
 
 
+def is_ranged(model: PipelineModel, m: MeterRef) -> bool:
+    """Whether reference `m` is to a range: `size` always; `nonzero` where a layer of the
+    state it reads has a density or rank known only as a range, the other counts where a
+    rank is (verify/lowend.py)."""
+    if m.name not in LOW_ENDS or not m.analytic or m.args:
+        return False
+    if m.name == "size":
+        return True
+    low = (model.initial if m.baseline else model.final).low
+    return any(m.name == "nonzero" or "rank" in fields for fields in low.values())
+
+
+def _why(meter: str) -> str:
+    if meter == "size":
+        return "`size` is modelled as a range (the header is bounded, not predicted)"
+    return (f"`{meter}` is modelled as a range here (`lowrank` computes new weights, some of which may be "
+            "exactly 0, and with `energy < 1` keeps a rank the check does not know)")
+
+
 def _size_ends(model: PipelineModel, c: Constraint, ctx: Ctx):
-    """(worst corners, best corners) of the `size` references in line `c`, each a list
-    of {reference: end} (None: no `size` in it). Each reference is a positive
-    placeholder; the sign of the line's g in it says which end of the range is worst
-    for the line. Where no sign is evident, g is affine in the reference at any one
-    setting, so the worst is the larger of its two ends: both are listed."""
-    ranged = _ranged(model)
+    """(worst corners, best corners) of the ranged meters' references in line `c` (`size`,
+    and `nonzero` where it is a range), each a list of {reference: end} (None: none in
+    it). Each reference is a positive placeholder; the sign of the line's g in it says
+    which end of the range is worst for the line. Where no sign is evident, g is affine
+    in the reference at any one setting, so the worst is the larger of its two ends: both
+    are listed."""
     refs = {(m.name, m.baseline): sp.Symbol(f"kmr_{m.name}_{'base' if m.baseline else 'now'}", positive=True)
-            for m in _meter_refs(c) if m.name in ranged and m.analytic and not m.args}
+            for m in meter_refs(c) if is_ranged(model, m)}
     if not refs:
         return None
     probe = Ctx(ctx.knobs, meter=_meter(model, refs))
@@ -132,8 +150,10 @@ def _size_ends(model: PipelineModel, c: Constraint, ctx: Ctx):
     if hasattr(g, "atoms") and any(cond.free_symbols & placeholders
                                    for pw in g.atoms(sp.Piecewise) for _, cond in pw.args):
         # a condition on `size` (`if size > X then ...`) can make g jump: no end is surely worst
-        raise A.NotModelled(f"{_why_range(refs)}: a condition on it cannot be decided at either end; compare it "
-                            "with `<=` or `>=` instead")
+        meter = next(k[0] for k, sym in refs.items() if any(sym in cond.free_symbols for pw in g.atoms(sp.Piecewise)
+                                                            for _, cond in pw.args))
+        raise A.NotModelled(f"{_why(meter)}: a condition on it cannot be decided at either end; compare "
+                            f"`{meter}` with `<=` or `>=` instead")
     worst, best = [{}], [{}]
     for key, sym in refs.items():
         d = sp.diff(g, sym) if hasattr(g, "free_symbols") else None
@@ -142,8 +162,8 @@ def _size_ends(model: PipelineModel, c: Constraint, ctx: Ctx):
             continue
         corners_ok = d is not None and not (d.free_symbols & placeholders)   # g affine in this one
         if c.op in ("==", "!=") or d is None or (sign is None and not corners_ok):
-            raise A.NotModelled(f"{_why_range({key: sym})}: this line holds at neither end of it for sure; "
-                                "compare it once, with `<=` or `>=`")
+            raise A.NotModelled(f"{_why(key[0])}: this line holds at neither end of it for sure; compare "
+                                f"`{key[0]}` once, with `<=` or `>=`")
         if sign is None:
             worst = [{**w, key: end} for w in worst for end in ("high", "low")]
             best = [{**b, key: end} for b in best for end in ("high", "low")]
@@ -154,20 +174,7 @@ def _size_ends(model: PipelineModel, c: Constraint, ctx: Ctx):
     return (worst, best) if worst != [{}] else None
 
 
-def _ranged(model: PipelineModel) -> tuple[str, ...]:
-    """The meters read as a range: `size` always; `nonzero` where a density is known
-    only as an upper bound (`State.low`: N:M on a layer that may be sparse)."""
-    return ("size", "nonzero") if model.final.low else ("size",)
-
-
-def _why_range(refs: dict) -> str:
-    if any(name == "size" for name, _ in refs):
-        return "`size` is modelled as a range (the header is bounded, not predicted)"
-    return ("`nonzero` is modelled as a range (N:M pruning of a layer that may be sparse keeps at most n of "
-            "each group's non-zeros: how many depends on where the zeros are)")
-
-
-def _meter_refs(e):
+def meter_refs(e):
     """Every MeterRef in an IR expression (a line's sides, or the constraint itself)."""
     if isinstance(e, MeterRef):
         yield e
@@ -176,7 +183,7 @@ def _meter_refs(e):
         child = getattr(e, name, None)
         for x in (child if isinstance(child, tuple) else (child,)):
             if hasattr(type(x), "__slots__") and not isinstance(x, (str, int, float, tuple)):
-                yield from _meter_refs(x)
+                yield from meter_refs(x)
 
 
 def budget_lines(model: PipelineModel) -> tuple[list[Line], list[Constraint]]:
@@ -251,4 +258,4 @@ def line_value(line: Line, env: dict) -> Fraction:
     return evaluate(line.expr, env)
 
 
-__all__ = ["Line", "budget_lines", "flatten", "scaled", "holds", "holds_float", "line_value"]
+__all__ = ["Line", "budget_lines", "flatten", "is_ranged", "meter_refs", "scaled", "holds", "holds_float", "line_value"]

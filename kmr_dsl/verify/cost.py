@@ -46,13 +46,15 @@ tensors outside the layers are not counted (ModelFacts does not name them); a co
 continuous knob (no `step`) is rounded only when it is affine in that one knob and takes
 at most rounding.MAX_PIECES values (a rank, a channel count), else it keeps the exact
 product (verify/rounding.py);
-global pruning gives each layer the average density, exact in total (its rounding is
-the total's, verify/pools.settle_total; a later step that changes some of those
-densities on their own makes the density-reading lines UNKNOWN, verify/pools.py); N:M
-pruning of a layer that may be sparse gives an upper bound of its density, with a
-lower bound in `State.low` that NONZERO_LOW and SIZE_LOW read (verify/lowdensity.py);
-factors after `lowrank`
-keep the state's density (the runtime's SVD factors are dense).
+global pruning rounds the total once, the state each layer (and gives each layer the
+average density, exact in total: a later step that changes some of those densities on
+their own makes the density-reading lines UNKNOWN, verify/pools.py); after a truncating
+`lowrank` the density is an upper end (SVD factors may hold exact zeros), after one with
+`energy < 1` the rank too: the state keeps their lower ends (verify/lowend.py), and
+every meter is then a range (LOW_ENDS), its lower end read where a line needs the
+meter large. The upper end of `size` over a rank range also reads the largest rank
+that factorizes: there the two factors' scales, entries and config can outweigh the
+few elements they save.
 A BatchNorm's running statistics (facts.channel_buffer_bytes, taken out of
 buffers_bytes) shrink with its channels. A depthwise conv (facts.depthwise) has
 W0 * (out/out0) weight elements: its in and out channels are one count.
@@ -78,11 +80,15 @@ UNITS = ANALYTIC_METERS     # meter -> dimension
 # that needs the file to be large (`size >= X`, the baseline side of `size <= k *
 # baseline.size`) reads, where `size` itself is the upper end (verify/budget.py).
 SIZE_LOW = "size_low"
-# The lower end of `nonzero` (and, inside SIZE_LOW, of each density): a layer in
-# `State.low` (N:M on a layer that may be sparse, verify/lowdensity.py) counts its
-# density's lower bound; elsewhere it equals `nonzero`.
-NONZERO_LOW = "nonzero_low"
-LOW_ENDS = (SIZE_LOW, NONZERO_LOW)
+# The lower ends of the counts: where the state knows a layer's density or rank only from
+# above (`State.low`, verify/lowend.py: `lowrank`'s fresh factors and its energy cut),
+# each meter's lower end reads the layer's fields at their lower ends. Equal to the
+# meter where no layer has one.
+NONZERO_LOW, PARAMS_LOW, MACS_LOW, TRAINABLE_LOW = "nonzero_low", "params_low", "macs_low", "trainable_params_low"
+# the meters that are ranges: meter -> the name of its lower end
+LOW_ENDS = {"size": SIZE_LOW, "nonzero": NONZERO_LOW, "params": PARAMS_LOW, "macs": MACS_LOW,
+            "trainable_params": TRAINABLE_LOW}
+_OF_LOW = {low: meter for meter, low in LOW_ENDS.items()}
 _ITEMSIZE = {"float16": 2, "bfloat16": 2, "float64": 8}
 
 
@@ -127,9 +133,13 @@ def tensor_data_bytes(numel, rows, bits, density, group_size=0, symmetric=True):
 
 
 def _tensor_bytes(numel, rows, bits, density, name: str, ndim: int, digits: int, group_size=0, symmetric=True,
-                  low=False):
+                  low=False, density_low=None, linear_bits=None):
     """Data + header bytes of one stored weight in the writer's smaller form (`low`: its
-    header entries' lower bound; the data bytes lack only their ceilings either way)."""
+    header entries' lower bound; the data bytes lack only their ceilings either way).
+    `density_low`: where `density` is only the upper end of the weight's density, its
+    lower end (the upper end then allows the writer's choice at any density between).
+    `linear_bits` (`low` only): the tensor's density is known only in total with others
+    whose widths are at least this; the lower end is then linear in the density."""
     is_int = A.compare("<=", bits, 8)
     q_ndim = ndim if A.is_number(bits) and bits == 8 else A.ite(A.compare("==", bits, 8), ndim, 1)
     if isinstance(q_ndim, sp.Integer):
@@ -148,12 +158,24 @@ def _tensor_bytes(numel, rows, bits, density, name: str, ndim: int, digits: int,
                   A.add(count, entry_bytes(layout.entry(name, layout.ZERO_POINT), 1, digits, low),
                         0 if low else layout.ASYMMETRIC_CONFIG_CHARS), 0)
     if low:
+        if linear_bits is not None:
+            # densities known only in total over several tensors (global pruning's pool,
+            # the two factors a later prune ranks together): min(dense, sparse) is concave
+            # in the density, so the average's bytes are no lower end; each tensor's bytes
+            # are at least N/8 + d*N*(b - 1)/8 (dense: N*b/8; sparse: N/8 + d*N*b/8),
+            # linear in d, so its sum over the group is exact at the average
+            data = A.add(A.mul(numel, _EIGHTH), A.mul(density, numel, A.sub(linear_bits, 1), _EIGHTH))
+            return A.add(data, A.min_(dense_header, sparse_header), scales, zeros)
         return A.add(A.min_(dense, sparse), scales, zeros)
     # The writer picks the form by its data bytes after their ceilings (sparse only when
     # strictly smaller), whatever the header entries cost: sparse surely when its bytes
     # are 2 below dense's (two ceilings), dense surely when 1 below; in between, either.
+    # With a density range: sparse surely when its upper end is 2 below, dense surely when
+    # dense is 1 below sparse's lower end.
+    sparse_low_data = sparse_data if density_low is None else \
+        A.add(A.mul(numel, _EIGHTH), A.mul(density_low, numel, bits, _EIGHTH))
     chosen = A.ite(A.compare("<=", A.add(sparse_data, 2), dense_data), sparse,
-                   A.ite(A.compare("<=", A.add(dense_data, 1), sparse_data), dense, A.max_(dense, sparse)))
+                   A.ite(A.compare("<=", A.add(dense_data, 1), sparse_low_data), dense, A.max_(dense, sparse)))
     return A.add(chosen, scales, zeros)
 
 
@@ -275,16 +297,20 @@ class _LayerCost:
             stats = A.mul(f.channel_buffer_bytes, self._scales[1])
             return A.add(A.mul(self.params(), _ITEMSIZE.get(f.dtype, 4)), stats, header)
         b, d, r = st["bits"], st["density"], st["rank"]
+        d_low = st.get("density_low")       # upper end only: the density's lower end, if any
         inf, outf = st["in_features"], st["out_features"]
         ndim = max(1, len(f.weight_shape))
         weight = f"{f.name}.weight"
         g, sym = st["group_size"], st["symmetric"]
-        weights = _tensor_bytes(self.dense_n, outf, b, d, weight, ndim, digits, g, sym, low)
+        pooled = st.get("pool_bits") if low else None      # the least width of its pool
+        weights = _tensor_bytes(self.dense_n, outf, b, d, weight, ndim, digits, g, sym, low, d_low, pooled)
         bias_entry = entry_bytes(layout.bias_of(weight), 1, digits, low) if f.bias_params else 0
         if self._factored is not None:
             first, second = layout.factor_weight(f.name, layout.FIRST), layout.factor_weight(f.name, layout.SECOND)
-            fac = A.add(_tensor_bytes(A.mul(r, inf), r, b, d, first, 2, digits, g, sym, low),
-                        _tensor_bytes(A.mul(outf, r), outf, b, d, second, 2, digits, g, sym, low))
+            # a prune ranks the two factors together: their densities are known in total
+            shared = (b if pooled is None else pooled) if low else None
+            fac = A.add(_tensor_bytes(A.mul(r, inf), r, b, d, first, 2, digits, g, sym, low, d_low, shared),
+                        _tensor_bytes(A.mul(outf, r), outf, b, d, second, 2, digits, g, sym, low, d_low, shared))
             weights = A.ite(self._factored, fac, weights)
             fac_entry = entry_bytes(layout.bias_of(second), 1, digits, low) if f.bias_params else 0
             if not low and f.kind != "Linear":
@@ -363,7 +389,7 @@ def _constant_fields(st: dict) -> tuple | None:
 
 def layer_terms(model: PipelineModel, meter: str, state: State) -> tuple[list[tuple[str, object]], object]:
     """(per-layer parts in layer order, the constant rest) of an analytic meter."""
-    if meter not in ANALYTIC_METERS and meter not in LOW_ENDS:
+    if meter not in ANALYTIC_METERS and meter not in _OF_LOW:
         raise A.NotModelled(f"meter `{meter}` has no cost model")
     return model.cost_terms.get(state, lambda: _layer_terms(model, meter, state), meter)
 
@@ -371,17 +397,24 @@ def layer_terms(model: PipelineModel, meter: str, state: State) -> tuple[list[tu
 def _layer_terms(model: PipelineModel, meter: str, state: State):
     digits = _digits(model)
     facts = model.facts
-    which = {"trainable_params": "trainable", NONZERO_LOW: "nonzero"}.get(meter, meter)
+    base = meter if meter == SIZE_LOW else _OF_LOW.get(meter, meter)
+    which = "trainable" if base == "trainable_params" else base
+    low_end = meter in _OF_LOW
     parts = []
     # A layer whose state is all constants costs a constant that depends on its facts,
     # its field values and (through header entries) only the length of its name: one
     # computation serves every layer of the same shape (the baseline of a deep model).
     memo: dict = {}
+    pool_bits = _pool_bits(state) if meter == SIZE_LOW else {}
     for f in facts.layers:
         st = state.layers[f.name]
-        if meter in LOW_ENDS and f.name in state.low:
-            st = {**st, "density": state.low[f.name]}
+        if f.name in pool_bits:
+            st = {**st, "pool_bits": pool_bits[f.name]}
+        low = state.low.get(f.name)
         rank_set = (f.name, "rank") in state.origin
+        if low and (low_end or meter == "size"):
+            parts.append((f.name, _ranged_term(f, st, low, digits, rank_set, which, low_end)))
+            continue
         values = _constant_fields(st)
         shape = None if values is None else (
             f.kind, f.in_features, f.out_features, f.weight_params, f.bias_params, f.weight_shape, f.dtype,
@@ -399,14 +432,54 @@ def _layer_terms(model: PipelineModel, meter: str, state: State):
     rest = {
         "params": A.num(other),
         "nonzero": A.num(other),
-        NONZERO_LOW: A.num(other),
         "size": A.num(4 * other + facts.buffers_bytes - channel_stats + _fixed_header(model)),
         # parameters outside the layers: at least one byte each (their dtype is not a fact)
         SIZE_LOW: A.num(other + facts.buffers_bytes - channel_stats + _fixed_header(model, low=True)),
         "macs": A.num(facts.total_macs - sum(f.macs + f.attention_macs for f in facts.layers)),
         "trainable_params": A.num(other),
-    }[meter]
+    }[meter if meter == SIZE_LOW else base]
     return parts, rest
+
+
+def _pool_bits(state: State) -> dict:
+    """Per layer of a global pruning's pool (verify/pools.py), the least width of its pool."""
+    out, seen = {}, {}
+    for layer, pool in state.pools.items():
+        if pool not in seen:
+            widths = [state.layers[m]["bits"] for m in sorted(pool) if m in state.layers]
+            least = widths[0]
+            for w in widths[1:]:
+                least = A.min_(least, w)
+            seen[pool] = least
+        out[layer] = seen[pool]
+    return out
+
+
+def _ranged_term(f: LayerFact, st: dict, low: dict, digits: int, rank_set: bool, which: str, low_end: bool):
+    """One layer's part of a meter whose fields `low` has lower ends for (verify/lowend.py).
+    A lower end: the counts are non-decreasing in density and rank, so they read both
+    fields' lower ends; the file's bytes are non-decreasing in the density and, within
+    one form (factorized or dense), in the rank, so their least is at the rank's lower
+    or upper end. The upper end of `size`: the writer's sparse-or-dense choice at any
+    density in the range."""
+    # a rank below the state's may make the runtime factorize the layer: test it
+    rank_set = rank_set or "rank" in low
+    if not low_end:
+        st = {**st, "density_low": low.get("density", st["density"])}
+        value = layer_costs(f, st, digits, rank_set, (which,))[which]
+        if "rank" in low:
+            # the largest factorized rank (if below the state's): near the threshold the
+            # two factors' scales, entries and config outweigh the elements they save
+            inf, outf = st["in_features"], st["out_features"]
+            top = A.sub(A.ceil_(A.div(A.mul(inf, outf), A.add(inf, outf))), 1)
+            cut = {**st, "rank": A.max_(low["rank"], A.min_(st["rank"], top))}
+            value = A.max_(value, layer_costs(f, cut, digits, rank_set, (which,))[which])
+        return value
+    value = layer_costs(f, {**st, **low}, digits, rank_set, (which,))[which]
+    if which == "size_low" and "rank" in low:
+        at_high = {**st, "density": low.get("density", st["density"])}
+        value = A.min_(value, layer_costs(f, at_high, digits, rank_set, (which,))[which])
+    return value
 
 
 def meter_expr(model: PipelineModel, meter: str, state: State):
@@ -414,7 +487,7 @@ def meter_expr(model: PipelineModel, meter: str, state: State):
     def build():
         parts, rest = layer_terms(model, meter, state)
         total = A.add(rest, *(p for _, p in parts))
-        if meter == "trainable_params":
+        if meter in ("trainable_params", TRAINABLE_LOW):
             total = A.ite(state.model["trainable"], total, 0)
         return total
     return model.cost_totals.get(state, build, meter)
@@ -444,5 +517,5 @@ def cost_at(facts: ModelFacts, state: dict, rank_set=()) -> dict[str, float]:
     return {m: float(as_number(evaluate(meter_expr(model, m, sym), {}, exact=False))) for m in ANALYTIC_METERS}
 
 
-__all__ = ["ANALYTIC_METERS", "LOW_ENDS", "NONZERO_LOW", "SIZE_LOW", "UNITS", "cost_at", "entry_bytes", "layer_costs", "layer_terms", "meter_expr",
+__all__ = ["ANALYTIC_METERS", "LOW_ENDS", "SIZE_LOW", "UNITS", "cost_at", "entry_bytes", "layer_costs", "layer_terms", "meter_expr",
            "tensor_data_bytes"]

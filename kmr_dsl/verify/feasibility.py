@@ -22,12 +22,14 @@ Order of work, cheapest first (bounds.py explains why):
 2. witness candidates checked exactly: the defaults, each line's minimiser, and the
    minimiser of the lines' normalised sum;
 3. several lines over per-layer components: the knapsack MILP (knapsack.py); lines no
-   table or affine form covers: a coordinate-descent witness search (descent.py);
+   table or affine form covers: a coordinate-descent witness search (descent.py), then a
+   decoupled Lagrangian refutation over the lines' shared counts (joint.py, checked exactly);
 4. Z3 on the case-split encoding, every line and bound behind an assumption literal.
 """
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 
 import z3
@@ -35,8 +37,9 @@ import z3
 from kmr_dsl.diagnostics import Diagnostic, error
 from kmr_dsl.verify import algebra as A
 from kmr_dsl.verify.bounds import MARGIN, bound_line, decompose, point_range, relax_line, sound_bound
-from kmr_dsl.verify.budget import Line, holds
-from kmr_dsl.verify import certificate, descent
+from kmr_dsl.verify.atoms import atomize
+from kmr_dsl.verify.budget import Line, holds, is_ranged, meter_refs
+from kmr_dsl.verify import certificate, descent, joint, lowend
 from kmr_dsl.verify.knapsack import Knapsack, exact_line_values
 from kmr_dsl.verify.lower import Encoding
 from kmr_dsl.verify.numeric import Unevaluable, as_number, evaluate
@@ -141,9 +144,8 @@ def _relation(line: Line):
 
 def check_feasibility(model: PipelineModel, lines: list[Line], limits: Limits,
                       use_bounds: bool = True) -> tuple[ObligationResult, list[Diagnostic]]:
-    """PROVED at the worst end of `size`'s range (and `nonzero`'s, after N:M on a sparse
-    layer); REFUTED only at the best ends (budget.py): between the two the real file and
-    weights decide, and the verdict is UNKNOWN."""
+    """PROVED at the worst end of `size`'s range; REFUTED only at its best end
+    (budget.py): between the two the file's header decides, and the verdict is UNKNOWN."""
     result, diags = _decide(model, lines, limits, use_bounds)
     if result.verdict is not Verdict.REFUTED or all(ln.optimistic is None for ln in lines):
         return result, diags
@@ -152,19 +154,19 @@ def check_feasibility(model: PipelineModel, lines: list[Line], limits: Limits,
     if relaxed.verdict is not Verdict.PROVED:
         return relaxed, rdiags
     shown = relaxed.summary.removeprefix("budget can be met, e.g. ")
-    failed = result.summary.removeprefix('budget cannot be met: ')
-    if model.final.low:
-        # `nonzero` is a range too (verify/lowdensity.py)
-        reason = (f"the budget holds {shown} only at the favourable ends of what the cost models allow (the "
-                  "non-zeros N:M pruning keeps on a sparse layer, which depend on where its zeros are; the "
-                  f"file's header); at the other ends it cannot be met ({failed})")
-        hint = "run it (`kmr run` measures it), or apply N:M pruning before the unstructured pruning"
-    else:
+    refuted = result.summary.removeprefix('budget cannot be met: ')
+    ranged = {m.name for ln in lines if ln.optimistic for m in meter_refs(ln.constraint) if is_ranged(model, m)}
+    if "size" in ranged:
         reason = (f"the budget holds {shown} only if the file is at the small end of what the `size` model "
                   "allows (its header's offsets, padding and layer configs are bounded, not predicted); at the "
-                  f"large end it cannot be met ({failed})")
+                  f"large end it cannot be met ({refuted})")
         hint = ("run it (`kmr run` measures the file), or leave a few hundred bytes between the `size` line's "
                 "bound and the prediction")
+    else:
+        where, causes = lowend.explain(model.pipeline.steps, model.final.loose_at)
+        reason = (f"the budget holds {shown} only at one end of what the counts allow after {where} "
+                  f"({causes}); at the other end it cannot be met ({refuted})")
+        hint = ("run it (`kmr run` counts the weights), or bound the counts by what the other layers keep")
     span = result.span
     return (ObligationResult("feasibility", Verdict.UNKNOWN, span, "budget: unknown", model.pipeline.name,
                              reason=reason, method=relaxed.method),
@@ -194,8 +196,10 @@ def _decide(model: PipelineModel, lines: list[Line], limits: Limits,
         if decided is not None:
             return decided
     sep = separable(model, lines) if use_bounds else None
+    # no separable form: the lines over shared counts (atoms.py) evaluate exactly, fast
+    at = atomize([ln.expr for ln in lines], model.knobs, math.inf) if use_bounds and sep is None else None
     for cand in candidates:
-        if _meets(model, lines, sep, cand):
+        if _meets(model, lines, sep, cand, at):
             return _proved(model, lines, cand, "bounds" if cand is not defaults else "defaults")
     if use_bounds:
         decided = _by_knapsack(model, lines, sep)
@@ -205,16 +209,24 @@ def _decide(model: PipelineModel, lines: list[Line], limits: Limits,
             # no table or affine form (knobs shared by every layer, multiplied together):
             # look for a witness before Z3 meets nonlinear arithmetic over every layer
             found = descent.search(model, lines, candidates)
-            if found is not None and meets_all(lines, model, found):
+            if found is not None and _meets(model, lines, None, found, at):
                 return _proved(model, lines, found, "descent")
+            decided = _by_joint(model, lines, candidates)
+            if decided is not None:
+                return decided
     return _by_solver(model, lines, limits)
 
 
-def _meets(model, lines, sep, setting) -> bool:
-    """meets_all, exactly and cheaply through the separable form when there is one."""
-    if sep is None:
+def _meets(model, lines, sep, setting, at=None) -> bool:
+    """meets_all, exactly and cheaply through the separable form or the atoms when there is one."""
+    if sep is None and at is None:
         return meets_all(lines, model, setting)
     env = model.knobs.env(setting)
+    if sep is None:
+        try:
+            return all(holds(ln.op, v) for ln, v in zip(lines, at.exact_values(env)))
+        except (Unevaluable, ZeroDivisionError):
+            return meets_all(lines, model, setting)
     return all(holds(ln.op, v) for ln, v in zip(lines, exact_line_values(sep, env)))
 
 
@@ -266,6 +278,27 @@ def _by_knapsack(model, lines, sep):
         cert = certificate.to_json([lines[i] for i in rows], None, None, _z3_confirms(model, [lines[i] for i in rows]))
     core = [CoreMember("line", lines[i].text, lines[i].span) for i in rows]
     return _refuted(model, lines, core, minimal, "milp", certificate=cert)
+
+
+def _by_joint(model, lines, candidates):
+    """Lines infeasible only together through a many-knob group: a decoupled Lagrangian
+    certificate (joint.py), checked exactly; None when there is none (then Z3 is asked).
+    The core is the lines with a positive multiplier; it is minimal when, without each
+    member, the descent search finds a setting meeting the rest (re-checked exactly)."""
+    cert = joint.refute(lines, model.knobs)
+    if cert is None:
+        return None
+    rows = cert.lines_used()
+    minimal = True
+    for i in rows:
+        rest = [lines[j] for j in rows if j != i]
+        if not rest:
+            continue                              # one line alone: minimal as it is
+        found = descent.search(model, rest, candidates)
+        at = atomize([ln.expr for ln in rest], model.knobs, math.inf)
+        minimal = minimal and found is not None and _meets(model, rest, None, found, at)
+    core = [CoreMember("line", lines[i].text, lines[i].span) for i in rows]
+    return _refuted(model, lines, core, minimal, "decoupled", certificate=cert.to_json(lines))
 
 
 def _z3_confirms(model, lines: list[Line]) -> bool:
@@ -494,7 +527,9 @@ def _refuted(model, lines, core, minimal, method, best=None, certificate=None):
             pass
     if not minimal:
         notes.append("the solver could not decide every subset: this core may not be minimal")
-    if certificate is not None and certificate.get("checked"):
+    if certificate is not None and certificate.get("kind") == "decoupled":
+        notes.append(certificate["summary"])
+    elif certificate is not None and certificate.get("checked"):
         weights = " + ".join(f"{float(Fraction(y)):.4g} x (`{t}`)" for y, t in
                              zip(certificate["multipliers"], certificate["lines"]) if y != "0")
         notes.append(f"certificate (checked in exact arithmetic): {weights}, each line as left - right, is at "

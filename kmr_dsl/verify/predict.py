@@ -7,7 +7,9 @@ Contract:
   from the same cost model the proofs use; `baseline=True` gives the unmodified
   model's values instead.
 - `size_range(program, pipeline, setting) -> (low, high)`: the range the file's size
-  lies in (`predict`'s `size` is its upper end; verify/cost.py says why a range).
+  lies in (`predict`'s `size` is its upper end; verify/cost.py says why a range);
+  `meter_range(program, pipeline, meter, setting)` the same for `size` or `nonzero`
+  (a range after a truncating `lowrank`, its low end equal to `predict`'s elsewhere).
 - `is_feasible(program, pipeline, setting) -> bool`: whether the setting may meet every
   analytic budget line. Search calls it to skip settings, so it errs towards True: a
   tie within 1e-9 (relative) counts as met, a `size` line counts as met when some size
@@ -31,7 +33,7 @@ from kmr_dsl.core.program import CheckedProgram, Pipeline
 from kmr_dsl.verify.budget import budget_lines, holds_float
 from kmr_dsl.core.state import ANALYTIC_METERS, LAYER_FIELDS
 from kmr_dsl.verify.budget import holds
-from kmr_dsl.verify.cost import SIZE_LOW, meter_expr
+from kmr_dsl.verify.cost import LOW_ENDS, meter_expr
 from kmr_dsl.verify.numeric import Unevaluable, compile_expr
 from kmr_dsl.verify.obligations import pipeline_model
 
@@ -57,11 +59,17 @@ def predict(program: CheckedProgram, pipeline: Pipeline | str, setting: dict | N
 
 def size_range(program: CheckedProgram, pipeline: Pipeline | str, setting: dict | None = None,
                baseline: bool = False) -> tuple[float, float]:
+    return meter_range(program, pipeline, "size", setting, baseline)
+
+
+def meter_range(program: CheckedProgram, pipeline: Pipeline | str, meter: str, setting: dict | None = None,
+                baseline: bool = False) -> tuple[float, float]:
+    """(low, high) of a ranged meter (`size`, `nonzero`; verify/cost.py LOW_ENDS)."""
     model = pipeline_model(program, pipeline)
     env = model.knobs.env(model.knobs.complete(setting))
     state = model.initial if baseline else model.final
     out = []
-    for meter in (SIZE_LOW, "size"):
+    for meter in (LOW_ENDS[meter], meter):
         f = _compiled(model, ("predict", meter, baseline),
                       lambda m=meter: compile_expr(meter_expr(model, m, state), exact=False))
         out.append(float(f(env)))
@@ -142,4 +150,4 @@ def _line_checks(model):
     return out
 
 
-__all__ = ["LAYER_NUMBERS", "is_feasible", "lines_met", "predict", "predict_layers", "size_range"]
+__all__ = ["LAYER_NUMBERS", "is_feasible", "lines_met", "meter_range", "predict", "predict_layers", "size_range"]

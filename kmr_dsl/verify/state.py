@@ -36,9 +36,11 @@ Semantics, in order:
   their own adds an UNKNOWN requirement (kind "pooled", KMR303), and a requires clause
   reading a pooled layer's density is UNKNOWN too; the kept total is rounded once, as
   the runtime rounds it (`_settle_pool`);
-- an effect that takes `min(layer.density, c)` (N:M) on a layer that may be sparse is an
-  upper bound: `State.low` keeps a lower bound beside it (verify/lowdensity.py), and a
-  requires clause reading that density is UNKNOWN.
+- a density effect that does not read the old density (`lowrank`'s `else 1`: the
+  truncated SVD's factors, computed afresh) and `lowrank`'s rank with `energy < 1` give
+  only upper ends; `State.low` keeps their lower ends (verify/lowend.py), which later
+  steps carry through their effects, and the meters' lower ends read them (verify/cost.py
+  LOW_ENDS): a line that needs a meter large reads that end (verify/budget.py).
 A value the state cannot express (a data argument in arithmetic, an unknown field)
 becomes an `Unmodelled` placeholder, and every obligation touching it is UNKNOWN.
 """
@@ -57,7 +59,7 @@ from kmr_dsl.core.memo import ByIdentity, Memo
 from kmr_dsl.core.walk import Dispatch, Unsupported, nodes
 from kmr_dsl.facts import ModelFacts
 from kmr_dsl.verify import algebra as A
-from kmr_dsl.verify import groups, lowdensity, pools, rounding
+from kmr_dsl.verify import groups, lowend, pools, rounding
 from kmr_dsl.verify.knobs import KnobTable
 
 
@@ -70,13 +72,16 @@ class State:
     # layer -> the layers a global pruning ranked it with (verify/pools.py): their
     # densities are known in total only
     pools: dict[str, frozenset] = field(default_factory=dict)
-    # layer -> a lower bound of its density, where `density` is only an upper bound
-    # (N:M on a layer that may be sparse: verify/lowdensity.py)
-    low: dict[str, object] = field(default_factory=dict)
+    # layer -> {field: its lower end} where the field's value is only its upper end
+    # (verify/lowend.py: `lowrank`'s fresh factors and energy cut), and (layer, field) ->
+    # the index of the step that made it a range
+    low: dict[str, dict[str, object]] = field(default_factory=dict)
+    loose_at: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def fork(self) -> "State":
         """A copy that steps can change in place (layer dicts are replaced, never mutated)."""
-        return State(dict(self.layers), dict(self.model), dict(self.origin), dict(self.pools), dict(self.low))
+        return State(dict(self.layers), dict(self.model), dict(self.origin), dict(self.pools),
+                     dict(self.low), dict(self.loose_at))
 
 
 @dataclass(frozen=True)
@@ -413,8 +418,8 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
     raw = {l: r[0] for l, r in raw.items() if r}
     if ranked is not A.FALSE:
         _settle_pool(model, state, index, ranked, raw)
-    _follow_low(model, state, step, params, before, raw, ranked)
     _follow_shapes(state, before, touched)
+    _follow_low(model, state, index, step, params, targets, before, layer_facts)
     if densities:
         _follow_pools(model, state, index, step, params, densities, before, layer_facts)
     return state
@@ -460,6 +465,47 @@ def _follow_pools(model: PipelineModel, state: State, index: int, step: Step, pa
                                               why, kind="pooled"))
 
 
+def _follow_low(model: PipelineModel, state: State, index: int, step: Step, params: dict, targets: list,
+                before: dict, layer_facts) -> None:
+    """The lower ends (verify/lowend.py) of the selected layers' density and rank after the
+    step: each effect at the old lower end, a fresh density at 0, `lowrank`'s energy cut
+    at rank 1, settled as the upper ends are; a changed shape caps a rank's lower end."""
+    effects = {e.field: e for e in step.rule.effects if e.scope == "layer" and e.field in ("density", "rank")}
+    floor = lowend.rank_floor(step.rule, params) if "rank" in effects else None
+    for layer in targets:
+        fact = layer_facts.get(layer)
+        if layer is None or fact is None or fact.kind not in MATRIX_KINDS or not fact.weight_params:
+            continue
+        old, new, low = before.get(layer, state.layers[layer]), state.layers[layer], state.low.get(layer, {})
+        for f, effect in effects.items():
+            try:
+                value = eval_ir(effect.expr, Ctx(model.knobs, params, {**old, f: RHO}, state.model))
+            except A.NotModelled:
+                value = None
+            if not isinstance(value, sp.Basic) or A.is_boolean(value):
+                lowend.put(state, layer, f, A.ZERO if f == "density" else A.ONE, index)
+                continue
+            at = low.get(f, old[f])
+            exact = value.xreplace({RHO: at})
+            v = lowend.density_low(value, RHO, at) if f == "density" else exact
+            made = v != exact or (f == "rank" and floor is not None)
+            if not made and f not in low:
+                continue                  # exact before and after: the state's own value
+            if f == "rank" and floor is not None:
+                v = A.ite(floor, A.ONE, v)
+            if value is not RHO:          # an effect that keeps the field keeps its settled lower end
+                v = _settled(model, {f: v}, new, fact, (layer, "rank") in state.origin)[f]
+            if isinstance(v, sp.Basic) and v.atoms(sp.ITE):
+                # sympy folded a piecewise into a condition the evaluators do not read:
+                # the trivial lower end instead
+                v = A.ZERO if f == "density" else A.ONE
+            lowend.put(state, layer, f, v, index if made else None)
+        if "rank" in state.low.get(layer, {}) and (new["in_features"] != old["in_features"]
+                                                  or new["out_features"] != old["out_features"]):
+            side = A.min_(new["in_features"], new["out_features"])
+            lowend.put(state, layer, "rank", A.min_(state.low[layer]["rank"], side))
+
+
 def _requirements(model: PipelineModel, state: State, index: int, step: Step, params: dict, layer) -> None:
     """One Requirement per requires clause of `step` on `layer`, over the current state."""
     lstate = state.layers[layer] if layer is not None else None
@@ -473,9 +519,6 @@ def _requirements(model: PipelineModel, state: State, index: int, step: Step, pa
             cond = _placeholder(str(exc), True)
         if layer in state.pools and FieldRef("layer", "density") in set(nodes(clause)):
             cond = _placeholder(f"the density of `{layer}` after a global pruning is known only in total", True)
-        elif layer in state.low and FieldRef("layer", "density") in set(nodes(clause)):
-            cond = _placeholder(f"the density of `{layer}` after N:M pruning of a sparse layer is known only "
-                                "as a range", True)
         fields = []
         for ref in _fields_read(clause):
             scope = lstate if ref.scope == "layer" else state.model
@@ -516,47 +559,6 @@ def _ranked_together(rule: Rule, params: dict):
     if isinstance(method, (A.EnumValue, A.EnumKnob)):
         return A.enum_equal(method, A.EnumValue("global"))
     return A.FALSE
-
-
-def _follow_low(model: PipelineModel, state: State, step: Step, params: dict, before: dict, raw: dict,
-                ranked) -> None:
-    """The lower ends of this step's new densities (verify/lowdensity.py), settled as the
-    runtime rounds (a whole count at least a lower bound is at least its rounding half up),
-    the total once where the step ranks together."""
-    effect = next((e for e in step.rule.effects if e.scope == "layer" and e.field == "density"), None)
-    if effect is None or not raw:
-        return
-    lows, any_low = {}, False
-    for l, (_, numel) in raw.items():
-        old = before.get(l, state.layers[l])
-        try:
-            value = eval_ir(effect.expr, Ctx(model.knobs, params, {**old, "density": RHO}, state.model))
-        except A.NotModelled:
-            value = None
-        if value is None or isinstance(value, (A.Unmodelled, A.UnmodelledBool)) or (
-                l not in state.low and not lowdensity.reads_min(value, RHO)):
-            state.low.pop(l, None)
-            lows[l] = (None, numel)
-            continue
-        lows[l] = (lowdensity.low_after(value, RHO, state.low.get(l, old["density"])), numel)
-        any_low = True
-    if not any_low:
-        return
-    ops = _ops_for(model)
-    settled = {l: _settle("density", v, n, ops) for l, (v, n) in lows.items() if v is not None}
-    if ranked is not A.FALSE and len(raw) >= 2:
-        try:
-            pooled = pools.settle_total({l: (v if v is not None else raw[l][0], n) for l, (v, n) in lows.items()},
-                                        lambda x: core_step.round_half_up(x, ops))
-        except A.NotModelled:
-            pooled = {l: 0 for l in lows}       # no rounding known: 0 is a lower bound of every density
-        settled = {l: pooled[l] if ranked is A.TRUE else A.ite(ranked, pooled[l], settled.get(l, pooled[l]))
-                   for l in lows}
-    for l, v in settled.items():
-        if v == state.layers[l]["density"]:
-            state.low.pop(l, None)
-        else:
-            state.low[l] = v
 
 
 def _settle_pool(model: PipelineModel, state: State, index: int, ranked, raw: dict) -> None:

@@ -27,3 +27,25 @@ def test_paired_latency_reports_ratios_to_the_first_model():
     result = sidebyside.paired_latency({"fast": fast, "slow": slow}, lambda: torch.zeros(4, 8), rounds=5)
     assert result["fast"]["ratio"] == 1.0
     assert result["slow"]["ratio"] > 1.0 and result["slow"]["min_s"] > 0
+
+
+def test_paired_rounds_rotate_the_order_and_time_every_model_every_round():
+    calls = []
+
+    class Model:
+        def __init__(self, name):
+            self.name = name
+
+        def __call__(self, x):
+            calls.append(self.name)
+
+    pytest.importorskip("torch")
+    times = sidebyside.paired_rounds({n: Model(n) for n in "abc"}, lambda: None, rounds=3, warmup=0)
+    assert calls == list("abc" "bca" "cab")
+    assert {n: len(t) for n, t in times.items()} == {"a": 3, "b": 3, "c": 3}
+
+
+def test_quartiles_interpolate_between_ranks():
+    assert sidebyside.quartiles([4.0, 1.0, 3.0, 2.0, 5.0]) == (1.0, 2.0, 3.0, 4.0, 5.0)
+    assert sidebyside.quartiles([1.0, 2.0]) == (1.0, 1.25, 1.5, 1.75, 2.0)
+    assert sidebyside.quartiles([7.0]) == (7.0,) * 5

@@ -120,3 +120,92 @@ def test_kmr404_hint_can_be_written_in_the_language(tmp_path):
     assert 'input_shape = "1, 3, 32, 32"' in hint and "[1, C, H, W]" not in hint
     spec = LoaderSpec("factory", ("convnet:make",), (("input_shape", "1, 3, 8, 8"),), str(tmp_path))
     assert introspect.model_facts(spec).input_shape == (1, 3, 8, 8)
+
+
+MASKED_LLAMA = '''
+import torch
+import torch.nn as nn
+from transformers import LlamaConfig, LlamaModel
+
+
+class Masked(nn.Module):
+    """A Llama that passes its own attention mask and positions (as a sentence encoder does)."""
+
+    def __init__(self, attention):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = LlamaModel(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                           num_attention_heads=4, num_key_value_heads=2, head_dim=4,
+                                           max_position_embeddings=64, attn_implementation=attention))
+
+    def forward(self, ids):
+        mask = (ids != 0).long()
+        positions = torch.arange(ids.shape[1], device=ids.device)[None].expand(ids.shape[0], -1)
+        return self.body(ids, attention_mask=mask, position_ids=positions).last_hidden_state
+
+
+class Reads(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.fc(x) * float(x.abs().max())     # reads a value
+
+
+def make(meta=True, attention="sdpa"):
+    if not meta:
+        return Masked(attention).eval()
+    with torch.device("meta"):
+        return Masked(attention).eval()
+
+
+def make_reads():
+    with torch.device("meta"):
+        return Reads()
+'''
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_meta_llama_that_passes_an_attention_mask(tmp_path, monkeypatch, attention):
+    """transformers' sdpa mask code asks `.all()` of an attention mask (`.item()`, which a
+    meta tensor cannot answer): the meta forward runs on fake tensors, and its facts are
+    the real model's, densities aside."""
+    (tmp_path / "masked_llama.py").write_text(MASKED_LLAMA)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = LoaderSpec("factory", ("masked_llama:make",), (("input_shape", "1, 12"), ("input_dtype", "int64"),
+                                                          ("attention", attention)), str(tmp_path))
+    meta = introspect.model_facts(spec)
+    import masked_llama
+    real = introspect.model_facts_from_module(masked_llama.make(False, attention), (1, 12), "int64")
+    fields = ("name", "kind", "weight_shape", "macs", "consumers", "coupled", "heads", "head_group", "fold_group")
+    assert [tuple(getattr(f, k) for k in fields) for f in meta.layers] == \
+           [tuple(getattr(f, k) for k in fields) for f in real.layers]
+    assert any(f.heads == 2 for f in meta.layers) and any(f.coupled for f in meta.layers)
+    if attention == "eager":    # torch's CPU flash kernel (sdpa on real tensors) counts no FLOPs
+        assert meta.total_macs == real.total_macs > 0
+
+
+def test_meta_forward_that_reads_a_value_is_located(tmp_path, monkeypatch):
+    (tmp_path / "masked_llama.py").write_text(MASKED_LLAMA)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = LoaderSpec("factory", ("masked_llama:make_reads",), (("input_shape", "1, 8"),), str(tmp_path))
+    from kmr_dsl.diagnostics import Span
+    span = Span("m.kmr", 2, 1, 2, 30)
+    with pytest.raises(KmrError) as info:
+        introspect.model_facts(spec, span=span)
+    assert info.value.diagnostic.code == "KMR412" and info.value.diagnostic.span == span
+    assert "reads a tensor's value" in info.value.diagnostic.message
+
+
+@pytest.mark.parametrize("text,note", [('{"model_type": "nosuch", "hidden_size": 8}', "nosuch"),
+                                       ('{"model_type": "llama", "hidden_size": 32', "valid JSON")])
+def test_a_config_transformers_cannot_read_is_located(tmp_path, text, note):
+    folder = tmp_path / "cfg"
+    folder.mkdir()
+    (folder / "config.json").write_text(text)
+    src = 'import "std"\nmodel llm = hf("cfg", weights = false)\npipeline p(llm) { quantize(bits = 8) on layers(Linear) }\n'
+    _, diags = check_source(src, str(tmp_path / "llm.kmr"), facts_provider=provider)
+    (diag,) = [d for d in diags if d.code == "KMR402"]
+    assert (diag.span.line, diag.span.col) == (2, 1) and note in diag.notes[0]
+    assert "config.json" in diag.hint and "\n" not in diag.notes[0]

@@ -21,8 +21,8 @@ def code_of(excinfo) -> str:
 @pytest.mark.parametrize("bits", [2, 4, 8])
 @pytest.mark.parametrize("numel", [1, 7, 64, 101])
 def test_pack_roundtrip(bits, numel):
-    qmax = quant.QMAX[bits]
-    q = torch.randint(-qmax, qmax + 1, (numel,), dtype=torch.int8)
+    # every code of the width: [-8, 7] at 4 bits, [-2, 1] at 2, [-128, 127] at 8
+    q = torch.randint(quant.QMIN[bits], quant.QMAX[bits] + 1, (numel,), dtype=torch.int8)
     packed = quant.pack(q, bits)
     assert packed.numel() == -(-numel * bits // 8)
     assert torch.equal(quant.unpack(packed, bits, numel), q)
@@ -58,10 +58,11 @@ def test_low_bits_keep_small_weights_within_half_a_step_and_clip_outliers(bits):
     q, scale = quant.quantize(w, bits)
     qmax = quant.QMAX[bits]
     assert torch.equal(q != 0, w != 0)                     # density exact
-    assert torch.all(q.abs() <= qmax)
+    assert torch.all((q >= quant.QMIN[bits]) & (q <= qmax))
     back = quant.dequantize(q, scale, bits)
     assert torch.all(back[w == 0] == 0)
-    inside = w.abs() <= (qmax - 0.5) * scale[:, None]      # not clipped
+    # not clipped: within the last level of the weight's side
+    inside = (w <= (qmax - 0.5) * scale[:, None]) & (w >= -(qmax + 0.5) * scale[:, None])
     err = (back - w).abs()
     assert torch.all(err[inside] <= 0.5 * scale[:, None].expand_as(w)[inside] * (1 + 1e-5))
     # against the usual grid at the largest magnitude with the +-1 rule
@@ -82,9 +83,28 @@ def test_quantizing_a_quantized_row_again_changes_nothing(bits):
 
 
 def test_midrise_levels():
-    q = torch.tensor([-7, -1, 0, 1, 3, 7], dtype=torch.int8)
-    assert quant.levels(q, 4).tolist() == [-6.5, -0.5, 0.0, 0.5, 2.5, 6.5]
-    assert quant.levels(q, 8).tolist() == [-7.0, -1.0, 0.0, 1.0, 3.0, 7.0]
+    q = torch.tensor([-8, -7, -1, 0, 1, 3, 7], dtype=torch.int8)
+    assert quant.levels(q, 4).tolist() == [-7.5, -6.5, -0.5, 0.0, 0.5, 2.5, 6.5]
+    assert quant.levels(q, 8).tolist() == [-8.0, -7.0, -1.0, 0.0, 1.0, 3.0, 7.0]
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+def test_low_bits_use_every_code_of_the_width(bits):
+    # the reference GPTQ / compressed-tensors grid spends all 2**bits codes ([-8, 7] at 4
+    # bits); so does KMR's: 15 non-zero midrise levels and an exact 0 at 4 bits
+    qmax, qmin = quant.QMAX[bits], quant.QMIN[bits]
+    x = torch.tensor([-99.0, -qmax - 0.2, -0.3, 0.0, 0.3, qmax - 0.1, 99.0])
+    assert quant.midrise_codes(x, bits).tolist() == [qmin, qmin, -1, 0, 1, qmax, qmax]
+    # a row on the grid (every code once, step 0.1) is given back exactly
+    codes = torch.arange(qmin, qmax + 1, dtype=torch.int8)
+    w = (quant.levels(codes, bits) * 0.1).reshape(1, -1)
+    q, scale = quant.quantize(w, bits)
+    assert torch.equal(q[0], codes) and torch.allclose(scale, torch.tensor([0.1]))
+    assert torch.equal(quant.unpack(quant.pack(q, bits), bits, q.numel()), codes)
+    # unclipped (GPTQ's scales): the largest magnitude is qmax steps, between the last
+    # two levels of its side, as it is 7.5 steps between codes 7 and 8 on the reference grid
+    _, scale = quant.quantize(torch.tensor([[-1.0, 0.5], [0.25, 2.0]]), bits, clip=False)
+    assert torch.allclose(scale, torch.tensor([1.0, 2.0]) / qmax)
 
 
 @pytest.mark.parametrize("dim,bits", [(384, 4), (7, 4), (10, 2), (6, 2), (33, 8)])
@@ -95,6 +115,37 @@ def test_quantized_embedding_looks_up_packed_rows(dim, bits):
     layer = km.quantized_leaf(emb, emb.weight.detach(), bits)
     x = torch.randint(0, 100, (3, 5))
     assert torch.equal(layer(x), layer.dequantized()[x])
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+@pytest.mark.parametrize("group_size", [0, 8])
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("dim", [24, 7])
+def test_quantized_embedding_lookup_equals_the_dequantized_table(bits, group_size, symmetric, dim):
+    # every storage form, rows on and off byte boundaries, a strided (expanded) index
+    # tensor as BERT passes its token types, and an empty lookup
+    from kmr_dsl.runtime import modules as km
+
+    emb = torch.nn.Embedding(50, dim)
+    layer = km.quantized_leaf(emb, emb.weight.detach(), bits, group_size=group_size, symmetric=symmetric)
+    table = layer.dequantized()
+    for x in (torch.randint(0, 50, (4, 9)), torch.tensor([3, 49, 0, 3]), torch.randint(0, 50, (1, 6)).expand(3, 6),
+              torch.zeros(2, 0, dtype=torch.long), torch.randint(0, 50, (5,), dtype=torch.int32)):
+        out = layer(x)
+        assert out.dtype == torch.float32 and out.shape == (*x.shape, dim)
+        assert torch.equal(out, table[x.long()])
+
+
+def test_quantized_embedding_refuses_indices_out_of_range_like_torch():
+    from kmr_dsl.runtime import modules as km
+
+    emb = torch.nn.Embedding(10, 8)
+    layer = km.quantized_leaf(emb, emb.weight.detach(), 8)
+    for bad in (torch.tensor([10]), torch.tensor([-1])):
+        with pytest.raises(IndexError):
+            emb(bad)
+        with pytest.raises(IndexError):
+            layer(bad)
 
 
 # ---------------------------------------------------------------- models

@@ -27,7 +27,8 @@ verdict or a prediction the run contradicts):
   that is what makes an upper-bound budget line unsound);
 - `over-low:size`, `baseline-over-low:size`: the file is smaller than the lower end of
   the `size` model's range (what a `size >=` line, or the baseline side of a relative
-  line, reads);
+  line, reads); `over-low:nonzero` the same for `nonzero` where it is a range (after
+  `lowrank` or N:M on a sparse layer, verify/lowend.py);
 - `internal`: the checker or the verifier failed with KMR500 or an exception.
 Line kinds carry the meter and the direction of the line: `verified-not-met:size<=`.
 Not disagreements, counted beside them: `rejected` (the checker refused the program:
@@ -53,7 +54,7 @@ from kmr_dsl.runtime import session as session_mod
 from kmr_dsl.runtime import state as run_state
 from kmr_dsl.runtime.introspect import model_facts
 from kmr_dsl.verify import Verdict, predict, verify
-from kmr_dsl.verify.predict import lines_met, size_range
+from kmr_dsl.verify.predict import lines_met, meter_range
 from tests.verify import sound_factory
 from tests.verify.soundness_cases import Arch, Case, cases, signature
 
@@ -273,10 +274,13 @@ class _Runner:
                     res.add(f"baseline-under:{meter}", f"measured {bm:g}, predicted {bp:g}")
                 else:
                     res.notes.append((f"baseline-over:{meter}", f"measured {bm:g}, predicted {bp:g}"))
-        for baseline, measured in ((False, outcome.meters.get("size")), (True, outcome.baseline.get("size"))):
-            low = size_range(self.program, "p", setting, baseline=baseline)[0]
+        for meter, baseline in (("size", False), ("size", True), ("nonzero", False)):
+            measured = (outcome.baseline if baseline else outcome.meters).get(meter)
+            low, high = meter_range(self.program, "p", meter, setting, baseline=baseline)
+            if meter != "size" and _close(low, high):
+                continue                # one value: below it is `over:` (loose), a note
             if measured is not None and measured < low and not _close(measured, low):
-                res.add(f"{'baseline-' if baseline else ''}over-low:size",
+                res.add(f"{'baseline-' if baseline else ''}over-low:{meter}",
                         f"at {label} {setting}: measured {measured:g}, lower end {low:g}")
         met = lines_met(self.program, "p", setting)
         analytic = [(i, c, ln) for i, (c, ln) in enumerate(zip(self.pipeline.budget, outcome.lines)) if c.analytic]

@@ -37,12 +37,8 @@ def _show(res) -> str:
 
 # Known open classes (each a reproducer below, marked xfail strict: the mark makes the
 # reproducer fail once its class is fixed, and it leaves this dict). The generated
-# cases below are no longer marked: the default 150 find none of these classes, so the
-# test guards 0 disagreements on them (a larger KMR_SOUND_EXAMPLES may still meet an
-# open class; docs/benchmarks.md).
-KNOWN = {
-    "lowrank-svd-zeros": "the SVD factors of a pruned matrix with a zero row or column have exact zeros; the "
-                         "contract sets density 1 (an upper bound, read as exact by a `nonzero >=` line)",
+# cases below are not marked: they guard 0 disagreements (docs/benchmarks.md).
+KNOWN: dict[str, str] = {
 }
 
 
@@ -111,6 +107,16 @@ REPRODUCERS = {
     "lowrank-svd-zeros": _program(_model("embed", "33,2,1,4", "001"),
                                   'prune(amount = 0.45) on layers(Linear)\n'
                                   'lowrank(ratio = 0.5) on layers(Linear, name = "2")', "nonzero >= 72"),
+    # energy 0.5 keeps fewer singular values than ceil(ratio * rank) = 8: the layer is
+    # factorized at a rank the check does not know, and every count is below the
+    # prediction a `>` line reads as exact (the rank's lower end is 1) ...
+    "lowrank-energy-rank": _program(_model("mlp", "8,16,4"),
+                                    'lowrank(ratio = 1.0, energy = 0.5) on layers(Linear, name = "0")',
+                                    "params > 211.5"),
+    # ... and the file is below the lower end of `size` at the predicted rank
+    "lowrank-energy-size-low": _program(_model("mlp", "8,16,4"),
+                                        'lowrank(ratio = 1.0, energy = 0.5) on layers(Linear, name = "0")',
+                                        "size >= 1497 B"),
     "lowrank-size": _program(_model("mlp", "24,24,4"), 'lowrank(ratio = 0.3) on layers(Linear, name = "0")',
                              "size <= 2813.4 B"),
     # pruning after lowrank ranks the two factors' weights together: one factor may stay
@@ -158,6 +164,13 @@ REPRODUCERS = {
     "nm-on-sparse-layer-size": _program(_model("mlp", "32,32,4", "00"),
                                         "prune(amount = 0.6)\nsparsegpt(amount = 0.0, n = 2, m = 4, calibration = train, "
                                         "samples = 16)", "size >= 2668 B", data=_TRAIN.replace('"16,16,4"', '"32,32,4"')),
+    # N:M after global pruning: a layer's share of the pool may be denser than 1 of 2 (N:M
+    # cuts it) or sparser (N:M cuts less than n/m): the state keeps min(0.5, 1/2) = 0.5 per
+    # layer, and the file is below the low end read at that density (the low end now reads
+    # max(0, d + n/m - 1) and, for a pool, bytes linear in the density)
+    "nm-after-global-size-low": _program(_model("cnn", "1,5,8,3,4", "100", ", seed = 587"),
+                                         "prune(amount = 0.5, method = global)\n"
+                                         "prune(amount = 0.0, method = nm, n = 1, m = 2)", "size >= 2560 B"),
     # half precision on a model whose head is tied to its embedding: proved, then the
     # `macs` meter fails (KMR408: a float32 input meets the shared bf16 weight)
     "tied-half-precision": _program(_model("tied", "6,4,1", "1"), "quantize(bits = 16)", "params <= 1000"),

@@ -1,0 +1,111 @@
+"""The lower ends of fields the state knows only from above (`State.low`).
+
+Contract: a rule's effect is the value the runtime ends up with, except where the
+runtime computes weights afresh or cuts by a criterion the contract does not model.
+Three such places in the standard rules give only an upper end of a field:
+- a density effect branch that does not read the old density (`lowrank`'s `else 1`):
+  the truncated SVD's factors are new values, and some may be exactly 0 (a zero column
+  of a pruned matrix is a zero column of the right factor; even a dense matrix's
+  singular vectors may hold zeros). Its lower end is 0 (`density_low`);
+- a density capped by a group pattern, `min(layer.density, n / m)` (N:M in `prune` and
+  `sparsegpt`): exact on a dense layer, on a sparse one each group keeps at most its
+  non-zeros and loses at most what it loses when dense, so the lower end is
+  max(0, density + n / m - 1) (the rounding as the upper end's, kmr_dsl/rules/prune.py);
+- `lowrank` with `energy < 1` (kmr_dsl/rules/lowrank.py): the kept rank is the smallest
+  that keeps `energy` of the squared singular values, at most the effect's
+  ceil(ratio * rank) and at least 1. Its lower end is 1 (`rank_floor`).
+Later steps carry a lower end through their effect (the standard rules' density and
+rank effects are non-decreasing in the old value). A layer whose rank is a range has
+density low end 0 (`clamp`): its element count is a range, and a density fraction of
+the upper count is no lower end of the kept count at a lower one.
+
+The cost model reads a layer's fields with these overrides for the lower ends of its
+meters (verify/cost.py LOW_ENDS); a line that needs a meter large reads that end
+(verify/budget.py).
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from kmr_dsl.verify import algebra as A
+
+# the runtime whose `energy` cut the rank effect leaves out
+LOWRANK_IMPL = "kmr_dsl.rules.lowrank:apply"
+
+
+def density_low(value, rho, old):
+    """The lower end of a density effect `value` (over `rho`, the old density) where the
+    old density's lower end is `old`: a branch that does not read `rho` at 0, a cap
+    `min(rho, c)` at max(0, old + c - 1) (at c itself on a dense layer, old = 1), every
+    other branch at `old`."""
+    if isinstance(value, sp.Piecewise):
+        last = value.args[-1]
+        whole = last.cond is A.TRUE
+        out = density_low(last.expr, rho, old) if whole else A.ZERO
+        for pair in reversed(value.args[:-1] if whole else value.args):
+            out = A.ite(pair.cond, density_low(pair.expr, rho, old), out)
+        return out
+    if not isinstance(value, sp.Basic) or rho not in value.free_symbols:
+        return A.ZERO
+    if isinstance(value, sp.Min) and old != 1:
+        reads = [a for a in value.args if rho in a.free_symbols]
+        caps = [a for a in value.args if rho not in a.free_symbols]
+        if len(reads) == 1 and caps:
+            cap = caps[0]
+            for c in caps[1:]:
+                cap = A.min_(cap, c)
+            return A.max_(A.ZERO, A.add(density_low(reads[0], rho, old), cap, -1))
+        return A.ZERO                 # a cap the state cannot read: no lower end but 0
+    return value.xreplace({rho: old})
+
+
+def rank_floor(rule, params: dict):
+    """The condition under which `rule`'s rank effect is only an upper end (its lower end
+    then 1), or None."""
+    if rule.impl != LOWRANK_IMPL or "energy" not in params:
+        return None
+    energy = params["energy"]
+    if not isinstance(energy, sp.Basic) or A.is_boolean(energy):
+        return A.TRUE                 # not modelled: the floor holds everywhere
+    cond = A.compare("<", energy, 1)
+    return None if cond is A.FALSE else cond
+
+
+def clamp(low: dict) -> dict:
+    """A layer's overrides with the density's lower end at 0 where its rank is a range."""
+    return {**low, "density": A.ZERO} if "rank" in low else low
+
+
+def put(state, layer: str, field: str, value, index: int | None = None) -> None:
+    """Record `value` as `field`'s lower end on `layer` (dropped where it is the state's own
+    value); `index`: the step that made it a range."""
+    low = dict(state.low.get(layer, {}))
+    if value == state.layers[layer][field]:
+        low.pop(field, None)
+        state.loose_at.pop((layer, field), None)
+    else:
+        low[field] = value
+        if index is not None:
+            state.loose_at[(layer, field)] = index
+    low = clamp(low)
+    if low:
+        state.low[layer] = low
+    else:
+        state.low.pop(layer, None)
+
+
+def explain(steps, loose_at: dict) -> tuple[str, str]:
+    """(the steps that made a field a range, what the ends depend on), for KMR303's note."""
+    made = sorted({steps[i] for i in loose_at.values()}, key=lambda st: (st.span.line, st.span.col))
+    where = ", ".join(f"`{st.rule.name}` at {st.span}" for st in made) or "a step"
+    causes = []
+    if any(st.rule.impl == LOWRANK_IMPL for st in made):
+        causes.append("`lowrank`'s SVD factors are new weights, some of which may be exactly 0, and with "
+                      "`energy < 1` it keeps a rank known only when it runs")
+    if any(st.rule.impl != LOWRANK_IMPL for st in made):
+        causes.append("an N:M pattern on a sparse layer keeps fewer than n of m where a group already holds zeros")
+    return where, "; ".join(causes) or "a field known only from above"
+
+
+__all__ = ["LOWRANK_IMPL", "clamp", "density_low", "explain", "put", "rank_floor"]

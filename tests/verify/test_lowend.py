@@ -1,0 +1,84 @@
+"""Lower ends of the counts where an effect is only an upper end (verify/lowend.py):
+`lowrank`'s fresh factors, its energy cut, N:M on a sparse layer."""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from kmr_dsl.verify import Verdict, verify
+from kmr_dsl.verify import algebra as A
+from kmr_dsl.verify.budget import budget_lines
+from kmr_dsl.verify.cost import LOW_ENDS, meter_expr
+from kmr_dsl.verify.lowend import density_low
+from kmr_dsl.verify.numeric import evaluate
+from kmr_dsl.verify.obligations import pipeline_model
+from tests.verify.build import c, line, linears, meter, mlp_facts, program, step
+
+FACTS = mlp_facts([8, 16, 4])           # fc0: 16x8 (+16 bias), fc1: 4x16 (+4 bias)
+FC0 = (linears(FACTS)[0],)
+
+
+def _ends(steps, meter_name):
+    model = pipeline_model(program([], steps, [], FACTS), "compress")
+    env = model.knobs.env(model.knobs.complete({}))
+    low = evaluate(meter_expr(model, LOW_ENDS[meter_name], model.final), env)
+    return low, evaluate(meter_expr(model, meter_name, model.final), env)
+
+
+def test_a_rule_without_a_range_has_one_value():
+    for m in ("params", "nonzero", "macs", "trainable_params"):
+        low, high = _ends([step("prune", linears(FACTS), amount=0.5)], m)
+        assert low == high
+
+
+def test_truncated_factors_may_be_all_zero():
+    # prune then truncate fc0 to rank 4 (4 * 24 < 128: two factors): the contract says
+    # dense (96 weights), the factors of a pruned matrix hold exact zeros
+    low, high = _ends([step("prune", linears(FACTS), amount=0.5), step("lowrank", FC0, ratio=0.5)], "nonzero")
+    assert high == 96 + 16 + 32 + 4                 # fc0's factors dense, fc1 half kept
+    assert low == 16 + 32 + 4                       # fc0's factors all zero: only its bias
+    # a ratio that cuts nothing keeps the layer (and its exact zeros): no range
+    low, high = _ends([step("prune", linears(FACTS), amount=0.5), step("lowrank", FC0, ratio=1.0)], "nonzero")
+    assert low == high
+
+
+def test_energy_makes_the_rank_a_range_down_to_one():
+    low, high = _ends([step("lowrank", FC0, ratio=1.0, energy=0.5)], "params")
+    assert high == 212                              # rank 8: fc0 stays dense
+    assert low == 1 * (8 + 16) + 16 + 64 + 4        # rank 1: two factors
+
+
+def test_nm_on_a_sparse_layer_keeps_between_d_plus_n_over_m_minus_1_and_min():
+    steps = [step("prune", FC0, amount=0.25), step("prune", FC0, amount=0.0, method="nm", n=1, m=2)]
+    low, high = _ends(steps, "nonzero")
+    assert high == 64 + 16 + 68                     # min(0.75, 1/2) of 128
+    assert low == 32 + 16 + 68                      # max(0, 0.75 + 1/2 - 1) of 128
+    # on a dense layer N:M is exact
+    low, high = _ends([step("prune", FC0, amount=0.0, method="nm", n=1, m=2)], "nonzero")
+    assert low == high
+
+
+def test_a_lower_bound_line_reads_the_low_end_and_is_unknown_between():
+    steps = [step("prune", linears(FACTS), amount=0.5), step("lowrank", FC0, ratio=0.5)]
+    prog = program([], steps, [line(meter("nonzero"), ">=", c(100))], FACTS)
+    model = pipeline_model(prog, "compress")
+    (ln,), _ = budget_lines(model)
+    env = model.knobs.env(model.knobs.complete({}))
+    assert evaluate(ln.expr, env) == 100 - 52 and evaluate(ln.optimistic.expr, env) == 100 - 148
+    report = verify(prog, "compress")
+    feas = [r for r in report.results if r.kind == "feasibility"]
+    assert feas[0].verdict is Verdict.UNKNOWN and "SVD factors" in feas[0].reason
+    # `nonzero == X` cannot be read at either end
+    prog = program([], steps, [line(meter("nonzero"), "==", c(148))], FACTS)
+    (ln,), _ = budget_lines(pipeline_model(prog, "compress"))
+    assert ln.problem and "range" in ln.problem
+
+
+def test_density_low_of_effects():
+    rho, d = sp.Symbol("rho"), sp.Symbol("d")
+    assert density_low(A.mul(rho, sp.Rational(1, 2)), rho, d) == d / 2           # reads it: as it is
+    assert density_low(A.ONE, rho, d) == 0                                        # fresh: 0
+    assert density_low(A.min_(rho, sp.Rational(1, 2)), rho, A.ONE) == sp.Rational(1, 2)   # dense: exact
+    assert density_low(A.min_(rho, sp.Rational(1, 2)), rho, sp.Rational(3, 4)) == sp.Rational(1, 4)
+    cond = sp.Symbol("e") < 1
+    assert density_low(A.ite(cond, rho, A.ONE), rho, d) == A.ite(cond, d, A.ZERO)
