@@ -25,6 +25,8 @@ layer is reported (verify/state.py turns it into an UNKNOWN, never a guess).
 
 from __future__ import annotations
 
+from kmr_dsl.verify import algebra as A
+
 
 def step_pools(pools: dict, selection: list, changed: list, reads_density: set,
                global_: bool | None) -> tuple[dict, list]:
@@ -50,4 +52,26 @@ def step_pools(pools: dict, selection: list, changed: list, reads_density: set,
     return out, unknown
 
 
-__all__ = ["step_pools"]
+def settle_total(raw: dict, round_half_up) -> dict:
+    """The densities of a global pruning's layers, exact in total: `raw` maps each layer
+    to (its unrounded density, its weight elements); the runtime keeps
+    round_half_up(sum of density * elements) weights of the whole selection. Every layer
+    keeps its unrounded share but the largest (the first of equal ones), which takes the
+    total's rounding too: a fraction of one weight over its elements. The per-layer shares
+    are the average either way (known in total only), so only the sum means anything."""
+    counts = {l: A.mul(d, n) for l, (d, n) in raw.items()}
+    total = A.add(*counts.values())
+    kept = round_half_up(total)
+    largest = max(raw, key=lambda l: _size_key(raw[l][1]))
+    out = {l: d for l, (d, _) in raw.items()}
+    out[largest] = A.div(A.add(counts[largest], A.sub(kept, total)), raw[largest][1])
+    return out
+
+
+def _size_key(numel) -> float:
+    """A layer's weight elements as a number to compare (a symbolic count, after lowrank
+    over a knob: its largest value is not known here, so it ranks last)."""
+    return float(numel) if A.is_number(A.num(numel)) else -1.0
+
+
+__all__ = ["settle_total", "step_pools"]

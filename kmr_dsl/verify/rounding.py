@@ -37,20 +37,28 @@ def step_ops(knobs):
     return replace(A.SYMBOLS, floor=lambda x: _round(knobs, x, True), ceil=lambda x: _round(knobs, x, False))
 
 
-def _round(knobs, x, down: bool):
+def _round(knobs, x, down: bool, within: dict | None = None):
+    """floor / ceiling of `x`; `within` maps a knob symbol to the (lo, hi) its value is
+    known to lie in here (a branch of a choice), narrower than its domain."""
     x = A.num(x)
     symbols = A.knob_symbols(x) if isinstance(x, sp.Basic) else set()
     varying = [knobs.by_symbol.get(s) for s in symbols]
     if not any(v is not None and not v.finite for v in varying):
         return A.floor_(x) if down else A.ceil_(x)
+    within = within or {}
     choice = _first_choice(x)
     if choice is not None:
         # a count that is a choice (a rank over breakpoints, factorized or not): round it
         # in each branch, under the branch's own condition (P is e_i where c_i is the first
-        # condition that holds, so replacing P by e_i there is exact)
+        # condition that holds, so replacing P by e_i there is exact). A branch whose
+        # conditions bound a knob is rounded on that part of its range only: a count
+        # compounded over a knob (prune twice by `a`) takes a few values per branch
+        pairs, known = [], dict(within)
+        for value, cond in choice.args:
+            here, known = _narrow(knobs, cond, known)
+            pairs.append((_round(knobs, x.xreplace({choice: value}), down, here), cond))
         out = None
-        for value, cond in reversed(choice.args):
-            value = _round(knobs, x.xreplace({choice: value}), down)
+        for value, cond in reversed(pairs):
             out = value if out is None else A.ite(cond, value, out)
         if _size(out) > MAX_PIECES:
             raise A.NotModelled("a rounded count with too many branches")
@@ -59,7 +67,31 @@ def _round(knobs, x, down: bool):
         raise A.NotModelled("a rounded count over several knobs or an unbounded knob")
     var = varying[0]
     c, d = _affine(x, var.symbol)
-    return _pieces(var, c, d, down)
+    lo, hi = within.get(var.symbol, (A.frac(var.lo), A.frac(var.hi)))
+    return _pieces(var, c, d, down, lo, hi)
+
+
+def _narrow(knobs, cond, known: dict) -> tuple[dict, dict]:
+    """(the knob ranges where `cond` holds, the ranges where it does not), given `known`,
+    for a condition that compares one continuous knob with a number (closed ends: a
+    superset, where the rounding is exact all the same); any other condition narrows nothing."""
+    if not isinstance(cond, sp.core.relational.Relational):
+        return dict(known), dict(known)
+    r, bound = cond.lhs, cond.rhs
+    flip = False
+    if not isinstance(bound, sp.Rational):
+        r, bound, flip = bound, r, True
+    var = knobs.by_symbol.get(r)
+    if var is None or var.finite or var.lo is None or var.hi is None or not isinstance(bound, sp.Rational):
+        return dict(known), dict(known)
+    lo, hi = known.get(r, (A.frac(var.lo), A.frac(var.hi)))
+    e = A.frac(bound)
+    below = isinstance(cond, (sp.LessThan, sp.StrictLessThan)) != flip     # r <= e (or r < e)
+    if not isinstance(cond, (sp.LessThan, sp.StrictLessThan, sp.GreaterThan, sp.StrictGreaterThan)):
+        return dict(known), dict(known)
+    holds = (lo, min(hi, e)) if below else (max(lo, e), hi)
+    fails = (max(lo, e), hi) if below else (lo, min(hi, e))
+    return {**known, r: holds}, {**known, r: fails}
 
 
 def _first_choice(x):
@@ -94,12 +126,15 @@ def _affine(x, r) -> tuple[Fraction, Fraction]:
     return A.frac(c), A.frac(d)
 
 
-def _pieces(var, c: Fraction, d: Fraction, down: bool):
-    """floor / ceiling of c * r + d over r in [lo, hi], as a Piecewise in r."""
+def _pieces(var, c: Fraction, d: Fraction, down: bool, lo: Fraction, hi: Fraction):
+    """floor / ceiling of c * r + d over r in [lo, hi] (the knob's domain, or a branch's
+    part of it), as a Piecewise in r."""
     r = var.symbol
     if c == 0:
         return A.num(math.floor(d) if down else math.ceil(d))
-    ends = (c * var.lo + d, c * var.hi + d)
+    if lo > hi:             # a branch no value of r reaches: any value serves
+        lo = hi
+    ends = (c * lo + d, c * hi + d)
     f = math.floor if down else math.ceil
     low, high = f(min(ends)), f(max(ends))
     if high - low + 1 > MAX_PIECES:

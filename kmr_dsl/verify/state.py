@@ -34,7 +34,8 @@ Semantics, in order:
 - global pruning over several layers pools them (`State.pools`, verify/pools.py): each
   keeps the average density, exact in total; a later step that changes some of them on
   their own adds an UNKNOWN requirement (kind "pooled", KMR303), and a requires clause
-  reading a pooled layer's density is UNKNOWN too;
+  reading a pooled layer's density is UNKNOWN too; the kept total is rounded once, as
+  the runtime rounds it (`_settle_pool`);
 - a density effect that does not read the old density (`lowrank`'s `else 1`: the
   truncated SVD's factors, computed afresh) and `lowrank`'s rank with `energy < 1` give
   only upper ends; `State.low` keeps their lower ends (verify/lowend.py), which later
@@ -456,6 +457,8 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
             _require_fold_group(model, step, index, layer, layer_facts)
     densities = {layer: (state.layers[layer]["density"], state.origin.get((layer, "density")))
                  for layer in targets if layer is not None}
+    ranked = _ranked_together(rule, params)
+    raw: dict[str, tuple] = {}          # layer -> (its density before rounding, its weight elements)
     for layer in targets:
         lstate = state.layers[layer] if layer is not None else None
         ctx = Ctx(model.knobs, params, lstate, state.model)
@@ -483,7 +486,7 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
             old = lstate
             lstate = dict(lstate)
             for f, v in _settled(model, new_layer, old, layer_facts.get(layer),
-                                 (layer, "rank") in state.origin, canon).items():
+                                 (layer, "rank") in state.origin, canon, raw.setdefault(layer, [])).items():
                 if old.get(f) != v:
                     lstate[f] = v
                     state.origin[(layer, f)] = index
@@ -506,6 +509,9 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
             if state.model.get(f) != v:
                 state.model[f] = v
                 state.origin[(None, f)] = index
+    raw = {l: r[0] for l, r in raw.items() if r}
+    if ranked is not A.FALSE:
+        _settle_pool(model, state, index, ranked, raw)
     _follow_shapes(state, before, touched, index, step)
     _follow_low(model, state, index, step, params, targets, before, layer_facts)
     if densities:
@@ -619,14 +625,18 @@ def _requirements(model: PipelineModel, state: State, index: int, step: Step, pa
         model.requirements.append(Requirement(index, step, layer, ci, clause, cond, tuple(fields)))
 
 
-def _settled(model: PipelineModel, new: dict, old: dict, fact, factorized: bool, canon: Canon | None = None) -> dict:
+def _settled(model: PipelineModel, new: dict, old: dict, fact, factorized: bool, canon: Canon | None = None,
+             raw: list | None = None) -> dict:
     """The effects' values as the runtime keeps them (core.step.settle): whole channels,
     ranks and weights. Kept weights are counted on the layer's weight at its new shape:
     the dense matrix, or both factors once `lowrank` split it (prune ranks the two
     factors' weights together). `canon`: the step's inputs up to renaming (the new
-    values follow from them): a layer of the same shape's settled values, renamed."""
+    values follow from them): a layer of the same shape's settled values, renamed.
+    `raw` receives (the density before rounding, the weight elements) for a global
+    pruning to round its total (`_settle_pool`); a templated step has one layer, whose
+    own rounding is the total's, so it needs none."""
     if canon is None:
-        return _settle_all(model, new, old, fact, factorized)
+        return _settle_all(model, new, old, fact, factorized, raw)
     shape = None if fact is None else (fact.kind, fact.weight_params, fact.in_features, fact.out_features,
                                        fact.depthwise)
     what = ("settled", tuple(new), shape, factorized)
@@ -640,7 +650,7 @@ def _settled(model: PipelineModel, new: dict, old: dict, fact, factorized: bool,
     return {f: t(canon.symbols) for f, t in templates.items()}
 
 
-def _settle_all(model: PipelineModel, new: dict, old: dict, fact, factorized: bool) -> dict:
+def _settle_all(model: PipelineModel, new: dict, old: dict, fact, factorized: bool, raw: list | None = None) -> dict:
     out = dict(new)
     ops = _ops_for(model)
     for f in ("in_features", "out_features", "rank", "heads"):
@@ -650,8 +660,40 @@ def _settle_all(model: PipelineModel, new: dict, old: dict, fact, factorized: bo
         st = {**old, **out}
         numel = core_step.dense_numel(fact.weight_params, fact.in_features, fact.out_features,
                                       st["in_features"], st["out_features"], A.SYMBOLS, fact.depthwise)
-        out["density"] = _settle("density", out["density"], matrix_numel(st, numel, factorized), ops)
+        numel = matrix_numel(st, numel, factorized)
+        if raw is not None:
+            raw.append((out["density"], numel))
+        out["density"] = _settle("density", out["density"], numel, ops)
     return out
+
+
+def _ranked_together(rule: Rule, params: dict):
+    """The condition under which a step ranks its selected layers' weights together
+    (`method = global`): TRUE, FALSE, or a condition over an enum knob."""
+    method = params.get("method")
+    if not any(e.scope == "layer" and e.field == "density" for e in rule.effects):
+        return A.FALSE
+    if isinstance(method, (A.EnumValue, A.EnumKnob)):
+        return A.enum_equal(method, A.EnumValue("global"))
+    return A.FALSE
+
+
+def _settle_pool(model: PipelineModel, state: State, index: int, ranked, raw: dict) -> None:
+    """Global pruning keeps round_half_up(total) weights of the whole selection, not the
+    sum of each layer's rounded share (kmr_dsl/rules/prune.py): where the step ranks
+    together (`ranked`), the layers' densities are the unrounded shares with the total's
+    rounding added to the largest layer (pools.settle_total), so `nonzero` is exact."""
+    if len(raw) < 2:
+        return                  # one layer: its own rounding is the total's
+    try:
+        pooled = pools.settle_total(raw, lambda x: core_step.round_half_up(x, _ops_for(model)))
+    except A.NotModelled:
+        pooled = {l: d for l, (d, _) in raw.items()}   # unrounded, as `_settle` keeps a count it cannot round
+    for layer, density in pooled.items():
+        value = density if ranked is A.TRUE else A.ite(ranked, density, state.layers[layer]["density"])
+        if state.layers[layer]["density"] != value:
+            state.layers[layer] = {**state.layers[layer], "density": value}
+            state.origin[(layer, "density")] = index
 
 
 def factor_test(st: dict):
