@@ -34,6 +34,7 @@ Both compile their expressions once per pipeline (float closures) and cache them
 from __future__ import annotations
 
 from kmr_dsl.core.program import CheckedProgram, Pipeline
+from kmr_dsl.verify import algebra as A
 from kmr_dsl.verify.budget import budget_lines, holds_float
 from kmr_dsl.core.state import ANALYTIC_METERS, LAYER_FIELDS
 from kmr_dsl.verify.budget import holds
@@ -55,12 +56,12 @@ def predict(program: CheckedProgram, pipeline: Pipeline | str, setting: dict | N
     state = model.initial if baseline else model.final
     out = {}
     for meter in ANALYTIC_METERS:
-        f = _compiled(model, ("predict", meter, baseline),
-                      lambda m=meter: compile_expr(meter_expr(model, m, state), exact=False))
         try:
+            f = _compiled(model, ("predict", meter, baseline),
+                          lambda m=meter: compile_expr(meter_expr(model, m, state), exact=False))
             out[meter] = float(f(env))
-        except (Unevaluable, ZeroDivisionError):
-            continue
+        except (Unevaluable, ZeroDivisionError, A.NotModelled):
+            continue            # not modelled, or not evaluable at this setting: left out
     return out
 
 
