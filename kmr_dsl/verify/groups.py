@@ -49,7 +49,10 @@ def shrink_group(state, layer: str, old, new, layer_facts, index: int, before: d
     member (the layer itself included) loses them on its input too. Returns the members."""
     fact = layer_facts.get(layer)
     members = [layer, *(fact.coupled if fact else ())]
-    ratio = A.div(new, old)
+    try:
+        ratio = A.div(new, old)
+    except A.NotModelled:
+        ratio = A.ZERO          # a group already without channels (old is 0) keeps none
     for m in members:
         if m not in state.layers:
             continue

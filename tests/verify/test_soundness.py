@@ -17,6 +17,8 @@ import pytest
 import torch
 from hypothesis import HealthCheck, Phase, given, note, settings
 
+from kmr_dsl.diagnostics import has_errors
+from kmr_dsl.verify import predict
 from tests.verify.soundness import Harness, layer_names
 from tests.verify.soundness_cases import cases
 
@@ -286,4 +288,23 @@ def test_predict_leaves_out_what_a_refused_step_makes_meaningless(harness):
     assert set(predict(program, "p", {"a": 0.45})) == {"params", "nonzero", "size", "macs", "trainable_params"}
     res = harness.judge(text, [{"a": 0.9}])
     assert res.verdict == "refuted (a step's precondition)", res.notes
+    assert not res.disagreements, _show(res)
+
+
+def test_a_head_group_pruned_to_nothing_is_refuted_at_its_step(harness):
+    """One head of one: 0.75 of it rounds to the whole head, and the group has no rows
+    left. A later step on the group's value projection shrinks nothing; the state must
+    carry the empty group (it divided by its 0 rows: KMR303 "division by zero" for the
+    whole pipeline, and `predict` failed), so the later head pruning is refuted at its
+    step (no heads left) and predictions still evaluate."""
+    attn = "bert.encoder.layer.0.attention.self"
+    text = _program(_model("bert", "8,4,1,11,3,4", "111", ", seed = 659, eager = 0"),
+                    f'prune(amount = 0.75, method = head) on layers(Linear, name = "{attn}.key")\n'
+                    f'prune(amount = 0.0, method = head) on layers(Linear, name = "{attn}.value")',
+                    "params <= 100000")
+    program, diags = harness.check(text)
+    assert program is not None and not has_errors(diags)
+    assert "params" in predict(program, "p", {})
+    res = harness.judge(text, [{}])
+    assert res.verdict.startswith("refuted"), f"{res.verdict}: {res.notes}"
     assert not res.disagreements, _show(res)
