@@ -60,6 +60,19 @@ def density_low(value, rho, old):
     return value.xreplace({rho: old})
 
 
+def loosens(value, rho) -> bool:
+    """Whether `density_low` gives `value` (a density effect over `rho`) a lower end below
+    its value at the old density: a branch that does not read `rho`, a top-level cap
+    `min(rho, c)`, or a piecewise without a last `True` branch. Otherwise the lower end is
+    the effect at the old lower end, and a layer without one needs none (the state's own
+    value; substituting into a large piecewise only to find that is slow in sympy)."""
+    if isinstance(value, sp.Piecewise):
+        return value.args[-1].cond is not A.TRUE or any(loosens(p.expr, rho) for p in value.args)
+    if not isinstance(value, sp.Basic) or rho not in value.free_symbols:
+        return True
+    return isinstance(value, sp.Min)
+
+
 def rank_floor(rule, params: dict):
     """The condition under which `rule`'s rank effect is only an upper end (its lower end
     then 1), or None."""
@@ -108,4 +121,4 @@ def explain(steps, loose_at: dict) -> tuple[str, str]:
     return where, "; ".join(causes) or "a field known only from above"
 
 
-__all__ = ["LOWRANK_IMPL", "clamp", "density_low", "explain", "put", "rank_floor"]
+__all__ = ["LOWRANK_IMPL", "clamp", "density_low", "explain", "loosens", "put", "rank_floor"]

@@ -581,7 +581,14 @@ def _follow_low(model: PipelineModel, state: State, index: int, step: Step, para
             if not isinstance(value, sp.Basic) or A.is_boolean(value):
                 lowend.put(state, layer, f, A.ZERO if f == "density" else A.ONE, index)
                 continue
+            if f not in low and (floor is None if f == "rank" else not lowend.loosens(value, RHO)):
+                continue                  # exact before and after: the state's own value
             at = low.get(f, old[f])
+            if value.has(sp.Piecewise) and _larger_than(value, 60, at):
+                # substituting into a large piecewise makes sympy fold it by distributing
+                # its conditions (exponential): the trivial lower end instead, sound
+                lowend.put(state, layer, f, A.ZERO if f == "density" else A.ONE, index)
+                continue
             exact = value.xreplace({RHO: at})
             v = lowend.density_low(value, RHO, at) if f == "density" else exact
             made = v != exact or (f == "rank" and floor is not None)
@@ -600,6 +607,19 @@ def _follow_low(model: PipelineModel, state: State, index: int, step: Step, para
                                                   or new["out_features"] != old["out_features"]):
             side = A.min_(new["in_features"], new["out_features"])
             lowend.put(state, layer, "rank", A.min_(state.low[layer]["rank"], side))
+
+
+def _larger_than(value, limit: int, *more) -> bool:
+    """Whether `value` and `more` hold more than `limit` expression nodes (counted lazily)."""
+    n = 0
+    for e in (value, *more):
+        if not isinstance(e, sp.Basic):
+            continue
+        for _ in sp.preorder_traversal(e):
+            n += 1
+            if n > limit:
+                return True
+    return False
 
 
 def _requirements(model: PipelineModel, state: State, index: int, step: Step, params: dict, layer,
