@@ -54,13 +54,6 @@ def build(base) -> dict:
     return out
 
 
-def machine() -> str:
-    """The CPU, torch and the load (the thread counts are in the tables)."""
-    import torch
-
-    return environment(None).replace(f"{torch.get_num_threads()} thread(s) for latency, ", "")
-
-
 def summary(times: dict[str, list[float]], name: str) -> list[str]:
     per_round = [a / b for a, b in zip(times[name], times[TORCH])]
     lo, q1, med, q3, hi = quartiles(per_round)
@@ -125,7 +118,7 @@ def main(argv=None) -> int:
     parser.add_argument("--update-docs", action="store_true")
     args = parser.parse_args(argv)
     if args.layers:
-        print(layer_rows(args.threads, args.rounds) + "\n\n" + machine() + ".")
+        print(layer_rows(args.threads, args.rounds) + "\n\n" + environment(None, latency_threads=False) + ".")
         return 0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
@@ -173,7 +166,7 @@ def main(argv=None) -> int:
         "",
         "\n\n".join(sections),
         "",
-        machine() + ".",
+        environment(None, latency_threads=False) + ".",
     ])
     print(text)
     if args.update_docs:

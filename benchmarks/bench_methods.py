@@ -1,6 +1,6 @@
 """The quantization methods real recipes use, side by side on all-MiniLM-L6-v2 (CPU).
 
-Usage: python benchmarks/bench_methods.py [--rounds N] [--samples N] [--only TEXT ...] [--update-docs]
+Usage: python benchmarks/bench_methods.py [--rounds N] [--samples N] [--only ROW ...] [--update-docs]
 
 One process, one fp32 baseline (examples/minilm/minilm_model.py), calibration on the
 first `--samples` *train* sentences of examples/minilm/texts.py, quality on the 200
@@ -144,13 +144,19 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--samples", type=int, default=128)
-    parser.add_argument("--only", nargs="*", default=None,
-                        help="measure only the rows whose name contains one of these (fp32 always)")
+    parser.add_argument("--only", nargs="*", default=None, metavar="ROW",
+                        help="measure only these rows, each named exactly as in the table (fp32 always)")
     parser.add_argument("--update-docs", action="store_true")
     args = parser.parse_args(argv)
+    names = [name for name, _, _ in rows(None, None)]
+    unknown = [text for text in args.only or () if text not in names]
+    if unknown:
+        # a substring would silently pick more (or fewer) rows than the command line says
+        parser.error(f"unknown row {', '.join(map(repr, unknown))}; the rows are: "
+                     + "; ".join(map(repr, names)))
 
     def wanted(name: str) -> bool:
-        return args.only is None or name == "fp32 baseline" or any(text in name for text in args.only)
+        return args.only is None or name == "fp32 baseline" or name in args.only
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
     import torch.nn.functional as F
