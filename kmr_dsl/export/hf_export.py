@@ -21,8 +21,10 @@ on that grid). Encodings:
 - float32; bfloat16 widened to float32 (exact); pruned weights dense (same values);
 - refused with the layer's name (KMR520) unless `dense`: int4/int2 (KMR's midrise grid
   is not compressed-tensors' integer grid), low-rank factorized layers and unmerged
-  LoRA adapters (no place for them in the architecture) — `dense` writes their float
-  values (factors multiplied out, adapters merged);
+  LoRA adapters (no place for them in the architecture), int8 transformers `Conv1D`
+  layers (GPT-2's projections: compressed-tensors quantizes only nn.Linear and
+  nn.Embedding) — `dense` writes their float values (factors multiplied out, adapters
+  merged, int8 codes dequantized);
 - head- and channel-pruned widths: written into config.json where the config can state
   them (`hf_config.fit_config`: Llama head counts and `head_dim`, `intermediate_size`);
   otherwise refused with the layer's name (KMR520) unless `dense` (zero padding to a
@@ -69,6 +71,8 @@ def export_hf(artifact: str, out_dir: str | Path, dense: bool = False, trust: bo
     fit = fit_config(twin, cls, plan, dense)
     twin.config = fit.config
     result.config_changes = dict(fit.changes)
+    for layer, was in fit.densified.items():
+        result.encodings[layer] = f"float32 (dense, from {was}: compressed-tensors holds no Conv1D)"
     for layer in sorted({key.rpartition(".")[0] for key in fit.padded}):
         if layer in result.encodings:
             result.encodings[layer] += " (zero-padded to the config's width)"
@@ -79,7 +83,8 @@ def export_hf(artifact: str, out_dir: str | Path, dense: bool = False, trust: bo
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        dynamic = _save(twin, plan, tmp)
+        # a densified int8-dynamic Conv1D computes with float activations: judged as dynamic
+        dynamic = _save(twin, plan, tmp) or "int8_dynamic" in fit.densified.values()
         result.check = judge(artifact_out, float_out, _loaded_outputs(cls, tmp, samples), dynamic)
         result.samples = len(samples)
         if not result.check.ok:
