@@ -74,6 +74,7 @@ def example_input():
 
 def write_program(tmp_path: Path, factory: str, steps: str) -> Path:
     shutil.copy(HERE / "hf_models.py", tmp_path / "hf_models.py")
+    shutil.copy(HERE / "mobilenet_v3.py", tmp_path / "mobilenet_v3.py")
     (tmp_path / "hf_resnet.py").write_text(RESNET_MODULE)
     (tmp_path / "hf_vit.py").write_text(VIT_MODULE)
     factory = factory if ":" in factory else f"hf_models:{factory}"
@@ -204,6 +205,41 @@ def test_mobilenet_v2_check_agrees_with_run(case, tmp_path, monkeypatch, capsys)
     assert outcome.feasible
     import torch
     assert model(torch.randn(2, 3, 32, 32)).logits.shape == (2, 5)
+
+
+# MobileNetV3-Small (mobilenet_v3.py: squeeze-and-excitation, hardswish, 5x5 depthwise
+# convolutions) x every standard rule that accepts its layers
+MOBILENET_V3_STEPS = {
+    "magnitude": "prune(amount = 0.5) on layers(Conv2d, Linear)",
+    "global": "prune(amount = 0.5, method = global) on layers(Conv2d)",
+    "nm": "prune(amount = 0.0, method = nm, n = 2, m = 4) on layers(Conv2d)",
+    # an expansion with its depthwise conv, the SE's second conv (the gate multiplies the
+    # depthwise output) and both BatchNorms; the SE's first conv and the projection read them
+    "channel-se": 'prune(amount = 0.5, method = channel) on layers(Conv2d, name = "*.expand.conv")',
+    # the SE's hidden width: its own group (fc1 -> ReLU -> fc2)
+    "channel-se-hidden": 'prune(amount = 0.5, method = channel) on layers(Conv2d, name = "*.se.fc1")',
+    # every conv: residual streams, SE groups, the head conv (its consumer is the classifier)
+    "channel-all": "prune(amount = 0.5, method = channel) on layers(Conv2d)",
+    "int8": "quantize(bits = 8, scheme = weight_only) on layers(Conv2d, Linear)",
+    "int4": "quantize(bits = 4, scheme = weight_only) on layers(Conv2d)",
+    "bf16": "quantize(bits = 16) on layers(Conv2d, Linear)",
+    "channel+int8": "prune(amount = 0.5, method = channel) on layers(Conv2d)\n"
+                    "    quantize(bits = 8, scheme = weight_only) on layers(Conv2d, Linear)",
+}
+
+
+@pytest.mark.parametrize("case", sorted(MOBILENET_V3_STEPS))
+def test_mobilenet_v3_check_agrees_with_run(case, tmp_path, monkeypatch, capsys):
+    want, outcome, session = check_and_run(tmp_path, monkeypatch, capsys, "mobilenet_v3:make_mobilenet_v3",
+                                           MOBILENET_V3_STEPS[case])
+    model = session.apply({})
+    assert_agree(want, outcome.meters, layers=54, slack=outside_entries(session.baseline))
+    assert outcome.feasible
+    import torch
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 5)
+    if case.startswith("channel"):      # channels were physically removed
+        assert outcome.meters["params"] < outcome.baseline["params"]
+        assert outcome.meters["macs"] < outcome.baseline["macs"]
 
 
 @pytest.mark.parametrize("case", ["magnitude", "int4", "nm"])
