@@ -11,6 +11,8 @@ pools the depthwise output, squeezes it to a quarter of its channels (ReLU), exp
 back and gates the depthwise output with a hardsigmoid: the channels of the expansion,
 the depthwise conv, the SE's second conv and the projection's input are one coupled
 group. Widths are multiplied by `width` and rounded to multiples of 8, as in the paper.
+At width 1 with 1000 classes: 2,542,856 parameters and 56.5M multiply-adds at 224 x 224
+(the paper: 2.5M, 56M).
 """
 
 from collections import OrderedDict

@@ -101,6 +101,16 @@ def test_pruning_a_silent_depthwise_group_keeps_the_function():
 V3_BLOCK = "features.5.block"        # 5x5 depthwise, SE, hardswish, a residual addition
 
 
+def test_mobilenet_v3_is_the_papers_small_model():
+    # width 1, 1000 classes: 2.5M parameters and 56M multiply-adds at 224 x 224 (the
+    # paper's Table 3); 2,542,856 is also torchvision's mobilenet_v3_small's count
+    from kmr_dsl.runtime import meters
+
+    model = mobilenet_v3.make_mobilenet_v3(width=1.0, classes=1000)
+    assert meters.params(model) == 2_542_856
+    assert 56_000_000 <= meters.macs(model, (1, 3, 224, 224)) <= 57_000_000
+
+
 def test_squeeze_and_excitation_couples_its_gate_with_the_depthwise_output():
     links, refused = depgraph.links_and_refusals(mobilenet_v3.make_mobilenet_v3(), torch.zeros(SHAPE))
     link = links[f"{V3_BLOCK}.expand.conv"]
