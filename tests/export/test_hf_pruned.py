@@ -269,3 +269,27 @@ def test_int8_gpt2_conv1d_is_refused_or_written_dense(models, scheme):
     else:       # int8 activations are the artifact's alone: judged against its float model
         assert result.check.ok and result.check.vs_float.max_abs < 1e-5
         assert 0 < float((got - ref).norm() / ref.norm()) < 0.05
+
+
+def test_int8_tied_lm_head_is_refused_or_written_dense_and_tied(models):
+    """GPT-2's lm_head is tied to its input embedding; transformers ties them by sharing
+    the weight compressed-tensors replaces with codes (the loader failed with an
+    AttributeError): KMR520, or with --dense one float table, still tied."""
+    tmp_path = models
+    spec, model = _model(tmp_path, "make_gpt2")
+    from kmr_dsl.runtime import tied
+    tied.link(model)
+    assert tied.tied_names(model) == {"lm_head": ("transformer.wte",)}
+    quantize.apply(model, [("lm_head", model.lm_head)], bits=8, scheme="weight_only")
+    path = save(model, tmp_path, spec)
+    with pytest.raises(KmrError) as err:
+        export_hf(str(path), tmp_path / "hf", base_dir=str(tmp_path))
+    diag = err.value.diagnostic
+    assert diag.code == "KMR520" and "`lm_head` is stored as int8 and tied to `transformer.wte`" in diag.message
+    result = export_hf(str(path), tmp_path / "hf", dense=True, base_dir=str(tmp_path))
+    assert result.encodings["lm_head"] == "float32 (dense, from int8: tied)"
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf")).eval()
+    assert loaded.lm_head.weight is loaded.transformer.wte.weight
+    assert torch.equal(loaded.lm_head.weight, model.lm_head.dequantized())
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(IDS).logits, model(IDS).logits, atol=1e-5, rtol=1e-5)
