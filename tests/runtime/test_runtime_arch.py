@@ -501,6 +501,19 @@ def test_resnet_channel_pruning_of_the_output_layer_is_refused_by_check(tmp_path
     assert "`classifier.1`'s channels cannot be removed: they are an output of the model" in err
 
 
+def test_mobilenet_v3_channel_pruning_of_the_logits_is_refused_by_check(tmp_path, monkeypatch, capsys):
+    # the hidden Linear of the classifier is prunable, the logits are not: refused at check
+    steps = "prune(amount = 0.5, method = channel) on layers(Linear)"
+    path = write_program(tmp_path, "mobilenet_v3:make_mobilenet_v3", steps)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KMR_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(["check", str(path)]) != 0
+    err = capsys.readouterr().err
+    assert "error[KMR304]" in err and "arch.kmr:7:" in err
+    assert "`classifier.3`'s channels cannot be removed: they are an output of the model" in err
+    assert "classifier.0" not in err
+
+
 @pytest.mark.parametrize("rule", ["gptq", "sparsegpt", "smoothquant", "awq"])
 def test_calibrated_rules_take_gpt2_conv1d(rule):
     import importlib
