@@ -26,8 +26,12 @@ def _sweep(tmp_path, shard=(0, 1)) -> Tally:
     return sweep(CASES, tmp_path, shard=shard, judge=_judge)
 
 
-def test_two_shards_are_the_unsharded_cases(tmp_path):
-    whole = _sweep(tmp_path)
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory):
+    return _sweep(tmp_path_factory.mktemp("whole"))
+
+
+def test_two_shards_are_the_unsharded_cases(tmp_path, whole):
     assert whole.cases == CASES and len(set(whole.ids)) == CASES
     a, b = _sweep(tmp_path, (0, 2)), _sweep(tmp_path, (1, 2))
     assert a.cases + b.cases == CASES and not set(a.ids) & set(b.ids)
@@ -40,8 +44,7 @@ def test_two_shards_are_the_unsharded_cases(tmp_path):
     assert [f["id"] for f in merged.failing] == whole.ids
 
 
-def test_three_shards_too(tmp_path):
-    whole = _sweep(tmp_path)
+def test_three_shards_too(tmp_path, whole):
     parts = [_sweep(tmp_path, (i, 3)) for i in range(3)]
     assert sorted(i for p in parts for i in p.ids) == sorted(whole.ids)
 
