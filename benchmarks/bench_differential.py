@@ -69,12 +69,18 @@ def summary(tally: Tally, wall: float, cpu: float) -> str:
 
 
 def write_json(path, tally: Tally, wall: float, cpu: float, **extra) -> None:
-    Path(path).write_text(json.dumps({**tally.to_json(), "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), **extra},
-                                     indent=2))
+    """Written whole, then renamed into place: a reader never sees half a file."""
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text(json.dumps({**tally.to_json(), "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), **extra},
+                              indent=2))
+    os.replace(tmp, path)
 
 
 def _merge(files) -> tuple[Tally, float, float]:
     parts = [json.loads(Path(f).read_text()) for f in files]
+    for f, j in zip(files, parts):
+        if j.get("partial"):
+            print(f"merge: {f} is a partial shard ({j['cases']} cases so far)", file=sys.stderr)
     ids = [i for j in parts for i in j["ids"]]
     if len(set(ids)) != len(ids):
         raise SystemExit("merge: the shards overlap (a case id appears twice): not shards of one sweep")
@@ -120,20 +126,24 @@ def main(argv=None) -> int:
         start, cpu0 = time.perf_counter(), time.process_time()
         label = f"shard {args.shard[0]}/{args.shard[1]}: " if args.shard[1] > 1 else ""
 
-        def progress(res):
-            if not args.quiet and tally_size[0] % 100 == 99:
-                print(f"  {label}{tally_size[0] + 1} cases, {time.perf_counter() - start:.0f} s",
+        def progress(res, tally):
+            if res.disagreements:
+                print(f"  {label}case {res.case_id}: " + ", ".join(res.kinds()), file=sys.stderr, flush=True)
+            if not args.quiet and tally.cases % 100 == 0:
+                print(f"  {label}{tally.cases} cases, {time.perf_counter() - start:.0f} s",
                       file=sys.stderr, flush=True)
-            tally_size[0] += 1
+            if args.json and tally.cases % 20 == 0:     # a long run's partial figures, readable while it runs
+                write_json(args.json, tally, time.perf_counter() - start, time.process_time() - cpu0,
+                           shard=list(args.shard), partial=True)
 
-        tally_size = [0]
         with tempfile.TemporaryDirectory(prefix="kmr-differential-") as folder:
             tally = sweep(args.cases, folder, extra_settings=args.settings, seed=args.seed, on_result=progress,
                           shard=args.shard)
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
     print(summary(tally, wall, cpu), end="")
     if args.json:
-        write_json(args.json, tally, wall, cpu, shard=list(args.shard) if not (args.merge or args.jobs) else None)
+        write_json(args.json, tally, wall, cpu, shard=list(args.shard) if not (args.merge or args.jobs) else None,
+                   partial=False)
     return 0 if not tally.kinds else 1
 
 

@@ -443,7 +443,8 @@ def sweep(examples: int, folder, extra_settings: int = 1, seed: int | None = Non
 
     `shard = (i, n)` runs only the cases whose index is i modulo n: every case is still
     drawn (the sequence is the unsharded one), the others are not judged. `judge(case)
-    -> Result` replaces the harness (a test of the sharding itself)."""
+    -> Result` replaces the harness (a test of the sharding itself); `on_result(res, tally)`
+    is called after each judged case."""
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import seed as hseed
 
@@ -466,7 +467,7 @@ def sweep(examples: int, folder, extra_settings: int = 1, seed: int | None = Non
         res.case_id = case_id(index, case)
         tally.add(res, index)
         if on_result is not None:
-            on_result(res)
+            on_result(res, tally)
 
     (hseed(seed)(one) if seed is not None else one)()
     return tally
