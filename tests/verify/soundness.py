@@ -433,7 +433,8 @@ def _message(detail: str) -> str:
 
 def case_id(index: int, case: Case) -> str:
     """`index:digest`: the case's place in the sequence and a hash of what it runs."""
-    text = case.program([]) + repr(sorted(case.target.items())) + repr([sorted(s.items()) for s in case.settings])
+    text = case.program([]) + repr(case.lines) + repr(sorted(case.target.items())) + \
+        repr([sorted(s.items()) for s in case.settings])
     return f"{index}:{hashlib.sha1(text.encode()).hexdigest()[:12]}"
 
 

@@ -44,6 +44,10 @@ KNOWN: dict[str, str] = {
     "lowrank-then-head-factored": "a factorized layer whose rows (or columns) head or channel pruning then removes "
                                   "stays two Linears at run time; the cost model decides the factorization anew at "
                                   "the smaller shape and may count one dense Linear (params, nonzero, macs low)",
+    "family-then-continuous-rounding": "a kept-weight count over a per-layer knob and a continuous knob (or with more "
+                                       "than rounding.MAX_PIECES values) is not rounded: the state keeps the exact "
+                                       "product, below the runtime's round-half-up by up to 1/2 weight per layer "
+                                       "(a `nonzero <=` line proved, the run one weight over)",
 }
 
 
@@ -214,6 +218,16 @@ REPRODUCERS = {
                                            'lowrank(ratio = 0.5) on layers(Linear, name = "model.layers.0.self_attn.'
                                            'k_proj")\nprune(amount = 0.75, method = head) on layers(Linear, name = '
                                            '"model.layers.0.self_attn.q_proj")', "params <= 1324"),
+    # per-layer pruning by a family knob, then by a continuous knob: each layer keeps
+    # round(round(N (1 - f)) (1 - a)) weights, a count over two knobs that verify/rounding.py
+    # does not round, so the state keeps 102 * 0.75 + 51 * 0.75 = 114.75 (+ 20 biases); the
+    # runtime keeps 77 + 38 = 115 (found by the differential sweep, cases 433-439: gated, 562
+    # measured, 561.33 predicted)
+    "family-then-continuous-rounding": _program(_model("mlp", "8,16,4"),
+                                                "for l in layers(Linear) { prune(amount = f[l]) }\n"
+                                                "prune(amount = a)", "nonzero <= 134.75",
+                                                "knob f[l in layers(Linear)] : float in [0.0, 0.8] step 0.2 = 0.2\n"
+                                                "knob a : float in [0.0, 0.9] = 0.25"),
     # the head shares the embedding's weight: trainable_params counts it once, the model twice
     "tied-trainable-params": _program(_model("tied", "4,2,1", "0"), "prune(amount = 0.0) on layers(Linear)",
                                       "trainable_params >= 20"),
