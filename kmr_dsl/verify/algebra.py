@@ -252,14 +252,26 @@ def floor_(a):
     c = _const(a)
     if c is not None:
         return _sym(math.floor(c))
-    return sp.floor(_symbolic_part(a), evaluate=False)
+    return _apply(sp.floor, _symbolic_part(a))
 
 
 def ceil_(a):
     c = _const(a)
     if c is not None:
         return _sym(math.ceil(c))
-    return sp.ceiling(_symbolic_part(a), evaluate=False)
+    return _apply(sp.ceiling, _symbolic_part(a))
+
+
+_NARGS1 = sp.floor(sp.Symbol("x"), evaluate=False).nargs
+
+
+def _apply(cls, arg):
+    """`cls(arg, evaluate=False)` for floor and ceiling, the same object: sympy's own path
+    through Function.__new__ (its cache, nargs as a FiniteSet) costs ~20 us a call, and
+    a 3000-layer cost model makes thousands (kept weights are floors)."""
+    obj = _new(cls, arg)
+    obj.nargs = _NARGS1
+    return obj
 
 
 def _lattice(cls, *args, argset=None):
@@ -291,6 +303,7 @@ def _connective(cls, absorbing, neutral, xs):
     """And/Or: fold constants, flatten, drop duplicates (a set: sympy's == is slow)."""
     out: list = []
     seen: set = set()
+    chain = None           # the existing chain `out` extends, while nothing is added to it
     for x in xs:
         x = num(x)
         if x is absorbing:
@@ -300,15 +313,21 @@ def _connective(cls, absorbing, neutral, xs):
         parts = x.args if type(x) is cls else (x,)
         if not out and type(x) is cls:
             out, seen = list(parts), set(x._argset)     # extend an existing chain in O(new)
+            chain = x
             continue
         for part in parts:
             if part not in seen:
                 seen.add(part)
                 out.append(part)
+                chain = None
     if out and not seen:
         seen = set(out)
     if not out:
         return neutral
+    if chain is not None:
+        # nothing added to the chain (`model.trainable and ...` starts from TRUE): the
+        # chain itself, not a copy (a per-layer step would copy it once per layer)
+        return chain
     return out[0] if len(out) == 1 else _lattice(cls, *out, argset=seen)
 
 
@@ -450,8 +469,10 @@ class Template:
                 vals.append(_lattice(t, *args))
             elif how == 2:
                 vals.append(_new(t, *args))
+            elif t is sp.floor or t is sp.ceiling:
+                vals.append(_apply(t, *args))
             else:
-                vals.append(t(*args, evaluate=False))      # Pow, floor, ceiling
+                vals.append(t(*args, evaluate=False))      # Pow
         root = self._root
         return vals[root] if type(root) is int else root
 
