@@ -302,8 +302,9 @@ def compare(op: str, a, b):
 def _connective(cls, absorbing, neutral, xs):
     """And/Or: fold constants, flatten, drop duplicates (a set: sympy's == is slow)."""
     out: list = []
-    seen: set = set()
-    chain = None           # the existing chain `out` extends, while nothing is added to it
+    seen: set = set()          # parts added to `out` beyond the chain it extends
+    base = frozenset()         # the parts of that chain (its own set: never copied)
+    chain = None               # that chain, while nothing is added to it
     for x in xs:
         x = num(x)
         if x is absorbing:
@@ -312,23 +313,20 @@ def _connective(cls, absorbing, neutral, xs):
             continue
         parts = x.args if type(x) is cls else (x,)
         if not out and type(x) is cls:
-            out, seen = list(parts), set(x._argset)     # extend an existing chain in O(new)
-            chain = x
+            out, base, chain = list(parts), x._argset, x     # extend an existing chain in O(new)
             continue
         for part in parts:
-            if part not in seen:
+            if part not in base and part not in seen:
                 seen.add(part)
                 out.append(part)
                 chain = None
-    if out and not seen:
-        seen = set(out)
     if not out:
         return neutral
     if chain is not None:
         # nothing added to the chain (`model.trainable and ...` starts from TRUE): the
         # chain itself, not a copy (a per-layer step would copy it once per layer)
         return chain
-    return out[0] if len(out) == 1 else _lattice(cls, *out, argset=seen)
+    return out[0] if len(out) == 1 else _lattice(cls, *out, argset=base | seen if base else seen)
 
 
 def and_(*xs):

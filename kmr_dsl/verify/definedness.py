@@ -57,6 +57,27 @@ def _divisors(e, out: dict) -> dict:
     return out
 
 
+def _line_divisors(model, expr) -> dict:
+    """_divisors of a line, skipping a term equal up to renaming to one already walked:
+    the same shape and constants over knobs of the same declarations (the decomposition's
+    term info, bounds.term_info, when it is known) has the same divisors' keys, and the
+    first representative is the one kept."""
+    terms = expr.args if type(expr) is sp.Add else (expr,)
+    memo = model.decomposed_terms
+    by_symbol = model.knobs.by_symbol
+    out: dict = {}
+    walked: set = set()
+    for t in terms:
+        info = memo.get(id(t))
+        if info is not None and info[0] is t and all(s in by_symbol for s in info[3]):
+            key = (id(info[1]), tuple(info[2]), tuple(id(by_symbol[s].knob) for s in info[3]))
+            if key in walked:
+                continue
+            walked.add(key)
+        _divisors(t, out)
+    return out
+
+
 def _may_be_zero(b, knobs) -> bool:
     env = {}
     for s in b.free_symbols:
@@ -106,7 +127,7 @@ def undefined_lines(model, lines: list, limits: Limits) -> dict[int, tuple[str |
     for pos, line in enumerate(lines):
         if line.expr is None or not hasattr(line.expr, "args"):
             continue
-        for key, b in _divisors(line.expr, {}).items():
+        for key, b in _line_divisors(model, line.expr).items():
             verdict = checked.get(key)
             if verdict is None:
                 if not _may_be_zero(b, model.knobs):
