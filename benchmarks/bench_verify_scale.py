@@ -35,8 +35,8 @@ and prints its JSON.
 
 `--no-z3` leaves the "Z3 alone" column out (a run of `verify` only); `--stat min`
 reports the fastest of the runs instead of the median (for paired before/after
-comparisons on a loaded machine, where the slow runs are the noise). Each cell's JSON
-line on stderr carries both (cpu_min, cpu_median, wall_min, wall_median).
+comparisons on a loaded machine, where the slow runs are the noise). Each N's rows go
+to stderr as JSON with both (cpu_min, cpu_median, wall_min, wall_median).
 
 Run: .venv/bin/python benchmarks/bench_verify_scale.py [--layers 100 1000 3000] [--runs 3] [--cap 20] [--no-70b] [--no-knobs] [--knobs-layers 20]
      [--no-z3] [--stat median|min]
@@ -289,6 +289,7 @@ def main() -> None:
     for n in args.layers:
         cmd = [sys.executable, __file__, "--child", str(n), "--runs", str(args.runs), "--cap", str(args.cap), *extra]
         results[n] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+        print(json.dumps(results[n]), file=sys.stderr, flush=True)     # every row, both statistics
     print("| N | lines | budget | verdict (method, certificate) | kmr verify wall s | CPU s | report lines "
           "| Z3 alone wall s | Z3 verdict |")
     print("|---|---|---|---|---|---|---|---|---|")
