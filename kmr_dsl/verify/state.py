@@ -8,7 +8,8 @@ the state *before* the step. Field values are sympy expressions built by
 
 State: per layer `kind` (an EnumValue), `in_features`, `out_features`, `params`
 (static), `density` (measured at load), `bits` (from facts), `rank` (min(in, out)),
-`adapter_rank` (0), `frozen` (false), `group_size` and `foldable` (from facts); per
+`adapter_rank` (0), `frozen` (false), `group_size`, `symmetric`, `foldable` and
+`input_scale` (from facts); per
 model `trainable` (true).
 
 Semantics, in order:
@@ -27,8 +28,9 @@ Semantics, in order:
   rounds them (channels, ranks, kept weights), consumers shrink with their producer,
   a changed shape's rank follows it; and a layer whose channels shrink with no matrix
   consumer adds the requirement that it keeps them (`Requirement.implicit`: the
-  runtime refuses to shrink it, KMR304); a step whose rule requires `layer.foldable`
-  selects every Linear that reads the same normalization as each selected layer (the
+  runtime refuses to shrink it, KMR304); a step whose rule's contract reads
+  `layer.foldable` (a requires clause, or an effect on another field: awq's and smoothquant's
+  `input_scale`, they fold where it is true) selects every Linear that reads the same normalization as each selected layer (the
   facts' `fold_group`; the runtime refuses a fold that would leave one unscaled: kind
   "fold", KMR306);
 - global pruning over several layers pools them (`State.pools`, verify/pools.py): each
@@ -144,6 +146,7 @@ def initial_state(facts: ModelFacts) -> State:
             "symmetric": A.TRUE if f.symmetric else A.FALSE,
             "foldable": A.TRUE if f.foldable else A.FALSE,
             "heads": A.num(f.heads),
+            "input_scale": A.TRUE if f.input_scale else A.FALSE,
         }
     return State(layers, {"trainable": A.TRUE})
 
@@ -764,13 +767,15 @@ def _require_consumer(model: PipelineModel, state: State, step: Step, index: int
     model.requirements.append(Requirement(index, step, layer, len(step.rule.requires), clause, cond, fields, why))
 
 
-READS_FOLDABLE = ByIdentity("whether a rule's requires reads layer.foldable", "Rule", limit=256)
+READS_FOLDABLE = ByIdentity("whether a rule's contract reads layer.foldable", "Rule", limit=256)
 
 
 def _reads_foldable(rule: Rule) -> bool:
     """(cached per rule: asked once per step)"""
+    # an effect on `foldable` itself (lowrank, lora: whether it stays so) is no fold
+    exprs = lambda: list(rule.requires) + [e.expr for e in rule.effects if e.field != "foldable"]     # noqa: E731
     return READS_FOLDABLE.get(rule, lambda: any(isinstance(n, FieldRef) and (n.scope, n.field) == ("layer", "foldable")
-                                                for c in rule.requires for n in nodes(c)))
+                                                for c in exprs() for n in nodes(c)))
 
 
 def _require_fold_group(model: PipelineModel, step: Step, index: int, layer: str, layer_facts) -> None:
