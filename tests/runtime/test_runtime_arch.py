@@ -625,3 +625,29 @@ def test_swiglu_group_removes_the_same_channels_ranked_by_their_sum():
     torch.testing.assert_close(mlp.gate_proj.weight, gate[idx])
     torch.testing.assert_close(mlp.up_proj.weight, up[idx])
     torch.testing.assert_close(mlp.down_proj.weight, down[:, idx])
+
+
+def test_scaling_a_tied_layer_is_refused_by_check_and_by_the_rule(tmp_path, monkeypatch, capsys):
+    """A migrated scale multiplies the weight's columns, which the tied embedding reads
+    as its table: `kmr check` refuses smoothquant and awq there (KMR245), the rule too."""
+    import hf_models
+    from kmr_dsl.diagnostics import KmrError
+    from kmr_dsl.rules import smoothquant
+    from kmr_dsl.runtime import tied
+    from kmr_dsl.runtime.data import Dataset
+
+    (tmp_path / "ids.py").write_text("import torch\n\ndef load():\n    return torch.zeros(4, 8, dtype=torch.long)\n")
+    path = write_program(tmp_path, "make_llama", 'smoothquant(calibration = ids) on layers(Linear, name = "lm_head")')
+    path.write_text(path.read_text().replace('model net = factory("hf_models:make_llama")',
+                                             'model net = factory("hf_models:make_llama")\ndata ids = factory("ids:load")'))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KMR_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(["check", str(path)]) != 0
+    err = capsys.readouterr().err
+    assert "error[KMR245]" in err and "`smoothquant` cannot scale `lm_head`" in err
+    model = tied.link(hf_models.make_llama())
+    import torch
+    data = Dataset(torch.zeros(4, 8, dtype=torch.long), None, "ids")
+    with pytest.raises(KmrError) as info:
+        smoothquant.apply(model, kl.select_layers(model, ("Linear",), "lm_head"), calibration=data)
+    assert info.value.diagnostic.code == "KMR405" and "tied" in info.value.diagnostic.message
