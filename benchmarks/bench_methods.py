@@ -104,6 +104,13 @@ def rows(base, calib):
 
     from kmr_dsl.rules import awq, gptq, quantize, smoothquant, sparsegpt
 
+    def smooth_static(model, layers, alpha):
+        from kmr_dsl.runtime import layers as kl
+        smoothquant.apply(model, layers, alpha=alpha, calibration=calib)
+        # select again, as each step of a program does: the smoothed layers are now
+        # wrappers (ScaledLinear) around the Linears `layers` still names
+        quantize.apply(model, kl.select_layers(model, ("Linear",)), bits=8, scheme="static", calibration=calib)
+
     def torch_default():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -137,12 +144,9 @@ def rows(base, calib):
          "kmr"),
         ("KMR int4 g128 AWQ", lambda: kmr_model(base, lambda m, ls: awq.apply(
             m, ls, bits=4, group_size=128, calibration=calib)), "kmr"),
-        ("KMR SmoothQuant + W8A8 static", lambda: kmr_model(base, lambda m, ls: (
-            smoothquant.apply(m, ls, calibration=calib),
-            quantize.apply(m, ls, bits=8, scheme="static", calibration=calib))), "kmr"),
-        ("KMR SmoothQuant (alpha 0.75) + W8A8 static", lambda: kmr_model(base, lambda m, ls: (
-            smoothquant.apply(m, ls, alpha=0.75, calibration=calib),
-            quantize.apply(m, ls, bits=8, scheme="static", calibration=calib))), "kmr"),
+        ("KMR SmoothQuant + W8A8 static", lambda: kmr_model(base, lambda m, ls: smooth_static(m, ls, 0.5)), "kmr"),
+        ("KMR SmoothQuant (alpha 0.75) + W8A8 static", lambda: kmr_model(base, lambda m, ls: smooth_static(
+            m, ls, 0.75)), "kmr"),
     ]
 
 
