@@ -259,7 +259,7 @@ def _check_layers(recipe: dict, span: Span, limit: int) -> dict:
             elements //= groups        # a grouped (depthwise) conv holds in * out * k / groups weights
         if elements > limit:
             raise _bad(span, f"layer `{name}` describes {elements:,} weights, more than the file can hold")
-        for key in ("first", "second", "base"):
+        for key in ("first", "second", "base", "linear"):
             if key in cfg:
                 walk(name, cfg[key])
     for name, cfg in layers.items():
@@ -366,6 +366,8 @@ def _restore_flags(name: str, layer: nn.Module, cfg: dict) -> None:
             walk(mod.second, c["second"])
         elif c["type"] == "LoRALinear":
             walk(mod.base, c["base"])
+        elif c["type"] == "ScaledLinear":
+            walk(mod.linear, c["linear"])
     walk(layer, cfg)
     if cfg.get("frozen"):
         base = layer.base if isinstance(layer, km.LoRALinear) else layer

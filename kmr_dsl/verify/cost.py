@@ -18,7 +18,8 @@ bias elements, M0 MACs, and state in, out, density d, bits b, rank r, adapter ra
 - size (bytes, kmr_dsl.artifact_layout): per weight tensor min(dense, sparse) with
   dense = N*b/8, sparse = N/8 + d*N*b/8, plus 4 B per row (or group) when b <= 8 and
   1 B more per row (or group) when the layer is not `symmetric` (its zero points); bias at 2 B per
-  element when b = 16, else 4; adapters fp32;
+  element when b = 16, else 4; adapters fp32; an explicit input scale (`input_scale`)
+  in*4 B and its entry;
 - trainable_params = if model.trainable then (frozen ? 0 : N + bias) + adapters + rest
   else 0.
 Other layers (norms) keep their parameters (scaled with their channels) at their dtype.
@@ -326,7 +327,19 @@ class _LayerCost:
             (0 if low or f.kind == "Linear" else layout.ADAPTER_CONFIG_CHARS)
         adapter_size = A.add(A.mul(4, self.adapters), A.ite(A.compare(">", a, 0), adapter_header, 0))
         # packed bytes round up (at most CEIL_BYTES in all): the lower end leaves them out
-        return A.add(weights, bias_bytes, bias_entry, adapter_size, 0 if low else layout.CEIL_BYTES)
+        return A.add(weights, bias_bytes, bias_entry, adapter_size, self._input_scale(low),
+                     0 if low else layout.CEIL_BYTES)
+
+    def _input_scale(self, low: bool):
+        """An explicit input scale (awq, smoothquant where nothing folds): in fp32 values
+        and their entry, exactly; the upper end adds the wrapper's config and the longer
+        names of the weight's entries (artifact_layout.SCALED_CONFIG_CHARS)."""
+        flag = self.st.get("input_scale", A.FALSE)
+        if flag is A.FALSE or flag is False:
+            return 0
+        name = f"{self.f.name}.{layout.INPUT_SCALE}"
+        extra = 0 if low else layout.SCALED_CONFIG_CHARS + layout.INPUT_SCALE_ENTRIES * layout.INPUT_SCALE_NAME_CHARS
+        return A.ite(flag, A.add(A.mul(4, self.st["in_features"]), entry_bytes(name, 1, self.digits, low), extra), 0)
 
 
 def layer_costs(f: LayerFact, st: dict, digits: int, rank_set: bool = False,

@@ -8,7 +8,8 @@ the state *before* the step. Field values are sympy expressions built by
 
 State: per layer `kind` (an EnumValue), `in_features`, `out_features`, `params`
 (static), `density` (measured at load), `bits` (from facts), `rank` (min(in, out)),
-`adapter_rank` (0), `frozen` (false), `group_size` and `foldable` (from facts); per
+`adapter_rank` (0), `frozen` (false), `group_size`, `symmetric`, `foldable` and
+`input_scale` (from facts); per
 model `trainable` (true).
 
 Semantics, in order:
@@ -125,6 +126,7 @@ def initial_state(facts: ModelFacts) -> State:
             "symmetric": A.TRUE if f.symmetric else A.FALSE,
             "foldable": A.TRUE if f.foldable else A.FALSE,
             "heads": A.num(f.heads),
+            "input_scale": A.TRUE if f.input_scale else A.FALSE,
         }
     return State(layers, {"trainable": A.TRUE})
 

@@ -186,8 +186,9 @@ REPRODUCERS = {
     # half precision on a model whose head is tied to its embedding: proved, then the
     # `macs` meter fails (KMR408: a float32 input meets the shared bf16 weight)
     "tied-half-precision": _program(_model("tied", "6,4,1", "1"), "quantize(bits = 16)", "params <= 1000"),
-    # smoothquant folds its scale into the normalization a Linear reads: on a Linear that
-    # reads none, `requires layer.foldable` is refuted, and the run refuses (KMR405)
+    # smoothquant on Linears no normalization feeds: once refuted (`requires
+    # layer.foldable`) and refused; now each keeps an explicit vector (`input_scale`),
+    # proved, and the run agrees (its bytes in `size`)
     "smoothquant-without-norm": _program(_model("mlp", "8,16,4"),
                                          "smoothquant(alpha = 0.5, calibration = train, samples = 16)",
                                          "params <= 1000",
@@ -283,10 +284,10 @@ def test_a_refuted_step_is_run_at_its_counterexample_and_the_watch_sees_it(harne
     # every Linear of a pre-norm MLP reads its own LayerNorm: proved, and the runs agree
     ("smoothquant(alpha = 0.5, calibration = train, samples = 16)", "proved"),
     ("awq(bits = 4, group_size = 0, calibration = train, samples = 16)", "proved"),
-    # factorized at r = 0.25 (two Linears take no scale), one Linear at r = 1: refuted,
-    # and the run at the counterexample refuses
+    # factorized at r = 0.25: layer 1 is no longer foldable and keeps an explicit vector
+    # on its first factor; one Linear at r = 1 folds
     ('lowrank(ratio = r) on layers(Linear, name = "1")\nsmoothquant(calibration = train, samples = 16)',
-     "refuted (a step's precondition)"),
+     "proved"),
 ])
 def test_a_fold_into_a_pre_norm_mlp(harness, steps, verdict):
     text = _program(_model("mlp", "8,16,4", extra=", norm = 1"), steps, "params <= 1000",
