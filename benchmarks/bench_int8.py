@@ -44,13 +44,36 @@ FP32 = "fp32 baseline"
 TORCH = "torch default dynamic int8 (per-tensor, embeddings fp32)"
 CONTROL = "torch default, second copy (A/A control)"
 KMR_ROWS = ("KMR int8 dynamic (per-channel)", "KMR int8 dynamic, asymmetric weights")
+UNFUSED = "KMR int8 dynamic (per-channel), q/k/v as three GEMMs"
+
+
+def through_artifact(model, base):
+    """`model` saved as a KMR artifact and loaded back, as a user runs it (the loader
+    links sibling int8 Linears: `runtime.fusion`)."""
+    import tempfile
+
+    from kmr_dsl.runtime import artifact
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.safetensors"
+        artifact.save(model, path)
+        return artifact.load(path, base=copy.deepcopy(base))
 
 
 def build(base) -> dict:
-    """name -> (model, kind) for the rows above, from bench_methods' own builders."""
+    """name -> (model, kind) for the rows above, from bench_methods' own builders; the
+    KMR rows are the artifacts loaded back, and UNFUSED the first of them with its
+    sibling Linears unlinked (every Linear its own GEMM, as before the loader fused them)."""
+    from kmr_dsl.runtime import fusion
+
     builders = {name: (make, kind) for name, make, kind in rows(base, None)}
-    out = {name: (builders[name][0](), builders[name][1]) for name in (FP32, TORCH) + KMR_ROWS}
+    out = {name: (builders[name][0](), builders[name][1]) for name in (FP32, TORCH)}
     out[CONTROL] = (builders[TORCH][0](), "torch")
+    for name in KMR_ROWS:
+        out[name] = (through_artifact(builders[name][0](), base), "kmr")
+    unfused = copy.deepcopy(out[KMR_ROWS[0]][0])
+    fusion.uninstall(unfused)
+    out[UNFUSED] = (unfused, "kmr")
     return out
 
 
@@ -158,16 +181,19 @@ def main(argv=None) -> int:
         print(f"{threads} thread(s): {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
         fp32_ms = quartiles(times[FP32])[2] * 1e3
         body = [[name, *summary(times, name), f"{quality[name][0]:.3f}", f"{quality[name][1]:.4f}"]
-                for name in (CONTROL,) + KMR_ROWS]
+                for name in (CONTROL, UNFUSED) + KMR_ROWS]
         body.insert(0, [TORCH, "1", "—", "—", "—", summary(times, TORCH)[4], f"{quality[TORCH][0]:.3f}",
                         f"{quality[TORCH][1]:.4f}"])
+        lo, q1, med, q3, hi = quartiles([a / b for a, b in zip(times[KMR_ROWS[0]], times[UNFUSED])])
         sections.append(f"**{threads} thread(s)** (fp32 median {fp32_ms:.0f} ms a batch):\n\n" + table(
             ["row", "÷ torch, median", "÷ torch, IQR", "÷ torch, min-max", "rounds at or below torch",
-             "÷ fp32, median", "file ratio", "cosine (mean)"], body))
+             "÷ fp32, median", "file ratio", "cosine (mean)"], body)
+            + f"\n\nKMR per-channel, q/k/v fused ÷ the same artifact with three GEMMs, same round: median "
+            f"{med:.3f} (IQR {q1:.3f}-{q3:.3f}, min-max {lo:.3f}-{hi:.3f}).")
     text = "\n".join([
         f"Measured with `HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_int8.py --rounds {args.rounds} "
         f"--threads {' '.join(map(str, args.threads))}`: {args.rounds} paired rounds per thread count at batch "
-        f"{BATCH} x {SEQUENCE} tokens, the order of the five models rotating from round to round; each "
+        f"{BATCH} x {SEQUENCE} tokens, the order of the {len(timed)} models rotating from round to round; each "
         "\"÷ torch\" figure is a row's time divided by torch's default dynamic int8 in the same round. "
         f"Load average at the end of each thread count: {', '.join(f'{x:.1f}' for x in loads)}.",
         "",
