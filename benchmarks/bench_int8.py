@@ -10,7 +10,10 @@ claim is about, with the statistics it needs:
   {nn.Linear}, qint8)` (per-tensor weights, fp32 embeddings); a second, identical copy of
   it (an A/A control: its ratio to the first copy is this run's noise floor); KMR
   `quantize(bits = 8)` on every Linear (symmetric, the default) and with `symmetric =
-  false`, both with weight-only int8 embeddings;
+  false`, both with weight-only int8 embeddings, each saved as a KMR artifact and loaded
+  back (`artifact.load` links query/key/value into one GEMM: `runtime.fusion`); and the
+  first of them with that link undone (`fusion.uninstall`: every Linear its own GEMM,
+  the execution before the loader fused them), for a before/after in the same rounds;
 - every round runs each model once on the same batch (8 x 128 tokens), the order
   rotating from round to round (`sidebyside.paired_rounds`), at each thread count;
 - for each row, its per-round time divided by torch's in the *same* round: median,
@@ -20,7 +23,8 @@ claim is about, with the statistics it needs:
   sentences).
 `--layers` times single layers instead, five calls a round: Linears of MiniLM's shapes
 (1,024 rows: 384 -> 384, 384 -> 1536, 1536 -> 384) built the same three ways (the
-kernel alone, without the rest of the model), and the word-embedding lookup (torch's
+kernel alone, without the rest of the model), query/key/value as three Linears on one
+input (KMR's linked as `artifact.load` links them: one GEMM), and the word-embedding lookup (torch's
 fp32 `nn.Embedding` against KMR's weight-only int8 one). `--update-docs` replaces the
 whole docs section, the hand-written reading under its tables included.
 """
@@ -125,6 +129,37 @@ def layer_rows(threads: list[int], rounds: int) -> str:
                 lo, q1, med, q3, hi = quartiles([a / b for a, b in zip(times[name], times["torch"])])
                 cells.append(f"{med:.3f} ({q1:.3f}-{q3:.3f})")
             out.append([f"{fan_in} -> {fan_out}", str(n), f"{quartiles(times['torch'])[2] / 5 * 1e3:.2f}", *cells])
+    # query, key and value on one input: torch's three calls against KMR's linked siblings
+    # (`runtime.fusion`, as `artifact.load` links them), one GEMM a round of three
+    from kmr_dsl.runtime import fusion
+
+    class QKV(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.query, self.key, self.value = (nn.Linear(384, 384) for _ in range(3))
+
+        def forward(self, x):
+            return self.query(x), self.key(x), self.value(x)
+
+    torch.manual_seed(0)
+    qkv = QKV()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        models = {"torch": quantize_dynamic(qkv, {nn.Linear}, dtype=torch.qint8)}
+    for name, symmetric in (("KMR symmetric", True), ("KMR asymmetric", False)):
+        model = copy.deepcopy(qkv)
+        quantize.apply(model, kl.select_layers(model, ("Linear",)), bits=8, symmetric=symmetric)
+        fusion.install(model)
+        models[name] = model
+    x = torch.randn(BATCH * SEQUENCE, 384, generator=torch.Generator().manual_seed(0))
+    for n in threads:
+        times = paired_rounds({k: repeat(m) for k, m in models.items()}, lambda: x, rounds=rounds, threads=n)
+        cells = []
+        for name in ("KMR symmetric", "KMR asymmetric"):
+            lo, q1, med, q3, hi = quartiles([a / b for a, b in zip(times[name], times["torch"])])
+            cells.append(f"{med:.3f} ({q1:.3f}-{q3:.3f})")
+        out.append(["query, key, value: 3 x (384 -> 384) on one input (KMR: linked, one GEMM)", str(n),
+                    f"{quartiles(times['torch'])[2] / 5 * 1e3:.2f}", *cells])
     # the embeddings: torch's default keeps nn.Embedding in fp32, KMR looks up int8 rows
     embedding = nn.Sequential(nn.Embedding(30522, 384))
     models = {"torch": embedding, "KMR symmetric": copy.deepcopy(embedding)}
