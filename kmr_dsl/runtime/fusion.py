@@ -72,9 +72,9 @@ class SiblingGroup:
 
     def _setup(self) -> None:
         self.misses = 0
-        self.fused = None           # the concatenated packed weight, built on first use
-        self.sources = ()           # the members' packed weights it was built from
-        self.bounds = ()
+        # (the members' own packed weights it was built from, their packed weights side by
+        # side, each member's columns), built on first use
+        self.fused = None
         self._local = threading.local()
 
     # deepcopy / pickle: the derived state is rebuilt, the thread-local is not copyable
@@ -89,8 +89,9 @@ class SiblingGroup:
         """The fused weight, rebuilt whenever a member's weights were replaced; None (and
         the group stops fusing) once the members no longer share one format."""
         current = tuple(m._packed_params._packed_params for m in self.members)
-        if self.fused is not None and all(a is b for a, b in zip(current, self.sources)):
-            return self.fused
+        fused = self.fused
+        if fused is not None and all(a is b for a, b in zip(current, fused[0])):
+            return fused[1:]
         if len({_format(m) for m in self.members}) != 1:
             self.misses = MISS_LIMIT
             return None
@@ -102,11 +103,12 @@ class SiblingGroup:
         zero = None if zeros[0] is None else torch.cat(zeros)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            fused = km.dynamic_linear(q, scale, bias, zero)
+            module = km.dynamic_linear(q, scale, bias, zero)
         ends = torch.tensor([p[0].shape[0] for p in parts]).cumsum(0).tolist()
-        self.bounds = tuple(zip([0] + ends[:-1], ends))
-        self.fused, self.sources = fused._packed_params._packed_params, current
-        return self.fused
+        # one tuple, assigned at once: a thread reads sources, weight and columns of one build
+        built = (current, module._packed_params._packed_params, tuple(zip([0] + ends[:-1], ends)))
+        self.fused = built
+        return built[1:]
 
     def forward(self, member: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.misses >= MISS_LIMIT or _tracing() or not isinstance(x, torch.Tensor) or x.is_inference():
@@ -121,13 +123,14 @@ class SiblingGroup:
         if pending:
             self.misses += 1        # columns computed that nobody asked for
         local.input = local.pending = None
-        packed = self._packed()
-        if packed is None or x.dim() == 0 or x.shape[-1] != member.in_features:
+        fused = self._packed()
+        if fused is None or x.dim() == 0 or x.shape[-1] != member.in_features:
             return member.forward_alone(x)
+        packed, bounds = fused
         y = torch.ops.quantized.linear_dynamic(x.float(), packed, reduce_range=not member.full_range)
         if x.dtype.is_floating_point:
             y = y.to(x.dtype)
-        outs = {m: y[..., a:b] for m, (a, b) in zip(self.members, self.bounds)}
+        outs = {m: y[..., a:b] for m, (a, b) in zip(self.members, bounds)}
         mine = outs.pop(member)
         local.input, local.version, local.pending = x, x._version, outs
         return mine
