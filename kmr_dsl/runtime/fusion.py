@@ -23,14 +23,15 @@ Contract:
   stride, as models with a fused q/k/v projection get from `split`), not contiguous
   tensors: the attention code of these models only splits the last dimension.
 - It never changes a result, only how it is computed: a member whose weights were
-  replaced since the group was built, a call while tracing or compiling, an input
-  without a version counter (an inference-mode tensor, whose in-place changes cannot
-  be seen) or of another width all run the member alone. Siblings that turn out not
-  to read one input (a cross-attention's key and value read the encoder's states)
-  leave columns nobody asked for; after `MISS_LIMIT` such calls the group stops
-  fusing and every member runs alone, so the guess costs a few calls at most.
-  Pending columns are kept per thread, so threads sharing a model do not see each
-  other's inputs.
+  replaced (`modules.set_dynamic`) is fused again from its new weights, or, once the
+  members no longer share one format, the group stops fusing; a call while tracing or
+  compiling, an input without a version counter (an inference-mode tensor, whose
+  in-place changes cannot be seen) or of another width runs the member alone.
+  Siblings that turn out not to read one input (a cross-attention's key and value read
+  the encoder's states) leave columns nobody asked for; after `MISS_LIMIT` such calls
+  the group stops fusing and every member runs alone, so the guess costs a few calls
+  at most. Pending columns are kept per thread, so threads sharing a model do not see
+  each other's inputs.
 """
 
 from __future__ import annotations
