@@ -389,6 +389,18 @@ def _share_term_infos(model: PipelineModel, template, value, symbols: tuple) -> 
             instance_info(t, m, mapping, model.knobs, memo)
 
 
+def _layer_key(model: PipelineModel, st: dict):
+    """_state_key of a layer's state dict, once per dict: every meter of a state asks it
+    for every layer (state dicts are replaced, never changed in place: verify/state.py)."""
+    key = ("cost: layer state key", id(st))
+    hit = model.templates.get(key)
+    if hit is not None and hit[0] is st:
+        return hit[1]
+    found = _state_key(st, model.knobs)
+    model.templates[key] = (st, found)       # the dict kept alive: its id is not reused
+    return found
+
+
 def _state_key(st: dict, knobs=None) -> tuple | None:
     """A hashable key of a layer state up to renaming of its knob symbols (intervals.
     values_key, with each symbol's knob declaration: layers sharing a template read
@@ -430,7 +442,7 @@ def _layer_terms(model: PipelineModel, meter: str, state: State):
         if low and (low_end or meter == "size"):
             parts.append((f.name, _ranged_term(f, st, low, digits, rank_set, which, low_end)))
             continue
-        found = _state_key(st, model.knobs)
+        found = _layer_key(model, st)
         shape = None if found is None else (
             f.kind, f.in_features, f.out_features, f.weight_params, f.bias_params, f.weight_shape, f.dtype,
             f.macs, f.attention_macs, f.heads, len(f.name), rank_set, f.depthwise, f.channel_buffer_bytes,
