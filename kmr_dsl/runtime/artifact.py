@@ -47,7 +47,7 @@ import torch.nn as nn
 from kmr_dsl import artifact_layout as layout
 from kmr_dsl.diagnostics import KmrError, Span, error
 from kmr_dsl.facts import LoaderSpec
-from kmr_dsl.runtime import codec, layers as kl, state, tied
+from kmr_dsl.runtime import codec, fusion, layers as kl, state, tied
 from kmr_dsl.trust import refuse_untrusted
 
 RECIPE_KEY = "kmr_recipe"
@@ -351,6 +351,7 @@ def load(path, trust: bool = False, base: nn.Module | None = None, base_dir=None
     except (KeyError, AttributeError, RuntimeError, ValueError, TypeError, IndexError, OverflowError) as exc:
         raise KmrError(error("KMR402", span, f"`{path.name}` does not match the architecture its recipe builds",
                              f"{type(exc).__name__}: {exc}")) from exc
+    fusion.install(model)       # sibling int8 Linears on one input: one GEMM (nothing saved changes)
     return model.eval()
 
 

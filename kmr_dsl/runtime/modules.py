@@ -310,8 +310,16 @@ class DynamicLinear(_nnqd.Linear):
     kmr_kind = "Linear"
     symmetric = True
     full_range = False
+    # a `fusion.SiblingGroup` computing this Linear together with siblings that read the
+    # same input (runtime only: set by `fusion.install`, never saved)
+    siblings = None
 
     def forward(self, x):
+        if self.siblings is not None:
+            return self.siblings.forward(self, x)
+        return self.forward_alone(x)
+
+    def forward_alone(self, x):
         y = torch.ops.quantized.linear_dynamic(x.float(), self._packed_params._packed_params,
                                                reduce_range=not self.full_range)
         return y.to(x.dtype) if x.dtype.is_floating_point else y
