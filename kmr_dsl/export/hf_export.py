@@ -21,12 +21,13 @@ on that grid). Encodings:
 - float32; bfloat16 widened to float32 (exact); pruned weights dense (same values);
 - refused with the layer's name (KMR520) unless `dense`: int4/int2 (KMR's midrise grid
   is not compressed-tensors' integer grid), low-rank factorized layers and unmerged
-  LoRA adapters (no place for them in the architecture), int8 transformers `Conv1D`
-  layers (GPT-2's projections: compressed-tensors quantizes only nn.Linear and
-  nn.Embedding), an int8 Linear whose weight is tied to the input embedding (transformers
-  ties by sharing the `weight` that compressed-tensors replaces with codes) — `dense`
-  writes their float values (factors multiplied out, adapters merged, int8 codes
-  dequantized);
+  LoRA adapters and layers scaled by an explicit input vector (no place for them in the
+  architecture), int8 transformers `Conv1D` layers (GPT-2's projections:
+  compressed-tensors quantizes only nn.Linear and nn.Embedding), an int8 Linear whose
+  weight is tied to the input embedding (transformers ties by sharing the `weight` that
+  compressed-tensors replaces with codes) — `dense` writes their float values (factors
+  multiplied out, adapters merged, explicit input scales multiplied into their weights,
+  int8 codes dequantized);
 - head- and channel-pruned widths: written into config.json where the config can state
   them (`hf_config.fit_config`: Llama head counts and `head_dim`, `intermediate_size`);
   otherwise refused with the layer's name (KMR520) unless `dense` (zero padding to a
@@ -109,8 +110,10 @@ def _densify(twin: nn.Module, plan: dict[str, Leaf], dense: bool, result: Export
     owners = tied.tied_names(twin)
     dense_dynamic = False
     for name, layer in list(kl.logical_layers(twin)):
-        if isinstance(layer, (km.FactorizedLinear, km.LoRALinear)):
-            what = "low-rank factorized" if isinstance(layer, km.FactorizedLinear) else "adapted (unmerged LoRA)"
+        if isinstance(layer, (km.FactorizedLinear, km.LoRALinear, km.ScaledLinear)):
+            what = "low-rank factorized" if isinstance(layer, km.FactorizedLinear) else \
+                "adapted (unmerged LoRA)" if isinstance(layer, km.LoRALinear) else \
+                "scaled by an explicit input vector (awq, smoothquant)"
             if not dense:
                 raise KmrError(error("KMR520", Span.unknown(name), f"layer `{name}` is {what}, which a transformers "
                                      "checkpoint of this architecture cannot hold",
@@ -150,6 +153,10 @@ def _merged(layer: nn.Module) -> nn.Linear:
         if isinstance(layer, km.FactorizedLinear):
             weight = layer.second.weight.float() @ layer.first.weight.float()
             bias = layer.second.bias
+        elif isinstance(layer, km.ScaledLinear):
+            # the vector multiplies the input: the same values as its weight's columns times it
+            weight = layer.linear.weight.float() * layer.input_scale.float()[None, :]
+            bias = layer.linear.bias
         else:
             weight = layer.base.weight.float() + layer.delta().float()
             bias = layer.base.bias
