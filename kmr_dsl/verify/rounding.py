@@ -56,7 +56,7 @@ def _round(knobs, x, down: bool, within: dict | None = None):
         pairs, known = [], dict(within)
         for value, cond in choice.args:
             here, known = _narrow(knobs, cond, known)
-            pairs.append((_round(knobs, x.xreplace({choice: value}), down, here), cond))
+            pairs.append((_round(knobs, A.substitute(x, {choice: value}), down, here), cond))
         out = None
         for value, cond in reversed(pairs):
             out = value if out is None else A.ite(cond, value, out)

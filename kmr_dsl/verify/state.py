@@ -435,7 +435,7 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
 
     def evaluate(expr, layer):
         return eval_ir(expr, Ctx(model.knobs, params, layer, state.model))
-    lowend.follow(model, state, index, step, params, targets, before, layer_facts, evaluate)
+    lowend.follow(model, state, index, step, params, targets, before, layer_facts, evaluate, ranked, raw)
     if densities:
         pools.follow(model, state, index, step, params, densities, before, layer_facts, evaluate)
     return state

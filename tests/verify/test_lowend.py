@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import sympy as sp
 
 from kmr_dsl.verify import Verdict, verify
@@ -12,15 +14,15 @@ from kmr_dsl.verify.cost import LOW_ENDS, meter_expr
 from kmr_dsl.verify.lowend import density_low
 from kmr_dsl.verify.numeric import evaluate
 from kmr_dsl.verify.obligations import pipeline_model
-from tests.verify.build import c, line, linears, meter, mlp_facts, program, step
+from tests.verify.build import c, knob, kref, line, linears, meter, mlp_facts, program, step
 
 FACTS = mlp_facts([8, 16, 4])           # fc0: 16x8 (+16 bias), fc1: 4x16 (+4 bias)
 FC0 = (linears(FACTS)[0],)
 
 
-def _ends(steps, meter_name):
-    model = pipeline_model(program([], steps, [], FACTS), "compress")
-    env = model.knobs.env(model.knobs.complete({}))
+def _ends(steps, meter_name, facts=FACTS, knobs=(), setting=None):
+    model = pipeline_model(program(list(knobs), steps, [], facts), "compress")
+    env = model.knobs.env(model.knobs.complete(setting or {}))
     low = evaluate(meter_expr(model, LOW_ENDS[meter_name], model.final), env)
     return low, evaluate(meter_expr(model, meter_name, model.final), env)
 
@@ -56,6 +58,37 @@ def test_nm_on_a_sparse_layer_keeps_between_d_plus_n_over_m_minus_1_and_min():
     # on a dense layer N:M is exact
     low, high = _ends([step("prune", FC0, amount=0.0, method="nm", n=1, m=2)], "nonzero")
     assert low == high
+
+
+def test_a_global_pruning_rounds_the_lower_end_of_its_total_once():
+    # three 16x16 layers of 255 non-zeros; 15:16 keeps 240 of each, at least 239 (a group
+    # may hold the zero); global pruning keeps round_half_up(0.044 * total): between
+    # round_half_up(0.044 * 717) = 32 and round_half_up(0.044 * 720) = 32. Each layer's
+    # own rounding of its lower end, round_half_up(0.044 * 239) = 11, made the lower end
+    # 33, above the upper end (`nonzero >= 33` was proved, the run kept 32)
+    facts = mlp_facts([16, 16, 16, 16], bias=False, density=255 / 256)
+    fcs = linears(facts)
+    nm = step("prune", fcs, amount=0.0, method="nm", n=15, m=16)
+    assert _ends([nm, step("prune", fcs, amount=0.956, method="global")], "nonzero", facts) == (32, 32)
+    # with the method a knob: the total's rounding where it is global, each layer's where not
+    mth = knob("mth", "enum", members=("magnitude", "global"), default="global")
+    steps = [nm, step("prune", fcs, amount=0.956, method=kref("mth"))]
+    assert _ends(steps, "nonzero", facts, [mth]) == (32, 32)
+    assert _ends(steps, "nonzero", facts, [mth], {"mth": "magnitude"}) == (33, 33)
+
+
+def test_a_global_pruning_lower_end_is_not_the_upper_ends_rounding():
+    # fc0 dense (256 weights), fc1 127 of 128 then 15:16 (120, at least 119); global
+    # pruning keeps round_half_up(0.107 * (256 + 119..120)): at least 40. The state gives
+    # fc0 the upper total's rounding (+0.232) and fc1 its own lower end rounded (13):
+    # 40.16, which a `nonzero >= 40.1` line read as proved
+    facts = mlp_facts([16, 16, 8], bias=False)
+    fc0, fc1 = linears(facts)
+    facts = replace(facts, layers=(facts.layers[0], replace(facts.layers[1], density=127 / 128)))
+    steps = [step("prune", (fc1,), amount=0.0, method="nm", n=15, m=16),
+             step("prune", (fc0, fc1), amount=0.893, method="global")]
+    low, high = _ends(steps, "nonzero", facts)
+    assert low == 40 and high == 40
 
 
 def test_a_lower_bound_line_reads_the_low_end_and_is_unknown_between():
