@@ -91,6 +91,16 @@ def test_a_global_pruning_lower_end_is_not_the_upper_ends_rounding():
     assert low == 40 and high == 40
 
 
+def test_a_knob_named_rho_is_not_the_old_density():
+    # the lower ends read an effect over a stand-in for the old density: a knob of the
+    # same name was that stand-in too (0.25 * (1 - 0.25) at every rho, 24 weights at
+    # rho = 0.5 where the run keeps at least 16)
+    facts = replace(FACTS, layers=(replace(FACTS.layers[0], density=0.75), FACTS.layers[1]))
+    rho = knob("rho", lo=0.0, hi=0.5, default=0.5)
+    steps = [step("prune", FC0, amount=0.0, method="nm", n=1, m=2), step("prune", FC0, amount=kref("rho"))]
+    assert _ends(steps, "nonzero", facts, [rho]) == (16 + 16 + 68, 32 + 16 + 68)
+
+
 def test_a_lower_bound_line_reads_the_low_end_and_is_unknown_between():
     steps = [step("prune", linears(FACTS), amount=0.5), step("lowrank", FC0, ratio=0.5)]
     prog = program([], steps, [line(meter("nonzero"), ">=", c(100))], FACTS)
