@@ -18,6 +18,8 @@ from tests.verify.build import c, knob, kref, line, linears, meter, mlp_facts, p
 
 FACTS = mlp_facts([8, 16, 4])           # fc0: 16x8 (+16 bias), fc1: 4x16 (+4 bias)
 FC0 = (linears(FACTS)[0],)
+FACTS_16 = mlp_facts([16, 16, 4], bias=False)    # fc0: 16x16, fc1: 4x16
+FC0_16 = (linears(FACTS_16)[0],)
 
 
 def _ends(steps, meter_name, facts=FACTS, knobs=(), setting=None):
@@ -125,3 +127,38 @@ def test_density_low_of_effects():
     assert density_low(A.min_(rho, sp.Rational(1, 2)), rho, sp.Rational(3, 4)) == sp.Rational(1, 4)
     cond = sp.Symbol("e") < 1
     assert density_low(A.ite(cond, rho, A.ONE), rho, d) == A.ite(cond, d, A.ZERO)
+
+
+def test_a_large_piecewise_density_gets_a_lower_end():
+    # pruning by a continuous knob makes the density a choice among its ~230 whole counts
+    # (verify/rounding.py); N:M by an enum knob then reads it in a piecewise effect.
+    # Substituting it with sympy's evaluation distributed the conditions (a check that
+    # did not end), so a large piecewise got the trivial lower end (fc1 alone: 64); the
+    # substitution now rebuilds it as it is (algebra.substitute)
+    a = knob("a", lo=0.0, hi=0.9, default=0.3)
+    mth = knob("mth", "enum", members=("magnitude", "nm"), default="nm")
+    steps = [step("prune", FC0_16, amount=kref("a")),
+             step("prune", FC0_16, amount=0.2, method=kref("mth"), n=3, m=4)]
+    for at, low, high in ((0.0, 192 + 64, 192 + 64), (0.1, 166 + 64, 192 + 64), (0.3, 115 + 64, 179 + 64)):
+        ends = _ends(steps, "nonzero", FACTS_16, [a, mth], {"a": at})
+        assert ends == (low, high), at      # max(0, d + 3/4 - 1) of round_half_up(256 (1 - a)) kept
+        ends = _ends(steps, "nonzero", FACTS_16, [a, mth], {"a": at, "mth": "magnitude"})
+        assert ends[0] == ends[1]
+
+
+def test_substitute_rebuilds_without_folding():
+    x, r, m = sp.Symbol("x"), sp.Symbol("r"), A.EnumSymbol("m")
+    inner = A.ite(A.compare("<", x, sp.Rational(1, 2)), sp.Rational(1, 4), A.ite(A.compare("<", x, 1), x, 1))
+    value = A.ite(A.compare("==", m, 1), A.min_(r, sp.Rational(3, 4)), A.mul(r, sp.Rational(4, 5)))
+    out = A.substitute(value, {r: inner})
+    # the inner choice is kept once in each branch, not distributed over the outer one
+    assert sum(1 for e in sp.preorder_traversal(out) if isinstance(e, sp.Piecewise)) == 3
+    for xv in (0, sp.Rational(1, 2), sp.Rational(9, 10), 2):
+        for mv in (0, 1):
+            env = {x: xv, m: mv}
+            assert out.xreplace(env) == value.xreplace({r: inner}).xreplace(env)
+    # constants fold; a piece whose condition folds to false goes, one that folds to true ends it
+    assert A.substitute(A.add(r, 1, A.mul(2, r)), {r: 3}) == 10
+    assert A.substitute(value, {m: 1, r: 1}) == sp.Rational(3, 4)
+    assert A.substitute(value, {m: 0, r: 1}) == sp.Rational(4, 5)
+    assert A.substitute(A.ite(A.compare("<", x, 1), x, A.ite(A.compare("<", x, 2), 2 * x, 3)), {x: 1}) == 2
