@@ -408,101 +408,6 @@ def quotient(a, b):
         return mul(*rest)
     return div(a, b)
 
-
-# ---------------------------------------------------------------- substitution
-
-def substitute(expr, mapping: dict):
-    """`expr` with the subexpressions of `mapping` (symbols, or a Piecewise to take one
-    branch of) replaced, rebuilt with this module's folding constructors (constants
-    folded, nodes unevaluated), each shared subtree once.
-
-    Why not sympy's `xreplace`: it rebuilds every node with its class's evaluation, and
-    a Piecewise's evaluation folds its conditions by distributing them over the pieces,
-    exponential in the nesting (a lower end of a large piecewise effect took longer than
-    any check may). Here a piece whose condition folds to false is dropped, the pieces
-    after one that folds to true too, and nothing else is simplified: the result is the
-    same function of the remaining symbols."""
-    if not isinstance(expr, Basic) or not mapping:
-        return expr
-    memo: dict = {}
-    todo = [(expr, False)]
-    while todo:                           # post-order, without recursion (deep trees)
-        e, ready = todo.pop()
-        if e in memo:
-            continue
-        args = e.args
-        if not args or e in mapping:
-            memo[e] = mapping.get(e, e)
-            continue
-        if not ready:
-            todo.append((e, True))
-            todo.extend((a, False) for a in args if a not in memo)
-            continue
-        new = [memo[a] for a in args]
-        memo[e] = e if all(n is a for n, a in zip(new, args)) else _rebuild(e, new)
-    return memo[expr]
-
-
-def _rebuild(e, args: list):
-    """The node `e` over new arguments, folded as this module builds it."""
-    t = type(e)
-    if t is sp.Add or isinstance(e, sp.Add):
-        return add(*args)
-    if isinstance(e, sp.Mul):
-        return mul(*args)
-    if isinstance(e, (sp.Min, sp.Max)):
-        fold = min_ if isinstance(e, sp.Min) else max_
-        out = args[0]
-        for a in args[1:]:
-            out = fold(out, a)
-        return out
-    if isinstance(e, And):
-        return and_(*args)
-    if isinstance(e, Or):
-        return or_(*args)
-    if isinstance(e, Not):
-        return not_(args[0])
-    if isinstance(e, Relational) and t in _OPS:
-        return compare(_OPS[t], args[0], args[1])
-    if isinstance(e, sp.Piecewise):
-        return _piecewise(args)
-    if isinstance(e, ExprCondPair):
-        return _new(ExprCondPair, *args)
-    if isinstance(e, sp.floor):
-        return floor_(args[0])
-    if isinstance(e, sp.ceiling):
-        return ceil_(args[0])
-    if isinstance(e, sp.Pow) and isinstance(args[1], sp.Integer):
-        base, power = _const(args[0]), int(args[1])
-        if base is not None and (base != 0 or power >= 0):
-            return _sym(Fraction(base) ** power)
-        return sp.Pow(args[0], args[1], evaluate=False)
-    return e.func(*args)                  # a node this module never builds: sympy's own
-
-
-def _piecewise(pairs: list):
-    """A Piecewise over substituted (expression, condition) pairs: false pieces dropped,
-    the first true one ends it (an ite chain, as `ite` builds it)."""
-    kept = []
-    for p in pairs:
-        expr, cond = p.args
-        if cond is FALSE:
-            continue
-        kept.append((expr, cond))
-        if cond is TRUE:
-            break
-    if not kept:
-        raise NotModelled("a piecewise value with no piece left")
-    if kept[-1][1] is not TRUE:
-        return _new(sp.Piecewise, *(_new(ExprCondPair, x, c) for x, c in kept))
-    out = kept[-1][0]
-    for expr, cond in reversed(kept[:-1]):
-        out = ite(cond, expr, out)
-    return out
-
-
-_OPS = {cls: op for op, cls in RELATIONS.items()}
-
 _ASSOC = (sp.Add, sp.Mul)
 _LATTICE = (And, Or, sp.Min, sp.Max)
 _PLAIN = (Relational, Not, ExprCondPair, sp.Piecewise)
@@ -570,7 +475,7 @@ __all__ = [
     "BoolSymbol", "Unmodelled", "UnmodelledBool", "EnumKnob", "EnumSymbol", "EnumValue", "FALSE", "NotModelled", "ONE", "RELATIONS", "TRUE",
     "SYMBOLS", "ZERO", "add", "and_", "ceil_", "compare", "div", "enum_equal", "floor_", "frac", "is_boolean",
     "is_number", "ite", "knob_symbols", "max_", "min_", "mul", "neg", "not_", "num", "or_", "quotient", "sub",
-    "Opaque", "Template", "placeholder", "substitute",
+    "Opaque", "Template", "placeholder",
 ]
 
 

@@ -17,7 +17,10 @@ Three such places in the standard rules give only an upper end of a field:
 Later steps carry a lower end through their effect (the standard rules' density and
 rank effects are non-decreasing in the old value). A layer whose rank is a range has
 density low end 0 (`clamp`): its element count is a range, and a density fraction of
-the upper count is no lower end of the kept count at a lower one.
+the upper count is no lower end of the kept count at a lower one. A global pruning
+keeps round_half_up(total) weights of its whole selection: the lower ends of its
+layers are rounded in total too (`_pooled`), as the state's own densities are
+(verify/pools.py), never each on its own (half a weight per layer above the total's).
 
 `follow` carries them through one step (verify/state.py calls it after each step).
 The cost model reads a layer's fields with these overrides for the lower ends of its
@@ -32,6 +35,7 @@ import sympy as sp
 from kmr_dsl.core.state import MATRIX_KINDS
 from kmr_dsl.verify import algebra as A
 from kmr_dsl.verify import settling
+from kmr_dsl.verify.substitution import substitute
 
 # the runtime whose `energy` cut the rank effect leaves out
 LOWRANK_IMPL = "kmr_dsl.rules.lowrank:apply"
@@ -63,7 +67,7 @@ def density_low(value, rho, old):
                 cap = A.min_(cap, c)
             return A.max_(A.ZERO, A.add(density_low(reads[0], rho, old), cap, -1))
         return A.ZERO                 # a cap the state cannot read: no lower end but 0
-    return A.substitute(value, {rho: old})
+    return substitute(value, {rho: old})
 
 
 def loosens(value, rho) -> bool:
@@ -71,7 +75,7 @@ def loosens(value, rho) -> bool:
     its value at the old density: a branch that does not read `rho`, a top-level cap
     `min(rho, c)`, or a piecewise without a last `True` branch. Otherwise the lower end is
     the effect at the old lower end, and a layer without one needs none (the state's own
-    value; substituting into a large piecewise only to find that is slow in sympy)."""
+    value, without computing it again)."""
     if isinstance(value, sp.Piecewise):
         return value.args[-1].cond is not A.TRUE or any(loosens(p.expr, rho) for p in value.args)
     if not isinstance(value, sp.Basic) or rho not in value.free_symbols:
@@ -143,7 +147,7 @@ def follow(model, state, index: int, step, params: dict, targets: list, before: 
             if f not in low and (floor is None if f == "rank" else not loosens(value, RHO)):
                 continue                  # exact before and after: the state's own value
             at = low.get(f, old[f])
-            exact = A.substitute(value, {RHO: at})
+            exact = substitute(value, {RHO: at})
             v = density_low(value, RHO, at) if f == "density" else exact
             made = v != exact or (f == "rank" and floor is not None)
             if not made and f not in low:

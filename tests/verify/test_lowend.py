@@ -13,6 +13,7 @@ from kmr_dsl.verify.budget import budget_lines
 from kmr_dsl.verify.cost import LOW_ENDS, meter_expr
 from kmr_dsl.verify.lowend import density_low
 from kmr_dsl.verify.numeric import evaluate
+from kmr_dsl.verify.substitution import substitute
 from kmr_dsl.verify.obligations import pipeline_model
 from tests.verify.build import c, knob, kref, line, linears, meter, mlp_facts, program, step
 
@@ -134,7 +135,7 @@ def test_a_large_piecewise_density_gets_a_lower_end():
     # (verify/rounding.py); N:M by an enum knob then reads it in a piecewise effect.
     # Substituting it with sympy's evaluation distributed the conditions (a check that
     # did not end), so a large piecewise got the trivial lower end (fc1 alone: 64); the
-    # substitution now rebuilds it as it is (algebra.substitute)
+    # substitution now rebuilds it as it is (verify/substitution.py)
     a = knob("a", lo=0.0, hi=0.9, default=0.3)
     mth = knob("mth", "enum", members=("magnitude", "nm"), default="nm")
     steps = [step("prune", FC0_16, amount=kref("a")),
@@ -150,7 +151,7 @@ def test_substitute_rebuilds_without_folding():
     x, r, m = sp.Symbol("x"), sp.Symbol("r"), A.EnumSymbol("m")
     inner = A.ite(A.compare("<", x, sp.Rational(1, 2)), sp.Rational(1, 4), A.ite(A.compare("<", x, 1), x, 1))
     value = A.ite(A.compare("==", m, 1), A.min_(r, sp.Rational(3, 4)), A.mul(r, sp.Rational(4, 5)))
-    out = A.substitute(value, {r: inner})
+    out = substitute(value, {r: inner})
     # the inner choice is kept once in each branch, not distributed over the outer one
     assert sum(1 for e in sp.preorder_traversal(out) if isinstance(e, sp.Piecewise)) == 3
     for xv in (0, sp.Rational(1, 2), sp.Rational(9, 10), 2):
@@ -158,7 +159,7 @@ def test_substitute_rebuilds_without_folding():
             env = {x: xv, m: mv}
             assert out.xreplace(env) == value.xreplace({r: inner}).xreplace(env)
     # constants fold; a piece whose condition folds to false goes, one that folds to true ends it
-    assert A.substitute(A.add(r, 1, A.mul(2, r)), {r: 3}) == 10
-    assert A.substitute(value, {m: 1, r: 1}) == sp.Rational(3, 4)
-    assert A.substitute(value, {m: 0, r: 1}) == sp.Rational(4, 5)
-    assert A.substitute(A.ite(A.compare("<", x, 1), x, A.ite(A.compare("<", x, 2), 2 * x, 3)), {x: 1}) == 2
+    assert substitute(A.add(r, 1, A.mul(2, r)), {r: 3}) == 10
+    assert substitute(value, {m: 1, r: 1}) == sp.Rational(3, 4)
+    assert substitute(value, {m: 0, r: 1}) == sp.Rational(4, 5)
+    assert substitute(A.ite(A.compare("<", x, 1), x, A.ite(A.compare("<", x, 2), 2 * x, 3)), {x: 1}) == 2
