@@ -158,7 +158,7 @@ def follow(model, state, index: int, step, params: dict, targets: list, before: 
                 shares[layer] = (v, made)
                 continue
             if value is not RHO:          # an effect that keeps the field keeps its settled lower end
-                v = settling.settle_all(model, {f: v}, new, fact, (layer, "rank") in state.origin, low=True)[f]
+                v = settling.settle_all(model, {f: v}, new, fact, (layer, "rank") in state.origin)[f]
             put(state, layer, f, _readable(v, f), index if made else None)
         if "rank" in state.low.get(layer, {}) and (new["in_features"] != old["in_features"]
                                                   or new["out_features"] != old["out_features"]):
@@ -182,7 +182,7 @@ def _pooled(model, state, index: int, ranked, raw: dict, shares: dict, layer_fac
     try:
         total = settling.settle_total(model, parts, low=True) if len(parts) >= 2 else \
             {l: settling.settle_all(model, {"density": d}, state.layers[l], layer_facts.get(l),
-                                    (l, "rank") in state.origin, low=True)["density"] for l, (d, _) in parts.items()}
+                                    (l, "rank") in state.origin)["density"] for l, (d, _) in parts.items()}
     except A.NotModelled:
         total = {l: A.ZERO for l in parts}
     for layer in parts:
@@ -192,8 +192,7 @@ def _pooled(model, state, index: int, ranked, raw: dict, shares: dict, layer_fac
             own = state.low.get(layer, {}).get("density", state.layers[layer]["density"])
             if layer in shares:
                 own = settling.settle_all(model, {"density": shares[layer][0]}, state.layers[layer],
-                                          layer_facts.get(layer), (layer, "rank") in state.origin,
-                                          low=True)["density"]
+                                          layer_facts.get(layer), (layer, "rank") in state.origin)["density"]
             v = A.ite(ranked, total[layer], own)
         put(state, layer, "density", _readable(v, "density"), index if shares.get(layer, (0, False))[1] else None)
 

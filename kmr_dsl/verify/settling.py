@@ -42,29 +42,20 @@ def ops_for(model):
     return model.compiled.get(("step ops",), lambda: rounding.step_ops(model.knobs))
 
 
-def settle(field: str, value, numel, ops, low: bool = False):
+def settle(field: str, value, numel, ops):
     """One count settled (core.step.settle); a placeholder, a condition or a count the
-    arithmetic cannot round is kept as it is, except a density's lower end (`low`): the
-    runtime's round_half_up may keep half a weight less than the unrounded count, so
-    that lower end is half a weight lower (a rank's ceiling is never below its value)."""
+    arithmetic cannot round is kept as it is."""
     if isinstance(value, (A.Unmodelled, A.UnmodelledBool)) or A.is_boolean(value):
         return value
     try:
         return core_step.settle(field, value, numel, ops)
     except A.NotModelled:
-        if not (low and field == "density" and numel is not None):
-            return value
-    try:
-        return A.max_(A.ZERO, A.sub(value, A.div(Fraction(1, 2), numel)))
-    except A.NotModelled:
-        return A.ZERO
+        return value
 
 
-def settle_all(model, new: dict, old: dict, fact, factorized: bool, raw: list | None = None,
-               low: bool = False) -> dict:
+def settle_all(model, new: dict, old: dict, fact, factorized: bool, raw: list | None = None) -> dict:
     """`new` settled; `raw` receives (the density before rounding, the weight elements)
-    for a global pruning to round its total (pools.settle_pool); `low`: `new` holds lower
-    ends (`settle`)."""
+    for a global pruning to round its total (pools.settle_pool)."""
     out = dict(new)
     ops = ops_for(model)
     for f in ("in_features", "out_features", "rank", "heads"):
@@ -77,7 +68,7 @@ def settle_all(model, new: dict, old: dict, fact, factorized: bool, raw: list | 
         numel = matrix_numel(st, numel, factorized)
         if raw is not None:
             raw.append((out["density"], numel))
-        out["density"] = settle("density", out["density"], numel, ops, low)
+        out["density"] = settle("density", out["density"], numel, ops)
     return out
 
 

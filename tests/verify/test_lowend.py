@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import replace
-from fractions import Fraction
 
 import sympy as sp
 
@@ -15,7 +13,6 @@ from kmr_dsl.verify.budget import budget_lines
 from kmr_dsl.verify.cost import LOW_ENDS, meter_expr
 from kmr_dsl.verify.lowend import density_low
 from kmr_dsl.verify.numeric import evaluate
-from kmr_dsl.verify.settling import settle
 from kmr_dsl.verify.substitution import substitute
 from kmr_dsl.verify.obligations import pipeline_model
 from tests.verify.build import c, knob, kref, line, linears, meter, mlp_facts, program, step
@@ -166,16 +163,3 @@ def test_substitute_rebuilds_without_folding():
     assert substitute(value, {m: 1, r: 1}) == sp.Rational(3, 4)
     assert substitute(value, {m: 0, r: 1}) == sp.Rational(4, 5)
     assert substitute(A.ite(A.compare("<", x, 1), x, A.ite(A.compare("<", x, 2), 2 * x, 3)), {x: 1}) == 2
-
-
-def test_a_lower_end_the_arithmetic_cannot_round_is_half_a_weight_lower():
-    # (a count over two continuous knobs, verify/rounding.py): the runtime's
-    # round_half_up(x * 64) may keep half a weight less than x * 64, never more
-    def unroundable(_):
-        raise A.NotModelled("two knobs")
-    ops = dataclasses.replace(A.SYMBOLS, floor=unroundable, ceil=unroundable)
-    x = sp.Symbol("x")
-    assert settle("density", x, 64, ops) == x                        # an upper end: the documented gap
-    low = settle("density", x, 64, ops, low=True)
-    assert evaluate(low, {x: Fraction(1, 2)}) == Fraction(63, 128)
-    assert evaluate(low, {x: Fraction(1, 256)}) == 0
