@@ -22,7 +22,8 @@ on that grid). Encodings:
 - refused with the layer's name (KMR520) unless `dense`: int4/int2 (KMR's midrise grid
   is not compressed-tensors' integer grid), low-rank factorized layers and unmerged
   LoRA adapters (no place for them in the architecture) — `dense` writes their float
-  values (factors multiplied out, adapters merged);
+  values (factors multiplied out, adapters merged, explicit input scales multiplied into
+  their weights);
 - head- and channel-pruned widths: written into config.json where the config can state
   them (`hf_config.fit_config`: Llama head counts and `head_dim`, `intermediate_size`);
   otherwise refused with the layer's name (KMR520) unless `dense` (zero padding to a
@@ -99,8 +100,10 @@ def export_hf(artifact: str, out_dir: str | Path, dense: bool = False, trust: bo
 def _densify(twin: nn.Module, plan: dict[str, Leaf], dense: bool, result: ExportResult) -> None:
     """Refuse, or with `dense` replace, what a transformers checkpoint cannot hold."""
     for name, layer in list(kl.logical_layers(twin)):
-        if isinstance(layer, (km.FactorizedLinear, km.LoRALinear)):
-            what = "low-rank factorized" if isinstance(layer, km.FactorizedLinear) else "adapted (unmerged LoRA)"
+        if isinstance(layer, (km.FactorizedLinear, km.LoRALinear, km.ScaledLinear)):
+            what = "low-rank factorized" if isinstance(layer, km.FactorizedLinear) else \
+                "adapted (unmerged LoRA)" if isinstance(layer, km.LoRALinear) else \
+                "scaled by an explicit input vector (awq, smoothquant)"
             if not dense:
                 raise KmrError(error("KMR520", Span.unknown(name), f"layer `{name}` is {what}, which a transformers "
                                      "checkpoint of this architecture cannot hold",
@@ -125,6 +128,10 @@ def _merged(layer: nn.Module) -> nn.Linear:
         if isinstance(layer, km.FactorizedLinear):
             weight = layer.second.weight.float() @ layer.first.weight.float()
             bias = layer.second.bias
+        elif isinstance(layer, km.ScaledLinear):
+            # the vector multiplies the input: the same values as its weight's columns times it
+            weight = layer.linear.weight.float() * layer.input_scale.float()[None, :]
+            bias = layer.linear.bias
         else:
             weight = layer.base.weight.float() + layer.delta().float()
             bias = layer.base.bias
