@@ -426,8 +426,6 @@ def quotient(a, b):
         return mul(*rest)
     return div(a, b)
 
-
-
 _ASSOC = (sp.Add, sp.Mul)
 _LATTICE = (And, Or, sp.Min, sp.Max)
 _PLAIN = (Relational, Not, ExprCondPair, sp.Piecewise)

@@ -17,7 +17,10 @@ Three such places in the standard rules give only an upper end of a field:
 Later steps carry a lower end through their effect (the standard rules' density and
 rank effects are non-decreasing in the old value). A layer whose rank is a range has
 density low end 0 (`clamp`): its element count is a range, and a density fraction of
-the upper count is no lower end of the kept count at a lower one.
+the upper count is no lower end of the kept count at a lower one. A global pruning
+keeps round_half_up(total) weights of its whole selection: the lower ends of its
+layers are rounded in total too (`_pooled`), as the state's own densities are
+(verify/pools.py), never each on its own (half a weight per layer above the total's).
 
 `follow` carries them through one step (verify/state.py calls it after each step).
 The cost model reads a layer's fields with these overrides for the lower ends of its
@@ -32,10 +35,13 @@ import sympy as sp
 from kmr_dsl.core.state import MATRIX_KINDS
 from kmr_dsl.verify import algebra as A
 from kmr_dsl.verify import settling
+from kmr_dsl.verify.substitution import substitute
 
 # the runtime whose `energy` cut the rank effect leaves out
 LOWRANK_IMPL = "kmr_dsl.rules.lowrank:apply"
-RHO = sp.Symbol("rho")     # a layer's old density (or rank) in an effect, to see how it reads it
+# a layer's old density (or rank) in an effect, to see how it reads it (a Dummy: a knob
+# named `rho` is another symbol)
+RHO = sp.Dummy("rho")
 
 
 def density_low(value, rho, old):
@@ -61,7 +67,7 @@ def density_low(value, rho, old):
                 cap = A.min_(cap, c)
             return A.max_(A.ZERO, A.add(density_low(reads[0], rho, old), cap, -1))
         return A.ZERO                 # a cap the state cannot read: no lower end but 0
-    return value.xreplace({rho: old})
+    return substitute(value, {rho: old})
 
 
 def loosens(value, rho) -> bool:
@@ -69,7 +75,7 @@ def loosens(value, rho) -> bool:
     its value at the old density: a branch that does not read `rho`, a top-level cap
     `min(rho, c)`, or a piecewise without a last `True` branch. Otherwise the lower end is
     the effect at the old lower end, and a layer without one needs none (the state's own
-    value; substituting into a large piecewise only to find that is slow in sympy)."""
+    value, without computing it again)."""
     if isinstance(value, sp.Piecewise):
         return value.args[-1].cond is not A.TRUE or any(loosens(p.expr, rho) for p in value.args)
     if not isinstance(value, sp.Basic) or rho not in value.free_symbols:
@@ -113,13 +119,18 @@ def put(state, layer: str, field: str, value, index: int | None = None) -> None:
 
 
 def follow(model, state, index: int, step, params: dict, targets: list, before: dict, layer_facts,
-           evaluate) -> None:
+           evaluate, ranked=A.FALSE, raw: dict | None = None) -> None:
     """The lower ends of the selected layers' density and rank after the step: each
     effect at the old lower end, a fresh density at 0, `lowrank`'s energy cut at rank 1,
     settled as the upper ends are; a changed shape caps a rank's lower end.
-    `evaluate(expr, layer)`: an IR expression's value over a layer's fields."""
+    `evaluate(expr, layer)`: an IR expression's value over a layer's fields. Where the
+    step ranks its selection together (`ranked`, pools.ranked_together; `raw`: each
+    layer's density before rounding and weight elements, as pools.settle_pool rounds
+    them), the densities' lower ends are rounded in total (`_pooled`)."""
     effects = {e.field: e for e in step.rule.effects if e.scope == "layer" and e.field in ("density", "rank")}
     floor = rank_floor(step.rule, params) if "rank" in effects else None
+    joint = ranked is not A.FALSE and raw is not None and len(raw) >= 2
+    shares: dict = {}                   # layer -> (density's lower end before rounding, made a range here)
     for layer in targets:
         fact = layer_facts.get(layer)
         if layer is None or fact is None or fact.kind not in MATRIX_KINDS or not fact.weight_params:
@@ -136,42 +147,62 @@ def follow(model, state, index: int, step, params: dict, targets: list, before: 
             if f not in low and (floor is None if f == "rank" else not loosens(value, RHO)):
                 continue                  # exact before and after: the state's own value
             at = low.get(f, old[f])
-            if value.has(sp.Piecewise) and larger_than(value, 60, at):
-                # substituting into a large piecewise makes sympy fold it by distributing
-                # its conditions (exponential): the trivial lower end instead, sound
-                put(state, layer, f, A.ZERO if f == "density" else A.ONE, index)
-                continue
-            exact = value.xreplace({RHO: at})
+            exact = substitute(value, {RHO: at})
             v = density_low(value, RHO, at) if f == "density" else exact
             made = v != exact or (f == "rank" and floor is not None)
             if not made and f not in low:
                 continue                  # exact before and after: the state's own value
             if f == "rank" and floor is not None:
                 v = A.ite(floor, A.ONE, v)
+            if joint and f == "density" and layer in raw:
+                shares[layer] = (v, made)
+                continue
             if value is not RHO:          # an effect that keeps the field keeps its settled lower end
                 v = settling.settle_all(model, {f: v}, new, fact, (layer, "rank") in state.origin)[f]
-            if isinstance(v, sp.Basic) and v.atoms(sp.ITE):
-                # sympy folded a piecewise into a condition the evaluators do not read:
-                # the trivial lower end instead
-                v = A.ZERO if f == "density" else A.ONE
-            put(state, layer, f, v, index if made else None)
+            put(state, layer, f, _readable(v, f), index if made else None)
         if "rank" in state.low.get(layer, {}) and (new["in_features"] != old["in_features"]
                                                   or new["out_features"] != old["out_features"]):
             side = A.min_(new["in_features"], new["out_features"])
             put(state, layer, "rank", A.min_(state.low[layer]["rank"], side))
+    if shares:
+        _pooled(model, state, index, ranked, raw, shares, layer_facts)
 
 
-def larger_than(value, limit: int, *more) -> bool:
-    """Whether `value` and `more` hold more than `limit` expression nodes (counted lazily)."""
-    n = 0
-    for e in (value, *more):
-        if not isinstance(e, sp.Basic):
-            continue
-        for _ in sp.preorder_traversal(e):
-            n += 1
-            if n > limit:
-                return True
-    return False
+def _pooled(model, state, index: int, ranked, raw: dict, shares: dict, layer_facts) -> None:
+    """The densities' lower ends after a step that ranks its selection together: the
+    runtime keeps round_half_up(total) of the whole selection, so the lower end is that
+    of the total, rounded once (settling.settle_total), not the sum of each layer's
+    rounded lower end (up to half a weight per layer above it: a `nonzero >=` line
+    proved that a run then missed). Every layer of the selection takes part: one without
+    a lower end of its own with its unrounded share (`raw`), one whose rank is a range
+    not at all (its density's lower end is 0, `clamp`). Where a knob decides whether the
+    step ranks together, the other branch keeps each layer's own rounding."""
+    parts = {l: (shares[l][0] if l in shares else d, n) for l, (d, n) in raw.items()
+             if "rank" not in state.low.get(l, {})}
+    try:
+        total = settling.settle_total(model, parts, low=True) if len(parts) >= 2 else \
+            {l: settling.settle_all(model, {"density": d}, state.layers[l], layer_facts.get(l),
+                                    (l, "rank") in state.origin)["density"] for l, (d, _) in parts.items()}
+    except A.NotModelled:
+        total = {l: A.ZERO for l in parts}
+    for layer in parts:
+        if ranked is A.TRUE:
+            v = total[layer]
+        else:
+            own = state.low.get(layer, {}).get("density", state.layers[layer]["density"])
+            if layer in shares:
+                own = settling.settle_all(model, {"density": shares[layer][0]}, state.layers[layer],
+                                          layer_facts.get(layer), (layer, "rank") in state.origin)["density"]
+            v = A.ite(ranked, total[layer], own)
+        put(state, layer, "density", _readable(v, "density"), index if shares.get(layer, (0, False))[1] else None)
+
+
+def _readable(v, f: str):
+    """`v`, or the trivial lower end where sympy folded a piecewise into a condition the
+    evaluators do not read (ITE)."""
+    if isinstance(v, sp.Basic) and v.atoms(sp.ITE):
+        return A.ZERO if f == "density" else A.ONE
+    return v
 
 
 def explain(steps, loose_at: dict) -> tuple[str, str]:
@@ -187,5 +218,5 @@ def explain(steps, loose_at: dict) -> tuple[str, str]:
     return where, "; ".join(causes) or "a field known only from above"
 
 
-__all__ = ["LOWRANK_IMPL", "RHO", "clamp", "density_low", "explain", "follow", "larger_than", "loosens", "put",
+__all__ = ["LOWRANK_IMPL", "RHO", "clamp", "density_low", "explain", "follow", "loosens", "put",
            "rank_floor"]

@@ -23,14 +23,13 @@ without reading it (lowrank to dense) dissolves the pool; anything else on a poo
 layer is reported (`follow` turns it into an UNKNOWN requirement, never a guess).
 
 `settle_pool` rounds a global pruning's kept total once, as the runtime does
-(`settle_total`), where `ranked_together` says the step ranks its selection together.
+(settling.settle_total), where `ranked_together` says the step ranks its selection together.
 """
 
 from __future__ import annotations
 
 import sympy as sp
 
-from kmr_dsl.core import step as core_step
 from kmr_dsl.verify import algebra as A
 from kmr_dsl.verify import requirements, settling
 from kmr_dsl.verify.lowend import RHO
@@ -111,13 +110,10 @@ def settle_pool(model, state, index: int, ranked, raw: dict) -> None:
     """Global pruning keeps round_half_up(total) weights of the whole selection, not the
     sum of each layer's rounded share (kmr_dsl/rules/prune.py): where the step ranks
     together (`ranked`), the layers' densities are the unrounded shares with the total's
-    rounding added to the largest layer (`settle_total`), so `nonzero` is exact."""
+    rounding added to the largest layer (settling.settle_total), so `nonzero` is exact."""
     if len(raw) < 2:
         return                  # one layer: its own rounding is the total's
-    try:
-        pooled = settle_total(raw, lambda x: core_step.round_half_up(x, settling.ops_for(model)))
-    except A.NotModelled:
-        pooled = {l: d for l, (d, _) in raw.items()}   # unrounded, as settling.settle keeps a count it cannot round
+    pooled = settling.settle_total(model, raw)
     for layer, density in pooled.items():
         value = density if ranked is A.TRUE else A.ite(ranked, density, state.layers[layer]["density"])
         if state.layers[layer]["density"] != value:
@@ -125,26 +121,4 @@ def settle_pool(model, state, index: int, ranked, raw: dict) -> None:
             state.origin[(layer, "density")] = index
 
 
-def settle_total(raw: dict, round_half_up) -> dict:
-    """The densities of a global pruning's layers, exact in total: `raw` maps each layer
-    to (its unrounded density, its weight elements); the runtime keeps
-    round_half_up(sum of density * elements) weights of the whole selection. Every layer
-    keeps its unrounded share but the largest (the first of equal ones), which takes the
-    total's rounding too: a fraction of one weight over its elements. The per-layer shares
-    are the average either way (known in total only), so only the sum means anything."""
-    counts = {l: A.mul(d, n) for l, (d, n) in raw.items()}
-    total = A.add(*counts.values())
-    kept = round_half_up(total)
-    largest = max(raw, key=lambda l: _size_key(raw[l][1]))
-    out = {l: d for l, (d, _) in raw.items()}
-    out[largest] = A.div(A.add(counts[largest], A.sub(kept, total)), raw[largest][1])
-    return out
-
-
-def _size_key(numel) -> float:
-    """A layer's weight elements as a number to compare (a symbolic count, after lowrank
-    over a knob: its largest value is not known here, so it ranks last)."""
-    return float(numel) if A.is_number(A.num(numel)) else -1.0
-
-
-__all__ = ["follow", "ranked_together", "settle_pool", "settle_total", "step_pools"]
+__all__ = ["follow", "ranked_together", "settle_pool", "step_pools"]

@@ -26,6 +26,7 @@ from fractions import Fraction
 import sympy as sp
 
 from kmr_dsl.verify import algebra as A
+from kmr_dsl.verify.substitution import substitute
 
 # pieces per rounded count: the whole values of one count over one knob's range (a rank,
 # a channel count, the kept weights of a small layer); a larger range stays unrounded
@@ -56,7 +57,7 @@ def _round(knobs, x, down: bool, within: dict | None = None):
         pairs, known = [], dict(within)
         for value, cond in choice.args:
             here, known = _narrow(knobs, cond, known)
-            pairs.append((_round(knobs, x.xreplace({choice: value}), down, here), cond))
+            pairs.append((_round(knobs, substitute(x, {choice: value}), down, here), cond))
         out = None
         for value, cond in reversed(pairs):
             out = value if out is None else A.ite(cond, value, out)

@@ -8,9 +8,13 @@ the dense matrix, or both factors once `lowrank` split it; prune ranks the two f
 weights together). A count it cannot round (two knobs, too many values) keeps the exact
 product, a documented gap of verify/cost.py. `factor_test` and `matrix_numel` are also
 the cost model's (verify/cost.py): a factorized layer's weights, counted one way.
+`settle_total` rounds a global pruning's kept total once, as the runtime does
+(verify/pools.py for the densities, verify/lowend.py for their lower ends).
 """
 
 from __future__ import annotations
+
+from fractions import Fraction
 
 from kmr_dsl.core import step as core_step
 from kmr_dsl.core.state import MATRIX_KINDS
@@ -68,4 +72,37 @@ def settle_all(model, new: dict, old: dict, fact, factorized: bool, raw: list | 
     return out
 
 
-__all__ = ["factor_test", "matrix_numel", "ops_for", "settle", "settle_all"]
+def settle_total(model, raw: dict, low: bool = False) -> dict:
+    """The densities of a global pruning's layers, exact in total: `raw` maps each layer
+    to (its unrounded density, its weight elements); the runtime keeps
+    round_half_up(sum of density * elements) weights of the whole selection. Every layer
+    keeps its unrounded share but the largest (the first of equal ones), which takes the
+    total's rounding too: a fraction of one weight over its elements. The per-layer shares
+    are the average either way (known in total only), so only the sum means anything.
+    `low`: `raw` holds lower ends, and so does the result (the rounding of the total, not
+    of each share: each share's own would add up to half a weight per layer too many);
+    a total the arithmetic cannot round is then half a weight lower, never above its
+    rounding (an upper end stays unrounded, the documented gap of `settle`)."""
+    out = {l: d for l, (d, _) in raw.items()}
+    largest = max(raw, key=lambda l: _size_key(raw[l][1]))
+    try:
+        counts = {l: A.mul(d, n) for l, (d, n) in raw.items()}
+        total = A.add(*counts.values())
+        try:
+            kept = core_step.round_half_up(total, ops_for(model))
+        except A.NotModelled:
+            kept = A.sub(total, Fraction(1, 2)) if low else total
+        out[largest] = A.div(A.add(counts[largest], A.sub(kept, total)), raw[largest][1])
+    except A.NotModelled:
+        if low:                 # half a weight below the unrounded total
+            out[largest] = A.sub(out[largest], A.div(Fraction(1, 2), raw[largest][1]))
+    return out
+
+
+def _size_key(numel) -> float:
+    """A layer's weight elements as a number to compare (a symbolic count, after lowrank
+    over a knob: its largest value is not known here, so it ranks last)."""
+    return float(numel) if A.is_number(A.num(numel)) else -1.0
+
+
+__all__ = ["factor_test", "matrix_numel", "ops_for", "settle", "settle_all", "settle_total"]

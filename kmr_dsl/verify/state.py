@@ -452,7 +452,7 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
             elif f not in canon_layer or v is not canon_layer[f]:
                 return build()
         return _templated(model, canon, ("follow", id(expr), tuple(sorted(rho))), build)
-    lowend.follow(model, state, index, step, params, targets, before, layer_facts, evaluate)
+    lowend.follow(model, state, index, step, params, targets, before, layer_facts, evaluate, ranked, raw)
     if densities:
         pools.follow(model, state, index, step, params, densities, before, layer_facts, evaluate)
     return state

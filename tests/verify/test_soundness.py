@@ -183,6 +183,12 @@ REPRODUCERS = {
     "nm-after-global-size-low": _program(_model("cnn", "1,5,8,3,4", "100", ", seed = 587"),
                                          "prune(amount = 0.5, method = global)\n"
                                          "prune(amount = 0.0, method = nm, n = 1, m = 2)", "size >= 2560 B"),
+    # 15:16 on layers of 255 non-zeros keeps 240 of each, at least 239; global pruning then
+    # keeps round_half_up(0.044 * total), at least round_half_up(0.044 * 717) = 32. Each
+    # layer's lower end rounded on its own (11 of 10.516) made it 33: proved, the run kept 32
+    "global-lower-end-rounding": _program(_model("mlp", "16,16,16,16", "00"),
+                                          "prune(amount = 0.004)\nprune(amount = 0.0, method = nm, n = 15, m = 16)\n"
+                                          "prune(amount = 0.956, method = global)", "nonzero >= 49"),
     # half precision on a model whose head is tied to its embedding: proved, then the
     # `macs` meter fails (KMR408: a float32 input meets the shared bf16 weight)
     "tied-half-precision": _program(_model("tied", "6,4,1", "1"), "quantize(bits = 16)", "params <= 1000"),
