@@ -39,7 +39,7 @@ from kmr_dsl.verify import algebra as A
 from kmr_dsl.verify.bounds import MARGIN, bound_line, decompose, point_range, relax_line, sound_bound
 from kmr_dsl.verify.atoms import atomize
 from kmr_dsl.verify.budget import Line, holds, is_ranged, meter_refs
-from kmr_dsl.verify import certificate, descent, joint, lowend
+from kmr_dsl.verify import bbtree, certificate, descent, joint, lowend
 from kmr_dsl.verify.knapsack import Knapsack, exact_line_values
 from kmr_dsl.verify.lower import Encoding
 from kmr_dsl.verify.numeric import Unevaluable, as_number, evaluate
@@ -254,12 +254,7 @@ def _by_knapsack(model, lines, sep):
         return None
     verdict, setting = ks.solve()
     if verdict == "feasible":
-        values = exact_line_values(sep, setting)
-        if not all(holds(ln.op, v) for ln, v in zip(lines, values)):
-            return None
-        full = dict(model.knobs.defaults())
-        full.update({model.knobs.by_symbol[s].name: v for s, v in setting.items()})
-        return _proved(model, lines, full, "milp")
+        return _proved_separable(model, lines, sep, setting)
     if verdict != "infeasible":
         return None
     rows, minimal = ks.core(list(range(len(lines))))
@@ -275,9 +270,25 @@ def _by_knapsack(model, lines, sep):
         cert = certificate.to_json(lines, full_y, bound)
         cert["conflict"] = certificate.conflict(sep, full_y, model.knobs)
     else:
-        cert = certificate.to_json([lines[i] for i in rows], None, None, _z3_confirms(model, [lines[i] for i in rows]))
+        # a relaxation gap: a branch-and-bound tree, checked exactly (bbtree.py); a whole point
+        # the tree's LPs meet (HiGHS's tolerance said infeasible) is re-checked and wins
+        cert, witness = bbtree.certify(sep, lines, rows)
+        if witness is not None:
+            return _proved_separable(model, lines, sep, witness)
+        if cert is None:
+            cert = certificate.to_json([lines[i] for i in rows], None, None,
+                                       _z3_confirms(model, [lines[i] for i in rows]))
     core = [CoreMember("line", lines[i].text, lines[i].span) for i in rows]
     return _refuted(model, lines, core, minimal, "milp", certificate=cert)
+
+
+def _proved_separable(model, lines, sep, setting):
+    """PROVED at a setting of the separable form's symbols, re-checked exactly (None if it fails)."""
+    if not all(holds(ln.op, v) for ln, v in zip(lines, exact_line_values(sep, setting))):
+        return None
+    full = dict(model.knobs.defaults())
+    full.update({model.knobs.by_symbol[s].name: v for s, v in setting.items()})
+    return _proved(model, lines, full, "milp")
 
 
 def _by_joint(model, lines, candidates):
@@ -527,7 +538,7 @@ def _refuted(model, lines, core, minimal, method, best=None, certificate=None):
             pass
     if not minimal:
         notes.append("the solver could not decide every subset: this core may not be minimal")
-    if certificate is not None and certificate.get("kind") == "decoupled":
+    if certificate is not None and certificate.get("kind") in ("decoupled", "branch-and-bound-tree"):
         notes.append(certificate["summary"])
     elif certificate is not None and certificate.get("checked"):
         weights = " + ".join(f"{float(Fraction(y)):.4g} x (`{t}`)" for y, t in
