@@ -324,7 +324,8 @@ def prove(sep: Separable, rows: list[int]):
     search = _Search(rel, rows)
     got = search.node([], len(sep.lines))
     if isinstance(got, dict):
-        return ("tree", got) if check(sep, got) else None
+        # the same check as `check(sep, got)`, on the rows already derived from sep
+        return ("tree", got) if _check_node(rel, got, [], len(sep.lines)) else None
     if isinstance(got, tuple):
         setting = _decode(rel, got[1])
         return None if setting is None else ("witness", setting)
