@@ -33,19 +33,19 @@ sys.path.insert(0, str(ROOT))
 WIDTHS = (64, 96, 128, 80)
 TREE = """import "std"
 model deep = factory("bench:mlp")
-knob s[l in layers(Linear)] : float in {{0.0, 0.9}} = 0.0
-knob b[l in layers(Linear)] : int in {{8, 32}} = 32
-pipeline compress(deep) {{
-    for l in layers(Linear) {{
+knob s[l in layers(Linear)] : float in {0.0, 0.9} = 0.0
+knob b[l in layers(Linear)] : int in {8, 32} = 32
+pipeline compress(deep) {
+    for l in layers(Linear) {
         prune(amount = s[l])
         quantize(bits = b[l])
-    }}
-    budget {{
+    }
+    budget {
         nonzero >= baseline.nonzero - 100
         nonzero <= baseline.nonzero - 1
         size <= 95% * baseline.size
-    }}
-}}
+    }
+}
 """
 KNOBS = 3
 
