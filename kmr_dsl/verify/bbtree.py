@@ -162,7 +162,7 @@ def check(sep: Separable, tree: dict) -> bool:
     try:
         rel = Relaxation(sep)
         return _check_node(rel, tree, [], len(sep.lines))
-    except (KeyError, TypeError, ValueError, ZeroDivisionError, AttributeError):
+    except (KeyError, TypeError, ValueError, ZeroDivisionError, AttributeError, RecursionError):
         return False
 
 

@@ -127,7 +127,10 @@ def check(lines: list, knobs, tree) -> bool:
     for s in at.free:
         values, real = _domain(knobs.by_symbol[s])
         box[s] = (values[0], values[-1]) if real is None else real
-    return _check(lines, knobs, tree, box)
+    try:
+        return _check(lines, knobs, tree, box)
+    except (IndexError, TypeError, ValueError, RecursionError):
+        return False
 
 
 def _check(lines, knobs, node, box) -> bool:
