@@ -2,9 +2,10 @@
 decoupled certificate (joint.py) has a gap: the free knobs' domain split into boxes, each
 refuted by its own decoupled certificate, checked in exact arithmetic.
 
-Contract: `refute(lines, knobs)` returns a `Tree` proving that no setting meets every line,
-or None (nothing concluded: the lines are not over atoms, a box that cannot be split is
-not refuted — it may hold a setting that meets them —, or the tree outgrew MAX_LEAVES).
+Contract: `refute(lines, knobs, meets)` returns a tree (a `Branch`, or one decoupled
+certificate) proving that no setting meets every line, a `Witness` (a box shrunk to a
+point held a setting `meets` accepts), or None (nothing concluded: the lines are not over
+atoms, a point box is neither refuted nor met, or the tree outgrew MAX_LEAVES / the time).
 `check(lines, knobs, tree)` re-derives everything from the lines and returns True only
 when the tree proves infeasibility.
 
@@ -31,6 +32,7 @@ of k knobs costs about k log2(values) leaves. Past MAX_LEAVES nothing is conclud
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass
 from fractions import Fraction
@@ -41,6 +43,12 @@ from kmr_dsl.verify.atoms import atomize
 MAX_LEAVES = 64        # decoupled proofs one tree may hold
 TIME_BUDGET_S = 30.0   # wall time one search may take (then nothing is concluded; Z3 is asked)
 REAL_SPLITS = 12       # bisections of a real knob's interval before it counts as a point
+
+
+@dataclass
+class Witness:
+    """A point box without a proof held a setting that meets the lines ({knob name: value})."""
+    setting: dict
 
 
 @dataclass
@@ -69,7 +77,10 @@ def _sides(kv, lo: Fraction, hi: Fraction, at: Fraction):
     return (lo, at), (values[values.index(at) + 1], hi)
 
 
-def refute(lines: list, knobs) -> Branch | joint.Certificate | None:
+def refute(lines: list, knobs, meets=None) -> Branch | joint.Certificate | Witness | None:
+    """`meets(setting)` ({knob name: value}, exact) is asked at a box shrunk to a point that
+    has no proof, for each setting of the case knobs: one that meets every line ends the
+    search with a Witness (the caller re-checks it)."""
     at = atomize([ln.expr for ln in lines], knobs) if all(ln.expr is not None for ln in lines) else None
     if at is None or not at.free:
         return None
@@ -79,11 +90,31 @@ def refute(lines: list, knobs) -> Branch | joint.Certificate | None:
         values, real = _domain(kv)
         box[s] = (values[0], values[-1]) if real is None else real
     leaves = [0, time.monotonic() + TIME_BUDGET_S]
-    tree = _node(lines, knobs, box, leaves, {s: 0 for s in at.free})
+    try:
+        tree = _node(lines, knobs, box, leaves, {s: 0 for s in at.free}, (meets, at.cases))
+    except _Found as found:
+        return Witness(found.setting)
     return tree if tree is not None and check(lines, knobs, tree) else None
 
 
-def _node(lines, knobs, box, leaves, depth):
+class _Found(Exception):
+    def __init__(self, setting):
+        self.setting = setting
+
+
+def _try_point(knobs, box, meets, cases):
+    """Raise _Found when a case setting at the point `box` meets the lines."""
+    if meets is None:
+        return
+    point = {knobs.by_symbol[s].name: lo for s, (lo, _) in box.items()}
+    options = [[(knobs.by_symbol[c].name, v) for v in knobs.by_symbol[c].values] for c in cases]
+    for combo in itertools.islice(itertools.product(*options), 1 << 8):
+        setting = {**point, **dict(combo)}
+        if meets(setting):
+            raise _Found(setting)
+
+
+def _node(lines, knobs, box, leaves, depth, probe=(None, ())):
     cert = joint.refute(lines, knobs, box)
     if cert is not None:
         leaves[0] += 1
@@ -101,6 +132,7 @@ def _node(lines, knobs, box, leaves, depth):
         elif lo < hi and depth[s] < REAL_SPLITS and pick is None:
             pick = s
     if pick is None:
+        _try_point(knobs, box, *probe)
         return None                  # a point (or as fine as it gets) with no proof: maybe met
     lo, hi = box[pick]
     values, _ = _domain(knobs.by_symbol[pick])
@@ -110,10 +142,10 @@ def _node(lines, knobs, box, leaves, depth):
         at = (lo + hi) / 2
     (llo, lhi), (glo, ghi) = _sides(knobs.by_symbol[pick], lo, hi, at)
     deeper = {**depth, pick: depth[pick] + 1}
-    le = _node(lines, knobs, {**box, pick: (llo, lhi)}, leaves, deeper)
+    le = _node(lines, knobs, {**box, pick: (llo, lhi)}, leaves, deeper, probe)
     if le is None:
         return None
-    ge = _node(lines, knobs, {**box, pick: (glo, ghi)}, leaves, deeper)
+    ge = _node(lines, knobs, {**box, pick: (glo, ghi)}, leaves, deeper, probe)
     if ge is None:
         return None
     return Branch(pick, at, le, ge)
@@ -177,4 +209,4 @@ def to_json(lines: list, knobs, tree) -> dict:
                     "rational arithmetic"}
 
 
-__all__ = ["Branch", "MAX_LEAVES", "check", "leaves", "lines_used", "refute", "to_json"]
+__all__ = ["Branch", "MAX_LEAVES", "Witness", "check", "leaves", "lines_used", "refute", "to_json"]

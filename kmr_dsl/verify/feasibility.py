@@ -312,7 +312,10 @@ def _by_joint(model, lines, candidates):
 def _by_boxes(model, lines, candidates):
     """The decoupled certificate has a gap (counts of several shapes move together with a shared
     knob): the knobs' domain split into boxes, each with its own certificate (boxsplit.py)."""
-    tree = boxsplit.refute(lines, model.knobs)
+    tree = boxsplit.refute(lines, model.knobs, lambda point: meets_all(lines, model, {**model.knobs.defaults(),
+                                                                                       **point}))
+    if isinstance(tree, boxsplit.Witness):
+        return _proved(model, lines, {**model.knobs.defaults(), **tree.setting}, "box-split")
     if tree is None:
         return None
     rows = boxsplit.lines_used(tree)

@@ -101,3 +101,22 @@ def _swap_leaf(tree, old, new):
     if isinstance(tree, boxsplit.Branch):
         return replace(tree, le=_swap_leaf(tree.le, old, new), ge=_swap_leaf(tree.ge, old, new))
     return tree
+
+
+def test_a_point_box_that_meets_the_lines_is_a_witness_not_a_refutation():
+    # only the unpruned model reaches `nonzero >= baseline`: the split narrows to that point
+    # (no decoupled certificate exists there) and the setting is handed back for an exact check
+    from kmr_dsl.verify.feasibility import meets_all
+
+    prog = build(["nonzero >= baseline.nonzero", "size <= baseline.size"])
+    model, ls = lines_of(prog)
+    asked = []
+
+    def meets(point):
+        asked.append(point)
+        return meets_all(ls, model, {**model.knobs.defaults(), **point})
+
+    got = boxsplit.refute(ls, model.knobs, meets)
+    assert isinstance(got, boxsplit.Witness), got
+    assert all(got.setting[f"k{i}"] == 0 for i in range(KNOBS)) and asked
+    assert meets_all(ls, model, {**model.knobs.defaults(), **got.setting})
