@@ -102,14 +102,16 @@ def _ends(kv) -> tuple[Fraction, Fraction]:
     return kv.lo, kv.hi
 
 
-def atomize(exprs: list, knobs, case_cap: int = CASE_CAP) -> Atomized | None:
+def atomize(exprs: list, knobs, case_cap: int = CASE_CAP, box: dict | None = None) -> Atomized | None:
+    """`box` ({free knob symbol: (lo, hi)}, inside the declared ends) narrows the free knobs:
+    the atoms' ranges are then proved over that box (boxsplit.py splits the knobs' domain)."""
     try:
-        return _atomize(exprs, knobs, case_cap)
+        return _atomize(exprs, knobs, case_cap, box)
     except (NotAtomic, Unevaluable, ZeroDivisionError, RecursionError):
         return None
 
 
-def _atomize(exprs, knobs, case_cap):
+def _atomize(exprs, knobs, case_cap, narrow=None):
     syms: set = set()
     for e in exprs:
         syms |= A.knob_symbols(e)
@@ -140,6 +142,10 @@ def _atomize(exprs, knobs, case_cap):
         raise NotAtomic("too many case-knob settings")
     free = syms - cases
     box = {s: _ends(knobs.by_symbol[s]) for s in free}
+    for s, (lo, hi) in (narrow or {}).items():
+        if s not in box or not box[s][0] <= lo <= hi <= box[s][1]:
+            raise NotAtomic("a narrowed box outside a free knob's domain")
+        box[s] = (lo, hi)
     found: dict = {}
     seen: set = set()
 

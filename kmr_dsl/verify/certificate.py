@@ -14,8 +14,9 @@ entry). No solver and no float is involved: the certificate is checked independe
 of HiGHS, which only proposed y (knapsack.Knapsack.multipliers).
 
 Such a y exists exactly when the LP relaxation of the knapsack is infeasible. When
-only the integer problem is infeasible (a duality gap), there is no such certificate
-and the verdict rests on the solver's branch and bound; `to_json` records which.
+only the integer problem is infeasible (a duality gap), there is no such certificate:
+bbtree.py gives a branch-and-bound tree instead, and past its cap the verdict rests on
+the solver's branch and bound; `to_json` records which.
 """
 
 from __future__ import annotations

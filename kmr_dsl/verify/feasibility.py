@@ -21,9 +21,11 @@ Order of work, cheapest first (bounds.py explains why):
    bound exceeds its limit is infeasible on its own (no solver call);
 2. witness candidates checked exactly: the defaults, each line's minimiser, and the
    minimiser of the lines' normalised sum;
-3. several lines over per-layer components: the knapsack MILP (knapsack.py); lines no
-   table or affine form covers: a coordinate-descent witness search (descent.py), then a
-   decoupled Lagrangian refutation over the lines' shared counts (joint.py, checked exactly);
+3. several lines over per-layer components: the knapsack MILP (knapsack.py; a refutation
+   with a relaxation gap gets a branch-and-bound tree, bbtree.py); lines no table or affine
+   form covers: a coordinate-descent witness search (descent.py), then a decoupled
+   Lagrangian refutation over the lines' shared counts (joint.py), then the same over boxes
+   of the shared knobs (boxsplit.py), every certificate checked exactly;
 4. Z3 on the case-split encoding, every line and bound behind an assumption literal.
 """
 
@@ -39,7 +41,7 @@ from kmr_dsl.verify import algebra as A
 from kmr_dsl.verify.bounds import MARGIN, bound_line, decompose, point_range, relax_line, sound_bound
 from kmr_dsl.verify.atoms import atomize
 from kmr_dsl.verify.budget import Line, holds, is_ranged, meter_refs
-from kmr_dsl.verify import certificate, descent, joint, lowend
+from kmr_dsl.verify import bbtree, boxsplit, certificate, descent, joint, lowend
 from kmr_dsl.verify.knapsack import Knapsack, exact_line_values
 from kmr_dsl.verify.lower import Encoding
 from kmr_dsl.verify.numeric import Unevaluable, as_number, evaluate
@@ -212,6 +214,8 @@ def _decide(model: PipelineModel, lines: list[Line], limits: Limits,
             if found is not None and _meets(model, lines, None, found, at):
                 return _proved(model, lines, found, "descent")
             decided = _by_joint(model, lines, candidates)
+            if decided is None:
+                decided = _by_boxes(model, lines, candidates)
             if decided is not None:
                 return decided
     return _by_solver(model, lines, limits)
@@ -254,12 +258,7 @@ def _by_knapsack(model, lines, sep):
         return None
     verdict, setting = ks.solve()
     if verdict == "feasible":
-        values = exact_line_values(sep, setting)
-        if not all(holds(ln.op, v) for ln, v in zip(lines, values)):
-            return None
-        full = dict(model.knobs.defaults())
-        full.update({model.knobs.by_symbol[s].name: v for s, v in setting.items()})
-        return _proved(model, lines, full, "milp")
+        return _proved_separable(model, lines, sep, setting)
     if verdict != "infeasible":
         return None
     rows, minimal = ks.core(list(range(len(lines))))
@@ -275,9 +274,25 @@ def _by_knapsack(model, lines, sep):
         cert = certificate.to_json(lines, full_y, bound)
         cert["conflict"] = certificate.conflict(sep, full_y, model.knobs)
     else:
-        cert = certificate.to_json([lines[i] for i in rows], None, None, _z3_confirms(model, [lines[i] for i in rows]))
+        # a relaxation gap: a branch-and-bound tree, checked exactly (bbtree.py); a whole point
+        # the tree's LPs meet (HiGHS's tolerance said infeasible) is re-checked and wins
+        cert, witness = bbtree.certify(sep, lines, rows)
+        if witness is not None:
+            return _proved_separable(model, lines, sep, witness)
+        if cert is None:
+            cert = certificate.to_json([lines[i] for i in rows], None, None,
+                                       _z3_confirms(model, [lines[i] for i in rows]))
     core = [CoreMember("line", lines[i].text, lines[i].span) for i in rows]
     return _refuted(model, lines, core, minimal, "milp", certificate=cert)
+
+
+def _proved_separable(model, lines, sep, setting):
+    """PROVED at a setting of the separable form's symbols, re-checked exactly (None if it fails)."""
+    if not all(holds(ln.op, v) for ln, v in zip(lines, exact_line_values(sep, setting))):
+        return None
+    full = dict(model.knobs.defaults())
+    full.update({model.knobs.by_symbol[s].name: v for s, v in setting.items()})
+    return _proved(model, lines, full, "milp")
 
 
 def _by_joint(model, lines, candidates):
@@ -289,6 +304,28 @@ def _by_joint(model, lines, candidates):
     if cert is None:
         return None
     rows = cert.lines_used()
+    core = [CoreMember("line", lines[i].text, lines[i].span) for i in rows]
+    return _refuted(model, lines, core, _minimal_by_descent(model, lines, rows, candidates), "decoupled",
+                    certificate=cert.to_json(lines))
+
+
+def _by_boxes(model, lines, candidates):
+    """The decoupled certificate has a gap (counts of several shapes move together with a shared
+    knob): the knobs' domain split into boxes, each with its own certificate (boxsplit.py)."""
+    tree = boxsplit.refute(lines, model.knobs, lambda point: meets_all(lines, model, {**model.knobs.defaults(),
+                                                                                       **point}))
+    if isinstance(tree, boxsplit.Witness):
+        return _proved(model, lines, {**model.knobs.defaults(), **tree.setting}, "box-split")
+    if tree is None:
+        return None
+    rows = boxsplit.lines_used(tree)
+    core = [CoreMember("line", lines[i].text, lines[i].span) for i in rows]
+    return _refuted(model, lines, core, _minimal_by_descent(model, lines, rows, candidates), "box-split",
+                    certificate=boxsplit.to_json(lines, model.knobs, tree))
+
+
+def _minimal_by_descent(model, lines, rows, candidates) -> bool:
+    """Minimal when, without each member, the descent search meets the rest (re-checked exactly)."""
     minimal = True
     for i in rows:
         rest = [lines[j] for j in rows if j != i]
@@ -297,8 +334,7 @@ def _by_joint(model, lines, candidates):
         found = descent.search(model, rest, candidates)
         at = atomize([ln.expr for ln in rest], model.knobs, math.inf)
         minimal = minimal and found is not None and _meets(model, rest, None, found, at)
-    core = [CoreMember("line", lines[i].text, lines[i].span) for i in rows]
-    return _refuted(model, lines, core, minimal, "decoupled", certificate=cert.to_json(lines))
+    return minimal
 
 
 def _z3_confirms(model, lines: list[Line]) -> bool:
@@ -527,7 +563,7 @@ def _refuted(model, lines, core, minimal, method, best=None, certificate=None):
             pass
     if not minimal:
         notes.append("the solver could not decide every subset: this core may not be minimal")
-    if certificate is not None and certificate.get("kind") == "decoupled":
+    if certificate is not None and certificate.get("kind") in ("decoupled", "branch-and-bound-tree", "box-split"):
         notes.append(certificate["summary"])
     elif certificate is not None and certificate.get("checked"):
         weights = " + ".join(f"{float(Fraction(y)):.4g} x (`{t}`)" for y, t in

@@ -123,11 +123,11 @@ def _split(exprs: list, atoms: dict):
     return consts, parts
 
 
-def _decoupled(lines, knobs):
+def _decoupled(lines, knobs, box=None):
     exprs = [ln.expr for ln in lines]
     if not lines or not all(ln.op in ("<=", "<") and ln.expr is not None for ln in lines):
         return None
-    at = atomize(exprs, knobs)
+    at = atomize(exprs, knobs, box=box)
     if at is None:
         return None
     atoms = {a.symbol: (j, a) for j, a in enumerate(at.atoms)}
@@ -282,9 +282,11 @@ def _split_case(consts, parts, atoms):
     return ("split", sorted(out))
 
 
-def refute(lines: list, knobs) -> Certificate | None:
+def refute(lines: list, knobs, box: dict | None = None) -> Certificate | None:
+    """`box` narrows the free knobs ({symbol: (lo, hi)}): the certificate then proves that no
+    setting inside it meets the lines (atoms.atomize; boxsplit.py covers the domain with such boxes)."""
     try:
-        got = _decoupled(lines, knobs)
+        got = _decoupled(lines, knobs, box)
         if got is None:
             return None
         at, atoms, cases = got
@@ -328,7 +330,7 @@ def refute(lines: list, knobs) -> Certificate | None:
         names = [{knobs.by_symbol[s].name: knobs.by_symbol[s].to_user(_value(knobs.by_symbol[s], v))
                   for s, v in c.items()} for c, _, _ in cases]
         cert = Certificate(y, total, proofs, names, len(at.atoms), len(at.free))
-        return cert if check(lines, knobs, cert) else None
+        return cert if check(lines, knobs, cert, box) else None
     except (NotAtomic, Unevaluable, ZeroDivisionError, OverflowError, RecursionError, ValueError):
         return None
 
@@ -339,7 +341,7 @@ def _value(kv, v):
     return int(v) if kv.kind == "enum" else frac(v)
 
 
-def check(lines: list, knobs, cert: Certificate) -> bool:
+def check(lines: list, knobs, cert: Certificate, box: dict | None = None) -> bool:
     """Does the certificate prove that no setting meets every line? Everything is
     re-derived from the lines: the atoms and their ranges re-proved, every piece's and
     box's exact enclosure re-evaluated, each atom's range checked to be covered, and the
@@ -348,7 +350,7 @@ def check(lines: list, knobs, cert: Certificate) -> bool:
     if y is not None and (len(y) != len(lines) or any(v < 0 for v in y) or not any(y)):
         return False
     try:
-        got = _decoupled(lines, knobs)
+        got = _decoupled(lines, knobs, box)
         if got is None or len(got[2]) != len(cert.proofs):
             return False
         _, atoms, cases = got

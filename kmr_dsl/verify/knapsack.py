@@ -21,8 +21,9 @@ Floating point: HiGHS decides in float64 with tolerances. A "feasible" answer is
 asked for with every row tightened by TIGHTEN and its setting is re-checked exactly
 (rationals) before anyone sees it; an "infeasible" answer is only reported when the
 rows *loosened* by TIGHTEN are still infeasible. When the LP relaxation is feasible
-but the MILP is not, the only evidence is HiGHS's exhaustive branch and bound: the
-result says so (certificate kind "branch-and-bound", not independently checked).
+but the MILP is not, bbtree.py rebuilds the branch and bound as a tree certificate that is
+checked exactly; only past its cap does the result rest on HiGHS's search (certificate
+kind "branch-and-bound", not independently checked).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from kmr_dsl.check import check_source
 from kmr_dsl.diagnostics import render_all
 from kmr_dsl.facts import LayerFact, ModelFacts
 from kmr_dsl.verify import Verdict, predict, verify
-from kmr_dsl.verify import certificate
+from kmr_dsl.verify import bbtree, certificate
 from kmr_dsl.verify.budget import budget_lines, holds
 from kmr_dsl.verify.feasibility import separable
 from kmr_dsl.verify.numeric import evaluate
@@ -137,7 +137,7 @@ def test_three_lines_feasible_and_infeasible():
     assert [m.text for m in res.core] == ["size <= 12% * baseline.size", "nonzero >= 90% * baseline.nonzero"]
 
 
-def test_integer_gap_has_no_multiplier_certificate_and_says_so():
+def test_integer_gap_has_no_multiplier_certificate_but_a_checked_tree():
     # one layer, sparsity 0 or 0.9: nonzero in [50%, 60%] is met by a mix (LP) but by no setting
     src = """import "std"
 model deep = factory("bench:mlp")
@@ -150,10 +150,15 @@ pipeline compress(deep) {
     }
 }
 """
-    res = feasibility(verify(program(src, 1)))
+    prog = program(src, 1)
+    res = feasibility(verify(prog))
     assert res.verdict is Verdict.REFUTED
-    assert res.certificate["kind"] == "branch-and-bound" and res.certificate["checked"] is False
-    assert res.certificate["z3_confirms"] is True
+    # before: "branch-and-bound", resting on HiGHS unchecked (Z3 confirming); now a tree (bbtree.py)
+    assert res.certificate["kind"] == "branch-and-bound-tree" and res.certificate["checked"] is True
+    model = pipeline_model(prog, "compress")
+    sep = separable(model, budget_lines(model)[0])
+    assert bbtree.check(sep, res.certificate["tree"])
+    assert not bbtree.check(sep, {"y": ["1", "1"], "mu": []})     # no weighting of the lines alone holds
 
 
 HUGE = """import "std"

@@ -1,0 +1,122 @@
+"""Budgets infeasible only through integrality: the certificates for a relaxation gap.
+
+Two cases, each a window on `nonzero` that every line alone meets but no setting meets
+with the others, while the relaxation a multiplier certificate rests on is met:
+
+- "tree": per-layer families `s[l] in {0.0, 0.9}`, `b[l] in {8, 32}` over a chain of
+  Linear layers whose widths cycle through 64, 96, 128, 80 (four shapes); the window
+  lies just below the unpruned model (`nonzero` in [baseline - 100, baseline - 1]: every
+  pruned layer removes thousands of weights) and a `size` line is beside it. Separable:
+  the knapsack MILP decides it, and the certificate is a branch-and-bound tree
+  (verify/bbtree.py) checked exactly. N layers as given (--layers).
+- "boxes": 3 prune amounts shared by every layer (step 0.05) and one bit width, on 4
+  layers of 4 shapes; the window lies between the unpruned model and the least
+  pruning. Not separable (11^3 x 4 points in one group), the decoupled certificate
+  has a gap; the certificate is a box split of the amounts (verify/boxsplit.py).
+
+For each: `verify` end to end (one run, cold caches: wall s, certificate kind and size),
+and beside it Z3 alone on the same obligation (`use_bounds=False`), capped at --cap s.
+
+Run: .venv/bin/python benchmarks/bench_verify_gap.py [--layers 8 400 2000] [--cap 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+WIDTHS = (64, 96, 128, 80)
+TREE = """import "std"
+model deep = factory("bench:mlp")
+knob s[l in layers(Linear)] : float in {0.0, 0.9} = 0.0
+knob b[l in layers(Linear)] : int in {8, 32} = 32
+pipeline compress(deep) {
+    for l in layers(Linear) {
+        prune(amount = s[l])
+        quantize(bits = b[l])
+    }
+    budget {
+        nonzero >= baseline.nonzero - 100
+        nonzero <= baseline.nonzero - 1
+        size <= 95% * baseline.size
+    }
+}
+"""
+KNOBS = 3
+
+
+def boxes_program(lines: list[str]) -> str:
+    knobs = "\n".join(f"knob k{i} : float in [0.0, 0.5] step 0.05 = 0.0" for i in range(KNOBS))
+    steps = "\n".join(f"        prune(amount = k{i})" for i in range(KNOBS))
+    return (f'import "std"\nmodel deep = factory("bench:mlp")\n{knobs}\nknob b : int in {{4, 8, 16, 32}} = 32\n'
+            f"pipeline compress(deep) {{\n    for l in layers(Linear) {{\n{steps}\n        quantize(bits = b)\n    }}\n"
+            "    budget {\n" + "\n".join("        " + ln for ln in lines) + "\n    }\n}\n")
+
+
+def chain_facts(n: int):
+    from kmr_dsl.facts import LayerFact, ModelFacts
+
+    layers = []
+    for i in range(n):
+        a, b = WIDTHS[i % len(WIDTHS)], WIDTHS[(i + 1) % len(WIDTHS)]
+        layers.append(LayerFact(f"fc{i}", "Linear", a, b, (b, a), a * b, b, "float32", 32, 1.0, a * b,
+                                (f"fc{i + 1}",) if i + 1 < n else ()))
+    return ModelFacts(tuple(layers), sum(f.params for f in layers), sum(f.macs for f in layers), (1, WIDTHS[0]))
+
+
+def run(name: str, src: str, facts, cap: float) -> None:
+    from kmr_dsl.check import check_source
+    from kmr_dsl.verify import verify
+    from kmr_dsl.verify.budget import budget_lines
+    from kmr_dsl.verify.feasibility import check_feasibility
+    from kmr_dsl.verify.obligations import clear_caches, pipeline_model
+    from kmr_dsl.verify.report import Limits
+
+    program, diags = check_source(src, "gap.kmr", facts_provider=lambda spec, trust, span: facts)
+    if program is None:
+        raise SystemExit("\n".join(d.message for d in diags))
+    clear_caches()
+    t = time.perf_counter()
+    report = verify(program)
+    wall = time.perf_counter() - t
+    feas = next(r for r in report.results if r.kind == "feasibility")
+    cert = feas.certificate or {}
+    size = cert.get("nodes") or cert.get("leaves") or "-"
+    clear_caches()
+    model = pipeline_model(program, "compress")
+    lines, _ = budget_lines(model)
+    t = time.perf_counter()
+    z3res, _ = check_feasibility(model, lines, Limits(10 ** 12, cap), use_bounds=False)
+    z3_wall = time.perf_counter() - t
+    z3 = "cap" if z3res.verdict.value == "unknown" and "limit" in (z3res.reason or "") else z3res.verdict.value
+    print(f"| {name} | {len(facts.layers):,} | {feas.verdict.value} ({feas.method}) | {cert.get('kind', '-')} "
+          f"| {size} | {wall:.2f} | {z3} | {z3_wall:.2f} |", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--layers", type=int, nargs="+", default=[8, 400, 2000])
+    ap.add_argument("--cap", type=float, default=60.0)
+    args = ap.parse_args()
+    print("| case | layers | verdict | certificate | nodes / boxes | verify s | Z3 alone | Z3 s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for n in args.layers:
+        run("tree", TREE, chain_facts(n), args.cap)
+    from kmr_dsl.check import check_source
+    from kmr_dsl.verify import predict
+    facts = chain_facts(4)
+    probe, _ = check_source(boxes_program(["size <= baseline.size"]), "gap.kmr",
+                            facts_provider=lambda spec, trust, span: facts)
+    full = int(predict(probe, "compress", {})["nonzero"])
+    least = int(predict(probe, "compress", {"k0": 0.05})["nonzero"])
+    run("boxes", boxes_program([f"nonzero >= {least + 1}", f"nonzero <= {full - 1}", "size <= baseline.size"]),
+        facts, args.cap)
+
+
+if __name__ == "__main__":
+    main()
