@@ -25,7 +25,8 @@ Semantics, in order:
 - what a step does besides its effects is `kmr_dsl.core.step`, evaluated over sympy
   (`algebra.SYMBOLS`): counts an effect makes fractional are settled as the runtime
   rounds them (channels, ranks, kept weights), consumers shrink with their producer,
-  a changed shape's rank follows it; and a layer whose channels shrink with no matrix
+  a changed shape's rank follows it (what `lowrank` decided, two factors or one
+  matrix, stays: `State.factors`); and a layer whose channels shrink with no matrix
   consumer adds the requirement that it keeps them (`Requirement.implicit`: the
   runtime refuses to shrink it, KMR304); a step whose rule requires `layer.foldable`
   selects every Linear that reads the same normalization as each selected layer (the
@@ -79,11 +80,30 @@ class State:
     # the index of the step that made it a range
     low: dict[str, dict[str, object]] = field(default_factory=dict)
     loose_at: dict[tuple[str, str], int] = field(default_factory=dict)
+    # layer -> what the last `lowrank` on it decided (`Factors`): later shape changes slice
+    # its factors, they do not re-decide the factorization
+    factors: dict[str, "Factors"] = field(default_factory=dict)
 
     def fork(self) -> "State":
         """A copy that steps can change in place (layer dicts are replaced, never mutated)."""
         return State(dict(self.layers), dict(self.model), dict(self.origin), dict(self.pools),
-                     dict(self.low), dict(self.loose_at))
+                     dict(self.low), dict(self.loose_at), dict(self.factors))
+
+
+@dataclass(frozen=True)
+class Factors:
+    """What a rank effect decided for a layer (kmr_dsl/rules/lowrank.py `truncate`): the
+    inner rank k and the shape (in, out) at which it compared k * (in + out) with
+    in * out. The runtime keeps two Linears whenever that held, and a later head or
+    channel pruning slices them (rows of the second, columns of the first): k stays, and
+    so does the decision, even where the smaller shape would not factorize anew."""
+    rank: object
+    in_features: object
+    out_features: object
+
+    def fields(self) -> dict:
+        """The keys `factor_test` / `matrix_numel` read beside a layer's own fields."""
+        return {"factor_rank": self.rank, "factor_in": self.in_features, "factor_out": self.out_features}
 
 
 @dataclass(frozen=True)
@@ -485,12 +505,18 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
         if layer is not None and new_layer:
             old = lstate
             lstate = dict(lstate)
-            for f, v in _settled(model, new_layer, old, layer_facts.get(layer),
-                                 (layer, "rank") in state.origin, canon, raw.setdefault(layer, [])).items():
+            # a factorized layer sliced since `lowrank`: its kept weights count its factors
+            sliced = {} if "rank" in new_layer else factor_fields(state, layer)
+            for f, v in _settled(model, new_layer, {**old, **sliced} if sliced else old, layer_facts.get(layer),
+                                 (layer, "rank") in state.origin or bool(sliced), None if sliced else canon,
+                                 raw.setdefault(layer, [])).items():
                 if old.get(f) != v:
                     lstate[f] = v
                     state.origin[(layer, f)] = index
             state.layers[layer] = lstate
+            if "rank" in new_layer and layer_facts.get(layer) is not None \
+                    and layer_facts[layer].kind in MATRIX_KINDS:
+                _record_factors(state, layer, old, lstate, lowend.rank_floor(rule, params))
             before.setdefault(layer, old)
             touched.add(layer)
             if lstate["heads"] is not old["heads"] and lstate["heads"] != old["heads"]:
@@ -718,16 +744,58 @@ def _settle_pool(model: PipelineModel, state: State, index: int, ranked, raw: di
 
 def factor_test(st: dict):
     """Whether `lowrank` made the layer two Linears: only when the factors are smaller than
-    the matrix (rank * (in + out) < in * out, kmr_dsl/rules/lowrank.py)."""
-    inf, outf = st["in_features"], st["out_features"]
-    return A.compare("<", A.mul(st["rank"], A.add(inf, outf)), A.mul(inf, outf))
+    the matrix (rank * (in + out) < in * out, kmr_dsl/rules/lowrank.py), at the rank and
+    shape it decided at (`Factors.fields`, where `st` carries them), else the layer's own."""
+    inf, outf = st.get("factor_in", st["in_features"]), st.get("factor_out", st["out_features"])
+    return A.compare("<", A.mul(factor_rank(st), A.add(inf, outf)), A.mul(inf, outf))
+
+
+def factor_rank(st: dict):
+    """The factors' inner dimension: the decided rank, which slicing rows or columns keeps
+    (the layer's `rank` field is at most its sides, as the runtime reports it)."""
+    return st.get("factor_rank", st["rank"])
 
 
 def matrix_numel(st: dict, dense_n, factorized: bool):
     """Weight elements of a matrix layer: its dense count, or its factors' once a rule set its rank."""
     if not factorized:
         return dense_n
-    return A.ite(factor_test(st), A.mul(st["rank"], A.add(st["in_features"], st["out_features"])), dense_n)
+    return A.ite(factor_test(st), A.mul(factor_rank(st), A.add(st["in_features"], st["out_features"])), dense_n)
+
+
+def factor_fields(state: State, layer: str) -> dict:
+    """The layer's `Factors` fields where they differ from its own rank and shape (a head
+    or channel pruning after `lowrank`), else none: the layer's fields decide alike."""
+    rec = state.factors.get(layer)
+    if rec is None:
+        return {}
+    st = state.layers[layer]
+    if all(a is b or a == b for a, b in ((rec.rank, st["rank"]), (rec.in_features, st["in_features"]),
+                                         (rec.out_features, st["out_features"]))):
+        return {}
+    return rec.fields()
+
+
+def _record_factors(state: State, layer: str, old: dict, new: dict, floor) -> None:
+    """What a rank effect decided (`Factors`). The runtime leaves the layer as it is (its
+    factors, or its dense weights) where the kept rank is the current one and no energy
+    cut applies (`floor`, lowend.rank_floor); elsewhere it decides at the current shape."""
+    keep = A.compare(">=", new["rank"], old["rank"])
+    if floor is not None:
+        keep = A.and_(keep, A.not_(floor))
+    prior = state.factors.get(layer)
+    if keep is A.TRUE:
+        return
+    fresh = Factors(new["rank"], new["in_features"], new["out_features"])
+    if keep is A.FALSE:
+        state.factors[layer] = fresh
+        return
+    # where it keeps the layer, a never-factorized one is decided at its own shape: a dense
+    # layer's rank never passes the test (truncate would have split it), at any smaller shape
+    prior = prior or Factors(old["rank"], old["in_features"], old["out_features"])
+    state.factors[layer] = Factors(A.ite(keep, prior.rank, fresh.rank),
+                                   A.ite(keep, prior.in_features, fresh.in_features),
+                                   A.ite(keep, prior.out_features, fresh.out_features))
 
 
 def _ops_for(model: PipelineModel):
@@ -842,5 +910,5 @@ def _default_value(param):
     return _Opaque(f"default of `{param.name}`")
 
 
-__all__ = ["Ctx", "LAYER_FIELDS", "MODEL_FIELDS", "PipelineModel", "Requirement", "State", "build_model",
+__all__ = ["Ctx", "Factors", "LAYER_FIELDS", "MODEL_FIELDS", "PipelineModel", "Requirement", "State", "build_model",
            "eval_ir", "initial_state"]

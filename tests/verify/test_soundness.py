@@ -40,11 +40,7 @@ def _show(res) -> str:
 # Known open classes (each a reproducer below, marked xfail strict: the mark makes the
 # reproducer fail once its class is fixed, and it leaves this dict). The generated
 # cases below are not marked: they guard 0 disagreements (docs/benchmarks.md).
-KNOWN: dict[str, str] = {
-    "lowrank-then-head-factored": "a factorized layer whose rows (or columns) head or channel pruning then removes "
-                                  "stays two Linears at run time; the cost model decides the factorization anew at "
-                                  "the smaller shape and may count one dense Linear (params, nonzero, macs low)",
-}
+KNOWN: dict[str, str] = {}
 
 
 @settings(max_examples=EXAMPLES, deadline=None, database=None, phases=[Phase.explicit, Phase.generate],
@@ -214,6 +210,29 @@ REPRODUCERS = {
                                            'lowrank(ratio = 0.5) on layers(Linear, name = "model.layers.0.self_attn.'
                                            'k_proj")\nprune(amount = 0.75, method = head) on layers(Linear, name = '
                                            '"model.layers.0.self_attn.q_proj")', "params <= 1324"),
+    # the same through channel pruning of the factorized MLP layer itself (rank 4: 4 * (8 + 16)
+    # < 8 * 16): its rows shrink to 2, below the rank; the runtime keeps both factors
+    # (4 * (8 + 2) = 40 weights, + 2 bias), the model re-decided at 8 x 2 (one dense 16)
+    "lowrank-then-channel-factored": _program(_model("mlp", "8,16,4"),
+                                              'lowrank(ratio = 0.5) on layers(Linear, name = "0")\n'
+                                              'prune(amount = 0.875, method = channel) on layers(Linear, name = "0")',
+                                              "params <= 30"),
+    # ... with an energy cut (the rank a range [1, 4]) ...
+    "lowrank-energy-then-channel-factored": _program(_model("mlp", "8,16,4"),
+                                                     'lowrank(ratio = 0.5, energy = 0.99) on layers(Linear, name = "0")'
+                                                     '\nprune(amount = 0.875, method = channel) on layers(Linear, '
+                                                     'name = "0")', "params <= 30"),
+    # ... through the consumer's columns (the factorized `2` reads the pruned `0`: 2 * (2 + 4)
+    # weights kept, the model re-decided at 2 x 4: dense 8) ...
+    "lowrank-then-producer-channel-factored": _program(_model("mlp", "8,16,4"),
+                                                       'lowrank(ratio = 0.5) on layers(Linear, name = "2")\n'
+                                                       'prune(amount = 0.875, method = channel) on layers(Linear, '
+                                                       'name = "0")', "params <= 30"),
+    # ... and a magnitude pruning after it, which counts the kept weights on the two factors
+    "lowrank-then-channel-then-magnitude": _program(_model("mlp", "8,16,4"),
+                                                    'lowrank(ratio = 0.5) on layers(Linear, name = "0")\n'
+                                                    'prune(amount = 0.875, method = channel) on layers(Linear, '
+                                                    'name = "0")\nprune(amount = 0.3)', "nonzero <= 23"),
     # the head shares the embedding's weight: trainable_params counts it once, the model twice
     "tied-trainable-params": _program(_model("tied", "4,2,1", "0"), "prune(amount = 0.0) on layers(Linear)",
                                       "trainable_params >= 20"),
