@@ -58,6 +58,9 @@ every meter is then a range (LOW_ENDS), its lower end read where a line needs th
 meter large. The upper end of `size` over a rank range also reads the largest rank
 that factorizes: there the two factors' scales, entries and config can outweigh the
 few elements they save.
+Where the density is a range the writer may pick either form, but a sparse one only
+when its data is below the dense data: the upper end is at most the dense data with
+the sparse form's header entries (one entry more than the dense form per tensor).
 A BatchNorm's running statistics (facts.channel_buffer_bytes, taken out of
 buffers_bytes) shrink with its channels. A depthwise conv (facts.depthwise) has
 W0 * (out/out0) weight elements: its in and out channels are one count.
@@ -177,10 +180,15 @@ def _tensor_bytes(numel, rows, bits, density, name: str, ndim: int, digits: int,
     # are 2 below dense's (two ceilings), dense surely when 1 below; in between, either.
     # With a density range: sparse surely when its upper end is 2 below, dense surely when
     # dense is 1 below sparse's lower end.
+    # Either way the sparse form's data is below the dense form's (the writer's data bytes
+    # after ceilings: ceil(sparse) < ceil(dense) leaves the sparse data, ceilings included,
+    # at most the dense data): a sparse file is at most the dense data with the sparse
+    # form's entries, whatever the density in the range.
     sparse_low_data = sparse_data if density_low is None else \
         A.add(A.mul(numel, _EIGHTH), A.mul(density_low, numel, bits, _EIGHTH))
+    either = A.max_(dense, A.min_(sparse, A.add(dense_data, sparse_header)))
     chosen = A.ite(A.compare("<=", A.add(sparse_data, 2), dense_data), sparse,
-                   A.ite(A.compare("<=", A.add(dense_data, 1), sparse_low_data), dense, A.max_(dense, sparse)))
+                   A.ite(A.compare("<=", A.add(dense_data, 1), sparse_low_data), dense, either))
     return A.add(chosen, scales, zeros)
 
 
