@@ -517,6 +517,8 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
             if "rank" in new_layer and layer_facts.get(layer) is not None \
                     and layer_facts[layer].kind in MATRIX_KINDS:
                 _record_factors(state, layer, old, lstate, lowend.rank_floor(rule, params))
+            elif rule.impl == LORA_IMPL and layer in state.factors:
+                _merge_factors(state, layer, params.get("merge", A.TRUE))
             before.setdefault(layer, old)
             touched.add(layer)
             if lstate["heads"] is not old["heads"] and lstate["heads"] != old["heads"]:
@@ -774,6 +776,24 @@ def factor_fields(state: State, layer: str) -> dict:
                                          (rec.out_features, st["out_features"]))):
         return {}
     return rec.fields()
+
+
+# merging an adapter into a factorized (or truncated) layer projects the merged matrix
+# back onto the layer's rank by SVD at its current shape (kmr_dsl/rules/lora.py)
+LORA_IMPL = "kmr_dsl.rules.lora:apply"
+
+
+def _merge_factors(state: State, layer: str, merge) -> None:
+    """A merged adapter re-decides the form at the layer's rank and shape (`Factors`)."""
+    if not isinstance(merge, sp.Basic) or not A.is_boolean(merge):
+        merge = A.TRUE          # not modelled: lora's default, and the runtime's usual case
+    st, rec = state.layers[layer], state.factors[layer]
+    if merge is A.TRUE:
+        del state.factors[layer]
+    elif merge is not A.FALSE:
+        state.factors[layer] = Factors(A.ite(merge, st["rank"], rec.rank), A.ite(merge, st["in_features"],
+                                                                                 rec.in_features),
+                                       A.ite(merge, st["out_features"], rec.out_features))
 
 
 def _record_factors(state: State, layer: str, old: dict, new: dict, floor) -> None:

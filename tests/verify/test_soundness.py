@@ -233,6 +233,15 @@ REPRODUCERS = {
                                                     'lowrank(ratio = 0.5) on layers(Linear, name = "0")\n'
                                                     'prune(amount = 0.875, method = channel) on layers(Linear, '
                                                     'name = "0")\nprune(amount = 0.3)', "nonzero <= 23"),
+    # ... but merging an adapter into the sliced factors projects the merged matrix back onto
+    # the layer's rank (2) at its new shape, where one dense 2 x 8 matrix is smaller: the
+    # runtime re-decides there (30 params), and so must the model (not 2 * (8 + 2) + 2 + ...)
+    "lowrank-then-channel-then-lora-merge": _program(_model("mlp", "8,16,4"),
+                                                     'lowrank(ratio = 0.5) on layers(Linear, name = "0")\n'
+                                                     'prune(amount = 0.875, method = channel) on layers(Linear, '
+                                                     'name = "0")\nlora(data = train, rank = 2, epochs = 1, '
+                                                     'batch_size = 16) on layers(Linear, name = "0")', "params >= 54",
+                                                     data=_TRAIN.replace('"16,16,4"', '"8,16,4"')),
     # the head shares the embedding's weight: trainable_params counts it once, the model twice
     "tied-trainable-params": _program(_model("tied", "4,2,1", "0"), "prune(amount = 0.0) on layers(Linear)",
                                       "trainable_params >= 20"),
