@@ -505,8 +505,10 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
         if layer is not None and new_layer:
             old = lstate
             lstate = dict(lstate)
-            # a factorized layer sliced since `lowrank`: its kept weights count its factors
-            sliced = {} if "rank" in new_layer else factor_fields(state, layer)
+            # a layer `lowrank` decided on: its kept weights count the form it decided, at
+            # the shape this step leaves (a step that slices it included)
+            record = None if "rank" in new_layer else state.factors.get(layer)
+            sliced = record.fields() if record is not None else {}
             for f, v in _settled(model, new_layer, {**old, **sliced} if sliced else old, layer_facts.get(layer),
                                  (layer, "rank") in state.origin or bool(sliced), None if sliced else canon,
                                  raw.setdefault(layer, [])).items():
