@@ -87,6 +87,18 @@ class NotModelled(Exception):
     """An expression the abstract state cannot represent (reported as UNKNOWN, never guessed)."""
 
 
+def placeholder(reason: str, boolean: bool):
+    """An `Unmodelled` (or, for a condition, `UnmodelledBool`) value named by `reason`."""
+    cls = UnmodelledBool if boolean else Unmodelled
+    return cls(f"?{reason}")
+
+
+@dataclass(frozen=True)
+class Opaque:
+    """A data or model argument of a step: legal as an argument, never computed with."""
+    what: str
+
+
 # ---------------------------------------------------------------- numbers
 
 def frac(value) -> Fraction:
@@ -465,7 +477,7 @@ __all__ = [
     "BoolSymbol", "Unmodelled", "UnmodelledBool", "EnumKnob", "EnumSymbol", "EnumValue", "FALSE", "NotModelled", "ONE", "RELATIONS", "TRUE",
     "SYMBOLS", "ZERO", "add", "and_", "ceil_", "compare", "div", "enum_equal", "floor_", "frac", "is_boolean",
     "is_number", "ite", "knob_symbols", "max_", "min_", "mul", "neg", "not_", "num", "or_", "quotient", "sub",
-    "Template",
+    "Opaque", "Template", "placeholder",
 ]
 
 

@@ -10,7 +10,7 @@ Per matrix layer (Linear, Conv1d/2d, Embedding) with facts in0, out0, W0 weight 
 bias elements, M0 MACs, and state in, out, density d, bits b, rank r, adapter rank a:
 - weight elements N: dense W0 * (in/in0) * (out/out0); when a rule has set `rank`
   and r*(in+out) < in*out the layer is two factors with r*in and out*r elements
-  (lowrank's own test), read where `lowrank` made it (state.Factors: its rank k and
+  (lowrank's own test), read where `lowrank` made it (settling.Factors: its rank k and
   shape): a later head or channel pruning slices the two factors to k*in and out*k
   elements, k kept, and never decides the form anew; a never-factorized layer is dense
   at every shape;
@@ -72,16 +72,16 @@ from fractions import Fraction
 from functools import cached_property
 
 import sympy as sp
-from sympy.logic.boolalg import BooleanAtom
 
 from kmr_dsl import artifact_layout as layout
 from kmr_dsl.core.state import ANALYTIC_METERS, LAYER_FIELDS, MATRIX_KINDS, scale_groups
 from kmr_dsl.facts import LayerFact, ModelFacts
 from kmr_dsl.verify import algebra as A
 from kmr_dsl.verify.bounds import instance_info
-from kmr_dsl.verify.intervals import shape_of
+from kmr_dsl.verify.intervals import symbols_key, values_key
 from kmr_dsl.verify.numeric import as_number, evaluate
-from kmr_dsl.verify.state import PipelineModel, State, factor_fields, factor_rank, factor_test, matrix_numel
+from kmr_dsl.verify.settling import factor_fields, factor_rank, factor_test, matrix_numel
+from kmr_dsl.verify.state import PipelineModel, State
 
 UNITS = ANALYTIC_METERS     # meter -> dimension
 # The lower end of the `size` meter (`meter_expr(model, SIZE_LOW, state)`): what a line
@@ -402,32 +402,15 @@ def _share_term_infos(model: PipelineModel, template, value, symbols: tuple) -> 
 
 
 def _state_key(st: dict, knobs=None) -> tuple | None:
-    """A hashable key of a layer state up to renaming of its knob symbols, and those
-    symbols in order of first appearance; None when a value has no such key (a
-    placeholder the state cannot express). Constant fields are their values; a symbolic
-    one its shape and constants (intervals.shape_of, slots shared across the fields).
-    Each symbol's knob declaration is part of the key (`knobs`: the KnobTable), so that
-    layers sharing a template read knobs of the same domains."""
-    out = []
+    """A hashable key of a layer state up to renaming of its knob symbols (intervals.
+    values_key, with each symbol's knob declaration: layers sharing a template read
+    knobs of the same domains), and those symbols in order of first appearance; None
+    when a value has no such key (a placeholder the state cannot express)."""
     slots: dict = {}
-    try:
-        for f, v in st.items():
-            if isinstance(v, sp.Rational):
-                out.append((f, v.p, v.q))
-            elif isinstance(v, BooleanAtom):
-                out.append((f, bool(v)))
-            elif isinstance(v, A.EnumValue):
-                out.append((f, v.member))
-            elif isinstance(v, sp.Basic):
-                consts: list = []
-                out.append((f, shape_of(v, slots, consts), tuple(consts)))
-            else:
-                return None
-    except A.NotModelled:
+    key = values_key(st.items(), slots)
+    if key is None:
         return None
-    by_symbol = knobs.by_symbol if knobs is not None else {}
-    decls = tuple((type(s), id(by_symbol[s].knob) if s in by_symbol else None) for s in slots)
-    return (tuple(out), decls), tuple(slots)
+    return (key, symbols_key(slots, knobs)), tuple(slots)
 
 
 def layer_terms(model: PipelineModel, meter: str, state: State) -> tuple[list[tuple[str, object]], object]:
@@ -516,7 +499,7 @@ def _ranged_term(f: LayerFact, st: dict, low: dict, digits: int, rank_set: bool,
     density in the range."""
     # a rank below the state's may make the runtime factorize the layer: test it
     rank_set = rank_set or "rank" in low
-    # sliced since `lowrank` decided (state.Factors): the rank range is the inner
+    # sliced since `lowrank` decided (settling.Factors): the rank range is the inner
     # dimension's, and the test reads the shape it decided at
     sliced = "factor_rank" in st
 

@@ -3,7 +3,7 @@ it selects, one function per kind of coupling (verify/state.py calls them).
 
 Contract: each function changes `state.layers` in place for one step (`index`), records
 the step in `state.origin`, keeps each changed layer's previous dict in `before` (what
-`state._follow_shapes` compares against) and returns the names it changed, which the
+`follow_shapes` compares against) and returns the names it changed, which the
 step then treats as pruned with their group (once per step, as the runtime does).
 - `shrink_consumers`: the layers reading a pruned channel group (facts' `consumers`)
   lose the matching inputs (core.step.shrink_consumer);
@@ -13,7 +13,9 @@ step then treats as pruned with their group (once per step, as the runtime does)
   them) keep the same output channels; a depthwise member loses them on its input too;
 - `remove_heads`: attention heads (facts' `head_group`, `head_consumers`): the
   attention's projections keep the same head units (core.step.follow_heads) and the
-  output projection's inputs shrink with them (core.step.shrink_consumer).
+  output projection's inputs shrink with them (core.step.shrink_consumer);
+- `follow_shapes`, after the step: a changed shape's rank follows it, and a sparse
+  layer whose rows or columns were removed has a density not known (`sparse_rows`).
 """
 
 from __future__ import annotations
@@ -86,4 +88,47 @@ def remove_heads(state, layer: str, old, new, layer_facts, index: int, before: d
     return done
 
 
-__all__ = ["remove_heads", "shrink_consumers", "shrink_group"]
+def follow_shapes(state, before: dict, touched: set, index: int, step) -> None:
+    """A changed shape's rank follows it (core.step.follow_rank): channel pruning shrinks a
+    layer (and its consumers); the runtime then reports the smaller rank, and `lowrank`
+    cuts relative to it. A changed shape's density is not known where the layer may be
+    sparse: channel and head pruning remove whole rows (a consumer: columns) ranked by
+    norm, and the zeros of an earlier magnitude or N:M pruning are not spread evenly
+    over them (the kept rows of a half-pruned layer hold more than half their weights).
+    Between the bounds max(0, kept - removed) and min(kept, new size) the share depends
+    on the weights: the density becomes a placeholder there (`sparse_rows`), and what
+    reads it (`nonzero`, `size`) is UNKNOWN, never the average, which the run beats."""
+    for name in sorted(touched):
+        st, old = state.layers[name], before.get(name)
+        if old is None or old is st:
+            continue
+        if st["in_features"] != old["in_features"] or st["out_features"] != old["out_features"]:
+            density = sparse_rows(name, old["density"], st["density"], index, step)
+            if density is not st["density"]:
+                st = dict(st)
+                st["density"] = density
+                state.layers[name] = st
+                state.origin[(name, "density")] = index
+            rank_set = (name, "rank") in state.origin
+            if rank_set and st["rank"] is not old["rank"]:
+                continue            # the rule itself set the rank in this step
+            st = dict(st)
+            st["rank"] = core_step.follow_rank(st["rank"], st["in_features"], st["out_features"], rank_set,
+                                               A.SYMBOLS)
+            state.layers[name] = st
+
+
+def sparse_rows(name: str, old, new, index: int, step):
+    """The density of a layer whose rows or columns a step removed: `new` (the average,
+    kept by the rule's effect) where the layer was dense before, else not known."""
+    if A.is_number(A.num(old)) and A.num(old) == 1:
+        return new
+    sparse = A.compare("<", old, 1)
+    if sparse is A.FALSE:
+        return new
+    why = (f"the density of `{name}` after step {index + 1} `{step.rule.name}` (line {step.span.line}): "
+           f"removing rows or columns of a sparse layer keeps a share of its zeros that depends on the weights")
+    return A.ite(sparse, A.placeholder(why, False), new)
+
+
+__all__ = ["follow_shapes", "remove_heads", "shrink_consumers", "shrink_group", "sparse_rows"]

@@ -11,7 +11,9 @@ this way is re-checked with exact rationals.
 Batching: `consts` is an iterator over constant columns; when a batch evaluates many
 expressions of the same shape (one per layer), each constant leaf is a column holding
 that constant for every member, consumed in pre-order. `shape_of` computes the shape
-key and the constants of an expression in that same order.
+key and the constants of an expression in that same order; `values_key` (with
+`symbols_key`) builds on it the key of a set of values up to renaming of knobs, by which
+layers of one shape share a template (algebra.Template).
 
 widen=True (sound): comparisons are widened by a relative 1e-9, so a tie computed in
 floats never excludes a branch the exact value would take. widen=False (precise):
@@ -30,9 +32,10 @@ import sympy as sp
 from sympy.core.relational import (Equality, GreaterThan, LessThan, StrictGreaterThan, StrictLessThan,
                                    Unequality)
 from sympy.functions.elementary.piecewise import ExprCondPair
-from sympy.logic.boolalg import And, BooleanFalse, BooleanTrue, Not, Or
+from sympy.logic.boolalg import And, BooleanAtom, BooleanFalse, BooleanTrue, Not, Or
 
-from kmr_dsl.verify.algebra import BoolSymbol, NotModelled, Unmodelled, UnmodelledBool
+from kmr_dsl.verify.algebra import (BoolSymbol, EnumKnob, EnumValue, NotModelled, Opaque, Unmodelled,
+                                    UnmodelledBool)
 
 EPS = 1e-9
 _EXACT = 2 ** 53
@@ -89,6 +92,44 @@ def shape_of(e, slots: dict, consts: list, compared: list | None = None):
 
 
 _RELATIONS = (LessThan, StrictLessThan, GreaterThan, StrictGreaterThan, Equality, Unequality)
+
+
+def values_key(values, slots: dict) -> tuple | None:
+    """A hashable key of (name, value) pairs up to renaming of knob symbols (the one
+    "template key": verify/state.py keys a step's inputs by it, verify/cost.py a layer's
+    fields): constants as themselves, a symbolic value as its shape and constants
+    (`shape_of`), its symbols numbered in order of first appearance in `slots` (shared
+    across calls, so several dicts make one key). None when a value has no such key (a
+    placeholder the state cannot express, a data argument's reason that may name a
+    symbol)."""
+    out = []
+    try:
+        for f, v in values:
+            if isinstance(v, sp.Rational):
+                out.append((f, v.p, v.q))
+            elif isinstance(v, BooleanAtom):
+                out.append((f, bool(v)))
+            elif isinstance(v, EnumValue):
+                out.append((f, v.member))
+            elif isinstance(v, Opaque):
+                out.append((f, "opaque", v.what))
+            elif isinstance(v, EnumKnob):
+                out.append((f, "enum", v.members, shape_of(v.symbol, slots, [])))
+            elif isinstance(v, sp.Basic):
+                consts: list = []
+                out.append((f, shape_of(v, slots, consts), tuple(consts)))
+            else:
+                return None
+    except NotModelled:
+        return None
+    return tuple(out)
+
+
+def symbols_key(slots: dict, knobs) -> tuple:
+    """Each slot's symbol class and knob declaration (`knobs`: the KnobTable, or None):
+    values whose keys match read knobs of the same declarations (the same domains)."""
+    by_symbol = knobs.by_symbol if knobs is not None else {}
+    return tuple((type(s), id(by_symbol[s].knob) if s in by_symbol else None) for s in slots)
 
 
 def exact_comparisons(compared, knobs) -> bool:
@@ -271,4 +312,4 @@ def _piecewise(e, env, consts, widen):
     return lo, hi
 
 
-__all__ = ["EPS", "exact_comparisons", "ieval", "shape_of"]
+__all__ = ["EPS", "exact_comparisons", "ieval", "shape_of", "symbols_key", "values_key"]

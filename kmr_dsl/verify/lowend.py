@@ -19,6 +19,7 @@ rank effects are non-decreasing in the old value). A layer whose rank is a range
 density low end 0 (`clamp`): its element count is a range, and a density fraction of
 the upper count is no lower end of the kept count at a lower one.
 
+`follow` carries them through one step (verify/state.py calls it after each step).
 The cost model reads a layer's fields with these overrides for the lower ends of its
 meters (verify/cost.py LOW_ENDS); a line that needs a meter large reads that end
 (verify/budget.py).
@@ -28,10 +29,13 @@ from __future__ import annotations
 
 import sympy as sp
 
+from kmr_dsl.core.state import MATRIX_KINDS
 from kmr_dsl.verify import algebra as A
+from kmr_dsl.verify import settling
 
 # the runtime whose `energy` cut the rank effect leaves out
 LOWRANK_IMPL = "kmr_dsl.rules.lowrank:apply"
+RHO = sp.Symbol("rho")     # a layer's old density (or rank) in an effect, to see how it reads it
 
 
 def density_low(value, rho, old):
@@ -108,6 +112,68 @@ def put(state, layer: str, field: str, value, index: int | None = None) -> None:
         state.low.pop(layer, None)
 
 
+def follow(model, state, index: int, step, params: dict, targets: list, before: dict, layer_facts,
+           evaluate) -> None:
+    """The lower ends of the selected layers' density and rank after the step: each
+    effect at the old lower end, a fresh density at 0, `lowrank`'s energy cut at rank 1,
+    settled as the upper ends are; a changed shape caps a rank's lower end.
+    `evaluate(expr, layer)`: an IR expression's value over a layer's fields."""
+    effects = {e.field: e for e in step.rule.effects if e.scope == "layer" and e.field in ("density", "rank")}
+    floor = rank_floor(step.rule, params) if "rank" in effects else None
+    for layer in targets:
+        fact = layer_facts.get(layer)
+        if layer is None or fact is None or fact.kind not in MATRIX_KINDS or not fact.weight_params:
+            continue
+        old, new, low = before.get(layer, state.layers[layer]), state.layers[layer], state.low.get(layer, {})
+        for f, effect in effects.items():
+            try:
+                value = evaluate(effect.expr, {**old, f: RHO})
+            except A.NotModelled:
+                value = None
+            if not isinstance(value, sp.Basic) or A.is_boolean(value):
+                put(state, layer, f, A.ZERO if f == "density" else A.ONE, index)
+                continue
+            if f not in low and (floor is None if f == "rank" else not loosens(value, RHO)):
+                continue                  # exact before and after: the state's own value
+            at = low.get(f, old[f])
+            if value.has(sp.Piecewise) and larger_than(value, 60, at):
+                # substituting into a large piecewise makes sympy fold it by distributing
+                # its conditions (exponential): the trivial lower end instead, sound
+                put(state, layer, f, A.ZERO if f == "density" else A.ONE, index)
+                continue
+            exact = value.xreplace({RHO: at})
+            v = density_low(value, RHO, at) if f == "density" else exact
+            made = v != exact or (f == "rank" and floor is not None)
+            if not made and f not in low:
+                continue                  # exact before and after: the state's own value
+            if f == "rank" and floor is not None:
+                v = A.ite(floor, A.ONE, v)
+            if value is not RHO:          # an effect that keeps the field keeps its settled lower end
+                v = settling.settle_all(model, {f: v}, new, fact, (layer, "rank") in state.origin)[f]
+            if isinstance(v, sp.Basic) and v.atoms(sp.ITE):
+                # sympy folded a piecewise into a condition the evaluators do not read:
+                # the trivial lower end instead
+                v = A.ZERO if f == "density" else A.ONE
+            put(state, layer, f, v, index if made else None)
+        if "rank" in state.low.get(layer, {}) and (new["in_features"] != old["in_features"]
+                                                  or new["out_features"] != old["out_features"]):
+            side = A.min_(new["in_features"], new["out_features"])
+            put(state, layer, "rank", A.min_(state.low[layer]["rank"], side))
+
+
+def larger_than(value, limit: int, *more) -> bool:
+    """Whether `value` and `more` hold more than `limit` expression nodes (counted lazily)."""
+    n = 0
+    for e in (value, *more):
+        if not isinstance(e, sp.Basic):
+            continue
+        for _ in sp.preorder_traversal(e):
+            n += 1
+            if n > limit:
+                return True
+    return False
+
+
 def explain(steps, loose_at: dict) -> tuple[str, str]:
     """(the steps that made a field a range, what the ends depend on), for KMR303's note."""
     made = sorted({steps[i] for i in loose_at.values()}, key=lambda st: (st.span.line, st.span.col))
@@ -121,4 +187,5 @@ def explain(steps, loose_at: dict) -> tuple[str, str]:
     return where, "; ".join(causes) or "a field known only from above"
 
 
-__all__ = ["LOWRANK_IMPL", "clamp", "density_low", "explain", "loosens", "put", "rank_floor"]
+__all__ = ["LOWRANK_IMPL", "RHO", "clamp", "density_low", "explain", "follow", "larger_than", "loosens", "put",
+           "rank_floor"]

@@ -20,12 +20,20 @@ It returns (the pools after the step, the layers whose new density the state can
 know). A global step whose selection holds every pool it changes keeps the totals exact
 (the new pool is its selection); a step that sets the density of every layer of a pool
 without reading it (lowrank to dense) dissolves the pool; anything else on a pooled
-layer is reported (verify/state.py turns it into an UNKNOWN, never a guess).
+layer is reported (`follow` turns it into an UNKNOWN requirement, never a guess).
+
+`settle_pool` rounds a global pruning's kept total once, as the runtime does
+(`settle_total`), where `ranked_together` says the step ranks its selection together.
 """
 
 from __future__ import annotations
 
+import sympy as sp
+
+from kmr_dsl.core import step as core_step
 from kmr_dsl.verify import algebra as A
+from kmr_dsl.verify import requirements, settling
+from kmr_dsl.verify.lowend import RHO
 
 
 def step_pools(pools: dict, selection: list, changed: list, reads_density: set,
@@ -52,6 +60,71 @@ def step_pools(pools: dict, selection: list, changed: list, reads_density: set,
     return out, unknown
 
 
+def follow(model, state, index: int, step, params: dict, densities: dict, before: dict, layer_facts,
+           evaluate) -> None:
+    """Global pruning's pools through one step (`step_pools`); a pooled layer whose
+    density the state cannot know after it gets an UNKNOWN requirement at this step.
+    `densities`: each selected layer's (density, the step that set it) before the step;
+    `evaluate(expr, layer)`: an IR expression's value over a layer's fields."""
+    selection = [l for l in densities if getattr(layer_facts.get(l), "weight_params", 0)]
+    changed = [l for l in selection if state.layers[l]["density"] is not densities[l][0]
+               and state.layers[l]["density"] != densities[l][0]]
+    if not changed:
+        return
+    effect = next((e for e in step.rule.effects if e.scope == "layer" and e.field == "density"), None)
+    reads = set()
+    # (whether the effect reads the old density matters only for a layer already in a
+    # pool: step_pools reads `reads_density` for those alone)
+    for l in (changed if any(l in state.pools for l in changed) else ()):
+        try:
+            value = evaluate(effect.expr, {**before.get(l, state.layers[l]), "density": RHO})
+        except (A.NotModelled, AttributeError):
+            value = RHO
+        if not isinstance(value, sp.Basic) or RHO in A.knob_symbols(value):
+            reads.add(l)
+    method = params.get("method")
+    global_ = None if isinstance(method, A.EnumKnob) and "global" in method.members else \
+        isinstance(method, A.EnumValue) and method.member == "global"
+    pools_before = state.pools
+    state.pools, unknown = step_pools(pools_before, selection, changed, reads, global_)
+    for l in unknown:
+        ranked = ", ".join(f"`{x}`" for x in sorted(pools_before[l]))
+        density, origin = densities[l]
+        at = f" at {model.pipeline.steps[origin].span}" if origin is not None else ""
+        why = (f"`{step.rule.name}` changes the density of `{l}` on its own, but the global pruning{at} "
+               f"fixed only the total of {ranked}")
+        requirements.pooled(model, step, index, l, density, origin, why)
+
+
+def ranked_together(rule, params: dict):
+    """The condition under which a step ranks its selected layers' weights together
+    (`method = global`): TRUE, FALSE, or a condition over an enum knob."""
+    method = params.get("method")
+    if not any(e.scope == "layer" and e.field == "density" for e in rule.effects):
+        return A.FALSE
+    if isinstance(method, (A.EnumValue, A.EnumKnob)):
+        return A.enum_equal(method, A.EnumValue("global"))
+    return A.FALSE
+
+
+def settle_pool(model, state, index: int, ranked, raw: dict) -> None:
+    """Global pruning keeps round_half_up(total) weights of the whole selection, not the
+    sum of each layer's rounded share (kmr_dsl/rules/prune.py): where the step ranks
+    together (`ranked`), the layers' densities are the unrounded shares with the total's
+    rounding added to the largest layer (`settle_total`), so `nonzero` is exact."""
+    if len(raw) < 2:
+        return                  # one layer: its own rounding is the total's
+    try:
+        pooled = settle_total(raw, lambda x: core_step.round_half_up(x, settling.ops_for(model)))
+    except A.NotModelled:
+        pooled = {l: d for l, (d, _) in raw.items()}   # unrounded, as settling.settle keeps a count it cannot round
+    for layer, density in pooled.items():
+        value = density if ranked is A.TRUE else A.ite(ranked, density, state.layers[layer]["density"])
+        if state.layers[layer]["density"] != value:
+            state.layers[layer] = {**state.layers[layer], "density": value}
+            state.origin[(layer, "density")] = index
+
+
 def settle_total(raw: dict, round_half_up) -> dict:
     """The densities of a global pruning's layers, exact in total: `raw` maps each layer
     to (its unrounded density, its weight elements); the runtime keeps
@@ -74,4 +147,4 @@ def _size_key(numel) -> float:
     return float(numel) if A.is_number(A.num(numel)) else -1.0
 
 
-__all__ = ["settle_total", "step_pools"]
+__all__ = ["follow", "ranked_together", "settle_pool", "settle_total", "step_pools"]

@@ -22,26 +22,20 @@ Semantics, in order:
   assigned together (simultaneous assignment); model effects of a per-layer step
   compose layer after layer (quantizing three layers ANDs three conditions into
   `trainable`);
-- what a step does besides its effects is `kmr_dsl.core.step`, evaluated over sympy
-  (`algebra.SYMBOLS`): counts an effect makes fractional are settled as the runtime
-  rounds them (channels, ranks, kept weights), consumers shrink with their producer,
-  a changed shape's rank follows it (what `lowrank` decided, two factors or one
-  matrix, stays: `State.factors`); and a layer whose channels shrink with no matrix
-  consumer adds the requirement that it keeps them (`Requirement.implicit`: the
-  runtime refuses to shrink it, KMR304); a step whose rule requires `layer.foldable`
-  selects every Linear that reads the same normalization as each selected layer (the
-  facts' `fold_group`; the runtime refuses a fold that would leave one unscaled: kind
-  "fold", KMR306);
+- what a step does besides its effects is `kmr_dsl.core.step` over sympy, in the
+  modules this one calls (docs/design.md): counts settled as the runtime rounds them
+  (verify/settling.py), consumers and channel groups shrink with their producer and a
+  changed shape's rank follows it (verify/groups.py; what `lowrank` decided, two factors
+  or one matrix, stays: `State.factors`), the requirements of the step
+  semantics itself (verify/requirements.py: a shrink with no matrix consumer, KMR304; a
+  fold that leaves a reader of its normalization unscaled, KMR306);
 - global pruning over several layers pools them (`State.pools`, verify/pools.py): each
-  keeps the average density, exact in total; a later step that changes some of them on
-  their own adds an UNKNOWN requirement (kind "pooled", KMR303), and a requires clause
-  reading a pooled layer's density is UNKNOWN too; the kept total is rounded once, as
-  the runtime rounds it (`_settle_pool`);
-- a density effect that does not read the old density (`lowrank`'s `else 1`: the
-  truncated SVD's factors, computed afresh) and `lowrank`'s rank with `energy < 1` give
-  only upper ends; `State.low` keeps their lower ends (verify/lowend.py), which later
-  steps carry through their effects, and the meters' lower ends read them (verify/cost.py
-  LOW_ENDS): a line that needs a meter large reads that end (verify/budget.py).
+  keeps the average density, exact in total, the total rounded once as the runtime
+  rounds it; changing some of them on their own, or a requires clause reading such a
+  density, is UNKNOWN (kind "pooled", KMR303);
+- an effect that is only an upper end (`lowrank`'s fresh factors, its rank with
+  `energy < 1`, N:M on a sparse layer) keeps its lower end in `State.low`
+  (verify/lowend.py), which the meters' lower ends read (verify/cost.py LOW_ENDS).
 A value the state cannot express (a data argument in arithmetic, an unknown field)
 becomes an `Unmodelled` placeholder, and every obligation touching it is UNKNOWN.
 """
@@ -51,19 +45,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import sympy as sp
-from sympy.logic.boolalg import BooleanAtom
 
-from kmr_dsl.core import step as core_step
 from kmr_dsl.core.program import (CheckedProgram, Const, DataRef, EnumLit, FieldRef, If, IExpr, KnobRef, MeterRef,
                                   NO_DATA, ModelArg, Op, ParamRef, Pipeline, Rule, Step)
-from kmr_dsl.core.state import MATRIX_KINDS
 from kmr_dsl.core.memo import ByIdentity, Memo
+from kmr_dsl.core.state import MATRIX_KINDS
 from kmr_dsl.core.walk import Dispatch, Unsupported, nodes
 from kmr_dsl.facts import ModelFacts
 from kmr_dsl.verify import algebra as A
-from kmr_dsl.verify import groups, lowend, pools, rounding
-from kmr_dsl.verify.intervals import shape_of
+from kmr_dsl.verify import groups, lowend, pools, requirements, settling
+from kmr_dsl.verify.algebra import Opaque as _Opaque
+from kmr_dsl.verify.algebra import placeholder as _placeholder
+from kmr_dsl.verify.intervals import symbols_key, values_key
 from kmr_dsl.verify.knobs import KnobTable
+from kmr_dsl.verify.requirements import Requirement
 
 
 @dataclass
@@ -80,43 +75,14 @@ class State:
     # the index of the step that made it a range
     low: dict[str, dict[str, object]] = field(default_factory=dict)
     loose_at: dict[tuple[str, str], int] = field(default_factory=dict)
-    # layer -> what the last `lowrank` on it decided (`Factors`): later shape changes slice
-    # its factors, they do not re-decide the factorization
-    factors: dict[str, "Factors"] = field(default_factory=dict)
+    # layer -> what the last `lowrank` on it decided (settling.Factors): a later shape
+    # change slices its factors, it does not decide the factorization anew
+    factors: dict[str, settling.Factors] = field(default_factory=dict)
 
     def fork(self) -> "State":
         """A copy that steps can change in place (layer dicts are replaced, never mutated)."""
         return State(dict(self.layers), dict(self.model), dict(self.origin), dict(self.pools),
                      dict(self.low), dict(self.loose_at), dict(self.factors))
-
-
-@dataclass(frozen=True)
-class Factors:
-    """What a rank effect decided for a layer (kmr_dsl/rules/lowrank.py `truncate`): the
-    inner rank k and the shape (in, out) at which it compared k * (in + out) with
-    in * out. The runtime keeps two Linears whenever that held, and a later head or
-    channel pruning slices them (rows of the second, columns of the first): k stays, and
-    so does the decision, even where the smaller shape would not factorize anew."""
-    rank: object
-    in_features: object
-    out_features: object
-
-    def fields(self) -> dict:
-        """The keys `factor_test` / `matrix_numel` read beside a layer's own fields."""
-        return {"factor_rank": self.rank, "factor_in": self.in_features, "factor_out": self.out_features}
-
-
-@dataclass(frozen=True)
-class Requirement:
-    step_index: int
-    step: Step
-    layer: str | None
-    clause_index: int
-    clause: IExpr                                 # the rule's requires, as written
-    condition: object                             # sympy condition over knob symbols
-    fields: tuple[tuple[str, object, int | None], ...]   # (field text, value, step that set it)
-    implicit: str | None = None                   # a requirement of the step semantics, not of the rule
-    kind: str = "consumer"                        # an implicit one: "consumer" (KMR304), "pooled" or "fold" (KMR306)
 
 
 @dataclass
@@ -244,12 +210,6 @@ def _e_if(e, ctx):
     return A.ite(cond, eval_ir(e.then, ctx), eval_ir(e.orelse, ctx))
 
 
-@dataclass(frozen=True)
-class _Opaque:
-    """A data or model argument: legal as an argument, never computed with."""
-    what: str
-
-
 _EVAL = Dispatch("the verifier's state model")
 for _cls, _handler in {
     Const: _e_const, KnobRef: _e_knob, EnumLit: lambda e, ctx: A.EnumValue(e.member), ParamRef: _e_param,
@@ -304,42 +264,6 @@ def _eval_op(e: Op, ctx: Ctx):
 
 
 # ---------------------------------------------------------------- inputs up to renaming
-
-def values_key(values, slots: dict, knobs=None) -> tuple | None:
-    """A hashable key of (name, value) pairs up to renaming of knob symbols: constants as
-    themselves, a symbolic value as its shape and constants (intervals.shape_of), its
-    symbols numbered in order of first appearance in `slots` (shared across calls, so
-    several dicts make one key). None when a value has no such key (a placeholder the
-    state cannot express, a data argument's reason that may name a symbol)."""
-    out = []
-    try:
-        for f, v in values:
-            if isinstance(v, sp.Rational):
-                out.append((f, v.p, v.q))
-            elif isinstance(v, BooleanAtom):
-                out.append((f, bool(v)))
-            elif isinstance(v, A.EnumValue):
-                out.append((f, v.member))
-            elif isinstance(v, _Opaque):
-                out.append((f, "opaque", v.what))
-            elif isinstance(v, A.EnumKnob):
-                out.append((f, "enum", v.members, shape_of(v.symbol, slots, [])))
-            elif isinstance(v, sp.Basic):
-                consts: list = []
-                out.append((f, shape_of(v, slots, consts), tuple(consts)))
-            else:
-                return None
-    except A.NotModelled:
-        return None
-    return tuple(out)
-
-
-def symbols_key(slots: dict, knobs) -> tuple:
-    """Each slot's symbol class and knob declaration: layers whose keys match read knobs
-    of the same declarations (the same domains)."""
-    by_symbol = knobs.by_symbol if knobs is not None else {}
-    return tuple((type(s), id(by_symbol[s].knob) if s in by_symbol else None) for s in slots)
-
 
 @dataclass(frozen=True)
 class Canon:
@@ -399,26 +323,6 @@ def _params_read(rule: Rule) -> set[str]:
     return PARAMS_READ.get(rule, build)
 
 
-def _placeholder(reason: str, boolean: bool):
-    cls = A.UnmodelledBool if boolean else A.Unmodelled
-    return cls(f"?{reason}")
-
-
-FIELDS_READ = ByIdentity("state fields a requires clause reads", "clause", limit=1024)
-
-
-def _fields_read(clause: IExpr) -> list[FieldRef]:
-    """The fields a clause reads, first occurrence first (cached: asked once per layer)."""
-    def build():
-        seen, out = set(), []
-        for n in nodes(clause):
-            if isinstance(n, FieldRef) and (n.scope, n.field) not in seen:
-                seen.add((n.scope, n.field))
-                out.append(n)
-        return out
-    return FIELDS_READ.get(clause, build)
-
-
 def build_model(program: CheckedProgram, pipeline: Pipeline) -> PipelineModel:
     knobs = KnobTable(program, pipeline)
     facts = pipeline.model.facts
@@ -451,7 +355,7 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
             model.problems.append(f"step {index + 1} `{rule.name}`: argument `{name}`: {exc}")
             params[name] = _Opaque(str(exc))
     # the working state is changed in place (only the initial and final states are kept);
-    # `touched` layers' previous dicts are what _follow_shapes compares against
+    # `touched` layers' previous dicts are what groups.follow_shapes compares against
     before: dict[str, dict] = {}
     touched: set[str] = set()
     # layers whose channels or heads a group member's shrink already set this step
@@ -464,7 +368,7 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
             targets.append(layer)
     # every selected layer's requires reads the state before the step (the runtime applies
     # the rule to all of them at once): no effect of this step is visible to them
-    folds = rule.accepts is not None and _reads_foldable(rule)
+    folds = rule.accepts is not None and requirements.reads_foldable(rule)
     # a one-layer step (a per-layer family unrolled: one step per layer) on a layer of a
     # shape seen before evaluates nothing again: its clauses, effects and settled counts
     # are the earlier layer's over its own knobs (_templated)
@@ -474,10 +378,10 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
     for layer in targets:
         _requirements(model, state, index, step, params, layer, canon)
         if layer is not None and folds:
-            _require_fold_group(model, step, index, layer, layer_facts)
+            requirements.require_fold_group(model, step, index, layer, layer_facts)
     densities = {layer: (state.layers[layer]["density"], state.origin.get((layer, "density")))
                  for layer in targets if layer is not None}
-    ranked = _ranked_together(rule, params)
+    ranked = pools.ranked_together(rule, params)
     raw: dict[str, tuple] = {}          # layer -> (its density before rounding, its weight elements)
     for layer in targets:
         lstate = state.layers[layer] if layer is not None else None
@@ -518,9 +422,9 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
             state.layers[layer] = lstate
             if "rank" in new_layer and layer_facts.get(layer) is not None \
                     and layer_facts[layer].kind in MATRIX_KINDS:
-                _record_factors(state, layer, old, lstate, lowend.rank_floor(rule, params))
-            elif rule.impl == LORA_IMPL and layer in state.factors:
-                _merge_factors(state, layer, params.get("merge", A.TRUE))
+                settling.record_factors(state, layer, old, lstate, lowend.rank_floor(rule, params))
+            elif rule.impl == settling.LORA_IMPL and layer in state.factors:
+                settling.merge_factors(state, layer, params.get("merge", A.TRUE))
             before.setdefault(layer, old)
             touched.add(layer)
             if lstate["heads"] is not old["heads"] and lstate["heads"] != old["heads"]:
@@ -528,7 +432,7 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
                 grouped.update(heads)
                 touched.update(heads)
             elif lstate["out_features"] is not old["out_features"] and lstate["out_features"] != old["out_features"]:
-                _require_consumer(model, state, step, index, layer, old, lstate, layer_facts)
+                requirements.require_consumer(model, state, step, index, layer, old, lstate, layer_facts)
                 touched.update(groups.shrink_consumers(state, layer, old["out_features"], lstate["out_features"],
                                                        layer_facts, index, before))
                 members = groups.shrink_group(state, layer, old["out_features"], lstate["out_features"],
@@ -541,115 +445,15 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
                 state.origin[(None, f)] = index
     raw = {l: r[0] for l, r in raw.items() if r}
     if ranked is not A.FALSE:
-        _settle_pool(model, state, index, ranked, raw)
-    _follow_shapes(state, before, touched, index, step)
-    _follow_low(model, state, index, step, params, targets, before, layer_facts)
+        pools.settle_pool(model, state, index, ranked, raw)
+    groups.follow_shapes(state, before, touched, index, step)
+
+    def evaluate(expr, layer):
+        return eval_ir(expr, Ctx(model.knobs, params, layer, state.model))
+    lowend.follow(model, state, index, step, params, targets, before, layer_facts, evaluate)
     if densities:
-        _follow_pools(model, state, index, step, params, densities, before, layer_facts)
+        pools.follow(model, state, index, step, params, densities, before, layer_facts, evaluate)
     return state
-
-
-RHO = sp.Symbol("rho")     # a layer's density before a step, to see whether its effect reads it
-
-
-def _follow_pools(model: PipelineModel, state: State, index: int, step: Step, params: dict, densities: dict,
-                  before: dict, layer_facts) -> None:
-    """Global pruning's pools through this step (verify/pools.py); a pooled layer whose
-    density the state cannot know after it gets an UNKNOWN requirement at this step."""
-    selection = [l for l in densities if getattr(layer_facts.get(l), "weight_params", 0)]
-    changed = [l for l in selection if state.layers[l]["density"] is not densities[l][0]
-               and state.layers[l]["density"] != densities[l][0]]
-    if not changed:
-        return
-    effect = next((e for e in step.rule.effects if e.scope == "layer" and e.field == "density"), None)
-    reads = set()
-    # (whether the effect reads the old density matters only for a layer already in a
-    # pool: pools.step_pools reads `reads_density` for those alone)
-    for l in (changed if any(l in state.pools for l in changed) else ()):
-        try:
-            value = eval_ir(effect.expr, Ctx(model.knobs, params, {**before.get(l, state.layers[l]), "density": RHO},
-                                             state.model))
-        except (A.NotModelled, AttributeError):
-            value = RHO
-        if not isinstance(value, sp.Basic) or RHO in A.knob_symbols(value):
-            reads.add(l)
-    method = params.get("method")
-    global_ = None if isinstance(method, A.EnumKnob) and "global" in method.members else \
-        isinstance(method, A.EnumValue) and method.member == "global"
-    pools_before = state.pools
-    state.pools, unknown = pools.step_pools(pools_before, selection, changed, reads, global_)
-    for l in unknown:
-        ranked = ", ".join(f"`{x}`" for x in sorted(pools_before[l]))
-        density, origin = densities[l]
-        at = f" at {model.pipeline.steps[origin].span}" if origin is not None else ""
-        why = (f"`{step.rule.name}` changes the density of `{l}` on its own, but the global pruning{at} "
-               f"fixed only the total of {ranked}")
-        cond = _placeholder(f"the density of `{l}` after a global pruning is known only in total", True)
-        model.requirements.append(Requirement(index, step, l, len(step.rule.requires) + 1,
-                                              Op("==", (FieldRef("layer", "density"), FieldRef("layer", "density"))),
-                                              cond, (("layer.density", density, origin),),
-                                              why, kind="pooled"))
-
-
-def _follow_low(model: PipelineModel, state: State, index: int, step: Step, params: dict, targets: list,
-                before: dict, layer_facts) -> None:
-    """The lower ends (verify/lowend.py) of the selected layers' density and rank after the
-    step: each effect at the old lower end, a fresh density at 0, `lowrank`'s energy cut
-    at rank 1, settled as the upper ends are; a changed shape caps a rank's lower end."""
-    effects = {e.field: e for e in step.rule.effects if e.scope == "layer" and e.field in ("density", "rank")}
-    floor = lowend.rank_floor(step.rule, params) if "rank" in effects else None
-    for layer in targets:
-        fact = layer_facts.get(layer)
-        if layer is None or fact is None or fact.kind not in MATRIX_KINDS or not fact.weight_params:
-            continue
-        old, new, low = before.get(layer, state.layers[layer]), state.layers[layer], state.low.get(layer, {})
-        for f, effect in effects.items():
-            try:
-                value = eval_ir(effect.expr, Ctx(model.knobs, params, {**old, f: RHO}, state.model))
-            except A.NotModelled:
-                value = None
-            if not isinstance(value, sp.Basic) or A.is_boolean(value):
-                lowend.put(state, layer, f, A.ZERO if f == "density" else A.ONE, index)
-                continue
-            if f not in low and (floor is None if f == "rank" else not lowend.loosens(value, RHO)):
-                continue                  # exact before and after: the state's own value
-            at = low.get(f, old[f])
-            if value.has(sp.Piecewise) and _larger_than(value, 60, at):
-                # substituting into a large piecewise makes sympy fold it by distributing
-                # its conditions (exponential): the trivial lower end instead, sound
-                lowend.put(state, layer, f, A.ZERO if f == "density" else A.ONE, index)
-                continue
-            exact = value.xreplace({RHO: at})
-            v = lowend.density_low(value, RHO, at) if f == "density" else exact
-            made = v != exact or (f == "rank" and floor is not None)
-            if not made and f not in low:
-                continue                  # exact before and after: the state's own value
-            if f == "rank" and floor is not None:
-                v = A.ite(floor, A.ONE, v)
-            if value is not RHO:          # an effect that keeps the field keeps its settled lower end
-                v = _settled(model, {f: v}, new, fact, (layer, "rank") in state.origin)[f]
-            if isinstance(v, sp.Basic) and v.atoms(sp.ITE):
-                # sympy folded a piecewise into a condition the evaluators do not read:
-                # the trivial lower end instead
-                v = A.ZERO if f == "density" else A.ONE
-            lowend.put(state, layer, f, v, index if made else None)
-        if "rank" in state.low.get(layer, {}) and (new["in_features"] != old["in_features"]
-                                                  or new["out_features"] != old["out_features"]):
-            side = A.min_(new["in_features"], new["out_features"])
-            lowend.put(state, layer, "rank", A.min_(state.low[layer]["rank"], side))
-
-
-def _larger_than(value, limit: int, *more) -> bool:
-    """Whether `value` and `more` hold more than `limit` expression nodes (counted lazily)."""
-    n = 0
-    for e in (value, *more):
-        if not isinstance(e, sp.Basic):
-            continue
-        for _ in sp.preorder_traversal(e):
-            n += 1
-            if n > limit:
-                return True
-    return False
 
 
 def _requirements(model: PipelineModel, state: State, index: int, step: Step, params: dict, layer,
@@ -667,7 +471,7 @@ def _requirements(model: PipelineModel, state: State, index: int, step: Step, pa
         if layer in state.pools and FieldRef("layer", "density") in set(nodes(clause)):
             cond = _placeholder(f"the density of `{layer}` after a global pruning is known only in total", True)
         fields = []
-        for ref in _fields_read(clause):
+        for ref in requirements.fields_read(clause):
             scope = lstate if ref.scope == "layer" else state.model
             key = (layer if ref.scope == "layer" else None, ref.field)
             if scope is not None and ref.field in scope:
@@ -683,244 +487,21 @@ def _settled(model: PipelineModel, new: dict, old: dict, fact, factorized: bool,
     factors' weights together). `canon`: the step's inputs up to renaming (the new
     values follow from them): a layer of the same shape's settled values, renamed.
     `raw` receives (the density before rounding, the weight elements) for a global
-    pruning to round its total (`_settle_pool`); a templated step has one layer, whose
+    pruning to round its total (`pools.settle_pool`); a templated step has one layer, whose
     own rounding is the total's, so it needs none."""
     if canon is None:
-        return _settle_all(model, new, old, fact, factorized, raw)
+        return settling.settle_all(model, new, old, fact, factorized, raw)
     shape = None if fact is None else (fact.kind, fact.weight_params, fact.in_features, fact.out_features,
                                        fact.depthwise)
     what = ("settled", tuple(new), shape, factorized)
     key = (what, canon.key)
     templates = model.templates.get(key)
     if templates is None:
-        out = _settle_all(model, new, old, fact, factorized)
+        out = settling.settle_all(model, new, old, fact, factorized)
         if all(isinstance(v, sp.Basic) for v in out.values()):
             model.templates[key] = {f: A.Template(v, canon.symbols) for f, v in out.items()}
         return out
     return {f: t(canon.symbols) for f, t in templates.items()}
-
-
-def _settle_all(model: PipelineModel, new: dict, old: dict, fact, factorized: bool, raw: list | None = None) -> dict:
-    out = dict(new)
-    ops = _ops_for(model)
-    for f in ("in_features", "out_features", "rank", "heads"):
-        if f in out:
-            out[f] = _settle(f, out[f], None, ops)
-    if "density" in out and fact is not None and fact.kind in MATRIX_KINDS and fact.weight_params:
-        st = {**old, **out}
-        numel = core_step.dense_numel(fact.weight_params, fact.in_features, fact.out_features,
-                                      st["in_features"], st["out_features"], A.SYMBOLS, fact.depthwise)
-        numel = matrix_numel(st, numel, factorized)
-        if raw is not None:
-            raw.append((out["density"], numel))
-        out["density"] = _settle("density", out["density"], numel, ops)
-    return out
-
-
-def _ranked_together(rule: Rule, params: dict):
-    """The condition under which a step ranks its selected layers' weights together
-    (`method = global`): TRUE, FALSE, or a condition over an enum knob."""
-    method = params.get("method")
-    if not any(e.scope == "layer" and e.field == "density" for e in rule.effects):
-        return A.FALSE
-    if isinstance(method, (A.EnumValue, A.EnumKnob)):
-        return A.enum_equal(method, A.EnumValue("global"))
-    return A.FALSE
-
-
-def _settle_pool(model: PipelineModel, state: State, index: int, ranked, raw: dict) -> None:
-    """Global pruning keeps round_half_up(total) weights of the whole selection, not the
-    sum of each layer's rounded share (kmr_dsl/rules/prune.py): where the step ranks
-    together (`ranked`), the layers' densities are the unrounded shares with the total's
-    rounding added to the largest layer (pools.settle_total), so `nonzero` is exact."""
-    if len(raw) < 2:
-        return                  # one layer: its own rounding is the total's
-    try:
-        pooled = pools.settle_total(raw, lambda x: core_step.round_half_up(x, _ops_for(model)))
-    except A.NotModelled:
-        pooled = {l: d for l, (d, _) in raw.items()}   # unrounded, as `_settle` keeps a count it cannot round
-    for layer, density in pooled.items():
-        value = density if ranked is A.TRUE else A.ite(ranked, density, state.layers[layer]["density"])
-        if state.layers[layer]["density"] != value:
-            state.layers[layer] = {**state.layers[layer], "density": value}
-            state.origin[(layer, "density")] = index
-
-
-def factor_test(st: dict):
-    """Whether `lowrank` made the layer two Linears: only when the factors are smaller than
-    the matrix (rank * (in + out) < in * out, kmr_dsl/rules/lowrank.py), at the rank and
-    shape it decided at (`Factors.fields`, where `st` carries them), else the layer's own."""
-    inf, outf = st.get("factor_in", st["in_features"]), st.get("factor_out", st["out_features"])
-    return A.compare("<", A.mul(factor_rank(st), A.add(inf, outf)), A.mul(inf, outf))
-
-
-def factor_rank(st: dict):
-    """The factors' inner dimension: the decided rank, which slicing rows or columns keeps
-    (the layer's `rank` field is at most its sides, as the runtime reports it)."""
-    return st.get("factor_rank", st["rank"])
-
-
-def matrix_numel(st: dict, dense_n, factorized: bool):
-    """Weight elements of a matrix layer: its dense count, or its factors' once a rule set its rank."""
-    if not factorized:
-        return dense_n
-    return A.ite(factor_test(st), A.mul(factor_rank(st), A.add(st["in_features"], st["out_features"])), dense_n)
-
-
-def factor_fields(state: State, layer: str) -> dict:
-    """The layer's `Factors` fields where they differ from its own rank and shape (a head
-    or channel pruning after `lowrank`), else none: the layer's fields decide alike."""
-    rec = state.factors.get(layer)
-    if rec is None:
-        return {}
-    st = state.layers[layer]
-    if all(a is b or a == b for a, b in ((rec.rank, st["rank"]), (rec.in_features, st["in_features"]),
-                                         (rec.out_features, st["out_features"]))):
-        return {}
-    return rec.fields()
-
-
-# merging an adapter into a factorized (or truncated) layer projects the merged matrix
-# back onto the layer's rank by SVD at its current shape (kmr_dsl/rules/lora.py)
-LORA_IMPL = "kmr_dsl.rules.lora:apply"
-
-
-def _merge_factors(state: State, layer: str, merge) -> None:
-    """A merged adapter re-decides the form at the layer's rank and shape (`Factors`)."""
-    if not isinstance(merge, sp.Basic) or not A.is_boolean(merge):
-        merge = A.TRUE          # not modelled: lora's default, and the runtime's usual case
-    st, rec = state.layers[layer], state.factors[layer]
-    if merge is A.TRUE:
-        del state.factors[layer]
-    elif merge is not A.FALSE:
-        state.factors[layer] = Factors(A.ite(merge, st["rank"], rec.rank), A.ite(merge, st["in_features"],
-                                                                                 rec.in_features),
-                                       A.ite(merge, st["out_features"], rec.out_features))
-
-
-def _record_factors(state: State, layer: str, old: dict, new: dict, floor) -> None:
-    """What a rank effect decided (`Factors`). The runtime leaves the layer as it is (its
-    factors, or its dense weights) where the kept rank is the current one and no energy
-    cut applies (`floor`, lowend.rank_floor); elsewhere it decides at the current shape."""
-    keep = A.compare(">=", new["rank"], old["rank"])
-    if floor is not None:
-        keep = A.and_(keep, A.not_(floor))
-    prior = state.factors.get(layer)
-    if keep is A.TRUE:
-        return
-    fresh = Factors(new["rank"], new["in_features"], new["out_features"])
-    if keep is A.FALSE:
-        state.factors[layer] = fresh
-        return
-    # where it keeps the layer, a never-factorized one is decided at its own shape: a dense
-    # layer's rank never passes the test (truncate would have split it), at any smaller shape
-    prior = prior or Factors(old["rank"], old["in_features"], old["out_features"])
-    state.factors[layer] = Factors(A.ite(keep, prior.rank, fresh.rank),
-                                   A.ite(keep, prior.in_features, fresh.in_features),
-                                   A.ite(keep, prior.out_features, fresh.out_features))
-
-
-def _ops_for(model: PipelineModel):
-    """The arithmetic counts are settled in (verify/rounding.py): exact floors, folded over
-    finite knobs and a choice among breakpoints over a continuous one. A count it cannot
-    round (two knobs, too many values) keeps the exact product (`_settle`), a documented
-    gap of cost.py."""
-    return model.compiled.get(("step ops",), lambda: rounding.step_ops(model.knobs))
-
-
-def _settle(field: str, value, numel, ops):
-    if isinstance(value, (A.Unmodelled, A.UnmodelledBool)) or A.is_boolean(value):
-        return value
-    try:
-        return core_step.settle(field, value, numel, ops)
-    except A.NotModelled:
-        return value
-
-
-def _require_consumer(model: PipelineModel, state: State, step: Step, index: int, layer: str, old: dict, new: dict,
-                      layer_facts) -> None:
-    """A layer whose channels shrink needs a matrix consumer that shrinks with it."""
-    fact = layer_facts.get(layer)
-    kinds = [layer_facts[c].kind for c in (fact.consumers if fact else ()) if c in layer_facts]
-    cond = core_step.shrink_condition(old["out_features"], new["out_features"], kinds, A.SYMBOLS)
-    if cond is None:
-        return
-    fields = (("layer.out_features", old["out_features"], state.origin.get((layer, "out_features"))),)
-    clause = Op("==", (FieldRef("layer", "out_features"), FieldRef("layer", "out_features")))
-    why = (f"`{step.rule.name}` shrinks the output channels of `{layer}`, which has no consumer layer "
-           "that can shrink with it")
-    if fact is not None and fact.unlinked:
-        why += f": {fact.unlinked}"
-    model.requirements.append(Requirement(index, step, layer, len(step.rule.requires), clause, cond, fields, why))
-
-
-READS_FOLDABLE = ByIdentity("whether a rule's requires reads layer.foldable", "Rule", limit=256)
-
-
-def _reads_foldable(rule: Rule) -> bool:
-    """(cached per rule: asked once per step)"""
-    return READS_FOLDABLE.get(rule, lambda: any(isinstance(n, FieldRef) and (n.scope, n.field) == ("layer", "foldable")
-                                                for c in rule.requires for n in nodes(c)))
-
-
-def _require_fold_group(model: PipelineModel, step: Step, index: int, layer: str, layer_facts) -> None:
-    """A scale folded into a normalization must scale every Linear that reads it: the
-    step selects the layer's whole fold group (a static fact: true or false)."""
-    fact = layer_facts.get(layer)
-    if fact is None or not fact.fold_group:
-        return                  # not foldable at all: the rule's own `requires layer.foldable` says so
-    selected = set(step.layers)
-    missing = [m for m in fact.fold_group if m not in selected]
-    if not missing:
-        return
-    why = (f"`{layer}` reads the output of `{fact.fold_norm}`, which {', '.join(f'`{m}`' for m in missing)} "
-           "also read(s) without being selected")
-    clause = Op("==", (FieldRef("layer", "foldable"), FieldRef("layer", "foldable")))
-    model.requirements.append(Requirement(index, step, layer, len(step.rule.requires) + 2, clause, A.FALSE, (),
-                                          why, kind="fold"))
-
-
-def _follow_shapes(state: State, before: dict, touched: set, index: int, step: Step) -> None:
-    """A changed shape's rank follows it (core.step.follow_rank): channel pruning shrinks a
-    layer (and its consumers); the runtime then reports the smaller rank, and `lowrank`
-    cuts relative to it. A changed shape's density is not known where the layer may be
-    sparse: channel and head pruning remove whole rows (a consumer: columns) ranked by
-    norm, and the zeros of an earlier magnitude or N:M pruning are not spread evenly
-    over them (the kept rows of a half-pruned layer hold more than half their weights).
-    Between the bounds max(0, kept - removed) and min(kept, new size) the share depends
-    on the weights: the density becomes a placeholder there (`_sparse_rows`), and what
-    reads it (`nonzero`, `size`) is UNKNOWN, never the average, which the run beats."""
-    for name in sorted(touched):
-        st, old = state.layers[name], before.get(name)
-        if old is None or old is st:
-            continue
-        if st["in_features"] != old["in_features"] or st["out_features"] != old["out_features"]:
-            density = _sparse_rows(name, old["density"], st["density"], index, step)
-            if density is not st["density"]:
-                st = dict(st)
-                st["density"] = density
-                state.layers[name] = st
-                state.origin[(name, "density")] = index
-            rank_set = (name, "rank") in state.origin
-            if rank_set and st["rank"] is not old["rank"]:
-                continue            # the rule itself set the rank in this step
-            st = dict(st)
-            st["rank"] = core_step.follow_rank(st["rank"], st["in_features"], st["out_features"], rank_set,
-                                               A.SYMBOLS)
-            state.layers[name] = st
-
-
-def _sparse_rows(name: str, old, new, index: int, step: Step):
-    """The density of a layer whose rows or columns a step removed: `new` (the average,
-    kept by the rule's effect) where the layer was dense before, else not known."""
-    if A.is_number(A.num(old)) and A.num(old) == 1:
-        return new
-    sparse = A.compare("<", old, 1)
-    if sparse is A.FALSE:
-        return new
-    why = (f"the density of `{name}` after step {index + 1} `{step.rule.name}` (line {step.span.line}): "
-           f"removing rows or columns of a sparse layer keeps a share of its zeros that depends on the weights")
-    return A.ite(sparse, _placeholder(why, False), new)
 
 
 def _default_value(param):
@@ -932,5 +513,5 @@ def _default_value(param):
     return _Opaque(f"default of `{param.name}`")
 
 
-__all__ = ["Ctx", "Factors", "LAYER_FIELDS", "MODEL_FIELDS", "PipelineModel", "Requirement", "State", "build_model",
+__all__ = ["Ctx", "LAYER_FIELDS", "MODEL_FIELDS", "PipelineModel", "Requirement", "State", "build_model",
            "eval_ir", "initial_state"]
