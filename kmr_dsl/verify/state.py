@@ -410,9 +410,13 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
             old = lstate
             lstate = dict(lstate)
             # a layer `lowrank` decided on: its kept weights count the form it decided, at
-            # the shape this step leaves (a step that slices it included)
+            # the shape this step leaves (a step that slices it included); where neither
+            # this step nor an earlier one changed that shape, the layer's own fields say
+            # the same (and the step's template holds)
             record = None if "rank" in new_layer else state.factors.get(layer)
-            sliced = record.fields() if record is not None else {}
+            reshaped = "in_features" in new_layer or "out_features" in new_layer
+            sliced = record.fields() if record is not None and (reshaped or settling.factor_fields(state, layer)) \
+                else {}
             for f, v in _settled(model, new_layer, {**old, **sliced} if sliced else old, layer_facts.get(layer),
                                  (layer, "rank") in state.origin or bool(sliced), None if sliced else canon,
                                  raw.setdefault(layer, [])).items():
