@@ -10,7 +10,10 @@ claim is about, with the statistics it needs:
   {nn.Linear}, qint8)` (per-tensor weights, fp32 embeddings); a second, identical copy of
   it (an A/A control: its ratio to the first copy is this run's noise floor); KMR
   `quantize(bits = 8)` on every Linear (symmetric, the default) and with `symmetric =
-  false`, both with weight-only int8 embeddings;
+  false`, both with weight-only int8 embeddings, each saved as a KMR artifact and loaded
+  back (`artifact.load` links query/key/value into one GEMM: `runtime.fusion`); and the
+  first of them with that link undone (`fusion.uninstall`: every Linear its own GEMM,
+  the execution before the loader fused them), for a before/after in the same rounds;
 - every round runs each model once on the same batch (8 x 128 tokens), the order
   rotating from round to round (`sidebyside.paired_rounds`), at each thread count;
 - for each row, its per-round time divided by torch's in the *same* round: median,
@@ -20,7 +23,8 @@ claim is about, with the statistics it needs:
   sentences).
 `--layers` times single layers instead, five calls a round: Linears of MiniLM's shapes
 (1,024 rows: 384 -> 384, 384 -> 1536, 1536 -> 384) built the same three ways (the
-kernel alone, without the rest of the model), and the word-embedding lookup (torch's
+kernel alone, without the rest of the model), query/key/value as three Linears on one
+input (KMR's linked as `artifact.load` links them: one GEMM), and the word-embedding lookup (torch's
 fp32 `nn.Embedding` against KMR's weight-only int8 one). `--update-docs` replaces the
 whole docs section, the hand-written reading under its tables included.
 """
@@ -44,21 +48,37 @@ FP32 = "fp32 baseline"
 TORCH = "torch default dynamic int8 (per-tensor, embeddings fp32)"
 CONTROL = "torch default, second copy (A/A control)"
 KMR_ROWS = ("KMR int8 dynamic (per-channel)", "KMR int8 dynamic, asymmetric weights")
+UNFUSED = "KMR int8 dynamic (per-channel), q/k/v as three GEMMs"
+
+
+def through_artifact(model, base):
+    """`model` saved as a KMR artifact and loaded back, as a user runs it (the loader
+    links sibling int8 Linears: `runtime.fusion`)."""
+    import tempfile
+
+    from kmr_dsl.runtime import artifact
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.safetensors"
+        artifact.save(model, path)
+        return artifact.load(path, base=copy.deepcopy(base))
 
 
 def build(base) -> dict:
-    """name -> (model, kind) for the rows above, from bench_methods' own builders."""
+    """name -> (model, kind) for the rows above, from bench_methods' own builders; the
+    KMR rows are the artifacts loaded back, and UNFUSED the first of them with its
+    sibling Linears unlinked (every Linear its own GEMM, as before the loader fused them)."""
+    from kmr_dsl.runtime import fusion
+
     builders = {name: (make, kind) for name, make, kind in rows(base, None)}
-    out = {name: (builders[name][0](), builders[name][1]) for name in (FP32, TORCH) + KMR_ROWS}
+    out = {name: (builders[name][0](), builders[name][1]) for name in (FP32, TORCH)}
     out[CONTROL] = (builders[TORCH][0](), "torch")
+    for name in KMR_ROWS:
+        out[name] = (through_artifact(builders[name][0](), base), "kmr")
+    unfused = copy.deepcopy(out[KMR_ROWS[0]][0])
+    fusion.uninstall(unfused)
+    out[UNFUSED] = (unfused, "kmr")
     return out
-
-
-def machine() -> str:
-    """The CPU, torch and the load (the thread counts are in the tables)."""
-    import torch
-
-    return environment(None).replace(f"{torch.get_num_threads()} thread(s) for latency, ", "")
 
 
 def summary(times: dict[str, list[float]], name: str) -> list[str]:
@@ -102,6 +122,37 @@ def layer_rows(threads: list[int], rounds: int) -> str:
                 lo, q1, med, q3, hi = quartiles([a / b for a, b in zip(times[name], times["torch"])])
                 cells.append(f"{med:.3f} ({q1:.3f}-{q3:.3f})")
             out.append([f"{fan_in} -> {fan_out}", str(n), f"{quartiles(times['torch'])[2] / 5 * 1e3:.2f}", *cells])
+    # query, key and value on one input: torch's three calls against KMR's linked siblings
+    # (`runtime.fusion`, as `artifact.load` links them), one GEMM a round of three
+    from kmr_dsl.runtime import fusion
+
+    class QKV(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.query, self.key, self.value = (nn.Linear(384, 384) for _ in range(3))
+
+        def forward(self, x):
+            return self.query(x), self.key(x), self.value(x)
+
+    torch.manual_seed(0)
+    qkv = QKV()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        models = {"torch": quantize_dynamic(qkv, {nn.Linear}, dtype=torch.qint8)}
+    for name, symmetric in (("KMR symmetric", True), ("KMR asymmetric", False)):
+        model = copy.deepcopy(qkv)
+        quantize.apply(model, kl.select_layers(model, ("Linear",)), bits=8, symmetric=symmetric)
+        fusion.install(model)
+        models[name] = model
+    x = torch.randn(BATCH * SEQUENCE, 384, generator=torch.Generator().manual_seed(0))
+    for n in threads:
+        times = paired_rounds({k: repeat(m) for k, m in models.items()}, lambda: x, rounds=rounds, threads=n)
+        cells = []
+        for name in ("KMR symmetric", "KMR asymmetric"):
+            lo, q1, med, q3, hi = quartiles([a / b for a, b in zip(times[name], times["torch"])])
+            cells.append(f"{med:.3f} ({q1:.3f}-{q3:.3f})")
+        out.append(["query, key, value: 3 x (384 -> 384) on one input (KMR: linked, one GEMM)", str(n),
+                    f"{quartiles(times['torch'])[2] / 5 * 1e3:.2f}", *cells])
     # the embeddings: torch's default keeps nn.Embedding in fp32, KMR looks up int8 rows
     embedding = nn.Sequential(nn.Embedding(30522, 384))
     models = {"torch": embedding, "KMR symmetric": copy.deepcopy(embedding)}
@@ -125,7 +176,7 @@ def main(argv=None) -> int:
     parser.add_argument("--update-docs", action="store_true")
     args = parser.parse_args(argv)
     if args.layers:
-        print(layer_rows(args.threads, args.rounds) + "\n\n" + machine() + ".")
+        print(layer_rows(args.threads, args.rounds) + "\n\n" + environment(None, latency_threads=False) + ".")
         return 0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
@@ -158,22 +209,25 @@ def main(argv=None) -> int:
         print(f"{threads} thread(s): {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
         fp32_ms = quartiles(times[FP32])[2] * 1e3
         body = [[name, *summary(times, name), f"{quality[name][0]:.3f}", f"{quality[name][1]:.4f}"]
-                for name in (CONTROL,) + KMR_ROWS]
+                for name in (CONTROL, UNFUSED) + KMR_ROWS]
         body.insert(0, [TORCH, "1", "—", "—", "—", summary(times, TORCH)[4], f"{quality[TORCH][0]:.3f}",
                         f"{quality[TORCH][1]:.4f}"])
+        lo, q1, med, q3, hi = quartiles([a / b for a, b in zip(times[KMR_ROWS[0]], times[UNFUSED])])
         sections.append(f"**{threads} thread(s)** (fp32 median {fp32_ms:.0f} ms a batch):\n\n" + table(
             ["row", "÷ torch, median", "÷ torch, IQR", "÷ torch, min-max", "rounds at or below torch",
-             "÷ fp32, median", "file ratio", "cosine (mean)"], body))
+             "÷ fp32, median", "file ratio", "cosine (mean)"], body)
+            + f"\n\nKMR per-channel, q/k/v fused ÷ the same artifact with three GEMMs, same round: median "
+            f"{med:.3f} (IQR {q1:.3f}-{q3:.3f}, min-max {lo:.3f}-{hi:.3f}).")
     text = "\n".join([
         f"Measured with `HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_int8.py --rounds {args.rounds} "
         f"--threads {' '.join(map(str, args.threads))}`: {args.rounds} paired rounds per thread count at batch "
-        f"{BATCH} x {SEQUENCE} tokens, the order of the five models rotating from round to round; each "
+        f"{BATCH} x {SEQUENCE} tokens, the order of the {len(timed)} models rotating from round to round; each "
         "\"÷ torch\" figure is a row's time divided by torch's default dynamic int8 in the same round. "
         f"Load average at the end of each thread count: {', '.join(f'{x:.1f}' for x in loads)}.",
         "",
         "\n\n".join(sections),
         "",
-        machine() + ".",
+        environment(None, latency_threads=False) + ".",
     ])
     print(text)
     if args.update_docs:

@@ -44,6 +44,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+from sidebyside import environment, update_docs  # noqa: E402
 
 SECTION = "GPTQ against llm-compressor on a tiny Llama"
 SEQ = 64
@@ -179,10 +182,7 @@ def main(argv=None) -> int:
         llmc = f"llm-compressor {llmcompressor.__version__}"
     except ImportError:
         llmcompressor, llmc = None, "no llm-compressor"
-    import platform
-
     import torch
-    import transformers
 
     torch.set_num_threads(1)
     gen = torch.Generator().manual_seed(1)
@@ -212,7 +212,7 @@ def main(argv=None) -> int:
     text = "\n".join([
         f"Measured with `python benchmarks/bench_llmc_gptq.py --group-size {args.group_size} --samples "
         f"{args.samples}` in an environment holding {llmc} "
-        f"(transformers {transformers.__version__}, torch {torch.__version__}, {platform.machine()}, 1 thread): "
+        f"({environment(1, ('transformers',))}): "
         f"tiny Llama (2 layers, hidden 128, random seeded weights), int4 symmetric g{args.group_size}, "
         f"{args.samples} x {SEQ} calibration tokens, errors on 32 x {SEQ} other tokens.",
         "",
@@ -222,7 +222,6 @@ def main(argv=None) -> int:
     ])
     print(text)
     if args.update_docs:
-        from sidebyside import update_docs
         update_docs(SECTION, text)
     return 0
 

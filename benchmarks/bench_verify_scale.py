@@ -35,7 +35,8 @@ and prints its JSON.
 
 `--no-z3` leaves the "Z3 alone" column out (a run of `verify` only); `--stat min`
 reports the fastest of the runs instead of the median (for paired before/after
-comparisons on a loaded machine, where the slow runs are the noise).
+comparisons on a loaded machine, where the slow runs are the noise). Each N's rows go
+to stderr as JSON with both (cpu_min, cpu_median, wall_min, wall_median).
 
 Run: .venv/bin/python benchmarks/bench_verify_scale.py [--layers 100 1000 3000] [--runs 3] [--cap 20] [--no-70b] [--no-knobs] [--knobs-layers 20]
      [--no-z3] [--stat median|min]
@@ -167,7 +168,12 @@ def _timed_verify(src: str, name: str, facts, runs: int):
         walls.append(time.perf_counter() - t)
         cpus.append(_cpu() - c)
     feas = next(r for r in report.results if r.kind == "feasibility")
+    LAST_RUNS.update(cpu_min=min(cpus), cpu_median=statistics.median(cpus), wall_min=min(walls),
+                     wall_median=statistics.median(walls))
     return program, report, feas, STAT(walls), STAT(cpus)
+
+
+LAST_RUNS: dict = {}     # both statistics of the last _timed_verify (the cells' JSON lines carry them)
 
 
 def one_n(n: int, runs: int, cap: float, z3_alone: bool = True) -> dict:
@@ -184,7 +190,8 @@ def one_n(n: int, runs: int, cap: float, z3_alone: bool = True) -> dict:
         program, report, feas, wall, cpu = _timed_verify(src, "bench.kmr", facts, runs)
         row = {"n": n, "lines": k, "kind": kind, "verdict": feas.verdict.value, "method": feas.method,
                "wall": wall, "cpu": cpu,
-               "certificate": (feas.certificate or {}).get("kind"), "report_lines": len(report.render())}
+               "certificate": (feas.certificate or {}).get("kind"), "report_lines": len(report.render()),
+               **LAST_RUNS}
         if not z3_alone:
             row.update(z3_wall=float("nan"), z3_cpu=float("nan"), z3_verdict="-")
             rows.append(row)
@@ -282,6 +289,7 @@ def main() -> None:
     for n in args.layers:
         cmd = [sys.executable, __file__, "--child", str(n), "--runs", str(args.runs), "--cap", str(args.cap), *extra]
         results[n] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+        print(json.dumps(results[n]), file=sys.stderr, flush=True)     # every row, both statistics
     print("| N | lines | budget | verdict (method, certificate) | kmr verify wall s | CPU s | report lines "
           "| Z3 alone wall s | Z3 verdict |")
     print("|---|---|---|---|---|---|---|---|---|")

@@ -10,7 +10,8 @@ Contract:
   a shared machine the paired ratio is the figure to read; absolute times move with
   the load.
 - `quartiles(values)`: (min, 25th, median, 75th percentile, max), for a per-round spread.
-- `environment(threads)`: one line naming the CPU, torch, the threads and the load.
+- `environment(threads, packages)`: one line naming the CPU, torch (and other packages),
+  the threads and the load; every benchmark writes this line, none its own.
 - `update_docs(section, text)`: replace the body of `## SECTION` in
   docs/benchmarks.md (append the section if it is missing), leaving every other
   section alone. Other engineers own other sections of that file.
@@ -87,7 +88,12 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def environment(threads: int | None) -> str:
+def environment(threads: int | None, packages: tuple[str, ...] = (), *, latency_threads: bool = True) -> str:
+    """The CPU, torch (and `packages`' versions), the threads latency ran on (None: torch's
+    current count; left out with `latency_threads=False`, for tables whose rows name
+    them), the load average and the date: one line, the same in every benchmark."""
+    import importlib.metadata
+
     import torch
 
     try:
@@ -95,8 +101,15 @@ def environment(threads: int | None) -> str:
     except OSError:
         load = "load unknown"
     isa = torch.backends.cpu.get_cpu_capability()
-    return (f"{cpu_name()} ({isa}), {os.cpu_count()} CPUs, torch {torch.__version__}, "
-            f"{threads or torch.get_num_threads()} thread(s) for latency, {load}, {date.today().isoformat()}")
+    parts = [f"{cpu_name()} ({isa})", f"{os.cpu_count()} CPUs", f"torch {torch.__version__}"]
+    for name in packages:
+        try:
+            parts.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            parts.append(f"no {name}")
+    if latency_threads:
+        parts.append(f"{threads or torch.get_num_threads()} thread(s) for latency")
+    return ", ".join(parts + [load, date.today().isoformat()])
 
 
 def update_docs(section: str, text: str, docs: Path = DOCS) -> None:

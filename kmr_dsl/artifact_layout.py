@@ -222,6 +222,19 @@ def _config_chars(cfg: dict) -> int:
     return len(json.dumps(json.dumps(cfg, separators=(",", ":"), sort_keys=True))) - 2
 
 
+# A Linear with an explicit input scale (`ScaledLinear`: awq's or smoothquant's vector where
+# no normalization absorbs it) stores the vector raw, `NAME.input_scale` (fp32, one per
+# input), and wraps its weight's config as `{"linear":CONFIG,"type":"ScaledLinear"}`; its
+# weight's entries are named `NAME.linear.weight...`. The `size` model's upper end adds
+# the wrapper's characters and INPUT_SCALE_NAME_CHARS per entry of the weight and bias
+# (at most nine: per factor of a factorized layer bitmap and values, scale, zero point;
+# the bias).
+INPUT_SCALE = "input_scale"
+INPUT_SCALE_WRAPPER = "linear"
+SCALED_CONFIG_CHARS = _config_chars({"linear": {}, "type": "ScaledLinear"}) - _config_chars({})
+INPUT_SCALE_NAME_CHARS = len(INPUT_SCALE_WRAPPER) + 1
+INPUT_SCALE_ENTRIES = 9
+
 # What a layer's recipe entry holds at least, whatever form it takes: its escaped
 # name, the colon, and the shortest config its kind can have. The lower end of the
 # `size` meter (verify/cost.py) counts this. Any layer may be `{"type":"keep"}` (a
@@ -346,8 +359,9 @@ def escaped_json_chars(obj) -> int:
 
 __all__ = [
     "ADAPTER_CONFIG_CHARS", "ASYMMETRIC_CONFIG_CHARS", "BITMAP", "CEIL_BYTES", "CONFIG_MARGIN", "FIRST",
-    "FLOAT_BITS", "FORMAT_VERSION", "INT_BITS", "LORA_A", "LORA_B", "MIN_CONFIG_CHARS", "PADDING_BYTES", "Q",
-    "SCALE", "SECOND", "STORAGE_BITS", "VALUES", "VALUE_DTYPE", "ZERO_POINT", "base_dict", "bias_of",
+    "FLOAT_BITS", "FORMAT_VERSION", "INPUT_SCALE", "INPUT_SCALE_ENTRIES", "INPUT_SCALE_NAME_CHARS",
+    "INPUT_SCALE_WRAPPER", "INT_BITS", "LORA_A", "LORA_B", "MIN_CONFIG_CHARS", "PADDING_BYTES", "Q",
+    "SCALE", "SCALED_CONFIG_CHARS", "SECOND", "STORAGE_BITS", "VALUES", "VALUE_DTYPE", "ZERO_POINT", "base_dict", "bias_of",
     "config_chars", "config_chars_low", "dense_bytes", "entry", "entry_chars_low", "escaped_json_chars",
     "factor_weight", "header_bytes_estimate", "is_sparse", "linear_config_chars_high", "name_chars", "nbytes",
     "recipe_fixed_chars", "recipe_json", "scale_bytes", "sparse_bytes", "string_chars", "tensor_bytes",

@@ -130,7 +130,7 @@ CODES: dict[str, tuple[str, str]] = {
     "KMR240": ("selector pattern matches nothing", "fix the `name` or `exclude` pattern, or drop it"),
     "KMR241": ("invalid regular expression in a pattern", "fix the expression after `re:`"),
     "KMR242": ("invalid list", "write a non-empty list whose items are all numbers or all strings"),
-    "KMR245": ("rule cannot transform a tied layer", "leave layers tied to an embedding out of lowrank and lora; quantize or prune them"),
+    "KMR245": ("rule cannot transform a tied layer", "leave layers tied to an embedding out of lowrank, lora, smoothquant and awq; quantize or prune them"),
     # 3xx proofs
     "KMR301": ("precondition may fail", "change the knob domain or reorder the steps so the precondition holds"),
     "KMR302": ("budget infeasible", "relax one of the conflicting budget lines or widen a knob bound"),

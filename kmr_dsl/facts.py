@@ -100,6 +100,9 @@ class LayerFact:
     # that norm and every Linear reading it (itself included); empty: nothing folds into it
     fold_norm: str = ""
     fold_group: tuple[str, ...] = ()
+    # an explicit input scale (runtime `ScaledLinear`); a model as loaded holds none (only
+    # awq and smoothquant make one), so facts read it as False
+    input_scale: bool = False
 
     @property
     def foldable(self) -> bool:

@@ -31,6 +31,10 @@ LAYER_FIELDS: dict[str, str] = {
     # projection of a recognised attention; with grouped-query attention a unit is one
     # key/value head with its query heads), 0 for every other layer: `prune(method = head)`
     "heads": "int",
+    # the layer multiplies its input by a stored per-input-channel fp32 vector before its
+    # weights (awq's and smoothquant's scale where `foldable` is false: no normalization
+    # can absorb it): in_features * 4 bytes and one entry `NAME.input_scale` in the file
+    "input_scale": "bool",
 }
 MODEL_FIELDS: dict[str, str] = {"trainable": "bool"}
 

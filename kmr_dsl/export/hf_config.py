@@ -19,7 +19,11 @@ What a transformers config can state (checked against transformers 5's modeling 
 - MLP width (Llama's gate/up/down projections, BERT's intermediate/output dense,
   GPT-2's c_fc/c_proj): `intermediate_size` (GPT-2: `n_inner`), one for every layer.
 GPT-2's `Conv1D` projections, Linear layers in KMR's artifact, are written back as
-Conv1D ([in, out] weights), as the architecture builds them.
+Conv1D ([in, out] weights), as the architecture builds them. compressed-tensors
+quantizes only torch's nn.Linear and nn.Embedding (a Conv1D it is pointed at stays
+float when loaded), so an int8 Conv1D is KMR520 unless `dense`, which writes its
+dequantized values in float (the same weights; an int8-dynamic one loses its int8
+activations, and the export is judged as a dynamic one).
 Per-layer differing counts are therefore not expressible. With `--dense` each pruned
 layer is padded back with zero rows (its producers) and zero columns (its consumer) to
 the widest layer's count (BERT heads: to the original count). The padded channels
@@ -50,6 +54,7 @@ class Fit:
     config: object                                    # the PretrainedConfig to write
     changes: dict[str, tuple] = field(default_factory=dict)   # config field -> (before, after)
     padded: dict[str, tuple] = field(default_factory=dict)    # tensor key -> (pruned shape, written shape)
+    densified: dict[str, str] = field(default_factory=dict)   # int8 Conv1D written as float -> its format
 
 
 def _built(cls, config) -> nn.Module:
@@ -65,10 +70,12 @@ def _built_shapes(cls, config) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in _built(cls, config).state_dict().items()}
 
 
-def _conv1d_back(twin: nn.Module, built: nn.Module, plan: dict[str, Leaf]) -> None:
+def _conv1d_back(twin: nn.Module, built: nn.Module, plan: dict[str, Leaf], dense: bool) -> dict[str, str]:
     """GPT-2's `Conv1D` layers are plain Linear layers in KMR's artifact and twin (the
     weight transposed to [out, in]); the checkpoint stores them as the architecture
-    builds them, [in, out]."""
+    builds them, [in, out]. An int8 one is refused unless `dense`, which writes its
+    dequantized values as float: the layers so written, with their formats."""
+    densified: dict[str, str] = {}
     for name, module in built.named_modules():
         if not kl.is_conv1d(module):
             continue
@@ -79,17 +86,28 @@ def _conv1d_back(twin: nn.Module, built: nn.Module, plan: dict[str, Leaf]) -> No
         if not isinstance(linear, nn.Linear):
             continue
         leaf = plan.get(name)
-        if leaf is not None and leaf.format.startswith("int8"):
-            raise KmrError(error("KMR520", Span.unknown(name), f"layer `{name}` is a transformers Conv1D stored as "
-                                 f"{leaf.format}, which the compressed-tensors writer cannot hold",
-                                 "compressed-tensors quantizes Linear modules; GPT-2's projections are Conv1D",
-                                 hint="export with --format onnx, or leave that layer in float"))
+        if leaf is not None and leaf.format in ("int8", "int8_dynamic"):
+            # compressed-tensors attaches scales only to torch's nn.Linear and nn.Embedding
+            # (`apply_quantization_config` skips any other module it is pointed at), so
+            # codes saved for a Conv1D would load as raw integers: there is no int8 form
+            if not dense:
+                raise KmrError(error(
+                    "KMR520", Span.unknown(name), f"layer `{name}` is a transformers Conv1D stored as {leaf.format}, "
+                    "which a compressed-tensors checkpoint cannot hold",
+                    "compressed-tensors quantizes only torch.nn.Linear and nn.Embedding modules (its loader "
+                    "leaves any other module in float), and this architecture builds the layer as a Conv1D",
+                    hint="pass --dense to write its dequantized int8 values as a float Conv1D (the same weights"
+                         + (", float activations" if leaf.format == "int8_dynamic" else "")
+                         + "; float32 storage), or leave the Conv1D layers in float"))
+            densified[name] = leaf.format
+            leaf.format = f"float32 (dense, from {leaf.format})"
         conv = type(module)(linear.out_features, linear.in_features)
         with torch.no_grad():
             conv.weight = nn.Parameter(linear.weight.detach().t().contiguous(), requires_grad=False)
             conv.bias = nn.Parameter(linear.bias.detach().clone() if linear.bias is not None
                                      else torch.zeros(linear.out_features), requires_grad=False)
         kl.set_module(twin, name, conv)
+    return densified
 
 
 def _refuse(layer: str, message: str, why: str) -> KmrError:
@@ -109,7 +127,7 @@ def fit_config(twin: nn.Module, cls, plan: dict[str, Leaf], dense: bool) -> Fit:
     architecture a subclass of it extends)."""
     fit = Fit(copy.deepcopy(twin.config))
     built = _built(cls, fit.config)
-    _conv1d_back(twin, built, plan)
+    fit.densified = _conv1d_back(twin, built, plan, dense)
     changed = _changed(twin, {k: tuple(v.shape) for k, v in built.state_dict().items()})
     if not changed:
         return fit

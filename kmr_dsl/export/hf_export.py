@@ -21,8 +21,13 @@ on that grid). Encodings:
 - float32; bfloat16 widened to float32 (exact); pruned weights dense (same values);
 - refused with the layer's name (KMR520) unless `dense`: int4/int2 (KMR's midrise grid
   is not compressed-tensors' integer grid), low-rank factorized layers and unmerged
-  LoRA adapters (no place for them in the architecture) — `dense` writes their float
-  values (factors multiplied out, adapters merged);
+  LoRA adapters and layers scaled by an explicit input vector (no place for them in the
+  architecture), int8 transformers `Conv1D` layers (GPT-2's projections:
+  compressed-tensors quantizes only nn.Linear and nn.Embedding), an int8 Linear whose
+  weight is tied to the input embedding (transformers ties by sharing the `weight` that
+  compressed-tensors replaces with codes) — `dense` writes their float values (factors
+  multiplied out, adapters merged, explicit input scales multiplied into their weights,
+  int8 codes dequantized);
 - head- and channel-pruned widths: written into config.json where the config can state
   them (`hf_config.fit_config`: Llama head counts and `head_dim`, `intermediate_size`);
   otherwise refused with the layer's name (KMR520) unless `dense` (zero padding to a
@@ -47,7 +52,7 @@ from kmr_dsl.export.hf_config import fit_config
 from kmr_dsl.export.onnx_export import ExportResult, refuse
 from kmr_dsl.export.samples import judge, load_artifact, outputs, sample_inputs
 from kmr_dsl.export.twin import Leaf, float_twin
-from kmr_dsl.runtime import layers as kl, modules as km
+from kmr_dsl.runtime import layers as kl, modules as km, tied
 
 _INT8 = {"num_bits": 8, "type": "int", "symmetric": True, "strategy": "channel", "dynamic": False}
 _DYNAMIC_ACT = {"num_bits": 8, "type": "int", "symmetric": True, "strategy": "tensor", "dynamic": True}
@@ -65,10 +70,12 @@ def export_hf(artifact: str, out_dir: str | Path, dense: bool = False, trust: bo
     cls = export_class(model)
     twin, plan = float_twin(model)
     result = ExportResult(Path(out_dir))
-    _densify(twin, plan, dense, result)
+    dense_dynamic = _densify(twin, plan, dense, result)
     fit = fit_config(twin, cls, plan, dense)
     twin.config = fit.config
     result.config_changes = dict(fit.changes)
+    for layer, was in fit.densified.items():
+        result.encodings[layer] = f"float32 (dense, from {was}: compressed-tensors holds no Conv1D)"
     for layer in sorted({key.rpartition(".")[0] for key in fit.padded}):
         if layer in result.encodings:
             result.encodings[layer] += " (zero-padded to the config's width)"
@@ -79,7 +86,8 @@ def export_hf(artifact: str, out_dir: str | Path, dense: bool = False, trust: bo
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        dynamic = _save(twin, plan, tmp)
+        # a densified int8-dynamic Conv1D computes with float activations: judged as dynamic
+        dynamic = _save(twin, plan, tmp) or dense_dynamic or "int8_dynamic" in fit.densified.values()
         result.check = judge(artifact_out, float_out, _loaded_outputs(cls, tmp, samples), dynamic)
         result.samples = len(samples)
         if not result.check.ok:
@@ -96,11 +104,16 @@ def export_hf(artifact: str, out_dir: str | Path, dense: bool = False, trust: bo
     return result
 
 
-def _densify(twin: nn.Module, plan: dict[str, Leaf], dense: bool, result: ExportResult) -> None:
-    """Refuse, or with `dense` replace, what a transformers checkpoint cannot hold."""
+def _densify(twin: nn.Module, plan: dict[str, Leaf], dense: bool, result: ExportResult) -> bool:
+    """Refuse, or with `dense` replace, what a transformers checkpoint cannot hold; True
+    if an int8-dynamic layer was so written in float (its activations float now)."""
+    owners = tied.tied_names(twin)
+    dense_dynamic = False
     for name, layer in list(kl.logical_layers(twin)):
-        if isinstance(layer, (km.FactorizedLinear, km.LoRALinear)):
-            what = "low-rank factorized" if isinstance(layer, km.FactorizedLinear) else "adapted (unmerged LoRA)"
+        if isinstance(layer, (km.FactorizedLinear, km.LoRALinear, km.ScaledLinear)):
+            what = "low-rank factorized" if isinstance(layer, km.FactorizedLinear) else \
+                "adapted (unmerged LoRA)" if isinstance(layer, km.LoRALinear) else \
+                "scaled by an explicit input vector (awq, smoothquant)"
             if not dense:
                 raise KmrError(error("KMR520", Span.unknown(name), f"layer `{name}` is {what}, which a transformers "
                                      "checkpoint of this architecture cannot hold",
@@ -115,9 +128,24 @@ def _densify(twin: nn.Module, plan: dict[str, Leaf], dense: bool, result: Export
             if not dense:
                 raise refuse(leaf, "compressed-tensors")
             leaf.format = f"float32 (dense, from {leaf.format})"
+        elif leaf.name in owners and leaf.format in ("int8", "int8_dynamic"):
+            # transformers ties the table by sharing the Linear's `weight`, which
+            # compressed-tensors replaces with packed codes: the loader then finds no
+            # weight to tie (and the embedding no table)
+            if not dense:
+                raise KmrError(error(
+                    "KMR520", Span.unknown(leaf.name), f"layer `{leaf.name}` is stored as {leaf.format} and tied to "
+                    f"`{'`, `'.join(owners[leaf.name])}`, which a compressed-tensors checkpoint cannot hold",
+                    "transformers ties the embedding to the output projection by sharing its `weight`, which "
+                    "compressed-tensors replaces with integer codes",
+                    hint="pass --dense to write the dequantized int8 table as float (still one tied table), or "
+                         "quantize the untied layers only"))
+            dense_dynamic = dense_dynamic or leaf.format == "int8_dynamic"
+            leaf.format = f"float32 (dense, from {leaf.format}: tied)"
         w8a16 = "int8 W8A16 (int-quantized)" if leaf.kind == "Embedding" else "int8 W8A16 (pack-quantized)"
         result.encodings[leaf.name] = {"int8": w8a16, "int8_dynamic": "int8 W8A8 (int-quantized)",
                                        "bfloat16": "float32 (from bfloat16)"}.get(leaf.format, leaf.format)
+    return dense_dynamic
 
 
 def _merged(layer: nn.Module) -> nn.Linear:
@@ -125,6 +153,10 @@ def _merged(layer: nn.Module) -> nn.Linear:
         if isinstance(layer, km.FactorizedLinear):
             weight = layer.second.weight.float() @ layer.first.weight.float()
             bias = layer.second.bias
+        elif isinstance(layer, km.ScaledLinear):
+            # the vector multiplies the input: the same values as its weight's columns times it
+            weight = layer.linear.weight.float() * layer.input_scale.float()[None, :]
+            bias = layer.linear.bias
         else:
             weight = layer.base.weight.float() + layer.delta().float()
             bias = layer.base.bias

@@ -105,7 +105,7 @@ def _field_ok(name: str, measured, predicted, density_tol: float, upper: bool) -
             and _count_ok(measured, predicted, upper)
     if name == "density":
         return abs(float(measured) - float(predicted)) <= density_tol
-    if name in ("frozen", "trainable", "symmetric"):
+    if name in ("frozen", "trainable", "symmetric", "input_scale"):
         return bool(measured) == bool(predicted)
     if name == "foldable":
         # a bound on `foldable` is a sound one: the layer may stay foldable where the

@@ -74,4 +74,12 @@ def no_adapter(rule: str, name: str, layer) -> None:
              hint="use lora(merge = true) before this step")
 
 
-__all__ = ["choice", "fail", "float_weights", "integer", "kinds", "no_adapter", "not_tied", "number"]
+def no_input_scale(rule: str, name: str, layer) -> None:
+    from kmr_dsl.runtime.modules import ScaledLinear
+    if isinstance(layer, ScaledLinear):
+        fail(rule, f"precondition `not layer.input_scale` fails on `{name}` (an explicit input scale from "
+                   "smoothquant or awq)", hint=f"apply `{rule}` before smoothquant or awq")
+
+
+__all__ = ["choice", "fail", "float_weights", "integer", "kinds", "no_adapter", "no_input_scale", "not_tied",
+           "number"]

@@ -1,15 +1,27 @@
-"""Which normalization feeds which selected Linear layers, so a per-input scale can be folded into it.
+"""Where a per-input-channel scale goes: folded into the normalization that produces a
+Linear's input, or kept as an explicit vector the layer multiplies its input by.
 
-Contract: `norm_groups(model, inputs, targets, rule)` runs one forward pass on `inputs`
-(`runtime.norms.norm_readers`, the trace the checker's `foldable` field is read by) and
-returns, for the selected float Linear leaves `targets` [(name, module)], a list of
-(norm name, norm module, [(name, module), ...]): each normalization whose output tensor is
-consumed *only* by selected Linears (no residual addition, no other op, no unselected
-layer reads it), with every such Linear. A per-input-channel scale s can then be folded:
-the norm's affine weight and bias are divided by s and each Linear's input columns are
-multiplied by s, and the model computes the same function (SmoothQuant's and AWQ's
-migration). A selected Linear whose input no such normalization produces alone fails with
-KMR405 naming it, and the hint says why (what else reads that input).
+Contract: `scale_plan(model, inputs, targets, rule)` runs one forward pass on `inputs`
+(`runtime.norms.fold_groups`, the trace the checker's `foldable` field is read by) and,
+for the selected Linears `targets` [(logical name, float nn.Linear leaf)], returns
+(groups, explicit):
+- groups: [(norm name, norm module, [(name, leaf), ...])] for the selected layers that are
+  `foldable`: the norm's output is read by Linear layers only, every one of them plain.
+  Every reader must be selected (else KMR405 naming the one left out, as KMR306 says at
+  check time): `fold(norm, linears, s)` divides the norm's affine weight and bias by s and
+  multiplies each Linear's input columns by s, and the model computes the same function.
+  A group may hold a reader that is not `foldable` itself (factorized by an earlier
+  step, or already carrying a vector): the fold scales its leaf's columns too (the
+  function is kept) and it is also in `explicit`.
+- explicit: [(name, leaf)] for every selected layer that is not `foldable` (a residual
+  also reads its norm, as in post-norm BERT; no norm produces its input at all; it is
+  factorized or already carries a vector). `scale_explicitly`
+  multiplies the leaf's input columns by s and makes the logical layer compute
+  layer(x / s) (`modules.ScaledLinear`, stored in the artifact: the `input_scale` field),
+  the same function up to float rounding.
+This is automatic (the spec's "folding the inverse scale into the preceding
+normalization" where one can take it): the state's `foldable` decides, so `kmr check`
+predicts which layers carry a vector (`effect layer.input_scale`) and `size` counts it.
 """
 
 from __future__ import annotations
@@ -19,33 +31,31 @@ import torch.nn as nn
 
 from kmr_dsl.rules import checks
 from kmr_dsl.runtime import forward, norms
+from kmr_dsl.runtime import layers as kl
+from kmr_dsl.runtime import modules as km
 
 is_norm = norms.is_norm
 
 
-def norm_groups(model: nn.Module, inputs: torch.Tensor, targets, rule: str):
-    readers = norms.norm_readers(model, inputs,
-                                 run=lambda m, x: forward.checked_output(m, x, what="the calibration data"))
+def scale_plan(model: nn.Module, inputs: torch.Tensor, targets, rule: str):
+    folds = norms.fold_groups(model, inputs, run=lambda m, x: forward.checked_output(m, x, what="the calibration data"))
     modules = {n: m for n, m in model.named_modules() if is_norm(m)}
     by_name = dict(targets)
-    groups, placed = [], set()
-    for norm, names in readers.items():
-        chosen = sorted(r for r in names if r in by_name)
-        if not chosen:
+    groups: dict[str, list] = {}
+    explicit = []
+    for name, leaf in targets:
+        if name not in folds:
+            explicit.append((name, leaf))
             continue
-        foreign = sorted(r if r.startswith("`") else f"`{r}`" for r in names if r not in by_name)
-        if foreign:
-            checks.fail(rule, f"`{chosen[0]}` reads the output of `{norm}`, which {', '.join(foreign)} also read(s)",
-                        hint="a scale folds into a normalization only when every reader of its output is selected "
-                             "(a residual connection reads it too in post-norm models such as BERT)")
-        groups.append((norm, modules[norm], sorted((r, by_name[r]) for r in chosen)))
-        placed.update(chosen)
-    for name, _ in targets:
-        if name not in placed:
-            checks.fail(rule, f"`{name}` does not read a normalization's output directly",
-                        hint="select the Linear layers right after a LayerNorm or RMSNorm "
-                             "(e.g. the attention and MLP input projections of a pre-norm transformer)")
-    return groups
+        norm, group = folds[name]
+        missing = [m for m in group if m not in by_name]
+        if missing:
+            checks.fail(rule, f"`{name}` reads the output of `{norm}`, which {', '.join(f'`{m}`' for m in missing)} "
+                              "also read(s) without being selected",
+                        hint="a scale folds into a normalization only when every reader of its output is selected: "
+                             "select them together (e.g. q, k and v)")
+        groups[norm] = [(m, by_name[m]) for m in group]
+    return [(norm, modules[norm], linears) for norm, linears in groups.items()], explicit
 
 
 def fold(norm: nn.Module, linears, scale: torch.Tensor) -> None:
@@ -58,4 +68,12 @@ def fold(norm: nn.Module, linears, scale: torch.Tensor) -> None:
             linear.weight.mul_(scale.to(linear.weight.dtype)[None, :])
 
 
-__all__ = ["fold", "is_norm", "norm_groups"]
+def scale_explicitly(model: nn.Module, name: str, leaf: nn.Module, scale: torch.Tensor) -> None:
+    """Multiply the leaf's input columns by `scale` and divide the layer's input by it at
+    run time (an explicit vector: one multiply per call, before the weights)."""
+    with torch.no_grad():
+        leaf.weight.mul_(scale.to(leaf.weight.dtype)[None, :])
+    kl.set_module(model, name, km.with_input_scale(kl.get_module(model, name), 1.0 / scale.float()))
+
+
+__all__ = ["fold", "is_norm", "scale_explicitly", "scale_plan"]

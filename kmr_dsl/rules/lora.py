@@ -39,6 +39,7 @@ def apply(model: nn.Module, layers, data, rank: int = 8, alpha: float = 16.0, ep
         checks.kinds(RULE, name, layer, ("Linear",))
         checks.float_weights(RULE, name, layer)
         checks.no_adapter(RULE, name, layer)
+        checks.no_input_scale(RULE, name, layer)
         checks.not_tied(RULE, model, name, layer)
     if not layers:
         return model

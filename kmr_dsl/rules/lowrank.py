@@ -40,6 +40,7 @@ def apply(model: nn.Module, layers, ratio: float = 0.5, energy: float = 1.0):
         checks.kinds(RULE, name, layer, ("Linear",))
         checks.float_weights(RULE, name, layer)
         checks.no_adapter(RULE, name, layer)
+        checks.no_input_scale(RULE, name, layer)
         checks.not_tied(RULE, model, name, layer)
         r = state.layer_rank(layer)
         k = int(step.settle("rank", step.NUMBERS.mul(ratio, r)))

@@ -160,6 +160,9 @@ def _effective_weight(layer: nn.Module) -> torch.Tensor:
         return _effective_weight(layer.second).float() @ _effective_weight(layer.first).float()
     if isinstance(layer, km.LoRALinear):
         return _effective_weight(layer.base).float() + layer.delta().detach()
+    if isinstance(layer, km.ScaledLinear):
+        # the weight it applies to its own input: columns times the vector
+        return _effective_weight(layer.linear).float() * layer.input_scale[None, :]
     return kl.leaf_weight(layer).float()
 
 
@@ -221,6 +224,12 @@ def _slice(layer: nn.Module, dim: int, idx: torch.Tensor) -> nn.Module:
             layer.second = _slice(layer.second, 0, idx)
         else:
             layer.first = _slice(layer.first, 1, idx)
+        return layer
+    if isinstance(layer, km.ScaledLinear):
+        # removed inputs take their entries of the explicit input scale with them
+        layer.linear = _slice(layer.linear, dim, idx)
+        if dim == 1:
+            layer.input_scale = layer.input_scale[idx].clone()
         return layer
     if isinstance(layer, km.LoRALinear):
         layer.base = _slice(layer.base, dim, idx)

@@ -47,7 +47,7 @@ import torch.nn as nn
 from kmr_dsl import artifact_layout as layout
 from kmr_dsl.diagnostics import KmrError, Span, error
 from kmr_dsl.facts import LoaderSpec
-from kmr_dsl.runtime import codec, layers as kl, state, tied
+from kmr_dsl.runtime import codec, fusion, layers as kl, state, tied
 from kmr_dsl.trust import refuse_untrusted
 
 RECIPE_KEY = "kmr_recipe"
@@ -259,7 +259,7 @@ def _check_layers(recipe: dict, span: Span, limit: int) -> dict:
             elements //= groups        # a grouped (depthwise) conv holds in * out * k / groups weights
         if elements > limit:
             raise _bad(span, f"layer `{name}` describes {elements:,} weights, more than the file can hold")
-        for key in ("first", "second", "base"):
+        for key in ("first", "second", "base", "linear"):
             if key in cfg:
                 walk(name, cfg[key])
     for name, cfg in layers.items():
@@ -351,6 +351,7 @@ def load(path, trust: bool = False, base: nn.Module | None = None, base_dir=None
     except (KeyError, AttributeError, RuntimeError, ValueError, TypeError, IndexError, OverflowError) as exc:
         raise KmrError(error("KMR402", span, f"`{path.name}` does not match the architecture its recipe builds",
                              f"{type(exc).__name__}: {exc}")) from exc
+    fusion.install(model)       # sibling int8 Linears on one input: one GEMM (nothing saved changes)
     return model.eval()
 
 
@@ -366,6 +367,8 @@ def _restore_flags(name: str, layer: nn.Module, cfg: dict) -> None:
             walk(mod.second, c["second"])
         elif c["type"] == "LoRALinear":
             walk(mod.base, c["base"])
+        elif c["type"] == "ScaledLinear":
+            walk(mod.linear, c["linear"])
     walk(layer, cfg)
     if cfg.get("frozen"):
         base = layer.base if isinstance(layer, km.LoRALinear) else layer

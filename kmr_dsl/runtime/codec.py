@@ -3,8 +3,9 @@
 Contract:
 - `describe(layer)` -> a JSON-able config of a logical layer that `build(config)`
   turns back into an equivalent, empty module (same types, shapes, dtypes): torch's
-  layers, their half and integer forms, int8 dynamic Linears, FactorizedLinear and
-  LoRALinear (recursively), norms; transformers' Conv1D is described as the
+  layers, their half and integer forms, int8 dynamic Linears, FactorizedLinear,
+  LoRALinear and ScaledLinear (recursively; a ScaledLinear's vector is a raw entry
+  `NAME.input_scale`), norms; transformers' Conv1D is described as the
   `Linear` it equals (its weight stored [out, in]), so it reloads as an nn.Linear. Flags: `masked` (a float leaf carried a pruning
   mask: it is rebuilt from the zeros), `rank` (a truncated dense Linear's kept rank),
   `frozen` (the layer's own weights are frozen). A layer of any other type is
@@ -54,6 +55,9 @@ def _describe(m: nn.Module) -> dict:
         return {"type": t, "first": describe(m.first), "second": describe(m.second)}
     if isinstance(m, km.LoRALinear):
         return {"type": t, "rank": m.rank, "scaling": m.scaling, "base": describe(m.base)}
+    if isinstance(m, km.ScaledLinear):
+        # its vector is a persistent buffer: stored raw as `NAME.input_scale`
+        return {"type": t, "linear": describe(m.linear)}
     if km.is_dynamic(m):
         cfg = {"type": "DynamicLinear", "in": m.in_features, "out": m.out_features, "bias": m.bias() is not None}
         return _with_symmetry(cfg, m)
@@ -125,6 +129,9 @@ def build(cfg: dict) -> nn.Module | None:
         m = km.FactorizedLinear(build(cfg["first"]), build(cfg["second"]))
     elif t == "LoRALinear":
         m = km.LoRALinear(build(cfg["base"]), cfg["rank"], cfg["scaling"])
+    elif t == "ScaledLinear":
+        inner = build(cfg["linear"])
+        m = km.ScaledLinear(inner, torch.ones(inner.in_features))
     elif t == "DynamicLinear":
         m = km.dynamic_linear(torch.zeros(cfg["out"], cfg["in"], dtype=torch.int8), torch.ones(cfg["out"]),
                               torch.zeros(cfg["out"]) if cfg["bias"] else None, _zeros(cfg, cfg["out"]))

@@ -16,11 +16,14 @@ has its own function below (`_weight_layer`, `_depthwise_layer`, `_norm_layer`,
   its output carries its input's group and it is a *member* of it (its filters, in and
   out channels go with the group's channels);
 - BatchNorm1d/2d on the channel dim joins the group as a norm (sliced with it);
-- activations, dropout, pooling, spatial padding, `contiguous`/`clone`/dtype casts keep
-  the group;
-- an elementwise addition or product of two tensors carrying groups (a residual
-  connection) *couples* the two groups into one: the stream's producers (a ResNet
-  stage's stem or block outputs and its projection shortcut) are all members;
+- activations (hardswish and hardsigmoid included), dropout, pooling, spatial padding,
+  `contiguous`/`clone`/dtype casts keep the group;
+- an elementwise addition, product or quotient of two tensors carrying groups (a
+  residual connection; a squeeze-and-excitation gate times the depthwise output it was
+  pooled from, the gate broadcast over the spatial dims) *couples* the two groups into
+  one: the stream's producers (a ResNet stage's stem or block outputs and its
+  projection shortcut; an inverted residual's expansion and the SE's second conv) are
+  all members, and the SE's first conv is a consumer (it reads the pooled channels);
 - anything else a carried tensor meets (concatenation, slicing, reshapes other than a
   flatten, grouped convolutions that are not depthwise, LayerNorm/GroupNorm, a layer
   called twice, attention's matmuls) and the model's output *escape* the group: its
@@ -58,7 +61,8 @@ _KEEP = {
 }
 _PAD = {"pad"}
 _BINARY = {"add", "add_", "__add__", "__iadd__", "__radd__", "mul", "mul_", "__mul__", "__imul__", "__rmul__",
-           "sub", "sub_", "__sub__", "__isub__", "__rsub__"}
+           "sub", "sub_", "__sub__", "__isub__", "__rsub__", "div", "div_", "true_divide", "__truediv__",
+           "__itruediv__", "__rtruediv__"}
 _FLATTEN = {"flatten", "view", "reshape"}
 
 
@@ -243,10 +247,12 @@ class _Tracer:
         self.escape(*(f for _, f in carried), why=why)
 
     def _couple(self, flat, carried, o) -> bool:
-        """An elementwise sum or product: two groups (a residual connection) become one;
-        one group with a value broadcast along its channels (bias, scale) stays itself."""
-        if len(carried) == 2 and not carried[0][1][1] and not carried[1][1][1] \
-                and carried[0][0].shape == carried[1][0].shape == o.shape:
+        """An elementwise sum, difference, product or quotient: two groups (a residual
+        connection; a squeeze-and-excitation gate, [N, C, 1, 1], times the feature map it
+        was pooled from) become one, since channel c of the result reads channel c of
+        both; one group with a value broadcast along its channels (bias, scale) stays
+        itself."""
+        if len(carried) == 2 and len(flat) == 2 and _aligned(carried[0], carried[1], o):
             self.set(o, self.union(carried[0][1][0], carried[1][1][0]))
             return True
         if len(carried) == 1 and not carried[0][1][1] and o.shape == carried[0][0].shape:
@@ -272,6 +278,17 @@ def is_depthwise(module: nn.Module) -> bool:
     """A conv whose every channel has its own filter (channel multiplier 1)."""
     groups = getattr(module, "groups", 1)
     return groups > 1 and groups == getattr(module, "in_channels", 0) == getattr(module, "out_channels", 0)
+
+
+def _aligned(a, b, o: torch.Tensor) -> bool:
+    """Two carried tensors (unflattened, same rank, channels on the same dim) of the
+    same channel count as their elementwise result, at most one of them broadcast along
+    other dims: the result's channel c reads channel c of each."""
+    (ta, (ga, block_a)), (tb, (gb, block_b)) = a, b
+    if block_a or block_b or not ta.dim() == tb.dim() == o.dim() or ga.dim % o.dim() != gb.dim % o.dim():
+        return False
+    dim = ga.dim
+    return ta.shape[dim] == tb.shape[dim] == o.shape[dim] and (ta.shape == o.shape or tb.shape == o.shape)
 
 
 def _no_channel_extent(a: torch.Tensor, ndim: int, dim: int) -> bool:

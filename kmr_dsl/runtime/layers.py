@@ -135,6 +135,8 @@ def leaves(name: str, layer: nn.Module) -> list[tuple[str, nn.Module]]:
         return leaves(f"{name}.first", layer.first) + leaves(f"{name}.second", layer.second)
     if isinstance(layer, km.LoRALinear):
         return leaves(f"{name}.base", layer.base)
+    if isinstance(layer, km.ScaledLinear):
+        return leaves(f"{name}.linear", layer.linear)
     return [(name, layer)] if is_leaf(layer) else []
 
 

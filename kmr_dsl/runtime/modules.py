@@ -28,6 +28,11 @@ activations.
   `dynamic_parts` reads them too (`is_int8_kernel` covers both int8 forms).
 - `FactorizedLinear(first, second)`: x -> second(first(x)), the low-rank form.
 - `LoRALinear(base, rank, scaling)`: base(x) + scaling * B(A(x)), adapters fp32.
+- `ScaledLinear(linear, input_scale)`: linear(x * input_scale), a per-input-channel fp32
+  vector kept explicitly (AWQ's and SmoothQuant's scale where no normalization can absorb
+  it: a residual also reads that norm's output, as in post-norm BERT). The multiply is a
+  float op before `linear`, whatever its form (float, weight-only integer, int8 kernels),
+  so an int8 layer inside still runs its integer kernel on the scaled activations.
 Integer layers hold buffers, not parameters: nothing in them can be trained.
 """
 
@@ -305,8 +310,16 @@ class DynamicLinear(_nnqd.Linear):
     kmr_kind = "Linear"
     symmetric = True
     full_range = False
+    # a `fusion.SiblingGroup` computing this Linear together with siblings that read the
+    # same input (runtime only: set by `fusion.install`, never saved)
+    siblings = None
 
     def forward(self, x):
+        if self.siblings is not None:
+            return self.siblings.forward(self, x)
+        return self.forward_alone(x)
+
+    def forward_alone(self, x):
         y = torch.ops.quantized.linear_dynamic(x.float(), self._packed_params._packed_params,
                                                reduce_range=not self.full_range)
         return y.to(x.dtype) if x.dtype.is_floating_point else y
@@ -544,10 +557,42 @@ class LoRALinear(nn.Module):
         return self.base(x) + F.linear(F.linear(x.float(), self.lora_A), self.lora_B) * self.scaling
 
 
+class ScaledLinear(nn.Module):
+    kmr_kind = "Linear"
+
+    def __init__(self, linear: nn.Module, input_scale: torch.Tensor):
+        super().__init__()
+        self.linear = linear
+        # persistent: the artifact stores it as `NAME.input_scale` (one fp32 per input)
+        self.register_buffer("input_scale", input_scale.detach().float().reshape(-1).clone())
+
+    @property
+    def in_features(self):
+        return self.linear.in_features
+
+    @property
+    def out_features(self):
+        return self.linear.out_features
+
+    def forward(self, x):
+        return self.linear(x * self.input_scale)
+
+
+def with_input_scale(layer: nn.Module, scale: torch.Tensor) -> nn.Module:
+    """`layer` computing layer(x * scale): a ScaledLinear's vector is multiplied by
+    `scale` (one multiply at run time however many scales were migrated), any other
+    Linear-kind layer is wrapped."""
+    if isinstance(layer, ScaledLinear):
+        with torch.no_grad():
+            layer.input_scale.mul_(scale.float())
+        return layer
+    return ScaledLinear(layer, scale)
+
+
 __all__ = [
     "DynamicLinear", "FactorizedLinear", "HalfConv2d", "HalfEmbedding", "HalfLinear", "LoRALinear", "QuantConv2d",
-    "QuantEmbedding", "QuantLinear", "QuantWeight", "StaticConv2d", "StaticInt8", "StaticLinear", "TokenLinear",
+    "QuantEmbedding", "QuantLinear", "QuantWeight", "ScaledLinear", "StaticConv2d", "StaticInt8", "StaticLinear", "TokenLinear",
     "affine_qparams", "bf16_compute", "dynamic_linear", "dynamic_parts", "int8_zero_points", "is_dynamic",
     "is_int8_kernel", "quantized_leaf",
-    "set_dynamic", "static_int8", "to_half",
+    "set_dynamic", "static_int8", "to_half", "with_input_scale",
 ]

@@ -10,7 +10,7 @@ Contract:
   the logical layer (`layers.logical_layers`) whose forward read the tensor, or `` `fn` ``
   for a torch function called on it outside every layer (a residual addition, an
   attention score, a concatenation ...). A norm no one reads is absent.
-- `fold_groups(model, inputs)` is the `foldable` state field and the `fold_group` fact:
+- `fold_groups(model, inputs, run=forward.output)` is the `foldable` state field and the `fold_group` fact:
   {layer name: (norm name, the group)} for every Linear-kind logical layer that is one
   plain weight matrix (not factorized, no unmerged adapter, no tied embedding reading
   its weight) and reads the output of a normalization whose every reader is a
@@ -126,9 +126,9 @@ def norm_readers(model: nn.Module, inputs: torch.Tensor, run=forward.output) -> 
     return mode.readers
 
 
-def fold_groups(model: nn.Module, inputs: torch.Tensor) -> dict[str, tuple[str, tuple[str, ...]]]:
+def fold_groups(model: nn.Module, inputs: torch.Tensor, run=forward.output) -> dict[str, tuple[str, tuple[str, ...]]]:
     """{layer: (norm, group)} of every foldable layer (module docstring)."""
-    readers = norm_readers(model, inputs)
+    readers = norm_readers(model, inputs, run=run)
     if not readers:
         return {}
     layers = dict(kl.logical_layers(model))

@@ -146,11 +146,8 @@ def fitted_scale(w: torch.Tensor, bits: int, group_size: int = 0) -> torch.Tenso
     rows = w.shape[0]
     flat = w.detach().float().reshape(rows, -1)
     if group_size:
-        cols = flat.shape[1]
-        n = groups(cols, group_size)
-        padded = torch.zeros(rows, n * group_size)
-        padded[:, :cols] = flat
-        return fitted_scale(padded.reshape(rows * n, group_size), bits).reshape(rows, n)
+        padded, n = _padded_groups(flat, group_size)
+        return fitted_scale(padded, bits).reshape(rows, n)
     return _scale(flat.abs().amax(dim=1), _side_fit(flat, QMAX[bits]))
 
 
@@ -159,17 +156,28 @@ def groups(cols: int, group_size: int) -> int:
     return int(scale_groups(Fraction(cols), group_size, math.ceil))
 
 
-def _quantize_groups(w: torch.Tensor, bits: int, group_size: int, clip: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    # each group of `group_size` consecutive inputs of a row is quantized as a row of its
-    # own; the last group of a row is padded with zeros, which stay zero and cost nothing
-    rows = w.shape[0]
-    flat = w.detach().float().reshape(rows, -1)
-    cols = flat.shape[1]
+def _padded_groups(flat: torch.Tensor, group_size: int) -> tuple[torch.Tensor, int]:
+    # each group of `group_size` consecutive inputs of a row becomes a row of its own
+    # ([rows * n, group_size], n groups per row); the last group of a row is padded with
+    # zeros, which stay zero, cost nothing and lie inside [min(w, 0), max(w, 0)] already
+    rows, cols = flat.shape
     n = groups(cols, group_size)
     padded = torch.zeros(rows, n * group_size)
     padded[:, :cols] = flat
-    q, scale = quantize(padded.reshape(rows * n, group_size), bits, clip=clip)
-    return q.reshape(rows, n * group_size)[:, :cols].reshape(w.shape).contiguous(), scale.reshape(rows, n)
+    return padded.reshape(rows * n, group_size), n
+
+
+def _unpadded(q: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    # `_padded_groups`' inverse for codes: drop each row's padding, restore the weight's shape
+    rows, cols = shape[0], math.prod(shape[1:])
+    return q.reshape(rows, -1)[:, :cols].reshape(shape).contiguous()
+
+
+def _quantize_groups(w: torch.Tensor, bits: int, group_size: int, clip: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    rows = w.shape[0]
+    padded, n = _padded_groups(w.detach().float().reshape(rows, -1), group_size)
+    q, scale = quantize(padded, bits, clip=clip)
+    return _unpadded(q, w.shape), scale.reshape(rows, n)
 
 
 def quantize_affine(w: torch.Tensor, bits: int, group_size: int = 0, clip: bool = True,
@@ -181,14 +189,9 @@ def quantize_affine(w: torch.Tensor, bits: int, group_size: int = 0, clip: bool 
     rows = w.shape[0]
     flat = w.detach().float().reshape(rows, -1)
     if group_size:
-        cols = flat.shape[1]
-        n = groups(cols, group_size)
-        # the padding of the last group is zeros: inside [min(w, 0), max(w, 0)] already
-        padded = torch.zeros(rows, n * group_size)
-        padded[:, :cols] = flat
-        q, scale, zero = quantize_affine(padded.reshape(rows * n, group_size), bits, clip=clip)
-        return (q.reshape(rows, n * group_size)[:, :cols].reshape(w.shape).contiguous(), scale.reshape(rows, n),
-                zero.reshape(rows, n))
+        padded, n = _padded_groups(flat, group_size)
+        q, scale, zero = quantize_affine(padded, bits, clip=clip)
+        return _unpadded(q, w.shape), scale.reshape(rows, n), zero.reshape(rows, n)
     qmin, qmax = (QMIN[bits], QMAX_AFFINE[bits]) if qmax is None or bits != 8 else (-int(qmax), int(qmax))
     low = flat.amin(dim=1).clamp(max=0.0)
     high = flat.amax(dim=1).clamp(min=0.0)

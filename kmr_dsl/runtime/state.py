@@ -3,7 +3,8 @@
 Contract: `measure_state(model, inputs=None)` returns
 
     {"layers": {NAME: {kind, in_features, out_features, params, density, bits, rank,
-                       adapter_rank, frozen, group_size, foldable}},
+                       adapter_rank, frozen, group_size, symmetric, foldable,
+                       heads, input_scale}},
      "trainable": bool, "trainable_params": int}
 
 for every logical layer (`layers.logical_layers`; a factorized or adapted Linear keeps
@@ -31,6 +32,8 @@ its original qualified name). This is what the honesty tests compare with a rule
 - foldable: the layer is in `runtime.norms.fold_groups`, traced on `inputs` (default:
   the model's own example, `forward.model_example`; KMR404 when a model with a
   normalization has none). A model without a normalization needs no pass: nothing folds.
+- input_scale: the layer is a `ScaledLinear` (an explicit per-input-channel vector
+  multiplies its input: awq's or smoothquant's scale where no norm could absorb it).
 - trainable: the model holds no integer layer (torch has no backward for the int8
   kernels and integer weights are buffers) and some float parameter requires grad.
 """
@@ -90,8 +93,8 @@ def layer_density(name: str, layer: nn.Module) -> float:
 
 def layer_rank(layer: nn.Module) -> int:
     """min(nominal rank, in, out): a matrix never has more rank than its sides."""
-    if isinstance(layer, km.LoRALinear):
-        return layer_rank(layer.base)
+    if isinstance(layer, (km.LoRALinear, km.ScaledLinear)):
+        return layer_rank(layer.base if isinstance(layer, km.LoRALinear) else layer.linear)
     in_f, out_f = kl.layer_features(layer)
     nominal = layer.rank if isinstance(layer, km.FactorizedLinear) else getattr(layer, "kmr_rank", None)
     side = full_rank(in_f, out_f)
@@ -162,6 +165,7 @@ def layer_state(name: str, layer: nn.Module, foldable: bool = False, heads: int 
         "symmetric": kl.layer_symmetric(layer, name),
         "foldable": bool(foldable),
         "heads": int(heads),
+        "input_scale": isinstance(layer, km.ScaledLinear),
     }
 
 

@@ -264,14 +264,26 @@ def floor_(a):
     c = _const(a)
     if c is not None:
         return _sym(math.floor(c))
-    return sp.floor(_symbolic_part(a), evaluate=False)
+    return _apply(sp.floor, _symbolic_part(a))
 
 
 def ceil_(a):
     c = _const(a)
     if c is not None:
         return _sym(math.ceil(c))
-    return sp.ceiling(_symbolic_part(a), evaluate=False)
+    return _apply(sp.ceiling, _symbolic_part(a))
+
+
+_NARGS1 = sp.floor(sp.Symbol("x"), evaluate=False).nargs
+
+
+def _apply(cls, arg):
+    """`cls(arg, evaluate=False)` for floor and ceiling, the same object: sympy's own path
+    through Function.__new__ (its cache, nargs as a FiniteSet) costs ~20 us a call, and
+    a 3000-layer cost model makes thousands (kept weights are floors)."""
+    obj = _new(cls, arg)
+    obj.nargs = _NARGS1
+    return obj
 
 
 def _lattice(cls, *args, argset=None):
@@ -302,7 +314,10 @@ def compare(op: str, a, b):
 def _connective(cls, absorbing, neutral, xs):
     """And/Or: fold constants, flatten, drop duplicates (a set: sympy's == is slow)."""
     out: list = []
-    seen: set = set()
+    seen: set = set()          # parts added to `out` beyond the chain it extends
+    base = frozenset()         # the parts of that chain (its own set: copied once, by
+                               # frozenset.union: ~15x faster than `|` or set() measured here)
+    chain = None               # that chain, while nothing is added to it
     for x in xs:
         x = num(x)
         if x is absorbing:
@@ -311,17 +326,20 @@ def _connective(cls, absorbing, neutral, xs):
             continue
         parts = x.args if type(x) is cls else (x,)
         if not out and type(x) is cls:
-            out, seen = list(parts), set(x._argset)     # extend an existing chain in O(new)
+            out, base, chain = list(parts), x._argset, x     # extend an existing chain in O(new)
             continue
         for part in parts:
-            if part not in seen:
+            if part not in base and part not in seen:
                 seen.add(part)
                 out.append(part)
-    if out and not seen:
-        seen = set(out)
+                chain = None
     if not out:
         return neutral
-    return out[0] if len(out) == 1 else _lattice(cls, *out, argset=seen)
+    if chain is not None:
+        # nothing added to the chain (`model.trainable and ...` starts from TRUE): the
+        # chain itself, not a copy (a per-layer step would copy it once per layer)
+        return chain
+    return out[0] if len(out) == 1 else _lattice(cls, *out, argset=base.union(seen) if base else seen)
 
 
 def and_(*xs):
@@ -462,8 +480,10 @@ class Template:
                 vals.append(_lattice(t, *args))
             elif how == 2:
                 vals.append(_new(t, *args))
+            elif t is sp.floor or t is sp.ceiling:
+                vals.append(_apply(t, *args))
             else:
-                vals.append(t(*args, evaluate=False))      # Pow, floor, ceiling
+                vals.append(t(*args, evaluate=False))      # Pow
         root = self._root
         return vals[root] if type(root) is int else root
 

@@ -266,24 +266,45 @@ def _evaluate(groups: list[Group], knobs: KnobTable, relax: dict, points: bool,
     side) — that family's instances range only over the part beyond that bound.
     """
     batches: dict = {}
+    by_symbol = knobs.by_symbol
+    # a family's instances share one domain: look it up once per declaration
+    decl_doms: dict = {}
     for gi, g in enumerate(groups):
         shape, consts = g.shape()
         doms = []
         for s in g.symbols:
-            kv = knobs.by_symbol[s]
+            kv = by_symbol[s]
             if fixed is not None:
                 v = fixed[s]
                 doms.append([v] if points else ([(float(v), float(v))], [v]))
-            elif tail is not None and kv.knob.name == tail[0]:
-                doms.append(_tail(kv, tail[1], points))
-            else:
-                doms.append(_domain(kv, relax.get(kv.knob.name, set()), points))
+                continue
+            dk = (id(kv.knob), kv.kind)
+            dom = decl_doms.get(dk)
+            if dom is None:
+                if tail is not None and kv.knob.name == tail[0]:
+                    dom = _tail(kv, tail[1], points)
+                else:
+                    dom = _domain(kv, relax.get(kv.knob.name, set()), points)
+                decl_doms[dk] = dom
+            doms.append(dom)
         counts = tuple(len(d) if points else len(d[0]) for d in doms)
-        batches.setdefault((id(shape), counts), []).append((gi, consts, doms))
+        # groups with equal constants over the same domains have equal results: the
+        # batch evaluates each such class once (a chain of 3000 layers of 4 shapes: a
+        # few rows instead of 3000). Domains are compared by identity (a family's
+        # instances share one object, alive for this call) or, fixed, by their value.
+        dkey = tuple(("v", fixed[s]) for s in g.symbols) if fixed is not None else tuple(map(id, doms))
+        batch = batches.setdefault((id(shape), counts), {})
+        cls = batch.get((tuple(consts), dkey))
+        if cls is None:
+            cls = batch[(tuple(consts), dkey)] = (gi, consts, doms, [])
+        cls[3].append(gi)
     out: list[GroupResult | None] = [None] * len(groups)
-    for (_, counts), members in batches.items():
-        for gi, res in _run_batch(groups, members, counts, points, widen):
-            out[gi] = res
+    for (_, counts), classes in batches.items():
+        members = list(classes.values())
+        for m, res in zip(members, _run_batch(groups, [c[:3] for c in members], counts, points, widen)):
+            out[m[0]] = res[1]
+            for gi in m[3][1:]:
+                out[gi] = res[1]          # never changed after it is made: shared
     return out
 
 

@@ -21,7 +21,8 @@ bias elements, M0 MACs, and state in, out, density d, bits b, rank r, adapter ra
 - size (bytes, kmr_dsl.artifact_layout): per weight tensor min(dense, sparse) with
   dense = N*b/8, sparse = N/8 + d*N*b/8, plus 4 B per row (or group) when b <= 8 and
   1 B more per row (or group) when the layer is not `symmetric` (its zero points); bias at 2 B per
-  element when b = 16, else 4; adapters fp32;
+  element when b = 16, else 4; adapters fp32; an explicit input scale (`input_scale`)
+  in*4 B and its entry;
 - trainable_params = if model.trainable then (frozen ? 0 : N + bias) + adapters + rest
   else 0.
 Other layers (norms) keep their parameters (scaled with their channels) at their dtype.
@@ -338,7 +339,19 @@ class _LayerCost:
             (0 if low or f.kind == "Linear" else layout.ADAPTER_CONFIG_CHARS)
         adapter_size = A.add(A.mul(4, self.adapters), A.ite(A.compare(">", a, 0), adapter_header, 0))
         # packed bytes round up (at most CEIL_BYTES in all): the lower end leaves them out
-        return A.add(weights, bias_bytes, bias_entry, adapter_size, 0 if low else layout.CEIL_BYTES)
+        return A.add(weights, bias_bytes, bias_entry, adapter_size, self._input_scale(low),
+                     0 if low else layout.CEIL_BYTES)
+
+    def _input_scale(self, low: bool):
+        """An explicit input scale (awq, smoothquant where nothing folds): in fp32 values
+        and their entry, exactly; the upper end adds the wrapper's config and the longer
+        names of the weight's entries (artifact_layout.SCALED_CONFIG_CHARS)."""
+        flag = self.st.get("input_scale", A.FALSE)
+        if flag is A.FALSE or flag is False:
+            return 0
+        name = f"{self.f.name}.{layout.INPUT_SCALE}"
+        extra = 0 if low else layout.SCALED_CONFIG_CHARS + layout.INPUT_SCALE_ENTRIES * layout.INPUT_SCALE_NAME_CHARS
+        return A.ite(flag, A.add(A.mul(4, self.st["in_features"]), entry_bytes(name, 1, self.digits, low), extra), 0)
 
 
 def layer_costs(f: LayerFact, st: dict, digits: int, rank_set: bool = False,
@@ -401,6 +414,18 @@ def _share_term_infos(model: PipelineModel, template, value, symbols: tuple) -> 
             instance_info(t, m, mapping, model.knobs, memo)
 
 
+def _layer_key(model: PipelineModel, st: dict):
+    """_state_key of a layer's state dict, once per dict: every meter of a state asks it
+    for every layer (state dicts are replaced, never changed in place: verify/state.py)."""
+    key = ("cost: layer state key", id(st))
+    hit = model.templates.get(key)
+    if hit is not None and hit[0] is st:
+        return hit[1]
+    found = _state_key(st, model.knobs)
+    model.templates[key] = (st, found)       # the dict kept alive: its id is not reused
+    return found
+
+
 def _state_key(st: dict, knobs=None) -> tuple | None:
     """A hashable key of a layer state up to renaming of its knob symbols (intervals.
     values_key, with each symbol's knob declaration: layers sharing a template read
@@ -446,7 +471,7 @@ def _layer_terms(model: PipelineModel, meter: str, state: State):
         if low and (low_end or meter == "size"):
             parts.append((f.name, _ranged_term(f, st, low, digits, rank_set, which, low_end)))
             continue
-        found = _state_key(st, model.knobs)
+        found = _layer_key(model, st)
         shape = None if found is None else (
             f.kind, f.in_features, f.out_features, f.weight_params, f.bias_params, f.weight_shape, f.dtype,
             f.macs, f.attention_macs, f.heads, len(f.name), rank_set, f.depthwise, f.channel_buffer_bytes,

@@ -31,18 +31,50 @@ MAX_CHECKS = 16       # Z3 checks per pipeline (shapes, not layers)
 
 
 def _divisors(e, out: dict) -> dict:
-    """Symbolic divisors of `e` (keyed by shape and constants, one representative each)."""
-    if type(e) is sp.Pow and e.args[1] == -1 and e.args[0].free_symbols:
-        b = e.args[0]
-        slots, consts = {}, []
-        try:
-            key = (shape_of(b, slots, consts), tuple(consts),
-                   tuple(s.name.split("[")[0] for s in slots))
-        except A.NotModelled:
-            return out
-        out.setdefault(key, b)
-    for a in e.args:
-        _divisors(a, out)
+    """Symbolic divisors of `e` (keyed by shape and constants, one representative each).
+
+    Each node object is visited once: per-layer terms built from one template share
+    their constant subtrees (algebra.Template), and a 3000-layer line holds ~10^5 nodes
+    once shared ones are counted once."""
+    seen: set = set()
+    stack = [e]
+    while stack:
+        e = stack.pop()
+        args = e.args
+        if not args or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if type(e) is sp.Pow and args[1] == -1 and args[0].free_symbols:
+            b = args[0]
+            slots, consts = {}, []
+            try:
+                key = (shape_of(b, slots, consts), tuple(consts),
+                       tuple(s.name.split("[")[0] for s in slots))
+            except A.NotModelled:
+                continue      # (as before: nothing below an unmodelled divisor is looked at)
+            out.setdefault(key, b)
+        stack.extend(reversed(args))
+    return out
+
+
+def _line_divisors(model, expr) -> dict:
+    """_divisors of a line, skipping a term equal up to renaming to one already walked:
+    the same shape and constants over knobs of the same declarations (the decomposition's
+    term info, bounds.term_info, when it is known) has the same divisors' keys, and the
+    first representative is the one kept."""
+    terms = expr.args if type(expr) is sp.Add else (expr,)
+    memo = model.decomposed_terms
+    by_symbol = model.knobs.by_symbol
+    out: dict = {}
+    walked: set = set()
+    for t in terms:
+        info = memo.get(id(t))
+        if info is not None and info[0] is t and all(s in by_symbol for s in info[3]):
+            key = (id(info[1]), tuple(info[2]), tuple(id(by_symbol[s].knob) for s in info[3]))
+            if key in walked:
+                continue
+            walked.add(key)
+        _divisors(t, out)
     return out
 
 
@@ -95,7 +127,7 @@ def undefined_lines(model, lines: list, limits: Limits) -> dict[int, tuple[str |
     for pos, line in enumerate(lines):
         if line.expr is None or not hasattr(line.expr, "args"):
             continue
-        for key, b in _divisors(line.expr, {}).items():
+        for key, b in _line_divisors(model, line.expr).items():
             verdict = checked.get(key)
             if verdict is None:
                 if not _may_be_zero(b, model.knobs):

@@ -273,14 +273,21 @@ def exact_line_values(sep: Separable, setting: dict) -> list[Fraction]:
     n = len(sep.lines)
     out = [Fraction(c) for c in sep.consts]
     for c in sep.classes:
+        if c.mode == "table":
+            # members share their values per grid point: each point's row once, times how
+            # many members sit at it (exact: the sum's order does not matter in rationals)
+            at: dict = {}
+            for comp in c.members:
+                p = c.index(tuple(setting[s] for s in comp.symbols))
+                at[p] = at.get(p, 0) + 1
+            for p, count in at.items():
+                row = exact_values(c, n, p)
+                for i in range(n):
+                    out[i] += row[i] * count
+            continue
         for comp in c.members:
-            if c.mode == "affine":
-                for i, (k0, coefs) in enumerate(c.affine):
-                    out[i] += k0 + sum((a * Fraction(setting[s]) for a, s in zip(coefs, comp.symbols)), Fraction(0))
-                continue
-            row = exact_values(c, n, c.index(tuple(setting[s] for s in comp.symbols)))
-            for i in range(n):
-                out[i] += row[i]
+            for i, (k0, coefs) in enumerate(c.affine):
+                out[i] += k0 + sum((a * Fraction(setting[s]) for a, s in zip(coefs, comp.symbols)), Fraction(0))
     return out
 
 

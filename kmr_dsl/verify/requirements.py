@@ -7,7 +7,7 @@ verify/state.py), or one the step semantics add (`implicit`, the reason in words
 - "consumer" (`require_consumer`): a layer whose channels shrink needs a matrix
   consumer that shrinks with it (core.step.shrink_condition; the runtime refuses the
   step otherwise, KMR405), KMR304;
-- "fold" (`require_fold_group`): a step whose rule requires `layer.foldable` selects
+- "fold" (`require_fold_group`): a step whose rule folds where `layer.foldable` (`reads_foldable`) selects
   every Linear that reads the same normalization (the facts' `fold_group`), KMR306;
 - "pooled" (`pooled`): a step that changes the density of a layer a global pruning
   fixed only in total (verify/pools.py) has an UNKNOWN condition, KMR303.
@@ -70,13 +70,18 @@ def require_consumer(model, state, step: Step, index: int, layer: str, old: dict
     model.requirements.append(Requirement(index, step, layer, len(step.rule.requires), clause, cond, fields, why))
 
 
-READS_FOLDABLE = ByIdentity("whether a rule's requires reads layer.foldable", "Rule", limit=256)
+READS_FOLDABLE = ByIdentity("whether a rule's contract reads layer.foldable", "Rule", limit=256)
 
 
 def reads_foldable(rule: Rule) -> bool:
-    """(cached per rule: asked once per step)"""
+    """Whether the rule folds where a layer is `foldable`: its contract reads the field in
+    a requires clause or in an effect on another field (awq's and smoothquant's
+    `input_scale`: explicit where not foldable, folded where it is); an effect on
+    `foldable` itself (lowrank, lora: whether it stays so) is no fold. (cached per rule:
+    asked once per step)"""
+    exprs = lambda: list(rule.requires) + [e.expr for e in rule.effects if e.field != "foldable"]     # noqa: E731
     return READS_FOLDABLE.get(rule, lambda: any(isinstance(n, FieldRef) and (n.scope, n.field) == ("layer", "foldable")
-                                                for c in rule.requires for n in nodes(c)))
+                                                for c in exprs() for n in nodes(c)))
 
 
 def require_fold_group(model, step: Step, index: int, layer: str, layer_facts) -> None:

@@ -8,7 +8,8 @@ the state *before* the step. Field values are sympy expressions built by
 
 State: per layer `kind` (an EnumValue), `in_features`, `out_features`, `params`
 (static), `density` (measured at load), `bits` (from facts), `rank` (min(in, out)),
-`adapter_rank` (0), `frozen` (false), `group_size` and `foldable` (from facts); per
+`adapter_rank` (0), `frozen` (false), `group_size`, `symmetric`, `foldable` and
+`input_scale` (from facts); per
 model `trainable` (true).
 
 Semantics, in order:
@@ -130,6 +131,7 @@ def initial_state(facts: ModelFacts) -> State:
             "symmetric": A.TRUE if f.symmetric else A.FALSE,
             "foldable": A.TRUE if f.foldable else A.FALSE,
             "heads": A.num(f.heads),
+            "input_scale": A.TRUE if f.input_scale else A.FALSE,
         }
     return State(layers, {"trainable": A.TRUE})
 
@@ -372,9 +374,10 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
     # a one-layer step (a per-layer family unrolled: one step per layer) on a layer of a
     # shape seen before evaluates nothing again: its clauses, effects and settled counts
     # are the earlier layer's over its own knobs (_templated)
-    canon = None
+    canon = canon_layer = None
     if len(targets) == 1 and targets[0] is not None and targets[0] not in state.pools:
-        canon = _canon(model, rule, params, state.layers[targets[0]], state.model)
+        canon_layer = state.layers[targets[0]]
+        canon = _canon(model, rule, params, canon_layer, state.model)
     for layer in targets:
         _requirements(model, state, index, step, params, layer, canon)
         if layer is not None and folds:
@@ -453,11 +456,32 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
     groups.follow_shapes(state, before, touched, index, step)
 
     def evaluate(expr, layer):
-        return eval_ir(expr, Ctx(model.knobs, params, layer, state.model))
+        def build():
+            return eval_ir(expr, Ctx(model.knobs, params, layer, state.model))
+        # the lower ends (and pools) evaluate an effect over the layer's fields before the
+        # step with one of them a placeholder (lowend.RHO): with the step's inputs up to
+        # renaming known (`canon`), that is a template too, when the fields are exactly
+        # those inputs and the effect reads no model field (those may have changed since)
+        if canon is None or _reads_model(expr) or len(layer) != len(canon_layer):
+            return build()
+        rho = []
+        for f, v in layer.items():
+            if v is lowend.RHO and canon_layer.get(f) is not lowend.RHO:
+                rho.append(f)
+            elif f not in canon_layer or v is not canon_layer[f]:
+                return build()
+        return _templated(model, canon, ("follow", id(expr), tuple(sorted(rho))), build)
     lowend.follow(model, state, index, step, params, targets, before, layer_facts, evaluate)
     if densities:
         pools.follow(model, state, index, step, params, densities, before, layer_facts, evaluate)
     return state
+
+
+MODEL_FIELDS = ByIdentity("whether an expression reads a model field", "IR expression", limit=1024)
+
+
+def _reads_model(expr: IExpr) -> bool:
+    return MODEL_FIELDS.get(expr, lambda: any(isinstance(n, FieldRef) and n.scope == "model" for n in nodes(expr)))
 
 
 def _requirements(model: PipelineModel, state: State, index: int, step: Step, params: dict, layer,

@@ -49,3 +49,23 @@ def test_quartiles_interpolate_between_ranks():
     assert sidebyside.quartiles([4.0, 1.0, 3.0, 2.0, 5.0]) == (1.0, 2.0, 3.0, 4.0, 5.0)
     assert sidebyside.quartiles([1.0, 2.0]) == (1.0, 1.25, 1.5, 1.75, 2.0)
     assert sidebyside.quartiles([7.0]) == (7.0,) * 5
+
+
+def test_environment_names_threads_only_when_asked():
+    import torch
+
+    line = sidebyside.environment(3, ("pytest",))
+    assert f"torch {torch.__version__}" in line and f"pytest {pytest.__version__}" in line
+    assert "3 thread(s) for latency" in line and "load" in line
+    assert "thread" not in sidebyside.environment(None, latency_threads=False)
+    assert "no surely-not-installed" in sidebyside.environment(1, ("surely-not-installed",))
+
+
+def test_bench_methods_only_takes_exact_row_names(capsys):
+    import bench_methods
+
+    with pytest.raises(SystemExit) as exit_:
+        bench_methods.main(["--only", "GPTQ"])      # a substring of two rows: refused, not both
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown row 'GPTQ'" in err and "'KMR int4 g128 GPTQ'" in err

@@ -67,3 +67,32 @@ def test_minilm_mixed_widths_check(one_thread, kmr_cache, capsys, monkeypatch):
     assert len(feasible["witness"]) == 36 and set(feasible["witness"].values()) <= {4, 8, 16}
     (warned,) = [d for d in pipeline["diagnostics"] if d["code"] == "KMR312"]
     assert "b[l] = 8 for all 36 layers" in warned["notes"][0]
+
+
+@pytest.mark.slow
+def test_minilm_awq_check_counts_the_explicit_vectors(one_thread, kmr_cache, tmp_path, capsys, monkeypatch):
+    """awq.kmr: post-norm BERT folds nothing, so each of the 36 Linears keeps an explicit
+    input vector; check proves the program and `size` counts the vectors' bytes: at
+    both ends at least their 20,736 fp32 values more than the same int4 g128 layers
+    without them."""
+    import shutil
+
+    from kmr_dsl.app import load_checked
+    from kmr_dsl.verify.predict import size_range
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    folder = tmp_path / "minilm"
+    shutil.copytree(EXAMPLES / "minilm", folder)
+    awq_path = folder / "awq.kmr"
+    plain_path = folder / "plain.kmr"
+    plain_path.write_text(awq_path.read_text().replace(
+        "awq(bits = 4, group_size = 128, calibration = calib, samples = 100)",
+        "quantize(bits = 4, scheme = weight_only, group_size = 128)"))
+    assert main(["check", "--format", "json", str(awq_path)]) == 0
+    (pipeline,) = json.loads(capsys.readouterr().out)["files"][0]["pipelines"]
+    assert pipeline["verdict"] == "proved"
+    (awq, _, _), (plain, _, _) = load_checked(str(awq_path)), load_checked(str(plain_path))
+    (low, high), (plain_low, plain_high) = size_range(awq, "compress", {}), size_range(plain, "compress", {})
+    vectors = 4 * (30 * 384 + 6 * 1536)
+    assert low - plain_low >= vectors and high - plain_high >= vectors
+    assert high < 0.20 * size_range(awq, "compress", {}, baseline=True)[0]

@@ -121,6 +121,19 @@ def test_refusals_name_the_layer(bert):
     assert err.value.diagnostic.code == "KMR520" and "config" in err.value.diagnostic.message
 
 
+def test_an_explicit_input_scale_is_refused_unless_dense(bert):
+    folder, spec, fresh = bert
+    model = fresh()
+    layer = model.get_submodule(QUERY)
+    kl.set_module(model, QUERY, km.ScaledLinear(layer, torch.linspace(0.5, 2.0, 32)))
+    path = save(model, folder, spec, "scaled")
+    with pytest.raises(KmrError) as err:
+        export_hf(str(path), folder / "hf", base_dir=str(folder))
+    assert err.value.diagnostic.code == "KMR520" and "explicit input vector" in err.value.diagnostic.message
+    result = export_hf(str(path), folder / "hf", dense=True, base_dir=str(folder))
+    assert result.check.vs_artifact.max_abs < 1e-4
+
+
 def test_not_a_transformers_model(folder):
     import tinymlp
 

@@ -17,8 +17,8 @@ transformers = pytest.importorskip("transformers")
 from kmr_dsl.diagnostics import KmrError  # noqa: E402
 from kmr_dsl.export.hf_export import export_hf  # noqa: E402
 from kmr_dsl.facts import LoaderSpec  # noqa: E402
-from kmr_dsl.rules import prune  # noqa: E402
-from kmr_dsl.runtime import context  # noqa: E402
+from kmr_dsl.rules import prune, quantize  # noqa: E402
+from kmr_dsl.runtime import context, layers as kl  # noqa: E402
 from tests.export.conftest import quantize_layers, save  # noqa: E402
 
 IDS = torch.randint(1, 128, (2, 10), generator=torch.Generator().manual_seed(5))
@@ -228,3 +228,68 @@ def test_gpt2_conv1d_layers_and_n_inner(models, pruned):
     assert result.config_changes == ({"n_inner": (None, 96)} if pruned else {})
     loaded = _close(model, tmp_path / "hf", transformers.AutoModelForCausalLM, "logits")
     assert loaded.transformer.h[1].mlp.c_proj.weight.shape == ((96, 32) if pruned else (128, 32))
+
+
+GPT2_CONV1D = [f"transformer.h.{i}.{p}" for i in range(2) for p in ("attn.c_attn", "attn.c_proj", "mlp.c_fc",
+                                                                    "mlp.c_proj")]
+
+
+@pytest.mark.parametrize("scheme", ["weight_only", "dynamic"])
+def test_int8_gpt2_conv1d_is_refused_or_written_dense(models, scheme):
+    """compressed-tensors quantizes only nn.Linear and nn.Embedding, and GPT-2 builds its
+    projections as Conv1D: int8 ones are KMR520 naming the layer; --dense writes their
+    dequantized values as float Conv1D weights, which transformers loads and which compute
+    the artifact's logits (weight-only: exactly; dynamic: its float model exactly)."""
+    tmp_path = models
+    spec, model = _model(tmp_path, "make_gpt2")
+    quantize.apply(model, [(n, kl.get_module(model, n)) for n in GPT2_CONV1D], bits=8, scheme=scheme)
+    path = save(model, tmp_path, spec)
+    with pytest.raises(KmrError) as err:
+        export_hf(str(path), tmp_path / "hf", base_dir=str(tmp_path))
+    diag = err.value.diagnostic
+    assert diag.code == "KMR520" and "`transformer.h.0.attn.c_attn` is a transformers Conv1D" in diag.message
+    assert "nn.Linear" in diag.notes[0] and "--dense" in diag.hint
+    assert not (tmp_path / "hf").exists()
+
+    result = export_hf(str(path), tmp_path / "hf", dense=True, base_dir=str(tmp_path))
+    fmt = "int8" if scheme == "weight_only" else "int8_dynamic"
+    assert all(result.encodings[n].startswith(f"float32 (dense, from {fmt}") for n in GPT2_CONV1D)
+    assert "quantization_config" not in _config(tmp_path / "hf")
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf")).eval()
+    c_attn = loaded.transformer.h[0].attn.c_attn
+    assert kl.is_conv1d(c_attn) and c_attn.weight.shape == (32, 96)
+    art = model.transformer.h[0].attn.c_attn
+    want = art.dequantized() if scheme == "weight_only" else kl.leaf_weight(art)
+    assert torch.equal(c_attn.weight, want.t())
+    with torch.no_grad():
+        got, ref = loaded(IDS).logits, model(IDS).logits
+    if scheme == "weight_only":
+        torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+        assert result.check.vs_float is None and result.check.vs_artifact.max_abs < 1e-5
+    else:       # int8 activations are the artifact's alone: judged against its float model
+        assert result.check.ok and result.check.vs_float.max_abs < 1e-5
+        assert 0 < float((got - ref).norm() / ref.norm()) < 0.05
+
+
+def test_int8_tied_lm_head_is_refused_or_written_dense_and_tied(models):
+    """GPT-2's lm_head is tied to its input embedding; transformers ties them by sharing
+    the weight compressed-tensors replaces with codes (the loader failed with an
+    AttributeError): KMR520, or with --dense one float table, still tied."""
+    tmp_path = models
+    spec, model = _model(tmp_path, "make_gpt2")
+    from kmr_dsl.runtime import tied
+    tied.link(model)
+    assert tied.tied_names(model) == {"lm_head": ("transformer.wte",)}
+    quantize.apply(model, [("lm_head", model.lm_head)], bits=8, scheme="weight_only")
+    path = save(model, tmp_path, spec)
+    with pytest.raises(KmrError) as err:
+        export_hf(str(path), tmp_path / "hf", base_dir=str(tmp_path))
+    diag = err.value.diagnostic
+    assert diag.code == "KMR520" and "`lm_head` is stored as int8 and tied to `transformer.wte`" in diag.message
+    result = export_hf(str(path), tmp_path / "hf", dense=True, base_dir=str(tmp_path))
+    assert result.encodings["lm_head"] == "float32 (dense, from int8: tied)"
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf")).eval()
+    assert loaded.lm_head.weight is loaded.transformer.wte.weight
+    assert torch.equal(loaded.lm_head.weight, model.lm_head.dequantized())
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(IDS).logits, model(IDS).logits, atol=1e-5, rtol=1e-5)

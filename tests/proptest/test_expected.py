@@ -8,7 +8,7 @@ from kmr_dsl.proptest.expected import compare
 def layer(kind="Linear", i=8, o=8, density=1.0, bits=32, rank=None, frozen=False):
     return {"kind": kind, "in_features": i, "out_features": o, "params": i * o, "density": density, "bits": bits,
             "rank": min(i, o) if rank is None else rank, "adapter_rank": 0, "frozen": frozen, "group_size": 0,
-            "symmetric": True, "foldable": False, "heads": 0}
+            "symmetric": True, "foldable": False, "heads": 0, "input_scale": False}
 
 
 BEFORE = {"layers": {"a": layer(o=9), "bn": layer("BatchNorm1d", 9, 9), "b": layer(i=9, o=4)}, "trainable": True}

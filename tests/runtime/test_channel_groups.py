@@ -1,7 +1,8 @@
 """Channel pruning of whole channel groups (runtime/depgraph.py): a ResNet stage's
 residual stream (stem or block outputs, projection shortcut, their BatchNorms, every
-conv that reads the stream) and MobileNetV2's expansion + depthwise convolution lose
-the same channels together; `kmr check` predicts exactly what `kmr run` removes.
+conv that reads the stream), MobileNetV2's expansion + depthwise convolution and
+MobileNetV3's expansion + depthwise + squeeze-and-excitation output lose the same
+channels together; `kmr check` predicts exactly what `kmr run` removes.
 
 Function: channels that carry nothing (zero filters and zero BatchNorm affine in every
 member) are the least important, so pruning exactly them must leave the model's output
@@ -19,6 +20,7 @@ from kmr_dsl.rules import prune  # noqa: E402
 from kmr_dsl.runtime import context, depgraph, layers as kl  # noqa: E402
 
 import hf_models  # noqa: E402
+import mobilenet_v3  # noqa: E402
 from test_runtime_arch import RESNET, assert_agree, check_and_run, outside_entries  # noqa: E402
 
 SHAPE = (1, 3, 32, 32)
@@ -94,6 +96,82 @@ def test_pruning_a_silent_depthwise_group_keeps_the_function():
     assert dw.in_channels == dw.out_channels == dw.groups == 24 and tuple(dw.weight.shape) == (24, 1, 3, 3)
     assert block.conv_3x3.normalization.num_features == 24 and block.reduce_1x1.convolution.in_channels == 24
     torch.testing.assert_close(model(x).logits, before)
+
+
+V3_BLOCK = "features.5.block"        # 5x5 depthwise, SE, hardswish, a residual addition
+
+
+def test_mobilenet_v3_is_the_papers_small_model():
+    # width 1, 1000 classes: 2.5M parameters and 56M multiply-adds at 224 x 224 (the
+    # paper's Table 3); 2,542,856 is also torchvision's mobilenet_v3_small's count
+    from kmr_dsl.runtime import meters
+
+    model = mobilenet_v3.make_mobilenet_v3(width=1.0, classes=1000)
+    assert meters.params(model) == 2_542_856
+    assert 56_000_000 <= meters.macs(model, (1, 3, 224, 224)) <= 57_000_000
+
+
+def test_squeeze_and_excitation_couples_its_gate_with_the_depthwise_output():
+    links, refused = depgraph.links_and_refusals(mobilenet_v3.make_mobilenet_v3(), torch.zeros(SHAPE))
+    link = links[f"{V3_BLOCK}.expand.conv"]
+    # the gate multiplies the depthwise output: expand, depthwise and the SE's second conv
+    # are one group; the SE's first conv and the projection read it
+    assert sorted(link.coupled) == [f"{V3_BLOCK}.depthwise.conv", f"{V3_BLOCK}.se.fc2"]
+    assert sorted(n for n, _ in link.consumers) == [f"{V3_BLOCK}.project.conv", f"{V3_BLOCK}.se.fc1"]
+    assert link.norms == [f"{V3_BLOCK}.expand.bn", f"{V3_BLOCK}.depthwise.bn"]
+    # the SE's hidden width is its own group
+    hidden = links[f"{V3_BLOCK}.se.fc1"]
+    assert hidden.coupled == [] and hidden.consumers == [(f"{V3_BLOCK}.se.fc2", 1)]
+    # every conv and the hidden Linear are linked; only the logits are not
+    weights = [n for n, m in kl.logical_layers(mobilenet_v3.make_mobilenet_v3()) if kl.kind_of(m) in ("Conv2d", "Linear")]
+    assert len(weights) == 54 and [n for n in weights if n not in links] == ["classifier.3"]
+    assert "output of the model" in refused["classifier.3"]
+
+
+def test_pruning_a_silent_squeeze_and_excitation_group_keeps_the_function():
+    model = mobilenet_v3.make_mobilenet_v3()
+    x = torch.randn(2, 3, 32, 32)
+    expand = f"{V3_BLOCK}.expand.conv"
+    link = depgraph.channel_links(model, torch.zeros(SHAPE))[expand]
+    # hardswish(0) = 0; the SE gate of a silent channel (fc2's bias alone) multiplies zeros
+    _silence(model, link, list(range(0, 64, 2)))
+    before = model(x)
+    assert before.abs().max() > 0.01
+    _prune(model, [expand], 0.5)
+    block = model.features[5].block
+    assert block.expand.conv.out_channels == block.depthwise.conv.groups == block.se.fc2.out_channels == 32
+    assert block.se.fc1.in_channels == block.project.conv.in_channels == block.depthwise.bn.num_features == 32
+    assert block.se.fc2.bias.shape == (32,)
+    torch.testing.assert_close(model(x), before)
+
+
+def test_pruning_a_silent_se_hidden_group_keeps_the_function():
+    model = mobilenet_v3.make_mobilenet_v3()
+    x = torch.randn(2, 3, 32, 32)
+    se = model.features[5].block.se
+    with torch.no_grad():       # ReLU(0) = 0: fc2 reads nothing from these channels
+        se.fc1.weight[:8] = 0
+        se.fc1.bias[:8] = 0
+    before = model(x)
+    _prune(model, [f"{V3_BLOCK}.se.fc1"], 0.5)
+    assert se.fc1.out_channels == se.fc2.in_channels == 8 and se.fc2.out_channels == 64
+    torch.testing.assert_close(model(x), before)
+
+
+def test_hardswish_written_out_keeps_the_group():
+    # x * relu6(x + 3) / 6: an addition of a scalar, relu6, a product of the group with
+    # itself and a division by a scalar are all elementwise
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 8, 3), nn.Conv2d(8, 4, 1)
+
+        def forward(self, x):
+            y = self.a(x)
+            return self.b(y * torch.nn.functional.relu6(y + 3) / 6)
+
+    links = depgraph.channel_links(Net(), torch.randn(1, 3, 8, 8))
+    assert links["a"].consumers == [("b", 1)]
 
 
 @pytest.mark.parametrize("scheme,bits", [("weight_only", 8), ("weight_only", 4), ("static", 8), ("dynamic", 16)])
@@ -229,3 +307,18 @@ def test_a_pruned_mobilenet_reloads_from_its_artifact(tmp_path):
     assert kl.get_module(again, dw).groups == 24
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(again(x).logits, model(x).logits)
+
+
+def test_a_pruned_mobilenet_v3_reloads_from_its_artifact(tmp_path):
+    from kmr_dsl.runtime import artifact
+
+    model = mobilenet_v3.make_mobilenet_v3()
+    convs = [n for n, m in kl.logical_layers(model) if kl.kind_of(m) == "Conv2d"]
+    _prune(model, convs, 0.5)
+    path = tmp_path / "m.safetensors"
+    artifact.save(model, path, recipe={"base": {"kind": "factory", "args": ["mobilenet_v3:make_mobilenet_v3"],
+                                                "kwargs": []}})
+    again = artifact.load(path, base=mobilenet_v3.make_mobilenet_v3())
+    assert again.features[5].block.se.fc2.out_channels == 32
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(again(x), model(x))

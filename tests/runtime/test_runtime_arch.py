@@ -74,6 +74,7 @@ def example_input():
 
 def write_program(tmp_path: Path, factory: str, steps: str) -> Path:
     shutil.copy(HERE / "hf_models.py", tmp_path / "hf_models.py")
+    shutil.copy(HERE / "mobilenet_v3.py", tmp_path / "mobilenet_v3.py")
     (tmp_path / "hf_resnet.py").write_text(RESNET_MODULE)
     (tmp_path / "hf_vit.py").write_text(VIT_MODULE)
     factory = factory if ":" in factory else f"hf_models:{factory}"
@@ -214,6 +215,41 @@ def test_mobilenet_v2_check_agrees_with_run(case, tmp_path, monkeypatch, capsys)
     assert model(torch.randn(2, 3, 32, 32)).logits.shape == (2, 5)
 
 
+# MobileNetV3-Small (mobilenet_v3.py: squeeze-and-excitation, hardswish, 5x5 depthwise
+# convolutions) x every standard rule that accepts its layers
+MOBILENET_V3_STEPS = {
+    "magnitude": "prune(amount = 0.5) on layers(Conv2d, Linear)",
+    "global": "prune(amount = 0.5, method = global) on layers(Conv2d)",
+    "nm": "prune(amount = 0.0, method = nm, n = 2, m = 4) on layers(Conv2d)",
+    # an expansion with its depthwise conv, the SE's second conv (the gate multiplies the
+    # depthwise output) and both BatchNorms; the SE's first conv and the projection read them
+    "channel-se": 'prune(amount = 0.5, method = channel) on layers(Conv2d, name = "*.expand.conv")',
+    # the SE's hidden width: its own group (fc1 -> ReLU -> fc2)
+    "channel-se-hidden": 'prune(amount = 0.5, method = channel) on layers(Conv2d, name = "*.se.fc1")',
+    # every conv: residual streams, SE groups, the head conv (its consumer is the classifier)
+    "channel-all": "prune(amount = 0.5, method = channel) on layers(Conv2d)",
+    "int8": "quantize(bits = 8, scheme = weight_only) on layers(Conv2d, Linear)",
+    "int4": "quantize(bits = 4, scheme = weight_only) on layers(Conv2d)",
+    "bf16": "quantize(bits = 16) on layers(Conv2d, Linear)",
+    "channel+int8": "prune(amount = 0.5, method = channel) on layers(Conv2d)\n"
+                    "    quantize(bits = 8, scheme = weight_only) on layers(Conv2d, Linear)",
+}
+
+
+@pytest.mark.parametrize("case", sorted(MOBILENET_V3_STEPS))
+def test_mobilenet_v3_check_agrees_with_run(case, tmp_path, monkeypatch, capsys):
+    want, outcome, session = check_and_run(tmp_path, monkeypatch, capsys, "mobilenet_v3:make_mobilenet_v3",
+                                           MOBILENET_V3_STEPS[case])
+    model = session.apply({})
+    assert_agree(want, outcome.meters, layers=54, slack=outside_entries(session.baseline))
+    assert outcome.feasible
+    import torch
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 5)
+    if case.startswith("channel"):      # channels were physically removed
+        assert outcome.meters["params"] < outcome.baseline["params"]
+        assert outcome.meters["macs"] < outcome.baseline["macs"]
+
+
 @pytest.mark.parametrize("case", ["magnitude", "int4", "nm"])
 def test_gpt2_artifact_reloads_exactly(case, tmp_path):
     import hf_models
@@ -304,6 +340,76 @@ def test_task_head_accuracy_and_fidelity(tmp_path, monkeypatch, capsys):
     # would not even have 3 columns
     assert outcome.meters["fidelity(texts)"] >= 0.5
     assert outcome.feasible
+
+
+# ---------------------------------------------------------------- explicit input scales
+
+SCALED = """
+import "std"
+
+model net = factory("hf_models:make_bert_classifier")
+data texts = factory("hf_models:make_texts")
+
+pipeline p(net) {{
+    {steps}
+    budget {{
+        params <= baseline.params
+        size <= 2 * baseline.size
+        macs <= baseline.macs
+    }}
+}}
+"""
+
+# post-norm BERT: no LayerNorm output is read by Linears alone, so every selected Linear
+# keeps its scale as an explicit vector (`layer.input_scale`), counted by `size`
+# (steps, the same without the scale)
+BERT_SCALED_STEPS = {
+    "smoothquant+static": ("smoothquant(calibration = texts, samples = 8) on layers(Linear)\n"
+                           "    quantize(bits = 8, scheme = static, calibration = texts, samples = 8) on layers(Linear)",
+                           "quantize(bits = 8, scheme = static, calibration = texts, samples = 8) on layers(Linear)"),
+    "awq": ("awq(bits = 4, group_size = 8, calibration = texts, samples = 8) on layers(Linear)",
+            "quantize(bits = 4, scheme = weight_only, group_size = 8) on layers(Linear)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BERT_SCALED_STEPS))
+def test_bert_explicit_input_scales_check_agrees_with_run(case, tmp_path, monkeypatch, capsys):
+    from kmr_dsl.runtime import modules as km
+    shutil.copy(HERE / "hf_models.py", tmp_path / "hf_models.py")
+    path = tmp_path / "scaled.kmr"
+    steps, plain = BERT_SCALED_STEPS[case]
+    path.write_text(SCALED.format(steps=steps))
+    (tmp_path / "plain.kmr").write_text(SCALED.format(steps=plain))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KMR_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(["check", "--format", "json", str(path)]) == 0
+    (pipeline,) = json.loads(capsys.readouterr().out)["files"][0]["pipelines"]
+    assert pipeline["verdict"] == "proved", pipeline
+    program, diags, _ = load_checked(str(path))
+    session = PipelineSession(program, "p")
+    want, outcome = predict(program, "p", {}), session.evaluate({})
+    linears = [n for n, layer in kl.logical_layers(session.baseline) if kl.kind_of(layer) == "Linear"]
+    assert_agree(want, outcome.meters, layers=len(linears), slack=outside_entries(session.baseline))
+    assert outcome.feasible
+    model = session.apply({})
+    scaled = [n for n, layer in kl.logical_layers(model) if isinstance(layer, km.ScaledLinear)]
+    assert sorted(scaled) == sorted(linears)
+    # the vectors' bytes are in the prediction, at both ends: against the same steps without them
+    from kmr_dsl.verify.predict import size_range
+    vectors = sum(4 * model.get_submodule(n).in_features for n in scaled)
+    plain_program, _, _ = load_checked(str(tmp_path / "plain.kmr"))
+    (low, high), (plain_low, plain_high) = size_range(program, "p", {}), size_range(plain_program, "p", {})
+    assert low - plain_low >= vectors and high - plain_high >= vectors
+    again = artifact.load(artifact_path(session, tmp_path), base_dir=tmp_path)
+    import torch
+    x = torch.arange(8).reshape(1, 8)
+    torch.testing.assert_close(again(x).logits, model(x).logits, rtol=1e-5, atol=1e-5)
+
+
+def artifact_path(session, tmp_path):
+    path = tmp_path / "scaled.safetensors"
+    artifact.save(session.apply({}), path, {"base": session.program.pipelines["p"].model.loader})
+    return path
 
 
 # ---------------------------------------------------------------- tied weights
@@ -473,6 +579,19 @@ def test_resnet_channel_pruning_of_the_output_layer_is_refused_by_check(tmp_path
     assert "`classifier.1`'s channels cannot be removed: they are an output of the model" in err
 
 
+def test_mobilenet_v3_channel_pruning_of_the_logits_is_refused_by_check(tmp_path, monkeypatch, capsys):
+    # the hidden Linear of the classifier is prunable, the logits are not: refused at check
+    steps = "prune(amount = 0.5, method = channel) on layers(Linear)"
+    path = write_program(tmp_path, "mobilenet_v3:make_mobilenet_v3", steps)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KMR_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(["check", str(path)]) != 0
+    err = capsys.readouterr().err
+    assert "error[KMR304]" in err and "arch.kmr:7:" in err
+    assert "`classifier.3`'s channels cannot be removed: they are an output of the model" in err
+    assert "classifier.0" not in err
+
+
 @pytest.mark.parametrize("rule", ["gptq", "sparsegpt", "smoothquant", "awq"])
 def test_calibrated_rules_take_gpt2_conv1d(rule):
     import importlib
@@ -563,3 +682,29 @@ def test_swiglu_group_removes_the_same_channels_ranked_by_their_sum():
     torch.testing.assert_close(mlp.gate_proj.weight, gate[idx])
     torch.testing.assert_close(mlp.up_proj.weight, up[idx])
     torch.testing.assert_close(mlp.down_proj.weight, down[:, idx])
+
+
+def test_scaling_a_tied_layer_is_refused_by_check_and_by_the_rule(tmp_path, monkeypatch, capsys):
+    """A migrated scale multiplies the weight's columns, which the tied embedding reads
+    as its table: `kmr check` refuses smoothquant and awq there (KMR245), the rule too."""
+    import hf_models
+    from kmr_dsl.diagnostics import KmrError
+    from kmr_dsl.rules import smoothquant
+    from kmr_dsl.runtime import tied
+    from kmr_dsl.runtime.data import Dataset
+
+    (tmp_path / "ids.py").write_text("import torch\n\ndef load():\n    return torch.zeros(4, 8, dtype=torch.long)\n")
+    path = write_program(tmp_path, "make_llama", 'smoothquant(calibration = ids) on layers(Linear, name = "lm_head")')
+    path.write_text(path.read_text().replace('model net = factory("hf_models:make_llama")',
+                                             'model net = factory("hf_models:make_llama")\ndata ids = factory("ids:load")'))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KMR_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(["check", str(path)]) != 0
+    err = capsys.readouterr().err
+    assert "error[KMR245]" in err and "`smoothquant` cannot scale `lm_head`" in err
+    model = tied.link(hf_models.make_llama())
+    import torch
+    data = Dataset(torch.zeros(4, 8, dtype=torch.long), None, "ids")
+    with pytest.raises(KmrError) as info:
+        smoothquant.apply(model, kl.select_layers(model, ("Linear",), "lm_head"), calibration=data)
+    assert info.value.diagnostic.code == "KMR405" and "tied" in info.value.diagnostic.message

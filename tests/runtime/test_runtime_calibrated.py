@@ -96,13 +96,110 @@ def test_smoothquant_then_static_int8_beats_static_int8_alone():
     assert errors[True] < errors[False]
 
 
-def test_folding_refuses_a_norm_whose_output_a_residual_also_reads():
-    model = PostNorm()
-    with pytest.raises(KmrError, match="also read") as err:
+def test_a_partial_fold_group_is_still_refused():
+    model = PreNorm()
+    with pytest.raises(KmrError, match="`q` reads the output of `norm`, which `k` also read"):
         smoothquant.apply(model, linears(model, ("q",)), calibration=data())
-    assert "post-norm" in (err.value.diagnostic.hint or "")
-    with pytest.raises(KmrError, match="does not read a normalization"):
-        smoothquant.apply(PreNorm(), linears(PreNorm(), ("down",)), calibration=data())
+
+
+POST = ("q", "up", "down")          # PostNorm: q reads the norm with the residual, up and down no norm
+
+
+def test_smoothquant_where_nothing_folds_keeps_an_explicit_vector_and_the_function():
+    d = data()
+    model, reference = PostNorm(), PostNorm()
+    smoothquant.apply(model, linears(model, POST), alpha=0.5, calibration=d)
+    with torch.no_grad():
+        torch.testing.assert_close(model(d.inputs), reference(d.inputs), atol=1e-4, rtol=1e-4)
+    assert torch.equal(model.norm.weight, reference.norm.weight)        # nothing folded into the norm
+    measured, before = state.measure_state(model)["layers"], state.measure_state(reference)["layers"]
+    for name in POST:
+        layer = getattr(model, name)
+        assert isinstance(layer, km.ScaledLinear) and isinstance(layer.linear, nn.Linear)
+        assert measured[name] == {**before[name], "input_scale": True}
+        # the reference formula (SmoothQuant's smooth_ln_fcs): s = max|x|^a / max|w|^(1-a);
+        # the layer divides its input by s, its weight's columns were multiplied by s
+        with torch.no_grad():
+            x = _input_of(reference, getattr(reference, name), d.inputs[:128])     # `samples` = 128
+        s = x.abs().amax(dim=0).clamp(min=1e-12) ** 0.5 / \
+            getattr(reference, name).weight.abs().amax(dim=0).clamp(min=1e-12) ** 0.5
+        torch.testing.assert_close(layer.input_scale, 1 / s, rtol=1e-5, atol=0)
+        torch.testing.assert_close(layer.linear.weight, getattr(reference, name).weight * s[None, :])
+    # the activations the weights see are flatter: what a static quantizer's one range needs
+    with torch.no_grad():
+        flat = _input_of(model, model.q.linear, d.inputs).abs().amax(dim=0)
+        raw = _input_of(reference, reference.q, d.inputs).abs().amax(dim=0)
+    assert flat.max() / flat.median() < 0.5 * raw.max() / raw.median()
+
+
+def _input_of(root, module, x):
+    """The rows of `module`'s input in one forward of `root` on `x`."""
+    seen = []
+    handle = module.register_forward_hook(lambda m, a, o: seen.append(a[0]))
+    try:
+        root(x)
+    finally:
+        handle.remove()
+    return seen[0].reshape(-1, seen[0].shape[-1])
+
+
+def test_smoothquant_then_static_int8_where_nothing_folds_beats_static_int8_alone():
+    # a Linear reading the model's input (no norm before it) with three outlier channels
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(256, WIDTH, generator=gen)
+    x[:, :3] *= 30
+    d = Dataset(x, torch.zeros(256, dtype=torch.long), "calib")
+
+    def make():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(WIDTH, 16))
+    reference = make()
+    errors = {}
+    for smooth in (False, True):
+        model = make()
+        if smooth:
+            smoothquant.apply(model, [("0", model[0])], alpha=0.5, calibration=d)
+            assert isinstance(model[0], km.ScaledLinear)
+        quantize.apply(model, [("0", model[0])], bits=8, scheme="static", calibration=d)
+        # the int8 kernel stays real inside: the vector is a float op before it
+        assert isinstance(model[0].linear if smooth else model[0], km.StaticLinear)
+        errors[smooth] = out_error(model, reference, x)
+    assert errors[True] < 0.9 * errors[False]
+
+
+def test_awq_where_nothing_folds_beats_round_to_nearest_with_an_explicit_vector():
+    d = data()
+    reference = PostNorm()
+    errors = {}
+    for name in ("rtn", "awq"):
+        model = PostNorm()
+        if name == "awq":
+            awq.apply(model, linears(model, POST), bits=4, group_size=8, calibration=d)
+            assert all(isinstance(getattr(model, n), km.ScaledLinear) for n in POST)
+            assert all(isinstance(getattr(model, n).linear, km.QuantLinear) for n in POST)
+            assert all(getattr(model, n).linear.group_size == 8 for n in POST)
+        else:
+            quantize.apply(model, linears(model, POST), bits=4, scheme="weight_only", group_size=8)
+        errors[name] = out_error(model, reference, d.inputs)
+    assert errors["awq"] < errors["rtn"]
+
+
+def test_an_explicit_vector_round_trips_through_the_artifact_and_its_size_is_counted(tmp_path):
+    from kmr_dsl.runtime import artifact
+    d = data()
+    model = PostNorm()
+    awq.apply(model, linears(model, POST), bits=4, group_size=8, calibration=d)
+    plain = PostNorm()
+    quantize.apply(plain, linears(plain, POST), bits=4, scheme="weight_only", group_size=8)
+    path = tmp_path / "m.safetensors"
+    written = artifact.save(model, path, {"base": None})
+    loaded = artifact.load(path, base=PostNorm())
+    with torch.no_grad():
+        assert torch.equal(loaded(d.inputs), model(d.inputs))
+    assert isinstance(loaded.q, km.ScaledLinear) and torch.equal(loaded.q.input_scale, model.q.input_scale)
+    # each vector: in_features fp32 values more than the same layers without it (plus names)
+    vectors = sum(4 * getattr(model, n).in_features for n in POST)
+    assert written - artifact.nbytes(plain, {"base": None}) >= vectors
 
 
 def test_awq_beats_round_to_nearest_and_stores_the_quantize_format():

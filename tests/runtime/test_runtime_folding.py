@@ -1,8 +1,9 @@
 """`layer.foldable`: the model facts say which Linears a scale folds into (smoothquant,
-awq), read by the same trace the rules fold by (runtime.norms), so `kmr check` refuses
-exactly what `kmr run` refuses: a Linear no normalization feeds alone (KMR301 on
-`requires layer.foldable`), a selection that leaves a reader of the norm out (KMR306),
-a layer an earlier step factorized or adapted. A pre-norm model is proved and runs."""
+awq), read by the same trace the rules fold by (runtime.norms), so `kmr check` predicts
+exactly what `kmr run` does: a Linear no normalization feeds alone keeps its scale as an
+explicit vector (`layer.input_scale`, counted by `size`), a selection that leaves a
+reader of the norm out is refused (KMR306), an unmerged adapter too (`requires
+layer.adapter_rank == 0`). A pre-norm model is proved and runs."""
 
 import json
 import shutil
@@ -156,15 +157,25 @@ def test_a_residual_read_or_a_foreign_op_makes_a_norm_unfoldable():
 
 # ---------------------------------------------------------------- check agrees with run
 
-def test_check_refuses_a_linear_no_norm_feeds_and_so_does_run(tmp_path, monkeypatch, capsys):
+def test_a_linear_no_norm_feeds_takes_an_explicit_vector_that_check_counts(tmp_path, monkeypatch, capsys):
+    from kmr_dsl.runtime import modules as km
+    from kmr_dsl.verify.predict import size_range
     path = write(tmp_path, monkeypatch, 'smoothquant(calibration = calib) on layers(Linear, name = "down")')
     code, pipeline, err = check(path, capsys)
-    assert code == 1 and pipeline["verdict"] == "refuted"
-    assert "error[KMR301]" in err and "precondition `layer.foldable` of `smoothquant` may fail on layer `down`" in err
-    assert "layer.foldable = false" in err and "`layer.foldable` false means" in err and "LayerNorm" in err
-    with pytest.raises(KmrError) as exc:
-        session(path).evaluate({})
-    assert exc.value.diagnostic.code == "KMR405" and "`down`" in exc.value.diagnostic.message
+    assert code == 0 and pipeline["verdict"] == "proved", err
+    program, _, _ = load_checked(str(path))
+    s = session(path)
+    model = s.apply({})
+    assert isinstance(model.down, km.ScaledLinear) and model.down.input_scale.numel() == 16
+    x = torch.randn(16, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), s.baseline(x), rtol=1e-4, atol=1e-4)
+    from kmr_dsl.runtime import artifact
+    written = artifact.nbytes(model, {"base": program.pipelines["p"].model.loader, "pipeline": "p"})
+    low, high = size_range(program, "p", {})
+    assert low <= written <= high
+    base_low, base_high = size_range(program, "p", {}, baseline=True)
+    assert low - base_low >= 16 * 4          # the vector's 16 fp32 values at least, on both ends
 
 
 def test_check_refuses_part_of_a_fold_group_and_so_does_run(tmp_path, monkeypatch, capsys):
@@ -189,16 +200,27 @@ def test_check_proves_a_whole_group_and_run_keeps_the_function(tmp_path, monkeyp
         assert not torch.equal(model.norm.weight, s.baseline.norm.weight)     # a scale was folded
 
 
-def test_lowrank_before_smoothquant_refuted_at_the_factorizing_ratio_only(tmp_path, monkeypatch, capsys):
+def test_lowrank_before_smoothquant_a_factorized_reader_gets_a_vector(tmp_path, monkeypatch, capsys):
+    from kmr_dsl.runtime import modules as km
     steps = 'lowrank(ratio = r) on layers(Linear, name = "q")\n' \
             '    smoothquant(calibration = calib) on layers(Linear, name = ["q", "k"])'
     path = write(tmp_path, monkeypatch, steps, knobs="knob r : float in [0.25, 1.0] step 0.75 = 1.0")
     code, pipeline, err = check(path, capsys)
-    assert code == 1 and "counterexample: r = 0.25" in err and "set by `lowrank`" in err
+    assert code == 0, err
     s = session(path)
-    s.evaluate({"r": 1.0})              # one Linear stays: the fold runs
-    with pytest.raises(KmrError, match="plain Linear"):
-        s.evaluate({"r": 0.25})         # 2 * (8 + 8) < 64: two Linears, which take no scale
+    x = torch.randn(16, 8)
+    whole = s.apply({"r": 1.0})             # one Linear stays: the fold takes q and k
+    assert not isinstance(whole.q, km.ScaledLinear)
+    factored = s.apply({"r": 0.25})         # 2 * (8 + 8) < 64: two Linears, q keeps its own vector
+    assert isinstance(factored.q, km.ScaledLinear) and isinstance(factored.q.linear, km.FactorizedLinear)
+    assert not isinstance(factored.k, km.ScaledLinear)
+    with torch.no_grad():
+        torch.testing.assert_close(whole(x), s.baseline(x), rtol=1e-4, atol=1e-4)
+    from kmr_dsl.verify.predict import size_range
+    program, _, _ = load_checked(str(path))
+    for r in (1.0, 0.25):
+        low, high = size_range(program, "p", {"r": r})
+        assert low <= s.evaluate({"r": r}).meters["size"] <= high
 
 
 def test_an_unmerged_adapter_takes_no_scale(tmp_path, monkeypatch, capsys):
@@ -206,10 +228,10 @@ def test_an_unmerged_adapter_takes_no_scale(tmp_path, monkeypatch, capsys):
             '    smoothquant(calibration = calib) on layers(Linear, name = "up")'
     path = write(tmp_path, monkeypatch, steps, knobs="knob m : bool = true")
     code, pipeline, err = check(path, capsys)
-    assert code == 1 and "counterexample: m = false" in err
+    assert code == 1 and "counterexample: m = false" in err and "adapter_rank == 0" in err
     s = session(path)
     s.evaluate({"m": True})
-    with pytest.raises(KmrError, match="plain Linear"):
+    with pytest.raises(KmrError, match="adapter"):
         s.evaluate({"m": False})
 
 
@@ -228,14 +250,19 @@ def test_llama_smoothquant_and_awq_proved_and_run(tmp_path, monkeypatch, capsys)
     assert torch.nn.functional.cosine_similarity(got, want, dim=0) > 0.99
 
 
-def test_bert_is_refused_by_check_and_by_run(tmp_path, monkeypatch, capsys):
+def test_bert_takes_explicit_vectors_and_keeps_its_function(tmp_path, monkeypatch, capsys):
+    from kmr_dsl.runtime import modules as km
     path = write(tmp_path, monkeypatch, 'smoothquant(calibration = calib, samples = 8) on layers(Linear, name = "*.query")',
                  factory="hf_models:make_bert_classifier", data="block:tokens")
     code, pipeline, err = check(path, capsys)
-    assert code == 1 and "error[KMR301]" in err and "layer.foldable" in err
-    with pytest.raises(KmrError, match="also read") as exc:
-        session(path).evaluate({})
-    assert exc.value.diagnostic.code == "KMR405"
+    assert code == 0 and pipeline["verdict"] == "proved", err
+    s = session(path)
+    model = s.apply({})
+    queries = [m for n, m in model.named_modules() if n.endswith(".query")]
+    assert queries and all(isinstance(m, km.ScaledLinear) for m in queries)
+    x = torch.arange(8).reshape(1, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x).logits, s.baseline(x).logits, rtol=1e-4, atol=1e-4)
 
 
 def test_the_facts_cache_keeps_fold_groups_and_misses_facts_from_before_them(tmp_path, monkeypatch):

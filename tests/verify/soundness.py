@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import hashlib
 import math
 import shutil
 from dataclasses import dataclass, field
@@ -74,6 +75,7 @@ class Result:
     runs: int = 0
     program: str = ""
     signature: str = ""                   # what the program is made of (soundness_cases.signature)
+    case_id: str = ""                     # `index:digest` in a sweep (case_id)
 
     def add(self, kind: str, detail: str) -> None:
         self.disagreements.append((kind, detail))
@@ -348,33 +350,77 @@ def layer_names(arch: Arch) -> list[tuple[str, str]]:
 
 @dataclass
 class Tally:
-    """Counts over many cases; per disagreement kind the shortest program that shows it."""
+    """Counts over many cases; per disagreement kind the shortest program that shows it.
+
+    `ids` lists every case run as `index:digest` (its place in the deterministic sequence
+    and a hash of its program and settings): shards of one sweep merge (`merged`) into
+    the tally the unsharded sweep gives, and their ids say so."""
     cases: int = 0
     runs: int = 0
     disagreeing_cases: int = 0
     verdicts: collections.Counter = field(default_factory=collections.Counter)
     kinds: collections.Counter = field(default_factory=collections.Counter)      # cases per kind
     notes: collections.Counter = field(default_factory=collections.Counter)
-    shortest: dict = field(default_factory=dict)                                  # kind -> (detail, program)
+    shortest: dict = field(default_factory=dict)                                  # kind -> (detail, program, index)
     by_signature: dict = field(default_factory=dict)                              # kind -> Counter of signatures
     messages: collections.Counter = field(default_factory=collections.Counter)   # run-refused / internal, by message
+    ids: list = field(default_factory=list)                                       # `index:digest` per case run
+    failing: list = field(default_factory=list)     # per disagreeing case: id, signature, verdict, disagreements, program
 
-    def add(self, res: Result) -> None:
+    def add(self, res: Result, index: int = -1) -> None:
         self.cases += 1
         self.runs += res.runs
         self.verdicts[res.verdict] += 1
         self.disagreeing_cases += bool(res.disagreements)
+        self.ids.append(res.case_id)
         for kind in res.kinds():
             self.kinds[kind] += 1
             self.by_signature.setdefault(kind, collections.Counter())[res.signature] += 1
         for kind, detail in {(k, _message(d)) for k, d in res.disagreements if k in ("run-refused", "internal")}:
             self.messages[f"{kind}: {detail}"] += 1
         for kind, detail in res.disagreements:
-            old = self.shortest.get(kind)
-            if old is None or len(res.program) < len(old[1]):
-                self.shortest[kind] = (detail, res.program)
+            self._shorter(kind, (detail, res.program, index))
         for kind in {k for k, _ in res.notes}:
             self.notes[kind] += 1
+        if res.disagreements:
+            self.failing.append({"id": res.case_id, "signature": res.signature, "verdict": res.verdict,
+                                 "disagreements": [list(d) for d in res.disagreements], "program": res.program})
+
+    def _shorter(self, kind: str, entry: tuple) -> None:
+        """Keep the shorter program; on a tie the earlier case, as one unsharded sweep does."""
+        old = self.shortest.get(kind)
+        if old is None or (len(entry[1]), entry[2]) < (len(old[1]), old[2]):
+            self.shortest[kind] = tuple(entry)
+
+    def to_json(self) -> dict:
+        return {"cases": self.cases, "runs": self.runs, "disagreeing_cases": self.disagreeing_cases,
+                "verdicts": dict(self.verdicts), "disagreements": dict(self.kinds), "notes": dict(self.notes),
+                "shortest": {k: {"detail": d, "program": p, "index": i} for k, (d, p, i) in self.shortest.items()},
+                "by_signature": {k: dict(c.most_common()) for k, c in self.by_signature.items()},
+                "messages": dict(self.messages.most_common()), "ids": list(self.ids), "failing": list(self.failing)}
+
+    @classmethod
+    def merged(cls, parts) -> "Tally":
+        """One tally from the JSON of several (`to_json`): the shards of one sweep."""
+        out = cls()
+        for j in parts:
+            out.cases += j["cases"]
+            out.runs += j["runs"]
+            out.disagreeing_cases += j["disagreeing_cases"]
+            out.verdicts.update(j["verdicts"])
+            out.kinds.update(j["disagreements"])
+            out.notes.update(j["notes"])
+            out.messages.update(j["messages"])
+            for kind, c in j["by_signature"].items():
+                out.by_signature.setdefault(kind, collections.Counter()).update(c)
+            for kind, e in j["shortest"].items():
+                out._shorter(kind, (e["detail"], e["program"], e["index"]))
+            out.ids += j["ids"]
+            out.failing += j["failing"]
+        order = lambda case_id: int(case_id.split(":")[0])   # noqa: E731
+        out.ids.sort(key=order)
+        out.failing.sort(key=lambda f: order(f["id"]))
+        return out
 
 
 def _message(detail: str) -> str:
@@ -385,24 +431,47 @@ def _message(detail: str) -> str:
     return re.sub(r"(?<![KMR\d])\d+(\.\d+)?", "N", re.sub(r"`[^`]*`", "`X`", text))[:160]
 
 
-def sweep(examples: int, folder, extra_settings: int = 1, seed: int | None = None, on_result=None) -> Tally:
-    """Run `examples` generated cases (deterministic unless `seed` is given); never stops early."""
+def case_id(index: int, case: Case) -> str:
+    """`index:digest`: the case's place in the sequence and a hash of what it runs."""
+    text = case.program([]) + repr(case.lines) + repr(sorted(case.target.items())) + \
+        repr([sorted(s.items()) for s in case.settings])
+    return f"{index}:{hashlib.sha1(text.encode()).hexdigest()[:12]}"
+
+
+def sweep(examples: int, folder, extra_settings: int = 1, seed: int | None = None, on_result=None,
+          shard: tuple[int, int] = (0, 1), judge=None) -> Tally:
+    """Run `examples` generated cases (deterministic unless `seed` is given); never stops early.
+
+    `shard = (i, n)` runs only the cases whose index is i modulo n: every case is still
+    drawn (the sequence is the unsharded one), the others are not judged. `judge(case)
+    -> Result` replaces the harness (a test of the sharding itself); `on_result(res, tally)`
+    is called after each judged case."""
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import seed as hseed
 
-    harness, tally = Harness(folder), Tally()
+    part, parts = shard
+    if not 0 <= part < parts:
+        raise ValueError(f"shard {part}/{parts}: the part must be in [0, {parts})")
+    tally = Tally()
+    judge = judge or Harness(folder).run
+    drawn = [0]
 
     @settings(max_examples=examples, deadline=None, database=None, derandomize=seed is None,
               phases=[Phase.generate], suppress_health_check=list(HealthCheck))
     @given(cases(layer_names, extra_settings))
     def one(case):
-        res = harness.run(case)
-        tally.add(res)
+        index = drawn[0]
+        drawn[0] += 1
+        if index % parts != part:
+            return
+        res = judge(case)
+        res.case_id = case_id(index, case)
+        tally.add(res, index)
         if on_result is not None:
-            on_result(res)
+            on_result(res, tally)
 
     (hseed(seed)(one) if seed is not None else one)()
     return tally
 
 
-__all__ = ["Harness", "Result", "Tally", "layer_names", "sweep"]
+__all__ = ["Harness", "Result", "Tally", "case_id", "layer_names", "sweep"]
