@@ -268,10 +268,11 @@ def config_chars_low(kind: str | None, bias: bool, in_digits: int, out_digits: i
 _LONGEST_FLOAT = -2.2250738585072014e-308
 
 
-def _linear_forms(bias: bool, inn: int, out: int, width: str, top: bool = True) -> list[dict]:
+def _linear_forms(bias: bool, inn: int, out: int, width: str, top: bool = True, ranked: bool = True) -> list[dict]:
     """Every form a Linear's config can take, flags included (`frozen` is written on the
-    logical layer's own config only: not on a factor's or an adapter's base)."""
-    flags = {"masked": True, "rank": max(inn, out), **({"frozen": True} if top else {})}
+    logical layer's own config only: not on a factor's or an adapter's base; `rank`,
+    lowrank's truncated rank of one dense matrix, never on a factor: `ranked` False)."""
+    flags = {"masked": True, **({"rank": max(inn, out)} if ranked else {}), **({"frozen": True} if top else {})}
     if width == "float":
         return [{"type": "HalfLinear", "in": inn, "out": out, "bias": bias, "dtype": "bfloat16", **flags}]
     quant = {"type": "QuantLinear", "bits": 8 if width == "int8" else 4, "shape": [out, inn], "bias": bias,
@@ -294,10 +295,13 @@ def linear_config_chars_high(bias: bool, in_digits: int, out_digits: int, width:
     unmerged adapter; `in_digits`, `out_digits`: the most digits of its dimensions."""
     inn, out = 10 ** in_digits - 1, 10 ** out_digits - 1
     if factorized:
+        # codec.describe: the two factors' configs and `frozen`; a mask or a truncated
+        # rank is a factor's (a leaf's) attribute, and a factor is never truncated alone
+        # (lowrank replaces both, kmr_dsl/rules/lowrank.py)
         r = min(inn, out)
-        cfg = {"type": "FactorizedLinear", "masked": True, "frozen": True, "rank": r,
-               "first": _longest(_linear_forms(False, inn, r, width, top=False)),
-               "second": _longest(_linear_forms(bias, r, out, width, top=False))}
+        cfg = {"type": "FactorizedLinear", "frozen": True,
+               "first": _longest(_linear_forms(False, inn, r, width, top=False, ranked=False)),
+               "second": _longest(_linear_forms(bias, r, out, width, top=False, ranked=False))}
     else:
         cfg = _longest(_linear_forms(bias, inn, out, width, top=not adapted))
     if adapted:

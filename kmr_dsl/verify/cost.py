@@ -10,7 +10,10 @@ Per matrix layer (Linear, Conv1d/2d, Embedding) with facts in0, out0, W0 weight 
 bias elements, M0 MACs, and state in, out, density d, bits b, rank r, adapter rank a:
 - weight elements N: dense W0 * (in/in0) * (out/out0); when a rule has set `rank`
   and r*(in+out) < in*out the layer is two factors with r*in and out*r elements
-  (lowrank's own test); a never-factorized layer is dense at every shape;
+  (lowrank's own test), read where `lowrank` made it (settling.Factors: its rank k and
+  shape): a later head or channel pruning slices the two factors to k*in and out*k
+  elements, k kept, and never decides the form anew; a never-factorized layer is dense
+  at every shape;
 - params = N + B0*(out/out0) + a*(in+out); nonzero = d*N + bias + adapters;
 - macs = M0 * (N + a*(in+out)) / W0 (sparsity does not reduce MACs; the runtime counts
   factors and adapters as the matmuls they run); an attention's query projection adds
@@ -56,6 +59,9 @@ every meter is then a range (LOW_ENDS), its lower end read where a line needs th
 meter large. The upper end of `size` over a rank range also reads the largest rank
 that factorizes: there the two factors' scales, entries and config can outweigh the
 few elements they save.
+Where the density is a range the writer may pick either form, but a sparse one only
+when its data is below the dense data: the upper end is at most the dense data with
+the sparse form's header entries (one entry more than the dense form per tensor).
 A BatchNorm's running statistics (facts.channel_buffer_bytes, taken out of
 buffers_bytes) shrink with its channels. A depthwise conv (facts.depthwise) has
 W0 * (out/out0) weight elements: its in and out channels are one count.
@@ -75,7 +81,7 @@ from kmr_dsl.verify import algebra as A
 from kmr_dsl.verify.bounds import instance_info
 from kmr_dsl.verify.intervals import symbols_key, values_key
 from kmr_dsl.verify.numeric import as_number, evaluate
-from kmr_dsl.verify.settling import factor_test, matrix_numel
+from kmr_dsl.verify.settling import factor_fields, factor_rank, factor_test, matrix_numel
 from kmr_dsl.verify.state import PipelineModel, State
 
 UNITS = ANALYTIC_METERS     # meter -> dimension
@@ -175,10 +181,15 @@ def _tensor_bytes(numel, rows, bits, density, name: str, ndim: int, digits: int,
     # are 2 below dense's (two ceilings), dense surely when 1 below; in between, either.
     # With a density range: sparse surely when its upper end is 2 below, dense surely when
     # dense is 1 below sparse's lower end.
+    # Either way the sparse form's data is below the dense form's (the writer's data bytes
+    # after ceilings: ceil(sparse) < ceil(dense) leaves the sparse data, ceilings included,
+    # at most the dense data): a sparse file is at most the dense data with the sparse
+    # form's entries, whatever the density in the range.
     sparse_low_data = sparse_data if density_low is None else \
         A.add(A.mul(numel, _EIGHTH), A.mul(density_low, numel, bits, _EIGHTH))
+    either = A.max_(dense, A.min_(sparse, A.add(dense_data, sparse_header)))
     chosen = A.ite(A.compare("<=", A.add(sparse_data, 2), dense_data), sparse,
-                   A.ite(A.compare("<=", A.add(dense_data, 1), sparse_low_data), dense, A.max_(dense, sparse)))
+                   A.ite(A.compare("<=", A.add(dense_data, 1), sparse_low_data), dense, either))
     return A.add(chosen, scales, zeros)
 
 
@@ -309,6 +320,7 @@ class _LayerCost:
         weights = _tensor_bytes(self.dense_n, outf, b, d, weight, ndim, digits, g, sym, low, d_low, pooled)
         bias_entry = entry_bytes(layout.bias_of(weight), 1, digits, low) if f.bias_params else 0
         if self._factored is not None:
+            r = factor_rank(st)             # the inner dimension, which a later slicing keeps
             first, second = layout.factor_weight(f.name, layout.FIRST), layout.factor_weight(f.name, layout.SECOND)
             # a prune ranks the two factors together: their densities are known in total
             shared = (b if pooled is None else pooled) if low else None
@@ -451,7 +463,11 @@ def _layer_terms(model: PipelineModel, meter: str, state: State):
         if f.name in pool_bits:
             st = {**st, "pool_bits": pool_bits[f.name]}
         low = state.low.get(f.name)
-        rank_set = (f.name, "rank") in state.origin
+        # a factorized layer sliced since: the decision `lowrank` made, not one anew
+        sliced = factor_fields(state, f.name)
+        if sliced:
+            st = {**st, **sliced}
+        rank_set = (f.name, "rank") in state.origin or bool(sliced)
         if low and (low_end or meter == "size"):
             parts.append((f.name, _ranged_term(f, st, low, digits, rank_set, which, low_end)))
             continue
@@ -508,19 +524,30 @@ def _ranged_term(f: LayerFact, st: dict, low: dict, digits: int, rank_set: bool,
     density in the range."""
     # a rank below the state's may make the runtime factorize the layer: test it
     rank_set = rank_set or "rank" in low
+    # sliced since `lowrank` decided (settling.Factors): the rank range is the inner
+    # dimension's, and the test reads the shape it decided at
+    sliced = "factor_rank" in st
+
+    def at_rank(fields: dict, rank) -> dict:
+        return {**fields, "rank": rank, "factor_rank": rank} if sliced else {**fields, "rank": rank}
     if not low_end:
         st = {**st, "density_low": low.get("density", st["density"])}
         value = layer_costs(f, st, digits, rank_set, (which,))[which]
         if "rank" in low:
             # the largest factorized rank (if below the state's): near the threshold the
             # two factors' scales, entries and config outweigh the elements they save
-            inf, outf = st["in_features"], st["out_features"]
+            inf, outf = st.get("factor_in", st["in_features"]), st.get("factor_out", st["out_features"])
             top = A.sub(A.ceil_(A.div(A.mul(inf, outf), A.add(inf, outf))), 1)
-            cut = {**st, "rank": A.max_(low["rank"], A.min_(st["rank"], top))}
+            cut = at_rank(st, A.max_(low["rank"], A.min_(factor_rank(st), top)))
             value = A.max_(value, layer_costs(f, cut, digits, rank_set, (which,))[which])
         return value
-    value = layer_costs(f, {**st, **low}, digits, rank_set, (which,))[which]
-    if which == "size_low" and "rank" in low:
+    fields = {**st, **low}
+    value = layer_costs(f, at_rank(fields, low["rank"]) if "rank" in low else fields, digits, rank_set,
+                        (which,))[which]
+    if "rank" in low and (which == "size_low" or sliced):
+        # the file's bytes change form with the rank; and sliced factors may hold more
+        # elements than the dense matrix at the smaller shape: the counts are then no
+        # longer non-decreasing in the rank either
         at_high = {**st, "density": low.get("density", st["density"])}
         value = A.min_(value, layer_costs(f, at_high, digits, rank_set, (which,))[which])
     return value

@@ -7,14 +7,20 @@ and whole kept weights counted on the layer's weight at its new shape (`matrix_n
 the dense matrix, or both factors once `lowrank` split it; prune ranks the two factors'
 weights together). A count it cannot round (two knobs, too many values) keeps the exact
 product, a documented gap of verify/cost.py. `factor_test` and `matrix_numel` are also
-the cost model's (verify/cost.py): a factorized layer's weights, counted one way.
+the cost model's (verify/cost.py): a factorized layer's weights, counted one way, at
+the form `lowrank` decided (`Factors`, kept in state.State.factors: `record_factors`
+when a rank effect runs, `merge_factors` when an adapter is merged into the layer),
+which a later head or channel pruning slices and never decides anew.
 `settle_total` rounds a global pruning's kept total once, as the runtime does
 (verify/pools.py for the densities, verify/lowend.py for their lower ends).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from fractions import Fraction
+
+import sympy as sp
 
 from kmr_dsl.core import step as core_step
 from kmr_dsl.core.state import MATRIX_KINDS
@@ -24,16 +30,92 @@ from kmr_dsl.verify import rounding
 
 def factor_test(st: dict):
     """Whether `lowrank` made the layer two Linears: only when the factors are smaller than
-    the matrix (rank * (in + out) < in * out, kmr_dsl/rules/lowrank.py)."""
-    inf, outf = st["in_features"], st["out_features"]
-    return A.compare("<", A.mul(st["rank"], A.add(inf, outf)), A.mul(inf, outf))
+    the matrix (rank * (in + out) < in * out, kmr_dsl/rules/lowrank.py), at the rank and
+    shape it decided at (`Factors.fields`, where `st` carries them), else the layer's own."""
+    inf, outf = st.get("factor_in", st["in_features"]), st.get("factor_out", st["out_features"])
+    return A.compare("<", A.mul(factor_rank(st), A.add(inf, outf)), A.mul(inf, outf))
+
+
+def factor_rank(st: dict):
+    """The factors' inner dimension: the decided rank, which slicing rows or columns keeps
+    (the layer's `rank` field is at most its sides, as the runtime reports it)."""
+    return st.get("factor_rank", st["rank"])
 
 
 def matrix_numel(st: dict, dense_n, factorized: bool):
     """Weight elements of a matrix layer: its dense count, or its factors' once a rule set its rank."""
     if not factorized:
         return dense_n
-    return A.ite(factor_test(st), A.mul(st["rank"], A.add(st["in_features"], st["out_features"])), dense_n)
+    return A.ite(factor_test(st), A.mul(factor_rank(st), A.add(st["in_features"], st["out_features"])), dense_n)
+
+
+@dataclass(frozen=True)
+class Factors:
+    """What a rank effect decided for a layer (kmr_dsl/rules/lowrank.py `truncate`): the
+    inner rank k and the shape (in, out) at which it compared k * (in + out) with
+    in * out. The runtime keeps two Linears whenever that held, and a later head or
+    channel pruning slices them (rows of the second, columns of the first): k stays, and
+    so does the decision, even where the smaller shape would not factorize anew."""
+    rank: object
+    in_features: object
+    out_features: object
+
+    def fields(self) -> dict:
+        """The keys `factor_test` / `matrix_numel` read beside a layer's own fields."""
+        return {"factor_rank": self.rank, "factor_in": self.in_features, "factor_out": self.out_features}
+
+
+def factor_fields(state, layer: str) -> dict:
+    """The layer's `Factors` fields (state.State.factors) where they differ from its own
+    rank and shape (a head or channel pruning after `lowrank`), else none: the layer's
+    fields decide alike."""
+    rec = state.factors.get(layer)
+    if rec is None:
+        return {}
+    st = state.layers[layer]
+    if all(a is b or a == b for a, b in ((rec.rank, st["rank"]), (rec.in_features, st["in_features"]),
+                                         (rec.out_features, st["out_features"]))):
+        return {}
+    return rec.fields()
+
+
+def record_factors(state, layer: str, old: dict, new: dict, floor) -> None:
+    """What a rank effect decided (`Factors`). The runtime leaves the layer as it is (its
+    factors, or its dense weights) where the kept rank is the current one and no energy
+    cut applies (`floor`, lowend.rank_floor); elsewhere it decides at the current shape."""
+    keep = A.compare(">=", new["rank"], old["rank"])
+    if floor is not None:
+        keep = A.and_(keep, A.not_(floor))
+    if keep is A.TRUE:
+        return
+    fresh = Factors(new["rank"], new["in_features"], new["out_features"])
+    if keep is A.FALSE:
+        state.factors[layer] = fresh
+        return
+    # where it keeps the layer, a never-factorized one is decided at its own shape: a dense
+    # layer's rank never passes the test (truncate would have split it), at any smaller shape
+    prior = state.factors.get(layer) or Factors(old["rank"], old["in_features"], old["out_features"])
+    state.factors[layer] = Factors(A.ite(keep, prior.rank, fresh.rank),
+                                   A.ite(keep, prior.in_features, fresh.in_features),
+                                   A.ite(keep, prior.out_features, fresh.out_features))
+
+
+# merging an adapter into a factorized (or truncated) layer projects the merged matrix
+# back onto the layer's rank by SVD at its current shape (kmr_dsl/rules/lora.py)
+LORA_IMPL = "kmr_dsl.rules.lora:apply"
+
+
+def merge_factors(state, layer: str, merge) -> None:
+    """A merged adapter re-decides the form at the layer's rank and shape (`Factors`)."""
+    if not isinstance(merge, sp.Basic) or not A.is_boolean(merge):
+        merge = A.TRUE          # not modelled: lora's default, and the runtime's usual case
+    st, rec = state.layers[layer], state.factors[layer]
+    if merge is A.TRUE:
+        del state.factors[layer]
+    elif merge is not A.FALSE:
+        state.factors[layer] = Factors(A.ite(merge, st["rank"], rec.rank),
+                                       A.ite(merge, st["in_features"], rec.in_features),
+                                       A.ite(merge, st["out_features"], rec.out_features))
 
 
 def ops_for(model):
@@ -105,4 +187,5 @@ def _size_key(numel) -> float:
     return float(numel) if A.is_number(A.num(numel)) else -1.0
 
 
-__all__ = ["factor_test", "matrix_numel", "ops_for", "settle", "settle_all", "settle_total"]
+__all__ = ["Factors", "LORA_IMPL", "factor_fields", "factor_rank", "factor_test", "matrix_numel", "merge_factors",
+           "ops_for", "record_factors", "settle", "settle_all", "settle_total"]

@@ -26,7 +26,8 @@ Semantics, in order:
 - what a step does besides its effects is `kmr_dsl.core.step` over sympy, in the
   modules this one calls (docs/design.md): counts settled as the runtime rounds them
   (verify/settling.py), consumers and channel groups shrink with their producer and a
-  changed shape's rank follows it (verify/groups.py), the requirements of the step
+  changed shape's rank follows it (verify/groups.py; what `lowrank` decided, two factors
+  or one matrix, stays: `State.factors`), the requirements of the step
   semantics itself (verify/requirements.py: a shrink with no matrix consumer, KMR304; a
   fold that leaves a reader of its normalization unscaled, KMR306);
 - global pruning over several layers pools them (`State.pools`, verify/pools.py): each
@@ -49,6 +50,7 @@ import sympy as sp
 from kmr_dsl.core.program import (CheckedProgram, Const, DataRef, EnumLit, FieldRef, If, IExpr, KnobRef, MeterRef,
                                   NO_DATA, ModelArg, Op, ParamRef, Pipeline, Rule, Step)
 from kmr_dsl.core.memo import ByIdentity, Memo
+from kmr_dsl.core.state import MATRIX_KINDS
 from kmr_dsl.core.walk import Dispatch, Unsupported, nodes
 from kmr_dsl.facts import ModelFacts
 from kmr_dsl.verify import algebra as A
@@ -74,11 +76,14 @@ class State:
     # the index of the step that made it a range
     low: dict[str, dict[str, object]] = field(default_factory=dict)
     loose_at: dict[tuple[str, str], int] = field(default_factory=dict)
+    # layer -> what the last `lowrank` on it decided (settling.Factors): a later shape
+    # change slices its factors, it does not decide the factorization anew
+    factors: dict[str, settling.Factors] = field(default_factory=dict)
 
     def fork(self) -> "State":
         """A copy that steps can change in place (layer dicts are replaced, never mutated)."""
         return State(dict(self.layers), dict(self.model), dict(self.origin), dict(self.pools),
-                     dict(self.low), dict(self.loose_at))
+                     dict(self.low), dict(self.loose_at), dict(self.factors))
 
 
 @dataclass
@@ -407,12 +412,26 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
         if layer is not None and new_layer:
             old = lstate
             lstate = dict(lstate)
-            for f, v in _settled(model, new_layer, old, layer_facts.get(layer),
-                                 (layer, "rank") in state.origin, canon, raw.setdefault(layer, [])).items():
+            # a layer `lowrank` decided on: its kept weights count the form it decided, at
+            # the shape this step leaves (a step that slices it included); where neither
+            # this step nor an earlier one changed that shape, the layer's own fields say
+            # the same (and the step's template holds)
+            record = None if "rank" in new_layer else state.factors.get(layer)
+            reshaped = "in_features" in new_layer or "out_features" in new_layer
+            sliced = record.fields() if record is not None and (reshaped or settling.factor_fields(state, layer)) \
+                else {}
+            for f, v in _settled(model, new_layer, {**old, **sliced} if sliced else old, layer_facts.get(layer),
+                                 (layer, "rank") in state.origin or bool(sliced), None if sliced else canon,
+                                 raw.setdefault(layer, [])).items():
                 if old.get(f) != v:
                     lstate[f] = v
                     state.origin[(layer, f)] = index
             state.layers[layer] = lstate
+            if "rank" in new_layer and layer_facts.get(layer) is not None \
+                    and layer_facts[layer].kind in MATRIX_KINDS:
+                settling.record_factors(state, layer, old, lstate, lowend.rank_floor(rule, params))
+            elif rule.impl == settling.LORA_IMPL and layer in state.factors:
+                settling.merge_factors(state, layer, params.get("merge", A.TRUE))
             before.setdefault(layer, old)
             touched.add(layer)
             if lstate["heads"] is not old["heads"] and lstate["heads"] != old["heads"]:

@@ -41,9 +41,6 @@ def _show(res) -> str:
 # reproducer fail once its class is fixed, and it leaves this dict). The generated
 # cases below are not marked: they guard 0 disagreements (docs/benchmarks.md).
 KNOWN: dict[str, str] = {
-    "lowrank-then-head-factored": "a factorized layer whose rows (or columns) head or channel pruning then removes "
-                                  "stays two Linears at run time; the cost model decides the factorization anew at "
-                                  "the smaller shape and may count one dense Linear (params, nonzero, macs low)",
     "family-then-continuous-rounding": "a kept-weight count over a per-layer knob and a continuous knob (or with more "
                                        "than rounding.MAX_PIECES values) is not rounded: the state keeps the exact "
                                        "product, below the runtime's round-half-up by up to 1/2 weight per layer "
@@ -228,6 +225,38 @@ REPRODUCERS = {
                                            'lowrank(ratio = 0.5) on layers(Linear, name = "model.layers.0.self_attn.'
                                            'k_proj")\nprune(amount = 0.75, method = head) on layers(Linear, name = '
                                            '"model.layers.0.self_attn.q_proj")', "params <= 1324"),
+    # the same through channel pruning of the factorized MLP layer itself (rank 4: 4 * (8 + 16)
+    # < 8 * 16): its rows shrink to 2, below the rank; the runtime keeps both factors
+    # (4 * (8 + 2) = 40 weights, + 2 bias), the model re-decided at 8 x 2 (one dense 16)
+    "lowrank-then-channel-factored": _program(_model("mlp", "8,16,4"),
+                                              'lowrank(ratio = 0.5) on layers(Linear, name = "0")\n'
+                                              'prune(amount = 0.875, method = channel) on layers(Linear, name = "0")',
+                                              "params <= 30"),
+    # ... with an energy cut (the rank a range [1, 4]) ...
+    "lowrank-energy-then-channel-factored": _program(_model("mlp", "8,16,4"),
+                                                     'lowrank(ratio = 0.5, energy = 0.99) on layers(Linear, name = "0")'
+                                                     '\nprune(amount = 0.875, method = channel) on layers(Linear, '
+                                                     'name = "0")', "params <= 30"),
+    # ... through the consumer's columns (the factorized `2` reads the pruned `0`: 2 * (2 + 4)
+    # weights kept, the model re-decided at 2 x 4: dense 8) ...
+    "lowrank-then-producer-channel-factored": _program(_model("mlp", "8,16,4"),
+                                                       'lowrank(ratio = 0.5) on layers(Linear, name = "2")\n'
+                                                       'prune(amount = 0.875, method = channel) on layers(Linear, '
+                                                       'name = "0")', "params <= 30"),
+    # ... and a magnitude pruning after it, which counts the kept weights on the two factors
+    "lowrank-then-channel-then-magnitude": _program(_model("mlp", "8,16,4"),
+                                                    'lowrank(ratio = 0.5) on layers(Linear, name = "0")\n'
+                                                    'prune(amount = 0.875, method = channel) on layers(Linear, '
+                                                    'name = "0")\nprune(amount = 0.3)', "nonzero <= 23"),
+    # ... but merging an adapter into the sliced factors projects the merged matrix back onto
+    # the layer's rank (2) at its new shape, where one dense 2 x 8 matrix is smaller: the
+    # runtime re-decides there (30 params), and so must the model (not 2 * (8 + 2) + 2 + ...)
+    "lowrank-then-channel-then-lora-merge": _program(_model("mlp", "8,16,4"),
+                                                     'lowrank(ratio = 0.5) on layers(Linear, name = "0")\n'
+                                                     'prune(amount = 0.875, method = channel) on layers(Linear, '
+                                                     'name = "0")\nlora(data = train, rank = 2, epochs = 1, '
+                                                     'batch_size = 16) on layers(Linear, name = "0")', "params >= 54",
+                                                     data=_TRAIN.replace('"16,16,4"', '"8,16,4"')),
     # per-layer pruning by a family knob, then by a continuous knob: each layer keeps
     # round(round(N (1 - f)) (1 - a)) weights, a count over two knobs that verify/rounding.py
     # does not round, so the state keeps 102 * 0.75 + 51 * 0.75 = 114.75 (+ 20 biases); the
