@@ -59,14 +59,10 @@ def boxes_program(lines: list[str]) -> str:
 
 
 def chain_facts(n: int):
-    from kmr_dsl.facts import LayerFact, ModelFacts
+    """n Linear layers whose widths cycle through WIDTHS (tests/check/fakes.py `chain`)."""
+    from tests.check.fakes import chain
 
-    layers = []
-    for i in range(n):
-        a, b = WIDTHS[i % len(WIDTHS)], WIDTHS[(i + 1) % len(WIDTHS)]
-        layers.append(LayerFact(f"fc{i}", "Linear", a, b, (b, a), a * b, b, "float32", 32, 1.0, a * b,
-                                (f"fc{i + 1}",) if i + 1 < n else ()))
-    return ModelFacts(tuple(layers), sum(f.params for f in layers), sum(f.macs for f in layers), (1, WIDTHS[0]))
+    return chain(n, WIDTHS)
 
 
 def run(name: str, src: str, facts, cap: float) -> None:

@@ -43,6 +43,14 @@ def mlp(sizes: tuple[int, ...]) -> ModelFacts:
     return _facts(layers, (1, sizes[0]))
 
 
+def chain(n: int, widths: tuple[int, ...] = (64, 96, 128, 80)) -> ModelFacts:
+    """n Linear layers fc0 ... fc{n-1}, each read by the next, whose widths cycle through
+    `widths` (as many layer shapes as widths): the verifier's scale benchmarks and tests."""
+    layers = [linear(f"fc{i}", widths[i % len(widths)], widths[(i + 1) % len(widths)],
+                     consumers=(f"fc{i + 1}",) if i + 1 < n else ()) for i in range(n)]
+    return _facts(layers, (1, widths[0]))
+
+
 def bert(n_layers: int = 2, hidden: int = 32, ffn: int = 128, vocab: int = 1000, tokens: int = 16) -> ModelFacts:
     layers = [
         LayerFact("embeddings.word_embeddings", "Embedding", hidden, vocab, (vocab, hidden), vocab * hidden, 0,

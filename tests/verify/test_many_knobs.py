@@ -20,13 +20,14 @@ from kmr_dsl.check import check_source
 from kmr_dsl.diagnostics import render_all
 from kmr_dsl.verify import Verdict, verify
 from kmr_dsl.verify.budget import budget_lines, holds
-from kmr_dsl.facts import LayerFact, ModelFacts
+from kmr_dsl.facts import ModelFacts
 from kmr_dsl.verify import joint
 from kmr_dsl.verify.algebra import frac
 from kmr_dsl.verify.atoms import NotAtomic, analyse, ival
 from kmr_dsl.verify.numeric import evaluate
 from kmr_dsl.verify.obligations import pipeline_model
 
+from tests.check.fakes import chain as shapes_chain
 from tests.verify.test_knapsack import chain
 
 KNOBS = 25
@@ -83,15 +84,10 @@ def test_a_line_out_of_reach_is_refuted_without_a_solver():
 JOINT = ["size <= 14% * baseline.size", "nonzero >= 90% * baseline.nonzero"]
 
 
-def widths_chain(n: int, widths=(64, 96, 128, 80)) -> ModelFacts:
+def widths_chain(n: int) -> ModelFacts:
     """Linear layers of several shapes: one count (atom) per shape, so the lines couple
     several counts and the proof is the Lagrangian one."""
-    layers = []
-    for i in range(n):
-        a, b = widths[i % len(widths)], widths[(i + 1) % len(widths)]
-        layers.append(LayerFact(f"fc{i}", "Linear", a, b, (b, a), a * b, b, "float32", 32, 1.0, a * b,
-                                (f"fc{i + 1}",) if i + 1 < n else ()))
-    return ModelFacts(tuple(layers), sum(f.params for f in layers), sum(f.macs for f in layers), (1, widths[0]))
+    return shapes_chain(n, (64, 96, 128, 80))
 
 
 def model_lines(lines: list[str], facts, knobs: int = KNOBS):
