@@ -100,32 +100,42 @@ def layer_rows(threads: list[int], rounds: int) -> str:
     from kmr_dsl.rules import quantize
     from kmr_dsl.runtime import layers as kl
 
+    from torch.ao.quantization import quantize_dynamic
+
+    from kmr_dsl.runtime import fusion
+
     def repeat(module):
         return lambda x: [module(x) for _ in range(5)]
 
-    out = []
-    for fan_in, fan_out in ((384, 384), (384, 1536), (1536, 384)):
-        linear = nn.Sequential(nn.Linear(fan_in, fan_out))
+    def rows(label: str, module: nn.Module, x, fuse: bool = False) -> list[list[str]]:
+        """torch's default dynamic int8 of `module` against KMR's symmetric and asymmetric
+        int8 (with `fuse`, its sibling Linears linked as `artifact.load` links them)."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            from torch.ao.quantization import quantize_dynamic
-            models = {"torch": quantize_dynamic(linear, {nn.Linear}, dtype=torch.qint8)}
+            models = {"torch": quantize_dynamic(module, {nn.Linear}, dtype=torch.qint8)}
         for name, symmetric in (("KMR symmetric", True), ("KMR asymmetric", False)):
-            model = copy.deepcopy(linear)
+            model = copy.deepcopy(module)
             quantize.apply(model, kl.select_layers(model, ("Linear",)), bits=8, symmetric=symmetric)
+            if fuse:
+                fusion.install(model)
             models[name] = model
-        x = torch.randn(BATCH * SEQUENCE, fan_in, generator=torch.Generator().manual_seed(0))
+        out = []
         for n in threads:
             times = paired_rounds({k: repeat(m) for k, m in models.items()}, lambda: x, rounds=rounds, threads=n)
             cells = []
             for name in ("KMR symmetric", "KMR asymmetric"):
                 lo, q1, med, q3, hi = quartiles([a / b for a, b in zip(times[name], times["torch"])])
                 cells.append(f"{med:.3f} ({q1:.3f}-{q3:.3f})")
-            out.append([f"{fan_in} -> {fan_out}", str(n), f"{quartiles(times['torch'])[2] / 5 * 1e3:.2f}", *cells])
+            out.append([label, str(n), f"{quartiles(times['torch'])[2] / 5 * 1e3:.2f}", *cells])
+        return out
+
+    out = []
+    for fan_in, fan_out in ((384, 384), (384, 1536), (1536, 384)):
+        x = torch.randn(BATCH * SEQUENCE, fan_in, generator=torch.Generator().manual_seed(0))
+        out += rows(f"{fan_in} -> {fan_out}", nn.Sequential(nn.Linear(fan_in, fan_out)), x)
+
     # query, key and value on one input: torch's three calls against KMR's linked siblings
     # (`runtime.fusion`, as `artifact.load` links them), one GEMM a round of three
-    from kmr_dsl.runtime import fusion
-
     class QKV(nn.Module):
         def __init__(self):
             super().__init__()
@@ -135,24 +145,8 @@ def layer_rows(threads: list[int], rounds: int) -> str:
             return self.query(x), self.key(x), self.value(x)
 
     torch.manual_seed(0)
-    qkv = QKV()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        models = {"torch": quantize_dynamic(qkv, {nn.Linear}, dtype=torch.qint8)}
-    for name, symmetric in (("KMR symmetric", True), ("KMR asymmetric", False)):
-        model = copy.deepcopy(qkv)
-        quantize.apply(model, kl.select_layers(model, ("Linear",)), bits=8, symmetric=symmetric)
-        fusion.install(model)
-        models[name] = model
     x = torch.randn(BATCH * SEQUENCE, 384, generator=torch.Generator().manual_seed(0))
-    for n in threads:
-        times = paired_rounds({k: repeat(m) for k, m in models.items()}, lambda: x, rounds=rounds, threads=n)
-        cells = []
-        for name in ("KMR symmetric", "KMR asymmetric"):
-            lo, q1, med, q3, hi = quartiles([a / b for a, b in zip(times[name], times["torch"])])
-            cells.append(f"{med:.3f} ({q1:.3f}-{q3:.3f})")
-        out.append(["query, key, value: 3 x (384 -> 384) on one input (KMR: linked, one GEMM)", str(n),
-                    f"{quartiles(times['torch'])[2] / 5 * 1e3:.2f}", *cells])
+    out += rows("query, key, value: 3 x (384 -> 384) on one input (KMR: linked, one GEMM)", QKV(), x, fuse=True)
     # the embeddings: torch's default keeps nn.Embedding in fp32, KMR looks up int8 rows
     embedding = nn.Sequential(nn.Embedding(30522, 384))
     models = {"torch": embedding, "KMR symmetric": copy.deepcopy(embedding)}
