@@ -51,11 +51,9 @@ KNOBS = 3
 
 
 def boxes_program(lines: list[str]) -> str:
-    knobs = "\n".join(f"knob k{i} : float in [0.0, 0.5] step 0.05 = 0.0" for i in range(KNOBS))
-    steps = "\n".join(f"        prune(amount = k{i})" for i in range(KNOBS))
-    return (f'import "std"\nmodel deep = factory("bench:mlp")\n{knobs}\nknob b : int in {{4, 8, 16, 32}} = 32\n'
-            f"pipeline compress(deep) {{\n    for l in layers(Linear) {{\n{steps}\n        quantize(bits = b)\n    }}\n"
-            "    budget {\n" + "\n".join("        " + ln for ln in lines) + "\n    }\n}\n")
+    from tests.check.fakes import shared_knobs_program
+
+    return shared_knobs_program(lines, KNOBS)
 
 
 def chain_facts(n: int):

@@ -120,11 +120,9 @@ MANY_KNOBS = {"feasible": ["size <= 30% * baseline.size", "nonzero >= 10% * base
 
 def many_knobs_program(lines: list[str]) -> str:
     """25 scalar sparsity knobs, each pruning every layer, and one bit-width knob."""
-    knobs = "\n".join(f"knob k{i} : float in [0.0, 0.5] step 0.05 = 0.0" for i in range(KNOBS25))
-    steps = "\n".join(f"        prune(amount = k{i})" for i in range(KNOBS25))
-    return (f'import "std"\nmodel deep = factory("bench:mlp")\n{knobs}\nknob b : int in {{4, 8, 16, 32}} = 32\n'
-            f"pipeline compress(deep) {{\n    for l in layers(Linear) {{\n{steps}\n        quantize(bits = b)\n    }}\n"
-            "    budget {\n" + "\n".join("        " + ln for ln in lines) + "\n    }\n}\n")
+    from tests.check.fakes import shared_knobs_program
+
+    return shared_knobs_program(lines, KNOBS25)
 
 
 def many_knobs(runs: int, layers: int = MANY_KNOBS_LAYERS) -> dict:

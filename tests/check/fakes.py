@@ -51,6 +51,28 @@ def chain(n: int, widths: tuple[int, ...] = (64, 96, 128, 80)) -> ModelFacts:
     return _facts(layers, (1, widths[0]))
 
 
+def shared_knobs_program(lines: list[str], count: int) -> str:
+    """A program over a chain (`chain`): `count` scalar sparsity knobs, each pruning every
+    Linear, one bit-width knob, and the budget `lines`: one group of count + 1 knobs."""
+    knobs = "\n".join(f"knob k{i} : float in [0.0, 0.5] step 0.05 = 0.0" for i in range(count))
+    steps = "\n".join(f"        prune(amount = k{i})" for i in range(count))
+    budget = "\n".join(f"        {ln}" for ln in lines)
+    return f"""import "std"
+model deep = factory("bench:mlp")
+{knobs}
+knob b : int in {{4, 8, 16, 32}} = 32
+pipeline compress(deep) {{
+    for l in layers(Linear) {{
+{steps}
+        quantize(bits = b)
+    }}
+    budget {{
+{budget}
+    }}
+}}
+"""
+
+
 def bert(n_layers: int = 2, hidden: int = 32, ffn: int = 128, vocab: int = 1000, tokens: int = 16) -> ModelFacts:
     layers = [
         LayerFact("embeddings.word_embeddings", "Embedding", hidden, vocab, (vocab, hidden), vocab * hidden, 0,

@@ -28,29 +28,14 @@ from kmr_dsl.verify.numeric import evaluate
 from kmr_dsl.verify.obligations import pipeline_model
 
 from tests.check.fakes import chain as shapes_chain
+from tests.check.fakes import shared_knobs_program
 from tests.verify.test_knapsack import chain
 
 KNOBS = 25
 
 
 def source(lines: list[str], count: int = KNOBS) -> str:
-    knobs = "\n".join(f"knob k{i} : float in [0.0, 0.5] step 0.05 = 0.0" for i in range(count))
-    steps = "\n".join(f"        prune(amount = k{i})" for i in range(count))
-    budget = "\n".join(f"        {ln}" for ln in lines)
-    return f"""import "std"
-model deep = factory("bench:mlp")
-{knobs}
-knob b : int in {{4, 8, 16, 32}} = 32
-pipeline compress(deep) {{
-    for l in layers(Linear) {{
-{steps}
-        quantize(bits = b)
-    }}
-    budget {{
-{budget}
-    }}
-}}
-"""
+    return shared_knobs_program(lines, count)
 
 
 def run(lines: list[str], n: int = 6):
