@@ -90,11 +90,21 @@ def refute(lines: list, knobs, meets=None) -> Branch | joint.Certificate | Witne
         values, real = _domain(kv)
         box[s] = (values[0], values[-1]) if real is None else real
     leaves = [0, time.monotonic() + TIME_BUDGET_S]
+    # the lines' atoms and case substitutions are the same in every box (only the atoms'
+    # ranges change): prepared once, not per box
+    probe = _Probe(meets, at.cases, set())
     try:
-        tree = _node(lines, knobs, box, leaves, {s: 0 for s in at.free}, (meets, at.cases))
+        tree = _node(lines, knobs, box, leaves, {s: 0 for s in at.free}, probe, joint.prepare(lines, knobs))
     except _Found as found:
         return Witness(found.setting)
     return tree if tree is not None and check(lines, knobs, tree) else None
+
+
+@dataclass
+class _Probe:
+    meets: object                # setting -> bool (exact), or None
+    cases: tuple                 # case knob symbols
+    tried: set                   # points already asked
 
 
 class _Found(Exception):
@@ -102,23 +112,43 @@ class _Found(Exception):
         self.setting = setting
 
 
-def _try_point(knobs, box, meets, cases):
-    """Raise _Found when a case setting at the point `box` meets the lines."""
-    if meets is None:
+def _try_point(knobs, point: dict, probe: _Probe):
+    """Raise _Found when a case setting at `point` ({free symbol: value}) meets the lines."""
+    key = tuple(sorted((str(s), v) for s, v in point.items()))
+    if probe.meets is None or key in probe.tried:
         return
-    point = {knobs.by_symbol[s].name: lo for s, (lo, _) in box.items()}
-    options = [[(knobs.by_symbol[c].name, v) for v in knobs.by_symbol[c].values] for c in cases]
+    probe.tried.add(key)
+    named = {knobs.by_symbol[s].name: v for s, v in point.items()}
+    options = [[(knobs.by_symbol[c].name, v) for v in knobs.by_symbol[c].values] for c in probe.cases]
     for combo in itertools.islice(itertools.product(*options), 1 << 8):
-        setting = {**point, **dict(combo)}
-        if meets(setting):
+        setting = {**named, **dict(combo)}
+        if probe.meets(setting):
             raise _Found(setting)
 
 
-def _node(lines, knobs, box, leaves, depth, probe=(None, ())):
-    cert = joint.refute(lines, knobs, box)
+def _mid(kv, lo, hi):
+    """The box side's middle: a value of a finite knob, the midpoint of a real one."""
+    values, _ = _domain(kv)
+    return (lo + hi) / 2 if values is None else values[(values.index(lo) + values.index(hi)) // 2]
+
+
+def _try_box(knobs, box, probe: _Probe):
+    """A box without a certificate may hold a setting that meets the lines (a feasible budget
+    the descent search missed): its low corner, middle and high corner are asked (exactly,
+    by the caller's `meets`) before it is split, so a witness ends the search at once
+    instead of after the split has narrowed to a point."""
+    _try_point(knobs, {s: lo for s, (lo, _) in box.items()}, probe)
+    _try_point(knobs, {s: _mid(knobs.by_symbol[s], lo, hi) for s, (lo, hi) in box.items()}, probe)
+    _try_point(knobs, {s: hi for s, (_, hi) in box.items()}, probe)
+
+
+def _node(lines, knobs, box, leaves, depth, probe: _Probe, shape=None):
+    # unchecked here: refute checks the whole tree (every leaf re-derived) before returning it
+    cert = joint.refute(lines, knobs, box, shape, checked=False)
     if cert is not None:
         leaves[0] += 1
         return cert
+    _try_box(knobs, box, probe)
     if leaves[0] >= MAX_LEAVES or time.monotonic() > leaves[1]:
         return None
     pick, width = None, 1
@@ -132,20 +162,15 @@ def _node(lines, knobs, box, leaves, depth, probe=(None, ())):
         elif lo < hi and depth[s] < REAL_SPLITS and pick is None:
             pick = s
     if pick is None:
-        _try_point(knobs, box, *probe)
-        return None                  # a point (or as fine as it gets) with no proof: maybe met
+        return None                  # a point (or as fine as it gets) with no proof: maybe met (asked above)
     lo, hi = box[pick]
-    values, _ = _domain(knobs.by_symbol[pick])
-    if values is not None:
-        at = values[(values.index(lo) + values.index(hi)) // 2]
-    else:
-        at = (lo + hi) / 2
+    at = _mid(knobs.by_symbol[pick], lo, hi)
     (llo, lhi), (glo, ghi) = _sides(knobs.by_symbol[pick], lo, hi, at)
     deeper = {**depth, pick: depth[pick] + 1}
-    le = _node(lines, knobs, {**box, pick: (llo, lhi)}, leaves, deeper, probe)
+    le = _node(lines, knobs, {**box, pick: (llo, lhi)}, leaves, deeper, probe, shape)
     if le is None:
         return None
-    ge = _node(lines, knobs, {**box, pick: (glo, ghi)}, leaves, deeper, probe)
+    ge = _node(lines, knobs, {**box, pick: (glo, ghi)}, leaves, deeper, probe, shape)
     if ge is None:
         return None
     return Branch(pick, at, le, ge)
@@ -159,15 +184,19 @@ def check(lines: list, knobs, tree) -> bool:
     for s in at.free:
         values, real = _domain(knobs.by_symbol[s])
         box[s] = (values[0], values[-1]) if real is None else real
+    # the lines' shape re-derived here from the lines (not the search's), once for every leaf
+    shape = joint.prepare(lines, knobs)
+    if shape is None:
+        return False
     try:
-        return _check(lines, knobs, tree, box)
+        return _check(lines, knobs, tree, box, shape)
     except (IndexError, TypeError, ValueError, RecursionError):
         return False
 
 
-def _check(lines, knobs, node, box) -> bool:
+def _check(lines, knobs, node, box, shape) -> bool:
     if isinstance(node, joint.Certificate):
-        return joint.check(lines, knobs, node, box)
+        return joint.check(lines, knobs, node, box, shape)
     if not isinstance(node, Branch) or node.symbol not in box:
         return False
     lo, hi = box[node.symbol]
@@ -175,8 +204,8 @@ def _check(lines, knobs, node, box) -> bool:
     if sides is None:
         return False
     left, right = sides
-    return (_check(lines, knobs, node.le, {**box, node.symbol: left})
-            and _check(lines, knobs, node.ge, {**box, node.symbol: right}))
+    return (_check(lines, knobs, node.le, {**box, node.symbol: left}, shape)
+            and _check(lines, knobs, node.ge, {**box, node.symbol: right}, shape))
 
 
 def leaves(tree) -> list:

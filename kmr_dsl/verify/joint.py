@@ -35,12 +35,13 @@ from __future__ import annotations
 
 import heapq
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
 import numpy as np
 import sympy as sp
 from sympy.core.parameters import evaluate as unevaluated
+from sympy.core.relational import Relational
 from scipy.optimize import linprog
 
 from kmr_dsl.verify.algebra import frac
@@ -104,7 +105,7 @@ class Certificate:
                 f"{self.atoms} per-layer count(s), each proved monotone in every knob; " + "; ".join(parts))
 
 
-def _split(exprs: list, atoms: dict):
+def _split(exprs: list, atoms):
     """(consts per line, {atom symbol: [{term: multiplicity} per line]}) of the lines at one
     case setting; NotAtomic when a term reads two atoms, or none and is no number."""
     n = len(exprs)
@@ -116,28 +117,83 @@ def _split(exprs: list, atoms: dict):
             if not syms:
                 consts[i] += frac(evaluate(term, {}))
                 continue
-            if len(syms) != 1 or not syms <= atoms.keys():
+            if len(syms) != 1 or not syms <= atoms:
                 raise NotAtomic("a term with no atom or with two")
             bag = parts.setdefault(next(iter(syms)), [{} for _ in range(n)])[i]
             bag[term] = bag.get(term, 0) + 1
     return consts, parts
 
 
-def _decoupled(lines, knobs, box=None):
+@dataclass
+class Shape:
+    """What a decoupled proof needs that no box changes: the lines atomized over the declared
+    domains (each atom's monotonicity proved there, so it holds in every sub-box) and, per
+    case setting, the lines' constants and per-atom terms. boxsplit.py prepares it once for
+    every box instead of re-atomizing and re-substituting the lines per box."""
+    at: object                   # atoms.Atomized over the declared domains
+    cases: list                  # (case setting, consts per line, {atom symbol: bags per line})
+    floats: dict                 # (case index, atom symbol) -> float functions per line (proposals only)
+
+
+def prepare(lines, knobs) -> Shape | None:
+    """The lines' Shape, or None when they are not `<=` / `<` lines over atoms."""
     exprs = [ln.expr for ln in lines]
     if not lines or not all(ln.op in ("<=", "<") and ln.expr is not None for ln in lines):
         return None
-    at = atomize(exprs, knobs, box=box)
+    at = atomize(exprs, knobs)
     if at is None:
         return None
-    atoms = {a.symbol: (j, a) for j, a in enumerate(at.atoms)}
+    atoms = {a.symbol for a in at.atoms}
     out = []
-    for c in at.case_settings(knobs):
-        with unevaluated(False):     # evaluating would re-simplify every layer's Max and Piecewise
-            subst = [e.xreplace(c) for e in at.exprs]
-        consts, parts = _split(subst, atoms)
-        out.append((c, consts, parts))
-    return at, atoms, out
+    try:
+        for c in at.case_settings(knobs):
+            with unevaluated(False):     # evaluating would re-simplify every layer's Max and Piecewise
+                subst = [e.xreplace(c) for e in at.exprs]
+            consts, parts = _split(subst, atoms)
+            out.append((c, consts, parts))
+    except (NotAtomic, Unevaluable, ZeroDivisionError, RecursionError):
+        return None
+    return Shape(at, out, {})
+
+
+def _atoms_over(shape: Shape, box: dict | None):
+    """{atom symbol: (index, Atom)} with each atom's range over `box` ({free symbol: (lo, hi)}
+    inside the declared ends; None when it is not): the atom's exact values at the box's two
+    corners its proved directions pick (a knob that raises it: its low end gives the least)."""
+    at = shape.at
+    box = box or {}
+    if not set(box) <= set(at.free):
+        return None
+    out = {}
+    for j, a in enumerate(at.atoms):
+        if box:
+            lo_at, hi_at = [], []
+            for (s, lv), (_, hv) in zip(a.lo_at, a.hi_at):
+                if s not in box:
+                    lo_at.append((s, lv))
+                    hi_at.append((s, hv))
+                    continue
+                blo, bhi = box[s]
+                if not min(lv, hv) <= blo <= bhi <= max(lv, hv):
+                    return None
+                up = lv <= hv                 # the declared corners say which way it moves
+                lo_at.append((s, blo if up else bhi))
+                hi_at.append((s, bhi if up else blo))
+            a = replace(a, lo=frac(evaluate(a.expr, dict(lo_at))), hi=frac(evaluate(a.expr, dict(hi_at))),
+                        lo_at=tuple(lo_at), hi_at=tuple(hi_at))
+        out[a.symbol] = (j, a)
+    return out
+
+
+def _decoupled(lines, knobs, box=None, shape=None):
+    if shape is None:
+        shape = prepare(lines, knobs)
+        if shape is None:
+            return None
+    atoms = _atoms_over(shape, box)
+    if atoms is None:
+        return None
+    return shape, atoms, shape.cases
 
 
 def _floats(bags: list):
@@ -158,26 +214,138 @@ def _psi_lower(bags: list, y: list[Fraction], a, lo: Fraction, hi: Fraction) -> 
     return total
 
 
-def _samples(atom) -> list[Fraction]:
-    lo, hi = atom.lo, atom.hi
-    if atom.integer and hi - lo < SAMPLES:
-        return [lo + k for k in range(int(hi - lo) + 1)]
-    pts = [lo + (hi - lo) * k / (SAMPLES - 1) for k in range(SAMPLES)]
+def _samples(atom) -> list[float]:
+    """Points of the atom's range, as floats: they only guide the proposal (nothing exact
+    rests on them), and exact Fractions here cost more than the whole search."""
+    lo, hi = float(atom.lo), float(atom.hi)
+    if atom.integer and atom.hi - atom.lo < SAMPLES:
+        return [lo + k for k in range(int(atom.hi - atom.lo) + 1)]
+    pts = np.linspace(lo, hi, SAMPLES)
     if atom.integer:
-        pts = sorted({Fraction(round(p)) for p in pts} | {lo, hi})
-    return pts
+        pts = np.unique(np.round(pts))
+    return pts.tolist()
 
 
-def _propose(atoms, cases, n: int):
-    """(y normalised, scale) maximising the sampled decoupled bound, or None when it stays <= 0."""
-    tables = []                              # per case: (const vector, [values points x lines])
-    for _, consts, parts in cases:
+def _table(shape, k: int, a, atom):
+    """The float values of case k's per-line terms over atom a at its sample points
+    ([points x lines]): each line's terms compiled once per shape into a numpy function
+    evaluated over every point at once, or, for a term `_vec` does not know, point by point
+    through numeric's float closures."""
+    xs = np.array(_samples(atom), dtype=float)
+    fns = shape.floats.get((k, a))
+    if fns is None:
+        bags = shape.cases[k][2][a]
+        try:
+            fns = ("vec", [[(m, _vec(t, a)[0]) for t, m in bag.items()] for bag in bags])
+        except (Unevaluable, TypeError, ValueError, ZeroDivisionError, FloatingPointError):
+            fns = ("scalar", _floats(bags))
+        shape.floats[(k, a)] = fns
+    kind, fs = fns
+    if kind == "vec":
+        try:
+            with np.errstate(all="raise"):
+                return np.stack([sum((m * np.broadcast_to(f(xs), xs.shape) for m, f in line), np.zeros_like(xs))
+                                 for line in fs], axis=1)
+        except (Unevaluable, FloatingPointError):
+            shape.floats[(k, a)] = ("scalar", _floats(shape.cases[k][2][a]))
+            fs = shape.floats[(k, a)][1]
+    return np.array([[f({a: x}) for f in fs] for x in xs.tolist()], dtype=float)
+
+
+_REL = {"<=": np.less_equal, "<": np.less, ">=": np.greater_equal, ">": np.greater, "==": np.equal,
+        "!=": np.not_equal}
+
+
+def _vec(e, a):
+    """(f, constant?): a term of one atom `a` as a numpy function of the atom's sample points
+    (floats: it guides the proposal only, like numeric.compile_expr's float mode, whose
+    whole-count nudge it repeats), sub-terms without the atom folded to a number once."""
+    if e == a:
+        return (lambda xs: xs), False
+    if isinstance(e, sp.Rational):
+        v = float(e)
+        return (lambda xs: v), True
+    if e is sp.true or e is sp.false:
+        b = e is sp.true
+        return (lambda xs: b), True
+    t = type(e)
+    parts = [_vec(x, a) for x in e.args] if t is not sp.Piecewise else None
+    fs = [f for f, _ in parts or ()]
+    if t is sp.Add or t is sp.Mul:
+        def f(xs, fs=fs, plus=t is sp.Add):
+            out = fs[0](xs)
+            for g in fs[1:]:
+                out = out + g(xs) if plus else out * g(xs)
+            return out
+    elif t is sp.Pow and e.exp.is_Integer:
+        n = float(e.exp)
+
+        def f(xs, g=fs[0]):
+            return g(xs) ** n
+    elif t is sp.Min or t is sp.Max:
+        pick = np.minimum if t is sp.Min else np.maximum
+
+        def f(xs):
+            out = fs[0](xs)
+            for g in fs[1:]:
+                out = pick(out, g(xs))
+            return out
+    elif t is sp.floor or t is sp.ceiling:
+        down = t is sp.floor
+
+        def f(xs, g=fs[0]):
+            v = g(xs)
+            return np.floor(v + 1e-9 * np.maximum(1.0, np.abs(v))) if down else \
+                np.ceil(v - 1e-9 * np.maximum(1.0, np.abs(v)))
+    elif t is sp.Piecewise:
+        branches = [(_vec(v, a), _vec(c, a)) for v, c in e.args]
+        parts = [p for pair in branches for p in pair]
+
+        def f(xs):
+            out, left = np.nan, True
+            for (fv, _), (fc, _) in branches:
+                c = np.logical_and(fc(xs), left)
+                if np.any(c):
+                    out = np.where(c, fv(xs), out)
+                left = np.logical_and(left, np.logical_not(c))
+            if np.any(left):
+                raise Unevaluable("no branch of a piecewise expression applies")
+            return out
+    elif isinstance(e, Relational) and e.rel_op in _REL:
+        op = _REL[e.rel_op]
+
+        def f(xs):
+            return op(fs[0](xs), fs[1](xs))
+    elif t is sp.And or t is sp.Or or t is sp.Not:
+        pick = np.logical_and if t is sp.And else np.logical_or
+
+        def f(xs):
+            if t is sp.Not:
+                return np.logical_not(fs[0](xs))
+            out = fs[0](xs)
+            for g in fs[1:]:
+                out = pick(out, g(xs))
+            return out
+    else:
+        raise Unevaluable(f"no vector form for {t.__name__}")
+    if all(c for _, c in parts):
+        v = f(None)                   # no atom below: one number (or truth value) for every point
+        return (lambda xs: v), True
+    return f, False
+
+
+def _propose(shape, atoms, rest: list[int], n: int, tables: dict):
+    """(y normalised, scale) maximising the sampled decoupled bound over the cases `rest`, or
+    None when it stays <= 0. `tables` receives each (case, atom)'s sampled values."""
+    per_case = []                            # per case: (const vector, [values points x lines])
+    for k in rest:
+        _, consts, parts = shape.cases[k]
         vals = []
-        for a, ps in parts.items():
-            pts = _samples(atoms[a][1])
-            fns = _floats(ps)
-            vals.append(np.array([[f({a: float(x)}) for f in fns] for x in pts], dtype=float))
-        tables.append((np.array([float(v) for v in consts]), vals))
+        for a in parts:
+            tables[(k, a)] = _table(shape, k, a, atoms[a][1])
+            vals.append(tables[(k, a)])
+        per_case.append((np.array([float(v) for v in consts]), vals))
+    tables = per_case
     scale = np.ones(n)
     for k0, vals in tables:
         mag = np.abs(k0) + sum(np.abs(v).max(axis=0) for v in vals)
@@ -282,19 +450,24 @@ def _split_case(consts, parts, atoms):
     return ("split", sorted(out))
 
 
-def refute(lines: list, knobs, box: dict | None = None) -> Certificate | None:
+def refute(lines: list, knobs, box: dict | None = None, shape: Shape | None = None,
+           checked: bool = True) -> Certificate | None:
     """`box` narrows the free knobs ({symbol: (lo, hi)}): the certificate then proves that no
-    setting inside it meets the lines (atoms.atomize; boxsplit.py covers the domain with such boxes)."""
+    setting inside it meets the lines (atoms.atomize; boxsplit.py covers the domain with such boxes).
+    `shape`: the lines' `prepare`, kept across boxes. `checked=False` skips the final `check`,
+    for a caller that checks the whole proof itself (boxsplit.refute checks its tree)."""
     try:
-        got = _decoupled(lines, knobs, box)
+        got = _decoupled(lines, knobs, box, shape)
         if got is None:
             return None
-        at, atoms, cases = got
+        shape, atoms, cases = got
+        at = shape.at
         proofs = [_split_case(consts, parts, atoms) for _, consts, parts in cases]
         rest = [k for k, p in enumerate(proofs) if p is None]
         y, total = None, None
         if rest:
-            proposed = _propose(atoms, [cases[k] for k in rest], len(lines))
+            tables: dict = {}
+            proposed = _propose(shape, atoms, rest, len(lines), tables)
             if proposed is None:
                 return None
             y_norm, scale = proposed
@@ -308,11 +481,8 @@ def refute(lines: list, knobs, box: dict | None = None) -> Certificate | None:
             base = sum((yi * c for yi, c in zip(y, consts)), Fraction(0))
             # each group's share of the room left: its bound may fall that far below its
             # float minimum at the sampled points
-            approx = {}
-            for a, ps in parts.items():
-                fns = _floats(ps)
-                approx[a] = min(sum(float(yi) * f({a: float(x)}) for yi, f in zip(y, fns))
-                                for x in _samples(atoms[a][1]))
+            yf = np.array([float(v) for v in y])
+            approx = {a: float((tables[(k, a)] @ yf).min()) for a in parts}
             room = float(base) + sum(approx.values())
             if not room > 0:
                 return None
@@ -330,7 +500,7 @@ def refute(lines: list, knobs, box: dict | None = None) -> Certificate | None:
         names = [{knobs.by_symbol[s].name: knobs.by_symbol[s].to_user(_value(knobs.by_symbol[s], v))
                   for s, v in c.items()} for c, _, _ in cases]
         cert = Certificate(y, total, proofs, names, len(at.atoms), len(at.free))
-        return cert if check(lines, knobs, cert, box) else None
+        return cert if not checked or check(lines, knobs, cert, box) else None
     except (NotAtomic, Unevaluable, ZeroDivisionError, OverflowError, RecursionError, ValueError):
         return None
 
@@ -341,16 +511,17 @@ def _value(kv, v):
     return int(v) if kv.kind == "enum" else frac(v)
 
 
-def check(lines: list, knobs, cert: Certificate, box: dict | None = None) -> bool:
+def check(lines: list, knobs, cert: Certificate, box: dict | None = None, shape: Shape | None = None) -> bool:
     """Does the certificate prove that no setting meets every line? Everything is
     re-derived from the lines: the atoms and their ranges re-proved, every piece's and
     box's exact enclosure re-evaluated, each atom's range checked to be covered, and the
-    Lagrangian part's sum at least the bound it claims (and > 0)."""
+    Lagrangian part's sum at least the bound it claims (and > 0). `shape`: the lines'
+    `prepare`, made by the caller from the same lines (boxsplit.check, once for every leaf)."""
     y = cert.multipliers
     if y is not None and (len(y) != len(lines) or any(v < 0 for v in y) or not any(y)):
         return False
     try:
-        got = _decoupled(lines, knobs, box)
+        got = _decoupled(lines, knobs, box, shape)
         if got is None or len(got[2]) != len(cert.proofs):
             return False
         _, atoms, cases = got
@@ -398,4 +569,4 @@ def _covers(boxes: list, atom) -> bool:
     return all(lo <= hi for lo, hi in boxes)
 
 
-__all__ = ["Certificate", "check", "refute"]
+__all__ = ["Certificate", "Shape", "check", "prepare", "refute"]
