@@ -27,22 +27,30 @@ each leaf with `joint.check` over its box.
 
 Work: each leaf one decoupled proof (case settings x counts x pieces); the split is
 bisection of the knob with the most values left, so a box that must shrink to one value
-of k knobs costs about k log2(values) leaves. Past MAX_LEAVES nothing is concluded.
+of k knobs costs about k log2(values) leaves. Past MAX_LEAVES nothing is concluded. The
+lines' atoms and case substitutions are prepared once (joint.prepare) and only the atoms'
+ranges are re-evaluated per box. Before the split, a witness search over the same boxes
+(`_hunt`: float interval sums, no LP, at most HUNT_BOXES boxes) looks for a setting that
+meets the lines, and each box without a certificate has its corners and middle asked:
+a feasible budget the descent search missed ends here at once instead of after the split
+(or Z3) ran out of time.
 """
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import time
 from dataclasses import dataclass
 from fractions import Fraction
 
 from kmr_dsl.verify import joint
-from kmr_dsl.verify.atoms import atomize
+from kmr_dsl.verify.atoms import atomize, ival
 
 MAX_LEAVES = 64        # decoupled proofs one tree may hold
 TIME_BUDGET_S = 30.0   # wall time one search may take (then nothing is concluded; Z3 is asked)
 REAL_SPLITS = 12       # bisections of a real knob's interval before it counts as a point
+HUNT_BOXES = 256       # boxes the witness search before the split may visit
 
 
 @dataclass
@@ -93,8 +101,11 @@ def refute(lines: list, knobs, meets=None) -> Branch | joint.Certificate | Witne
     # the lines' atoms and case substitutions are the same in every box (only the atoms'
     # ranges change): prepared once, not per box
     probe = _Probe(meets, at.cases, set())
+    shape = joint.prepare(lines, knobs)
     try:
-        tree = _node(lines, knobs, box, leaves, {s: 0 for s in at.free}, probe, joint.prepare(lines, knobs))
+        if shape is not None:
+            _hunt(knobs, box, probe, shape)
+        tree = _node(lines, knobs, box, leaves, {s: 0 for s in at.free}, probe, shape)
     except _Found as found:
         return Witness(found.setting)
     return tree if tree is not None and check(lines, knobs, tree) else None
@@ -142,6 +153,86 @@ def _try_box(knobs, box, probe: _Probe):
     _try_point(knobs, {s: hi for s, (_, hi) in box.items()}, probe)
 
 
+def _ranges(shape, atoms, k: int) -> list:
+    """Each line's enclosure (lo, hi) at case setting k with every atom in its range over the
+    box (each atom on its own: a relaxation, as in joint.py), in floats: it only steers the
+    witness search (a box dropped by a rounding error is a witness missed, never a proof)."""
+    _, consts, parts = shape.cases[k]
+    env = {a: (float(atom.lo), float(atom.hi)) for a, (_, atom) in atoms.items()}
+    out = []
+    for i, c in enumerate(consts):
+        lo = hi = float(c)
+        for bags in parts.values():
+            for t, m in bags[i].items():
+                tlo, thi = ival(t, env)
+                lo, hi = lo + m * tlo, hi + m * thi
+        out.append((lo, hi))
+    return out
+
+
+def _hunt(knobs, root: dict, probe: _Probe, shape) -> None:
+    """A witness search before any certificate is sought (a feasible budget the descent search
+    missed should not wait for the split): best-first over boxes of the free knobs, a box
+    dropped when at every case setting some line's lower bound over it is positive (the
+    atoms' ranges, each on its own: float interval sums, no LP), the most promising
+    first (least excess of the lines' upper bounds, each line scaled by its range over the
+    whole domain), down to points, each asked with `probe.meets` (exact). At most
+    HUNT_BOXES boxes: it proves nothing, and a budget that cannot be met costs only those."""
+    if probe.meets is None:
+        return
+    scale: list = []
+    heap, count = [], itertools.count()
+
+    def push(box, depth):
+        atoms = joint.atoms_over(shape, box)
+        if atoms is None:
+            return
+        keys = []
+        for k in range(len(shape.cases)):
+            rs = _ranges(shape, atoms, k)
+            if any(lo > 1e-9 * sc for (lo, _), sc in zip(rs, scale)):
+                continue                        # no setting of this box meets the lines at case k
+            keys.append(sum(max(hi, 0) / sc for (_, hi), sc in zip(rs, scale)))
+        if keys:
+            heapq.heappush(heap, (float(min(keys)), next(count), box, depth))
+
+    atoms = joint.atoms_over(shape, root)
+    if atoms is None:
+        return
+    spans = [[hi - lo for lo, hi in _ranges(shape, atoms, k)] for k in range(len(shape.cases))]
+    scale[:] = [max(max(col), 1.0) for col in zip(*spans)]
+    push(root, {s: 0 for s in root})
+    seen = 0
+    while heap and seen < HUNT_BOXES:
+        _, _, box, depth = heapq.heappop(heap)
+        seen += 1
+        pick = _widest(knobs, box, depth)
+        if pick is None:
+            _try_point(knobs, {s: lo if knobs.by_symbol[s].finite else _mid(knobs.by_symbol[s], lo, hi)
+                               for s, (lo, hi) in box.items()}, probe)
+            continue
+        lo, hi = box[pick]
+        at = _mid(knobs.by_symbol[pick], lo, hi)
+        deeper = {**depth, pick: depth[pick] + 1}
+        for side in _sides(knobs.by_symbol[pick], lo, hi, at):
+            push({**box, pick: side}, deeper)
+
+
+def _widest(knobs, box, depth):
+    """The free knob to split: the finite one with the most values left, else a real one not
+    yet split REAL_SPLITS times; None for a point (or as fine as it gets)."""
+    pick, width = None, 1
+    for s, (lo, hi) in box.items():
+        values, _ = _domain(knobs.by_symbol[s])
+        if values is not None:
+            n = values.index(hi) - values.index(lo) + 1
+            if n > width:
+                pick, width = s, n
+        elif lo < hi and depth[s] < REAL_SPLITS and pick is None:
+            pick = s
+    return pick
+
+
 def _node(lines, knobs, box, leaves, depth, probe: _Probe, shape=None):
     # unchecked here: refute checks the whole tree (every leaf re-derived) before returning it
     cert = joint.refute(lines, knobs, box, shape, checked=False)
@@ -151,16 +242,7 @@ def _node(lines, knobs, box, leaves, depth, probe: _Probe, shape=None):
     _try_box(knobs, box, probe)
     if leaves[0] >= MAX_LEAVES or time.monotonic() > leaves[1]:
         return None
-    pick, width = None, 1
-    for s, (lo, hi) in box.items():
-        kv = knobs.by_symbol[s]
-        values, _ = _domain(kv)
-        if values is not None:
-            n = values.index(hi) - values.index(lo) + 1
-            if n > width:
-                pick, width = s, n
-        elif lo < hi and depth[s] < REAL_SPLITS and pick is None:
-            pick = s
+    pick = _widest(knobs, box, depth)
     if pick is None:
         return None                  # a point (or as fine as it gets) with no proof: maybe met (asked above)
     lo, hi = box[pick]

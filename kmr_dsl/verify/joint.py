@@ -42,6 +42,7 @@ import numpy as np
 import sympy as sp
 from sympy.core.parameters import evaluate as unevaluated
 from sympy.core.relational import Relational
+from sympy.functions.elementary.piecewise import ExprCondPair
 from scipy.optimize import linprog
 
 from kmr_dsl.verify.algebra import frac
@@ -149,14 +150,42 @@ def prepare(lines, knobs) -> Shape | None:
         for c in at.case_settings(knobs):
             with unevaluated(False):     # evaluating would re-simplify every layer's Max and Piecewise
                 subst = [e.xreplace(c) for e in at.exprs]
-            consts, parts = _split(subst, atoms)
+            memo: dict = {}
+            consts, parts = _split([_fold(e, memo) for e in subst], atoms)
             out.append((c, consts, parts))
     except (NotAtomic, Unevaluable, ZeroDivisionError, RecursionError):
         return None
     return Shape(at, out, {})
 
 
-def _atoms_over(shape: Shape, box: dict | None):
+def _fold(e, memo: dict):
+    """`e` with each sub-expression that reads no symbol replaced by its exact value (a case
+    setting leaves `Piecewise((2, Eq(4, 8)), (1, True))` in every layer's size term): the
+    same value, evaluated once here instead of in every box's interval sums."""
+    got = memo.get(e)
+    if got is not None:
+        return got
+    out = e
+    if e.args and not isinstance(e, sp.Rational):
+        args = tuple(_fold(a, memo) for a in e.args)
+        if args != e.args:
+            with unevaluated(False):
+                out = e.func(*args)
+        if all(isinstance(a, sp.Rational) or a is sp.true or a is sp.false for a in args) \
+                and not isinstance(out, ExprCondPair):
+            try:
+                v = evaluate(out, {})
+            except (Unevaluable, ZeroDivisionError, TypeError):
+                v = None
+            if type(v) is bool:
+                out = sp.true if v else sp.false
+            elif isinstance(v, Fraction):
+                out = sp.Rational(v.numerator, v.denominator)
+    memo[e] = out
+    return out
+
+
+def atoms_over(shape: Shape, box: dict | None):
     """{atom symbol: (index, Atom)} with each atom's range over `box` ({free symbol: (lo, hi)}
     inside the declared ends; None when it is not): the atom's exact values at the box's two
     corners its proved directions pick (a knob that raises it: its low end gives the least)."""
@@ -190,7 +219,7 @@ def _decoupled(lines, knobs, box=None, shape=None):
         shape = prepare(lines, knobs)
         if shape is None:
             return None
-    atoms = _atoms_over(shape, box)
+    atoms = atoms_over(shape, box)
     if atoms is None:
         return None
     return shape, atoms, shape.cases
@@ -569,4 +598,4 @@ def _covers(boxes: list, atom) -> bool:
     return all(lo <= hi for lo, hi in boxes)
 
 
-__all__ = ["Certificate", "Shape", "check", "prepare", "refute"]
+__all__ = ["Certificate", "Shape", "atoms_over", "check", "prepare", "refute"]

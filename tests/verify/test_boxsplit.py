@@ -120,3 +120,41 @@ def test_a_point_box_that_meets_the_lines_is_a_witness_not_a_refutation():
     assert isinstance(got, boxsplit.Witness), got
     assert all(got.setting[f"k{i}"] == 0 for i in range(KNOBS)) and asked
     assert meets_all(ls, model, {**model.knobs.defaults(), **got.setting})
+
+
+def test_a_reachable_window_the_descent_search_misses_is_met_by_the_box_witness_search():
+    # a window of 7 values of `nonzero` that a setting reaches; coordinate descent does not
+    # find it, and before the witness search the split ran to its limits and Z3 was asked
+    from kmr_dsl.verify import descent
+    from kmr_dsl.verify.feasibility import meets_all
+
+    target = {"k0": 0.45, "k1": 0.05, "k2": 0.3}
+    got = predict(build(["size <= baseline.size"]), "compress", target)
+    nz, size = int(got["nonzero"]), int(got["size"])
+    lines = [f"nonzero >= {nz - 3}", f"nonzero <= {nz + 3}", f"size <= {size} B"]
+    prog = build(lines)
+    model, ls = lines_of(prog)
+    found = descent.search(model, ls, [model.knobs.defaults()])
+    assert found is None or not meets_all(ls, model, found)
+    res = next(r for r in verify(prog).results if r.kind == "feasibility")
+    assert res.verdict is Verdict.PROVED and res.method == "box-split", res
+    setting = {**model.knobs.defaults(), **{k: Fraction(str(v)) if not isinstance(v, bool) else v
+                                            for k, v in res.witness.items()}}
+    assert meets_all(ls, model, setting)
+
+
+def test_a_box_narrows_the_atoms_as_atomizing_over_it_does():
+    # the per-box ranges come from the corners the declared domain's directions pick; they
+    # must equal atomizing the lines over the box itself
+    from kmr_dsl.verify.atoms import atomize
+
+    model, ls = lines_of(build(window()))
+    shape = joint.prepare(ls, model.knobs)
+    free = shape.at.free
+    for box in ({free[0]: (Fraction(1, 10), Fraction(3, 10))},
+                {free[1]: (Fraction(0), Fraction(0)), free[2]: (Fraction(1, 4), Fraction(1, 2))}):
+        mine = joint.atoms_over(shape, box)
+        ref = atomize([ln.expr for ln in ls], model.knobs, box=box)
+        assert [(a.lo, a.hi) for a in ref.atoms] == [(mine[a.symbol][1].lo, mine[a.symbol][1].hi) for a in ref.atoms]
+    # a box outside the declared domain is no box
+    assert joint.atoms_over(shape, {free[0]: (Fraction(0), Fraction(1))}) is None
