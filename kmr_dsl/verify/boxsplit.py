@@ -45,7 +45,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from kmr_dsl.verify import joint
-from kmr_dsl.verify.atoms import atomize, ival
+from kmr_dsl.verify.atoms import NotAtomic, atomize, ival
+from kmr_dsl.verify.numeric import Unevaluable
 
 MAX_LEAVES = 64        # decoupled proofs one tree may hold
 TIME_BUDGET_S = 30.0   # wall time one search may take (then nothing is concluded; Z3 is asked)
@@ -104,7 +105,10 @@ def refute(lines: list, knobs, meets=None) -> Branch | joint.Certificate | Witne
     shape = joint.prepare(lines, knobs)
     try:
         if shape is not None:
-            _hunt(knobs, box, probe, shape)
+            try:
+                _hunt(knobs, box, probe, shape)
+            except (NotAtomic, Unevaluable, ZeroDivisionError, OverflowError, ValueError, TypeError):
+                pass                  # floats out of range (1e600 bytes): no witness search, the split as before
         tree = _node(lines, knobs, box, leaves, {s: 0 for s in at.free}, probe, shape)
     except _Found as found:
         return Witness(found.setting)
