@@ -41,13 +41,13 @@ from fractions import Fraction
 import numpy as np
 import sympy as sp
 from sympy.core.parameters import evaluate as unevaluated
-from sympy.core.relational import Relational
 from sympy.functions.elementary.piecewise import ExprCondPair
 from scipy.optimize import linprog
 
 from kmr_dsl.verify.algebra import frac
 from kmr_dsl.verify.atoms import NotAtomic, atomize, ival
 from kmr_dsl.verify.numeric import Unevaluable, compile_expr, evaluate
+from kmr_dsl.verify.vecfloat import vector
 
 SAMPLES = 129        # points of an atom's range the float search evaluates
 ROUNDS = 40          # cutting-plane LP rounds
@@ -258,14 +258,14 @@ def _samples(atom) -> list[float]:
 def _table(shape, k: int, a, atom):
     """The float values of case k's per-line terms over atom a at its sample points
     ([points x lines]): each line's terms compiled once per shape into a numpy function
-    evaluated over every point at once, or, for a term `_vec` does not know, point by point
+    evaluated over every point at once, or, for a term `vecfloat.vector` does not know, point by point
     through numeric's float closures."""
     xs = np.array(_samples(atom), dtype=float)
     fns = shape.floats.get((k, a))
     if fns is None:
         bags = shape.cases[k][2][a]
         try:
-            fns = ("vec", [[(m, _vec(t, a)[0]) for t, m in bag.items()] for bag in bags])
+            fns = ("vec", [[(m, vector(t, a)[0]) for t, m in bag.items()] for bag in bags])
         except (Unevaluable, TypeError, ValueError, ZeroDivisionError, FloatingPointError):
             fns = ("scalar", _floats(bags))
         shape.floats[(k, a)] = fns
@@ -279,88 +279,6 @@ def _table(shape, k: int, a, atom):
             shape.floats[(k, a)] = ("scalar", _floats(shape.cases[k][2][a]))
             fs = shape.floats[(k, a)][1]
     return np.array([[f({a: x}) for f in fs] for x in xs.tolist()], dtype=float)
-
-
-_REL = {"<=": np.less_equal, "<": np.less, ">=": np.greater_equal, ">": np.greater, "==": np.equal,
-        "!=": np.not_equal}
-
-
-def _vec(e, a):
-    """(f, constant?): a term of one atom `a` as a numpy function of the atom's sample points
-    (floats: it guides the proposal only, like numeric.compile_expr's float mode, whose
-    whole-count nudge it repeats), sub-terms without the atom folded to a number once."""
-    if e == a:
-        return (lambda xs: xs), False
-    if isinstance(e, sp.Rational):
-        v = float(e)
-        return (lambda xs: v), True
-    if e is sp.true or e is sp.false:
-        b = e is sp.true
-        return (lambda xs: b), True
-    t = type(e)
-    parts = [_vec(x, a) for x in e.args] if t is not sp.Piecewise else None
-    fs = [f for f, _ in parts or ()]
-    if t is sp.Add or t is sp.Mul:
-        def f(xs, fs=fs, plus=t is sp.Add):
-            out = fs[0](xs)
-            for g in fs[1:]:
-                out = out + g(xs) if plus else out * g(xs)
-            return out
-    elif t is sp.Pow and e.exp.is_Integer:
-        n = float(e.exp)
-
-        def f(xs, g=fs[0]):
-            return g(xs) ** n
-    elif t is sp.Min or t is sp.Max:
-        pick = np.minimum if t is sp.Min else np.maximum
-
-        def f(xs):
-            out = fs[0](xs)
-            for g in fs[1:]:
-                out = pick(out, g(xs))
-            return out
-    elif t is sp.floor or t is sp.ceiling:
-        down = t is sp.floor
-
-        def f(xs, g=fs[0]):
-            v = g(xs)
-            return np.floor(v + 1e-9 * np.maximum(1.0, np.abs(v))) if down else \
-                np.ceil(v - 1e-9 * np.maximum(1.0, np.abs(v)))
-    elif t is sp.Piecewise:
-        branches = [(_vec(v, a), _vec(c, a)) for v, c in e.args]
-        parts = [p for pair in branches for p in pair]
-
-        def f(xs):
-            out, left = np.nan, True
-            for (fv, _), (fc, _) in branches:
-                c = np.logical_and(fc(xs), left)
-                if np.any(c):
-                    out = np.where(c, fv(xs), out)
-                left = np.logical_and(left, np.logical_not(c))
-            if np.any(left):
-                raise Unevaluable("no branch of a piecewise expression applies")
-            return out
-    elif isinstance(e, Relational) and e.rel_op in _REL:
-        op = _REL[e.rel_op]
-
-        def f(xs):
-            return op(fs[0](xs), fs[1](xs))
-    elif t is sp.And or t is sp.Or or t is sp.Not:
-        pick = np.logical_and if t is sp.And else np.logical_or
-
-        def f(xs):
-            if t is sp.Not:
-                return np.logical_not(fs[0](xs))
-            out = fs[0](xs)
-            for g in fs[1:]:
-                out = pick(out, g(xs))
-            return out
-    else:
-        raise Unevaluable(f"no vector form for {t.__name__}")
-    if all(c for _, c in parts):
-        v = f(None)                   # no atom below: one number (or truth value) for every point
-        return (lambda xs: v), True
-    return f, False
 
 
 def _propose(shape, atoms, rest: list[int], n: int, tables: dict):
