@@ -506,7 +506,7 @@ def _proved(model, lines, setting, method):
         return _unknown(model, lines, "no knob value a user can write near the solver's witness meets the budget")
     summary = f"budget can be met, e.g. at {render_setting(shown, model.knobs, limit=6)}"
     return ObligationResult("feasibility", Verdict.PROVED, lines[0].span, summary, model.pipeline.name,
-                            witness=model.knobs.to_user(setting), method=method), []
+                            witness=model.knobs.to_user(shown), method=method), []
 
 
 def _unknown(model, lines, reason):

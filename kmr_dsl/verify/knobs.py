@@ -105,12 +105,12 @@ class KnobVar:
 
     def decimals_near(self, v: Fraction):
         """Decimals of up to 15 significant digits next to v (each reads back exactly,
-        DBL_DIG), inside the domain: the float v is shown as first, then the nearest
-        decimal below and above at 1, 2, ... 15 digits."""
+        DBL_DIG), inside the domain: the float v is shown as first, then the decimals
+        just below and above v at 15, 14, ... 1 digits (the nearest first)."""
         shown = frac(float(v))
         out = [shown] if shown != v else []
         top = math.floor(math.log10(abs(v))) if v else 0
-        for digits in range(1, 16):
+        for digits in range(15, 0, -1):
             unit = Fraction(10) ** (top + 1 - digits)
             down = math.floor(v / unit) * unit
             out += [down, down + unit] if down != v else [v]
