@@ -41,10 +41,6 @@ def _show(res) -> str:
 # reproducer fail once its class is fixed, and it leaves this dict). The generated
 # cases below are not marked: they guard 0 disagreements (docs/benchmarks.md).
 KNOWN: dict[str, str] = {
-    "family-then-continuous-rounding": "a kept-weight count over a per-layer knob and a continuous knob (or with more "
-                                       "than rounding.MAX_PIECES values) is not rounded: the state keeps the exact "
-                                       "product, below the runtime's round-half-up by up to 1/2 weight per layer "
-                                       "(a `nonzero <=` line proved, the run one weight over)",
     "tied-sparsegpt-breakpoint": "sparsegpt over a tied model's Linears at a knob value where a kept count is "
                                  "exactly k + 1/2: the run keeps one weight more than predicted (not triaged yet: "
                                  "at 0.39 and 0.3902 the two agree)",
