@@ -151,10 +151,15 @@ def settle(field: str, value, numel, ops, low: bool = False, loose: set | None =
 def unrounded(density, numel, low: bool):
     """An end of the kept fraction round_half_up(density * numel) / numel where the
     arithmetic cannot round it: the count lies within half a weight of the product, and
-    in [0, numel] (a density is at most 1)."""
-    count = A.mul(density, numel)
-    end = A.max_(A.ZERO, A.sub(count, HALF)) if low else A.min_(numel, A.add(count, HALF))
-    return A.div(end, numel)
+    in [0, numel] (a density is at most 1). Both ends are clamped to [0, numel], so the
+    lower end is below the upper one at every knob value, inside the declared domains or
+    past them: an unsat core found at one end (a relaxed knob bound) holds at the other."""
+    return A.div(_clamp(A.add(A.mul(density, numel), -HALF if low else HALF), numel), numel)
+
+
+def _clamp(count, numel):
+    """`count` within [0, numel]."""
+    return A.max_(A.ZERO, A.min_(numel, count))
 
 
 def settle_all(model, new: dict, old: dict, fact, factorized: bool, raw: list | None = None,
@@ -205,8 +210,7 @@ def settle_total(model, raw: dict, low: bool = False, loose: set | None = None) 
         except A.NotModelled:
             if loose is not None:
                 loose.add("density")
-            kept = A.max_(A.ZERO, A.sub(total, HALF)) if low else \
-                A.min_(A.add(*(n for _, n in raw.values())), A.add(total, HALF))
+            kept = _clamp(A.add(total, -HALF if low else HALF), A.add(*(n for _, n in raw.values())))
         out[largest] = A.div(A.add(counts[largest], A.sub(kept, total)), raw[largest][1])
     except A.NotModelled:
         if loose is not None:
