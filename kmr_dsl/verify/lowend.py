@@ -14,6 +14,10 @@ Three such places in the standard rules give only an upper end of a field:
 - `lowrank` with `energy < 1` (kmr_dsl/rules/lowrank.py): the kept rank is the smallest
   that keeps `energy` of the squared singular values, at most the effect's
   ceil(ratio * rank) and at least 1. Its lower end is 1 (`rank_floor`).
+Besides, a kept-weight count the arithmetic cannot round (verify/settling.py `settle`:
+over two knobs, or with more than rounding.MAX_PIECES values) is a range: the state
+holds round_half_up's upper end x + 1/2, and its lower end x - 1/2 is recorded here
+(the step's `unrounded` ends), both within [0, elements].
 Later steps carry a lower end through their effect (the standard rules' density and
 rank effects are non-decreasing in the old value). A layer whose rank is a range has
 density low end 0 (`clamp`): its element count is a range, and a density fraction of

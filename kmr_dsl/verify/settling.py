@@ -135,17 +135,23 @@ def settle(field: str, value, numel, ops, low: bool = False, loose: set | None =
     """One count settled (core.step.settle); a placeholder or a condition is kept as it
     is. A kept-weight count the arithmetic cannot round is the end of its range
     (`unrounded`: the upper end, or with `low` the lower end), and `loose` receives the
-    field; any other count it cannot round is kept as it is."""
+    field. A channel, head or rank count it cannot round is not known: the shape feeds
+    the layer's consumers, its factorization test and the file's layout, which are not
+    monotone in it, so no end of a range would bound them (every obligation reading it
+    is UNKNOWN, KMR303)."""
     if isinstance(value, (A.Unmodelled, A.UnmodelledBool)) or A.is_boolean(value):
         return value
     try:
         return core_step.settle(field, value, numel, ops)
     except A.NotModelled:
-        if field != "density" or numel is None:
-            return value
-        if loose is not None:
-            loose.add(field)
-        return unrounded(value, numel, low)
+        if field == "density" and numel is not None:
+            if loose is not None:
+                loose.add(field)
+            return unrounded(value, numel, low)
+        if field in ("in_features", "out_features", "heads", "rank"):
+            return A.placeholder(f"`layer.{field}` after a step that keeps a whole count over several knobs (or "
+                                 f"with more than {rounding.MAX_PIECES} values), which the check does not round", False)
+        return value
 
 
 def unrounded(density, numel, low: bool):
