@@ -14,14 +14,13 @@ kind (the target is 0 in every row) with, per kind, the shortest program that sh
 it; `--json FILE` writes the same as JSON.
 
 Sharding: `--shard I/N` judges only the cases whose index is I modulo N (every case is
-still drawn, so the N shards together are exactly the unsharded cases); `--first I`
-judges only the cases from index I on (`--first 433 --cases 440`: cases 433-439); `--merge a.json
+still drawn, so the N shards together are exactly the unsharded cases); `--merge a.json
 b.json` prints the summary of shards' JSON as one run; `--jobs N` runs N shards as
 subprocesses (one per core) and merges them. The JSON lists every case's id
 (`index:digest`) and every disagreeing case (its program and disagreements), for triage.
 
 Run: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_differential.py [--cases 2000] [--settings 1]
-     [--seed N] [--first I] [--json out.json] [--shard I/N | --jobs N | --merge a.json b.json ...]
+     [--seed N] [--json out.json] [--shard I/N | --jobs N | --merge a.json b.json ...]
 """
 
 from __future__ import annotations
@@ -93,7 +92,7 @@ def _jobs(args) -> tuple[Tally, float, float]:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="kmr-differential-shards-") as folder:
         files = [str(Path(folder) / f"shard{i}.json") for i in range(args.jobs)]
-        common = ["--cases", str(args.cases), "--settings", str(args.settings), "--first", str(args.first)] + \
+        common = ["--cases", str(args.cases), "--settings", str(args.settings)] + \
             (["--seed", str(args.seed)] if args.seed is not None else []) + (["--quiet"] if args.quiet else [])
         procs = [subprocess.Popen([sys.executable, __file__, *common, "--shard", f"{i}/{args.jobs}", "--json", f],
                                   stdout=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -112,8 +111,6 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=None, help="explore other cases (default: the deterministic ones)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--quiet", action="store_true", help="no progress line every 100 cases")
-    ap.add_argument("--first", type=int, default=0, metavar="I",
-                    help="judge only the cases from index I on (all are drawn): --first 433 --cases 440 reruns 433-439")
     how = ap.add_mutually_exclusive_group()
     how.add_argument("--shard", type=_shard, default=(0, 1), metavar="I/N", help="judge the cases with index I mod N")
     how.add_argument("--jobs", type=int, default=None, metavar="N", help="run N shards as processes and merge them")
@@ -141,7 +138,7 @@ def main(argv=None) -> int:
 
         with tempfile.TemporaryDirectory(prefix="kmr-differential-") as folder:
             tally = sweep(args.cases, folder, extra_settings=args.settings, seed=args.seed, on_result=progress,
-                          shard=args.shard, first=args.first)
+                          shard=args.shard)
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
     print(summary(tally, wall, cpu), end="")
     if args.json:

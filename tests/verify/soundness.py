@@ -439,12 +439,11 @@ def case_id(index: int, case: Case) -> str:
 
 
 def sweep(examples: int, folder, extra_settings: int = 1, seed: int | None = None, on_result=None,
-          shard: tuple[int, int] = (0, 1), judge=None, first: int = 0) -> Tally:
+          shard: tuple[int, int] = (0, 1), judge=None) -> Tally:
     """Run `examples` generated cases (deterministic unless `seed` is given); never stops early.
 
     `shard = (i, n)` runs only the cases whose index is i modulo n: every case is still
-    drawn (the sequence is the unsharded one), the others are not judged; nor are the
-    cases before index `first` (a range of the sequence, to rerun some cases). `judge(case)
+    drawn (the sequence is the unsharded one), the others are not judged. `judge(case)
     -> Result` replaces the harness (a test of the sharding itself); `on_result(res, tally)`
     is called after each judged case."""
     from hypothesis import HealthCheck, Phase, given, settings
@@ -463,7 +462,7 @@ def sweep(examples: int, folder, extra_settings: int = 1, seed: int | None = Non
     def one(case):
         index = drawn[0]
         drawn[0] += 1
-        if index % parts != part or index < first:
+        if index % parts != part:
             return
         res = judge(case)
         res.case_id = case_id(index, case)
