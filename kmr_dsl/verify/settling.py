@@ -9,10 +9,12 @@ weights together). A kept-weight count it cannot round exactly (over two knobs, 
 more values than rounding.MAX_PIECES) is a range: the runtime's round_half_up(x) lies in
 [x - 1/2, x + 1/2] (and in [0, elements]), so the state keeps the upper end and
 `settle_all`'s `lows` receive the lower end, which verify/lowend.py records in
-`State.low`; every reader of the meters (the bounds and the solver alike) reads the two
-ends from there (`settle` with `low=True` settles a lower end). `factor_test` and `matrix_numel` are also
-the cost model's (verify/cost.py): a factorized layer's weights, counted one way, at
-the form `lowrank` decided (`Factors`, kept in state.State.factors: `record_factors`
+`State.low`; the cost model's meters and their lower ends read the two (verify/cost.py
+LOW_ENDS), and the bounds and the solver read those same expressions (`settle` with
+`low=True` settles a lower end). A channel, head or rank count it cannot round is not
+known (`settle`). `factor_test` and `matrix_numel` are also the cost model's
+(verify/cost.py): a factorized layer's weights, counted one way, at the form `lowrank`
+decided (`Factors`, kept in state.State.factors: `record_factors`
 when a rank effect runs, `merge_factors` when an adapter is merged into the layer),
 which a later head or channel pruning slices and never decides anew.
 `settle_total` rounds a global pruning's kept total once, as the runtime does
