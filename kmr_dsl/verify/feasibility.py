@@ -165,7 +165,7 @@ def check_feasibility(model: PipelineModel, lines: list[Line], limits: Limits,
         hint = ("run it (`kmr run` measures the file), or leave a few hundred bytes between the `size` line's "
                 "bound and the prediction")
     else:
-        where, causes = lowend.explain(model.pipeline.steps, model.final.loose_at)
+        where, causes = lowend.explain(model.pipeline.steps, model.final.loose_at, model.final.unrounded)
         reason = (f"the budget holds {shown} only at one end of what the counts allow after {where} "
                   f"({causes}); at the other end it cannot be met ({refuted})")
         hint = ("run it (`kmr run` counts the weights), or bound the counts by what the other layers keep")
