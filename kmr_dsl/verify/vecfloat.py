@@ -10,7 +10,8 @@ Why: joint.py samples each count's range at up to 129 points per box and line; t
 per-point closures that was most of a box's time (the box split asks tens of boxes).
 Nothing exact rests on these values: they only steer the multipliers, which the
 certificate then proves in rational arithmetic. floor and ceiling repeat the float
-closures' nudge (numeric.py) so a count that is exactly whole rounds as it does exactly.
+closures' nudge for float arguments (numeric.py), so a count that is exactly whole
+rounds as it does exactly.
 """
 
 from __future__ import annotations
