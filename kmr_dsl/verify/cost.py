@@ -59,9 +59,9 @@ every meter is then a range (LOW_ENDS), its lower end read where a line needs th
 meter large. The upper end of `size` over a rank range also reads the largest rank
 that factorizes: there the two factors' scales, entries and config can outweigh the
 few elements they save.
-Where the density is a range the writer may pick either form, but a sparse one only
-when its data is below the dense data: the upper end is at most the dense data with
-the sparse form's header entries (one entry more than the dense form per tensor).
+The writer picks a weight's form by its bytes in the file, header entries included
+(artifact_layout.is_sparse), so the upper end is min(dense, sparse) with each form's
+own entries, whatever the density in its range.
 A BatchNorm's running statistics (facts.channel_buffer_bytes, taken out of
 buffers_bytes) shrink with its channels. A depthwise conv (facts.depthwise) has
 W0 * (out/out0) weight elements: its in and out channels are one count.
@@ -142,11 +142,9 @@ def tensor_data_bytes(numel, rows, bits, density, group_size=0, symmetric=True):
 
 
 def _tensor_bytes(numel, rows, bits, density, name: str, ndim: int, digits: int, group_size=0, symmetric=True,
-                  low=False, density_low=None, linear_bits=None):
+                  low=False, linear_bits=None):
     """Data + header bytes of one stored weight in the writer's smaller form (`low`: its
     header entries' lower bound; the data bytes lack only their ceilings either way).
-    `density_low`: where `density` is only the upper end of the weight's density, its
-    lower end (the upper end then allows the writer's choice at any density between).
     `linear_bits` (`low` only): the tensor's density is known only in total with others
     whose widths are at least this; the lower end is then linear in the density."""
     is_int = A.compare("<=", bits, 8)
@@ -176,21 +174,12 @@ def _tensor_bytes(numel, rows, bits, density, name: str, ndim: int, digits: int,
             data = A.add(A.mul(numel, _EIGHTH), A.mul(density, numel, A.sub(linear_bits, 1), _EIGHTH))
             return A.add(data, A.min_(dense_header, sparse_header), scales, zeros)
         return A.add(A.min_(dense, sparse), scales, zeros)
-    # The writer picks the form by its data bytes after their ceilings (sparse only when
-    # strictly smaller), whatever the header entries cost: sparse surely when its bytes
-    # are 2 below dense's (two ceilings), dense surely when 1 below; in between, either.
-    # With a density range: sparse surely when its upper end is 2 below, dense surely when
-    # dense is 1 below sparse's lower end.
-    # Either way the sparse form's data is below the dense form's (the writer's data bytes
-    # after ceilings: ceil(sparse) < ceil(dense) leaves the sparse data, ceilings included,
-    # at most the dense data): a sparse file is at most the dense data with the sparse
-    # form's entries, whatever the density in the range.
-    sparse_low_data = sparse_data if density_low is None else \
-        A.add(A.mul(numel, _EIGHTH), A.mul(density_low, numel, bits, _EIGHTH))
-    either = A.max_(dense, A.min_(sparse, A.add(dense_data, sparse_header)))
-    chosen = A.ite(A.compare("<=", A.add(sparse_data, 2), dense_data), sparse,
-                   A.ite(A.compare("<=", A.add(dense_data, 1), sparse_low_data), dense, either))
-    return A.add(chosen, scales, zeros)
+    # The writer stores the sparse form only when its data and entries are fewer bytes
+    # than the dense form's (artifact_layout.is_sparse, every entry counted with offsets
+    # at the digits of the file's largest one), so the file holds at most the smaller of
+    # the two, whichever it picks: no density test is needed, and a density known only
+    # from above (verify/lowend.py) bounds the sparse form all the same.
+    return A.add(A.min_(dense, sparse), scales, zeros)
 
 
 def _ratio(now, then: int):
@@ -285,10 +274,10 @@ class _LayerCost:
         dims = (f.bias_params > 0, len(str(max(1, f.in_features))), len(str(max(1, f.out_features))))
 
         def by_width(factorized, adapted):
-            size = {w: layout.linear_config_chars_high(*dims, w, factorized, adapted)
-                    for w in ("float", "int8", "low")}
-            return A.ite(A.compare(">=", b, 16), size["float"],
-                         A.ite(A.compare("==", b, 8), size["int8"], size["low"]))
+            size = {w: layout.linear_config_chars_high(*dims, w, factorized, adapted, f.dtype)
+                    for w in ("f32", "f16", "int8", "low")}
+            return A.ite(A.compare(">=", b, 32), size["f32"], A.ite(A.compare(">=", b, 16), size["f16"],
+                         A.ite(A.compare("==", b, 8), size["int8"], size["low"])))
 
         def by_form(adapted):
             plain = by_width(False, adapted)
@@ -311,21 +300,20 @@ class _LayerCost:
             stats = A.mul(f.channel_buffer_bytes, self._scales[1])
             return A.add(A.mul(self.params(), _ITEMSIZE.get(f.dtype, 4)), stats, header)
         b, d, r = st["bits"], st["density"], st["rank"]
-        d_low = st.get("density_low")       # upper end only: the density's lower end, if any
         inf, outf = st["in_features"], st["out_features"]
         ndim = max(1, len(f.weight_shape))
         weight = f"{f.name}.weight"
         g, sym = st["group_size"], st["symmetric"]
         pooled = st.get("pool_bits") if low else None      # the least width of its pool
-        weights = _tensor_bytes(self.dense_n, outf, b, d, weight, ndim, digits, g, sym, low, d_low, pooled)
+        weights = _tensor_bytes(self.dense_n, outf, b, d, weight, ndim, digits, g, sym, low, pooled)
         bias_entry = entry_bytes(layout.bias_of(weight), 1, digits, low) if f.bias_params else 0
         if self._factored is not None:
             r = factor_rank(st)             # the inner dimension, which a later slicing keeps
             first, second = layout.factor_weight(f.name, layout.FIRST), layout.factor_weight(f.name, layout.SECOND)
             # a prune ranks the two factors together: their densities are known in total
             shared = (b if pooled is None else pooled) if low else None
-            fac = A.add(_tensor_bytes(A.mul(r, inf), r, b, d, first, 2, digits, g, sym, low, d_low, shared),
-                        _tensor_bytes(A.mul(outf, r), outf, b, d, second, 2, digits, g, sym, low, d_low, shared))
+            fac = A.add(_tensor_bytes(A.mul(r, inf), r, b, d, first, 2, digits, g, sym, low, shared),
+                        _tensor_bytes(A.mul(outf, r), outf, b, d, second, 2, digits, g, sym, low, shared))
             weights = A.ite(self._factored, fac, weights)
             fac_entry = entry_bytes(layout.bias_of(second), 1, digits, low) if f.bias_params else 0
             if not low and f.kind != "Linear":
@@ -520,8 +508,9 @@ def _ranged_term(f: LayerFact, st: dict, low: dict, digits: int, rank_set: bool,
     A lower end: the counts are non-decreasing in density and rank, so they read both
     fields' lower ends; the file's bytes are non-decreasing in the density and, within
     one form (factorized or dense), in the rank, so their least is at the rank's lower
-    or upper end. The upper end of `size`: the writer's sparse-or-dense choice at any
-    density in the range."""
+    or upper end. The upper end reads the state's fields (the densities' and ranks'
+    upper ends): `size` takes the smaller of a weight's two forms, which the file is at
+    most whatever the density."""
     # a rank below the state's may make the runtime factorize the layer: test it
     rank_set = rank_set or "rank" in low
     # sliced since `lowrank` decided (settling.Factors): the rank range is the inner
@@ -531,7 +520,6 @@ def _ranged_term(f: LayerFact, st: dict, low: dict, digits: int, rank_set: bool,
     def at_rank(fields: dict, rank) -> dict:
         return {**fields, "rank": rank, "factor_rank": rank} if sliced else {**fields, "rank": rank}
     if not low_end:
-        st = {**st, "density_low": low.get("density", st["density"])}
         value = layer_costs(f, st, digits, rank_set, (which,))[which]
         if "rank" in low:
             # the largest factorized rank (if below the state's): near the threshold the
