@@ -139,7 +139,8 @@ def weight_entry_names(weight_name: str, bits: int, sparse: bool, zeros: bool = 
 # form's data and its one entry (`W` or `W.q`), each entry counted exactly (its JSON
 # name, dtype name, shape and separators) with both data offsets written at `digits`
 # digits, the digits of an upper bound of the file's data size (every offset in the file
-# is at most that size). The scales and zero points are the same entries in both forms
+# is at most that size): every weight's dense data and the raw tensors (`is_sparse` picks
+# the sparse form only where its data is smaller). The scales and zero points are the same entries in both forms
 # and do not enter the choice. So a stored weight never takes more bytes than its dense
 # form would (the entries' real offsets have at most `digits` digits, and the sparse
 # form has two offsets more), which is what the `size` meter's upper end counts when it
@@ -193,9 +194,11 @@ def form_bytes(name: str, shape: Sequence[int], bits: int, nnz: int, sparse: boo
 
 def is_sparse(name: str, shape: Sequence[int], bits: int, nnz: int, digits: int, dtype: str = "F32") -> bool:
     """The writer's choice: sparse only when its data and entries are strictly fewer
-    bytes than the dense form's (dense on a tie)."""
-    return form_bytes(name, shape, bits, nnz, True, digits, dtype) < \
-        form_bytes(name, shape, bits, nnz, False, digits, dtype)
+    bytes than the dense form's (dense on a tie). Its two entries are always longer than
+    the dense form's one, so its data is then smaller too (`data_sparse`, said outright):
+    the file's data is at most every weight's dense data, which bounds `digits`."""
+    return data_sparse(_numel(shape), 1, bits, nnz) and \
+        form_bytes(name, shape, bits, nnz, True, digits, dtype) < form_bytes(name, shape, bits, nnz, False, digits, dtype)
 
 
 def offset_digits(data_bound: int) -> int:
@@ -210,6 +213,7 @@ def offset_digits(data_bound: int) -> int:
 # digits. Offsets are estimated with the digits of the total data size.
 ENTRY_FIXED = len('"":{"dtype":"","shape":[],"data_offsets":[,]},')
 DTYPE_CHARS = 3            # F32, U8, I8, BF16: 3 on average
+MAX_DTYPE_CHARS = 4        # BF16, F64: the longest a KMR file holds
 METADATA_FIXED = len('{"__metadata__":{"format":"pt","kmr_recipe":""},}')
 # Per logical layer the recipe holds `"NAME":{...config...}`; escaped inside the header
 # string a plain layer's config takes about LAYER_CONFIG_CHARS characters besides its
@@ -448,7 +452,7 @@ def escaped_json_chars(obj) -> int:
 __all__ = [
     "ADAPTER_CONFIG_CHARS", "ASYMMETRIC_CONFIG_CHARS", "BITMAP", "CEIL_BYTES", "CONFIG_MARGIN", "FIRST",
     "FLOAT_BITS", "FORMAT_VERSION", "INPUT_SCALE", "INPUT_SCALE_ENTRIES", "INPUT_SCALE_NAME_CHARS",
-    "INPUT_SCALE_WRAPPER", "INT_BITS", "LORA_A", "LORA_B", "MIN_CONFIG_CHARS", "PADDING_BYTES", "Q",
+    "INPUT_SCALE_WRAPPER", "INT_BITS", "LORA_A", "LORA_B", "MAX_DTYPE_CHARS", "MIN_CONFIG_CHARS", "PADDING_BYTES", "Q",
     "SCALE", "SCALED_CONFIG_CHARS", "SECOND", "STORAGE_BITS", "VALUES", "VALUE_DTYPE", "ZERO_POINT", "base_dict", "bias_of",
     "DTYPE_NAMES", "config_chars", "config_chars_low", "data_sparse", "dense_bytes", "entry", "entry_chars", "entry_chars_low", "escaped_json_chars",
     "factor_weight", "form_bytes", "form_entries", "header_bytes_estimate", "is_sparse", "linear_config_chars_high", "name_chars", "nbytes", "offset_digits",

@@ -314,15 +314,15 @@ def _raw_tensors(path: str, layer: nn.Module):
 
 
 def data_bound(path: str, layer: nn.Module) -> int:
-    """An upper bound of the data bytes `encode_layer` stores for the layer: each weight
-    in the larger of its two forms, the rest raw."""
+    """An upper bound of the data bytes `encode_layer` stores for the layer: each weight's
+    dense form (layout.is_sparse stores the sparse one only where its data is smaller),
+    the rest raw."""
     total = 0
     for _, leaf in kl.leaves(path, layer):
-        numel, rows, bits, nnz = weight_record(leaf)
+        numel, rows, bits, _ = weight_record(leaf)
         if bits >= 16:
             bits = 8 * kl.leaf_weight(leaf).element_size()
-        zeros = not leaf_symmetric(leaf)
-        total += max(layout.dense_bytes(numel, rows, bits, zeros), layout.sparse_bytes(numel, rows, bits, nnz, zeros))
+        total += layout.dense_bytes(numel, rows, bits, not leaf_symmetric(leaf))
         bias = kl.leaf_bias(leaf)
         if bias is not None:
             total += bias.numel() * bias.element_size()

@@ -104,17 +104,32 @@ _ITEMSIZE = {"float16": 2, "bfloat16": 2, "float64": 8}
 _EIGHTH = Fraction(1, 8)
 
 
-def entry_bytes(name: str, ndim, digits: int, low: bool = False):
+def entry_bytes(name: str, ndim, digits: int, low: bool = False, shape_chars: int | None = None):
     """Header characters of one safetensors entry (artifact_layout.header_bytes_estimate's
-    formula); `low`: a lower bound instead (artifact_layout.entry_chars_low)."""
+    formula); `low`: a lower bound instead (artifact_layout.entry_chars_low).
+    `shape_chars` (upper end): the most characters the entry's shape can print (from the
+    baseline's dimensions, which no rule grows): the entry is then bounded, its dtype at
+    the longest name (BF16), rather than estimated."""
     if low:
         if isinstance(ndim, int):
             return layout.entry_chars_low(name, ndim)
         return A.add(layout.entry_chars_low(name, 1) - 1, A.mul(2, ndim))
+    if shape_chars is not None:
+        most = max(shape_chars, max(1, 4 * ndim - 1))      # never below the estimate
+        return layout.ENTRY_FIXED + len(name) + layout.MAX_DTYPE_CHARS + 2 * digits + most
     fixed = layout.ENTRY_FIXED + len(name) + layout.DTYPE_CHARS + 2 * digits
     if isinstance(ndim, int):
         return fixed + max(1, 4 * ndim - 1)
     return A.add(fixed - 1, A.mul(4, ndim))
+
+
+def _chars(n: int) -> int:
+    return len(str(max(1, int(n))))
+
+
+def shape_chars(dims) -> int:
+    """The characters of a shape whose dimensions are at most `dims`."""
+    return sum(_chars(d) for d in dims) + max(0, len(dims) - 1)
 
 
 def _scale_count(numel, rows, group_size):
@@ -142,27 +157,36 @@ def tensor_data_bytes(numel, rows, bits, density, group_size=0, symmetric=True):
 
 
 def _tensor_bytes(numel, rows, bits, density, name: str, ndim: int, digits: int, group_size=0, symmetric=True,
-                  low=False, linear_bits=None):
+                  low=False, linear_bits=None, dims=None):
     """Data + header bytes of one stored weight in the writer's smaller form (`low`: its
     header entries' lower bound; the data bytes lack only their ceilings either way).
     `linear_bits` (`low` only): the tensor's density is known only in total with others
-    whose widths are at least this; the lower end is then linear in the density."""
+    whose widths are at least this; the lower end is then linear in the density.
+    `dims` (upper end): the most each dimension of the weight can be; its entries are
+    then bounded (every flat entry holds at most as many elements as the weight, whose
+    count prints in at most as many characters as its shape)."""
     is_int = A.compare("<=", bits, 8)
     q_ndim = ndim if A.is_number(bits) and bits == 8 else A.ite(A.compare("==", bits, 8), ndim, 1)
     if isinstance(q_ndim, sp.Integer):
         q_ndim = int(q_ndim)          # 8-bit keeps its shape; 4/2-bit are packed flat
-    dense_header = A.ite(is_int, entry_bytes(layout.entry(name, layout.Q), q_ndim, digits, low),
-                         entry_bytes(name, ndim, digits, low))
-    sparse_header = A.add(entry_bytes(layout.entry(name, layout.BITMAP), 1, digits, low),
-                          entry_bytes(layout.entry(name, layout.VALUES), 1, digits, low))
+    full = flat = None
+    if dims is not None and not low:
+        full, flat = shape_chars(dims), _chars(_product(dims))
+    # bounded, the q entry takes the weight's own dimensions (a packed one prints fewer)
+    dense_header = A.ite(is_int, entry_bytes(layout.entry(name, layout.Q), q_ndim if full is None else ndim, digits,
+                                             low, full),
+                         entry_bytes(name, ndim, digits, low, full))
+    sparse_header = A.add(entry_bytes(layout.entry(name, layout.BITMAP), 1, digits, low, flat),
+                          entry_bytes(layout.entry(name, layout.VALUES), 1, digits, low, flat))
     dense_data = A.mul(numel, bits, _EIGHTH)
     sparse_data = A.add(A.mul(numel, _EIGHTH), A.mul(density, numel, bits, _EIGHTH))
     dense, sparse = A.add(dense_data, dense_header), A.add(sparse_data, sparse_header)
     count = _scale_count(numel, rows, group_size)
-    scales = A.ite(is_int, A.add(A.mul(4, count), entry_bytes(layout.entry(name, layout.SCALE), 1, digits, low)), 0)
+    scales = A.ite(is_int, A.add(A.mul(4, count), entry_bytes(layout.entry(name, layout.SCALE), 1, digits, low, flat)),
+                   0)
     # one int8 zero point per scale, an entry of its own, and (upper end) a longer recipe config
     zeros = A.ite(_zero_points(is_int, symmetric),
-                  A.add(count, entry_bytes(layout.entry(name, layout.ZERO_POINT), 1, digits, low),
+                  A.add(count, entry_bytes(layout.entry(name, layout.ZERO_POINT), 1, digits, low, flat),
                         0 if low else layout.ASYMMETRIC_CONFIG_CHARS), 0)
     if low:
         if linear_bits is not None:
@@ -180,6 +204,13 @@ def _tensor_bytes(numel, rows, bits, density, name: str, ndim: int, digits: int,
     # the two, whichever it picks: no density test is needed, and a density known only
     # from above (verify/lowend.py) bounds the sparse form all the same.
     return A.add(A.min_(dense, sparse), scales, zeros)
+
+
+def _product(dims) -> int:
+    out = 1
+    for d in dims:
+        out *= max(1, int(d))
+    return out
 
 
 def _ratio(now, then: int):
@@ -305,17 +336,22 @@ class _LayerCost:
         weight = f"{f.name}.weight"
         g, sym = st["group_size"], st["symmetric"]
         pooled = st.get("pool_bits") if low else None      # the least width of its pool
-        weights = _tensor_bytes(self.dense_n, outf, b, d, weight, ndim, digits, g, sym, low, pooled)
-        bias_entry = entry_bytes(layout.bias_of(weight), 1, digits, low) if f.bias_params else 0
+        # the baseline's dimensions bound every shape (no rule grows a weight); a factor is
+        # [r, in] or [out, r] with r below both
+        shape = tuple(f.weight_shape) or (f.weight_params,)
+        weights = _tensor_bytes(self.dense_n, outf, b, d, weight, ndim, digits, g, sym, low, pooled, shape)
+        bias_entry = entry_bytes(layout.bias_of(weight), 1, digits, low, _chars(f.bias_params)) if f.bias_params else 0
         if self._factored is not None:
             r = factor_rank(st)             # the inner dimension, which a later slicing keeps
             first, second = layout.factor_weight(f.name, layout.FIRST), layout.factor_weight(f.name, layout.SECOND)
             # a prune ranks the two factors together: their densities are known in total
             shared = (b if pooled is None else pooled) if low else None
-            fac = A.add(_tensor_bytes(A.mul(r, inf), r, b, d, first, 2, digits, g, sym, low, shared),
-                        _tensor_bytes(A.mul(outf, r), outf, b, d, second, 2, digits, g, sym, low, shared))
+            pair = (f.out_features, f.in_features)
+            fac = A.add(_tensor_bytes(A.mul(r, inf), r, b, d, first, 2, digits, g, sym, low, shared, pair),
+                        _tensor_bytes(A.mul(outf, r), outf, b, d, second, 2, digits, g, sym, low, shared, pair))
             weights = A.ite(self._factored, fac, weights)
-            fac_entry = entry_bytes(layout.bias_of(second), 1, digits, low) if f.bias_params else 0
+            fac_entry = entry_bytes(layout.bias_of(second), 1, digits, low, _chars(f.bias_params)) \
+                if f.bias_params else 0
             if not low and f.kind != "Linear":
                 # a factorized layer's recipe entry is longer (two Linear configs)
                 fac_entry += layout.FACTORIZED_CONFIG_CHARS - layout.config_chars(f.kind)
