@@ -104,19 +104,19 @@ _ITEMSIZE = {"float16": 2, "bfloat16": 2, "float64": 8}
 _EIGHTH = Fraction(1, 8)
 
 
-def entry_bytes(name: str, ndim, digits: int, low: bool = False, shape_chars: int | None = None):
+def entry_bytes(name: str, ndim, digits: int, low: bool = False, shape_chars: int | None = None,
+                dtype_chars=layout.MAX_DTYPE_CHARS):
     """Header characters of one safetensors entry (artifact_layout.header_bytes_estimate's
     formula); `low`: a lower bound instead (artifact_layout.entry_chars_low).
     `shape_chars` (upper end): the most characters the entry's shape can print (from the
-    baseline's dimensions, which no rule grows): the entry is then bounded, its dtype at
-    the longest name (BF16), rather than estimated."""
+    baseline's dimensions, which no rule grows): the entry is then bounded rather than
+    estimated, with `dtype_chars` for its dtype's name (at most BF16's 4)."""
     if low:
         if isinstance(ndim, int):
             return layout.entry_chars_low(name, ndim)
         return A.add(layout.entry_chars_low(name, 1) - 1, A.mul(2, ndim))
     if shape_chars is not None:
-        most = max(shape_chars, max(1, 4 * ndim - 1))      # never below the estimate
-        return layout.ENTRY_FIXED + len(name) + layout.MAX_DTYPE_CHARS + 2 * digits + most
+        return A.add(layout.ENTRY_FIXED + len(name) + 2 * digits + shape_chars, dtype_chars)
     fixed = layout.ENTRY_FIXED + len(name) + layout.DTYPE_CHARS + 2 * digits
     if isinstance(ndim, int):
         return fixed + max(1, 4 * ndim - 1)
@@ -169,24 +169,30 @@ def _tensor_bytes(numel, rows, bits, density, name: str, ndim: int, digits: int,
     q_ndim = ndim if A.is_number(bits) and bits == 8 else A.ite(A.compare("==", bits, 8), ndim, 1)
     if isinstance(q_ndim, sp.Integer):
         q_ndim = int(q_ndim)          # 8-bit keeps its shape; 4/2-bit are packed flat
-    full = flat = None
+    full = flat = per_row = None
     if dims is not None and not low:
+        # the weight's shape; a flat entry's count (at most the weight's elements); the
+        # scales' (a row's or a group's: per row, at most the largest dimension)
         full, flat = shape_chars(dims), _chars(_product(dims))
+        per_row = _chars(max(dims)) if A.is_number(group_size) and group_size == 0 else flat
+    # dtype names: F32/F64 3, BF16/F16 4, I8/U8 2
+    float_dtype = A.ite(A.compare("==", bits, 16), 4, 3)
     # bounded, the q entry takes the weight's own dimensions (a packed one prints fewer)
     dense_header = A.ite(is_int, entry_bytes(layout.entry(name, layout.Q), q_ndim if full is None else ndim, digits,
-                                             low, full),
-                         entry_bytes(name, ndim, digits, low, full))
-    sparse_header = A.add(entry_bytes(layout.entry(name, layout.BITMAP), 1, digits, low, flat),
-                          entry_bytes(layout.entry(name, layout.VALUES), 1, digits, low, flat))
+                                             low, full, 2),
+                         entry_bytes(name, ndim, digits, low, full, float_dtype))
+    sparse_header = A.add(entry_bytes(layout.entry(name, layout.BITMAP), 1, digits, low, flat, 2),
+                          entry_bytes(layout.entry(name, layout.VALUES), 1, digits, low, flat,
+                                      A.ite(is_int, 2, float_dtype)))
     dense_data = A.mul(numel, bits, _EIGHTH)
     sparse_data = A.add(A.mul(numel, _EIGHTH), A.mul(density, numel, bits, _EIGHTH))
     dense, sparse = A.add(dense_data, dense_header), A.add(sparse_data, sparse_header)
     count = _scale_count(numel, rows, group_size)
-    scales = A.ite(is_int, A.add(A.mul(4, count), entry_bytes(layout.entry(name, layout.SCALE), 1, digits, low, flat)),
+    scales = A.ite(is_int, A.add(A.mul(4, count), entry_bytes(layout.entry(name, layout.SCALE), 1, digits, low, per_row, 3)),
                    0)
     # one int8 zero point per scale, an entry of its own, and (upper end) a longer recipe config
     zeros = A.ite(_zero_points(is_int, symmetric),
-                  A.add(count, entry_bytes(layout.entry(name, layout.ZERO_POINT), 1, digits, low, flat),
+                  A.add(count, entry_bytes(layout.entry(name, layout.ZERO_POINT), 1, digits, low, per_row, 2),
                         0 if low else layout.ASYMMETRIC_CONFIG_CHARS), 0)
     if low:
         if linear_bits is not None:
