@@ -71,8 +71,8 @@ def sparse_bytes(numel: int, rows: int, bits: int, nnz: int, zeros: bool = False
 
 def data_sparse(numel: int, rows: int, bits: int, nnz: int) -> bool:
     """Whether the sparse form's data is strictly smaller than the dense form's: the
-    writer's choice before format 2's header-aware rule (`is_sparse`), and what
-    `tensor_bytes` (data only) takes."""
+    writer's whole choice before it counted the header entries (`is_sparse`; the format
+    did not change), and what `tensor_bytes` (data only) takes."""
     return sparse_bytes(numel, rows, bits, nnz) < dense_bytes(numel, rows, bits)
 
 
