@@ -8,7 +8,8 @@ prose version of this file.
 A weight tensor of a matrix layer (Linear, Conv1d/2d, Embedding, and the factors of a
 factorized Linear) with `numel` elements, `rows` output rows (out_features, out_channels
 or num_embeddings), storage width `bits` and `nnz` non-zero values is stored either
-dense or sparse, whichever is smaller (dense on a tie):
+dense or sparse, whichever makes the file smaller, its header entries counted
+(`is_sparse`; dense on a tie). The data of each form:
 
     dense  = ceil(numel * bits / 8)                      + scales
     sparse = ceil(numel / 8) + ceil(nnz * bits / 8)      + scales
@@ -68,14 +69,17 @@ def sparse_bytes(numel: int, rows: int, bits: int, nnz: int, zeros: bool = False
     return nbytes(numel, 1) + nbytes(nnz, bits) + scale_bytes(rows, bits, zeros)
 
 
-def is_sparse(numel: int, rows: int, bits: int, nnz: int) -> bool:
-    """The writer's choice: sparse only when strictly smaller than dense (the scales and
-    zero points are the same in both forms, so they do not enter the choice)."""
+def data_sparse(numel: int, rows: int, bits: int, nnz: int) -> bool:
+    """Whether the sparse form's data is strictly smaller than the dense form's: the
+    writer's whole choice before it counted the header entries (`is_sparse`; the format
+    did not change), and what `tensor_bytes` (data only) takes."""
     return sparse_bytes(numel, rows, bits, nnz) < dense_bytes(numel, rows, bits)
 
 
 def tensor_bytes(numel: int, rows: int, bits: int, nnz: int, zeros: bool = False) -> int:
-    """Data bytes of one matrix-layer weight tensor (the smaller of dense and sparse)."""
+    """Data bytes of one matrix-layer weight tensor, the smaller of dense and sparse (the
+    writer's form whenever the two forms' data differ by more than their header entries:
+    `is_sparse`)."""
     if bits not in STORAGE_BITS:
         raise ValueError(f"bits must be one of {STORAGE_BITS}, not {bits}")
     if not 0 <= nnz <= numel:
@@ -129,6 +133,79 @@ def weight_entry_names(weight_name: str, bits: int, sparse: bool, zeros: bool = 
     return names
 
 
+# ---------------------------------------------------------------- the writer's form
+# The writer stores a weight sparse only when that makes the FILE smaller: the sparse
+# form's data and its two header entries (`W.bitmap`, `W.values`) against the dense
+# form's data and its one entry (`W` or `W.q`), each entry counted exactly (its JSON
+# name, dtype name, shape and separators) with both data offsets written at `digits`
+# digits, the digits of an upper bound of the file's data size (every offset in the file
+# is at most that size): every weight's dense data and the raw tensors (`is_sparse` picks
+# the sparse form only where its data is smaller). The scales and zero points are the same entries in both forms
+# and do not enter the choice. So a stored weight never takes more bytes than its dense
+# form would (the entries' real offsets have at most `digits` digits, and the sparse
+# form has two offsets more), which is what the `size` meter's upper end counts when it
+# does not know the weight's density (verify/cost.py). Older files chose by the data
+# alone (`data_sparse`); the reader takes either form whatever the choice.
+DTYPE_NAMES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64", "int8": "I8",
+               "uint8": "U8"}
+_ENTRY_SYNTAX = len(':{"dtype":"","shape":[],"data_offsets":[,]},')
+
+
+def entry_chars(name: str, dtype: str, shape: Sequence[int], digits: int) -> int:
+    """The exact characters of one tensor's entry in the safetensors header (its name as a
+    JSON string, dtype name, shape and the comma that separates it from the next), with
+    both data offsets written at `digits` digits."""
+    return (len(json.dumps(name, ensure_ascii=False).encode()) + _ENTRY_SYNTAX + len(dtype)
+            + len(",".join(str(int(n)) for n in shape)) + 2 * digits)
+
+
+def _numel(shape: Sequence[int]) -> int:
+    count = 1
+    for n in shape:
+        count *= int(n)
+    return count
+
+
+def form_entries(name: str, shape: Sequence[int], bits: int, nnz: int, sparse: bool,
+                 dtype: str = "F32") -> list[tuple[str, str, tuple[int, ...]]]:
+    """(entry name, dtype name, shape) of the entries that hold a weight's values in one
+    form: dense float `W` at its dtype and shape; dense int `W.q` (8 bits: I8 at the
+    weight's shape; 4 and 2 bits: packed U8, flat); sparse `W.bitmap` (U8) and `W.values`
+    (a float weight's dtype; I8; packed U8). `shape`: the stored weight's shape."""
+    numel = _numel(shape)
+    if sparse:
+        values = (dtype, (nnz,)) if bits >= 16 else ("I8", (nnz,)) if bits == 8 else ("U8", (nbytes(nnz, bits),))
+        return [(entry(name, BITMAP), "U8", (nbytes(numel, 1),)), (entry(name, VALUES), *values)]
+    if bits >= 16:
+        return [(name, dtype, tuple(int(n) for n in shape))]
+    if bits == 8:
+        return [(entry(name, Q), "I8", tuple(int(n) for n in shape))]
+    return [(entry(name, Q), "U8", (nbytes(numel, bits),))]
+
+
+def form_bytes(name: str, shape: Sequence[int], bits: int, nnz: int, sparse: bool, digits: int,
+               dtype: str = "F32") -> int:
+    """Data bytes and header characters of the entries one form stores (`form_entries`);
+    `bits`: the stored width (a float weight's element size in bits)."""
+    numel = _numel(shape)
+    data = nbytes(numel, 1) + nbytes(nnz, bits) if sparse else nbytes(numel, bits)
+    return data + sum(entry_chars(n, d, s, digits) for n, d, s in form_entries(name, shape, bits, nnz, sparse, dtype))
+
+
+def is_sparse(name: str, shape: Sequence[int], bits: int, nnz: int, digits: int, dtype: str = "F32") -> bool:
+    """The writer's choice: sparse only when its data and entries are strictly fewer
+    bytes than the dense form's (dense on a tie). Its two entries are always longer than
+    the dense form's one, so its data is then smaller too (`data_sparse`, said outright):
+    the file's data is at most every weight's dense data, which bounds `digits`."""
+    return data_sparse(_numel(shape), 1, bits, nnz) and \
+        form_bytes(name, shape, bits, nnz, True, digits, dtype) < form_bytes(name, shape, bits, nnz, False, digits, dtype)
+
+
+def offset_digits(data_bound: int) -> int:
+    """Digits of the largest data offset of a file whose data is at most `data_bound` bytes."""
+    return len(str(max(1, int(data_bound))))
+
+
 # ---------------------------------------------------------------- header
 # One entry of the safetensors JSON header reads
 #   "NAME":{"dtype":"F32","shape":[128,64],"data_offsets":[1234,5678]},
@@ -136,6 +213,7 @@ def weight_entry_names(weight_name: str, bits: int, sparse: bool, zeros: bool = 
 # digits. Offsets are estimated with the digits of the total data size.
 ENTRY_FIXED = len('"":{"dtype":"","shape":[],"data_offsets":[,]},')
 DTYPE_CHARS = 3            # F32, U8, I8, BF16: 3 on average
+MAX_DTYPE_CHARS = 4        # BF16, F64: the longest a KMR file holds
 METADATA_FIXED = len('{"__metadata__":{"format":"pt","kmr_recipe":""},}')
 # Per logical layer the recipe holds `"NAME":{...config...}`; escaped inside the header
 # string a plain layer's config takes about LAYER_CONFIG_CHARS characters besides its
@@ -268,13 +346,25 @@ def config_chars_low(kind: str | None, bias: bool, in_digits: int, out_digits: i
 _LONGEST_FLOAT = -2.2250738585072014e-308
 
 
-def _linear_forms(bias: bool, inn: int, out: int, width: str, top: bool = True, ranked: bool = True) -> list[dict]:
+def _linear_forms(bias: bool, inn: int, out: int, width: str, top: bool = True, ranked: bool = True,
+                  dtype: str = "float32") -> list[dict]:
     """Every form a Linear's config can take, flags included (`frozen` is written on the
     logical layer's own config only: not on a factor's or an adapter's base; `rank`,
     lowrank's truncated rank of one dense matrix, never on a factor: `ranked` False)."""
     flags = {"masked": True, **({"rank": max(inn, out)} if ranked else {}), **({"frozen": True} if top else {})}
     if width == "float":
-        return [{"type": "HalfLinear", "in": inn, "out": out, "bias": bias, "dtype": "bfloat16", **flags}]
+        return _linear_forms(bias, inn, out, "f32", top, ranked, "") + \
+            _linear_forms(bias, inn, out, "f16", top, ranked)
+    if width == "f32":
+        # a 32-bit weight keeps the model's own dtype, float32 or float64 (runtime.layers
+        # .leaf_bits), which codec.describe names unless it is float32
+        return [{"type": "Linear", "in": inn, "out": out, "bias": bias,
+                 **({"dtype": "float64"} if dtype != "float32" else {}), **flags}]
+    if width == "f16":
+        # quantize(bits = 16) makes a HalfLinear (no dtype); a 16-bit model's own Linear
+        # names its dtype
+        return [{"type": "HalfLinear", "in": inn, "out": out, "bias": bias, **flags},
+                {"type": "Linear", "in": inn, "out": out, "bias": bias, "dtype": "bfloat16", **flags}]
     quant = {"type": "QuantLinear", "bits": 8 if width == "int8" else 4, "shape": [out, inn], "bias": bias,
              "group_size": inn, **flags}
     if width != "int8":
@@ -289,10 +379,12 @@ def _longest(forms: list[dict]) -> dict:
 
 
 def linear_config_chars_high(bias: bool, in_digits: int, out_digits: int, width: str,
-                             factorized: bool = False, adapted: bool = False) -> int:
+                             factorized: bool = False, adapted: bool = False, dtype: str = "float32") -> int:
     """An upper bound of the escaped characters of a Linear's config whose weight is
-    stored `width` ("float", "int8", "low": 4/2 bits), plain, factorized or with an
-    unmerged adapter; `in_digits`, `out_digits`: the most digits of its dimensions."""
+    stored `width` ("f32": 32 bits, "f16": 16 bits, "float": either, "int8", "low": 4/2
+    bits), plain, factorized or with an unmerged adapter; `in_digits`, `out_digits`: the
+    most digits of its dimensions; `dtype`: the model's own dtype of the layer's weight
+    (what a 32-bit weight is stored at)."""
     inn, out = 10 ** in_digits - 1, 10 ** out_digits - 1
     if factorized:
         # codec.describe: the two factors' configs and `frozen`; a mask or a truncated
@@ -300,10 +392,10 @@ def linear_config_chars_high(bias: bool, in_digits: int, out_digits: int, width:
         # (lowrank replaces both, kmr_dsl/rules/lowrank.py)
         r = min(inn, out)
         cfg = {"type": "FactorizedLinear", "frozen": True,
-               "first": _longest(_linear_forms(False, inn, r, width, top=False, ranked=False)),
-               "second": _longest(_linear_forms(bias, r, out, width, top=False, ranked=False))}
+               "first": _longest(_linear_forms(False, inn, r, width, top=False, ranked=False, dtype=dtype)),
+               "second": _longest(_linear_forms(bias, r, out, width, top=False, ranked=False, dtype=dtype))}
     else:
-        cfg = _longest(_linear_forms(bias, inn, out, width, top=not adapted))
+        cfg = _longest(_linear_forms(bias, inn, out, width, top=not adapted, dtype=dtype))
     if adapted:
         cfg = {"type": "LoRALinear", "rank": max(inn, out), "scaling": _LONGEST_FLOAT, "base": cfg,
                "masked": True, "frozen": True}
@@ -360,10 +452,10 @@ def escaped_json_chars(obj) -> int:
 __all__ = [
     "ADAPTER_CONFIG_CHARS", "ASYMMETRIC_CONFIG_CHARS", "BITMAP", "CEIL_BYTES", "CONFIG_MARGIN", "FIRST",
     "FLOAT_BITS", "FORMAT_VERSION", "INPUT_SCALE", "INPUT_SCALE_ENTRIES", "INPUT_SCALE_NAME_CHARS",
-    "INPUT_SCALE_WRAPPER", "INT_BITS", "LORA_A", "LORA_B", "MIN_CONFIG_CHARS", "PADDING_BYTES", "Q",
+    "INPUT_SCALE_WRAPPER", "INT_BITS", "LORA_A", "LORA_B", "MAX_DTYPE_CHARS", "MIN_CONFIG_CHARS", "PADDING_BYTES", "Q",
     "SCALE", "SCALED_CONFIG_CHARS", "SECOND", "STORAGE_BITS", "VALUES", "VALUE_DTYPE", "ZERO_POINT", "base_dict", "bias_of",
-    "config_chars", "config_chars_low", "dense_bytes", "entry", "entry_chars_low", "escaped_json_chars",
-    "factor_weight", "header_bytes_estimate", "is_sparse", "linear_config_chars_high", "name_chars", "nbytes",
+    "DTYPE_NAMES", "config_chars", "config_chars_low", "data_sparse", "dense_bytes", "entry", "entry_chars", "entry_chars_low", "escaped_json_chars",
+    "factor_weight", "form_bytes", "form_entries", "header_bytes_estimate", "is_sparse", "linear_config_chars_high", "name_chars", "nbytes", "offset_digits",
     "recipe_fixed_chars", "recipe_json", "scale_bytes", "sparse_bytes", "string_chars", "tensor_bytes",
     "weight_entry_names"
 ]

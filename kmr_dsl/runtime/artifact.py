@@ -77,15 +77,22 @@ def _under(key: str, prefixes: set[str]) -> bool:
 
 
 def collect_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
-    tensors: dict[str, torch.Tensor] = {}
-    names = set()
-    for name, layer in kl.logical_layers(model):
-        names.add(name)
-        tensors.update(codec.encode_layer(name, layer))
+    layers = list(kl.logical_layers(model))
+    names = {name for name, _ in layers}
+    rest: dict[str, torch.Tensor] = {}
     for key, value in model.state_dict().items():
         if isinstance(value, torch.Tensor) and not _under(key, names):
             # clone: safetensors refuses tensors that share storage (tied weights)
-            tensors[key] = value.detach().contiguous().clone()
+            rest[key] = value.detach().contiguous().clone()
+    # the writer picks each weight's form with its header entries at the digits of the
+    # largest offset the file can have (artifact_layout.is_sparse)
+    bound = sum(codec.data_bound(name, layer) for name, layer in layers) + \
+        sum(v.numel() * v.element_size() for v in rest.values())
+    digits = layout.offset_digits(bound)
+    tensors: dict[str, torch.Tensor] = {}
+    for name, layer in layers:
+        tensors.update(codec.encode_layer(name, layer, digits))
+    tensors.update(rest)
     return tensors
 
 

@@ -11,9 +11,11 @@ Contract:
   `frozen` (the layer's own weights are frozen). A layer of any other type is
   `{"type": "keep"}`: it stays as the base model builds it and its tensors are loaded
   raw.
-- `encode_layer(path, layer)` -> {entry name: tensor}: each leaf's weight in the
-  smallest form of `kmr_dsl.artifact_layout` (dense float, dense int `.q`+`.scale`, or
-  sparse `.bitmap`+`.values`[+`.scale`], + `.zero_point` on the asymmetric grid), its
+- `encode_layer(path, layer, digits)` -> {entry name: tensor}: each leaf's weight in
+  the form of `kmr_dsl.artifact_layout` that makes the file smaller, header entries
+  included (dense float, dense int `.q`+`.scale`, or sparse `.bitmap`+`.values`
+  [+`.scale`], + `.zero_point` on the asymmetric grid; `digits`: those of an upper bound
+  of the file's data size, `data_bound` summed over the file), its
   bias raw, every other parameter and persistent buffer of the layer raw. `decode_layer(path, layer, tensors)` fills a
   module built from the config and returns the entry names it consumed.
 """
@@ -208,13 +210,18 @@ def _int_parts(leaf):
     return leaf.int_weight(), leaf.scale.detach().clone(), None if zero is None else zero.detach().clone()
 
 
-def encode_weight(name: str, leaf: nn.Module) -> dict[str, torch.Tensor]:
+def _dtype(tensor: torch.Tensor) -> str:
+    return layout.DTYPE_NAMES[_dtype_name(tensor.dtype)]
+
+
+def encode_weight(name: str, leaf: nn.Module, digits: int) -> dict[str, torch.Tensor]:
+    """The weight's entries in the form that makes the file smaller (layout.is_sparse),
+    `digits`: the digits of an upper bound of the file's data size (`data_bound`)."""
     numel, rows, bits, nnz = weight_record(leaf)
-    sparse = layout.is_sparse(numel, rows, bits, nnz)
     out: dict[str, torch.Tensor] = {}
     if bits >= 16:
         w = kl.leaf_weight(leaf)      # [out, in] for a Conv1D too: it reloads as a Linear
-        if sparse:
+        if layout.is_sparse(name, w.shape, 8 * w.element_size(), nnz, digits, _dtype(w)):
             mask = w != 0
             out[layout.entry(name, layout.BITMAP)] = quant.bitmap(mask)
             out[layout.entry(name, layout.VALUES)] = w[mask].contiguous()
@@ -222,7 +229,7 @@ def encode_weight(name: str, leaf: nn.Module) -> dict[str, torch.Tensor]:
             out[name] = w.contiguous().clone()
         return out
     q, scale, zero = _int_parts(leaf)
-    if sparse:
+    if layout.is_sparse(name, q.shape, bits, nnz, digits):
         mask = ~quant.zero_codes(q, zero, getattr(leaf, "group_size", 0))
         out[layout.entry(name, layout.BITMAP)] = quant.bitmap(mask)
         out[layout.entry(name, layout.VALUES)] = quant.pack(q[mask], bits)
@@ -306,10 +313,29 @@ def _raw_tensors(path: str, layer: nn.Module):
                 yield f"{prefix}.{n}", mod, "_buffers", n, b
 
 
-def encode_layer(path: str, layer: nn.Module) -> dict[str, torch.Tensor]:
+def data_bound(path: str, layer: nn.Module) -> int:
+    """An upper bound of the data bytes `encode_layer` stores for the layer: each weight's
+    dense form (layout.is_sparse stores the sparse one only where its data is smaller),
+    the rest raw."""
+    total = 0
+    for _, leaf in kl.leaves(path, layer):
+        numel, rows, bits, _ = weight_record(leaf)
+        if bits >= 16:
+            bits = 8 * kl.leaf_weight(leaf).element_size()
+        total += layout.dense_bytes(numel, rows, bits, not leaf_symmetric(leaf))
+        bias = kl.leaf_bias(leaf)
+        if bias is not None:
+            total += bias.numel() * bias.element_size()
+    for *_, tensor in _raw_tensors(path, layer):
+        total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def encode_layer(path: str, layer: nn.Module, digits: int) -> dict[str, torch.Tensor]:
+    """The layer's entries; `digits` as encode_weight's."""
     out: dict[str, torch.Tensor] = {}
     for name, leaf in kl.leaves(path, layer):
-        out.update(encode_weight(f"{name}.weight", leaf))
+        out.update(encode_weight(f"{name}.weight", leaf, digits))
         bias = kl.leaf_bias(leaf)
         if bias is not None:
             out[f"{name}.bias"] = bias.detach().contiguous().clone()
@@ -331,4 +357,4 @@ def decode_layer(path: str, layer: nn.Module, tensors: dict) -> set[str]:
     return used
 
 
-__all__ = ["build", "decode_layer", "describe", "encode_layer", "encode_weight", "leaf_symmetric", "weight_record"]
+__all__ = ["build", "data_bound", "decode_layer", "describe", "encode_layer", "encode_weight", "leaf_symmetric", "weight_record"]

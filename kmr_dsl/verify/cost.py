@@ -61,9 +61,9 @@ every meter is then a range (LOW_ENDS), its lower end read where a line needs th
 meter large. The upper end of `size` over a rank range also reads the largest rank
 that factorizes: there the two factors' scales, entries and config can outweigh the
 few elements they save.
-Where the density is a range the writer may pick either form, but a sparse one only
-when its data is below the dense data: the upper end is at most the dense data with
-the sparse form's header entries (one entry more than the dense form per tensor).
+The writer picks a weight's form by its bytes in the file, header entries included
+(artifact_layout.is_sparse), so the upper end is min(dense, sparse) with each form's
+own entries, whatever the density in its range.
 A BatchNorm's running statistics (facts.channel_buffer_bytes, taken out of
 buffers_bytes) shrink with its channels. A depthwise conv (facts.depthwise) has
 W0 * (out/out0) weight elements: its in and out channels are one count.
@@ -106,17 +106,32 @@ _ITEMSIZE = {"float16": 2, "bfloat16": 2, "float64": 8}
 _EIGHTH = Fraction(1, 8)
 
 
-def entry_bytes(name: str, ndim, digits: int, low: bool = False):
+def entry_bytes(name: str, ndim, digits: int, low: bool = False, shape_chars: int | None = None,
+                dtype_chars=layout.MAX_DTYPE_CHARS):
     """Header characters of one safetensors entry (artifact_layout.header_bytes_estimate's
-    formula); `low`: a lower bound instead (artifact_layout.entry_chars_low)."""
+    formula); `low`: a lower bound instead (artifact_layout.entry_chars_low).
+    `shape_chars` (upper end): the most characters the entry's shape can print (from the
+    baseline's dimensions, which no rule grows): the entry is then bounded rather than
+    estimated, with `dtype_chars` for its dtype's name (at most BF16's 4)."""
     if low:
         if isinstance(ndim, int):
             return layout.entry_chars_low(name, ndim)
         return A.add(layout.entry_chars_low(name, 1) - 1, A.mul(2, ndim))
+    if shape_chars is not None:
+        return A.add(layout.ENTRY_FIXED + len(name) + 2 * digits + shape_chars, dtype_chars)
     fixed = layout.ENTRY_FIXED + len(name) + layout.DTYPE_CHARS + 2 * digits
     if isinstance(ndim, int):
         return fixed + max(1, 4 * ndim - 1)
     return A.add(fixed - 1, A.mul(4, ndim))
+
+
+def _chars(n: int) -> int:
+    return len(str(max(1, int(n))))
+
+
+def shape_chars(dims) -> int:
+    """The characters of a shape whose dimensions are at most `dims`."""
+    return sum(_chars(d) for d in dims) + max(0, len(dims) - 1)
 
 
 def _scale_count(numel, rows, group_size):
@@ -144,29 +159,42 @@ def tensor_data_bytes(numel, rows, bits, density, group_size=0, symmetric=True):
 
 
 def _tensor_bytes(numel, rows, bits, density, name: str, ndim: int, digits: int, group_size=0, symmetric=True,
-                  low=False, density_low=None, linear_bits=None):
+                  low=False, linear_bits=None, dims=None):
     """Data + header bytes of one stored weight in the writer's smaller form (`low`: its
     header entries' lower bound; the data bytes lack only their ceilings either way).
-    `density_low`: where `density` is only the upper end of the weight's density, its
-    lower end (the upper end then allows the writer's choice at any density between).
     `linear_bits` (`low` only): the tensor's density is known only in total with others
-    whose widths are at least this; the lower end is then linear in the density."""
+    whose widths are at least this; the lower end is then linear in the density.
+    `dims` (upper end): the most each dimension of the weight can be; its entries are
+    then bounded (every flat entry holds at most as many elements as the weight, whose
+    count prints in at most as many characters as its shape)."""
     is_int = A.compare("<=", bits, 8)
     q_ndim = ndim if A.is_number(bits) and bits == 8 else A.ite(A.compare("==", bits, 8), ndim, 1)
     if isinstance(q_ndim, sp.Integer):
         q_ndim = int(q_ndim)          # 8-bit keeps its shape; 4/2-bit are packed flat
-    dense_header = A.ite(is_int, entry_bytes(layout.entry(name, layout.Q), q_ndim, digits, low),
-                         entry_bytes(name, ndim, digits, low))
-    sparse_header = A.add(entry_bytes(layout.entry(name, layout.BITMAP), 1, digits, low),
-                          entry_bytes(layout.entry(name, layout.VALUES), 1, digits, low))
+    full = flat = per_row = None
+    if dims is not None and not low:
+        # the weight's shape; a flat entry's count (at most the weight's elements); the
+        # scales' (a row's or a group's: per row, at most the largest dimension)
+        full, flat = shape_chars(dims), _chars(_product(dims))
+        per_row = _chars(max(dims)) if A.is_number(group_size) and group_size == 0 else flat
+    # dtype names: F32/F64 3, BF16/F16 4, I8/U8 2
+    float_dtype = A.ite(A.compare("==", bits, 16), 4, 3)
+    # bounded, the q entry takes the weight's own dimensions (a packed one prints fewer)
+    dense_header = A.ite(is_int, entry_bytes(layout.entry(name, layout.Q), q_ndim if full is None else ndim, digits,
+                                             low, full, 2),
+                         entry_bytes(name, ndim, digits, low, full, float_dtype))
+    sparse_header = A.add(entry_bytes(layout.entry(name, layout.BITMAP), 1, digits, low, flat, 2),
+                          entry_bytes(layout.entry(name, layout.VALUES), 1, digits, low, flat,
+                                      A.ite(is_int, 2, float_dtype)))
     dense_data = A.mul(numel, bits, _EIGHTH)
     sparse_data = A.add(A.mul(numel, _EIGHTH), A.mul(density, numel, bits, _EIGHTH))
     dense, sparse = A.add(dense_data, dense_header), A.add(sparse_data, sparse_header)
     count = _scale_count(numel, rows, group_size)
-    scales = A.ite(is_int, A.add(A.mul(4, count), entry_bytes(layout.entry(name, layout.SCALE), 1, digits, low)), 0)
+    scales = A.ite(is_int, A.add(A.mul(4, count), entry_bytes(layout.entry(name, layout.SCALE), 1, digits, low, per_row, 3)),
+                   0)
     # one int8 zero point per scale, an entry of its own, and (upper end) a longer recipe config
     zeros = A.ite(_zero_points(is_int, symmetric),
-                  A.add(count, entry_bytes(layout.entry(name, layout.ZERO_POINT), 1, digits, low),
+                  A.add(count, entry_bytes(layout.entry(name, layout.ZERO_POINT), 1, digits, low, per_row, 2),
                         0 if low else layout.ASYMMETRIC_CONFIG_CHARS), 0)
     if low:
         if linear_bits is not None:
@@ -178,21 +206,19 @@ def _tensor_bytes(numel, rows, bits, density, name: str, ndim: int, digits: int,
             data = A.add(A.mul(numel, _EIGHTH), A.mul(density, numel, A.sub(linear_bits, 1), _EIGHTH))
             return A.add(data, A.min_(dense_header, sparse_header), scales, zeros)
         return A.add(A.min_(dense, sparse), scales, zeros)
-    # The writer picks the form by its data bytes after their ceilings (sparse only when
-    # strictly smaller), whatever the header entries cost: sparse surely when its bytes
-    # are 2 below dense's (two ceilings), dense surely when 1 below; in between, either.
-    # With a density range: sparse surely when its upper end is 2 below, dense surely when
-    # dense is 1 below sparse's lower end.
-    # Either way the sparse form's data is below the dense form's (the writer's data bytes
-    # after ceilings: ceil(sparse) < ceil(dense) leaves the sparse data, ceilings included,
-    # at most the dense data): a sparse file is at most the dense data with the sparse
-    # form's entries, whatever the density in the range.
-    sparse_low_data = sparse_data if density_low is None else \
-        A.add(A.mul(numel, _EIGHTH), A.mul(density_low, numel, bits, _EIGHTH))
-    either = A.max_(dense, A.min_(sparse, A.add(dense_data, sparse_header)))
-    chosen = A.ite(A.compare("<=", A.add(sparse_data, 2), dense_data), sparse,
-                   A.ite(A.compare("<=", A.add(dense_data, 1), sparse_low_data), dense, either))
-    return A.add(chosen, scales, zeros)
+    # The writer stores the sparse form only when its data and entries are fewer bytes
+    # than the dense form's (artifact_layout.is_sparse, every entry counted with offsets
+    # at the digits of the file's largest one), so the file holds at most the smaller of
+    # the two, whichever it picks: no density test is needed, and a density known only
+    # from above (verify/lowend.py) bounds the sparse form all the same.
+    return A.add(A.min_(dense, sparse), scales, zeros)
+
+
+def _product(dims) -> int:
+    out = 1
+    for d in dims:
+        out *= max(1, int(d))
+    return out
 
 
 def _ratio(now, then: int):
@@ -287,10 +313,10 @@ class _LayerCost:
         dims = (f.bias_params > 0, len(str(max(1, f.in_features))), len(str(max(1, f.out_features))))
 
         def by_width(factorized, adapted):
-            size = {w: layout.linear_config_chars_high(*dims, w, factorized, adapted)
-                    for w in ("float", "int8", "low")}
-            return A.ite(A.compare(">=", b, 16), size["float"],
-                         A.ite(A.compare("==", b, 8), size["int8"], size["low"]))
+            size = {w: layout.linear_config_chars_high(*dims, w, factorized, adapted, f.dtype)
+                    for w in ("f32", "f16", "int8", "low")}
+            return A.ite(A.compare(">=", b, 32), size["f32"], A.ite(A.compare(">=", b, 16), size["f16"],
+                         A.ite(A.compare("==", b, 8), size["int8"], size["low"])))
 
         def by_form(adapted):
             plain = by_width(False, adapted)
@@ -313,23 +339,27 @@ class _LayerCost:
             stats = A.mul(f.channel_buffer_bytes, self._scales[1])
             return A.add(A.mul(self.params(), _ITEMSIZE.get(f.dtype, 4)), stats, header)
         b, d, r = st["bits"], st["density"], st["rank"]
-        d_low = st.get("density_low")       # upper end only: the density's lower end, if any
         inf, outf = st["in_features"], st["out_features"]
         ndim = max(1, len(f.weight_shape))
         weight = f"{f.name}.weight"
         g, sym = st["group_size"], st["symmetric"]
         pooled = st.get("pool_bits") if low else None      # the least width of its pool
-        weights = _tensor_bytes(self.dense_n, outf, b, d, weight, ndim, digits, g, sym, low, d_low, pooled)
-        bias_entry = entry_bytes(layout.bias_of(weight), 1, digits, low) if f.bias_params else 0
+        # the baseline's dimensions bound every shape (no rule grows a weight); a factor is
+        # [r, in] or [out, r] with r below both
+        shape = tuple(f.weight_shape) or (f.weight_params,)
+        weights = _tensor_bytes(self.dense_n, outf, b, d, weight, ndim, digits, g, sym, low, pooled, shape)
+        bias_entry = entry_bytes(layout.bias_of(weight), 1, digits, low, _chars(f.bias_params)) if f.bias_params else 0
         if self._factored is not None:
             r = factor_rank(st)             # the inner dimension, which a later slicing keeps
             first, second = layout.factor_weight(f.name, layout.FIRST), layout.factor_weight(f.name, layout.SECOND)
             # a prune ranks the two factors together: their densities are known in total
             shared = (b if pooled is None else pooled) if low else None
-            fac = A.add(_tensor_bytes(A.mul(r, inf), r, b, d, first, 2, digits, g, sym, low, d_low, shared),
-                        _tensor_bytes(A.mul(outf, r), outf, b, d, second, 2, digits, g, sym, low, d_low, shared))
+            pair = (f.out_features, f.in_features)
+            fac = A.add(_tensor_bytes(A.mul(r, inf), r, b, d, first, 2, digits, g, sym, low, shared, pair),
+                        _tensor_bytes(A.mul(outf, r), outf, b, d, second, 2, digits, g, sym, low, shared, pair))
             weights = A.ite(self._factored, fac, weights)
-            fac_entry = entry_bytes(layout.bias_of(second), 1, digits, low) if f.bias_params else 0
+            fac_entry = entry_bytes(layout.bias_of(second), 1, digits, low, _chars(f.bias_params)) \
+                if f.bias_params else 0
             if not low and f.kind != "Linear":
                 # a factorized layer's recipe entry is longer (two Linear configs)
                 fac_entry += layout.FACTORIZED_CONFIG_CHARS - layout.config_chars(f.kind)
@@ -522,8 +552,9 @@ def _ranged_term(f: LayerFact, st: dict, low: dict, digits: int, rank_set: bool,
     A lower end: the counts are non-decreasing in density and rank, so they read both
     fields' lower ends; the file's bytes are non-decreasing in the density and, within
     one form (factorized or dense), in the rank, so their least is at the rank's lower
-    or upper end. The upper end of `size`: the writer's sparse-or-dense choice at any
-    density in the range."""
+    or upper end. The upper end reads the state's fields (the densities' and ranks'
+    upper ends): `size` takes the smaller of a weight's two forms, which the file is at
+    most whatever the density."""
     # a rank below the state's may make the runtime factorize the layer: test it
     rank_set = rank_set or "rank" in low
     # sliced since `lowrank` decided (settling.Factors): the rank range is the inner
@@ -533,7 +564,6 @@ def _ranged_term(f: LayerFact, st: dict, low: dict, digits: int, rank_set: bool,
     def at_rank(fields: dict, rank) -> dict:
         return {**fields, "rank": rank, "factor_rank": rank} if sliced else {**fields, "rank": rank}
     if not low_end:
-        st = {**st, "density_low": low.get("density", st["density"])}
         value = layer_costs(f, st, digits, rank_set, (which,))[which]
         if "rank" in low:
             # the largest factorized rank (if below the state's): near the threshold the

@@ -179,25 +179,7 @@ MOBILENET_STEPS = {
 }
 
 
-# After `lowrank`, a factor's density is a range [0, 1] (fresh SVD factors may hold exact
-# zeros: verify/lowend.py), and the upper end of `size` there is still sound but about
-# 21% (ViT) and 23% (Llama) above the file on these tiny models: open, strict so that a
-# fix removes the mark. Why, per factorized projection (~1,400 B predicted, ~1,050 B in
-# the file): the writer stores a tensor sparse whenever its *data* is smaller, so with a
-# density that may be anything the upper end must take the sparse form's two entries
-# (`.bitmap`, `.values`: ~100 B each with these long names) for each factor where the file
-# has one (~210 B a layer), and the Linear config's longest float form (~100 B). The
-# data bytes themselves are exact. Closing it needs either a lower end of the factors'
-# density above 1 - 1/bits, or a writer that picks the sparse form only when the file
-# (its header entries included) gets smaller.
-LOOSE_SIZE_AFTER_LOWRANK = pytest.mark.xfail(strict=True, reason="size's upper end after lowrank is ~25% loose")
-
-
-def _loose(cases, loose):
-    return [pytest.param(c, marks=LOOSE_SIZE_AFTER_LOWRANK) if c in loose else c for c in sorted(cases)]
-
-
-@pytest.mark.parametrize("case", _loose(VIT_STEPS, {"lowrank"}))
+@pytest.mark.parametrize("case", sorted(VIT_STEPS))
 def test_vit_check_agrees_with_run(case, tmp_path, monkeypatch, capsys):
     want, outcome, session = check_and_run(tmp_path, monkeypatch, capsys, "hf_vit:make_vit", VIT_STEPS[case])
     assert_agree(want, outcome.meters, layers=14, slack=outside_entries(session.baseline))
@@ -424,7 +406,7 @@ LLAMA_STEPS = {
 }
 
 
-@pytest.mark.parametrize("case", _loose(LLAMA_STEPS, {"lowrank-untied-rest"}))
+@pytest.mark.parametrize("case", sorted(LLAMA_STEPS))
 def test_tied_llama_check_agrees_with_run(case, tmp_path, monkeypatch, capsys):
     want, outcome, session = check_and_run(tmp_path, monkeypatch, capsys, "make_llama", LLAMA_STEPS[case])
     assert_agree(want, outcome.meters, layers=15, slack=outside_entries(session.baseline))

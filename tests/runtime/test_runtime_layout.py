@@ -26,11 +26,64 @@ def test_tensor_bytes(numel, rows, bits, nnz, expected):
     assert layout.tensor_bytes(numel, rows, bits, nnz) == expected
 
 
-def test_sparse_only_when_strictly_smaller():
+def test_data_sparse_only_when_strictly_smaller():
     # dense 4*8 = 32; sparse 1 + 4*nnz: equal at nnz = 7.75, never equal; check the boundary
-    assert layout.is_sparse(8, 1, 32, 7)
-    assert not layout.is_sparse(8, 1, 32, 8)
+    assert layout.data_sparse(8, 1, 32, 7)
+    assert not layout.data_sparse(8, 1, 32, 8)
     assert layout.tensor_bytes(8, 1, 32, 7) == 29
+
+
+@pytest.mark.parametrize("name,dtype,shape", [
+    ("fc.weight", "F32", (3, 5)), ("a.b.weight.values", "BF16", (17,)), ("x", "U8", (1000,)),
+    ('odd"name\\', "I8", (2, 3, 4, 1)), ("e.weight", "F16", ()),
+])
+def test_entry_chars_is_the_header_safetensors_writes(name, dtype, shape):
+    from safetensors.numpy import save
+    import numpy as np
+
+    types = {"F32": np.float32, "F16": np.float16, "I8": np.int8, "U8": np.uint8}
+    if dtype == "BF16":
+        pytest.importorskip("torch")
+        import torch
+        from safetensors.torch import save as save_torch
+        raw = save_torch({name: torch.zeros(shape, dtype=torch.bfloat16)})
+    else:
+        raw = save({name: np.zeros(shape, dtype=types[dtype])})
+    n = int.from_bytes(raw[:8], "little")
+    header = raw[8:8 + n].rstrip(b" ")
+    size = len(raw) - 8 - n
+    # one entry: offsets 0 and `size`; entry_chars writes both at `digits` digits
+    digits = len(str(size))
+    assert len(header) == 2 + layout.entry_chars(name, dtype, shape, digits) - 1 - (digits - 1)
+
+
+def test_the_writer_counts_the_header_entries():
+    # 8 fp32 weights, 7 non-zero: the sparse data is smaller (29 B < 32 B), but its two
+    # entries cost more than the dense form's one: dense
+    assert layout.data_sparse(8, 1, 32, 7)
+    assert not layout.is_sparse("fc.weight", (2, 4), 32, 7, 3)
+    assert layout.form_bytes("fc.weight", (2, 4), 32, 7, True, 3) > layout.form_bytes("fc.weight", (2, 4), 32, 7, False, 3)
+    # a 64x64 layer at 10% density: sparse by far
+    assert layout.is_sparse("fc.weight", (64, 64), 32, 410, 5)
+    # the boundary moves with the entries' cost: longer names, more offset digits
+    def threshold(name, digits, bits=32):
+        return max(nnz for nnz in range(4097) if layout.is_sparse(name, (64, 64), bits, nnz, digits))
+    assert threshold("a", 9) < threshold("a", 2) < 4096 * 31 // 32
+    assert threshold("model.layers.0.self_attn.q_proj.first.weight", 5) < threshold("q", 5)
+    for bits in (8, 4, 2):
+        t = threshold("fc.weight", 5, bits)
+        assert layout.form_bytes("fc.weight", (64, 64), bits, t, True, 5) < \
+            layout.form_bytes("fc.weight", (64, 64), bits, t, False, 5) <= \
+            layout.form_bytes("fc.weight", (64, 64), bits, t + 1, True, 5)
+
+
+def test_form_entries_name_dtype_and_shape():
+    assert layout.form_entries("w", (4, 6), 32, 5, False) == [("w", "F32", (4, 6))]
+    assert layout.form_entries("w", (4, 6), 16, 5, True, "BF16") == [("w.bitmap", "U8", (3,)), ("w.values", "BF16", (5,))]
+    assert layout.form_entries("w", (4, 6), 8, 5, False) == [("w.q", "I8", (4, 6))]
+    assert layout.form_entries("w", (4, 6), 4, 5, False) == [("w.q", "U8", (12,))]
+    assert layout.form_entries("w", (4, 6), 2, 5, True) == [("w.bitmap", "U8", (3,)), ("w.values", "U8", (2,))]
+    assert layout.offset_digits(0) == 1 and layout.offset_digits(99_999) == 5 and layout.offset_digits(100_000) == 6
 
 
 def test_bad_arguments():

@@ -11,7 +11,7 @@ import torch
 from runtime_helpers import spec
 from kmr_dsl import artifact_layout as layout
 from kmr_dsl.rules import lora, lowrank, prune, quantize
-from kmr_dsl.runtime import artifact, context, introspect, layers as kl, loaders, meters, state
+from kmr_dsl.runtime import artifact, codec, context, introspect, layers as kl, loaders, meters, state
 from kmr_dsl.runtime.data import Dataset
 
 SIZES = (64, 128, 64, 10)     # the digits MLP's shape: 70 KB in fp32
@@ -62,22 +62,23 @@ def predicted(st: dict, model) -> dict:
     """params, nonzero, macs and the data bytes of the artifact, from the state only
     (what the verifier's cost model computes), for MLPs of Linear layers."""
     params = nonzero = macs = data = 0
-    names = []
+    # the writer weighs each weight's forms with its entries' offsets at these digits
+    digits = layout.offset_digits(sum(codec.data_bound(n, layer) for n, layer in kl.logical_layers(model)))
     for name, L in st["layers"].items():
         i, o, b, r, d = L["in_features"], L["out_features"], L["bits"], L["rank"], L["density"]
         factorized = r * (i + o) < i * o and isinstance(kl.get_module(model, name), __import__(
             "kmr_dsl.runtime.modules", fromlist=["x"]).FactorizedLinear)
         shapes = [(r, i), (o, r)] if factorized else [(o, i)]
         bias_bytes = o * (2 if b == 16 else 4)
-        for rows, cols in shapes:
+        for (rows, cols), weight in zip(shapes, [f"{name}.first.weight", f"{name}.second.weight"]
+                                        if factorized else [f"{name}.weight"]):
             numel = rows * cols
             nnz = round(d * sum(a * c for a, c in shapes)) if len(shapes) == 1 else None
             if nnz is None:   # factorized: density is per layer; measure per factor
                 nnz = numel if d == 1 else None
             assert nnz is not None
-            data += layout.tensor_bytes(numel, rows, b, nnz)
-            names += [(n, 2 if (b >= 16 and not layout.is_sparse(numel, rows, b, nnz)) else 1)
-                      for n in layout.weight_entry_names(f"{name}.w", b, layout.is_sparse(numel, rows, b, nnz))]
+            sparse = layout.is_sparse(weight, (rows, cols), b, nnz, digits, "BF16" if b == 16 else "F32")
+            data += layout.sparse_bytes(numel, rows, b, nnz) if sparse else layout.dense_bytes(numel, rows, b)
             params += numel
             nonzero += nnz
             macs += numel
