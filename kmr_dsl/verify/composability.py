@@ -157,13 +157,14 @@ def check_composability(model: PipelineModel, limits: Limits) -> tuple[list[Obli
     for req in model.requirements:
         groups.setdefault((req.step_index, req.clause_index), []).append(req)
     results, diags = [], []
+    proved: dict = {}        # template key -> its PROVED decision
     for (_, _), reqs in sorted(groups.items()):
         step, clause = reqs[0].step, reqs[0].clause
         if reqs[0].implicit:
             (_pooled if reqs[0].kind == "pooled" else _implicit)(reqs, model, limits, results, diags)
             continue
         text = CLAUSE_TEXT.get(clause, lambda: render_ir(clause))
-        decided = [(r, decide_forall(r.condition, model, limits)) for r in reqs]
+        decided = [(r, _decide_once(r, model, limits, proved)) for r in reqs]
         refuted = [(r, d) for r, d in decided if d.verdict is Verdict.REFUTED]
         unknown = [(r, d) for r, d in decided if d.verdict is Verdict.UNKNOWN]
         layers = tuple(r.layer for r in reqs if r.layer is not None)
@@ -205,6 +206,21 @@ def check_composability(model: PipelineModel, limits: Limits) -> tuple[list[Obli
             results.append(ObligationResult("composability", Verdict.PROVED, step.span, summary,
                                             model.pipeline.name, method=methods, layers=layers, family=family))
     return results, diags
+
+
+def _decide_once(req: Requirement, model: PipelineModel, limits: Limits, proved: dict) -> Decision:
+    """decide_forall of the requirement's condition; a condition that instantiates the
+    template of one already proved (equal up to renaming of knobs of the same
+    declarations, so holding over the same domains) is proved with it. Only PROVED is
+    shared: a counterexample names the layer's own knobs."""
+    if req.template is None:
+        return decide_forall(req.condition, model, limits)
+    hit = proved.get(req.template)
+    if hit is None:
+        hit = decide_forall(req.condition, model, limits)
+        if hit.verdict is Verdict.PROVED:
+            proved[req.template] = hit
+    return hit
 
 
 def _false_means(clause) -> str | None:

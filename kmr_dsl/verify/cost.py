@@ -81,7 +81,7 @@ from kmr_dsl.core.state import ANALYTIC_METERS, LAYER_FIELDS, MATRIX_KINDS, scal
 from kmr_dsl.facts import LayerFact, ModelFacts
 from kmr_dsl.verify import algebra as A
 from kmr_dsl.verify.bounds import instance_info
-from kmr_dsl.verify.intervals import symbols_key, values_key
+from kmr_dsl.verify.intervals import intern_key, symbols_key, values_key
 from kmr_dsl.verify.numeric import as_number, evaluate
 from kmr_dsl.verify.settling import factor_fields, factor_rank, factor_test, matrix_numel
 from kmr_dsl.verify.state import PipelineModel, State
@@ -454,6 +454,8 @@ def _layer_key(model: PipelineModel, st: dict):
     if hit is not None and hit[0] is st:
         return hit[1]
     found = _state_key(st, model.knobs)
+    if found is not None:
+        found = (intern_key(model.templates, "cost: state key", found[0]), found[1])
     model.templates[key] = (st, found)       # the dict kept alive: its id is not reused
     return found
 

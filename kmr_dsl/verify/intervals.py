@@ -125,6 +125,27 @@ def values_key(values, slots: dict) -> tuple | None:
     return tuple(out)
 
 
+class HashedKey(tuple):
+    """A template key that hashes once: a step's inputs or a layer's fields are looked up
+    under it many times (every clause, effect, settled count and meter of the layer), and
+    a nested tuple's hash is recomputed on every lookup (Fractions' in Python code).
+    Equality stays the tuple's; keys interned per model (`intern_key`) compare by identity."""
+
+    def __new__(cls, items):
+        self = super().__new__(cls, items)
+        self._hash = tuple.__hash__(self)
+        return self
+
+    def __hash__(self):
+        return self._hash
+
+
+def intern_key(table: dict, what: str, key: tuple) -> HashedKey:
+    """`key` as the one HashedKey `table` holds for it (equal keys: one object)."""
+    key = HashedKey(key)
+    return table.setdefault((what, key), key)
+
+
 def symbols_key(slots: dict, knobs) -> tuple:
     """Each slot's symbol class and knob declaration (`knobs`: the KnobTable, or None):
     values whose keys match read knobs of the same declarations (the same domains)."""

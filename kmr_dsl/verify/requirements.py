@@ -36,6 +36,10 @@ class Requirement:
     fields: tuple[tuple[str, object, int | None], ...]   # (field text, value, step that set it)
     implicit: str | None = None                   # a requirement of the step semantics, not of the rule
     kind: str = "consumer"                        # an implicit one: "consumer" (KMR304), "pooled" or "fold" (KMR306)
+    # the key of the template `condition` instantiates (verify/state.py `_templated`): the
+    # requirements sharing one are the same condition up to renaming of knobs of the same
+    # declarations, so one's proof is every one's; None when it has none
+    template: object = None
 
 
 FIELDS_READ = ByIdentity("state fields a requires clause reads", "clause", limit=1024)

@@ -64,6 +64,11 @@ class Class:
     _float: np.ndarray | None = field(default=None, repr=False)
     _exact: dict | None = field(default=None, repr=False)
     _index: list | None = field(default=None, repr=False)
+    # per line, (the shapes kept alive, the exact values of the class's part there by grid
+    # point, {"float": its float64 column}): shared by every
+    # class (of this or a later separation of the same model) whose part on some line has
+    # the same knobs and group shapes and constants (`separate`); None: not shared
+    _parts: list | None = field(default=None, repr=False)
 
     @property
     def rep(self) -> Component:
@@ -177,6 +182,13 @@ def separate(model, lines: list, decs: list) -> Separable | None:
             part.exprs.append(g)
             part.consts.append(g.consts)
     classes: dict = {}
+    # a part's exact values per grid point, by (knob declarations, the part's groups' shapes,
+    # constants and knob positions): classes differing on one line (the size line's header
+    # counts the layer's name) still share the others, and the optimistic lines of a
+    # second separation (feasibility.check_feasibility) share every line but `size`'s.
+    # Shapes are interned objects compared by identity: the entry keeps its shapes alive
+    shared = getattr(model, "templates", None)
+    shared = {} if shared is None else shared
     for root, parts in comps.items():
         syms = tuple(sorted({s for p in parts.values() for g in p.exprs for s in g.symbols}, key=knobs.sort_key))
         pos = {s: j for j, s in enumerate(syms)}
@@ -192,6 +204,11 @@ def separate(model, lines: list, decs: list) -> Separable | None:
             cls = classes[tuple(key)] = _classify(comp, knobs, len(lines))
             if cls is None:
                 return None
+            if cls.mode == "table":
+                cls._parts = [None] * len(lines)
+                for i, part_key in key[1:]:
+                    cls._parts[i] = shared.setdefault(("separable: part values", key[0], part_key),
+                                                      ([g.key for g in parts[i].exprs], {}, {}))
         else:
             cls.members.append(comp)
     return Separable(list(lines), [dec.const for dec in decs], list(classes.values()))
@@ -229,10 +246,17 @@ def values(cls: Class, n_lines: int) -> np.ndarray:
         env[s] = (col, col)
     out = np.zeros((n, n_lines))
     for i, part in cls.rep.parts.items():
-        for g, consts in zip(cls.rep.groups[i], part.consts):
-            cols = iter([np.array([[float(c)]]) for c in consts])
-            lo, hi = ieval(g.expr, env, cols, False)
-            out[:, i] += np.broadcast_to(np.asarray(lo, dtype=float), (1, n)).reshape(n)
+        known = None if cls._parts is None or cls._parts[i] is None else cls._parts[i][2]
+        col = None if known is None else known.get("float")
+        if col is None:
+            col = np.zeros(n)
+            for g, consts in zip(cls.rep.groups[i], part.consts):
+                cols = iter([np.array([[float(c)]]) for c in consts])
+                lo, hi = ieval(g.expr, env, cols, False)
+                col += np.broadcast_to(np.asarray(lo, dtype=float), (1, n)).reshape(n)
+            if known is not None:
+                known["float"] = col
+        out[:, i] = col
     cls._float = out
     return out
 
@@ -248,8 +272,15 @@ def exact_values(cls: Class, n_lines: int, p: int) -> list[Fraction]:
         env = {s: v.numerator if type(v) is Fraction and v.denominator == 1 else v
                for s, v in zip(comp.symbols, cls.point(p))}
         row = [Fraction(0)] * n_lines
+        shared = cls._parts
         for i, part in comp.parts.items():
-            row[i] = sum((evaluate(e, env) for e in part.exprs), Fraction(0))
+            known = None if shared is None or shared[i] is None else shared[i][1]
+            value = None if known is None else known.get(p)
+            if value is None:
+                value = sum((evaluate(e, env) for e in part.exprs), Fraction(0))
+                if known is not None:
+                    known[p] = value
+            row[i] = value
         cls._exact[p] = row
     return row
 

@@ -58,7 +58,7 @@ from kmr_dsl.verify import algebra as A
 from kmr_dsl.verify import groups, lowend, pools, requirements, settling
 from kmr_dsl.verify.algebra import Opaque as _Opaque
 from kmr_dsl.verify.algebra import placeholder as _placeholder
-from kmr_dsl.verify.intervals import symbols_key, values_key
+from kmr_dsl.verify.intervals import intern_key, symbols_key, values_key
 from kmr_dsl.verify.knobs import KnobTable
 from kmr_dsl.verify.requirements import Requirement
 
@@ -293,7 +293,8 @@ def _canon(model: PipelineModel, rule: Rule, params: dict, lstate: dict, mstate:
              values_key([(f, mstate[f]) for f in reads if f in mstate], slots))
     if any(p is None for p in parts):
         return None
-    return Canon(parts + (symbols_key(slots, model.knobs),), tuple(slots))
+    return Canon(intern_key(model.templates, "state: canon key", parts + (symbols_key(slots, model.knobs),)),
+                 tuple(slots))
 
 
 def _templated(model: PipelineModel, canon: Canon | None, what: tuple, build):
@@ -509,21 +510,26 @@ def _requirements(model: PipelineModel, state: State, index: int, step: Step, pa
     lstate = state.layers[layer] if layer is not None else None
     ctx = Ctx(model.knobs, params, lstate, state.model)
     for ci, clause in enumerate(step.rule.requires):
+        template = None if canon is None else (("requires", id(clause)), canon.key)
         try:
             cond = _templated(model, canon, ("requires", id(clause)), lambda: eval_ir(clause, ctx))
             if not A.is_boolean(cond):
                 raise A.NotModelled("a requires clause that is not a condition")
         except A.NotModelled as exc:
-            cond = _placeholder(str(exc), True)
+            cond, template = _placeholder(str(exc), True), None
+        if template is not None and template not in model.templates:
+            template = None          # built, not remembered (not a sympy value)
         if layer in state.pools and FieldRef("layer", "density") in set(nodes(clause)):
-            cond = _placeholder(f"the density of `{layer}` after a global pruning is known only in total", True)
+            cond, template = _placeholder(f"the density of `{layer}` after a global pruning is known only in "
+                                          "total", True), None
         fields = []
         for ref in requirements.fields_read(clause):
             scope = lstate if ref.scope == "layer" else state.model
             key = (layer if ref.scope == "layer" else None, ref.field)
             if scope is not None and ref.field in scope:
                 fields.append((f"{ref.scope}.{ref.field}", scope[ref.field], state.origin.get(key)))
-        model.requirements.append(Requirement(index, step, layer, ci, clause, cond, tuple(fields)))
+        model.requirements.append(Requirement(index, step, layer, ci, clause, cond, tuple(fields),
+                                              template=template))
 
 
 def _settled(model: PipelineModel, new: dict, old: dict, fact, factorized: bool, canon: Canon | None = None,
