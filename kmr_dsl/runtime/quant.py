@@ -30,8 +30,9 @@ Contract:
   needs, since its updates move weights past a clip). With `gram` (the second moment
   E[x x^T] of the layer's input, one [g, g] block per group of g inputs: `group_grams`)
   the error a candidate is judged by is the layer's output error d^T G d on that input
-  instead of the weights' ||d||^2 (AWQ's activation-aware clipping search). Files written before the grid took
-  code -8 (artifact format 2) decode unchanged: their codes are a subset.
+  instead of the weights' ||d||^2 (AWQ's activation-aware clipping search; the affine
+  grid likewise). Files written before the grid took code -8 (artifact format 2) decode
+  unchanged: their codes are a subset.
 - Asymmetric (`quantize_affine(w, bits, group_size=0, clip=True)` -> (q, scale, zero)):
   codes in [QMIN, QMAX_AFFINE] (8 bits: [-128, 127], 4: [-8, 7], 2: [-2, 1]) and one int8
   zero point per scale (same shape as `scale`). 8 bits: the plain affine grid of
@@ -346,4 +347,5 @@ def unbitmap(bits: torch.Tensor, numel: int) -> torch.Tensor:
 
 __all__ = ["KERNEL_QMAX", "QMAX", "QMAX_AFFINE", "QMIN", "bitmap", "dequantize", "expand_scale", "groups", "pack",
            "quantize",
-           "affine_levels", "fitted_scale", "group_grams", "midrise_codes", "quantize_affine", "unbitmap", "unpack", "zero_codes"]
+           "affine_levels", "fitted_scale", "group_grams", "midrise_codes", "quantize_affine", "unbitmap", "unpack",
+           "zero_codes"]
