@@ -3,7 +3,9 @@
 Contract (stdlib/rules.kmr): requires `layer.bits >= 16`; effect `layer.bits = bits`,
 `layer.group_size = group_size`, `layer.input_scale = layer.input_scale or not
 layer.foldable`, the model stops being trainable. The result is the weight-only integer
-layer `quantize(scheme = weight_only, group_size = ...)` makes, on the same grid.
+layer `quantize(scheme = weight_only, group_size = ..., symmetric = ...)` makes, on the
+same grid (`symmetric = false`: the affine grid with a zero point per group, the
+reference's default).
 
 The reference's two searches (llm-awq `auto_scale` and `auto_clip`), each judged by the
 layer's output error on its real inputs: the first `samples` examples of `calibration`,
@@ -24,8 +26,9 @@ over those rows, computed without keeping the rows):
    error of that group's share of the output, d^T H_g d with H_g the group's block of
    the scaled input's second moment (`quant.quantize(gram = ...)`), where plain
    quantization picks the least squared weight error. The reference shrinks the
-   largest magnitude by 1.0 ... 0.55 and judges on 512 sampled tokens; this grid reaches
-   0.2 and every token counts. 8 bits has no clipping (its grid takes the largest
+   largest magnitude by 1.0 ... 0.55, judges on 512 sampled tokens and skips q and k;
+   this grid reaches 0.2, every token counts and every layer is clipped (on MiniLM
+   neither difference changed the result: docs/benchmarks.md). 8 bits has no clipping (its grid takes the largest
    magnitude). A layer whose input was not observed (a factorized layer's second factor)
    is quantized plainly.
 """
