@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from kmr_dsl.diagnostics import KmrError, Span, error
+from kmr_dsl.export import onnx_ops
 from kmr_dsl.export.samples import Check, Primary, judge, load_artifact, outputs, sample_inputs
 from kmr_dsl.export.twin import Leaf, float_twin
 
@@ -129,9 +130,10 @@ def _torch_export(twin, x: torch.Tensor, path: Path, artifact: str) -> None:
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            torch.onnx.export(Primary(twin), (x,), str(path), dynamo=False, opset_version=OPSET,
-                              input_names=["input"], output_names=["output"],
-                              dynamic_axes={"input": axes, "output": {0: "batch"}})
+            with onnx_ops.registered(OPSET):
+                torch.onnx.export(Primary(twin), (x,), str(path), dynamo=False, opset_version=OPSET,
+                                  input_names=["input"], output_names=["output"],
+                                  dynamic_axes={"input": axes, "output": {0: "batch"}})
     except Exception as exc:  # noqa: BLE001 - the exporter's message names the operator
         raise KmrError(error("KMR521", Span.unknown(artifact), "the model cannot be exported to ONNX",
                              f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}",

@@ -48,8 +48,10 @@ Documented gaps of the upper end: offset digits are taken from the baseline's da
 (an upper bound of every offset); header entries of
 tensors outside the layers are not counted (ModelFacts does not name them); a count over a
 continuous knob (no `step`) is rounded only when it is affine in that one knob and takes
-at most rounding.MAX_PIECES values (a rank, a channel count), else it keeps the exact
-product (verify/rounding.py);
+at most rounding.MAX_PIECES values (a rank, a channel count), else a channel, head or
+rank count keeps the exact product (verify/rounding.py), while a kept-weight count is a
+range of one weight around it, [x - 1/2, x + 1/2] within [0, elements] (verify/settling.py;
+its lower end in `State.low`, read as the other ranges below);
 global pruning rounds the total once, the state each layer (and gives each layer the
 average density, exact in total: a later step that changes some of those densities on
 their own makes the density-reading lines UNKNOWN, verify/pools.py); after a truncating

@@ -165,7 +165,7 @@ def check_feasibility(model: PipelineModel, lines: list[Line], limits: Limits,
         hint = ("run it (`kmr run` measures the file), or leave a few hundred bytes between the `size` line's "
                 "bound and the prediction")
     else:
-        where, causes = lowend.explain(model.pipeline.steps, model.final.loose_at)
+        where, causes = lowend.explain(model.pipeline.steps, model.final.loose_at, model.final.unrounded)
         reason = (f"the budget holds {shown} only at one end of what the counts allow after {where} "
                   f"({causes}); at the other end it cannot be met ({refuted})")
         hint = ("run it (`kmr run` counts the weights), or bound the counts by what the other layers keep")
@@ -500,10 +500,13 @@ def _by_solver(model, lines, limits):
 
 
 def _proved(model, lines, setting, method):
-    shown = {n: v for n, v in setting.items()}
+    # the witness as the user (and `kmr run`) will read it back, re-checked there
+    shown = model.knobs.writable(setting, lambda s: meets_all(lines, model, s))
+    if shown is None:
+        return _unknown(model, lines, "no knob value a user can write near the solver's witness meets the budget")
     summary = f"budget can be met, e.g. at {render_setting(shown, model.knobs, limit=6)}"
     return ObligationResult("feasibility", Verdict.PROVED, lines[0].span, summary, model.pipeline.name,
-                            witness=model.knobs.to_user(setting), method=method), []
+                            witness=model.knobs.to_user(shown), method=method), []
 
 
 def _unknown(model, lines, reason):

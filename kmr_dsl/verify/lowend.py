@@ -14,6 +14,10 @@ Three such places in the standard rules give only an upper end of a field:
 - `lowrank` with `energy < 1` (kmr_dsl/rules/lowrank.py): the kept rank is the smallest
   that keeps `energy` of the squared singular values, at most the effect's
   ceil(ratio * rank) and at least 1. Its lower end is 1 (`rank_floor`).
+Besides, a kept-weight count the arithmetic cannot round (verify/settling.py `settle`:
+over two knobs, or with more than rounding.MAX_PIECES values) is a range: the state
+holds round_half_up's upper end x + 1/2, and its lower end x - 1/2 is recorded here
+(the step's `unrounded` ends), both within [0, elements].
 Later steps carry a lower end through their effect (the standard rules' density and
 rank effects are non-decreasing in the old value). A layer whose rank is a range has
 density low end 0 (`clamp`): its element count is a range, and a density fraction of
@@ -119,23 +123,28 @@ def put(state, layer: str, field: str, value, index: int | None = None) -> None:
 
 
 def follow(model, state, index: int, step, params: dict, targets: list, before: dict, layer_facts,
-           evaluate, ranked=A.FALSE, raw: dict | None = None) -> None:
+           evaluate, ranked=A.FALSE, raw: dict | None = None, unrounded: dict | None = None) -> None:
     """The lower ends of the selected layers' density and rank after the step: each
     effect at the old lower end, a fresh density at 0, `lowrank`'s energy cut at rank 1,
-    settled as the upper ends are; a changed shape caps a rank's lower end.
+    settled as lower ends (a count the arithmetic cannot round half a weight below the
+    product, settling.settle); a changed shape caps a rank's lower end.
     `evaluate(expr, layer)`: an IR expression's value over a layer's fields. Where the
     step ranks its selection together (`ranked`, pools.ranked_together; `raw`: each
     layer's density before rounding and weight elements, as pools.settle_pool rounds
-    them), the densities' lower ends are rounded in total (`_pooled`)."""
+    them), the densities' lower ends are rounded in total (`_pooled`). `unrounded`:
+    layer -> {field: its lower end} where the step's own count was not rounded exactly
+    (the state holds the upper end of that range; None: a pool's total, `_pooled`)."""
     effects = {e.field: e for e in step.rule.effects if e.scope == "layer" and e.field in ("density", "rank")}
     floor = rank_floor(step.rule, params) if "rank" in effects else None
     joint = ranked is not A.FALSE and raw is not None and len(raw) >= 2
+    unrounded = unrounded or {}
     shares: dict = {}                   # layer -> (density's lower end before rounding, made a range here)
     for layer in targets:
         fact = layer_facts.get(layer)
         if layer is None or fact is None or fact.kind not in MATRIX_KINDS or not fact.weight_params:
             continue
         old, new, low = before.get(layer, state.layers[layer]), state.layers[layer], state.low.get(layer, {})
+        ends = unrounded.get(layer, {})
         for f, effect in effects.items():
             try:
                 value = evaluate(effect.expr, {**old, f: RHO})
@@ -144,12 +153,12 @@ def follow(model, state, index: int, step, params: dict, targets: list, before: 
             if not isinstance(value, sp.Basic) or A.is_boolean(value):
                 put(state, layer, f, A.ZERO if f == "density" else A.ONE, index)
                 continue
-            if f not in low and (floor is None if f == "rank" else not loosens(value, RHO)):
+            if f not in low and f not in ends and (floor is None if f == "rank" else not loosens(value, RHO)):
                 continue                  # exact before and after: the state's own value
             at = low.get(f, old[f])
             exact = substitute(value, {RHO: at})
             v = density_low(value, RHO, at) if f == "density" else exact
-            made = v != exact or (f == "rank" and floor is not None)
+            made = v != exact or (f == "rank" and floor is not None) or f in ends
             if not made and f not in low:
                 continue                  # exact before and after: the state's own value
             if f == "rank" and floor is not None:
@@ -157,9 +166,13 @@ def follow(model, state, index: int, step, params: dict, targets: list, before: 
             if joint and f == "density" and layer in raw:
                 shares[layer] = (v, made)
                 continue
-            if value is not RHO:          # an effect that keeps the field keeps its settled lower end
-                v = settling.settle_all(model, {f: v}, new, fact, (layer, "rank") in state.origin)[f]
+            if ends.get(f) is not None and f not in low and v == exact:
+                v = ends[f]               # the step's own count's range, as settled with its upper end
+            elif value is not RHO:        # an effect that keeps the field keeps its settled lower end
+                v = settling.settle_all(model, {f: v}, new, fact, (layer, "rank") in state.origin, low=True)[f]
             put(state, layer, f, _readable(v, f), index if made else None)
+            if f in ends:
+                state.unrounded.add(index)
         if "rank" in state.low.get(layer, {}) and (new["in_features"] != old["in_features"]
                                                   or new["out_features"] != old["out_features"]):
             side = A.min_(new["in_features"], new["out_features"])
@@ -179,12 +192,15 @@ def _pooled(model, state, index: int, ranked, raw: dict, shares: dict, layer_fac
     step ranks together, the other branch keeps each layer's own rounding."""
     parts = {l: (shares[l][0] if l in shares else d, n) for l, (d, n) in raw.items()
              if "rank" not in state.low.get(l, {})}
+    loose: set = set()
     try:
-        total = settling.settle_total(model, parts, low=True) if len(parts) >= 2 else \
+        total = settling.settle_total(model, parts, low=True, loose=loose) if len(parts) >= 2 else \
             {l: settling.settle_all(model, {"density": d}, state.layers[l], layer_facts.get(l),
-                                    (l, "rank") in state.origin)["density"] for l, (d, _) in parts.items()}
+                                    (l, "rank") in state.origin, low=True)["density"] for l, (d, _) in parts.items()}
     except A.NotModelled:
         total = {l: A.ZERO for l in parts}
+    if loose:
+        state.unrounded.add(index)
     for layer in parts:
         if ranked is A.TRUE:
             v = total[layer]
@@ -192,7 +208,8 @@ def _pooled(model, state, index: int, ranked, raw: dict, shares: dict, layer_fac
             own = state.low.get(layer, {}).get("density", state.layers[layer]["density"])
             if layer in shares:
                 own = settling.settle_all(model, {"density": shares[layer][0]}, state.layers[layer],
-                                          layer_facts.get(layer), (layer, "rank") in state.origin)["density"]
+                                          layer_facts.get(layer), (layer, "rank") in state.origin,
+                                          low=True)["density"]
             v = A.ite(ranked, total[layer], own)
         put(state, layer, "density", _readable(v, "density"), index if shares.get(layer, (0, False))[1] else None)
 
@@ -205,16 +222,21 @@ def _readable(v, f: str):
     return v
 
 
-def explain(steps, loose_at: dict) -> tuple[str, str]:
-    """(the steps that made a field a range, what the ends depend on), for KMR303's note."""
-    made = sorted({steps[i] for i in loose_at.values()}, key=lambda st: (st.span.line, st.span.col))
+def explain(steps, loose_at: dict, unrounded: set = frozenset()) -> tuple[str, str]:
+    """(the steps that made a field a range, what the ends depend on), for KMR303's note;
+    `unrounded`: the indices of steps whose kept-weight count was not rounded exactly."""
+    made = sorted({steps[i] for i in {*loose_at.values(), *unrounded}}, key=lambda st: (st.span.line, st.span.col))
     where = ", ".join(f"`{st.rule.name}` at {st.span}" for st in made) or "a step"
+    rounding = {id(steps[i]) for i in unrounded}
     causes = []
     if any(st.rule.impl == LOWRANK_IMPL for st in made):
         causes.append("`lowrank`'s SVD factors are new weights, some of which may be exactly 0, and with "
                       "`energy < 1` it keeps a rank known only when it runs")
-    if any(st.rule.impl != LOWRANK_IMPL for st in made):
+    if any(st.rule.impl != LOWRANK_IMPL and id(st) not in rounding for st in made):
         causes.append("an N:M pattern on a sparse layer keeps fewer than n of m where a group already holds zeros")
+    if rounding:
+        causes.append("a kept-weight count over several knobs (or with more values than the check rounds one by "
+                      "one) is known only to within half a weight of the runtime's rounding")
     return where, "; ".join(causes) or "a field known only from above"
 
 

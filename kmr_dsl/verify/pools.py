@@ -106,19 +106,23 @@ def ranked_together(rule, params: dict):
     return A.FALSE
 
 
-def settle_pool(model, state, index: int, ranked, raw: dict) -> None:
+def settle_pool(model, state, index: int, ranked, raw: dict) -> bool:
     """Global pruning keeps round_half_up(total) weights of the whole selection, not the
     sum of each layer's rounded share (kmr_dsl/rules/prune.py): where the step ranks
     together (`ranked`), the layers' densities are the unrounded shares with the total's
-    rounding added to the largest layer (settling.settle_total), so `nonzero` is exact."""
+    rounding added to the largest layer (settling.settle_total), so `nonzero` is exact.
+    Whether the total could not be rounded exactly: the densities are then the upper end
+    of a range, and the caller records its lower end (verify/lowend.py)."""
     if len(raw) < 2:
-        return                  # one layer: its own rounding is the total's
-    pooled = settling.settle_total(model, raw)
+        return False            # one layer: its own rounding is the total's
+    loose: set = set()
+    pooled = settling.settle_total(model, raw, loose=loose)
     for layer, density in pooled.items():
         value = density if ranked is A.TRUE else A.ite(ranked, density, state.layers[layer]["density"])
         if state.layers[layer]["density"] != value:
             state.layers[layer] = {**state.layers[layer], "density": value}
             state.origin[(layer, "density")] = index
+    return bool(loose)
 
 
 __all__ = ["follow", "ranked_together", "settle_pool", "step_pools"]

@@ -8,8 +8,8 @@ argument `c * r + d` affine in one continuous knob `r` (`c`, `d` constants) they
 Piecewise over `r` with one piece per whole value the argument takes on `r`'s domain:
 floor(c * r + d) = k exactly where k <= c * r + d < k + 1, one comparison of `r`
 with a rational per piece. Anything else (two knobs, a product of knobs, more than
-MAX_PIECES values) raises `NotModelled`, and the caller keeps the exact, unrounded
-value (a documented gap of verify/cost.py).
+MAX_PIECES values) raises `NotModelled`, and the caller makes a kept-weight count a
+range of one weight around the unrounded product (verify/settling.py `settle`).
 
 Why not an integer floor: Z3's `to_int` of a real-valued knob expression mixes integer
 and real arithmetic, and its answers varied between queries of the same obligation; the

@@ -5,14 +5,21 @@ fields (`new`, over the layer's fields before it, `old`) with the counts an effe
 makes fractional settled as the runtime rounds them: whole channels, heads and ranks,
 and whole kept weights counted on the layer's weight at its new shape (`matrix_numel`:
 the dense matrix, or both factors once `lowrank` split it; prune ranks the two factors'
-weights together). A count it cannot round (two knobs, too many values) keeps the exact
-product, a documented gap of verify/cost.py. `factor_test` and `matrix_numel` are also
-the cost model's (verify/cost.py): a factorized layer's weights, counted one way, at
-the form `lowrank` decided (`Factors`, kept in state.State.factors: `record_factors`
+weights together). A kept-weight count it cannot round exactly (over two knobs, or with
+more values than rounding.MAX_PIECES) is a range: the runtime's round_half_up(x) lies in
+[x - 1/2, x + 1/2] (and in [0, elements]), so the state keeps the upper end and
+`settle_all`'s `lows` receive the lower end, which verify/lowend.py records in
+`State.low`; the cost model's meters and their lower ends read the two (verify/cost.py
+LOW_ENDS), and the bounds and the solver read those same expressions (`settle` with
+`low=True` settles a lower end). A channel, head or rank count it cannot round is not
+known (`settle`). `factor_test` and `matrix_numel` are also the cost model's
+(verify/cost.py): a factorized layer's weights, counted one way, at the form `lowrank`
+decided (`Factors`, kept in state.State.factors: `record_factors`
 when a rank effect runs, `merge_factors` when an adapter is merged into the layer),
 which a later head or channel pruning slices and never decides anew.
 `settle_total` rounds a global pruning's kept total once, as the runtime does
-(verify/pools.py for the densities, verify/lowend.py for their lower ends).
+(verify/pools.py for the densities, verify/lowend.py for their lower ends); a total it
+cannot round exactly is a range in the same way.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ from kmr_dsl.core import step as core_step
 from kmr_dsl.core.state import MATRIX_KINDS
 from kmr_dsl.verify import algebra as A
 from kmr_dsl.verify import rounding
+
+HALF = Fraction(1, 2)
 
 
 def factor_test(st: dict):
@@ -124,20 +133,49 @@ def ops_for(model):
     return model.compiled.get(("step ops",), lambda: rounding.step_ops(model.knobs))
 
 
-def settle(field: str, value, numel, ops):
-    """One count settled (core.step.settle); a placeholder, a condition or a count the
-    arithmetic cannot round is kept as it is."""
+def settle(field: str, value, numel, ops, low: bool = False, loose: set | None = None):
+    """One count settled (core.step.settle); a placeholder or a condition is kept as it
+    is. A kept-weight count the arithmetic cannot round is the end of its range
+    (`unrounded`: the upper end, or with `low` the lower end), and `loose` receives the
+    field. A channel, head or rank count it cannot round is not known: the shape feeds
+    the layer's consumers, its factorization test and the file's layout, which are not
+    monotone in it, so no end of a range would bound them (every obligation reading it
+    is UNKNOWN, KMR303)."""
     if isinstance(value, (A.Unmodelled, A.UnmodelledBool)) or A.is_boolean(value):
         return value
     try:
         return core_step.settle(field, value, numel, ops)
     except A.NotModelled:
+        if field == "density" and numel is not None:
+            if loose is not None:
+                loose.add(field)
+            return unrounded(value, numel, low)
+        if field in ("in_features", "out_features", "heads", "rank"):
+            return A.placeholder(f"`layer.{field}` after a step that keeps a whole count over several knobs (or "
+                                 f"with more than {rounding.MAX_PIECES} values), which the check does not round", False)
         return value
 
 
-def settle_all(model, new: dict, old: dict, fact, factorized: bool, raw: list | None = None) -> dict:
+def unrounded(density, numel, low: bool):
+    """An end of the kept fraction round_half_up(density * numel) / numel where the
+    arithmetic cannot round it: the count lies within half a weight of the product, and
+    in [0, numel] (a density is at most 1). Both ends are clamped to [0, numel], so the
+    lower end is below the upper one at every knob value, inside the declared domains or
+    past them: an unsat core found at one end (a relaxed knob bound) holds at the other."""
+    return A.div(_clamp(A.add(A.mul(density, numel), -HALF if low else HALF), numel), numel)
+
+
+def _clamp(count, numel):
+    """`count` within [0, numel]."""
+    return A.max_(A.ZERO, A.min_(numel, count))
+
+
+def settle_all(model, new: dict, old: dict, fact, factorized: bool, raw: list | None = None,
+               low: bool = False, lows: dict | None = None) -> dict:
     """`new` settled; `raw` receives (the density before rounding, the weight elements)
-    for a global pruning to round its total (pools.settle_pool)."""
+    for a global pruning to round its total (pools.settle_pool). `low`: `new` holds
+    lower ends, settled as lower ends. `lows` receives the lower end of each count the
+    arithmetic could not round (the result holds its upper end)."""
     out = dict(new)
     ops = ops_for(model)
     for f in ("in_features", "out_features", "rank", "heads"):
@@ -150,11 +188,15 @@ def settle_all(model, new: dict, old: dict, fact, factorized: bool, raw: list | 
         numel = matrix_numel(st, numel, factorized)
         if raw is not None:
             raw.append((out["density"], numel))
-        out["density"] = settle("density", out["density"], numel, ops)
+        loose: set = set()
+        density = out["density"]
+        out["density"] = settle("density", density, numel, ops, low, loose)
+        if loose and lows is not None and not low:
+            lows["density"] = unrounded(density, numel, True)
     return out
 
 
-def settle_total(model, raw: dict, low: bool = False) -> dict:
+def settle_total(model, raw: dict, low: bool = False, loose: set | None = None) -> dict:
     """The densities of a global pruning's layers, exact in total: `raw` maps each layer
     to (its unrounded density, its weight elements); the runtime keeps
     round_half_up(sum of density * elements) weights of the whole selection. Every layer
@@ -162,9 +204,10 @@ def settle_total(model, raw: dict, low: bool = False) -> dict:
     total's rounding too: a fraction of one weight over its elements. The per-layer shares
     are the average either way (known in total only), so only the sum means anything.
     `low`: `raw` holds lower ends, and so does the result (the rounding of the total, not
-    of each share: each share's own would add up to half a weight per layer too many);
-    a total the arithmetic cannot round is then half a weight lower, never above its
-    rounding (an upper end stays unrounded, the documented gap of `settle`)."""
+    of each share: each share's own would add up to half a weight per layer too many).
+    A total the arithmetic cannot round is a range, as in `settle`: half a weight above
+    the unrounded total (at most every weight), or with `low` half a weight below it (at
+    least none); `loose` then receives "density"."""
     out = {l: d for l, (d, _) in raw.items()}
     largest = max(raw, key=lambda l: _size_key(raw[l][1]))
     try:
@@ -173,11 +216,15 @@ def settle_total(model, raw: dict, low: bool = False) -> dict:
         try:
             kept = core_step.round_half_up(total, ops_for(model))
         except A.NotModelled:
-            kept = A.sub(total, Fraction(1, 2)) if low else total
+            if loose is not None:
+                loose.add("density")
+            kept = _clamp(A.add(total, -HALF if low else HALF), A.add(*(n for _, n in raw.values())))
         out[largest] = A.div(A.add(counts[largest], A.sub(kept, total)), raw[largest][1])
     except A.NotModelled:
-        if low:                 # half a weight below the unrounded total
-            out[largest] = A.sub(out[largest], A.div(Fraction(1, 2), raw[largest][1]))
+        if loose is not None:
+            loose.add("density")
+        # half a weight beside the unrounded total, on the largest layer
+        out[largest] = A.add(out[largest], A.div(-HALF if low else HALF, raw[largest][1]))
     return out
 
 
@@ -188,4 +235,4 @@ def _size_key(numel) -> float:
 
 
 __all__ = ["Factors", "LORA_IMPL", "factor_fields", "factor_rank", "factor_test", "matrix_numel", "merge_factors",
-           "ops_for", "record_factors", "settle", "settle_all", "settle_total"]
+           "ops_for", "record_factors", "settle", "settle_all", "settle_total", "unrounded"]

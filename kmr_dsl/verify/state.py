@@ -35,8 +35,9 @@ Semantics, in order:
   rounds it; changing some of them on their own, or a requires clause reading such a
   density, is UNKNOWN (kind "pooled", KMR303);
 - an effect that is only an upper end (`lowrank`'s fresh factors, its rank with
-  `energy < 1`, N:M on a sparse layer) keeps its lower end in `State.low`
-  (verify/lowend.py), which the meters' lower ends read (verify/cost.py LOW_ENDS).
+  `energy < 1`, N:M on a sparse layer, a kept-weight count the arithmetic cannot round
+  exactly: verify/settling.py) keeps its lower end in `State.low` (verify/lowend.py),
+  which the meters' lower ends read (verify/cost.py LOW_ENDS).
 A value the state cannot express (a data argument in arithmetic, an unknown field)
 becomes an `Unmodelled` placeholder, and every obligation touching it is UNKNOWN.
 """
@@ -79,11 +80,14 @@ class State:
     # layer -> what the last `lowrank` on it decided (settling.Factors): a later shape
     # change slices its factors, it does not decide the factorization anew
     factors: dict[str, settling.Factors] = field(default_factory=dict)
+    # the steps whose kept-weight count could not be rounded exactly (a range of one
+    # weight, settling.settle), for KMR303's note (lowend.explain)
+    unrounded: set[int] = field(default_factory=set)
 
     def fork(self) -> "State":
         """A copy that steps can change in place (layer dicts are replaced, never mutated)."""
         return State(dict(self.layers), dict(self.model), dict(self.origin), dict(self.pools),
-                     dict(self.low), dict(self.loose_at), dict(self.factors))
+                     dict(self.low), dict(self.loose_at), dict(self.factors), set(self.unrounded))
 
 
 @dataclass
@@ -386,6 +390,9 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
                  for layer in targets if layer is not None}
     ranked = pools.ranked_together(rule, params)
     raw: dict[str, tuple] = {}          # layer -> (its density before rounding, its weight elements)
+    # layer -> {field: its lower end} where the step's count could not be rounded exactly
+    # (settling.settle_all: the state holds the upper end; lowend.follow records this one)
+    unrounded: dict[str, dict] = {}
     for layer in targets:
         lstate = state.layers[layer] if layer is not None else None
         ctx = Ctx(model.knobs, params, lstate, state.model)
@@ -422,7 +429,7 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
                 else {}
             for f, v in _settled(model, new_layer, {**old, **sliced} if sliced else old, layer_facts.get(layer),
                                  (layer, "rank") in state.origin or bool(sliced), None if sliced else canon,
-                                 raw.setdefault(layer, [])).items():
+                                 raw.setdefault(layer, []), unrounded.setdefault(layer, {})).items():
                 if old.get(f) != v:
                     lstate[f] = v
                     state.origin[(layer, f)] = index
@@ -451,8 +458,19 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
                 state.model[f] = v
                 state.origin[(None, f)] = index
     raw = {l: r[0] for l, r in raw.items() if r}
+    unrounded = {l: ends for l, ends in unrounded.items() if ends}
     if ranked is not A.FALSE:
-        pools.settle_pool(model, state, index, ranked, raw)
+        loose = pools.settle_pool(model, state, index, ranked, raw)
+        if len(raw) >= 2:
+            # each layer's own rounding is the runtime's only where the step does not rank
+            # together; a pool's total that could not be rounded is a range for all of them
+            # (its lower end is the total's, lowend._pooled)
+            for l in raw:
+                ends = {} if ranked is A.TRUE else dict(unrounded.get(l, {}))
+                if loose:
+                    ends["density"] = None
+                unrounded[l] = ends
+            unrounded = {l: ends for l, ends in unrounded.items() if ends}
     groups.follow_shapes(state, before, touched, index, step)
 
     def evaluate(expr, layer):
@@ -471,7 +489,8 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
             elif f not in canon_layer or v is not canon_layer[f]:
                 return build()
         return _templated(model, canon, ("follow", id(expr), tuple(sorted(rho))), build)
-    lowend.follow(model, state, index, step, params, targets, before, layer_facts, evaluate, ranked, raw)
+    lowend.follow(model, state, index, step, params, targets, before, layer_facts, evaluate, ranked, raw,
+                  unrounded)
     if densities:
         pools.follow(model, state, index, step, params, densities, before, layer_facts, evaluate)
     return state
@@ -508,7 +527,7 @@ def _requirements(model: PipelineModel, state: State, index: int, step: Step, pa
 
 
 def _settled(model: PipelineModel, new: dict, old: dict, fact, factorized: bool, canon: Canon | None = None,
-             raw: list | None = None) -> dict:
+             raw: list | None = None, lows: dict | None = None) -> dict:
     """The effects' values as the runtime keeps them (core.step.settle): whole channels,
     ranks and weights. Kept weights are counted on the layer's weight at its new shape:
     the dense matrix, or both factors once `lowrank` split it (prune ranks the two
@@ -516,20 +535,29 @@ def _settled(model: PipelineModel, new: dict, old: dict, fact, factorized: bool,
     values follow from them): a layer of the same shape's settled values, renamed.
     `raw` receives (the density before rounding, the weight elements) for a global
     pruning to round its total (`pools.settle_pool`); a templated step has one layer, whose
-    own rounding is the total's, so it needs none."""
+    own rounding is the total's, so it needs none. `lows` receives the lower end of each
+    count that could not be rounded exactly (the result holds its upper end: a range,
+    settling.settle_all), templated alike."""
     if canon is None:
-        return settling.settle_all(model, new, old, fact, factorized, raw)
+        return settling.settle_all(model, new, old, fact, factorized, raw, lows=lows)
     shape = None if fact is None else (fact.kind, fact.weight_params, fact.in_features, fact.out_features,
                                        fact.depthwise)
     what = ("settled", tuple(new), shape, factorized)
     key = (what, canon.key)
     templates = model.templates.get(key)
     if templates is None:
-        out = settling.settle_all(model, new, old, fact, factorized)
-        if all(isinstance(v, sp.Basic) for v in out.values()):
-            model.templates[key] = {f: A.Template(v, canon.symbols) for f, v in out.items()}
+        ends: dict = {}
+        out = settling.settle_all(model, new, old, fact, factorized, lows=ends)
+        if lows is not None:
+            lows.update(ends)
+        if all(isinstance(v, sp.Basic) for v in [*out.values(), *ends.values()]):
+            model.templates[key] = ({f: A.Template(v, canon.symbols) for f, v in out.items()},
+                                    {f: A.Template(v, canon.symbols) for f, v in ends.items()})
         return out
-    return {f: t(canon.symbols) for f, t in templates.items()}
+    values, ends = templates
+    if lows is not None:
+        lows.update({f: t(canon.symbols) for f, t in ends.items()})
+    return {f: t(canon.symbols) for f, t in values.items()}
 
 
 def _default_value(param):

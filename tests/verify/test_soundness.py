@@ -41,13 +41,6 @@ def _show(res) -> str:
 # reproducer fail once its class is fixed, and it leaves this dict). The generated
 # cases below are not marked: they guard 0 disagreements (docs/benchmarks.md).
 KNOWN: dict[str, str] = {
-    "family-then-continuous-rounding": "a kept-weight count over a per-layer knob and a continuous knob (or with more "
-                                       "than rounding.MAX_PIECES values) is not rounded: the state keeps the exact "
-                                       "product, below the runtime's round-half-up by up to 1/2 weight per layer "
-                                       "(a `nonzero <=` line proved, the run one weight over)",
-    "tied-sparsegpt-breakpoint": "sparsegpt over a tied model's Linears at a knob value where a kept count is "
-                                 "exactly k + 1/2: the run keeps one weight more than predicted (not triaged yet: "
-                                 "at 0.39 and 0.3902 the two agree)",
 }
 
 
@@ -259,22 +252,60 @@ REPRODUCERS = {
                                                      data=_TRAIN.replace('"16,16,4"', '"8,16,4"')),
     # per-layer pruning by a family knob, then by a continuous knob: each layer keeps
     # round(round(N (1 - f)) (1 - a)) weights, a count over two knobs that verify/rounding.py
-    # does not round, so the state keeps 102 * 0.75 + 51 * 0.75 = 114.75 (+ 20 biases); the
-    # runtime keeps 77 + 38 = 115 (found by the differential sweep, cases 433-439: gated, 562
-    # measured, 561.33 predicted)
+    # does not round; the state kept the product 102 * 0.75 + 51 * 0.75 = 114.75 (+ 20
+    # biases), the runtime keeps 77 + 38 = 115 (found by the differential sweep, cases
+    # 433-439: gated, 562 measured, 561.33 predicted). Now such a count is a range of one
+    # weight around the product (verify/settling.py), read at its worst end by each line
     "family-then-continuous-rounding": _program(_model("mlp", "8,16,4"),
                                                 "for l in layers(Linear) { prune(amount = f[l]) }\n"
                                                 "prune(amount = a)", "nonzero <= 134.75",
                                                 "knob f[l in layers(Linear)] : float in [0.0, 0.8] step 0.2 = 0.2\n"
                                                 "knob a : float in [0.0, 0.9] = 0.25"),
+    # ... and its other side: at a = 0.3 the runtime keeps 71 + 36 = 107 of the product's
+    # 71.4 + 35.7 = 107.1, below the product a `>=` line read as exact (proved, the run 127)
+    "family-then-continuous-floor": _program(_model("mlp", "8,16,4"),
+                                             "for l in layers(Linear) { prune(amount = f[l]) }\n"
+                                             "prune(amount = a)", "nonzero >= 127.1",
+                                             "knob f[l in layers(Linear)] : float in [0.0, 0.8] step 0.2 = 0.2\n"
+                                             "knob a : float in [0.0, 0.9] = 0.3"),
+    # ... and through channels: round(round(16 (1 - f)) (1 - a)) = round(13 * 0.75) = 10 rows
+    # kept, the state had 9.75 (params 130.75 predicted, 134 measured). A shape is no range
+    # the cost model can read (consumers, factorization, layout), so such a count is not
+    # known: the line is UNKNOWN, never proved
+    "family-then-continuous-channels": _program(_model("mlp", "8,16,4"),
+                                                'for l in layers(Linear, name = "0") { prune(amount = f[l], '
+                                                'method = channel) }\nprune(amount = a, method = channel) on '
+                                                'layers(Linear, name = "0")', "params <= 130.75",
+                                                'knob f[l in layers(Linear, name = "0")] : float in [0.0, 0.8] '
+                                                'step 0.2 = 0.2\nknob a : float in [0.0, 0.9] = 0.25'),
+    # one continuous knob, but 1,024 weights: round(1024 (1 - a)) takes 922 values over a's
+    # range, more than rounding.MAX_PIECES, and was kept unrounded (665.6 + 83; the run 749)
+    "many-values-rounding": _program(_model("mlp", "32,32,4", "00"), "prune(amount = a)", "nonzero <= 748.6",
+                                     "knob a : float in [0.0, 0.9] = 0.35"),
+    # the same for a global pruning's total (1,152 weights: 748.8 kept unrounded, the run 749)
+    "global-many-values-rounding": _program(_model("mlp", "32,32,4", "00"), "prune(amount = a, method = global)",
+                                            "nonzero <= 748.8", "knob a : float in [0.0, 0.9] = 0.35"),
     # sparsegpt on a tied model (the head shares the embedding's weight) at a = 103/264 as a
     # float, where a kept count sits on its rounding breakpoint: 166 nonzero measured, 165
-    # predicted (the differential sweep, case 650: a witness the solver put on the breakpoint)
+    # predicted (the differential sweep, case 650: a witness the solver put on the breakpoint).
+    # The knob reads as the decimal 0.39015151515151514, just below 103/264, so the head keeps
+    # round_half_up(132 * (1 - a)) = 81; the float-mode prediction compared it with the double
+    # nearest 103/264, below that decimal, and took the next piece (80). Now every floor and
+    # branch condition is evaluated exactly (verify/numeric.py)
     "tied-sparsegpt-breakpoint": _program(_model("tied", "12,11,4", "110", ", seed = 105"),
                                           "sparsegpt(amount = a, calibration = train, samples = 16)",
                                           "nonzero <= 165", "knob a : float in [0.0, 0.9] = 0.39015151515151514",
                                           data='data train = factory("sound_factory:data", family = "tied", '
                                                'sizes = "12,11,4", n = 16, seed = 105)'),
+    # the same cause without sparsegpt or a tied weight: magnitude pruning of a 121-weight layer
+    # at 85/242 as a float (its decimal below the breakpoint, the double above: 79 kept, 78
+    # predicted) ...
+    "prune-breakpoint-under": _program(_model("mlp", "11,11,4", "00"), "prune(amount = a)", "nonzero <= 107",
+                                       "knob a : float in [0.0, 0.9] = 0.3512396694214876"),
+    # ... and at 95/242 (the decimal above the breakpoint, the double below: 73 kept, 74
+    # predicted; a `>=` line predicted met, the run one weight short)
+    "prune-breakpoint-over": _program(_model("mlp", "11,11,4", "00"), "prune(amount = a)", "nonzero >= 101",
+                                      "knob a : float in [0.0, 0.9] = 0.3925619834710744"),
     # the head shares the embedding's weight: trainable_params counts it once, the model twice
     "tied-trainable-params": _program(_model("tied", "4,2,1", "0"), "prune(amount = 0.0) on layers(Linear)",
                                       "trainable_params >= 20"),
