@@ -25,7 +25,8 @@ weight-only int8, since they are half the model):
   embeddings (1 - cosine: the data has no targets), 1 epoch of batch 16 (4 Adam steps)
   at lr 1e-5, seed 0 (QAT_* below); the embeddings are quantized after training (an
   integer layer would make the model untrainable);
-- KMR int4 g128 AWQ: `awq(bits = 4, group_size = 128, calibration = ...)`; KMR
+- KMR int4 g128 AWQ: `awq(bits = 4, group_size = 128, calibration = ...)`, also with
+  `symmetric = false` (the reference's grid: a zero point per group); KMR
   SmoothQuant + W8A8 static: `smoothquant(alpha, calibration = ...)` then `quantize(bits
   = 8, scheme = static, ...)`, alpha 0.5 (the default) and 0.75. BERT is post-norm (a
   residual reads every LayerNorm's output), so no scale can fold into a norm here: each
@@ -144,6 +145,8 @@ def rows(base, calib):
          "kmr"),
         ("KMR int4 g128 AWQ", lambda: kmr_model(base, lambda m, ls: awq.apply(
             m, ls, bits=4, group_size=128, calibration=calib)), "kmr"),
+        ("KMR int4 g128 AWQ, asymmetric", lambda: kmr_model(base, lambda m, ls: awq.apply(
+            m, ls, bits=4, group_size=128, calibration=calib, symmetric=False)), "kmr"),
         ("KMR SmoothQuant + W8A8 static", lambda: kmr_model(base, lambda m, ls: smooth_static(m, ls, 0.5)), "kmr"),
         ("KMR SmoothQuant (alpha 0.75) + W8A8 static", lambda: kmr_model(base, lambda m, ls: smooth_static(
             m, ls, 0.75)), "kmr"),

@@ -10,6 +10,10 @@ Contract:
   measures changes: every member keeps its own weights, state_dict entries and name;
   the group holds only a derived, runtime-only copy of their weights side by side.
   `uninstall(model)` unlinks them. `groups(model)` lists the groups installed.
+  `fused(model)`: a context in which the model runs as `artifact.load` runs it (linked as
+  `install` links; a model already linked keeps its groups, one that was not is unlinked
+  on exit): what the latency meter times, so that `kmr run` times the form its artifact
+  runs in, not the unfused in-memory model.
 - A linked member's forward on input `x`: if a sibling already ran on this very tensor
   (the same object, unmodified since: its version counter), it returns its own columns
   of the result that call computed; otherwise it runs one `quantized::linear_dynamic`
@@ -38,6 +42,7 @@ from __future__ import annotations
 
 import threading
 import warnings
+from contextlib import contextmanager
 
 import torch
 import torch.nn as nn
@@ -168,4 +173,17 @@ def install(model: nn.Module) -> int:
     return linked
 
 
-__all__ = ["MISS_LIMIT", "SIBLINGS", "SiblingGroup", "groups", "install", "uninstall"]
+@contextmanager
+def fused(model: nn.Module):
+    """The model linked as the artifact loader links it, for the duration (module docstring)."""
+    if groups(model):
+        yield model
+        return
+    install(model)
+    try:
+        yield model
+    finally:
+        uninstall(model)
+
+
+__all__ = ["MISS_LIMIT", "SIBLINGS", "SiblingGroup", "fused", "groups", "install", "uninstall"]

@@ -27,8 +27,12 @@ Contract:
   docs/benchmarks.md). Each row's scale is also chosen among clipped ones (CLIP_RATIOS of
   the largest magnitude) for the least squared error, so a few outliers do not set the
   step for the whole row (`clip = False`: the largest magnitude sets it, what GPTQ
-  needs, since its updates move weights past a clip). Files written before the grid took
-  code -8 (artifact format 2) decode unchanged: their codes are a subset.
+  needs, since its updates move weights past a clip). With `gram` (the second moment
+  E[x x^T] of the layer's input, one [g, g] block per group of g inputs: `group_grams`)
+  the error a candidate is judged by is the layer's output error d^T G d on that input
+  instead of the weights' ||d||^2 (AWQ's activation-aware clipping search; the affine
+  grid likewise). Files written before the grid took code -8 (artifact format 2) decode
+  unchanged: their codes are a subset.
 - Asymmetric (`quantize_affine(w, bits, group_size=0, clip=True)` -> (q, scale, zero)):
   codes in [QMIN, QMAX_AFFINE] (8 bits: [-128, 127], 4: [-8, 7], 2: [-2, 1]) and one int8
   zero point per scale (same shape as `scale`). 8 bits: the plain affine grid of
@@ -92,12 +96,14 @@ def midrise_codes(x: torch.Tensor, bits: int) -> torch.Tensor:
 
 
 def quantize(w: torch.Tensor, bits: int, group_size: int = 0, clip: bool = True,
-             qmax: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """`qmax` (8 bits only) narrows the codes to [-qmax, qmax] (KERNEL_QMAX for fbgemm)."""
+             qmax: int | None = None, gram: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`qmax` (8 bits only) narrows the codes to [-qmax, qmax] (KERNEL_QMAX for fbgemm);
+    `gram` ([groups per row, g, g], `group_grams`) judges the clipped scales of the 4- and
+    2-bit grid by output error on the input it describes (unused at 8 bits, which does not clip)."""
     if bits not in QMAX:
         raise ValueError(f"integer bits must be one of {sorted(QMAX)}")
     if group_size:
-        return _quantize_groups(w, bits, group_size, clip)
+        return _quantize_groups(w, bits, group_size, clip, gram)
     qmax = QMAX[bits] if qmax is None or bits != 8 else int(qmax)
     flat = w.detach().float().reshape(w.shape[0], -1)
     amax = flat.abs().amax(dim=1)
@@ -119,7 +125,7 @@ def quantize(w: torch.Tensor, bits: int, group_size: int = 0, clip: bool = True,
     for candidate in candidates:
         scale = _scale(amax, candidate)
         q = midrise_codes(flat / scale[:, None], bits)
-        err = ((levels(q, bits) * scale[:, None] - flat) ** 2).sum(dim=1)
+        err = _error(levels(q, bits) * scale[:, None] - flat, gram)
         if best_q is None:
             best_q, best_scale, best_err = q, scale, err
             continue
@@ -128,6 +134,30 @@ def quantize(w: torch.Tensor, bits: int, group_size: int = 0, clip: bool = True,
         best_scale = torch.where(better, scale, best_scale)
         best_err = torch.minimum(err, best_err)
     return best_q.to(torch.int8).reshape(w.shape), best_scale
+
+
+def _error(diff: torch.Tensor, gram: torch.Tensor | None) -> torch.Tensor:
+    # each row's squared weight error, or with a gram (one [g, g] block per group, the
+    # rows being the groups of each weight row in turn) its output error d^T G d
+    if gram is None:
+        return (diff ** 2).sum(dim=1)
+    d = diff.reshape(-1, gram.shape[0], gram.shape[1])
+    return torch.einsum("rnk,nkl,rnl->rn", d, gram, d).reshape(-1)
+
+
+def group_grams(gram: torch.Tensor, group_size: int = 0) -> torch.Tensor:
+    """The diagonal blocks of a [cols, cols] input second moment, one per group of
+    `group_size` inputs (the last padded with zeros as `quantize` pads weights):
+    [groups, group_size, group_size]; without groups the whole matrix, [1, cols, cols]."""
+    gram = gram.float()
+    cols = gram.shape[0]
+    if not group_size:
+        return gram[None]
+    n = groups(cols, group_size)
+    padded = torch.zeros(n * group_size, n * group_size)
+    padded[:cols, :cols] = gram
+    return torch.stack([padded[g * group_size:(g + 1) * group_size, g * group_size:(g + 1) * group_size]
+                        for g in range(n)])
 
 
 def _side_fit(flat: torch.Tensor, qmax: int) -> torch.Tensor:
@@ -173,24 +203,26 @@ def _unpadded(q: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     return q.reshape(rows, -1)[:, :cols].reshape(shape).contiguous()
 
 
-def _quantize_groups(w: torch.Tensor, bits: int, group_size: int, clip: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _quantize_groups(w: torch.Tensor, bits: int, group_size: int, clip: bool,
+                     gram: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     rows = w.shape[0]
     padded, n = _padded_groups(w.detach().float().reshape(rows, -1), group_size)
-    q, scale = quantize(padded, bits, clip=clip)
+    q, scale = quantize(padded, bits, clip=clip, gram=gram)
     return _unpadded(q, w.shape), scale.reshape(rows, n)
 
 
 def quantize_affine(w: torch.Tensor, bits: int, group_size: int = 0, clip: bool = True,
-                    qmax: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                    qmax: int | None = None, gram: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(q, scale, zero) on the asymmetric grid (module docstring); `qmax` (8 bits only)
-    narrows the codes to [-qmax, qmax] (KERNEL_QMAX for fbgemm)."""
+    narrows the codes to [-qmax, qmax] (KERNEL_QMAX for fbgemm); `gram` as `quantize`'s."""
     if bits not in QMAX:
         raise ValueError(f"integer bits must be one of {sorted(QMAX)}")
     rows = w.shape[0]
     flat = w.detach().float().reshape(rows, -1)
     if group_size:
         padded, n = _padded_groups(flat, group_size)
-        q, scale, zero = quantize_affine(padded, bits, clip=clip)
+        q, scale, zero = quantize_affine(padded, bits, clip=clip, gram=gram)
         return _unpadded(q, w.shape), scale.reshape(rows, n), zero.reshape(rows, n)
     qmin, qmax = (QMIN[bits], QMAX_AFFINE[bits]) if qmax is None or bits != 8 else (-int(qmax), int(qmax))
     low = flat.amin(dim=1).clamp(max=0.0)
@@ -217,7 +249,7 @@ def quantize_affine(w: torch.Tensor, bits: int, group_size: int = 0, clip: bool 
             q = (torch.round(flat / scale[:, None]) + z).clamp_(qmin, qmax)
             # keep density honest: only a zero weight gets the zero point's code
             q = torch.where(flat == 0, z.expand_as(q), torch.where(q == z, z + torch.sign(flat), q))
-        err = ((affine_levels(q - z, bits) * scale[:, None] - flat) ** 2).sum(dim=1)
+        err = _error(affine_levels(q - z, bits) * scale[:, None] - flat, gram)
         if best is None:
             best = (q, scale, zero, err)
             continue
@@ -315,4 +347,5 @@ def unbitmap(bits: torch.Tensor, numel: int) -> torch.Tensor:
 
 __all__ = ["KERNEL_QMAX", "QMAX", "QMAX_AFFINE", "QMIN", "bitmap", "dequantize", "expand_scale", "groups", "pack",
            "quantize",
-           "affine_levels", "fitted_scale", "midrise_codes", "quantize_affine", "unbitmap", "unpack", "zero_codes"]
+           "affine_levels", "fitted_scale", "group_grams", "midrise_codes", "quantize_affine", "unbitmap", "unpack",
+           "zero_codes"]

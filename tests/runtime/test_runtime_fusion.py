@@ -189,3 +189,53 @@ def test_inference_mode_threads_and_copies_give_the_same_results():
     assert set(group.members) == {twin.query, twin.key, twin.value}
     with torch.no_grad():
         assert _equal(twin(x), expected)
+
+
+def _linked_while_timed(model):
+    """The sibling groups installed on `model` at each of its forwards."""
+    seen = []
+    handle = model.register_forward_pre_hook(lambda mod, args: seen.append(fusion.groups(mod)))
+    return seen, handle
+
+
+def test_the_latency_meter_times_the_fused_form_and_leaves_the_model_as_it_was(tmp_path):
+    from kmr_dsl.runtime import meters
+    from kmr_dsl.runtime.data import Dataset
+
+    baseline = hf_models.make_llama(tied=False)
+    model = _int8(copy.deepcopy(baseline))
+    ids = torch.randint(1, 64, (6, 8), generator=torch.Generator().manual_seed(0))
+    data = Dataset(ids, None, "sample")
+    fidelity = meters.fidelity(model, baseline, data)
+    artifact.save(model, tmp_path / "before.safetensors")
+    seen, handle = _linked_while_timed(model)
+    try:
+        meters.latency_paired(model, baseline, batch=2, input_shape=(1, 8), input_dtype="int64", repeats=2, warmup=1)
+    finally:
+        handle.remove()
+    # every timed forward ran with each layer's q/k/v and gate/up linked, and fused
+    assert len(seen) == 3 and all(len(groups) == 2 * 2 for groups in seen)
+    assert all(g.fused is not None and g.misses == 0 for g in seen[-1])
+    # afterwards: unlinked again, nothing saved changed, the output meters read the same
+    assert fusion.groups(model) == []
+    artifact.save(model, tmp_path / "after.safetensors")
+    assert (tmp_path / "before.safetensors").read_bytes() == (tmp_path / "after.safetensors").read_bytes()
+    assert meters.fidelity(model, baseline, data) == fidelity
+    # a model that is not eligible (float) is timed as it is
+    seen, handle = _linked_while_timed(baseline)
+    try:
+        meters.latency(baseline, batch=1, input_shape=(1, 8), input_dtype="int64", repeats=1, warmup=0)
+    finally:
+        handle.remove()
+    assert seen == [[]]
+
+
+def test_a_loaded_artifact_keeps_its_links_through_the_latency_meter(tmp_path):
+    from kmr_dsl.runtime import meters
+
+    model = _int8(hf_models.make_bert_classifier())
+    artifact.save(model, tmp_path / "a.safetensors")
+    loaded = artifact.load(tmp_path / "a.safetensors", base=hf_models.make_bert_classifier(seed=1))
+    groups = fusion.groups(loaded)
+    meters.latency(loaded, batch=1, input_shape=(1, 10), input_dtype="int64", repeats=1, warmup=0)
+    assert fusion.groups(loaded) == groups and len(groups) == 1
