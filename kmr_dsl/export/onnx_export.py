@@ -20,12 +20,16 @@ How each weight is encoded (the artifact's format -> ONNX):
 - int4 / int2 (KMR's zero-preserving midrise grid): no ONNX equivalent; KMR520 names
   the layer, or `dense=True` writes its dequantized values as float.
 
-The check and its tolerances are `samples.Check`'s: float and weight-only graphs must
+The check runs four sample batches, the last with another batch size (and sequence
+length, for token ids) than the traced one, since the graph declares those axes free.
+Its tolerances are `samples.Check`'s: float and weight-only graphs must
 match the artifact to float32 rounding (1e-4); with int8 dynamic layers, onnxruntime's
 error against the float model may be at most max(0.05, 1.5 x torch's own).
 The torch exporter used is the TorchScript one (`dynamo=False`): on this CPU it exports
 in well under a second where the dynamo exporter takes tens of seconds, and it keeps
-parameter names on the initializers.
+parameter names on the initializers. Two operators it cannot translate as transformers
+5 uses them (decoders' causal masks: `aten::diff`, bool `aten::cumsum`) are translated
+by `onnx_ops`, registered only while exporting.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ import numpy as np
 import torch
 
 from kmr_dsl.diagnostics import KmrError, Span, error
+from kmr_dsl.export import onnx_ops
 from kmr_dsl.export.samples import Check, Primary, judge, load_artifact, outputs, sample_inputs
 from kmr_dsl.export.twin import Leaf, float_twin
 
@@ -90,7 +95,7 @@ def export_onnx(artifact: str, out_dir: str | Path, dense: bool = False, trust: 
         result.encodings[leaf.name] = {"int8": "int8 DequantizeLinear", "int8_dynamic": "int8 dynamic (onnxruntime)",
                                        "bfloat16": "float32 (from bfloat16)"}.get(
             leaf.format, "float32" if leaf.format == "float32" else f"float32 (dense, from {leaf.format})")
-    samples = sample_inputs(model, spec)
+    samples = sample_inputs(model, spec, vary=True)
     artifact_out, float_out = outputs(model, samples), outputs(twin, samples)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -129,9 +134,10 @@ def _torch_export(twin, x: torch.Tensor, path: Path, artifact: str) -> None:
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            torch.onnx.export(Primary(twin), (x,), str(path), dynamo=False, opset_version=OPSET,
-                              input_names=["input"], output_names=["output"],
-                              dynamic_axes={"input": axes, "output": {0: "batch"}})
+            with onnx_ops.registered(OPSET), onnx_ops.quiet_stdout():
+                torch.onnx.export(Primary(twin), (x,), str(path), dynamo=False, opset_version=OPSET,
+                                  input_names=["input"], output_names=["output"],
+                                  dynamic_axes={"input": axes, "output": {0: "batch"}})
     except Exception as exc:  # noqa: BLE001 - the exporter's message names the operator
         raise KmrError(error("KMR521", Span.unknown(artifact), "the model cannot be exported to ONNX",
                              f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}",
@@ -239,8 +245,17 @@ def _run(path: Path, samples) -> list[torch.Tensor]:
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = max(1, torch.get_num_threads())
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    return [torch.from_numpy(session.run(None, {"input": x.numpy()})[0]) for x in samples]
+    try:
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        return [torch.from_numpy(session.run(None, {"input": x.numpy()})[0]) for x in samples]
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's errors carry the node that failed
+        shapes = sorted({tuple(x.shape) for x in samples})
+        raise KmrError(error("KMR522", Span.unknown(str(path.parent)), "onnxruntime cannot run the exported graph",
+                             f"on sample batches of shapes {shapes}: {type(exc).__name__}: "
+                             f"{(str(exc).strip().splitlines() or [''])[0][:300]}",
+                             hint="the model's forward may fix a batch size or sequence length the graph declares "
+                                  "free (the check runs more than one); report this with the artifact; nothing "
+                                  "was written")) from exc
 
 
 __all__ = ["ExportResult", "export_onnx", "refuse"]
