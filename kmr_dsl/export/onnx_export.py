@@ -17,8 +17,8 @@ How each weight is encoded (the artifact's format -> ONNX):
 - int8 dynamic: the float graph is exported, then onnxruntime's own quantizer
   (`quantize_dynamic`, per-channel symmetric weights) quantizes exactly those layers'
   matmuls (torch's quantized modules do not export). The weights are stored uint8 with
-  zero point 128 (codes q + 128, so KMR's codes are kept exactly) and KMR's scales are
-  put back: signed int8 weights with uint8 activations (U8S8) saturate in the AVX2
+  zero point 128 (codes q + 128, so KMR's codes are kept exactly) and KMR's codes and
+  scales replace the ones onnxruntime computed (its scales differ): signed int8 weights with uint8 activations (U8S8) saturate in the AVX2
   kernels here — measured 6-11% relative error on a small MLP against 0.4-0.8% for U8U8.
 - int4 / int2 (KMR's zero-preserving midrise grid): no ONNX equivalent; KMR520 names
   the layer, or `dense=True` writes its dequantized values as float.
@@ -32,7 +32,7 @@ The torch exporter used is the TorchScript one (`dynamo=False`): on this CPU it 
 in well under a second where the dynamo exporter takes tens of seconds, and it keeps
 parameter names on the initializers. Two operators it cannot translate as transformers
 5 uses them (decoders' causal masks: `aten::diff`, bool `aten::cumsum`) are translated
-by `onnx_ops`, registered only while exporting.
+by `onnx_ops`.
 """
 
 from __future__ import annotations
@@ -142,7 +142,8 @@ def _torch_export(twin, x: torch.Tensor, path: Path, artifact: str) -> None:
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            with onnx_ops.registered(OPSET), onnx_ops.quiet_stdout():
+            onnx_ops.register(OPSET)
+            with onnx_ops.quiet_stdout():
                 torch.onnx.export(Primary(twin), (x,), str(path), dynamo=False, opset_version=OPSET,
                                   input_names=["input"], output_names=["output"],
                                   dynamic_axes={"input": axes, "output": {0: "batch"}})
@@ -188,17 +189,18 @@ def _quantize_dynamic(path: Path, leaves: list[Leaf]) -> None:
     wrapped = ONNXModel(onnx.load(str(path)))
     wrapped.replace_gemm_with_matmul()
     graph = wrapped.model.graph
-    names = set()
+    names, targets = set(), {}
     for leaf in leaves:
-        inits = {init.name for init, _ in _matching(graph, leaf.weight.numpy())}
-        found = [n.name for n in graph.node if n.op_type == "MatMul" and inits & set(n.input)]
+        inits = {init.name: transposed for init, transposed in _matching(graph, leaf.weight.numpy())}
+        found = [n for n in graph.node if n.op_type == "MatMul" and n.input[1] in inits]
         if not found:
             raise KmrError(error("KMR521", Span.unknown(leaf.name), f"layer `{leaf.name}`: no matmul found for it "
                                  "in the exported graph",
-                                 "its weight is in the graph, but no MatMul reads it (shared with another layer?), "
-                                 "and onnxruntime quantizes activations only at a MatMul",
+                                 "its weight is in the graph, but no MatMul multiplies by it (shared with another "
+                                 "layer?), and onnxruntime quantizes activations only at a MatMul",
                                  hint="store that layer as int8 weight-only (`scheme = weight_only`) or float"))
-        names.update(found)
+        names.update(n.name for n in found)
+        targets.update({n.input[1]: (leaf, inits[n.input[1]]) for n in found})
     onnx.save(wrapped.model, str(path))
     level = logging.root.level
     logging.root.setLevel(logging.ERROR)  # its advice to pre-process is for static quantization
@@ -208,32 +210,37 @@ def _quantize_dynamic(path: Path, leaves: list[Leaf]) -> None:
                          nodes_to_quantize=sorted(names))
     finally:
         logging.root.setLevel(level)
-    _restore_scales(path, leaves)
+    _restore_codes(path, targets)
 
 
-def _restore_scales(path: Path, leaves: list[Leaf]) -> None:
-    """Put KMR's own codes and scales in the weights onnxruntime re-quantized.
+def _restore_codes(path: Path, targets: dict[str, tuple[Leaf, bool]]) -> None:
+    """Put KMR's own codes, scales and zero points in the weights onnxruntime re-quantized.
 
-    Its symmetric uint8 weights use the scale max|w| / 127.5 where KMR's use / 127, so
-    its codes differ from KMR's (stored q + 128 with zero point 128) by at most one
-    step, at the extremes; writing KMR's codes and scales there makes every value
-    exactly the artifact's, in onnxruntime's own graph."""
+    onnxruntime quantizes each MatMul weight `W` to `W_quantized` (uint8, [in, out]),
+    `W_scale` and `W_zero_point` (one per output column). Its codes are its own: a
+    symmetric scale of max|w| / 127.5, where KMR's are max|w| / 127, or / 64 for the
+    codes the quantize rule keeps within the kernels' no-saturation range. Writing KMR's
+    codes (q + 128), scales and zero point 128 there makes every weight exactly the
+    artifact's, in onnxruntime's own graph."""
     import onnx
     from onnx import numpy_helper
 
     model = onnx.load(str(path))
     inits = {i.name: i for i in model.graph.initializer}
-    for leaf in leaves:
-        codes = (leaf.codes.to(torch.int16) + 128).numpy().astype(np.uint8).T
-        for name, init in inits.items():
-            scale_name = name[: -len("_quantized")] + "_scale"
-            if (not name.endswith("_quantized") or init.data_type != onnx.TensorProto.UINT8
-                    or tuple(init.dims) != codes.shape or scale_name not in inits):
-                continue
-            arr = numpy_helper.to_array(init).astype(np.int16)
-            if np.abs(arr - codes.astype(np.int16)).max() <= 1:
-                init.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(codes), name))
-                inits[scale_name].CopyFrom(numpy_helper.from_array(leaf.scale.float().numpy(), scale_name))
+    for name, (leaf, transposed) in targets.items():
+        codes = (leaf.codes.to(torch.int16) + 128).numpy().astype(np.uint8)
+        codes = codes.T if transposed else codes
+        parts = [inits.get(name + suffix) for suffix in ("_quantized", "_scale", "_zero_point")]
+        if any(p is None for p in parts) or tuple(parts[0].dims) != codes.shape:
+            raise KmrError(error("KMR522", Span.unknown(leaf.name), f"layer `{leaf.name}`: onnxruntime's quantizer "
+                                 "did not write the weight KMR looks for",
+                                 f"expected {name}_quantized {list(codes.shape)} with its scale and zero point",
+                                 hint="report this with the artifact and the onnxruntime version; nothing was "
+                                      "written"))
+        quantized, scale, zero = parts
+        quantized.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(codes), quantized.name))
+        scale.CopyFrom(numpy_helper.from_array(leaf.scale.float().numpy().reshape(tuple(scale.dims)), scale.name))
+        zero.CopyFrom(numpy_helper.from_array(np.full(tuple(zero.dims), 128, dtype=np.uint8), zero.name))
     onnx.save(model, str(path))
 
 

@@ -1,9 +1,8 @@
 """Translations torch's TorchScript ONNX exporter lacks, registered only while KMR exports.
 
-Contract: `with onnx_ops.registered(opset): torch.onnx.export(..., dynamo=False)` exports
-with these symbolic functions in place and removes them afterwards, so nothing is left
-in torch's registry for other code in the process. `quiet_stdout()` keeps the exporter's
-C++ graph dump off stdout.
+Contract: `onnx_ops.register(opset)` before `torch.onnx.export(..., dynamo=False)` puts
+these symbolic functions in torch's registry (once per process; `register` says why they
+stay). `quiet_stdout()` keeps the exporter's C++ graph dump off stdout.
 
 Why: transformers 5 builds every decoder's causal mask through `masking_utils`, which
 looks for packed sequences in the position ids with `torch.diff` and then
@@ -90,15 +89,20 @@ def quiet_stdout():
             os.close(saved)
 
 
-@contextmanager
-def registered(opset: int):
+_DONE: set[int] = set()
+
+
+def register(opset: int) -> None:
+    """Register the translations for `opset`, once per process. They stay registered:
+    torch cannot take back a symbolic for an operator it has none of (after
+    `unregister_custom_op_symbolic("aten::diff")` its exporter fails with "min() arg is
+    an empty sequence" instead of naming the operator), and being the operators'
+    definitions they are right for any export in the process."""
+    if opset in _DONE:
+        return
     for name, fn in SYMBOLICS.items():
         torch.onnx.register_custom_op_symbolic(name, fn, opset)
-    try:
-        yield
-    finally:
-        for name in SYMBOLICS:
-            torch.onnx.unregister_custom_op_symbolic(name, opset)
+    _DONE.add(opset)
 
 
-__all__ = ["SYMBOLICS", "quiet_stdout", "registered"]
+__all__ = ["SYMBOLICS", "quiet_stdout", "register"]
