@@ -110,7 +110,7 @@ def export_onnx(artifact: str, out_dir: str | Path, dense: bool = False, trust: 
         _torch_export(copy.deepcopy(twin), samples[0], tmp, artifact)
         # the traced graph itself first: before any quantization it must compute the float
         # model to float32 rounding, so quantization noise cannot hide a wrong graph
-        graph = judge(float_out, float_out, _run(tmp, samples), False)
+        graph = judge(float_out, float_out, _run(tmp, samples, artifact), False)
         if not graph.ok:
             raise KmrError(error("KMR522", Span.unknown(artifact), "the exported float graph disagrees with the model",
                                  graph.vs_artifact.summary(), f"required: {graph.rule()}",
@@ -125,7 +125,7 @@ def export_onnx(artifact: str, out_dir: str | Path, dense: bool = False, trust: 
         if dynamic:
             _quantize_dynamic(tmp, dynamic)
         _weight_only_int8(tmp, [leaf for leaf in plan.values() if leaf.format == "int8" and leaf.name not in absent])
-        result.check = judge(artifact_out, float_out, _run(tmp, samples), bool(dynamic))
+        result.check = judge(artifact_out, float_out, _run(tmp, samples, artifact), bool(dynamic))
         result.samples = len(samples)
         if not result.check.ok:
             raise KmrError(error("KMR522", Span.unknown(artifact), "the ONNX model disagrees with the torch artifact",
@@ -279,22 +279,30 @@ def _weight_only_int8(path: Path, leaves: list[Leaf]) -> None:
     onnx.save(model, str(path))
 
 
-def _run(path: Path, samples) -> list[torch.Tensor]:
+def _run(path: Path, samples, artifact: str) -> list[torch.Tensor]:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = max(1, torch.get_num_threads())
+    opts.log_severity_level = 4     # its own log would print the failure below a second time
     try:
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        return [torch.from_numpy(session.run(None, {"input": x.numpy()})[0]) for x in samples]
-    except Exception as exc:  # noqa: BLE001 - onnxruntime's errors carry the node that failed
-        shapes = sorted({tuple(x.shape) for x in samples})
-        raise KmrError(error("KMR522", Span.unknown(str(path.parent)), "onnxruntime cannot run the exported graph",
-                             f"on sample batches of shapes {shapes}: {type(exc).__name__}: "
-                             f"{(str(exc).strip().splitlines() or [''])[0][:300]}",
-                             hint="the model's forward may fix a batch size or sequence length the graph declares "
-                                  "free (the check runs more than one); report this with the artifact; nothing "
-                                  "was written")) from exc
+    except Exception as exc:  # noqa: BLE001 - e.g. an operator given a type ONNX does not allow
+        raise KmrError(error("KMR522", Span.unknown(artifact), "onnxruntime cannot load the exported graph",
+                             f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}",
+                             hint="report this with the artifact; nothing was written")) from exc
+    out = []
+    for x in samples:
+        try:
+            out.append(torch.from_numpy(session.run(None, {"input": x.numpy()})[0]))
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's errors carry the node that failed
+            raise KmrError(error(
+                "KMR522", Span.unknown(artifact), "onnxruntime cannot run the exported graph",
+                f"traced on a batch of shape {tuple(samples[0].shape)}, run on {tuple(x.shape)}: "
+                f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}",
+                hint="the model's forward may fix a batch size or sequence length the graph declares free (the "
+                     "check runs more than one); report this with the artifact; nothing was written")) from exc
+    return out
 
 
 __all__ = ["ExportResult", "export_onnx", "refuse"]

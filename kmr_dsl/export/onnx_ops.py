@@ -1,4 +1,4 @@
-"""Translations torch's TorchScript ONNX exporter lacks, registered only while KMR exports.
+"""Translations torch's TorchScript ONNX exporter lacks, for `kmr export --format onnx`.
 
 Contract: `onnx_ops.register(opset)` before `torch.onnx.export(..., dynamo=False)` puts
 these symbolic functions in torch's registry (once per process; `register` says why they
