@@ -17,17 +17,18 @@ How each weight is encoded (the artifact's format -> ONNX):
 - int8 dynamic: the float graph is exported, then onnxruntime's own quantizer
   (`quantize_dynamic`, per-channel symmetric weights) quantizes exactly those layers'
   matmuls (torch's quantized modules do not export). The weights are stored uint8 with
-  zero point 128 (codes q + 128, so KMR's codes are kept exactly) and KMR's codes and
-  scales replace the ones onnxruntime computed (its scales differ): signed int8 weights with uint8 activations (U8S8) saturate in the AVX2
-  kernels here — measured 6-11% relative error on a small MLP against 0.4-0.8% for U8U8.
+  zero point 128 (codes q + 128, so KMR's codes are kept exactly), and KMR's codes and
+  scales replace the ones onnxruntime computed (its scales differ). Why uint8: signed
+  int8 weights with uint8 activations (U8S8) saturate in the AVX2 kernels here —
+  measured 6-11% relative error on a small MLP against 0.4-0.8% for U8U8.
 - int4 / int2 (KMR's zero-preserving midrise grid): no ONNX equivalent; KMR520 names
   the layer, or `dense=True` writes its dequantized values as float.
 
 The check runs four sample batches, the last with another batch size (and sequence
 length, for token ids) than the traced one, since the graph declares those axes free.
-Its tolerances are `samples.Check`'s: float and weight-only graphs must
-match the artifact to float32 rounding (1e-4); with int8 dynamic layers, onnxruntime's
-error against the float model may be at most max(0.05, 1.5 x torch's own).
+Its tolerances are `samples.Check`'s: float and weight-only graphs must match the
+artifact to float32 rounding (1e-4); with int8 dynamic layers, onnxruntime's error
+against the float model may be at most max(0.05, 1.5 x torch's own).
 The torch exporter used is the TorchScript one (`dynamo=False`): on this CPU it exports
 in well under a second where the dynamo exporter takes tens of seconds, and it keeps
 parameter names on the initializers. Two operators it cannot translate as transformers
