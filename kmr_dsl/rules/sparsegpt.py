@@ -50,7 +50,9 @@ def apply(model: nn.Module, layers, amount: float = 0.5, n: int = 0, m: int = 0,
         keep = int(step.round_half_up(step.NUMBERS.mul(sum(alive), step.NUMBERS.sub(1, amount))))
         drops = step.shares(sum(alive) - keep, alive)
         for (leaf_name, leaf), nnz, drop in zip(leaves, alive, drops):
-            weight = leaf.weight.detach().float()
+            # in the layer's own dtype: the kept count is exact there (a float32 1e-30
+            # would be a float16 zero)
+            weight = leaf.weight.detach()
             weight = torch.where(kl.current_mask(leaf), weight, torch.zeros_like(weight))
             try:
                 new = algorithm.prune(weight, stats[leaf_name].value(), keep=nnz - drop, n=n, m=m,
@@ -58,6 +60,6 @@ def apply(model: nn.Module, layers, amount: float = 0.5, n: int = 0, m: int = 0,
             except NotPositiveDefinite as exc:
                 checks.fail(RULE, f"`{leaf_name}`: {exc}", hint="raise `dampening` or give more calibration samples")
             with torch.no_grad():
-                leaf.weight.copy_(new.to(leaf.weight.dtype))
+                leaf.weight.copy_(new)
             kl.set_mask(leaf, leaf.weight.detach() != 0)
     return model

@@ -1,7 +1,7 @@
 """SparseGPT: one-shot pruning with weight updates (Frantar & Alistarh, 2023).
 
-Contract: `prune(w, h, keep, n, m, dampening)` returns a float weight of w's shape in
-which exactly `keep` weights are non-zero (unstructured, n = m = 0), or in every group of
+Contract: `prune(w, h, keep, n, m, dampening)` returns a weight of w's shape and dtype
+in which exactly `keep` weights are non-zero (unstructured, n = m = 0), or in every group of
 m consecutive inputs of a row at most n are (N:M; `keep` is then ignored), the zeros of
 `w` among the pruned ones; the kept weights are updated so that the layer's output on
 the calibration data (Hessian `h`, `gptq.hessian`) moves as little as the method can.
@@ -37,6 +37,7 @@ def prune(w: torch.Tensor, h: torch.Tensor, keep: int = 0, n: int = 0, m: int = 
     h[dead, dead] = 1.0
     hinv = inverse_cholesky(h, dampening)
     work = original.clone()
+    kept_all = torch.zeros_like(alive)
     blocks = [(i1, min(i1 + BLOCK, cols)) for i1 in range(0, cols, BLOCK)]
     if not nm:
         newly = int(alive.sum()) - keep
@@ -71,7 +72,11 @@ def prune(w: torch.Tensor, h: torch.Tensor, keep: int = 0, n: int = 0, m: int = 
         block = torch.where(kept & (block == 0), torch.full_like(block, 1e-30), block)
         work[:, i1:i2] = torch.where(pruned, torch.zeros_like(block), block)
         work[:, i2:] -= errors @ hinv[i1:i2, i2:]
-    return work.to(w.dtype)
+        kept_all[:, i1:i2] = ~pruned
+    out = work.to(w.dtype)
+    # a kept weight below the dtype's range (1e-30 in float16) would round to 0 there:
+    # the smallest normal number keeps the count exact in w's own dtype
+    return torch.where(kept_all & (out == 0), torch.full_like(out, torch.finfo(w.dtype).tiny), out)
 
 
 __all__ = ["prune"]

@@ -108,14 +108,26 @@ def _solve(cond, model: PipelineModel, kvs, limits: Limits) -> Decision:
     if verdict is Verdict.PROVED:
         return Decision(verdict, method="z3")
     setting = enc.decode(s.model())
-    cx = {kv.name: setting[kv.name] for kv in kvs}
     try:
         violated = not evaluate(cond, model.knobs.env(setting))
     except Unevaluable as exc:
         return Decision(Verdict.UNKNOWN, method="z3", reason=f"counterexample not checkable: {exc}")
     if not violated:
         return Decision(Verdict.UNKNOWN, method="z3", reason="the solver's counterexample did not re-evaluate as one")
+    # as the user (and `kmr run`) will read it back, still a counterexample there
+    setting = model.knobs.writable(setting, lambda st: _violated(cond, model, st))
+    if setting is None:
+        return Decision(Verdict.UNKNOWN, method="z3",
+                        reason="no knob value a user can write near the solver's counterexample violates it")
+    cx = {kv.name: setting[kv.name] for kv in kvs}
     return Decision(Verdict.REFUTED, cx, method="z3")
+
+
+def _violated(cond, model: PipelineModel, setting: dict) -> bool:
+    try:
+        return not evaluate(cond, model.knobs.env(setting))
+    except Unevaluable:
+        return False
 
 
 def _field_notes(req: Requirement, model: PipelineModel, cx: dict, lead: str) -> list[str]:

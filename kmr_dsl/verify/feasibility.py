@@ -500,10 +500,13 @@ def _by_solver(model, lines, limits):
 
 
 def _proved(model, lines, setting, method):
-    shown = {n: v for n, v in setting.items()}
+    # the witness as the user (and `kmr run`) will read it back, re-checked there
+    shown = model.knobs.writable(setting, lambda s: meets_all(lines, model, s))
+    if shown is None:
+        return _unknown(model, lines, "no knob value a user can write near the solver's witness meets the budget")
     summary = f"budget can be met, e.g. at {render_setting(shown, model.knobs, limit=6)}"
     return ObligationResult("feasibility", Verdict.PROVED, lines[0].span, summary, model.pipeline.name,
-                            witness=model.knobs.to_user(setting), method=method), []
+                            witness=model.knobs.to_user(shown), method=method), []
 
 
 def _unknown(model, lines, reason):

@@ -91,6 +91,35 @@ class KnobVar:
             return int(v)
         return float(v)
 
+    def reads_back(self, v) -> bool:
+        """Whether `to_user(v)` is read back (`to_num`, the runtime's `step.exact`) as v
+        itself: a float is read as the decimal it shows, so 103/264 is not (it is shown
+        as 0.39015151515151514, a different number, and may lie across a rounding
+        breakpoint from it)."""
+        if not self.numeric:
+            return True
+        try:
+            return self.to_num(self.to_user(v)) == v
+        except ValueError:
+            return False
+
+    def decimals_near(self, v: Fraction):
+        """Decimals of up to 15 significant digits next to v (each reads back exactly,
+        DBL_DIG), inside the domain: the float v is shown as first, then the decimals
+        just below and above v at 15, 14, ... 1 digits (the nearest first)."""
+        shown = frac(float(v))
+        out = [shown] if shown != v else []
+        top = math.floor(math.log10(abs(v))) if v else 0
+        for digits in range(15, 0, -1):
+            unit = Fraction(10) ** (top + 1 - digits)
+            down = math.floor(v / unit) * unit
+            out += [down, down + unit] if down != v else [v]
+        seen = set()
+        for d in out:
+            if d not in seen and self.contains(d) and self.reads_back(d):
+                seen.add(d)
+                yield d
+
     def render(self, v) -> str:
         u = self.to_user(v)
         if isinstance(u, bool):
@@ -260,6 +289,31 @@ class KnobTable:
 
     def to_user(self, setting: dict[str, object]) -> dict[str, object]:
         return {n: self.by_name[n].to_user(v) for n, v in setting.items()}
+
+    def writable(self, setting: dict[str, object], holds) -> dict[str, object] | None:
+        """`setting` as one the user and the runtime read back exactly (`to_user`, then
+        `to_num`), at which `holds(setting)` is still true; None if none was found.
+
+        Why: a solver's witness or counterexample is an exact rational, often a vertex
+        of its constraints: a rounding breakpoint (103/264, where 132 * (1 - a) is k +
+        1/2). Shown as a float it is read back as that float's decimal, which may lie
+        across the breakpoint, and the run there is not the run the verifier judged.
+        Each real knob whose value does not read back is moved, one at a time, to the
+        first decimal near it (`KnobVar.decimals_near`) at which `holds` is true."""
+        out = dict(setting)
+        for name, v in setting.items():
+            var = self.by_name.get(name)
+            if var is None or var.reads_back(v):
+                continue
+            if var.kind != "real":
+                return None             # a finite domain's value cannot move
+            for d in var.decimals_near(Fraction(v)):
+                if holds({**out, name: d}):
+                    out[name] = d
+                    break
+            else:
+                return None
+        return out
 
     def sort_key(self, symbol) -> tuple:
         var = self.by_symbol.get(symbol)

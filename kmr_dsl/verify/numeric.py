@@ -5,7 +5,12 @@ Contract: `compile_expr(expr, exact=True)` turns an expression built by
 symbols to values (`Fraction`/`bool`/enum index when exact, floats when not).
 Exact mode is what confirms witnesses and counterexamples: every number is a
 `Fraction` (whole intermediate values are Python ints, exact too), so "the witness meets the budget" is decided without rounding. Float mode
-is what `predict` uses for search (about 10x faster).
+is what `predict` uses for search (about 10x faster); its whole counts and its branches
+are still exact: a floor or ceiling evaluates its argument, and a comparison its two
+sides, in exact mode (a knob's 0.39015151515151514 is the decimal it shows, below
+103/264, while the double nearest 103/264 is below that decimal: compared with the
+double, `a <= 103/264` was false, and the count 132 * (1 - a) rounded to 80 where the
+runtime keeps 81).
 
 The closure tree mirrors the expression (one closure per node): compiling once and
 evaluating many settings is the point. An `Unmodelled` placeholder, a missing symbol,
@@ -124,8 +129,11 @@ def _c_piecewise(e, exact):
 
 
 def _c_relation(cmp):
+    # both sides exact in float mode too: a condition picks a branch (a count's piece
+    # `a <= 103/264`), and the knob's exact value compared with a breakpoint rounded to
+    # a double can land on the other side of it (module docstring)
     def make(e, exact):
-        fa, fb = _compile(e.args[0], exact), _compile(e.args[1], exact)
+        fa, fb = _compile(e.args[0], True), _compile(e.args[1], True)
         return lambda env: cmp(fa(env), fb(env))
     return make
 
@@ -146,17 +154,24 @@ def _c_not(e, exact):
 
 
 def _c_round(down: bool):
-    """floor / ceiling (the runtime's whole counts). Exact mode rounds the Fraction; float
-    mode first moves the value 1e-9 (relative) towards the integer it rounds away from,
-    so a count that is exactly whole (5 * 0.7 + 0.5 = 4, computed 3.9999999999999996)
-    rounds as in exact arithmetic."""
+    """floor / ceiling (the runtime's whole counts), in both modes of the exact argument:
+    the runtime rounds exactly (core/step.py), and a count of k + 1/2 computed in floats
+    is off by one wherever the float error crosses the half. Where the setting itself
+    holds floats (a search's trial point) the argument is a float: it is first moved 1e-9
+    (relative) towards the integer it rounds away from, so a count that is exactly whole
+    (5 * 0.7 + 0.5 = 4, computed 3.9999999999999996) rounds as in exact arithmetic."""
     def make(e, exact):
-        f = _compile(e.args[0], exact)
-        if exact:
-            return (lambda env: math.floor(f(env))) if down else (lambda env: math.ceil(f(env)))
+        f = _compile(e.args[0], True)
         if down:
-            return lambda env: math.floor((v := f(env)) + 1e-9 * max(1.0, abs(v)))
-        return lambda env: math.ceil((v := f(env)) - 1e-9 * max(1.0, abs(v)))
+            def floor(env):
+                v = f(env)
+                return math.floor(v + 1e-9 * max(1.0, abs(v)) if type(v) is float else v)
+            return floor
+
+        def ceil(env):
+            v = f(env)
+            return math.ceil(v - 1e-9 * max(1.0, abs(v)) if type(v) is float else v)
+        return ceil
     return make
 
 

@@ -216,6 +216,24 @@ def test_sparsegpt_n_m_pattern_and_tail_group():
     assert int((out != 0).sum()) == 2280
 
 
+def test_sparsegpt_keeps_its_count_in_the_weight_dtype():
+    """A kept weight the update moves to 1e-9 is a float16 zero: the count is kept in the
+    weight's own dtype (its smallest normal number), not one short."""
+    from kmr_dsl.runtime import sparsegpt
+    from kmr_dsl.runtime.gptq import inverse_cholesky
+    # one row, two inputs: pruning input 0 moves input 1 by -w0 * r, r = -b / (c + damping)
+    w = torch.tensor([[0.25, 1.0]], dtype=torch.float16)
+    a, c, damp = 20.0, 1.0, 0.01
+    r = (1.0 - 1e-9) / 0.25
+    b = -r * (c + damp * (a + c) / 2)
+    h = torch.tensor([[a, b], [b, c]], dtype=torch.float64)
+    u = inverse_cholesky(h, damp)
+    assert abs(1.0 - 0.25 * float(u[0, 1] / u[0, 0])) < 1e-6     # the update lands input 1 near 0
+    out = sparsegpt.prune(w, h, keep=1, dampening=damp)
+    assert out.dtype == torch.float16 and out[0, 0] == 0
+    assert int((out != 0).sum()) == 1 and abs(float(out[0, 1])) < 1e-4
+
+
 def test_shares_are_exact_and_bounded():
     from kmr_dsl.core.step import shares
     assert shares(10, [5, 5, 5]) == [4, 3, 3]

@@ -45,9 +45,6 @@ KNOWN: dict[str, str] = {
                                        "than rounding.MAX_PIECES values) is not rounded: the state keeps the exact "
                                        "product, below the runtime's round-half-up by up to 1/2 weight per layer "
                                        "(a `nonzero <=` line proved, the run one weight over)",
-    "tied-sparsegpt-breakpoint": "sparsegpt over a tied model's Linears at a knob value where a kept count is "
-                                 "exactly k + 1/2: the run keeps one weight more than predicted (not triaged yet: "
-                                 "at 0.39 and 0.3902 the two agree)",
 }
 
 
@@ -269,12 +266,25 @@ REPRODUCERS = {
                                                 "knob a : float in [0.0, 0.9] = 0.25"),
     # sparsegpt on a tied model (the head shares the embedding's weight) at a = 103/264 as a
     # float, where a kept count sits on its rounding breakpoint: 166 nonzero measured, 165
-    # predicted (the differential sweep, case 650: a witness the solver put on the breakpoint)
+    # predicted (the differential sweep, case 650: a witness the solver put on the breakpoint).
+    # The knob reads as the decimal 0.39015151515151514, just below 103/264, so the head keeps
+    # round_half_up(132 * (1 - a)) = 81; the float-mode prediction compared it with the double
+    # nearest 103/264, below that decimal, and took the next piece (80). Now every floor and
+    # branch condition is evaluated exactly (verify/numeric.py)
     "tied-sparsegpt-breakpoint": _program(_model("tied", "12,11,4", "110", ", seed = 105"),
                                           "sparsegpt(amount = a, calibration = train, samples = 16)",
                                           "nonzero <= 165", "knob a : float in [0.0, 0.9] = 0.39015151515151514",
                                           data='data train = factory("sound_factory:data", family = "tied", '
                                                'sizes = "12,11,4", n = 16, seed = 105)'),
+    # the same cause without sparsegpt or a tied weight: magnitude pruning of a 121-weight layer
+    # at 85/242 as a float (its decimal below the breakpoint, the double above: 79 kept, 78
+    # predicted) ...
+    "prune-breakpoint-under": _program(_model("mlp", "11,11,4", "00"), "prune(amount = a)", "nonzero <= 107",
+                                       "knob a : float in [0.0, 0.9] = 0.3512396694214876"),
+    # ... and at 95/242 (the decimal above the breakpoint, the double below: 73 kept, 74
+    # predicted; a `>=` line predicted met, the run one weight short)
+    "prune-breakpoint-over": _program(_model("mlp", "11,11,4", "00"), "prune(amount = a)", "nonzero >= 101",
+                                      "knob a : float in [0.0, 0.9] = 0.3925619834710744"),
     # the head shares the embedding's weight: trainable_params counts it once, the model twice
     "tied-trainable-params": _program(_model("tied", "4,2,1", "0"), "prune(amount = 0.0) on layers(Linear)",
                                       "trainable_params >= 20"),
