@@ -9,23 +9,31 @@ place); otherwise KMR522 with the figures.
 How each weight is encoded (the artifact's format -> ONNX):
 - float32, and bfloat16 widened to float32 (exact; onnxruntime's CPU kernels have no
   bf16 matmul): float initializers. Pruned weights are stored dense (same values).
-- int8 weight-only: the int8 codes and per-row scales as initializers feeding a
-  `DequantizeLinear` (axis = the row axis): the values are exactly the artifact's.
+- int8 weight-only: the int8 codes ([out, in]) and per-row scales as initializers feeding
+  a `DequantizeLinear` (axis 0), then a `Transpose` where the graph multiplies by the
+  weight [in, out]: the values are exactly the artifact's, and onnxruntime keeps them
+  (a DequantizeLinear on axis 1 straight into a MatMul it fuses into MatMulNBits, which
+  quantizes the activations as well).
 - int8 dynamic: the float graph is exported, then onnxruntime's own quantizer
   (`quantize_dynamic`, per-channel symmetric weights) quantizes exactly those layers'
   matmuls (torch's quantized modules do not export). The weights are stored uint8 with
-  zero point 128 (codes q + 128, so KMR's codes are kept exactly) and KMR's scales are
-  put back: signed int8 weights with uint8 activations (U8S8) saturate in the AVX2
-  kernels here — measured 6-11% relative error on a small MLP against 0.4-0.8% for U8U8.
+  zero point 128 (codes q + 128, so KMR's codes are kept exactly), and KMR's codes and
+  scales replace the ones onnxruntime computed (its scales differ). Why uint8: signed
+  int8 weights with uint8 activations (U8S8) saturate in the AVX2 kernels here —
+  measured 6-11% relative error on a small MLP against 0.4-0.8% for U8U8.
 - int4 / int2 (KMR's zero-preserving midrise grid): no ONNX equivalent; KMR520 names
   the layer, or `dense=True` writes its dequantized values as float.
 
-The check and its tolerances are `samples.Check`'s: float and weight-only graphs must
-match the artifact to float32 rounding (1e-4); with int8 dynamic layers, onnxruntime's
-error against the float model may be at most max(0.05, 1.5 x torch's own).
+The check runs four sample batches, the last with another batch size (and sequence
+length, for token ids) than the traced one, since the graph declares those axes free.
+Its tolerances are `samples.Check`'s: float and weight-only graphs must match the
+artifact to float32 rounding (1e-4); with int8 dynamic layers, onnxruntime's error
+against the float model may be at most max(0.05, 1.5 x torch's own).
 The torch exporter used is the TorchScript one (`dynamo=False`): on this CPU it exports
 in well under a second where the dynamo exporter takes tens of seconds, and it keeps
-parameter names on the initializers.
+parameter names on the initializers. Two operators it cannot translate as transformers
+5 uses them (decoders' causal masks: `aten::diff`, bool `aten::cumsum`) are translated
+by `onnx_ops`.
 """
 
 from __future__ import annotations
@@ -91,7 +99,7 @@ def export_onnx(artifact: str, out_dir: str | Path, dense: bool = False, trust: 
         result.encodings[leaf.name] = {"int8": "int8 DequantizeLinear", "int8_dynamic": "int8 dynamic (onnxruntime)",
                                        "bfloat16": "float32 (from bfloat16)"}.get(
             leaf.format, "float32" if leaf.format == "float32" else f"float32 (dense, from {leaf.format})")
-    samples = sample_inputs(model, spec)
+    samples = sample_inputs(model, spec, vary=True)
     artifact_out, float_out = outputs(model, samples), outputs(twin, samples)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -103,17 +111,22 @@ def export_onnx(artifact: str, out_dir: str | Path, dense: bool = False, trust: 
         _torch_export(copy.deepcopy(twin), samples[0], tmp, artifact)
         # the traced graph itself first: before any quantization it must compute the float
         # model to float32 rounding, so quantization noise cannot hide a wrong graph
-        graph = judge(float_out, float_out, _run(tmp, samples), False)
+        graph = judge(float_out, float_out, _run(tmp, samples, artifact), False)
         if not graph.ok:
             raise KmrError(error("KMR522", Span.unknown(artifact), "the exported float graph disagrees with the model",
                                  graph.vs_artifact.summary(), f"required: {graph.rule()}",
                                  hint="the model's forward may branch on its input's values (traced once); "
                                       "report this with the artifact; nothing was written"))
-        dynamic = [leaf for leaf in plan.values() if leaf.format == "int8_dynamic"]
+        # an int8 layer the primary output never reads (BERT's pooler under
+        # last_hidden_state) was dropped by the exporter: say so instead of claiming int8
+        absent = _absent(tmp, [leaf for leaf in plan.values() if leaf.format in ("int8", "int8_dynamic")])
+        for name in absent:
+            result.encodings[name] = "absent (the exported output does not use it)"
+        dynamic = [leaf for leaf in plan.values() if leaf.format == "int8_dynamic" and leaf.name not in absent]
         if dynamic:
             _quantize_dynamic(tmp, dynamic)
-        _weight_only_int8(tmp, [leaf for leaf in plan.values() if leaf.format == "int8"])
-        result.check = judge(artifact_out, float_out, _run(tmp, samples), bool(dynamic))
+        _weight_only_int8(tmp, [leaf for leaf in plan.values() if leaf.format == "int8" and leaf.name not in absent])
+        result.check = judge(artifact_out, float_out, _run(tmp, samples, artifact), bool(dynamic))
         result.samples = len(samples)
         if not result.check.ok:
             raise KmrError(error("KMR522", Span.unknown(artifact), "the ONNX model disagrees with the torch artifact",
@@ -130,7 +143,8 @@ def _torch_export(twin, x: torch.Tensor, path: Path, artifact: str) -> None:
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            with onnx_ops.registered(OPSET):
+            onnx_ops.register(OPSET)
+            with onnx_ops.quiet_stdout():
                 torch.onnx.export(Primary(twin), (x,), str(path), dynamo=False, opset_version=OPSET,
                                   input_names=["input"], output_names=["output"],
                                   dynamic_axes={"input": axes, "output": {0: "batch"}})
@@ -154,6 +168,18 @@ def _matching(graph, weight: np.ndarray):
             yield init, True
 
 
+def _absent(path: Path, leaves: list[Leaf]) -> set[str]:
+    """The leaves whose weight is no initializer of the exported graph (as is or
+    transposed). The float graph has passed the check by then, so such a layer does not
+    shape the output the file computes: its weight was folded away with unused code."""
+    import onnx
+
+    if not leaves:
+        return set()
+    graph = onnx.load(str(path)).graph
+    return {leaf.name for leaf in leaves if next(_matching(graph, leaf.weight.numpy()), None) is None}
+
+
 def _quantize_dynamic(path: Path, leaves: list[Leaf]) -> None:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -164,14 +190,18 @@ def _quantize_dynamic(path: Path, leaves: list[Leaf]) -> None:
     wrapped = ONNXModel(onnx.load(str(path)))
     wrapped.replace_gemm_with_matmul()
     graph = wrapped.model.graph
-    names = set()
+    names, targets = set(), {}
     for leaf in leaves:
-        inits = {init.name for init, _ in _matching(graph, leaf.weight.numpy())}
-        found = [n.name for n in graph.node if n.op_type == "MatMul" and inits & set(n.input)]
+        inits = {init.name: transposed for init, transposed in _matching(graph, leaf.weight.numpy())}
+        found = [n for n in graph.node if n.op_type == "MatMul" and n.input[1] in inits]
         if not found:
             raise KmrError(error("KMR521", Span.unknown(leaf.name), f"layer `{leaf.name}`: no matmul found for it "
-                                 "in the exported graph", hint="export with --dense to keep it float"))
-        names.update(found)
+                                 "in the exported graph",
+                                 "its weight is in the graph, but no MatMul multiplies by it (shared with another "
+                                 "layer?), and onnxruntime quantizes activations only at a MatMul",
+                                 hint="store that layer as int8 weight-only (`scheme = weight_only`) or float"))
+        names.update(n.name for n in found)
+        targets.update({n.input[1]: (leaf, inits[n.input[1]]) for n in found})
     onnx.save(wrapped.model, str(path))
     level = logging.root.level
     logging.root.setLevel(logging.ERROR)  # its advice to pre-process is for static quantization
@@ -181,32 +211,37 @@ def _quantize_dynamic(path: Path, leaves: list[Leaf]) -> None:
                          nodes_to_quantize=sorted(names))
     finally:
         logging.root.setLevel(level)
-    _restore_scales(path, leaves)
+    _restore_codes(path, targets)
 
 
-def _restore_scales(path: Path, leaves: list[Leaf]) -> None:
-    """Put KMR's own codes and scales in the weights onnxruntime re-quantized.
+def _restore_codes(path: Path, targets: dict[str, tuple[Leaf, bool]]) -> None:
+    """Put KMR's own codes, scales and zero points in the weights onnxruntime re-quantized.
 
-    Its symmetric uint8 weights use the scale max|w| / 127.5 where KMR's use / 127, so
-    its codes differ from KMR's (stored q + 128 with zero point 128) by at most one
-    step, at the extremes; writing KMR's codes and scales there makes every value
-    exactly the artifact's, in onnxruntime's own graph."""
+    onnxruntime quantizes each MatMul weight `W` to `W_quantized` (uint8, [in, out]),
+    `W_scale` and `W_zero_point` (one per output column). Its codes are its own: a
+    symmetric scale of max|w| / 127.5, where KMR's are max|w| / 127, or / 64 for the
+    codes the quantize rule keeps within the kernels' no-saturation range. Writing KMR's
+    codes (q + 128), scales and zero point 128 there makes every weight exactly the
+    artifact's, in onnxruntime's own graph."""
     import onnx
     from onnx import numpy_helper
 
     model = onnx.load(str(path))
     inits = {i.name: i for i in model.graph.initializer}
-    for leaf in leaves:
-        codes = (leaf.codes.to(torch.int16) + 128).numpy().astype(np.uint8).T
-        for name, init in inits.items():
-            scale_name = name[: -len("_quantized")] + "_scale"
-            if (not name.endswith("_quantized") or init.data_type != onnx.TensorProto.UINT8
-                    or tuple(init.dims) != codes.shape or scale_name not in inits):
-                continue
-            arr = numpy_helper.to_array(init).astype(np.int16)
-            if np.abs(arr - codes.astype(np.int16)).max() <= 1:
-                init.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(codes), name))
-                inits[scale_name].CopyFrom(numpy_helper.from_array(leaf.scale.float().numpy(), scale_name))
+    for name, (leaf, transposed) in targets.items():
+        codes = (leaf.codes.to(torch.int16) + 128).numpy().astype(np.uint8)
+        codes = codes.T if transposed else codes
+        parts = [inits.get(name + suffix) for suffix in ("_quantized", "_scale", "_zero_point")]
+        if any(p is None for p in parts) or tuple(parts[0].dims) != codes.shape:
+            raise KmrError(error("KMR522", Span.unknown(leaf.name), f"layer `{leaf.name}`: onnxruntime's quantizer "
+                                 "did not write the weight KMR looks for",
+                                 f"expected {name}_quantized {list(codes.shape)} with its scale and zero point",
+                                 hint="report this with the artifact and the onnxruntime version; nothing was "
+                                      "written"))
+        quantized, scale, zero = parts
+        quantized.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(codes), quantized.name))
+        scale.CopyFrom(numpy_helper.from_array(leaf.scale.float().numpy().reshape(tuple(scale.dims)), scale.name))
+        zero.CopyFrom(numpy_helper.from_array(np.full(tuple(zero.dims), 128, dtype=np.uint8), zero.name))
     onnx.save(model, str(path))
 
 
@@ -223,26 +258,52 @@ def _weight_only_int8(path: Path, leaves: list[Leaf]) -> None:
         codes = leaf.codes.to(torch.int8).numpy()
         scale = leaf.scale.float().numpy()
         for init, transposed in list(_matching(graph, leaf.weight.numpy())):
+            # always KMR's [out, in] codes with one scale per row (axis 0); where the graph
+            # wants the weight [in, out] (a MatMul's B), a Transpose follows. A
+            # DequantizeLinear on axis 1 feeding a MatMul is what onnxruntime fuses into
+            # MatMulNBits, which quantizes the activations too (accuracy_level 4): measured
+            # 1.6e-3 off on GPT-2, where the weight-only layer must be exact
             name = init.name
-            q = numpy_helper.from_array(codes.T.copy() if transposed else codes, name + "_q")
+            q = numpy_helper.from_array(codes, name + "_q")
             s = numpy_helper.from_array(scale, name + "_scale")
             graph.initializer.remove(init)
             graph.initializer.extend([q, s])
-            new_nodes.append(helper.make_node("DequantizeLinear", [q.name, s.name], [name],
-                                              name=name + "_dequantize", axis=1 if transposed else 0))
+            dequantized = name + "_rows" if transposed else name
+            new_nodes.append(helper.make_node("DequantizeLinear", [q.name, s.name], [dequantized],
+                                              name=name + "_dequantize", axis=0))
+            if transposed:
+                new_nodes.append(helper.make_node("Transpose", [dequantized], [name], name=name + "_transpose",
+                                                  perm=[1, 0]))
     for i, node in enumerate(new_nodes):
         graph.node.insert(i, node)
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
 
 
-def _run(path: Path, samples) -> list[torch.Tensor]:
+def _run(path: Path, samples, artifact: str) -> list[torch.Tensor]:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = max(1, torch.get_num_threads())
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    return [torch.from_numpy(session.run(None, {"input": x.numpy()})[0]) for x in samples]
+    opts.log_severity_level = 4     # its own log would print the failure below a second time
+    try:
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - e.g. an operator given a type ONNX does not allow
+        raise KmrError(error("KMR522", Span.unknown(artifact), "onnxruntime cannot load the exported graph",
+                             f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}",
+                             hint="report this with the artifact; nothing was written")) from exc
+    out = []
+    for x in samples:
+        try:
+            out.append(torch.from_numpy(session.run(None, {"input": x.numpy()})[0]))
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's errors carry the node that failed
+            raise KmrError(error(
+                "KMR522", Span.unknown(artifact), "onnxruntime cannot run the exported graph",
+                f"traced on a batch of shape {tuple(samples[0].shape)}, run on {tuple(x.shape)}: "
+                f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}",
+                hint="the model's forward may fix a batch size or sequence length the graph declares free (the "
+                     "check runs more than one); report this with the artifact; nothing was written")) from exc
+    return out
 
 
 __all__ = ["ExportResult", "export_onnx", "refuse"]

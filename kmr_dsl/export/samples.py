@@ -9,6 +9,8 @@ Contract:
   model's example input (the loader's `input_shape`, or the model's own
   `example_input`): seeded normal values for float inputs, seeded token ids below the
   largest embedding's size for integer ones (all-zero ids would check almost nothing).
+  With `vary`, the last batch has another batch size and, for token ids, another
+  sequence length (`varied_shape`): the axes an exported graph declares dynamic.
 - `primary(out)` is the tensor an exported graph returns: a tensor as is, a Hugging
   Face output's `last_hidden_state` (or `logits`), a tuple's first element.
 - `Agreement` compares two outputs: max absolute difference, relative L2 error, mean
@@ -49,19 +51,34 @@ def _vocab(model: nn.Module) -> int:
     return max(sizes) if sizes else 2
 
 
-def sample_inputs(model: nn.Module, spec: LoaderSpec | None, n: int = 4, batch: int = 3) -> list[torch.Tensor]:
+def sample_inputs(model: nn.Module, spec: LoaderSpec | None, n: int = 4, batch: int = 3,
+                  vary: bool = False) -> list[torch.Tensor]:
     from kmr_dsl.runtime.introspect import example_input_shape
 
     shape, dtype = example_input_shape(spec, model)
     shape = (batch,) + tuple(int(s) for s in shape[1:])
     longest = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    if dtype in ("int64", "long", "int32") and isinstance(longest, int) and len(shape) == 2 and shape[1] > longest:
+    tokens = dtype in ("int64", "long", "int32")
+    if tokens and isinstance(longest, int) and len(shape) == 2 and shape[1] > longest:
         shape = (batch, longest)  # a sequence the model's positions cover
+    shapes = [shape] * n
+    if vary and n > 1:
+        shapes[-1] = varied_shape(shape, tokens)
     gen = torch.Generator().manual_seed(0)
-    if dtype in ("int64", "long", "int32"):
+    if tokens:
         vocab = _vocab(model)
-        return [torch.randint(0, vocab, shape, generator=gen) for _ in range(n)]
-    return [torch.randn(shape, generator=gen) for _ in range(n)]
+        return [torch.randint(0, vocab, s, generator=gen) for s in shapes]
+    return [torch.randn(s, generator=gen) for s in shapes]
+
+
+def varied_shape(shape: tuple[int, ...], tokens: bool) -> tuple[int, ...]:
+    """Another batch size, and for token ids another sequence length: the axes an
+    exported graph declares dynamic, so a graph that baked in the traced sizes fails the
+    check instead of passing it."""
+    out = (max(1, shape[0] - 1),) + tuple(shape[1:])
+    if tokens and len(shape) == 2 and shape[1] > 1:
+        out = (out[0], shape[1] - max(1, shape[1] // 3))
+    return out
 
 
 def primary(out) -> torch.Tensor:
@@ -178,4 +195,5 @@ def judge(artifact_out, float_out, got, dynamic: bool) -> Check:
     return Check(vs_art, worst(float_out, got), worst(float_out, artifact_out))
 
 
-__all__ = ["Agreement", "Check", "Primary", "judge", "load_artifact", "outputs", "primary", "sample_inputs"]
+__all__ = ["Agreement", "Check", "Primary", "judge", "load_artifact", "outputs", "primary", "sample_inputs",
+           "varied_shape"]
