@@ -161,7 +161,11 @@ def unrounded(density, numel, low: bool):
     arithmetic cannot round it: the count lies within half a weight of the product, and
     in [0, numel] (a density is at most 1). Both ends are clamped to [0, numel], so the
     lower end is below the upper one at every knob value, inside the declared domains or
-    past them: an unsat core found at one end (a relaxed knob bound) holds at the other."""
+    past them: an unsat core found at one end (a relaxed knob bound) holds at the other.
+    A layer with no weight elements left (its heads all pruned) has nothing to round: its
+    density is kept as it is, as the runtime keeps none of its weights either way."""
+    if numel == 0:            # a whole 0 (a symbolic count compares unequal)
+        return density
     return A.div(_clamp(A.add(A.mul(density, numel), -HALF if low else HALF), numel), numel)
 
 

@@ -383,6 +383,25 @@ def test_predict_leaves_out_what_a_refused_step_makes_meaningless(harness):
     assert not res.disagreements, _show(res)
 
 
+def test_an_unrounded_count_beside_layers_of_no_weights(harness):
+    """A global pruning over a continuous knob (a kept count the arithmetic does not
+    round: a range, verify/settling.py `unrounded`) on a llama whose head pruning left
+    layers of 0 weights: the range divided by the 0 elements, and `predict` and the
+    verifier failed with "division by zero" (the differential run, 2026-12-02: a llama
+    case `prune(global) prune(head) quantize`). Both orders of the two steps."""
+    from kmr_dsl.verify import predict
+
+    glob, head = ("prune(amount = g, method = global) on layers(Linear)",
+                  "prune(amount = 0.9, method = head) on layers(Linear)")
+    for steps in (f"{glob}\n{head}", f"{head}\n{glob}"):
+        text = _program(_model("llama", "10,8,4,2,9,3", "000"), steps + "\nquantize(bits = 8) on layers(Linear)",
+                        "params <= 100000", "knob g : float in [0.0, 0.9] = 0.3")
+        program, _ = harness.check(text)
+        assert {"params", "nonzero", "size"} <= set(predict(program, "p", {"g": 0.3})), steps
+        res = harness.judge(text, [{"g": 0.3}, {"g": 0.85}])
+        assert not res.disagreements, _show(res)
+
+
 def test_a_head_group_pruned_to_nothing_is_refuted_at_its_step(harness):
     """One head of one: 0.75 of it rounds to the whole head, and the group has no rows
     left. A later step on the group's value projection shrinks nothing; the state must
