@@ -386,9 +386,9 @@ def test_predict_leaves_out_what_a_refused_step_makes_meaningless(harness):
 def test_an_unrounded_count_beside_layers_of_no_weights(harness):
     """A global pruning over a continuous knob (a kept count the arithmetic does not
     round: a range, verify/settling.py `unrounded`) on a llama whose head pruning left
-    layers of 0 weights: the range divided by the 0 elements, and `predict` and the
-    verifier failed with "division by zero" (the differential run, 2026-12-02: a llama
-    case `prune(global) prune(head) quantize`). Both orders of the two steps."""
+    layers of 0 weights: the range divided by the 0 elements, and `predict` failed with
+    "division by zero" (the differential run, 2026-12-02: a llama case `prune(global)
+    prune(head) quantize`). Both orders of the two steps."""
     from kmr_dsl.verify import predict
 
     glob, head = ("prune(amount = g, method = global) on layers(Linear)",
