@@ -29,12 +29,41 @@ MLP = textwrap.dedent("""
 """)
 
 
-@pytest.fixture
-def folder(tmp_path, monkeypatch):
-    (tmp_path / "tinymlp.py").write_text(MLP)
+# two small transformers decoders built from configs (no download), for the export tests
+# that need a real architecture; a test module adds its own models after these
+DECODERS = textwrap.dedent("""
+    import torch
+    import transformers
+
+
+    def make_gpt2():
+        torch.manual_seed(0)
+        cfg = transformers.GPT2Config(vocab_size=128, n_positions=64, n_embd=32, n_layer=2, n_head=4,
+                                      use_cache=False, bos_token_id=0, eos_token_id=0)
+        return transformers.GPT2LMHeadModel(cfg).eval()
+
+
+    def make_llama():
+        torch.manual_seed(0)
+        cfg = transformers.LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                       tie_word_embeddings=False, use_cache=False)
+        return transformers.LlamaForCausalLM(cfg).eval()
+""")
+
+
+def program_module(tmp_path, monkeypatch, name: str, source: str):
+    """A program folder holding the module `name` (its factories), importable while the
+    test runs and forgotten after it (a generator: `yield from` it in a fixture)."""
+    (tmp_path / f"{name}.py").write_text(source)
     monkeypatch.syspath_prepend(str(tmp_path))
     yield tmp_path
-    sys.modules.pop("tinymlp", None)
+    sys.modules.pop(name, None)
+
+
+@pytest.fixture
+def folder(tmp_path, monkeypatch):
+    yield from program_module(tmp_path, monkeypatch, "tinymlp", MLP)
 
 
 def save(model, folder, spec: LoaderSpec, name="out"):

@@ -7,7 +7,6 @@ naming the layer, or with `--dense` zero-padded to a width it can state."""
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 import torch
@@ -19,36 +18,18 @@ from kmr_dsl.export.hf_export import export_hf  # noqa: E402
 from kmr_dsl.facts import LoaderSpec  # noqa: E402
 from kmr_dsl.rules import prune, quantize  # noqa: E402
 from kmr_dsl.runtime import context, layers as kl  # noqa: E402
-from tests.export.conftest import quantize_layers, save  # noqa: E402
+from tests.export.conftest import DECODERS, program_module, quantize_layers, save  # noqa: E402
 
 IDS = torch.randint(1, 128, (2, 10), generator=torch.Generator().manual_seed(5))
 
 
-MODELS = """
-import torch
-import transformers
-
-
-def make_llama():
-    torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                                   tie_word_embeddings=False, use_cache=False)
-    return transformers.LlamaForCausalLM(cfg).eval()
-
+MODELS = DECODERS + """
 
 def make_bert():
     torch.manual_seed(0)
     cfg = transformers.BertConfig(vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                                   intermediate_size=64, max_position_embeddings=64)
     return transformers.BertModel(cfg).eval()
-
-
-def make_gpt2():
-    torch.manual_seed(0)
-    cfg = transformers.GPT2Config(vocab_size=128, n_positions=64, n_embd=32, n_layer=2, n_head=4, use_cache=False,
-                                  bos_token_id=0, eos_token_id=0)
-    return transformers.GPT2LMHeadModel(cfg).eval()
 
 
 class Pooled(transformers.BertModel):
@@ -68,10 +49,7 @@ def make_pooled():
 
 @pytest.fixture
 def models(tmp_path, monkeypatch):
-    (tmp_path / "pruned_models.py").write_text(MODELS)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield tmp_path
-    sys.modules.pop("pruned_models", None)
+    yield from program_module(tmp_path, monkeypatch, "pruned_models", MODELS)
 
 
 def _model(folder, fn):

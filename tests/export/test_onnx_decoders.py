@@ -6,7 +6,6 @@ a batch and sequence length the export never saw."""
 
 from __future__ import annotations
 
-import sys
 import textwrap
 
 import numpy as np
@@ -23,28 +22,9 @@ from kmr_dsl.facts import LoaderSpec  # noqa: E402
 from kmr_dsl.rules import quantize  # noqa: E402
 from kmr_dsl.runtime import layers as kl, modules as km  # noqa: E402
 from kmr_dsl.runtime.artifact import load  # noqa: E402
-from tests.export.conftest import save  # noqa: E402
+from tests.export.conftest import DECODERS, program_module, save  # noqa: E402
 
-MODELS = textwrap.dedent("""
-    import torch
-    import transformers
-
-
-    def make_gpt2():
-        torch.manual_seed(0)
-        cfg = transformers.GPT2Config(vocab_size=128, n_positions=64, n_embd=32, n_layer=2, n_head=4,
-                                      use_cache=False, bos_token_id=0, eos_token_id=0)
-        return transformers.GPT2LMHeadModel(cfg).eval()
-
-
-    def make_llama():
-        torch.manual_seed(0)
-        cfg = transformers.LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                                       tie_word_embeddings=False, use_cache=False)
-        return transformers.LlamaForCausalLM(cfg).eval()
-
-
+MODELS = DECODERS + textwrap.dedent("""
     class FixedBatch(torch.nn.Module):
         # reads its batch size as a Python int: traced, the graph keeps the traced one
         def __init__(self):
@@ -71,10 +51,7 @@ FRESH = torch.randint(0, 128, (5, 23), generator=torch.Generator().manual_seed(7
 
 @pytest.fixture
 def decoders(tmp_path, monkeypatch):
-    (tmp_path / "decoders.py").write_text(MODELS)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield tmp_path
-    sys.modules.pop("decoders", None)
+    yield from program_module(tmp_path, monkeypatch, "decoders", MODELS)
 
 
 def _artifact(folder, fn, quantized=(), scheme="weight_only"):
