@@ -116,5 +116,26 @@ def example_unit(d: Dim) -> str:
     return {BYTES: "KB", TIME: "ms"}.get(d, "")
 
 
+
+def fmt_value(value: float | None, dim: str) -> str:
+    """A reading for people, in its dimension's unit: bytes as B/KB/MB/GB (two decimals),
+    time as s or ms, counts of 100 or more with separators, else 4 significant digits.
+    `dim` is a dimension word (`expr_dim`'s); anything but bytes and time is a plain number."""
+    if value is None:
+        return "-"
+    if dim == "bytes":
+        for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+            if abs(value) >= scale:
+                return f"{value / scale:.2f} {unit}"
+        return f"{value:.0f} B"
+    if dim == "time":
+        if abs(value) >= 1:
+            return f"{value:.3f} s"
+        return f"{value * 1e3:.3f} ms"
+    if float(value).is_integer() and abs(value) >= 100:
+        return f"{int(value):,}"
+    return f"{value:.4g}"
+
+
 __all__ = ["BYTES", "Dim", "NUMBER", "TIME", "UNITS", "dim_label", "div", "example_unit",
-           "meter_dim", "mul", "suggest", "to_base"]
+           "fmt_value", "meter_dim", "mul", "suggest", "to_base"]

@@ -17,6 +17,7 @@ from typing import Callable
 from kmr_dsl.core.program import (
     Const, Constraint, DataRef, EnumLit, FieldRef, If, KnobRef, MeterRef, ModelArg, Op, ParamRef,
 )
+from kmr_dsl import units
 from kmr_dsl.core.walk import Dispatch, nodes
 
 _BINARY = {
@@ -149,3 +150,40 @@ def meter_refs(expr) -> list[MeterRef]:
         if isinstance(e, MeterRef) and e not in out:
             out.append(e)
     return out
+
+
+def expr_dim(expr, program) -> str:
+    """The dimension word (`bytes`, `time`, else `number`) of an expression's value, for
+    showing it: literals carry theirs, meters and knobs their declarations'; sums take
+    their operands' (the checker made them equal), products and quotients combine them
+    (`size / baseline.size` is a number, `size / latency` neither bytes nor time)."""
+    dim = _dim(expr, program)
+    return "bytes" if dim == units.BYTES else "time" if dim == units.TIME else "number"
+
+
+_WORDS = {"bytes": units.BYTES, "time": units.TIME}     # a declaration's word; the rest are numbers
+
+
+def _dim(e, program):
+    if isinstance(e, Const):
+        return _WORDS.get(e.dim, units.NUMBER)
+    if isinstance(e, MeterRef):
+        meter = program.meters.get(e.name)
+        return None if meter is None else _WORDS.get(meter.dim, units.NUMBER)
+    if isinstance(e, KnobRef):
+        knob = program.knobs.get(e.knob)
+        return None if knob is None else _WORDS.get(knob.dim, units.NUMBER)
+    if isinstance(e, If):
+        return _dim(e.then, program)
+    if isinstance(e, Op) and e.op in ("*", "/"):
+        dims = [_dim(a, program) for a in e.args]
+        if any(d is None for d in dims):
+            return None
+        out = dims[0]
+        for d in dims[1:]:
+            out = units.mul(out, d) if e.op == "*" else units.div(out, d)
+        return out
+    if isinstance(e, Op) and e.op in ("+", "-", "min", "max", "neg"):
+        return next((d for d in (_dim(a, program) for a in e.args) if d is not None), None)
+    return None
+

@@ -10,25 +10,9 @@ unstructured sparsity gives no CPU speedup, that int4/int2 are storage formats h
 
 from __future__ import annotations
 
-from kmr_dsl.core.evaluate import meter_key, meter_refs
+from kmr_dsl.core.evaluate import expr_dim, meter_key
 from kmr_dsl.outcome import LineVerdict, Outcome
-
-
-def fmt_value(value: float | None, dim: str) -> str:
-    if value is None:
-        return "-"
-    if dim == "bytes":
-        for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
-            if abs(value) >= scale:
-                return f"{value / scale:.2f} {unit}"
-        return f"{value:.0f} B"
-    if dim == "time":
-        if abs(value) >= 1:
-            return f"{value:.3f} s"
-        return f"{value * 1e3:.3f} ms"
-    if float(value).is_integer() and abs(value) >= 100:
-        return f"{int(value):,}"
-    return f"{value:.4g}"
+from kmr_dsl.units import fmt_value
 
 
 def _dim(session, key: str) -> str:
@@ -49,20 +33,20 @@ def rows(session, outcome: Outcome) -> list[tuple[str, str, str, str]]:
 
 
 def _line_dim(session, line: LineVerdict) -> str:
-    for key in session.refs:
-        if meter_key(key) in line.text or key.name in line.text:
-            return _dim(session, meter_key(key))
+    """The unit a budget line's sides are shown in: its left side's dimension
+    (`size / baseline.size <= 20%` compares numbers, not bytes). The line is found by its
+    line in the file (two lines written on one line of text show the first one's unit)."""
+    for c in session.pipeline.budget:
+        if c.span.line == line.line:
+            return expr_dim(c.left, session.program)
     return "number"
 
 
 def _text_dim(session, text: str) -> str:
-    """The unit of a `report` item: its meter's, when it reads exactly one meter."""
+    """The unit of a `report` item: its expression's dimension."""
     for item in session.pipeline.report:
         if item.text == text:
-            names = {ref.name for ref in meter_refs(item.expr)}
-            if len(names) == 1 and len(meter_refs(item.expr)) == 1:
-                meter = session.program.meters.get(names.pop())
-                return meter.dim if meter else "number"
+            return expr_dim(item.expr, session.program)
     return "number"
 
 

@@ -183,9 +183,13 @@ def _decide(model: PipelineModel, lines: list[Line], limits: Limits,
     bad = [ln for ln in lines if ln.problem]
     if bad:
         reason = f"`{bad[0].text}`: {bad[0].problem}"
-        result = ObligationResult("feasibility", Verdict.UNKNOWN, bad[0].span, "budget: unknown", pipe.name,
+        undefined = all(ln.undefined for ln in bad)
+        # a line undefined at some setting has its KMR305 error (the setting, the fix): say so
+        summary = f"budget: unknown (`{bad[0].text}` is undefined at some setting: KMR305)" if undefined \
+            else "budget: unknown"
+        result = ObligationResult("feasibility", Verdict.UNKNOWN, bad[0].span, summary, pipe.name,
                                   reason=reason, method="model")
-        if all(ln.undefined for ln in bad):
+        if undefined:
             return result, []
         return result, [error("KMR303", bad[0].span, f"cannot verify budget line `{bad[0].text}`", reason)]
     defaults = model.knobs.defaults()

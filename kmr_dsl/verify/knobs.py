@@ -121,9 +121,15 @@ class KnobVar:
                 yield d
 
     def render(self, v) -> str:
+        """The value as the user writes it, with its unit where the knob has one (`mem =
+        1 GB`, `t = 0.25 s`): what a witness or counterexample shows can be pasted back."""
         u = self.to_user(v)
         if isinstance(u, bool):
             return "true" if u else "false"
+        if self.knob.dim == "bytes":
+            return _bytes(u)
+        if self.knob.dim == "time":
+            return f"{u} s"
         return str(u)
 
     def default(self):
@@ -138,6 +144,17 @@ class KnobVar:
     def value_at(self, k: int) -> Fraction:
         """Lattice point k of a stepped knob (k may lie beyond the domain: a relaxed bound)."""
         return self.values[0] + k * self.step
+
+
+def _bytes(u) -> str:
+    """A byte count in the largest decimal unit that keeps it whole (exact: 1500 B, not 1.5 KB)."""
+    if isinstance(u, int) or float(u).is_integer():
+        n = int(u)
+        for unit, scale in (("GB", 10 ** 9), ("MB", 10 ** 6), ("KB", 10 ** 3)):
+            if n and n % scale == 0:
+                return f"{n // scale} {unit}"
+        return f"{n} B"
+    return f"{u} B"
 
 
 class Lattice(Sequence):

@@ -21,6 +21,7 @@ from dataclasses import replace
 
 import z3
 
+from kmr_dsl.core.evaluate import expr_dim
 from kmr_dsl.core.program import Constraint, KnobRef
 from kmr_dsl.diagnostics import Diagnostic, Severity, warning
 from kmr_dsl.verify import algebra as A
@@ -34,6 +35,9 @@ from kmr_dsl.verify.render import render_constraint, render_setting
 from kmr_dsl.verify.report import Limits, new_solver
 from kmr_dsl.core.walk import nodes
 from kmr_dsl.verify.state import PipelineModel
+from kmr_dsl.units import fmt_value
+
+_UNIT = {"bytes": " (bytes)", "time": " (seconds)"}
 
 
 WARNING_EFFORT = 10     # a vacuity check gets 1/10 of the verdicts' solver limits
@@ -144,11 +148,15 @@ def check_warnings(model: PipelineModel, lines: list[Line], runtime_lines: list[
                 g = approx_value(model, ln.expr, env)
                 left = right + g if ln.constraint.op in ("<=", "<", "==", "!=") else right - g
                 left = int(left) if float(left).is_integer() else round(left, 6)
+                dim = expr_dim(ln.constraint.left, model.program)
+                a, b = fmt_value(float(left), dim), fmt_value(float(right), dim)
+                # rounded for reading, unless that hides the difference
+                shown = f"{a} against {b}" if a != b else f"{left} against {right}" + _UNIT.get(dim, "")
             except (Unevaluable, OverflowError):      # beyond float64: no number worth printing
                 continue
             diags.append(warning(
                 "KMR312", ln.span, f"the default setting violates budget line `{ln.text}`",
-                f"at the defaults ({render_setting(defaults, model.knobs, limit=6)}): {left} against {right}"))
+                f"at the defaults ({render_setting(defaults, model.knobs, limit=6)}): {shown}"))
             break
     for c in runtime_lines:
         text = render_constraint(c, model.program.sources)
