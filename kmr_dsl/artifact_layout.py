@@ -144,7 +144,7 @@ def weight_entry_names(weight_name: str, bits: int, sparse: bool, zeros: bool = 
 # and do not enter the choice. So a stored weight never takes more bytes than its dense
 # form would (the entries' real offsets have at most `digits` digits, and the sparse
 # form has two offsets more), which is what the `size` meter's upper end counts when it
-# does not know the weight's density (verify/cost.py). Older files chose by the data
+# does not know the weight's density (verify/file_bytes.py). Older files chose by the data
 # alone (`data_sparse`); the reader takes either form whatever the choice.
 DTYPE_NAMES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64", "int8": "I8",
                "uint8": "U8"}
@@ -315,7 +315,7 @@ INPUT_SCALE_ENTRIES = 9
 
 # What a layer's recipe entry holds at least, whatever form it takes: its escaped
 # name, the colon, and the shortest config its kind can have. The lower end of the
-# `size` meter (verify/cost.py) counts this. Any layer may be `{"type":"keep"}` (a
+# `size` meter (verify/layer_cost.py) counts this. Any layer may be `{"type":"keep"}` (a
 # module codec.describe does not know is kept raw), except a Linear: every form of it
 # (`Linear`, `HalfLinear`, `QuantLinear`, `DynamicLinear`, the static int8 one, a
 # factorized or adapted one, each with optional flags) holds at least the plain

@@ -6,26 +6,9 @@ Contract: `meter_expr(model, meter, state)` is the value of `params`, `nonzero`,
 per-layer parts and the constant rest (`kmr_dsl.verify.explain` prints them for
 `kmr check --explain size`).
 
-Per matrix layer (Linear, Conv1d/2d, Embedding) with facts in0, out0, W0 weight and B0
-bias elements, M0 MACs, and state in, out, density d, bits b, rank r, adapter rank a:
-- weight elements N: dense W0 * (in/in0) * (out/out0); when a rule has set `rank`
-  and r*(in+out) < in*out the layer is two factors with r*in and out*r elements
-  (lowrank's own test), read where `lowrank` made it (settling.Factors: its rank k and
-  shape): a later head or channel pruning slices the two factors to k*in and out*k
-  elements, k kept, and never decides the form anew; a never-factorized layer is dense
-  at every shape;
-- params = N + B0*(out/out0) + a*(in+out); nonzero = d*N + bias + adapters;
-- macs = M0 * (N + a*(in+out)) / W0 (sparsity does not reduce MACs; the runtime counts
-  factors and adapters as the matmuls they run); an attention's query projection adds
-  its attention's own matmul MACs (facts' attention_macs) times heads/heads0;
-- size (bytes, kmr_dsl.artifact_layout): per weight tensor min(dense, sparse) with
-  dense = N*b/8, sparse = N/8 + d*N*b/8, plus 4 B per row (or group) when b <= 8 and
-  1 B more per row (or group) when the layer is not `symmetric` (its zero points); bias at 2 B per
-  element when b = 16, else 4; adapters fp32; an explicit input scale (`input_scale`)
-  in*4 B and its entry;
-- trainable_params = if model.trainable then (frozen ? 0 : N + bias) + adapters + rest
-  else 0.
-Other layers (norms) keep their parameters (scaled with their channels) at their dtype.
+The per-layer parts are verify/layer_cost.py's (its docstring gives each meter's
+formula per layer); the file's bytes (header entries, one tensor's forms, the header's
+constant part) verify/file_bytes.py's.
 Outside the layers: other_params at 4 B, buffers, and the safetensors header
 (artifact_layout's per-entry formula; int formats add a `.scale` entry, sparse ones a
 second entry, which is why each branch of the min carries its own header bytes).
@@ -61,29 +44,21 @@ every meter is then a range (LOW_ENDS), its lower end read where a line needs th
 meter large. The upper end of `size` over a rank range also reads the largest rank
 that factorizes: there the two factors' scales, entries and config can outweigh the
 few elements they save.
-The writer picks a weight's form by its bytes in the file, header entries included
-(artifact_layout.is_sparse), so the upper end is min(dense, sparse) with each form's
-own entries, whatever the density in its range.
-A BatchNorm's running statistics (facts.channel_buffer_bytes, taken out of
-buffers_bytes) shrink with its channels. A depthwise conv (facts.depthwise) has
-W0 * (out/out0) weight elements: its in and out channels are one count.
 """
 
 from __future__ import annotations
 
-from fractions import Fraction
-from functools import cached_property
-
 import sympy as sp
 
-from kmr_dsl import artifact_layout as layout
-from kmr_dsl.core.state import ANALYTIC_METERS, LAYER_FIELDS, MATRIX_KINDS, scale_groups
+from kmr_dsl.core.state import ANALYTIC_METERS, LAYER_FIELDS
 from kmr_dsl.facts import LayerFact, ModelFacts
 from kmr_dsl.verify import algebra as A
 from kmr_dsl.verify.bounds import instance_info
 from kmr_dsl.verify.intervals import intern_key, symbols_key, values_key
 from kmr_dsl.verify.numeric import as_number, evaluate
-from kmr_dsl.verify.settling import factor_fields, factor_rank, factor_test, matrix_numel
+from kmr_dsl.verify.file_bytes import fixed_header, offset_digits
+from kmr_dsl.verify.layer_cost import layer_costs
+from kmr_dsl.verify.settling import factor_fields, factor_rank
 from kmr_dsl.verify.state import PipelineModel, State
 
 UNITS = ANALYTIC_METERS     # meter -> dimension
@@ -100,335 +75,6 @@ NONZERO_LOW, PARAMS_LOW, MACS_LOW, TRAINABLE_LOW = "nonzero_low", "params_low", 
 LOW_ENDS = {"size": SIZE_LOW, "nonzero": NONZERO_LOW, "params": PARAMS_LOW, "macs": MACS_LOW,
             "trainable_params": TRAINABLE_LOW}
 _OF_LOW = {low: meter for meter, low in LOW_ENDS.items()}
-_ITEMSIZE = {"float16": 2, "bfloat16": 2, "float64": 8}
-
-
-_EIGHTH = Fraction(1, 8)
-
-
-def entry_bytes(name: str, ndim, digits: int, low: bool = False, shape_chars: int | None = None,
-                dtype_chars=layout.MAX_DTYPE_CHARS):
-    """Header characters of one safetensors entry (artifact_layout.header_bytes_estimate's
-    formula); `low`: a lower bound instead (artifact_layout.entry_chars_low).
-    `shape_chars` (upper end): the most characters the entry's shape can print (from the
-    baseline's dimensions, which no rule grows): the entry is then bounded rather than
-    estimated, with `dtype_chars` for its dtype's name (at most BF16's 4)."""
-    if low:
-        if isinstance(ndim, int):
-            return layout.entry_chars_low(name, ndim)
-        return A.add(layout.entry_chars_low(name, 1) - 1, A.mul(2, ndim))
-    if shape_chars is not None:
-        return A.add(layout.ENTRY_FIXED + len(name) + 2 * digits + shape_chars, dtype_chars)
-    fixed = layout.ENTRY_FIXED + len(name) + layout.DTYPE_CHARS + 2 * digits
-    if isinstance(ndim, int):
-        return fixed + max(1, 4 * ndim - 1)
-    return A.add(fixed - 1, A.mul(4, ndim))
-
-
-def _chars(n: int) -> int:
-    return len(str(max(1, int(n))))
-
-
-def shape_chars(dims) -> int:
-    """The characters of a shape whose dimensions are at most `dims`."""
-    return sum(_chars(d) for d in dims) + max(0, len(dims) - 1)
-
-
-def _scale_count(numel, rows, group_size):
-    """fp32 scales of an integer weight: one per row, or per group of a row's inputs."""
-    if A.is_number(group_size) and group_size == 0:
-        return rows
-    # max(g, 1): the grouped branch must stay finite where the ite takes the other one
-    groups = scale_groups(A.div(numel, rows), A.max_(group_size, 1), A.ceil_)
-    return A.ite(A.compare("==", group_size, 0), rows, A.mul(rows, groups))
-
-
-def _zero_points(is_int, symmetric):
-    """The condition under which a weight stores zero points: an integer, asymmetric one."""
-    return A.and_(is_int, A.not_(A.num(symmetric) if isinstance(symmetric, bool) else symmetric))
-
-
-def tensor_data_bytes(numel, rows, bits, density, group_size=0, symmetric=True):
-    """Data bytes of one matrix weight (artifact_layout.tensor_bytes without its ceilings)."""
-    dense = A.mul(numel, bits, _EIGHTH)
-    sparse = A.add(A.mul(numel, _EIGHTH), A.mul(density, numel, bits, _EIGHTH))
-    is_int = A.compare("<=", bits, 8)
-    count = _scale_count(numel, rows, group_size)
-    scales = A.add(A.ite(is_int, A.mul(4, count), 0), A.ite(_zero_points(is_int, symmetric), count, 0))
-    return A.add(A.min_(dense, sparse), scales)
-
-
-def _tensor_bytes(numel, rows, bits, density, name: str, ndim: int, digits: int, group_size=0, symmetric=True,
-                  low=False, linear_bits=None, dims=None):
-    """Data + header bytes of one stored weight in the writer's smaller form (`low`: its
-    header entries' lower bound; the data bytes lack only their ceilings either way).
-    `linear_bits` (`low` only): the tensor's density is known only in total with others
-    whose widths are at least this; the lower end is then linear in the density.
-    `dims` (upper end): the most each dimension of the weight can be; its entries are
-    then bounded (every flat entry holds at most as many elements as the weight, whose
-    count prints in at most as many characters as its shape)."""
-    is_int = A.compare("<=", bits, 8)
-    q_ndim = ndim if A.is_number(bits) and bits == 8 else A.ite(A.compare("==", bits, 8), ndim, 1)
-    if isinstance(q_ndim, sp.Integer):
-        q_ndim = int(q_ndim)          # 8-bit keeps its shape; 4/2-bit are packed flat
-    full = flat = per_row = None
-    if dims is not None and not low:
-        # the weight's shape; a flat entry's count (at most the weight's elements); the
-        # scales' (a row's or a group's: per row, at most the largest dimension)
-        full, flat = shape_chars(dims), _chars(_product(dims))
-        per_row = _chars(max(dims)) if A.is_number(group_size) and group_size == 0 else flat
-    # dtype names: F32/F64 3, BF16/F16 4, I8/U8 2
-    float_dtype = A.ite(A.compare("==", bits, 16), 4, 3)
-    # bounded, the q entry takes the weight's own dimensions (a packed one prints fewer)
-    dense_header = A.ite(is_int, entry_bytes(layout.entry(name, layout.Q), q_ndim if full is None else ndim, digits,
-                                             low, full, 2),
-                         entry_bytes(name, ndim, digits, low, full, float_dtype))
-    sparse_header = A.add(entry_bytes(layout.entry(name, layout.BITMAP), 1, digits, low, flat, 2),
-                          entry_bytes(layout.entry(name, layout.VALUES), 1, digits, low, flat,
-                                      A.ite(is_int, 2, float_dtype)))
-    dense_data = A.mul(numel, bits, _EIGHTH)
-    sparse_data = A.add(A.mul(numel, _EIGHTH), A.mul(density, numel, bits, _EIGHTH))
-    dense, sparse = A.add(dense_data, dense_header), A.add(sparse_data, sparse_header)
-    count = _scale_count(numel, rows, group_size)
-    scales = A.ite(is_int, A.add(A.mul(4, count), entry_bytes(layout.entry(name, layout.SCALE), 1, digits, low, per_row, 3)),
-                   0)
-    # one int8 zero point per scale, an entry of its own, and (upper end) a longer recipe config
-    zeros = A.ite(_zero_points(is_int, symmetric),
-                  A.add(count, entry_bytes(layout.entry(name, layout.ZERO_POINT), 1, digits, low, per_row, 2),
-                        0 if low else layout.ASYMMETRIC_CONFIG_CHARS), 0)
-    if low:
-        if linear_bits is not None:
-            # densities known only in total over several tensors (global pruning's pool,
-            # the two factors a later prune ranks together): min(dense, sparse) is concave
-            # in the density, so the average's bytes are no lower end; each tensor's bytes
-            # are at least N/8 + d*N*(b - 1)/8 (dense: N*b/8; sparse: N/8 + d*N*b/8),
-            # linear in d, so its sum over the group is exact at the average
-            data = A.add(A.mul(numel, _EIGHTH), A.mul(density, numel, A.sub(linear_bits, 1), _EIGHTH))
-            return A.add(data, A.min_(dense_header, sparse_header), scales, zeros)
-        return A.add(A.min_(dense, sparse), scales, zeros)
-    # The writer stores the sparse form only when its data and entries are fewer bytes
-    # than the dense form's (artifact_layout.is_sparse, every entry counted with offsets
-    # at the digits of the file's largest one), so the file holds at most the smaller of
-    # the two, whichever it picks: no density test is needed, and a density known only
-    # from above (verify/lowend.py) bounds the sparse form all the same.
-    return A.add(A.min_(dense, sparse), scales, zeros)
-
-
-def _product(dims) -> int:
-    out = 1
-    for d in dims:
-        out *= max(1, int(d))
-    return out
-
-
-def _ratio(now, then: int):
-    return A.div(now, then) if then else A.ONE
-
-
-class _LayerCost:
-    """One layer's meter parts in one state, each built only when asked for."""
-
-    def __init__(self, f: LayerFact, st: dict, digits: int, rank_set: bool):
-        self.f, self.st, self.digits, self.rank_set = f, st, digits, rank_set
-        self.matrix = f.kind in MATRIX_KINDS
-
-    @cached_property
-    def _scales(self):
-        return (_ratio(self.st["in_features"], self.f.in_features),
-                _ratio(self.st["out_features"], self.f.out_features))
-
-    @cached_property
-    def _factored(self):
-        """The factorization test, or None for a layer no rule has given a rank."""
-        return factor_test(self.st) if self.rank_set else None
-
-    @cached_property
-    def dense_n(self):
-        if self.f.depthwise:        # one filter per channel: in and out channels are one count
-            return A.mul(self.f.weight_params, self._scales[1])
-        return A.mul(self.f.weight_params, *self._scales)
-
-    @cached_property
-    def numel(self):
-        return matrix_numel(self.st, self.dense_n, self.rank_set)
-
-    @cached_property
-    def bias_n(self):
-        return A.mul(self.f.bias_params, self._scales[1])
-
-    @cached_property
-    def adapters(self):
-        return A.mul(self.st["adapter_rank"], A.add(self.st["in_features"], self.st["out_features"]))
-
-    def params(self):
-        if not self.matrix:
-            return A.mul(self.f.params, self._scales[1])
-        return A.add(self.numel, self.bias_n, self.adapters)
-
-    def nonzero(self):
-        if not self.matrix:
-            return self.params()
-        return A.add(A.mul(self.st["density"], self.numel), self.bias_n, self.adapters)
-
-    def macs(self):
-        f = self.f
-        # an attention's own matmuls (counted on its query projection) scale with its heads
-        attention = A.mul(f.attention_macs, _ratio(self.st["heads"], f.heads)) if f.attention_macs else A.ZERO
-        if not self.matrix or not f.weight_params:
-            return A.add(A.num(f.macs), attention)
-        return A.add(A.mul(f.macs, A.div(A.add(self.numel, self.adapters), f.weight_params)), attention)
-
-    def trainable(self):
-        if not self.matrix:
-            return A.ite(self.st["frozen"], 0, self.params())
-        return A.add(A.ite(self.st["frozen"], 0, A.add(self.numel, self.bias_n)), self.adapters)
-
-    def size(self):
-        return self._size(low=False)
-
-    def size_low(self):
-        return self._size(low=True)
-
-    def _config_low(self) -> int:
-        """A lower bound of the layer's recipe config (artifact_layout.config_chars_low):
-        the digits of a dimension the state fixes, else one."""
-        def digits(v):
-            return len(str(int(v))) if A.is_number(v) and v >= 1 else 1
-        return layout.config_chars_low(self.f.kind, self.f.bias_params > 0, digits(self.st["in_features"]),
-                                       digits(self.st["out_features"]))
-
-    def _size(self, low: bool):
-        """The layer's bytes in the file: an upper bound, or (`low`) a lower bound."""
-        if low:
-            return A.add(self._size_parts(True), self._config_low())
-        if self.f.kind == "Linear":
-            return A.add(self._size_parts(False), self._config_high())
-        return self._size_parts(False)
-
-    def _config_high(self):
-        """An upper bound of a Linear's recipe config (artifact_layout.linear_config_chars_high)
-        by its storage width, factorization and adapter, each as the state says."""
-        f, st = self.f, self.st
-        b, a = st["bits"], st["adapter_rank"]
-        dims = (f.bias_params > 0, len(str(max(1, f.in_features))), len(str(max(1, f.out_features))))
-
-        def by_width(factorized, adapted):
-            size = {w: layout.linear_config_chars_high(*dims, w, factorized, adapted, f.dtype)
-                    for w in ("f32", "f16", "int8", "low")}
-            return A.ite(A.compare(">=", b, 32), size["f32"], A.ite(A.compare(">=", b, 16), size["f16"],
-                         A.ite(A.compare("==", b, 8), size["int8"], size["low"])))
-
-        def by_form(adapted):
-            plain = by_width(False, adapted)
-            return plain if self._factored is None else A.ite(self._factored, by_width(True, adapted), plain)
-        return A.ite(A.compare(">", a, 0), by_form(True), by_form(False))
-
-    def _size_parts(self, low: bool):
-        f, st, digits = self.f, self.st, self.digits
-        if not self.matrix:
-            header = sum(entry_bytes(f"{f.name}.{n}", 1, digits, low)
-                         for n, count in (("weight", f.weight_params), ("bias", f.bias_params)) if count)
-            if f.kind.startswith("BatchNorm"):
-                # its running statistics are entries of the file too (their bytes are in
-                # facts.buffers_bytes); counted as 1-dim entries, an upper bound
-                # (num_batches_tracked has no dimension: 0 shape characters at the lower end)
-                header += sum(entry_bytes(f"{f.name}.{n}", 0 if low and n == "num_batches_tracked" else 1,
-                                          digits, low)
-                              for n in ("running_mean", "running_var", "num_batches_tracked"))
-            # per-channel buffers (running statistics) shrink with the channels
-            stats = A.mul(f.channel_buffer_bytes, self._scales[1])
-            return A.add(A.mul(self.params(), _ITEMSIZE.get(f.dtype, 4)), stats, header)
-        b, d, r = st["bits"], st["density"], st["rank"]
-        inf, outf = st["in_features"], st["out_features"]
-        ndim = max(1, len(f.weight_shape))
-        weight = f"{f.name}.weight"
-        g, sym = st["group_size"], st["symmetric"]
-        pooled = st.get("pool_bits") if low else None      # the least width of its pool
-        # the baseline's dimensions bound every shape (no rule grows a weight); a factor is
-        # [r, in] or [out, r] with r below both
-        shape = tuple(f.weight_shape) or (f.weight_params,)
-        weights = _tensor_bytes(self.dense_n, outf, b, d, weight, ndim, digits, g, sym, low, pooled, shape)
-        bias_entry = entry_bytes(layout.bias_of(weight), 1, digits, low, _chars(f.bias_params)) if f.bias_params else 0
-        if self._factored is not None:
-            r = factor_rank(st)             # the inner dimension, which a later slicing keeps
-            first, second = layout.factor_weight(f.name, layout.FIRST), layout.factor_weight(f.name, layout.SECOND)
-            # a prune ranks the two factors together: their densities are known in total
-            shared = (b if pooled is None else pooled) if low else None
-            pair = (f.out_features, f.in_features)
-            fac = A.add(_tensor_bytes(A.mul(r, inf), r, b, d, first, 2, digits, g, sym, low, shared, pair),
-                        _tensor_bytes(A.mul(outf, r), outf, b, d, second, 2, digits, g, sym, low, shared, pair))
-            weights = A.ite(self._factored, fac, weights)
-            fac_entry = entry_bytes(layout.bias_of(second), 1, digits, low, _chars(f.bias_params)) \
-                if f.bias_params else 0
-            if not low and f.kind != "Linear":
-                # a factorized layer's recipe entry is longer (two Linear configs)
-                fac_entry += layout.FACTORIZED_CONFIG_CHARS - layout.config_chars(f.kind)
-            bias_entry = A.ite(self._factored, fac_entry, bias_entry)
-        bias_bytes = A.mul(self.bias_n, A.ite(A.compare("==", b, 16), 2, 4))
-        a = st["adapter_rank"]
-        adapter_header = entry_bytes(f"{f.name}.{layout.LORA_A}", 2, digits, low) + \
-            entry_bytes(f"{f.name}.{layout.LORA_B}", 2, digits, low) + \
-            (0 if low or f.kind == "Linear" else layout.ADAPTER_CONFIG_CHARS)
-        adapter_size = A.add(A.mul(4, self.adapters), A.ite(A.compare(">", a, 0), adapter_header, 0))
-        # packed bytes round up (at most CEIL_BYTES in all): the lower end leaves them out
-        return A.add(weights, bias_bytes, bias_entry, adapter_size, self._input_scale(low),
-                     0 if low else layout.CEIL_BYTES)
-
-    def _input_scale(self, low: bool):
-        """An explicit input scale (awq, smoothquant where nothing folds): in fp32 values
-        and their entry, exactly; the upper end adds the wrapper's config and the longer
-        names of the weight's entries (artifact_layout.SCALED_CONFIG_CHARS)."""
-        flag = self.st.get("input_scale", A.FALSE)
-        if flag is A.FALSE or flag is False:
-            return 0
-        name = f"{self.f.name}.{layout.INPUT_SCALE}"
-        extra = 0 if low else layout.SCALED_CONFIG_CHARS + layout.INPUT_SCALE_ENTRIES * layout.INPUT_SCALE_NAME_CHARS
-        return A.ite(flag, A.add(A.mul(4, self.st["in_features"]), entry_bytes(name, 1, self.digits, low), extra), 0)
-
-
-def layer_costs(f: LayerFact, st: dict, digits: int, rank_set: bool = False,
-                meters=("params", "nonzero", "size", "macs", "trainable")) -> dict[str, object]:
-    """Meter parts of one layer in state `st` (rank_set: a rule has set its rank)."""
-    lc = _LayerCost(f, st, digits, rank_set)
-    return {m: getattr(lc, m)() for m in meters}
-
-
-def _digits(model: PipelineModel) -> int:
-    """Digits of the data offsets in the header, from the baseline's data size (a constant)."""
-    facts = model.facts
-    data = sum(f.weight_params * f.bits // 8 + f.bias_params * 4 for f in facts.layers)
-    data += 4 * max(0, facts.other_params) + facts.buffers_bytes
-    return len(str(max(1, data)))
-
-
-def _recipe_fixed(model: PipelineModel) -> int | None:
-    """The recipe's characters besides its layers, exactly as `kmr run` writes them (its
-    loader call with the program's absolute folder, info {"pipeline": NAME});
-    None when no pipeline is known (`cost_at`)."""
-    pipe = model.pipeline
-    if pipe is None:
-        return None
-    return layout.recipe_fixed_chars(pipe.model.loader, {"pipeline": pipe.name})
-
-
-def _fixed_header(model: PipelineModel, low: bool = False) -> int:
-    """Header bytes that do not depend on the state: length prefix, metadata, the recipe
-    with every layer plain (a factorized layer adds its difference in its own term).
-    `low`: a lower bound (every layer's shortest config, no padding)."""
-    fixed = _recipe_fixed(model)
-    layers = model.facts.layers
-    if low:
-        # without a pipeline: the shortest recipe (`"base":null`, empty info)
-        fixed = layout.recipe_fixed_chars(None, {}) if fixed is None else fixed
-        # (each layer's config: its own term, `_LayerCost._config_low`)
-        recipe = fixed + sum(layout.name_chars(f.name) for f in layers) + max(0, len(layers) - 1)
-        return 8 + layout.METADATA_FIXED + recipe
-    fixed = layout.RECIPE_FIXED_CHARS if fixed is None else fixed
-    # a Linear's config is its own term (`_LayerCost._config_high`); other kinds' estimated
-    recipe = fixed + sum(layout.name_chars(f.name) + 1 + (0 if f.kind == "Linear" else
-                                                          layout.config_chars(f.kind) + layout.CONFIG_MARGIN)
-                         for f in layers)
-    return 8 + layout.METADATA_FIXED + recipe + layout.PADDING_BYTES
 
 
 def _share_term_infos(model: PipelineModel, template, value, symbols: tuple) -> None:
@@ -480,7 +126,7 @@ def layer_terms(model: PipelineModel, meter: str, state: State) -> tuple[list[tu
 
 
 def _layer_terms(model: PipelineModel, meter: str, state: State):
-    digits = _digits(model)
+    digits = offset_digits(model)
     facts = model.facts
     base = meter if meter == SIZE_LOW else _OF_LOW.get(meter, meter)
     which = "trainable" if base == "trainable_params" else base
@@ -526,9 +172,9 @@ def _layer_terms(model: PipelineModel, meter: str, state: State):
     rest = {
         "params": A.num(other),
         "nonzero": A.num(other),
-        "size": A.num(4 * other + facts.buffers_bytes - channel_stats + _fixed_header(model)),
+        "size": A.num(4 * other + facts.buffers_bytes - channel_stats + fixed_header(model)),
         # parameters outside the layers: at least one byte each (their dtype is not a fact)
-        SIZE_LOW: A.num(other + facts.buffers_bytes - channel_stats + _fixed_header(model, low=True)),
+        SIZE_LOW: A.num(other + facts.buffers_bytes - channel_stats + fixed_header(model, low=True)),
         "macs": A.num(facts.total_macs - sum(f.macs + f.attention_macs for f in facts.layers)),
         "trainable_params": A.num(other),
     }[meter if meter == SIZE_LOW else base]
@@ -622,5 +268,4 @@ def cost_at(facts: ModelFacts, state: dict, rank_set=()) -> dict[str, float]:
     return {m: float(as_number(evaluate(meter_expr(model, m, sym), {}, exact=False))) for m in ANALYTIC_METERS}
 
 
-__all__ = ["ANALYTIC_METERS", "LOW_ENDS", "SIZE_LOW", "UNITS", "cost_at", "entry_bytes", "layer_costs", "layer_terms", "meter_expr",
-           "tensor_data_bytes"]
+__all__ = ["ANALYTIC_METERS", "LOW_ENDS", "SIZE_LOW", "UNITS", "cost_at", "layer_terms", "meter_expr"]

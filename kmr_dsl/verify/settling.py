@@ -13,7 +13,7 @@ more values than rounding.MAX_PIECES) is a range: the runtime's round_half_up(x)
 LOW_ENDS), and the bounds and the solver read those same expressions (`settle` with
 `low=True` settles a lower end). A channel, head or rank count it cannot round is not
 known (`settle`). `factor_test` and `matrix_numel` are also the cost model's
-(verify/cost.py): a factorized layer's weights, counted one way, at the form `lowrank`
+(verify/layer_cost.py): a factorized layer's weights, counted one way, at the form `lowrank`
 decided (`Factors`, kept in state.State.factors: `record_factors`
 when a rank effect runs, `merge_factors` when an adapter is merged into the layer),
 which a later head or channel pruning slices and never decides anew.

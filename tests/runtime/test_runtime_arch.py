@@ -538,7 +538,7 @@ RESNET = "hf_resnet:make_resnet"
 def test_resnet_channel_pruning_check_agrees_with_run(tmp_path, monkeypatch, capsys):
     steps = 'prune(amount = 0.5, method = channel) on layers(Conv2d, name = "*.layer.0.convolution")'
     want, outcome, session = check_and_run(tmp_path, monkeypatch, capsys, RESNET, steps)
-    # BatchNorm running statistics are header entries the size bound counts (cost.py)
+    # BatchNorm running statistics are header entries the size bound counts (verify/layer_cost.py)
     assert want["size"] >= outcome.meters["size"]
     assert_agree(want, outcome.meters, layers=0, slack=outside_entries(session.baseline))
     assert outcome.meters["macs"] < outcome.baseline["macs"]

@@ -9,7 +9,8 @@ from hypothesis import given, settings, strategies as st
 from kmr_dsl import artifact_layout as layout
 from kmr_dsl.verify import explain, predict, predict_layers
 from kmr_dsl.verify import algebra as A
-from kmr_dsl.verify.cost import entry_bytes, meter_expr, tensor_data_bytes
+from kmr_dsl.verify.cost import meter_expr
+from kmr_dsl.verify.file_bytes import entry_bytes, tensor_data_bytes
 from kmr_dsl.verify.numeric import evaluate
 from kmr_dsl.verify.obligations import pipeline_model
 from tests.verify.build import c, knob, kref, line, linears, meter, mlp_facts, op, program, step
