@@ -34,7 +34,8 @@ from kmr_dsl.verify import algebra as A
 from kmr_dsl.core.state import ANALYTIC_METERS
 from kmr_dsl.verify.cost import LOW_ENDS, meter_expr
 from kmr_dsl.verify.render import render_constraint
-from kmr_dsl.verify.state import Ctx, PipelineModel, eval_ir
+from kmr_dsl.verify.state import PipelineModel
+from kmr_dsl.verify.sympy_eval import Ctx, eval_ir
 
 _FLIP = {">=": "<=", ">": "<"}
 

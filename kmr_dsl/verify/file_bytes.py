@@ -24,6 +24,7 @@ from kmr_dsl.core.state import scale_groups
 from kmr_dsl.verify import algebra as A
 from kmr_dsl.verify.state import PipelineModel
 
+
 _EIGHTH = Fraction(1, 8)
 
 

@@ -1,5 +1,5 @@
 """Channel groups in the symbolic state: the layers a step changes together with the one
-it selects, one function per kind of coupling (verify/state.py calls them).
+it selects, one function per kind of coupling (verify/stepping.py calls them).
 
 Contract: each function changes `state.layers` in place for one step (`index`), records
 the step in `state.origin`, keeps each changed layer's previous dict in `before` (what

@@ -40,6 +40,7 @@ from kmr_dsl.verify import algebra as A
 from kmr_dsl.verify.file_bytes import entry_bytes, number_chars, tensor_bytes
 from kmr_dsl.verify.settling import factor_rank, factor_test, matrix_numel
 
+
 _ITEMSIZE = {"float16": 2, "bfloat16": 2, "float64": 8}
 
 

@@ -26,7 +26,7 @@ keeps round_half_up(total) weights of its whole selection: the lower ends of its
 layers are rounded in total too (`_pooled`), as the state's own densities are
 (verify/pools.py), never each on its own (half a weight per layer above the total's).
 
-`follow` carries them through one step (verify/state.py calls it after each step).
+`follow` carries them through one step (verify/stepping.py calls it after each step).
 The cost model reads a layer's fields with these overrides for the lower ends of its
 meters (verify/cost.py LOW_ENDS); a line that needs a meter large reads that end
 (verify/budget.py).

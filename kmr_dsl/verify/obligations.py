@@ -30,7 +30,8 @@ from kmr_dsl.verify.definedness import undefined_lines
 from kmr_dsl.verify.feasibility import check_feasibility
 from kmr_dsl.verify.report import (DEFAULT_RLIMIT, DEFAULT_TIMEOUT_S, Limits, ObligationResult, Verdict,
                                    VerifyReport, merge_diagnostics)
-from kmr_dsl.verify.state import PipelineModel, build_model
+from kmr_dsl.verify.state import PipelineModel
+from kmr_dsl.verify.stepping import build_model
 from kmr_dsl.verify.warnings import check_warnings, unused_declarations
 
 _CACHE_SIZE = 8

@@ -2,7 +2,7 @@
 
 Contract: a `Requirement` is one condition that must hold for a step on a layer, over
 knob symbols in the state before the step: a requires clause of the rule (built by
-verify/state.py), or one the step semantics add (`implicit`, the reason in words;
+verify/stepping.py), or one the step semantics add (`implicit`, the reason in words;
 `kind` names the diagnostic it becomes, verify/composability.py):
 - "consumer" (`require_consumer`): a layer whose channels shrink needs a matrix
   consumer that shrinks with it (core.step.shrink_condition; the runtime refuses the
@@ -36,7 +36,7 @@ class Requirement:
     fields: tuple[tuple[str, object, int | None], ...]   # (field text, value, step that set it)
     implicit: str | None = None                   # a requirement of the step semantics, not of the rule
     kind: str = "consumer"                        # an implicit one: "consumer" (KMR304), "pooled" or "fold" (KMR306)
-    # the key of the template `condition` instantiates (verify/state.py `_templated`): the
+    # the key of the template `condition` instantiates (verify/stepping.py `_templated`): the
     # requirements sharing one are the same condition up to renaming of knobs of the same
     # declarations, so one's proof is every one's; None when it has none
     template: object = None

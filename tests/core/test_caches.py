@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kmr_dsl.core.memo import ByIdentity, Memo
-from kmr_dsl.verify import state as vstate
+from kmr_dsl.verify import stepping, sympy_eval
 from kmr_dsl.verify.cost import layer_terms, meter_expr
 from kmr_dsl.verify.lower import Encoding
 from kmr_dsl.verify.obligations import pipeline_model
@@ -48,11 +48,11 @@ def test_compiled_predictions_hit():
 
 
 def test_rule_and_literal_caches_hit():
-    vstate.PARAMS_READ.clear()
-    hits = vstate.CONSTANTS.hits
-    vstate.build_model(_program(), _program().pipelines["compress"])
-    assert vstate.PARAMS_READ.hits >= 1           # prune's contract read once for three layers
-    assert vstate.CONSTANTS.hits > hits           # prune's literals converted once
+    stepping.PARAMS_READ.clear()
+    hits = sympy_eval.CONSTANTS.hits
+    stepping.build_model(_program(), _program().pipelines["compress"])
+    assert stepping.PARAMS_READ.hits >= 1         # prune's contract read once for three layers
+    assert sympy_eval.CONSTANTS.hits > hits        # prune's literals converted once
 
 
 def test_feasibility_caches_hit():

@@ -74,7 +74,7 @@ def test_cost_models_agree_three_ways(data):
 
 
 def _modelled(expr) -> bool:
-    """Whether an expression holds no `Unmodelled` placeholder (verify/state.py: e.g. the
+    """Whether an expression holds no `Unmodelled` placeholder (verify/stepping.py: e.g. the
     density of a sparse layer after channel pruning), which no evaluator takes."""
     from kmr_dsl.verify.algebra import Unmodelled
     return not any(isinstance(s, Unmodelled) for s in getattr(expr, "free_symbols", ()))
