@@ -13,17 +13,14 @@ Unevaluated nodes cost 1-5 us. The price is that expressions are not canonical
 (`x + x` stays two terms); nothing downstream needs canonical form — the numeric
 evaluator, the interval bounds and the Z3 lowering all walk the tree as it is.
 
-Knob symbols come in three classes so that later stages know a symbol's sort without
-a side table: `sympy.Symbol` for numeric knobs, `BoolSymbol` for bool knobs (used as
-a condition) and `EnumSymbol` for enum knobs (its value is the member's index).
-`EnumValue` is not sympy: an enum member or string constant that only ever meets
-`==`/`!=`, folded away before anything reaches sympy.
+The values these constructors take besides sympy objects (knob symbols by sort, enum
+values, placeholders, opaque arguments) are verify/values.py's, named here too; an
+expression built again over other knobs is verify/template.py's `Template`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from fractions import Fraction
 
 import sympy as sp
@@ -34,6 +31,9 @@ from sympy.functions.elementary.piecewise import ExprCondPair
 from sympy.logic.boolalg import And, BooleanAtom, BooleanFunction, Not, Or
 
 from kmr_dsl.core.step import Ops
+# the values expressions are built over (verify/values.py), named here for `algebra.X` callers
+from kmr_dsl.verify.values import (BoolSymbol, EnumKnob, EnumSymbol, EnumValue, NotModelled, Opaque, Unmodelled,
+                                   UnmodelledBool, placeholder)
 
 TRUE = sp.true
 FALSE = sp.false
@@ -48,55 +48,6 @@ _PY_COMPARE = {
     "<=": lambda a, b: a <= b, "<": lambda a, b: a < b, ">=": lambda a, b: a >= b,
     ">": lambda a, b: a > b, "==": lambda a, b: a == b, "!=": lambda a, b: a != b,
 }
-
-
-class BoolSymbol(sp.Symbol):
-    """A bool knob: a proposition, used where a condition is expected."""
-
-
-class EnumSymbol(sp.Symbol):
-    """An enum knob; its value is the index of the chosen member in `members`."""
-
-
-@dataclass(frozen=True)
-class EnumValue:
-    """An enum member (or a string constant): compared by name, never computed with."""
-    member: str
-
-
-@dataclass(frozen=True)
-class EnumKnob:
-    """An enum knob as a value: its symbol and its members, in declaration order."""
-    symbol: EnumSymbol
-    members: tuple[str, ...]
-
-
-class Unmodelled(sp.Symbol):
-    """A placeholder for a value the abstract state cannot represent (its name says why).
-
-    Anything that depends on it is reported UNKNOWN: the evaluators and the Z3 lowering
-    refuse it rather than guess.
-    """
-
-
-class UnmodelledBool(BoolSymbol):
-    """A placeholder for a condition the abstract state cannot represent."""
-
-
-class NotModelled(Exception):
-    """An expression the abstract state cannot represent (reported as UNKNOWN, never guessed)."""
-
-
-def placeholder(reason: str, boolean: bool):
-    """An `Unmodelled` (or, for a condition, `UnmodelledBool`) value named by `reason`."""
-    cls = UnmodelledBool if boolean else Unmodelled
-    return cls(f"?{reason}")
-
-
-@dataclass(frozen=True)
-class Opaque:
-    """A data or model argument of a step: legal as an argument, never computed with."""
-    what: str
 
 
 # ---------------------------------------------------------------- numbers
@@ -426,66 +377,6 @@ def quotient(a, b):
         return mul(*rest)
     return div(a, b)
 
-_ASSOC = (sp.Add, sp.Mul)
-_LATTICE = (And, Or, sp.Min, sp.Max)
-_PLAIN = (Relational, Not, ExprCondPair, sp.Piecewise)
-
-
-class Template:
-    """An expression over some symbols, to be built again over others: what building it
-    over the new symbols gives (this module's nodes, unevaluated), in one pass over the
-    nodes that depend on the symbols (constant subtrees are shared, never visited).
-
-    Why: layers of the same shape get the same cost terms up to their knobs
-    (verify/cost.py builds one layer's and instantiates it for the others); building
-    is every fold and comparison again, instantiating one constructor call per node.
-    """
-
-    def __init__(self, expr, symbols: tuple):
-        self.expr, self.symbols = expr, tuple(symbols)
-        self._plan: list = []                 # (class, how, argument refs) in post-order
-        self._root = self._compile(expr, {s: i for i, s in enumerate(self.symbols)}, {})
-
-    def _compile(self, e, index: dict, seen: dict):
-        """A ref: an int (the position of a rebuilt value) or the node itself (constant)."""
-        args = e._args
-        if not args:
-            return index.get(e, e) if isinstance(e, sp.Symbol) else e
-        hit = seen.get(id(e))
-        if hit is not None:
-            return hit
-        refs = tuple(self._compile(a, index, seen) for a in args)
-        if not any(type(r) is int for r in refs):
-            ref = e
-        else:
-            t = type(e)
-            how = 0 if t in _ASSOC else 1 if t in _LATTICE else 2 if isinstance(e, _PLAIN) else 3
-            self._plan.append((t, how, refs))
-            ref = len(self.symbols) + len(self._plan) - 1
-        seen[id(e)] = ref
-        return ref
-
-    def __call__(self, symbols: tuple):
-        """The expression over `symbols` (one per template symbol, in the same order)."""
-        if symbols == self.symbols:
-            return self.expr
-        vals = list(symbols)
-        for t, how, refs in self._plan:
-            args = tuple([vals[r] if type(r) is int else r for r in refs])
-            if how == 0:
-                vals.append(t._from_args(args, True))
-            elif how == 1:
-                vals.append(_lattice(t, *args))
-            elif how == 2:
-                vals.append(_new(t, *args))
-            elif t is sp.floor or t is sp.ceiling:
-                vals.append(_apply(t, *args))
-            else:
-                vals.append(t(*args, evaluate=False))      # Pow
-        root = self._root
-        return vals[root] if type(root) is int else root
-
-
 # the step semantics of kmr_dsl.core.step, evaluated over sympy
 SYMBOLS = Ops(add=lambda a, b: add(a, b), sub=sub, mul=lambda a, b: mul(a, b), div=quotient, min=min_, max=max_,
               floor=floor_, ceil=ceil_, eq=lambda a, b: compare("==", a, b))
@@ -495,7 +386,7 @@ __all__ = [
     "BoolSymbol", "Unmodelled", "UnmodelledBool", "EnumKnob", "EnumSymbol", "EnumValue", "FALSE", "NotModelled", "ONE", "RELATIONS", "TRUE",
     "SYMBOLS", "ZERO", "add", "and_", "ceil_", "compare", "div", "enum_equal", "floor_", "frac", "is_boolean",
     "is_number", "ite", "knob_symbols", "max_", "min_", "mul", "neg", "not_", "num", "or_", "quotient", "sub",
-    "Opaque", "Template", "placeholder",
+    "Opaque", "placeholder",
 ]
 
 

@@ -60,6 +60,7 @@ from kmr_dsl.verify.file_bytes import fixed_header, offset_digits
 from kmr_dsl.verify.layer_cost import layer_costs
 from kmr_dsl.verify.settling import factor_fields, factor_rank
 from kmr_dsl.verify.state import PipelineModel, State
+from kmr_dsl.verify.template import Template
 
 UNITS = ANALYTIC_METERS     # meter -> dimension
 # The lower end of the `size` meter (`meter_expr(model, SIZE_LOW, state)`): what a line
@@ -135,7 +136,7 @@ def _layer_terms(model: PipelineModel, meter: str, state: State):
     # A layer's cost depends on its facts, its field values and (through header entries)
     # only the length of its name: layers of the same shape whose states are equal up to
     # their knobs (one per layer of a per-layer family) get one term, built once and
-    # instantiated (algebra.Template) for the others; all-constant states share it outright.
+    # instantiated (template.Template) for the others; all-constant states share it outright.
     templates: dict = {}
     pool_bits = _pool_bits(state) if meter == SIZE_LOW else {}
     for f in facts.layers:
@@ -165,7 +166,7 @@ def _layer_terms(model: PipelineModel, meter: str, state: State):
             continue
         value = layer_costs(f, st, digits, rank_set, (which,))[which]
         if shape is not None:
-            templates[shape] = A.Template(value, found[1])
+            templates[shape] = Template(value, found[1])
         parts.append((f.name, value))
     other = max(0, facts.other_params)
     channel_stats = sum(f.channel_buffer_bytes for f in facts.layers)   # counted per layer

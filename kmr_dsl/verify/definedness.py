@@ -34,7 +34,7 @@ def _divisors(e, out: dict) -> dict:
     """Symbolic divisors of `e` (keyed by shape and constants, one representative each).
 
     Each node object is visited once: per-layer terms built from one template share
-    their constant subtrees (algebra.Template), and a 3000-layer line holds ~10^5 nodes
+    their constant subtrees (template.Template), and a 3000-layer line holds ~10^5 nodes
     once shared ones are counted once."""
     seen: set = set()
     stack = [e]

@@ -78,7 +78,7 @@ class PipelineModel:
     decomposed_terms: dict = field(default_factory=dict)   # decompose's table of terms shared by the lines
     line_bounds: ByIdentity = field(default_factory=lambda: ByIdentity("line bounds", "decomposition"))
     line_ranges: ByIdentity = field(default_factory=lambda: ByIdentity("line ranges", "(decomposition, setting)"))
-    # (what, the layer's inputs up to renaming of knobs) -> algebra.Template: one-layer
+    # (what, the layer's inputs up to renaming of knobs) -> template.Template: one-layer
     # steps on layers of one shape evaluate a clause, an effect, a settled count once
     templates: dict = field(default_factory=dict)
 

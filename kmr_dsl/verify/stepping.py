@@ -54,6 +54,7 @@ from kmr_dsl.verify.knobs import KnobTable
 from kmr_dsl.verify.requirements import Requirement
 from kmr_dsl.verify.state import PipelineModel, State, initial_state
 from kmr_dsl.verify.sympy_eval import Ctx, eval_ir
+from kmr_dsl.verify.template import Template
 
 
 # ---------------------------------------------------------------- inputs up to renaming
@@ -86,7 +87,7 @@ def _canon(model: PipelineModel, rule: Rule, params: dict, lstate: dict, mstate:
 
 def _templated(model: PipelineModel, canon: Canon | None, what: tuple, build):
     """build()'s value, or the value a layer with the same inputs up to renaming got,
-    built again over this layer's knobs (algebra.Template). `build` may raise
+    built again over this layer's knobs (template.Template). `build` may raise
     NotModelled: nothing is remembered then (its message may name this layer)."""
     if canon is None:
         return build()
@@ -96,7 +97,7 @@ def _templated(model: PipelineModel, canon: Canon | None, what: tuple, build):
         return template(canon.symbols)
     value = build()
     if isinstance(value, sp.Basic):
-        model.templates[key] = A.Template(value, canon.symbols)
+        model.templates[key] = Template(value, canon.symbols)
     return value
 
 
@@ -344,8 +345,8 @@ def _settled(model: PipelineModel, new: dict, old: dict, fact, factorized: bool,
         if lows is not None:
             lows.update(ends)
         if all(isinstance(v, sp.Basic) for v in [*out.values(), *ends.values()]):
-            model.templates[key] = ({f: A.Template(v, canon.symbols) for f, v in out.items()},
-                                    {f: A.Template(v, canon.symbols) for f, v in ends.items()})
+            model.templates[key] = ({f: Template(v, canon.symbols) for f, v in out.items()},
+                                    {f: Template(v, canon.symbols) for f, v in ends.items()})
         return out
     values, ends = templates
     if lows is not None:
