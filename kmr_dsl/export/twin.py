@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from kmr_dsl.runtime import int8_kernels as k8
+
 from kmr_dsl.runtime import layers as kl, modules as km
 
 
@@ -40,7 +42,7 @@ def _format(leaf: nn.Module) -> str:
     if not getattr(leaf, "symmetric", True):
         # zero points: no exporter maps them yet, so they write the dequantized floats
         return f"int{kl.leaf_bits(leaf)} asymmetric"
-    if km.is_dynamic(leaf):
+    if k8.is_dynamic(leaf):
         return "int8_dynamic"
     if isinstance(leaf, km.QuantWeight):
         return f"int{leaf.bits}"
@@ -50,8 +52,8 @@ def _format(leaf: nn.Module) -> str:
 def _codes(leaf: nn.Module):
     if not getattr(leaf, "symmetric", True):
         return None, None
-    if km.is_dynamic(leaf):
-        q, scale, _ = km.dynamic_parts(leaf)
+    if k8.is_dynamic(leaf):
+        q, scale, _ = k8.dynamic_parts(leaf)
         return q, scale
     if isinstance(leaf, km.QuantWeight):
         return leaf.int_weight(), leaf.scale.float()
@@ -62,7 +64,7 @@ def _float_leaf(leaf: nn.Module, weight: torch.Tensor) -> nn.Module:
     """A plain float32 module computing what `leaf` computes."""
     bias = kl.leaf_bias(leaf)
     bias = None if bias is None else bias.detach().float().clone()
-    if isinstance(leaf, (km.QuantLinear, nn.Linear)) or km.is_dynamic(leaf):
+    if isinstance(leaf, (km.QuantLinear, nn.Linear)) or k8.is_dynamic(leaf):
         new = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
     elif isinstance(leaf, (km.QuantConv2d, nn.Conv2d)):
         new = nn.Conv2d(weight.shape[1] * leaf.groups, weight.shape[0], tuple(weight.shape[2:]), stride=leaf.stride,

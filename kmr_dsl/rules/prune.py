@@ -43,6 +43,7 @@ import torch.nn as nn
 from kmr_dsl.core import step
 from kmr_dsl.rules import checks
 from kmr_dsl.runtime import context, depgraph, forward, heads, layers as kl
+from kmr_dsl.runtime import int8_kernels as k8
 from kmr_dsl.runtime import modules as km
 
 N = step.NUMBERS     # exact: a knob value 0.3 is 3/10, as in the verifier
@@ -183,20 +184,20 @@ def _slice_leaf(leaf: nn.Module, dim: int, idx: torch.Tensor, depthwise: bool = 
         if bias is not None:
             new.bias = bias.clone()
         return new
-    if km.is_int8_kernel(leaf) or isinstance(leaf, km.QuantWeight):
-        q, scale, bias = (km.dynamic_parts(leaf) if km.is_int8_kernel(leaf)
+    if k8.is_int8_kernel(leaf) or isinstance(leaf, km.QuantWeight):
+        q, scale, bias = (k8.dynamic_parts(leaf) if k8.is_int8_kernel(leaf)
                           else (leaf.int_weight(), leaf.scale, leaf.bias))
-        zero = km.int8_zero_points(leaf) if km.is_int8_kernel(leaf) else leaf.zero_point
+        zero = k8.int8_zero_points(leaf) if k8.is_int8_kernel(leaf) else leaf.zero_point
         # per-row scales (and zero points): slicing columns keeps every integer value exact
         q = q.index_select(dim, idx)
         if dim == 0:
             scale = scale[idx]
             zero = None if zero is None else zero[idx]
             bias = None if bias is None else bias[idx]
-        if km.is_dynamic(leaf):
-            return km.dynamic_linear(q, scale, bias, zero)
-        if km.is_int8_kernel(leaf):
-            return km.static_int8(leaf, q, scale, bias, (leaf.input_scale, leaf.input_zero_point),
+        if k8.is_dynamic(leaf):
+            return k8.dynamic_linear(q, scale, bias, zero)
+        if k8.is_int8_kernel(leaf):
+            return k8.static_int8(leaf, q, scale, bias, (leaf.input_scale, leaf.input_zero_point),
                                   leaf.output_qparams, zero)
         new = copy.deepcopy(leaf)
         new.set_int_weight(q, scale, zero)
@@ -301,11 +302,11 @@ def _slice_depthwise(name: str, conv: nn.Module, idx: torch.Tensor) -> nn.Module
     """A depthwise conv keeping channels `idx`: its filters (float or integer, with their
     per-row scales), in and out channels and groups."""
     keep = int(idx.numel())
-    if isinstance(conv, km.StaticConv2d):
-        q, scale, bias = km.dynamic_parts(conv)
+    if isinstance(conv, k8.StaticConv2d):
+        q, scale, bias = k8.dynamic_parts(conv)
         # the static kernel is rebuilt with the new groups (static_int8 reads them off the leaf)
         shape = SimpleNamespace(groups=keep, stride=conv.stride, padding=conv.padding, dilation=conv.dilation)
-        return km.static_int8(shape, q.index_select(0, idx), scale[idx], None if bias is None else bias[idx],
+        return k8.static_int8(shape, q.index_select(0, idx), scale[idx], None if bias is None else bias[idx],
                               (conv.input_scale, conv.input_zero_point), conv.output_qparams)
     if isinstance(conv, km.QuantConv2d):
         new = _slice_leaf(conv, 0, idx, depthwise=True)

@@ -4,7 +4,7 @@ Contract (docs/design.md): requires `bits <= layer.bits`; effect `layer.bits = b
 `model.trainable = model.trainable and bits >= 16`.
 - 32: unchanged.
 - 16: bfloat16 parameters (`modules.HalfLinear` ...), still float and trainable.
-- 8, scheme dynamic, on a Linear: torch's int8 dynamic Linear (`modules.DynamicLinear`,
+- 8, scheme dynamic, on a Linear: torch's int8 dynamic Linear (`int8_kernels.DynamicLinear`,
   real int8 kernels) with a per-channel weight (per-tensor scales lose fidelity,
   FACTS.md), activations quantized per tensor at each call on the full 8-bit range, and
   so weight codes within +-64 (`quant.KERNEL_QMAX`: fbgemm's int16 pairs on AVX2 do not
@@ -32,6 +32,7 @@ import torch.nn as nn
 from kmr_dsl.rules import calibration as calibration_
 from kmr_dsl.rules import checks
 from kmr_dsl.runtime import layers as kl
+from kmr_dsl.runtime import int8_kernels as k8
 from kmr_dsl.runtime import modules as km
 from kmr_dsl.runtime import quant
 from kmr_dsl.runtime import training
@@ -107,16 +108,16 @@ def convert(leaf: nn.Module, kind: str, bits: int, scheme: str, name: str, group
         return leaf if have == 16 else km.to_half(leaf)
     if observed is not None:
         q, scale, zero = _kernel_codes(kl.leaf_weight(leaf).float(), symmetric)
-        return km.static_int8(leaf, q, scale, kl.leaf_bias(leaf), km.affine_qparams(observed.low, observed.high),
-                              km.affine_qparams(observed.out_low, observed.out_high), zero)
+        return k8.static_int8(leaf, q, scale, kl.leaf_bias(leaf), k8.affine_qparams(observed.low, observed.high),
+                              k8.affine_qparams(observed.out_low, observed.out_high), zero)
     if scheme == "static":
         scheme = "weight_only"     # an Embedding under `static`
     dynamic = scheme == "dynamic" and kind == "Linear" and bits == 8 and not group_size
     token = dynamic and activations == "token"
     dynamic = dynamic and not token
-    if have == bits and dynamic == km.is_dynamic(leaf) and token == isinstance(leaf, km.TokenLinear) \
+    if have == bits and dynamic == k8.is_dynamic(leaf) and token == isinstance(leaf, km.TokenLinear) \
             and group_size == getattr(leaf, "group_size", 0) and symmetric == getattr(leaf, "symmetric", True) \
-            and not isinstance(leaf, km.StaticInt8):
+            and not isinstance(leaf, k8.StaticInt8):
         return leaf
     if isinstance(leaf, (nn.Conv2d, km.QuantConv2d)) and getattr(leaf, "padding_mode", "zeros") != "zeros":
         checks.fail(RULE, f"`{name}`: only zero-padded convolutions can be quantized")
@@ -126,7 +127,7 @@ def convert(leaf: nn.Module, kind: str, bits: int, scheme: str, name: str, group
     bias = kl.leaf_bias(leaf)
     if dynamic:
         q, scale, zero = _kernel_codes(weight, symmetric)
-        return km.dynamic_linear(q, scale, None if bias is None else bias.detach().float(), zero)
+        return k8.dynamic_linear(q, scale, None if bias is None else bias.detach().float(), zero)
     if token:
         return km.TokenLinear.quantized_from(weight, 8, bias, symmetric=symmetric)
     return km.quantized_leaf(leaf, weight, bits, group_size, symmetric=symmetric)

@@ -27,6 +27,7 @@ import torch.nn as nn
 
 from kmr_dsl import artifact_layout as layout
 from kmr_dsl.runtime import layers as kl
+from kmr_dsl.runtime import int8_kernels as k8
 from kmr_dsl.runtime import modules as km
 from kmr_dsl.runtime import quant
 
@@ -60,14 +61,14 @@ def _describe(m: nn.Module) -> dict:
     if isinstance(m, km.ScaledLinear):
         # its vector is a persistent buffer: stored raw as `NAME.input_scale`
         return {"type": t, "linear": describe(m.linear)}
-    if km.is_dynamic(m):
+    if k8.is_dynamic(m):
         cfg = {"type": "DynamicLinear", "in": m.in_features, "out": m.out_features, "bias": m.bias() is not None}
         return _with_symmetry(cfg, m)
-    if isinstance(m, km.StaticInt8):
-        q = km.dynamic_parts(m)[0]
+    if isinstance(m, k8.StaticInt8):
+        q = k8.dynamic_parts(m)[0]
         cfg = {"type": t, "shape": list(q.shape), "bias": m.bias() is not None,
                "input": [m.input_scale, m.input_zero_point], "output": list(m.output_qparams)}
-        if isinstance(m, km.StaticConv2d):
+        if isinstance(m, k8.StaticConv2d):
             cfg.update(_conv_args(m))
         return _with_symmetry(cfg, m)
     if isinstance(m, km.QuantWeight):
@@ -135,13 +136,13 @@ def build(cfg: dict) -> nn.Module | None:
         inner = build(cfg["linear"])
         m = km.ScaledLinear(inner, torch.ones(inner.in_features))
     elif t == "DynamicLinear":
-        m = km.dynamic_linear(torch.zeros(cfg["out"], cfg["in"], dtype=torch.int8), torch.ones(cfg["out"]),
+        m = k8.dynamic_linear(torch.zeros(cfg["out"], cfg["in"], dtype=torch.int8), torch.ones(cfg["out"]),
                               torch.zeros(cfg["out"]) if cfg["bias"] else None, _zeros(cfg, cfg["out"]))
     elif t in ("StaticLinear", "StaticConv2d"):
         shape = tuple(cfg["shape"])
         like = nn.Conv2d(1, 1, 1, tuple(cfg["stride"]), _padding(cfg), tuple(cfg["dilation"]), cfg["groups"]) \
             if t == "StaticConv2d" else None
-        m = km.static_int8(like, torch.zeros(shape, dtype=torch.int8), torch.ones(shape[0]),
+        m = k8.static_int8(like, torch.zeros(shape, dtype=torch.int8), torch.ones(shape[0]),
                            torch.zeros(shape[0]) if cfg["bias"] else None, tuple(cfg["input"]), tuple(cfg["output"]),
                            _zeros(cfg, shape[0]))
     elif t in ("QuantLinear", "TokenLinear"):
@@ -188,7 +189,7 @@ def weight_record(leaf: nn.Module) -> tuple[int, int, int, int]:
     """(numel, rows, bits, nnz) of a leaf's weight: the inputs of layout.tensor_bytes
     (with `zeros = not leaf_symmetric(leaf)`)."""
     nnz, numel = kl.leaf_nonzero(leaf)
-    rows = kl.leaf_weight(leaf).shape[0] if km.is_int8_kernel(leaf) or isinstance(leaf, km.QuantWeight) \
+    rows = kl.leaf_weight(leaf).shape[0] if k8.is_int8_kernel(leaf) or isinstance(leaf, km.QuantWeight) \
         else kl.layer_features(leaf)[1] if kl.is_conv1d(leaf) else leaf.weight.shape[0]
     if isinstance(leaf, km.QuantWeight) and leaf.group_size:
         # group-wise scales: one per group of a row, stored like that many rows' scales
@@ -203,9 +204,9 @@ def leaf_symmetric(leaf: nn.Module) -> bool:
 
 def _int_parts(leaf):
     """(codes, scales, zero points or None) of an integer leaf."""
-    if km.is_int8_kernel(leaf):
-        q, scale, _ = km.dynamic_parts(leaf)
-        return q, scale, km.int8_zero_points(leaf)
+    if k8.is_int8_kernel(leaf):
+        q, scale, _ = k8.dynamic_parts(leaf)
+        return q, scale, k8.int8_zero_points(leaf)
     zero = leaf.zero_point
     return leaf.int_weight(), leaf.scale.detach().clone(), None if zero is None else zero.detach().clone()
 
@@ -247,8 +248,8 @@ def decode_weight(name: str, leaf: nn.Module, tensors: dict, used: set) -> None:
     if not leaf_symmetric(leaf):
         zero = tensors[layout.entry(name, layout.ZERO_POINT)]
         used.add(layout.entry(name, layout.ZERO_POINT))
-    if km.is_int8_kernel(leaf):
-        shape, bits = tuple(km.dynamic_parts(leaf)[0].shape), 8
+    if k8.is_int8_kernel(leaf):
+        shape, bits = tuple(k8.dynamic_parts(leaf)[0].shape), 8
     elif isinstance(leaf, km.QuantWeight):
         shape, bits = leaf.weight_shape, leaf.bits
     else:
@@ -290,8 +291,8 @@ def decode_weight(name: str, leaf: nn.Module, tensors: dict, used: set) -> None:
         return
     scale = tensors[layout.entry(name, layout.SCALE)]
     used.add(layout.entry(name, layout.SCALE))
-    if km.is_int8_kernel(leaf):
-        km.set_dynamic(leaf, w, scale, bias, zero)
+    if k8.is_int8_kernel(leaf):
+        k8.set_dynamic(leaf, w, scale, bias, zero)
     else:
         leaf.set_int_weight(w, scale.reshape(leaf.scale.shape), zero)
         if bias is not None:

@@ -2,7 +2,7 @@
 
 Contract:
 - `install(model) -> int` finds, under each module, the int8 dynamic Linears
-  (`modules.DynamicLinear`) that models name as readers of one input — BERT's
+  (`int8_kernels.DynamicLinear`) that models name as readers of one input — BERT's
   `query`/`key`/`value`, Llama's and most decoders' `q_proj`/`k_proj`/`v_proj` and
   `gate_proj`/`up_proj` (`SIBLINGS`) — and, where at least two of one set share the
   format (input width, weight grid, activation range, bias or none), links them into a
@@ -27,7 +27,7 @@ Contract:
   stride, as models with a fused q/k/v projection get from `split`), not contiguous
   tensors: the attention code of these models only splits the last dimension.
 - It never changes a result, only how it is computed: a member whose weights were
-  replaced (`modules.set_dynamic`) is fused again from its new weights, or, once the
+  replaced (`int8_kernels.set_dynamic`) is fused again from its new weights, or, once the
   members no longer share one format, the group stops fusing; a call while tracing or
   compiling, an input without a version counter (an inference-mode tensor, whose
   in-place changes cannot be seen) or of another width runs the member alone.
@@ -47,7 +47,7 @@ from contextlib import contextmanager
 import torch
 import torch.nn as nn
 
-from kmr_dsl.runtime import modules as km
+from kmr_dsl.runtime import int8_kernels as k8
 
 # names of sibling Linears that models call on one tensor, one after the other
 SIBLINGS: tuple[tuple[str, ...], ...] = (
@@ -101,15 +101,15 @@ class SiblingGroup:
         if len({_format(m) for m in self.members}) != 1:
             self.misses = MISS_LIMIT
             return None
-        parts = [km.dynamic_parts(m) for m in self.members]
+        parts = [k8.dynamic_parts(m) for m in self.members]
         q = torch.cat([p[0] for p in parts])
         scale = torch.cat([p[1] for p in parts])
         bias = None if parts[0][2] is None else torch.cat([p[2] for p in parts])
-        zeros = [km.int8_zero_points(m) for m in self.members]
+        zeros = [k8.int8_zero_points(m) for m in self.members]
         zero = None if zeros[0] is None else torch.cat(zeros)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            module = km.dynamic_linear(q, scale, bias, zero)
+            module = k8.dynamic_linear(q, scale, bias, zero)
         ends = torch.tensor([p[0].shape[0] for p in parts]).cumsum(0).tolist()
         # one tuple, assigned at once: a thread reads sources, weight and columns of one build
         built = (current, module._packed_params._packed_params, tuple(zip([0] + ends[:-1], ends)))
@@ -160,7 +160,7 @@ def install(model: nn.Module) -> int:
     for parent in model.modules():
         children = dict(parent.named_children())
         for names in SIBLINGS:
-            found = [children[n] for n in names if isinstance(children.get(n), km.DynamicLinear)]
+            found = [children[n] for n in names if isinstance(children.get(n), k8.DynamicLinear)]
             by_format: dict[tuple, list[nn.Module]] = {}
             for mod in found:
                 by_format.setdefault(_format(mod), []).append(mod)

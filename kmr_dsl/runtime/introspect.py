@@ -46,6 +46,7 @@ import torch.nn as nn
 from kmr_dsl.diagnostics import KmrError, Span, error
 from kmr_dsl.facts import LayerFact, LoaderSpec, ModelFacts, dependencies_since, spec_hash
 from kmr_dsl.runtime import depgraph, forward, heads, layers as kl, loaders, meters, norms, tied
+from kmr_dsl.runtime import int8_kernels as k8
 from kmr_dsl.runtime import modules as km
 
 HF_SEQUENCE = forward.HF_SEQUENCE
@@ -111,7 +112,7 @@ def _layer_fact(name: str, layer: nn.Module, macs: int, link: kl.ChannelLink | N
         bias_params = sum(0 if kl.leaf_bias(leaf) is None else kl.leaf_bias(leaf).numel() for _, leaf in ls)
         bits = kl.layer_bits(layer, name)
         leaf0 = ls[0][1]
-        dtype = "qint8" if km.is_int8_kernel(leaf0) else (f"int{leaf0.bits}" if isinstance(leaf0, km.QuantWeight)
+        dtype = "qint8" if k8.is_int8_kernel(leaf0) else (f"int{leaf0.bits}" if isinstance(leaf0, km.QuantWeight)
                                                        else _dtype_name(leaf0.weight.dtype))
         weight_params = numel
     else:

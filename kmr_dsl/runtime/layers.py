@@ -35,6 +35,7 @@ import torch
 import torch.nn as nn
 
 from kmr_dsl.core.state import MATRIX_KINDS
+from kmr_dsl.runtime import int8_kernels as k8
 from kmr_dsl.runtime import modules as km
 
 LAYER_KINDS = MATRIX_KINDS + ("LayerNorm", "BatchNorm1d", "BatchNorm2d", "GroupNorm")
@@ -125,7 +126,7 @@ def tied_aliases(model: nn.Module, layer: nn.Module) -> list[str]:
 # ---------------------------------------------------------------- leaves
 
 def is_leaf(module: nn.Module) -> bool:
-    if km.is_int8_kernel(module) or isinstance(module, km.QuantWeight):
+    if k8.is_int8_kernel(module) or isinstance(module, km.QuantWeight):
         return True
     return isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding)) or is_conv1d(module)
 
@@ -141,7 +142,7 @@ def leaves(name: str, layer: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def leaf_bits(leaf: nn.Module) -> int:
-    if km.is_int8_kernel(leaf):
+    if k8.is_int8_kernel(leaf):
         return 8
     if isinstance(leaf, km.QuantWeight):
         return leaf.bits
@@ -154,10 +155,10 @@ def leaf_is_float(leaf: nn.Module) -> bool:
 
 def leaf_weight(leaf: nn.Module) -> torch.Tensor:
     """The weight as float values (dequantized for integer leaves), detached."""
-    if km.is_int8_kernel(leaf):
+    if k8.is_int8_kernel(leaf):
         from kmr_dsl.runtime.quant import dequantize
-        q, scale, _ = km.dynamic_parts(leaf)
-        return dequantize(q, scale, zero=km.int8_zero_points(leaf))
+        q, scale, _ = k8.dynamic_parts(leaf)
+        return dequantize(q, scale, zero=k8.int8_zero_points(leaf))
     if isinstance(leaf, km.QuantWeight):
         return leaf.dequantized()
     if is_conv1d(leaf):
@@ -168,10 +169,10 @@ def leaf_weight(leaf: nn.Module) -> torch.Tensor:
 def leaf_nonzero(leaf: nn.Module) -> tuple[int, int]:
     """(non-zero weights, weight elements); integer zeros are exactly the float zeros
     (code 0, or the zero point on the affine grid)."""
-    if km.is_int8_kernel(leaf):
+    if k8.is_int8_kernel(leaf):
         from kmr_dsl.runtime.quant import zero_codes
-        q = km.dynamic_parts(leaf)[0]
-        q = ~zero_codes(q, km.int8_zero_points(leaf))
+        q = k8.dynamic_parts(leaf)[0]
+        q = ~zero_codes(q, k8.int8_zero_points(leaf))
     elif isinstance(leaf, km.QuantWeight):
         q = ~leaf.zero_codes()
     else:
@@ -182,8 +183,8 @@ def leaf_nonzero(leaf: nn.Module) -> tuple[int, int]:
 
 
 def leaf_bias(leaf: nn.Module) -> torch.Tensor | None:
-    if km.is_int8_kernel(leaf):
-        return km.dynamic_parts(leaf)[2]
+    if k8.is_int8_kernel(leaf):
+        return k8.dynamic_parts(leaf)[2]
     return getattr(leaf, "bias", None)
 
 

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from kmr_dsl.diagnostics import KmrError, Span, error
 from kmr_dsl.runtime import context, forward, fusion, layers as kl, state
-from kmr_dsl.runtime import modules as km
+from kmr_dsl.runtime import int8_kernels as k8
 from kmr_dsl.runtime.data import Dataset
 
 EVAL_BATCH = 256
@@ -89,12 +89,12 @@ def count_macs(model: nn.Module, x: torch.Tensor, modules=()) -> tuple[int, dict
     hooks = []
     for name, module in model.named_modules():
         # FlopCounterMode counts nothing for torch's int8 kernels: count them by shape
-        if km.is_int8_kernel(module):
+        if k8.is_int8_kernel(module):
             owner = next((n for n in sorted(names.values(), key=len, reverse=True)
                           if name == n or name.startswith(n + ".")), name)
 
             def hook(mod, inputs, out, owner=owner):
-                if isinstance(mod, km.StaticConv2d):
+                if isinstance(mod, k8.StaticConv2d):
                     kh, kw = mod.kernel_size
                     macs = out.numel() * (mod.in_channels // mod.groups) * kh * kw
                 else:

@@ -47,6 +47,7 @@ from kmr_dsl.core.state import full_rank
 from kmr_dsl.diagnostics import KmrError, Span, error
 from kmr_dsl.runtime import forward, heads, norms
 from kmr_dsl.runtime import layers as kl
+from kmr_dsl.runtime import int8_kernels as k8
 from kmr_dsl.runtime import modules as km
 
 
@@ -112,7 +113,7 @@ def layer_frozen(name: str, layer: nn.Module) -> bool:
 
 
 def has_integer_layer(model: nn.Module) -> bool:
-    return any(km.is_int8_kernel(m) or isinstance(m, km.QuantWeight) for m in model.modules())
+    return any(k8.is_int8_kernel(m) or isinstance(m, km.QuantWeight) for m in model.modules())
 
 
 def is_trainable(model: nn.Module) -> bool:

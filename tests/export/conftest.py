@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from kmr_dsl.facts import LoaderSpec
+from kmr_dsl.runtime import int8_kernels as k8
 from kmr_dsl.runtime import artifact, layers as kl, modules as km, quant
 
 MLP = textwrap.dedent("""
@@ -83,7 +84,7 @@ def quantize_layers(model, how: dict[str, str]):
         w = layer.weight.detach()
         if kind == "dynamic":
             q, s = quant.quantize(w, 8)
-            kl.set_module(model, name, km.dynamic_linear(q, s, layer.bias))
+            kl.set_module(model, name, k8.dynamic_linear(q, s, layer.bias))
         elif kind in ("int8", "int4", "int2"):
             kl.set_module(model, name, km.quantized_leaf(layer, w, int(kind[3:])))
         elif kind == "half":

@@ -14,6 +14,7 @@ import transformers  # noqa: E402
 from kmr_dsl.diagnostics import KmrError  # noqa: E402
 from kmr_dsl.export.hf_export import export_hf  # noqa: E402
 from kmr_dsl.facts import LoaderSpec  # noqa: E402
+from kmr_dsl.runtime import int8_kernels as k8  # noqa: E402
 from kmr_dsl.runtime import layers as kl, modules as km  # noqa: E402
 from tests.export.conftest import mlp_spec, quantize_layers, save  # noqa: E402
 
@@ -65,7 +66,7 @@ def test_int8_layers_are_compressed_tensors_and_load(bert):
     with safe_open(str(folder / "hf" / "model.safetensors"), "pt") as f:
         stored = f.get_tensor(f"{DENSE}.weight")
         scale = f.get_tensor(f"{DENSE}.weight_scale")
-    q, s, _ = km.dynamic_parts(model.get_submodule(DENSE))
+    q, s, _ = k8.dynamic_parts(model.get_submodule(DENSE))
     assert stored.dtype == torch.int8 and torch.equal(stored, q) and torch.equal(scale.flatten(), s)
 
     # what a user does: AutoModel on CPU, then compare with the artifact on fresh ids

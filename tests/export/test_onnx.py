@@ -13,7 +13,7 @@ import onnxruntime as ort  # noqa: E402
 
 from kmr_dsl.diagnostics import KmrError  # noqa: E402
 from kmr_dsl.export.onnx_export import export_onnx  # noqa: E402
-from kmr_dsl.runtime import modules as km  # noqa: E402
+from kmr_dsl.runtime import int8_kernels as k8  # noqa: E402
 from kmr_dsl.runtime.artifact import load  # noqa: E402
 from tests.export.conftest import mlp_spec, quantize_layers, save  # noqa: E402
 
@@ -49,7 +49,7 @@ def test_mixed_int8_mlp_exports_and_matches(mlp_artifact, folder):
     assert np.array_equal(scales, s2)
     # the dynamic layer: onnxruntime re-quantized the (already int8-grid) weight to the same
     # codes (stored q + 128), with KMR's scales
-    q0, s0, _ = km.dynamic_parts(model[0])
+    q0, s0, _ = k8.dynamic_parts(model[0])
     quantized = [k for k, v in inits.items() if v.dtype == np.uint8 and k.endswith("_quantized")]
     assert len(quantized) == 1
     assert np.array_equal(inits[quantized[0]].astype(np.int16).T - 128, q0.numpy())

@@ -20,7 +20,8 @@ from kmr_dsl.export import onnx_ops  # noqa: E402
 from kmr_dsl.export.onnx_export import export_onnx  # noqa: E402
 from kmr_dsl.facts import LoaderSpec  # noqa: E402
 from kmr_dsl.rules import quantize  # noqa: E402
-from kmr_dsl.runtime import layers as kl, modules as km  # noqa: E402
+from kmr_dsl.runtime import layers as kl  # noqa: E402
+from kmr_dsl.runtime import int8_kernels as k8  # noqa: E402
 from kmr_dsl.runtime.artifact import load  # noqa: E402
 from tests.export.conftest import DECODERS, program_module, save  # noqa: E402
 
@@ -132,7 +133,7 @@ def test_gpt2_int8_dynamic_conv1d_uses_kmr_codes(decoders):
     inits = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
     stored = [v.astype(np.int16).T - 128 for k, v in inits.items() if k.endswith("_quantized") and v.dtype == np.uint8]
     for name in GPT2_CONV1D:
-        q, _, _ = km.dynamic_parts(model.get_submodule(name))
+        q, _, _ = k8.dynamic_parts(model.get_submodule(name))
         assert any(s.shape == tuple(q.shape) and np.array_equal(s, q.numpy()) for s in stored)
     ref, got = _logits(path, decoders, FRESH), _onnx(result.path, FRESH)
     assert got.shape == ref.shape and float((got - ref).norm() / ref.norm()) < 0.05

@@ -11,6 +11,7 @@ from kmr_dsl.diagnostics import KmrError
 from kmr_dsl.rules import prune, quantize
 from kmr_dsl.runtime import artifact, codec, quant, state
 from kmr_dsl.runtime import layers as kl
+from kmr_dsl.runtime import int8_kernels as k8
 from kmr_dsl.runtime import modules as km
 from kmr_dsl.runtime.data import Dataset
 
@@ -72,8 +73,8 @@ def test_int8_kernel_codes_do_not_saturate_full_range_activations():
     lin = nn.Linear(16, 32)
     x = torch.randn(64, 16) * 3
     layer = quantize.convert(lin, "Linear", 8, "dynamic", "fc")
-    assert isinstance(layer, km.DynamicLinear)
-    q, scale, bias = km.dynamic_parts(layer)
+    assert isinstance(layer, k8.DynamicLinear)
+    q, scale, bias = k8.dynamic_parts(layer)
     assert int(q.abs().max()) <= quant.KERNEL_QMAX and layer.full_range
     reference = nn.functional.linear(x, quant.dequantize(q, scale), bias)
 
@@ -83,7 +84,7 @@ def test_int8_kernel_codes_do_not_saturate_full_range_activations():
     assert float((layer(x) - reference).abs().max()) <= bound(255, q, scale)
     # codes of +-127 (an older artifact) keep torch's 7-bit activations, within their bound
     wide, wide_scale = quant.quantize(lin.weight.detach(), 8)
-    wide_layer = km.dynamic_linear(wide, wide_scale, bias)
+    wide_layer = k8.dynamic_linear(wide, wide_scale, bias)
     wide_ref = nn.functional.linear(x, quant.dequantize(wide, wide_scale), bias)
     assert not wide_layer.full_range
     assert float((wide_layer(x) - wide_ref).abs().max()) <= bound(127, wide, wide_scale)

@@ -8,6 +8,7 @@ from kmr_dsl.diagnostics import KmrError
 from kmr_dsl.rules import awq, prune, qat, quantize, smoothquant
 from kmr_dsl.runtime import context, state
 from kmr_dsl.runtime import layers as kl
+from kmr_dsl.runtime import int8_kernels as k8
 from kmr_dsl.runtime import modules as km
 from kmr_dsl.runtime.data import Dataset
 
@@ -162,7 +163,7 @@ def test_smoothquant_then_static_int8_where_nothing_folds_beats_static_int8_alon
             assert isinstance(model[0], km.ScaledLinear)
         quantize.apply(model, [("0", model[0])], bits=8, scheme="static", calibration=d)
         # the int8 kernel stays real inside: the vector is a float op before it
-        assert isinstance(model[0].linear if smooth else model[0], km.StaticLinear)
+        assert isinstance(model[0].linear if smooth else model[0], k8.StaticLinear)
         errors[smooth] = out_error(model, reference, x)
     assert errors[True] < 0.9 * errors[False]
 

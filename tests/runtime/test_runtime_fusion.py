@@ -13,7 +13,7 @@ import torch.nn as nn
 from kmr_dsl.rules import quantize
 from kmr_dsl.runtime import artifact, fusion
 from kmr_dsl.runtime import layers as kl
-from kmr_dsl.runtime import modules as km
+from kmr_dsl.runtime import int8_kernels as k8
 
 import hf_models  # noqa: E402  (tests/runtime is on the path: conftest)
 
@@ -38,7 +38,7 @@ class Attention(nn.Module):
 
 def _alone(model, *args):
     """The same forward with every Linear run alone (the group unlinked, then restored)."""
-    saved = {m: m.siblings for m in model.modules() if isinstance(m, km.DynamicLinear)}
+    saved = {m: m.siblings for m in model.modules() if isinstance(m, k8.DynamicLinear)}
     fusion.uninstall(model)
     try:
         with torch.no_grad():
@@ -77,7 +77,7 @@ def test_wider_codes_keep_their_activation_range_and_stay_identical():
         scale = w.abs().amax(1) / 127
         q = torch.round(w / scale[:, None]).to(torch.int8)
         kl.set_module(model, next(n for n, m in model.named_children() if m is lin),
-                      km.dynamic_linear(q, scale, lin.bias))
+                      k8.dynamic_linear(q, scale, lin.bias))
     assert not model.query.full_range
     assert fusion.install(model) == 3
     x = torch.randn(7, 24)
@@ -96,7 +96,7 @@ def test_only_siblings_of_one_format_are_linked():
         assert _equal(model(x), _alone(model, x))
     other = Attention(bias=False)
     _int8(other)
-    other.key = km.dynamic_linear(*km.dynamic_parts(other.key)[:2], torch.zeros(24))    # a bias: another format
+    other.key = k8.dynamic_linear(*k8.dynamic_parts(other.key)[:2], torch.zeros(24))    # a bias: another format
     assert fusion.install(other) == 2
 
 
@@ -162,8 +162,8 @@ def test_replaced_weights_are_used_at_once():
     x = torch.randn(3, 24)
     with torch.no_grad():
         model(x)
-        q, scale, bias = km.dynamic_parts(model.key)
-        km.set_dynamic(model.key, -q, scale, bias)
+        q, scale, bias = k8.dynamic_parts(model.key)
+        k8.set_dynamic(model.key, -q, scale, bias)
         assert _equal(model(x), _alone(model, x))
 
 

@@ -119,6 +119,8 @@ def test_every_form_of_a_linear_describes_at_least_the_lower_bound(bias):
     import torch
     import torch.nn as nn
 
+    from kmr_dsl.runtime import int8_kernels as k8
+
     from kmr_dsl.runtime import codec, layers as kl, modules as km
 
     torch.manual_seed(0)
@@ -134,8 +136,8 @@ def test_every_form_of_a_linear_describes_at_least_the_lower_bound(bias):
         "HalfLinear": km.to_half(leaf()),
         "QuantLinear 8": km.quantized_leaf(leaf(), lin.weight.detach(), 8),
         "QuantLinear 2, groups": km.quantized_leaf(leaf(), lin.weight.detach(), 2, group_size=4),
-        "DynamicLinear": km.dynamic_linear(q, scale, lin.bias.detach() if bias else None),
-        "StaticLinear": km.static_int8(leaf(), q, scale, lin.bias.detach() if bias else None, (0.1, 0), (0.1, 0)),
+        "DynamicLinear": k8.dynamic_linear(q, scale, lin.bias.detach() if bias else None),
+        "StaticLinear": k8.static_int8(leaf(), q, scale, lin.bias.detach() if bias else None, (0.1, 0), (0.1, 0)),
         "FactorizedLinear": km.FactorizedLinear(nn.Linear(12, 1, bias=False), nn.Linear(1, 7, bias=bias)),
         "LoRALinear": km.LoRALinear(leaf(), 1, 1.0),
     }

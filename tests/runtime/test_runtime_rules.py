@@ -13,6 +13,7 @@ from kmr_dsl.diagnostics import KmrError
 from kmr_dsl.rules import distill, finetune, lora, lowrank, prune, quantize
 from kmr_dsl.core.step import round_half_up
 from kmr_dsl.runtime import context, introspect, layers as kl, state
+from kmr_dsl.runtime import int8_kernels as k8
 from kmr_dsl.runtime import modules as km
 
 RULES = {"prune": prune, "quantize": quantize, "finetune": finetune, "distill": distill, "lowrank": lowrank, "lora": lora}
@@ -177,7 +178,7 @@ def test_quantize_mlp(mlp, bits, scheme):
 def test_int8_dynamic_uses_real_quantized_kernels(mlp):
     from torch.ao.nn.quantized.dynamic import Linear as TorchDynamicLinear
     quantize.apply(mlp, kl.select_layers(mlp, ("Linear",)), bits=8)
-    assert all(type(m) is km.DynamicLinear and isinstance(m, TorchDynamicLinear)
+    assert all(type(m) is k8.DynamicLinear and isinstance(m, TorchDynamicLinear)
                for _, m in kl.select_layers(mlp, ("Linear",)))
     assert mlp[0].weight().dtype == torch.qint8
 

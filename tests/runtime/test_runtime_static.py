@@ -8,6 +8,7 @@ from kmr_dsl.diagnostics import KmrError
 from kmr_dsl.rules import prune, quantize
 from kmr_dsl.runtime import artifact, meters, state
 from kmr_dsl.runtime import layers as kl
+from kmr_dsl.runtime import int8_kernels as k8
 from kmr_dsl.runtime import modules as km
 from kmr_dsl.runtime.data import Dataset
 
@@ -43,7 +44,7 @@ def test_static_runs_torch_int8_kernels_and_stays_close():
     import torch.ao.nn.quantized as nnq
     for name in ("conv", "conv2", "fc", "head"):
         layer = getattr(model, name)
-        assert isinstance(layer, km.StaticInt8) and isinstance(layer.kernel, (nnq.Linear, nnq.Conv2d))
+        assert isinstance(layer, k8.StaticInt8) and isinstance(layer.kernel, (nnq.Linear, nnq.Conv2d))
     with torch.no_grad():
         want, got = reference(data.inputs), model(data.inputs)
     cos = nn.functional.cosine_similarity(want.flatten(), got.flatten(), dim=0)
