@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass
 
 from kmr_dsl.fmt.printer import Line
-from kmr_dsl.parse import comment_start
+from kmr_dsl.parse.source import comment_start
 
 
 @dataclass(slots=True)

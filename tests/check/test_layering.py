@@ -1,7 +1,9 @@
-"""The check stage imports no torch, z3 or sympy (STYLE.md: imports flow one way)."""
+"""The check stage imports no torch, z3 or sympy, and only the parse package imports lark
+(STYLE.md: imports flow one way)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -25,6 +27,17 @@ def test_check_and_parse_import_nothing_heavy():
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "", f"the checker imported {out.stdout.strip()}"
+
+
+def test_only_the_parse_package_imports_lark():
+    offenders = []
+    for path in (ROOT / "kmr_dsl").rglob("*.py"):
+        if path.relative_to(ROOT / "kmr_dsl").parts[0] == "parse":
+            continue
+        text = path.read_text(encoding="utf-8")
+        if re.search(r"^\s*(import lark|from lark)\b", text, re.M):
+            offenders.append(str(path.relative_to(ROOT)))
+    assert not offenders
 
 
 # ---------------------------------------------------------------- import graph

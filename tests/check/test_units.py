@@ -23,7 +23,7 @@ def test_to_base(value, unit, base, dim):
 
 
 def test_every_lexer_unit_is_known():
-    from kmr_dsl.parse import UNITS
+    from kmr_dsl.parse.lalr import UNITS
 
     assert set(UNITS) == set(units.UNITS)
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.lark import from_lark
 from lark import Lark
 
-from kmr_dsl.parse import UNITS
+from kmr_dsl.parse.lalr import UNITS
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAMMAR = ROOT / "grammar" / "kmr.lark"

@@ -1,5 +1,5 @@
 """The parse-error table: each malformed input gets its own code, position and message
-(labelled examples plus bracket and unit heuristics in kmr_dsl.parse)."""
+(labelled examples plus bracket and unit heuristics in kmr_dsl.parse.errors)."""
 
 from __future__ import annotations
 
