@@ -4,7 +4,7 @@ Contract (docs/artifact.md is the full specification):
 - `save(model, path, recipe=None) -> int` writes ONE standard safetensors file and
   returns its size in bytes. Its `__metadata__` has `format = "pt"` and `kmr_recipe`,
   a compact JSON object {"format": 2, "base": LOADER, "layers": {NAME: CONFIG},
-  "info": {...}} (written by `artifact_layout.recipe_json`, which the `size` cost model
+  "info": {...}} (written by `artifact_recipe.recipe_json`, which the `size` cost model
   counts with): LOADER is the loader call that builds the original architecture
   (`recipe["base"]`, a LoaderSpec or its dict; its folder is stored as an absolute
   path, so the file's bytes do not depend on where it is written), CONFIG describes
@@ -45,13 +45,14 @@ import torch
 import torch.nn as nn
 
 from kmr_dsl import artifact_layout as layout
+from kmr_dsl import artifact_recipe
 from kmr_dsl.diagnostics import KmrError, Span, error
 from kmr_dsl.facts import LoaderSpec
 from kmr_dsl.runtime import codec, fusion, layers as kl, state, tied
 from kmr_dsl.trust import refuse_untrusted
 
 RECIPE_KEY = "kmr_recipe"
-FORMAT_VERSION = layout.FORMAT_VERSION
+FORMAT_VERSION = artifact_recipe.FORMAT_VERSION
 
 
 def layer_configs(model: nn.Module) -> dict:
@@ -67,7 +68,7 @@ def layer_configs(model: nn.Module) -> dict:
 
 def build_recipe(model: nn.Module, recipe: dict | None) -> dict:
     recipe = dict(recipe or {})
-    return {"format": FORMAT_VERSION, "base": layout.base_dict(recipe.pop("base", None)),
+    return {"format": FORMAT_VERSION, "base": artifact_recipe.base_dict(recipe.pop("base", None)),
             "layers": layer_configs(model), "info": recipe}
 
 
@@ -99,8 +100,8 @@ def collect_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
 def encode(model: nn.Module, recipe: dict | None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """The tensors and the `__metadata__` of the file `save` writes."""
     recipe = dict(recipe or {})
-    # artifact_layout writes the text, so the `size` cost model counts the same bytes
-    text = layout.recipe_json(recipe.pop("base", None), layer_configs(model), recipe)
+    # artifact_recipe writes the text, so the `size` cost model counts the same bytes
+    text = artifact_recipe.recipe_json(recipe.pop("base", None), layer_configs(model), recipe)
     return collect_tensors(model), {"format": "pt", RECIPE_KEY: text}
 
 

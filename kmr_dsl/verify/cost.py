@@ -15,14 +15,14 @@ second entry, which is why each branch of the min carries its own header bytes).
 
 `size` is a range, not a value: the data bytes are exact up to the `ceil` of packed
 bytes, and so are the recipe's loader call (with the program's absolute folder) and
-its info object ({"pipeline": NAME}, counted with artifact_layout.recipe_fixed_chars);
+its info object ({"pipeline": NAME}, counted with artifact_recipe.recipe_fixed_chars);
 the rest of the header (the offsets' digits, the 8-byte padding, each layer's config,
 which grows with its form, its dimensions' digits and an unmerged adapter) is
 bounded. `meter_expr(model, "size", state)` is the upper end (artifact_layout's
 margins CONFIG_MARGIN, ADAPTER_CONFIG_CHARS, CEIL_BYTES, PADDING_BYTES; 5-15% above the
 file on small generated models), `meter_expr(model, SIZE_LOW, state)` the lower end
 (no ceilings, no padding, one digit per offset, the shortest dtype name, each layer's
-shortest config: artifact_layout.config_chars_low). verify/budget.py reads the end
+shortest config: artifact_recipe.config_chars_low). verify/budget.py reads the end
 that is worst for a line. The counts (params, nonzero, macs, trainable_params)
 are exact: the state keeps whole channels, ranks and weights as the runtime does
 (kmr_dsl.core.step.settle).

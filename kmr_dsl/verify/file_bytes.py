@@ -20,6 +20,7 @@ from fractions import Fraction
 import sympy as sp
 
 from kmr_dsl import artifact_layout as layout
+from kmr_dsl import artifact_recipe
 from kmr_dsl.core.state import scale_groups
 from kmr_dsl.verify import algebra as A
 from kmr_dsl.verify.state import PipelineModel
@@ -158,7 +159,7 @@ def _recipe_fixed(model: PipelineModel) -> int | None:
     pipe = model.pipeline
     if pipe is None:
         return None
-    return layout.recipe_fixed_chars(pipe.model.loader, {"pipeline": pipe.name})
+    return artifact_recipe.recipe_fixed_chars(pipe.model.loader, {"pipeline": pipe.name})
 
 
 def fixed_header(model: PipelineModel, low: bool = False) -> int:
@@ -169,13 +170,13 @@ def fixed_header(model: PipelineModel, low: bool = False) -> int:
     layers = model.facts.layers
     if low:
         # without a pipeline: the shortest recipe (`"base":null`, empty info)
-        fixed = layout.recipe_fixed_chars(None, {}) if fixed is None else fixed
+        fixed = artifact_recipe.recipe_fixed_chars(None, {}) if fixed is None else fixed
         # (each layer's config: its own term, `_LayerCost._config_low`)
-        recipe = fixed + sum(layout.name_chars(f.name) for f in layers) + max(0, len(layers) - 1)
+        recipe = fixed + sum(artifact_recipe.name_chars(f.name) for f in layers) + max(0, len(layers) - 1)
         return 8 + layout.METADATA_FIXED + recipe
     fixed = layout.RECIPE_FIXED_CHARS if fixed is None else fixed
     # a Linear's config is its own term (`_LayerCost._config_high`); other kinds' estimated
-    recipe = fixed + sum(layout.name_chars(f.name) + 1 + (0 if f.kind == "Linear" else
+    recipe = fixed + sum(artifact_recipe.name_chars(f.name) + 1 + (0 if f.kind == "Linear" else
                                                           layout.config_chars(f.kind) + layout.CONFIG_MARGIN)
                          for f in layers)
     return 8 + layout.METADATA_FIXED + recipe + layout.PADDING_BYTES

@@ -34,6 +34,7 @@ from __future__ import annotations
 from functools import cached_property
 
 from kmr_dsl import artifact_layout as layout
+from kmr_dsl import artifact_recipe
 from kmr_dsl.core.state import MATRIX_KINDS
 from kmr_dsl.facts import LayerFact
 from kmr_dsl.verify import algebra as A
@@ -113,11 +114,11 @@ class _LayerCost:
         return self._size(low=True)
 
     def _config_low(self) -> int:
-        """A lower bound of the layer's recipe config (artifact_layout.config_chars_low):
+        """A lower bound of the layer's recipe config (artifact_recipe.config_chars_low):
         the digits of a dimension the state fixes, else one."""
         def digits(v):
             return len(str(int(v))) if A.is_number(v) and v >= 1 else 1
-        return layout.config_chars_low(self.f.kind, self.f.bias_params > 0, digits(self.st["in_features"]),
+        return artifact_recipe.config_chars_low(self.f.kind, self.f.bias_params > 0, digits(self.st["in_features"]),
                                        digits(self.st["out_features"]))
 
     def _size(self, low: bool):
@@ -129,14 +130,14 @@ class _LayerCost:
         return self._size_parts(False)
 
     def _config_high(self):
-        """An upper bound of a Linear's recipe config (artifact_layout.linear_config_chars_high)
+        """An upper bound of a Linear's recipe config (artifact_recipe.linear_config_chars_high)
         by its storage width, factorization and adapter, each as the state says."""
         f, st = self.f, self.st
         b, a = st["bits"], st["adapter_rank"]
         dims = (f.bias_params > 0, len(str(max(1, f.in_features))), len(str(max(1, f.out_features))))
 
         def by_width(factorized, adapted):
-            size = {w: layout.linear_config_chars_high(*dims, w, factorized, adapted, f.dtype)
+            size = {w: artifact_recipe.linear_config_chars_high(*dims, w, factorized, adapted, f.dtype)
                     for w in ("f32", "f16", "int8", "low")}
             return A.ite(A.compare(">=", b, 32), size["f32"], A.ite(A.compare(">=", b, 16), size["f16"],
                          A.ite(A.compare("==", b, 8), size["int8"], size["low"])))
@@ -200,12 +201,12 @@ class _LayerCost:
     def _input_scale(self, low: bool):
         """An explicit input scale (awq, smoothquant where nothing folds): in fp32 values
         and their entry, exactly; the upper end adds the wrapper's config and the longer
-        names of the weight's entries (artifact_layout.SCALED_CONFIG_CHARS)."""
+        names of the weight's entries (artifact_recipe.SCALED_CONFIG_CHARS)."""
         flag = self.st.get("input_scale", A.FALSE)
         if flag is A.FALSE or flag is False:
             return 0
-        name = f"{self.f.name}.{layout.INPUT_SCALE}"
-        extra = 0 if low else layout.SCALED_CONFIG_CHARS + layout.INPUT_SCALE_ENTRIES * layout.INPUT_SCALE_NAME_CHARS
+        name = f"{self.f.name}.{artifact_recipe.INPUT_SCALE}"
+        extra = 0 if low else artifact_recipe.SCALED_CONFIG_CHARS + artifact_recipe.INPUT_SCALE_ENTRIES * artifact_recipe.INPUT_SCALE_NAME_CHARS
         return A.ite(flag, A.add(A.mul(4, self.st["in_features"]), entry_bytes(name, 1, self.digits, low), extra), 0)
 
 

@@ -27,7 +27,8 @@ LEAVES = {"kmr_dsl", "kmr_dsl.diagnostics", "kmr_dsl.units", "kmr_dsl.resources"
 PLACES = {
     "kmr_dsl.parse": "parse", "kmr_dsl.ast": "parse", "kmr_dsl.fmt": "parse",
     # model facts speak the core's state vocabulary; every stage above parse reads them
-    "kmr_dsl.core": "core", "kmr_dsl.artifact_layout": "core", "kmr_dsl.facts": "core",
+    "kmr_dsl.core": "core", "kmr_dsl.artifact_layout": "core", "kmr_dsl.artifact_recipe": "core",
+    "kmr_dsl.facts": "core",
     "kmr_dsl.check": "check",
     "kmr_dsl.verify": "verify",
     "kmr_dsl.runtime": "runtime", "kmr_dsl.rules": "runtime",

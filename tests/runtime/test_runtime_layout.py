@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from kmr_dsl import artifact_layout as layout
+from kmr_dsl import artifact_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -107,14 +108,14 @@ def _imported(code: str) -> set[str]:
 
 
 def test_layout_and_runtime_package_do_not_import_torch():
-    mods = _imported("import kmr_dsl.artifact_layout, kmr_dsl.runtime, kmr_dsl.rules, kmr_dsl.runtime.context")
+    mods = _imported("import kmr_dsl.artifact_layout, kmr_dsl.artifact_recipe, kmr_dsl.runtime, kmr_dsl.rules, kmr_dsl.runtime.context")
     assert "torch" not in mods
 
 
 @pytest.mark.parametrize("bias", [True, False])
 def test_every_form_of_a_linear_describes_at_least_the_lower_bound(bias):
     """The `size` model's lower end counts a Linear's recipe config as at least the plain
-    `{"bias","in","out","type":"Linear"}` (artifact_layout.config_chars_low): no form of it
+    `{"bias","in","out","type":"Linear"}` (artifact_recipe.config_chars_low): no form of it
     that codec.describe writes is shorter."""
     import torch
     import torch.nn as nn
@@ -144,10 +145,10 @@ def test_every_form_of_a_linear_describes_at_least_the_lower_bound(bias):
     masked = leaf()
     kl.set_mask(masked, masked.weight.detach() != 0)
     forms["masked Linear"] = masked
-    low = layout.config_chars_low("Linear", bias, 2, 1)
-    assert low == layout._config_chars({"bias": bias, "in": 12, "out": 7, "type": "Linear"})
+    low = artifact_recipe.config_chars_low("Linear", bias, 2, 1)
+    assert low == artifact_recipe._config_chars({"bias": bias, "in": 12, "out": 7, "type": "Linear"})
     for name, module in forms.items():
-        assert layout._config_chars(codec.describe(module)) >= low, name
+        assert artifact_recipe._config_chars(codec.describe(module)) >= low, name
     # other kinds: at least `{"type":"keep"}`, the shortest config of all
-    assert layout.config_chars_low("Conv2d", True, 3, 3) == layout.MIN_CONFIG_CHARS
-    assert layout._config_chars(codec.describe(nn.Identity())) == layout.MIN_CONFIG_CHARS
+    assert artifact_recipe.config_chars_low("Conv2d", True, 3, 3) == artifact_recipe.MIN_CONFIG_CHARS
+    assert artifact_recipe._config_chars(codec.describe(nn.Identity())) == artifact_recipe.MIN_CONFIG_CHARS

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from kmr_dsl import artifact_layout as layout
+from kmr_dsl import artifact_recipe
 from kmr_dsl.verify import Verdict, verify
 from kmr_dsl.verify.budget import budget_lines
 from kmr_dsl.verify.cost import SIZE_LOW, meter_expr
@@ -36,8 +36,8 @@ def test_the_low_end_is_below_the_high_end_and_counts_the_recipe_exactly():
     assert size_range(prog, "compress", {"s": 0.5}) == (float(low), float(high))
     # the loader call and the info are in both ends exactly: a longer folder adds its length to each
     pipe = prog.pipelines["compress"]
-    fixed = layout.recipe_fixed_chars(pipe.model.loader, {"pipeline": "compress"})
-    assert fixed == len(layout.recipe_json(pipe.model.loader, {}, {"pipeline": "compress"}).replace('"', '\\"'))
+    fixed = artifact_recipe.recipe_fixed_chars(pipe.model.loader, {"pipeline": "compress"})
+    assert fixed == len(artifact_recipe.recipe_json(pipe.model.loader, {}, {"pipeline": "compress"}).replace('"', '\\"'))
 
 
 def test_each_line_reads_its_worst_end():
