@@ -27,7 +27,7 @@ from kmr_dsl.diagnostics import KmrError
 from kmr_dsl.proptest import costcheck, expected, models
 from kmr_dsl.runtime import context, forward, introspect, meters, state
 from kmr_dsl.runtime import layers as kl
-from kmr_dsl.runtime.loaders import import_impl
+from kmr_dsl.runtime.user_code import import_impl
 
 
 @dataclass

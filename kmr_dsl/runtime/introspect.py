@@ -45,7 +45,7 @@ import torch.nn as nn
 
 from kmr_dsl.diagnostics import KmrError, Span, error
 from kmr_dsl.facts import LayerFact, LoaderSpec, ModelFacts, dependencies_since, spec_hash
-from kmr_dsl.runtime import depgraph, forward, heads, layers as kl, loaders, meters, norms, tied
+from kmr_dsl.runtime import depgraph, forward, heads, layers as kl, loaders, meters, norms, tied, user_code
 from kmr_dsl.runtime import int8_kernels as k8
 from kmr_dsl.runtime import modules as km
 
@@ -65,7 +65,7 @@ def example_input_shape(spec: LoaderSpec | None, model: nn.Module, span: Span | 
         return shape, str(spec.kw("input_dtype", default))
     sources = []
     if spec is not None and spec.kind == "factory" and spec.args:
-        module = loaders.import_module_from(str(spec.args[0]).partition(":")[0], spec.base_dir, span)
+        module = user_code.import_module_from(str(spec.args[0]).partition(":")[0], spec.base_dir, span)
         sources.append(getattr(module, "example_input", None))
     sources.append(getattr(model, "example_input", None))
     for source in sources:

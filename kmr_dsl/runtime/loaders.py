@@ -25,12 +25,6 @@ Contract:
   transformers is optional (KMR506).
 - `load_data(spec, span=None, trust=False) -> Dataset` for `sklearn`, `tensors`,
   `factory` (the same trust rule as a model factory).
-- `import_ref("pkg.mod:fn", base_dir, span, trust=...)` is the shared importer; with
-  `trust=False` it refuses a module outside `base_dir` (KMR227). `import_impl(ref,
-  base_dir, span, trust)` imports a rule's or meter's impl under the same rule, KMR's
-  own `kmr_dsl.*` impls always allowed.
-- User code that calls `sys.exit` (at import or when called) is reported as KMR411 at
-  the loader call instead of ending the process.
 All failures raise `KmrError`: KMR401 missing file or module, KMR402 wrong format,
 KMR404 weights that do not fit the architecture, KMR217 refused pickle, KMR227 code
 outside the program's folder refused, KMR403 data, KMR411 user code exited,
@@ -52,100 +46,12 @@ import torch.nn as nn
 from kmr_dsl.diagnostics import KmrError, Span, error
 from kmr_dsl.facts import LoaderSpec
 from kmr_dsl.runtime import data as kdata, tied
-from kmr_dsl.trust import local_module_file, refuse_untrusted
+from kmr_dsl.runtime.user_code import exited, import_ref
+from kmr_dsl.runtime.user_code import findable as _findable
+from kmr_dsl.runtime.user_code import span_or_unknown as _span
+from kmr_dsl.trust import refuse_untrusted
 
 RESERVED_KWARGS = ("weights", "input_shape", "input_dtype", "trust")
-
-
-def _span(span):
-    return span or Span.unknown()
-
-
-def _is_under(module, base: Path) -> bool:
-    file = getattr(module, "__file__", None)
-    if not file:
-        return False
-    try:
-        Path(file).resolve().relative_to(base)
-        return True
-    except ValueError:
-        return False
-
-
-def exited(exc: SystemExit, span: Span | None, what: str) -> KmrError:
-    """KMR411: user code called sys.exit; report it where it was called from."""
-    return KmrError(error("KMR411", _span(span), f"{what} called sys.exit({exc.code!r})",
-                          "KMR stops here: a loader or rule that ends the process would "
-                          "otherwise look like a silent success",
-                          hint="remove the sys.exit call (raise an exception to report a problem)"))
-
-
-def import_module_from(name: str, base_dir: str | os.PathLike, span: Span | None = None,
-                       missing: str = "KMR401"):
-    """Import `name` from `base_dir` if it lives there, else from sys.path."""
-    base = Path(base_dir).resolve()
-    top = name.split(".")[0]
-    rel = Path(*name.split("."))
-    local = (base / rel).with_suffix(".py").is_file() or (base / rel / "__init__.py").is_file() \
-        or (base / top).is_dir() or (base / f"{top}.py").is_file()
-    try:
-        if not local:
-            return importlib.import_module(name)
-        existing = sys.modules.get(top)
-        if existing is not None and not _is_under(existing, base):
-            for key in [k for k in sys.modules if k == top or k.startswith(top + ".")]:
-                del sys.modules[key]
-        sys.path.insert(0, str(base))
-        try:
-            importlib.invalidate_caches()
-            return importlib.import_module(name)
-        finally:
-            sys.path.remove(str(base))
-    except ModuleNotFoundError as exc:
-        raise KmrError(error(missing, _span(span), f"cannot import module `{name}`", str(exc),
-                             hint=f"put {rel}.py next to the program or install the package")) from exc
-    except SystemExit as exc:
-        raise exited(exc, span, f"importing `{name}`") from exc
-    except Exception as exc:  # noqa: BLE001 - the user's module failed while importing
-        raise KmrError(error("KMR402", _span(span), f"importing `{name}` failed",
-                             f"{type(exc).__name__}: {exc}", hint="fix the error in the module")) from exc
-
-
-def _findable(name: str) -> bool:
-    """Could `name` be imported from outside the program folder? (finding runs no code)"""
-    try:
-        return importlib.util.find_spec(name.split(".")[0]) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def import_ref(ref: str, base_dir=".", span: Span | None = None, missing: str = "KMR401", bad: str = "KMR402",
-               trust: bool = True, what: str = "module"):
-    """`"pkg.mod:attr"` -> the attribute (a callable). With `trust=False` the module must be
-    a file of `base_dir` (KMR227 before anything is imported otherwise)."""
-    if not isinstance(ref, str) or ":" not in ref:
-        raise KmrError(error(bad, _span(span), f"`{ref}` is not a reference of the form \"pkg.module:function\"",
-                             hint='write "module:function", e.g. "digits_model:make_mlp"'))
-    mod_name, _, attr = ref.partition(":")
-    local = None if trust else local_module_file(mod_name, base_dir)
-    if not trust and local is None:
-        if _findable(mod_name):
-            refuse_untrusted(ref, base_dir, span, what)
-        raise KmrError(error(missing, _span(span), f"cannot import module `{mod_name}`",
-                             f"no {Path(*mod_name.split('.'))}.py in the program folder {base_dir}",
-                             hint=f"put {mod_name.split('.')[-1]}.py next to the program"))
-    obj = import_module_from(mod_name, base_dir, span, missing)
-    if local is not None and not _is_under(obj, local.parent):
-        # a name the import system resolves elsewhere (a built-in module, a cached one)
-        refuse_untrusted(ref, base_dir, span, what)
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise KmrError(error(bad, _span(span), f"module `{mod_name}` has no `{attr}`",
-                                 hint=f"define `{attr}` in {mod_name} or fix the name"))
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise KmrError(error(bad, _span(span), f"`{ref}` is not callable", hint="reference a function"))
-    return obj
 
 
 def _path(spec: LoaderSpec, value, span) -> Path:
@@ -228,16 +134,6 @@ def _unpickle(path: Path, base_dir, span: Span):
                              hint="check that the file was saved with torch.save by a compatible torch")) from exc
     finally:
         sys.path.remove(base)
-
-
-def import_impl(ref: str, base_dir=".", span: Span | None = None, trust: bool = False):
-    """A rule's or meter's `impl "module:function"`. KMR's own code (`kmr_dsl.*`, the
-    standard library's impls) always runs; any other module must be a file of
-    `base_dir` (the declaring file's folder) unless trusted (KMR227), like a factory."""
-    module = ref.partition(":")[0] if isinstance(ref, str) else ""
-    own = module == "kmr_dsl" or module.startswith("kmr_dsl.")
-    return import_ref(ref, base_dir, span, missing="KMR407", bad="KMR407", trust=trust or own,
-                      what="implementation")
 
 
 def factory_model(spec: LoaderSpec, span: Span | None = None, weights: bool = True,
@@ -427,6 +323,5 @@ def load_data(spec: LoaderSpec, span: Span | None = None, trust: bool = False) -
     raise KmrError(error("KMR403", span, f"`{spec.kind}` is not a data loader", hint="use sklearn, tensors or factory"))
 
 
-__all__ = ["RESERVED_KWARGS", "exited", "factory_model", "hf_folder", "hf_model", "import_impl", "import_module_from",
-           "import_ref", "is_meta",
-           "load_data", "load_model", "load_weights", "program_trust", "torch_module"]
+__all__ = ["RESERVED_KWARGS", "factory_model", "hf_folder", "hf_model", "is_meta", "load_data", "load_model",
+           "load_weights", "program_trust", "torch_module"]

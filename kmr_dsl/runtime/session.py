@@ -36,7 +36,8 @@ from kmr_dsl.diagnostics import KmrError, Span, error
 from kmr_dsl.core.evaluate import Env, evaluate, holds, margin, meter_key, meter_refs
 from kmr_dsl.outcome import LineVerdict, Outcome
 from kmr_dsl.runtime import context
-from kmr_dsl.runtime.loaders import exited, import_impl, load_data, load_model
+from kmr_dsl.runtime.loaders import load_data, load_model
+from kmr_dsl.runtime.user_code import exited, import_impl
 from kmr_dsl.runtime.meters import fixed_threads
 from kmr_dsl.runtime.report import render_markdown
 

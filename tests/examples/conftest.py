@@ -40,7 +40,7 @@ def digits_cnn_folder(tmp_path_factory, one_thread):
     folder = tmp_path_factory.mktemp("digits_cnn")
     for name in ("digits_cnn.kmr", "digits_cnn_model.py", "train_baseline.py"):
         shutil.copy(EXAMPLES / "digits_cnn" / name, folder / name)
-    from kmr_dsl.runtime.loaders import import_module_from
+    from kmr_dsl.runtime.user_code import import_module_from
 
     script = import_module_from("train_baseline", folder)
     assert script.main(["--out", str(folder / "cnn.safetensors")]) == 0

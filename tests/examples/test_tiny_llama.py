@@ -24,7 +24,7 @@ def llama_folder(tmp_path_factory, one_thread):
     folder = tmp_path_factory.mktemp("tiny_llama")
     for name in FILES:
         shutil.copy(EXAMPLES / "tiny_llama" / name, folder / name)
-    from kmr_dsl.runtime.loaders import import_module_from
+    from kmr_dsl.runtime.user_code import import_module_from
 
     script = import_module_from("train_baseline", folder)
     assert script.main(["--out", str(folder / "llama.safetensors")]) == 0

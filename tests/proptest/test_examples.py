@@ -4,7 +4,7 @@ import shutil
 from pathlib import Path
 
 from kmr_dsl.cli import main
-from kmr_dsl.runtime import loaders
+from kmr_dsl.runtime import user_code
 
 DIGITS = Path(__file__).resolve().parents[2] / "examples" / "digits"
 
@@ -15,7 +15,7 @@ def test_digits_laws_hold(tmp_path, capsys):
     for name in ("digits.kmr", "laws.kmr", "digits_model.py"):
         shutil.copy(DIGITS / name, folder / name)
     # the laws are about structure, not accuracy: two epochs of the baseline suffice
-    script = loaders.import_module_from("train_baseline", DIGITS)
+    script = user_code.import_module_from("train_baseline", DIGITS)
     assert script.main(["--out", str(folder / "mlp.safetensors"), "--epochs", "2"]) == 0
     capsys.readouterr()
     code = main(["test", str(folder / "laws.kmr"), "--no-contracts", "--examples", "4"])

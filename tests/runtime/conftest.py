@@ -12,7 +12,7 @@ if str(HERE.parents[1]) not in sys.path:   # run from a checkout without install
 
 torch = pytest.importorskip("torch")
 
-from kmr_dsl.runtime import context, loaders  # noqa: E402
+from kmr_dsl.runtime import context, loaders, user_code  # noqa: E402
 from kmr_dsl.runtime.data import Dataset  # noqa: E402
 from runtime_helpers import spec  # noqa: E402
 
@@ -39,7 +39,7 @@ def cnn(cnn_spec):
 
 @pytest.fixture
 def data():
-    toy = loaders.import_ref("toy_models:make_data", HERE)
+    toy = user_code.import_ref("toy_models:make_data", HERE)
     x, y = toy()
     return Dataset(x, y, "toy")
 

@@ -6,13 +6,13 @@ from pathlib import Path
 import torch
 
 from kmr_dsl.facts import LoaderSpec
-from kmr_dsl.runtime import introspect, loaders, meters
+from kmr_dsl.runtime import introspect, loaders, meters, user_code
 
 DIGITS = Path(__file__).resolve().parents[2] / "examples" / "digits"
 
 
 def test_digits_baseline_trains_and_loads(tmp_path):
-    script = loaders.import_module_from("train_baseline", DIGITS)
+    script = user_code.import_module_from("train_baseline", DIGITS)
     out = tmp_path / "mlp.safetensors"
     assert script.main(["--out", str(out)]) == 0
     spec = LoaderSpec("factory", ("digits_model:make_mlp",), (("weights", str(out)),), str(DIGITS))

@@ -8,7 +8,7 @@ from safetensors.torch import save_file
 from runtime_helpers import HERE, spec
 from kmr_dsl.diagnostics import KmrError
 from kmr_dsl.facts import LoaderSpec
-from kmr_dsl.runtime import loaders, quant
+from kmr_dsl.runtime import loaders, quant, user_code
 from kmr_dsl.runtime.data import Dataset
 
 
@@ -163,7 +163,7 @@ def test_factory_with_weights(tmp_path):
 
 def test_factory_passes_kwargs():
     model = loaders.load_model(spec(seed=3))
-    assert torch.equal(model[0].weight, loaders.import_ref("toy_models:make_mlp", HERE)(seed=3)[0].weight)
+    assert torch.equal(model[0].weight, user_code.import_ref("toy_models:make_mlp", HERE)(seed=3)[0].weight)
 
 
 def test_factory_errors(tmp_path):
