@@ -169,6 +169,6 @@ def linear_config_chars_high(bias: bool, in_digits: int, out_digits: int, width:
 
 __all__ = [
     "FORMAT_VERSION", "INPUT_SCALE", "INPUT_SCALE_ENTRIES", "INPUT_SCALE_NAME_CHARS", "INPUT_SCALE_WRAPPER",
-    "MIN_CONFIG_CHARS", "SCALED_CONFIG_CHARS", "base_dict", "config_chars_low", "linear_config_chars_high", "name_chars",
-    "recipe_fixed_chars", "recipe_json", "string_chars",
+    "MIN_CONFIG_CHARS", "SCALED_CONFIG_CHARS", "base_dict", "config_chars_low", "linear_config_chars_high",
+    "name_chars", "recipe_fixed_chars", "recipe_json", "string_chars",
 ]

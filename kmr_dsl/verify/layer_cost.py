@@ -206,7 +206,8 @@ class _LayerCost:
         if flag is A.FALSE or flag is False:
             return 0
         name = f"{self.f.name}.{artifact_recipe.INPUT_SCALE}"
-        extra = 0 if low else artifact_recipe.SCALED_CONFIG_CHARS + artifact_recipe.INPUT_SCALE_ENTRIES * artifact_recipe.INPUT_SCALE_NAME_CHARS
+        extra = 0 if low else artifact_recipe.SCALED_CONFIG_CHARS + \
+            artifact_recipe.INPUT_SCALE_ENTRIES * artifact_recipe.INPUT_SCALE_NAME_CHARS
         return A.ite(flag, A.add(A.mul(4, self.st["in_features"]), entry_bytes(name, 1, self.digits, low), extra), 0)
 
 

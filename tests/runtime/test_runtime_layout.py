@@ -108,7 +108,8 @@ def _imported(code: str) -> set[str]:
 
 
 def test_layout_and_runtime_package_do_not_import_torch():
-    mods = _imported("import kmr_dsl.artifact_layout, kmr_dsl.artifact_recipe, kmr_dsl.runtime, kmr_dsl.rules, kmr_dsl.runtime.context")
+    mods = _imported("import kmr_dsl.artifact_layout, kmr_dsl.artifact_recipe, kmr_dsl.runtime, kmr_dsl.rules, "
+                     "kmr_dsl.runtime.context")
     assert "torch" not in mods
 
 
