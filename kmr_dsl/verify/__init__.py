@@ -12,7 +12,8 @@ Public API:
   `is_feasible(program, pipeline, setting) -> bool` for the runtime and search.
 - `explain(program, pipeline, meter) -> str`: a meter's cost model, per layer.
 
-Module map: algebra (building expressions) -> knobs, state (the abstract state) ->
+Module map: values, algebra, template (building expressions) -> knobs, state (the
+abstract state), sympy_eval, stepping (a pipeline through it) -> file_bytes, layer_cost,
 cost (meters) -> budget (lines) -> numeric, intervals, bounds (evaluation and cheap
 bounds) -> separable, knapsack, certificate (several lines at once: HiGHS MILP and
 exactly checked certificates) -> variables, lower (Z3 knob variables; the one
