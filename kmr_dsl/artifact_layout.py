@@ -243,8 +243,8 @@ CEIL_BYTES = 4               # per matrix layer (two stored tensors when factori
 PADDING_BYTES = 7
 # the format version, the base loader call and the info object, when the loader call is
 # not known (header_bytes_estimate without recipe_chars; the cost model counts them
-# exactly with `recipe_fixed_chars`): 240 characters for the digits example
-RECIPE_FIXED_CHARS = 240
+# exactly with `recipe_fixed_chars`): 181 characters for the digits example
+RECIPE_FIXED_CHARS = 181
 
 
 # A lower bound of one tensor entry's header characters: the fixed part, its name, the

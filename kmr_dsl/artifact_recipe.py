@@ -15,7 +15,6 @@ file's layout.
 from __future__ import annotations
 
 import json
-import os
 
 # 2: 4- and 2-bit codes are on the zero-preserving midrise grid (runtime.quant). A
 # format-1 file is still read when it holds no 4- or 2-bit layer (nothing else changed).
@@ -27,18 +26,18 @@ FORMAT_VERSION = 2
 def base_dict(base) -> dict | None:
     """The recipe's `base`: the loader call (a LoaderSpec or its dict) as JSON data.
 
-    Its folder is made absolute, so the header (and so `size`) does not depend on
-    where the file is written; `runtime.artifact.load` falls back to the artifact's
-    folders when the program moved. The `size` cost model counts it exactly.
+    The program's folder is not recorded: the file's bytes (and so `size`, which the
+    cost model counts exactly) do not depend on where the program lives, and a file
+    shared with others does not carry the path of its author's folder. `runtime.
+    artifact.load` takes the folder from its caller (`base_dir=`) or, trusted, finds
+    the loader's module beside the artifact (its folder or the one above: `out/` in the
+    program folder). Files written before this still record one; `load` reads it.
     """
     if base is None:
         return None
     if not isinstance(base, dict):
-        base = {"kind": base.kind, "args": list(base.args), "kwargs": [list(p) for p in base.kwargs],
-                "base_dir": base.base_dir}
-    base = dict(base)
-    base["base_dir"] = os.path.abspath(base.get("base_dir", "."))
-    return base
+        base = {"kind": base.kind, "args": list(base.args), "kwargs": [list(p) for p in base.kwargs]}
+    return {k: v for k, v in base.items() if k != "base_dir"}
 
 
 def recipe_json(base, layers: dict, info: dict) -> str:

@@ -30,19 +30,20 @@ from kmr_dsl.facts import LoaderSpec
 
 
 def load_artifact(path: str, trust: bool = False, base_dir: str | None = None) -> tuple[nn.Module, LoaderSpec | None]:
-    from kmr_dsl.runtime.artifact import load, read_recipe
+    from kmr_dsl.runtime.artifact import load, program_folder, read_recipe
 
     p = Path(path)
     if not p.is_file():
         raise KmrError(error("KMR501", Span.unknown(path), f"no such artifact: {path}",
                              hint="pass the model.safetensors that `kmr run` or `kmr search` wrote"))
     recipe = read_recipe(p)
+    model = load(p, trust=trust, base_dir=base_dir).eval()     # the recipe's base checked here
     base = recipe.get("base") or {}
     spec = None
     if base:
+        folder = str(base_dir) if base_dir is not None else program_folder(base, p.resolve())
         spec = LoaderSpec(base["kind"], tuple(base.get("args", ())),
-                          tuple((k, v) for k, v in base.get("kwargs", ())), base.get("base_dir", "."))
-    model = load(p, trust=trust, base_dir=base_dir).eval()
+                          tuple((k, v) for k, v in base.get("kwargs", ())), folder)
     return model, spec
 
 

@@ -6,8 +6,8 @@ Contract (docs/artifact.md is the full specification):
   a compact JSON object {"format": 2, "base": LOADER, "layers": {NAME: CONFIG},
   "info": {...}} (written by `artifact_recipe.recipe_json`, which the `size` cost model
   counts with): LOADER is the loader call that builds the original architecture
-  (`recipe["base"]`, a LoaderSpec or its dict; its folder is stored as an absolute
-  path, so the file's bytes do not depend on where it is written), CONFIG describes
+  (`recipe["base"]`, a LoaderSpec or its dict, without the program's folder, so the
+  file's bytes do not depend on where the program lives), CONFIG describes
   every logical layer as it is now (`codec.describe`), and `info` is the rest of the
   caller's `recipe` (`kmr run`: the pipeline's name; the knob setting is in report.json,
   docs/artifact.md says why). The tensors follow the byte layout of
@@ -239,10 +239,11 @@ def _recorded_base(recipe: dict, span: Span) -> dict:
     if not isinstance(kwargs, list) or not all(
             isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) and _literal(p[1]) for p in kwargs):
         raise _bad(span, "`base.kwargs` is not a list of [name, literal] pairs")
-    if not isinstance(base.get("base_dir", "."), str):
+    if not isinstance(base.get("base_dir", ""), str):
         raise _bad(span, "`base.base_dir` is not a string")
+    # only files written before 2026-12-02 record the program's folder (artifact_recipe.base_dict)
     return {"kind": kind, "args": args, "kwargs": [p for p in kwargs if p[0] != "trust"],
-            "base_dir": base.get("base_dir", ".")}
+            "base_dir": base.get("base_dir")}
 
 
 def _check_layers(recipe: dict, span: Span, limit: int) -> dict:
@@ -275,16 +276,17 @@ def _check_layers(recipe: dict, span: Span, limit: int) -> dict:
     return layers
 
 
-def _program_folder(spec: dict, path: Path) -> str:
+def program_folder(spec: dict, path: Path) -> str:
     """With trust: the folder the base loader's relative paths resolve against: the
-    recorded one, else the artifact's folder or its parent (a program folder moved
-    together with its `out/`), whichever holds the loader's module or file."""
-    recorded = spec.get("base_dir", ".")
-    if os.path.isdir(recorded):
+    artifact's folder or one or two above it (`kmr run` writes `out/<pipeline>/` in the
+    folder it runs in), whichever holds the loader's module or file; an older file's
+    recorded folder first, while it exists."""
+    recorded = spec.get("base_dir")
+    if recorded and os.path.isabs(recorded) and os.path.isdir(recorded):
         return recorded
     first = str(spec["args"][0])
     wanted = first.partition(":")[0].replace(".", "/") + ".py" if spec["kind"] == "factory" else first
-    for folder in (path.parent, path.parent.parent):
+    for folder in (path.parent, path.parent.parent, path.parent.parent.parent):
         if wanted and (folder / wanted).exists():
             return str(folder)
     return str(path.parent)
@@ -303,7 +305,7 @@ def _rebuild_base(recipe: dict, path: Path, span: Span, trust: bool, base_dir) -
     if base_dir is not None:
         folder = str(base_dir)
     elif trust:
-        folder = _program_folder(spec_dict, path.resolve())
+        folder = program_folder(spec_dict, path.resolve())
     elif kind == "factory":
         # the file names the function; only the caller may say whose code may run
         raise KmrError(error(

@@ -14,7 +14,7 @@ Outside the layers: other_params at 4 B, buffers, and the safetensors header
 second entry, which is why each branch of the min carries its own header bytes).
 
 `size` is a range, not a value: the data bytes are exact up to the `ceil` of packed
-bytes, and so are the recipe's loader call (with the program's absolute folder) and
+bytes, and so are the recipe's loader call and
 its info object ({"pipeline": NAME}, counted with artifact_recipe.recipe_fixed_chars);
 the rest of the header (the offsets' digits, the 8-byte padding, each layer's config,
 which grows with its form, its dimensions' digits and an unmerged adapter) is

@@ -154,7 +154,7 @@ def offset_digits(model: PipelineModel) -> int:
 
 def _recipe_fixed(model: PipelineModel) -> int | None:
     """The recipe's characters besides its layers, exactly as `kmr run` writes them (its
-    loader call with the program's absolute folder, info {"pipeline": NAME});
+    loader call, info {"pipeline": NAME});
     None when no pipeline is known (`cost_at`)."""
     pipe = model.pipeline
     if pipe is None:

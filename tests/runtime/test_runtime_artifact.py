@@ -103,7 +103,16 @@ def test_file_is_plain_safetensors_with_recipe(mlp, mlp_spec, tmp_path):
     assert {"0.weight.q", "0.weight.scale", "0.bias"} <= keys
     recipe = json.loads(meta["kmr_recipe"])
     assert recipe["layers"]["0"] == {"type": "QuantLinear", "bits": 4, "shape": [32, 16], "bias": True}
-    assert recipe["base"]["kind"] == "factory" and os.path.isabs(recipe["base"]["base_dir"])
+    # the loader call without the program's folder: the bytes do not depend on (nor reveal) where it lives
+    assert recipe["base"] == {"kind": "factory", "args": list(mlp_spec.args), "kwargs": [list(p) for p in mlp_spec.kwargs]}
+
+
+def test_the_file_is_the_same_whichever_folder_the_program_is_in(mlp, mlp_spec, tmp_path):
+    paths = []
+    for folder in ("/p", "/a/much/longer/folder/of/the/same/program"):
+        paths.append(tmp_path / f"{len(paths)}.safetensors")
+        artifact.save(mlp, paths[-1], {"base": LoaderSpec(mlp_spec.kind, mlp_spec.args, mlp_spec.kwargs, folder)})
+    assert paths[0].read_bytes() == paths[1].read_bytes()
 
 
 def test_masks_survive_reload_and_training(mlp, mlp_spec, data, run, tmp_path):

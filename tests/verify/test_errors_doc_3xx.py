@@ -8,9 +8,7 @@ and each note — must be what the verifier prints, so the documentation cannot 
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -32,22 +30,9 @@ def _entries():
 
 ENTRIES = _entries()
 
-# An artifact's header holds the program's absolute folder, so `size` (KMR312's note)
-# depends on that path's length: the doc's figures are for a 62-character folder, which
-# each example gets whatever the machine's temporary folder (or pytest-xdist's
-# per-worker one, 10 characters longer) is.
-DOC_FOLDER_CHARS = 62
-
-
 @pytest.fixture
-def doc_folder():
-    with tempfile.TemporaryDirectory() as top:
-        top = os.path.realpath(top)
-        pad = DOC_FOLDER_CHARS - len(top) - 1
-        assert pad > 0, f"the temporary folder {top} is too long for the doc's {DOC_FOLDER_CHARS}-character folder"
-        folder = Path(top) / ("f" * pad)
-        folder.mkdir()
-        yield folder
+def doc_folder(tmp_path):
+    return tmp_path
 
 
 def test_every_3xx_code_has_an_example():
