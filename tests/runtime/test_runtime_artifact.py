@@ -150,11 +150,27 @@ def test_moved_program_folder_still_loads(tmp_path):
     with pytest.raises(KmrError) as e:             # the file names the factory: no folder given, no run
         artifact.load(moved / "out" / "model.safetensors")
     assert e.value.diagnostic.code == "KMR227"
-    loaded = artifact.load(moved / "out" / "model.safetensors", trust=True)   # recorded folder gone: found beside
+    loaded = artifact.load(moved / "out" / "model.safetensors", trust=True)   # the factory's module found above it
     assert torch.equal(artifact.load(moved / "out" / "model.safetensors", base_dir=moved)(torch.ones(1, 16)),
                        model(torch.ones(1, 16)))
     x = torch.randn(2, 16)
     assert torch.equal(loaded(x), model(x))
+
+
+def test_trusted_load_finds_the_factory_where_kmr_run_writes(tmp_path):
+    """`kmr run` writes out/<pipeline>/model.safetensors in the folder it runs in: the
+    program's module is two folders up, and the file records no folder to find it by."""
+    import shutil
+    program = tmp_path / "program"
+    program.mkdir()
+    shutil.copy(spec().base_dir + "/toy_models.py", program / "toy_models.py")
+    base = LoaderSpec("factory", ("toy_models:make_mlp",), (), str(program))
+    model = loaders.load_model(base)
+    path = program / "out" / "compress" / "model.safetensors"
+    artifact.save(model, path, {"base": base})
+    assert str(tmp_path) not in path.read_bytes()[:8192].decode("latin-1")
+    x = torch.randn(2, 16)
+    assert torch.equal(artifact.load(path, trust=True)(x), model(x))
 
 
 def test_load_with_explicit_base(tmp_path):
