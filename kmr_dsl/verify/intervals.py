@@ -299,6 +299,49 @@ def ieval(e, env: dict, consts, widen: bool = True):
     raise NotModelled(f"no interval rule for {t.__name__}")
 
 
+def ieval_sum(terms, parts, env: dict, const_cols, widen: bool = True):
+    """(lo, hi) of the sum of `terms`: the same floats as `ieval` of their Add, with each
+    distinct term evaluated once.
+
+    parts[i] = (shape, slots, count) of terms[i]: its shape (interned: compared by
+    identity), the positions of its symbols in its group, and how many constants it reads;
+    `const_cols` (batch members x constants) holds every term's constants, term by term.
+    Terms of one shape over the same knobs are one evaluation, with a leading axis of one
+    row per distinct constant vector: a term equal to an earlier one (a layer of a shape
+    seen before, its counts after 25 prunes included) reuses that row. Every operation is
+    elementwise, so a row holds exactly the floats the tree walk computes for that term,
+    and the rows are added in term order: the result is the walk's, bit for bit.
+
+    Why: 25 scalar prune knobs on every layer make one group whose expression is the sum
+    over all layers; walking it evaluated every layer's nested counts again, over
+    thousands of boxes, in every bound the verifier asks for (docs/benchmarks.md).
+    """
+    classes: dict = {}
+    where = []
+    off = 0
+    for i, (shape, slots, count) in enumerate(parts):
+        block = const_cols[:, off:off + count]
+        off += count
+        cls = classes.get((id(shape), slots))
+        if cls is None:
+            cls = classes[(id(shape), slots)] = [terms[i], {}, []]
+        row = cls[1].setdefault(block.tobytes(), len(cls[2]))
+        if row == len(cls[2]):
+            cls[2].append(block)
+        where.append((cls, row))
+    assert off == const_cols.shape[1] and len(terms) == len(parts)
+    for cls in classes.values():
+        stacked = np.stack(cls[2])                  # distinct terms x members x constants
+        cols = iter([stacked[:, :, [c]] for c in range(stacked.shape[2])])
+        cls.append(ieval(cls[0], env, cols, widen))
+    lo = hi = 0
+    for cls, row in where:
+        tlo, thi = cls[3]
+        lo = lo + (tlo[row if tlo.shape[0] > 1 else 0] if np.ndim(tlo) == 3 else tlo)
+        hi = hi + (thi[row if thi.shape[0] > 1 else 0] if np.ndim(thi) == 3 else thi)
+    return lo, hi
+
+
 def _round(down: bool, v, widen: bool):
     """floor / ceiling of an enclosure. A value computed within EPS of an integer may be
     that integer exactly (5 * 0.7 + 0.5): widened, each end rounds to the side that keeps
@@ -333,4 +376,4 @@ def _piecewise(e, env, consts, widen):
     return lo, hi
 
 
-__all__ = ["EPS", "exact_comparisons", "ieval", "shape_of", "symbols_key", "values_key"]
+__all__ = ["EPS", "exact_comparisons", "ieval", "ieval_sum", "shape_of", "symbols_key", "values_key"]
