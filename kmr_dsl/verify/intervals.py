@@ -38,6 +38,7 @@ from kmr_dsl.verify.algebra import (BoolSymbol, EnumKnob, EnumValue, NotModelled
                                     UnmodelledBool)
 
 EPS = 1e-9
+CHUNK = 1 << 20     # array elements one ieval_sum evaluation may make per node (8 MB of float64)
 _EXACT = 2 ** 53
 INF = np.inf
 
@@ -330,13 +331,21 @@ def ieval_sum(terms, parts, env: dict, const_cols, widen: bool = True):
             cls[2].append(block)
         where.append((cls, row))
     assert off == const_cols.shape[1] and len(terms) == len(parts)
+    # rows per evaluation: a model of many distinct layers must not make arrays of
+    # (layers x boxes) at every node of the walk at once
+    boxes = max((np.shape(v[0])[-1] for v in env.values() if np.ndim(v[0])), default=1)
+    step = max(1, CHUNK // (const_cols.shape[0] * boxes))
     for cls in classes.values():
-        stacked = np.stack(cls[2])                  # distinct terms x members x constants
-        cols = iter([stacked[:, :, [c]] for c in range(stacked.shape[2])])
-        cls.append(ieval(cls[0], env, cols, widen))
+        out = []
+        for first in range(0, len(cls[2]), step):
+            stacked = np.stack(cls[2][first:first + step])      # distinct terms x members x constants
+            cols = iter([stacked[:, :, [c]] for c in range(stacked.shape[2])])
+            out.append(ieval(cls[0], env, cols, widen))
+        cls.append(out)
     lo = hi = 0
     for cls, row in where:
-        tlo, thi = cls[3]
+        tlo, thi = cls[3][row // step]
+        row %= step
         lo = lo + (tlo[row if tlo.shape[0] > 1 else 0] if np.ndim(tlo) == 3 else tlo)
         hi = hi + (thi[row if thi.shape[0] > 1 else 0] if np.ndim(thi) == 3 else thi)
     return lo, hi

@@ -22,6 +22,7 @@ from kmr_dsl.diagnostics import render_all
 from kmr_dsl.verify.bounds import (MARGIN, Decomposition, _intern, bound_line, decompose, point_range,
                                    relax_line)
 from kmr_dsl.verify.budget import budget_lines
+from kmr_dsl.verify import intervals
 from kmr_dsl.verify.intervals import ieval, ieval_sum, shape_of
 from kmr_dsl.verify.numeric import evaluate
 from kmr_dsl.verify.obligations import pipeline_model
@@ -152,7 +153,9 @@ def random_term(rng):
     return c * X * Y
 
 
-def test_a_random_sum_evaluates_to_the_tree_walks_floats():
+@pytest.mark.parametrize("chunk", [1 << 20, 64])
+def test_a_random_sum_evaluates_to_the_tree_walks_floats(chunk, monkeypatch):
+    monkeypatch.setattr(intervals, "CHUNK", chunk)        # 64: one distinct term per evaluation
     rng = random.Random(11)
     nrng = np.random.default_rng(11)
     for trial in range(40):
