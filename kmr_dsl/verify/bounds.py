@@ -17,7 +17,10 @@ upper bound for vacuity (`ub < 0`: every setting meets the line). Real knobs als
 a grid of points whose best value is a witness candidate.
 
 Groups of the same shape (one per layer, differing only in constants) are evaluated
-together as one numpy batch: 1000 layers cost one walk of one expression.
+together as one numpy batch: 1000 layers cost one walk of one expression. Inside one
+group of many terms (knobs shared by every layer: one group over all layers), each
+distinct term is evaluated once and the terms of one shape as one batch
+(intervals.ieval_sum), with the same floats as walking the whole sum.
 
 `relax` drops bounds for unsat cores: {knob declaration name: {"lo", "hi"}} extends
 that knob's domain to -inf/+inf on that side (a tail interval; lattice points or
