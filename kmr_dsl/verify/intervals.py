@@ -38,7 +38,10 @@ from kmr_dsl.verify.algebra import (BoolSymbol, EnumKnob, EnumValue, NotModelled
                                     UnmodelledBool)
 
 EPS = 1e-9
-CHUNK = 1 << 20     # array elements one ieval_sum evaluation may make per node (8 MB of float64)
+# array elements one ieval_sum evaluation makes per node (128 KB of float64): 4 rows of
+# 4,096 boxes. Larger arrays leave the cache: 100 distinct layers took 11 s at 2^20,
+# 4.7 s here, 8 s one row at a time (docs/benchmarks.md)
+CHUNK = 1 << 14
 _EXACT = 2 ** 53
 INF = np.inf
 
@@ -331,8 +334,7 @@ def ieval_sum(terms, parts, env: dict, const_cols, widen: bool = True):
             cls[2].append(block)
         where.append((cls, row))
     assert off == const_cols.shape[1] and len(terms) == len(parts)
-    # rows per evaluation: a model of many distinct layers must not make arrays of
-    # (layers x boxes) at every node of the walk at once
+    # rows per evaluation: many distinct layers must not make arrays of (layers x boxes)
     boxes = max((np.shape(v[0])[-1] for v in env.values() if np.ndim(v[0])), default=1)
     step = max(1, CHUNK // (const_cols.shape[0] * boxes))
     for cls in classes.values():
