@@ -13,7 +13,9 @@ expressions of the same shape (one per layer), each constant leaf is a column ho
 that constant for every member, consumed in pre-order. `shape_of` computes the shape
 key and the constants of an expression in that same order; `values_key` (with
 `symbols_key`) builds on it the key of a set of values up to renaming of knobs, by which
-layers of one shape share a template (algebra.Template).
+layers of one shape share a template (algebra.Template). `ieval_sum` evaluates a sum of
+terms (a group over knobs every layer shares) with each distinct term evaluated once and
+the same floats as `ieval` of the sum.
 
 widen=True (sound): comparisons are widened by a relative 1e-9, so a tie computed in
 floats never excludes a branch the exact value would take. widen=False (precise):
