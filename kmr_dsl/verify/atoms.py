@@ -112,29 +112,29 @@ def atomize(exprs: list, knobs, case_cap: int = CASE_CAP, box: dict | None = Non
 
 
 def _atomize(exprs, knobs, case_cap, narrow=None):
-    syms: set = set()
-    for e in exprs:
-        syms |= A.knob_symbols(e)
-    if any(s not in knobs.by_symbol for s in syms):
-        raise NotAtomic("a symbol that is no knob")
     reads: dict = {}
     compared: set = set()
 
     def knobs_of(e):
-        # bottom-up, once per distinct node (shared sub-trees are met many times)
+        # bottom-up, once per distinct node (shared sub-trees are met many times: a
+        # layer shape's counts in every layer of that shape), so the lines' symbols come
+        # from here too rather than from a walk of every occurrence
         got = reads.get(e)
         if got is None:
             if e.args:
                 got = frozenset().union(*(knobs_of(a) for a in e.args))
                 if isinstance(e, Relational):
-                    compared.update(a for a in e.args if a in syms)
+                    compared.update(a for a in e.args if isinstance(a, sp.Symbol))
             else:
-                got = frozenset({e}) if e in syms else frozenset()
+                got = frozenset({e}) if isinstance(e, sp.Symbol) else frozenset()
             reads[e] = got
         return got
 
+    syms: set = set()
     for e in exprs:
-        knobs_of(e)
+        syms |= knobs_of(e)
+    if any(s not in knobs.by_symbol for s in syms):
+        raise NotAtomic("a symbol that is no knob")
     cases = {s for s in syms if s in compared or not knobs.by_symbol[s].numeric}
     if any(not knobs.by_symbol[s].finite for s in cases):
         raise NotAtomic("a case knob with an infinite domain")

@@ -17,7 +17,10 @@ upper bound for vacuity (`ub < 0`: every setting meets the line). Real knobs als
 a grid of points whose best value is a witness candidate.
 
 Groups of the same shape (one per layer, differing only in constants) are evaluated
-together as one numpy batch: 1000 layers cost one walk of one expression.
+together as one numpy batch: 1000 layers cost one walk of one expression. Inside one
+group of many terms (knobs shared by every layer: one group over all layers), each
+distinct term is evaluated once and the terms of one shape as one batch
+(intervals.ieval_sum), with the same floats as walking the whole sum.
 
 `relax` drops bounds for unsat cores: {knob declaration name: {"lo", "hi"}} extends
 that knob's domain to -inf/+inf on that side (a tail interval; lattice points or
@@ -40,7 +43,7 @@ import numpy as np
 import sympy as sp
 
 from kmr_dsl.verify.algebra import NotModelled, frac
-from kmr_dsl.verify.intervals import exact_comparisons, ieval, shape_of
+from kmr_dsl.verify.intervals import exact_comparisons, ieval, ieval_sum, shape_of
 from kmr_dsl.verify.knobs import KnobTable, KnobVar
 
 PIECES = 8          # sub-intervals of a real knob's interval
@@ -55,6 +58,9 @@ class Group:
     symbols: tuple            # knob symbols, in order of first appearance
     key: tuple                # shape key (interned): groups with the same key evaluate as one batch
     consts: list              # constants in pre-order
+    # a group of several terms: per term (interned shape, positions of its symbols in
+    # `symbols`, number of its constants), for intervals.ieval_sum; () for one term
+    parts: tuple = ()
 
     def shape(self) -> tuple:
         return self.key, self.consts
@@ -130,7 +136,8 @@ def decompose(expr, knobs: KnobTable, memo: dict | None = None) -> Decomposition
         slot = {s: j for j, s in enumerate(syms)}
         key = _intern(("Add", tuple((info[1], tuple(slot[s] for s in info[3])) for info in infos)))
         e = sp.Add._from_args(tuple(info[0] for info in infos), True)
-        groups.append(Group(e, syms, key, [c for info in infos for c in info[2]]))
+        parts = tuple((info[1], tuple(slot[s] for s in info[3]), len(info[2])) for info in infos)
+        groups.append(Group(e, syms, key, [c for info in infos for c in info[2]], parts))
     return Decomposition(const, groups, frozenset(parent), all(info[4] for info in owned))
 
 
@@ -348,8 +355,12 @@ def _run_batch(groups, members, counts, points: bool, widen: bool):
                 hi[r] = [c[1] for c in cells]
         env[s] = (lo[:, idx[j]], hi[:, idx[j]])
     const_cols = np.array([c for _, c, _ in members], dtype=float).reshape(n, -1)
-    cols = iter([const_cols[:, [i]] for i in range(const_cols.shape[1])])
-    lo, hi = ieval(rep.expr, env, cols, widen)
+    if rep.parts:
+        # a sum of terms (one per layer and part): equal terms evaluated once, the same floats
+        lo, hi = ieval_sum(rep.expr.args, rep.parts, env, const_cols, widen)
+    else:
+        cols = iter([const_cols[:, [i]] for i in range(const_cols.shape[1])])
+        lo, hi = ieval(rep.expr, env, cols, widen)
     size = idx.shape[1]
     lo = np.broadcast_to(np.asarray(lo, dtype=float), (n, size))
     hi = np.broadcast_to(np.asarray(hi, dtype=float), (n, size))

@@ -55,13 +55,21 @@ def _candidates(kv) -> list:
     return pts
 
 
-def search(model, lines: list, starts: list[dict]) -> dict | None:
+_ATOMIZE = object()
+
+
+def search(model, lines: list, starts: list[dict], at=_ATOMIZE) -> dict | None:
+    """`at`: the lines already atomized (`atomize(exprs, knobs, case_cap=math.inf)`, None
+    when they are not of that shape), so a caller that has them pays for them once."""
     if not lines or not all(ln.op in ("<=", "<") and ln.expr is not None for ln in lines):
         return None
     knobs = model.knobs
     syms: set = set()
-    for ln in lines:
-        syms |= A.knob_symbols(ln.expr)
+    if at is not _ATOMIZE and at is not None:
+        syms = set(at.cases) | set(at.free)           # every symbol the lines read
+    else:
+        for ln in lines:
+            syms |= A.knob_symbols(ln.expr)
     if len(syms) > MAX_KNOBS or any(s not in knobs.by_symbol for s in syms):
         return None
     order = sorted(syms, key=knobs.sort_key)
@@ -71,7 +79,8 @@ def search(model, lines: list, starts: list[dict]) -> dict | None:
     # over atoms (a layer's count after every prune step, read by several lines and
     # several times by each): each is computed once per setting, and a move of one knob
     # recomputes only the atoms that read it
-    at = atomize([ln.expr for ln in lines], knobs, case_cap=math.inf)
+    if at is _ATOMIZE:
+        at = atomize([ln.expr for ln in lines], knobs, case_cap=math.inf)
     try:
         if at is None:
             atom_fns = []

@@ -214,7 +214,7 @@ def _decide(model: PipelineModel, lines: list[Line], limits: Limits,
         if sep is None:
             # no table or affine form (knobs shared by every layer, multiplied together):
             # look for a witness before Z3 meets nonlinear arithmetic over every layer
-            found = descent.search(model, lines, candidates)
+            found = descent.search(model, lines, candidates, at)
             if found is not None and _meets(model, lines, None, found, at):
                 return _proved(model, lines, found, "descent")
             decided = _by_joint(model, lines, candidates)
@@ -335,8 +335,8 @@ def _minimal_by_descent(model, lines, rows, candidates) -> bool:
         rest = [lines[j] for j in rows if j != i]
         if not rest:
             continue                              # one line alone: minimal as it is
-        found = descent.search(model, rest, candidates)
         at = atomize([ln.expr for ln in rest], model.knobs, math.inf)
+        found = descent.search(model, rest, candidates, at)
         minimal = minimal and found is not None and _meets(model, rest, None, found, at)
     return minimal
 

@@ -13,7 +13,9 @@ expressions of the same shape (one per layer), each constant leaf is a column ho
 that constant for every member, consumed in pre-order. `shape_of` computes the shape
 key and the constants of an expression in that same order; `values_key` (with
 `symbols_key`) builds on it the key of a set of values up to renaming of knobs, by which
-layers of one shape share a template (algebra.Template).
+layers of one shape share a template (algebra.Template). `ieval_sum` evaluates a sum of
+terms (a group over knobs every layer shares) with each distinct term evaluated once and
+the same floats as `ieval` of the sum.
 
 widen=True (sound): comparisons are widened by a relative 1e-9, so a tie computed in
 floats never excludes a branch the exact value would take. widen=False (precise):
@@ -38,6 +40,10 @@ from kmr_dsl.verify.algebra import (BoolSymbol, EnumKnob, EnumValue, NotModelled
                                     UnmodelledBool)
 
 EPS = 1e-9
+# array elements one ieval_sum evaluation makes per node (128 KB of float64): 4 rows of
+# 4,096 boxes. Larger arrays leave the cache: 100 distinct layers took 11 s at 2^20,
+# 4.7 s here, 8 s one row at a time (docs/benchmarks.md)
+CHUNK = 1 << 14
 _EXACT = 2 ** 53
 INF = np.inf
 
@@ -299,6 +305,56 @@ def ieval(e, env: dict, consts, widen: bool = True):
     raise NotModelled(f"no interval rule for {t.__name__}")
 
 
+def ieval_sum(terms, parts, env: dict, const_cols, widen: bool = True):
+    """(lo, hi) of the sum of `terms`: the same floats as `ieval` of their Add, with each
+    distinct term evaluated once.
+
+    parts[i] = (shape, slots, count) of terms[i]: its shape (interned: compared by
+    identity), the positions of its symbols in its group, and how many constants it reads;
+    `const_cols` (batch members x constants) holds every term's constants, term by term.
+    Terms of one shape over the same knobs are one evaluation, with a leading axis of one
+    row per distinct constant vector: a term equal to an earlier one (a layer of a shape
+    seen before, its counts after 25 prunes included) reuses that row. Every operation is
+    elementwise, so a row holds exactly the floats the tree walk computes for that term,
+    and the rows are added in term order: the result is the walk's, bit for bit.
+
+    Why: 25 scalar prune knobs on every layer make one group whose expression is the sum
+    over all layers; walking it evaluated every layer's nested counts again, over
+    thousands of boxes, in every bound the verifier asks for (docs/benchmarks.md).
+    """
+    classes: dict = {}
+    where = []
+    off = 0
+    for i, (shape, slots, count) in enumerate(parts):
+        block = const_cols[:, off:off + count]
+        off += count
+        cls = classes.get((id(shape), slots))
+        if cls is None:
+            cls = classes[(id(shape), slots)] = [terms[i], {}, []]
+        row = cls[1].setdefault(block.tobytes(), len(cls[2]))
+        if row == len(cls[2]):
+            cls[2].append(block)
+        where.append((cls, row))
+    assert off == const_cols.shape[1] and len(terms) == len(parts)
+    # rows per evaluation: many distinct layers must not make arrays of (layers x boxes)
+    boxes = max((np.shape(v[0])[-1] for v in env.values() if np.ndim(v[0])), default=1)
+    step = max(1, CHUNK // (const_cols.shape[0] * boxes))
+    for cls in classes.values():
+        out = []
+        for first in range(0, len(cls[2]), step):
+            stacked = np.stack(cls[2][first:first + step])      # distinct terms x members x constants
+            cols = iter([stacked[:, :, [c]] for c in range(stacked.shape[2])])
+            out.append(ieval(cls[0], env, cols, widen))
+        cls.append(out)
+    lo = hi = 0
+    for cls, row in where:
+        tlo, thi = cls[3][row // step]
+        row %= step
+        lo = lo + (tlo[row if tlo.shape[0] > 1 else 0] if np.ndim(tlo) == 3 else tlo)
+        hi = hi + (thi[row if thi.shape[0] > 1 else 0] if np.ndim(thi) == 3 else thi)
+    return lo, hi
+
+
 def _round(down: bool, v, widen: bool):
     """floor / ceiling of an enclosure. A value computed within EPS of an integer may be
     that integer exactly (5 * 0.7 + 0.5): widened, each end rounds to the side that keeps
@@ -333,4 +389,4 @@ def _piecewise(e, env, consts, widen):
     return lo, hi
 
 
-__all__ = ["EPS", "exact_comparisons", "ieval", "shape_of", "symbols_key", "values_key"]
+__all__ = ["EPS", "exact_comparisons", "ieval", "ieval_sum", "shape_of", "symbols_key", "values_key"]
