@@ -17,9 +17,11 @@ abstract state), sympy_eval, stepping (a pipeline through it) -> file_bytes, lay
 cost (meters) -> budget (lines) -> numeric, intervals, bounds (evaluation and cheap
 bounds) -> separable, knapsack, certificate (several lines at once: HiGHS MILP and
 exactly checked certificates) -> variables, lower (Z3 knob variables; the one
-sympy->Z3 table) -> definedness (KMR305), composability, feasibility, warnings ->
-obligations (`verify`), predict. lower.py and bounds.py describe the encoding; the
-"3xx proofs" section of docs/errors.md describes it for users.
+sympy->Z3 table) -> definedness (KMR305), composability, line_checks (a budget line at a
+setting), feasibility_results, unsat_cores (one line by its bound, or Z3; minimal cores),
+feasibility (the order of work), warnings -> obligations (`verify`), predict. lower.py
+and bounds.py describe the encoding; the "3xx proofs" section of docs/errors.md
+describes it for users.
 """
 
 from kmr_dsl.core.state import ANALYTIC_METERS

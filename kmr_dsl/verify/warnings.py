@@ -28,7 +28,7 @@ from kmr_dsl.verify import algebra as A
 from kmr_dsl.verify import descent
 from kmr_dsl.verify.bounds import sound_bound
 from kmr_dsl.verify.budget import Line
-from kmr_dsl.verify.feasibility import approx_value, decomposition, line_bound, line_holds
+from kmr_dsl.verify.line_checks import approx_value, decomposition, line_bound, line_holds
 from kmr_dsl.verify.lower import Encoding
 from kmr_dsl.verify.numeric import Unevaluable
 from kmr_dsl.verify.render import render_constraint, render_setting

@@ -20,7 +20,7 @@ from kmr_dsl.diagnostics import render_all
 from kmr_dsl.verify import Verdict, verify
 from kmr_dsl.verify import bbtree
 from kmr_dsl.verify.budget import budget_lines, holds
-from kmr_dsl.verify.feasibility import separable
+from kmr_dsl.verify.line_checks import separable
 from kmr_dsl.verify.knapsack import Knapsack, exact_line_values
 from kmr_dsl.verify.numeric import evaluate
 from kmr_dsl.verify.obligations import pipeline_model

@@ -106,7 +106,7 @@ def _swap_leaf(tree, old, new):
 def test_a_point_box_that_meets_the_lines_is_a_witness_not_a_refutation():
     # only the unpruned model reaches `nonzero >= baseline`: the split narrows to that point
     # (no decoupled certificate exists there) and the setting is handed back for an exact check
-    from kmr_dsl.verify.feasibility import meets_all
+    from kmr_dsl.verify.line_checks import meets_all
 
     prog = build(["nonzero >= baseline.nonzero", "size <= baseline.size"])
     model, ls = lines_of(prog)
@@ -125,7 +125,7 @@ def test_a_point_box_that_meets_the_lines_is_a_witness_not_a_refutation():
 def test_a_reachable_window_the_descent_search_misses_is_met_by_the_box_witness_search():
     # a window of 7 values of `nonzero` that a setting reaches; coordinate descent did not
     # find it, and before the witness search the split ran to its limits and Z3 was asked
-    from kmr_dsl.verify.feasibility import meets_all
+    from kmr_dsl.verify.line_checks import meets_all
 
     target = {"k0": 0.45, "k1": 0.05, "k2": 0.3}
     got = predict(build(["size <= baseline.size"]), "compress", target)

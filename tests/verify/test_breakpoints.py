@@ -99,7 +99,8 @@ def test_a_witness_on_a_breakpoint_is_one_the_run_reads_back(harness):
     back as 0.3925619834710744, above 95/242, where the run keeps 73. The reported
     witness is a decimal the run reads back exactly, re-checked there."""
     from kmr_dsl.verify.budget import budget_lines
-    from kmr_dsl.verify.feasibility import _proved, meets_all
+    from kmr_dsl.verify.feasibility_results import proved_result
+    from kmr_dsl.verify.line_checks import meets_all
     from kmr_dsl.verify.obligations import pipeline_model
 
     text = (f'import "std"\n{MODEL}\nknob a : float in [0.0, 0.9] = 0.5\n'
@@ -109,7 +110,7 @@ def test_a_witness_on_a_breakpoint_is_one_the_run_reads_back(harness):
     lines = budget_lines(model)[0]
     q = Fraction(95, 242)
     assert meets_all(lines, model, {"a": q}) and not meets_all(lines, model, {"a": Fraction(repr(float(q)))})
-    result, _ = _proved(model, lines, {"a": q}, "z3")
+    result, _ = proved_result(model, lines, {"a": q}, "z3")
     a = result.witness["a"]
     assert Fraction(repr(a)) <= q and abs(a - float(q)) < 1e-12
     assert meets_all(lines, model, model.knobs.complete({"a": a}))

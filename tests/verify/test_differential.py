@@ -25,11 +25,12 @@ from kmr_dsl.verify.bounds import MARGIN, bound_line, decompose
 from kmr_dsl.verify.budget import budget_lines, holds
 from kmr_dsl.core.state import ANALYTIC_METERS
 from kmr_dsl.verify.cost import meter_expr
-from kmr_dsl.verify.feasibility import _bound_text, _Problem, meets_all
+from kmr_dsl.verify.line_checks import meets_all
 from kmr_dsl.verify.lower import Encoding, _fraction
 from kmr_dsl.verify.numeric import evaluate
 from kmr_dsl.verify.obligations import pipeline_model
 from kmr_dsl.verify.report import Limits
+from kmr_dsl.verify.unsat_cores import _bound_text, _Problem
 from tests.verify.random_programs import describe, programs, settings
 
 RLIMIT = 3_000_000        # keeps one example well under a second; UNKNOWN is skipped, never counted

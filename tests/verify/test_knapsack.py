@@ -19,7 +19,7 @@ from kmr_dsl.facts import LayerFact, ModelFacts
 from kmr_dsl.verify import Verdict, predict, verify
 from kmr_dsl.verify import bbtree, certificate
 from kmr_dsl.verify.budget import budget_lines, holds
-from kmr_dsl.verify.feasibility import separable
+from kmr_dsl.verify.line_checks import separable
 from kmr_dsl.verify.numeric import evaluate
 from kmr_dsl.verify.obligations import pipeline_model
 
