@@ -28,12 +28,12 @@ each leaf with `joint.check` over its box.
 Work: each leaf one decoupled proof (case settings x counts x pieces); the split is
 bisection of the knob with the most values left, so a box that must shrink to one value
 of k knobs costs about k log2(values) leaves. Past MAX_LEAVES nothing is concluded. The
-lines' atoms and case substitutions are prepared once (joint.prepare) and only the atoms'
-ranges are re-evaluated per box. Before the split, a witness search over the same boxes
-(`_hunt`: float interval sums, no LP, at most HUNT_BOXES boxes) looks for a setting that
-meets the lines, and each box without a certificate has its corners and middle asked:
-a feasible budget the descent search missed ends here at once instead of after the split
-(or Z3) ran out of time.
+lines' atoms and case substitutions are prepared once (atom_groups.prepare) and only the
+atoms' ranges are re-evaluated per box. Before the split, a witness search over the same
+boxes (`_hunt`: float interval sums, no LP, at most HUNT_BOXES boxes) looks for a
+setting that meets the lines, and each box without a certificate has its corners and
+middle asked: a feasible budget the descent search missed ends here at once instead of
+after the split (or Z3) ran out of time.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ import time
 from dataclasses import dataclass
 from fractions import Fraction
 
-from kmr_dsl.verify import joint
+from kmr_dsl.verify import atom_groups, joint
 from kmr_dsl.verify.atoms import NotAtomic, atomize, ival
 from kmr_dsl.verify.numeric import Unevaluable
 
@@ -102,7 +102,7 @@ def refute(lines: list, knobs, meets=None) -> Branch | joint.Certificate | Witne
     # the lines' atoms and case substitutions are the same in every box (only the atoms'
     # ranges change): prepared once, not per box
     probe = _Probe(meets, at.cases, set())
-    shape = joint.prepare(lines, knobs)
+    shape = atom_groups.prepare(lines, knobs)
     try:
         if shape is not None:
             try:
@@ -188,7 +188,7 @@ def _hunt(knobs, root: dict, probe: _Probe, shape) -> None:
     heap, count = [], itertools.count()
 
     def push(box, depth):
-        atoms = joint.atoms_over(shape, box)
+        atoms = atom_groups.atoms_over(shape, box)
         if atoms is None:
             return
         keys = []
@@ -200,7 +200,7 @@ def _hunt(knobs, root: dict, probe: _Probe, shape) -> None:
         if keys:
             heapq.heappush(heap, (float(min(keys)), next(count), box, depth))
 
-    atoms = joint.atoms_over(shape, root)
+    atoms = atom_groups.atoms_over(shape, root)
     if atoms is None:
         return
     spans = [[hi - lo for lo, hi in _ranges(shape, atoms, k)] for k in range(len(shape.cases))]
@@ -271,7 +271,7 @@ def check(lines: list, knobs, tree) -> bool:
         values, real = _domain(knobs.by_symbol[s])
         box[s] = (values[0], values[-1]) if real is None else real
     # the lines' shape re-derived here from the lines (not the search's), once for every leaf
-    shape = joint.prepare(lines, knobs)
+    shape = atom_groups.prepare(lines, knobs)
     if shape is None:
         return False
     try:

@@ -29,28 +29,26 @@ certificate lists y and every box. `check` re-atomizes the lines (the atom range
 re-proved), re-evaluates every box's exact enclosure, checks the boxes cover each atom's
 range, and sums. Nothing is exponential in the knobs: the work is (case settings) x
 (groups) x (boxes), each group one atom.
+
+The lines' constants and groups per case setting, and each atom's range over a box:
+atom_groups.py; the float proposal of y: multipliers.py.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
-import sympy as sp
-from sympy.core.parameters import evaluate as unevaluated
-from sympy.functions.elementary.piecewise import ExprCondPair
-from scipy.optimize import linprog
 
 from kmr_dsl.verify.algebra import frac
-from kmr_dsl.verify.atoms import NotAtomic, atomize, ival
-from kmr_dsl.verify.numeric import Unevaluable, compile_expr, evaluate
-from kmr_dsl.verify.vecfloat import vector
+from kmr_dsl.verify.atom_groups import Shape, atoms_over, prepare
+from kmr_dsl.verify.atoms import NotAtomic, ival
+from kmr_dsl.verify.multipliers import propose
+from kmr_dsl.verify.numeric import Unevaluable
 
-SAMPLES = 129        # points of an atom's range the float search evaluates
-ROUNDS = 40          # cutting-plane LP rounds
 MAX_BOXES = 400      # boxes one group's lower bound may use
 
 
@@ -106,114 +104,6 @@ class Certificate:
                 f"{self.atoms} per-layer count(s), each proved monotone in every knob; " + "; ".join(parts))
 
 
-def _split(exprs: list, atoms):
-    """(consts per line, {atom symbol: [{term: multiplicity} per line]}) of the lines at one
-    case setting; NotAtomic when a term reads two atoms, or none and is no number."""
-    n = len(exprs)
-    consts = [Fraction(0)] * n
-    parts: dict = {}
-    for i, e in enumerate(exprs):
-        for term in (e.args if isinstance(e, sp.Add) else (e,)):
-            syms = term.free_symbols
-            if not syms:
-                consts[i] += frac(evaluate(term, {}))
-                continue
-            if len(syms) != 1 or not syms <= atoms:
-                raise NotAtomic("a term with no atom or with two")
-            bag = parts.setdefault(next(iter(syms)), [{} for _ in range(n)])[i]
-            bag[term] = bag.get(term, 0) + 1
-    return consts, parts
-
-
-@dataclass
-class Shape:
-    """What a decoupled proof needs that no box changes: the lines atomized over the declared
-    domains (each atom's monotonicity proved there, so it holds in every sub-box) and, per
-    case setting, the lines' constants and per-atom terms. boxsplit.py prepares it once for
-    every box instead of re-atomizing and re-substituting the lines per box."""
-    at: object                   # atoms.Atomized over the declared domains
-    cases: list                  # (case setting, consts per line, {atom symbol: bags per line})
-    floats: dict                 # (case index, atom symbol) -> float functions per line (proposals only)
-
-
-def prepare(lines, knobs) -> Shape | None:
-    """The lines' Shape, or None when they are not `<=` / `<` lines over atoms."""
-    exprs = [ln.expr for ln in lines]
-    if not lines or not all(ln.op in ("<=", "<") and ln.expr is not None for ln in lines):
-        return None
-    at = atomize(exprs, knobs)
-    if at is None:
-        return None
-    atoms = {a.symbol for a in at.atoms}
-    out = []
-    try:
-        for c in at.case_settings(knobs):
-            with unevaluated(False):     # evaluating would re-simplify every layer's Max and Piecewise
-                subst = [e.xreplace(c) for e in at.exprs]
-            memo: dict = {}
-            consts, parts = _split([_fold(e, memo) for e in subst], atoms)
-            out.append((c, consts, parts))
-    except (NotAtomic, Unevaluable, ZeroDivisionError, RecursionError):
-        return None
-    return Shape(at, out, {})
-
-
-def _fold(e, memo: dict):
-    """`e` with each sub-expression that reads no symbol replaced by its exact value (a case
-    setting leaves `Piecewise((2, Eq(4, 8)), (1, True))` in every layer's size term): the
-    same value, evaluated once here instead of in every box's interval sums."""
-    got = memo.get(e)
-    if got is not None:
-        return got
-    out = e
-    if e.args and not isinstance(e, sp.Rational):
-        args = tuple(_fold(a, memo) for a in e.args)
-        if args != e.args:
-            with unevaluated(False):
-                out = e.func(*args)
-        if all(isinstance(a, sp.Rational) or a is sp.true or a is sp.false for a in args) \
-                and not isinstance(out, ExprCondPair):
-            try:
-                v = evaluate(out, {})
-            except (Unevaluable, ZeroDivisionError, TypeError):
-                v = None
-            if type(v) is bool:
-                out = sp.true if v else sp.false
-            elif isinstance(v, Fraction):
-                out = sp.Rational(v.numerator, v.denominator)
-    memo[e] = out
-    return out
-
-
-def atoms_over(shape: Shape, box: dict | None):
-    """{atom symbol: (index, Atom)} with each atom's range over `box` ({free symbol: (lo, hi)}
-    inside the declared ends; None when it is not): the atom's exact values at the box's two
-    corners its proved directions pick (a knob that raises it: its low end gives the least)."""
-    at = shape.at
-    box = box or {}
-    if not set(box) <= set(at.free):
-        return None
-    out = {}
-    for j, a in enumerate(at.atoms):
-        if box:
-            lo_at, hi_at = [], []
-            for (s, lv), (_, hv) in zip(a.lo_at, a.hi_at):
-                if s not in box:
-                    lo_at.append((s, lv))
-                    hi_at.append((s, hv))
-                    continue
-                blo, bhi = box[s]
-                if not min(lv, hv) <= blo <= bhi <= max(lv, hv):
-                    return None
-                up = lv <= hv                 # the declared corners say which way it moves
-                lo_at.append((s, blo if up else bhi))
-                hi_at.append((s, bhi if up else blo))
-            a = replace(a, lo=frac(evaluate(a.expr, dict(lo_at))), hi=frac(evaluate(a.expr, dict(hi_at))),
-                        lo_at=tuple(lo_at), hi_at=tuple(hi_at))
-        out[a.symbol] = (j, a)
-    return out
-
-
 def _decoupled(lines, knobs, box=None, shape=None):
     if shape is None:
         shape = prepare(lines, knobs)
@@ -223,12 +113,6 @@ def _decoupled(lines, knobs, box=None, shape=None):
     if atoms is None:
         return None
     return shape, atoms, shape.cases
-
-
-def _floats(bags: list):
-    """Per line, a float function of the atom value: its terms' sum."""
-    fns = [[(m, compile_expr(t, exact=False)) for t, m in bag.items()] for bag in bags]
-    return [lambda env, fs=fs: sum(m * f(env) for m, f in fs) for fs in fns]
 
 
 def _psi_lower(bags: list, y: list[Fraction], a, lo: Fraction, hi: Fraction) -> Fraction:
@@ -241,97 +125,6 @@ def _psi_lower(bags: list, y: list[Fraction], a, lo: Fraction, hi: Fraction) -> 
                 tlo, thi = ival(t, env)
                 total += yi * m * tlo          # y_i, m > 0: the low end
     return total
-
-
-def _samples(atom) -> list[float]:
-    """Points of the atom's range, as floats: they only guide the proposal (nothing exact
-    rests on them), and exact Fractions here cost more than the whole search."""
-    lo, hi = float(atom.lo), float(atom.hi)
-    if atom.integer and atom.hi - atom.lo < SAMPLES:
-        return [lo + k for k in range(int(atom.hi - atom.lo) + 1)]
-    pts = np.linspace(lo, hi, SAMPLES)
-    if atom.integer:
-        pts = np.unique(np.round(pts))
-    return pts.tolist()
-
-
-def _table(shape, k: int, a, atom):
-    """The float values of case k's per-line terms over atom a at its sample points
-    ([points x lines]): each line's terms compiled once per shape into a numpy function
-    evaluated over every point at once, or, for a term `vecfloat.vector` does not know, point by point
-    through numeric's float closures."""
-    xs = np.array(_samples(atom), dtype=float)
-    fns = shape.floats.get((k, a))
-    if fns is None:
-        bags = shape.cases[k][2][a]
-        try:
-            fns = ("vec", [[(m, vector(t, a)[0]) for t, m in bag.items()] for bag in bags])
-        except (Unevaluable, TypeError, ValueError, ZeroDivisionError, FloatingPointError):
-            fns = ("scalar", _floats(bags))
-        shape.floats[(k, a)] = fns
-    kind, fs = fns
-    if kind == "vec":
-        try:
-            with np.errstate(all="raise"):
-                return np.stack([sum((m * np.broadcast_to(f(xs), xs.shape) for m, f in line), np.zeros_like(xs))
-                                 for line in fs], axis=1)
-        except (Unevaluable, FloatingPointError):
-            shape.floats[(k, a)] = ("scalar", _floats(shape.cases[k][2][a]))
-            fs = shape.floats[(k, a)][1]
-    return np.array([[f({a: x}) for f in fs] for x in xs.tolist()], dtype=float)
-
-
-def _propose(shape, atoms, rest: list[int], n: int, tables: dict):
-    """(y normalised, scale) maximising the sampled decoupled bound over the cases `rest`, or
-    None when it stays <= 0. `tables` receives each (case, atom)'s sampled values."""
-    per_case = []                            # per case: (const vector, [values points x lines])
-    for k in rest:
-        _, consts, parts = shape.cases[k]
-        vals = []
-        for a in parts:
-            tables[(k, a)] = _table(shape, k, a, atoms[a][1])
-            vals.append(tables[(k, a)])
-        per_case.append((np.array([float(v) for v in consts]), vals))
-    tables = per_case
-    scale = np.ones(n)
-    for k0, vals in tables:
-        mag = np.abs(k0) + sum(np.abs(v).max(axis=0) for v in vals)
-        scale = np.maximum(scale, mag)
-    if not np.all(np.isfinite(scale)):
-        return None
-
-    def dual(y):
-        w = y / scale
-        best, cut = np.inf, None
-        for k0, vals in tables:
-            h = k0.copy()
-            for v in vals:
-                h += v[int(np.argmin(v @ w))]
-            if h @ w < best:
-                best, cut = h @ w, h / scale
-        return best, cut
-
-    y = np.full(n, 1.0 / n)
-    cuts, best_y, best_v = [], y, -np.inf
-    for _ in range(ROUNDS):
-        v, cut = dual(y)
-        if v > best_v:
-            best_v, best_y = v, y
-        cuts.append(cut)
-        # max z s.t. z <= y.cut_k, sum y = 1, y >= 0  (variables y..., z)
-        c = np.zeros(n + 1)
-        c[-1] = -1.0
-        a_ub = np.array([np.append(-k, 1.0) for k in cuts])
-        res = linprog(c, A_ub=a_ub, b_ub=np.zeros(len(cuts)), A_eq=[np.append(np.ones(n), 0.0)], b_eq=[1.0],
-                      bounds=[(0, None)] * n + [(None, None)], method="highs")
-        if res.status != 0:
-            break
-        y = np.maximum(res.x[:n], 0.0)
-        if -res.fun - best_v <= 1e-9 * max(1.0, abs(best_v)):
-            break
-    if not best_v > 0:
-        return None
-    return best_y, scale
 
 
 def _group_bound(parts: list, y: list[Fraction], a, atom, target: Fraction):
@@ -414,7 +207,7 @@ def refute(lines: list, knobs, box: dict | None = None, shape: Shape | None = No
         y, total = None, None
         if rest:
             tables: dict = {}
-            proposed = _propose(shape, atoms, rest, len(lines), tables)
+            proposed = propose(shape, atoms, rest, len(lines), tables)
             if proposed is None:
                 return None
             y_norm, scale = proposed
@@ -516,4 +309,4 @@ def _covers(boxes: list, atom) -> bool:
     return all(lo <= hi for lo, hi in boxes)
 
 
-__all__ = ["Certificate", "Shape", "atoms_over", "check", "prepare", "refute"]
+__all__ = ["Certificate", "check", "refute"]

@@ -1,13 +1,14 @@
 """A term of one variable in floats over many points at once (numpy), for the decoupled
-certificate's proposals (joint.py).
+certificate's proposals (multipliers.py).
 
 Contract: `vector(e, a)` returns `(f, constant)`: `f(xs)` gives `e` at every point of the
 float array `xs` (the values of the one symbol `a`; a number or truth value when
 `constant`), or raises Unevaluable for a node it does not know (the caller falls back to
 numeric.compile_expr's float closures, one point at a time).
 
-Why: joint.py samples each count's range at up to 129 points per box and line; through
-per-point closures that was most of a box's time (the box split asks tens of boxes).
+Why: multipliers.py samples each count's range at up to 129 points per box and line;
+through per-point closures that was most of a box's time (the box split asks tens of
+boxes).
 Nothing exact rests on these values: they only steer the multipliers, which the
 certificate then proves in rational arithmetic. floor and ceiling repeat the float
 closures' nudge for float arguments (numeric.py), so a count that is exactly whole

@@ -14,7 +14,7 @@ from fractions import Fraction
 from kmr_dsl.check import check_source
 from kmr_dsl.diagnostics import render_all
 from kmr_dsl.verify import Verdict, predict, verify
-from kmr_dsl.verify import boxsplit, joint
+from kmr_dsl.verify import atom_groups, boxsplit, joint
 from kmr_dsl.verify.budget import budget_lines
 from kmr_dsl.verify.obligations import pipeline_model
 
@@ -157,12 +157,12 @@ def test_a_box_narrows_the_atoms_as_atomizing_over_it_does():
     from kmr_dsl.verify.atoms import atomize
 
     model, ls = lines_of(build(window()))
-    shape = joint.prepare(ls, model.knobs)
+    shape = atom_groups.prepare(ls, model.knobs)
     free = shape.at.free
     for box in ({free[0]: (Fraction(1, 10), Fraction(3, 10))},
                 {free[1]: (Fraction(0), Fraction(0)), free[2]: (Fraction(1, 4), Fraction(1, 2))}):
-        mine = joint.atoms_over(shape, box)
+        mine = atom_groups.atoms_over(shape, box)
         ref = atomize([ln.expr for ln in ls], model.knobs, box=box)
         assert [(a.lo, a.hi) for a in ref.atoms] == [(mine[a.symbol][1].lo, mine[a.symbol][1].hi) for a in ref.atoms]
     # a box outside the declared domain is no box
-    assert joint.atoms_over(shape, {free[0]: (Fraction(0), Fraction(1))}) is None
+    assert atom_groups.atoms_over(shape, {free[0]: (Fraction(0), Fraction(1))}) is None
