@@ -116,7 +116,6 @@ def example_unit(d: Dim) -> str:
     return {BYTES: "KB", TIME: "ms"}.get(d, "")
 
 
-
 def fmt_value(value: float | None, dim: str) -> str:
     """A reading for people, in its dimension's unit: bytes as B/KB/MB/GB (two decimals),
     time as s or ms, counts of 100 or more with separators, else 4 significant digits.

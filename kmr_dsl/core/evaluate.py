@@ -14,10 +14,10 @@ import operator
 from dataclasses import dataclass, field
 from typing import Callable
 
+from kmr_dsl import units
 from kmr_dsl.core.program import (
     Const, Constraint, DataRef, EnumLit, FieldRef, If, KnobRef, MeterRef, ModelArg, Op, ParamRef,
 )
-from kmr_dsl import units
 from kmr_dsl.core.walk import Dispatch, nodes
 
 _BINARY = {
@@ -186,4 +186,3 @@ def _dim(e, program):
     if isinstance(e, Op) and e.op in ("+", "-", "min", "max", "neg"):
         return next((d for d in (_dim(a, program) for a in e.args) if d is not None), None)
     return None
-
