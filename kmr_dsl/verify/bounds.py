@@ -158,7 +158,7 @@ def term_info(t, knobs: KnobTable, memo: dict) -> tuple:
 
 def instance_info(t, model_term, mapping: dict, knobs: KnobTable, memo: dict) -> None:
     """Remember `t`'s term info as `model_term`'s with its symbols mapped: `t` is
-    `model_term` built again over other knobs of the same declarations (algebra.Template,
+    `model_term` built again over other knobs of the same declarations (verify/template.py,
     as verify/cost.py does per layer shape), so its shape and constants are the same and
     no walk of `t` is needed. Nothing is remembered when `model_term` has no info."""
     try:

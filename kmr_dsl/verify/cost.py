@@ -95,7 +95,7 @@ def _share_term_infos(model: PipelineModel, template, value, symbols: tuple) -> 
 
 def _layer_key(model: PipelineModel, st: dict):
     """_state_key of a layer's state dict, once per dict: every meter of a state asks it
-    for every layer (state dicts are replaced, never changed in place: verify/state.py)."""
+    for every layer (state dicts are replaced, never changed in place: verify/stepping.py)."""
     key = ("cost: layer state key", id(st))
     hit = model.templates.get(key)
     if hit is not None and hit[0] is st:

@@ -13,7 +13,7 @@ expressions of the same shape (one per layer), each constant leaf is a column ho
 that constant for every member, consumed in pre-order. `shape_of` computes the shape
 key and the constants of an expression in that same order; `values_key` (with
 `symbols_key`) builds on it the key of a set of values up to renaming of knobs, by which
-layers of one shape share a template (algebra.Template). `ieval_sum` evaluates a sum of
+layers of one shape share a template (verify/template.py). `ieval_sum` evaluates a sum of
 terms (a group over knobs every layer shares) with each distinct term evaluated once and
 the same floats as `ieval` of the sum.
 
@@ -102,7 +102,7 @@ _RELATIONS = (LessThan, StrictLessThan, GreaterThan, StrictGreaterThan, Equality
 
 def values_key(values, slots: dict) -> tuple | None:
     """A hashable key of (name, value) pairs up to renaming of knob symbols (the one
-    "template key": verify/state.py keys a step's inputs by it, verify/cost.py a layer's
+    "template key": verify/stepping.py keys a step's inputs by it, verify/cost.py a layer's
     fields): constants as themselves, a symbolic value as its shape and constants
     (`shape_of`), its symbols numbered in order of first appearance in `slots` (shared
     across calls, so several dicts make one key). None when a value has no such key (a
