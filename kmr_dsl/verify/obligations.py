@@ -29,7 +29,7 @@ from kmr_dsl.verify.composability import check_composability
 from kmr_dsl.verify.definedness import undefined_lines
 from kmr_dsl.verify.feasibility import check_feasibility
 from kmr_dsl.verify.report import (DEFAULT_RLIMIT, DEFAULT_TIMEOUT_S, Limits, ObligationResult, Verdict,
-                                   VerifyReport, merge_diagnostics)
+                                   VerifyReport, merge_diagnostics, own_context)
 from kmr_dsl.verify.state import PipelineModel
 from kmr_dsl.verify.stepping import build_model
 from kmr_dsl.verify.warnings import check_warnings, unused_declarations
@@ -88,7 +88,7 @@ def verify(program: CheckedProgram, pipeline: str | None = None, rlimit: int = D
 
     use_bounds=False skips the cheap bounds and asks Z3 directly (for benchmarks and tests).
     """
-    with _no_cycle_collection():
+    with _no_cycle_collection(), own_context():
         return _verify(program, pipeline, rlimit, timeout_s, use_bounds)
 
 

@@ -8,7 +8,9 @@ anything is unknown, else 0 (spec section 7).
 
 `new_solver(limits)` is the only way the verifier creates a Z3 solver: fresh, with a
 fixed random seed, a resource limit (`rlimit`, deterministic) and a wall-clock cap
-(a safety net; `rlimit` is what makes a result reproduce). `solver_verdict` maps
+(a safety net; `rlimit` is what makes a result reproduce). `own_context()` gives the
+terms built inside it a Z3 context of their own (`verify` runs in one), so a result
+does not depend on what earlier calls in the process built. `solver_verdict` maps
 sat/unsat/unknown to a verdict for an obligation whose "sat" means `sat_means`.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
@@ -37,6 +40,26 @@ class Verdict(str, Enum):
 class Limits:
     rlimit: int = DEFAULT_RLIMIT
     timeout_s: float = DEFAULT_TIMEOUT_S
+
+
+@contextmanager
+def own_context():
+    """Terms and solvers made inside use a fresh Z3 context; the process's is restored after.
+
+    Why: z3's Python API builds every term in one global context whose history (the
+    terms earlier calls made, their internal ids) steers the search, so the same program
+    verified twice in one process (the language server, tests) could get two different
+    witnesses despite the fixed seeds. Measured: four Z3 witnesses for one program in one
+    process before, the same one every time after. Nothing built inside may be used after
+    (no Z3 object outlives a `verify` call: encodings are made per obligation)."""
+    import z3.z3 as api
+
+    saved = api._main_ctx          # the API's global; main_ctx() creates it when None
+    api._main_ctx = z3.Context()
+    try:
+        yield
+    finally:
+        api._main_ctx = saved
 
 
 def new_solver(limits: Limits) -> z3.Solver:
@@ -191,4 +214,4 @@ def merge_diagnostics(diags: list[Diagnostic]) -> list[Diagnostic]:
 
 
 __all__ = ["CoreMember", "merge_diagnostics", "DEFAULT_RLIMIT", "DEFAULT_TIMEOUT_S", "Limits", "ObligationResult", "Verdict",
-           "VerifyReport", "new_solver", "solver_verdict", "unknown_reason"]
+           "VerifyReport", "new_solver", "own_context", "solver_verdict", "unknown_reason"]

@@ -27,13 +27,19 @@ from kmr_dsl.verify.algebra import NotModelled
 from kmr_dsl.verify.knobs import KnobTable, KnobVar
 
 _NUMERALS: dict = {}
+_NUMERALS_CONTEXT: list = [None]      # the Z3 context the numerals were made in
 
 
 def _z(v):
-    """A Z3 term for a lowered value (Python constants become Z3 constants, cached)."""
+    """A Z3 term for a lowered value (Python constants become Z3 constants, cached per
+    Z3 context: each `verify` has its own, report.own_context)."""
     if isinstance(v, bool):
         return z3.BoolVal(v)
     if isinstance(v, (int, Fraction)):
+        ctx = z3.main_ctx()
+        if _NUMERALS_CONTEXT[0] is not ctx:
+            _NUMERALS.clear()
+            _NUMERALS_CONTEXT[0] = ctx
         hit = _NUMERALS.get(v)
         if hit is None:
             if len(_NUMERALS) > 100_000:
