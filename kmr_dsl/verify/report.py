@@ -54,6 +54,9 @@ def own_context():
     (no Z3 object outlives a `verify` call: encodings are made per obligation)."""
     import z3.z3 as api
 
+    if not hasattr(api, "_main_ctx"):      # a z3 without that global: shared, as before
+        yield
+        return
     saved = api._main_ctx          # the API's global; main_ctx() creates it when None
     api._main_ctx = z3.Context()
     try:
