@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from enum import Enum
@@ -42,6 +43,9 @@ class Limits:
     timeout_s: float = DEFAULT_TIMEOUT_S
 
 
+_CONTEXT_LOCK = threading.RLock()
+
+
 @contextmanager
 def own_context():
     """Terms and solvers made inside use a fresh Z3 context; the process's is restored after.
@@ -57,12 +61,15 @@ def own_context():
     if not hasattr(api, "_main_ctx"):      # a z3 without that global: shared, as before
         yield
         return
-    saved = api._main_ctx          # the API's global; main_ctx() creates it when None
-    api._main_ctx = z3.Context()
-    try:
-        yield
-    finally:
-        api._main_ctx = saved
+    # the global is the process's: calls from two threads take turns (a Z3 context is
+    # not safe to share between threads either, so they never could run together)
+    with _CONTEXT_LOCK:
+        saved = api._main_ctx      # the API's global; main_ctx() creates it when None
+        api._main_ctx = z3.Context()
+        try:
+            yield
+        finally:
+            api._main_ctx = saved
 
 
 def new_solver(limits: Limits) -> z3.Solver:

@@ -54,3 +54,26 @@ def test_the_callers_z3_context_is_left_as_it_was():
     s = z3.Solver()
     s.add(x > 2)                                   # the caller's terms still work
     assert s.check() == z3.sat
+
+
+def test_two_threads_verifying_at_once_take_turns():
+    """The context is the process's global: a second thread's `verify` waits for the
+    first rather than swapping the context under it (mixed contexts are a Z3 error)."""
+    import threading
+
+    prog = program(SRC, 6)
+    want = _z3_witness(prog, clear=True)
+    got, errors = [], []
+
+    def work():
+        try:
+            got.append(_z3_witness(prog, clear=False))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and got == [want] * 3
