@@ -10,22 +10,7 @@ from kmr_dsl.verify import verify
 from kmr_dsl.verify.obligations import clear_caches
 
 from tests.verify.test_knapsack import program
-
-SRC = """import "std"
-model deep = factory("bench:mlp")
-knob s[l in layers(Linear)] : float in [0.0, 0.9] step 0.05 = 0.0
-knob b[l in layers(Linear)] : int in {4, 8, 16, 32} = 32
-pipeline compress(deep) {
-    for l in layers(Linear) {
-        prune(amount = s[l])
-        quantize(bits = b[l])
-    }
-    budget {
-        size <= 20% * baseline.size
-        nonzero >= 40% * baseline.nonzero
-    }
-}
-"""
+from tests.verify.test_shared_terms import PER_LAYER as SRC     # per-layer families, a `>=` line
 
 
 def _z3_witness(prog, clear: bool):
