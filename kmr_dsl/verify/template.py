@@ -36,6 +36,7 @@ class Template:
         self.expr, self.symbols = expr, tuple(symbols)
         self._plan: list = []                 # (class, how, argument refs) in post-order
         self._root = self._compile(expr, {s: i for i, s in enumerate(self.symbols)}, {})
+        self._build = self._generate() if self._plan else None
 
     def _compile(self, e, index: dict, seen: dict):
         """A ref: an int (the position of a rebuilt value) or the node itself (constant)."""
@@ -56,25 +57,52 @@ class Template:
         seen[id(e)] = ref
         return ref
 
+    def _generate(self):
+        """The plan as one Python function of the new symbols: one constructor call per
+        node, no loop or dispatch (measured: about 2x faster than walking the plan, and
+        a 3,000-layer model instantiates ~20,000 templates). The source is made of
+        generated names only (v3 = C1((v0, K2), True)): constants and classes are
+        passed in the function's namespace, never written into its text."""
+        names: dict = {"L": _lattice, "N": _new, "P": _apply}
+        consts: dict = {}
+
+        def const(x, prefix="K"):
+            name = consts.get(id(x))
+            if name is None:
+                name = consts[id(x)] = f"{prefix}{len(consts)}"
+                names[name] = x
+            return name
+
+        n = len(self.symbols)
+        body = []
+        for i, (t, how, refs) in enumerate(self._plan):
+            args = ", ".join(f"v{r}" if type(r) is int else const(r) for r in refs)
+            if how == 0:
+                call = f"{const(t._from_args, 'C')}(({args},), True)"
+            elif how == 1:
+                call = f"L({const(t, 'C')}, {args})"
+            elif how == 2:
+                call = f"N({const(t, 'C')}, {args})"
+            elif t is sp.floor or t is sp.ceiling:
+                call = f"P({const(t, 'C')}, {args})"
+            else:
+                call = f"{const(t, 'C')}({args}, evaluate=False)"      # Pow
+            body.append(f"    v{n + i} = {call}")
+        root = self._root
+        body.append(f"    return {f'v{root}' if type(root) is int else const(root)}")
+        params = ", ".join(f"v{i}" for i in range(n))
+        source = f"def instantiate({params}):\n" + "\n".join(body) + "\n"
+        exec(compile(source, "<kmr template>", "exec"), names)       # noqa: S102 - generated names only
+        return names["instantiate"]
+
     def __call__(self, symbols: tuple):
         """The expression over `symbols` (one per template symbol, in the same order)."""
         if symbols == self.symbols:
             return self.expr
-        vals = list(symbols)
-        for t, how, refs in self._plan:
-            args = tuple([vals[r] if type(r) is int else r for r in refs])
-            if how == 0:
-                vals.append(t._from_args(args, True))
-            elif how == 1:
-                vals.append(_lattice(t, *args))
-            elif how == 2:
-                vals.append(_new(t, *args))
-            elif t is sp.floor or t is sp.ceiling:
-                vals.append(_apply(t, *args))
-            else:
-                vals.append(t(*args, evaluate=False))      # Pow
+        if self._build is not None:
+            return self._build(*symbols)
         root = self._root
-        return vals[root] if type(root) is int else root
+        return symbols[root] if type(root) is int else root
 
 
 __all__ = ["Template"]
