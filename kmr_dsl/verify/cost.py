@@ -168,18 +168,23 @@ def _layer_terms(model: PipelineModel, meter: str, state: State):
         if shape is not None:
             templates[shape] = Template(value, found[1])
         parts.append((f.name, value))
+    return parts, _rest(model, meter if meter == SIZE_LOW else base)
+
+
+def _rest(model: PipelineModel, meter: str):
+    """The constant part of a meter outside the layers (only the asked one: the header's
+    sums run over every layer)."""
+    facts = model.facts
     other = max(0, facts.other_params)
+    if meter in ("params", "nonzero", "trainable_params"):
+        return A.num(other)
+    if meter == "macs":
+        return A.num(facts.total_macs - sum(f.macs + f.attention_macs for f in facts.layers))
     channel_stats = sum(f.channel_buffer_bytes for f in facts.layers)   # counted per layer
-    rest = {
-        "params": A.num(other),
-        "nonzero": A.num(other),
-        "size": A.num(4 * other + facts.buffers_bytes - channel_stats + fixed_header(model)),
-        # parameters outside the layers: at least one byte each (their dtype is not a fact)
-        SIZE_LOW: A.num(other + facts.buffers_bytes - channel_stats + fixed_header(model, low=True)),
-        "macs": A.num(facts.total_macs - sum(f.macs + f.attention_macs for f in facts.layers)),
-        "trainable_params": A.num(other),
-    }[meter if meter == SIZE_LOW else base]
-    return parts, rest
+    if meter == "size":
+        return A.num(4 * other + facts.buffers_bytes - channel_stats + fixed_header(model))
+    # parameters outside the layers: at least one byte each (their dtype is not a fact)
+    return A.num(other + facts.buffers_bytes - channel_stats + fixed_header(model, low=True))
 
 
 def _pool_bits(state: State) -> dict:

@@ -10,6 +10,8 @@ and effects with every layer of the same shape this way.
 
 from __future__ import annotations
 
+from operator import is_
+
 import sympy as sp
 from sympy.core.relational import Relational
 from sympy.functions.elementary.piecewise import ExprCondPair
@@ -97,7 +99,7 @@ class Template:
 
     def __call__(self, symbols: tuple):
         """The expression over `symbols` (one per template symbol, in the same order)."""
-        if symbols == self.symbols:
+        if all(map(is_, symbols, self.symbols)):       # identity: sympy's == is slow
             return self.expr
         if self._build is not None:
             return self._build(*symbols)
