@@ -64,8 +64,9 @@ class Class:
     _float: np.ndarray | None = field(default=None, repr=False)
     _exact: dict | None = field(default=None, repr=False)
     _index: list | None = field(default=None, repr=False)
-    # per line, (the shapes kept alive, the exact values of the class's part there by grid
-    # point, {"float": its float64 column}): shared by every
+    # per line, (the shapes kept alive, the exact values of the class's part there by the
+    # grid indices of the knobs it reads, {"float": its float64 column}, the positions of
+    # those knobs): shared by every
     # class (of this or a later separation of the same model) whose part on some line has
     # the same knobs and group shapes and constants (`separate`); None: not shared
     _parts: list | None = field(default=None, repr=False)
@@ -101,6 +102,8 @@ class Separable:
     lines: list                          # the Line objects, in the order given
     consts: list[Fraction]               # const_i
     classes: list[Class]
+    # certificate.py's exact minima per class, by multiplier vector (the classes never change)
+    minima: dict = field(default_factory=dict, repr=False)
 
 
 def _linear(e, pos: dict):
@@ -157,30 +160,42 @@ def _affine(exprs: list, symbols: tuple):
 
 
 def separate(model, lines: list, decs: list) -> Separable | None:
+    """Why ids: a group's symbols are the knobs' own objects (bounds.term_info), so
+    they are keyed by id, never hashed by sympy in Python (3 lines x 3,000 layers:
+    ~40% of this function)."""
     knobs = model.knobs
-    parent: dict = {}
+    parent: dict = {}           # id(symbol) -> id(symbol)
 
     def find(s):
-        while parent[s] is not s:
+        while parent[s] != s:
             parent[s] = parent[parent[s]]
             s = parent[s]
         return s
 
     for dec in decs:
         for g in dec.groups:
-            for s in g.symbols:
-                parent.setdefault(s, s)
-            for s in g.symbols[1:]:
-                a, b = find(g.symbols[0]), find(s)
-                if a is not b:
+            syms = g.symbols
+            first = id(syms[0])
+            if first not in parent:
+                parent[first] = first
+            for s in syms[1:]:
+                i = id(s)
+                if i not in parent:
+                    parent[i] = i
+                a, b = find(first), find(i)
+                if a != b:
                     parent[b] = a
-    comps: dict = {}
+    comps: dict = {}            # root -> {line position: its groups there}, positions ascending
     for i, dec in enumerate(decs):
         for g in dec.groups:
-            comp = comps.setdefault(find(g.symbols[0]), {})
-            part = comp.setdefault(i, Part([], []))
-            part.exprs.append(g)
-            part.consts.append(g.consts)
+            root = find(id(g.symbols[0]))
+            comp = comps.get(root)
+            if comp is None:
+                comps[root] = {i: [g]}
+            elif i in comp:
+                comp[i].append(g)
+            else:
+                comp[i] = [g]
     classes: dict = {}
     # a part's exact values per grid point, by (knob declarations, the part's groups' shapes,
     # constants and knob positions): classes differing on one line (the size line's header
@@ -189,29 +204,43 @@ def separate(model, lines: list, decs: list) -> Separable | None:
     # Shapes are interned objects compared by identity: the entry keeps its shapes alive
     shared = getattr(model, "templates", None)
     shared = {} if shared is None else shared
-    for root, parts in comps.items():
-        syms = tuple(sorted({s for p in parts.values() for g in p.exprs for s in g.symbols}, key=knobs.sort_key))
-        pos = {s: j for j, s in enumerate(syms)}
-        key = [tuple(id(knobs.by_symbol[s].knob) for s in syms)]
-        for i in sorted(parts):
+    by_symbol = knobs.by_symbol
+    for parts in comps.values():
+        seen: dict = {}
+        for gs in parts.values():
+            for g in gs:
+                for s in g.symbols:
+                    seen.setdefault(id(s), s)
+        # declaration order (KnobTable.sort_key: every symbol here is a knob's)
+        ordered = sorted([(by_symbol[s], s) for s in seen.values()], key=_by_order)
+        syms = tuple(s for _, s in ordered)
+        pos = {id(s): j for j, s in enumerate(syms)}
+        key = [tuple(id(kv.knob) for kv, _ in ordered)]
+        for i, gs in parts.items():
             # shape and constants (exact: intervals.shape_of keeps inexact ones as Fractions)
-            key.append((i, tuple((id(g.key), tuple(g.consts), tuple(pos[s] for s in g.symbols))
-                                 for g in parts[i].exprs)))
-        comp = Component(syms, {i: Part([g.expr for g in p.exprs], p.consts) for i, p in parts.items()},
-                         {i: p.exprs for i, p in parts.items()})
-        cls = classes.get(tuple(key))
+            key.append((i, tuple((id(g.key), tuple(g.consts), tuple([pos[id(s)] for s in g.symbols]))
+                                 for g in gs)))
+        comp = Component(syms, {i: Part([g.expr for g in gs], [g.consts for g in gs]) for i, gs in parts.items()},
+                         parts)
+        key = tuple(key)
+        cls = classes.get(key)
         if cls is None:
-            cls = classes[tuple(key)] = _classify(comp, knobs, len(lines))
+            cls = classes[key] = _classify(comp, knobs, len(lines))
             if cls is None:
                 return None
             if cls.mode == "table":
                 cls._parts = [None] * len(lines)
                 for i, part_key in key[1:]:
+                    reads = tuple(sorted({j for _, _, at in part_key for j in at}))
                     cls._parts[i] = shared.setdefault(("separable: part values", key[0], part_key),
-                                                      ([g.key for g in parts[i].exprs], {}, {}))
+                                                      ([g.key for g in parts[i]], {}, {}, reads))
         else:
             cls.members.append(comp)
     return Separable(list(lines), [dec.const for dec in decs], list(classes.values()))
+
+
+def _by_order(pair) -> int:
+    return pair[0].order
 
 
 def _classify(comp: Component, knobs, n_lines: int) -> Class | None:
@@ -262,27 +291,47 @@ def values(cls: Class, n_lines: int) -> np.ndarray:
 
 
 def exact_values(cls: Class, n_lines: int, p: int) -> list[Fraction]:
-    """Rational part values of grid point p, per line (members share them: equal up to renaming)."""
+    """Rational part values of grid point p, per line (members share them: equal up to renaming).
+
+    A shared part is evaluated once per point of the knobs it reads (`nonzero` reads a
+    layer's sparsity, not its bits: 19 points of 76), kept by their grid indices."""
     if cls._exact is None:
         cls._exact = {}
     row = cls._exact.get(p)
     if row is None:
         comp = cls.rep
-        # whole values as ints: exact, and int arithmetic is far cheaper than Fraction's
-        env = {s: v.numerator if type(v) is Fraction and v.denominator == 1 else v
-               for s, v in zip(comp.symbols, cls.point(p))}
+        point = cls.point(p)
+        at = _digits(cls.sizes, p)
+        env = None
         row = [Fraction(0)] * n_lines
         shared = cls._parts
         for i, part in comp.parts.items():
-            known = None if shared is None or shared[i] is None else shared[i][1]
-            value = None if known is None else known.get(p)
+            entry = None if shared is None else shared[i]
+            known = sub = value = None
+            if entry is not None:
+                known, sub = entry[1], tuple([at[j] for j in entry[3]])
+                value = known.get(sub)
             if value is None:
+                if env is None:
+                    # whole values as ints: exact, and int arithmetic is far cheaper than Fraction's
+                    env = {s: v.numerator if type(v) is Fraction and v.denominator == 1 else v
+                           for s, v in zip(comp.symbols, point)}
                 value = sum((evaluate(e, env) for e in part.exprs), Fraction(0))
                 if known is not None:
-                    known[p] = value
+                    known[sub] = value
             row[i] = value
         cls._exact[p] = row
     return row
+
+
+def _digits(sizes: tuple, p: int) -> list[int]:
+    """The grid index of each knob at grid point p (row-major, as Class.point)."""
+    out = []
+    for n in reversed(sizes):
+        p, r = divmod(p, n)
+        out.append(r)
+    out.reverse()
+    return out
 
 
 __all__ = ["Class", "Component", "Separable", "TABLE_CAP", "exact_values", "separate", "values"]
