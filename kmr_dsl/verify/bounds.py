@@ -353,13 +353,21 @@ def _evaluate(groups: list[Group], knobs: KnobTable, relax: dict, points: bool,
     decl_doms: dict = {}
     for gi, g in enumerate(groups):
         shape, consts = g.shape()
+        if fixed is not None:
+            # one setting: classes by the values' identities (`fixed` keeps them alive; a
+            # setting repeats a domain's own value objects), the domains made once per
+            # class. Why: hashing and converting Fractions per group cost ~2x the rest
+            vals = [fixed[s] for s in g.symbols]
+            batch = batches.setdefault((id(shape), (1,) * len(vals)), {})
+            key = (tuple(consts), tuple(map(id, vals)))
+            cls = batch.get(key)
+            if cls is None:
+                cls = batch[key] = (gi, consts, [[v] if points else ([(float(v), float(v))], [v]) for v in vals], [])
+            cls[3].append(gi)
+            continue
         doms = []
         for s in g.symbols:
             kv = by_symbol[s]
-            if fixed is not None:
-                v = fixed[s]
-                doms.append([v] if points else ([(float(v), float(v))], [v]))
-                continue
             dk = (id(kv.knob), kv.kind)
             dom = decl_doms.get(dk)
             if dom is None:
@@ -373,8 +381,8 @@ def _evaluate(groups: list[Group], knobs: KnobTable, relax: dict, points: bool,
         # groups with equal constants over the same domains have equal results: the
         # batch evaluates each such class once (a chain of 3000 layers of 4 shapes: a
         # few rows instead of 3000). Domains are compared by identity (a family's
-        # instances share one object, alive for this call) or, fixed, by their value.
-        dkey = tuple(("v", fixed[s]) for s in g.symbols) if fixed is not None else tuple(map(id, doms))
+        # instances share one object, alive for this call).
+        dkey = tuple(map(id, doms))
         batch = batches.setdefault((id(shape), counts), {})
         cls = batch.get((tuple(consts), dkey))
         if cls is None:
@@ -481,13 +489,11 @@ def _combine(decomp: Decomposition, res: list[GroupResult]) -> LineBound:
     const = float(decomp.const)
     lb = const + sum(r.lb for r in res)
     ub = const + sum(r.ub for r in res)
-    scale = abs(const) + sum(max(abs(r.lb), abs(r.ub)) for r in res if np.isfinite(r.lb) and np.isfinite(r.ub))
-    out = LineBound(lb, ub, scale, exact=all(r.exact for r in res), groups=res)
-    for g, r in zip(decomp.groups, res):
-        if r.argmin is not None:
-            out.argmin.update(zip(g.symbols, r.argmin))
-            out.argmax.update(zip(g.symbols, r.argmax))
-    return out
+    # math.isfinite: the bounds are Python floats, and numpy's per-scalar call cost ~10x more
+    scale = abs(const) + sum(max(abs(r.lb), abs(r.ub)) for r in res if math.isfinite(r.lb) and math.isfinite(r.ub))
+    argmin = {s: v for g, r in zip(decomp.groups, res) if r.argmin is not None for s, v in zip(g.symbols, r.argmin)}
+    argmax = {s: v for g, r in zip(decomp.groups, res) if r.argmin is not None for s, v in zip(g.symbols, r.argmax)}
+    return LineBound(lb, ub, scale, argmin, argmax, exact=all(r.exact for r in res), groups=res)
 
 
 def sound_bound(decomp: Decomposition, knobs: KnobTable, precise: LineBound, relax: dict | None = None) -> LineBound:
