@@ -22,6 +22,7 @@ import sympy as sp
 import z3
 
 from kmr_dsl.verify import algebra as A
+from kmr_dsl.verify.bounds import scaled_info
 from kmr_dsl.verify.intervals import ieval, shape_of
 from kmr_dsl.verify.lower import Encoding
 from kmr_dsl.verify.render import render_setting
@@ -60,17 +61,18 @@ def _divisors(e, out: dict) -> dict:
 def _line_divisors(model, expr) -> dict:
     """_divisors of a line, skipping a term equal up to renaming to one already walked:
     the same shape and constants over knobs of the same declarations (the decomposition's
-    term info, bounds.term_info, when it is known) has the same divisors' keys, and the
-    first representative is the one kept."""
+    term info, bounds.term_info, when it is known or bounds.scaled_info derives it) has the
+    same divisors' keys, and the first representative is the one kept."""
     terms = expr.args if type(expr) is sp.Add else (expr,)
     memo = model.decomposed_terms
-    by_symbol = model.knobs.by_symbol
     out: dict = {}
     walked: set = set()
     for t in terms:
         info = memo.get(id(t))
-        if info is not None and info[0] is t and all(s in by_symbol for s in info[3]):
-            key = (id(info[1]), tuple(info[2]), tuple(id(by_symbol[s].knob) for s in info[3]))
+        if info is None or info[0] is not t:
+            info = scaled_info(t, memo)       # a negated shared term (a `>=` line): no walk
+        if info is not None:
+            key = (id(info[1]), tuple(info[2]), info[5])
             if key in walked:
                 continue
             walked.add(key)

@@ -50,8 +50,16 @@ class Part:
 @dataclass
 class Component:
     symbols: tuple                       # knob symbols, in declaration order
-    parts: dict[int, Part]               # line position -> part (absent: the line does not read it)
-    groups: dict = field(default_factory=dict)   # line position -> its bounds.Group objects here
+    groups: dict                         # line position -> its bounds.Group objects here
+    _parts: dict | None = field(default=None, repr=False)
+
+    @property
+    def parts(self) -> dict[int, Part]:
+        """Line position -> part (absent: the line does not read it); made when first asked
+        (only a class's representative is: 3,000 layers of a few classes build a few)."""
+        if self._parts is None:
+            self._parts = {i: Part([g.expr for g in gs], [g.consts for g in gs]) for i, gs in self.groups.items()}
+        return self._parts
 
 
 @dataclass
@@ -220,8 +228,7 @@ def separate(model, lines: list, decs: list) -> Separable | None:
             # shape and constants (exact: intervals.shape_of keeps inexact ones as Fractions)
             key.append((i, tuple((id(g.key), tuple(g.consts), tuple([pos[id(s)] for s in g.symbols]))
                                  for g in gs)))
-        comp = Component(syms, {i: Part([g.expr for g in gs], [g.consts for g in gs]) for i, gs in parts.items()},
-                         parts)
+        comp = Component(syms, parts)
         key = tuple(key)
         cls = classes.get(key)
         if cls is None:
