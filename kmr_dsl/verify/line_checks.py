@@ -11,6 +11,8 @@ decision (feasibility.py) and the warnings (warnings.py) read them.
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 from kmr_dsl.verify import algebra as A
 from kmr_dsl.verify.bounds import MARGIN, bound_line, decompose, point_range
 from kmr_dsl.verify.budget import Line, holds
@@ -35,8 +37,21 @@ def line_bound(model: PipelineModel, dec):
 
 
 def line_range(model: PipelineModel, dec, env: dict) -> tuple[float, float, float]:
-    """point_range, remembered per (expression, setting): the defaults are asked for twice."""
-    return model.line_ranges.get(dec, lambda: point_range(dec, model.knobs, env), tuple(env.items()))
+    """point_range, remembered per (expression, setting): the defaults are asked for twice.
+
+    The setting's key: its symbols' identities, in order (the entry keeps them alive, so
+    no other object can take those ids while it exists), and its values exactly (a
+    Fraction as its numerator and denominator). Why: hashing 3,000 layers' symbols and
+    Fractions in Python for the key cost ~5 ms a look-up, about a third of a miss."""
+    key = (tuple(map(id, env)), tuple(map(_exact, env.values())))
+    hit = model.line_ranges.find(dec, key)
+    if hit is None:
+        hit = model.line_ranges.put(dec, (point_range(dec, model.knobs, env), tuple(env)), key)
+    return hit[0]
+
+
+def _exact(v):
+    return v.as_integer_ratio() if type(v) is Fraction else v
 
 
 def line_holds(line: Line, model: PipelineModel, env: dict) -> bool:
