@@ -124,13 +124,12 @@ def _meets(model, lines, sep, setting, at=None) -> bool:
     """meets_all, exactly and cheaply through the separable form or the atoms when there is one."""
     if sep is None and at is None:
         return meets_all(lines, model, setting)
-    env = model.knobs.env(setting)
     if sep is None:
         try:
-            return all(holds(ln.op, v) for ln, v in zip(lines, at.exact_values(env)))
+            return all(holds(ln.op, v) for ln, v in zip(lines, at.exact_values(model.knobs.env(setting))))
         except (Unevaluable, ZeroDivisionError):
             return meets_all(lines, model, setting)
-    return all(holds(ln.op, v) for ln, v in zip(lines, exact_line_values(sep, env)))
+    return all(holds(ln.op, v) for ln, v in zip(lines, exact_line_values(sep, setting, model.knobs)))
 
 
 def _by_knapsack(model, lines, sep):

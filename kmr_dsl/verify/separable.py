@@ -78,6 +78,8 @@ class Class:
     # class (of this or a later separation of the same model) whose part on some line has
     # the same knobs and group shapes and constants (`separate`); None: not shared
     _parts: list | None = field(default=None, repr=False)
+    _flat: tuple | None = field(default=None, repr=False)
+    _names: tuple | None = field(default=None, repr=False)
 
     @property
     def rep(self) -> Component:
@@ -86,6 +88,17 @@ class Class:
     @property
     def points(self) -> int:
         return math.prod(self.sizes)
+
+    def member_symbols(self, knobs=None) -> tuple:
+        """Every member's symbols, member after member, or with a KnobTable their knobs'
+        names (made once: members are final once `separate` returns)."""
+        if self._flat is None:
+            self._flat = tuple(s for comp in self.members for s in comp.symbols)
+        if knobs is None:
+            return self._flat
+        if self._names is None:
+            self._names = tuple(knobs.by_symbol[s].name for s in self._flat)
+        return self._names
 
     def index(self, point: tuple) -> int:
         """The grid index of exact knob values (inverse of `point`)."""
