@@ -61,6 +61,7 @@ class Group:
     # a group of several terms: per term (interned shape, positions of its symbols in
     # `symbols`, number of its constants), for intervals.ieval_sum; () for one term
     parts: tuple = ()
+    decls: tuple | None = None  # id of each symbol's knob declaration (decompose; None: unknown)
 
     def shape(self) -> tuple:
         return self.key, self.consts
@@ -152,17 +153,18 @@ def decompose(expr, knobs: KnobTable, memo: dict | None = None) -> Decomposition
     for infos in buckets.values():
         if len(infos) == 1:
             t, shape, consts, syms = infos[0][:4]
-            groups.append(Group(t, syms, shape, consts))
+            groups.append(Group(t, syms, shape, consts, (), infos[0][5]))
             continue
         slot: dict = {}
         for info in infos:
-            for s in info[3]:
+            for s, d in zip(info[3], info[5]):
                 if id(s) not in slot:
-                    slot[id(s)] = (len(slot), s)
-        syms = tuple(s for _, s in slot.values())
+                    slot[id(s)] = (len(slot), s, d)
+        syms = tuple(s for _, s, _ in slot.values())
         key, parts = _add_key(infos, slot)
         e = sp.Add._from_args(tuple(info[0] for info in infos), True)
-        groups.append(Group(e, syms, key, [c for info in infos for c in info[2]], parts))
+        groups.append(Group(e, syms, key, [c for info in infos for c in info[2]], parts,
+                            tuple(d for _, _, d in slot.values())))
     return Decomposition(const, groups, frozenset(symbol.values()), all(info[4] for info in owned))
 
 
@@ -358,6 +360,7 @@ def _evaluate(groups: list[Group], knobs: KnobTable, relax: dict, points: bool,
     by_symbol = knobs.by_symbol
     # a family's instances share one domain: look it up once per declaration
     decl_doms: dict = {}
+    by_decls: dict = {}
     for gi, g in enumerate(groups):
         shape, consts = g.shape()
         if fixed is not None:
@@ -372,24 +375,32 @@ def _evaluate(groups: list[Group], knobs: KnobTable, relax: dict, points: bool,
                 cls = batch[key] = (gi, consts, [[v] if points else ([(float(v), float(v))], [v]) for v in vals], [])
             cls[3].append(gi)
             continue
-        doms = []
-        for s in g.symbols:
-            kv = by_symbol[s]
-            dk = (id(kv.knob), kv.kind)
-            dom = decl_doms.get(dk)
-            if dom is None:
-                if tail is not None and kv.knob.name == tail[0]:
-                    dom = _tail(kv, tail[1], points)
-                else:
-                    dom = _domain(kv, relax.get(kv.knob.name, set()), points)
-                decl_doms[dk] = dom
-            doms.append(dom)
-        counts = tuple(len(d) if points else len(d[0]) for d in doms)
-        # groups with equal constants over the same domains have equal results: the
-        # batch evaluates each such class once (a chain of 3000 layers of 4 shapes: a
-        # few rows instead of 3000). Domains are compared by identity (a family's
-        # instances share one object, alive for this call).
-        dkey = tuple(map(id, doms))
+        # the domains are the declarations': groups over the same declarations share them
+        # (and their counts and key), found once per call (Why: a symbol's KnobVar is a
+        # Python-hashed look-up, 3,000 layers' groups ~2x the rest of this loop)
+        hit = None if g.decls is None else by_decls.get(g.decls)
+        if hit is None:
+            doms = []
+            for s in g.symbols:
+                kv = by_symbol[s]
+                dk = (id(kv.knob), kv.kind)
+                dom = decl_doms.get(dk)
+                if dom is None:
+                    if tail is not None and kv.knob.name == tail[0]:
+                        dom = _tail(kv, tail[1], points)
+                    else:
+                        dom = _domain(kv, relax.get(kv.knob.name, set()), points)
+                    decl_doms[dk] = dom
+                doms.append(dom)
+            counts = tuple(len(d) if points else len(d[0]) for d in doms)
+            # groups with equal constants over the same domains have equal results: the
+            # batch evaluates each such class once (a chain of 3000 layers of 4 shapes: a
+            # few rows instead of 3000). Domains are compared by identity (a family's
+            # instances share one object, alive for this call).
+            hit = (doms, counts, tuple(map(id, doms)))
+            if g.decls is not None:
+                by_decls[g.decls] = hit
+        doms, counts, dkey = hit
         batch = batches.setdefault((id(shape), counts), {})
         cls = batch.get((tuple(consts), dkey))
         if cls is None:
@@ -532,18 +543,30 @@ def relax_line(decomp: Decomposition, knobs: KnobTable, base: LineBound, relax: 
     Only the new tail is evaluated — the relaxed domain is the old one plus the tail —
     and only for groups that contain the family.
     """
-    idx = [i for i, g in enumerate(decomp.groups) if any(knobs.by_symbol[s].knob.name == family for s in g.symbols)]
+    decl = id(knobs.families[family][0].knob)
+
+    def reads(g) -> bool:
+        if g.decls is not None:
+            return decl in g.decls
+        return any(knobs.by_symbol[s].knob.name == family for s in g.symbols)
+
+    idx = [i for i, g in enumerate(decomp.groups) if reads(g)]
     sub = [decomp.groups[i] for i in idx]
     cells = _evaluate(sub, knobs, relax, points=False, tail=(family, side))
     pts = _evaluate(sub, knobs, relax, points=True, tail=(family, side))
     res = list(base.groups)
+    made: dict = {}       # results are shared by a class's groups: each combination made once
     for i, c, p in zip(idx, cells, pts):
         old = res[i]
-        better = p.best < old.best or old.argmin is None
-        res[i] = GroupResult(min(old.lb, c.lb), max(old.ub, c.ub), False,
-                             p.argmin if better else old.argmin,
-                             old.argmax if old.argmax is not None else p.argmax,
-                             min(old.best, p.best))
+        key = (id(old), id(c), id(p))
+        new = made.get(key)
+        if new is None:
+            better = p.best < old.best or old.argmin is None
+            new = made[key] = GroupResult(min(old.lb, c.lb), max(old.ub, c.ub), False,
+                                          p.argmin if better else old.argmin,
+                                          old.argmax if old.argmax is not None else p.argmax,
+                                          min(old.best, p.best))
+        res[i] = new
     return _combine(decomp, res)
 
 
