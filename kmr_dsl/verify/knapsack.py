@@ -73,6 +73,11 @@ class Knapsack:
                 scale[i] += len(c.members) * (abs(float(k0)) + span)
         self.scale = np.maximum(scale, 1.0)
         self.keep = [_pareto(v) for v in self.vals]
+        # per subset of lines: its kept points and its MILP's arrays (a refutation asks twice,
+        # tightened and loosened, and `core` and `multipliers` ask the same subsets again;
+        # the dominance filter is most of a build). Read only, never changed
+        self._kept: dict = {}
+        self._built: dict = {}
         if not np.all(np.isfinite(self.scale)) or not all(np.all(np.isfinite(v)) for v in self.vals):
             raise ValueError("a budget line takes a value that is not finite")
 
@@ -80,6 +85,13 @@ class Knapsack:
 
     def _rows(self, rows: list[int]):
         """(A, ub, integrality, lb, ub of variables, decoder layout) for the lines `rows`."""
+        key = tuple(rows)
+        hit = self._built.get(key)
+        if hit is None:
+            hit = self._built[key] = self._build(rows)
+        return hit
+
+    def _build(self, rows: list[int]):
         cols_a, integ, vlo, vhi, layout = [], [], [], [], []
         eq_rows, eq_rhs = [], []
         rhs = np.array([-float(self.sep.consts[i]) for i in rows])
@@ -130,7 +142,12 @@ class Knapsack:
     def _keep(self, rows):
         if len(rows) == len(self.sep.lines):
             return self.keep
-        return [keep[_pareto(v[np.ix_(keep, np.array(rows, dtype=int))])] for keep, v in zip(self.keep, self.vals)]
+        key = tuple(rows)
+        hit = self._kept.get(key)
+        if hit is None:
+            hit = self._kept[key] = [keep[_pareto(v[np.ix_(keep, np.array(rows, dtype=int))])]
+                                     for keep, v in zip(self.keep, self.vals)]
+        return hit
 
     def _milp(self, rows: list[int], slack: float):
         a, rhs, integ, vlo, vhi, eq, eq_rhs, layout = self._rows(rows)

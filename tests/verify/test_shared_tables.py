@@ -206,3 +206,17 @@ def test_certificate_minima_and_conflict_are_the_rational_sums(model_lines, y):
         assert got["components"] == len(found)
         assert [(Fraction(c["at_best"]), c["knobs"]) for c in got["top"]] == \
             [(best, [model.knobs.by_symbol[s].name for s in syms]) for best, syms in found[:top]]
+
+
+def test_knapsack_builds_each_subset_once(model_lines):
+    from kmr_dsl.verify.knapsack import Knapsack
+    model, lines = model_lines
+    sep = separable(model, lines)
+    ks = Knapsack(sep)
+    answers = [ks.solve(rows) for rows in ([0, 1, 2], [0, 1], [1, 2], [0, 2])]
+    built = dict(ks._built)
+    assert len(built) == 4 and len(ks._kept) == 3           # the full set keeps `keep` itself
+    again = [ks.solve(rows) for rows in ([0, 1, 2], [0, 1], [1, 2], [0, 2])]
+    assert all(ks._built[k] is built[k] for k in built)     # hits, not rebuilt
+    fresh = Knapsack(sep)
+    assert again == answers == [fresh.solve(rows) for rows in ([0, 1, 2], [0, 1], [1, 2], [0, 2])]
