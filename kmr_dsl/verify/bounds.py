@@ -366,7 +366,7 @@ def _evaluate(groups: list[Group], knobs: KnobTable, relax: dict, points: bool,
         if fixed is not None:
             # one setting: classes by the values' identities (`fixed` keeps them alive; a
             # setting repeats a domain's own value objects), the domains made once per
-            # class. Why: hashing and converting Fractions per group cost ~2x the rest
+            # class. Why: hashing and converting Fractions per group: ~2x slower
             vals = [fixed[s] for s in g.symbols]
             batch = batches.setdefault((id(shape), (1,) * len(vals)), {})
             key = (tuple(consts), tuple(map(id, vals)))
@@ -377,7 +377,7 @@ def _evaluate(groups: list[Group], knobs: KnobTable, relax: dict, points: bool,
             continue
         # the domains are the declarations': groups over the same declarations share them
         # (and their counts and key), found once per call (Why: a symbol's KnobVar is a
-        # Python-hashed look-up, 3,000 layers' groups ~2x the rest of this loop)
+        # Python-hashed look-up per symbol; bound_line ~3x faster at 3,000 layers)
         hit = None if g.decls is None else by_decls.get(g.decls)
         if hit is None:
             doms = []
