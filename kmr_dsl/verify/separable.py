@@ -51,7 +51,7 @@ class Part:
 class Component:
     symbols: tuple                       # knob symbols, in declaration order
     groups: dict                         # line position -> its bounds.Group objects here
-    _parts: dict | None = field(default=None, repr=False)
+    _parts: dict | None = field(default=None, repr=False, compare=False)
 
     @property
     def parts(self) -> dict[int, Part]:
@@ -124,7 +124,7 @@ class Separable:
     consts: list[Fraction]               # const_i
     classes: list[Class]
     # certificate.py's exact minima per class, by multiplier vector (the classes never change)
-    minima: dict = field(default_factory=dict, repr=False)
+    minima: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 def _linear(e, pos: dict):
