@@ -53,7 +53,7 @@ import sympy as sp
 from kmr_dsl.core.state import ANALYTIC_METERS, LAYER_FIELDS
 from kmr_dsl.facts import LayerFact, ModelFacts
 from kmr_dsl.verify import algebra as A
-from kmr_dsl.verify.bounds import instance_info
+from kmr_dsl.verify.decomposition import instance_info
 from kmr_dsl.verify.intervals import intern_key, symbols_key, values_key
 from kmr_dsl.verify.numeric import as_number, evaluate
 from kmr_dsl.verify.file_bytes import fixed_header, offset_digits
@@ -79,9 +79,9 @@ _OF_LOW = {low: meter for meter, low in LOW_ENDS.items()}
 
 
 def _share_term_infos(model: PipelineModel, template, value, symbols: tuple) -> None:
-    """The budget lines' decomposition (bounds.decompose) sees each layer's terms: an
+    """The budget lines' decomposition (decomposition.decompose) sees each layer's terms: an
     instance's terms are the template's with its knobs, so their shapes are known
-    without a walk (bounds.instance_info)."""
+    without a walk (decomposition.instance_info)."""
     mapping = dict(zip(template.symbols, symbols))
     memo = model.decomposed_terms
     model_terms = template.expr.args if type(template.expr) is sp.Add else (template.expr,)

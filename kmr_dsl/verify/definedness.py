@@ -22,7 +22,7 @@ import sympy as sp
 import z3
 
 from kmr_dsl.verify import algebra as A
-from kmr_dsl.verify.bounds import scaled_info
+from kmr_dsl.verify.decomposition import scaled_info
 from kmr_dsl.verify.intervals import ieval, shape_of
 from kmr_dsl.verify.lower import Encoding
 from kmr_dsl.verify.render import render_setting
@@ -61,7 +61,7 @@ def _divisors(e, out: dict) -> dict:
 def _line_divisors(model, expr) -> dict:
     """_divisors of a line, skipping a term equal up to renaming to one already walked:
     the same shape and constants over knobs of the same declarations (the decomposition's
-    term info, bounds.term_info, when it is known or bounds.scaled_info derives it) has the
+    term info, decomposition.term_info, when it is known or decomposition.scaled_info derives it) has the
     same divisors' keys, and the first representative is the one kept."""
     terms = expr.args if type(expr) is sp.Add else (expr,)
     memo = model.decomposed_terms

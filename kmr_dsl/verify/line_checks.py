@@ -1,6 +1,6 @@
 """A budget line at a setting: cached per-model views of its expression and exact checks.
 
-Contract: `decomposition(model, expr)` (bounds.decompose, or None), `line_bound` (its
+Contract: `decomposition(model, expr)` (decomposition.decompose, or None), `line_bound` (its
 bound over the declared domains) and `line_range` (its float enclosure at a setting) are
 cached in the model's typed caches; `line_holds` and `meets_all` decide lines at a
 setting, by a float enclosure only when its margin is clear (bounds.MARGIN), exactly
@@ -14,7 +14,8 @@ from __future__ import annotations
 from fractions import Fraction
 
 from kmr_dsl.verify import algebra as A
-from kmr_dsl.verify.bounds import MARGIN, bound_line, decompose, point_range
+from kmr_dsl.verify.bounds import MARGIN, bound_line, point_range
+from kmr_dsl.verify.decomposition import decompose
 from kmr_dsl.verify.budget import Line, holds
 from kmr_dsl.verify.numeric import Unevaluable, as_number, evaluate
 from kmr_dsl.verify.separable import separate

@@ -1,7 +1,7 @@
 """Budget lines as separable sums: components of knobs, each with a table or an affine form.
 
 Contract: `separate(model, lines, decs)` takes lines `g_i op 0` (op `<=` or `<`) already
-decomposed (bounds.decompose) and returns a `Separable`, or None when some part of a
+decomposed (decomposition.decompose) and returns a `Separable`, or None when some part of a
 line is neither small and finite nor affine. A *component* is a set of knobs that
 share a term in some line (union-find over every line at once, so `s[fc1]` and
 `b[fc1]` form one component when `size` multiplies them even if `nonzero` reads only
@@ -50,7 +50,7 @@ class Part:
 @dataclass
 class Component:
     symbols: tuple                       # knob symbols, in declaration order
-    groups: dict                         # line position -> its bounds.Group objects here
+    groups: dict                         # line position -> its decomposition.Group objects here
     _parts: dict | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -181,7 +181,7 @@ def _affine(exprs: list, symbols: tuple):
 
 
 def separate(model, lines: list, decs: list) -> Separable | None:
-    """Why ids: a group's symbols are the knobs' own objects (bounds.term_info), so
+    """Why ids: a group's symbols are the knobs' own objects (decomposition.term_info), so
     they are keyed by id, never hashed by sympy in Python; with a member's parts made
     only when asked (Component.parts), ~40% less time (3 lines x 3,000 layers)."""
     knobs = model.knobs

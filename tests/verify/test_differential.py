@@ -21,7 +21,8 @@ import z3
 from hypothesis import HealthCheck, given, note, settings as hsettings, strategies as st
 
 from kmr_dsl.verify import Verdict, verify
-from kmr_dsl.verify.bounds import MARGIN, bound_line, decompose
+from kmr_dsl.verify.bounds import MARGIN, bound_line
+from kmr_dsl.verify.decomposition import decompose
 from kmr_dsl.verify.budget import budget_lines, holds
 from kmr_dsl.core.state import ANALYTIC_METERS
 from kmr_dsl.verify.cost import meter_expr

@@ -1,7 +1,7 @@
 """Work shared between layers of one shape gives exactly what per-layer work gives.
 
 The feasibility path reuses per-layer work: a negated term's info derived from the term's
-(bounds.scaled_info), groups keyed by symbol and shape identities (decompose, separate),
+(decomposition.scaled_info), groups keyed by symbol and shape identities (decompose, separate),
 domains found once per declaration tuple (bounds._evaluate), a point's enclosure classed
 by value identities, a setting's range cache keyed by identities and exact values
 (line_checks.line_range), a class's members counted by value identities
@@ -21,7 +21,8 @@ import pytest
 from kmr_dsl.check import check_source
 from kmr_dsl.diagnostics import render_all
 from kmr_dsl.verify import certificate
-from kmr_dsl.verify.bounds import bound_line, decompose, point_range, relax_line, scaled_info, term_info
+from kmr_dsl.verify.bounds import bound_line, point_range, relax_line
+from kmr_dsl.verify.decomposition import decompose, scaled_info, term_info
 from kmr_dsl.verify.budget import budget_lines
 from kmr_dsl.verify.knapsack import exact_line_values
 from kmr_dsl.verify.line_checks import decomposition, line_range, separable

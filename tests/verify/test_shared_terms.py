@@ -19,8 +19,8 @@ import sympy as sp
 
 from kmr_dsl.check import check_source
 from kmr_dsl.diagnostics import render_all
-from kmr_dsl.verify.bounds import (MARGIN, Decomposition, _intern, bound_line, decompose, point_range,
-                                   relax_line)
+from kmr_dsl.verify.bounds import MARGIN, bound_line, point_range, relax_line
+from kmr_dsl.verify.decomposition import Decomposition, _intern, decompose
 from kmr_dsl.verify.budget import budget_lines
 from kmr_dsl.verify import intervals
 from kmr_dsl.verify.intervals import ieval, ieval_sum, shape_of
