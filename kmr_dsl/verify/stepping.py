@@ -140,7 +140,8 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
     params: dict[str, object] = dict(DEFAULTS.get(rule, lambda: {p.name: _default_value(p) for p in rule.params
                                                                   if p.has_default}))
     for name, expr in step.args:
-        refs = {n.knob for n in nodes(expr) if isinstance(n, KnobRef)}
+        # (an argument is most often one knob: `amount = s[l]`, a leaf of the IR)
+        refs = {expr.knob} if type(expr) is KnobRef else {n.knob for n in nodes(expr) if isinstance(n, KnobRef)}
         model.arg_knobs |= refs
         if name not in read:
             model.opaque_knobs |= refs
