@@ -53,7 +53,7 @@ from kmr_dsl.verify.algebra import placeholder as _placeholder
 from kmr_dsl.verify.intervals import intern_key, symbols_key, values_key
 from kmr_dsl.verify.knobs import KnobTable
 from kmr_dsl.verify.requirements import Requirement
-from kmr_dsl.verify.state import PipelineModel, State, initial_state
+from kmr_dsl.verify.state import PipelineModel, State, changed, initial_state
 from kmr_dsl.verify.sympy_eval import Ctx, eval_ir
 from kmr_dsl.verify.template import Template
 
@@ -233,8 +233,7 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
             for f, v in _settled(model, new_layer, {**old, **sliced} if sliced else old, layer_facts.get(layer),
                                  (layer, "rank") in state.origin or bool(sliced), None if sliced else canon,
                                  raw.setdefault(layer, []), unrounded.setdefault(layer, {})).items():
-                was = old.get(f)
-                if was is not v and was != v:       # identity first: sympy's != costs microseconds
+                if changed(old.get(f), v):
                     lstate[f] = v
                     state.origin[(layer, f)] = index
             state.layers[layer] = lstate
@@ -258,8 +257,7 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
                 touched.update(members)
                 grouped.update(members)
         for f, v in new_model.items():
-            was = state.model.get(f)
-            if was is not v and was != v:
+            if changed(state.model.get(f), v):
                 state.model[f] = v
                 state.origin[(None, f)] = index
     raw = {l: r[0] for l, r in raw.items() if r}

@@ -6,7 +6,8 @@ constructions give.
   `_argset`, equal and equally hashed), for every mix of chains, duplicates and constants;
 - `Requirement` sets its fields in one dict update: still a frozen dataclass with the
   generated equality, repr and `replace`;
-- `lowend.reads` is `symbol in value.free_symbols` on the verifier's trees;
+- `lowend.reads` is `symbol in value.free_symbols` on the verifier's trees, and
+  `state.changed` is `old != new` on the state's values;
 - composability's one-layer proved result is the general path's (family, summary,
   layers, method), and the per-layer `model.trainable` chain reaches the final state as
   the flat And of every layer's condition, in layer order.
@@ -28,6 +29,7 @@ from kmr_dsl.verify.algebra import _lattice
 from kmr_dsl.verify.lowend import RHO, reads
 from kmr_dsl.verify.obligations import pipeline_model
 from kmr_dsl.verify.requirements import Requirement
+from kmr_dsl.verify.state import changed
 
 from tests.check.fakes import chain
 
@@ -135,3 +137,12 @@ def test_one_layer_results_and_the_trainable_chain():
     trainable = model.final.model["trainable"]
     bits = [model.knobs.by_name[f"b[{f.name}]"].symbol for f in facts.layers if f.kind == "Linear"]
     _same_node(trainable, _lattice(And, *(A.compare(">=", b, 16) for b in bits)))
+
+
+def test_changed_is_inequality():
+    chains = [A.and_(*CONDS[:k]) for k in range(0, 6)] + [A.or_(*CONDS[:k]) for k in range(2, 5)]
+    chains.append(_lattice(And, *CONDS[1:4]))
+    others = [None, A.ZERO, A.num(32), SYMS[0], A.EnumValue("dynamic"), A.FALSE]
+    for old in chains + others:
+        for new in chains + others:
+            assert changed(old, new) == (old != new)
