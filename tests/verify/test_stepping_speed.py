@@ -146,3 +146,22 @@ def test_changed_is_inequality():
     for old in chains + others:
         for new in chains + others:
             assert changed(old, new) == (old != new)
+
+
+def test_initial_state_shares_nothing_it_should_not():
+    """Layers of one shape get equal fields in dicts of their own; a fact equal as a
+    Python number but not as a value (0.1 and the float's exact fraction) is its own."""
+    from fractions import Fraction
+
+    from kmr_dsl.verify.state import initial_state
+
+    facts = chain(9, (64, 96, 128))
+    state = initial_state(facts)
+    assert len({id(d) for d in state.layers.values()}) == 9
+    assert state.layers["fc0"] == state.layers["fc3"] and state.layers["fc0"] != state.layers["fc1"]
+    odd = [dataclasses.replace(facts.layers[0], name="a", density=0.1),
+           dataclasses.replace(facts.layers[0], name="b", density=Fraction(0.1)),
+           dataclasses.replace(facts.layers[0], name="c", density=0.1)]
+    state = initial_state(dataclasses.replace(facts, layers=tuple(odd)))
+    assert state.layers["a"]["density"] == sp.Rational(1, 10) == state.layers["c"]["density"]
+    assert state.layers["b"]["density"] == sp.Rational(Fraction(0.1).numerator, Fraction(0.1).denominator)
