@@ -265,9 +265,10 @@ def compare(op: str, a, b):
 def _connective(cls, absorbing, neutral, xs):
     """And/Or: fold constants, flatten, drop duplicates (a set: sympy's == is slow)."""
     out: list = []
-    seen: set = set()          # parts added to `out` beyond the chain it extends
+    seen: set = set()          # parts added beyond the chain the result extends
     base = frozenset()         # the parts of that chain (its own set: copied once, by
                                # frozenset.union: ~15x faster than `|` or set() measured here)
+    head = ()                  # that chain's arguments
     chain = None               # that chain, while nothing is added to it
     for x in xs:
         x = num(x)
@@ -275,22 +276,32 @@ def _connective(cls, absorbing, neutral, xs):
             return absorbing
         if x is neutral:
             continue
-        parts = x.args if type(x) is cls else (x,)
-        if not out and type(x) is cls:
-            out, base, chain = list(parts), x._argset, x     # extend an existing chain in O(new)
+        parts = x._args if type(x) is cls else (x,)
+        if not head and not out and type(x) is cls:
+            head, base, chain = parts, x._argset, x      # extend an existing chain in O(new)
             continue
         for part in parts:
             if part not in base and part not in seen:
                 seen.add(part)
                 out.append(part)
                 chain = None
-    if not out:
-        return neutral
     if chain is not None:
         # nothing added to the chain (`model.trainable and ...` starts from TRUE): the
         # chain itself, not a copy (a per-layer step would copy it once per layer)
         return chain
-    return out[0] if len(out) == 1 else _lattice(cls, *out, argset=base.union(seen) if base else seen)
+    if not head:
+        if not out:
+            return neutral
+        return out[0] if len(out) == 1 else _lattice(cls, *out, argset=seen)
+    # the chain's arguments, then the new ones: the node `_lattice(cls, *head, *out)`
+    # builds, its tuple made once. Why: a per-layer step extends `model.trainable` by one
+    # condition per layer, so this runs once per layer on a chain as long as the layers
+    # before it; passing the arguments through calls copied them three times more (a
+    # 3,000-layer chain: 0.21 s -> 0.09 s measured)
+    obj = _new(cls)
+    obj._args = head + tuple(out)
+    obj._argset = base.union(seen)
+    return obj
 
 
 def and_(*xs):

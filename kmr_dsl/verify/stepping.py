@@ -42,9 +42,10 @@ from dataclasses import dataclass
 import sympy as sp
 
 from kmr_dsl.core.memo import ByIdentity
-from kmr_dsl.core.program import CheckedProgram, FieldRef, IExpr, KnobRef, ParamRef, Pipeline, Rule, Step
+from kmr_dsl.core.program import CheckedProgram, Const, EnumLit, FieldRef, IExpr, KnobRef, ParamRef, Pipeline, Rule, \
+    Step
 from kmr_dsl.core.state import MATRIX_KINDS
-from kmr_dsl.core.walk import nodes
+from kmr_dsl.core.walk import children, nodes
 from kmr_dsl.verify import algebra as A
 from kmr_dsl.verify import groups, lowend, pools, requirements, settling
 from kmr_dsl.verify.algebra import Opaque as _Opaque
@@ -52,7 +53,7 @@ from kmr_dsl.verify.algebra import placeholder as _placeholder
 from kmr_dsl.verify.intervals import intern_key, symbols_key, values_key
 from kmr_dsl.verify.knobs import KnobTable
 from kmr_dsl.verify.requirements import Requirement
-from kmr_dsl.verify.state import PipelineModel, State, initial_state
+from kmr_dsl.verify.state import PipelineModel, State, changed, initial_state
 from kmr_dsl.verify.sympy_eval import Ctx, eval_ir
 from kmr_dsl.verify.template import Template
 
@@ -106,6 +107,8 @@ def _templated(model: PipelineModel, canon: Canon | None, what: tuple, build):
 # a rule's parameter defaults as values (constants: shared by every step of the rule)
 DEFAULTS = ByIdentity("a rule's parameter defaults", "Rule", limit=256)
 PARAMS_READ = ByIdentity("parameters a rule's contract reads", "Rule", limit=256)
+# a constant argument's value (Const, EnumLit: immutable values, shared by the steps passing it)
+CONSTANT_ARGS = ByIdentity("constant step arguments as values", "IR constant", limit=4096)
 
 
 def _params_read(rule: Rule) -> set[str]:
@@ -140,12 +143,23 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
     params: dict[str, object] = dict(DEFAULTS.get(rule, lambda: {p.name: _default_value(p) for p in rule.params
                                                                   if p.has_default}))
     for name, expr in step.args:
-        refs = {n.knob for n in nodes(expr) if isinstance(n, KnobRef)}
-        model.arg_knobs |= refs
-        if name not in read:
-            model.opaque_knobs |= refs
+        # an argument is most often a leaf of the IR: a knob (`amount = s[l]`), or a constant
+        # (a default the checker filled in: one node shared by every step of the rule, whose
+        # value is the node's alone, CONSTANT_ARGS); measured ~1% of verify at 3,000 layers
+        t = type(expr)
+        if t is Const or t is EnumLit:
+            refs = ()
+        elif not children(expr):
+            refs = {expr.knob} if isinstance(expr, KnobRef) else ()
+        else:
+            refs = {n.knob for n in nodes(expr) if isinstance(n, KnobRef)}
+        if refs:
+            model.arg_knobs |= refs
+            if name not in read:
+                model.opaque_knobs |= refs
         try:
-            params[name] = eval_ir(expr, knob_ctx)
+            params[name] = CONSTANT_ARGS.get(expr, lambda: eval_ir(expr, knob_ctx)) if not refs and \
+                (t is Const or t is EnumLit) else eval_ir(expr, knob_ctx)
         except A.NotModelled as exc:
             model.problems.append(f"step {index + 1} `{rule.name}`: argument `{name}`: {exc}")
             params[name] = _Opaque(str(exc))
@@ -219,7 +233,7 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
             for f, v in _settled(model, new_layer, {**old, **sliced} if sliced else old, layer_facts.get(layer),
                                  (layer, "rank") in state.origin or bool(sliced), None if sliced else canon,
                                  raw.setdefault(layer, []), unrounded.setdefault(layer, {})).items():
-                if old.get(f) != v:
+                if changed(old.get(f), v):
                     lstate[f] = v
                     state.origin[(layer, f)] = index
             state.layers[layer] = lstate
@@ -243,7 +257,7 @@ def _apply_step(model: PipelineModel, state: State, index: int, step: Step, laye
                 touched.update(members)
                 grouped.update(members)
         for f, v in new_model.items():
-            if state.model.get(f) != v:
+            if changed(state.model.get(f), v):
                 state.model[f] = v
                 state.origin[(None, f)] = index
     raw = {l: r[0] for l, r in raw.items() if r}
@@ -292,30 +306,65 @@ def _reads_model(expr: IExpr) -> bool:
     return MODEL_FIELDS.get(expr, lambda: any(isinstance(n, FieldRef) and n.scope == "model" for n in nodes(expr)))
 
 
+# a rule's requires clauses as _requirements reads them: (index, clause, its template
+# `what`, the fields it reads as (in the layer?, text, field), whether it reads the density)
+CLAUSES = ByIdentity("a rule's requires clauses and the fields they read", "Rule", limit=256)
+
+
+def _clauses(rule: Rule) -> list:
+    return CLAUSES.get(rule, lambda: [
+        (ci, clause, ("requires", id(clause)),
+         tuple((ref.scope == "layer", f"{ref.scope}.{ref.field}", ref.field)
+               for ref in requirements.fields_read(clause)),
+         FieldRef("layer", "density") in set(nodes(clause)))
+        for ci, clause in enumerate(rule.requires)])
+
+
 def _requirements(model: PipelineModel, state: State, index: int, step: Step, params: dict, layer,
                   canon: Canon | None = None) -> None:
-    """One Requirement per requires clause of `step` on `layer`, over the current state."""
+    """One Requirement per requires clause of `step` on `layer`, over the current state.
+    `canon`: the step's inputs up to renaming: a clause a layer of the same inputs had is
+    that layer's, renamed (`_templated`; the requirement names the template it instantiates).
+    Why inline: a 3,000-layer pipeline makes ~27,000 requirements, and the per-clause
+    lookups and closures were a measured ~2% of verify."""
     lstate = state.layers[layer] if layer is not None else None
-    ctx = Ctx(model.knobs, params, lstate, state.model)
-    for ci, clause in enumerate(step.rule.requires):
-        template = None if canon is None else (("requires", id(clause)), canon.key)
+    mstate, origin, templates = state.model, state.origin, model.templates
+    pooled = layer in state.pools
+    ctx = None
+    for ci, clause, what, reads, reads_density in _clauses(step.rule):
+        template = None
         try:
-            cond = _templated(model, canon, ("requires", id(clause)), lambda: eval_ir(clause, ctx))
+            built = None
+            if canon is not None:
+                template = (what, canon.key)
+                hit = templates.get(template)
+                if hit is not None:
+                    built = hit(canon.symbols)
+                else:
+                    if ctx is None:
+                        ctx = Ctx(model.knobs, params, lstate, mstate)
+                    built = eval_ir(clause, ctx)
+                    if isinstance(built, sp.Basic):
+                        templates[template] = Template(built, canon.symbols)
+                    else:
+                        template = None          # built, not remembered (not a sympy value)
+            else:
+                if ctx is None:
+                    ctx = Ctx(model.knobs, params, lstate, mstate)
+                built = eval_ir(clause, ctx)
+            cond = built
             if not A.is_boolean(cond):
                 raise A.NotModelled("a requires clause that is not a condition")
         except A.NotModelled as exc:
             cond, template = _placeholder(str(exc), True), None
-        if template is not None and template not in model.templates:
-            template = None          # built, not remembered (not a sympy value)
-        if layer in state.pools and FieldRef("layer", "density") in set(nodes(clause)):
+        if pooled and reads_density:
             cond, template = _placeholder(f"the density of `{layer}` after a global pruning is known only in "
                                           "total", True), None
         fields = []
-        for ref in requirements.fields_read(clause):
-            scope = lstate if ref.scope == "layer" else state.model
-            key = (layer if ref.scope == "layer" else None, ref.field)
-            if scope is not None and ref.field in scope:
-                fields.append((f"{ref.scope}.{ref.field}", scope[ref.field], state.origin.get(key)))
+        for in_layer, text, f in reads:
+            scope = lstate if in_layer else mstate
+            if scope is not None and f in scope:
+                fields.append((text, scope[f], origin.get((layer if in_layer else None, f))))
         model.requirements.append(Requirement(index, step, layer, ci, clause, cond, tuple(fields),
                                               template=template))
 
