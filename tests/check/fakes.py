@@ -51,6 +51,26 @@ def chain(n: int, widths: tuple[int, ...] = (64, 96, 128, 80)) -> ModelFacts:
     return _facts(layers, (1, widths[0]))
 
 
+def per_layer_program(lines: list[str]) -> str:
+    """A program over a chain (`chain`): per-layer sparsity and bit-width families (one
+    prune and one quantize step per Linear) and the budget `lines`."""
+    budget = "\n".join(f"        {ln}" for ln in lines)
+    return f"""import "std"
+model deep = factory("bench:mlp")
+knob s[l in layers(Linear)] : float in [0.0, 0.9] step 0.05 = 0.0
+knob b[l in layers(Linear)] : int in {{4, 8, 16, 32}} = 32
+pipeline compress(deep) {{
+    for l in layers(Linear) {{
+        prune(amount = s[l])
+        quantize(bits = b[l])
+    }}
+    budget {{
+{budget}
+    }}
+}}
+"""
+
+
 def shared_knobs_program(lines: list[str], count: int) -> str:
     """A program over a chain (`chain`): `count` scalar sparsity knobs, each pruning every
     Linear, one bit-width knob, and the budget `lines`: one group of count + 1 knobs."""

@@ -30,24 +30,10 @@ from kmr_dsl.verify.numeric import evaluate
 from kmr_dsl.verify.obligations import pipeline_model
 from kmr_dsl.verify.separable import exact_values
 
-from tests.check.fakes import chain
+from tests.check.fakes import chain, per_layer_program
 
-PROGRAM = """import "std"
-model deep = factory("bench:mlp")
-knob s[l in layers(Linear)] : float in [0.0, 0.9] step 0.05 = 0.0
-knob b[l in layers(Linear)] : int in {4, 8, 16, 32} = 32
-pipeline compress(deep) {
-    for l in layers(Linear) {
-        prune(amount = s[l])
-        quantize(bits = b[l])
-    }
-    budget {
-        size <= 12% * baseline.size
-        nonzero >= 88% * baseline.nonzero
-        nonzero <= 95% * baseline.nonzero
-    }
-}
-"""
+PROGRAM = per_layer_program(["size <= 12% * baseline.size", "nonzero >= 88% * baseline.nonzero",
+                             "nonzero <= 95% * baseline.nonzero"])
 
 
 @pytest.fixture(scope="module")

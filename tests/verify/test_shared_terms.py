@@ -27,25 +27,11 @@ from kmr_dsl.verify.intervals import ieval, ieval_sum, shape_of
 from kmr_dsl.verify.numeric import evaluate
 from kmr_dsl.verify.obligations import pipeline_model
 
-from tests.check.fakes import chain, shared_knobs_program
+from tests.check.fakes import chain, per_layer_program, shared_knobs_program
 
 LINES = ["size <= 20% * baseline.size", "nonzero >= 40% * baseline.nonzero"]
 
-PER_LAYER = """import "std"
-model deep = factory("bench:mlp")
-knob s[l in layers(Linear)] : float in [0.0, 0.9] step 0.05 = 0.0
-knob b[l in layers(Linear)] : int in {4, 8, 16, 32} = 32
-pipeline compress(deep) {
-    for l in layers(Linear) {
-        prune(amount = s[l])
-        quantize(bits = b[l])
-    }
-    budget {
-        size <= 20% * baseline.size
-        nonzero >= 40% * baseline.nonzero
-    }
-}
-"""
+PER_LAYER = per_layer_program(["size <= 20% * baseline.size", "nonzero >= 40% * baseline.nonzero"])
 
 REAL = """import "std"
 model deep = factory("bench:mlp")

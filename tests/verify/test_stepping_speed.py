@@ -31,7 +31,7 @@ from kmr_dsl.verify.obligations import pipeline_model
 from kmr_dsl.verify.requirements import Requirement
 from kmr_dsl.verify.state import changed
 
-from tests.check.fakes import chain
+from tests.check.fakes import chain, per_layer_program
 
 SYMS = [sp.Symbol(f"b{i}", integer=True) for i in range(12)]
 CONDS = [A.compare(">=", s, 16) for s in SYMS]
@@ -107,20 +107,7 @@ def test_reads_is_free_symbols_membership():
             assert reads(v, s) == (s in v.free_symbols)
 
 
-PER_LAYER = """import "std"
-model deep = factory("bench:mlp")
-knob s[l in layers(Linear)] : float in [0.0, 0.9] step 0.05 = 0.0
-knob b[l in layers(Linear)] : int in {4, 8, 16, 32} = 32
-pipeline compress(deep) {
-    for l in layers(Linear) {
-        prune(amount = s[l])
-        quantize(bits = b[l])
-    }
-    budget {
-        size <= 50% * baseline.size
-    }
-}
-"""
+PER_LAYER = per_layer_program(["size <= 50% * baseline.size"])
 
 
 def test_one_layer_results_and_the_trainable_chain():
