@@ -3,6 +3,7 @@
 Grid: N in {100, 1000, 3000} Linear layers x {1, 2, 3} budget lines x {feasible,
 infeasible}. The model is a chain of Linear layers whose widths cycle through 64, 96,
 128, 80 (four layer shapes; ModelFacts written by hand, no torch), and the program
+(tests/check/fakes.py `per_layer_program`)
 
     knob s[l in layers(Linear)] : float in [0.0, 0.9] step 0.05 = 0.0
     knob b[l in layers(Linear)] : int in {4, 8, 16, 32} = 32
@@ -58,20 +59,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 WIDTHS = (64, 96, 128, 80)
-PROGRAM = """import "std"
-model deep = factory("bench:mlp")
-knob s[l in layers(Linear)] : float in [0.0, 0.9] step 0.05 = 0.0
-knob b[l in layers(Linear)] : int in {{4, 8, 16, 32}} = 32
-pipeline compress(deep) {{
-    for l in layers(Linear) {{
-        prune(amount = s[l])
-        quantize(bits = b[l])
-    }}
-    budget {{
-{lines}
-    }}
-}}
-"""
 LINES = {
     (1, "feasible"): ["size <= 25% * baseline.size"],
     (1, "infeasible"): ["size <= 5% * baseline.size"],
@@ -176,11 +163,12 @@ def one_n(n: int, runs: int, cap: float, z3_alone: bool = True) -> dict:
     from kmr_dsl.verify.feasibility import check_feasibility
     from kmr_dsl.verify.obligations import clear_caches, pipeline_model
     from kmr_dsl.verify.report import Limits
+    from tests.check.fakes import per_layer_program
 
     facts = chain_facts(n)
     rows = []
     for (k, kind), lines in LINES.items():
-        src = PROGRAM.format(lines="\n".join("        " + ln for ln in lines))
+        src = per_layer_program(lines)
         program, report, feas, wall, cpu = _timed_verify(src, "bench.kmr", facts, runs)
         row = {"n": n, "lines": k, "kind": kind, "verdict": feas.verdict.value, "method": feas.method,
                "wall": wall, "cpu": cpu,
