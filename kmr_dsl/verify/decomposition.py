@@ -66,9 +66,10 @@ def decompose(expr, knobs: KnobTable, memo: dict | None = None) -> Decomposition
     Each term is walked once (its symbols, shape and constants together); `memo` keeps
     those per term object, so decomposing `size` after `size - 16000` walks nothing twice.
 
-    Why ids: the union-find and the groups' symbol lists key symbols by id (term_info
-    gives each knob's own symbol object, so equal symbols are one object), and a group of several terms finds its interned key and parts by its
-    terms' shape identities (_add_key): a sympy symbol hashes in Python and a shape is a
+    Why ids: the union-find (`join`) and the groups' symbol lists key symbols by id
+    (term_info gives each knob's own symbol object, so equal symbols are one object), and
+    a group of several terms finds its interned key and parts by its terms' shape
+    identities (_add_key): a sympy symbol hashes in Python and a shape is a
     nested tuple hashed whole each time; measured ~35% of a 3,000-layer `size` line's
     decomposition (12,000 terms in 3,000 groups).
     """
@@ -76,14 +77,6 @@ def decompose(expr, knobs: KnobTable, memo: dict | None = None) -> Decomposition
     terms = list(expr.args) if type(expr) is sp.Add else [expr]
     const = Fraction(0)
     parent: dict = {}           # id(symbol) -> id(symbol)
-    symbol: dict = {}           # id(symbol) -> symbol
-
-    def find(s):
-        while parent[s] != s:
-            parent[s] = parent[parent[s]]
-            s = parent[s]
-        return s
-
     owned = []
     get = memo.get
     for t in terms:
@@ -93,25 +86,13 @@ def decompose(expr, knobs: KnobTable, memo: dict | None = None) -> Decomposition
         info = get(id(t))
         if info is None or info[0] is not t:
             info = term_info(t, knobs, memo)
-        syms = info[3]
-        if not syms:
+        if not info[3]:
             raise NotModelled("a constant term that did not fold")
-        first = id(syms[0])
-        if first not in parent:
-            parent[first] = first
-            symbol[first] = syms[0]
-        for s in syms[1:]:
-            i = id(s)
-            if i not in parent:
-                parent[i] = i
-                symbol[i] = s
-            a, b = find(first), find(i)
-            if a != b:
-                parent[b] = a
+        join(parent, info[3])
         owned.append(info)
     buckets: dict = {}
     for info in owned:
-        root = find(id(info[3][0]))
+        root = find(parent, id(info[3][0]))
         hit = buckets.get(root)
         if hit is None:
             buckets[root] = [info]
@@ -133,7 +114,31 @@ def decompose(expr, knobs: KnobTable, memo: dict | None = None) -> Decomposition
         e = sp.Add._from_args(tuple(info[0] for info in infos), True)
         groups.append(Group(e, syms, key, [c for info in infos for c in info[2]], parts,
                             tuple(d for _, _, d in slot.values())))
-    return Decomposition(const, groups, frozenset(symbol.values()), all(info[4] for info in owned))
+    return Decomposition(const, groups, frozenset([s for info in owned for s in info[3]]),
+                         all(info[4] for info in owned))
+
+
+def join(parent: dict, symbols) -> None:
+    """Put `symbols` in one set of the union-find `parent` (id(symbol) -> id(symbol); a
+    symbol not in it yet is its own set first). decompose and separable.separate share it."""
+    first = id(symbols[0])
+    if first not in parent:
+        parent[first] = first
+    for s in symbols[1:]:
+        i = id(s)
+        if i not in parent:
+            parent[i] = i
+        a, b = find(parent, first), find(parent, i)
+        if a != b:
+            parent[b] = a
+
+
+def find(parent: dict, s: int) -> int:
+    """The root of `s`'s set in the union-find `parent` (halving the path on the way)."""
+    while parent[s] != s:
+        parent[s] = parent[parent[s]]
+        s = parent[s]
+    return s
 
 
 # (id(shape), slots) per term of a group -> (the group's interned key, its parts, the
@@ -222,4 +227,4 @@ def instance_info(t, model_term, mapping: dict, knobs: KnobTable, memo: dict) ->
         memo[id(t)] = _info(t, base[1], base[2], kvs, base[4])
 
 
-__all__ = ["Decomposition", "Group", "decompose", "instance_info", "scaled_info", "term_info"]
+__all__ = ["Decomposition", "Group", "decompose", "find", "instance_info", "join", "scaled_info", "term_info"]
